@@ -1,0 +1,31 @@
+"""funboost: turn any function into a distributed task with one decorator, on any broker by name."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from funboost.enums import BrokerEnum, ConcurrentModeEnum, FunctionKind
+from funboost.exceptions import (
+    ExceptionForPushToDlxqueue, ExceptionForPushToDlxQueue, ExceptionForRequeue, ExceptionForRetry,
+    FunboostError, FunctionTimeoutError, MalformedMessage, PublishArgumentsError, RpcNotEnabled,
+    RpcTimeout, UnknownBrokerKind, BrokerPluginError, TaskKilled,
+)
+from funboost.params import (
+    BoosterParams, FunctionResultStatusPersistanceConfig, FunctionResultStatusPersistenceConfig,
+    PublisherParams, TaskOptions,
+)
+from funboost.booster import Booster, BoostersManager, boost, ctrl_c_recv, keep_sleep, run_forever, task_deco
+from funboost.context import fct, funboost_current_task, FctContext
+from funboost.result import AsyncResult, AioAsyncResult, RemoteTaskError
+from funboost.plugins.broker import Broker, BrokerOptions, Capabilities, Delivery, OutgoingMessage, QueueSize
+from funboost.plugins.hookspecs import hookimpl
+
+__all__ = [
+    "boost", "task_deco", "Booster", "BoostersManager", "BoosterParams", "PublisherParams", "TaskOptions",
+    "BrokerEnum", "ConcurrentModeEnum", "FunctionKind", "fct", "funboost_current_task", "FctContext",
+    "AsyncResult", "AioAsyncResult", "RemoteTaskError", "ctrl_c_recv", "keep_sleep", "run_forever",
+    "ExceptionForRetry", "ExceptionForRequeue", "ExceptionForPushToDlxqueue", "ExceptionForPushToDlxQueue",
+    "FunboostError", "FunctionTimeoutError", "MalformedMessage", "PublishArgumentsError", "RpcNotEnabled",
+    "RpcTimeout", "UnknownBrokerKind", "BrokerPluginError", "TaskKilled",
+    "FunctionResultStatusPersistenceConfig", "FunctionResultStatusPersistanceConfig",
+    "Broker", "BrokerOptions", "Capabilities", "Delivery", "OutgoingMessage", "QueueSize", "hookimpl",
+]

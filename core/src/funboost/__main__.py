@@ -1,0 +1,3 @@
+from funboost.cli import main
+
+raise SystemExit(main())

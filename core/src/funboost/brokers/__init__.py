@@ -1,0 +1,1 @@
+"""Brokers that ship with funboost-core (registered through the same entry-point path as plugins)."""

@@ -1,0 +1,125 @@
+"""The ``funboost`` command (also ``python -m funboost``).
+
+    funboost brokers [--json]                   installed broker kinds, distributions, capabilities
+    funboost state-backends                     installed state backends
+    funboost -m myproj.tasks queues             queues of the boosters defined in the imported modules
+    funboost -m myproj.tasks consume Q [Q ...] [--processes N]
+    funboost -m myproj.tasks push Q '{"x": 1}'
+    funboost -m myproj.tasks clear|pause|resume|count Q
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Optional, Sequence
+
+
+def _cmd_brokers(args: argparse.Namespace) -> int:
+    from funboost.plugins.manager import get_broker_registry
+    infos = get_broker_registry().installed()
+    if args.json:
+        print(json.dumps([i.as_dict() for i in infos], indent=2))
+        return 0
+    for i in infos:
+        print(f"{i.kind:<16} {i.distribution} {i.version}")
+        print(f"    names: {', '.join(i.aliases)}")
+        if i.error:
+            print(f"    BROKEN: {i.error}")
+            continue
+        caps = i.broker_cls.capabilities.as_dict()
+        on = [k for k, v in caps.items() if v is True]
+        print(f"    capabilities: {', '.join(on) or '-'}; queue size {caps['queue_size']}; "
+              f"ordering {caps['ordering']}")
+    return 0
+
+
+def _cmd_state_backends(args: argparse.Namespace) -> int:
+    from funboost.state.base import installed_state_backends
+    for n in installed_state_backends():
+        print(n)
+    return 0
+
+
+def _booster(q: str):
+    from funboost.booster import BoostersManager
+    return BoostersManager.get_booster(q)
+
+
+def _cmd_queues(args: argparse.Namespace) -> int:
+    from funboost.booster import BoostersManager
+    for b in BoostersManager.all_boosters():
+        print(f"{b.queue_name}\t{b.params.broker_kind}\t{b.func_name}")
+    return 0
+
+
+def _cmd_consume(args: argparse.Namespace) -> int:
+    from funboost.booster import BoostersManager, ctrl_c_recv
+    queues = args.queues or BoostersManager.get_all_queues()
+    if args.processes and args.processes > 1:
+        BoostersManager.multi_process_consume_queues(**{q: args.processes for q in queues})
+    else:
+        BoostersManager.consume_queues(*queues)
+    ctrl_c_recv()
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    r = _booster(args.queue).publish(json.loads(args.message))
+    print(r.task_id)
+    return 0
+
+
+def _cmd_simple(args: argparse.Namespace) -> int:
+    b = _booster(args.queue)
+    if args.command == "clear":
+        print(b.clear())
+    elif args.command == "pause":
+        b.pause()
+    elif args.command == "resume":
+        b.resume()
+    elif args.command == "count":
+        print(b.get_message_count())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="funboost", description="funboost command line")
+    p.add_argument("-m", "--import-modules", default="", help="comma-separated modules that define boosters")
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("brokers", help="list installed broker kinds")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(fn=_cmd_brokers)
+    sub.add_parser("state-backends", help="list installed state backends").set_defaults(fn=_cmd_state_backends)
+    sub.add_parser("queues", help="list the queues of the imported modules").set_defaults(fn=_cmd_queues)
+    c = sub.add_parser("consume", help="consume queues (all imported ones by default)")
+    c.add_argument("queues", nargs="*")
+    c.add_argument("--processes", type=int, default=1)
+    c.set_defaults(fn=_cmd_consume)
+    pu = sub.add_parser("push", help="publish a JSON object of arguments")
+    pu.add_argument("queue")
+    pu.add_argument("message")
+    pu.set_defaults(fn=_cmd_push)
+    for name in ("clear", "pause", "resume", "count"):
+        s = sub.add_parser(name)
+        s.add_argument("queue")
+        s.set_defaults(fn=_cmd_simple)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.import_modules:
+        sys.path.insert(0, ".")
+        for mod in filter(None, (m.strip() for m in args.import_modules.split(","))):
+            importlib.import_module(mod)
+    try:
+        return args.fn(args)
+    except (KeyError, ValueError) as exc:
+        print(f"funboost: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,560 @@
+"""The consumer: one queue in one process.
+
+    broker.fetch (batch, bounded by free capacity)
+      -> decode (malformed -> dead-letter with the reason)
+      -> controls: kill list, expiry, delay (native or emulated), filter, argument check, qps
+      -> executor (threading | asyncio | gevent | eventlet | single_thread)
+      -> runner (retries, timeout, requeue / dead-letter)
+      -> finish_task: RPC result, status record, stats, hooks, ack (batched)
+
+A control thread refreshes pause / qps / concurrency flags and remote-kill requests from the state
+backend, sends heartbeats, and logs throughput every ``stats_log_interval`` seconds.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Optional
+
+from funboost.engine.controls import CronWindow, RateLimiter, filter_key
+from funboost.engine.executors import AsyncioExecutor, Executor, make_executor
+from funboost.engine.runner import DEAD_LETTERED, FINISH, KILLED, REQUEUED, Runner, Task
+from funboost.engine.status import FunctionResultStatus
+from funboost.exceptions import MalformedMessage
+from funboost.message import build_envelope, decode, dumps
+from funboost.plugins.broker import Broker, Delivery, OutgoingMessage
+from funboost.plugins.manager import get_plugin_manager, has_hook_impls
+
+if TYPE_CHECKING:  # pragma: no cover
+    from funboost.booster import Booster
+
+HEARTBEAT_INTERVAL = 5.0
+HEARTBEAT_TTL = 15.0
+FLAG_POLL_INTERVAL = 1.0
+_seq = itertools.count()
+
+
+class AckBatcher:
+    """Collects finished deliveries and acks them in batches from one thread: batching is where the
+    broker round trips are saved. At-least-once is kept: a crash before the flush only means the
+    message runs again."""
+
+    def __init__(self, broker: Broker, logger: logging.Logger, max_batch: int = 500, linger: float = 0.005):
+        self.broker = broker
+        self.logger = logger
+        self.max_batch = max_batch
+        self.linger = linger
+        self._buf: list[Delivery] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="funboost-ack", daemon=True)
+        self._thread.start()
+
+    def add(self, d: Delivery) -> None:
+        with self._lock:
+            self._buf.append(d)
+            n = len(self._buf)
+        if n == 1 or n >= self.max_batch:
+            self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stopped:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            if self.linger:
+                time.sleep(self.linger)  # let a burst accumulate into one batch
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._buf = self._buf, []
+        if not batch:
+            return
+        delay = 0.1
+        while True:
+            try:
+                for i in range(0, len(batch), self.max_batch):
+                    self.broker.ack(batch[i:i + self.max_batch])
+                return
+            except Exception as exc:  # a broker outage: keep the acks and retry, never drop them
+                if self._stopped and delay > 2:
+                    self.logger.error("could not ack %d deliveries at shutdown: %s", len(batch), exc)
+                    return
+                self.logger.warning("ack failed (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        self._thread.join(5)
+        self.flush()
+
+
+class StatusSaver:
+    """Writes FunctionResultStatus records to the state backend in batches from a background thread."""
+
+    def __init__(self, consumer: "Consumer") -> None:
+        self.c = consumer
+        conf = consumer.params.function_result_status_persistence_conf
+        self.table = conf.table_name or consumer.params.queue_name
+        self.ttl = conf.expire_seconds
+        self.save_result = conf.is_save_result
+        self._buf: list[dict] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="funboost-status", daemon=True)
+        self._thread.start()
+
+    def add(self, status: FunctionResultStatus) -> None:
+        d = status.to_dict()
+        if not self.save_result:
+            d["result"] = None
+        with self._lock:
+            self._buf.append(d)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.2):
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._buf = self._buf, []
+        if batch:
+            try:
+                self.c.state.save_statuses(self.table, batch, self.ttl)
+            except Exception as exc:
+                self.c.logger.error("could not save %d status records: %s", len(batch), exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.flush()
+
+
+class Stats:
+    """Counters for the periodic log line and heartbeats."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.window_runs = 0
+        self.window_fail = 0
+        self.window_cost = 0.0
+        self.window_start = time.monotonic()
+        self.total_runs = 0
+        self.total_fail = 0
+        self.last_rate = 0.0
+
+    def record(self, success: bool, cost: float) -> None:
+        with self.lock:
+            self.window_runs += 1
+            self.total_runs += 1
+            self.window_cost += cost
+            if not success:
+                self.window_fail += 1
+                self.total_fail += 1
+
+    def roll(self) -> tuple[int, int, float, float]:
+        with self.lock:
+            elapsed = max(1e-6, time.monotonic() - self.window_start)
+            runs, fail, cost = self.window_runs, self.window_fail, self.window_cost
+            self.window_runs = self.window_fail = 0
+            self.window_cost = 0.0
+            self.window_start = time.monotonic()
+            self.last_rate = runs / elapsed
+            return runs, fail, (cost / runs if runs else 0.0), elapsed
+
+
+class Consumer:
+    def __init__(self, booster: "Booster") -> None:
+        self.booster = booster
+        self.params = p = booster.params
+        self.logger = booster.logger
+        self.broker: Broker = booster.new_broker()
+        self.caps = self.broker.capabilities
+        self.consumer_id = self.broker.consumer_id
+        self.executor: Executor = make_executor(p.concurrent_mode, p.concurrent_num, p.specify_concurrent_pool,
+                                                p.specify_async_loop, name=f"funboost-{p.queue_name}")
+        self.runner = Runner(self)
+        self.rate = RateLimiter(p.qps)
+        self.window = CronWindow(p.allow_run_time_cron) if p.allow_run_time_cron else None
+        self.stats = Stats()
+        self.acker = AckBatcher(self.broker, self.logger)
+        self._state = None
+        self.status_saver: Optional[StatusSaver] = None
+        if p.function_result_status_persistence_conf.is_save_status:
+            self.status_saver = StatusSaver(self)
+        self.kill_set: set = set()
+        self.paused = False
+        self._stop = threading.Event()
+        self._delayed: list[tuple[float, int, Delivery, Any]] = []  # emulated delay: (eta, seq, delivery, msg)
+        self._delayed_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._live_consumers = 1
+        pm_hooks = has_hook_impls("funboost_execute")
+        self.execute_hook = get_plugin_manager().hook.funboost_execute if pm_hooks else None
+        self._after_execute = has_hook_impls("funboost_after_execute")
+        self._on_error = has_hook_impls("funboost_on_error")
+        self._required_args, self._all_args, self._var_kw = booster.signature_info()
+
+    # ---------------------------------------------------------------- state backend (lazy)
+    @property
+    def state(self):
+        if self._state is None:
+            self._state = self.booster.state_backend()
+        return self._state
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        self.logger.info("consuming queue %r on broker %r (%s, concurrency %s%s)", self.params.queue_name,
+                         self.broker.kind, self.params.concurrent_mode, self.params.concurrent_num,
+                         f", qps {self.params.qps}" if self.params.qps else "")
+        self._start_thread(self._control_loop, "control")
+        if self.broker.run_consumer(self):
+            return
+        self._start_thread(self._dispatch_loop, "dispatch")
+
+    def _start_thread(self, target, name: str) -> None:
+        t = threading.Thread(target=target, name=f"funboost-{self.params.queue_name}-{name}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop fetching, let running tasks finish (up to ``timeout``), flush acks, release held
+        messages, deregister."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        self.executor.wait_idle(timeout)
+        with self._delayed_lock:
+            held = [d for _, _, d, _ in self._delayed]
+            self._delayed.clear()
+        if held:
+            try:
+                self.broker.requeue(held)
+            except Exception as exc:
+                self.logger.error("could not release %d delayed messages: %s", len(held), exc)
+        self.acker.stop()
+        if self.status_saver:
+            self.status_saver.stop()
+        try:
+            if self._state is not None:
+                self.state.remove_consumer(self.consumer_id)
+        except Exception:
+            pass
+        self.executor.shutdown(wait=False)
+        self.broker.close()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    # ---------------------------------------------------------------- dispatch
+    def _fetch_limit(self) -> int:
+        free = self.executor.free_capacity()
+        if self.params.prefetch_count:
+            free = min(free, self.params.prefetch_count)
+        if self.rate.qps:
+            free = min(free, max(1, int(self.rate.qps)))  # never hold more than ~1 s of work
+        return max(0, free)
+
+    def _dispatch_loop(self) -> None:
+        error_delay = 0.5
+        while not self._stop.is_set():
+            if self.paused or (self.window is not None and not self.window.is_open()):
+                self._stop.wait(0.2 if self.paused else min(1.0, self.window.seconds_until_check()))
+                continue
+            self._submit_due_delayed()
+            if not self.executor.wait_for_capacity(0.5):
+                continue
+            limit = self._fetch_limit()
+            if limit <= 0:
+                continue
+            timeout = 1.0
+            if self._delayed:
+                timeout = max(0.0, min(timeout, self._delayed[0][0] - time.time()))
+            try:
+                deliveries = self.broker.fetch(limit, timeout)
+                error_delay = 0.5
+            except Exception as exc:
+                self.logger.warning("fetch from %s failed: %s: %s (retrying in %.1fs)", self.broker.kind,
+                                    type(exc).__name__, exc, error_delay)
+                self._stop.wait(error_delay)
+                error_delay = min(error_delay * 2, 10)
+                continue
+            for d in deliveries:
+                if self._stop.is_set() and self.caps.native_requeue:
+                    self.broker.requeue([d])
+                    continue
+                self.handle_delivery(d)
+
+    def handle_delivery(self, d: Delivery) -> None:
+        """Decode and apply the controls; then submit the task to the executor."""
+        task = self.prepare(d)
+        if task is None:
+            return
+        eta = task.msg.extra.get("_eta")
+        if eta is not None and eta > time.time() + 0.001:
+            with self._delayed_lock:  # emulated delay: hold it (unacked) until due
+                heapq.heappush(self._delayed, (eta, next(_seq), d, task))
+            return
+        self.submit(task)
+
+    def prepare(self, d: Delivery) -> Optional[Task]:
+        p = self.params
+        if p.is_show_message_get_from_broker:
+            self.logger.debug("got message %r", d.body)
+        try:
+            msg = decode(d.body)
+        except MalformedMessage as exc:
+            self._dead_letter_malformed(d, str(exc))
+            return None
+        d.task_id = msg.task_id
+        extra = msg.extra
+        task = Task(delivery=d, msg=msg)
+        if msg.task_id in self.kill_set:
+            self._finish_without_run(task, KILLED, "killed before it started")
+            return None
+        expire = extra.get("msg_expire_seconds", p.msg_expire_seconds)
+        if expire and time.time() - float(extra.get("publish_time", time.time())) > float(expire):
+            self._finish_without_run(task, "expired", f"message older than msg_expire_seconds={expire}")
+            return None
+        # delayed message that reached us early (broker without native delay, or clock skew)
+        eta = self.booster.eta_of(extra)
+        if eta is not None and eta > time.time() + 0.001:
+            extra["_eta"] = eta
+            return task
+        return task if self._after_delay_checks(task) else None
+
+    def _after_delay_checks(self, task: Task) -> bool:
+        """Filter and argument checks, done when the task is due (after any delay)."""
+        p = self.params
+        extra = task.msg.extra
+        if extra.get("do_task_filtering", p.do_task_filtering):
+            key = filter_key(task.msg.kwargs, extra.get("filter_str"))
+            if self.state.filter_contains(p.queue_name, key):
+                self._finish_without_run(task, "filtered", "same arguments already ran (task filter)")
+                return False
+        try:
+            task.kwargs = self.booster.convert_kwargs_for_call(task.msg.kwargs)
+        except Exception as exc:  # arguments that do not fit the function
+            self._dead_letter(task, f"arguments do not fit {self.booster.func_name}: {exc}")
+            return False
+        return True
+
+    def submit(self, task: Task) -> None:
+        if self.rate.qps and not self.rate.acquire(self._stop):
+            # stopping while waiting for a rate slot: hand the message back (or leave it unacked)
+            if self.caps.native_requeue:
+                self.broker.requeue([task.delivery])
+            return
+        if self.executor.is_async:
+            self.executor.submit(self.runner.run_async, task)
+        else:
+            self.executor.submit(self.runner.run, task)
+
+    def _submit_due_delayed(self) -> None:
+        if not self._delayed:
+            return
+        now = time.time()
+        due = []
+        with self._delayed_lock:
+            while self._delayed and self._delayed[0][0] <= now:
+                due.append(heapq.heappop(self._delayed)[3])
+        for task in due:
+            task.msg.extra.pop("_eta", None)
+            if self._after_delay_checks(task):
+                self.submit(task)
+
+    def execute_inline(self, d: Delivery) -> Optional[FunctionResultStatus]:
+        """Run one delivery through controls and runner in the calling thread (brokers that own the
+        consume loop, such as a foreign framework's worker, call this)."""
+        task = self.prepare(d)
+        if task is None:
+            return None
+        if self.rate.qps:
+            self.rate.acquire(self._stop)
+        if self.runner.is_coroutine and self.executor.is_async:
+            import asyncio
+            fut = asyncio.run_coroutine_threadsafe(self.runner.run_async(task), self.executor.loop)  # type: ignore
+            return fut.result()
+        return self.runner.run(task)
+
+    # ---------------------------------------------------------------- outcomes
+    def _dead_letter_malformed(self, d: Delivery, reason: str) -> None:
+        self.logger.error("malformed message moved to %s_dlx: %s", self.params.queue_name, reason)
+        self._reject([d], reason)
+
+    def _reject(self, deliveries: list[Delivery], reason: str) -> None:
+        try:
+            self.broker.reject(deliveries, reason)
+        except Exception as exc:
+            self.logger.error("dead-lettering failed (%s); the message stays unacked and will come back", exc)
+
+    def _dead_letter(self, task: Task, reason: str) -> None:
+        status = self.runner._new_status(task)
+        status.exception_type, status.exception_msg = "DeadLettered", reason
+        status.exception = reason
+        self.logger.error("task %s moved to %s_dlx: %s", task.task_id, self.params.queue_name, reason,
+                          extra={"task_id": task.task_id})
+        self.finish_task(task, status, DEAD_LETTERED, reason=reason)
+
+    def _finish_without_run(self, task: Task, run_status: str, reason: str) -> None:
+        status = self.runner._new_status(task)
+        status.run_status = run_status
+        status.exception_type, status.exception_msg = run_status, reason
+        status.result = "filtered_task_result" if run_status == "filtered" else None
+        self.logger.info("task %s not run: %s", task.task_id, reason, extra={"task_id": task.task_id})
+        self.finish_task(task, status, run_status)
+
+    def on_attempt_error(self, status: FunctionResultStatus, exc: BaseException) -> None:
+        if self._on_error:
+            get_plugin_manager().hook.funboost_on_error(queue_name=self.params.queue_name, status=status,
+                                                        exception=exc)
+
+    def finish_task(self, task: Task, status: FunctionResultStatus, outcome: str, reason: str = "") -> None:
+        """Everything after the last attempt. The broker hears last (ack / requeue / dead-letter), so a
+        crash anywhere before leaves the message to run again rather than vanish."""
+        p = self.params
+        d = task.delivery
+        if status.run_status == "running":
+            status.run_status = outcome
+        status.finish()
+        extra = task.msg.extra
+        if outcome == FINISH and status.success and extra.get("do_task_filtering", p.do_task_filtering):
+            try:
+                self.state.filter_add(p.queue_name, filter_key(task.msg.kwargs, extra.get("filter_str")),
+                                      p.task_filtering_expire_seconds or None)
+            except Exception as exc:
+                self.logger.error("could not record the task filter key: %s", exc)
+        self.stats.record(status.success, status.time_cost or 0.0)
+        final = outcome not in (REQUEUED, "retry_later")
+        if final and extra.get("is_using_rpc_mode", p.is_using_rpc_mode):
+            try:
+                self.state.set_result(task.task_id, status.to_dict(), p.rpc_result_expire_seconds)
+            except Exception as exc:
+                self.logger.error("could not store the RPC result of %s: %s", task.task_id, exc)
+        if self.status_saver is not None:
+            self.status_saver.add(status)
+        if final and p.user_custom_record_process_info_func is not None:
+            try:
+                p.user_custom_record_process_info_func(status)
+            except Exception:
+                self.logger.exception("user_custom_record_process_info_func failed")
+        if final and self._after_execute:
+            get_plugin_manager().hook.funboost_after_execute(queue_name=p.queue_name, status=status)
+        if d.reply is not None and final:
+            try:
+                d.reply(status)
+            except Exception:
+                self.logger.exception("reply to the caller failed")
+        # ---- broker last
+        try:
+            if outcome == REQUEUED:
+                self._requeue_with_guard(task, status)
+            elif outcome == "retry_later":
+                self._republish(task, countdown=status.user_context.get("retry_delay", 1.0),
+                                extra_updates={"_advanced_retry_count": status.run_times})
+            elif outcome == DEAD_LETTERED:
+                self._reject([d], reason or f"{status.exception_type}: {status.exception_msg}")
+            else:
+                self.acker.add(d)
+        except Exception as exc:
+            self.logger.error("could not settle task %s with the broker: %s", task.task_id, exc)
+
+    def _republish(self, task: Task, countdown: float = 0.0, extra_updates: Optional[dict] = None) -> None:
+        """Publish a copy of the message (with updated counters), then ack the original."""
+        extra = {k: v for k, v in task.msg.extra.items() if k not in ("_eta", "countdown", "eta")}
+        extra.update(extra_updates or {})
+        now = time.time()
+        eta = now + countdown if countdown else None
+        if eta is not None:
+            extra["eta"] = eta
+        env = build_envelope(task.msg.kwargs, task_id=task.task_id, extra_options=extra, publish_time=now)
+        env["extra"]["publish_time"] = extra.get("publish_time", env["extra"]["publish_time"])
+        om = OutgoingMessage(body=dumps(env), task_id=task.task_id, priority=extra.get("priority"),
+                             eta=eta if self.caps.native_delay else None)
+        self.broker.publish([om])
+        self.acker.add(task.delivery)
+
+    def _requeue_with_guard(self, task: Task, status: FunctionResultStatus) -> None:
+        count = int(task.msg.extra.get("_requeue_count", 0)) + 1
+        if count > self.params.max_requeue_times:
+            reason = f"requeued {count - 1} times (max_requeue_times={self.params.max_requeue_times})"
+            self.logger.error("task %s: %s; moving it to the dead-letter queue", task.task_id, reason)
+            self._reject([task.delivery], reason)
+            return
+        self._republish(task, extra_updates={"_requeue_count": count})
+
+    # ---------------------------------------------------------------- control thread
+    def _control_loop(self) -> None:
+        p = self.params
+        next_hb = 0.0
+        next_stats = time.monotonic() + p.stats_log_interval
+        need_state = True
+        while not self._stop.wait(FLAG_POLL_INTERVAL):
+            now = time.monotonic()
+            if need_state:
+                try:
+                    self._refresh_flags()
+                    if now >= next_hb:
+                        next_hb = now + HEARTBEAT_INTERVAL
+                        self._heartbeat()
+                except Exception as exc:
+                    self.logger.warning("state backend unavailable: %s", exc)
+            if now >= next_stats:
+                next_stats = now + p.stats_log_interval
+                self._log_stats()
+
+    def _refresh_flags(self) -> None:
+        p = self.params
+        flags = self.state.get_flags(p.queue_name)
+        paused = bool(flags.get("pause", False))
+        if paused != self.paused:
+            self.paused = paused
+            self.logger.info("queue %r %s", p.queue_name, "paused" if paused else "resumed")
+        qps = flags.get("qps", p.qps)
+        if p.is_using_distributed_frequency_control and qps:
+            qps = qps / max(1, self._live_consumers)
+        if qps != self.rate.qps:
+            self.rate.set_rate(qps)
+        conc = flags.get("concurrent_num")
+        if conc and int(conc) != self.executor.max_workers and p.concurrent_mode != "single_thread":
+            self.executor.max_workers = int(conc)
+        if p.is_support_remote_kill_task or self.kill_set:
+            self.kill_set = self.state.kill_requests(p.queue_name)
+
+    def _heartbeat(self) -> None:
+        p = self.params
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "broker_kind": self.broker.kind,
+                "concurrent_mode": p.concurrent_mode, "concurrent_num": self.executor.max_workers,
+                "qps": p.qps, "rate": round(self.stats.last_rate, 3), "total_runs": self.stats.total_runs,
+                "total_fail": self.stats.total_fail, "paused": self.paused, "started": self._started_at}
+        self.state.heartbeat(self.consumer_id, p.queue_name, info, HEARTBEAT_TTL)
+        if p.is_using_distributed_frequency_control:
+            self._live_consumers = max(1, len(self.state.live_consumers(p.queue_name)))
+
+    _started_at = time.time()
+
+    def _log_stats(self) -> None:
+        runs, fail, avg, elapsed = self.stats.roll()
+        if runs == 0 and self.stats.total_runs == 0:
+            return
+        msg = (f"queue {self.params.queue_name!r}: {runs} runs in the last {elapsed:.0f}s "
+               f"({fail} failed, avg {avg:.3f}s), {self.stats.total_runs} since start")
+        try:
+            size = self.broker.queue_size()
+            if size.ready is not None:
+                msg += f"; {size.ready} waiting"
+                if runs:
+                    rate = runs / elapsed * max(1, self._live_consumers)
+                    msg += f", about {size.ready / rate:.0f}s to drain"
+        except Exception:
+            pass
+        self.logger.info(msg)

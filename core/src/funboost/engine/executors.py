@@ -1,0 +1,247 @@
+"""Executors: where task attempts run. One per consumer, chosen by ``concurrent_mode``.
+
+Every executor tracks how many tasks it holds (queued + running) so that the dispatcher only fetches
+what can start soon (bounded prefetch / backpressure): ``free_capacity()`` and ``wait_for_capacity()``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from typing import Any, Awaitable, Callable, Optional
+
+logger = logging.getLogger("funboost.engine")
+
+
+class Executor:
+    """Base: capacity accounting shared by all modes."""
+
+    is_async = False
+
+    def __init__(self, max_workers: int) -> None:
+        self.max_workers = max_workers
+        self._held = 0  # submitted and not finished
+        self._cond = threading.Condition(threading.Lock())
+
+    def free_capacity(self) -> int:
+        return self.max_workers - self._held
+
+    def wait_for_capacity(self, timeout: float) -> bool:
+        with self._cond:
+            if self._held < self.max_workers:
+                return True
+            self._cond.wait(timeout)
+            return self._held < self.max_workers
+
+    def wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._held > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def _acquire(self) -> None:
+        with self._cond:
+            self._held += 1
+
+    def _release(self) -> None:
+        with self._cond:
+            self._held -= 1
+            self._cond.notify_all()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        raise NotImplementedError
+
+    def shutdown(self, wait: bool = True) -> None:
+        pass
+
+
+class FlexibleThreadPool(Executor):
+    """Threads are started on demand up to ``max_workers`` and exit after ``idle_timeout`` seconds
+    without work, so a pool sized for bursts costs nothing when quiet."""
+
+    def __init__(self, max_workers: int, idle_timeout: float = 30.0, name: str = "funboost") -> None:
+        super().__init__(max_workers)
+        self._work: "queue.SimpleQueue[Optional[tuple]]" = queue.SimpleQueue()
+        self._idle_timeout = idle_timeout
+        self._threads = 0
+        self._idle = 0
+        self._name = name
+        self._lock = threading.Lock()
+        self._shutdown = False
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._shutdown:
+            raise RuntimeError("executor is shut down")
+        self._acquire()
+        self._work.put((fn, args))
+        with self._lock:
+            if self._idle > 0:
+                self._idle -= 1  # that idle worker will pick it up
+                return
+            if self._threads >= self.max_workers:
+                return
+            self._threads += 1
+            n = self._threads
+        threading.Thread(target=self._worker, name=f"{self._name}-{n}", daemon=True).start()
+
+    def _worker(self) -> None:
+        work = self._work
+        while True:
+            try:
+                item = work.get(timeout=self._idle_timeout)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0:
+                        self._idle -= 1
+                        self._threads -= 1
+                        return
+                continue  # an item was promised to us; it will arrive
+            if item is None:
+                with self._lock:
+                    self._threads -= 1
+                return
+            fn, args = item
+            try:
+                fn(*args)
+            except BaseException:  # the runner catches everything; this is a last resort
+                logger.exception("uncaught error in worker thread")
+            finally:
+                self._release()
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._shutdown = True
+        with self._lock:
+            n = self._threads
+        for _ in range(n):
+            self._work.put(None)
+        if wait:
+            self.wait_idle(30)
+
+    @property
+    def thread_count(self) -> int:
+        return self._threads
+
+
+class SoloExecutor(Executor):
+    """Runs each task inline in the dispatch thread: strict one-at-a-time, no prefetch."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._acquire()
+        try:
+            fn(*args)
+        finally:
+            self._release()
+
+
+class AsyncioExecutor(Executor):
+    """One event loop in a dedicated thread runs up to ``max_workers`` coroutines at once. ``submit``
+    takes a coroutine function; sync helpers (ack, state writes) are done by the runner in the loop's
+    default executor so they never block the loop."""
+
+    is_async = True
+
+    def __init__(self, max_workers: int, loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
+        super().__init__(max_workers)
+        if loop is None:
+            loop = asyncio.new_event_loop()
+            self._own_loop = True
+        else:
+            self._own_loop = False
+        self.loop = loop
+        if not loop.is_running():
+            t = threading.Thread(target=self._run_loop, name="funboost-asyncio", daemon=True)
+            t.start()
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        self._acquire()
+
+        async def _run() -> None:
+            try:
+                await fn(*args)
+            except BaseException:
+                logger.exception("uncaught error in asyncio task")
+            finally:
+                self._release()
+
+        asyncio.run_coroutine_threadsafe(_run(), self.loop)
+
+    def shutdown(self, wait: bool = True) -> None:
+        if wait:
+            self.wait_idle(30)
+        if self._own_loop:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+class GreenletExecutor(Executor):
+    """gevent or eventlet pool. The program must monkey-patch before importing anything else."""
+
+    def __init__(self, max_workers: int, flavour: str) -> None:
+        super().__init__(max_workers)
+        self.flavour = flavour
+        if flavour == "gevent":
+            try:
+                import gevent.monkey
+                import gevent.pool
+            except ImportError as exc:
+                raise RuntimeError("concurrent_mode='gevent' needs gevent: pip install gevent") from exc
+            if not gevent.monkey.is_module_patched("threading"):
+                raise RuntimeError(
+                    "concurrent_mode='gevent' requires 'from gevent import monkey; monkey.patch_all()' as the "
+                    "very first lines of your program's entry script (before importing funboost or your tasks)")
+            self._pool = gevent.pool.Pool(max_workers)
+        else:
+            try:
+                import eventlet
+                import eventlet.patcher
+            except ImportError as exc:
+                raise RuntimeError("concurrent_mode='eventlet' needs eventlet: pip install eventlet") from exc
+            if not eventlet.patcher.is_monkey_patched("thread"):
+                raise RuntimeError(
+                    "concurrent_mode='eventlet' requires 'import eventlet; eventlet.monkey_patch()' as the very "
+                    "first lines of your program's entry script (before importing funboost or your tasks)")
+            self._pool = eventlet.GreenPool(max_workers)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._acquire()
+
+        def _run() -> None:
+            try:
+                fn(*args)
+            except BaseException:
+                logger.exception("uncaught error in greenlet")
+            finally:
+                self._release()
+
+        self._pool.spawn(_run)
+
+
+def make_executor(mode: str, concurrent_num: int, specify_pool: Any = None, loop: Any = None,
+                  name: str = "funboost") -> Executor:
+    if specify_pool is not None:
+        if not isinstance(specify_pool, Executor):
+            raise TypeError("specify_concurrent_pool must be a funboost.engine.executors.Executor")
+        return specify_pool
+    if mode == "threading":
+        return FlexibleThreadPool(concurrent_num, name=name)
+    if mode == "single_thread":
+        return SoloExecutor()
+    if mode == "async":
+        return AsyncioExecutor(concurrent_num, loop=loop)
+    if mode in ("gevent", "eventlet"):
+        return GreenletExecutor(concurrent_num, mode)
+    raise ValueError(f"unknown concurrent_mode {mode!r}")

@@ -1,0 +1,290 @@
+"""User-facing configuration models: BoosterParams, TaskOptions and friends (pydantic v2).
+
+``extra="forbid"`` everywhere: a misspelt option is an error, never a silent default. A subclass of
+BoosterParams may override defaults with or without a type annotation, as users of the original write::
+
+    class MyParams(BoosterParams):
+        broker_kind = BrokerEnum.REDIS_ACK_ABLE
+        max_retry_times = 5
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import warnings
+from typing import Any, Callable, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic._internal._model_construction import ModelMetaclass
+
+from funboost.enums import BrokerEnum, ConcurrentModeEnum
+
+_CONCURRENT_MODES = {"threading", "gevent", "eventlet", "async", "single_thread"}
+_MODE_ALIASES = {"solo": "single_thread", "asyncio": "async", "thread": "threading", "threads": "threading"}
+
+# Old (misspelt or renamed) keys of the original funboost that a user would plausibly have in code.
+_DEPRECATED_KEYS = {
+    "function_result_status_persistance_conf": "function_result_status_persistence_conf",
+    "is_send_consumer_hearbeat_to_redis": "is_send_consumer_heartbeat_to_redis",
+}
+
+
+class _DefaultsOverrideMeta(ModelMetaclass):
+    """Lets a subclass override a field's default without repeating its annotation."""
+
+    def __new__(mcs, name, bases, namespace, **kwargs):  # noqa: N804
+        annotations = dict(namespace.get("__annotations__", {}))
+        for base in bases:
+            base_fields = getattr(base, "model_fields", None) or {}
+            for key, value in namespace.items():
+                if key in base_fields and key not in annotations and not callable(value) \
+                        and not isinstance(value, (classmethod, staticmethod, property)):
+                    annotations[key] = base_fields[key].annotation
+        namespace["__annotations__"] = annotations
+        return super().__new__(mcs, name, bases, namespace, **kwargs)
+
+
+class FunctionResultStatusPersistenceConfig(BaseModel):
+    """Per-run status/result records (written in batches to the state backend)."""
+
+    model_config = ConfigDict(extra="forbid")
+    is_save_status: bool = False
+    is_save_result: bool = False
+    expire_seconds: int = 7 * 24 * 3600
+    is_use_bulk_insert: bool = True
+    table_name: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _result_needs_status(self):
+        if self.is_save_result and not self.is_save_status:
+            raise ValueError("is_save_result=True requires is_save_status=True")
+        return self
+
+
+FunctionResultStatusPersistanceConfig = FunctionResultStatusPersistenceConfig  # original spelling
+
+
+class AdvancedRetryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    retry_mode: str = "sleep"  # "sleep" in the worker, or "requeue" with a countdown
+    retry_base_interval: float = 1.0
+    retry_multiplier: float = 2.0
+    retry_max_interval: float = 60.0
+    retry_jitter: bool = False
+
+    @field_validator("retry_mode")
+    @classmethod
+    def _mode(cls, v: str) -> str:
+        if v not in ("sleep", "requeue"):
+            raise ValueError("retry_mode must be 'sleep' or 'requeue'")
+        return v
+
+
+def _normalize_mode(v: Any) -> str:
+    s = str(v).strip().lower()
+    s = _MODE_ALIASES.get(s, s)
+    if s not in _CONCURRENT_MODES:
+        raise ValueError(f"concurrent_mode must be one of {sorted(_CONCURRENT_MODES)}, got {v!r}")
+    return s
+
+
+class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
+    """Everything that configures one queue's publisher and consumer. Also usable as a decorator."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, validate_assignment=False)
+
+    # ---- broker / identity
+    queue_name: str
+    broker_kind: str = BrokerEnum.SQLITE_QUEUE
+    broker_exclusive_config: dict[str, Any] = Field(default_factory=dict)
+    project_name: Optional[str] = None
+    booster_group: Optional[str] = None
+    state_backend: Optional[str] = None  # None: FUNBOOST_STATE_BACKEND env var, else "sqlite"
+
+    # ---- concurrency
+    concurrent_mode: str = ConcurrentModeEnum.THREADING
+    concurrent_num: int = 50
+    specify_concurrent_pool: Any = None
+    specify_async_loop: Any = None
+    prefetch_count: Optional[int] = None  # None: a little more than the free capacity of the pool
+
+    # ---- rate control / windows
+    qps: Optional[float] = None
+    is_using_distributed_frequency_control: bool = False
+    allow_run_time_cron: Optional[str] = None
+
+    # ---- reliability
+    max_retry_times: int = 3
+    is_using_advanced_retry: bool = False
+    advanced_retry_config: AdvancedRetryConfig = Field(default_factory=AdvancedRetryConfig)
+    is_push_to_dlx_queue_when_retry_max_times: bool = False
+    max_requeue_times: int = 100  # guard against endless ExceptionForRequeue loops
+    function_timeout: Optional[float] = None
+    is_support_remote_kill_task: bool = False
+    consuming_function_decorator: Optional[Callable] = None
+
+    # ---- filtering / expiry
+    do_task_filtering: bool = False
+    task_filtering_expire_seconds: float = 0
+    msg_expire_seconds: Optional[float] = None
+
+    # ---- lifecycle
+    is_auto_start_consuming_message: bool = False
+
+    # ---- results
+    is_using_rpc_mode: bool = False
+    rpc_result_expire_seconds: float = 1800
+    rpc_timeout: float = 1800
+    function_result_status_persistence_conf: FunctionResultStatusPersistenceConfig = Field(
+        default_factory=FunctionResultStatusPersistenceConfig)
+    user_custom_record_process_info_func: Optional[Callable] = None
+    is_send_consumer_heartbeat_to_redis: bool = False  # kept for compatibility; heartbeats always go
+    # to the state backend
+
+    # ---- logging
+    log_level: int = logging.INFO
+    logger_prefix: str = ""
+    logger_name: str = ""
+    create_logger_file: bool = False
+    log_filename: Optional[str] = None
+    log_to_console: bool = True
+    is_show_message_get_from_broker: bool = False
+    is_print_detail_exception: bool = True
+    publish_msg_log_use_full_msg: bool = False
+    stats_log_interval: float = 10.0
+
+    # ---- misc
+    user_options: dict[str, Any] = Field(default_factory=dict)
+    should_check_publish_func_params: bool = True
+    manual_func_input_params: dict[str, Any] = Field(default_factory=lambda: {
+        "is_manual_func_input_params": False, "must_arg_name_list": [], "optional_arg_name_list": []})
+    consuming_function_kind: Optional[str] = None
+    consuming_function: Optional[Callable] = None
+    consuming_function_raw: Optional[Callable] = None
+    consuming_function_name: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _map_deprecated_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for old, new in _DEPRECATED_KEYS.items():
+                if old in data:
+                    warnings.warn(f"BoosterParams: {old!r} is deprecated, use {new!r}",
+                                  DeprecationWarning, stacklevel=4)
+                    data = dict(data)
+                    data.setdefault(new, data.pop(old))
+        return data
+
+    @field_validator("concurrent_mode", mode="before")
+    @classmethod
+    def _mode(cls, v: Any) -> str:
+        return _normalize_mode(v)
+
+    @field_validator("queue_name")
+    @classmethod
+    def _queue_name(cls, v: str) -> str:
+        if not v or not v.strip():
+            raise ValueError("queue_name must be a non-empty string")
+        return v
+
+    @field_validator("qps")
+    @classmethod
+    def _qps(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and v <= 0:
+            return None  # 0 / negative mean "no limit", as in the original
+        return v
+
+    @model_validator(mode="after")
+    def _derived(self):
+        if self.concurrent_mode == "single_thread":
+            object.__setattr__(self, "concurrent_num", 1)
+        elif self.qps and "concurrent_num" not in self.model_fields_set and self.concurrent_num == 50:
+            # the pool grows on demand: allow enough workers to hold the rate for slow functions
+            object.__setattr__(self, "concurrent_num", 500)
+        if self.concurrent_num < 1:
+            raise ValueError("concurrent_num must be >= 1")
+        if self.function_result_status_persistence_conf.table_name is None:
+            self.function_result_status_persistence_conf.table_name = self.queue_name
+        # the kind must exist and its options must validate, at decoration time
+        from funboost.plugins.manager import resolve_broker_kind
+        broker_cls = resolve_broker_kind(self.broker_kind)
+        broker_cls.parse_options(self.broker_exclusive_config)
+        return self
+
+    # ---- use as a decorator:  @BoosterParams(queue_name=...)
+    def __call__(self, func: Callable):
+        from funboost.booster import Booster
+        return Booster(self)(func)
+
+    def broker_class(self):
+        from funboost.plugins.manager import resolve_broker_kind
+        return resolve_broker_kind(self.broker_kind)
+
+
+class PublisherParams(BoosterParams):
+    """Parameters for publishing to a queue without a local function (cross-project publishing)."""
+
+    clear_queue_within_init: bool = False
+    should_check_publish_func_params: bool = False
+
+
+class TaskOptions(BaseModel):
+    """Per-message options, copied into the envelope's ``extra`` (non-None fields only)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    task_id: Optional[str] = None
+    publish_time: Optional[float] = None
+    publish_time_format: Optional[str] = None
+    function_timeout: Optional[float] = None
+    max_retry_times: Optional[int] = None
+    is_print_detail_exception: Optional[bool] = None
+    msg_expire_seconds: Optional[float] = None
+    is_using_rpc_mode: Optional[bool] = None
+    countdown: Optional[float] = None
+    eta: Optional[Union[_dt.datetime, str, float]] = None
+    misfire_grace_time: Optional[float] = None
+    priority: Optional[int] = None
+    key: Optional[str] = None  # ordering / partition key (kafka)
+    user_extra_info: Optional[dict] = None
+    other_extra_params: Optional[dict] = None
+    do_task_filtering: Optional[bool] = None
+    filter_str: Optional[str] = None
+    otel_context: Optional[dict] = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.countdown is not None and self.eta is not None:
+            raise ValueError("TaskOptions: set countdown or eta, not both")
+        if self.countdown is not None and self.countdown < 0:
+            raise ValueError("TaskOptions: countdown must be >= 0")
+        return self
+
+    def eta_timestamp(self, publish_time: float) -> Optional[float]:
+        if self.countdown is not None:
+            return publish_time + float(self.countdown)
+        return eta_to_timestamp(self.eta)
+
+    def to_extra(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if v is not None}
+        if isinstance(out.get("eta"), _dt.datetime):
+            out["eta"] = out["eta"].isoformat()
+        other = out.get("other_extra_params")
+        if other and "priroty" in other and "priority" not in out:  # the original's spelling
+            out["priority"] = other["priroty"]
+        return out
+
+
+def eta_to_timestamp(eta: Any) -> Optional[float]:
+    if eta is None:
+        return None
+    if isinstance(eta, (int, float)):
+        return float(eta)
+    if isinstance(eta, str):
+        try:
+            eta = _dt.datetime.fromisoformat(eta)
+        except ValueError:
+            eta = _dt.datetime.strptime(eta, "%Y-%m-%d %H:%M:%S")
+    if isinstance(eta, _dt.datetime):
+        return eta.timestamp()  # naive datetimes are local time, as users write them
+    raise ValueError(f"cannot understand eta {eta!r}")

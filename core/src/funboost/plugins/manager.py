@@ -1,0 +1,294 @@
+"""Plugin discovery and the broker registry.
+
+Broker kinds come from the entry-point group ``funboost.brokers``: the entry-point *name* is a kind name
+or alias (``redis_ack_able``), the *value* is a Broker class (``pkg.mod:Cls``) or a module that implements
+the ``funboost_register_brokers`` hook. Entry-point metadata is read without importing anything; a
+plugin is imported the first time one of its kinds is used, and an import failure is reported with the
+distribution's name without affecting any other broker.
+"""
+from __future__ import annotations
+
+import importlib.metadata as importlib_metadata
+import inspect
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional
+
+import pluggy
+
+from funboost.exceptions import BrokerPluginError, UnknownBrokerKind
+from funboost.plugins.broker import Broker
+from funboost.plugins.hookspecs import PROJECT_NAME, BrokerSpec, FunboostSpec
+
+logger = logging.getLogger("funboost.plugins")
+
+BROKER_GROUP = "funboost.brokers"
+PLUGIN_GROUP = "funboost.plugins"
+STATE_GROUP = "funboost.state"
+
+# Kinds that a known distribution provides, so that an unknown-kind error can say what to install.
+KNOWN_KIND_DISTRIBUTIONS: dict[str, str] = {
+    "sqlite": "funboost-sqlite", "sqlite_queue": "funboost-sqlite", "sqlite3": "funboost-sqlite",
+    "persistqueue": "funboost-sqlite",
+    "redis": "funboost-redis", "redis_ack_able": "funboost-redis", "redis_stream": "funboost-redis",
+    "redis_priority": "funboost-redis", "redis_pubsub": "funboost-redis",
+    "rabbitmq": "funboost-rabbitmq", "rabbitmq_pika": "funboost-rabbitmq",
+    "rabbitmq_amqpstorm": "funboost-rabbitmq",
+    "kafka": "funboost-kafka", "celery": "funboost-celery", "dramatiq": "funboost-dramatiq",
+    "huey": "funboost-huey", "rq": "funboost-rq", "nameko": "funboost-nameko", "grpc": "funboost-grpc",
+    "tcp": "funboost-tcp", "http": "funboost-http", "mysql_cdc": "funboost-mysql-cdc",
+}
+
+
+def normalize_kind(name: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise UnknownBrokerKind(f"broker_kind must be a non-empty string, got {name!r}")
+    return name.strip().lower().replace("-", "_")
+
+
+def _entry_points(group: str) -> list[importlib_metadata.EntryPoint]:
+    eps = importlib_metadata.entry_points()
+    if hasattr(eps, "select"):
+        return list(eps.select(group=group))
+    return list(eps.get(group, []))  # pragma: no cover - python < 3.10
+
+
+def _dist_of(ep: importlib_metadata.EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return ("unknown distribution", "")
+    return (dist.metadata["Name"] or "unknown distribution", dist.version or "")
+
+
+class _MethodNamePluginManager(pluggy.PluginManager):
+    """Treats a broker class's plain methods named like a BrokerSpec hook as implementations, so that
+    pluggy validates their argument names without brokers having to decorate every method."""
+
+    _spec_names = {n for n in dir(BrokerSpec) if not n.startswith("_")}
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str):  # type: ignore[override]
+        if name in self._spec_names and callable(getattr(plugin, name, None)):
+            return {}
+        return None
+
+
+def validate_broker_class(broker_cls: type) -> None:
+    """Check a broker class against the hookspecs: it must derive from Broker, set ``kind`` and
+    ``capabilities``, and every data-path method must take exactly the spec's argument names."""
+    if not (inspect.isclass(broker_cls) and issubclass(broker_cls, Broker)):
+        raise BrokerPluginError(f"{broker_cls!r} is not a subclass of funboost.plugins.broker.Broker")
+    if not broker_cls.kind:
+        raise BrokerPluginError(f"{broker_cls.__qualname__} does not set the class attribute 'kind'")
+    pm = _MethodNamePluginManager(PROJECT_NAME)
+    pm.add_hookspecs(BrokerSpec)
+    # pluggy inspects bound methods: build an instance without running __init__
+    probe = object.__new__(broker_cls)
+    try:
+        pm.register(probe, name=broker_cls.kind)
+    except pluggy.PluginValidationError as exc:
+        raise BrokerPluginError(f"broker class {broker_cls.__qualname__} does not match the hookspecs: {exc}")
+    for spec_name in _MethodNamePluginManager._spec_names:
+        spec_args = inspect.signature(getattr(BrokerSpec, spec_name)).parameters
+        impl_args = inspect.signature(getattr(broker_cls, spec_name)).parameters
+        missing = [a for a in spec_args if a not in impl_args]
+        if missing:
+            raise BrokerPluginError(
+                f"{broker_cls.__qualname__}.{spec_name} lacks argument(s) {missing} of the hookspec")
+
+
+@dataclass
+class BrokerInfo:
+    kind: str
+    aliases: tuple[str, ...]
+    distribution: str
+    version: str
+    broker_cls: Optional[type] = None
+    error: Optional[str] = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": self.kind, "aliases": list(self.aliases),
+                             "distribution": self.distribution, "version": self.version}
+        if self.broker_cls is not None:
+            d["capabilities"] = self.broker_cls.capabilities.as_dict()
+            d["options"] = sorted(self.broker_cls.options_model.model_fields)
+        if self.error:
+            d["error"] = self.error
+        return d
+
+
+class BrokerRegistry:
+    """Maps every kind name and alias (normalized) to its Broker class, loading plugins lazily."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, type[Broker]] = {}
+        self._lock = threading.RLock()
+        self._failed: dict[str, str] = {}  # entry point value -> error message
+        self._current_dist: tuple[str, str] = ("", "")
+
+    # ----- registration (called by plugins) -----
+    def register(self, broker_cls: type, aliases: Iterable[str] = ()) -> type:
+        validate_broker_class(broker_cls)
+        with self._lock:
+            if self._current_dist[0] and not broker_cls.__dict__.get("distribution"):
+                broker_cls.distribution, broker_cls.distribution_version = self._current_dist
+            names = {normalize_kind(broker_cls.kind), *(normalize_kind(a) for a in broker_cls.aliases),
+                     *(normalize_kind(a) for a in aliases)}
+            for name in names:
+                existing = self._by_name.get(name)
+                if existing is not None and existing is not broker_cls:
+                    logger.warning("broker kind %r from %s replaces %s", name,
+                                   broker_cls.__qualname__, existing.__qualname__)
+                self._by_name[name] = broker_cls
+        return broker_cls
+
+    # ----- lookup -----
+    def resolve(self, kind: str) -> type[Broker]:
+        name = normalize_kind(kind)
+        cls = self._by_name.get(name)
+        if cls is not None:
+            return cls
+        with self._lock:
+            cls = self._by_name.get(name)
+            if cls is not None:
+                return cls
+            for ep in _entry_points(BROKER_GROUP):
+                if normalize_kind(ep.name) == name:
+                    self._load_entry_point(ep, raise_errors=True)
+                    cls = self._by_name.get(name)
+                    if cls is None:  # a module-style plugin may register its class under kind only
+                        raise BrokerPluginError(
+                            f"entry point {ep.name!r} = {ep.value!r} of distribution "
+                            f"{_dist_of(ep)[0]!r} did not register a broker named {ep.name!r}")
+                    return cls
+        raise UnknownBrokerKind(self._unknown_message(kind))
+
+    def _load_entry_point(self, ep: importlib_metadata.EntryPoint, raise_errors: bool) -> None:
+        dist, version = _dist_of(ep)
+        if ep.value in self._failed:
+            if raise_errors:
+                raise BrokerPluginError(self._failed[ep.value])
+            return
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin must never take the others down
+            msg = (f"broker plugin {ep.name!r} from distribution {dist!r} {version} failed to import "
+                   f"({ep.value}): {type(exc).__name__}: {exc}. Reinstall or upgrade it: "
+                   f"pip install --upgrade {dist}")
+            self._failed[ep.value] = msg
+            logger.error(msg)
+            if raise_errors:
+                raise BrokerPluginError(msg) from exc
+            return
+        self._current_dist = (dist, version)
+        try:
+            if inspect.isclass(obj):
+                if not obj.__dict__.get("distribution"):
+                    obj.distribution, obj.distribution_version = dist, version
+                self.register(obj, aliases=[ep.name])
+            else:
+                hook = getattr(obj, "funboost_register_brokers", None)
+                if hook is None:
+                    raise BrokerPluginError(
+                        f"entry point {ep.name!r} of {dist!r} points to {ep.value!r}, which is neither a "
+                        f"Broker class nor a module with a funboost_register_brokers hook")
+                hook(registry=self)
+                # a module's entry-point name is an alias of whatever it registered under that name
+        except BrokerPluginError as exc:
+            self._failed[ep.value] = f"{exc} (distribution {dist!r} {version})"
+            if raise_errors:
+                raise BrokerPluginError(self._failed[ep.value]) from exc
+        finally:
+            self._current_dist = ("", "")
+
+    def installed(self, load: bool = True) -> list[BrokerInfo]:
+        """Every broker kind that an installed distribution declares, grouped by class."""
+        by_value: dict[str, list[importlib_metadata.EntryPoint]] = {}
+        for ep in _entry_points(BROKER_GROUP):
+            by_value.setdefault(ep.value, []).append(ep)
+        infos: list[BrokerInfo] = []
+        seen_classes: set[type] = set()
+        for value, eps in sorted(by_value.items(), key=lambda kv: kv[1][0].name):
+            dist, version = _dist_of(eps[0])
+            names = tuple(sorted(normalize_kind(e.name) for e in eps))
+            if not load:
+                infos.append(BrokerInfo(names[0], names, dist, version))
+                continue
+            with self._lock:
+                self._load_entry_point(eps[0], raise_errors=False)
+            if value in self._failed:
+                infos.append(BrokerInfo(names[0], names, dist, version, error=self._failed[value]))
+                continue
+            classes = []
+            for n in names:
+                c = self._by_name.get(n)
+                if c is not None and c not in classes:
+                    classes.append(c)
+            for c in classes:
+                if c in seen_classes:
+                    continue
+                seen_classes.add(c)
+                aliases = tuple(sorted(n for n, k in self._by_name.items() if k is c))
+                infos.append(BrokerInfo(normalize_kind(c.kind), aliases, c.distribution or dist,
+                                        c.distribution_version or version, broker_cls=c))
+        return infos
+
+    def installed_names(self) -> list[str]:
+        return sorted({normalize_kind(ep.name) for ep in _entry_points(BROKER_GROUP)})
+
+    def _unknown_message(self, kind: str) -> str:
+        name = normalize_kind(kind)
+        lines = [f"unknown broker_kind {kind!r}."]
+        dist = KNOWN_KIND_DISTRIBUTIONS.get(name)
+        if dist:
+            lines.append(f"It is provided by the distribution {dist!r}: pip install {dist}")
+        by_dist: dict[str, list[str]] = {}
+        for ep in _entry_points(BROKER_GROUP):
+            by_dist.setdefault(_dist_of(ep)[0], []).append(ep.name)
+        listing = "; ".join(f"{d}: {', '.join(sorted(n))}" for d, n in sorted(by_dist.items())) or "none"
+        lines.append(f"Installed broker kinds: {listing}.")
+        return " ".join(lines)
+
+
+_registry = BrokerRegistry()
+
+
+def get_broker_registry() -> BrokerRegistry:
+    return _registry
+
+
+def resolve_broker_kind(kind: str) -> type[Broker]:
+    return _registry.resolve(kind)
+
+
+# ---------------------------------------------------------------- cross-cutting plugins
+_pm: Optional[pluggy.PluginManager] = None
+_pm_lock = threading.Lock()
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager for cross-cutting hooks, with ``funboost.plugins`` loaded.
+
+    A plugin that fails to import is logged with its distribution and skipped."""
+    global _pm
+    if _pm is not None:
+        return _pm
+    with _pm_lock:
+        if _pm is not None:
+            return _pm
+        pm = pluggy.PluginManager(PROJECT_NAME)
+        pm.add_hookspecs(FunboostSpec)
+        for ep in _entry_points(PLUGIN_GROUP):
+            dist, version = _dist_of(ep)
+            try:
+                pm.register(ep.load(), name=f"{dist}:{ep.name}")
+            except Exception as exc:
+                logger.error("funboost plugin %r from distribution %r %s failed to load: %s: %s",
+                             ep.name, dist, version, type(exc).__name__, exc)
+        _pm = pm
+        return pm
+
+
+def has_hook_impls(hook_name: str) -> bool:
+    """Cheap check used at consumer/publisher start so that unused hooks cost nothing per message."""
+    return bool(getattr(get_plugin_manager().hook, hook_name).get_hookimpls())

@@ -1,0 +1,144 @@
+"""The state backend interface: everything besides the queue itself.
+
+RPC results, dedup filters, consumer heartbeats, pause/qps/concurrency flags, remote-kill requests and
+status records go through one small interface, so that no feature quietly needs Redis. ``memory`` and
+``sqlite`` ship in core; ``redis`` ships in funboost-redis; each is found through the ``funboost.state``
+entry-point group and chosen per booster (``BoosterParams.state_backend``) or globally
+(env ``FUNBOOST_STATE_BACKEND``; default ``sqlite``).
+"""
+from __future__ import annotations
+
+import importlib.metadata as importlib_metadata
+import os
+import threading
+import time
+from typing import Any, ClassVar, Iterable, Optional
+
+from funboost.exceptions import StateBackendError
+
+
+class StateBackend:
+    """Abstract base. Implementations must be safe for use from several threads (and, for the
+    shared backends, several processes). Times are epoch seconds; ``ttl`` values are seconds."""
+
+    name: ClassVar[str] = ""
+    shared_across_processes: ClassVar[bool] = True
+
+    def __init__(self, url: Optional[str] = None) -> None:
+        self.url = url
+
+    # ---- RPC results
+    def set_result(self, task_id: str, status: dict, ttl: float) -> None:
+        raise NotImplementedError
+
+    def get_result(self, task_id: str) -> Optional[dict]:
+        raise NotImplementedError
+
+    def wait_result(self, task_id: str, timeout: float) -> Optional[dict]:
+        """Block until the result exists or ``timeout`` passes (default: polling with back-off)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            r = self.get_result(task_id)
+            if r is not None:
+                return r
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(delay, left))
+            delay = min(delay * 1.5, 0.05)
+
+    # ---- dedup filters
+    def filter_add(self, queue: str, key: str, ttl: Optional[float]) -> None:
+        raise NotImplementedError
+
+    def filter_contains(self, queue: str, key: str) -> bool:
+        raise NotImplementedError
+
+    def filter_clear(self, queue: str) -> None:
+        raise NotImplementedError
+
+    # ---- flags (pause, qps, concurrency) per queue
+    def set_flag(self, queue: str, name: str, value: Any) -> None:
+        raise NotImplementedError
+
+    def get_flags(self, queue: str) -> dict:
+        raise NotImplementedError
+
+    # ---- consumer heartbeats / registry
+    def heartbeat(self, consumer_id: str, queue: str, info: dict, ttl: float) -> None:
+        raise NotImplementedError
+
+    def live_consumers(self, queue: Optional[str] = None) -> list[dict]:
+        raise NotImplementedError
+
+    def remove_consumer(self, consumer_id: str) -> None:
+        raise NotImplementedError
+
+    # ---- remote kill
+    def request_kill(self, queue: str, task_id: str, ttl: float = 3600) -> None:
+        raise NotImplementedError
+
+    def kill_requests(self, queue: str) -> set:
+        raise NotImplementedError
+
+    # ---- status records
+    def save_statuses(self, table: str, records: list[dict], ttl: float) -> None:
+        raise NotImplementedError
+
+    def query_statuses(self, table: str, *, task_id: Optional[str] = None, success: Optional[bool] = None,
+                       since: Optional[float] = None, until: Optional[float] = None,
+                       limit: int = 100) -> list[dict]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------- discovery
+_STATE_GROUP = "funboost.state"
+_instances: dict[tuple[int, str, str], StateBackend] = {}
+_lock = threading.Lock()
+
+
+def _entry_points() -> list:
+    eps = importlib_metadata.entry_points()
+    return list(eps.select(group=_STATE_GROUP)) if hasattr(eps, "select") else list(eps.get(_STATE_GROUP, []))
+
+
+def installed_state_backends() -> list[str]:
+    return sorted({ep.name for ep in _entry_points()})
+
+
+def resolve_state_backend_class(name: str) -> type[StateBackend]:
+    key = name.strip().lower()
+    for ep in _entry_points():
+        if ep.name.lower() == key:
+            try:
+                cls = ep.load()
+            except Exception as exc:
+                dist = getattr(getattr(ep, "dist", None), "name", "unknown distribution")
+                raise StateBackendError(f"state backend {name!r} from {dist!r} failed to import: "
+                                        f"{type(exc).__name__}: {exc}") from exc
+            return cls
+    hint = " (pip install funboost-redis)" if key == "redis" else ""
+    raise StateBackendError(f"unknown state backend {name!r}{hint}; installed: {installed_state_backends()}")
+
+
+def default_state_backend_name() -> str:
+    return os.environ.get("FUNBOOST_STATE_BACKEND", "sqlite")
+
+
+def get_state_backend(name: Optional[str] = None, url: Optional[str] = None) -> StateBackend:
+    """One instance per (process, name, url); rebuilt after fork."""
+    name = (name or default_state_backend_name()).lower()
+    url = url or os.environ.get(f"FUNBOOST_STATE_{name.upper()}_URL") or ""
+    key = (os.getpid(), name, url)
+    inst = _instances.get(key)
+    if inst is None:
+        with _lock:
+            inst = _instances.get(key)
+            if inst is None:
+                inst = resolve_state_backend_class(name)(url or None)
+                _instances[key] = inst
+    return inst

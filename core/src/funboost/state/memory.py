@@ -1,0 +1,117 @@
+"""In-process state backend: for tests and single-process programs (not shared across processes)."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Optional
+
+from funboost.state.base import StateBackend
+
+
+class MemoryStateBackend(StateBackend):
+    name = "memory"
+    shared_across_processes = False
+
+    def __init__(self, url: Optional[str] = None) -> None:
+        super().__init__(url)
+        self._cond = threading.Condition()
+        self._results: dict[str, tuple[float, dict]] = {}
+        self._filters: dict[str, dict[str, Optional[float]]] = {}
+        self._flags: dict[str, dict[str, Any]] = {}
+        self._consumers: dict[str, tuple[float, dict]] = {}
+        self._kills: dict[str, dict[str, float]] = {}
+        self._statuses: dict[str, dict[str, tuple[float, dict]]] = {}
+
+    def set_result(self, task_id, status, ttl):
+        with self._cond:
+            self._results[task_id] = (time.time() + ttl, status)
+            self._cond.notify_all()
+
+    def get_result(self, task_id):
+        with self._cond:
+            item = self._results.get(task_id)
+            if item is None:
+                return None
+            if item[0] < time.time():
+                del self._results[task_id]
+                return None
+            return item[1]
+
+    def wait_result(self, task_id, timeout):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                r = self.get_result(task_id)
+                if r is not None:
+                    return r
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+
+    def filter_add(self, queue, key, ttl):
+        with self._cond:
+            self._filters.setdefault(queue, {})[key] = (time.time() + ttl) if ttl else None
+
+    def filter_contains(self, queue, key):
+        with self._cond:
+            exp = self._filters.get(queue, {}).get(key, 0)
+            if exp == 0:
+                return False
+            if exp is not None and exp < time.time():
+                del self._filters[queue][key]
+                return False
+            return True
+
+    def filter_clear(self, queue):
+        with self._cond:
+            self._filters.pop(queue, None)
+
+    def set_flag(self, queue, name, value):
+        with self._cond:
+            self._flags.setdefault(queue, {})[name] = value
+
+    def get_flags(self, queue):
+        with self._cond:
+            return dict(self._flags.get(queue, {}))
+
+    def heartbeat(self, consumer_id, queue, info, ttl):
+        with self._cond:
+            self._consumers[consumer_id] = (time.time() + ttl, {**info, "consumer_id": consumer_id, "queue": queue,
+                                                                 "last_seen": time.time()})
+
+    def live_consumers(self, queue=None):
+        now = time.time()
+        with self._cond:
+            return [i for exp, i in self._consumers.values() if exp >= now and (queue is None or i["queue"] == queue)]
+
+    def remove_consumer(self, consumer_id):
+        with self._cond:
+            self._consumers.pop(consumer_id, None)
+
+    def request_kill(self, queue, task_id, ttl=3600):
+        with self._cond:
+            self._kills.setdefault(queue, {})[task_id] = time.time() + ttl
+
+    def kill_requests(self, queue):
+        now = time.time()
+        with self._cond:
+            return {t for t, exp in self._kills.get(queue, {}).items() if exp >= now}
+
+    def save_statuses(self, table, records, ttl):
+        exp = time.time() + ttl
+        with self._cond:
+            t = self._statuses.setdefault(table, {})
+            for r in records:
+                t[r["task_id"]] = (exp, r)
+
+    def query_statuses(self, table, *, task_id=None, success=None, since=None, until=None, limit=100):
+        now = time.time()
+        with self._cond:
+            rows = [r for exp, r in self._statuses.get(table, {}).values() if exp >= now]
+        rows = [r for r in rows if (task_id is None or r["task_id"] == task_id)
+                and (success is None or bool(r.get("success")) == success)
+                and (since is None or (r.get("time_start") or 0) >= since)
+                and (until is None or (r.get("time_start") or 0) <= until)]
+        rows.sort(key=lambda r: r.get("time_start") or 0, reverse=True)
+        return rows[:limit]

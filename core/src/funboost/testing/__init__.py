@@ -1,0 +1,9 @@
+"""Testing tools shipped with funboost-core: the broker contract suite and helpers.
+
+See ``docs/writing-a-broker-plugin.md``. ``pytest --pyargs funboost.testing.contract --funboost-broker KIND``
+certifies any installed broker kind.
+"""
+from funboost.testing.contract_base import (BrokerContract, body_text, envelope, fetch_until, require_service,
+                                            wait_until)
+
+__all__ = ["BrokerContract", "require_service", "wait_until", "fetch_until", "envelope", "body_text"]

@@ -1,0 +1,1 @@
+"""``pytest --pyargs funboost.testing.contract --funboost-broker KIND`` runs the suite on KIND."""

@@ -1,0 +1,83 @@
+import warnings
+
+import pytest
+from pydantic import ValidationError
+
+from funboost import BoosterParams, Booster, BrokerEnum, TaskOptions, boost, UnknownBrokerKind
+
+
+def test_extra_fields_are_forbidden():
+    with pytest.raises(ValidationError, match="qsp"):
+        BoosterParams(queue_name="q", broker_kind="memory", qsp=5)
+
+
+def test_subclass_shares_defaults_without_annotations():
+    class MyParams(BoosterParams):
+        broker_kind = BrokerEnum.MEMORY_QUEUE
+        max_retry_times = 7
+
+    p = MyParams(queue_name="q1")
+    assert p.broker_kind == "MEMORY_QUEUE" and p.max_retry_times == 7
+    assert MyParams(queue_name="q2", max_retry_times=1).max_retry_times == 1
+
+
+def test_booster_params_used_directly_as_decorator():
+    @BoosterParams(queue_name="direct_deco", broker_kind="memory")
+    def f(x):
+        return x * 2
+
+    assert isinstance(f, Booster)
+    assert f(21) == 42
+
+
+def test_unknown_kind_fails_at_decoration_with_install_hint():
+    with pytest.raises(ValidationError) as ei:
+        @boost(BoosterParams(queue_name="q", broker_kind="KAFKA_NOT_A_KIND"))
+        def f(x):
+            pass
+    assert "unknown broker_kind" in str(ei.value) and "Installed broker kinds" in str(ei.value)
+
+
+def test_unknown_kind_names_the_distribution_to_install():
+    if not _not_installed("grpc"):
+        pytest.skip("funboost-grpc is installed here")
+    with pytest.raises(ValidationError, match="pip install funboost-grpc"):
+        BoosterParams(queue_name="q", broker_kind="GRPC")
+
+
+def _not_installed(kind):
+    from funboost.plugins.manager import get_broker_registry
+    return kind not in get_broker_registry().installed_names()
+
+
+def test_broker_kind_is_case_insensitive_and_aliased():
+    a = BoosterParams(queue_name="q", broker_kind="memory").broker_class()
+    b = BoosterParams(queue_name="q", broker_kind="MEMORY_QUEUE").broker_class()
+    c = BoosterParams(queue_name="q", broker_kind="Local_Python_Queue").broker_class()
+    assert a is b is c
+
+
+def test_broker_exclusive_config_is_validated():
+    with pytest.raises(ValidationError):
+        BoosterParams(queue_name="q", broker_kind="memory", broker_exclusive_config={"nope": 1})
+
+
+def test_deprecated_spelling_is_accepted_with_warning():
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        p = BoosterParams(queue_name="q", broker_kind="memory",
+                          function_result_status_persistance_conf={"is_save_status": True})
+    assert p.function_result_status_persistence_conf.is_save_status
+    assert any(issubclass(x.category, DeprecationWarning) for x in w)
+
+
+def test_task_options_countdown_and_eta_exclusive():
+    with pytest.raises(ValidationError):
+        TaskOptions(countdown=1, eta=5.0)
+
+
+def test_qps_raises_default_concurrency_and_single_thread_forces_one():
+    assert BoosterParams(queue_name="q", broker_kind="memory", qps=5).concurrent_num == 500
+    assert BoosterParams(queue_name="q", broker_kind="memory", qps=5, concurrent_num=20).concurrent_num == 20
+    assert BoosterParams(queue_name="q", broker_kind="memory", concurrent_mode="single_thread").concurrent_num == 1
+    assert BoosterParams(queue_name="q", broker_kind="memory", concurrent_mode="SOLO").concurrent_mode == "single_thread"
