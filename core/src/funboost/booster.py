@@ -108,10 +108,13 @@ class Booster:
             self._all = self._required + list(manual.get("optional_arg_name_list", []))
             self._var_kw = False
             self._sig = None
+            self._positional_fast = True
             return
         sig = inspect.signature(func)
         params = list(sig.parameters.values())
         self._sig = sig
+        # plain (a, b=1) signatures map positional args by position, without inspect's slower bind
+        self._positional_fast = all(prm.kind == prm.POSITIONAL_OR_KEYWORD for prm in params)
         self._required, self._all, self._var_kw = [], [], False
         for prm in params:
             if prm.kind == prm.VAR_KEYWORD:
@@ -258,6 +261,14 @@ class Booster:
     def _args_to_kwargs(self, args: tuple, kwargs: dict) -> dict:
         if not args:
             return dict(kwargs)
+        if self._positional_fast and len(args) <= len(self._all):
+            out = dict(zip(self._all, args))
+            for k, v in kwargs.items():
+                if k in out:
+                    raise PublishArgumentsError(f"cannot publish to {self.queue_name!r}: {self.func_name}() got "
+                                                f"multiple values for argument {k!r}")
+                out[k] = v
+            return out
         if self._sig is None:
             names = self._all
             if len(args) > len(names):
@@ -341,6 +352,48 @@ class Booster:
         return n
 
     clear_queue = clear
+
+    def replay_dead_letters(self, max_count: Optional[int] = None, timeout: float = 1.0) -> int:
+        """Move messages from ``<queue>_dlx`` back to this queue (their retry counters reset).
+        Returns how many were moved."""
+        from funboost.message import loads
+        dlx = self.broker.dead_letter_broker()
+        if max_count is None:
+            # only what is there now: a message that fails again must not loop back into this call
+            max_count = dlx.queue_size().ready
+        moved = 0
+        seen: set = set()
+        while max_count is None or moved < max_count:
+            want = 100 if max_count is None else min(100, max_count - moved)
+            deliveries = dlx.fetch(want, timeout)
+            if not deliveries:
+                break
+            out = []
+            again = []
+            for d in deliveries:
+                body = d.body if isinstance(d.body, dict) else loads(d.body)
+                tid = (body.get("extra") or {}).get("task_id") if isinstance(body, dict) else None
+                if tid is not None and tid in seen:
+                    again.append(d)
+                    continue
+                seen.add(tid)
+                body = dict(body)
+                extra = dict(body.get("extra") or {})
+                for k in ("dead_letter_reason", "dead_letter_time", "_requeue_count", "_advanced_retry_count"):
+                    extra.pop(k, None)
+                extra["replayed"] = int(extra.get("replayed", 0)) + 1
+                body["extra"] = extra
+                out.append(OutgoingMessage(body="" if self.broker_cls.accepts_payload else dumps(body),
+                                           task_id=str(extra.get("task_id", "")),
+                                           payload=body if self.broker_cls.accepts_payload else None))
+            if out:
+                self.broker.publish(out)
+                dlx.ack([d for d in deliveries if d not in again])
+            if again:
+                dlx.requeue(again)
+                break
+            moved += len(out)
+        return moved
 
     def clear_filter_tasks(self) -> None:
         self.state_backend().filter_clear(self.queue_name)
@@ -538,7 +591,7 @@ class BoostersManager:
         b.func_name = f"<remote {p.queue_name}>"
         b.is_coroutine = False
         b.function_kind = "COMMON_FUNCTION"
-        b._required, b._all, b._var_kw, b._sig = [], [], True, None
+        b._required, b._all, b._var_kw, b._sig, b._positional_fast = [], [], True, None, False
         return b
 
     @classmethod

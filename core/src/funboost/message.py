@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -50,29 +52,43 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"argument of type {type(obj).__name__} is not JSON serializable: {obj!r}")
 
 
-_last_uuid7_ms = 0
-_uuid7_counter = 0
+_uuid7_lock = threading.Lock()
+_uuid7_last_ms = 0
+_uuid7_seq = 0
 
 
 def uuid7() -> str:
-    """A UUIDv7 string: 48-bit unix milliseconds, then randomness; sortable by creation time."""
-    global _last_uuid7_ms, _uuid7_counter
+    """A UUIDv7 string (RFC 9562): 48-bit unix milliseconds, a 12-bit sequence that keeps ids from one
+    process monotonic within a millisecond, then 62 random bits."""
+    global _uuid7_last_ms, _uuid7_seq
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    if ms == _last_uuid7_ms:
-        _uuid7_counter = (_uuid7_counter + 1) & 0xFFF
-    else:
-        _last_uuid7_ms, _uuid7_counter = ms, rand >> 68
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76
-    value |= (_uuid7_counter & 0xFFF) << 64
-    value |= 0b10 << 62
-    value |= rand & ((1 << 62) - 1)
-    return str(uuid.UUID(int=value))
+    with _uuid7_lock:
+        if ms <= _uuid7_last_ms:
+            _uuid7_seq += 1
+            if _uuid7_seq > 0xFFF:  # sequence exhausted: borrow the next millisecond
+                _uuid7_last_ms += 1
+                _uuid7_seq = 0
+            ms = _uuid7_last_ms
+        else:
+            _uuid7_last_ms = ms
+            _uuid7_seq = _rand(10)
+        seq = _uuid7_seq
+    h = "%012x7%03x%016x" % (ms & 0xFFFFFFFFFFFF, seq, (0b10 << 62) | _rand(62))
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_rand = random.SystemRandom().getrandbits if os.environ.get("FUNBOOST_SECURE_IDS") == "1" else random.getrandbits
+
+
+_fmt_cache: list = [0, ""]
 
 
 def format_time(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    sec = int(ts)
+    if _fmt_cache[0] != sec:  # one strftime per second, not per message
+        _fmt_cache[1] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(sec))
+        _fmt_cache[0] = sec
+    return _fmt_cache[1]
 
 
 def build_envelope(kwargs: dict, task_id: Optional[str] = None, extra_options: Optional[dict] = None,

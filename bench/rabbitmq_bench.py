@@ -1,0 +1,241 @@
+"""RabbitMQ benchmark, side by side in one run: raw pika, funboost-rabbitmq, the original funboost 55.0.
+
+    python bench/rabbitmq_bench.py [--n 20000] [--n-confirmed 2000] [--orig-python PATH]
+
+Publish rates: messages per second until the last one is stored (confirmed where said).
+Consume rates: messages per second from the start of consuming until the last function ran (and, for
+manual-ack modes, was acked), queue pre-filled with N messages, function does nothing.
+The original funboost runs in its own venv (default /work/venvs/orig-rabbitmq) in a subprocess, with a
+funboost_config.py in a temporary folder so that nothing is written into this repository.
+Figures on a noisy 2-core machine: read them as +-30 %.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import uuid
+
+URL = os.environ.get("FUNBOOST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+BODY = b'{"x": 1, "extra": {"task_id": "t", "publish_time": 1.0}}'
+
+
+def qname(tag: str) -> str:
+    return f"bench_{tag}_{uuid.uuid4().hex[:8]}"
+
+
+# ------------------------------------------------------------------ raw pika
+def confirmed_one_by_one(n_confirmed: int, rounds: int = 10) -> dict[str, float]:
+    """Raw pika and our push, alternated in rounds (medians): the confirm round trip (an fsync on the
+    server) varies several-fold with the machine's load, so one pass of each is not comparable."""
+    import pika
+    from funboost import BoosterParams, boost
+
+    conn = pika.BlockingConnection(pika.URLParameters(URL))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    props = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+    q = qname("rawc")
+    ch.queue_declare(q, durable=True)
+    qo = qname("oursc")
+
+    @boost(BoosterParams(queue_name=qo, broker_kind="RABBITMQ", state_backend="memory", log_to_console=False))
+    def task(x: int) -> None:
+        pass
+
+    task.push(0)
+    raw, ours_ = [], []
+    per_round = max(1, n_confirmed // rounds)
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for _ in range(per_round):
+            ch.basic_publish("", q, BODY, props)
+        raw.append(per_round / (time.perf_counter() - t))
+        t = time.perf_counter()
+        for i in range(per_round):
+            task.push(i)
+        ours_.append(per_round / (time.perf_counter() - t))
+    ch.queue_delete(q)
+    conn.close()
+    task.broker.delete_queues()
+    return {"raw pika publish 1-by-1, confirmed (median of rounds)": statistics.median(raw),
+            "ours push 1-by-1, confirmed (median of rounds)": statistics.median(ours_),
+            "  ratio ours/raw, median of per-round ratios": statistics.median(
+                o / r for o, r in zip(ours_, raw))}
+
+
+def raw_pika(n: int) -> dict[str, float]:
+    import pika
+
+    out: dict[str, float] = {}
+    conn = pika.BlockingConnection(pika.URLParameters(URL))
+    ch = conn.channel()
+    props = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+
+    q = qname("raw")
+    ch.queue_declare(q, durable=True)
+    t = time.perf_counter()
+    for _ in range(n):
+        ch.basic_publish("", q, BODY, props)
+    ch.queue_declare(q, passive=True)  # a round trip: the server has processed every publish
+    out["raw pika publish 1-by-1, no confirms"] = n / (time.perf_counter() - t)
+    while ch.queue_declare(q, passive=True).method.message_count < n:
+        time.sleep(0.01)
+
+    count = [0]
+
+    def on_msg(c, method, _p, _b):
+        c.basic_ack(method.delivery_tag)
+        count[0] += 1
+        if count[0] >= n:
+            c.stop_consuming()
+
+    ch.basic_qos(prefetch_count=100)
+    ch.basic_consume(q, on_msg)
+    t = time.perf_counter()
+    ch.start_consuming()
+    out["raw pika consume, prefetch 100, ack each"] = n / (time.perf_counter() - t)
+    ch.queue_delete(q)
+    conn.close()
+    return out
+
+
+# ------------------------------------------------------------------ ours
+def ours(n: int) -> dict[str, float]:
+    from funboost import BoosterParams, boost
+    from funboost.plugins.broker import OutgoingMessage
+
+    out: dict[str, float] = {}
+    q = qname("ours")
+    done = [0]
+    finished = threading.Event()
+    lock = threading.Lock()
+
+    @boost(BoosterParams(queue_name=q, broker_kind="RABBITMQ", state_backend="memory", log_to_console=False))
+    def task(x: int) -> None:
+        with lock:
+            done[0] += 1
+            if done[0] >= n:
+                finished.set()
+
+    task.push(0)  # connect and declare outside the timing
+    task.clear()
+
+    broker = task.broker
+    t = time.perf_counter()
+    for start in range(0, n, 1000):
+        broker.publish([OutgoingMessage(body=json.dumps({"x": i, "extra": {"task_id": f"t{i}"}}))
+                        for i in range(start, min(n, start + 1000))])
+    out["ours broker.publish batches of 1000, confirmed"] = n / (time.perf_counter() - t)
+    task.clear()
+
+    t = time.perf_counter()
+    task.push_many(list(range(n)), batch_size=1000)
+    out["ours push_many (batches of 1000), confirmed"] = n / (time.perf_counter() - t)
+
+    t = time.perf_counter()
+    task.consume()
+    finished.wait(600)
+    out["ours consume, manual ack (threads 50)"] = done[0] / (time.perf_counter() - t)
+    task.stop_consume(10)
+    try:
+        broker.delete_queues()
+    except Exception:
+        pass
+    return out
+
+
+# ------------------------------------------------------------------ original funboost 55.0
+ORIG_CONFIG = """
+from funboost.funboost_config_deafult import BrokerConnConfig as _B, FunboostCommonConfig as _C
+class BrokerConnConfig(_B):
+    RABBITMQ_USER = "guest"
+    RABBITMQ_PASS = "guest"
+    RABBITMQ_HOST = "127.0.0.1"
+    RABBITMQ_PORT = 5672
+    RABBITMQ_VIRTUAL_HOST = ""
+    RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
+class FunboostCommonConfig(_C):
+    pass
+"""
+
+ORIG_SCRIPT = """
+import json, logging, os, sys, threading, time, uuid
+from funboost import boost, BoosterParams, BrokerEnum
+n, threads = int(sys.argv[1]), int(sys.argv[2])
+q = "bench_orig_" + uuid.uuid4().hex[:8]
+done = [0]; lock = threading.Lock(); finished = threading.Event()
+@boost(BoosterParams(queue_name=q, broker_kind=BrokerEnum.RABBITMQ_AMQPSTORM, concurrent_num=threads,
+                     log_level=logging.WARNING, is_show_message_get_from_broker=False,
+                     create_logger_file=False))
+def task(x):
+    with lock:
+        done[0] += 1
+        if done[0] >= n:
+            finished.set()
+task.push(0); task.clear()
+t = time.perf_counter()
+for i in range(n):
+    task.push(i)
+pub = n / (time.perf_counter() - t)
+t = time.perf_counter()
+task.consume()
+finished.wait(600)
+con = done[0] / (time.perf_counter() - t)
+sys.__stdout__.write("RESULT " + json.dumps({"pub": pub, "con": con}) + chr(10))  # funboost patches print
+sys.__stdout__.flush()
+os._exit(0)
+"""
+
+
+def original(n: int, python: str) -> dict[str, float]:
+    if not os.path.exists(python):
+        return {}
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "funboost_config.py"), "w") as f:
+            f.write(textwrap.dedent(ORIG_CONFIG))
+        with open(os.path.join(tmp, "orig_bench.py"), "w") as f:
+            f.write(textwrap.dedent(ORIG_SCRIPT))
+        for threads in (50, 1):
+            env = {**os.environ, "PYTHONPATH": tmp}
+            r = subprocess.run([python, "orig_bench.py", str(n), str(threads)], cwd=tmp, env=env,
+                               capture_output=True, text=True, timeout=1200)
+            line = [x[x.index("RESULT ") + 7:] for x in r.stdout.splitlines() if "RESULT {" in x]
+            if not line:
+                print("original funboost failed:", r.stderr[-2000:], file=sys.stderr)
+                continue
+            res = json.loads(line[0])
+            if threads == 50:
+                out["original 55.0 RABBITMQ_AMQPSTORM push 1-by-1 (no confirms)"] = res["pub"]
+            out[f"original 55.0 RABBITMQ_AMQPSTORM consume (threads {threads})"] = res["con"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--n-confirmed", type=int, default=2000, help="N for one-by-one confirmed publishing")
+    ap.add_argument("--orig-python", default="/work/venvs/orig-rabbitmq/bin/python")
+    ap.add_argument("--skip-orig", action="store_true")
+    args = ap.parse_args()
+    results: dict[str, float] = {}
+    results.update(confirmed_one_by_one(args.n_confirmed))
+    results.update(raw_pika(args.n))
+    results.update(ours(args.n))
+    if not args.skip_orig:
+        results.update(original(args.n, args.orig_python))
+    print(f"\nRabbitMQ on {URL.split('@')[-1]}, N={args.n} (confirmed 1-by-1: N={args.n_confirmed})")
+    for k, v in results.items():
+        print(f"  {k:<60} {v:>10.2f}" if "ratio" in k else f"  {k:<60} {v:>10,.0f} msg/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Test helpers: a stand-in for the engine's consume loop (until the engine runs these tests end to end),
+free ports, and consumer subprocesses. The broker and its gRPC server are always real."""
+from __future__ import annotations
+
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Optional
+
+from funboost.engine.status import FunctionResultStatus
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def task(body: dict) -> Any:
+    """The function the stand-in engine runs: {"x": n} -> 2n; {"fail": "msg"} raises; {"sleep": s} waits."""
+    if body.get("sleep"):
+        time.sleep(body["sleep"])
+    if "fail" in body:
+        raise ZeroDivisionError(body["fail"])
+    return {"doubled": body.get("x", 0) * 2, "pid": os.getpid()}
+
+
+def run_one(broker: Any, deliveries: list) -> None:
+    for d in deliveries:
+        status = FunctionResultStatus(queue_name=broker.queue_name, task_id=str((d.body.get("extra") or {}).get("task_id", "")),
+                                      params=d.body)
+        try:
+            status.result = task(d.body)
+            status.success = True
+        except Exception as exc:  # the engine records any error in the status
+            status.set_error(exc)
+        status.finish()
+        if d.reply is not None:
+            d.reply(status)
+    broker.ack(deliveries)
+
+
+def run_task_loop(broker: Any, stop_after: float = 60.0, stop: Optional[threading.Event] = None) -> None:
+    deadline = time.monotonic() + stop_after
+    while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
+        ds = broker.fetch(16, 0.2)
+        if ds:
+            run_one(broker, ds)
+
+
+class LoopThread:
+    """Runs :func:`run_task_loop` on a broker in a thread of this process."""
+
+    def __init__(self, broker: Any) -> None:
+        self.broker = broker
+        self.stop = threading.Event()
+        broker.serve()
+        self.thread = threading.Thread(target=run_task_loop, args=(broker, 60.0, self.stop), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+class ConsumerProcess:
+    """A consumer in a subprocess (so it can be SIGKILLed)."""
+
+    def __init__(self, queue: str, port: int, extra: str = "{}", lifetime: float = 60.0) -> None:
+        env = dict(os.environ, CONSUMER_LIFETIME=str(lifetime))
+        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "consumer_proc.py"), queue, str(port), extra],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        ready, _, _ = select.select([self.proc.stdout], [], [], 30.0)
+        line = self.proc.stdout.readline() if ready else ""  # READY, or "" if it died / hung
+        if not line.startswith("READY"):
+            err = self.proc.stderr.read() if self.proc.poll() is not None else ""
+            self.kill()
+            raise RuntimeError(f"consumer process did not start: {line!r} {err}")
+        self.address = line.split()[1]
+        self.pid = int(line.split()[2])
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds passed; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)

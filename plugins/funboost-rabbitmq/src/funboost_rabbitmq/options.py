@@ -1,0 +1,100 @@
+"""``broker_exclusive_config`` for the rabbitmq kind, and how the connection URL is found.
+
+Key names follow the original funboost where it had one (``x-max-priority``, ``queue_durable``,
+``exchange_name``, ``routing_key_for_bind`` ...), so existing configurations validate unchanged.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Literal, Optional, Union
+
+from pydantic import AliasChoices, Field, field_validator
+
+from funboost.plugins.broker import BrokerOptions
+
+ENV_URL = "FUNBOOST_RABBITMQ_URL"
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+DEFAULT_DLX_EXCHANGE = "funboost.dlx"
+
+
+class RabbitmqOptions(BrokerOptions):
+    """Options of the ``rabbitmq`` broker kind (all optional)."""
+
+    # --- connection ---
+    url: Optional[str] = Field(
+        default=None, description=f"AMQP URL (amqp:// or amqps://, vhost and credentials included). "
+        f"Default: env {ENV_URL}, else {DEFAULT_URL}")
+    heartbeat: int = Field(default=30, ge=0, description="AMQP heartbeat in seconds (0 turns it off)")
+    reconnect_max_delay: float = Field(default=10.0, gt=0, description="cap of the reconnect backoff")
+    publish_timeout: float = Field(
+        default=60.0, gt=0, description="how long publish() keeps retrying through reconnects before raising")
+
+    # --- queue ---
+    queue_durable: bool = Field(default=True, validation_alias=AliasChoices("queue_durable", "durable"))
+    max_priority: Optional[int] = Field(
+        default=None, ge=1, le=255, validation_alias=AliasChoices("max_priority", "x-max-priority"),
+        description="declare the queue with x-max-priority (keep it small, e.g. <= 10)")
+    queue_arguments: dict[str, Any] = Field(
+        default_factory=dict, description="extra x-arguments for queue_declare (e.g. x-max-length)")
+    dead_letter_exchange: str = Field(
+        default=DEFAULT_DLX_EXCHANGE, min_length=1,
+        description="direct exchange that routes dead letters to the queue '<queue>_dlx'")
+
+    # --- consuming ---
+    prefetch_count: Optional[int] = Field(
+        default=None, ge=1, le=65535,
+        description="basic_qos prefetch; default: twice the largest batch the engine asked for, <= 1000")
+    no_ack: bool = Field(
+        default=False, description="auto-ack on delivery (faster; a killed consumer loses what it held)")
+
+    # --- exchange routing (default: the default exchange, routed by queue name) ---
+    exchange_name: str = Field(default="", validation_alias=AliasChoices("exchange_name", "exchange"))
+    exchange_type: Literal["direct", "fanout", "topic", "headers"] = "direct"
+    exchange_durable: bool = Field(
+        default=True, validation_alias=AliasChoices("exchange_durable", "exchange_declare_durable"))
+    routing_key_for_publish: Optional[str] = Field(
+        default=None, description="routing key of published messages (default: the queue name)")
+    routing_key_for_bind: Optional[Union[str, list[str]]] = Field(
+        default=None, description="binding key(s) of the queue (default: queue name; '#' for topic)")
+    headers_for_bind: dict[str, Any] = Field(default_factory=dict, description="headers exchange bind args")
+    x_match_for_bind: Literal["all", "any"] = "all"
+    headers_for_publish: dict[str, Any] = Field(
+        default_factory=dict, description="headers added to every published message")
+    broadcast_queue_expires: int = Field(
+        default=60_000, ge=1000,
+        description="fanout: ms an idle per-consumer queue survives (lets a reconnect resume it)")
+
+    # --- delay ---
+    delay_mode: Literal["auto", "plugin", "ttl"] = Field(
+        default="auto", description="auto: the delayed-message exchange plugin if the server has it, "
+        "else per-delay TTL queues that dead-letter back into the queue")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not v.startswith(("amqp://", "amqps://")):
+            raise ValueError("url must start with amqp:// or amqps://")
+        return v
+
+    def resolved_url(self) -> str:
+        return self.url or os.environ.get(ENV_URL) or DEFAULT_URL
+
+    def bind_keys(self, queue_name: str) -> list[str]:
+        if self.exchange_type in ("fanout", "headers"):
+            return [""]
+        keys = self.routing_key_for_bind
+        if keys is None or keys == "" or keys == []:
+            return ["#"] if self.exchange_type == "topic" else [queue_name]
+        return [keys] if isinstance(keys, str) else list(keys)
+
+    def exchange_for(self, queue_name: str) -> str:
+        """The exchange messages are published to ('' = default exchange). A fanout/topic/headers
+        exchange without a name is named after the queue."""
+        if self.exchange_name:
+            return self.exchange_name
+        return "" if self.exchange_type == "direct" else queue_name
+
+    def publish_key(self, queue_name: str) -> str:
+        if self.exchange_type in ("fanout", "headers"):
+            return ""
+        return self.routing_key_for_publish or queue_name

@@ -1,0 +1,243 @@
+"""What every Redis kind shares: options, the per-process client, key names, the optional publish
+linger buffer, and the consumer liveness (heartbeat + reclaim) used by the at-least-once kinds."""
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+import weakref
+from typing import Any, Optional, Sequence
+
+from funboost.plugins.broker import Broker, OutgoingMessage, new_consumer_id
+
+from funboost_redis import connection
+from funboost_redis.connection import TRANSIENT_ERRORS, Handle, RedisOptions, conn_spec, with_retry
+from funboost_redis.heartbeat import heartbeats
+
+logger = logging.getLogger("funboost.redis")
+
+_uid = itertools.count()
+_uid_prefix = uuid.uuid4().hex[:8]
+
+
+def _new_uid_prefix() -> None:
+    global _uid_prefix
+    _uid_prefix = uuid.uuid4().hex[:8]
+
+
+if hasattr(os, "register_at_fork"):  # a forked child must not repeat its parent's member ids
+    os.register_at_fork(after_in_child=_new_uid_prefix)
+
+
+def delayed_member(body: str, priority: int) -> str:
+    """Sorted-set member of a delayed message: 16-char unique id + priority digit + body (unique, so
+    two equal bodies never collapse into one member)."""
+    return f"{_uid_prefix}{next(_uid) & 0xFFFFFFFF:08x}{priority}{body}"
+
+
+class RedisBrokerBase(Broker):
+    options_model = RedisOptions
+    options: RedisOptions
+
+    def __init__(self, queue_name: str, options: Optional[RedisOptions] = None) -> None:
+        super().__init__(queue_name, options)
+        self._spec = conn_spec(self.options)
+        self._gen = -1
+        self._handle: Optional[Handle] = None
+        self.base = f"{self.options.key_prefix}:{{{queue_name}}}:"
+        self.k_delayed = self.base + "delayed"
+        self._closed = False
+        self._linger: Optional[_Linger] = None
+        if self.options.linger_ms > 0:
+            self._linger = _Linger(self, self.options.linger_ms / 1000.0, self.options.linger_max_batch)
+
+    @classmethod
+    def check_available(cls, options: RedisOptions) -> Optional[str]:  # type: ignore[override]
+        return connection.check_available(options)
+
+    # ----- client -----
+    def _h(self) -> Handle:
+        """The process-local handle; re-created in a forked child (sockets must not be shared)."""
+        if self._gen != connection.generation:
+            if self._gen != -1:
+                self._after_fork()
+            self._handle = connection.get_handle(self._spec)
+            self._gen = connection.generation
+        return self._handle  # type: ignore[return-value]
+
+    def _after_fork(self) -> None:
+        """Hook: the instance was created in a parent process."""
+
+    # ----- publish -----
+    def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        if not messages:
+            return
+        if self._linger is not None:
+            self._linger.add(messages)
+            return
+        with_retry(lambda: self._publish_now(messages), self.options.retry_seconds, "publish")
+
+    def _publish_now(self, messages: Sequence[OutgoingMessage]) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Send whatever the linger buffer holds (no-op when linger is off)."""
+        if self._linger is not None:
+            self._linger.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._linger is not None:
+            self._linger.close()
+        super().close()
+
+
+class _Linger:
+    """Client-side publish buffer: messages are sent in one round trip every ``linger`` seconds or when
+    ``max_batch`` are waiting. Messages still in the buffer are lost if the process is SIGKILLed."""
+
+    _all: "weakref.WeakSet[_Linger]" = weakref.WeakSet()
+
+    def __init__(self, broker: RedisBrokerBase, linger: float, max_batch: int) -> None:
+        self._broker = broker
+        self._linger = linger
+        self._max = max_batch
+        self._buf: list[OutgoingMessage] = []
+        self._cond = threading.Condition()
+        self._thread: Optional[threading.Thread] = None
+        self._stop = False
+        _Linger._all.add(self)
+
+    def add(self, messages: Sequence[OutgoingMessage]) -> None:
+        with self._cond:
+            self._buf.extend(messages)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="funboost-redis-linger", daemon=True)
+                self._thread.start()
+            if len(self._buf) >= self._max:
+                self._cond.notify()
+
+    def _take(self) -> list[OutgoingMessage]:
+        buf, self._buf = self._buf, []
+        return buf
+
+    def _send(self, buf: list[OutgoingMessage]) -> None:
+        if buf:
+            b = self._broker
+            with_retry(lambda: b._publish_now(buf), b.options.retry_seconds, "publish (linger)")
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._buf and not self._stop:
+                    self._cond.wait(self._linger)
+                if len(self._buf) < self._max and not self._stop:
+                    self._cond.wait(self._linger)
+                buf = self._take()
+                stop = self._stop
+            try:
+                self._send(buf)
+            except Exception:
+                logger.exception("funboost-redis: linger flush of %d messages failed", len(buf))
+            if stop:
+                return
+
+    def flush(self) -> None:
+        with self._cond:
+            buf = self._take()
+        self._send(buf)
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self.flush()
+
+
+@atexit.register
+def _flush_lingers_at_exit() -> None:
+    for lg in list(_Linger._all):
+        try:
+            lg.flush()
+        except Exception:  # pragma: no cover - best effort at interpreter exit
+            logger.exception("funboost-redis: final linger flush failed")
+
+
+class LivenessMixin:
+    """Heartbeat + reclaim of dead consumers, for the at-least-once kinds. The subclass provides
+    ``_reclaim_script`` (name, source) and ``_reclaim_keys``/``_reclaim_args``."""
+
+    queue_name: str
+    options: RedisOptions
+    consumer_id: str
+    base: str
+    _registered: bool = False
+
+    def _liveness_init(self) -> None:
+        self.k_consumers = self.base + "consumers"
+        self.k_lock = self.base + "reclaim_lock"
+        self._registered = False
+        self._lock_token = uuid.uuid4().hex
+        self._set_consumer_keys()
+
+    def _set_consumer_keys(self) -> None:
+        self.k_hb = self.base + "hb:" + self.consumer_id
+        self.k_inflight = self.base + "inflight:" + self.consumer_id
+        self.k_landing = self.base + "landing:" + self.consumer_id
+
+    @property
+    def hb_ttl_ms(self) -> int:
+        return int(self.options.heartbeat_timeout * 1000)
+
+    def _new_identity(self) -> None:
+        """In a forked child: a new consumer id (the parent's in-flight work is the parent's)."""
+        self.consumer_id = new_consumer_id(self.queue_name)
+        self._registered = False
+        self._set_consumer_keys()
+
+    def _ensure_registered(self) -> None:
+        if not self._registered:
+            self._registered = True
+            o = self.options
+            heartbeats().add(self, o.heartbeat_interval, o.reclaim_interval or o.heartbeat_interval)
+            # a restarted consumer picks up the work of dead consumers at once
+            try:
+                self._reclaim()
+            except TRANSIENT_ERRORS:
+                pass
+
+    def _beat(self) -> None:
+        self._h().client.set(self.k_hb, b"1", px=self.hb_ttl_ms)  # type: ignore[attr-defined]
+
+    def _reclaim(self, release: bool = False) -> int:
+        h = self._h()  # type: ignore[attr-defined]
+        name, src = self._reclaim_script  # type: ignore[attr-defined]
+        lock_ttl = int((self.options.reclaim_interval or self.options.heartbeat_interval) * 900)
+        moved = h.script(name, src)(keys=self._reclaim_keys(),  # type: ignore[attr-defined]
+                                    args=self._reclaim_args(lock_ttl, self.consumer_id if release else ""))
+        if moved and moved > 0:
+            logger.warning("funboost-redis: %s gave back %d in-flight message(s) of %s",
+                           self.queue_name, moved, "this closing consumer" if release else "dead consumers")
+        return int(moved or 0)
+
+    def _liveness_close(self) -> None:
+        """Stop beating and give unacked work back at once (others need not wait for expiry)."""
+        if not self._registered:
+            return
+        heartbeats().remove(self)
+        self._registered = False
+        try:
+            self._reclaim(release=True)
+        except Exception as exc:
+            logger.warning("funboost-redis: releasing in-flight work of %s on close failed (%s); it comes "
+                           "back when the heartbeat expires", self.queue_name, exc)
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,245 @@
+"""Connection settings, one client per process and server, fork safety and retry helpers.
+
+Settings come from ``broker_exclusive_config`` first, then from environment variables, then from
+loopback defaults. Nothing is ever read from (or written to) a file in the user's project.
+
+=============================  =========================================  ==========================
+option                         environment variable                       default
+=============================  =========================================  ==========================
+``url``                        ``FUNBOOST_REDIS_URL``                     ``redis://127.0.0.1:6379/0``
+``sentinels``                  ``FUNBOOST_REDIS_SENTINELS`` (h:p,h:p)     none
+``sentinel_master``            ``FUNBOOST_REDIS_SENTINEL_MASTER``         ``mymaster``
+``cluster``                    ``FUNBOOST_REDIS_CLUSTER`` (1/true)        false
+=============================  =========================================  ==========================
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, TypeVar
+from urllib.parse import urlparse
+
+import redis
+from pydantic import Field, model_validator
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from funboost.plugins.broker import BrokerOptions
+
+logger = logging.getLogger("funboost.redis")
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+ENV_URL = "FUNBOOST_REDIS_URL"
+ENV_SENTINELS = "FUNBOOST_REDIS_SENTINELS"
+ENV_SENTINEL_MASTER = "FUNBOOST_REDIS_SENTINEL_MASTER"
+ENV_CLUSTER = "FUNBOOST_REDIS_CLUSTER"
+
+# Errors after which the server may have executed the command or not: we retry idempotent
+# operations ourselves (with backoff) instead of letting redis-py silently re-run a Lua script.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
+try:  # redis-py >= 4.1 has ClusterDownError / TryAgainError during failover
+    from redis.exceptions import ClusterDownError, TryAgainError
+
+    TRANSIENT_ERRORS = TRANSIENT_ERRORS + (ClusterDownError, TryAgainError)
+except ImportError:  # pragma: no cover
+    pass
+# A replica promoted by Sentinel answers READONLY until the client re-resolves the master.
+TRANSIENT_ERRORS = TRANSIENT_ERRORS + (redis.ReadOnlyError,)
+
+
+class RedisOptions(BrokerOptions):
+    """``broker_exclusive_config`` of every Redis kind."""
+
+    url: Optional[str] = Field(None, description=f"redis://, rediss:// or unix:// URL; env {ENV_URL}")
+    sentinels: Optional[list[str]] = Field(None, description="'host:port' of Sentinel servers")
+    sentinel_master: Optional[str] = None
+    cluster: Optional[bool] = None
+    key_prefix: str = "funboost"
+    socket_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    max_connections: Optional[int] = None
+    # liveness of consumers (ack-able, priority and stream kinds)
+    heartbeat_interval: float = Field(2.0, gt=0)
+    heartbeat_timeout: float = Field(10.0, gt=0)
+    reclaim_interval: Optional[float] = Field(None, gt=0, description="default: heartbeat_interval")
+    # how long publish/ack keep retrying while the server is unreachable before raising
+    retry_seconds: float = Field(30.0, ge=0)
+    # client-side publish buffer (off by default): see docs/brokers/redis.md
+    linger_ms: float = Field(0.0, ge=0)
+    linger_max_batch: int = Field(1000, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "RedisOptions":
+        if self.heartbeat_timeout < 2 * self.heartbeat_interval:
+            raise ValueError("heartbeat_timeout must be at least twice heartbeat_interval")
+        return self
+
+
+@dataclass(frozen=True)
+class ConnSpec:
+    url: str
+    sentinels: tuple[tuple[str, int], ...]
+    sentinel_master: str
+    cluster: bool
+    socket_timeout: float
+    connect_timeout: float
+    max_connections: Optional[int]
+
+
+def _truthy(v: Optional[str]) -> bool:
+    return (v or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def conn_spec(opts: RedisOptions) -> ConnSpec:
+    url = opts.url or os.environ.get(ENV_URL) or DEFAULT_URL
+    raw_sentinels = opts.sentinels
+    if raw_sentinels is None and os.environ.get(ENV_SENTINELS):
+        raw_sentinels = [s for s in os.environ[ENV_SENTINELS].split(",") if s.strip()]
+    sentinels = []
+    for s in raw_sentinels or ():
+        host, _, port = s.strip().rpartition(":")
+        sentinels.append((host or "127.0.0.1", int(port or 26379)))
+    cluster = opts.cluster if opts.cluster is not None else _truthy(os.environ.get(ENV_CLUSTER))
+    master = opts.sentinel_master or os.environ.get(ENV_SENTINEL_MASTER) or "mymaster"
+    return ConnSpec(url, tuple(sentinels), master, bool(cluster), opts.socket_timeout,
+                    opts.connect_timeout, opts.max_connections)
+
+
+def _no_retry() -> Retry:
+    return Retry(NoBackoff(), 0)
+
+
+def build_client(spec: ConnSpec) -> Any:
+    """A new client for ``spec``. redis-py's own retries are off: see TRANSIENT_ERRORS."""
+    common: dict[str, Any] = dict(socket_timeout=spec.socket_timeout,
+                                  socket_connect_timeout=spec.connect_timeout)
+    if spec.cluster:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(spec.url, **common)
+    if spec.sentinels:
+        from redis.sentinel import Sentinel
+
+        parsed = urlparse(spec.url)
+        db = int((parsed.path or "/0").lstrip("/") or 0)
+        sentinel = Sentinel(list(spec.sentinels), socket_timeout=spec.connect_timeout,
+                            socket_connect_timeout=spec.connect_timeout)
+        return sentinel.master_for(spec.sentinel_master, db=db, password=parsed.password,
+                                   username=parsed.username, retry=_no_retry(), **common)
+    kw: dict[str, Any] = dict(common, retry=_no_retry(), health_check_interval=30)
+    if spec.max_connections:
+        kw["max_connections"] = spec.max_connections
+    return redis.Redis.from_url(spec.url, **kw)
+
+
+class Handle:
+    """A process-local client plus its registered Lua scripts."""
+
+    def __init__(self, spec: ConnSpec) -> None:
+        self.spec = spec
+        self.client = build_client(spec)
+        self._scripts: dict[str, Any] = {}
+
+        pool = getattr(self.client, "connection_pool", None)
+        # a plain (or Sentinel) client: single commands may skip redis-py's per-call machinery
+        self._pool = pool if not spec.cluster and pool is not None else None
+        try:
+            import inspect
+
+            params = inspect.signature(pool.get_connection).parameters if pool is not None else {}
+            self._pool_needs_name = "command_name" in params and \
+                params["command_name"].default is inspect.Parameter.empty
+        except (TypeError, ValueError):  # pragma: no cover
+            self._pool_needs_name = True
+
+    def command(self, *args: Any) -> Any:
+        """Run one command with the least client overhead: on a plain client, borrow a pooled
+        connection directly (about twice as fast as ``client.execute_command`` for tiny commands)."""
+        pool = self._pool
+        if pool is None:
+            return self.client.execute_command(*args)
+        conn = pool.get_connection(args[0]) if self._pool_needs_name else pool.get_connection()
+        try:
+            conn.send_command(*args)
+            return conn.read_response()
+        except redis.ResponseError:
+            raise
+        except BaseException:
+            conn.disconnect()  # a half-read reply must never be read by the next borrower
+            raise
+        finally:
+            pool.release(conn)
+
+    def script(self, name: str, source: str) -> Any:
+        s = self._scripts.get(name)
+        if s is None:
+            # redis-py's Script runs EVALSHA and loads the script again after NOSCRIPT (a restart)
+            s = self._scripts[name] = self.client.register_script(source)
+        return s
+
+
+_handles: dict[ConnSpec, Handle] = {}
+_handles_lock = threading.Lock()
+# bumped in a forked child: brokers compare it to drop clients inherited from the parent
+generation = 0
+
+
+def get_handle(spec: ConnSpec) -> Handle:
+    h = _handles.get(spec)
+    if h is None:
+        with _handles_lock:
+            h = _handles.get(spec)
+            if h is None:
+                h = _handles[spec] = Handle(spec)
+    return h
+
+
+def _after_fork_in_child() -> None:
+    global generation, _handles_lock
+    generation += 1
+    _handles.clear()
+    _handles_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+T = TypeVar("T")
+
+
+def with_retry(fn: Callable[[], T], retry_seconds: float, what: str) -> T:
+    """Run ``fn`` until it succeeds, retrying transient connection errors with jittered exponential
+    backoff (50 ms .. 1 s) for at most ``retry_seconds``. Only for idempotent or at-least-once steps."""
+    deadline = time.monotonic() + retry_seconds
+    delay = 0.05
+    while True:
+        try:
+            return fn()
+        except TRANSIENT_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning("redis %s failed (%s: %s); retrying in %.2fs", what, type(exc).__name__,
+                           exc, delay)
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 1.0)
+
+
+def check_available(opts: RedisOptions) -> Optional[str]:
+    spec = conn_spec(opts)
+    spec = ConnSpec(spec.url, spec.sentinels, spec.sentinel_master, spec.cluster,
+                    min(spec.socket_timeout, 2.0), min(spec.connect_timeout, 2.0), None)
+    try:
+        client = build_client(spec)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # any failure means "not usable", with the reason
+        where = spec.url if not spec.sentinels else f"sentinels {spec.sentinels}"
+        return f"redis at {where} is not reachable: {type(exc).__name__}: {exc}"
+    return None

@@ -1,0 +1,186 @@
+"""RedisStateBackend: RPC results, dedup filters, flags, consumer heartbeats, remote-kill requests and
+status records in Redis, shared by every process and host that reaches the server.
+
+Chosen with ``BoosterParams(state_backend="redis")`` or env ``FUNBOOST_STATE_BACKEND=redis``; the URL comes
+from ``FUNBOOST_STATE_REDIS_URL`` (passed by core), else ``FUNBOOST_REDIS_URL``, else
+``redis://127.0.0.1:6379/0``. Keys live under ``funboost:state:``; per-queue keys are hash-tagged.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Optional
+
+from funboost.state.base import StateBackend
+
+from funboost_redis.connection import DEFAULT_URL, ENV_URL, RedisOptions, conn_spec, get_handle
+
+P = "funboost:state:"
+_FOREVER = "+inf"
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, default=repr)
+
+
+class RedisStateBackend(StateBackend):
+    name = "redis"
+    shared_across_processes = True
+
+    def __init__(self, url: Optional[str] = None) -> None:
+        super().__init__(url or os.environ.get(ENV_URL) or DEFAULT_URL)
+        self._spec = conn_spec(RedisOptions(url=self.url))
+
+    @property
+    def _r(self) -> Any:
+        # the handle cache is per process (cleared after fork), so this is fork-safe
+        return get_handle(self._spec).client
+
+    # ---- RPC results: a key per task plus a list used only to wake a waiter without polling
+    def set_result(self, task_id: str, status: dict, ttl: float) -> None:
+        ms = max(1, int(ttl * 1000))
+        p = self._r.pipeline(transaction=False)
+        p.set(P + "result:" + task_id, _dumps(status), px=ms)
+        p.rpush(P + "result_wake:" + task_id, 1)
+        p.pexpire(P + "result_wake:" + task_id, min(ms, 60000))
+        p.execute()
+
+    def get_result(self, task_id: str) -> Optional[dict]:
+        v = self._r.get(P + "result:" + task_id)
+        return json.loads(v) if v is not None else None
+
+    def wait_result(self, task_id: str, timeout: float) -> Optional[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.get_result(task_id)
+            if r is not None:
+                return r
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            # wakes when set_result pushes; bounded so that a missed wake-up costs at most 0.5 s
+            self._r.blpop([P + "result_wake:" + task_id], timeout=max(0.01, min(left, 0.5)))
+
+    # ---- dedup filters: a sorted set per queue, score = expiry (inf = forever)
+    def _fkey(self, queue: str) -> str:
+        return f"{P}filter:{{{queue}}}"
+
+    def filter_add(self, queue: str, key: str, ttl: Optional[float]) -> None:
+        now = time.time()
+        p = self._r.pipeline(transaction=False)
+        p.zadd(self._fkey(queue), {key: (now + ttl) if ttl else float("inf")})
+        p.zremrangebyscore(self._fkey(queue), "-inf", now)  # keep the set from growing with dead keys
+        p.execute()
+
+    def filter_contains(self, queue: str, key: str) -> bool:
+        s = self._r.zscore(self._fkey(queue), key)
+        return s is not None and s >= time.time()
+
+    def filter_clear(self, queue: str) -> None:
+        self._r.delete(self._fkey(queue))
+
+    # ---- flags
+    def set_flag(self, queue: str, name: str, value: Any) -> None:
+        self._r.hset(f"{P}flags:{{{queue}}}", name, _dumps(value))
+
+    def get_flags(self, queue: str) -> dict:
+        raw = self._r.hgetall(f"{P}flags:{{{queue}}}")
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    # ---- consumers: info key with TTL + sorted sets (score = expiry) for listing
+    def heartbeat(self, consumer_id: str, queue: str, info: dict, ttl: float) -> None:
+        now = time.time()
+        rec = {**info, "consumer_id": consumer_id, "queue": queue, "last_seen": now}
+        p = self._r.pipeline(transaction=False)
+        p.set(P + "consumer:" + consumer_id, _dumps(rec), px=max(1, int(ttl * 1000)))
+        p.zadd(P + "consumers", {consumer_id: now + ttl})
+        p.zremrangebyscore(P + "consumers", "-inf", now - 3600)
+        p.execute()
+
+    def live_consumers(self, queue: Optional[str] = None) -> list[dict]:
+        ids = self._r.zrangebyscore(P + "consumers", time.time(), _FOREVER)
+        if not ids:
+            return []
+        out = []
+        for v in self._r.mget([P + "consumer:" + i.decode() for i in ids]):
+            if v is None:
+                continue
+            rec = json.loads(v)
+            if queue is None or rec.get("queue") == queue:
+                out.append(rec)
+        return out
+
+    def remove_consumer(self, consumer_id: str) -> None:
+        p = self._r.pipeline(transaction=False)
+        p.delete(P + "consumer:" + consumer_id)
+        p.zrem(P + "consumers", consumer_id)
+        p.execute()
+
+    # ---- remote kill
+    def request_kill(self, queue: str, task_id: str, ttl: float = 3600) -> None:
+        now = time.time()
+        key = f"{P}kill:{{{queue}}}"
+        p = self._r.pipeline(transaction=False)
+        p.zadd(key, {task_id: now + ttl})
+        p.zremrangebyscore(key, "-inf", now)
+        p.execute()
+
+    def kill_requests(self, queue: str) -> set:
+        return {t.decode() for t in self._r.zrangebyscore(f"{P}kill:{{{queue}}}", time.time(), _FOREVER)}
+
+    # ---- status records: hash task_id -> record, sorted set task_id -> time_start, expiry sorted set
+    def save_statuses(self, table: str, records: list[dict], ttl: float) -> None:
+        if not records:
+            return
+        now = time.time()
+        base = f"{P}status:{{{table}}}:"
+        p = self._r.pipeline(transaction=False)
+        p.hset(base + "rec", mapping={r["task_id"]: _dumps(r) for r in records})
+        p.zadd(base + "by_time", {r["task_id"]: float(r.get("time_start") or now) for r in records})
+        p.zadd(base + "exp", {r["task_id"]: now + ttl for r in records})
+        p.execute()
+        if now - getattr(self, "_last_sweep", 0.0) > 10.0:  # drop expired records now and then
+            self._last_sweep = now
+            expired = self._r.zrangebyscore(base + "exp", "-inf", now, start=0, num=10000)
+            if expired:
+                p = self._r.pipeline(transaction=False)
+                p.hdel(base + "rec", *expired)
+                p.zrem(base + "by_time", *expired)
+                p.zrem(base + "exp", *expired)
+                p.execute()
+
+    def query_statuses(self, table: str, *, task_id: Optional[str] = None, success: Optional[bool] = None,
+                       since: Optional[float] = None, until: Optional[float] = None,
+                       limit: int = 100) -> list[dict]:
+        base = f"{P}status:{{{table}}}:"
+        now = time.time()
+        if task_id is not None:
+            exp = self._r.zscore(base + "exp", task_id)
+            v = self._r.hget(base + "rec", task_id)
+            rows = [json.loads(v)] if v is not None and exp is not None and exp >= now else []
+        else:
+            lo = since if since is not None else "-inf"
+            hi = until if until is not None else _FOREVER
+            rows = []
+            offset = 0
+            page = max(limit, 100)
+            while len(rows) < limit:  # newest first, filtered, paged
+                ids = self._r.zrevrangebyscore(base + "by_time", hi, lo, start=offset, num=page)
+                if not ids:
+                    break
+                offset += len(ids)
+                p = self._r.pipeline(transaction=False)
+                p.hmget(base + "rec", ids)
+                p.zmscore(base + "exp", ids)
+                vals, exps = p.execute()
+                for v, e in zip(vals, exps):
+                    if v is None or e is None or e < now:
+                        continue
+                    r = json.loads(v)
+                    if success is None or bool(r.get("success")) == success:
+                        rows.append(r)
+        return rows[:limit]
+
+    def close(self) -> None:
+        pass

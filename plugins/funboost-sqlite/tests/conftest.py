@@ -1,0 +1,53 @@
+import os
+import sys
+import time
+import uuid
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(autouse=True)
+def sqlite_dir(tmp_path, monkeypatch):
+    """Every test gets its own database directory, through the documented env var."""
+    d = tmp_path / "queues"
+    monkeypatch.setenv("FUNBOOST_SQLITE_DIR", str(d))
+    monkeypatch.delenv("FUNBOOST_SQLITE_PATH", raising=False)
+    monkeypatch.setenv("FUNBOOST_DATA_DIR", str(tmp_path / "data"))  # core's state backend, if used
+    return d
+
+
+@pytest.fixture
+def queue_name():
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def make_broker(sqlite_dir):
+    from funboost_sqlite import SqliteBroker
+
+    made = []
+
+    def make(queue_name, **options):
+        b = SqliteBroker(queue_name, SqliteBroker.parse_options(options))
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.close()
+
+
+def wait_for(cond, timeout=20.0, interval=0.02, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def worker_cmd(*args):
+    return [sys.executable, os.path.join(HERE, "_worker.py"), *map(str, args)]

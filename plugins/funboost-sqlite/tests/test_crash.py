@@ -1,0 +1,82 @@
+"""The key guarantee: a consumer process killed mid-run loses nothing (two real consumer processes)."""
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+from funboost.plugins.broker import OutgoingMessage
+
+from funboost_sqlite import SqliteBroker
+
+from conftest import wait_for, worker_cmd
+
+N = 400
+
+
+def read_ids(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip() and line.strip() != "READY"]
+
+
+def start_workers(tmp_path, queue_name, options, sleep=0.004):
+    outs = [str(tmp_path / f"w{k}.out") for k in range(2)]
+    procs = [subprocess.Popen(worker_cmd(queue_name, out, sleep, json.dumps(options))) for out in outs]
+    wait_for(lambda: all(os.path.exists(o) for o in outs), what="workers started")
+    return procs, outs
+
+
+def publish_all(queue_name, options):
+    b = SqliteBroker(queue_name, SqliteBroker.parse_options(options))
+    task_ids = [f"task-{i}" for i in range(N)]
+    b.publish([OutgoingMessage(body=json.dumps({"i": i, "extra": {"task_id": t}}), task_id=t)
+               for i, t in enumerate(task_ids)])
+    return b, task_ids
+
+
+def stop(procs):
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+
+
+@pytest.mark.parametrize("options", [
+    pytest.param({}, id="pid-check"),  # same host: the dead pid is noticed at the next reclaim pass
+    pytest.param({"check_pid": False, "heartbeat_interval": 0.2, "heartbeat_timeout": 1.0,
+                  "reclaim_interval": 0.3}, id="heartbeat-expiry"),
+])
+def test_sigkill_one_of_two_consumers_loses_nothing(sqlite_dir, tmp_path, queue_name, options):
+    b, task_ids = publish_all(queue_name, options)
+    procs, outs = start_workers(tmp_path, queue_name, options)
+    try:
+        wait_for(lambda: len(read_ids(outs[0])) >= 40, what="victim ran some tasks")
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(10)
+        wait_for(lambda: b.queue_size().total == 0, timeout=60, what="queue drained by the survivor")
+    finally:
+        stop(procs)
+        b.close()
+    ran = {t.replace("R:", "") for o in outs for t in read_ids(o)}
+    assert ran == set(task_ids), f"lost: {sorted(set(task_ids) - ran)[:10]}"
+    # the survivor really got the victim's in-flight messages back
+    assert any(t.startswith("R:") for t in read_ids(outs[1]))
+
+
+def test_hung_consumer_is_reclaimed_by_heartbeat(sqlite_dir, tmp_path, queue_name):
+    """A frozen process (SIGSTOP) still exists, so only its stale heartbeat can free its messages."""
+    options = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0, "reclaim_interval": 0.3}
+    b, task_ids = publish_all(queue_name, options)
+    procs, outs = start_workers(tmp_path, queue_name, options)
+    try:
+        wait_for(lambda: len(read_ids(outs[0])) >= 20, what="victim ran some tasks")
+        procs[0].send_signal(signal.SIGSTOP)
+        wait_for(lambda: b.queue_size().total == 0, timeout=60, what="queue drained by the survivor")
+    finally:
+        stop(procs)
+        b.close()
+    ran = {t.replace("R:", "") for o in outs for t in read_ids(o)}
+    assert ran == set(task_ids)
+    assert any(t.startswith("R:") for t in read_ids(outs[1]))
