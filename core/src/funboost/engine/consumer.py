@@ -215,6 +215,10 @@ class Consumer:
         self.logger.info("consuming queue %r on broker %r (%s, concurrency %s%s)", self.params.queue_name,
                          self.broker.kind, self.params.concurrent_mode, self.params.concurrent_num,
                          f", qps {self.params.qps}" if self.params.qps else "")
+        try:  # flags first, so a paused queue or a killed task is honoured from the first fetch
+            self._refresh_flags()
+        except Exception as exc:
+            self.logger.warning("state backend unavailable: %s", exc)
         self._start_thread(self._control_loop, "control")
         if self.broker.run_consumer(self):
             return
@@ -272,6 +276,11 @@ class Consumer:
                 continue
             self._submit_due_delayed()
             if not self.executor.wait_for_capacity(0.5):
+                if self.broker.poll_while_busy:
+                    try:
+                        self.broker.fetch(0, 0.0)
+                    except Exception as exc:
+                        self.logger.warning("keep-alive poll failed: %s", exc)
                 continue
             limit = self._fetch_limit()
             if limit <= 0:
@@ -527,8 +536,9 @@ class Consumer:
         conc = flags.get("concurrent_num")
         if conc and int(conc) != self.executor.max_workers and p.concurrent_mode != "single_thread":
             self.executor.max_workers = int(conc)
-        if p.is_support_remote_kill_task or self.kill_set:
-            self.kill_set = self.state.kill_requests(p.queue_name)
+        # queued tasks are checked against this set at dispatch whatever the settings; running ones
+        # are only stoppable with is_support_remote_kill_task (they run in killable threads)
+        self.kill_set = self.state.kill_requests(p.queue_name)
 
     def _heartbeat(self) -> None:
         p = self.params

@@ -147,10 +147,25 @@ class Runner:
 
     def _call_sync(self, task: Task, timeout: Optional[float]) -> Any:
         kill = self.params.is_support_remote_kill_task
+        mode = self.params.concurrent_mode
+        if timeout and mode in ("gevent", "eventlet"):
+            return self._call_green_timeout(task, timeout, mode)
         if timeout or kill:
             call = KillableCall(lambda: self._invoke(task), name=f"funboost-{self.params.queue_name}-call")
             return call.run(timeout, self._killed_check(task.task_id) if kill else None)
         return self._invoke(task)
+
+    def _call_green_timeout(self, task: Task, timeout: float, mode: str) -> Any:
+        """Greenlets cannot be stopped with a thread exception; their own Timeout interrupts the
+        greenlet at its next cooperative switch (I/O, sleep)."""
+        err = FunctionTimeoutError(f"function ran longer than function_timeout={timeout}s and was stopped")
+        if mode == "gevent":
+            import gevent
+            with gevent.Timeout(timeout, err):
+                return self._invoke(task)
+        import eventlet
+        with eventlet.Timeout(timeout, err):
+            return self._invoke(task)
 
     def _invoke(self, task: Task) -> Any:
         if self.c.execute_hook is not None:

@@ -143,6 +143,9 @@ class Broker:
     # in-process brokers set this: publish() then gets OutgoingMessage.payload (the envelope dict)
     # and an empty body, saving a JSON round trip
     accepts_payload: ClassVar[bool] = False
+    # brokers whose client must keep polling to stay alive (Kafka group membership) set this: while
+    # the executor is full the engine then calls fetch(0, 0.0) about once a second
+    poll_while_busy: ClassVar[bool] = False
     # filled in by the registry: which distribution provides this kind
     distribution: ClassVar[str] = ""
     distribution_version: ClassVar[str] = ""

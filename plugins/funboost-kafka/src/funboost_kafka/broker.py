@@ -1,0 +1,488 @@
+"""The ``kafka`` broker kind (kafka-python >= 3): one topic per queue, one consumer group per queue.
+
+Delivery is at-least-once. Auto-commit is off; the engine finishes tasks out of order, so each
+partition commits only the offset below which every fetched record has finished
+(:class:`~funboost_kafka.offsets.PartitionTracker`). ``KafkaConsumer`` is not thread-safe: only the
+thread that calls :meth:`KafkaBroker.fetch` (and ``close``/``purge``, under the same lock) touches it;
+``ack`` from the engine's ack thread only marks offsets finished, and the next ``fetch`` commits them.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any, Optional, Sequence
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, OffsetSpec
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from funboost.plugins.broker import (
+    Broker, Capabilities, Delivery, OutgoingMessage, QueueSize, dead_letter_queue_name,
+)
+
+from .offsets import PartitionTracker
+from .options import KafkaOptions
+
+log = logging.getLogger("funboost.kafka")
+
+TASK_ID_HEADER = "task_id"
+
+
+def _commit_meta(offset: int) -> OffsetAndMetadata:
+    # leader_epoch -1 = unknown (kafka-python 3 rejects None when encoding the commit request)
+    return OffsetAndMetadata(offset, "", -1)
+
+
+class _Shared:
+    """Process-wide producers and admin clients, one per connection setting (both are thread-safe,
+    and a process with many queues should not open a connection set per queue). Keyed by pid so a
+    forked child never reuses its parent's sockets."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.producers: dict[tuple, KafkaProducer] = {}
+        self.admins: dict[tuple, tuple[KafkaAdminClient, threading.Lock]] = {}
+        self.topics: set[tuple] = set()  # (connection key, topic) known to exist
+
+    def producer(self, opts: KafkaOptions) -> KafkaProducer:
+        key = (os.getpid(), opts.connection_key(), opts.acks, opts.compression_type, opts.linger_ms,
+               tuple(sorted(opts.producer_config.items())))
+        with self.lock:
+            p = self.producers.get(key)
+            if p is None:
+                kw = dict(opts.connection_kwargs(), acks=opts.acks, linger_ms=opts.linger_ms,
+                          compression_type=opts.compression_type)
+                kw.update(opts.producer_config)
+                p = self.producers[key] = KafkaProducer(**kw)
+            return p
+
+    def admin(self, opts: KafkaOptions) -> tuple[KafkaAdminClient, threading.Lock]:
+        key = (os.getpid(), opts.connection_key())
+        with self.lock:
+            a = self.admins.get(key)
+            if a is None:
+                a = self.admins[key] = (KafkaAdminClient(**opts.connection_kwargs()), threading.Lock())
+            return a
+
+    def close_all(self) -> None:
+        with self.lock:
+            for key, p in self.producers.items():
+                if key[0] == os.getpid():
+                    try:
+                        p.close(timeout=5)
+                    except Exception:  # interpreter shutdown: best effort
+                        pass
+            for key, (a, _) in self.admins.items():
+                if key[0] == os.getpid():
+                    try:
+                        a.close()
+                    except Exception:
+                        pass
+            self.producers.clear()
+            self.admins.clear()
+
+
+_shared = _Shared()
+atexit.register(_shared.close_all)
+
+
+class _RebalanceListener(ConsumerRebalanceListener):
+    def __init__(self, broker: "KafkaBroker") -> None:
+        self._broker = broker
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self._broker._on_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        log.debug("kafka %s: assigned %s", self._broker.topic, sorted(tp.partition for tp in assigned))
+
+
+class KafkaBroker(Broker):
+    """Kafka topic ``<queue>`` read by consumer group ``<queue>``; see ``docs/brokers/kafka.md``."""
+
+    kind = "kafka"
+    aliases = ()
+    poll_while_busy = True  # keep the group membership alive while every worker is busy
+    capabilities = Capabilities(
+        at_least_once=True, persistent=True, native_requeue=False, dead_letter=True,
+        native_delay=False, priority=False, ordering="partition", queue_size="approximate",
+        in_flight_count=False, purge=True, broadcast=False, request_response=False, cross_process=True)
+    options_model = KafkaOptions
+
+    def __init__(self, queue_name: str, options: Optional[KafkaOptions] = None) -> None:
+        super().__init__(queue_name, options)
+        self.options: KafkaOptions
+        self.topic = self.options.topic or queue_name
+        self.group_id = self.options.group_id or queue_name
+        self._consumer: Optional[KafkaConsumer] = None
+        self._consumer_lock = threading.RLock()  # the rebalance listener runs inside poll()
+        self._trackers: dict[TopicPartition, PartitionTracker] = {}
+        self._probe: Optional[KafkaConsumer] = None  # group-less consumer reading high watermarks
+        self._probe_lock = threading.Lock()
+        self._closed = False
+        self._producer: Optional[KafkaProducer] = None  # the shared one, looked up once
+        self._topic_ready = False
+
+    # ----- availability -----
+    @classmethod
+    def check_available(cls, options: KafkaOptions) -> Optional[str]:
+        errors = []
+        for server in options.servers():
+            host, _, port = server.rpartition(":")
+            try:
+                with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=2):
+                    return None
+            except (OSError, ValueError) as e:
+                errors.append(f"{server}: {e}")
+        return "no Kafka bootstrap server reachable (" + "; ".join(errors) + ")" + \
+            " (set FUNBOOST_KAFKA_BOOTSTRAP_SERVERS or bootstrap_servers)"
+
+    # ----- topics -----
+    def _ensure_topic(self) -> None:
+        if self._topic_ready:
+            return
+        opts = self.options
+        key = (os.getpid(), opts.connection_key(), self.topic)
+        if key in _shared.topics or not opts.auto_create_topic:
+            self._topic_ready = True
+            return
+        admin, lock = _shared.admin(opts)
+        with lock:
+            try:
+                admin.create_topics(
+                    {self.topic: {"num_partitions": opts.num_partitions,
+                                  "replication_factor": opts.replication_factor}},
+                    raise_errors=True)
+            except TopicAlreadyExistsError:
+                pass
+        _shared.topics.add(key)
+        self._topic_ready = True
+
+    def _partitions(self) -> list[TopicPartition]:
+        admin, lock = _shared.admin(self.options)
+        with lock:
+            desc = admin.describe_topics([self.topic])
+        parts = []
+        for t in desc:
+            if t.get("name") == self.topic and not t.get("error_code"):
+                parts = [TopicPartition(self.topic, p["partition_index"]) for p in t["partitions"]]
+        return sorted(parts)
+
+    # ----- publish -----
+    def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        if not messages:
+            return
+        self._ensure_topic()
+        self._produce(self.topic, [(m.body, m.key, m.task_id, m.headers) for m in messages])
+
+    def _produce(self, topic: str, items: list[tuple[Any, Optional[Any], str, dict]]) -> None:
+        producer = self._producer
+        if producer is None:
+            producer = self._producer = _shared.producer(self.options)
+        futures = []
+        for body, key, task_id, extra_headers in items:
+            value = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+            if isinstance(key, str):
+                key = key.encode("utf-8")
+            headers = [(TASK_ID_HEADER, task_id.encode("utf-8"))] if task_id else []
+            if extra_headers:
+                headers.extend((k, str(v).encode("utf-8")) for k, v in extra_headers.items())
+            futures.append(producer.send(topic, value=value, key=key, headers=headers or None))
+        if self.options.wait_for_ack:
+            producer.flush()  # send what linger holds back now rather than after linger_ms
+            for f in futures:
+                f.get(timeout=60)  # raises the produce error, if any
+
+    # ----- consume -----
+    def _ensure_consumer(self) -> KafkaConsumer:
+        if self._consumer is None:
+            self._ensure_topic()
+            opts = self.options
+            kw = dict(
+                opts.connection_kwargs(),
+                group_id=self.group_id,
+                client_id=f"funboost-{self.consumer_id}",
+                enable_auto_commit=False,
+                auto_offset_reset=opts.auto_offset_reset,
+                session_timeout_ms=opts.session_timeout_ms,
+                heartbeat_interval_ms=opts.heartbeat_interval_ms,
+                max_poll_interval_ms=opts.max_poll_interval_ms,
+                fetch_max_wait_ms=opts.fetch_max_wait_ms,
+            )
+            kw.update(opts.consumer_config)
+            consumer = KafkaConsumer(**kw)
+            consumer.subscribe([self.topic], listener=_RebalanceListener(self))
+            self._consumer = consumer
+        return self._consumer
+
+    def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        if max_count <= 0:
+            time.sleep(min(timeout, 0.05))
+            return []
+        with self._consumer_lock:
+            if self._closed:
+                return []
+            consumer = self._ensure_consumer()
+            self._commit_safe(sync=False)
+            records = consumer.poll(timeout_ms=max(0, int(timeout * 1000)), max_records=max_count)
+            out: list[Delivery] = []
+            for tp, recs in records.items():
+                tracker = self._trackers.get(tp)
+                if tracker is None:
+                    tracker = self._trackers[tp] = PartitionTracker()
+                for r in recs:
+                    tracker.add(r.offset)
+                    task_id = ""
+                    for hk, hv in r.headers or ():
+                        if hk == TASK_ID_HEADER and hv:
+                            task_id = hv.decode("utf-8", "replace")
+                            break
+                    value = r.value
+                    try:
+                        body: Any = value.decode("utf-8")
+                    except (UnicodeDecodeError, AttributeError):
+                        body = value  # the engine dead-letters what it cannot decode
+                    out.append(Delivery(body=body, tag=(tp, r.offset, tracker, r.key), task_id=task_id))
+            return out
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        # Mark offsets finished (any thread). A delivery of a revoked partition marks its dropped
+        # tracker, which nobody commits from any more.
+        for d in deliveries:
+            _tp, offset, tracker, _key = d.tag
+            tracker.done(offset)
+        # Commit now only if the consumer is free (never wait for a fetch in progress: the fetch
+        # commits before it polls). kafka-python 3 does its I/O on its own thread; the lock keeps
+        # our calls into the consumer one at a time.
+        self._try_commit(blocking=False)
+
+    def _try_commit(self, blocking: bool) -> None:
+        if self._consumer is None:
+            return
+        if not self._consumer_lock.acquire(blocking=blocking, timeout=5 if blocking else -1):
+            return
+        try:
+            if not self._closed:
+                self._commit_safe(sync=blocking)
+        finally:
+            self._consumer_lock.release()
+
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        """Kafka cannot put a record back: produce it again at the end of the topic (same key, so the
+        same partition), then mark the original done."""
+        if not deliveries:
+            return
+        self._produce(self.topic, [(d.body, d.tag[3], d.task_id, {}) for d in deliveries])
+        self.ack(deliveries)
+
+    def dead_letter_broker(self) -> Broker:
+        with self._dlx_lock:
+            if self._dlx is None:
+                opts = self.options.model_copy(update={
+                    "topic": dead_letter_queue_name(self.topic),
+                    "group_id": dead_letter_queue_name(self.group_id)})
+                self._dlx = type(self)(dead_letter_queue_name(self.queue_name), opts)
+            return self._dlx
+
+    # ----- commits -----
+    def _commit_safe(self, sync: bool, only: Optional[Sequence[TopicPartition]] = None) -> None:
+        """Commit, per partition, the lowest unfinished offset if it moved. Caller holds the consumer lock."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        offsets = {}
+        for tp in (only if only is not None else list(self._trackers)):
+            tracker = self._trackers.get(tp)
+            off = tracker.to_commit() if tracker is not None else None
+            if off is not None:
+                offsets[tp] = off
+        if not offsets:
+            return
+        payload = {tp: _commit_meta(off) for tp, off in offsets.items()}
+        try:
+            if sync:
+                consumer.commit(payload)
+            else:
+                consumer.commit_async(payload, callback=self._on_commit_done)
+        except KafkaError as e:
+            # e.g. a rebalance is in progress: the records are redelivered, never lost
+            log.warning("kafka %s: commit of %s failed: %r", self.topic, offsets, e)
+            return
+        for tp, off in offsets.items():
+            tracker = self._trackers.get(tp)
+            if tracker is not None:
+                tracker.committed = off
+
+    def _on_commit_done(self, offsets: Any, response: Any) -> None:
+        if isinstance(response, Exception):
+            log.warning("kafka %s: async commit failed (records will be redelivered): %r",
+                        self.topic, response)
+            # let the next fetch commit these partitions again
+            for tp in offsets:
+                tracker = self._trackers.get(tp)
+                if tracker is not None:
+                    tracker.committed = None
+
+    def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        # runs inside consumer.poll(), i.e. on the fetch thread with the consumer lock held
+        self._commit_safe(sync=True, only=revoked)
+        for tp in revoked:
+            tracker = self._trackers.pop(tp, None)
+            if tracker is not None:
+                tracker.revoked = True
+                if tracker.in_flight():
+                    log.info("kafka %s: partition %d revoked with %d unfinished record(s); the new "
+                             "owner runs them again", self.topic, tp.partition, tracker.in_flight())
+
+    # ----- sizes -----
+    def _end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        admin, lock = _shared.admin(self.options)
+        with lock:
+            latest = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps})
+        ends = {tp: latest[tp].offset for tp in tps}
+        if self.options.verify_end_offsets:
+            ends = self._verify_ends(ends)
+        return ends
+
+    def _verify_ends(self, ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Read the high watermark from a fetch at ``end - 1``: it is the true end even where the
+        broker's ListOffsets answer is off (Tansu reports the last batch's base offset + 1)."""
+        need = {tp: off for tp, off in ends.items() if off > 0}
+        if not need:
+            return ends
+        with self._probe_lock:
+            if self._probe is None:
+                kw = dict(self.options.connection_kwargs(), group_id=None, enable_auto_commit=False,
+                          fetch_max_wait_ms=10, client_id=f"funboost-probe-{self.consumer_id}")
+                self._probe = KafkaConsumer(**kw)
+            probe = self._probe
+            probe.assign(list(need))
+            for tp, off in need.items():
+                probe.seek(tp, off - 1)
+            result = dict(ends)
+            pending = set(need)
+            deadline = time.monotonic() + 3.0
+            while pending and time.monotonic() < deadline:
+                records = probe.poll(timeout_ms=200, max_records=100_000)
+                for tp, recs in records.items():
+                    if recs:
+                        result[tp] = max(result[tp], recs[-1].offset + 1)
+                for tp in list(pending):
+                    hw = probe.highwater(tp)
+                    if hw is not None:
+                        result[tp] = max(result[tp], hw)
+                        pending.discard(tp)
+            return result
+
+    def _group_positions(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where the group resumes in each partition: its committed offset, else the reset point."""
+        admin, lock = _shared.admin(self.options)
+        with lock:
+            committed = admin.list_group_offsets({self.group_id: tps}).get(self.group_id, {})
+            missing = [tp for tp in tps if tp not in committed or committed[tp].offset < 0]
+            start = {}
+            if missing:
+                spec = OffsetSpec.EARLIEST if self.options.auto_offset_reset == "earliest" else OffsetSpec.LATEST
+                start = admin.list_partition_offsets({tp: spec for tp in missing})
+        pos = {}
+        for tp in tps:
+            if tp in committed and committed[tp].offset >= 0:
+                pos[tp] = committed[tp].offset
+            else:
+                pos[tp] = start[tp].offset
+        return pos
+
+    def _lag(self) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+        self._ensure_topic()
+        tps = self._partitions()
+        if not tps:
+            return {}, {}
+        pos = self._group_positions(tps)
+        ends = self._end_offsets(tps)
+        return pos, ends
+
+    def queue_size(self) -> QueueSize:
+        """Consumer-group lag: sum over partitions of end offset minus the group's committed offset.
+        Records fetched but not yet finished are part of it (Kafka cannot tell them apart)."""
+        self._try_commit(blocking=True)  # finished work counts as gone at once
+        pos, ends = self._lag()
+        return QueueSize(ready=sum(max(0, ends[tp] - pos[tp]) for tp in ends))
+
+    def purge(self) -> int:
+        """Move the group's committed offsets to the end of every partition. Partitions this instance
+        consumes are committed by its own consumer; the others through the admin API, which Kafka only
+        allows while no other member of the group is active."""
+        with self._consumer_lock:
+            consumer = self._consumer if not self._closed else None
+            if consumer is not None and not consumer.assignment():
+                # Our own member is still joining: the broker would refuse the admin commit while
+                # it is. Finish the join; whatever poll hands over meanwhile lies below the end
+                # offsets measured afterwards, so it is purged too.
+                deadline = time.monotonic() + self.options.session_timeout_ms / 1000 + 2
+                while not consumer.assignment() and time.monotonic() < deadline:
+                    consumer.poll(timeout_ms=100, max_records=1)
+            return self._purge_locked(consumer)
+
+    def _purge_locked(self, consumer: Optional[KafkaConsumer]) -> int:
+        pos, ends = self._lag()
+        if not ends:
+            return 0
+        dropped = 0  # the caller holds the consumer lock
+        own: set[TopicPartition] = set()
+        if consumer is not None:
+            own = set(consumer.assignment()) & set(ends)
+            if own:
+                consumer.commit({tp: _commit_meta(ends[tp]) for tp in own})
+                for tp in own:
+                    consumer.seek(tp, ends[tp])
+                    old = self._trackers.pop(tp, None)
+                    if old is not None:
+                        old.revoked = True
+                    dropped += max(0, ends[tp] - pos[tp])
+        others = {tp: _commit_meta(ends[tp]) for tp in ends if tp not in own}
+        if others:
+            admin, lock = _shared.admin(self.options)
+            with lock:
+                result = admin.alter_group_offsets(self.group_id, others)
+            failed = {tp: err for tp, err in result.items() if err is not None and err.errno != 0}
+            for tp in others:
+                if tp not in failed:
+                    dropped += max(0, ends[tp] - pos[tp])
+            if failed:
+                raise RuntimeError(
+                    f"kafka purge of {self.topic!r}: group {self.group_id!r} has active members in other "
+                    f"processes; partitions {sorted(tp.partition for tp in failed)} were not moved "
+                    f"({sorted({e.__name__ for e in failed.values()})}). Stop the consumers, or purge "
+                    f"from a consumer process.")
+        return dropped
+
+    # ----- shutdown -----
+    def close(self) -> None:
+        with self._consumer_lock:
+            if not self._closed:
+                self._closed = True
+                if self._consumer is not None:
+                    try:
+                        self._commit_safe(sync=True)
+                    except Exception as e:  # never block shutdown on a commit
+                        log.warning("kafka %s: final commit failed: %r", self.topic, e)
+                    try:
+                        self._consumer.close(autocommit=False)
+                    except Exception:
+                        pass
+                    self._consumer = None
+                    self._trackers.clear()
+        with self._probe_lock:
+            if self._probe is not None:
+                try:
+                    self._probe.close(autocommit=False)
+                except Exception:
+                    pass
+                self._probe = None
+        super().close()

@@ -1,0 +1,224 @@
+"""The kafka broker against a real Kafka-compatible server on loopback (no mocks)."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from kafka import TopicPartition
+from kafka.admin import KafkaAdminClient
+
+from funboost.plugins.broker import OutgoingMessage
+from funboost.plugins.manager import resolve_broker_kind
+from funboost_kafka.broker import KafkaBroker
+from funboost_kafka.options import KafkaOptions
+
+
+def msgs(n, prefix="t", key=None):
+    return [OutgoingMessage(body=json.dumps({"i": i, "extra": {"task_id": f"{prefix}{i}"}}),
+                            task_id=f"{prefix}{i}", key=key) for i in range(n)]
+
+
+def fetch_until(broker, n, deadline_s=15.0, max_count=100):
+    got = []
+    deadline = time.monotonic() + deadline_s
+    while len(got) < n and time.monotonic() < deadline:
+        got += broker.fetch(max_count, 0.5)
+    return got
+
+
+def committed(broker: KafkaBroker) -> dict[int, int]:
+    admin = KafkaAdminClient(**broker.options.connection_kwargs())
+    try:
+        res = admin.list_group_offsets({broker.group_id: None}).get(broker.group_id, {})
+        return {tp.partition: om.offset for tp, om in res.items() if tp.topic == broker.topic}
+    finally:
+        admin.close()
+
+
+def wait_for(cond, deadline_s=10.0, what="condition"):
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_registered_by_entry_point():
+    cls = resolve_broker_kind("KAFKA")
+    assert cls is KafkaBroker and cls.distribution == "funboost-kafka"
+    caps = cls.capabilities
+    assert caps.at_least_once and not caps.native_delay and not caps.native_requeue
+    assert caps.ordering == "partition" and caps.queue_size == "approximate"
+
+
+def test_options_env_and_validation(monkeypatch):
+    monkeypatch.setenv("FUNBOOST_KAFKA_BOOTSTRAP_SERVERS", "h1:9092, h2:9093")
+    monkeypatch.setenv("FUNBOOST_KAFKA_SASL_USERNAME", "u")
+    opts = KafkaOptions()
+    assert opts.servers() == ["h1:9092", "h2:9093"]
+    assert opts.connection_kwargs()["sasl_plain_username"] == "u"
+    assert KafkaOptions(bootstrap_servers="x:1").servers() == ["x:1"]
+    with pytest.raises(Exception):
+        KafkaOptions(bootstrap_server="typo:1")
+    monkeypatch.delenv("FUNBOOST_KAFKA_BOOTSTRAP_SERVERS")
+    assert KafkaOptions().servers() == ["127.0.0.1:19092"]
+
+
+def test_check_available_reports_reason():
+    reason = KafkaBroker.check_available(KafkaOptions(bootstrap_servers="127.0.0.1:1"))
+    assert reason and "127.0.0.1:1" in reason
+
+
+def test_publish_fetch_ack_headers_keys(brokers, queue_name):
+    b = brokers(queue_name, compression_type="gzip")
+    b.publish(msgs(6, key="k1") + msgs(3, prefix="u"))
+    t0 = time.monotonic()
+    got = fetch_until(b, 9)
+    assert time.monotonic() - t0 < 5.0, "first messages on an idle group within 5 s"
+    assert sorted(d.task_id for d in got) == sorted([f"t{i}" for i in range(6)] + [f"u{i}" for i in range(3)])
+    # one key -> one partition, in publish order
+    keyed = [d for d in got if d.task_id.startswith("t")]
+    assert len({d.tag[0] for d in keyed}) == 1
+    assert [json.loads(d.body)["i"] for d in keyed] == list(range(6))
+    b.ack(got)
+    b.fetch(10, 0.1)  # the fetch thread commits
+    wait_for(lambda: b.queue_size().ready == 0, what="lag 0")
+
+
+def test_lag_counts_records_in_multi_record_batches(brokers, queue_name):
+    b = brokers(queue_name, linger_ms=50)
+    b.publish(msgs(50))  # batched by the producer
+    assert b.queue_size().ready == 50
+    got = fetch_until(b, 50)
+    assert len(got) == 50
+    assert b.queue_size().ready == 50  # fetched, not finished: still lag
+    by_part: dict[int, list] = {}
+    for d in got:
+        by_part.setdefault(d.tag[0].partition, []).append(d)
+    part, ds = sorted(by_part.items())[0]
+    b.ack([d for d in got if d.tag[0].partition != part])
+    b.fetch(10, 0.1)
+    wait_for(lambda: b.queue_size().ready == len(ds), what="lag = the unacked partition")
+
+
+def test_out_of_order_never_commits_past_unfinished(brokers, queue_name):
+    """Slow early messages: later ones finish first; the commit stays at the first unfinished one,
+    and a consumer that dies there gets the unfinished ones (only) back."""
+    b = brokers(queue_name, num_partitions=1)
+    b.publish(msgs(10))
+    got = fetch_until(b, 10)
+    assert [d.tag[1] for d in got] == list(range(10))
+    b.ack(got[3:])  # 0..2 are still "running"
+    for _ in range(3):
+        b.fetch(10, 0.2)
+    wait_for(lambda: committed(b).get(0) == 0, what="commit stays at 0")
+    assert committed(b)[0] == 0
+    b.ack([got[1]])
+    b.fetch(10, 0.2)
+    time.sleep(0.3)
+    b.fetch(10, 0.2)
+    assert committed(b)[0] == 0  # 0 still unfinished
+    b.ack([got[0]])
+    b.fetch(10, 0.2)
+    wait_for(lambda: committed(b).get(0) == 2, what="commit moves to 2")
+    # the consumer "dies" with offset 2 unfinished: close without acking (close commits what is safe)
+    b.close()
+    b2 = brokers(queue_name, num_partitions=1)
+    again = fetch_until(b2, 8, deadline_s=15)
+    assert [d.tag[1] for d in again] == list(range(2, 10))
+    assert again[0].task_id == "t2"
+
+
+def test_requeue_reproduces_then_commits(brokers, queue_name):
+    b = brokers(queue_name, num_partitions=1)
+    b.publish(msgs(1))
+    [d] = fetch_until(b, 1)
+    b.requeue([d])
+    [d2] = fetch_until(b, 1)
+    assert d2.task_id == d.task_id and d2.tag[1] == d.tag[1] + 1 and d2.body == d.body
+    b.ack([d2])
+    b.fetch(1, 0.1)
+    wait_for(lambda: committed(b).get(0) == 2, what="both offsets committed")
+
+
+def test_reject_goes_to_dlx_topic(brokers, queue_name):
+    b = brokers(queue_name)
+    b.publish(msgs(2))
+    got = fetch_until(b, 2)
+    b.reject(got, "bad input")
+    dlx = brokers(queue_name + "_dlx")
+    dead = fetch_until(dlx, 2)
+    assert sorted(d.task_id for d in dead) == ["t0", "t1"]
+    assert all(json.loads(d.body)["extra"]["dead_letter_reason"] == "bad input" for d in dead)
+    b.fetch(1, 0.1)
+    wait_for(lambda: b.queue_size().ready == 0, what="originals committed")
+
+
+def test_purge_moves_group_to_end(brokers, queue_name):
+    pub = brokers(queue_name)
+    pub.publish(msgs(20))
+    assert pub.queue_size().ready == 20
+    assert pub.purge() == 20
+    assert pub.queue_size().ready == 0
+    pub.publish(msgs(2, prefix="after"))
+    c = brokers(queue_name)
+    got = fetch_until(c, 2)
+    time.sleep(0.3)
+    got += c.fetch(100, 0.3)
+    assert sorted(d.task_id for d in got) == ["after0", "after1"]
+
+
+def test_purge_from_the_consuming_instance(brokers, queue_name):
+    b = brokers(queue_name)
+    b.publish(msgs(9))
+    got = fetch_until(b, 9)
+    b.publish(msgs(4, prefix="x"))
+    assert b.purge() == 13
+    assert b.queue_size().ready == 0
+    b.ack(got)  # late acks of purged work are harmless
+    assert b.fetch(10, 0.5) == []
+    assert b.queue_size().ready == 0
+
+
+def test_rebalance_member_joins_and_leaves(brokers, queue_name):
+    """Two members in one process (separate consumers): every message is processed at least once
+    while a member joins and later leaves, and the joiner receives some partitions."""
+    import threading
+
+    a = brokers(queue_name)
+    b = brokers(queue_name)
+    seen: dict[str, set] = {"a": set(), "b": set()}
+    stop = {"a": threading.Event(), "b": threading.Event()}
+
+    def loop(name, broker):
+        while not stop[name].is_set():
+            ds = broker.fetch(20, 0.3)
+            seen[name].update(d.task_id for d in ds)
+            broker.ack(ds)
+        broker.close()
+
+    a.publish(msgs(30, prefix="p1_"))
+    ta = threading.Thread(target=loop, args=("a", a), daemon=True)
+    ta.start()
+    wait_for(lambda: len(seen["a"]) == 30, deadline_s=15, what="a alone consumes phase 1")
+    assert len(a._consumer.assignment()) == 3
+    tb = threading.Thread(target=loop, args=("b", b), daemon=True)
+    tb.start()
+    wait_for(lambda: a._consumer is not None and len(a._consumer.assignment()) < 3, deadline_s=20,
+             what="a gives up partitions to the joiner")
+    a.publish(msgs(60, prefix="p2_"))
+    expected2 = {f"p2_{i}" for i in range(60)}
+    wait_for(lambda: expected2 <= (seen["a"] | seen["b"]), deadline_s=20, what="phase 2 consumed")
+    assert seen["b"] & expected2, "the joiner got part of the work"
+    stop["b"].set()
+    tb.join(10)
+    wait_for(lambda: len(a._consumer.assignment()) == 3, deadline_s=20, what="a takes all back")
+    a.publish(msgs(30, prefix="p3_"))
+    expected3 = {f"p3_{i}" for i in range(30)}
+    wait_for(lambda: expected3 <= seen["a"], deadline_s=15, what="phase 3 consumed by a")
+    stop["a"].set()
+    ta.join(10)
+    probe = brokers(queue_name)
+    assert probe.queue_size().ready == 0

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite: one tox environment per distribution (see tox.ini). Installs tox into
+# .venv-tox on first use; services the machine does not run (the Kafka-wire test broker) are started
+# by the tox environments that need them. Extra arguments go to tox, e.g.  scripts/test.sh -e core
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [ ! -x .venv-tox/bin/tox ]; then
+  "$PY" -m venv .venv-tox
+  .venv-tox/bin/python -m pip install -q --upgrade pip
+  .venv-tox/bin/python -m pip install -q "tox>=4.11"
+fi
+exec .venv-tox/bin/tox "$@"
