@@ -44,7 +44,7 @@ done = []
 @boost(BoosterParams(queue_name="demo_add", broker_kind=BrokerEnum.SQLITE_QUEUE, qps=10, concurrent_num=5,
                      is_using_rpc_mode=True))
 def add(x: int, y: int = 10) -> int:
-    print(f"  consumed task {fct.task_id[:13]}…  add({x}, {y}) = {x + y}", flush=True)
+    print(f"  ran task {fct.task_id[:13]}…  add({x}, {y}) = {x + y}", flush=True)
     done.append(x)
     return x + y
 

@@ -60,7 +60,18 @@ class Booster:
                 self._bind(args[0])
                 return self
             raise TypeError("Booster is not bound to a function yet")
-        return self.func(*args, **kwargs)
+        from funboost.context import FctContext, _current_task, reset_current_task, set_current_task
+        if _current_task.get() is not None:
+            return self.func(*args, **kwargs)
+        # a plain local call: give fct a context too, so the same code runs both ways
+        from funboost.message import uuid7
+        token = set_current_task(FctContext(queue_name=self.queue_name, task_id=f"local-{uuid7()}",
+                                            function_params=dict(kwargs), full_msg={"extra": {}},
+                                            logger=self.logger))
+        try:
+            return self.func(*args, **kwargs)
+        finally:
+            reset_current_task(token)
 
     def _bind(self, func: Callable) -> None:
         raw = func

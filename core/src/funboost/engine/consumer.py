@@ -297,6 +297,8 @@ class Consumer:
                 self._stop.wait(error_delay)
                 error_delay = min(error_delay * 2, 10)
                 continue
+            while deliveries and self.paused and not self._stop.is_set():
+                self._stop.wait(0.2)  # paused during the fetch: hold what arrived, run it on resume
             for d in deliveries:
                 if self._stop.is_set() and self.caps.native_requeue:
                     self.broker.requeue([d])

@@ -91,8 +91,52 @@ class StateBackend:
                        limit: int = 100) -> list[dict]:
         raise NotImplementedError
 
+    # ---- distributed locks
+    def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:
+        """Take the lock ``name`` for ``owner`` for ``ttl`` seconds; True if taken.
+
+        Succeeds when the lock is free, expired, or already held by ``owner`` (then its expiry is
+        pushed back to now + ``ttl``: holders renew by acquiring again). Never blocks. A lock that is
+        never released expires after ``ttl``, so a once-only claim (e.g. one scheduled run time) is
+        ``acquire_lock(claim_key, my_id, ttl)`` without a release."""
+        raise NotImplementedError
+
+    def release_lock(self, name: str, owner: str) -> bool:
+        """Release ``name`` if ``owner`` holds it; True if it was released. Never releases another
+        owner's lock (one that expired and was taken over)."""
+        raise NotImplementedError
+
+    def lock(self, name: str, owner: str, ttl: float, timeout: float = 0.0,
+             poll: float = 0.05) -> "_LockContext":
+        """``with backend.lock(name, owner, ttl, timeout=5):`` waits up to ``timeout`` seconds for the
+        lock (raises TimeoutError), releases it on exit."""
+        return _LockContext(self, name, owner, ttl, timeout, poll)
+
+    @classmethod
+    def check_available(cls, url: Optional[str] = None) -> Optional[str]:
+        """None if the backend's server is reachable, else the reason (used by tests to skip)."""
+        return None
+
     def close(self) -> None:
         pass
+
+
+class _LockContext:
+    def __init__(self, backend: StateBackend, name: str, owner: str, ttl: float, timeout: float,
+                 poll: float) -> None:
+        self.backend, self.name, self.owner, self.ttl, self.timeout, self.poll = (
+            backend, name, owner, ttl, timeout, poll)
+
+    def __enter__(self) -> "_LockContext":
+        deadline = time.monotonic() + self.timeout
+        while not self.backend.acquire_lock(self.name, self.owner, self.ttl):
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"lock {self.name!r} not acquired within {self.timeout}s")
+            time.sleep(self.poll)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.backend.release_lock(self.name, self.owner)
 
 
 # ---------------------------------------------------------------- discovery

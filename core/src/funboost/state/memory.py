@@ -21,6 +21,7 @@ class MemoryStateBackend(StateBackend):
         self._consumers: dict[str, tuple[float, dict]] = {}
         self._kills: dict[str, dict[str, float]] = {}
         self._statuses: dict[str, dict[str, tuple[float, dict]]] = {}
+        self._locks: dict[str, tuple[str, float]] = {}
 
     def set_result(self, task_id, status, ttl):
         with self._cond:
@@ -115,3 +116,23 @@ class MemoryStateBackend(StateBackend):
                 and (until is None or (r.get("time_start") or 0) <= until)]
         rows.sort(key=lambda r: r.get("time_start") or 0, reverse=True)
         return rows[:limit]
+
+    # ---- locks: name -> (owner, expiry)
+    def acquire_lock(self, name, owner, ttl):
+        now = time.time()
+        with self._cond:
+            locks = self._locks
+            held = locks.get(name)
+            if held is not None and held[1] > now and held[0] != owner:
+                return False
+            locks[name] = (owner, now + ttl)
+            return True
+
+    def release_lock(self, name, owner):
+        with self._cond:
+            locks = self._locks
+            held = locks.get(name)
+            if held is None or held[0] != owner or held[1] <= time.time():
+                return False
+            del locks[name]
+            return True

@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS kills (queue TEXT, task_id TEXT, expire_at REAL, PRIM
 CREATE TABLE IF NOT EXISTS statuses (tbl TEXT, task_id TEXT, success INTEGER, time_start REAL, data TEXT,
     expire_at REAL, PRIMARY KEY (tbl, task_id));
 CREATE INDEX IF NOT EXISTS statuses_time ON statuses (tbl, time_start);
+CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expire_at REAL NOT NULL);
 """
 
 
@@ -59,7 +60,7 @@ class SqliteStateBackend(StateBackend):
             return
         self._last_gc = now
         c = self._conn()
-        for t in ("results", "filters", "consumers", "kills", "statuses"):
+        for t in ("results", "filters", "consumers", "kills", "statuses", "locks"):
             c.execute(f"DELETE FROM {t} WHERE expire_at IS NOT NULL AND expire_at < ?", (now - 5,))
 
     # ---- results
@@ -143,3 +144,18 @@ class SqliteStateBackend(StateBackend):
             sql += " AND time_start<=?"; args.append(until)
         sql += " ORDER BY time_start DESC LIMIT ?"; args.append(limit)
         return [json.loads(r[0]) for r in self._exec(sql, tuple(args))]
+
+    # ---- locks: one row per lock; taking it is a single conditional upsert, atomic in SQLite
+    def acquire_lock(self, name, owner, ttl):
+        now = time.time()
+        c = self._conn()
+        cur = c.execute("INSERT INTO locks VALUES (?,?,?) ON CONFLICT(name) DO UPDATE SET owner=excluded.owner, "
+                        "expire_at=excluded.expire_at WHERE locks.owner=excluded.owner OR locks.expire_at<=?",
+                        (name, owner, now + ttl, now))
+        self._gc()
+        return cur.rowcount == 1
+
+    def release_lock(self, name, owner):
+        cur = self._conn().execute("DELETE FROM locks WHERE name=? AND owner=? AND expire_at>?",
+                                   (name, owner, time.time()))
+        return cur.rowcount == 1

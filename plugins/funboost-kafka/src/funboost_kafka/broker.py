@@ -223,7 +223,21 @@ class KafkaBroker(Broker):
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         if max_count <= 0:
-            time.sleep(min(timeout, 0.05))
+            # keep-alive poll while the engine is busy: pause every partition so poll() returns no
+            # records but still counts for max_poll_interval_ms, and commit what has finished
+            with self._consumer_lock:
+                if self._closed or self._consumer is None:
+                    return []
+                consumer = self._consumer
+                self._commit_safe(sync=False)
+                assigned = list(consumer.assignment())
+                if assigned:
+                    consumer.pause(*assigned)
+                try:
+                    consumer.poll(timeout_ms=0)
+                finally:
+                    if assigned:
+                        consumer.resume(*[tp for tp in assigned if tp in consumer.assignment()])
             return []
         with self._consumer_lock:
             if self._closed:

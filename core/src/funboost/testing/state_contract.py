@@ -1,0 +1,292 @@
+"""Contract suite for state backends (``funboost.state`` entry points), shipped with core.
+
+A backend's test module subclasses :class:`StateBackendContract` and names the backend::
+
+    from funboost.testing.state_contract import StateBackendContract
+
+    class TestMyStateContract(StateBackendContract):
+        backend_name = "mystate"
+        backend_url = None          # or "mystate://127.0.0.1/..."; None = the backend's own default
+
+Every test uses unique queue / task / lock names, so a shared server is fine. When the backend's
+``check_available(url)`` returns a reason, the tests skip with it (fail under
+``FUNBOOST_REQUIRE_SERVICES=1``). Backends with ``shared_across_processes = True`` are also checked from
+child processes (results and locks seen across processes).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import ClassVar, Iterator, Optional
+
+import pytest
+
+from funboost.state.base import StateBackend, resolve_state_backend_class
+from funboost.testing.contract_base import require_service, wait_until
+
+_SHORT = 0.3  # seconds: the ttl used by expiry tests
+
+
+def _uid(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+class StateBackendContract:
+    """Subclass and set ``backend_name`` (and optionally ``backend_url``)."""
+
+    backend_name: ClassVar[str] = ""
+    backend_url: ClassVar[Optional[str]] = None
+
+    # ------------------------------------------------------------------ fixtures
+    @pytest.fixture
+    def backend_cls(self) -> type[StateBackend]:
+        if not self.backend_name:
+            pytest.skip("set backend_name on the StateBackendContract subclass")
+        cls = resolve_state_backend_class(self.backend_name)
+        reason = cls.check_available(self.backend_url)
+        if reason:
+            require_service(reason)
+        return cls
+
+    @pytest.fixture
+    def backend(self, backend_cls: type[StateBackend]) -> Iterator[StateBackend]:
+        b = backend_cls(self.backend_url)
+        try:
+            yield b
+        finally:
+            b.close()
+
+    @pytest.fixture
+    def queue(self) -> str:
+        return _uid("q")
+
+    def _child(self, code: str, timeout: float = 60) -> str:
+        """Run ``code`` in a fresh interpreter with ``sb`` bound to a new backend instance; return stdout."""
+        prelude = (f"from funboost.state.base import resolve_state_backend_class\n"
+                   f"sb = resolve_state_backend_class({self.backend_name!r})({self.backend_url!r})\n")
+        out = subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True,
+                             timeout=timeout, env=dict(os.environ))
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    # ------------------------------------------------------------------ registration
+    def test_registration(self, backend_cls: type[StateBackend]) -> None:
+        assert issubclass(backend_cls, StateBackend)
+        assert backend_cls.name.lower() == self.backend_name.lower()
+
+    # ------------------------------------------------------------------ RPC results
+    def test_result_round_trip(self, backend: StateBackend) -> None:
+        tid = _uid("t")
+        assert backend.get_result(tid) is None
+        data = {"task_id": tid, "success": True, "result": {"a": [1, 2.5, None, "ü"]}, "run_times": 1}
+        backend.set_result(tid, data, 60)
+        assert backend.get_result(tid) == data
+        backend.set_result(tid, {**data, "result": 7}, 60)  # overwrite
+        assert backend.get_result(tid)["result"] == 7
+
+    def test_result_expires(self, backend: StateBackend) -> None:
+        tid = _uid("t")
+        backend.set_result(tid, {"result": 1}, _SHORT)
+        assert backend.get_result(tid) == {"result": 1}
+        wait_until(lambda: backend.get_result(tid) is None, 5, message="result expiry")
+
+    def test_wait_result_timeout(self, backend: StateBackend) -> None:
+        t0 = time.monotonic()
+        assert backend.wait_result(_uid("t"), 0.3) is None
+        assert 0.25 <= time.monotonic() - t0 < 3
+
+    def test_wait_result_wakes_on_set(self, backend: StateBackend) -> None:
+        tid = _uid("t")
+        threading.Timer(0.2, lambda: backend.set_result(tid, {"result": 42}, 60)).start()
+        t0 = time.monotonic()
+        assert backend.wait_result(tid, 10) == {"result": 42}
+        assert time.monotonic() - t0 < 5
+
+    # ------------------------------------------------------------------ filters
+    def test_filters(self, backend: StateBackend, queue: str) -> None:
+        other = queue + "_other"
+        assert not backend.filter_contains(queue, "k1")
+        backend.filter_add(queue, "k1", None)
+        backend.filter_add(queue, "k2", _SHORT)
+        assert backend.filter_contains(queue, "k1") and backend.filter_contains(queue, "k2")
+        assert not backend.filter_contains(other, "k1")
+        wait_until(lambda: not backend.filter_contains(queue, "k2"), 5, message="filter key expiry")
+        assert backend.filter_contains(queue, "k1")  # no ttl: kept
+        backend.filter_clear(queue)
+        assert not backend.filter_contains(queue, "k1")
+
+    # ------------------------------------------------------------------ flags
+    def test_flags(self, backend: StateBackend, queue: str) -> None:
+        assert backend.get_flags(queue) == {}
+        backend.set_flag(queue, "pause", True)
+        backend.set_flag(queue, "qps", 2.5)
+        backend.set_flag(queue, "concurrent_num", 7)
+        backend.set_flag(queue, "note", None)
+        assert backend.get_flags(queue) == {"pause": True, "qps": 2.5, "concurrent_num": 7, "note": None}
+        backend.set_flag(queue, "pause", False)
+        assert backend.get_flags(queue)["pause"] is False
+        assert backend.get_flags(queue + "_other") == {}
+
+    # ------------------------------------------------------------------ heartbeats
+    def test_heartbeats(self, backend: StateBackend, queue: str) -> None:
+        cid = _uid("c")
+        backend.heartbeat(cid, queue, {"host": "h1", "pid": 123}, 30)
+        backend.heartbeat(cid + "_short", queue, {"host": "h2"}, _SHORT)
+        backend.heartbeat(cid + "_elsewhere", queue + "_other", {"host": "h3"}, 30)
+        live = wait_until(lambda: (lambda l: l if len(l) == 1 else None)(backend.live_consumers(queue)), 5,
+                          message="the short heartbeat to expire")
+        rec = live[0]
+        assert rec["consumer_id"] == cid and rec["queue"] == queue and rec["host"] == "h1" and rec["pid"] == 123
+        assert abs(rec["last_seen"] - time.time()) < 30
+        ids = {c["consumer_id"] for c in backend.live_consumers()}
+        assert {cid, cid + "_elsewhere"} <= ids
+        backend.heartbeat(cid, queue, {"host": "h1", "pid": 123, "rate": 9.5}, 30)  # refresh replaces info
+        assert backend.live_consumers(queue)[0]["rate"] == 9.5
+        backend.remove_consumer(cid)
+        backend.remove_consumer(cid + "_elsewhere")
+        assert backend.live_consumers(queue) == []
+
+    # ------------------------------------------------------------------ remote kill
+    def test_kill_requests(self, backend: StateBackend, queue: str) -> None:
+        assert backend.kill_requests(queue) == set()
+        backend.request_kill(queue, "t1")
+        backend.request_kill(queue, "t2", ttl=_SHORT)
+        assert backend.kill_requests(queue) == {"t1", "t2"}
+        assert backend.kill_requests(queue + "_other") == set()
+        wait_until(lambda: backend.kill_requests(queue) == {"t1"}, 5, message="kill request expiry")
+
+    # ------------------------------------------------------------------ status records
+    @staticmethod
+    def _records(n: int, t0: float) -> list[dict]:
+        return [{"task_id": f"t{i}", "queue_name": "q", "params": {"x": i}, "success": i % 2 == 0,
+                 "result": i * 10 if i % 2 == 0 else None, "exception_type": None if i % 2 == 0 else "ValueError",
+                 "exception_msg": None if i % 2 == 0 else f"bad {i}", "run_times": 1, "run_status": "finish",
+                 "time_start": t0 + i, "time_end": t0 + i + 0.5, "time_cost": 0.5, "host": "h", "pid": 1,
+                 "thread": "th"} for i in range(n)]
+
+    def test_statuses_query(self, backend: StateBackend, queue: str) -> None:
+        t0 = time.time()
+        recs = self._records(10, t0)
+        backend.save_statuses(queue, recs, 60)
+        backend.save_statuses(queue, [], 60)  # empty batch: no-op
+        newest = backend.query_statuses(queue, limit=3)
+        assert [r["task_id"] for r in newest] == ["t9", "t8", "t7"]
+        assert newest[0] == recs[9]  # every field comes back as saved
+        assert {r["task_id"] for r in backend.query_statuses(queue, success=False)} == {"t1", "t3", "t5", "t7", "t9"}
+        assert {r["task_id"] for r in backend.query_statuses(queue, success=True)} == {"t0", "t2", "t4", "t6", "t8"}
+        assert backend.query_statuses(queue, task_id="t4")[0]["result"] == 40
+        assert backend.query_statuses(queue, task_id="nope") == []
+        assert len(backend.query_statuses(queue, since=t0 + 5)) == 5
+        assert [r["task_id"] for r in backend.query_statuses(queue, since=t0 + 2, until=t0 + 4)] == ["t4", "t3", "t2"]
+        assert len(backend.query_statuses(queue, limit=1000)) == 10
+        assert backend.query_statuses(queue + "_other") == []
+
+    def test_statuses_upsert_by_task_id(self, backend: StateBackend, queue: str) -> None:
+        rec = self._records(1, time.time())[0]
+        backend.save_statuses(queue, [rec], 60)
+        backend.save_statuses(queue, [{**rec, "success": False, "run_times": 2}], 60)
+        rows = backend.query_statuses(queue)
+        assert len(rows) == 1 and rows[0]["run_times"] == 2 and rows[0]["success"] is False
+
+    def test_statuses_retention(self, backend: StateBackend, queue: str) -> None:
+        recs = self._records(3, time.time())
+        backend.save_statuses(queue, recs[:2], _SHORT)
+        backend.save_statuses(queue, recs[2:], 60)
+        wait_until(lambda: [r["task_id"] for r in backend.query_statuses(queue)] == ["t2"], 5,
+                   message="expired status records to disappear")
+
+    # ------------------------------------------------------------------ locks
+    def test_lock_exclusive_and_owner_only_release(self, backend: StateBackend) -> None:
+        name = _uid("lock")
+        assert backend.acquire_lock(name, "a", 30)
+        assert not backend.acquire_lock(name, "b", 30)
+        assert backend.acquire_lock(name, "a", 30)  # the holder renews
+        assert not backend.release_lock(name, "b")
+        assert not backend.acquire_lock(name, "b", 30)
+        assert backend.release_lock(name, "a")
+        assert not backend.release_lock(name, "a")  # already released
+        assert backend.acquire_lock(name, "b", 30)
+        assert backend.release_lock(name, "b")
+
+    def test_lock_expires_and_is_taken_over(self, backend: StateBackend) -> None:
+        name = _uid("lock")
+        assert backend.acquire_lock(name, "a", _SHORT)
+        assert not backend.acquire_lock(name, "b", 30)
+        wait_until(lambda: backend.acquire_lock(name, "b", 30), 5, message="expired lock taken over")
+        assert not backend.release_lock(name, "a")  # a's lock expired: it must not free b's
+        assert not backend.acquire_lock(name, "a", 30)
+        assert backend.release_lock(name, "b")
+
+    def test_lock_renewal_extends_ttl(self, backend: StateBackend) -> None:
+        name = _uid("lock")
+        assert backend.acquire_lock(name, "a", _SHORT)
+        assert backend.acquire_lock(name, "a", 30)
+        time.sleep(_SHORT + 0.2)  # past the first ttl: still held thanks to the renewal
+        assert not backend.acquire_lock(name, "b", 30)
+        backend.release_lock(name, "a")
+
+    def test_lock_one_winner_among_threads(self, backend: StateBackend) -> None:
+        name = _uid("lock")
+        wins: list[str] = []
+        barrier = threading.Barrier(8)
+
+        def contend(i: int) -> None:
+            barrier.wait()
+            if backend.acquire_lock(name, f"owner{i}", 30):
+                wins.append(f"owner{i}")
+
+        threads = [threading.Thread(target=contend, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(wins) == 1
+        assert backend.release_lock(name, wins[0])
+
+    def test_lock_context_manager(self, backend: StateBackend) -> None:
+        name = _uid("lock")
+        with backend.lock(name, "a", 30):
+            assert not backend.acquire_lock(name, "b", 30)
+            with pytest.raises(TimeoutError):
+                with backend.lock(name, "b", 30, timeout=0.2):
+                    pass
+        assert backend.acquire_lock(name, "b", 30)
+        backend.release_lock(name, "b")
+
+    # ------------------------------------------------------------------ across processes
+    def test_shared_across_processes(self, backend_cls: type[StateBackend], backend: StateBackend,
+                                     queue: str) -> None:
+        if not backend_cls.shared_across_processes:
+            pytest.skip(f"{self.backend_name} is process-local")
+        tid = _uid("t")
+        self._child(f"sb.set_result({tid!r}, {{'result': 'from child'}}, 60)\n"
+                    f"sb.set_flag({queue!r}, 'pause', True)\n"
+                    f"sb.save_statuses({queue!r}, [{{'task_id': 'c1', 'success': True, 'time_start': 1.0}}], 60)\n")
+        assert backend.get_result(tid) == {"result": "from child"}
+        assert backend.get_flags(queue) == {"pause": True}
+        assert [r["task_id"] for r in backend.query_statuses(queue)] == ["c1"]
+
+    def test_lock_one_winner_among_processes(self, backend_cls: type[StateBackend], backend: StateBackend) -> None:
+        if not backend_cls.shared_across_processes:
+            pytest.skip(f"{self.backend_name} is process-local")
+        name = _uid("lock")
+        start_at = time.time() + 1.5  # children start together, after their imports
+        code = (f"import os, time\n"
+                f"time.sleep(max(0, {start_at!r} - time.time()))\n"
+                f"print(int(sb.acquire_lock({name!r}, 'p%d' % os.getpid(), 30)))\n")
+        prelude = (f"from funboost.state.base import resolve_state_backend_class\n"
+                   f"sb = resolve_state_backend_class({self.backend_name!r})({self.backend_url!r})\n")
+        procs = [subprocess.Popen([sys.executable, "-c", prelude + code], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        outs = []
+        for p in procs:
+            out, err = p.communicate(timeout=60)
+            assert p.returncode == 0, err
+            outs.append(int(out.strip()))
+        assert sum(outs) == 1, outs
+        assert not backend.acquire_lock(name, "parent", 30)
+
