@@ -93,57 +93,24 @@ class Runner:
 
     # ---------------------------------------------------------------- sync path
     def run(self, task: Task) -> FunctionResultStatus:
-        max_retry, timeout, detail = self._options(task)
-        status = self._new_status(task)
-        max_attempts = 1 + max(0, max_retry)
-        base_attempts = int(task.msg.extra.get("_advanced_retry_count", 0))
-        outcome = FINISH
-        ctx = FctContext(queue_name=self.params.queue_name, task_id=task.task_id, function_params=task.msg.kwargs,
-                         full_msg=task.msg.full, logger=self.logger, function_result_status=status)
-        token = set_current_task(ctx)
+        a = _Attempts(self, task)
+        token = set_current_task(a.ctx)
         try:
-            attempt = 0
             while True:
-                attempt += 1
-                ctx.attempt = attempt + base_attempts
-                status.run_times = attempt + base_attempts
+                a.begin()
                 try:
-                    status.result = self._call_sync(task, timeout)
-                    status.success = True
-                    status.exception = status.exception_type = status.exception_msg = None
+                    a.succeeded(self._call_sync(task, a.timeout))
                     break
-                except ExceptionForRequeue as exc:
-                    status.set_error(exc)
-                    outcome = REQUEUED
-                    break
-                except ExceptionForPushToDlxqueue as exc:
-                    status.set_error(exc)
-                    outcome = DEAD_LETTERED
-                    break
-                except TaskKilled as exc:
-                    status.set_error(exc)
-                    outcome = KILLED
-                    break
-                except Exception as exc:  # noqa: BLE001 - any exception counts as a failed attempt
-                    status.set_error(exc)
-                    status.timed_out = isinstance(exc, FunctionTimeoutError)
-                    self.c.on_attempt_error(status, exc)
-                    self._log_failure(task, attempt + base_attempts, max_attempts, exc, detail)
-                    if attempt >= max_attempts:
-                        if self.params.is_push_to_dlx_queue_when_retry_max_times:
-                            outcome = DEAD_LETTERED
-                        break
-                    delay = self._retry_sleep(attempt + base_attempts)
-                    if delay and self.params.advanced_retry_config.retry_mode == "requeue":
-                        outcome = "retry_later"
-                        status.user_context["retry_delay"] = delay
+                except Exception as exc:  # noqa: BLE001 - classified by _Attempts.failed
+                    delay = a.failed(exc)
+                    if delay is None:
                         break
                     if delay:
                         time.sleep(delay)
         finally:
             reset_current_task(token)
-        self.c.finish_task(task, status, outcome)
-        return status
+        self.c.finish_task(task, a.status, a.outcome)
+        return a.status
 
     def _call_sync(self, task: Task, timeout: Optional[float]) -> Any:
         kill = self.params.is_support_remote_kill_task
@@ -181,64 +148,93 @@ class Runner:
 
     # ---------------------------------------------------------------- asyncio path
     async def run_async(self, task: Task) -> FunctionResultStatus:
-        max_retry, timeout, detail = self._options(task)
-        status = self._new_status(task)
-        max_attempts = 1 + max(0, max_retry)
-        base_attempts = int(task.msg.extra.get("_advanced_retry_count", 0))
-        outcome = FINISH
-        ctx = FctContext(queue_name=self.params.queue_name, task_id=task.task_id, function_params=task.msg.kwargs,
-                         full_msg=task.msg.full, logger=self.logger, function_result_status=status)
-        token = set_current_task(ctx)
+        a = _Attempts(self, task)
+        token = set_current_task(a.ctx)
         try:
-            attempt = 0
             while True:
-                attempt += 1
-                ctx.attempt = attempt + base_attempts
-                status.run_times = attempt + base_attempts
+                a.begin()
                 try:
-                    coro = self.func(**task.kwargs)
-                    if not asyncio.iscoroutine(coro):
-                        status.result = coro  # a sync function in async mode ran inline
-                    elif timeout:
-                        try:
-                            status.result = await asyncio.wait_for(coro, timeout)
-                        except asyncio.TimeoutError:
-                            raise FunctionTimeoutError(
-                                f"coroutine ran longer than function_timeout={timeout}s and was cancelled") from None
-                    else:
-                        status.result = await coro
-                    status.success = True
-                    status.exception = status.exception_type = status.exception_msg = None
+                    a.succeeded(await self._call_async(task, a.timeout))
                     break
-                except ExceptionForRequeue as exc:
-                    status.set_error(exc)
-                    outcome = REQUEUED
-                    break
-                except ExceptionForPushToDlxqueue as exc:
-                    status.set_error(exc)
-                    outcome = DEAD_LETTERED
-                    break
-                except Exception as exc:  # noqa: BLE001
-                    status.set_error(exc)
-                    status.timed_out = isinstance(exc, FunctionTimeoutError)
-                    self.c.on_attempt_error(status, exc)
-                    self._log_failure(task, attempt + base_attempts, max_attempts, exc, detail)
-                    if attempt >= max_attempts:
-                        if self.params.is_push_to_dlx_queue_when_retry_max_times:
-                            outcome = DEAD_LETTERED
-                        break
-                    delay = self._retry_sleep(attempt + base_attempts)
-                    if delay and self.params.advanced_retry_config.retry_mode == "requeue":
-                        outcome = "retry_later"
-                        status.user_context["retry_delay"] = delay
+                except Exception as exc:  # noqa: BLE001 - classified by _Attempts.failed
+                    delay = a.failed(exc)
+                    if delay is None:
                         break
                     if delay:
                         await asyncio.sleep(delay)
         finally:
             reset_current_task(token)
         # ack / state writes are blocking I/O: keep them off the loop
-        await asyncio.get_running_loop().run_in_executor(None, self.c.finish_task, task, status, outcome)
-        return status
+        await asyncio.get_running_loop().run_in_executor(None, self.c.finish_task, task, a.status, a.outcome)
+        return a.status
+
+    async def _call_async(self, task: Task, timeout: Optional[float]) -> Any:
+        coro = self.func(**task.kwargs)
+        if not asyncio.iscoroutine(coro):
+            return coro  # a sync function in async mode ran inline
+        if not timeout:
+            return await coro
+        try:
+            return await asyncio.wait_for(coro, timeout)
+        except asyncio.TimeoutError:
+            raise FunctionTimeoutError(
+                f"coroutine ran longer than function_timeout={timeout}s and was cancelled") from None
+
+
+class _Attempts:
+    """One task's attempts, shared by the sync and asyncio paths: options, status, fct context, and the
+    decision after each failure (retry now, retry after a backoff, or stop with an outcome)."""
+
+    def __init__(self, runner: Runner, task: Task) -> None:
+        self.runner = runner
+        self.task = task
+        self.max_retry, self.timeout, self.detail = runner._options(task)
+        self.status = runner._new_status(task)
+        self.max_attempts = 1 + max(0, self.max_retry)
+        self.base = int(task.msg.extra.get("_advanced_retry_count", 0))
+        self.attempt = 0
+        self.outcome = FINISH
+        self.ctx = FctContext(queue_name=runner.params.queue_name, task_id=task.task_id,
+                              function_params=task.msg.kwargs, full_msg=task.msg.full, logger=runner.logger,
+                              function_result_status=self.status)
+
+    def begin(self) -> None:
+        self.attempt += 1
+        self.ctx.attempt = self.status.run_times = self.attempt + self.base
+
+    def succeeded(self, result: Any) -> None:
+        st = self.status
+        st.result, st.success = result, True
+        st.exception = st.exception_type = st.exception_msg = None
+        st.timed_out = False
+
+    def failed(self, exc: BaseException) -> Optional[float]:
+        """None: stop (``self.outcome`` says how). A number: retry after that many seconds."""
+        st = self.status
+        st.set_error(exc)
+        if isinstance(exc, ExceptionForRequeue):
+            self.outcome = REQUEUED
+            return None
+        if isinstance(exc, ExceptionForPushToDlxqueue):
+            self.outcome = DEAD_LETTERED
+            return None
+        if isinstance(exc, TaskKilled):
+            self.outcome = KILLED
+            return None
+        r = self.runner
+        st.timed_out = isinstance(exc, FunctionTimeoutError)
+        r.c.on_attempt_error(st, exc)
+        r._log_failure(self.task, self.attempt + self.base, self.max_attempts, exc, self.detail)
+        if self.attempt >= self.max_attempts:
+            if r.params.is_push_to_dlx_queue_when_retry_max_times:
+                self.outcome = DEAD_LETTERED
+            return None
+        delay = r._retry_sleep(self.attempt + self.base)
+        if delay and r.params.advanced_retry_config.retry_mode == "requeue":
+            self.outcome = "retry_later"  # republished with a countdown; the worker is freed meanwhile
+            st.user_context["retry_delay"] = delay
+            return None
+        return delay
 
 
 def format_exception(exc: BaseException) -> str:
