@@ -29,3 +29,14 @@ __all__ = [
     "FunctionResultStatusPersistenceConfig", "FunctionResultStatusPersistanceConfig",
     "Broker", "BrokerOptions", "Capabilities", "Delivery", "OutgoingMessage", "QueueSize", "hookimpl",
 ]
+
+
+# ---- scheduled jobs (imported on first use: APScheduler costs import time that most programs never need)
+def __getattr__(name: str):
+    if name in ("ApsJobAdder", "push_fun_params_to_broker"):
+        from funboost import timing_job
+        return getattr(timing_job, name)
+    raise AttributeError(f"module 'funboost' has no attribute {name!r}")
+
+
+__all__ += ["ApsJobAdder"]

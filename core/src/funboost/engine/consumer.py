@@ -33,8 +33,9 @@ from funboost.plugins.manager import get_plugin_manager, has_hook_impls
 if TYPE_CHECKING:  # pragma: no cover
     from funboost.booster import Booster
 
-HEARTBEAT_INTERVAL = 5.0
-HEARTBEAT_TTL = 15.0
+# consumer heartbeats to the state backend (registry, distributed qps); env overrides are for tests
+HEARTBEAT_INTERVAL = float(os.environ.get("FUNBOOST_HEARTBEAT_INTERVAL", "5"))
+HEARTBEAT_TTL = 3 * HEARTBEAT_INTERVAL
 FLAG_POLL_INTERVAL = 1.0
 _seq = itertools.count()
 

@@ -92,7 +92,19 @@ def _tables(prefix: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
     return md, t
 
 
+def _with_installed_driver(url: str) -> str:
+    """``postgresql://`` means psycopg (3) in SQLAlchemy 2.1 and psycopg2 in 2.0: use whichever is installed."""
+    u = sa.engine.make_url(url)
+    if u.drivername == "postgresql":
+        import importlib.util
+        for mod, drv in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
+            if importlib.util.find_spec(mod) is not None:
+                return u.set(drivername=drv).render_as_string(hide_password=False)
+    return url
+
+
 def _make_engine(url: str) -> sa.Engine:
+    url = _with_installed_driver(url)
     kw: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         kw["connect_args"] = {"timeout": 30, "check_same_thread": False}

@@ -1,0 +1,362 @@
+"""Scheduled jobs on APScheduler 3.x: the job *pushes a message* to a booster's queue; consumers run it.
+
+::
+
+    from funboost import ApsJobAdder
+
+    adder = ApsJobAdder(add, job_store_kind="sqlite")          # memory | sqlite | redis | sqlalchemy
+    adder.add_push_job(trigger="interval", seconds=10, args=(1, 2), id="add_every_10s", replace_existing=True)
+    adder.add_push_job(trigger="cron", hour=3, minute=0, kwargs={"x": 1, "y": 2}, id="nightly",
+                       replace_existing=True)
+
+Job stores:
+
+* ``memory``: jobs live in this process only (each process that adds them fires them).
+* ``sqlite``: APScheduler's ``SQLAlchemyJobStore`` on ``<user data dir>/apscheduler_jobs.sqlite3`` (one table
+  per queue). Shared by every process of this host.
+* ``redis``: APScheduler's ``RedisJobStore`` (keys ``funboost:aps:<queue>:*``) on ``FUNBOOST_APS_REDIS_URL``,
+  else ``FUNBOOST_STATE_REDIS_URL``, else ``FUNBOOST_REDIS_URL``, else ``redis://127.0.0.1:6379/0``.
+  Shared by every host.
+* ``sqlalchemy``: ``SQLAlchemyJobStore`` on ``FUNBOOST_APS_SQLALCHEMY_URL`` (else
+  ``FUNBOOST_STATE_SQLALCHEMY_URL``), e.g. PostgreSQL. Shared by every host.
+
+Several scheduler processes on one shared store never fire a job twice: each pass over the due jobs runs
+under a distributed lock of the state backend that matches the store (sqlite -> ``sqlite``, redis ->
+``redis``, sqlalchemy -> ``sqlalchemy`` on the same URL), and each (job, run time) is additionally claimed
+once before its message is pushed. Schedulers on a shared store poll it every ``poll_interval`` seconds, so
+jobs added or removed by another process are seen within that time.
+
+The scheduler thread is a daemon, and jobs run in funboost's own threads (never a
+``concurrent.futures`` pool, which refuses work once the interpreter starts shutting down: the
+"cannot schedule new futures after shutdown" crash). A non-daemon keep-alive thread keeps the process
+alive after the main script ends for as long as a started, unpaused scheduler of this process has jobs;
+set ``FUNBOOST_NO_KEEPALIVE=1`` to let the process end with the main thread instead.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import socket
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+from apscheduler.executors.base import BaseExecutor, run_job
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
+from apscheduler.util import undefined
+
+from funboost.paths import user_data_dir
+from funboost.state.base import StateBackend, get_state_backend
+
+if TYPE_CHECKING:  # pragma: no cover
+    from apscheduler.job import Job
+
+    from funboost.booster import Booster
+
+logger = logging.getLogger("funboost.timing_job")
+
+JOB_STORE_KINDS = ("memory", "sqlite", "redis", "sqlalchemy")
+SHARED_STORE_LOCK_TTL = 30.0
+
+
+def push_fun_params_to_broker(queue_name: str, *args: Any, **kwargs: Any) -> str:
+    """The function every push job runs (module level, so job stores can pickle a reference to it):
+    publish one message to ``queue_name``; returns the task id."""
+    from funboost.booster import BoostersManager
+    booster = BoostersManager.get_booster(queue_name)
+    return booster.push(*args, **kwargs).task_id
+
+
+class _PushJobExecutor(BaseExecutor):
+    """Runs each job in a plain daemon thread (pushing a message is short), and claims each
+    (job, run time) in the state backend first when the store is shared."""
+
+    def __init__(self, claims: Optional[StateBackend], claim_prefix: str, owner: str, claim_ttl: float) -> None:
+        super().__init__()
+        self._claims = claims
+        self._claim_prefix = claim_prefix
+        self._owner = owner
+        self._claim_ttl = claim_ttl
+
+    def submit_job(self, job: "Job", run_times: list) -> None:
+        if self._claims is not None:
+            mine = []
+            for rt in run_times:
+                key = f"{self._claim_prefix}:{job.id}:{int(round(rt.timestamp() * 1000))}"
+                try:
+                    if self._claims.acquire_lock(key, self._owner, self._claim_ttl):
+                        mine.append(rt)
+                except Exception as exc:  # cannot tell whether another scheduler fired it: do not fire
+                    logger.warning("could not claim run %s of job %s: %s", rt, job.id, exc)
+            if not mine:
+                return
+            run_times = mine
+        super().submit_job(job, run_times)
+
+    def _do_submit_job(self, job: "Job", run_times: list) -> None:
+        def target() -> None:
+            try:
+                events = run_job(job, job._jobstore_alias, run_times, self._logger.name)
+            except BaseException as exc:  # noqa: BLE001 - reported to the scheduler like APScheduler does
+                self._run_job_error(job.id, exc, exc.__traceback__)
+            else:
+                self._run_job_success(job.id, events)
+
+        threading.Thread(target=target, name=f"funboost-aps-{job.id}", daemon=True).start()
+
+
+class FunboostBackgroundScheduler(BackgroundScheduler):
+    """A BackgroundScheduler whose passes over due jobs are serialized across processes by a
+    distributed lock, and which polls shared stores so it sees jobs added elsewhere."""
+
+    def __init__(self, *args: Any, lock_backend: Optional[StateBackend] = None, lock_name: str = "",
+                 owner: str = "", poll_interval: Optional[float] = None, **kwargs: Any) -> None:
+        self.lock_backend = lock_backend
+        self.lock_name = lock_name
+        self.owner = owner or _owner_id()
+        self.poll_interval = poll_interval
+        super().__init__(*args, **kwargs)
+
+    def _process_jobs(self) -> Optional[float]:
+        if self.state == STATE_PAUSED:
+            return None
+        if self.lock_backend is None:
+            return self._cap(super()._process_jobs())
+        try:
+            got = self.lock_backend.acquire_lock(self.lock_name, self.owner, SHARED_STORE_LOCK_TTL)
+        except Exception as exc:
+            logger.warning("scheduler lock %r unavailable (%s); retrying", self.lock_name, exc)
+            return 2.0
+        if not got:  # another scheduler is processing this store right now
+            return 0.05 + random.random() * 0.15
+        try:
+            wait = super()._process_jobs()
+        finally:
+            try:
+                self.lock_backend.release_lock(self.lock_name, self.owner)
+            except Exception as exc:  # it expires on its own
+                logger.warning("could not release scheduler lock %r: %s", self.lock_name, exc)
+        return self._cap(wait)
+
+    def _cap(self, wait: Optional[float]) -> Optional[float]:
+        if self.poll_interval is None or self.state != STATE_RUNNING:
+            return wait
+        return self.poll_interval if wait is None else min(wait, self.poll_interval)
+
+
+def _owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)[:40]
+
+
+def _redis_url() -> str:
+    return (os.environ.get("FUNBOOST_APS_REDIS_URL") or os.environ.get("FUNBOOST_STATE_REDIS_URL")
+            or os.environ.get("FUNBOOST_REDIS_URL") or "redis://127.0.0.1:6379/0")
+
+
+def _sqlalchemy_url() -> str:
+    url = os.environ.get("FUNBOOST_APS_SQLALCHEMY_URL") or os.environ.get("FUNBOOST_STATE_SQLALCHEMY_URL")
+    if not url:
+        raise ValueError("job_store_kind='sqlalchemy' needs FUNBOOST_APS_SQLALCHEMY_URL (or "
+                         "FUNBOOST_STATE_SQLALCHEMY_URL), e.g. postgresql://postgres@127.0.0.1:5432/test")
+    return url
+
+
+def _table_name(queue_name: str) -> str:
+    import hashlib
+    return f"funboost_aps_{_safe(queue_name)}_{hashlib.sha1(queue_name.encode()).hexdigest()[:8]}"
+
+
+def make_job_store(kind: str, queue_name: str) -> tuple[Any, Optional[StateBackend]]:
+    """The APScheduler job store for ``kind`` and the state backend whose locks guard it (None when the
+    store is private to this process)."""
+    kind = kind.lower()
+    if kind == "memory":
+        return MemoryJobStore(), None
+    if kind == "sqlite":
+        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+        from sqlalchemy import create_engine
+        path = os.environ.get("FUNBOOST_APS_SQLITE_PATH") or str(user_data_dir() / "apscheduler_jobs.sqlite3")
+        engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30, "check_same_thread": False})
+        return SQLAlchemyJobStore(engine=engine, tablename=_table_name(queue_name)), get_state_backend("sqlite")
+    if kind == "sqlalchemy":
+        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+        from funboost.state.sqlalchemy import _make_engine
+        url = _sqlalchemy_url()
+        return (SQLAlchemyJobStore(engine=_make_engine(url), tablename=_table_name(queue_name)),
+                get_state_backend("sqlalchemy", url))
+    if kind == "redis":
+        try:
+            import redis
+            from apscheduler.jobstores.redis import RedisJobStore
+        except ImportError as exc:
+            raise ImportError("job_store_kind='redis' needs funboost-redis: pip install funboost-redis") from exc
+        url = _redis_url()
+        store = RedisJobStore(jobs_key=f"funboost:aps:{queue_name}:jobs",
+                              run_times_key=f"funboost:aps:{queue_name}:run_times",
+                              connection_pool=redis.ConnectionPool.from_url(url))
+        return store, get_state_backend("redis", url)
+    raise ValueError(f"unknown job_store_kind {kind!r}; use one of {JOB_STORE_KINDS}")
+
+
+class ApsJobAdder:
+    """Add jobs that push messages to ``booster``'s queue, on a scheduler shared by every ApsJobAdder of
+    the same (queue, store kind) in this process (``self.aps_obj``).
+
+    ``is_auto_start`` starts the scheduler at once; ``is_auto_paused`` starts it paused: jobs are written
+    to the store but this process does not fire them (for a process that only manages jobs while
+    scheduler processes elsewhere fire them)."""
+
+    _schedulers: dict[tuple[int, str, str], FunboostBackgroundScheduler] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, booster: "Booster", job_store_kind: str = "memory", is_auto_start: bool = True,
+                 is_auto_paused: bool = False, *, poll_interval: float = 1.0,
+                 lock_backend: Union[StateBackend, str, None] = None, timezone: Any = None) -> None:
+        self.booster = booster
+        self.queue_name = booster.queue_name
+        self.job_store_kind = job_store_kind.lower()
+        key = (os.getpid(), self.job_store_kind, self.queue_name)
+        with self._lock:
+            sched = self._schedulers.get(key)
+            if sched is None:
+                sched = self._schedulers[key] = self._build(poll_interval, lock_backend, timezone)
+        self.aps_obj = sched
+        if is_auto_start and not sched.running:
+            self.start(paused=is_auto_paused)
+
+    def _build(self, poll_interval: float, lock_backend: Union[StateBackend, str, None],
+               timezone: Any) -> FunboostBackgroundScheduler:
+        store, guard = make_job_store(self.job_store_kind, self.queue_name)
+        if isinstance(lock_backend, str):
+            guard = get_state_backend(lock_backend)
+        elif lock_backend is not None:
+            guard = lock_backend
+        owner = _owner_id()
+        prefix = f"aps:{self.job_store_kind}:{self.queue_name}"
+        executor = _PushJobExecutor(guard, prefix + ":run", owner, claim_ttl=3600)
+        kw: dict[str, Any] = {}
+        if timezone is not None:
+            kw["timezone"] = timezone
+        return FunboostBackgroundScheduler(
+            jobstores={"default": store}, executors={"default": executor},
+            # the job only publishes: overlapping runs are harmless, and a late run (a scheduler that
+            # waited for the lock) still fires within the grace time
+            job_defaults={"misfire_grace_time": 10, "coalesce": False, "max_instances": 1000},
+            lock_backend=guard, lock_name=prefix + ":process", owner=owner,
+            poll_interval=poll_interval if guard is not None else None, daemon=True, **kw)
+
+    # ------------------------------------------------------------------ scheduler control
+    def start(self, paused: bool = False) -> None:
+        if not self.aps_obj.running:
+            self.aps_obj.start(paused=paused)
+        _keepalive.start()
+
+    def pause(self) -> None:
+        """Stop firing jobs in this process (jobs stay in the store)."""
+        self.aps_obj.pause()
+
+    def resume(self) -> None:
+        self.aps_obj.resume()
+
+    def shutdown(self, wait: bool = False) -> None:
+        if self.aps_obj.running:
+            self.aps_obj.shutdown(wait=wait)
+
+    # ------------------------------------------------------------------ jobs
+    def add_push_job(self, trigger: Any = None, args: Optional[Union[list, tuple]] = None,
+                     kwargs: Optional[dict] = None, id: Optional[str] = None, name: Optional[str] = None,
+                     misfire_grace_time: Any = undefined, coalesce: Any = undefined,
+                     max_instances: Any = undefined, next_run_time: Any = undefined,
+                     jobstore: str = "default", executor: str = "default", replace_existing: bool = False,
+                     **trigger_args: Any) -> "Job":
+        """Add a job that pushes ``booster.push(*args, **kwargs)`` on ``trigger`` ('date', 'interval',
+        'cron' or a trigger object; ``trigger_args`` as in APScheduler: ``run_date``, ``seconds``,
+        ``hour``, ``start_date``, ``end_date``...). On a shared store, give a stable ``id`` and
+        ``replace_existing=True`` so that every process starting up adds the same job instead of a new one."""
+        if id is None and self.aps_obj.lock_backend is not None:
+            logger.warning("adding a job without id to the shared %r store of queue %r: every process that "
+                           "runs this line adds another copy; pass id=... and replace_existing=True",
+                           self.job_store_kind, self.queue_name)
+        if kwargs:
+            self.booster._check_kwargs({**self.booster._args_to_kwargs(tuple(args or ()), {}), **kwargs})
+        elif args:
+            self.booster._args_to_kwargs(tuple(args), {})  # fail now on arguments that do not fit
+        return self.aps_obj.add_job(push_fun_params_to_broker, trigger, args=(self.queue_name, *(args or ())),
+                                    kwargs=kwargs or {}, id=id, name=name or f"push to {self.queue_name}",
+                                    misfire_grace_time=misfire_grace_time, coalesce=coalesce,
+                                    max_instances=max_instances, next_run_time=next_run_time,
+                                    jobstore=jobstore, executor=executor, replace_existing=replace_existing,
+                                    **trigger_args)
+
+    def get_jobs(self) -> list:
+        return self.aps_obj.get_jobs()
+
+    def get_job(self, job_id: str) -> Optional["Job"]:
+        return self.aps_obj.get_job(job_id)
+
+    def remove_job(self, job_id: str) -> None:
+        self.aps_obj.remove_job(job_id)
+
+    def remove_all_jobs(self) -> None:
+        self.aps_obj.remove_all_jobs()
+
+    def pause_job(self, job_id: str) -> None:
+        self.aps_obj.pause_job(job_id)
+
+    def resume_job(self, job_id: str) -> None:
+        self.aps_obj.resume_job(job_id)
+
+    @classmethod
+    def all_schedulers(cls) -> list[FunboostBackgroundScheduler]:
+        return [s for (pid, _, _), s in list(cls._schedulers.items()) if pid == os.getpid()]
+
+
+class _KeepAlive:
+    """Non-daemon thread: after the main script ends, keep the process alive while a running (unpaused)
+    scheduler of this process still has jobs to fire; then shut the schedulers down."""
+
+    def __init__(self) -> None:
+        self._thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        if os.environ.get("FUNBOOST_NO_KEEPALIVE") == "1":
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="funboost-aps-keepalive", daemon=False)
+                self._thread.start()
+
+    @staticmethod
+    def _needed() -> bool:
+        for s in ApsJobAdder.all_schedulers():
+            if s.state == STATE_RUNNING:
+                try:
+                    if s.get_jobs():
+                        return True
+                except Exception:  # store unreachable for now: keep waiting for it
+                    return True
+        return False
+
+    def _run(self) -> None:
+        threading.main_thread().join()
+        while self._needed():
+            time.sleep(1)
+        for s in ApsJobAdder.all_schedulers():
+            if s.running:
+                try:
+                    s.shutdown(wait=False)
+                except Exception:
+                    pass
+
+
+_keepalive = _KeepAlive()
