@@ -304,7 +304,13 @@ class Consumer:
                 if self._stop.is_set() and self.caps.native_requeue:
                     self.broker.requeue([d])
                     continue
-                self.handle_delivery(d)
+                try:
+                    self.handle_delivery(d)
+                except Exception as exc:  # e.g. the state backend is down: never kill the dispatch thread
+                    self.logger.error("could not dispatch a message (%s: %s); handing it back to the broker",
+                                      type(exc).__name__, exc, exc_info=True)
+                    self._hand_back(d)
+                    self._stop.wait(0.5)  # do not spin on a failing dependency
 
     def handle_delivery(self, d: Delivery) -> None:
         """Decode and apply the controls; then submit the task to the executor."""
@@ -370,6 +376,14 @@ class Consumer:
             self.executor.submit(self.runner.run_async, task)
         else:
             self.executor.submit(self.runner.run, task)
+
+    def _hand_back(self, d: Delivery) -> None:
+        try:
+            if self.caps.native_requeue:
+                self.broker.requeue([d])
+            # otherwise it stays unacked: an at-least-once broker redelivers it
+        except Exception as exc:
+            self.logger.error("could not hand the message back (%s); it stays unacked", exc)
 
     def _submit_due_delayed(self) -> None:
         if not self._delayed:
