@@ -6,7 +6,6 @@ state, and status records in PostgreSQL through the ``sqlalchemy`` state backend
 """
 from __future__ import annotations
 
-import os
 import time
 import uuid
 

@@ -120,6 +120,7 @@ class Booster:
             self._var_kw = False
             self._sig = None
             self._positional_fast = True
+            self._freeze_signature_sets()
             return
         sig = inspect.signature(func)
         params = list(sig.parameters.values())
@@ -136,6 +137,11 @@ class Booster:
                 self._all.append(prm.name)
                 if prm.default is prm.empty:
                     self._required.append(prm.name)
+        self._freeze_signature_sets()
+
+    def _freeze_signature_sets(self) -> None:
+        self._required_set = frozenset(self._required)
+        self._all_set = frozenset(self._all)
 
     def signature_info(self) -> tuple[list, list, bool]:
         return self._required, self._all, self._var_kw
@@ -158,9 +164,10 @@ class Booster:
 
     def convert_kwargs_for_call(self, kwargs: dict) -> dict:
         """Consumer side: check the arguments fit and rebuild method receivers."""
-        missing = [n for n in self._required if n not in kwargs]
-        unknown = [] if self._var_kw else [k for k in kwargs if k not in self._all]
-        if missing or unknown:
+        keys = kwargs.keys()
+        if not (self._required_set <= keys and (self._var_kw or keys <= self._all_set)):
+            missing = [n for n in self._required if n not in kwargs]
+            unknown = [] if self._var_kw else [k for k in kwargs if k not in self._all_set]
             raise TypeError(f"missing {missing}, unknown {unknown}; the function takes {self._all}")
         if self.function_kind in ("CLASS_METHOD", "INSTANCE_METHOD"):
             from funboost.methods import rebuild_receiver
@@ -603,6 +610,7 @@ class BoostersManager:
         b.is_coroutine = False
         b.function_kind = "COMMON_FUNCTION"
         b._required, b._all, b._var_kw, b._sig, b._positional_fast = [], [], True, None, False
+        b._freeze_signature_sets()
         return b
 
     @classmethod

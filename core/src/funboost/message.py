@@ -136,13 +136,13 @@ def decode(body: Any) -> DecodedMessage:
             raise MalformedMessage(f"message is not valid JSON ({exc}): {preview!r}") from None
     if not isinstance(obj, dict):
         raise MalformedMessage(f"message must be a JSON object, got {type(obj).__name__}")
+    # obj is ours (freshly parsed, or the envelope an in-process broker kept): fill ``extra`` in place
+    # and copy once for the kwargs; ``full`` is obj itself
     extra = obj.get(EXTRA)
     if extra is None:
-        extra = {}
+        extra = obj[EXTRA] = {}
     elif not isinstance(extra, dict):
         raise MalformedMessage(f"'extra' must be a JSON object, got {type(extra).__name__}")
-    else:
-        extra = dict(extra)
     if not extra.get("task_id"):
         extra["task_id"] = uuid7()
         extra["is_auto_fill_extra"] = True
@@ -150,5 +150,6 @@ def decode(body: Any) -> DecodedMessage:
         now = time.time()
         extra["publish_time"] = round(now, 4)
         extra["publish_time_format"] = format_time(now)
-    kwargs = {k: v for k, v in obj.items() if k != EXTRA}
-    return DecodedMessage(kwargs=kwargs, extra=extra, full={**kwargs, EXTRA: extra})
+    kwargs = obj.copy()
+    del kwargs[EXTRA]
+    return DecodedMessage(kwargs=kwargs, extra=extra, full=obj)

@@ -355,7 +355,7 @@ class Consumer:
         p = self.params
         extra = task.msg.extra
         if extra.get("do_task_filtering", p.do_task_filtering):
-            key = filter_key(task.msg.kwargs, extra.get("filter_str"))
+            key = task.filter_key = filter_key(task.msg.kwargs, extra.get("filter_str"))
             if self.state.filter_contains(p.queue_name, key):
                 self._finish_without_run(task, "filtered", "same arguments already ran (task filter)")
                 return False
@@ -444,6 +444,15 @@ class Consumer:
             get_plugin_manager().hook.funboost_on_error(queue_name=self.params.queue_name, status=status,
                                                         exception=exc)
 
+    def finish_is_cheap(self, task: Task, outcome: str) -> bool:
+        """True when finishing is only a buffered ack (no state I/O, callbacks or republish)."""
+        p = self.params
+        extra = task.msg.extra
+        return (outcome == FINISH and self.status_saver is None and p.user_custom_record_process_info_func is None
+                and not self._after_execute and task.delivery.reply is None
+                and not extra.get("is_using_rpc_mode", p.is_using_rpc_mode)
+                and not extra.get("do_task_filtering", p.do_task_filtering))
+
     def finish_task(self, task: Task, status: FunctionResultStatus, outcome: str, reason: str = "") -> None:
         """Everything after the last attempt. The broker hears last (ack / requeue / dead-letter), so a
         crash anywhere before leaves the message to run again rather than vanish."""
@@ -455,8 +464,8 @@ class Consumer:
         extra = task.msg.extra
         if outcome == FINISH and status.success and extra.get("do_task_filtering", p.do_task_filtering):
             try:
-                self.state.filter_add(p.queue_name, filter_key(task.msg.kwargs, extra.get("filter_str")),
-                                      p.task_filtering_expire_seconds or None)
+                key = task.filter_key or filter_key(task.msg.kwargs, extra.get("filter_str"))
+                self.state.filter_add(p.queue_name, key, p.task_filtering_expire_seconds or None)
             except Exception as exc:
                 self.logger.error("could not record the task filter key: %s", exc)
         self.stats.record(status.success, status.time_cost or 0.0)

@@ -23,6 +23,7 @@ class Executor:
     def __init__(self, max_workers: int) -> None:
         self.max_workers = max_workers
         self._held = 0  # submitted and not finished
+        self._waiters = 0
         self._cond = threading.Condition(threading.Lock())
 
     def free_capacity(self) -> int:
@@ -32,7 +33,11 @@ class Executor:
         with self._cond:
             if self._held < self.max_workers:
                 return True
-            self._cond.wait(timeout)
+            self._waiters += 1
+            try:
+                self._cond.wait(timeout)
+            finally:
+                self._waiters -= 1
             return self._held < self.max_workers
 
     def wait_idle(self, timeout: float) -> bool:
@@ -42,7 +47,11 @@ class Executor:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self._cond.wait(left)
+                self._waiters += 1
+                try:
+                    self._cond.wait(left)
+                finally:
+                    self._waiters -= 1
             return True
 
     def _acquire(self) -> None:
@@ -52,7 +61,8 @@ class Executor:
     def _release(self) -> None:
         with self._cond:
             self._held -= 1
-            self._cond.notify_all()
+            if self._waiters:  # only the dispatcher or a stop() ever waits
+                self._cond.notify_all()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         raise NotImplementedError

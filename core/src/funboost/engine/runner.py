@@ -27,6 +27,7 @@ class Task:
     delivery: Delivery
     msg: DecodedMessage
     kwargs: dict = field(default_factory=dict)  # arguments as the function receives them
+    filter_key: Optional[str] = None  # dedup key, computed once when filtering is on
 
     @property
     def task_id(self) -> str:
@@ -164,8 +165,10 @@ class Runner:
                         await asyncio.sleep(delay)
         finally:
             reset_current_task(token)
-        # ack / state writes are blocking I/O: keep them off the loop
-        await asyncio.get_running_loop().run_in_executor(None, self.c.finish_task, task, a.status, a.outcome)
+        if self.c.finish_is_cheap(task, a.outcome):
+            self.c.finish_task(task, a.status, a.outcome)  # only a buffered ack: no I/O on the loop
+        else:  # state writes, republish, callbacks may block: keep them off the loop
+            await asyncio.get_running_loop().run_in_executor(None, self.c.finish_task, task, a.status, a.outcome)
         return a.status
 
     async def _call_async(self, task: Task, timeout: Optional[float]) -> Any:

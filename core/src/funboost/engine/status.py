@@ -5,7 +5,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 _HOST = socket.gethostname()
@@ -45,7 +45,12 @@ class FunctionResultStatus:
         self.exception = f"{self.exception_type}: {self.exception_msg}"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # a shallow copy (nested dicts copied one level): dataclasses.asdict deep-copies recursively and
+        # cost ~25 us per record on the hot path of every run with status records or RPC on
+        d = dict(self.__dict__)
+        d["params"] = dict(self.params) if isinstance(self.params, dict) else self.params
+        d["user_context"] = dict(self.user_context)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "FunctionResultStatus":

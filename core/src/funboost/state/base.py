@@ -17,6 +17,27 @@ from typing import Any, ClassVar, Iterable, Optional
 from funboost.exceptions import StateBackendError
 
 
+try:  # orjson (a core dependency) is ~10x faster than json for the records written on the hot path
+    import orjson as _orjson
+except ImportError:  # pragma: no cover
+    _orjson = None
+import json as _json
+
+
+def dumps_state(obj: Any) -> str:
+    """JSON text for state records; values JSON cannot hold are stored as their ``repr``."""
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(obj, default=repr, option=_orjson.OPT_NON_STR_KEYS).decode()
+        except (TypeError, _orjson.JSONEncodeError):
+            pass  # e.g. an int beyond 64 bits: the slower path handles it
+    return _json.dumps(obj, ensure_ascii=False, default=repr)
+
+
+def loads_state(text: Any) -> Any:
+    return _orjson.loads(text) if _orjson is not None else _json.loads(text)
+
+
 class StateBackend:
     """Abstract base. Implementations must be safe for use from several threads (and, for the
     shared backends, several processes). Times are epoch seconds; ``ttl`` values are seconds."""

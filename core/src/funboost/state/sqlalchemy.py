@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from funboost.exceptions import StateBackendError
 from funboost.paths import user_data_dir
-from funboost.state.base import StateBackend
+from funboost.state.base import StateBackend, dumps_state, loads_state
 
 try:
     import sqlalchemy as sa
@@ -34,8 +34,7 @@ ENV_URL = "FUNBOOST_STATE_SQLALCHEMY_URL"
 ENV_PREFIX = "FUNBOOST_STATE_SQLALCHEMY_PREFIX"
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, default=repr)
+_dumps = dumps_state
 
 
 def _default_url() -> str:
@@ -222,7 +221,7 @@ class SqlAlchemyStateBackend(StateBackend):
         t = self.t["results"]
         with self.engine.connect() as c:
             v = c.execute(sa.select(t.c.data).where(t.c.task_id == task_id, t.c.expire_at >= time.time())).scalar()
-        return json.loads(v) if v is not None else None
+        return loads_state(v) if v is not None else None
 
     # ------------------------------------------------------------------ filters
     @staticmethod
@@ -255,7 +254,7 @@ class SqlAlchemyStateBackend(StateBackend):
         t = self.t["flags"]
         with self.engine.connect() as c:
             rows = c.execute(sa.select(t.c.name, t.c.value).where(t.c.queue == queue)).all()
-        return {n: json.loads(v) for n, v in rows}
+        return {n: loads_state(v) for n, v in rows}
 
     # ------------------------------------------------------------------ heartbeats
     def heartbeat(self, consumer_id: str, queue: str, info: dict, ttl: float) -> None:
@@ -272,7 +271,7 @@ class SqlAlchemyStateBackend(StateBackend):
         if queue is not None:
             q = q.where(t.c.queue == queue)
         with self.engine.connect() as c:
-            return [json.loads(v) for v in c.execute(q).scalars()]
+            return [loads_state(v) for v in c.execute(q).scalars()]
 
     def remove_consumer(self, consumer_id: str) -> None:
         t = self.t["consumers"]
@@ -320,7 +319,7 @@ class SqlAlchemyStateBackend(StateBackend):
             q = q.where(t.c.time_start <= until)
         q = q.order_by(t.c.time_start.desc()).limit(limit)
         with self.engine.connect() as c:
-            return [json.loads(v) for v in c.execute(q).scalars()]
+            return [loads_state(v) for v in c.execute(q).scalars()]
 
     # ------------------------------------------------------------------ locks
     def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:

@@ -7,21 +7,37 @@ from ``FUNBOOST_STATE_REDIS_URL`` (passed by core), else ``FUNBOOST_REDIS_URL``,
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any, Optional
 
-from funboost.state.base import StateBackend
+from funboost.state.base import StateBackend, dumps_state, loads_state
 
 from funboost_redis.connection import DEFAULT_URL, ENV_URL, RedisOptions, conn_spec, get_handle
+from funboost_redis.connection import check_available as _check_available
 
 P = "funboost:state:"
 _FOREVER = "+inf"
 
+# take (or renew) when free or already ours; atomic on the server
+_ACQUIRE = """
+local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+# delete only if still ours: an expired lock taken over by another owner must stay
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, default=repr)
+
+_dumps = dumps_state  # orjson when available: records are serialized on the consumer's time
 
 
 class RedisStateBackend(StateBackend):
@@ -48,7 +64,7 @@ class RedisStateBackend(StateBackend):
 
     def get_result(self, task_id: str) -> Optional[dict]:
         v = self._r.get(P + "result:" + task_id)
-        return json.loads(v) if v is not None else None
+        return loads_state(v) if v is not None else None
 
     def wait_result(self, task_id: str, timeout: float) -> Optional[dict]:
         deadline = time.monotonic() + timeout
@@ -86,7 +102,7 @@ class RedisStateBackend(StateBackend):
 
     def get_flags(self, queue: str) -> dict:
         raw = self._r.hgetall(f"{P}flags:{{{queue}}}")
-        return {k.decode(): json.loads(v) for k, v in raw.items()}
+        return {k.decode(): loads_state(v) for k, v in raw.items()}
 
     # ---- consumers: info key with TTL + sorted sets (score = expiry) for listing
     def heartbeat(self, consumer_id: str, queue: str, info: dict, ttl: float) -> None:
@@ -106,7 +122,7 @@ class RedisStateBackend(StateBackend):
         for v in self._r.mget([P + "consumer:" + i.decode() for i in ids]):
             if v is None:
                 continue
-            rec = json.loads(v)
+            rec = loads_state(v)
             if queue is None or rec.get("queue") == queue:
                 out.append(rec)
         return out
@@ -158,7 +174,7 @@ class RedisStateBackend(StateBackend):
         if task_id is not None:
             exp = self._r.zscore(base + "exp", task_id)
             v = self._r.hget(base + "rec", task_id)
-            rows = [json.loads(v)] if v is not None and exp is not None and exp >= now else []
+            rows = [loads_state(v)] if v is not None and exp is not None and exp >= now else []
         else:
             lo = since if since is not None else "-inf"
             hi = until if until is not None else _FOREVER
@@ -177,10 +193,23 @@ class RedisStateBackend(StateBackend):
                 for v, e in zip(vals, exps):
                     if v is None or e is None or e < now:
                         continue
-                    r = json.loads(v)
+                    r = loads_state(v)
                     if success is None or bool(r.get("success")) == success:
                         rows.append(r)
         return rows[:limit]
+
+    # ---- distributed locks: a key holding the owner, expiring with the lock
+    def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:
+        script = get_handle(self._spec).script("state_lock_acquire", _ACQUIRE)
+        return bool(script(keys=[P + "lock:" + name], args=[owner, max(1, int(ttl * 1000))]))
+
+    def release_lock(self, name: str, owner: str) -> bool:
+        script = get_handle(self._spec).script("state_lock_release", _RELEASE)
+        return bool(script(keys=[P + "lock:" + name], args=[owner]))
+
+    @classmethod
+    def check_available(cls, url: Optional[str] = None) -> Optional[str]:
+        return _check_available(RedisOptions(url=url or os.environ.get(ENV_URL) or DEFAULT_URL))
 
     def close(self) -> None:
         pass
