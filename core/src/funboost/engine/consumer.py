@@ -114,11 +114,10 @@ class StatusSaver:
         self._thread.start()
 
     def add(self, status: FunctionResultStatus) -> None:
-        d = status.to_dict()
-        if not self.save_result:
-            d["result"] = None
+        # the status is final here and no longer changes: turning it into a dict waits for the
+        # background flush, off the worker's path
         with self._lock:
-            self._buf.append(d)
+            self._buf.append(status)
 
     def _loop(self) -> None:
         while not self._stop.wait(0.2):
@@ -126,8 +125,14 @@ class StatusSaver:
 
     def flush(self) -> None:
         with self._lock:
-            batch, self._buf = self._buf, []
-        if batch:
+            statuses, self._buf = self._buf, []
+        if statuses:
+            batch = []
+            for st in statuses:
+                d = st.to_dict()
+                if not self.save_result:
+                    d["result"] = None
+                batch.append(d)
             try:
                 self.c.state.save_statuses(self.table, batch, self.ttl)
             except Exception as exc:
