@@ -90,6 +90,7 @@ class Booster:
         self._analyse_signature(raw)
         from funboost.methods import detect_function_kind
         self.function_kind = detect_function_kind(func, self.params)
+        self._is_method = self.function_kind in ("CLASS_METHOD", "INSTANCE_METHOD")
         BoostersManager.regist_booster(self)
         if self.params.is_auto_start_consuming_message:
             self.consume()
@@ -210,40 +211,46 @@ class Booster:
     def _build(self, kwargs: dict, task_id: Optional[str], task_options: Optional[TaskOptions]) -> tuple[dict, OutgoingMessage]:
         if not isinstance(kwargs, dict):
             raise PublishArgumentsError(f"publish() takes a dict of the function's arguments, got {type(kwargs).__name__}")
+        opts: Optional[dict[str, Any]] = None
         if "extra" in kwargs:  # a caller re-publishing an envelope: keep its extra as options
             kwargs = dict(kwargs)
             given_extra = kwargs.pop("extra") or {}
-        else:
-            given_extra = {}
+            opts = {k: v for k, v in given_extra.items() if k not in ("publish_time", "publish_time_format")}
         self._check_kwargs(kwargs)
-        opts: dict[str, Any] = {k: v for k, v in given_extra.items() if k not in ("publish_time", "publish_time_format")}
         if task_options is not None:
             if isinstance(task_options, dict):
                 task_options = TaskOptions(**task_options)
-            opts.update(task_options.to_extra())
-        env = build_envelope(kwargs, task_id=task_id or opts.pop("task_id", None), extra_options=opts)
+            opts = {**(opts or {}), **task_options.to_extra()}
+        if opts:
+            env = build_envelope(kwargs, task_id=task_id or opts.pop("task_id", None), extra_options=opts)
+        else:  # the common case: no options, nothing to merge
+            env = build_envelope(kwargs, task_id=task_id)
         extra = env["extra"]
-        if self.function_kind in ("CLASS_METHOD", "INSTANCE_METHOD"):
+        if self._is_method:
             from funboost.methods import serialize_receiver
             serialize_receiver(self, env)
         if self._hook_before_publish:
             get_plugin_manager().hook.funboost_before_publish(queue_name=self.queue_name, message=env)
         caps = self.broker_cls.capabilities
-        eta = None
-        if caps.native_delay:
-            eta = self.eta_of(extra)
-        prio = extra.get("priority")
-        if prio is not None and not caps.priority:
-            self.logger.warning("broker %r has no priorities; the priority of %s is ignored",
-                                self.broker_cls.kind, extra["task_id"])
+        eta = prio = key = None
+        if opts:
+            if caps.native_delay:
+                eta = self.eta_of(extra)
+            prio = extra.get("priority")
+            if prio is not None and not caps.priority:
+                self.logger.warning("broker %r has no priorities; the priority of %s is ignored",
+                                    self.broker_cls.kind, extra["task_id"])
+                prio = None
+            key = extra.get("key")
+        if self.broker_cls.accepts_payload:
+            return env, OutgoingMessage(body="", task_id=extra["task_id"], priority=prio, eta=eta, key=key,
+                                        payload=env)
         try:
-            body = "" if self.broker_cls.accepts_payload else dumps(env)
+            body = dumps(env)
         except TypeError as exc:
             raise PublishArgumentsError(f"cannot publish to {self.queue_name!r}: {exc}. Arguments must be "
                                         f"JSON-serializable") from None
-        om = OutgoingMessage(body=body, task_id=extra["task_id"], priority=prio if caps.priority else None,
-                             eta=eta, key=extra.get("key"), payload=env if self.broker_cls.accepts_payload else None)
-        return env, om
+        return env, OutgoingMessage(body=body, task_id=extra["task_id"], priority=prio, eta=eta, key=key)
 
     @property
     def _hook_before_publish(self) -> bool:
@@ -609,6 +616,7 @@ class BoostersManager:
         b.func_name = f"<remote {p.queue_name}>"
         b.is_coroutine = False
         b.function_kind = "COMMON_FUNCTION"
+        b._is_method = False
         b._required, b._all, b._var_kw, b._sig, b._positional_fast = [], [], True, None, False
         b._freeze_signature_sets()
         return b
