@@ -403,12 +403,34 @@ class Consumer:
             if self._after_delay_checks(task):
                 self.submit(task)
 
+    def wait_until_runnable(self, stop: Optional[threading.Event] = None) -> bool:
+        """Block while the queue is paused or outside its run-time window. False if stopping.
+        Brokers that own the consume loop call this (directly or through execute_inline)."""
+        stop = stop or self._stop
+        while not stop.is_set():
+            if self.paused:
+                stop.wait(0.2)
+            elif self.window is not None and not self.window.is_open():
+                stop.wait(min(1.0, self.window.seconds_until_check()))
+            else:
+                return True
+        return False
+
     def execute_inline(self, d: Delivery) -> Optional[FunctionResultStatus]:
         """Run one delivery through controls and runner in the calling thread (brokers that own the
-        consume loop, such as a foreign framework's worker, call this)."""
+        consume loop, such as a foreign framework's worker, call this). Honours pause, the run-time
+        window, delays, qps; returns the final status, or None when the message did not run."""
+        if not self.wait_until_runnable():
+            return None
         task = self.prepare(d)
         if task is None:
             return None
+        eta = task.msg.extra.pop("_eta", None)
+        if eta is not None:  # not due yet: this thread holds it, then runs the checks that wait for due time
+            while not self._stop.is_set() and time.time() < eta:
+                self._stop.wait(min(0.5, max(0.0, eta - time.time())))
+            if not self._after_delay_checks(task):
+                return None
         if self.rate.qps:
             self.rate.acquire(self._stop)
         if self.runner.is_coroutine and self.executor.is_async:
@@ -503,7 +525,7 @@ class Consumer:
                                 extra_updates={"_advanced_retry_count": status.run_times})
             elif outcome == DEAD_LETTERED:
                 self._reject([d], reason or f"{status.exception_type}: {status.exception_msg}")
-            else:
+            elif not d.auto_ack:
                 self.acker.add(d)
         except Exception as exc:
             self.logger.error("could not settle task %s with the broker: %s", task.task_id, exc)

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 _HOST = socket.gethostname()
+_PID = [os.getpid()]  # refreshed in forked children; os.getpid() per record showed in profiles
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 
 
 @dataclass
@@ -28,7 +31,7 @@ class FunctionResultStatus:
     time_end: Optional[float] = None
     time_cost: Optional[float] = None
     host: str = _HOST
-    pid: int = field(default_factory=os.getpid)
+    pid: int = field(default_factory=lambda: _PID[0])
     thread: str = field(default_factory=lambda: threading.current_thread().name)
     timed_out: bool = False
     user_context: dict = field(default_factory=dict)

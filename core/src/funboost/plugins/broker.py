@@ -101,6 +101,9 @@ class Delivery:
     # request/response brokers set this: the engine calls it with the final FunctionResultStatus
     # (attributes success, result, exception_type, exception_msg; .to_dict()) before acking
     reply: Optional[Callable[[Any], None]] = None
+    # settled by the broker's own worker (a foreign framework acks it when the task returns): the engine
+    # does not ack it, and skips the ack batcher
+    auto_ack: bool = False
 
 
 @dataclass

@@ -1,0 +1,62 @@
+"""Fixtures: Celery on the real Redis (db 11..13) and RabbitMQ of this machine, unique queues per test."""
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Callable, Iterator
+
+import pytest
+
+from funboost_celery import CeleryBroker, CeleryOptions
+
+REDIS_URL = os.environ.get("FUNBOOST_CELERY_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+AMQP_URL = os.environ.get("FUNBOOST_CELERY_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+# the crash tests shorten the Redis visibility timeout; that timeout is global to a Redis db, so they
+# get a db of their own and never hand out another test's running tasks
+REDIS_CRASH_URL = REDIS_URL.rsplit("/", 1)[0] + "/12"
+
+URLS = {"redis": REDIS_URL, "amqp": AMQP_URL}
+
+
+def require(reason: str) -> None:
+    if os.environ.get("FUNBOOST_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"FUNBOOST_REQUIRE_SERVICES=1 but {reason}")
+    pytest.skip(reason)
+
+
+_checked: dict[str, object] = {}
+
+
+def check(url: str) -> None:
+    if url not in _checked:
+        _checked[url] = CeleryBroker.check_available(CeleryOptions(broker_url=url))
+    if _checked[url]:
+        require(str(_checked[url]))
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def broker_url(request) -> str:
+    url = URLS[request.param]
+    check(url)
+    return url
+
+
+@pytest.fixture
+def queue_name() -> str:
+    return f"fbcel_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def cleanup_queues() -> Iterator[Callable[[str, str], None]]:
+    """Register (url, queue) pairs whose queues (and dead-letter queues) are deleted after the test."""
+    todo: list[tuple[str, str]] = []
+    yield lambda url, q: todo.append((url, q))
+    for url, q in todo:
+        for name in (q, f"{q}_dlx"):
+            b = CeleryBroker(name, CeleryOptions(broker_url=url))
+            try:
+                b.delete_queue()
+            except Exception:
+                pass
+            finally:
+                b.close()

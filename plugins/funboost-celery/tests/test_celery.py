@@ -1,0 +1,262 @@
+"""The CELERY kind end to end: documented examples, RPC, retries, rate limit, filter, expiry, pause,
+a worker SIGKILLed mid-task, multi_process_consume. Each test runs on Redis and on RabbitMQ."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from funboost import BoosterParams, TaskOptions, boost
+from funboost.result import RemoteTaskError
+from funboost.testing import wait_until
+
+from conftest import REDIS_CRASH_URL, URLS, check
+from funboost_celery import celery_app, celery_async_result
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def make(queue: str, url: str, **kw):
+    kw.setdefault("state_backend", "memory")
+    kw.setdefault("log_to_console", False)
+    cfg = dict(kw.pop("cfg", {}), broker_url=url)
+    return BoosterParams(queue_name=queue, broker_kind="CELERY", broker_exclusive_config=cfg, **kw)
+
+
+@pytest.fixture
+def url(broker_url, queue_name, cleanup_queues):
+    cleanup_queues(broker_url, queue_name)
+    return broker_url
+
+
+@pytest.fixture
+def consumers():
+    started = []
+    yield started.append
+    for b in started:
+        b.stop_consume(10)
+
+
+# ---------------------------------------------------------------------------------------- examples
+def test_readme_example(url, queue_name, consumers):
+    @boost(make(queue_name, url, is_using_rpc_mode=True, concurrent_num=4))
+    def add(x, y):
+        return x + y
+
+    assert add(1, 2) == 3  # a plain call is unchanged
+    consumers(add.consume())
+    assert add.push(1, y=2).get(timeout=30) == 3
+    tid = f"t1-{uuid.uuid4().hex}"
+    r = add.publish({"x": 1, "y": 2}, task_id=tid)
+    assert r.task_id == tid and r.get(timeout=30) == 3
+    # the Celery task carries funboost's task id and is named/routed after the queue
+    assert queue_name in celery_app(add).tasks
+    t0 = time.time()
+    assert add.publish({"x": 2, "y": 2}, task_options=TaskOptions(countdown=1.5)).get(timeout=30) == 4
+    assert time.time() - t0 >= 1.4
+    results = add.push_many([(i, i) for i in range(20)])
+    assert [r.get(timeout=30) for r in results] == [2 * i for i in range(20)]
+
+
+def test_plain_celery_caller_reaches_the_funboost_function(url, queue_name, consumers):
+    @boost(make(queue_name, url, is_using_rpc_mode=True))
+    def mul(x, y=10):
+        return x * y
+
+    consumers(mul.consume())
+    app = celery_app(mul)
+    sent = app.send_task(queue_name, kwargs={"x": 4}, queue=queue_name)
+    # funboost's runner ran it under Celery's task id: the RPC result is in funboost's state backend
+    from funboost import AsyncResult
+    assert AsyncResult(sent.id, booster=mul).get(timeout=30) == 40
+
+
+def test_count_and_clear(url, queue_name):
+    @boost(make(queue_name, url))
+    def f(x):
+        return x
+
+    for i in range(7):
+        f.push(i)
+    wait_until(lambda: f.get_message_count() == 7, 10, message="7 waiting")
+    assert f.clear() == 7
+    assert f.get_message_count() == 0
+
+
+def test_priority_order(url, queue_name, consumers):
+    order: list[int] = []
+
+    @boost(make(queue_name, url, concurrent_num=1, is_using_rpc_mode=True))
+    def f(p):
+        order.append(p)
+
+    rs = [f.publish({"p": p}, task_options=TaskOptions(priority=p)) for p in (1, 5, 3, 0, 9)]
+    wait_until(lambda: f.get_message_count() == 5, 10, message="5 waiting")
+    consumers(f.consume())
+    for r in rs:
+        r.wait(30)
+    assert order == [9, 5, 3, 1, 0]
+
+
+# ---------------------------------------------------------------------------------------- results
+def test_rpc_through_celery_result_backend(broker_url, queue_name, cleanup_queues, consumers):
+    cleanup_queues(broker_url, queue_name)
+    backend = URLS["redis"]
+    check(backend)
+
+    @boost(make(queue_name, broker_url, is_using_rpc_mode=True, cfg={"result_backend": backend},
+                max_retry_times=0))
+    def div(a, b):
+        return a / b
+
+    consumers(div.consume())
+    ok = div.push(6, 3)
+    assert ok.get(timeout=30) == 2.0  # funboost's AsyncResult (state backend)
+    assert celery_async_result(div, ok.task_id).get(timeout=30) == 2.0  # Celery's result backend
+    bad = div.push(1, 0)
+    with pytest.raises(RemoteTaskError):
+        bad.get(timeout=30)
+    cres = celery_async_result(div, bad.task_id)
+    wait_until(lambda: cres.state == "FAILURE", 10, message="Celery FAILURE state")
+    assert "ZeroDivisionError" in str(cres.result)
+
+
+# ---------------------------------------------------------------------------------------- controls
+def test_retries_are_funboosts_and_happen_once(url, queue_name, consumers):
+    calls: dict[str, int] = {}
+    lock = threading.Lock()
+
+    @boost(make(queue_name, url, is_using_rpc_mode=True, max_retry_times=2, is_print_detail_exception=False))
+    def flaky(key, fail_times):
+        with lock:
+            calls[key] = calls.get(key, 0) + 1
+            n = calls[key]
+        if n <= fail_times:
+            raise ValueError(f"attempt {n}")
+        return n
+
+    consumers(flaky.consume())
+    assert celery_app(flaky).tasks[queue_name].max_retries == 0  # no Celery retry on top
+    assert flaky.push("a", 2).get(timeout=30) == 3
+    r = flaky.push("b", 10)
+    with pytest.raises(RemoteTaskError):
+        r.get(timeout=30)
+    assert r.wait()["run_times"] == 3
+    assert calls == {"a": 3, "b": 3}
+
+
+def test_qps_becomes_celery_rate_limit(url, queue_name, consumers):
+    times: list[float] = []
+
+    @boost(make(queue_name, url, qps=5, concurrent_num=4, is_using_rpc_mode=True))
+    def f(i):
+        times.append(time.monotonic())
+
+    rs = [f.push(i) for i in range(11)]
+    consumers(f.consume())
+    for r in rs:
+        r.wait(30)
+    assert celery_app(f).tasks[queue_name].rate_limit == "5/s"
+    assert times[-1] - times[0] >= 1.6  # 10 intervals of 0.2 s, with slack
+
+
+def test_filter_and_expiry_apply_under_celery(url, queue_name, consumers):
+    ran: list[int] = []
+
+    @boost(make(queue_name, url, do_task_filtering=True, is_using_rpc_mode=True, msg_expire_seconds=30))
+    def f(x):
+        ran.append(x)
+        return x
+
+    consumers(f.consume())
+    assert f.push(1).get(timeout=30) == 1
+    again = f.push(1).wait(30)
+    assert again["run_status"] == "filtered"
+    old = f.publish({"x": 2}, task_options=TaskOptions(publish_time=time.time() - 100)).wait(30)
+    assert old["run_status"] == "expired"
+    assert f.push(3).get(timeout=30) == 3
+    assert ran == [1, 3]
+
+
+def test_pause_and_resume(url, queue_name, consumers):
+    ran: list[int] = []
+
+    @boost(make(queue_name, url, is_using_rpc_mode=True))
+    def f(x):
+        ran.append(x)
+
+    consumers(f.consume())
+    f.push(0).wait(30)
+    f.pause()
+    wait_until(lambda: f.consumer.paused, 10, message="consumer sees the pause flag")
+    time.sleep(1.2)  # let the worker cancel its consumer of the queue
+    rs = [f.push(i) for i in range(1, 4)]
+    time.sleep(1.5)  # nothing may run while paused
+    assert ran == [0]
+    f.resume()
+    for r in rs:
+        r.wait(30)
+    assert sorted(ran) == [0, 1, 2, 3]
+
+
+# ---------------------------------------------------------------------------------------- crash safety
+@pytest.mark.parametrize("family", ["redis", "amqp"])
+def test_worker_killed_mid_task_is_redelivered(family, tmp_path, queue_name, cleanup_queues):
+    url = REDIS_CRASH_URL if family == "redis" else URLS["amqp"]
+    check(url)
+    cleanup_queues(url, queue_name)
+    cfg = {"broker_url": url}
+    if family == "redis":
+        cfg["visibility_timeout"] = 3
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="CELERY", broker_exclusive_config=cfg,
+                         state_backend="memory", log_to_console=False))
+    def work(x: int) -> int:
+        return x
+
+    script = os.path.join(HERE, "_crash_worker.py")
+    env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    work.push(7)
+    slow = subprocess.Popen([sys.executable, script, queue_name, url, str(tmp_path), "1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: any(p.name.startswith("started.") for p in tmp_path.iterdir()), 30,
+                   message="the task started in the first worker")
+        os.kill(slow.pid, signal.SIGKILL)
+        slow.wait(10)
+    finally:
+        if slow.poll() is None:
+            slow.kill()
+    assert not (tmp_path / "done.7").exists()
+    fresh = subprocess.Popen([sys.executable, script, queue_name, url, str(tmp_path), "0"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: (tmp_path / "done.7").exists(), 40, interval=0.1,
+                   message="the killed worker's task ran again in another worker")
+    finally:
+        fresh.kill()
+        fresh.wait(10)
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("started.")]) == 2
+
+
+def test_multi_process_consume(url, queue_name, tmp_path):
+    @boost(make(queue_name, url, concurrent_num=1, is_using_rpc_mode=True, state_backend="sqlite"))
+    def f(x):
+        time.sleep(0.2)
+        return os.getpid()
+
+    procs = f.multi_process_consume(2)
+    try:
+        rs = [f.push(i) for i in range(12)]
+        pids = {r.get(timeout=60) for r in rs}
+    finally:
+        for p in procs:
+            p.kill()
+            p.join(10)
+    assert len(pids) == 2 and os.getpid() not in pids
