@@ -79,6 +79,7 @@ class MemoryBroker(Broker):
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         st = self._st
         deadline = time.monotonic() + timeout
+        waited = False
         with st.cond:
             while True:
                 if st.delayed:
@@ -91,6 +92,14 @@ class MemoryBroker(Broker):
                 if st.delayed:
                     remaining = min(remaining, max(0.001, st.delayed[0][0] - time.time()))
                 st.cond.wait(remaining)
+                waited = True
+        if waited and max_count > 1:
+            # woken by a publisher that is still publishing: a short pause (without the lock, and without
+            # being woken per message) lets a batch accumulate, so the consumer is not woken per message
+            time.sleep(0.0005)
+        with st.cond:
+            if st.delayed:
+                st.promote_due(time.time())
             out: list[Delivery] = []
             for prio in st.priorities:
                 q = st.ready[prio]

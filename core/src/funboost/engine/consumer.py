@@ -45,7 +45,7 @@ class AckBatcher:
     broker round trips are saved. At-least-once is kept: a crash before the flush only means the
     message runs again."""
 
-    def __init__(self, broker: Broker, logger: logging.Logger, max_batch: int = 500, linger: float = 0.005):
+    def __init__(self, broker: Broker, logger: logging.Logger, max_batch: int = 500, linger: float = 0.01):
         self.broker = broker
         self.logger = logger
         self.max_batch = max_batch
@@ -61,15 +61,13 @@ class AckBatcher:
         with self._lock:
             self._buf.append(d)
             n = len(self._buf)
-        if n == 1 or n >= self.max_batch:
+        if n >= self.max_batch:  # otherwise the flusher's own tick picks it up: no wake-up per message
             self._wake.set()
 
     def _loop(self) -> None:
         while not self._stopped:
-            self._wake.wait(0.5)
+            self._wake.wait(self.linger)
             self._wake.clear()
-            if self.linger:
-                time.sleep(self.linger)  # let a burst accumulate into one batch
             self.flush()
 
     def flush(self) -> None:
