@@ -209,6 +209,25 @@ def _parse(p: subprocess.CompletedProcess) -> dict | None:
     return None
 
 
+CELERY_PY = os.environ.get("FUNBOOST_CELERY_PYTHON", "/work/venvs/celery/bin/python")
+
+
+def run_celery(n: int) -> tuple[dict | None, dict | None]:
+    """Plain Celery on the same Redis, through bench/celery_bench.py in a venv that has Celery
+    (FUNBOOST_CELERY_PYTHON); RSS is not reported by that script."""
+    if not os.path.exists(CELERY_PY):
+        return None, None
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "celery_bench.py")
+    url = os.environ.get("FUNBOOST_CELERY_BENCH_REDIS", "redis://127.0.0.1:6379/13")
+    p = subprocess.run([CELERY_PY, script, "--part", "plain", "--url", url, "--n", str(n), "--concurrency", "8"],
+                       capture_output=True, text=True, timeout=900)
+    if p.returncode != 0:
+        sys.stderr.write(p.stderr[-2000:])
+        return None, None
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    return {"rate": r["publish"], "rss": 0.0}, {"rate": r["consume"], "rss": 0.0}
+
+
 def run_part(name: str, n: int, *args: str) -> dict | None:
     p = subprocess.run([sys.executable, __file__, "--part", name, str(n), *args], capture_output=True, text=True,
                        timeout=600)
@@ -242,6 +261,9 @@ def main() -> None:
     for kind in ("REDIS", "REDIS_ACK_ABLE"):
         row(f"original funboost 55.0 {kind} push", "publish", run_orig("push", kind, n))
         row(f"original funboost 55.0 {kind} consume", "consume", run_orig("consume", kind, n))
+    pub, con = run_celery(min(n, 3000))
+    row("plain Celery 5 on Redis (.delay(), threads 8)", "publish", pub)
+    row("plain Celery 5 on Redis (threads 8, acks_late)", "consume", con)
 
 
 if __name__ == "__main__":
