@@ -131,6 +131,26 @@ def test_out_of_order_never_commits_past_unfinished(brokers, queue_name):
     assert again[0].task_id == "t2"
 
 
+def test_polled_but_not_handed_out_is_never_committed(brokers, queue_name):
+    """fetch(3) polls a larger batch; what the engine did not receive stays uncommitted and is
+    handed out by later fetches, or read again by the next member if this one goes away."""
+    b = brokers(queue_name, num_partitions=1)
+    b.publish(msgs(20))
+    first = fetch_until(b, 3, max_count=3)
+    assert [d.tag[1] for d in first] == [0, 1, 2]
+    b.ack(first)
+    b.fetch(0, 0.0)  # keep-alive poll commits what has finished
+    wait_for(lambda: committed(b).get(0) == 3, what="commit of the 3 handed-out records")
+    nxt = b.fetch(2, 0.2)  # served from what the first poll brought
+    assert [d.tag[1] for d in nxt] == [3, 4]
+    b.ack(nxt)
+    b.close()
+    assert committed(b)[0] == 5
+    b2 = brokers(queue_name, num_partitions=1)
+    rest = fetch_until(b2, 15)
+    assert [d.tag[1] for d in rest] == list(range(5, 20))
+
+
 def test_requeue_reproduces_then_commits(brokers, queue_name):
     b = brokers(queue_name, num_partitions=1)
     b.publish(msgs(1))

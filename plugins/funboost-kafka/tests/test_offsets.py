@@ -62,3 +62,13 @@ def test_duplicate_or_stale_done_is_harmless():
     assert t.safe_offset() == 1
     t.done(-5)  # below everything pending
     assert t.safe_offset() == 1
+
+
+def test_batch_add_and_done_match_single_calls():
+    t = PartitionTracker()
+    t.add_many([5, 6, 7, 9])
+    assert t.safe_offset() == 5
+    t.done_many([9, 6])
+    assert t.safe_offset() == 5 and t.in_flight() == 2
+    t.done_many([5, 7])
+    assert t.safe_offset() == 10 and t.in_flight() == 0

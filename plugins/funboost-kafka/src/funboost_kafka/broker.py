@@ -4,7 +4,9 @@ Delivery is at-least-once. Auto-commit is off; the engine finishes tasks out of 
 partition commits only the offset below which every fetched record has finished
 (:class:`~funboost_kafka.offsets.PartitionTracker`). ``KafkaConsumer`` is not thread-safe: only the
 thread that calls :meth:`KafkaBroker.fetch` (and ``close``/``purge``, under the same lock) touches it;
-``ack`` from the engine's ack thread only marks offsets finished, and the next ``fetch`` commits them.
+``ack`` from the engine's ack thread marks offsets finished and commits them if the consumer is free,
+else the next ``fetch`` does. A fetch polls up to ``max_poll_records`` at once and keeps what the engine
+has no room for; such records are tracked (and so committable) only once handed out.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from typing import Any, Optional, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -123,6 +126,10 @@ class KafkaBroker(Broker):
         self._consumer: Optional[KafkaConsumer] = None
         self._consumer_lock = threading.RLock()  # the rebalance listener runs inside poll()
         self._trackers: dict[TopicPartition, PartitionTracker] = {}
+        # polled records the engine had no room for yet, in poll order: (partition, [records])
+        self._buffered: deque[tuple[TopicPartition, list[Any]]] = deque()
+        self._commit_future: Any = None  # the async commit in flight, if any
+        self._commit_sent_at = 0.0
         self._probe: Optional[KafkaConsumer] = None  # group-less consumer reading high watermarks
         self._probe_lock = threading.Lock()
         self._closed = False
@@ -244,33 +251,62 @@ class KafkaBroker(Broker):
                 return []
             consumer = self._ensure_consumer()
             self._commit_safe(sync=False)
-            records = consumer.poll(timeout_ms=max(0, int(timeout * 1000)), max_records=max_count)
-            out: list[Delivery] = []
-            for tp, recs in records.items():
-                tracker = self._trackers.get(tp)
-                if tracker is None:
-                    tracker = self._trackers[tp] = PartitionTracker()
-                for r in recs:
-                    tracker.add(r.offset)
-                    task_id = ""
-                    for hk, hv in r.headers or ():
+            if not self._buffered:
+                # Poll a full batch even when the engine has room for fewer: every poll() costs a few
+                # hand-offs to kafka-python's I/O thread, so polling per ~20 free slots would spend
+                # more time there than in decoding. What does not fit waits in ``_buffered`` (neither
+                # handed out nor tracked, so never committed) for the next fetch.
+                records = consumer.poll(timeout_ms=max(0, int(timeout * 1000)),
+                                        max_records=max(max_count, self.options.max_poll_records))
+                self._buffered.extend(records.items())
+            return self._take(max_count)
+
+    def _take(self, max_count: int) -> list[Delivery]:
+        """Hand out up to ``max_count`` buffered records, tracking their offsets. Consumer lock held."""
+        out: list[Delivery] = []
+        buffered = self._buffered
+        need = max_count
+        while need > 0 and buffered:
+            tp, recs = buffered[0]
+            if len(recs) <= need:
+                buffered.popleft()
+            else:
+                buffered[0] = (tp, recs[need:])
+                recs = recs[:need]
+            need -= len(recs)
+            tracker = self._trackers.get(tp)
+            if tracker is None:
+                tracker = self._trackers[tp] = PartitionTracker()
+            tracker.add_many([r.offset for r in recs])
+            for r in recs:
+                task_id = ""
+                if r.headers:
+                    for hk, hv in r.headers:
                         if hk == TASK_ID_HEADER and hv:
                             task_id = hv.decode("utf-8", "replace")
                             break
-                    value = r.value
-                    try:
-                        body: Any = value.decode("utf-8")
-                    except (UnicodeDecodeError, AttributeError):
-                        body = value  # the engine dead-letters what it cannot decode
-                    out.append(Delivery(body=body, tag=(tp, r.offset, tracker, r.key), task_id=task_id))
-            return out
+                # the raw bytes: the engine parses JSON from bytes directly (no str copy)
+                out.append(Delivery(body=r.value, tag=(tp, r.offset, tracker, r.key), task_id=task_id))
+        return out
+
+    def _drop_buffered(self, tps: Any) -> None:
+        """Forget polled-but-unhanded records of these partitions (revoked or seeked)."""
+        if self._buffered:
+            tps = set(tps)
+            self._buffered = deque(item for item in self._buffered if item[0] not in tps)
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         # Mark offsets finished (any thread). A delivery of a revoked partition marks its dropped
         # tracker, which nobody commits from any more.
+        by_tracker: dict[int, tuple[PartitionTracker, list[int]]] = {}
         for d in deliveries:
-            _tp, offset, tracker, _key = d.tag
-            tracker.done(offset)
+            tracker = d.tag[2]
+            entry = by_tracker.get(id(tracker))
+            if entry is None:
+                entry = by_tracker[id(tracker)] = (tracker, [])
+            entry[1].append(d.tag[1])
+        for tracker, offsets in by_tracker.values():
+            tracker.done_many(offsets)  # one lock round per partition and batch
         # Commit now only if the consumer is free (never wait for a fetch in progress: the fetch
         # commits before it polls). kafka-python 3 does its I/O on its own thread; the lock keeps
         # our calls into the consumer one at a time.
@@ -310,6 +346,13 @@ class KafkaBroker(Broker):
         consumer = self._consumer
         if consumer is None:
             return
+        pending = self._commit_future
+        if not sync and pending is not None and not pending.is_done \
+                and time.monotonic() - self._commit_sent_at < 5.0:
+            # one async commit in flight at a time: the next one carries everything finished
+            # meanwhile (firing one per ack batch overflows the coordinator connection's
+            # max_in_flight and they fail with NodeNotReadyError). 5 s: never wait on a lost answer.
+            return
         offsets = {}
         for tp in (only if only is not None else list(self._trackers)):
             tracker = self._trackers.get(tp)
@@ -323,7 +366,8 @@ class KafkaBroker(Broker):
             if sync:
                 consumer.commit(payload)
             else:
-                consumer.commit_async(payload, callback=self._on_commit_done)
+                self._commit_future = consumer.commit_async(payload, callback=self._on_commit_done)
+                self._commit_sent_at = time.monotonic()
         except KafkaError as e:
             # e.g. a rebalance is in progress: the records are redelivered, never lost
             log.warning("kafka %s: commit of %s failed: %r", self.topic, offsets, e)
@@ -346,6 +390,7 @@ class KafkaBroker(Broker):
     def _on_revoked(self, revoked: list[TopicPartition]) -> None:
         # runs inside consumer.poll(), i.e. on the fetch thread with the consumer lock held
         self._commit_safe(sync=True, only=revoked)
+        self._drop_buffered(revoked)
         for tp in revoked:
             tracker = self._trackers.pop(tp, None)
             if tracker is not None:
@@ -453,6 +498,7 @@ class KafkaBroker(Broker):
             own = set(consumer.assignment()) & set(ends)
             if own:
                 consumer.commit({tp: _commit_meta(ends[tp]) for tp in own})
+                self._drop_buffered(own)
                 for tp in own:
                     consumer.seek(tp, ends[tp])
                     old = self._trackers.pop(tp, None)
@@ -492,6 +538,7 @@ class KafkaBroker(Broker):
                         pass
                     self._consumer = None
                     self._trackers.clear()
+                    self._buffered.clear()
         with self._probe_lock:
             if self._probe is not None:
                 try:

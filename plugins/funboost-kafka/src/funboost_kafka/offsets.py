@@ -33,15 +33,33 @@ class PartitionTracker:
             self._pending.append(offset)
             self._next = offset + 1
 
+    def add_many(self, offsets: list[int]) -> None:
+        """``add`` for several offsets in increasing order, under one lock acquisition."""
+        if offsets:
+            with self._lock:
+                self._pending.extend(offsets)
+                self._next = offsets[-1] + 1
+
     def done(self, offset: int) -> None:
         with self._lock:
-            if self._pending and self._pending[0] == offset:
-                self._pending.popleft()
-                # drain finished offsets that were waiting behind this one
-                while self._pending and self._pending[0] in self._done:
-                    self._done.discard(self._pending.popleft())
-            elif self._pending and offset > self._pending[0]:
-                self._done.add(offset)
+            self._done_locked(offset)
+
+    def done_many(self, offsets: list[int]) -> None:
+        """``done`` for several offsets (any order), under one lock acquisition."""
+        with self._lock:
+            for offset in offsets:
+                self._done_locked(offset)
+
+    def _done_locked(self, offset: int) -> None:
+        pending = self._pending
+        if pending and pending[0] == offset:
+            pending.popleft()
+            # drain finished offsets that were waiting behind this one
+            done = self._done
+            while pending and done and pending[0] in done:
+                done.discard(pending.popleft())
+        elif pending and offset > pending[0]:
+            self._done.add(offset)
 
     def safe_offset(self) -> Optional[int]:
         """The offset to commit (next record to read after a restart), or None if nothing was fetched."""

@@ -68,6 +68,9 @@ class KafkaOptions(BrokerOptions):
     max_poll_interval_ms: int = Field(default=300_000, ge=1000)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     fetch_max_wait_ms: int = Field(default=100, ge=0)
+    # records taken from kafka-python per poll; those beyond the engine's free capacity wait in the
+    # broker (not committed) for the next fetch. Fewer, larger polls are much cheaper.
+    max_poll_records: int = Field(default=500, ge=1)
 
     # --- producer ---
     acks: Union[Literal[0, 1], Literal["all"]] = "all"
