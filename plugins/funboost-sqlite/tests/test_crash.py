@@ -67,7 +67,7 @@ def test_sigkill_one_of_two_consumers_loses_nothing(sqlite_dir, tmp_path, queue_
 
 def test_hung_consumer_is_reclaimed_by_heartbeat(sqlite_dir, tmp_path, queue_name):
     """A frozen process (SIGSTOP) still exists, so only its stale heartbeat can free its messages."""
-    options = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0, "reclaim_interval": 0.3}
+    options = {"heartbeat_interval": 0.2, "heartbeat_timeout": 2.0, "reclaim_interval": 0.3}
     b, task_ids = publish_all(queue_name, options)
     procs, outs = start_workers(tmp_path, queue_name, options)
     try:

@@ -13,12 +13,9 @@ Precedence (first match wins):
 """
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
 import re
-import sys
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -29,38 +26,9 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")
 
 
 def user_data_dir() -> Path:
-    """The per-user data directory of funboost: core's ``funboost.paths.user_data_dir`` (which also honours
-    ``FUNBOOST_DATA_DIR``) when this core has it, else the same rule computed here."""
-    try:
-        from funboost.paths import user_data_dir as core_user_data_dir
-    except ImportError:  # an older core
-        return _own_user_data_dir()
-    try:
-        return Path(core_user_data_dir())
-    except Exception:  # e.g. no home directory at all: fall back to the private temp folder below
-        return _own_user_data_dir()
-
-
-def _own_user_data_dir() -> Path:
-    try:
-        home = Path.home()
-    except (RuntimeError, KeyError):  # no HOME and no passwd entry (some containers)
-        home = None
-    if sys.platform.startswith("win"):
-        base = os.environ.get("LOCALAPPDATA") or (str(home / "AppData" / "Local") if home else None)
-    elif sys.platform == "darwin":
-        base = str(home / "Library" / "Application Support") if home else None
-    else:
-        xdg = os.environ.get("XDG_DATA_HOME")
-        base = xdg if xdg and os.path.isabs(xdg) else (str(home / ".local" / "share") if home else None)
-    if not base or base in ("/", "\\"):
-        # last resort: a private per-user folder under the temp dir, still never cwd or "/"
-        try:
-            user = getpass.getuser()
-        except Exception:
-            user = str(os.getuid()) if hasattr(os, "getuid") else "user"
-        return Path(tempfile.gettempdir()) / f"funboost-{user}"
-    return Path(base) / "funboost"
+    """The per-user data directory of funboost (core's rule, which honours ``FUNBOOST_DATA_DIR``)."""
+    from funboost.paths import user_data_dir as core_user_data_dir
+    return Path(core_user_data_dir())
 
 
 def queue_file_name(queue_name: str) -> str:
