@@ -46,7 +46,7 @@ from .connection import (
     release_publisher,
     safe_url,
 )
-from .consumer import Consumer
+from .consumer import AUTO_PREFETCH_FACTOR, AUTO_PREFETCH_MAX, Consumer
 from .options import RabbitmqOptions
 
 logger = logging.getLogger("funboost.rabbitmq")
@@ -300,7 +300,8 @@ class RabbitmqBroker(Broker):
                         raise RuntimeError(f"rabbitmq broker for {self.queue_name!r} is closed")
                     o = self.options
                     auto = o.prefetch_count is None
-                    prefetch = o.prefetch_count or min(1000, max(1, 2 * max_count))
+                    prefetch = o.prefetch_count or min(AUTO_PREFETCH_MAX,
+                                                      max(1, AUTO_PREFETCH_FACTOR * max_count))
                     if auto and "x-queue-type" in o.queue_arguments:
                         prefetch = max(prefetch, 100)  # cannot grow later on quorum/stream queues
                     self._consumer = Consumer(

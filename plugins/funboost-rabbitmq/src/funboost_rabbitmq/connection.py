@@ -204,6 +204,18 @@ class Publisher:
         except Exception as exc:
             batch.error = f"{type(exc).__name__}: {exc}"
             batch.done.set()
+        self._coalesce_output()
+
+    def _coalesce_output(self) -> None:
+        """pika queues every frame (3 per message) as its own chunk and calls ``send()`` once per
+        chunk; joining what a batch queued turns thousands of syscalls into a few. The transport's
+        buffer is pika internals, so this only acts when it looks as expected (else: no-op)."""
+        transport = getattr(self._conn, "_transport", None)
+        chunks = getattr(transport, "_tx_buffers", None)
+        if isinstance(chunks, collections.deque) and len(chunks) > 1:
+            joined = b"".join(chunks)
+            chunks.clear()
+            chunks.append(joined)
 
     # ----- caller threads -----
     def wait_ready(self, timeout: float) -> bool:

@@ -25,6 +25,11 @@ from .connection import CONNECTION_ERRORS, backoff_delays, connection_parameters
 logger = logging.getLogger("funboost.rabbitmq")
 
 AUTO_PREFETCH_MAX = 1000
+# the automatic prefetch follows the engine's capacity: this many times the largest batch it can start.
+# A margin lets deliveries arrive in fewer, larger socket reads and keeps the I/O thread ahead of a pool
+# that drains the local buffer in bursts (they stay unacked, so a crash returns them), while a consumer
+# with few workers (long tasks) still holds only a few messages that idle consumers could run.
+AUTO_PREFETCH_FACTOR = 10
 
 
 class Consumer:
@@ -46,6 +51,7 @@ class Consumer:
         self._applied_prefetch = 0
         self._cond = threading.Condition(threading.Lock())
         self._buffer: "collections.deque[Delivery]" = collections.deque()
+        self._waiting = False  # fetch() sleeps on _cond for an empty buffer
         # delivery tag -> True for deliveries of the current channel not yet acked (I/O thread only)
         self._unacked: "collections.OrderedDict[int, bool]" = collections.OrderedDict()
         self.generation = 0
@@ -118,10 +124,13 @@ class Consumer:
             tag = method.delivery_tag
             if not no_ack:
                 unacked[tag] = True
-            d = Delivery(body=body, tag=(gen, tag), redelivered=method.redelivered)
-            with cond:
-                buffer.append(d)
-                cond.notify()
+            # deque.append is atomic; the condition is only taken when fetch() sleeps on an empty
+            # buffer (it raises _waiting under the lock before re-checking), which saves a lock
+            # round and a wake-up per message while the engine keeps up
+            buffer.append(Delivery(body=body, tag=(gen, tag), redelivered=method.redelivered))
+            if self._waiting:
+                with cond:
+                    cond.notify()
 
         return on_message
 
@@ -166,11 +175,11 @@ class Consumer:
 
     # ----- engine threads -----
     def wanted(self, max_count: int) -> None:
-        """The engine can run ``max_count`` more tasks: let the auto prefetch grow to twice the
-        largest such batch so that the pool never starves while acks are in transit."""
+        """The engine can run ``max_count`` more tasks: let the auto prefetch grow to
+        AUTO_PREFETCH_FACTOR times the largest such batch so that the pool never starves."""
         if not self._auto_prefetch or self._no_ack:
             return
-        want = min(AUTO_PREFETCH_MAX, max(1, 2 * max_count))
+        want = min(AUTO_PREFETCH_MAX, max(1, AUTO_PREFETCH_FACTOR * max_count))
         if want > self._prefetch:
             self._prefetch = want
             gen = self.generation
@@ -178,16 +187,27 @@ class Consumer:
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         buffer = self._buffer
-        with self._cond:
-            if not buffer and timeout > 0:
-                deadline = time.monotonic() + timeout
-                while not buffer:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return []
-                    self._cond.wait(remaining)
-            n = min(max_count, len(buffer))
-            return [buffer.popleft() for _ in range(n)]
+        if not buffer and timeout > 0:
+            with self._cond:
+                self._waiting = True
+                try:
+                    deadline = time.monotonic() + timeout
+                    while not buffer:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return []
+                        self._cond.wait(remaining)
+                finally:
+                    self._waiting = False
+        # only this thread pops (the engine's single dispatch thread; the I/O thread only appends,
+        # and clears under the lock on reconnect), so popleft may still find the deque emptied
+        out: list[Delivery] = []
+        try:
+            for _ in range(min(max_count, len(buffer))):
+                out.append(buffer.popleft())
+        except IndexError:
+            pass
+        return out
 
     def settle(self, deliveries: Sequence[Delivery], ack: bool) -> None:
         if self._no_ack or not deliveries:
@@ -219,9 +239,13 @@ class Consumer:
 
         def run() -> None:
             try:
-                with self._cond:
-                    items = list(self._buffer)
-                    self._buffer.clear()
+                # popped one by one: fetch() pops without the lock, so each item goes to one side only
+                items = []
+                try:
+                    while True:
+                        items.append(self._buffer.popleft())
+                except IndexError:
+                    pass
                 result[0] = len(items)
                 gen = self.generation
                 self._settle(gen, [d.tag[1] for d in items if d.tag[0] == gen], ack=True)
