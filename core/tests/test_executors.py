@@ -1,7 +1,6 @@
 """Executors: on-demand growth and idle shrink, bounded prefetch, clear errors for unpatched green modes."""
 import importlib.util
 import threading
-import time
 
 import pytest
 

@@ -3,7 +3,7 @@ import warnings
 import pytest
 from pydantic import ValidationError
 
-from funboost import BoosterParams, Booster, BrokerEnum, TaskOptions, boost, UnknownBrokerKind
+from funboost import BoosterParams, Booster, BrokerEnum, TaskOptions, boost
 
 
 def test_extra_fields_are_forbidden():

@@ -13,9 +13,10 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional
 
-from funboost.exceptions import PublishArgumentsError, RpcNotEnabled
+from funboost.exceptions import PublishArgumentsError
+from funboost.keepalive import KeepAlive
 from funboost.message import build_envelope, dumps
 from funboost.params import BoosterParams, TaskOptions, eta_to_timestamp
 from funboost.plugins.broker import Broker, OutgoingMessage, QueueSize
@@ -520,30 +521,11 @@ def boost(params: Optional[BoosterParams] = None, **kwargs: Any) -> Callable[[Ca
 task_deco = boost
 
 
-class _KeepAlive:
-    """Consumers run in daemon threads; this non-daemon thread keeps the process alive while any
-    booster consumes, as users of the original expect after ``f.consume()`` at the end of a script."""
-
-    def __init__(self) -> None:
-        self._thread: Optional[threading.Thread] = None
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        if os.environ.get("FUNBOOST_NO_KEEPALIVE") == "1":
-            return
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="funboost-keepalive", daemon=False)
-                self._thread.start()
-
-    def _run(self) -> None:
-        main = threading.main_thread()
-        main.join()  # after the main script ends, stay while something consumes
-        while any(b.consumer is not None and not b.consumer.stopped for b in BoostersManager.all_boosters()):
-            time.sleep(1)
+def _anything_consuming() -> bool:
+    return any(b.consumer is not None and not b.consumer.stopped for b in BoostersManager.all_boosters())
 
 
-_keepalive = _KeepAlive()
+_keepalive = KeepAlive("funboost-keepalive", _anything_consuming)
 
 
 def ctrl_c_recv() -> None:

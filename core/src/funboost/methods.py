@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Callable
+from typing import Any
 
 from funboost.exceptions import PublishArgumentsError
 

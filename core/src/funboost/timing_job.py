@@ -40,7 +40,6 @@ import random
 import re
 import socket
 import threading
-import time
 import uuid
 from typing import TYPE_CHECKING, Any, Optional, Union
 
@@ -50,6 +49,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 from apscheduler.util import undefined
 
+from funboost.keepalive import KeepAlive
 from funboost.paths import user_data_dir
 from funboost.state.base import StateBackend, get_state_backend
 
@@ -320,43 +320,25 @@ class ApsJobAdder:
         return [s for (pid, _, _), s in list(cls._schedulers.items()) if pid == os.getpid()]
 
 
-class _KeepAlive:
-    """Non-daemon thread: after the main script ends, keep the process alive while a running (unpaused)
-    scheduler of this process still has jobs to fire; then shut the schedulers down."""
-
-    def __init__(self) -> None:
-        self._thread: Optional[threading.Thread] = None
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        if os.environ.get("FUNBOOST_NO_KEEPALIVE") == "1":
-            return
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="funboost-aps-keepalive", daemon=False)
-                self._thread.start()
-
-    @staticmethod
-    def _needed() -> bool:
-        for s in ApsJobAdder.all_schedulers():
-            if s.state == STATE_RUNNING:
-                try:
-                    if s.get_jobs():
-                        return True
-                except Exception:  # store unreachable for now: keep waiting for it
+def _schedulers_have_jobs() -> bool:
+    """A running (unpaused) scheduler of this process still has jobs to fire."""
+    for s in ApsJobAdder.all_schedulers():
+        if s.state == STATE_RUNNING:
+            try:
+                if s.get_jobs():
                     return True
-        return False
-
-    def _run(self) -> None:
-        threading.main_thread().join()
-        while self._needed():
-            time.sleep(1)
-        for s in ApsJobAdder.all_schedulers():
-            if s.running:
-                try:
-                    s.shutdown(wait=False)
-                except Exception:
-                    pass
+            except Exception:  # store unreachable for now: keep waiting for it
+                return True
+    return False
 
 
-_keepalive = _KeepAlive()
+def _shutdown_schedulers() -> None:
+    for s in ApsJobAdder.all_schedulers():
+        if s.running:
+            try:
+                s.shutdown(wait=False)
+            except Exception:
+                pass
+
+
+_keepalive = KeepAlive("funboost-aps-keepalive", _schedulers_have_jobs, _shutdown_schedulers)

@@ -11,7 +11,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from typing import Optional, Sequence
+from typing import Sequence
 
 from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
 

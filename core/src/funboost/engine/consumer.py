@@ -22,7 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any, Optional
 
 from funboost.engine.controls import CronWindow, RateLimiter, filter_key
-from funboost.engine.executors import AsyncioExecutor, Executor, make_executor
+from funboost.engine.executors import Executor, make_executor
 from funboost.engine.runner import DEAD_LETTERED, FINISH, KILLED, REQUEUED, Runner, Task
 from funboost.engine.status import FunctionResultStatus
 from funboost.exceptions import MalformedMessage

@@ -3,7 +3,6 @@ and reports the outcome (ack, RPC result, status record, stats, hooks) through t
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 import traceback

@@ -12,7 +12,7 @@ import importlib.metadata as importlib_metadata
 import os
 import threading
 import time
-from typing import Any, ClassVar, Iterable, Optional
+from typing import Any, ClassVar, Optional
 
 from funboost.exceptions import StateBackendError
 

@@ -9,7 +9,7 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Any, Optional
+from typing import Optional
 
 from funboost.paths import user_data_dir
 from funboost.state.base import StateBackend, dumps_state, loads_state

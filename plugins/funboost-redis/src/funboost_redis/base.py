@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 import weakref
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from funboost.plugins.broker import Broker, OutgoingMessage, new_consumer_id
 
