@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from funboost.exceptions import RpcTimeout
+from funboost.message import loads as _fast_loads
 from funboost_grpc.errors import GrpcBrokerError, MessageTooLarge, NoConsumerAvailable, RemoteTaskError
 from funboost_grpc.options import GrpcOptions
 from funboost_grpc.proto import broker_pb2, broker_pb2_grpc
@@ -269,7 +270,10 @@ class GrpcClient:
 
 
 def decode_call_reply(status_json: str) -> Any:
-    status = json.loads(status_json)
+    try:
+        status = _fast_loads(status_json)  # orjson
+    except ValueError:  # NaN/Infinity written by an older consumer's json encoder
+        status = json.loads(status_json)
     if status.get("success"):
         return status.get("result")
     raise RemoteTaskError(status)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import operator
 import threading
 import time
 from collections import deque
@@ -19,7 +20,9 @@ from typing import Any, Callable, Optional
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from funboost.message import loads as _fast_loads
 from funboost.plugins.broker import Delivery
+from funboost.state.base import dumps_state
 from funboost_grpc.options import GrpcOptions
 from funboost_grpc.proto import broker_pb2, broker_pb2_grpc
 
@@ -29,6 +32,7 @@ BACKPRESSURE_TRAILER = "funboost-backpressure"
 TOKEN_HEADER = "authorization"
 SERVICE_NAME = broker_pb2.DESCRIPTOR.services_by_name["FunboostBroker"].full_name
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
+_CallReply = broker_pb2.CallReply
 
 
 class PendingCall:
@@ -53,6 +57,8 @@ class PendingCall:
                 ev.set()
 
     def wait(self, timeout: float) -> bool:
+        if self.done:  # run inline, or already finished: no Event to build (it costs ~4 us)
+            return True
         # _event is published before done is read; reply() writes done before reading _event, so one
         # of the two sides always sees the other (CPython runs bytecodes one at a time)
         ev = self._event = threading.Event()
@@ -170,13 +176,23 @@ def _abort_backpressure(context: grpc.ServicerContext, queue: str) -> None:
 
 def _parse_envelope(body: str, context: grpc.ServicerContext, index: int = 0) -> dict:
     try:
-        obj = json.loads(body)
-    except ValueError as exc:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"body #{index} is not valid JSON: {exc}")
+        obj = _fast_loads(body)  # orjson: ~5x cheaper than json.loads on the hot path
+    except ValueError:
+        obj = _lenient_loads(body, context, index)
+    if type(obj) is dict:
+        return obj
     if not isinstance(obj, dict):
         context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                       f"body #{index} is not a JSON object (the funboost envelope), got {type(obj).__name__}")
     return obj
+
+
+def _lenient_loads(body: str, context: grpc.ServicerContext, index: int) -> Any:
+    # json accepts what orjson refuses (NaN, Infinity, lone surrogates): only then is the body invalid
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"body #{index} is not valid JSON: {exc}")
 
 
 # the fields of FunctionResultStatus a caller needs; dataclasses.asdict of the whole record costs more
@@ -185,14 +201,21 @@ _STATUS_FIELDS = ("task_id", "success", "result", "exception_type", "exception_m
                   "time_cost", "host", "pid")
 
 
+_status_values = operator.attrgetter(*_STATUS_FIELDS)
+
+
 def status_to_json(status: Any) -> str:
     if isinstance(status, dict):
         d = status
     elif hasattr(status, "exception_type"):
-        d = {k: getattr(status, k, None) for k in _STATUS_FIELDS}
+        try:
+            d = dict(zip(_STATUS_FIELDS, _status_values(status)))
+        except AttributeError:  # a status-like object without some of the fields
+            d = {k: getattr(status, k, None) for k in _STATUS_FIELDS}
     else:
         d = {"success": True, "result": status}
-    return json.dumps(d, ensure_ascii=False, default=repr)
+    # core's encoder for state records: orjson (values JSON cannot hold become their repr), json fallback
+    return dumps_state(d)
 
 
 class InlineRunner:
@@ -202,14 +225,20 @@ class InlineRunner:
 
     def __init__(self, consumer: Any, limit: int) -> None:
         self.consumer = consumer
-        self.slots = threading.BoundedSemaphore(limit)
+        self.limit = limit
+        self.running = 0
+        # a counter under a plain lock: threading.(Bounded)Semaphore is pure Python around a Condition and
+        # cost several us per call
+        self._lock = threading.Lock()
 
     def try_run(self, queue: "LocalQueue", body: dict, pending: PendingCall) -> bool:
         c = self.consumer
         if getattr(c, "paused", False) or getattr(c, "stopped", False):
             return False
-        if not self.slots.acquire(blocking=False):
-            return False
+        with self._lock:
+            if self.running >= self.limit:
+                return False
+            self.running += 1
         try:
             d = queue.track(body, pending)
             try:
@@ -220,7 +249,8 @@ class InlineRunner:
                 queue.finish([d.tag])
             return True
         finally:
-            self.slots.release()
+            with self._lock:
+                self.running -= 1
 
 
 class _Servicer(broker_pb2_grpc.FunboostBrokerServicer):
@@ -251,13 +281,14 @@ class _Servicer(broker_pb2_grpc.FunboostBrokerServicer):
         if inline is None or not inline.try_run(q, body, pending):
             if not q.offer([(body, pending)]):
                 _abort_backpressure(context, q.name)
-        remaining = context.time_remaining()
-        if remaining is None or remaining > self._host.max_call_wait:
-            remaining = self._host.max_call_wait
-        if not pending.wait(remaining):
-            pending.cancelled = True
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the task did not finish before the deadline")
-        return broker_pb2.CallReply(status_json=status_to_json(pending.status))
+        if not pending.done:  # run inline, it is already done: no deadline arithmetic, no Event
+            remaining = context.time_remaining()
+            if remaining is None or remaining > self._host.max_call_wait:
+                remaining = self._host.max_call_wait
+            if not pending.wait(remaining):
+                pending.cancelled = True
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the task did not finish before the deadline")
+        return _CallReply(status_json=status_to_json(pending.status))
 
     def Stats(self, request, context):  # noqa: N802
         q = self._queue(request.queue_name, context)
