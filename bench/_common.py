@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any, Iterable, Optional, Sequence
 
 RESULT_TAG = "BENCHRESULT "
@@ -154,6 +155,18 @@ class Samples:
         if self.rss:
             s += f"   peak RSS {max(self.rss):6.1f} MB"
         return s
+
+
+def best_us_per_call(fn, count: int, per_call: int = 1, repeat: int = 5) -> float:
+    """Best of ``repeat`` runs of ``fn`` called ``count`` times, in µs per message (``per_call``
+    messages per call)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for _ in range(count):
+            fn()
+        best = min(best, time.perf_counter() - t)
+    return best / (count * per_call) * 1e6
 
 
 def ratio(a: Samples, b: Samples) -> Optional[float]:

@@ -32,7 +32,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Samples, emit, finish_child, machine_info, run_part  # noqa: E402
+from _common import Samples, best_us_per_call, emit, finish_child, machine_info, run_part  # noqa: E402
 
 HERE = os.path.abspath(__file__)
 
@@ -119,16 +119,6 @@ def part_async_floor(n: int) -> None:
     emit({"consume": n / (time.perf_counter() - t)})
 
 
-def _best_us(fn, count: int, per_call: int = 1, repeat: int = 5) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        for _ in range(count):
-            fn()
-        best = min(best, time.perf_counter() - t)
-    return best / (count * per_call) * 1e6
-
-
 def part_guards(n: int) -> None:
     """Per-message cost of each control's OFF guard vs the whole engine path, inline, one thread."""
     from funboost import boost
@@ -149,7 +139,7 @@ def part_guards(n: int) -> None:
             task = consumer.prepare(d)
             if task is not None:
                 consumer.runner.run(task)
-    base = _best_us(engine_inline, count // batch, per_call=batch)
+    base = best_us_per_call(engine_inline, count // batch, per_call=batch)
 
     # a representative decoded message and the objects the guards read
     d = broker.fetch(1, 0)[0]
@@ -201,12 +191,12 @@ def part_guards(n: int) -> None:
     def g_empty() -> None:  # the cost of the timing loop itself, subtracted
         pass
 
-    empty = _best_us(g_empty, loops)
+    empty = best_us_per_call(g_empty, loops)
     out = {"engine inline per message (baseline), µs": base}
     for name, fn in (("qps", g_qps), ("msg_expire_seconds", g_expire), ("do_task_filtering", g_filter),
                      ("function_timeout", g_timeout), ("status records", g_status), ("remote kill list", g_kill),
                      ("countdown / eta", g_delay), ("rpc mode", g_rpc)):
-        out[name] = max(0.0, _best_us(fn, loops) - empty)
+        out[name] = max(0.0, best_us_per_call(fn, loops) - empty)
     consumer.acker.stop()
     consumer.executor.shutdown(wait=False)
     emit(out)

@@ -25,6 +25,7 @@ Nothing here asserts a timing. The machine is small and shared: read every figur
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import threading
@@ -32,7 +33,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (Samples, emit, find_original_python, finish_child, machine_info, ratio, run_original,  # noqa: E402
+from _common import (Samples, best_us_per_call, emit, find_original_python, finish_child, machine_info, ratio, run_original,  # noqa: E402
                      run_part, verdict)
 
 HERE = os.path.abspath(__file__)
@@ -171,15 +172,8 @@ os._exit(0)
 '''
 
 
-def _per_msg_us(fn, count: int, per_call: int = 1, repeat: int = 3) -> float:
-    """Best of ``repeat`` runs of ``fn`` called ``count`` times, in µs per message."""
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        for _ in range(count):
-            fn()
-        best = min(best, time.perf_counter() - t)
-    return best / (count * per_call) * 1e6
+# the fixtures of part_dispatch publish enough messages for three rounds of the inline engine path
+_per_msg_us = functools.partial(best_us_per_call, repeat=3)
 
 
 def part_dispatch(n: int) -> None:

@@ -145,9 +145,6 @@ class Booster:
         self._required_set = frozenset(self._required)
         self._all_set = frozenset(self._all)
 
-    def signature_info(self) -> tuple[list, list, bool]:
-        return self._required, self._all, self._var_kw
-
     def _check_kwargs(self, kwargs: dict) -> None:
         if not self.params.should_check_publish_func_params:
             return

@@ -205,7 +205,6 @@ class Consumer:
         self.execute_hook = get_plugin_manager().hook.funboost_execute if pm_hooks else None
         self._after_execute = has_hook_impls("funboost_after_execute")
         self._on_error = has_hook_impls("funboost_on_error")
-        self._required_args, self._all_args, self._var_kw = booster.signature_info()
 
     # ---------------------------------------------------------------- state backend (lazy)
     @property

@@ -65,10 +65,6 @@ class FunboostSpec:
         """Register one or more broker classes: ``registry.register(MyBroker)``."""
 
     @hookspec
-    def funboost_register_state_backends(self, registry: Any) -> None:
-        """Register one or more state backend classes."""
-
-    @hookspec
     def funboost_before_publish(self, queue_name: str, message: dict) -> None:
         """Called with the envelope (a dict) before it is encoded; may add keys to ``message['extra']``."""
 

@@ -47,7 +47,8 @@ def normalize_kind(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
-def _entry_points(group: str) -> list[importlib_metadata.EntryPoint]:
+def entry_points(group: str) -> list[importlib_metadata.EntryPoint]:
+    """Entry points of ``group``, read from metadata without importing anything."""
     eps = importlib_metadata.entry_points()
     if hasattr(eps, "select"):
         return list(eps.select(group=group))
@@ -152,7 +153,7 @@ class BrokerRegistry:
             cls = self._by_name.get(name)
             if cls is not None:
                 return cls
-            for ep in _entry_points(BROKER_GROUP):
+            for ep in entry_points(BROKER_GROUP):
                 if normalize_kind(ep.name) == name:
                     self._load_entry_point(ep, raise_errors=True)
                     cls = self._by_name.get(name)
@@ -204,7 +205,7 @@ class BrokerRegistry:
     def installed(self, load: bool = True) -> list[BrokerInfo]:
         """Every broker kind that an installed distribution declares, grouped by class."""
         by_value: dict[str, list[importlib_metadata.EntryPoint]] = {}
-        for ep in _entry_points(BROKER_GROUP):
+        for ep in entry_points(BROKER_GROUP):
             by_value.setdefault(ep.value, []).append(ep)
         infos: list[BrokerInfo] = []
         seen_classes: set[type] = set()
@@ -234,7 +235,7 @@ class BrokerRegistry:
         return infos
 
     def installed_names(self) -> list[str]:
-        return sorted({normalize_kind(ep.name) for ep in _entry_points(BROKER_GROUP)})
+        return sorted({normalize_kind(ep.name) for ep in entry_points(BROKER_GROUP)})
 
     def _unknown_message(self, kind: str) -> str:
         name = normalize_kind(kind)
@@ -243,7 +244,7 @@ class BrokerRegistry:
         if dist:
             lines.append(f"It is provided by the distribution {dist!r}: pip install {dist}")
         by_dist: dict[str, list[str]] = {}
-        for ep in _entry_points(BROKER_GROUP):
+        for ep in entry_points(BROKER_GROUP):
             by_dist.setdefault(_dist_of(ep)[0], []).append(ep.name)
         listing = "; ".join(f"{d}: {', '.join(sorted(n))}" for d, n in sorted(by_dist.items())) or "none"
         lines.append(f"Installed broker kinds: {listing}.")
@@ -278,7 +279,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
             return _pm
         pm = pluggy.PluginManager(PROJECT_NAME)
         pm.add_hookspecs(FunboostSpec)
-        for ep in _entry_points(PLUGIN_GROUP):
+        for ep in entry_points(PLUGIN_GROUP):
             dist, version = _dist_of(ep)
             try:
                 pm.register(ep.load(), name=f"{dist}:{ep.name}")

@@ -8,13 +8,13 @@ entry-point group and chosen per booster (``BoosterParams.state_backend``) or gl
 """
 from __future__ import annotations
 
-import importlib.metadata as importlib_metadata
 import os
 import threading
 import time
 from typing import Any, ClassVar, Optional
 
 from funboost.exceptions import StateBackendError
+from funboost.plugins.manager import STATE_GROUP, entry_points
 
 
 try:  # orjson (a core dependency) is ~10x faster than json for the records written on the hot path
@@ -161,23 +161,17 @@ class _LockContext:
 
 
 # ---------------------------------------------------------------- discovery
-_STATE_GROUP = "funboost.state"
 _instances: dict[tuple[int, str, str], StateBackend] = {}
 _lock = threading.Lock()
 
 
-def _entry_points() -> list:
-    eps = importlib_metadata.entry_points()
-    return list(eps.select(group=_STATE_GROUP)) if hasattr(eps, "select") else list(eps.get(_STATE_GROUP, []))
-
-
 def installed_state_backends() -> list[str]:
-    return sorted({ep.name for ep in _entry_points()})
+    return sorted({ep.name for ep in entry_points(STATE_GROUP)})
 
 
 def resolve_state_backend_class(name: str) -> type[StateBackend]:
     key = name.strip().lower()
-    for ep in _entry_points():
+    for ep in entry_points(STATE_GROUP):
         if ep.name.lower() == key:
             try:
                 cls = ep.load()
