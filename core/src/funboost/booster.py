@@ -17,13 +17,12 @@ from typing import Any, Callable, Iterable, Optional
 
 from funboost.exceptions import PublishArgumentsError
 from funboost.keepalive import KeepAlive
-from funboost.message import build_envelope, dumps
+from funboost.engine.status import _PID
+from funboost.message import build_envelope, dumps, format_time, uuid7
 from funboost.params import BoosterParams, TaskOptions, eta_to_timestamp
 from funboost.plugins.broker import Broker, OutgoingMessage, QueueSize
 from funboost.plugins.manager import get_plugin_manager, has_hook_impls, resolve_broker_kind
 from funboost.result import AsyncResult
-
-_RESERVED = {"extra"}
 
 
 def _make_logger(params: BoosterParams) -> logging.Logger:
@@ -148,7 +147,10 @@ class Booster:
     def _check_kwargs(self, kwargs: dict) -> None:
         if not self.params.should_check_publish_func_params:
             return
-        if _RESERVED & kwargs.keys():
+        keys = kwargs.keys()
+        if "extra" not in keys and self._required_set <= keys and (self._var_kw or keys <= self._all_set):
+            return  # the common case, decided with two set operations
+        if "extra" in keys:
             raise PublishArgumentsError(f"{self.func_name}: 'extra' is a reserved key of the message envelope")
         missing = [n for n in self._required if n not in kwargs]
         unknown = [] if self._var_kw else [k for k in kwargs if k not in self._all]
@@ -185,10 +187,10 @@ class Booster:
     @property
     def broker(self) -> Broker:
         """The publishing broker instance of this process (rebuilt after fork)."""
-        pid = os.getpid()
-        b = self._brokers.get(pid)
+        b = self._brokers.get(_PID[0])
         if b is None:
             with self._broker_lock:
+                pid = os.getpid()
                 b = self._brokers.get(pid)
                 if b is None:
                     b = self._brokers[pid] = self.new_broker()
@@ -270,10 +272,40 @@ class Booster:
     def publish(self, msg: dict, task_id: Optional[str] = None,
                 task_options: Optional[TaskOptions] = None) -> AsyncResult:
         """Send one task given as a dict of the function's arguments. The caller's dict is not changed."""
+        if task_options is None and task_id is None and type(msg) is dict and "extra" not in msg \
+                and (self._plain or (self._plain is None and self._plain_publish())):
+            return self._publish_plain(msg)
         env, om = self._build(msg, task_id, task_options)
         self.broker.publish([om])
         self._after_publish([om.task_id])
         return AsyncResult(om.task_id, booster=self, rpc_enabled=self._rpc_enabled(task_options))
+
+    _plain: Optional[bool] = None
+
+    def _plain_publish(self) -> bool:
+        """True when a publish without options needs nothing but check, envelope, send: no method
+        receiver to serialise, no publish hooks. Decided once (hooks are looked up at first publish)."""
+        self._plain = not self._is_method and not self._hook_before_publish and not getattr(self, "_hap", False)
+        return self._plain
+
+    def _publish_plain(self, kwargs: dict) -> AsyncResult:
+        # the hot path of push/publish, kept flat: it is most of a publisher's CPU per message
+        self._check_kwargs(kwargs)
+        task_id = uuid7()
+        now = time.time()
+        env = dict(kwargs)
+        env["extra"] = {"task_id": task_id, "publish_time": round(now, 4), "publish_time_format": format_time(now)}
+        if self.broker_cls.accepts_payload:
+            om = OutgoingMessage("", task_id, payload=env)
+        else:
+            try:
+                om = OutgoingMessage(dumps(env), task_id)
+            except TypeError as exc:
+                raise PublishArgumentsError(f"cannot publish to {self.queue_name!r}: {exc}. Arguments must be "
+                                            f"JSON-serializable") from None
+        b = self._brokers.get(_PID[0]) or self.broker
+        b.publish([om])
+        return AsyncResult(task_id, self, self.params.is_using_rpc_mode)
 
     def push(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """Send one task with the function's own calling convention: ``f.push(1, y=2)``."""

@@ -4,26 +4,34 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 _current_task: contextvars.ContextVar[Optional["FctContext"]] = contextvars.ContextVar(
     "funboost_current_task", default=None)
 
 
-@dataclass
 class FctContext:
-    queue_name: str
-    task_id: str
-    function_params: dict
-    full_msg: dict
-    attempt: int = 1
-    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("funboost"))
-    function_result_status: Any = None
+    """What ``fct`` shows inside a running task. One per task run, so a slotted class, not a dataclass."""
+
+    __slots__ = ("queue_name", "task_id", "function_params", "full_msg", "attempt", "logger",
+                 "function_result_status")
+
+    def __init__(self, queue_name: str, task_id: str, function_params: dict, full_msg: dict, attempt: int = 1,
+                 logger: Optional[logging.Logger] = None, function_result_status: Any = None) -> None:
+        self.queue_name = queue_name
+        self.task_id = task_id
+        self.function_params = function_params
+        self.full_msg = full_msg
+        self.attempt = attempt
+        self.logger = logger if logger is not None else logging.getLogger("funboost")
+        self.function_result_status = function_result_status
 
     @property
     def extra(self) -> dict:
         return self.full_msg.get("extra", {})
+
+    def __repr__(self) -> str:
+        return f"FctContext(queue_name={self.queue_name!r}, task_id={self.task_id!r}, attempt={self.attempt})"
 
 
 class _CurrentTaskProxy:

@@ -22,7 +22,11 @@ _seq = itertools.count()
 
 class _MemoryQueueState:
     def __init__(self) -> None:
-        self.cond = threading.Condition(threading.Lock())
+        # ``lock`` is taken directly on the hot paths (a C-level context manager); ``cond`` wraps the
+        # same lock and is only notified when a fetcher is actually waiting (``waiting``)
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.waiting = 0
         self.ready: dict[int, deque] = {0: deque()}  # priority -> FIFO
         self.priorities: list[int] = [0]  # sorted, highest first
         self.delayed: list[tuple[float, int, OutgoingMessage]] = []
@@ -67,20 +71,22 @@ class MemoryBroker(Broker):
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         st = self._st
-        now = time.time()
-        with st.cond:
+        with st.lock:
             for m in messages:
-                if m.eta is not None and m.eta > now:
+                if m.eta is not None and m.eta > time.time():
                     heapq.heappush(st.delayed, (m.eta, next(_seq), m))
-                else:
+                elif m.priority:
                     st.push_ready(m)
-            st.cond.notify(len(messages))
+                else:
+                    st.ready[0].append(m)
+            if st.waiting:
+                st.cond.notify(len(messages))
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         st = self._st
         deadline = time.monotonic() + timeout
         waited = False
-        with st.cond:
+        with st.lock:
             while True:
                 if st.delayed:
                     st.promote_due(time.time())
@@ -91,32 +97,38 @@ class MemoryBroker(Broker):
                     return []
                 if st.delayed:
                     remaining = min(remaining, max(0.001, st.delayed[0][0] - time.time()))
-                st.cond.wait(remaining)
+                st.waiting += 1
+                try:
+                    st.cond.wait(remaining)
+                finally:
+                    st.waiting -= 1
                 waited = True
         if waited and max_count > 1:
             # woken by a publisher that is still publishing: a short pause (without the lock, and without
             # being woken per message) lets a batch accumulate, so the consumer is not woken per message
             time.sleep(0.0005)
-        with st.cond:
+        with st.lock:
             if st.delayed:
                 st.promote_due(time.time())
             out: list[Delivery] = []
+            in_flight = st.in_flight
             for prio in st.priorities:
                 q = st.ready[prio]
                 while q and len(out) < max_count:
                     m = q.popleft()
                     tag = next(_seq)
-                    st.in_flight[tag] = m
-                    out.append(Delivery(body=m.payload if m.payload is not None else m.body, tag=tag))
+                    in_flight[tag] = m
+                    out.append(Delivery(m.payload if m.payload is not None else m.body, tag))
                 if len(out) >= max_count:
                     break
             return out
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         st = self._st
-        with st.cond:
+        with st.lock:
+            pop = st.in_flight.pop
             for d in deliveries:
-                st.in_flight.pop(d.tag, None)
+                pop(d.tag, None)
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         st = self._st
@@ -126,7 +138,8 @@ class MemoryBroker(Broker):
                 if m is not None:
                     m.eta = None
                     st.push_ready(m)
-            st.cond.notify(len(deliveries))
+            if st.waiting:
+                st.cond.notify(len(deliveries))
 
     def queue_size(self) -> QueueSize:
         st = self._st

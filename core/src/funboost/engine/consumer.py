@@ -12,6 +12,7 @@ backend, sends heartbeats, and logs throughput every ``stats_log_interval`` seco
 """
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import logging
@@ -50,19 +51,18 @@ class AckBatcher:
         self.logger = logger
         self.max_batch = max_batch
         self.linger = linger
-        self._buf: list[Delivery] = []
-        self._lock = threading.Lock()
+        # deque.append / popleft are atomic: workers add without taking a lock
+        self._buf: "collections.deque[Delivery]" = collections.deque()
         self._wake = threading.Event()
         self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="funboost-ack", daemon=True)
         self._thread.start()
 
     def add(self, d: Delivery) -> None:
-        with self._lock:
-            self._buf.append(d)
-            n = len(self._buf)
-        if n >= self.max_batch:  # otherwise the flusher's own tick picks it up: no wake-up per message
-            self._wake.set()
+        buf = self._buf
+        buf.append(d)
+        if len(buf) >= self.max_batch and not self._wake.is_set():
+            self._wake.set()  # otherwise the flusher's own tick picks it up: no wake-up per message
 
     def _loop(self) -> None:
         while not self._stopped:
@@ -71,10 +71,12 @@ class AckBatcher:
             self.flush()
 
     def flush(self) -> None:
-        with self._lock:
-            batch, self._buf = self._buf, []
-        if not batch:
+        buf = self._buf
+        n = len(buf)
+        if not n:
             return
+        popleft = buf.popleft
+        batch = [popleft() for _ in range(n)]
         delay = 0.1
         while True:
             try:
@@ -205,6 +207,9 @@ class Consumer:
         self.execute_hook = get_plugin_manager().hook.funboost_execute if pm_hooks else None
         self._after_execute = has_hook_impls("funboost_after_execute")
         self._on_error = has_hook_impls("funboost_on_error")
+        # finishing a successful task is only an ack: no status record, custom recorder or after-hook
+        self._plain_finish = (self.status_saver is None and p.user_custom_record_process_info_func is None
+                              and not self._after_execute)
 
     # ---------------------------------------------------------------- state backend (lazy)
     @property
@@ -320,7 +325,7 @@ class Consumer:
         if task is None:
             return
         eta = task.msg.extra.get("_eta")
-        if eta is not None and eta > time.time() + 0.001:
+        if eta is not None:
             with self._delayed_lock:  # emulated delay: hold it (unacked) until due
                 heapq.heappush(self._delayed, (eta, next(_seq), d, task))
             return
@@ -335,10 +340,10 @@ class Consumer:
         except MalformedMessage as exc:
             self._dead_letter_malformed(d, str(exc))
             return None
-        d.task_id = msg.task_id
         extra = msg.extra
-        task = Task(delivery=d, msg=msg)
-        if msg.task_id in self.kill_set:
+        d.task_id = task_id = extra["task_id"]
+        task = Task(d, msg)
+        if task_id in self.kill_set:
             self._finish_without_run(task, KILLED, "killed before it started")
             return None
         expire = extra.get("msg_expire_seconds", p.msg_expire_seconds)
@@ -346,10 +351,11 @@ class Consumer:
             self._finish_without_run(task, "expired", f"message older than msg_expire_seconds={expire}")
             return None
         # delayed message that reached us early (broker without native delay, or clock skew)
-        eta = self.booster.eta_of(extra)
-        if eta is not None and eta > time.time() + 0.001:
-            extra["_eta"] = eta
-            return task
+        if "eta" in extra or "countdown" in extra:
+            eta = self.booster.eta_of(extra)
+            if eta is not None and eta > time.time() + 0.001:
+                extra["_eta"] = eta
+                return task
         return task if self._after_delay_checks(task) else None
 
     def _after_delay_checks(self, task: Task) -> bool:
@@ -472,8 +478,7 @@ class Consumer:
         """True when finishing is only a buffered ack (no state I/O, callbacks or republish)."""
         p = self.params
         extra = task.msg.extra
-        return (outcome == FINISH and self.status_saver is None and p.user_custom_record_process_info_func is None
-                and not self._after_execute and task.delivery.reply is None
+        return (outcome == FINISH and self._plain_finish and task.delivery.reply is None
                 and not extra.get("is_using_rpc_mode", p.is_using_rpc_mode)
                 and not extra.get("do_task_filtering", p.do_task_filtering))
 
@@ -485,14 +490,20 @@ class Consumer:
         if status.run_status == "running":
             status.run_status = outcome
         status.finish()
+        self.stats.record(status.success, status.time_cost or 0.0)
         extra = task.msg.extra
+        if outcome == FINISH and self._plain_finish and d.reply is None \
+                and not extra.get("is_using_rpc_mode", p.is_using_rpc_mode) \
+                and not extra.get("do_task_filtering", p.do_task_filtering):
+            if not d.auto_ack:  # the common case: nothing to record, only the (batched) ack
+                self.acker.add(d)
+            return
         if outcome == FINISH and status.success and extra.get("do_task_filtering", p.do_task_filtering):
             try:
                 key = task.filter_key or filter_key(task.msg.kwargs, extra.get("filter_str"))
                 self.state.filter_add(p.queue_name, key, p.task_filtering_expire_seconds or None)
             except Exception as exc:
                 self.logger.error("could not record the task filter key: %s", exc)
-        self.stats.record(status.success, status.time_cost or 0.0)
         final = outcome not in (REQUEUED, "retry_later")
         if final and extra.get("is_using_rpc_mode", p.is_using_rpc_mode):
             try:

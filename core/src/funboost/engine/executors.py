@@ -82,15 +82,17 @@ class FlexibleThreadPool(Executor):
         self._threads = 0
         self._idle = 0
         self._name = name
-        self._lock = threading.Lock()
+        # one lock for the held count (base class) and the thread bookkeeping: one acquire per submit and
+        # one per finished task
+        self._lock = self._cond._lock  # type: ignore[attr-defined]
         self._shutdown = False
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._shutdown:
             raise RuntimeError("executor is shut down")
-        self._acquire()
         self._work.put((fn, args))
         with self._lock:
+            self._held += 1
             if self._idle > 0:
                 self._idle -= 1  # that idle worker will pick it up
                 return
@@ -101,19 +103,21 @@ class FlexibleThreadPool(Executor):
         threading.Thread(target=self._worker, name=f"{self._name}-{n}", daemon=True).start()
 
     def _worker(self) -> None:
-        work = self._work
+        get = self._work.get
+        lock = self._lock
+        timeout = self._idle_timeout
         while True:
             try:
-                item = work.get(timeout=self._idle_timeout)
+                item = get(timeout=timeout)
             except queue.Empty:
-                with self._lock:
+                with lock:
                     if self._idle > 0:
                         self._idle -= 1
                         self._threads -= 1
                         return
                 continue  # an item was promised to us; it will arrive
             if item is None:
-                with self._lock:
+                with lock:
                     self._threads -= 1
                 return
             fn, args = item
@@ -121,10 +125,11 @@ class FlexibleThreadPool(Executor):
                 fn(*args)
             except BaseException:  # the runner catches everything; this is a last resort
                 logger.exception("uncaught error in worker thread")
-            finally:
-                self._release()
-            with self._lock:
+            with lock:
+                self._held -= 1
                 self._idle += 1
+                if self._waiters:  # only the dispatcher or a stop() ever waits
+                    self._cond.notify_all()
 
     def shutdown(self, wait: bool = True) -> None:
         self._shutdown = True

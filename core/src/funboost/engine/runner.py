@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 from funboost.context import FctContext, reset_current_task, set_current_task
@@ -20,16 +19,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from funboost.engine.consumer import Consumer
 
 
-@dataclass
 class Task:
-    delivery: Delivery
-    msg: DecodedMessage
-    kwargs: dict = field(default_factory=dict)  # arguments as the function receives them
-    filter_key: Optional[str] = None  # dedup key, computed once when filtering is on
+    """One message on its way through the engine (one per message, so a slotted class)."""
+
+    __slots__ = ("delivery", "msg", "kwargs", "filter_key")
+
+    def __init__(self, delivery: Delivery, msg: DecodedMessage, kwargs: Optional[dict] = None,
+                 filter_key: Optional[str] = None) -> None:
+        self.delivery = delivery
+        self.msg = msg
+        self.kwargs: dict = kwargs if kwargs is not None else {}  # arguments as the function receives them
+        self.filter_key = filter_key  # dedup key, computed once when filtering is on
 
     @property
     def task_id(self) -> str:
-        return self.msg.task_id
+        return self.msg.extra["task_id"]
 
 
 # outcome names (also FunctionResultStatus.run_status)
@@ -54,18 +58,9 @@ class Runner:
         self.func = consumer.booster.get_callable()
         self.is_coroutine = consumer.booster.is_coroutine
         self.logger = consumer.logger
+        self._plain_call: Optional[bool] = None  # decided at the first call (the consumer sets its hooks first)
 
     # ---------------------------------------------------------------- helpers
-    def _options(self, task: Task) -> tuple[int, Optional[float], bool]:
-        extra = task.msg.extra
-        p = self.params
-        max_retry = extra.get("max_retry_times")
-        max_retry = p.max_retry_times if max_retry is None else int(max_retry)
-        timeout = extra.get("function_timeout", p.function_timeout)
-        detail = extra.get("is_print_detail_exception")
-        detail = p.is_print_detail_exception if detail is None else bool(detail)
-        return max_retry, timeout, detail
-
     def _new_status(self, task: Task) -> FunctionResultStatus:
         return FunctionResultStatus(queue_name=self.params.queue_name, task_id=task.task_id,
                                     params=task.msg.kwargs, publish_time=task.msg.extra.get("publish_time"))
@@ -93,7 +88,7 @@ class Runner:
     # ---------------------------------------------------------------- sync path
     def run(self, task: Task) -> FunctionResultStatus:
         a = _Attempts(self, task)
-        token = set_current_task(a.ctx)
+        token = set_current_task(a)
         try:
             while True:
                 a.begin()
@@ -112,6 +107,12 @@ class Runner:
         return a.status
 
     def _call_sync(self, task: Task, timeout: Optional[float]) -> Any:
+        plain = self._plain_call
+        if plain is None:
+            plain = self._plain_call = (not self.params.is_support_remote_kill_task and self.c.execute_hook is None
+                                        and not self.is_coroutine)
+        if plain and not timeout:  # the common case: call the function, nothing around it
+            return self.func(**task.kwargs)
         kill = self.params.is_support_remote_kill_task
         mode = self.params.concurrent_mode
         if timeout and mode in ("gevent", "eventlet"):
@@ -148,7 +149,7 @@ class Runner:
     # ---------------------------------------------------------------- asyncio path
     async def run_async(self, task: Task) -> FunctionResultStatus:
         a = _Attempts(self, task)
-        token = set_current_task(a.ctx)
+        token = set_current_task(a)
         try:
             while True:
                 a.begin()
@@ -182,32 +183,54 @@ class Runner:
                 f"coroutine ran longer than function_timeout={timeout}s and was cancelled") from None
 
 
-class _Attempts:
-    """One task's attempts, shared by the sync and asyncio paths: options, status, fct context, and the
-    decision after each failure (retry now, retry after a backoff, or stop with an outcome)."""
+class _Attempts(FctContext):
+    """One task's attempts, shared by the sync and asyncio paths: options, status, and the decision after
+    each failure (retry now, retry after a backoff, or stop with an outcome). It is also the task's
+    ``fct`` context (one object per task instead of two)."""
+
+    __slots__ = ("runner", "task", "max_retry", "timeout", "detail", "status", "max_attempts", "base", "outcome",
+                 "tries")
 
     def __init__(self, runner: Runner, task: Task) -> None:
+        msg = task.msg
+        extra = msg.extra
+        p = runner.params
         self.runner = runner
         self.task = task
-        self.max_retry, self.timeout, self.detail = runner._options(task)
-        self.status = runner._new_status(task)
+        max_retry = extra.get("max_retry_times")
+        self.max_retry = p.max_retry_times if max_retry is None else int(max_retry)
+        self.timeout = extra.get("function_timeout", p.function_timeout)
+        detail = extra.get("is_print_detail_exception")
+        self.detail = p.is_print_detail_exception if detail is None else bool(detail)
+        task_id = extra["task_id"]
+        self.status = st = FunctionResultStatus(p.queue_name, task_id, msg.kwargs, extra.get("publish_time"))
         self.max_attempts = 1 + max(0, self.max_retry)
-        self.base = int(task.msg.extra.get("_advanced_retry_count", 0))
-        self.attempt = 0
+        self.base = int(extra.get("_advanced_retry_count", 0))
+        self.tries = 0  # attempts in this delivery; ``attempt`` (fct.attempt) also counts earlier deliveries
         self.outcome = FINISH
-        self.ctx = FctContext(queue_name=runner.params.queue_name, task_id=task.task_id,
-                              function_params=task.msg.kwargs, full_msg=task.msg.full, logger=runner.logger,
-                              function_result_status=self.status)
+        # the FctContext fields
+        self.attempt = self.base
+        self.queue_name = p.queue_name
+        self.task_id = task_id
+        self.function_params = msg.kwargs
+        self.full_msg = msg.full
+        self.logger = runner.logger
+        self.function_result_status = st
+
+    @property
+    def ctx(self) -> "_Attempts":
+        return self
 
     def begin(self) -> None:
-        self.attempt += 1
-        self.ctx.attempt = self.status.run_times = self.attempt + self.base
+        self.tries += 1
+        self.attempt = self.status.run_times = self.tries + self.base
 
     def succeeded(self, result: Any) -> None:
         st = self.status
         st.result, st.success = result, True
-        st.exception = st.exception_type = st.exception_msg = None
-        st.timed_out = False
+        if st.exception_type is not None:  # an earlier attempt failed
+            st.exception = st.exception_type = st.exception_msg = None
+            st.timed_out = False
 
     def failed(self, exc: BaseException) -> Optional[float]:
         """None: stop (``self.outcome`` says how). A number: retry after that many seconds."""
@@ -225,12 +248,12 @@ class _Attempts:
         r = self.runner
         st.timed_out = isinstance(exc, FunctionTimeoutError)
         r.c.on_attempt_error(st, exc)
-        r._log_failure(self.task, self.attempt + self.base, self.max_attempts, exc, self.detail)
-        if self.attempt >= self.max_attempts:
+        r._log_failure(self.task, self.attempt, self.max_attempts, exc, self.detail)
+        if self.tries >= self.max_attempts:
             if r.params.is_push_to_dlx_queue_when_retry_max_times:
                 self.outcome = DEAD_LETTERED
             return None
-        delay = r._retry_sleep(self.attempt + self.base)
+        delay = r._retry_sleep(self.attempt)
         if delay and r.params.advanced_retry_config.retry_mode == "requeue":
             self.outcome = "retry_later"  # republished with a countdown; the worker is freed meanwhile
             st.user_context["retry_delay"] = delay

@@ -5,7 +5,6 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 _HOST = socket.gethostname()
@@ -13,32 +12,52 @@ _PID = [os.getpid()]  # refreshed in forked children; os.getpid() per record sho
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 
+_current_thread = threading.current_thread
 
-@dataclass
+
+_FIELDS = ("queue_name", "task_id", "params", "publish_time", "success", "result", "exception", "exception_type",
+           "exception_msg", "run_times", "run_status", "time_start", "time_end", "time_cost", "host", "pid",
+           "thread", "timed_out", "user_context")
+
+
 class FunctionResultStatus:
-    queue_name: str
-    task_id: str
-    params: dict
-    publish_time: Optional[float] = None
-    success: bool = False
+    """The record of one task run. Fields (all in ``to_dict()``): queue_name, task_id, params,
+    publish_time, success, result, exception, exception_type, exception_msg, run_times, run_status
+    (running | finish | requeued | dead_lettered | filtered | expired | killed), time_start, time_end,
+    time_cost, host, pid, thread, timed_out, user_context.
+
+    One is made for every task, so ``__init__`` sets only what differs per task; the other fields start
+    as class-level defaults (immutable values) until a run changes them."""
+
+    success = False
     result: Any = None
     exception: Optional[str] = None
     exception_type: Optional[str] = None
     exception_msg: Optional[str] = None
-    run_times: int = 0
-    run_status: str = "running"  # running | finish | requeued | dead_lettered | filtered | expired | killed
-    time_start: float = field(default_factory=time.time)
+    run_times = 0
+    run_status = "running"
     time_end: Optional[float] = None
     time_cost: Optional[float] = None
-    host: str = _HOST
-    pid: int = field(default_factory=lambda: _PID[0])
-    thread: str = field(default_factory=lambda: threading.current_thread().name)
-    timed_out: bool = False
-    user_context: dict = field(default_factory=dict)
+    host = _HOST
+    timed_out = False
+
+    def __init__(self, queue_name: str, task_id: str, params: dict, publish_time: Optional[float] = None,
+                 **fields: Any) -> None:
+        self.queue_name = queue_name
+        self.task_id = task_id
+        self.params = params
+        self.publish_time = publish_time
+        self.time_start = time.time()
+        self.pid = _PID[0]
+        self.thread = _current_thread().name
+        self.user_context: dict = {}
+        if fields:  # from_dict / tests: any other field by name
+            for k, v in fields.items():
+                setattr(self, k, v)
 
     def finish(self) -> None:
-        self.time_end = time.time()
-        self.time_cost = round(self.time_end - self.time_start, 6)
+        self.time_end = t = time.time()
+        self.time_cost = round(t - self.time_start, 6)
         if self.run_status == "running":
             self.run_status = "finish"
 
@@ -48,14 +67,23 @@ class FunctionResultStatus:
         self.exception = f"{self.exception_type}: {self.exception_msg}"
 
     def to_dict(self) -> dict:
-        # a shallow copy (nested dicts copied one level): dataclasses.asdict deep-copies recursively and
-        # cost ~25 us per record on the hot path of every run with status records or RPC on
-        d = dict(self.__dict__)
-        d["params"] = dict(self.params) if isinstance(self.params, dict) else self.params
+        # a shallow copy (nested dicts copied one level), never a deep copy: this runs for every record
+        d = {k: getattr(self, k) for k in _FIELDS}
+        if isinstance(self.params, dict):
+            d["params"] = dict(self.params)
         d["user_context"] = dict(self.user_context)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "FunctionResultStatus":
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        known = {k: d[k] for k in _FIELDS if k in d}
         return cls(**known)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FunctionResultStatus):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in _FIELDS)
+
+    def __repr__(self) -> str:
+        return (f"FunctionResultStatus(queue_name={self.queue_name!r}, task_id={self.task_id!r}, "
+                f"run_status={self.run_status!r}, success={self.success!r}, run_times={self.run_times!r})")
