@@ -107,8 +107,8 @@ class StatusSaver:
         self.table = conf.table_name or consumer.params.queue_name
         self.ttl = conf.expire_seconds
         self.save_result = conf.is_save_result
-        self._buf: list[dict] = []
-        self._lock = threading.Lock()
+        self._buf: "collections.deque[FunctionResultStatus]" = collections.deque()  # atomic append/popleft
+        self._flush_lock = threading.Lock()  # the background loop and an explicit flush() may overlap
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="funboost-status", daemon=True)
         self._thread.start()
@@ -116,23 +116,25 @@ class StatusSaver:
     def add(self, status: FunctionResultStatus) -> None:
         # the status is final here and no longer changes: turning it into a dict waits for the
         # background flush, off the worker's path
-        with self._lock:
-            self._buf.append(status)
+        self._buf.append(status)
 
     def _loop(self) -> None:
         while not self._stop.wait(0.2):
             self.flush()
 
     def flush(self) -> None:
-        with self._lock:
-            statuses, self._buf = self._buf, []
+        with self._flush_lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        buf = self._buf
+        popleft = buf.popleft
+        statuses = [popleft() for _ in range(len(buf))]
         if statuses:
-            batch = []
-            for st in statuses:
-                d = st.to_dict()
-                if not self.save_result:
+            batch = [st.final_dict() for st in statuses]  # final records: no copies of their params
+            if not self.save_result:
+                for d in batch:
                     d["result"] = None
-                batch.append(d)
             try:
                 self.c.state.save_statuses(self.table, batch, self.ttl)
             except Exception as exc:

@@ -67,12 +67,17 @@ class FunctionResultStatus:
         self.exception = f"{self.exception_type}: {self.exception_msg}"
 
     def to_dict(self) -> dict:
-        # a shallow copy (nested dicts copied one level), never a deep copy: this runs for every record
-        d = {k: getattr(self, k) for k in _FIELDS}
+        """A shallow copy (nested dicts copied one level), never a deep copy: this runs for every record."""
+        d = self.final_dict()
         if isinstance(self.params, dict):
             d["params"] = dict(self.params)
         d["user_context"] = dict(self.user_context)
         return d
+
+    def final_dict(self) -> dict:
+        """The fields as a dict that shares ``params`` and ``user_context`` with this object: for a
+        record that no longer changes (the status saver's batches), where copying them is wasted work."""
+        return {**_DEFAULTS, **self.__dict__}
 
     @classmethod
     def from_dict(cls, d: dict) -> "FunctionResultStatus":
@@ -87,3 +92,6 @@ class FunctionResultStatus:
     def __repr__(self) -> str:
         return (f"FunctionResultStatus(queue_name={self.queue_name!r}, task_id={self.task_id!r}, "
                 f"run_status={self.run_status!r}, success={self.success!r}, run_times={self.run_times!r})")
+
+
+_DEFAULTS = {k: getattr(FunctionResultStatus, k) for k in _FIELDS if hasattr(FunctionResultStatus, k)}

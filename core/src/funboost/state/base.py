@@ -27,6 +27,10 @@ import json as _json
 def dumps_state(obj: Any) -> str:
     """JSON text for state records; values JSON cannot hold are stored as their ``repr``."""
     if _orjson is not None:
+        try:  # plain options first: OPT_NON_STR_KEYS makes every dict slower, and is rarely needed
+            return _orjson.dumps(obj, default=repr).decode()
+        except (TypeError, _orjson.JSONEncodeError):
+            pass
         try:
             return _orjson.dumps(obj, default=repr, option=_orjson.OPT_NON_STR_KEYS).decode()
         except (TypeError, _orjson.JSONEncodeError):
