@@ -392,8 +392,14 @@ class Booster:
         if not caps.request_response:
             raise NotImplementedError(f"broker kind {self.broker_cls.kind!r} has no sync_call; use "
                                       f"is_using_rpc_mode=True and push(...).get()")
-        env, om = self._build(self._args_to_kwargs(args, kwargs), None, None)
-        return self.broker.sync_call(om.body or dumps(env), timeout if timeout is not None else self.params.rpc_timeout)
+        kw = self._args_to_kwargs(args, kwargs)
+        if "extra" not in kw and (self._plain or (self._plain is None and self._plain_publish())):
+            om = self._plain_message(kw)
+            body = om.body or dumps(om.payload)
+        else:
+            env, om = self._build(kw, None, None)
+            body = om.body or dumps(env)
+        return self.broker.sync_call(body, timeout if timeout is not None else self.params.rpc_timeout)
 
     # ---------------------------------------------------------------- queue management
     def get_message_count(self) -> int:

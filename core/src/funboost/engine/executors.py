@@ -24,7 +24,8 @@ class Executor:
         self.max_workers = max_workers
         self._held = 0  # submitted and not finished
         self._waiters = 0
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()  # guards the counts; subclasses may use it for their own bookkeeping
+        self._cond = threading.Condition(self._mutex)
 
     def free_capacity(self) -> int:
         return self.max_workers - self._held
@@ -84,7 +85,7 @@ class FlexibleThreadPool(Executor):
         self._name = name
         # one lock for the held count (base class) and the thread bookkeeping: one acquire per submit and
         # one per finished task
-        self._lock = self._cond._lock  # type: ignore[attr-defined]
+        self._lock = self._mutex
         self._shutdown = False
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
