@@ -92,3 +92,34 @@ def test_sync_call_in_flight_when_consumer_dies_surfaces_the_failure(queue_name)
     finally:
         a.kill()
         b.kill()
+
+
+def test_single_address_sync_call_retries_until_a_consumer_serves(queue_name):
+    """With one address, sync_call's first attempt takes a fast path; a refused attempt (nothing listening
+    yet) must still be retried on that address until a consumer serves it, within publish_timeout."""
+    import threading
+    port = free_port()
+    pub = GrpcBroker(queue_name, GrpcBroker.parse_options(
+        {"addresses": [f"127.0.0.1:{port}"], "publish_timeout": 30, "health_check_interval": 0.1}))
+    out: dict = {}
+
+    def call() -> None:
+        try:
+            out["r"] = pub.sync_call('{"x": 3}', timeout=30)
+        except Exception as e:  # noqa: BLE001 - the test inspects it
+            out["e"] = e
+
+    t = threading.Thread(target=call)
+    t.start()
+    ep = pub.client.endpoints[0]
+    a = None
+    try:
+        assert wait_until(lambda: ep.down_until > 0 or not t.is_alive(), 10)  # the first attempt was refused
+        a = ConsumerProcess(queue_name, port)
+        t.join(30)
+        assert not t.is_alive()
+        assert out.get("r", {}).get("doubled") == 6, out
+    finally:
+        if a is not None:
+            a.kill()
+        t.join(35)

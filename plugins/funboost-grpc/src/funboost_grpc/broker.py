@@ -83,7 +83,8 @@ class GrpcBroker(Broker):
         self.serve()
         executor = getattr(consumer, "executor", None)
         params = getattr(consumer, "params", None)
-        if (self._queue is not None and hasattr(consumer, "execute_inline") and executor is not None
+        if (self._queue is not None and hasattr(consumer, "execute_inline") and hasattr(consumer, "paused")
+                and hasattr(consumer, "stopped") and executor is not None
                 and not getattr(executor, "is_async", True)
                 and getattr(params, "concurrent_mode", None) == "threading"):
             # sync_call requests run in the server's handler thread (see server.InlineRunner)
@@ -154,7 +155,7 @@ class GrpcBroker(Broker):
         :class:`funboost_grpc.errors.RemoteTaskError` (``exception_type``, ``exception_msg``, ``status``)."""
         if isinstance(body, (bytes, bytearray)):
             body = bytes(body).decode("utf-8")
-        return self.client.call(self.queue_name, body, timeout)
+        return (self._client or self.client).call(self.queue_name, body, timeout)
 
     def health(self, timeout: float = 1.0) -> dict[str, str]:
         """The gRPC health status of this queue at every address, e.g. ``{"127.0.0.1:50061": "SERVING"}``."""

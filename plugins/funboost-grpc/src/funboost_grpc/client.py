@@ -25,6 +25,7 @@ from funboost_grpc.server import BACKPRESSURE_TRAILER, TOKEN_HEADER
 _C = grpc.StatusCode
 # the request never reached a consumer that could run it: another address may take it
 _ELSEWHERE = {_C.NOT_FOUND, _C.RESOURCE_EXHAUSTED, _C.UNAVAILABLE}
+_CallRequest = broker_pb2.CallRequest
 _PROTO_OVERHEAD = 256  # bytes of framing around a body; the size check before sending keeps this margin
 
 
@@ -90,6 +91,8 @@ class GrpcClient:
             ch = (grpc.secure_channel(address, creds, options=channel_options) if creds is not None
                   else grpc.insecure_channel(address, options=channel_options))
             self.endpoints.append(_Endpoint(address, ch))
+        # the endpoint when there is exactly one address: sync_call's fast path skips the balancing loop
+        self._single: Optional[_Endpoint] = self.endpoints[0] if len(self.endpoints) == 1 else None
         self._rr = itertools.count()
         self._lock = threading.Lock()
         self._prober: Optional[threading.Thread] = None
@@ -210,39 +213,45 @@ class GrpcClient:
 
     def call(self, queue_name: str, body: str, timeout: Optional[float]) -> Any:
         """Run one task on a consumer and return its result, or raise :class:`RemoteTaskError`."""
-        self._check_size(body)
-        start = time.monotonic()
+        if (len(body) if body.isascii() else len(body.encode("utf-8"))) > self.max_body:
+            self._check_size(body)  # raises MessageTooLarge
+        request = _CallRequest(queue_name=queue_name, body=body)
+        ep = self._single
+        if ep is not None and not ep.down_until and timeout is not None and timeout > 0:
+            # the common case, one live address: a single attempt without the balancing loop; any error
+            # takes the general path below, which decides exactly as for a first attempt
+            start = time.monotonic()
+            try:
+                reply = ep.call(request, timeout=timeout, metadata=self.metadata)
+            except grpc.RpcError as err:
+                first_error = (ep, err)  # handled outside this except: later errors are not chained to it
+            else:
+                return decode_call_reply(reply.status_json)
+            return self._call_loop(queue_name, request, timeout, start, first_error=first_error)
+        return self._call_loop(queue_name, request, timeout, time.monotonic())
+
+    def _call_loop(self, queue_name: str, request: Any, timeout: Optional[float], start: float,
+                   first_error: Optional[tuple[_Endpoint, grpc.RpcError]] = None) -> Any:
         deadline = start + (timeout if timeout is not None else self.options.publish_timeout + 3600.0)
         backoff = 0.02
         last_error = "no address configured"
-        request = broker_pb2.CallRequest(queue_name=queue_name, body=body)
+        skip_round = first_error is not None  # the fast path's attempt was this round
+        if first_error is not None:
+            last_error = self._call_failed(queue_name, first_error[0], first_error[1], timeout)
         while True:
-            for ep in self._order():
+            for ep in (() if skip_round else self._order()):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 try:
                     reply = ep.call(request, timeout=remaining, metadata=self.metadata)
                 except grpc.RpcError as err:
-                    code = err.code()
-                    if code is _C.DEADLINE_EXCEEDED:
-                        raise RpcTimeout(f"sync_call on queue {queue_name!r} via {ep.address} did not finish "
-                                         f"within {timeout}s") from err
-                    if code is _C.UNAVAILABLE and not _never_connected(err):
-                        # the consumer may have taken the task and died: running it elsewhere could run it
-                        # twice, so the caller decides
-                        self._mark_down(ep)
-                        raise GrpcBrokerError(f"the consumer at {ep.address} failed during sync_call: "
-                                              f"{err.details()}", code=code.name) from err
-                    if code is _C.UNAVAILABLE:
-                        self._mark_down(ep)
-                    elif not (code in _ELSEWHERE and (code is not _C.RESOURCE_EXHAUSTED or _is_backpressure(err))):
-                        raise self._fatal(err, ep.address) from err
-                    last_error = f"{ep.address}: {code.name}: {err.details()}"
+                    last_error = self._call_failed(queue_name, ep, err, timeout)
                     continue
                 if ep.down_until:
                     ep.down_until = 0.0
                 return decode_call_reply(reply.status_json)
+            skip_round = False
             if time.monotonic() >= deadline:
                 raise RpcTimeout(f"sync_call on queue {queue_name!r}: no consumer took it within {timeout}s; "
                                  f"last error: {last_error}")
@@ -252,6 +261,25 @@ class GrpcClient:
                     f"{[e.address for e in self.endpoints]}; last error: {last_error}", code="UNAVAILABLE")
             time.sleep(backoff)
             backoff = min(backoff * 2, 0.5)
+
+    def _call_failed(self, queue_name: str, ep: _Endpoint, err: grpc.RpcError, timeout: Optional[float]) -> str:
+        """Raise for an error that ends a sync_call; otherwise return the error text and let the caller
+        try another address (the request surely did not run)."""
+        code = err.code()
+        if code is _C.DEADLINE_EXCEEDED:
+            raise RpcTimeout(f"sync_call on queue {queue_name!r} via {ep.address} did not finish "
+                             f"within {timeout}s") from err
+        if code is _C.UNAVAILABLE and not _never_connected(err):
+            # the consumer may have taken the task and died: running it elsewhere could run it
+            # twice, so the caller decides
+            self._mark_down(ep)
+            raise GrpcBrokerError(f"the consumer at {ep.address} failed during sync_call: "
+                                  f"{err.details()}", code=code.name) from err
+        if code is _C.UNAVAILABLE:
+            self._mark_down(ep)
+        elif not (code in _ELSEWHERE and (code is not _C.RESOURCE_EXHAUSTED or _is_backpressure(err))):
+            raise self._fatal(err, ep.address) from err
+        return f"{ep.address}: {code.name}: {err.details()}"
 
     def each(self, fn: Callable[[_Endpoint], Any], timeout: float) -> list[Any]:
         """Call ``fn(endpoint)`` on every reachable endpoint; skip those that fail."""

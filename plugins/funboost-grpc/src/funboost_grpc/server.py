@@ -77,7 +77,10 @@ class LocalQueue:
     def __init__(self, name: str, capacity: int) -> None:
         self.name = name
         self.capacity = capacity
-        self.cond = threading.Condition(threading.Lock())
+        # ``cond`` waits/notifies on ``_mutex``; paths that never wait take ``_mutex`` directly (a C-level
+        # ``with``, where ``with cond`` goes through Python-level Condition.__enter__/__exit__)
+        self._mutex = threading.Lock()
+        self.cond = threading.Condition(self._mutex)
         self.ready: deque = deque()
         self.in_flight: dict[int, tuple[dict, Optional[PendingCall]]] = {}
         self._seq = 0
@@ -130,7 +133,7 @@ class LocalQueue:
 
     def track(self, body: dict, pending: Optional[PendingCall]) -> Delivery:
         """Register a delivery that is run without passing through the buffer (see InlineRunner)."""
-        with self.cond:
+        with self._mutex:
             self._seq += 1
             tag = self._seq
             self.in_flight[tag] = (body, pending)
@@ -138,7 +141,7 @@ class LocalQueue:
 
     def finish(self, tags: list[Any], failure: Optional[tuple[str, str]] = None) -> None:
         """ack/reject: forget these deliveries. A call whose result was never reported gets ``failure``."""
-        with self.cond:
+        with self._mutex:
             entries = [self.in_flight.pop(t, None) for t in tags]
         for e in entries:
             if e is not None and e[1] is not None and not e[1].done:
@@ -165,7 +168,7 @@ class LocalQueue:
         return len(dropped)
 
     def counts(self) -> tuple[int, int]:
-        with self.cond:
+        with self._mutex:
             return len(self.ready), len(self.in_flight)
 
 
@@ -205,15 +208,18 @@ _status_values = operator.attrgetter(*_STATUS_FIELDS)
 
 
 def status_to_json(status: Any) -> str:
-    if isinstance(status, dict):
+    if type(status) is dict:
         d = status
-    elif hasattr(status, "exception_type"):
-        try:
-            d = dict(zip(_STATUS_FIELDS, _status_values(status)))
-        except AttributeError:  # a status-like object without some of the fields
-            d = {k: getattr(status, k, None) for k in _STATUS_FIELDS}
     else:
-        d = {"success": True, "result": status}
+        try:  # a FunctionResultStatus (slotted record): the common case, tried first
+            d = dict(zip(_STATUS_FIELDS, _status_values(status)))
+        except AttributeError:
+            if isinstance(status, dict):
+                d = status
+            elif hasattr(status, "exception_type"):  # a status-like object without some of the fields
+                d = {k: getattr(status, k, None) for k in _STATUS_FIELDS}
+            else:
+                d = {"success": True, "result": status}
     # core's encoder for state records: orjson (values JSON cannot hold become their repr), json fallback
     return dumps_state(d)
 
@@ -233,9 +239,12 @@ class InlineRunner:
 
     def try_run(self, queue: "LocalQueue", body: dict, pending: PendingCall) -> bool:
         c = self.consumer
-        if getattr(c, "paused", False) or getattr(c, "stopped", False):
+        # plain attribute + property of the engine Consumer (broker.run_consumer only builds an InlineRunner
+        # for one); a stopping consumer's execute_inline would return without settling the call
+        if c.paused or c.stopped:
             return False
-        with self._lock:
+        lock = self._lock
+        with lock:
             if self.running >= self.limit:
                 return False
             self.running += 1
@@ -249,7 +258,7 @@ class InlineRunner:
                 queue.finish([d.tag])
             return True
         finally:
-            with self._lock:
+            with lock:
                 self.running -= 1
 
 
@@ -274,9 +283,12 @@ class _Servicer(broker_pb2_grpc.FunboostBrokerServicer):
         return broker_pb2.PublishReply(accepted=accepted)
 
     def Call(self, request, context):  # noqa: N802
-        q = self._queue(request.queue_name, context)
-        pending = PendingCall()
+        # the hot path of sync_call: kept flat (each Python call costs several us in situ under load)
+        q = self._host.queues.get(request.queue_name)
+        if q is None:
+            self._queue(request.queue_name, context)  # aborts with NOT_FOUND
         body = _parse_envelope(request.body, context)
+        pending = PendingCall()
         inline = q.inline
         if inline is None or not inline.try_run(q, body, pending):
             if not q.offer([(body, pending)]):
