@@ -1,12 +1,17 @@
 """RabbitMQ benchmark, side by side in one run: raw pika, funboost-rabbitmq, the original funboost 55.0.
 
-    python bench/rabbitmq_bench.py [--n 20000] [--n-confirmed 2000] [--orig-python PATH]
+    python bench/rabbitmq_bench.py [--n 20000] [--n-confirmed 2000] [--orig-python PATH] [--publish-only]
 
 Publish rates: messages per second until the last one is stored (confirmed where said).
 Consume rates: messages per second from the start of consuming until the last function ran (and, for
 manual-ack modes, was acked), queue pre-filled with N messages, function does nothing.
-The original funboost runs in its own venv (default /work/venvs/orig-rabbitmq) in a subprocess, with a
-funboost_config.py in a temporary folder so that nothing is written into this repository.
+The original funboost runs in its own venv (default /work/venvs/orig-rabbitmq, else /work/venvs/orig-core)
+in a subprocess, with a funboost_config.py in a temporary folder so that nothing is written into this
+repository.
+The batch-publish target (ours, confirmed, vs the original's unconfirmed one-by-one push) is measured in
+alternating rounds in the same run (``publish_target``): the original runs as a long-lived subprocess that
+pushes one round when told to, and each round waits until the server has stored everything before the next
+one starts, so no side pays for the other's backlog. Medians of rounds and of per-round ratios.
 Figures on a noisy 2-core machine: read them as +-30 %.
 """
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -22,6 +28,7 @@ import textwrap
 import threading
 import time
 import uuid
+from typing import Callable
 
 URL = os.environ.get("FUNBOOST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 BODY = b'{"x": 1, "extra": {"task_id": "t", "publish_time": 1.0}}'
@@ -191,6 +198,10 @@ finished.wait(600)
 con = done[0] / (time.perf_counter() - t)
 sys.__stdout__.write("RESULT " + json.dumps({"pub": pub, "con": con}) + chr(10))  # funboost patches print
 sys.__stdout__.flush()
+try:
+    task.publisher.queue.delete(q)  # leave no bench queue behind
+except Exception:
+    pass
 os._exit(0)
 """
 
@@ -219,22 +230,193 @@ def original(n: int, python: str) -> dict[str, float]:
     return out
 
 
+# ------------------------------------------------------------------ batch publish target, alternating
+ORIG_PUSH_SCRIPT = """
+import json, logging, os, sys, time, uuid
+from funboost import boost, BoosterParams, BrokerEnum
+n = int(sys.argv[1])
+q = "bench_origpush_" + uuid.uuid4().hex[:8]
+@boost(BoosterParams(queue_name=q, broker_kind=BrokerEnum.RABBITMQ_AMQPSTORM, log_level=logging.WARNING,
+                     is_show_message_get_from_broker=False, create_logger_file=False))
+def task(x):
+    pass
+task.push(0); task.clear()
+out = sys.__stdout__  # funboost patches print
+out.write("READY" + chr(10)); out.flush()
+for line in sys.stdin:
+    if line.strip() == "clear":
+        task.clear()
+        out.write("CLEARED" + chr(10)); out.flush()
+        continue
+    if line.strip() != "go":
+        break
+    t, cpu = time.perf_counter(), time.process_time()
+    for i in range(n):
+        task.push(i)
+    rate, cpu = n / (time.perf_counter() - t), time.process_time() - cpu
+    deadline = time.time() + 120
+    while task.publisher.get_message_count() < n and time.time() < deadline:  # stored: no backlog left
+        time.sleep(0.02)
+    out.write("RESULT " + json.dumps({"pub": rate, "cpu": cpu}) + chr(10)); out.flush()
+task.publisher.queue.delete(q)
+os._exit(0)
+"""
+
+
+def _server_cpu() -> float:
+    """CPU seconds used so far by the local RabbitMQ node (beam.smp), or nan if it cannot be read. The
+    machine is shared: CPU time per message is much less sensitive to the others' load than rates are."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    found = False
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if "(beam.smp)" in stat:
+            fields = stat.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+            found = True
+    return total if found else float("nan")
+
+
+def publish_target(n: int, rounds: int, python: str) -> dict[str, float]:
+    """Ours, batches confirmed, against the original's unconfirmed one-by-one push, alternating.
+    Also CPU microseconds per message: of the publishing process and of the RabbitMQ node."""
+    from funboost import BoosterParams, boost
+    from funboost.plugins.broker import OutgoingMessage
+
+    q = qname("target")
+
+    @boost(BoosterParams(queue_name=q, broker_kind="RABBITMQ", state_backend="memory", log_to_console=False))
+    def task(x: int) -> None:
+        pass
+
+    task.push(0)
+    task.clear()
+    broker = task.broker
+
+    cpu: dict[str, list[float]] = {"orig": [], "push_many": [], "batches": []}
+    server_cpu: dict[str, list[float]] = {"orig": [], "push_many": [], "batches": []}
+
+    def measured(name: str, fn: Callable[[], None]) -> float:
+        t, c, sc = time.perf_counter(), time.process_time(), _server_cpu()
+        fn()
+        rate = n / (time.perf_counter() - t)
+        cpu[name].append((time.process_time() - c) / n * 1e6)
+        server_cpu[name].append((_server_cpu() - sc) / n * 1e6)
+        return rate
+
+    def push_many() -> None:
+        task.push_many(list(range(n)), batch_size=1000)
+
+    def broker_batches() -> None:
+        for start in range(0, n, 1000):
+            broker.publish([OutgoingMessage(body=json.dumps({"x": i, "extra": {"task_id": f"t{i}"}}),
+                                            task_id=f"t{i}") for i in range(start, min(n, start + 1000))])
+
+    def original_round() -> float:
+        sc = _server_cpu()
+        orig.stdin.write("go\n")  # type: ignore[union-attr]
+        orig.stdin.flush()  # type: ignore[union-attr]
+        res = json.loads(read_line("RESULT "))  # returns once the server stored all of them
+        server_cpu["orig"].append((_server_cpu() - sc) / n * 1e6)
+        cpu["orig"].append(res["cpu"] / n * 1e6)
+        orig.stdin.write("clear\n")  # type: ignore[union-attr]
+        orig.stdin.flush()  # type: ignore[union-attr]
+        read_line("CLEARED")
+        return res["pub"]
+
+    orig = None
+    tmp = tempfile.mkdtemp()
+    if python and os.path.exists(python):
+        with open(os.path.join(tmp, "funboost_config.py"), "w") as f:
+            f.write(textwrap.dedent(ORIG_CONFIG))
+        with open(os.path.join(tmp, "orig_push.py"), "w") as f:
+            f.write(textwrap.dedent(ORIG_PUSH_SCRIPT))
+        orig = subprocess.Popen([python, "orig_push.py", str(n)], cwd=tmp, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                env={**os.environ, "PYTHONPATH": tmp})
+
+    def read_line(prefix: str) -> str:
+        for line in orig.stdout:  # type: ignore[union-attr]
+            if line.startswith(prefix):
+                return line[len(prefix):]
+        raise RuntimeError("the original funboost's push process ended")
+
+    rates: dict[str, list[float]] = {"orig": [], "push_many": [], "batches": []}
+    try:
+        if orig is not None:
+            read_line("READY")
+        for _ in range(rounds):
+            if orig is not None:
+                rates["orig"].append(original_round())
+            rates["push_many"].append(measured("push_many", push_many))
+            task.clear()
+            rates["batches"].append(measured("batches", broker_batches))
+            task.clear()
+    finally:
+        if orig is not None:
+            orig.stdin.close()  # type: ignore[union-attr]
+            orig.wait(60)
+        broker.delete_queues()
+        shutil.rmtree(tmp, ignore_errors=True)
+    med = statistics.median
+    out = {f"[target, {rounds} alternating rounds] ours push_many (batches of 1000), confirmed":
+           med(rates["push_many"]),
+           "[target] ours broker.publish batches of 1000, confirmed": med(rates["batches"])}
+    if rates["orig"]:
+        out["[target] original 55.0 push 1-by-1, NO confirms"] = med(rates["orig"])
+        out["  ratio push_many/original, median of per-round ratios"] = med(
+            a / b for a, b in zip(rates["push_many"], rates["orig"]))
+        out["  ratio broker.publish batches/original, median of per-round ratios"] = med(
+            a / b for a, b in zip(rates["batches"], rates["orig"]))
+    for name, label in (("push_many", "ours push_many"), ("batches", "ours broker.publish batches"),
+                        ("orig", "original push 1-by-1")):
+        if cpu[name]:
+            out[f"  CPU us/msg {label}: publishing process"] = med(cpu[name])
+            out[f"  CPU us/msg {label}: RabbitMQ node"] = med(server_cpu[name])
+    print("per round:", {k: [round(x) for x in v] for k, v in rates.items()}, file=sys.stderr)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--n-confirmed", type=int, default=2000, help="N for one-by-one confirmed publishing")
-    ap.add_argument("--orig-python", default="/work/venvs/orig-rabbitmq/bin/python")
+    ap.add_argument("--orig-python", default=next(
+        (p for p in ("/work/venvs/orig-rabbitmq/bin/python", "/work/venvs/orig-core/bin/python")
+         if os.path.exists(p)), "/work/venvs/orig-rabbitmq/bin/python"))
     ap.add_argument("--skip-orig", action="store_true")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds of the batch publish target")
+    ap.add_argument("--n-target", type=int, default=10000, help="messages per round of the target")
+    ap.add_argument("--publish-only", action="store_true", help="only the batch publish target")
     args = ap.parse_args()
     results: dict[str, float] = {}
+    results.update(publish_target(args.n_target, args.rounds, "" if args.skip_orig else args.orig_python))
+    if args.publish_only:
+        _print(results, args)
+        return
     results.update(confirmed_one_by_one(args.n_confirmed))
     results.update(raw_pika(args.n))
     results.update(ours(args.n))
     if not args.skip_orig:
         results.update(original(args.n, args.orig_python))
-    print(f"\nRabbitMQ on {URL.split('@')[-1]}, N={args.n} (confirmed 1-by-1: N={args.n_confirmed})")
+    _print(results, args)
+
+
+def _print(results: dict[str, float], args: argparse.Namespace) -> None:
+    print(f"\nRabbitMQ on {URL.split('@')[-1]}, N={args.n} (confirmed 1-by-1: N={args.n_confirmed}; "
+          f"target: {args.rounds} rounds of {args.n_target})")
     for k, v in results.items():
-        print(f"  {k:<60} {v:>10.2f}" if "ratio" in k else f"  {k:<60} {v:>10,.0f} msg/s")
+        if "ratio" in k:
+            print(f"  {k:<80} {v:>10.2f}")
+        elif "CPU" in k:
+            print(f"  {k:<80} {v:>10.1f} us")
+        else:
+            print(f"  {k:<80} {v:>10,.0f} msg/s")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from .connection import (
     Admin,
     PublishItem,
     Publisher,
+    WireMessage,
     acquire_publisher,
     connection_parameters,
     get_admin,
@@ -47,12 +48,14 @@ from .connection import (
     safe_url,
 )
 from .consumer import AUTO_PREFETCH_FACTOR, AUTO_PREFETCH_MAX, Consumer
+from .frames import FixedProperties
 from .options import RabbitmqOptions
 
 logger = logging.getLogger("funboost.rabbitmq")
 
 DELAYED_EXCHANGE = "funboost.delayed"
 REASON_HEADER = "x-funboost-dead-letter-reason"
+CONTENT_TYPE = "application/json"
 _plugin_cache: dict[str, bool] = {}  # url -> the server has the delayed-message exchange plugin
 
 
@@ -99,6 +102,7 @@ class RabbitmqBroker(Broker):
         self._exchange = o.exchange_for(queue_name)
         self._publish_key = o.publish_key(queue_name)
         self._fanout = o.exchange_type == "fanout"
+        self._wire_props = FixedProperties(CONTENT_TYPE, 2 if o.queue_durable else 1)
         self._closed = False
 
     # ------------------------------------------------------------------ availability
@@ -232,17 +236,38 @@ class RabbitmqBroker(Broker):
             return False
 
     # ------------------------------------------------------------------ publish
+    def _headers(self, m: OutgoingMessage, extra_headers: Optional[dict]) -> Optional[dict]:
+        publish_headers = self.options.headers_for_publish
+        if publish_headers or m.headers or extra_headers:
+            return {**publish_headers, **(m.headers or {}), **(extra_headers or {})}
+        return None
+
+    def _priority(self, m: OutgoingMessage) -> Optional[int]:
+        max_priority = self.options.max_priority
+        if m.priority is not None and max_priority:
+            return min(max(int(m.priority), 0), max_priority)
+        return None
+
     def _properties(self, m: OutgoingMessage, extra_headers: Optional[dict] = None) -> pika.BasicProperties:
-        o = self.options
-        headers = None
-        if o.headers_for_publish or m.headers or extra_headers:
-            headers = {**o.headers_for_publish, **(m.headers or {}), **(extra_headers or {})}
-        priority = None
-        if m.priority is not None and o.max_priority:
-            priority = min(max(int(m.priority), 0), o.max_priority)
+        """pika properties, for the one-by-one path (pika's BlockingChannel does the encoding)."""
         return pika.BasicProperties(
-            content_type="application/json", delivery_mode=2 if o.queue_durable else 1,
-            priority=priority, message_id=m.task_id or None, headers=headers)
+            content_type=CONTENT_TYPE, delivery_mode=2 if self.options.queue_durable else 1,
+            priority=self._priority(m), message_id=m.task_id or None, headers=self._headers(m, extra_headers))
+
+    def _route(self, m: OutgoingMessage, now: float,
+               delay_queues: dict[str, int]) -> tuple[str, str, Optional[dict]]:
+        """(exchange, routing key, extra headers) of a message; records the TTL delay queue it needs."""
+        delay_ms = int(math.ceil((m.eta - now) * 1000)) if m.eta is not None else 0
+        if delay_ms <= 0:
+            # a topic/direct exchange may route by the message's own key
+            key = m.key if (m.key and self._exchange and not self._fanout) else self._publish_key
+            return self._exchange, key, None
+        if self._delay_plugin():
+            return DELAYED_EXCHANGE, self.queue_name, {"x-delay": delay_ms}
+        bucket = delay_bucket_ms(delay_ms)
+        dq = f"{self.queue_name}.delay.{bucket}"
+        delay_queues[dq] = bucket
+        return "", dq, None
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
@@ -252,34 +277,39 @@ class RabbitmqBroker(Broker):
             pub.wait_ready(min(5.0, self.options.publish_timeout))
         self._ensure_declared(pub)
         now = time.time()
-        items: list[PublishItem] = []
         delay_queues: dict[str, int] = {}
-        for m in messages:
-            body = m.body.encode("utf-8") if isinstance(m.body, str) else bytes(m.body)
-            delay_ms = int(math.ceil((m.eta - now) * 1000)) if m.eta is not None else 0
-            if delay_ms <= 0:
-                # a topic/direct exchange may route by the message's own key
-                key = m.key if (m.key and self._exchange and not self._fanout) else self._publish_key
-                items.append(PublishItem(self._exchange, key, body, self._properties(m)))
-            elif self._delay_plugin():
-                items.append(PublishItem(DELAYED_EXCHANGE, self.queue_name, body,
-                                         self._properties(m, {"x-delay": delay_ms})))
-            else:
-                bucket = delay_bucket_ms(delay_ms)
-                dq = f"{self.queue_name}.delay.{bucket}"
-                delay_queues[dq] = bucket
-                items.append(PublishItem("", dq, body, self._properties(m)))
-        if delay_queues:
-            # re-declared on every batch: that also resets their x-expires idle timer
-            self._admin().run(lambda ch: self._declare_delay_queues(ch, delay_queues))
         o = self.options
-        if len(items) == 1:
+        if len(messages) == 1:
+            m = messages[0]
+            exchange, key, extra = self._route(m, now, delay_queues)
+            self._declare_delay_queues(delay_queues)
             get_thread_publisher(self.url, o.heartbeat, o.reconnect_max_delay).publish_one(
-                items[0], o.publish_timeout)
-        else:
-            pub.publish(items, o.publish_timeout)
+                PublishItem(exchange, key, _body_bytes(m.body), self._properties(m, extra)), o.publish_timeout)
+            return
+        # batch path: (exchange, key, body, encoded properties) tuples, no pika objects (see frames.py)
+        wire: list[WireMessage] = []
+        append = wire.append
+        props = self._wire_props
+        plain = not (o.headers_for_publish or o.max_priority)  # common case: only message_id varies
+        for m in messages:
+            body = m.body
+            body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+            if m.eta is None and plain and not m.headers and not (m.key and self._exchange):
+                append((self._exchange, self._publish_key, body, props.encode(None, m.task_id or None)))
+                continue
+            exchange, key, extra = self._route(m, now, delay_queues)
+            append((exchange, key, body,
+                    props.encode(self._priority(m), m.task_id or None, self._headers(m, extra))))
+        self._declare_delay_queues(delay_queues)
+        pub.publish(wire, o.publish_timeout)
 
-    def _declare_delay_queues(self, ch: Any, queues: dict[str, int]) -> None:
+    def _declare_delay_queues(self, queues: dict[str, int]) -> None:
+        """(Re)declare the TTL delay queues a publish needs; re-declaring on every publish also resets
+        their x-expires idle timer."""
+        if queues:
+            self._admin().run(lambda ch: self._declare_delay_queues_on(ch, queues))
+
+    def _declare_delay_queues_on(self, ch: Any, queues: dict[str, int]) -> None:
         for name, ttl in queues.items():
             ch.queue_declare(name, durable=self.options.queue_durable, arguments={
                 "x-message-ttl": ttl,
@@ -339,13 +369,11 @@ class RabbitmqBroker(Broker):
         pub = self._get_publisher()
         self._ensure_declared(pub)
         dlq = dead_letter_queue_name(self.queue_name)
-        items = []
-        for d in deliveries:
-            props = pika.BasicProperties(
-                content_type="application/json", delivery_mode=2 if self.options.queue_durable else 1,
-                message_id=d.task_id or None, headers={REASON_HEADER: reason[:1000]})
-            items.append(PublishItem(self.options.dead_letter_exchange, dlq,
-                                     annotate_dead_letter(d.body, reason).encode("utf-8"), props))
+        exchange = self.options.dead_letter_exchange
+        items: list[WireMessage] = [
+            (exchange, dlq, annotate_dead_letter(d.body, reason).encode("utf-8"),
+             self._wire_props.encode(None, d.task_id or None, {REASON_HEADER: reason[:1000]}))
+            for d in deliveries]
         pub.publish(items, self.options.publish_timeout)
         self.ack(deliveries)
 
@@ -421,6 +449,10 @@ def delete_queues(url: str, heartbeat: int, queue_name: str) -> None:
     dlq = dead_letter_queue_name(queue_name)
     names = [queue_name, dlq, dead_letter_queue_name(dlq)]
     get_admin(url, heartbeat).run(lambda ch: [ch.queue_delete(n) for n in names])
+
+
+def _body_bytes(body: Any) -> bytes:
+    return body.encode("utf-8") if isinstance(body, str) else bytes(body)
 
 
 def _text(body: Any) -> str:

@@ -2,9 +2,11 @@
 
 pika connections are not thread-safe, so each one here is owned by exactly one thread or one lock:
 
-* :class:`Publisher` runs a ``SelectConnection`` on its own I/O thread. Callers hand it a batch through
-  ``add_callback_threadsafe`` and wait for the publisher confirms, so a batch of N costs one round trip,
-  not N, and several publishing threads share one connection with their confirms pipelined.
+* :class:`Publisher` runs a ``SelectConnection`` on its own I/O thread. Callers encode a batch's frames
+  themselves (:mod:`.frames`, not pika's per-message marshalling), hand the bytes over through
+  ``add_callback_threadsafe`` and wait for the publisher confirms, so a batch of N costs one write and
+  one round trip, not N, and several publishing threads share one connection with their confirms
+  pipelined.
 * :class:`ThreadPublisher` keeps one confirm-mode ``BlockingConnection`` per publishing thread
   (``threading.local``) for single messages: no thread hand-off, so one-by-one pushes cost what raw pika
   costs.
@@ -26,6 +28,8 @@ from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import pika
 import pika.exceptions
+
+from .frames import PublishFrames
 
 logger = logging.getLogger("funboost.rabbitmq")
 
@@ -58,7 +62,7 @@ def backoff_delays(max_delay: float) -> "collections.abc.Iterator[float]":
 
 
 class PublishItem:
-    """One message ready for ``basic_publish``."""
+    """One message for pika's ``basic_publish`` (the one-by-one path, :class:`ThreadPublisher`)."""
 
     __slots__ = ("exchange", "routing_key", "body", "properties")
 
@@ -69,17 +73,129 @@ class PublishItem:
         self.properties = properties
 
 
+# One message of a batch: (exchange, routing key, body, properties encoded by frames.encode_properties /
+# frames.FixedProperties). A plain tuple: no per-message object beyond it on the batch path.
+WireMessage = tuple[str, str, bytes, bytes]
+
+
 class _Batch:
-    """A batch in flight on the publisher's I/O thread; ``pending`` are indexes not yet confirmed."""
+    """A batch being published; ``pending`` are the indexes of its messages not yet confirmed."""
 
-    __slots__ = ("items", "pending", "done", "error", "generation")
+    __slots__ = ("messages", "pending", "done", "error", "nacked", "generation")
 
-    def __init__(self, items: Sequence[PublishItem], indexes: Sequence[int]) -> None:
-        self.items = items
-        self.pending = set(indexes)
+    def __init__(self, messages: Sequence[WireMessage]) -> None:
+        self.messages = messages
+        self.pending = set(range(len(messages)))
         self.done = threading.Event()
         self.error: Optional[str] = None
+        self.nacked = False
         self.generation = -1
+
+
+class _Segment:
+    """Publishes of one batch written in one go: they got the consecutive delivery tags ``first ..
+    first + len(indexes) - 1``; ``indexes`` (a range or a list) maps tag - first to the message's index in
+    the batch. Tags below ``first + pos`` are settled; ``settled`` holds the tags above that which were
+    settled one by one out of order (rare: RabbitMQ mostly confirms in order, often ``multiple``)."""
+
+    __slots__ = ("first", "indexes", "batch", "pos", "settled")
+
+    def __init__(self, first: int, indexes: Sequence[int], batch: _Batch) -> None:
+        self.first = first
+        self.indexes = indexes
+        self.batch = batch
+        self.pos = 0
+        self.settled: Optional[set[int]] = None
+
+
+class ConfirmBook:
+    """Delivery tags of a confirm-mode channel and the batch messages they stand for.
+
+    The channel numbers publishes 1, 2, 3... from ``confirm.select`` on; :meth:`add` gives the next tags to
+    a run of messages. :meth:`confirm` applies a ``basic.ack`` / ``basic.nack`` (``multiple`` = every
+    outstanding tag up to ``tag``). Every tag is settled exactly once: a tag nacked on its own is not
+    acked by a later ``multiple`` ack, which RabbitMQ does not mean to cover it. Runs on the I/O thread.
+    """
+
+    def __init__(self) -> None:
+        self.last_tag = 0
+        self._segments: "collections.deque[_Segment]" = collections.deque()  # in tag order
+
+    def __len__(self) -> int:
+        return len(self._segments)
+
+    def add(self, batch: _Batch, indexes: Sequence[int]) -> None:
+        self._segments.append(_Segment(self.last_tag + 1, indexes, batch))
+        self.last_tag += len(indexes)
+
+    def confirm(self, tag: int, multiple: bool, nack: bool) -> None:
+        segments = self._segments
+        if multiple:
+            while segments and segments[0].first + segments[0].pos <= tag:
+                seg = segments[0]
+                end = min(tag - seg.first + 1, len(seg.indexes))  # offsets pos..end-1 are covered
+                covered = seg.indexes[seg.pos:end]
+                if seg.settled:
+                    start = seg.first + seg.pos
+                    covered = [i for off, i in enumerate(covered) if start + off not in seg.settled]
+                    seg.settled = {t for t in seg.settled if t > tag} or None
+                _settle(seg.batch, covered, nack)
+                seg.pos = end
+                _skip_settled(seg)
+                if seg.pos < len(seg.indexes):
+                    break
+                segments.popleft()
+            return
+        for seg in segments:
+            if tag < seg.first + seg.pos:
+                return  # already settled (or never ours)
+            offset = tag - seg.first
+            if offset >= len(seg.indexes):
+                continue
+            if offset == seg.pos:
+                _settle(seg.batch, (seg.indexes[offset],), nack)
+                seg.pos += 1
+                _skip_settled(seg)
+                if seg.pos == len(seg.indexes):
+                    segments.remove(seg)
+            else:
+                if seg.settled is None:
+                    seg.settled = set()
+                if tag not in seg.settled:
+                    seg.settled.add(tag)
+                    _settle(seg.batch, (seg.indexes[offset],), nack)
+            return
+
+    def fail_all(self, reason: str) -> None:
+        """The channel is gone: its unconfirmed publishes will never be confirmed."""
+        for seg in self._segments:
+            seg.batch.error = seg.batch.error or reason
+            seg.batch.done.set()
+        self._segments.clear()
+
+    def reset(self) -> None:
+        """A new confirm-mode channel numbers from 1 again."""
+        self.fail_all("connection changed")
+        self.last_tag = 0
+
+
+def _skip_settled(seg: _Segment) -> None:
+    """Move ``pos`` past tags that were already settled out of order."""
+    while seg.settled and seg.first + seg.pos in seg.settled:
+        seg.settled.discard(seg.first + seg.pos)
+        seg.pos += 1
+
+
+def _settle(batch: _Batch, indexes: Sequence[int], nack: bool) -> None:
+    if nack:
+        batch.error = "the broker refused (nacked) a message (e.g. x-overflow=reject-publish)"
+        batch.nacked = True
+        batch.done.set()
+        return
+    pending = batch.pending
+    pending.difference_update(indexes)
+    if not pending:
+        batch.done.set()
 
 
 class PublishError(ConnectionError):
@@ -87,7 +203,15 @@ class PublishError(ConnectionError):
 
 
 class Publisher:
-    """One ``SelectConnection`` with a confirm-mode channel, driven by a daemon I/O thread."""
+    """One ``SelectConnection`` with a confirm-mode channel, driven by a daemon I/O thread.
+
+    Batches bypass pika's per-message marshalling: the calling thread encodes all frames of a batch into
+    one bytes object (:mod:`.frames`), and the I/O thread only numbers them and hands them to the
+    connection's output in one write. pika's SelectConnection channel does not count publishes (only its
+    BlockingChannel does), so the delivery tags are ours to count: a channel in confirm mode numbers the
+    publishes 1, 2, 3... from ``confirm.select`` on, and every publish on this channel goes through
+    :meth:`_send`.
+    """
 
     def __init__(self, url: str, heartbeat: int, reconnect_max_delay: float) -> None:
         self.url = url
@@ -98,9 +222,9 @@ class Publisher:
         self._conn: Optional[pika.SelectConnection] = None
         self._channel: Any = None
         self.generation = 0  # bumped on every (re)connect; a batch from an older one has failed
-        self._seq = 0
-        # confirm sequence number -> (batch, index); ordered so that multiple-acks pop from the front
-        self._unconfirmed: "collections.OrderedDict[int, tuple[_Batch, int]]" = collections.OrderedDict()
+        # (generation, encoder for the channel number and frame_max of that connection)
+        self._wire: tuple[int, Optional[PublishFrames]] = (0, None)
+        self._confirms = ConfirmBook()  # of the current channel
         self.last_error: str = ""
         self.refcount = 0
         self._thread = threading.Thread(target=self._run, name="funboost-rabbitmq-publisher", daemon=True)
@@ -146,8 +270,11 @@ class Publisher:
         channel.confirm_delivery(self._on_confirm, callback=self._on_confirm_ok)
 
     def _on_confirm_ok(self, _frame: Any) -> None:
-        self._seq = 0
+        self._confirms.reset()
         self.generation += 1
+        # frame_max as negotiated with the server (pika stores the result of the tuning in params)
+        self._wire = (self.generation, PublishFrames(self._channel.channel_number,
+                                                     self._conn.params.frame_max))  # type: ignore[union-attr]
         self._ready.set()
 
     def _on_channel_closed(self, channel: Any, reason: BaseException) -> None:
@@ -159,86 +286,62 @@ class Publisher:
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
-        nack = isinstance(method, pika.spec.Basic.Nack)
-        tag = method.delivery_tag
-        unconfirmed = self._unconfirmed
-        if method.multiple:
-            while unconfirmed:
-                seq = next(iter(unconfirmed))
-                if seq > tag:
-                    break
-                self._settle(*unconfirmed.popitem(last=False)[1], nack)
-        else:
-            entry = unconfirmed.pop(tag, None)
-            if entry is not None:
-                self._settle(entry[0], entry[1], nack)
-
-    @staticmethod
-    def _settle(batch: _Batch, index: int, nack: bool) -> None:
-        if nack:
-            batch.error = "the broker refused (nacked) a message"
-        else:
-            batch.pending.discard(index)
-        if not batch.pending or nack:
-            batch.done.set()
+        self._confirms.confirm(method.delivery_tag, bool(method.multiple),
+                               isinstance(method, pika.spec.Basic.Nack))
 
     def _fail_all(self, reason: str) -> None:
-        for batch, _ in list(self._unconfirmed.values()):
-            batch.error = batch.error or reason
-            batch.done.set()
-        self._unconfirmed.clear()
+        self._confirms.fail_all(reason)
 
-    def _send(self, batch: _Batch) -> None:
-        """Runs on the I/O thread."""
-        channel = self._channel
-        if batch.generation != self.generation or channel is None or not channel.is_open:
+    def _send(self, batch: _Batch, generation: int, indexes: Sequence[int], data: bytes) -> None:
+        """Runs on the I/O thread: number the publishes and write their frames in one go."""
+        conn, channel = self._conn, self._channel
+        if (generation != self.generation or conn is None or conn.is_closed or channel is None
+                or not channel.is_open):
             batch.error = "connection changed before the batch was sent"
             batch.done.set()
             return
+        self._confirms.add(batch, indexes)
         try:
-            for i in sorted(batch.pending):
-                item = batch.items[i]
-                self._seq += 1
-                self._unconfirmed[self._seq] = (batch, i)
-                channel.basic_publish(item.exchange, item.routing_key, item.body, item.properties)
+            # the connection's single output point (it also keeps the byte counters the heartbeat
+            # checker reads); one chunk, so one send() for the whole batch
+            conn._output_marshaled_frames((data,))  # noqa: SLF001
         except Exception as exc:
             batch.error = f"{type(exc).__name__}: {exc}"
             batch.done.set()
-        self._coalesce_output()
-
-    def _coalesce_output(self) -> None:
-        """pika queues every frame (3 per message) as its own chunk and calls ``send()`` once per
-        chunk; joining what a batch queued turns thousands of syscalls into a few. The transport's
-        buffer is pika internals, so this only acts when it looks as expected (else: no-op)."""
-        transport = getattr(self._conn, "_transport", None)
-        chunks = getattr(transport, "_tx_buffers", None)
-        if isinstance(chunks, collections.deque) and len(chunks) > 1:
-            joined = b"".join(chunks)
-            chunks.clear()
-            chunks.append(joined)
 
     # ----- caller threads -----
     def wait_ready(self, timeout: float) -> bool:
         return self._ready.wait(timeout)
 
-    def publish(self, items: Sequence[PublishItem], timeout: float) -> None:
-        """Return once every item is confirmed; retry the unconfirmed ones across reconnects (so a
+    def publish(self, messages: Sequence[WireMessage], timeout: float) -> None:
+        """Return once every message is confirmed; retry the unconfirmed ones across reconnects (so a
         message may be stored twice, never zero times) until ``timeout``."""
-        if not items:
+        if not messages:
             return
         deadline = time.monotonic() + timeout
-        batch = _Batch(items, range(len(items)))
+        batch = _Batch(messages)
+        nack_delays = backoff_delays(self._max_delay)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._ready.wait(remaining):
+                reason = batch.error or self.last_error or "not connected"
                 raise PublishError(f"rabbitmq publish timed out after {timeout}s ({len(batch.pending)} of "
-                                   f"{len(items)} unconfirmed): {self.last_error or 'not connected'}")
+                                   f"{len(messages)} unconfirmed): {reason}")
             conn = self._conn
-            batch.error = None
+            generation, encoder = self._wire
+            if encoder is None:  # not connected yet (ready is set only after _wire)
+                time.sleep(0.01)
+                continue
+            indexes: Sequence[int] = (range(len(messages)) if len(batch.pending) == len(messages)
+                                      else sorted(batch.pending))
+            # encoded here, on the caller's thread: the I/O thread (shared by all publishing threads
+            # and busy reading confirms) only numbers and writes
+            data = encoder.encode(messages, indexes)
             batch.done.clear()
-            batch.generation = self.generation
+            batch.generation = generation
             try:
-                conn.ioloop.add_callback_threadsafe(lambda: self._send(batch))  # type: ignore[union-attr]
+                conn.ioloop.add_callback_threadsafe(  # type: ignore[union-attr]
+                    lambda: self._send(batch, generation, indexes, data))
             except Exception as exc:
                 batch.error = f"{type(exc).__name__}: {exc}"
                 time.sleep(0.05)
@@ -255,6 +358,9 @@ class Publisher:
             if not batch.pending:
                 return
             logger.debug("rabbitmq publish retry of %d message(s): %s", len(batch.pending), batch.error)
+            if batch.nacked:  # the server refuses now (queue full...): retry, but not in a hot loop
+                batch.nacked = False
+                time.sleep(max(0.0, min(next(nack_delays), deadline - time.monotonic())))
 
     def close(self) -> None:
         self._closing = True
