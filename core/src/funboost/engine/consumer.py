@@ -30,6 +30,7 @@ from funboost.exceptions import MalformedMessage
 from funboost.message import build_envelope, decode, dumps
 from funboost.plugins.broker import Broker, Delivery, OutgoingMessage
 from funboost.plugins.manager import get_plugin_manager, has_hook_impls
+from funboost.state.base import dumps_state_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from funboost.booster import Booster
@@ -107,16 +108,16 @@ class StatusSaver:
         self.table = conf.table_name or consumer.params.queue_name
         self.ttl = conf.expire_seconds
         self.save_result = conf.is_save_result
-        self._buf: "collections.deque[FunctionResultStatus]" = collections.deque()  # atomic append/popleft
+        self._buf: "collections.deque[tuple]" = collections.deque()  # (task_id, time_start, JSON); atomic append/popleft
         self._flush_lock = threading.Lock()  # the background loop and an explicit flush() may overlap
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="funboost-status", daemon=True)
         self._thread.start()
 
     def add(self, status: FunctionResultStatus) -> None:
-        # the status is final here and no longer changes: turning it into a dict waits for the
-        # background flush, off the worker's path
-        self._buf.append(status)
+        # the status is final here: serialised now, so its objects are freed at once instead of piling up
+        # (thousands per flush) until the background write
+        self._buf.append((status.task_id, status.time_start, dumps_state_bytes(status.record(self.save_result))))
 
     def _loop(self) -> None:
         while not self._stop.wait(0.2):
@@ -129,14 +130,10 @@ class StatusSaver:
     def _flush(self) -> None:
         buf = self._buf
         popleft = buf.popleft
-        statuses = [popleft() for _ in range(len(buf))]
-        if statuses:
-            batch = [st.final_dict() for st in statuses]  # final records: no copies of their params
-            if not self.save_result:
-                for d in batch:
-                    d["result"] = None
+        batch = [popleft() for _ in range(len(buf))]
+        if batch:
             try:
-                self.c.state.save_statuses(self.table, batch, self.ttl)
+                self.c.state.save_status_json(self.table, batch, self.ttl)
             except Exception as exc:
                 self.c.logger.error("could not save %d status records: %s", len(batch), exc)
 

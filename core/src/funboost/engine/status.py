@@ -27,10 +27,13 @@ class FunctionResultStatus:
     time_cost, host, pid, thread, timed_out, user_context.
 
     One is made for every task, so ``__init__`` sets only what differs per task; the other fields start
-    as class-level defaults (immutable values) until a run changes them."""
+    as class-level defaults (immutable values) until a run changes them. The result lives in a slot, out
+    of the instance ``__dict__``: the status saver then hands ``__dict__`` itself to the state backend (no
+    copy per record) and the result is only added when results are saved."""
+
+    __slots__ = ("_result", "__dict__")
 
     success = False
-    result: Any = None
     exception: Optional[str] = None
     exception_type: Optional[str] = None
     exception_msg: Optional[str] = None
@@ -38,22 +41,31 @@ class FunctionResultStatus:
     run_status = "running"
     time_end: Optional[float] = None
     time_cost: Optional[float] = None
-    host = _HOST
     timed_out = False
 
     def __init__(self, queue_name: str, task_id: str, params: dict, publish_time: Optional[float] = None,
                  **fields: Any) -> None:
+        self._result: Any = None
         self.queue_name = queue_name
         self.task_id = task_id
         self.params = params
         self.publish_time = publish_time
         self.time_start = time.time()
+        self.host = _HOST
         self.pid = _PID[0]
         self.thread = _current_thread().name
         self.user_context: dict = {}
         if fields:  # from_dict / tests: any other field by name
             for k, v in fields.items():
                 setattr(self, k, v)
+
+    @property
+    def result(self) -> Any:
+        return self._result
+
+    @result.setter
+    def result(self, value: Any) -> None:
+        self._result = value
 
     def finish(self) -> None:
         self.time_end = t = time.time()
@@ -67,17 +79,20 @@ class FunctionResultStatus:
         self.exception = f"{self.exception_type}: {self.exception_msg}"
 
     def to_dict(self) -> dict:
-        """A shallow copy (nested dicts copied one level), never a deep copy: this runs for every record."""
-        d = self.final_dict()
+        """Every field; a shallow copy (nested dicts copied one level), never a deep copy."""
+        d = {**_DEFAULTS, **self.__dict__, "result": self._result}
         if isinstance(self.params, dict):
             d["params"] = dict(self.params)
         d["user_context"] = dict(self.user_context)
         return d
 
-    def final_dict(self) -> dict:
-        """The fields as a dict that shares ``params`` and ``user_context`` with this object: for a
-        record that no longer changes (the status saver's batches), where copying them is wasted work."""
-        return {**_DEFAULTS, **self.__dict__}
+    def record(self, with_result: bool = True) -> dict:
+        """The stored form of a *final* status: the fields that differ from their defaults (readers fill
+        the rest in with :func:`complete_record`), sharing this object's dicts. Without ``with_result`` it
+        is the instance ``__dict__`` itself: nothing is copied."""
+        if with_result and self._result is not None:
+            return {**self.__dict__, "result": self._result}
+        return self.__dict__
 
     @classmethod
     def from_dict(cls, d: dict) -> "FunctionResultStatus":
@@ -94,4 +109,13 @@ class FunctionResultStatus:
                 f"run_status={self.run_status!r}, success={self.success!r}, run_times={self.run_times!r})")
 
 
-_DEFAULTS = {k: getattr(FunctionResultStatus, k) for k in _FIELDS if hasattr(FunctionResultStatus, k)}
+# the value of every field a stored record may leave out (see FunctionResultStatus.record)
+_DEFAULTS: dict = {"result": None, **{k: getattr(FunctionResultStatus, k) for k in _FIELDS
+                                      if k != "result" and hasattr(FunctionResultStatus, k)}}
+
+
+def complete_record(rec: dict) -> dict:
+    """A stored status record with every field: those it left out at their default values."""
+    if len(rec) >= len(_FIELDS):
+        return rec
+    return {**_DEFAULTS, **rec}

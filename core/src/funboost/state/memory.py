@@ -5,6 +5,7 @@ import threading
 import time
 from typing import Any, Optional
 
+from funboost.engine.status import complete_record
 from funboost.state.base import StateBackend
 
 
@@ -104,7 +105,7 @@ class MemoryStateBackend(StateBackend):
         with self._cond:
             t = self._statuses.setdefault(table, {})
             for r in records:
-                t[r["task_id"]] = (exp, r)
+                t[r["task_id"]] = (exp, dict(r))  # records may be a live status's own dict
 
     def query_statuses(self, table, *, task_id=None, success=None, since=None, until=None, limit=100):
         now = time.time()
@@ -115,7 +116,7 @@ class MemoryStateBackend(StateBackend):
                 and (since is None or (r.get("time_start") or 0) >= since)
                 and (until is None or (r.get("time_start") or 0) <= until)]
         rows.sort(key=lambda r: r.get("time_start") or 0, reverse=True)
-        return rows[:limit]
+        return [complete_record(r) for r in rows[:limit]]
 
     # ---- locks: name -> (owner, expiry)
     def acquire_lock(self, name, owner, ttl):

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from funboost.exceptions import StateBackendError
 from funboost.paths import user_data_dir
+from funboost.engine.status import complete_record
 from funboost.state.base import StateBackend, dumps_state, loads_state
 
 try:
@@ -319,7 +320,7 @@ class SqlAlchemyStateBackend(StateBackend):
             q = q.where(t.c.time_start <= until)
         q = q.order_by(t.c.time_start.desc()).limit(limit)
         with self.engine.connect() as c:
-            return [loads_state(v) for v in c.execute(q).scalars()]
+            return [complete_record(loads_state(v)) for v in c.execute(q).scalars()]
 
     # ------------------------------------------------------------------ locks
     def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:

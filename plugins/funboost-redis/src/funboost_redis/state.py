@@ -11,6 +11,7 @@ import os
 import time
 from typing import Any, Optional
 
+from funboost.engine.status import complete_record
 from funboost.state.base import StateBackend, dumps_state, loads_state
 
 from funboost_redis.connection import DEFAULT_URL, ENV_URL, RedisOptions, conn_spec, get_handle
@@ -172,16 +173,19 @@ class RedisStateBackend(StateBackend):
 
     # ---- status records: hash task_id -> record, sorted set task_id -> time_start, expiry sorted set
     def save_statuses(self, table: str, records: list[dict], ttl: float) -> None:
-        if not records:
+        self.save_status_json(table, [(r["task_id"], r.get("time_start"), _dumps(r)) for r in records], ttl)
+
+    def save_status_json(self, table: str, items: list, ttl: float) -> None:
+        if not items:
             return
         now = time.time()
         base = f"{P}status:{{{table}}}:"
         keys = [base + "rec", base + "by_time", base + "exp"]
         script = get_handle(self._spec).script("state_save_statuses", _SAVE_STATUSES)
-        for i in range(0, len(records), _SCRIPT_CHUNK):
+        for i in range(0, len(items), _SCRIPT_CHUNK):
             # scores as text: Lua numbers would be re-printed with 14 significant digits
-            blob = _dumps([[r["task_id"], repr(float(r.get("time_start") or now)), _dumps(r)]
-                           for r in records[i:i + _SCRIPT_CHUNK]])
+            blob = _dumps([[tid, repr(float(ts or now)), data if isinstance(data, str) else data.decode()]
+                           for tid, ts, data in items[i:i + _SCRIPT_CHUNK]])
             script(keys=keys, args=[blob, repr(now + ttl)])
         if now - getattr(self, "_last_sweep", 0.0) > 10.0:  # drop expired records now and then
             self._last_sweep = now
@@ -223,7 +227,7 @@ class RedisStateBackend(StateBackend):
                     r = loads_state(v)
                     if success is None or bool(r.get("success")) == success:
                         rows.append(r)
-        return rows[:limit]
+        return [complete_record(r) for r in rows[:limit]]
 
     # ---- distributed locks: a key holding the owner, expiring with the lock
     def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:
