@@ -164,13 +164,13 @@ def part_guards(n: int) -> None:
         if extra.get("do_task_filtering", p.do_task_filtering):
             pass
 
-    def g_timeout() -> None:  # Runner._options and Runner._call_sync
+    def g_timeout() -> None:  # _Attempts.__init__ and Runner._call_sync
         timeout = extra.get("function_timeout", p.function_timeout)
-        if timeout or p.is_support_remote_kill_task:
+        if c.runner._plain_call and not timeout:
             pass
 
-    def g_status() -> None:  # Consumer.finish_task
-        if c.status_saver is not None:
+    def g_status() -> None:  # Consumer.finish_task (status saver, custom recorder, after-hook in one flag)
+        if c._plain_finish:
             pass
 
     def g_kill() -> None:  # Consumer.prepare (remote kill list)
@@ -178,8 +178,7 @@ def part_guards(n: int) -> None:
             pass
 
     def g_delay() -> None:  # Consumer.prepare and handle_delivery (countdown / eta)
-        eta = noop.eta_of(extra)
-        if eta is not None:
+        if "eta" in extra or "countdown" in extra:
             pass
         if extra.get("_eta") is not None:
             pass
