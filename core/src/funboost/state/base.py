@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Optional, Sequence
 
 from funboost.exceptions import StateBackendError
 from funboost.plugins.manager import STATE_GROUP, entry_points
@@ -46,10 +46,6 @@ def dumps_state_bytes(obj: Any) -> bytes:
         except (TypeError, _orjson.JSONEncodeError):
             pass
     return dumps_state(obj).encode()
-
-
-# a status record ready to store: (task_id, time_start, the record as JSON bytes)
-StatusJson = tuple
 
 
 def loads_state(text: Any) -> Any:
@@ -125,13 +121,15 @@ class StateBackend:
     def save_statuses(self, table: str, records: list[dict], ttl: float) -> None:
         raise NotImplementedError
 
-    def save_status_json(self, table: str, items: list[StatusJson], ttl: float) -> None:
-        """Store records that are already JSON: ``(task_id, time_start, json_bytes)`` each. The engine
-        calls this: it serialises each record as soon as the run is final, so the record's objects are
-        freed at once (holding thousands of live status objects until a batch write cost more than the
-        write itself). Backends that keep JSON override it to skip parsing; this default parses and
-        calls :meth:`save_statuses`."""
-        self.save_statuses(table, [loads_state(data) for _, _, data in items], ttl)
+    def save_status_json(self, table: str, task_ids: list[str], time_starts: Sequence[float], records_json: bytes,
+                         ttl: float, ends: Optional[Sequence[int]] = None) -> None:
+        """Store records that are already serialised: ``records_json`` is one JSON array of the records,
+        ``task_ids`` / ``time_starts`` give each one's id and start time, in the same order, and ``ends``
+        (when given) where each record's JSON ends in ``records_json``, so that record ``i`` is
+        ``records_json[ends[i-1] + 1 : ends[i]]`` (``ends[-1]`` taken as 0). The engine calls this (it
+        serialises each record the moment its run is final). Backends that keep JSON override it to skip
+        parsing; this default parses and calls :meth:`save_statuses`."""
+        self.save_statuses(table, loads_state(records_json), ttl)
 
     def query_statuses(self, table: str, *, task_id: Optional[str] = None, success: Optional[bool] = None,
                        since: Optional[float] = None, until: Optional[float] = None,

@@ -6,7 +6,7 @@ import time
 from typing import Any, Optional
 
 from funboost.engine.status import complete_record
-from funboost.state.base import StateBackend, loads_state
+from funboost.state.base import StateBackend
 
 
 class MemoryStateBackend(StateBackend):
@@ -107,14 +107,6 @@ class MemoryStateBackend(StateBackend):
             for r in records:
                 t[r["task_id"]] = (exp, dict(r))  # records may be a live status's own dict
 
-    def save_status_json(self, table, items, ttl):
-        # kept as JSON until a query parses it: saving costs the consumer next to nothing
-        exp = time.time() + ttl
-        with self._cond:
-            t = self._statuses.setdefault(table, {})
-            for task_id, _, data in items:
-                t[task_id] = (exp, data)
-
     def query_statuses(self, table, *, task_id=None, success=None, since=None, until=None, limit=100):
         now = time.time()
         with self._cond:
@@ -124,7 +116,6 @@ class MemoryStateBackend(StateBackend):
                 rows = [hit[1]] if hit is not None and hit[0] >= now else []
             else:
                 rows = [r for exp, r in t.values() if exp >= now]
-        rows = [r if isinstance(r, dict) else loads_state(r) for r in rows]
         rows = [r for r in rows if (task_id is None or r["task_id"] == task_id)
                 and (success is None or bool(r.get("success")) == success)
                 and (since is None or (r.get("time_start") or 0) >= since)

@@ -134,30 +134,30 @@ class SqliteStateBackend(StateBackend):
     # record (tbl, task_id) -> batch. A row per record with its JSON and two indexes cost SQLite ~10 µs
     # of CPU per record, as much as a whole trivial task on a 2-core host; a batch row plus an index row
     # cost ~3 µs. Queries read the few batches whose time span overlaps the request.
-    _BATCH_ROWS = 1000  # records per batch row: bounds what a lookup by task id has to parse
+    _BATCH_ROWS = 1000  # records per batch row from save_statuses (the engine sends batches of about this size)
 
     def save_statuses(self, table, records, ttl):
-        self.save_status_json(table, [(r["task_id"], r.get("time_start"), dumps_state_bytes(r)) for r in records], ttl)
+        for i in range(0, len(records), self._BATCH_ROWS):
+            chunk = records[i:i + self._BATCH_ROWS]
+            self.save_status_json(table, [r["task_id"] for r in chunk], [r.get("time_start") or 0.0 for r in chunk],
+                                  dumps_state_bytes(chunk), ttl)
 
-    def save_status_json(self, table, items, ttl):
-        if not items:
+    def save_status_json(self, table, task_ids, time_starts, records_json, ttl, ends=None):
+        if not task_ids:
             return
-        exp = time.time() + ttl
         c = self._conn()
         c.execute("BEGIN IMMEDIATE")
         try:
-            for i in range(0, len(items), self._BATCH_ROWS):
-                chunk = items[i:i + self._BATCH_ROWS]
-                starts = [it[1] or 0.0 for it in chunk]
-                data = b"[" + b",".join([it[2] for it in chunk]) + b"]"  # the records' JSON, not parsed again
-                cur = c.execute("INSERT INTO status_batches (tbl, t_min, t_max, expire_at, data) VALUES (?,?,?,?,?)",
-                                (table, min(starts), max(starts), exp, data.decode()))
-                if self._json1:  # the ids as one JSON array that SQLite unpacks itself, GIL released
-                    c.execute("INSERT OR REPLACE INTO status_ids SELECT ?, value, ? FROM json_each(?)",
-                              (table, cur.lastrowid, dumps_state([it[0] for it in chunk])))
-                else:
-                    c.executemany("INSERT OR REPLACE INTO status_ids VALUES (?,?,?)",
-                                  [(table, it[0], cur.lastrowid) for it in chunk])
+            # the batch as one row: the JSON array exactly as serialised, never parsed here
+            cur = c.execute("INSERT INTO status_batches (tbl, t_min, t_max, expire_at, data) VALUES (?,?,?,?,?)",
+                            (table, min(time_starts), max(time_starts), time.time() + ttl,
+                             bytes(records_json).decode()))
+            if self._json1:  # the ids as one JSON array that SQLite unpacks itself, GIL released
+                c.execute("INSERT OR REPLACE INTO status_ids SELECT ?, value, ? FROM json_each(?)",
+                          (table, cur.lastrowid, dumps_state(list(task_ids))))
+            else:
+                c.executemany("INSERT OR REPLACE INTO status_ids VALUES (?,?,?)",
+                              [(table, t, cur.lastrowid) for t in task_ids])
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")

@@ -190,9 +190,17 @@ class StateBackendContract:
     def test_statuses_saved_as_json(self, backend: StateBackend, queue: str) -> None:
         # the engine's path: records serialised when final, written later in a batch
         recs = self._records(3, time.time())
-        backend.save_status_json(queue, [(r["task_id"], r["time_start"], dumps_state_bytes(r)) for r in recs], 60)
-        got = backend.query_statuses(queue, task_id="t1")
-        assert len(got) == 1 and {k: got[0][k] for k in recs[1]} == recs[1]
+        recs[0]["params"] = {"x": "héllo ✓"}  # multi-byte UTF-8: offsets are in bytes
+        parts = [dumps_state_bytes(r) for r in recs]
+        ends, pos = [], 0
+        for part in parts:  # "[" then the records separated by ","
+            pos += 1 + len(part)
+            ends.append(pos)
+        backend.save_status_json(queue, [r["task_id"] for r in recs], [r["time_start"] for r in recs],
+                                 b"[" + b",".join(parts) + b"]", 60, ends=ends)
+        for i in (0, 1, 2):
+            got = backend.query_statuses(queue, task_id=f"t{i}")
+            assert len(got) == 1 and {k: got[0][k] for k in recs[i]} == recs[i]
         assert [r["task_id"] for r in backend.query_statuses(queue, success=True)] == ["t2", "t0"]
 
     def test_statuses_upsert_by_task_id(self, backend: StateBackend, queue: str) -> None:

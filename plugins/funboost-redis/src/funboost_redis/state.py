@@ -173,9 +173,24 @@ class RedisStateBackend(StateBackend):
 
     # ---- status records: hash task_id -> record, sorted set task_id -> time_start, expiry sorted set
     def save_statuses(self, table: str, records: list[dict], ttl: float) -> None:
-        self.save_status_json(table, [(r["task_id"], r.get("time_start"), _dumps(r)) for r in records], ttl)
+        self._save_items(table, [(r["task_id"], r.get("time_start"), _dumps(r)) for r in records], ttl)
 
-    def save_status_json(self, table: str, items: list, ttl: float) -> None:
+    def save_status_json(self, table: str, task_ids: list[str], time_starts: Any, records_json: bytes, ttl: float,
+                         ends: Any = None) -> None:
+        if ends is None:
+            return super().save_status_json(table, task_ids, time_starts, records_json, ttl)
+        # each record's JSON sliced out of the batch as it was serialised: nothing parsed or re-encoded
+        text = bytes(records_json).decode()
+        starts = [1] + [e + 1 for e in ends[:-1]]  # byte offsets; ASCII-safe below, else decode per slice
+        if len(text) == len(records_json):
+            parts = [text[a:e] for a, e in zip(starts, ends)]
+        else:
+            raw = bytes(records_json)
+            parts = [raw[a:e].decode() for a, e in zip(starts, ends)]
+        self._save_items(table, list(zip(task_ids, time_starts, parts)), ttl)
+
+    def _save_items(self, table: str, items: list, ttl: float) -> None:
+        """``items``: (task_id, time_start, record JSON text)."""
         if not items:
             return
         now = time.time()
@@ -184,8 +199,7 @@ class RedisStateBackend(StateBackend):
         script = get_handle(self._spec).script("state_save_statuses", _SAVE_STATUSES)
         for i in range(0, len(items), _SCRIPT_CHUNK):
             # scores as text: Lua numbers would be re-printed with 14 significant digits
-            blob = _dumps([[tid, repr(float(ts or now)), data if isinstance(data, str) else data.decode()]
-                           for tid, ts, data in items[i:i + _SCRIPT_CHUNK]])
+            blob = _dumps([[tid, repr(float(ts or now)), data] for tid, ts, data in items[i:i + _SCRIPT_CHUNK]])
             script(keys=keys, args=[blob, repr(now + ttl)])
         if now - getattr(self, "_last_sweep", 0.0) > 10.0:  # drop expired records now and then
             self._last_sweep = now
