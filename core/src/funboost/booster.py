@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Optional
 from funboost.exceptions import PublishArgumentsError
 from funboost.keepalive import KeepAlive
 from funboost.engine.status import _PID
-from funboost.message import build_envelope, dumps, format_time, uuid7
+from funboost.message import build_envelope, dumps
 from funboost.params import BoosterParams, TaskOptions, eta_to_timestamp
 from funboost.plugins.broker import Broker, OutgoingMessage, QueueSize
 from funboost.plugins.manager import get_plugin_manager, has_hook_impls, resolve_broker_kind
@@ -242,15 +242,18 @@ class Booster:
                                     self.broker_cls.kind, extra["task_id"])
                 prio = None
             key = extra.get("key")
+        return env, self._message(env, extra["task_id"], prio, eta, key)
+
+    def _message(self, env: dict, task_id: str, priority: Optional[int] = None, eta: Optional[float] = None,
+                 key: Optional[str] = None) -> OutgoingMessage:
+        """The envelope as the broker takes it: the dict itself for in-process brokers, else JSON text."""
         if self.broker_cls.accepts_payload:
-            return env, OutgoingMessage(body="", task_id=extra["task_id"], priority=prio, eta=eta, key=key,
-                                        payload=env)
+            return OutgoingMessage("", task_id, priority, eta, key, payload=env)
         try:
-            body = dumps(env)
+            return OutgoingMessage(dumps(env), task_id, priority, eta, key)
         except TypeError as exc:
             raise PublishArgumentsError(f"cannot publish to {self.queue_name!r}: {exc}. Arguments must be "
                                         f"JSON-serializable") from None
-        return env, OutgoingMessage(body=body, task_id=extra["task_id"], priority=prio, eta=eta, key=key)
 
     @property
     def _hook_before_publish(self) -> bool:
@@ -292,17 +295,8 @@ class Booster:
         """Check, envelope and message for a publish without options: the hot path of push / publish /
         publish_many, kept flat because it is most of a publisher's CPU per message."""
         self._check_kwargs(kwargs)
-        task_id = uuid7()
-        now = time.time()
-        env = dict(kwargs)
-        env["extra"] = {"task_id": task_id, "publish_time": round(now, 4), "publish_time_format": format_time(now)}
-        if self.broker_cls.accepts_payload:
-            return OutgoingMessage("", task_id, payload=env)
-        try:
-            return OutgoingMessage(dumps(env), task_id)
-        except TypeError as exc:
-            raise PublishArgumentsError(f"cannot publish to {self.queue_name!r}: {exc}. Arguments must be "
-                                        f"JSON-serializable") from None
+        env = build_envelope(kwargs)
+        return self._message(env, env["extra"]["task_id"])
 
     def _publish_plain(self, kwargs: dict) -> AsyncResult:
         om = self._plain_message(kwargs)
@@ -395,11 +389,10 @@ class Booster:
         kw = self._args_to_kwargs(args, kwargs)
         if "extra" not in kw and (self._plain or (self._plain is None and self._plain_publish())):
             om = self._plain_message(kw)
-            body = om.body or dumps(om.payload)
         else:
-            env, om = self._build(kw, None, None)
-            body = om.body or dumps(env)
-        return self.broker.sync_call(body, timeout if timeout is not None else self.params.rpc_timeout)
+            om = self._build(kw, None, None)[1]
+        return self.broker.sync_call(om.body or dumps(om.payload),
+                                     timeout if timeout is not None else self.params.rpc_timeout)
 
     # ---------------------------------------------------------------- queue management
     def get_message_count(self) -> int:

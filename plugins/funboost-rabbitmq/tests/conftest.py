@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import time
 import uuid
+import threading
 from typing import Callable, Iterator
 
 import pytest
@@ -95,3 +96,22 @@ def private_vhost(rabbitmqctl: str, rabbitmq_url: str) -> Iterator[str]:
         yield f"{base}/{vhost}"
     finally:
         subprocess.run([rabbitmqctl, "-q", "delete_vhost", vhost], capture_output=True, timeout=60)
+
+
+def run_in_threads(work: Callable[[int], None], n: int) -> None:
+    """Run ``work(k)`` for k in 0..n-1 in n threads at once; re-raise the first error any of them hit."""
+    errors: list = []
+
+    def guarded(k: int) -> None:
+        try:
+            work(k)
+        except Exception as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]

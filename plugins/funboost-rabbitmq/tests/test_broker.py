@@ -12,7 +12,7 @@ from funboost.plugins.broker import OutgoingMessage
 from funboost_rabbitmq import RabbitmqBroker, RabbitmqOptions
 from funboost_rabbitmq.broker import delay_bucket_ms
 
-from conftest import wait_until
+from conftest import run_in_threads, wait_until
 
 
 def msgs(*values, **kw) -> list[OutgoingMessage]:
@@ -157,21 +157,12 @@ def test_batch_publish_of_many(make_broker, queue_name):
 
 def test_concurrent_publishers_share_one_connection(make_broker, queue_name):
     b = make_broker(queue_name)
-    errors: list = []
 
     def work(k: int) -> None:
-        try:
-            for i in range(25):
-                b.publish(msgs(k * 100 + i))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for i in range(25):
+            b.publish(msgs(k * 100 + i))
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    run_in_threads(work, 8)
     assert b.queue_size().ready == 200
 
 

@@ -27,22 +27,6 @@ FRAME_OVERHEAD = 8  # type + channel + size + frame end
 BASIC_CLASS = 60
 BASIC_PUBLISH = 40
 
-# property flags of class Basic, in wire order
-FLAG_CONTENT_TYPE = 1 << 15
-FLAG_CONTENT_ENCODING = 1 << 14
-FLAG_HEADERS = 1 << 13
-FLAG_DELIVERY_MODE = 1 << 12
-FLAG_PRIORITY = 1 << 11
-FLAG_CORRELATION_ID = 1 << 10
-FLAG_REPLY_TO = 1 << 9
-FLAG_EXPIRATION = 1 << 8
-FLAG_MESSAGE_ID = 1 << 7
-FLAG_TIMESTAMP = 1 << 6
-FLAG_TYPE = 1 << 5
-FLAG_USER_ID = 1 << 4
-FLAG_APP_ID = 1 << 3
-FLAG_CLUSTER_ID = 1 << 2
-
 _U16 = struct.Struct(">H")
 _U64 = struct.Struct(">Q")
 # frame header of a content header frame + class, weight, body size (the properties follow)
@@ -69,59 +53,39 @@ def encode_table(table: Optional[dict]) -> bytes:
     return b"".join(pieces)
 
 
-def encode_properties(content_type: Optional[str] = None, content_encoding: Optional[str] = None,
-                      headers: Optional[dict] = None, delivery_mode: Optional[int] = None,
-                      priority: Optional[int] = None, correlation_id: Optional[str] = None,
-                      reply_to: Optional[str] = None, expiration: Optional[str] = None,
-                      message_id: Optional[str] = None, timestamp: Optional[int] = None,
-                      type: Optional[str] = None, user_id: Optional[str] = None,  # noqa: A002 (AMQP name)
-                      app_id: Optional[str] = None, cluster_id: Optional[str] = None) -> bytes:
+def _octet(value: int) -> bytes:
+    return bytes((value,))
+
+
+def _timestamp(value: int) -> bytes:
+    return _U64.pack(value)
+
+
+# the properties of class Basic in wire order: (name, encoder); the first has flag bit 15, the last bit 2
+_PROPERTIES = (
+    ("content_type", shortstr), ("content_encoding", shortstr), ("headers", encode_table),
+    ("delivery_mode", _octet), ("priority", _octet), ("correlation_id", shortstr), ("reply_to", shortstr),
+    ("expiration", shortstr), ("message_id", shortstr), ("timestamp", _timestamp), ("type", shortstr),
+    ("user_id", shortstr), ("app_id", shortstr), ("cluster_id", shortstr),
+)
+_PROPERTY_FLAGS = {name: 1 << (15 - i) for i, (name, _) in enumerate(_PROPERTIES)}
+
+
+def encode_properties(**values: Any) -> bytes:
     """The property part of a content header frame (flags word + the present properties), as pika's
-    ``BasicProperties`` would encode the same values (``None`` = absent)."""
+    ``BasicProperties`` would encode the same values. Keywords are the AMQP property names
+    (content_type, content_encoding, headers, delivery_mode, priority, correlation_id, reply_to,
+    expiration, message_id, timestamp, type, user_id, app_id, cluster_id); ``None`` = absent."""
+    unknown = values.keys() - _PROPERTY_FLAGS.keys()
+    if unknown:
+        raise TypeError(f"unknown AMQP basic properties: {sorted(unknown)}")
     flags = 0
     parts: list[bytes] = []
-    if content_type is not None:
-        flags |= FLAG_CONTENT_TYPE
-        parts.append(shortstr(content_type))
-    if content_encoding is not None:
-        flags |= FLAG_CONTENT_ENCODING
-        parts.append(shortstr(content_encoding))
-    if headers is not None:
-        flags |= FLAG_HEADERS
-        parts.append(encode_table(headers))
-    if delivery_mode is not None:
-        flags |= FLAG_DELIVERY_MODE
-        parts.append(bytes((delivery_mode,)))
-    if priority is not None:
-        flags |= FLAG_PRIORITY
-        parts.append(bytes((priority,)))
-    if correlation_id is not None:
-        flags |= FLAG_CORRELATION_ID
-        parts.append(shortstr(correlation_id))
-    if reply_to is not None:
-        flags |= FLAG_REPLY_TO
-        parts.append(shortstr(reply_to))
-    if expiration is not None:
-        flags |= FLAG_EXPIRATION
-        parts.append(shortstr(expiration))
-    if message_id is not None:
-        flags |= FLAG_MESSAGE_ID
-        parts.append(shortstr(message_id))
-    if timestamp is not None:
-        flags |= FLAG_TIMESTAMP
-        parts.append(_U64.pack(timestamp))
-    if type is not None:
-        flags |= FLAG_TYPE
-        parts.append(shortstr(type))
-    if user_id is not None:
-        flags |= FLAG_USER_ID
-        parts.append(shortstr(user_id))
-    if app_id is not None:
-        flags |= FLAG_APP_ID
-        parts.append(shortstr(app_id))
-    if cluster_id is not None:
-        flags |= FLAG_CLUSTER_ID
-        parts.append(shortstr(cluster_id))
+    for name, encode in _PROPERTIES:
+        value = values.get(name)
+        if value is not None:
+            flags |= _PROPERTY_FLAGS[name]
+            parts.append(encode(value))
     # 14 flags fit in one 16-bit word, so the continuation bit (bit 0) is never set
     return _U16.pack(flags) + b"".join(parts)
 
