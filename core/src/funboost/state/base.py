@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, ClassVar, Optional, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from funboost.exceptions import StateBackendError
 from funboost.plugins.manager import STATE_GROUP, entry_points
@@ -22,6 +22,9 @@ try:  # orjson (a core dependency) is ~10x faster than json for the records writ
 except ImportError:  # pragma: no cover
     _orjson = None
 import json as _json
+
+if TYPE_CHECKING:  # pragma: no cover
+    from funboost.engine.status import StatusBatch
 
 
 def dumps_state(obj: Any) -> str:
@@ -121,15 +124,13 @@ class StateBackend:
     def save_statuses(self, table: str, records: list[dict], ttl: float) -> None:
         raise NotImplementedError
 
-    def save_status_json(self, table: str, task_ids: list[str], time_starts: Sequence[float], records_json: bytes,
-                         ttl: float, ends: Optional[Sequence[int]] = None) -> None:
-        """Store records that are already serialised: ``records_json`` is one JSON array of the records,
-        ``task_ids`` / ``time_starts`` give each one's id and start time, in the same order, and ``ends``
-        (when given) where each record's JSON ends in ``records_json``, so that record ``i`` is
-        ``records_json[ends[i-1] + 1 : ends[i]]`` (``ends[-1]`` taken as 0). The engine calls this (it
-        serialises each record the moment its run is final). Backends that keep JSON override it to skip
-        parsing; this default parses and calls :meth:`save_statuses`."""
-        self.save_statuses(table, loads_state(records_json), ttl)
+    def save_status_batch(self, table: str, batch: "StatusBatch", ttl: float) -> None:
+        """Store the records of a :class:`~funboost.engine.status.StatusBatch`: what the engine calls, with
+        records serialised in the compact form the moment their runs were final. A backend stores what
+        suits it (``batch.rows``, ``batch.json``, ``batch.records``, ``batch.task_ids``...) and reads it back
+        with :func:`~funboost.engine.status.expand_record`; this default expands every record and calls
+        :meth:`save_statuses`."""
+        self.save_statuses(table, batch.dicts(), ttl)
 
     def query_statuses(self, table: str, *, task_id: Optional[str] = None, success: Optional[bool] = None,
                        since: Optional[float] = None, until: Optional[float] = None,

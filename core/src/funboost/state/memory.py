@@ -5,7 +5,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from funboost.engine.status import complete_record
+from funboost.engine.status import expand_record, record_success, record_task_id, record_time_start
 from funboost.state.base import StateBackend
 
 
@@ -101,11 +101,17 @@ class MemoryStateBackend(StateBackend):
             return {t for t, exp in self._kills.get(queue, {}).items() if exp >= now}
 
     def save_statuses(self, table, records, ttl):
+        self._keep_statuses(table, [dict(r) for r in records], ttl)  # copies: records may be live dicts
+
+    def save_status_batch(self, table, batch, ttl):
+        self._keep_statuses(table, batch.records, ttl)  # compact records, expanded when queried
+
+    def _keep_statuses(self, table: str, records: list, ttl: float) -> None:
         exp = time.time() + ttl
         with self._cond:
             t = self._statuses.setdefault(table, {})
             for r in records:
-                t[r["task_id"]] = (exp, dict(r))  # records may be a live status's own dict
+                t[record_task_id(r)] = (exp, r)
 
     def query_statuses(self, table, *, task_id=None, success=None, since=None, until=None, limit=100):
         now = time.time()
@@ -116,12 +122,11 @@ class MemoryStateBackend(StateBackend):
                 rows = [hit[1]] if hit is not None and hit[0] >= now else []
             else:
                 rows = [r for exp, r in t.values() if exp >= now]
-        rows = [r for r in rows if (task_id is None or r["task_id"] == task_id)
-                and (success is None or bool(r.get("success")) == success)
-                and (since is None or (r.get("time_start") or 0) >= since)
-                and (until is None or (r.get("time_start") or 0) <= until)]
-        rows.sort(key=lambda r: r.get("time_start") or 0, reverse=True)
-        return [complete_record(r) for r in rows[:limit]]
+        rows = [r for r in rows if (success is None or record_success(r) == success)
+                and (since is None or record_time_start(r) >= since)
+                and (until is None or record_time_start(r) <= until)]
+        rows.sort(key=record_time_start, reverse=True)
+        return [expand_record(r) for r in rows[:limit]]
 
     # ---- locks: name -> (owner, expiry)
     def acquire_lock(self, name, owner, ttl):

@@ -9,10 +9,10 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Optional
+from typing import Any, Optional
 
 from funboost.paths import user_data_dir
-from funboost.engine.status import complete_record
+from funboost.engine.status import expand_record, record_success, record_task_id, record_time_start
 from funboost.state.base import StateBackend, dumps_state, dumps_state_bytes, loads_state
 
 _SCHEMA = """
@@ -130,34 +130,39 @@ class SqliteStateBackend(StateBackend):
                                          (queue, time.time()))}
 
     # ---- statuses
-    # Records are stored a batch per row (the JSON array as written), plus one small index row per
-    # record (tbl, task_id) -> batch. A row per record with its JSON and two indexes cost SQLite ~10 µs
-    # of CPU per record, as much as a whole trivial task on a 2-core host; a batch row plus an index row
-    # cost ~3 µs. Queries read the few batches whose time span overlaps the request.
+    # Records are stored a batch per row (the JSON array as the engine serialised it), plus one small
+    # index row per record (tbl, task_id) -> batch. A row per record with its JSON and two indexes cost
+    # SQLite ~10 us of CPU per record, as much as a whole trivial task on a 2-core host; a batch row plus
+    # an index row cost ~3 us.
+    # Queries read the few batches whose time span overlaps the request.
     _BATCH_ROWS = 1000  # records per batch row from save_statuses (the engine sends batches of about this size)
 
     def save_statuses(self, table, records, ttl):
         for i in range(0, len(records), self._BATCH_ROWS):
             chunk = records[i:i + self._BATCH_ROWS]
-            self.save_status_json(table, [r["task_id"] for r in chunk], [r.get("time_start") or 0.0 for r in chunk],
-                                  dumps_state_bytes(chunk), ttl)
+            self._save_batch(table, dumps_state_bytes(chunk), [r["task_id"] for r in chunk],
+                             [r.get("time_start") or 0.0 for r in chunk], ttl)
 
-    def save_status_json(self, table, task_ids, time_starts, records_json, ttl, ends=None):
+    def save_status_batch(self, table, batch, ttl):
+        if len(batch):
+            self._save_batch(table, batch.json, batch.task_ids, batch.time_starts, ttl)
+
+    def _save_batch(self, table: str, data: bytes, task_ids: list, time_starts: list, ttl: float) -> None:
+        """One row for the batch (its records' JSON array, never parsed here) and an index row per record."""
         if not task_ids:
             return
         c = self._conn()
         c.execute("BEGIN IMMEDIATE")
         try:
-            # the batch as one row: the JSON array exactly as serialised, never parsed here
             cur = c.execute("INSERT INTO status_batches (tbl, t_min, t_max, expire_at, data) VALUES (?,?,?,?,?)",
-                            (table, min(time_starts), max(time_starts), time.time() + ttl,
-                             bytes(records_json).decode()))
+                            (table, min(time_starts), max(time_starts), time.time() + ttl, data.decode()))
+            batch_id = cur.lastrowid
             if self._json1:  # the ids as one JSON array that SQLite unpacks itself, GIL released
                 c.execute("INSERT OR REPLACE INTO status_ids SELECT ?, value, ? FROM json_each(?)",
-                          (table, cur.lastrowid, dumps_state(list(task_ids))))
+                          (table, batch_id, dumps_state(task_ids)))
             else:
                 c.executemany("INSERT OR REPLACE INTO status_ids VALUES (?,?,?)",
-                              [(table, t, cur.lastrowid) for t in task_ids])
+                              [(table, t, batch_id) for t in task_ids])
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
@@ -181,33 +186,33 @@ class SqliteStateBackend(StateBackend):
     def query_statuses(self, table, *, task_id=None, success=None, since=None, until=None, limit=100):
         now = time.time()
 
-        def keep(r: dict) -> bool:
-            ts = r.get("time_start") or 0.0
-            return ((success is None or bool(r.get("success")) == bool(success))
+        def keep(r: Any) -> bool:
+            ts = record_time_start(r)
+            return ((success is None or record_success(r) == bool(success))
                     and (since is None or ts >= since) and (until is None or ts <= until))
 
         if task_id is not None:
             rows = self._exec("SELECT b.data FROM status_ids i JOIN status_batches b ON b.id = i.batch_id "
                               "WHERE i.tbl=? AND i.task_id=? AND b.expire_at>=?", (table, task_id, now))
-            found = [r for r in loads_state(rows[0][0]) if r.get("task_id") == task_id] if rows else []
-            return [complete_record(found[-1])] if found and keep(found[-1]) else []
+            found = [r for r in loads_state(rows[0][0]) if record_task_id(r) == task_id] if rows else []
+            return [expand_record(found[-1])] if found and keep(found[-1]) else []
         sql, args = "SELECT id, t_max, data FROM status_batches WHERE tbl=? AND expire_at>=?", [table, now]
         if since is not None:
             sql += " AND t_max>=?"; args.append(since)
         if until is not None:
             sql += " AND t_min<=?"; args.append(until)
         sql += " ORDER BY t_max DESC"
-        out: list[dict] = []
+        out: list = []
         for batch_id, t_max, data in self._conn().execute(sql, tuple(args)):
-            if len(out) >= limit and (t_max or 0.0) < out[limit - 1].get("time_start", 0.0):
+            if len(out) >= limit and (t_max or 0.0) < record_time_start(out[limit - 1]):
                 break  # every record from here on is older than the ones already chosen
             recs = {}
             for r in loads_state(data):
                 if keep(r):
-                    recs[r["task_id"]] = r  # the last one in a batch wins
+                    recs[record_task_id(r)] = r  # the last one in a batch wins
             out.extend(self._current(table, batch_id, recs))
-            out.sort(key=lambda r: r.get("time_start") or 0.0, reverse=True)
-        return [complete_record(r) for r in out[:limit]]
+            out.sort(key=record_time_start, reverse=True)
+        return [expand_record(r) for r in out[:limit]]
 
     # ---- locks: one row per lock; taking it is a single conditional upsert, atomic in SQLite
     def acquire_lock(self, name, owner, ttl):

@@ -25,7 +25,8 @@ from typing import ClassVar, Iterator, Optional
 
 import pytest
 
-from funboost.state.base import StateBackend, dumps_state_bytes, resolve_state_backend_class
+from funboost.engine.status import FunctionResultStatus, StatusBatch
+from funboost.state.base import StateBackend, dumps_state_bytes, loads_state, resolve_state_backend_class
 from funboost.testing.contract_base import require_service, wait_until
 
 _SHORT = 0.3  # seconds: the ttl used by expiry tests
@@ -187,21 +188,35 @@ class StateBackendContract:
         assert len(backend.query_statuses(queue, limit=1000)) == 10
         assert backend.query_statuses(queue + "_other") == []
 
-    def test_statuses_saved_as_json(self, backend: StateBackend, queue: str) -> None:
-        # the engine's path: records serialised when final, written later in a batch
-        recs = self._records(3, time.time())
-        recs[0]["params"] = {"x": "héllo ✓"}  # multi-byte UTF-8: offsets are in bytes
-        parts = [dumps_state_bytes(r) for r in recs]
-        ends, pos = [], 0
-        for part in parts:  # "[" then the records separated by ","
-            pos += 1 + len(part)
-            ends.append(pos)
-        backend.save_status_json(queue, [r["task_id"] for r in recs], [r["time_start"] for r in recs],
-                                 b"[" + b",".join(parts) + b"]", 60, ends=ends)
-        for i in (0, 1, 2):
-            got = backend.query_statuses(queue, task_id=f"t{i}")
-            assert len(got) == 1 and {k: got[0][k] for k in recs[i]} == recs[i]
+    def test_statuses_saved_as_batch(self, backend: StateBackend, queue: str) -> None:
+        # the engine's path: each record taken (compact) when final, written later in a batch
+        statuses = []
+        for i in range(3):
+            st = FunctionResultStatus(queue, f"t{i}", {"x": "héllo ✓\n" if i == 0 else i}, time.time() - 1)
+            st.run_times = 1 + i
+            if i == 1:
+                st.set_error(ValueError("bad ✗"))
+                st.timed_out = True
+                st.user_context["note"] = "kept"
+            else:
+                st.result, st.success = {"r": i}, True
+            st.finish()
+            statuses.append(st)
+        backend.save_status_batch(queue, StatusBatch([st.compact() for st in statuses]), 60)
+        for st in statuses:
+            got = backend.query_statuses(queue, task_id=st.task_id)
+            assert got == [st.to_dict()]
         assert [r["task_id"] for r in backend.query_statuses(queue, success=True)] == ["t2", "t0"]
+        assert [r["task_id"] for r in backend.query_statuses(queue, success=False)] == ["t1"]
+        # an empty batch is a no-op; a record saved again (a later run) replaces the earlier one
+        backend.save_status_batch(queue, StatusBatch([]), 60)
+        again = FunctionResultStatus(queue, "t1", {"x": 1})
+        again.run_times, again.success = 5, True
+        again.finish()
+        # records may also come as lists (compact records parsed back from JSON)
+        backend.save_status_batch(queue, StatusBatch(loads_state(dumps_state_bytes([again.compact()]))), 60)
+        assert backend.query_statuses(queue, task_id="t1") == [again.to_dict()]
+        assert len(backend.query_statuses(queue)) == 3
 
     def test_statuses_upsert_by_task_id(self, backend: StateBackend, queue: str) -> None:
         rec = self._records(1, time.time())[0]
