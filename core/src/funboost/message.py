@@ -67,6 +67,16 @@ def uuid7() -> str:
     return "%s%03x-%04x-%012x" % (cached[1], next(_uuid7_counter) & 0xFFF, 0x8000 | _rand(14), _rand(48))
 
 
+def uuid7_time(task_id: str) -> Optional[float]:
+    """The creation time (epoch seconds) of a task id made by :func:`uuid7`; None for any other id."""
+    if len(task_id) != 36 or task_id[14] != "7" or task_id[8] != "-" or task_id[13] != "-":
+        return None
+    try:
+        return int(task_id[:8] + task_id[9:13], 16) / 1000
+    except ValueError:
+        return None
+
+
 _rand = random.SystemRandom().getrandbits if os.environ.get("FUNBOOST_SECURE_IDS") == "1" else random.getrandbits
 
 

@@ -29,9 +29,8 @@ class FunctionResultStatus:
     time_cost, host, pid, thread, timed_out, user_context.
 
     One is made for every task, so ``__init__`` sets only what differs per task; the other fields start
-    as class-level defaults (immutable values) until a run changes them. The result lives in a slot, out
-    of the instance ``__dict__``: the status saver then hands ``__dict__`` itself to the state backend (no
-    copy per record) and the result is only added when results are saved."""
+    as class-level defaults (immutable values) until a run changes them. The stored form of a final
+    status is :meth:`compact`."""
 
     __slots__ = ("_result", "__dict__")
 
@@ -88,21 +87,20 @@ class FunctionResultStatus:
         d["user_context"] = dict(self.user_context)
         return d
 
-    def record(self, with_result: bool = True) -> dict:
-        """The stored form of a *final* status: the fields that differ from their defaults (readers fill
-        the rest in with :func:`complete_record`), sharing this object's dicts. Without ``with_result`` it
-        is the instance ``__dict__`` itself: nothing is copied."""
-        if with_result and self._result is not None:
-            return {**self.__dict__, "result": self._result}
-        return self.__dict__
-
     def compact(self, with_result: bool = True) -> tuple:
         """The stored form of a *final* status in the engine's batches: its values in
-        :data:`COMPACT_FIELDS` order (no keys, no ``time_cost``: :func:`expand_record` derives it)."""
+        :data:`COMPACT_FIELDS` order, without keys, ``time_cost`` (:func:`expand_record` derives it) or the
+        trailing fields that are at their defaults (the common case: a success without a saved result)."""
+        result = self._result if with_result else None
+        if self.exception is None and not self.user_context and not self.timed_out:
+            if result is None:
+                return (self.task_id, self.time_start, self.time_end, self.run_times, self.success, self.run_status,
+                        self.params, self.publish_time, self.thread, self.queue_name, self.host, self.pid)
+            return (self.task_id, self.time_start, self.time_end, self.run_times, self.success, self.run_status,
+                    self.params, self.publish_time, self.thread, self.queue_name, self.host, self.pid, result)
         return (self.task_id, self.time_start, self.time_end, self.run_times, self.success, self.run_status,
-                self.params, self._result if with_result else None, self.publish_time, self.thread,
-                self.exception, self.exception_type, self.exception_msg, self.timed_out, self.user_context or None,
-                self.queue_name, self.host, self.pid)
+                self.params, self.publish_time, self.thread, self.queue_name, self.host, self.pid, result,
+                self.exception, self.exception_type, self.exception_msg, self.timed_out, self.user_context or None)
 
     @classmethod
     def from_dict(cls, d: dict) -> "FunctionResultStatus":
@@ -131,13 +129,14 @@ def complete_record(rec: dict) -> dict:
     return {**_DEFAULTS, **rec}
 
 
-# The compact record: a JSON array of these fields in this order (FunctionResultStatus.compact). About
-# 40 % of the bytes of the same record as an object, and cheaper to write: a trivial task's record is a
-# large share of its cost. New fields are only ever appended, so a shorter (older) array stays readable.
-COMPACT_FIELDS = ("task_id", "time_start", "time_end", "run_times", "success", "run_status", "params", "result",
-                  "publish_time", "thread", "exception", "exception_type", "exception_msg", "timed_out",
-                  "user_context", "queue_name", "host", "pid")
-_TIME_START, _TIME_END, _SUCCESS = 1, 2, 4
+# The compact record: a JSON array of these fields in this order (FunctionResultStatus.compact), trailing
+# fields at their defaults left out. About half the bytes of the same record as an object, and cheaper to
+# make and to write: for a trivial task the record is a large share of the whole cost. New fields are
+# only ever appended, so an array from an older version stays readable.
+COMPACT_FIELDS = ("task_id", "time_start", "time_end", "run_times", "success", "run_status", "params",
+                  "publish_time", "thread", "queue_name", "host", "pid", "result", "exception", "exception_type",
+                  "exception_msg", "timed_out", "user_context")
+_TIME_START, _SUCCESS = 1, 4
 
 
 def expand_record(raw: Any) -> dict:

@@ -26,6 +26,7 @@ from typing import ClassVar, Iterator, Optional
 import pytest
 
 from funboost.engine.status import FunctionResultStatus, StatusBatch
+from funboost.message import uuid7
 from funboost.state.base import StateBackend, dumps_state_bytes, loads_state, resolve_state_backend_class
 from funboost.testing.contract_base import require_service, wait_until
 
@@ -218,12 +219,44 @@ class StateBackendContract:
         assert backend.query_statuses(queue, task_id="t1") == [again.to_dict()]
         assert len(backend.query_statuses(queue)) == 3
 
+    def test_statuses_many_batches(self, backend: StateBackend, queue: str) -> None:
+        # more batches than one page of any paged read; engine-made (uuid7) task ids
+        t0 = time.time() - 1000
+        ids = []
+        for b in range(250):
+            batch = []
+            for j in range(2):
+                st = FunctionResultStatus(queue, uuid7(), {"b": b, "j": j})
+                st.time_start = t0 + b * 2 + j
+                st.success = j == 0
+                st.finish()
+                batch.append(st.compact())
+                ids.append(st.task_id)
+            backend.save_status_batch(queue, StatusBatch(batch), 60)
+        everything = backend.query_statuses(queue, limit=1000)
+        assert [r["task_id"] for r in everything] == ids[::-1]
+        assert backend.query_statuses(queue, task_id=ids[0])[0]["params"] == {"b": 0, "j": 0}
+        assert backend.query_statuses(queue, task_id=ids[-1])[0]["params"] == {"b": 249, "j": 1}
+        assert len(backend.query_statuses(queue, success=True, limit=1000)) == 250
+        window = backend.query_statuses(queue, since=t0 + 100, until=t0 + 109.5)
+        assert [r["task_id"] for r in window] == ids[100:110][::-1]
+        assert [r["task_id"] for r in backend.query_statuses(queue, limit=3)] == ids[-1:-4:-1]
+
     def test_statuses_upsert_by_task_id(self, backend: StateBackend, queue: str) -> None:
         rec = self._records(1, time.time())[0]
         backend.save_statuses(queue, [rec], 60)
         backend.save_statuses(queue, [{**rec, "success": False, "run_times": 2}], 60)
         rows = backend.query_statuses(queue)
         assert len(rows) == 1 and rows[0]["run_times"] == 2 and rows[0]["success"] is False
+        # filters apply to a task's latest record only
+        assert backend.query_statuses(queue, success=True) == []
+        assert backend.query_statuses(queue, task_id=rec["task_id"])[0]["run_times"] == 2
+        older = {**rec, "task_id": "older", "time_start": rec["time_start"] - 10}
+        backend.save_statuses(queue, [older, {**rec, "success": True, "run_times": 3}], 60)
+        backend.save_statuses(queue, [{**rec, "success": False, "run_times": 4, "time_start": rec["time_start"] + 1}],
+                              60)
+        assert [r["task_id"] for r in backend.query_statuses(queue, success=True, limit=1)] == ["older"]
+        assert [r["run_times"] for r in backend.query_statuses(queue, success=False)] == [4]
 
     def test_statuses_retention(self, backend: StateBackend, queue: str) -> None:
         recs = self._records(3, time.time())
