@@ -218,9 +218,9 @@ class Consumer:
         self.execute_hook = get_plugin_manager().hook.funboost_execute if pm_hooks else None
         self._after_execute = has_hook_impls("funboost_after_execute")
         self._on_error = has_hook_impls("funboost_on_error")
-        # finishing a successful task is only an ack: no status record, custom recorder or after-hook
-        self._plain_finish = (self.status_saver is None and p.user_custom_record_process_info_func is None
-                              and not self._after_execute)
+        # finishing a successful task is only an ack and maybe a status record: no custom recorder or
+        # after-hook
+        self._plain_finish = p.user_custom_record_process_info_func is None and not self._after_execute
 
     # ---------------------------------------------------------------- state backend (lazy)
     @property
@@ -486,7 +486,8 @@ class Consumer:
                                                         exception=exc)
 
     def finish_is_cheap(self, task: Task, outcome: str) -> bool:
-        """True when finishing is only a buffered ack (no state I/O, callbacks or republish)."""
+        """True when finishing is only a buffered ack and maybe a queued status record (no state I/O,
+        callbacks or republish)."""
         p = self.params
         extra = task.msg.extra
         return (outcome == FINISH and self._plain_finish and task.delivery.reply is None
@@ -506,7 +507,9 @@ class Consumer:
         if outcome == FINISH and self._plain_finish and d.reply is None \
                 and not extra.get("is_using_rpc_mode", p.is_using_rpc_mode) \
                 and not extra.get("do_task_filtering", p.do_task_filtering):
-            if not d.auto_ack:  # the common case: nothing to record, only the (batched) ack
+            if self.status_saver is not None:  # the common case: at most a record and the (batched) ack
+                self.status_saver.add(status)
+            if not d.auto_ack:
                 self.acker.add(d)
             return
         if outcome == FINISH and status.success and extra.get("do_task_filtering", p.do_task_filtering):
