@@ -171,7 +171,9 @@ class RedisStateBackend(StateBackend):
         base = f"{P}status:{{{table}}}:"
         name = uuid7()
         ms = max(1, int(ttl * 1000))
-        p = self._r.pipeline(transaction=True)  # all or nothing: no batch without its ids or its rank
+        # one round trip, no MULTI (cluster-safe); a pipeline cut short leaves a batch unranked (it expires
+        # unseen) or a rank without its batch (skipped when read, swept later)
+        p = self._r.pipeline(transaction=False)
         p.set(base + "d:" + name, data, px=ms)
         p.set(base + "i:" + name, ids_text(task_ids), px=ms)
         p.zadd(base + "batches", {f"{name} {min(time_starts)!r}": max(time_starts)})
