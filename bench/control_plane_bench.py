@@ -165,8 +165,13 @@ def main() -> None:
                             runs[status].append((bench_consume(broker, state, a.n, status), LAST_CPU_US[0]))
                     off, on = (statistics.median(r for r, _ in runs[k]) for k in (False, True))
                     cpu_off, cpu_on = (statistics.median(c for _, c in runs[k]) for k in (False, True))
+                    # each "on" round against the "off" round just before it: slow drifts of a shared host
+                    # cancel out of these better than out of the ratio of the medians
+                    pairs = sorted((1 - n / f) * 100 for (f, _), (n, _) in zip(runs[False], runs[True]))
                     print(f"  {broker:>15} + {state:<7} process CPU per message: off {cpu_off:5.1f} us, "
-                          f"on {cpu_on:5.1f} us (medians of {a.interleaved} interleaved rounds)")
+                          f"on {cpu_on:5.1f} us (medians of {a.interleaved} interleaved rounds); cost per "
+                          f"round pair: median {statistics.median(pairs):.1f} %, "
+                          f"range {pairs[0]:.1f} to {pairs[-1]:.1f} %")
                 else:
                     off = max(bench_consume(broker, state, a.n, False) for _ in range(a.rounds))
                     on = max(bench_consume(broker, state, a.n, True) for _ in range(a.rounds))

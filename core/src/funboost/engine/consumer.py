@@ -129,7 +129,7 @@ class StatusSaver:
     def add(self, status: FunctionResultStatus) -> None:
         rows = self._rows
         rows.append(status.compact(self.save_result))
-        if len(rows) >= self.MAX_BATCH:
+        if len(rows) >= self.MAX_BATCH and not self._wake.is_set():  # set() takes a lock: once is enough
             self._wake.set()
 
     def _loop(self) -> None:
