@@ -148,7 +148,8 @@ def main() -> None:
         bench_rpc("sqlite_queue", "sqlite", a.rpc_n)
         bench_rpc("redis_ack_able", "redis", a.rpc_n)
     if not a.skip_status:
-        print(f"consume throughput, status records off vs on (n={a.n}, best of {a.rounds}, concurrency 50):")
+        how = f"{a.interleaved} interleaved rounds" if a.interleaved else f"best of {a.rounds}"
+        print(f"consume throughput, status records off vs on (n={a.n}, {how}, concurrency 50):")
         for work_ms in (float(x) for x in a.work_ms.split(",")):
             WORK_S = work_ms / 1000
             label = "trivial function" if not work_ms else f"function with {work_ms:g} ms of I/O"
