@@ -504,9 +504,7 @@ class Consumer:
         status.finish()
         self.stats.record(status.success, status.time_cost or 0.0)
         extra = task.msg.extra
-        if outcome == FINISH and self._plain_finish and d.reply is None \
-                and not extra.get("is_using_rpc_mode", p.is_using_rpc_mode) \
-                and not extra.get("do_task_filtering", p.do_task_filtering):
+        if self.finish_is_cheap(task, outcome):
             if self.status_saver is not None:  # the common case: at most a record and the (batched) ack
                 self.status_saver.add(status)
             if not d.auto_ack:

@@ -117,7 +117,7 @@ class FunctionResultStatus:
                 f"run_status={self.run_status!r}, success={self.success!r}, run_times={self.run_times!r})")
 
 
-# the value of every field a stored record may leave out (see FunctionResultStatus.record)
+# the value of every field a stored record may leave out (complete_record / expand_record fill them in)
 _DEFAULTS: dict = {"result": None, **{k: getattr(FunctionResultStatus, k) for k in _FIELDS
                                       if k != "result" and hasattr(FunctionResultStatus, k)}}
 
@@ -165,7 +165,8 @@ def record_success(raw: Any) -> bool:
 
 class StatusBatch:
     """Final status records of one consumer, in the compact form (tuples from
-    :meth:`FunctionResultStatus.compact`, or lists parsed back from JSON); what the engine hands to
+    :meth:`FunctionResultStatus.compact`, or lists parsed back from JSON; records as dicts, from
+    ``save_statuses``, are taken too, one form per batch); what the engine hands to
     :meth:`StateBackend.save_status_batch`. A backend takes the form it stores best: ``json`` (the whole
     batch as one JSON array, serialised in one call), ``rows`` (each record's JSON), ``records``,
     ``task_ids`` / ``time_starts``, or ``dicts()`` (every record expanded)."""
@@ -176,8 +177,15 @@ class StatusBatch:
         self.records = records
         self._json: Optional[bytes] = None
 
+    @classmethod
+    def chunks(cls, records: list, size: int = 1000) -> list["StatusBatch"]:
+        return [cls(records[i:i + size]) for i in range(0, len(records), size)]
+
     def __len__(self) -> int:
         return len(self.records)
+
+    def _dict_records(self) -> bool:
+        return bool(self.records) and isinstance(self.records[0], dict)
 
     @property
     def json(self) -> bytes:
@@ -191,10 +199,14 @@ class StatusBatch:
 
     @property
     def task_ids(self) -> list[str]:
+        if self._dict_records():
+            return [r["task_id"] for r in self.records]
         return [r[0] for r in self.records]
 
     @property
     def time_starts(self) -> list[float]:
+        if self._dict_records():
+            return [r.get("time_start") or 0.0 for r in self.records]
         return [r[_TIME_START] or 0.0 for r in self.records]
 
     def dicts(self) -> list[dict]:

@@ -16,10 +16,19 @@ from __future__ import annotations
 import heapq
 from typing import Any, Callable, Iterable, Optional
 
-from funboost.engine.status import expand_record, record_success, record_task_id, record_time_start
+from funboost.engine.status import StatusBatch, expand_record, record_success, record_task_id, record_time_start
 from funboost.message import uuid7_time
 
 CLOCK_SKEW = 3600.0  # a record's start may precede its id's creation time by this much (hosts' clocks)
+
+
+class BatchStatusStore:
+    """Mixin for a state backend that stores status records a batch at a time: records given as dicts
+    (``save_statuses``) go the engine's way, in batches of 1,000, through its ``save_status_batch``."""
+
+    def save_statuses(self, table: str, records: list[dict], ttl: float) -> None:
+        for batch in StatusBatch.chunks(records):
+            self.save_status_batch(table, batch, ttl)  # type: ignore[attr-defined]
 
 
 def ids_text(task_ids: Iterable[str]) -> str:

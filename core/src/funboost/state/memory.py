@@ -5,8 +5,9 @@ import threading
 import time
 from typing import Any, Optional
 
-from funboost.engine.status import expand_record, record_success, record_task_id, record_time_start
+from funboost.engine.status import expand_record, record_task_id, record_time_start
 from funboost.state.base import StateBackend
+from funboost.state.batched import record_filter
 
 
 class MemoryStateBackend(StateBackend):
@@ -122,10 +123,8 @@ class MemoryStateBackend(StateBackend):
                 rows = [hit[1]] if hit is not None and hit[0] >= now else []
             else:
                 rows = [r for exp, r in t.values() if exp >= now]
-        rows = [r for r in rows if (success is None or record_success(r) == success)
-                and (since is None or record_time_start(r) >= since)
-                and (until is None or record_time_start(r) <= until)]
-        rows.sort(key=record_time_start, reverse=True)
+        keep = record_filter(success, since, until)
+        rows = sorted((r for r in rows if keep(r)), key=record_time_start, reverse=True)
         return [expand_record(r) for r in rows[:limit]]
 
     # ---- locks: name -> (owner, expiry)

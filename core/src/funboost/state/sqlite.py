@@ -12,8 +12,8 @@ import time
 from typing import Optional
 
 from funboost.paths import user_data_dir
-from funboost.state.base import StateBackend, dumps_state, dumps_state_bytes, loads_state
-from funboost.state.batched import id_needle, ids_text, latest_of_task, newest_records, oldest_batch_for, record_filter
+from funboost.state.base import StateBackend, dumps_state, loads_state
+from funboost.state.batched import BatchStatusStore, id_needle, ids_text, latest_of_task, newest_records, oldest_batch_for, record_filter
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (task_id TEXT PRIMARY KEY, data TEXT NOT NULL, expire_at REAL NOT NULL);
@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, ex
 """
 
 
-class SqliteStateBackend(StateBackend):
+class SqliteStateBackend(BatchStatusStore, StateBackend):
     name = "sqlite"
 
     def __init__(self, url: Optional[str] = None) -> None:
@@ -137,24 +137,13 @@ class SqliteStateBackend(StateBackend):
     # batch's task ids as one text, ahead of the data in the row so that a search reads only the ids.
     # Measured per record (SQLite CPU, 2-core host): a row per record with its JSON and two indexes
     # ~10 us; a batch row plus an index row per record ~2.5 us; a batch row with its ids ~1.2 us.
-    _BATCH_ROWS = 1000  # records per batch row from save_statuses (the engine sends batches of about this size)
-
-    def save_statuses(self, table, records, ttl):
-        for i in range(0, len(records), self._BATCH_ROWS):
-            chunk = records[i:i + self._BATCH_ROWS]
-            self._save_batch(table, dumps_state_bytes(chunk), [r["task_id"] for r in chunk],
-                             [r.get("time_start") or 0.0 for r in chunk], ttl)
-
     def save_status_batch(self, table, batch, ttl):
-        if len(batch):
-            self._save_batch(table, batch.json, batch.task_ids, batch.time_starts, ttl)
-
-    def _save_batch(self, table: str, data: bytes, task_ids: list, time_starts: list, ttl: float) -> None:
-        if not task_ids:
+        if not len(batch):
             return
+        starts = batch.time_starts
         self._conn().execute(
             "INSERT INTO status_batches (tbl, t_min, t_max, expire_at, ids, data) VALUES (?,?,?,?,?,?)",
-            (table, min(time_starts), max(time_starts), time.time() + ttl, ids_text(task_ids), data.decode()))
+            (table, min(starts), max(starts), time.time() + ttl, ids_text(batch.task_ids), batch.json.decode()))
         self._gc()
 
     def query_statuses(self, table, *, task_id=None, success=None, since=None, until=None, limit=100):

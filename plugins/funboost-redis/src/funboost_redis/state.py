@@ -13,8 +13,8 @@ import time
 from typing import Any, Iterable, Iterator, Optional
 
 from funboost.message import uuid7
-from funboost.state.base import StateBackend, dumps_state, dumps_state_bytes, loads_state
-from funboost.state.batched import id_needle, ids_text, latest_of_task, newest_records, oldest_batch_for, record_filter
+from funboost.state.base import StateBackend, dumps_state, loads_state
+from funboost.state.batched import BatchStatusStore, id_needle, ids_text, latest_of_task, newest_records, oldest_batch_for, record_filter
 
 from funboost_redis.connection import DEFAULT_URL, ENV_URL, RedisOptions, conn_spec, get_handle
 from funboost_redis.connection import check_available as _check_available
@@ -44,7 +44,7 @@ return 0
 _dumps = dumps_state  # orjson when available: records are serialized on the consumer's time
 
 
-class RedisStateBackend(StateBackend):
+class RedisStateBackend(BatchStatusStore, StateBackend):
     name = "redis"
     shared_across_processes = True
 
@@ -154,30 +154,22 @@ class RedisStateBackend(StateBackend):
     # newest start (member "<batch> <oldest start>"), "bexp" by expiry, for the sweep. A record per hash
     # field plus two sorted-set entries cost the server ~8 us and the consumer ~8 us of CPU per record
     # on a 2-core host; a batch costs four commands.
-    def save_statuses(self, table: str, records: list[dict], ttl: float) -> None:
-        for i in range(0, len(records), 1000):
-            chunk = records[i:i + 1000]
-            self._save_batch(table, dumps_state_bytes(chunk), [r["task_id"] for r in chunk],
-                             [r.get("time_start") or 0.0 for r in chunk], ttl)
-
     def save_status_batch(self, table: str, batch: Any, ttl: float) -> None:
-        if len(batch):
-            self._save_batch(table, batch.json, batch.task_ids, batch.time_starts, ttl)
-
-    def _save_batch(self, table: str, data: bytes, task_ids: list, time_starts: list, ttl: float) -> None:
-        if not task_ids:
+        if not len(batch):
             return
         now = time.time()
         base = f"{P}status:{{{table}}}:"
         name = uuid7()
+        starts = batch.time_starts
+        member = f"{name} {min(starts)!r}"
         ms = max(1, int(ttl * 1000))
         # one round trip, no MULTI (cluster-safe); a pipeline cut short leaves a batch unranked (it expires
         # unseen) or a rank without its batch (skipped when read, swept later)
         p = self._r.pipeline(transaction=False)
-        p.set(base + "d:" + name, data, px=ms)
-        p.set(base + "i:" + name, ids_text(task_ids), px=ms)
-        p.zadd(base + "batches", {f"{name} {min(time_starts)!r}": max(time_starts)})
-        p.zadd(base + "bexp", {f"{name} {min(time_starts)!r}": now + ttl})
+        p.set(base + "d:" + name, batch.json, px=ms)
+        p.set(base + "i:" + name, ids_text(batch.task_ids), px=ms)
+        p.zadd(base + "batches", {member: max(starts)})
+        p.zadd(base + "bexp", {member: now + ttl})
         p.execute()
         if now - getattr(self, "_last_sweep", 0.0) > 10.0:  # drop the ranks of expired batches now and then
             self._last_sweep = now
