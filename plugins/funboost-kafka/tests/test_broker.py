@@ -129,7 +129,7 @@ def test_out_of_order_never_commits_past_unfinished(brokers, queue_name):
     # the consumer "dies" with offset 2 unfinished: close without acking (close commits what is safe)
     b.close()
     b2 = brokers(queue_name, num_partitions=1)
-    again = fetch_until(b2, 8, deadline_s=15)
+    again = fetch_until(b2, 8)
     assert [d.tag[1] for d in again] == list(range(2, 10))
     assert again[0].task_id == "t2"
 
