@@ -2,6 +2,8 @@
 and any installed plugin's kind works by its name, case-insensitively."""
 from __future__ import annotations
 
+import enum
+
 
 class BrokerEnum:
     """Broker kind names. The values are the original funboost's names; each plugin also answers to a
@@ -45,3 +47,25 @@ class FunctionKind:
     STATIC_METHOD = "STATIC_METHOD"
     CLASS_METHOD = "CLASS_METHOD"
     INSTANCE_METHOD = "INSTANCE_METHOD"
+
+
+class RunStatus(str, enum.Enum):
+    """How one run of a task ended: ``FunctionResultStatus.run_status`` and the outcome the runner hands
+    to the consumer. A str-enum, so records written before it existed (plain strings) compare equal."""
+
+    RUNNING = "running"  # not final yet
+    FINISH = "finish"  # ran to the end (success or failure after the last retry); acked
+    REQUEUED = "requeued"  # ExceptionForRequeue: republished, will run again
+    RETRY_LATER = "retry_later"  # failed attempt republished with a countdown (requeue retry mode)
+    DEAD_LETTERED = "dead_lettered"  # moved to <queue>_dlx
+    KILLED = "killed"  # remote kill request
+    EXPIRED = "expired"  # older than msg_expire_seconds, not run
+    FILTERED = "filtered"  # same arguments already ran (task filter), not run
+
+    def __str__(self) -> str:  # "finish", not "RunStatus.FINISH", in logs and JSON
+        return self.value
+
+    @property
+    def is_final(self) -> bool:
+        """False when the task goes on in another message (requeued, retry later)."""
+        return self not in (RunStatus.RUNNING, RunStatus.REQUEUED, RunStatus.RETRY_LATER)
