@@ -274,9 +274,30 @@ class Consumer:
         self.executor.shutdown(wait=False)
         self.broker.close()
 
+    # ---------------------------------------------------------------- ConsumerHost (funboost.plugins.host)
     @property
     def stopped(self) -> bool:
         return self._stop.is_set()
+
+    @property
+    def stop_event(self) -> threading.Event:
+        return self._stop
+
+    @property
+    def current_qps(self) -> float:
+        return float(self.rate.qps or 0.0)
+
+    @property
+    def concurrency(self) -> int:
+        return 1 if self.params.concurrent_mode == "single_thread" else int(self.params.concurrent_num)
+
+    @property
+    def runs_inline(self) -> bool:
+        return not self.executor.is_async and self.params.concurrent_mode in ("threading", "single_thread")
+
+    def is_runnable(self) -> bool:
+        return not (self._stop.is_set() or self.paused
+                    or (self.window is not None and not self.window.is_open()))
 
     # ---------------------------------------------------------------- dispatch
     def _fetch_limit(self) -> int:
