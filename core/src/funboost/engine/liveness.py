@@ -60,10 +60,11 @@ class Tick:
     """One registration on the :class:`Ticker`; :meth:`cancel` stops it."""
 
     __slots__ = ("_fn", "_ref", "interval", "retry_after", "name", "next_due", "cancelled", "_last_log",
-                 "log_every", "__weakref__")
+                 "log_every", "_ticker", "__weakref__")
 
-    def __init__(self, fn: Callable[[], object], interval: float, retry_after: float, name: str,
-                 log_every: float) -> None:
+    def __init__(self, ticker: "Ticker", fn: Callable[[], object], interval: float, retry_after: float,
+                 name: str, log_every: float) -> None:
+        self._ticker = ticker
         if interval <= 0:
             raise ValueError("interval must be > 0")
         # a bound method is held weakly: its owner's lifetime is not extended by the ticker
@@ -84,8 +85,10 @@ class Tick:
     def callback(self) -> Optional[Callable[[], object]]:
         return self._ref() if self._ref is not None else self._fn
 
-    def cancel(self) -> None:
-        self.cancelled = True
+    def cancel(self, wait: bool = True, timeout: float = 30.0) -> None:
+        """Stop calling; with ``wait``, also wait (up to ``timeout``) for a call in progress to end, so that
+        nothing this tick does happens after ``cancel`` returns (e.g. a renewal after a lease was deleted)."""
+        self._ticker.cancel(self, wait=wait, timeout=timeout)
 
 
 class Ticker:
@@ -94,9 +97,11 @@ class Ticker:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when a callback returns
         self._ticks: list[Tick] = []
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._running: Optional[Tick] = None  # the tick whose callback runs now
 
     def every(self, interval: float, fn: Callable[[], object], *, first_after: Optional[float] = None,
               retry_after: float = 0.2, name: str = "", log_every: float = 5.0) -> Tick:
@@ -105,7 +110,7 @@ class Ticker:
         :param retry_after: after ``fn`` raised, call it again this soon (capped by ``interval``).
         :param log_every: at most one warning per this many seconds while ``fn`` keeps failing.
         """
-        tick = Tick(fn, interval, min(retry_after, interval), name, log_every)
+        tick = Tick(self, fn, interval, min(retry_after, interval), name, log_every)
         tick.next_due = self._clock() + (interval if first_after is None else first_after)
         with self._lock:
             self._ticks.append(tick)
@@ -115,15 +120,20 @@ class Ticker:
         self._wake.set()
         return tick
 
-    def cancel(self, tick: Optional[Tick]) -> None:
+    def cancel(self, tick: Optional[Tick], *, wait: bool = True, timeout: float = 30.0) -> None:
+        """Stop ``tick``; see :meth:`Tick.cancel`."""
         if tick is None:
             return
-        tick.cancel()
+        deadline = time.monotonic() + timeout
         with self._lock:
+            tick.cancelled = True
             try:
                 self._ticks.remove(tick)
             except ValueError:
                 pass
+            if wait and threading.current_thread() is not self._thread:
+                while self._running is tick and time.monotonic() < deadline:
+                    self._idle.wait(deadline - time.monotonic())
 
     def __len__(self) -> int:
         with self._lock:
@@ -142,9 +152,13 @@ class Ticker:
             if now >= tick.next_due:
                 fn = tick.callback()
                 if fn is None:  # its owner was garbage collected
-                    self.cancel(tick)
+                    self.cancel(tick, wait=False)
                     continue
                 tick.next_due = now + tick.interval
+                with self._lock:
+                    if tick.cancelled:
+                        continue
+                    self._running = tick
                 try:
                     fn()
                 except Exception as exc:  # an outage must not kill the thread (or the other callbacks)
@@ -152,6 +166,10 @@ class Ticker:
                     if now - tick._last_log >= tick.log_every:
                         tick._last_log = now
                         logger.warning("%s failed: %s: %s (retrying)", tick.name, type(exc).__name__, exc)
+                finally:
+                    with self._lock:
+                        self._running = None
+                        self._idle.notify_all()
                 del fn
             next_due = min(next_due, tick.next_due)
         return next_due
@@ -339,10 +357,10 @@ class ConsumerLease:
     def stop(self) -> None:
         """Stop renewing (the broker then deletes its lease, or lets it expire)."""
         with self._lock:
-            ticks, t = self._ticks, self._ticker
+            ticks = self._ticks
             self._ticks, self._ticker = [], None
         for tick in ticks:
-            (t or ticker()).cancel(tick)
+            tick.cancel(wait=True)
 
     def renew(self, now: Optional[float] = None) -> None:
         """Write the lease now (the ticker calls this every ``heartbeat_interval``)."""
