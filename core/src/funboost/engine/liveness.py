@@ -94,8 +94,11 @@ class Tick:
 class Ticker:
     """Calls registered callbacks periodically from one daemon thread (started on first use)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, *, autostart: bool = True) -> None:
+        """:param clock: monotonic seconds; :param autostart: False for tests that drive :meth:`run_due`
+        themselves (with a fake clock) instead of the background thread."""
         self._clock = clock
+        self._autostart = autostart
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified when a callback returns
         self._ticks: list[Tick] = []
@@ -114,7 +117,7 @@ class Ticker:
         tick.next_due = self._clock() + (interval if first_after is None else first_after)
         with self._lock:
             self._ticks.append(tick)
-            if self._thread is None or not self._thread.is_alive():
+            if self._autostart and (self._thread is None or not self._thread.is_alive()):
                 self._thread = threading.Thread(target=self._run, name="funboost-liveness", daemon=True)
                 self._thread.start()
         self._wake.set()
