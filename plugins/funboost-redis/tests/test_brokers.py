@@ -88,8 +88,7 @@ def test_dead_consumer_work_comes_back_front_of_line(opts, qname):
     a.publish([msg(i) for i in range(5)])
     got = fetch_until(a, 2, max_batch=2)
     # simulate a SIGKILL: stop beating without releasing
-    from funboost_redis.heartbeat import heartbeats
-    heartbeats().remove(a)
+    a._lease.stop()
     a._registered = True  # keep close() from releasing
     b = RedisAckAbleBroker(qname, RedisOptions(**{**opts.model_dump(), "reclaim_interval": 0.2}))
     # b first gets the 3 waiting ones, then the 2 reclaimed after a's heartbeat expires

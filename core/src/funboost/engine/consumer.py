@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from funboost.engine.controls import CronWindow, RateLimiter, filter_key
 from funboost.engine.executors import Executor, make_executor
+from funboost.engine.liveness import ticker
 from funboost.engine.runner import DEAD_LETTERED, FINISH, KILLED, REQUEUED, Runner, Task
 from funboost.engine.status import FunctionResultStatus, StatusBatch
 from funboost.exceptions import MalformedMessage
@@ -238,6 +239,9 @@ class Consumer:
             self._refresh_flags()
         except Exception as exc:
             self.logger.warning("state backend unavailable: %s", exc)
+        # heartbeats run on the process's liveness ticker: never delayed by the control loop's work
+        self._heartbeat_tick = ticker().every(HEARTBEAT_INTERVAL, self._heartbeat, first_after=0.0,
+                                              retry_after=FLAG_POLL_INTERVAL, name=f"heartbeat of {self.params.queue_name!r}")
         self._start_thread(self._control_loop, "control")
         if self.broker.run_consumer(self):
             return
@@ -254,6 +258,8 @@ class Consumer:
         self._stop.set()
         for t in self._threads:
             t.join(timeout)
+        if getattr(self, "_heartbeat_tick", None) is not None:
+            self._heartbeat_tick.cancel(wait=True)  # a beat in progress ends before remove_consumer below
         self.executor.wait_idle(timeout)
         with self._delayed_lock:
             held = [d for _, _, d, _ in self._delayed]
@@ -598,7 +604,6 @@ class Consumer:
     # ---------------------------------------------------------------- control thread
     def _control_loop(self) -> None:
         p = self.params
-        next_hb = 0.0
         next_stats = time.monotonic() + p.stats_log_interval
         need_state = True
         while not self._stop.wait(FLAG_POLL_INTERVAL):
@@ -606,9 +611,6 @@ class Consumer:
             if need_state:
                 try:
                     self._refresh_flags()
-                    if now >= next_hb:
-                        next_hb = now + HEARTBEAT_INTERVAL
-                        self._heartbeat()
                 except Exception as exc:
                     self.logger.warning("state backend unavailable: %s", exc)
             if now >= next_stats:

@@ -18,7 +18,11 @@ class RateLimiter:
     up). Scheduling is by absolute due times, so sleep overshoot does not accumulate; after an idle
     spell at most ``burst`` starts happen back to back."""
 
-    def __init__(self, qps: Optional[float], burst: float = 1.0) -> None:
+    def __init__(self, qps: Optional[float], burst: float = 1.0, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._clock = clock  # injectable for tests: a fake clock whose sleep advances it
+        self._sleep = sleep
         self._lock = threading.Lock()
         self._next = 0.0
         self.burst = burst
@@ -33,22 +37,22 @@ class RateLimiter:
         if not self.qps:
             return True
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             earliest = now - self.interval * (self.burst - 1)
             if self._next < earliest:
                 self._next = earliest
             due = self._next
             self._next = due + self.interval
-        wait = due - time.monotonic()
+        wait = due - self._clock()
         if wait > 0:
             if stop is not None:
                 # wake in slices so a stop/rate change is noticed during long waits (qps=0.01)
                 while wait > 0:
                     if stop.wait(min(wait, 0.5)):
                         return False
-                    wait = due - time.monotonic()
+                    wait = due - self._clock()
             else:
-                time.sleep(wait)
+                self._sleep(wait)
         return True
 
 
@@ -71,8 +75,9 @@ class CronWindow:
             self._cache_value = croniter.match(self.expression, now)
         return self._cache_value
 
-    def seconds_until_check(self) -> float:
-        now = dt.datetime.now()
+    def seconds_until_check(self, now: Optional[dt.datetime] = None) -> float:
+        """Seconds until the next minute starts (when :meth:`is_open` may change), at least 0.2."""
+        now = now or dt.datetime.now()
         return max(0.2, 60 - now.second - now.microsecond / 1e6)
 
 

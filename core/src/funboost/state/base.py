@@ -9,12 +9,12 @@ entry-point group and chosen per booster (``BoosterParams.state_backend``) or gl
 from __future__ import annotations
 
 import os
-import threading
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from funboost.exceptions import StateBackendError
 from funboost.plugins.manager import STATE_GROUP, entry_points
+from funboost.process_local import ProcessLocalDict
 
 
 try:  # orjson (a core dependency) is ~10x faster than json for the records written on the hot path
@@ -186,8 +186,7 @@ class _LockContext:
 
 
 # ---------------------------------------------------------------- discovery
-_instances: dict[tuple[int, str, str], StateBackend] = {}
-_lock = threading.Lock()
+_instances: ProcessLocalDict[tuple[str, str], StateBackend] = ProcessLocalDict()
 
 
 def installed_state_backends() -> list[str]:
@@ -217,12 +216,4 @@ def get_state_backend(name: Optional[str] = None, url: Optional[str] = None) -> 
     """One instance per (process, name, url); rebuilt after fork."""
     name = (name or default_state_backend_name()).lower()
     url = url or os.environ.get(f"FUNBOOST_STATE_{name.upper()}_URL") or ""
-    key = (os.getpid(), name, url)
-    inst = _instances.get(key)
-    if inst is None:
-        with _lock:
-            inst = _instances.get(key)
-            if inst is None:
-                inst = resolve_state_backend_class(name)(url or None)
-                _instances[key] = inst
-    return inst
+    return _instances.get_or_create((name, url), lambda: resolve_state_backend_class(name)(url or None))

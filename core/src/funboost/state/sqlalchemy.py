@@ -15,12 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 import time
 from typing import Any, Optional
 
 from funboost.exceptions import StateBackendError
 from funboost.paths import user_data_dir
+from funboost.process_local import ProcessLocal
 from funboost.engine.status import complete_record
 from funboost.state.base import StateBackend, dumps_state, loads_state
 
@@ -127,8 +127,10 @@ class SqlAlchemyStateBackend(StateBackend):
         super().__init__(url or os.environ.get(ENV_URL) or _default_url())
         self.prefix = os.environ.get(ENV_PREFIX, "funboost_")
         self.metadata, self.t = _tables(self.prefix)
-        self._engines: dict[int, sa.Engine] = {}
-        self._elock = threading.Lock()
+        # one engine (connection pool) per process: pooled connections must not cross a fork; in a child
+        # the parent's pool is dropped without closing its connections (they are the parent's)
+        self._engine: ProcessLocal[sa.Engine] = ProcessLocal(
+            lambda: _make_engine(self.url), on_stale=lambda eng: eng.dispose(close=False))
         self._last_gc = 0.0
         self._create_tables()
 
@@ -136,14 +138,7 @@ class SqlAlchemyStateBackend(StateBackend):
     @property
     def engine(self) -> sa.Engine:
         """One engine (connection pool) per process: pooled connections must not cross a fork."""
-        pid = os.getpid()
-        eng = self._engines.get(pid)
-        if eng is None:
-            with self._elock:
-                eng = self._engines.get(pid)
-                if eng is None:
-                    eng = self._engines[pid] = _make_engine(self.url)
-        return eng
+        return self._engine.get()
 
     def _create_tables(self) -> None:
         for attempt in range(3):
@@ -357,6 +352,6 @@ class SqlAlchemyStateBackend(StateBackend):
             return r.rowcount == 1
 
     def close(self) -> None:
-        eng = self._engines.pop(os.getpid(), None)
+        eng = self._engine.clear()
         if eng is not None:
             eng.dispose()

@@ -7,16 +7,14 @@ its own app instead of reusing the parent's sockets.
 from __future__ import annotations
 
 import json
-import os
-import threading
 from typing import Any, Optional
 
 from celery import Celery
 
+from funboost.process_local import ProcessLocalDict
 from funboost_celery.options import CeleryOptions
 
-_apps: dict[tuple[int, str], Celery] = {}
-_lock = threading.Lock()
+_apps: ProcessLocalDict[str, Celery] = ProcessLocalDict()  # a forked child builds its own
 
 REDIS_SCHEMES = ("redis", "rediss", "sentinel", "redis+socket")
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
@@ -86,13 +84,10 @@ def build_conf(options: CeleryOptions) -> dict[str, Any]:
 def get_app(options: Optional[CeleryOptions] = None) -> Celery:
     """The Celery app of this process for ``options`` (created on first use)."""
     options = options if options is not None else CeleryOptions()
-    key = (os.getpid(), config_key(options))
-    app = _apps.get(key)
-    if app is None:
-        with _lock:
-            app = _apps.get(key)
-            if app is None:
-                app = Celery(f"funboost_celery_{len(_apps)}", set_as_current=False)
-                app.conf.update(build_conf(options))
-                _apps[key] = app
-    return app
+
+    def build() -> Celery:
+        app = Celery(f"funboost_celery_{len(_apps)}", set_as_current=False)
+        app.conf.update(build_conf(options))
+        return app
+
+    return _apps.get_or_create(config_key(options), build)

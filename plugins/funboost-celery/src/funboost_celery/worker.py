@@ -31,6 +31,7 @@ from celery.exceptions import Ignore, Reject, WorkerShutdown
 
 from funboost.message import dumps
 from funboost.plugins.broker import Delivery
+from funboost.process_local import ProcessLocalDict
 
 from funboost_celery.options import CeleryOptions
 
@@ -310,14 +311,13 @@ class WorkerHost:
                         self._call_in_loop(lambda cc: cc.reset_rate_limits())
 
 
-_hosts: dict[tuple[int, int], WorkerHost] = {}
-_hosts_lock = threading.Lock()
+_hosts: ProcessLocalDict[int, WorkerHost] = ProcessLocalDict()  # a forked child starts its own
 
 
 def host_for(app: Celery, options: CeleryOptions) -> WorkerHost:
-    key = (os.getpid(), id(app))
-    with _hosts_lock:
-        h = _hosts.get(key)
-        if h is None or h.stopped.is_set():
-            h = _hosts[key] = WorkerHost(app, options)
-        return h
+    key = id(app)
+    h = _hosts.get_or_create(key, lambda: WorkerHost(app, options))
+    if h.stopped.is_set():  # a stopped host is replaced (once, even when threads race)
+        _hosts.pop_if(key, h)
+        h = _hosts.get_or_create(key, lambda: WorkerHost(app, options))
+    return h

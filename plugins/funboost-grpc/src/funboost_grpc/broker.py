@@ -22,6 +22,7 @@ from typing import Any, Optional, Sequence
 from funboost.plugins.broker import (Broker, Capabilities, Delivery, OutgoingMessage, QueueSize,
                                      annotate_dead_letter, dead_letter_queue_name)
 from funboost_grpc import server as _server
+from funboost.process_local import fork_generation
 from funboost_grpc.client import GrpcClient, get_client
 from funboost_grpc.options import GrpcOptions
 from funboost_grpc.proto import broker_pb2
@@ -56,6 +57,7 @@ class GrpcBroker(Broker):
         self._queue: Optional[_server.LocalQueue] = None
         self._serve_lock = threading.Lock()
         self._client: Optional[GrpcClient] = None
+        self._client_gen = -1
         self._closed = False
         self._dlx_registered = False
 
@@ -141,8 +143,9 @@ class GrpcBroker(Broker):
     @property
     def client(self) -> GrpcClient:
         c = self._client
-        if c is None:
+        if c is None or self._client_gen != fork_generation():  # a forked child uses its own channels
             c = self._client = get_client(self.options)
+            self._client_gen = fork_generation()
         return c
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
@@ -155,7 +158,7 @@ class GrpcBroker(Broker):
         :class:`funboost_grpc.errors.RemoteTaskError` (``exception_type``, ``exception_msg``, ``status``)."""
         if isinstance(body, (bytes, bytearray)):
             body = bytes(body).decode("utf-8")
-        return (self._client or self.client).call(self.queue_name, body, timeout)
+        return self.client.call(self.queue_name, body, timeout)
 
     def health(self, timeout: float = 1.0) -> dict[str, str]:
         """The gRPC health status of this queue at every address, e.g. ``{"127.0.0.1:50061": "SERVING"}``."""

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from funboost.exceptions import RpcTimeout
 from funboost.message import loads as _fast_loads
+from funboost.process_local import ProcessLocalDict
 from funboost_grpc.errors import GrpcBrokerError, MessageTooLarge, NoConsumerAvailable, RemoteTaskError
 from funboost_grpc.options import GrpcOptions
 from funboost_grpc.proto import broker_pb2, broker_pb2_grpc
@@ -307,8 +308,8 @@ def decode_call_reply(status_json: str) -> Any:
     raise RemoteTaskError(status)
 
 
-_clients: dict[tuple, GrpcClient] = {}
-_clients_lock = threading.Lock()
+# per process: grpc channels must not cross a fork (a forked child opens its own; the parent's stay untouched)
+_clients: ProcessLocalDict[tuple, GrpcClient] = ProcessLocalDict()
 
 
 def _client_key(options: GrpcOptions) -> tuple:
@@ -317,20 +318,10 @@ def _client_key(options: GrpcOptions) -> tuple:
 
 
 def get_client(options: GrpcOptions) -> GrpcClient:
-    key = _client_key(options)
-    client = _clients.get(key)
-    if client is None:
-        with _clients_lock:
-            client = _clients.get(key)
-            if client is None:
-                client = _clients[key] = GrpcClient(options)
-    return client
+    return _clients.get_or_create(_client_key(options), lambda: GrpcClient(options))
 
 
 def close_clients() -> None:
     """Close every channel this process opened to consumers (tests, interpreter shutdown)."""
-    with _clients_lock:
-        clients = list(_clients.values())
-        _clients.clear()
-    for c in clients:
+    for c in _clients.clear():
         c.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import socket
 import threading
 import time
@@ -28,6 +27,7 @@ from kafka.structs import OffsetAndMetadata
 from funboost.plugins.broker import (
     Broker, Capabilities, Delivery, OutgoingMessage, QueueSize, dead_letter_queue_name,
 )
+from funboost.process_local import ProcessLocalDict, fork_generation
 
 from .offsets import PartitionTracker
 from .options import KafkaOptions
@@ -44,51 +44,41 @@ def _commit_meta(offset: int) -> OffsetAndMetadata:
 
 class _Shared:
     """Process-wide producers and admin clients, one per connection setting (both are thread-safe,
-    and a process with many queues should not open a connection set per queue). Keyed by pid so a
+    and a process with many queues should not open a connection set per queue). Per process, so a
     forked child never reuses its parent's sockets."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.producers: dict[tuple, KafkaProducer] = {}
-        self.admins: dict[tuple, tuple[KafkaAdminClient, threading.Lock]] = {}
+        self.producers: ProcessLocalDict[tuple, KafkaProducer] = ProcessLocalDict()
+        self.admins: ProcessLocalDict[tuple, tuple[KafkaAdminClient, threading.Lock]] = ProcessLocalDict()
         self.topics: set[tuple] = set()  # (connection key, topic) known to exist
 
     def producer(self, opts: KafkaOptions) -> KafkaProducer:
-        key = (os.getpid(), opts.connection_key(), opts.acks, opts.compression_type, opts.linger_ms,
+        key = (opts.connection_key(), opts.acks, opts.compression_type, opts.linger_ms,
                tuple(sorted(opts.producer_config.items())))
-        with self.lock:
-            p = self.producers.get(key)
-            if p is None:
-                kw = dict(opts.connection_kwargs(), acks=opts.acks, linger_ms=opts.linger_ms,
-                          compression_type=opts.compression_type)
-                kw.update(opts.producer_config)
-                p = self.producers[key] = KafkaProducer(**kw)
-            return p
+
+        def build() -> KafkaProducer:
+            kw = dict(opts.connection_kwargs(), acks=opts.acks, linger_ms=opts.linger_ms,
+                      compression_type=opts.compression_type)
+            kw.update(opts.producer_config)
+            return KafkaProducer(**kw)
+
+        return self.producers.get_or_create(key, build)
 
     def admin(self, opts: KafkaOptions) -> tuple[KafkaAdminClient, threading.Lock]:
-        key = (os.getpid(), opts.connection_key())
-        with self.lock:
-            a = self.admins.get(key)
-            if a is None:
-                a = self.admins[key] = (KafkaAdminClient(**opts.connection_kwargs()), threading.Lock())
-            return a
+        return self.admins.get_or_create(
+            opts.connection_key(), lambda: (KafkaAdminClient(**opts.connection_kwargs()), threading.Lock()))
 
     def close_all(self) -> None:
-        with self.lock:
-            for key, p in self.producers.items():
-                if key[0] == os.getpid():
-                    try:
-                        p.close(timeout=5)
-                    except Exception:  # interpreter shutdown: best effort
-                        pass
-            for key, (a, _) in self.admins.items():
-                if key[0] == os.getpid():
-                    try:
-                        a.close()
-                    except Exception:
-                        pass
-            self.producers.clear()
-            self.admins.clear()
+        for p in self.producers.clear():  # this process's only
+            try:
+                p.close(timeout=5)
+            except Exception:  # interpreter shutdown: best effort
+                pass
+        for a, _ in self.admins.clear():
+            try:
+                a.close()
+            except Exception:
+                pass
 
 
 _shared = _Shared()
@@ -133,7 +123,8 @@ class KafkaBroker(Broker):
         self._probe: Optional[KafkaConsumer] = None  # group-less consumer reading high watermarks
         self._probe_lock = threading.Lock()
         self._closed = False
-        self._producer: Optional[KafkaProducer] = None  # the shared one, looked up once
+        self._producer: Optional[KafkaProducer] = None  # the shared one, looked up once per process
+        self._producer_gen = -1
         self._topic_ready = False
 
     # ----- availability -----
@@ -155,7 +146,7 @@ class KafkaBroker(Broker):
         if self._topic_ready:
             return
         opts = self.options
-        key = (os.getpid(), opts.connection_key(), self.topic)
+        key = (opts.connection_key(), self.topic)
         if key in _shared.topics or not opts.auto_create_topic:
             self._topic_ready = True
             return
@@ -190,8 +181,9 @@ class KafkaBroker(Broker):
 
     def _produce(self, topic: str, items: list[tuple[Any, Optional[Any], str, dict]]) -> None:
         producer = self._producer
-        if producer is None:
+        if producer is None or self._producer_gen != fork_generation():
             producer = self._producer = _shared.producer(self.options)
+            self._producer_gen = fork_generation()
         futures = []
         for body, key, task_id, extra_headers in items:
             value = body.encode("utf-8") if isinstance(body, str) else bytes(body)

@@ -29,6 +29,8 @@ from typing import Any, Callable, Optional, Sequence, TypeVar
 import pika
 import pika.exceptions
 
+from funboost.process_local import ProcessLocal, ProcessLocalDict
+
 from .frames import PublishFrames
 
 logger = logging.getLogger("funboost.rabbitmq")
@@ -477,49 +479,37 @@ class Admin:
             self._drop()
 
 
-_pool_lock = threading.Lock()
-_publishers: dict[tuple[int, str], Publisher] = {}
-_admins: dict[tuple[int, str], Admin] = {}
+_pool_lock: ProcessLocal[threading.Lock] = ProcessLocal(threading.Lock)  # guards publisher refcounts
+# per process: a forked child opens its own connections (the parent's sockets stay the parent's)
+_publishers: ProcessLocalDict[str, Publisher] = ProcessLocalDict()
+_admins: ProcessLocalDict[str, Admin] = ProcessLocalDict()
 
 
 def acquire_publisher(url: str, heartbeat: int, reconnect_max_delay: float) -> Publisher:
-    key = (os.getpid(), url)
-    with _pool_lock:
-        pub = _publishers.get(key)
-        if pub is None:
-            pub = _publishers[key] = Publisher(url, heartbeat, reconnect_max_delay)
+    with _pool_lock.get():
+        pub = _publishers.get_or_create(url, lambda: Publisher(url, heartbeat, reconnect_max_delay))
         pub.refcount += 1
         return pub
 
 
 def release_publisher(pub: Publisher) -> None:
-    with _pool_lock:
+    with _pool_lock.get():
         pub.refcount -= 1
         if pub.refcount > 0:
             return
-        _publishers.pop((os.getpid(), pub.url), None)
+        _publishers.pop_if(pub.url, pub)
     pub.close()
 
 
-_thread_publishers: dict[tuple[int, str], ThreadPublisher] = {}
+_thread_publishers: ProcessLocalDict[str, ThreadPublisher] = ProcessLocalDict()
 
 
 def get_thread_publisher(url: str, heartbeat: int, reconnect_max_delay: float) -> ThreadPublisher:
-    key = (os.getpid(), url)
-    with _pool_lock:
-        tp = _thread_publishers.get(key)
-        if tp is None:
-            tp = _thread_publishers[key] = ThreadPublisher(url, heartbeat, reconnect_max_delay)
-        return tp
+    return _thread_publishers.get_or_create(url, lambda: ThreadPublisher(url, heartbeat, reconnect_max_delay))
 
 
 def get_admin(url: str, heartbeat: int) -> Admin:
-    key = (os.getpid(), url)
-    with _pool_lock:
-        admin = _admins.get(key)
-        if admin is None:
-            admin = _admins[key] = Admin(url, heartbeat)
-        return admin
+    return _admins.get_or_create(url, lambda: Admin(url, heartbeat))
 
 
 def _safe_url(url: str) -> str:

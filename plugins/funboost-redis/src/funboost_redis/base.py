@@ -12,11 +12,12 @@ import uuid
 import weakref
 from typing import Optional, Sequence
 
+from funboost.engine.liveness import ConsumerLease, LeaseInfo
 from funboost.plugins.broker import Broker, OutgoingMessage, new_consumer_id
+from funboost.process_local import fork_generation
 
 from funboost_redis import connection
 from funboost_redis.connection import TRANSIENT_ERRORS, Handle, RedisOptions, conn_spec, with_retry
-from funboost_redis.heartbeat import heartbeats
 
 logger = logging.getLogger("funboost.redis")
 
@@ -62,11 +63,12 @@ class RedisBrokerBase(Broker):
     # ----- client -----
     def _h(self) -> Handle:
         """The process-local handle; re-created in a forked child (sockets must not be shared)."""
-        if self._gen != connection.generation:
+        gen = fork_generation()
+        if self._gen != gen:
             if self._gen != -1:
                 self._after_fork()
             self._handle = connection.get_handle(self._spec)
-            self._gen = connection.generation
+            self._gen = gen
         return self._handle  # type: ignore[return-value]
 
     def _after_fork(self) -> None:
@@ -178,11 +180,13 @@ class LivenessMixin:
     consumer_id: str
     base: str
     _registered: bool = False
+    _lease: Optional[ConsumerLease] = None
 
     def _liveness_init(self) -> None:
         self.k_consumers = self.base + "consumers"
         self.k_lock = self.base + "reclaim_lock"
         self._registered = False
+        self._lease = None  # core's lease: renewal and reclaim passes on the process's liveness ticker
         self._lock_token = uuid.uuid4().hex
         self._set_consumer_keys()
 
@@ -199,18 +203,27 @@ class LivenessMixin:
         """In a forked child: a new consumer id (the parent's in-flight work is the parent's)."""
         self.consumer_id = new_consumer_id(self.queue_name)
         self._registered = False
+        self._lease = None  # the parent's; the child's consumer registers again on its first fetch
         self._set_consumer_keys()
 
     def _ensure_registered(self) -> None:
         if not self._registered:
             self._registered = True
             o = self.options
-            heartbeats().add(self, o.heartbeat_interval, o.reclaim_interval or o.heartbeat_interval)
+            # the heartbeat key's TTL is the verdict (in the reclaim script); the lease drives the schedule
+            self._lease = ConsumerLease(
+                self.queue_name, self.consumer_id, heartbeat_interval=o.heartbeat_interval,
+                heartbeat_timeout=o.heartbeat_timeout, renew=self._renew_lease, reclaim=self._reclaim,
+                reclaim_interval=o.reclaim_interval or o.heartbeat_interval, check_pid=False)
+            self._lease.start(renew_now=False)  # the fetch script sets the key itself
             # a restarted consumer picks up the work of dead consumers at once
             try:
                 self._reclaim()
             except TRANSIENT_ERRORS:
                 pass
+
+    def _renew_lease(self, lease: LeaseInfo) -> None:
+        self._beat()
 
     def _beat(self) -> None:
         self._h().client.set(self.k_hb, b"1", px=self.hb_ttl_ms)  # type: ignore[attr-defined]
@@ -230,7 +243,8 @@ class LivenessMixin:
         """Stop beating and give unacked work back at once (others need not wait for expiry)."""
         if not self._registered:
             return
-        heartbeats().remove(self)
+        if self._lease is not None:
+            self._lease.stop()
         self._registered = False
         try:
             self._reclaim(release=True)

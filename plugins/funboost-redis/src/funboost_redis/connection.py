@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, TypeVar
@@ -29,6 +28,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from funboost.plugins.broker import BrokerOptions
+from funboost.process_local import ProcessLocalDict
 
 logger = logging.getLogger("funboost.redis")
 
@@ -182,31 +182,12 @@ class Handle:
         return s
 
 
-_handles: dict[ConnSpec, Handle] = {}
-_handles_lock = threading.Lock()
-# bumped in a forked child: brokers compare it to drop clients inherited from the parent
-generation = 0
+# one client per (process, server): a forked child builds its own (sockets must not be shared)
+_handles: ProcessLocalDict[ConnSpec, Handle] = ProcessLocalDict()
 
 
 def get_handle(spec: ConnSpec) -> Handle:
-    h = _handles.get(spec)
-    if h is None:
-        with _handles_lock:
-            h = _handles.get(spec)
-            if h is None:
-                h = _handles[spec] = Handle(spec)
-    return h
-
-
-def _after_fork_in_child() -> None:
-    global generation, _handles_lock
-    generation += 1
-    _handles.clear()
-    _handles_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    return _handles.get_or_create(spec, lambda: Handle(spec))
 
 
 T = TypeVar("T")

@@ -9,8 +9,8 @@ Life of a message (one row of ``messages``):
 ``requeue``  back to ready, at the tail of its priority
 ``reject``   the base behaviour: publish to ``<queue>_dlx`` (a queue of the same kind), then ack
 
-Liveness-based reclaim: a consumer keeps a row in ``consumers`` whose ``last_seen`` a daemon thread
-refreshes every ``heartbeat_interval`` seconds. Every ``reclaim_interval`` seconds, any fetching consumer
+Liveness-based reclaim (core's :class:`funboost.engine.liveness.ConsumerLease`): a consumer keeps a row in
+``consumers`` whose ``last_seen`` the process's liveness ticker refreshes every ``heartbeat_interval`` seconds. Every ``reclaim_interval`` seconds, any fetching consumer
 puts back to ready the in-flight rows of consumers whose heartbeat is older than ``heartbeat_timeout``, or,
 on the same host, whose process no longer exists. A long task of a live consumer is never run twice.
 """
@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
-import weakref
 from typing import Literal, Optional, Sequence
 
 from pydantic import Field, model_validator
 
+from funboost.engine.liveness import HOST_KEY, ConsumerLease, LeaseInfo, pid_gone
 from funboost.plugins.broker import (Broker, BrokerOptions, Capabilities, Delivery, OutgoingMessage,
-                                     QueueSize, new_consumer_id)
+                                     QueueSize)
+from funboost.process_local import fork_generation
 
 from funboost_sqlite.db import Database, get_database, release_database
 from funboost_sqlite.paths import resolve_db_file
@@ -40,35 +40,8 @@ _INSERT = ("INSERT INTO messages (queue, state, priority, available_at, task_id,
 _CHUNK = 500  # ids per "IN (...)" list: well under every sqlite build's variable limit
 
 
-def _host_key() -> str:
-    """Names this host *and* pid namespace, so a pid is only checked where it means the same process."""
-    key = socket.gethostname()
-    try:
-        key += "/" + os.readlink("/proc/self/ns/pid")
-    except OSError:
-        pass
-    return key
-
-
-HOST_KEY = _host_key()
-
-
-def _pid_gone(pid: int) -> bool:
-    """True if no process ``pid`` runs here (a zombie counts as gone). POSIX only: on Windows
-    ``os.kill`` would terminate the process, so there we rely on heartbeats alone."""
-    if os.name != "posix" or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # EPERM: it exists, owned by someone else
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except (OSError, IndexError):
-        return False
+# where a pid means the same process, and whether it still runs: core's liveness helpers, importable here
+__all__ = ["SqliteBroker", "SqliteOptions", "HOST_KEY", "pid_gone"]
 
 
 class SqliteOptions(BrokerOptions):
@@ -118,14 +91,16 @@ class SqliteBroker(Broker):
         super().__init__(queue_name, options)
         o: SqliteOptions = self.options  # type: ignore[assignment]
         self.db_file = resolve_db_file(queue_name, o.db_path, o.db_dir)
-        self._pid = os.getpid()
+        self._gen = fork_generation()
         self._db: Database = self._open_db()
         self._poll = o.poll_min
         self._registered = False  # our row exists in ``consumers``
-        self._last_beat = 0.0
-        self._next_reclaim = 0.0  # the first fetch reclaims at once (recovers a crashed predecessor)
-        self._hb_stop: Optional[threading.Event] = None
-        self._hb_thread: Optional[threading.Thread] = None
+        # identity after fork, renewal on the process's ticker, reclaim schedule (the first fetch reclaims
+        # at once: it recovers a crashed predecessor) and the verdict on other holders
+        self._lease = ConsumerLease(queue_name, self.consumer_id, heartbeat_interval=o.heartbeat_interval,
+                                    heartbeat_timeout=o.heartbeat_timeout, renew=self._renew_lease,
+                                    reclaim_interval=o.reclaim_interval, check_pid=o.check_pid)
+        self._renewing = False  # the lease is on the ticker
         self._state_lock = threading.Lock()
         self._closed = False
 
@@ -135,24 +110,27 @@ class SqliteBroker(Broker):
 
     @property
     def db(self) -> Database:
-        if self._pid != os.getpid() or self._closed:
+        if self._gen != fork_generation() or self._closed:
             self._reopen()
         return self._db
 
     def _reopen(self) -> None:
         """After a fork (a new connection and a new identity as a consumer), or when a closed broker is
         used again (it comes back to life: connection, and a heartbeat on its next fetch)."""
+        if self._gen != fork_generation():
+            self._state_lock = threading.Lock()  # a parent thread may have held it at fork time
         with self._state_lock:
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
-                self.consumer_id = new_consumer_id(self.queue_name)
+            if self._gen != fork_generation():
+                self._gen = fork_generation()
+                self._lease.check_fork()  # a new consumer id: the parent's in-flight work is the parent's
+                self.consumer_id = self._lease.consumer_id
             elif not self._closed:
                 return
             self._db = self._open_db()
             self._closed = False
             self._registered = False
-            self._next_reclaim = 0.0
-            self._hb_stop = self._hb_thread = None
+            self._lease.restart_reclaim_schedule()
+            self._renewing = False
 
     @classmethod
     def check_available(cls, options: SqliteOptions) -> Optional[str]:  # type: ignore[override]
@@ -201,7 +179,7 @@ class SqliteBroker(Broker):
                     "(SELECT min(available_at) FROM messages WHERE queue = ? AND state = 2)",
                     (self.queue_name, self.queue_name)).fetchone()
             due = next_due is not None and next_due <= now
-            if has_ready or due or now >= self._next_reclaim:
+            if has_ready or due or self._lease.reclaim_due(now, consume=False):
                 out = self._take(max_count, now, due)
                 if out:
                     self._poll = o.poll_min
@@ -222,13 +200,11 @@ class SqliteBroker(Broker):
                     db.waiters -= 1
 
     def _take(self, max_count: int, now: float, promote: bool) -> list[Delivery]:
-        o: SqliteOptions = self.options  # type: ignore[assignment]
         q = self.queue_name
         cid = self.consumer_id
         with self.db.write() as c:
-            if now >= self._next_reclaim:
+            if self._lease.reclaim_due(now):
                 self._reclaim(c, now)
-                self._next_reclaim = now + o.reclaim_interval
             if promote:
                 c.execute("UPDATE messages SET state = 0 WHERE queue = ? AND state = 2 AND available_at <= ?",
                           (q, now))
@@ -236,7 +212,7 @@ class SqliteBroker(Broker):
                              "ORDER BY priority DESC, id LIMIT ?", (q, max_count)).fetchall()
             if not rows:
                 return []
-            if not self._registered or now - self._last_beat >= o.heartbeat_interval / 2:
+            if not self._registered or self._lease.renew_due(now):
                 # our heartbeat row exists before anything is marked with our id
                 self._beat(c, now)
             ids = [r[0] for r in rows]
@@ -244,17 +220,26 @@ class SqliteBroker(Broker):
                 part = ids[i:i + _CHUNK]
                 c.execute(f"UPDATE messages SET state = 1, consumer = ?, deliveries = deliveries + 1, "
                           f"fetched_at = ? WHERE id IN ({','.join('?' * len(part))})", (cid, now, *part))
-        if self._hb_thread is None:
+        if not self._renewing:
             self._start_heartbeat()
         return [Delivery(body=body, tag=mid, redelivered=n > 0) for mid, body, n in rows]
 
     # ---------------------------------------------------------------- liveness
     def _beat(self, c, now: float) -> None:
+        lease = self._lease.info(now)
         c.execute("INSERT INTO consumers (id, queue, host, pid, started_at, last_seen) VALUES (?, ?, ?, ?, ?, ?) "
                   "ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen",
-                  (self.consumer_id, self.queue_name, HOST_KEY, os.getpid(), now, now))
+                  (lease.consumer_id, self.queue_name, lease.host, lease.pid, now, now))
         self._registered = True
-        self._last_beat = now
+        self._lease.mark_renewed(now)
+
+    def _renew_lease(self, lease: LeaseInfo) -> None:
+        """Called by the liveness ticker every ``heartbeat_interval`` seconds."""
+        with self._state_lock:  # never after close() deleted our row (it would come back as a zombie lease)
+            if self._closed or not self._renewing:
+                return
+            with self._db.write() as c:  # not .db: that would reopen a broker closed meanwhile
+                self._beat(c, lease.last_seen)
 
     def _reclaim(self, c, now: float) -> int:
         """Put back the in-flight rows of dead consumers (inside the caller's write transaction)."""
@@ -264,17 +249,10 @@ class SqliteBroker(Broker):
             "SELECT DISTINCT consumer FROM messages WHERE queue = ? AND state = 1", (q,))]
         if not holders:
             return 0
-        known = {cid: (host, pid, seen) for cid, host, pid, seen in c.execute(
+        known = {cid: LeaseInfo(cid, host, pid, seen) for cid, host, pid, seen in c.execute(
             f"SELECT id, host, pid, last_seen FROM consumers WHERE id IN ({','.join('?' * len(holders))})",
             holders)}
-        dead = []
-        for holder in holders:
-            info = known.get(holder)
-            if holder == self.consumer_id and os.getpid() == self._pid:
-                continue  # this very instance is alive by definition
-            if info is None or info[2] < now - o.heartbeat_timeout or (
-                    o.check_pid and info[0] == HOST_KEY and _pid_gone(info[1])):
-                dead.append(holder)
+        dead = self._lease.dead_holders(holders, known, now)  # this very instance is alive by definition
         n = 0
         for holder in dead:
             n += c.execute("UPDATE messages SET state = 0, consumer = NULL WHERE queue = ? AND state = 1 "
@@ -290,13 +268,10 @@ class SqliteBroker(Broker):
 
     def _start_heartbeat(self) -> None:
         with self._state_lock:
-            if self._hb_thread is not None or self._closed:
+            if self._renewing or self._closed:
                 return
-            stop = threading.Event()
-            t = threading.Thread(target=_heartbeat_loop, args=(weakref.ref(self), stop),
-                                 name=f"funboost-sqlite-heartbeat-{self.queue_name}", daemon=True)
-            self._hb_stop, self._hb_thread = stop, t
-            t.start()
+            self._renewing = True
+        self._lease.start(renew_now=False)  # the fetch transaction has just written the lease
 
     # ---------------------------------------------------------------- ack / requeue
     def ack(self, deliveries: Sequence[Delivery]) -> None:
@@ -356,13 +331,11 @@ class SqliteBroker(Broker):
             if self._closed:
                 return
             self._closed = True
-            stop, thread = self._hb_stop, self._hb_thread
-        if stop is not None:
-            stop.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
+            self._renewing = False  # under the lock: no renewal writes after this point
+        self._lease.stop()
+        same_process = self._gen == fork_generation()
         try:
-            if self._registered and self._pid == os.getpid():
+            if self._registered and same_process:
                 with self._db.write() as c:
                     # with work still in flight the row stays: it expires (or the pid vanishes) and the
                     # rows come back then, never while a task of this process might still be running
@@ -375,26 +348,6 @@ class SqliteBroker(Broker):
             logger.warning("queue %r: could not unregister consumer %s: %s", self.queue_name,
                            self.consumer_id, exc)
         finally:
-            if self._pid == os.getpid():
+            if same_process:
                 release_database(self._db)
             super().close()
-
-
-def _heartbeat_loop(ref: "weakref.ReferenceType[SqliteBroker]", stop: threading.Event) -> None:
-    while True:
-        broker = ref()
-        if broker is None:
-            return
-        interval = broker.options.heartbeat_interval  # type: ignore[attr-defined]
-        del broker  # do not keep the broker alive while sleeping
-        if stop.wait(interval):
-            return
-        broker = ref()
-        if broker is None or broker._closed or broker._hb_stop is not stop:
-            return
-        try:
-            with broker._db.write() as c:  # not .db: that would reopen a broker closed meanwhile
-                broker._beat(c, time.time())
-        except Exception as exc:  # a missed beat is survivable; the timeout allows several
-            logger.warning("queue %r: heartbeat failed: %s", broker.queue_name, exc)
-        del broker

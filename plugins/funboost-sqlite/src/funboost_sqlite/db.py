@@ -20,6 +20,8 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional, Sequence
 
+from funboost.process_local import ProcessLocal, ProcessLocalDict
+
 try:  # POSIX only; on Windows sqlite's own busy handler does the waiting
     import fcntl
 except ImportError:  # pragma: no cover - windows
@@ -64,7 +66,6 @@ class Database:
 
     def __init__(self, path: str, busy_timeout: float, synchronous: str, file_lock: bool) -> None:
         self.path = path
-        self.pid = os.getpid()
         self.busy_timeout = busy_timeout
         self.synchronous = synchronous
         self.file_lock = file_lock and fcntl is not None
@@ -242,41 +243,25 @@ class _WriteTransaction:
             db.lock.release()
 
 
-_databases: dict[str, Database] = {}
-_databases_lock = threading.Lock()
+# The process-wide databases. In a forked child the parent's connections and locks are unusable (a lock may
+# even be held by a parent thread that does not exist in the child): the child opens its own. The parent's
+# are kept referenced and never closed there: closing a connection inherited through fork is itself unsafe
+# (it would drop the parent's POSIX locks on the file).
+_databases: ProcessLocalDict[str, Database] = ProcessLocalDict()
+_users_lock: ProcessLocal[threading.Lock] = ProcessLocal(threading.Lock)
 
 
 def get_database(path: str, busy_timeout: float, synchronous: str, file_lock: bool) -> Database:
     """The process-wide :class:`Database` of ``path`` (a connection must never cross a fork)."""
-    pid = os.getpid()
-    with _databases_lock:
-        db = _databases.get(path)
-        if db is None or db.pid != pid:
-            db = _databases[path] = Database(path, busy_timeout, synchronous, file_lock)
+    with _users_lock.get():
+        db = _databases.get_or_create(path, lambda: Database(path, busy_timeout, synchronous, file_lock))
         db.users += 1
         return db
 
 
 def release_database(db: Database) -> None:
-    with _databases_lock:
+    with _users_lock.get():
         db.users -= 1
         if db.users <= 0:
             db.users = 0
             db.close()  # reopened lazily if a broker is used after close()
-
-
-_inherited: list = []
-
-
-def _after_fork_in_child() -> None:
-    # The parent's connections and locks are unusable here (a lock may even be held by a parent thread
-    # that does not exist in the child). Forget them without closing: closing a connection inherited
-    # through fork is itself unsafe. They stay referenced so no finalizer runs.
-    global _databases_lock
-    _inherited.append(dict(_databases))
-    _databases.clear()
-    _databases_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
