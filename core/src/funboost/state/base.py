@@ -13,7 +13,8 @@ import time
 from typing import Any, ClassVar, Optional
 
 from funboost.exceptions import StateBackendError
-from funboost.plugins.manager import STATE_GROUP, entry_points
+from funboost.plugins.distributions import distribution_for_state_backend
+from funboost.plugins.manager import STATE_GROUP, entry_point_import_error, entry_points, find_entry_point
 from funboost.process_local import ProcessLocalDict
 # the state JSON codec lives with the record format (funboost.records); re-exported for backends
 from funboost.records import StatusBatch, dumps_state, dumps_state_bytes, loads_state  # noqa: F401
@@ -158,18 +159,19 @@ def installed_state_backends() -> list[str]:
 
 
 def resolve_state_backend_class(name: str) -> type[StateBackend]:
-    key = name.strip().lower()
-    for ep in entry_points(STATE_GROUP):
-        if ep.name.lower() == key:
-            try:
-                cls = ep.load()
-            except Exception as exc:
-                dist = getattr(getattr(ep, "dist", None), "name", "unknown distribution")
-                raise StateBackendError(f"state backend {name!r} from {dist!r} failed to import: "
-                                        f"{type(exc).__name__}: {exc}") from exc
-            return cls
-    hint = " (pip install funboost-redis)" if key == "redis" else ""
-    raise StateBackendError(f"unknown state backend {name!r}{hint}; installed: {installed_state_backends()}")
+    """The class of state backend ``name``, found with the same entry-point reader as broker kinds."""
+    ep = find_entry_point(STATE_GROUP, name)
+    if ep is None:
+        dist = distribution_for_state_backend(name)
+        hint = f" (it is provided by {dist!r}: pip install {dist})" if dist else ""
+        raise StateBackendError(f"unknown state backend {name!r}{hint}; installed: {installed_state_backends()}")
+    try:
+        cls = ep.load()
+    except Exception as exc:
+        raise StateBackendError(entry_point_import_error(ep, "state backend", exc)) from exc
+    if not (isinstance(cls, type) and issubclass(cls, StateBackend)):
+        raise StateBackendError(f"state backend entry point {ep.name!r} = {ep.value!r} is not a StateBackend class")
+    return cls
 
 
 def default_state_backend_name() -> str:
