@@ -193,8 +193,10 @@ class Booster(Generic[P, R]):
             return rebuild_receiver(self, kwargs)
         return kwargs
 
-    def get_callable(self) -> Callable:
+    def get_callable(self) -> Callable[..., Any]:
         func = self.func
+        if func is None:
+            raise TypeError("Booster is not bound to a function yet")
         deco = self.params.consuming_function_decorator
         return deco(func) if deco is not None else func
 
@@ -525,7 +527,9 @@ class _BoundBoosterCall:
         self._booster, self._obj = booster, obj
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._booster.func(self._obj, *args, **kwargs)
+        func = self._booster.func
+        assert func is not None  # a bound method access implies a decorated function
+        return func(self._obj, *args, **kwargs)
 
     def push(self, *args: Any, **kwargs: Any) -> "AsyncResult[Any]":
         return self._booster.push(self._obj, *args, **kwargs)

@@ -22,13 +22,14 @@ def eta_to_timestamp(eta: EtaValue) -> Optional[float]:
     if isinstance(eta, (int, float)):
         return float(eta)
     if isinstance(eta, str):
+        text = eta
         try:
-            eta = _dt.datetime.fromisoformat(eta)
+            eta = _dt.datetime.fromisoformat(text)
         except ValueError:
             try:
-                eta = _dt.datetime.strptime(eta, "%Y-%m-%d %H:%M:%S")
+                eta = _dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
             except ValueError:
-                raise ValueError(f"cannot understand eta {eta!r}") from None
+                raise ValueError(f"cannot understand eta {text!r}") from None
     if isinstance(eta, _dt.datetime):
         return eta.timestamp()
     raise ValueError(f"cannot understand eta {eta!r}")

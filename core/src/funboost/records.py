@@ -23,7 +23,7 @@ from funboost.enums import RunStatus
 try:  # orjson (a core dependency) is ~10x faster than json for the records written on the hot path
     import orjson as _orjson
 except ImportError:  # pragma: no cover
-    _orjson = None
+    _orjson = None  # type: ignore[assignment]
 
 
 def dumps_state(obj: Any) -> str:
