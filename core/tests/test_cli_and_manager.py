@@ -77,3 +77,29 @@ def test_manager_lookup_build_and_group_consume(qname):
         b.stop_consume(5)
     with pytest.raises(KeyError, match="no booster"):
         BoostersManager.get_booster("surely_not_registered")
+
+
+@pytest.mark.parametrize("args", [
+    ("push", "{q}", '{"y": 1}'),  # an argument the function does not take
+    ("push", "{q}", '{"x": 1'),  # not JSON
+    ("push", "{q}", "[1, 2]"),  # JSON, not an object
+    ("push", "{q}"),  # the message is missing
+    ("push", "no_such_queue", '{"x": 1}'),
+    ("no-such-command",),
+    ("consume", "{q}", "--processes", "two"),
+])
+def test_every_cli_error_is_one_line_and_exit_status_2(tasks_module, args):
+    cwd, q = tasks_module
+    r = _cli(cwd, *(q if a == "{q}" else a for a in args))
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("funboost: error: "), r.stderr
+
+
+def test_cli_error_for_a_module_that_does_not_import(tmp_path):
+    (tmp_path / "cli_tasks.py").write_text("raise RuntimeError('broken at import')\n")
+    r = _cli(tmp_path, "queues")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "funboost: error: cannot import module 'cli_tasks' (-m): RuntimeError: broken at import"]

@@ -13,7 +13,10 @@ from funboost.params import (
     BoosterParams, FunctionResultStatusPersistanceConfig, FunctionResultStatusPersistenceConfig,
     PublisherParams, TaskOptions,
 )
-from funboost.booster import Booster, BoostersManager, boost, ctrl_c_recv, keep_sleep, run_forever, task_deco
+from funboost.booster import Booster, boost, ctrl_c_recv, keep_sleep, run_forever, task_deco
+from funboost.registry import BoostersManager
+from funboost.enums import RunStatus
+from funboost.flags import QueueFlag
 from funboost.context import fct, funboost_current_task, FctContext
 from funboost.result import AsyncResult, AioAsyncResult, RemoteTaskError
 from funboost.plugins.broker import Broker, BrokerOptions, Capabilities, Delivery, OutgoingMessage, QueueSize
@@ -28,6 +31,7 @@ __all__ = [
     "RpcTimeout", "UnknownBrokerKind", "BrokerPluginError", "TaskKilled",
     "FunctionResultStatusPersistenceConfig", "FunctionResultStatusPersistanceConfig",
     "Broker", "BrokerOptions", "Capabilities", "Delivery", "OutgoingMessage", "QueueSize", "hookimpl",
+    "RunStatus", "QueueFlag",
 ]
 
 

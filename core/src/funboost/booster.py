@@ -13,16 +13,33 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Optional, TypeVar, Union
 
+from funboost.deadletter import replay_dead_letters
+from funboost.eta import message_eta
 from funboost.exceptions import PublishArgumentsError
+from funboost.flags import QueueFlag
 from funboost.keepalive import KeepAlive
-from funboost.engine.status import _PID
 from funboost.message import build_envelope, dumps
-from funboost.params import BoosterParams, TaskOptions, eta_to_timestamp
+from funboost.params import BoosterParams, TaskOptions
 from funboost.plugins.broker import Broker, OutgoingMessage, QueueSize
 from funboost.plugins.manager import get_plugin_manager, has_hook_impls, resolve_broker_kind
+from funboost.records import _PID
+from funboost.registry import BoostersManager
 from funboost.result import AsyncResult
+
+if sys.version_info >= (3, 10):
+    from typing import ParamSpec
+else:  # pragma: no cover - python 3.9
+    from typing_extensions import ParamSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from funboost.engine.consumer import Consumer
+    from funboost.engine.setup import ConsumerSetup
+    from funboost.state.base import StateBackend
+
+P = ParamSpec("P")  # the decorated function's parameters: push / __call__ are checked against them
+R = TypeVar("R")  # its return type: AsyncResult[R]
 
 
 def _make_logger(params: BoosterParams) -> logging.Logger:
@@ -34,8 +51,9 @@ def _make_logger(params: BoosterParams) -> logging.Logger:
     return lg
 
 
-class Booster:
-    """A decorated function: callable as before, plus the task API."""
+class Booster(Generic[P, R]):
+    """A decorated function: callable as before, plus the task API. Generic in the function's
+    parameters ``P`` and return type ``R``, so a type checker checks ``push(...)`` and calls."""
 
     def __init__(self, params: BoosterParams, func: Optional[Callable] = None) -> None:
         if not isinstance(params, BoosterParams):
@@ -45,7 +63,7 @@ class Booster:
         self.func: Optional[Callable] = None
         self._brokers: dict[int, Broker] = {}
         self._broker_lock = threading.Lock()
-        self._consumer = None
+        self._consumer: Optional["Consumer"] = None
         self._consume_lock = threading.Lock()
         self.broker_cls = resolve_broker_kind(params.broker_kind)
         self.broker_options = self.broker_cls.parse_options(params.broker_exclusive_config)
@@ -54,11 +72,11 @@ class Booster:
             self._bind(func)
 
     # ---------------------------------------------------------------- decoration
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         if self.func is None:  # used as  Booster(params)(func)
             if len(args) == 1 and not kwargs and callable(args[0]):
                 self._bind(args[0])
-                return self
+                return self  # type: ignore[return-value]  # the undecorated form, Booster(params)(func)
             raise TypeError("Booster is not bound to a function yet")
         from funboost.context import FctContext, _current_task, reset_current_task, set_current_task
         if _current_task.get() is not None:
@@ -91,7 +109,7 @@ class Booster:
         from funboost.methods import detect_function_kind
         self.function_kind = detect_function_kind(func, self.params)
         self._is_method = self.function_kind in ("CLASS_METHOD", "INSTANCE_METHOD")
-        BoostersManager.regist_booster(self)
+        BoostersManager.register_booster(self)
         if self.params.is_auto_start_consuming_message:
             self.consume()
 
@@ -175,8 +193,10 @@ class Booster:
             return rebuild_receiver(self, kwargs)
         return kwargs
 
-    def get_callable(self) -> Callable:
+    def get_callable(self) -> Callable[..., Any]:
         func = self.func
+        if func is None:
+            raise TypeError("Booster is not bound to a function yet")
         deco = self.params.consuming_function_decorator
         return deco(func) if deco is not None else func
 
@@ -196,16 +216,21 @@ class Booster:
                     b = self._brokers[pid] = self.new_broker()
         return b
 
-    def state_backend(self):
+    def state_backend(self) -> "StateBackend":
         from funboost.state.base import get_state_backend
         return get_state_backend(self.params.state_backend)
 
-    def eta_of(self, extra: dict) -> Optional[float]:
-        if extra.get("eta") is not None:
-            return eta_to_timestamp(extra["eta"])
-        if extra.get("countdown") is not None:
-            return float(extra.get("publish_time", time.time())) + float(extra["countdown"])
-        return None
+    @staticmethod
+    def eta_of(extra: dict) -> Optional[float]:
+        """When a message with this envelope ``extra`` is due (see :func:`funboost.eta.message_eta`)."""
+        return message_eta(extra)
+
+    def consumer_setup(self) -> "ConsumerSetup":
+        """What the engine's consumer needs of this booster (and nothing else of it)."""
+        from funboost.engine.setup import ConsumerSetup
+        return ConsumerSetup(params=self.params, logger=self.logger, func=self.get_callable(),
+                             func_name=self.func_name, is_coroutine=self.is_coroutine, new_broker=self.new_broker,
+                             state_backend=self.state_backend, convert_kwargs=self.convert_kwargs_for_call)
 
     # ---------------------------------------------------------------- publishing
     def _build(self, kwargs: dict, task_id: Optional[str], task_options: Optional[TaskOptions]) -> tuple[dict, OutgoingMessage]:
@@ -235,7 +260,7 @@ class Booster:
         eta = prio = key = None
         if opts:
             if caps.native_delay:
-                eta = self.eta_of(extra)
+                eta = message_eta(extra)
             prio = extra.get("priority")
             if prio is not None and not caps.priority:
                 self.logger.warning("broker %r has no priorities; the priority of %s is ignored",
@@ -255,16 +280,20 @@ class Booster:
             raise PublishArgumentsError(f"cannot publish to {self.queue_name!r}: {exc}. Arguments must be "
                                         f"JSON-serializable") from None
 
+    # publish hooks are looked up at the first publish (plugins load on first use), then remembered
+    _has_before_publish_hooks: Optional[bool] = None
+    _has_after_publish_hooks = False
+
     @property
     def _hook_before_publish(self) -> bool:
-        v = getattr(self, "_hbp", None)
-        if v is None:
-            v = self._hbp = has_hook_impls("funboost_before_publish")
-            self._hap = has_hook_impls("funboost_after_publish")
-        return v
+        known = self._has_before_publish_hooks
+        if known is None:
+            known = self._has_before_publish_hooks = has_hook_impls("funboost_before_publish")
+            self._has_after_publish_hooks = has_hook_impls("funboost_after_publish")
+        return known
 
     def _after_publish(self, task_ids: list[str]) -> None:
-        if getattr(self, "_hap", False):
+        if self._has_after_publish_hooks:
             get_plugin_manager().hook.funboost_after_publish(queue_name=self.queue_name, task_ids=task_ids)
 
     def _rpc_enabled(self, task_options: Optional[TaskOptions]) -> bool:
@@ -273,23 +302,26 @@ class Booster:
         return self.params.is_using_rpc_mode
 
     def publish(self, msg: dict, task_id: Optional[str] = None,
-                task_options: Optional[TaskOptions] = None) -> AsyncResult:
+                task_options: Optional[TaskOptions] = None) -> "AsyncResult[R]":
         """Send one task given as a dict of the function's arguments. The caller's dict is not changed."""
         if task_options is None and task_id is None and type(msg) is dict and "extra" not in msg \
-                and (self._plain or (self._plain is None and self._plain_publish())):
+                and self._plain_publish_applies():
             return self._publish_plain(msg)
         env, om = self._build(msg, task_id, task_options)
         self.broker.publish([om])
         self._after_publish([om.task_id])
         return AsyncResult(om.task_id, booster=self, rpc_enabled=self._rpc_enabled(task_options))
 
-    _plain: Optional[bool] = None
+    _plain_publish_ok: Optional[bool] = None  # decided at the first publish
 
-    def _plain_publish(self) -> bool:
-        """True when a publish without options needs nothing but check, envelope, send: no method
-        receiver to serialise, no publish hooks. Decided once (hooks are looked up at first publish)."""
-        self._plain = not self._is_method and not self._hook_before_publish and not getattr(self, "_hap", False)
-        return self._plain
+    def _plain_publish_applies(self) -> bool:
+        """True when a publish without options needs nothing but check, envelope, send (the fast path,
+        :meth:`_publish_plain`): no method receiver to serialise, no publish hooks. Decided once."""
+        ok = self._plain_publish_ok
+        if ok is None:
+            ok = self._plain_publish_ok = (not self._is_method and not self._hook_before_publish
+                                           and not self._has_after_publish_hooks)
+        return ok
 
     def _plain_message(self, kwargs: dict) -> OutgoingMessage:
         """Check, envelope and message for a publish without options: the hot path of push / publish /
@@ -298,13 +330,13 @@ class Booster:
         env = build_envelope(kwargs)
         return self._message(env, env["extra"]["task_id"])
 
-    def _publish_plain(self, kwargs: dict) -> AsyncResult:
+    def _publish_plain(self, kwargs: dict) -> "AsyncResult[R]":
         om = self._plain_message(kwargs)
         b = self._brokers.get(_PID[0]) or self.broker
         b.publish([om])
         return AsyncResult(om.task_id, self, self.params.is_using_rpc_mode)
 
-    def push(self, *args: Any, **kwargs: Any) -> AsyncResult:
+    def push(self, *args: P.args, **kwargs: P.kwargs) -> "AsyncResult[R]":
         """Send one task with the function's own calling convention: ``f.push(1, y=2)``."""
         return self.publish(self._args_to_kwargs(args, kwargs))
 
@@ -339,13 +371,13 @@ class Booster:
         return out
 
     def publish_many(self, msgs: Iterable[dict], task_options: Optional[TaskOptions] = None,
-                     batch_size: int = 1000) -> list[AsyncResult]:
+                     batch_size: int = 1000) -> "list[AsyncResult[R]]":
         """Send many tasks in batches through the broker's batch publish (the fast path)."""
-        results: list[AsyncResult] = []
+        results: "list[AsyncResult[R]]" = []
         batch: list[OutgoingMessage] = []
         rpc = self._rpc_enabled(task_options)
         broker = self.broker
-        plain = task_options is None and (self._plain or (self._plain is None and self._plain_publish()))
+        plain = task_options is None and self._plain_publish_applies()
         for m in msgs:
             if plain and type(m) is dict and "extra" not in m:
                 batch.append(self._plain_message(m))
@@ -362,7 +394,7 @@ class Booster:
             results.extend(AsyncResult(o.task_id, booster=self, rpc_enabled=rpc) for o in batch)
         return results
 
-    def push_many(self, args_list: Iterable[Any], batch_size: int = 1000) -> list[AsyncResult]:
+    def push_many(self, args_list: Iterable[Any], batch_size: int = 1000) -> "list[AsyncResult[R]]":
         """Each item is a tuple of positional args, a dict of kwargs, or a single argument."""
         def to_kwargs(item: Any) -> dict:
             if isinstance(item, dict):
@@ -372,11 +404,11 @@ class Booster:
             return self._args_to_kwargs((item,), {})
         return self.publish_many((to_kwargs(i) for i in args_list), batch_size=batch_size)
 
-    async def aio_push(self, *args: Any, **kwargs: Any) -> AsyncResult:
+    async def aio_push(self, *args: P.args, **kwargs: P.kwargs) -> "AsyncResult[R]":
         return await asyncio.get_running_loop().run_in_executor(None, lambda: self.push(*args, **kwargs))
 
     async def aio_publish(self, msg: dict, task_id: Optional[str] = None,
-                          task_options: Optional[TaskOptions] = None) -> AsyncResult:
+                          task_options: Optional[TaskOptions] = None) -> "AsyncResult[R]":
         return await asyncio.get_running_loop().run_in_executor(None, lambda: self.publish(msg, task_id, task_options))
 
     def sync_call(self, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
@@ -387,7 +419,7 @@ class Booster:
             raise NotImplementedError(f"broker kind {self.broker_cls.kind!r} has no sync_call; use "
                                       f"is_using_rpc_mode=True and push(...).get()")
         kw = self._args_to_kwargs(args, kwargs)
-        if "extra" not in kw and (self._plain or (self._plain is None and self._plain_publish())):
+        if "extra" not in kw and self._plain_publish_applies():
             om = self._plain_message(kw)
         else:
             om = self._build(kw, None, None)[1]
@@ -416,57 +448,20 @@ class Booster:
     def replay_dead_letters(self, max_count: Optional[int] = None, timeout: float = 1.0) -> int:
         """Move messages from ``<queue>_dlx`` back to this queue (their retry counters reset).
         Returns how many were moved."""
-        from funboost.message import loads
-        dlx = self.broker.dead_letter_broker()
-        if max_count is None:
-            # only what is there now: a message that fails again must not loop back into this call
-            max_count = dlx.queue_size().ready
-        moved = 0
-        seen: set = set()
-        while max_count is None or moved < max_count:
-            want = 100 if max_count is None else min(100, max_count - moved)
-            deliveries = dlx.fetch(want, timeout)
-            if not deliveries:
-                break
-            out = []
-            again = []
-            for d in deliveries:
-                body = d.body if isinstance(d.body, dict) else loads(d.body)
-                tid = (body.get("extra") or {}).get("task_id") if isinstance(body, dict) else None
-                if tid is not None and tid in seen:
-                    again.append(d)
-                    continue
-                seen.add(tid)
-                body = dict(body)
-                extra = dict(body.get("extra") or {})
-                for k in ("dead_letter_reason", "dead_letter_time", "_requeue_count", "_advanced_retry_count"):
-                    extra.pop(k, None)
-                extra["replayed"] = int(extra.get("replayed", 0)) + 1
-                body["extra"] = extra
-                out.append(OutgoingMessage(body="" if self.broker_cls.accepts_payload else dumps(body),
-                                           task_id=str(extra.get("task_id", "")),
-                                           payload=body if self.broker_cls.accepts_payload else None))
-            if out:
-                self.broker.publish(out)
-                dlx.ack([d for d in deliveries if d not in again])
-            if again:
-                dlx.requeue(again)
-                break
-            moved += len(out)
-        return moved
+        return replay_dead_letters(self.broker, max_count, timeout)
 
     def clear_filter_tasks(self) -> None:
         self.state_backend().filter_clear(self.queue_name)
 
     # ---------------------------------------------------------------- consuming
-    def consume(self) -> "Booster":
+    def consume(self) -> "Booster[P, R]":
         """Start consuming in background threads of this process; returns at once. Calling it twice
         in one process is a no-op."""
         with self._consume_lock:
             if self._consumer is not None and not self._consumer.stopped:
                 return self
             from funboost.engine.consumer import Consumer
-            self._consumer = Consumer(self)
+            self._consumer = Consumer(self.consumer_setup())
             self._consumer.start()
             _keepalive.start()
         return self
@@ -474,7 +469,7 @@ class Booster:
     start_consuming_message = consume
 
     @property
-    def consumer(self):
+    def consumer(self) -> Optional["Consumer"]:
         return self._consumer
 
     def stop_consume(self, timeout: float = 30.0) -> None:
@@ -496,18 +491,21 @@ class Booster:
     # ---------------------------------------------------------------- control plane
     def pause(self) -> None:
         """Pause consuming this queue in every process and host sharing the state backend."""
-        self.state_backend().set_flag(self.queue_name, "pause", True)
+        self._set_flag(QueueFlag.PAUSE, True)
 
     def resume(self) -> None:
-        self.state_backend().set_flag(self.queue_name, "pause", False)
+        self._set_flag(QueueFlag.PAUSE, False)
 
     continue_consume = resume
 
     def set_qps(self, qps: Optional[float]) -> None:
-        self.state_backend().set_flag(self.queue_name, "qps", qps)
+        self._set_flag(QueueFlag.QPS, qps)
 
     def set_concurrent_num(self, n: int) -> None:
-        self.state_backend().set_flag(self.queue_name, "concurrent_num", int(n))
+        self._set_flag(QueueFlag.CONCURRENT_NUM, int(n))
+
+    def _set_flag(self, flag: QueueFlag, value: Any) -> None:
+        self.state_backend().set_flag(self.queue_name, flag.value, value)  # stored under the plain name
 
     def kill_task(self, task_id: str) -> None:
         """Cancel a task by id: a queued one never runs; a running one is stopped (needs
@@ -525,30 +523,36 @@ class Booster:
 class _BoundBoosterCall:
     """``obj.method`` where ``method`` is a booster: calling runs it with ``obj``; task API delegates."""
 
-    def __init__(self, booster: Booster, obj: Any) -> None:
+    def __init__(self, booster: "Booster[Any, Any]", obj: Any) -> None:
         self._booster, self._obj = booster, obj
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._booster.func(self._obj, *args, **kwargs)
+        func = self._booster.func
+        assert func is not None  # a bound method access implies a decorated function
+        return func(self._obj, *args, **kwargs)
 
-    def push(self, *args: Any, **kwargs: Any) -> AsyncResult:
+    def push(self, *args: Any, **kwargs: Any) -> "AsyncResult[Any]":
         return self._booster.push(self._obj, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._booster, name)
 
 
-def boost(params: Optional[BoosterParams] = None, **kwargs: Any) -> Callable[[Callable], Booster]:
-    """``@boost(BoosterParams(queue_name=..., ...))``; ``@boost(queue_name=...)`` works too."""
+def boost(params: Union[BoosterParams, str, None] = None,
+          **kwargs: Any) -> Callable[[Callable[P, R]], Booster[P, R]]:
+    """``@boost(BoosterParams(queue_name=..., ...))``; ``@boost(queue_name=...)`` and
+    ``@boost("queue_name", ...)`` work too. The booster keeps the function's signature for type
+    checkers: ``f.push(...)`` takes the function's arguments and returns ``AsyncResult[R]``."""
     if params is None:
         params = BoosterParams(**kwargs)
     elif isinstance(params, str):
         params = BoosterParams(queue_name=params, **kwargs)
     elif kwargs:
         params = params.model_copy(update=kwargs)
+    validated: BoosterParams = params
 
-    def deco(func: Callable) -> Booster:
-        return Booster(params, func)
+    def deco(func: Callable[P, R]) -> Booster[P, R]:
+        return Booster(validated, func)
     return deco
 
 
@@ -578,117 +582,4 @@ keep_sleep = ctrl_c_recv
 run_forever = ctrl_c_recv
 
 
-class BoostersManager:
-    """Registry of boosters by queue name, and helpers to consume several queues."""
-
-    _boosters: dict[str, Booster] = {}
-    _lock = threading.Lock()
-
-    @classmethod
-    def regist_booster(cls, booster: Booster) -> None:
-        with cls._lock:
-            old = cls._boosters.get(booster.queue_name)
-            if old is not None and old.func is not booster.func and old.func_name != booster.func_name:
-                booster.logger.warning("queue %r was bound to %s and is now bound to %s", booster.queue_name,
-                                       old.func_name, booster.func_name)
-            cls._boosters[booster.queue_name] = booster
-
-    register_booster = regist_booster
-
-    @classmethod
-    def get_booster(cls, queue_name: str, import_module: Optional[str] = None) -> Booster:
-        b = cls._boosters.get(queue_name)
-        if b is None and import_module:
-            import importlib
-            importlib.import_module(import_module)
-            b = cls._boosters.get(queue_name)
-        if b is None:
-            raise KeyError(f"no booster for queue {queue_name!r}; known queues: {sorted(cls._boosters)}")
-        return b
-
-    @classmethod
-    def get_or_create_booster_by_queue_name(cls, queue_name: str) -> Booster:
-        return cls.get_booster(queue_name)
-
-    @classmethod
-    def build_booster(cls, params: BoosterParams) -> Booster:
-        """Create a booster without the decorator (dynamic queues)."""
-        if params.consuming_function is None:
-            raise ValueError("build_booster needs BoosterParams(consuming_function=...)")
-        existing = cls._boosters.get(params.queue_name)
-        if existing is not None and existing.func is params.consuming_function:
-            return existing
-        return Booster(params, params.consuming_function)
-
-    @classmethod
-    def get_cross_project_publisher(cls, params: BoosterParams) -> Booster:
-        """A publisher for a queue whose function lives elsewhere (arguments are not checked)."""
-        def _remote(**kwargs: Any) -> None:
-            raise RuntimeError("this booster only publishes; its function runs in another project")
-        p = params.model_copy(update={"should_check_publish_func_params": False})
-        b = Booster.__new__(Booster)
-        Booster.__init__(b, p)
-        b.func = _remote
-        b.func_name = f"<remote {p.queue_name}>"
-        b.is_coroutine = False
-        b.function_kind = "COMMON_FUNCTION"
-        b._is_method = False
-        b._required, b._all, b._var_kw, b._sig, b._positional_fast = [], [], True, None, False
-        b._freeze_signature_sets()
-        return b
-
-    @classmethod
-    def all_boosters(cls) -> list[Booster]:
-        return list(cls._boosters.values())
-
-    @classmethod
-    def get_all_queues(cls) -> list[str]:
-        return sorted(cls._boosters)
-
-    show_all_queues = get_all_queues
-
-    @classmethod
-    def push(cls, queue_name: str, *args: Any, **kwargs: Any) -> AsyncResult:
-        return cls.get_booster(queue_name).push(*args, **kwargs)
-
-    @classmethod
-    def publish(cls, queue_name: str, msg: dict, task_id: Optional[str] = None,
-                task_options: Optional[TaskOptions] = None) -> AsyncResult:
-        return cls.get_booster(queue_name).publish(msg, task_id, task_options)
-
-    @classmethod
-    def consume_queues(cls, *queue_names: str) -> None:
-        for q in queue_names:
-            cls.get_booster(q).consume()
-
-    consume = consume_queues
-
-    @classmethod
-    def consume_all_queues(cls) -> None:
-        cls.consume_queues(*cls._boosters)
-
-    consume_all = consume_all_queues
-
-    @classmethod
-    def consume_group(cls, booster_group: str) -> None:
-        cls.consume_queues(*[q for q, b in cls._boosters.items() if b.params.booster_group == booster_group])
-
-    @classmethod
-    def multi_process_consume_queues(cls, **queue_process_num: int):
-        from funboost.multiprocess import start_consumer_processes
-        return start_consumer_processes(queue_process_num, {q: cls.get_booster(q) for q in queue_process_num})
-
-    mp_consume = multi_process_consume_queues
-
-    @classmethod
-    def multi_process_consume_all_queues(cls, process_num: int = 1):
-        return cls.multi_process_consume_queues(**{q: process_num for q in cls._boosters})
-
-    mp_consume_all = multi_process_consume_all_queues
-
-    @classmethod
-    def multi_process_consume_group(cls, booster_group: str, process_num: int = 1):
-        return cls.multi_process_consume_queues(
-            **{q: process_num for q, b in cls._boosters.items() if b.params.booster_group == booster_group})
-
-    mp_consume_group = multi_process_consume_group
+__all__ = ["Booster", "BoostersManager", "boost", "task_deco", "ctrl_c_recv", "keep_sleep", "run_forever"]

@@ -6,6 +6,9 @@
     funboost -m myproj.tasks consume Q [Q ...] [--processes N]
     funboost -m myproj.tasks push Q '{"x": 1}'
     funboost -m myproj.tasks clear|pause|resume|count Q
+
+``-m`` goes before the subcommand. Every error is one line on stderr (``funboost: error: ...``) and exit
+status 2; no tracebacks.
 """
 from __future__ import annotations
 
@@ -13,7 +16,9 @@ import argparse
 import importlib
 import json
 import sys
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
+
+USAGE_ERROR = 2  # the exit status of every error, as argparse uses for its own
 
 
 def _cmd_brokers(args: argparse.Namespace) -> int:
@@ -43,19 +48,20 @@ def _cmd_state_backends(args: argparse.Namespace) -> int:
 
 
 def _booster(q: str):
-    from funboost.booster import BoostersManager
+    from funboost.registry import BoostersManager
     return BoostersManager.get_booster(q)
 
 
 def _cmd_queues(args: argparse.Namespace) -> int:
-    from funboost.booster import BoostersManager
+    from funboost.registry import BoostersManager
     for b in BoostersManager.all_boosters():
         print(f"{b.queue_name}\t{b.params.broker_kind}\t{b.func_name}")
     return 0
 
 
 def _cmd_consume(args: argparse.Namespace) -> int:
-    from funboost.booster import BoostersManager, ctrl_c_recv
+    from funboost.booster import ctrl_c_recv
+    from funboost.registry import BoostersManager
     queues = args.queues or BoostersManager.get_all_queues()
     if args.processes and args.processes > 1:
         BoostersManager.multi_process_consume_queues(**{q: args.processes for q in queues})
@@ -66,7 +72,14 @@ def _cmd_consume(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    r = _booster(args.queue).publish(json.loads(args.message))
+    try:
+        kwargs = json.loads(args.message)
+    except ValueError as exc:
+        raise CliError(f"the message must be a JSON object of the function's arguments: {exc}") from None
+    if not isinstance(kwargs, dict):
+        raise CliError(f"the message must be a JSON object of the function's arguments, got "
+                       f"{type(kwargs).__name__}")
+    r = _booster(args.queue).publish(kwargs)
     print(r.task_id)
     return 0
 
@@ -84,8 +97,33 @@ def _cmd_simple(args: argparse.Namespace) -> int:
     return 0
 
 
+class CliError(Exception):
+    """A usage error found after parsing (bad JSON, unknown queue ...): one line, exit status 2."""
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, with its errors as one line on stderr (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(f"{message} (see {self.prog} --help)")
+
+
+def _fail(message: str) -> NoReturn:
+    one_line = " ".join(str(message).split())
+    sys.stderr.write(f"funboost: error: {one_line}\n")
+    raise SystemExit(USAGE_ERROR)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and len(exc.args) == 1:  # KeyError's str() adds quotes
+        return str(exc.args[0])
+    if isinstance(exc, CliError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="funboost", description="funboost command line")
+    p = _OneLineErrorParser(prog="funboost", description="funboost command line")
     p.add_argument("-m", "--import-modules", default="", help="comma-separated modules that define boosters")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("brokers", help="list installed broker kinds")
@@ -110,15 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.import_modules:
-        sys.path.insert(0, ".")
-        for mod in filter(None, (m.strip() for m in args.import_modules.split(","))):
-            importlib.import_module(mod)
     try:
+        if args.import_modules:
+            sys.path.insert(0, ".")
+            for mod in filter(None, (m.strip() for m in args.import_modules.split(","))):
+                try:
+                    importlib.import_module(mod)
+                except Exception as exc:
+                    raise CliError(f"cannot import module {mod!r} (-m): {type(exc).__name__}: {exc}") from None
         return args.fn(args)
-    except (KeyError, ValueError) as exc:
-        print(f"funboost: {exc}", file=sys.stderr)
-        return 2
+    except SystemExit:
+        raise
+    except Exception as exc:  # the command line shows errors as one line, never a traceback
+        _fail(_describe(exc))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,12 +12,25 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import warnings
-from typing import Any, Callable, Optional, Union
+import sys
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic._internal._model_construction import ModelMetaclass
 
 from funboost.enums import BrokerEnum, ConcurrentModeEnum
+from funboost.eta import eta_to_timestamp  # noqa: F401  (also importable from here, as before)
+
+if sys.version_info >= (3, 10):
+    from typing import ParamSpec
+else:  # pragma: no cover - python 3.9
+    from typing_extensions import ParamSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from funboost.booster import Booster
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 _CONCURRENT_MODES = {"threading", "gevent", "eventlet", "async", "single_thread"}
 _MODE_ALIASES = {"solo": "single_thread", "asyncio": "async", "thread": "threading", "threads": "threading"}
@@ -203,8 +216,11 @@ class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
             object.__setattr__(self, "concurrent_num", 500)
         if self.concurrent_num < 1:
             raise ValueError("concurrent_num must be >= 1")
-        if self.function_result_status_persistence_conf.table_name is None:
-            self.function_result_status_persistence_conf.table_name = self.queue_name
+        conf = self.function_result_status_persistence_conf
+        if conf.table_name is None:
+            # a copy: one config object may be shared by several boosters, each with its own table
+            object.__setattr__(self, "function_result_status_persistence_conf",
+                               conf.model_copy(update={"table_name": self.queue_name}))
         # the kind must exist and its options must validate, at decoration time
         from funboost.plugins.manager import resolve_broker_kind
         broker_cls = resolve_broker_kind(self.broker_kind)
@@ -212,9 +228,9 @@ class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
         return self
 
     # ---- use as a decorator:  @BoosterParams(queue_name=...)
-    def __call__(self, func: Callable):
+    def __call__(self, func: "Callable[_P, _R]") -> "Booster[_P, _R]":
         from funboost.booster import Booster
-        return Booster(self)(func)
+        return Booster(self, func)
 
     def broker_class(self):
         from funboost.plugins.manager import resolve_broker_kind
@@ -273,18 +289,3 @@ class TaskOptions(BaseModel):
         if other and "priroty" in other and "priority" not in out:  # the original's spelling
             out["priority"] = other["priroty"]
         return out
-
-
-def eta_to_timestamp(eta: Any) -> Optional[float]:
-    if eta is None:
-        return None
-    if isinstance(eta, (int, float)):
-        return float(eta)
-    if isinstance(eta, str):
-        try:
-            eta = _dt.datetime.fromisoformat(eta)
-        except ValueError:
-            eta = _dt.datetime.strptime(eta, "%Y-%m-%d %H:%M:%S")
-    if isinstance(eta, _dt.datetime):
-        return eta.timestamp()  # naive datetimes are local time, as users write them
-    raise ValueError(f"cannot understand eta {eta!r}")

@@ -4,12 +4,15 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Optional, TypeVar
 
+from funboost.enums import RunStatus
 from funboost.exceptions import RpcNotEnabled, RpcTimeout
 
 if TYPE_CHECKING:  # pragma: no cover
     from funboost.booster import Booster
+
+R = TypeVar("R")  # the task function's return type
 
 _callback_pool: Optional[ThreadPoolExecutor] = None
 _callback_lock = threading.Lock()
@@ -23,10 +26,11 @@ def _pool() -> ThreadPoolExecutor:
         return _callback_pool
 
 
-class AsyncResult:
-    """Lazy: nothing touches the state backend until a result is asked for."""
+class AsyncResult(Generic[R]):
+    """Lazy: nothing touches the state backend until a result is asked for. ``AsyncResult[R]``: ``R`` is
+    the task function's return type (what ``get()`` returns)."""
 
-    def __init__(self, task_id: str, booster: Optional["Booster"] = None, rpc_enabled: bool = True,
+    def __init__(self, task_id: str, booster: Optional["Booster[Any, R]"] = None, rpc_enabled: bool = True,
                  timeout: Optional[float] = None, state: Any = None) -> None:
         self.task_id = task_id
         self.booster = booster
@@ -49,7 +53,7 @@ class AsyncResult:
                 self._state = get_state_backend()
         return self._state
 
-    def set_timeout(self, timeout: float) -> "AsyncResult":
+    def set_timeout(self, timeout: float) -> "AsyncResult[R]":
         self.timeout = timeout
         return self
 
@@ -81,15 +85,15 @@ class AsyncResult:
         return self.wait()
 
     @property
-    def result(self) -> Any:
-        return self.wait()["result"]
+    def result(self) -> R:
+        return self.wait()["result"]  # type: ignore[no-any-return]
 
-    def get(self, timeout: Optional[float] = None, propagate: bool = True) -> Any:
+    def get(self, timeout: Optional[float] = None, propagate: bool = True) -> R:
         """The function's return value; with ``propagate`` a failed task raises RemoteTaskError."""
         data = self.wait(timeout)
-        if propagate and not data.get("success") and data.get("run_status") not in ("filtered",):
+        if propagate and not data.get("success") and data.get("run_status") != RunStatus.FILTERED:
             raise RemoteTaskError(data)
-        return data.get("result")
+        return data.get("result")  # type: ignore[no-any-return]
 
     def is_success(self) -> bool:
         return bool(self.wait().get("success"))
@@ -103,14 +107,14 @@ class AsyncResult:
         self._check_enabled()
         _pool().submit(lambda: callback(self.wait()))
 
-    async def aget(self, timeout: Optional[float] = None) -> Any:
+    async def aget(self, timeout: Optional[float] = None) -> R:
         return await asyncio.get_running_loop().run_in_executor(None, lambda: self.get(timeout))
 
     async def await_status_and_result(self, timeout: Optional[float] = None) -> dict:
         return await asyncio.get_running_loop().run_in_executor(None, lambda: self.wait(timeout))
 
     @staticmethod
-    def batch_wait(results: Iterable["AsyncResult"], timeout: Optional[float] = None) -> list[dict]:
+    def batch_wait(results: Iterable["AsyncResult[Any]"], timeout: Optional[float] = None) -> list[dict]:
         """Wait for all; returns their status records in the same order."""
         return [r.wait(timeout) for r in results]
 

@@ -25,15 +25,19 @@ from typing import TYPE_CHECKING, Any, Optional
 from funboost.engine.controls import CronWindow, RateLimiter, filter_key
 from funboost.engine.executors import Executor, make_executor
 from funboost.engine.liveness import ticker
-from funboost.engine.runner import DEAD_LETTERED, FINISH, KILLED, REQUEUED, Runner, Task
-from funboost.engine.status import FunctionResultStatus, StatusBatch
+from funboost.engine.runner import Runner, Task
+from funboost.engine.setup import ConsumerSetup
+from funboost.enums import RunStatus
+from funboost.eta import message_eta
 from funboost.exceptions import MalformedMessage
+from funboost.flags import QueueFlag
 from funboost.message import build_envelope, decode, dumps
 from funboost.plugins.broker import Broker, Delivery, OutgoingMessage
 from funboost.plugins.manager import get_plugin_manager, has_hook_impls
+from funboost.records import FunctionResultStatus, StatusBatch
 
 if TYPE_CHECKING:  # pragma: no cover
-    from funboost.booster import Booster
+    from funboost.state.base import StateBackend
 
 # consumer heartbeats to the state backend (registry, distributed qps); env overrides are for tests
 HEARTBEAT_INTERVAL = float(os.environ.get("FUNBOOST_HEARTBEAT_INTERVAL", "5"))
@@ -103,7 +107,7 @@ class StatusSaver:
     """Writes FunctionResultStatus records to the state backend in batches from a background thread.
 
     When a run is final its record is taken in the compact form (a tuple of values, see
-    ``engine/status.py``) and queued with a lock-free deque append; the status object is then freed. The
+    ``funboost/records.py``) and queued with a lock-free deque append; the status object is then freed. The
     writer thread takes whatever has queued (every 0.2 s, or sooner once ``MAX_BATCH`` records wait) and
     hands it to the backend as one :class:`StatusBatch`, serialised there in one call.
 
@@ -115,7 +119,7 @@ class StatusSaver:
     MAX_BATCH = 1000  # records per write (and per row of the sqlite backend); a full batch wakes the writer
 
     def __init__(self, consumer: "Consumer") -> None:
-        self.c = consumer
+        self.consumer = consumer
         conf = consumer.params.function_result_status_persistence_conf
         self.table = conf.table_name or consumer.params.queue_name
         self.ttl = conf.expire_seconds
@@ -145,9 +149,9 @@ class StatusSaver:
             while rows:
                 batch = StatusBatch([take() for _ in range(min(len(rows), self.MAX_BATCH))])
                 try:
-                    self.c.state.save_status_batch(self.table, batch, self.ttl)
+                    self.consumer.state.save_status_batch(self.table, batch, self.ttl)
                 except Exception as exc:
-                    self.c.logger.error("could not save %d status records: %s", len(batch), exc)
+                    self.consumer.logger.error("could not save %d status records: %s", len(batch), exc)
 
     def stop(self) -> None:
         self._stop.set()
@@ -190,11 +194,17 @@ class Stats:
 
 
 class Consumer:
-    def __init__(self, booster: "Booster") -> None:
-        self.booster = booster
-        self.params = p = booster.params
-        self.logger = booster.logger
-        self.broker: Broker = booster.new_broker()
+    """The consumer of one queue in one process. It gets what it needs from a :class:`ConsumerSetup`
+    (``Booster.consumer_setup()``), not from the booster."""
+
+    def __init__(self, setup: ConsumerSetup) -> None:
+        if not isinstance(setup, ConsumerSetup):  # a Booster, as callers passed before ConsumerSetup
+            setup = setup.consumer_setup()
+        self.setup = setup
+        self.params = p = setup.params
+        self.logger = setup.logger
+        self.started_at = time.time()  # reported in heartbeats
+        self.broker: Broker = setup.new_broker()
         self.caps = self.broker.capabilities
         self.consumer_id = self.broker.consumer_id
         self.executor: Executor = make_executor(p.concurrent_mode, p.concurrent_num, p.specify_concurrent_pool,
@@ -225,9 +235,9 @@ class Consumer:
 
     # ---------------------------------------------------------------- state backend (lazy)
     @property
-    def state(self):
+    def state(self) -> "StateBackend":
         if self._state is None:
-            self._state = self.booster.state_backend()
+            self._state = self.setup.state_backend()
         return self._state
 
     # ---------------------------------------------------------------- lifecycle
@@ -302,8 +312,18 @@ class Consumer:
         return not self.executor.is_async and self.params.concurrent_mode in ("threading", "single_thread")
 
     def is_runnable(self) -> bool:
-        return not (self._stop.is_set() or self.paused
-                    or (self.window is not None and not self.window.is_open()))
+        return not self._stop.is_set() and self.seconds_until_runnable_check() == 0.0
+
+    def seconds_until_runnable_check(self) -> float:
+        """The one "may this queue run now?" check (pause flag, run-time window): 0.0 when a task may
+        start now, else how long to wait before asking again. ``is_runnable``, ``wait_until_runnable``
+        and the dispatch loop all use it."""
+        if self.paused:
+            return 0.2
+        window = self.window
+        if window is not None and not window.is_open():
+            return max(0.01, min(1.0, window.seconds_until_check()))
+        return 0.0
 
     # ---------------------------------------------------------------- dispatch
     def _fetch_limit(self) -> int:
@@ -317,8 +337,9 @@ class Consumer:
     def _dispatch_loop(self) -> None:
         error_delay = 0.5
         while not self._stop.is_set():
-            if self.paused or (self.window is not None and not self.window.is_open()):
-                self._stop.wait(0.2 if self.paused else min(1.0, self.window.seconds_until_check()))
+            wait = self.seconds_until_runnable_check()
+            if wait:
+                self._stop.wait(wait)
                 continue
             self._submit_due_delayed()
             if not self.executor.wait_for_capacity(0.5):
@@ -382,15 +403,15 @@ class Consumer:
         d.task_id = task_id = extra["task_id"]
         task = Task(d, msg)
         if task_id in self.kill_set:
-            self._finish_without_run(task, KILLED, "killed before it started")
+            self._finish_without_run(task, RunStatus.KILLED, "killed before it started")
             return None
         expire = extra.get("msg_expire_seconds", p.msg_expire_seconds)
         if expire and time.time() - float(extra.get("publish_time", time.time())) > float(expire):
-            self._finish_without_run(task, "expired", f"message older than msg_expire_seconds={expire}")
+            self._finish_without_run(task, RunStatus.EXPIRED, f"message older than msg_expire_seconds={expire}")
             return None
         # delayed message that reached us early (broker without native delay, or clock skew)
         if "eta" in extra or "countdown" in extra:
-            eta = self.booster.eta_of(extra)
+            eta = message_eta(extra)
             if eta is not None and eta > time.time() + 0.001:
                 extra["_eta"] = eta
                 return task
@@ -403,12 +424,12 @@ class Consumer:
         if extra.get("do_task_filtering", p.do_task_filtering):
             key = task.filter_key = filter_key(task.msg.kwargs, extra.get("filter_str"))
             if self.state.filter_contains(p.queue_name, key):
-                self._finish_without_run(task, "filtered", "same arguments already ran (task filter)")
+                self._finish_without_run(task, RunStatus.FILTERED, "same arguments already ran (task filter)")
                 return False
         try:
-            task.kwargs = self.booster.convert_kwargs_for_call(task.msg.kwargs)
+            task.kwargs = self.setup.convert_kwargs(task.msg.kwargs)
         except Exception as exc:  # arguments that do not fit the function
-            self._dead_letter(task, f"arguments do not fit {self.booster.func_name}: {exc}")
+            self._dead_letter(task, f"arguments do not fit {self.setup.func_name}: {exc}")
             return False
         return True
 
@@ -448,13 +469,11 @@ class Consumer:
         """Block while the queue is paused or outside its run-time window. False if stopping.
         Brokers that own the consume loop call this (directly or through execute_inline)."""
         stop = stop or self._stop
-        while not stop.is_set():
-            if self.paused:
-                stop.wait(0.2)
-            elif self.window is not None and not self.window.is_open():
-                stop.wait(min(1.0, self.window.seconds_until_check()))
-            else:
+        while not stop.is_set() and not self._stop.is_set():
+            wait = self.seconds_until_runnable_check()
+            if not wait:
                 return True
+            stop.wait(wait)
         return False
 
     def execute_inline(self, d: Delivery) -> Optional[FunctionResultStatus]:
@@ -492,18 +511,18 @@ class Consumer:
             self.logger.error("dead-lettering failed (%s); the message stays unacked and will come back", exc)
 
     def _dead_letter(self, task: Task, reason: str) -> None:
-        status = self.runner._new_status(task)
+        status = self.runner.new_status(task)
         status.exception_type, status.exception_msg = "DeadLettered", reason
         status.exception = reason
         self.logger.error("task %s moved to %s_dlx: %s", task.task_id, self.params.queue_name, reason,
                           extra={"task_id": task.task_id})
-        self.finish_task(task, status, DEAD_LETTERED, reason=reason)
+        self.finish_task(task, status, RunStatus.DEAD_LETTERED, reason=reason)
 
-    def _finish_without_run(self, task: Task, run_status: str, reason: str) -> None:
-        status = self.runner._new_status(task)
-        status.run_status = run_status
-        status.exception_type, status.exception_msg = run_status, reason
-        status.result = "filtered_task_result" if run_status == "filtered" else None
+    def _finish_without_run(self, task: Task, run_status: RunStatus, reason: str) -> None:
+        status = self.runner.new_status(task)
+        status.run_status = run_status.value
+        status.exception_type, status.exception_msg = run_status.value, reason
+        status.result = "filtered_task_result" if run_status is RunStatus.FILTERED else None
         self.logger.info("task %s not run: %s", task.task_id, reason, extra={"task_id": task.task_id})
         self.finish_task(task, status, run_status)
 
@@ -512,22 +531,26 @@ class Consumer:
             get_plugin_manager().hook.funboost_on_error(queue_name=self.params.queue_name, status=status,
                                                         exception=exc)
 
-    def finish_is_cheap(self, task: Task, outcome: str) -> bool:
+    def finish_is_cheap(self, task: Task, outcome: RunStatus) -> bool:
         """True when finishing is only a buffered ack and maybe a queued status record (no state I/O,
         callbacks or republish)."""
         p = self.params
         extra = task.msg.extra
-        return (outcome == FINISH and self._plain_finish and task.delivery.reply is None
+        return (outcome is RunStatus.FINISH and self._plain_finish and task.delivery.reply is None
                 and not extra.get("is_using_rpc_mode", p.is_using_rpc_mode)
                 and not extra.get("do_task_filtering", p.do_task_filtering))
 
-    def finish_task(self, task: Task, status: FunctionResultStatus, outcome: str, reason: str = "") -> None:
+    def finish_task(self, task: Task, status: FunctionResultStatus, outcome: RunStatus, reason: str = "",
+                    retry_delay: float = 0.0) -> None:
         """Everything after the last attempt. The broker hears last (ack / requeue / dead-letter), so a
-        crash anywhere before leaves the message to run again rather than vanish."""
+        crash anywhere before leaves the message to run again rather than vanish. ``retry_delay``: when a
+        ``RETRY_LATER`` copy is due, in seconds."""
         p = self.params
         d = task.delivery
-        if status.run_status == "running":
-            status.run_status = outcome
+        if type(outcome) is not RunStatus:  # a plain string from a caller written before RunStatus
+            outcome = RunStatus(outcome)
+        if status.run_status == RunStatus.RUNNING:
+            status.run_status = outcome.value  # records keep plain strings
         status.finish()
         self.stats.record(status.success, status.time_cost or 0.0)
         extra = task.msg.extra
@@ -537,13 +560,13 @@ class Consumer:
             if not d.auto_ack:
                 self.acker.add(d)
             return
-        if outcome == FINISH and status.success and extra.get("do_task_filtering", p.do_task_filtering):
+        if outcome is RunStatus.FINISH and status.success and extra.get("do_task_filtering", p.do_task_filtering):
             try:
                 key = task.filter_key or filter_key(task.msg.kwargs, extra.get("filter_str"))
                 self.state.filter_add(p.queue_name, key, p.task_filtering_expire_seconds or None)
             except Exception as exc:
                 self.logger.error("could not record the task filter key: %s", exc)
-        final = outcome not in (REQUEUED, "retry_later")
+        final = outcome.is_final
         if final and extra.get("is_using_rpc_mode", p.is_using_rpc_mode):
             try:
                 self.state.set_result(task.task_id, status.to_dict(), p.rpc_result_expire_seconds)
@@ -565,12 +588,12 @@ class Consumer:
                 self.logger.exception("reply to the caller failed")
         # ---- broker last
         try:
-            if outcome == REQUEUED:
+            if outcome is RunStatus.REQUEUED:
                 self._requeue_with_guard(task, status)
-            elif outcome == "retry_later":
-                self._republish(task, countdown=status.user_context.get("retry_delay", 1.0),
+            elif outcome is RunStatus.RETRY_LATER:
+                self._republish(task, countdown=retry_delay or 1.0,
                                 extra_updates={"_advanced_retry_count": status.run_times})
-            elif outcome == DEAD_LETTERED:
+            elif outcome is RunStatus.DEAD_LETTERED:
                 self._reject([d], reason or f"{status.exception_type}: {status.exception_msg}")
             elif not d.auto_ack:
                 self.acker.add(d)
@@ -620,16 +643,16 @@ class Consumer:
     def _refresh_flags(self) -> None:
         p = self.params
         flags = self.state.get_flags(p.queue_name)
-        paused = bool(flags.get("pause", False))
+        paused = bool(flags.get(QueueFlag.PAUSE, False))
         if paused != self.paused:
             self.paused = paused
             self.logger.info("queue %r %s", p.queue_name, "paused" if paused else "resumed")
-        qps = flags.get("qps", p.qps)
+        qps = flags.get(QueueFlag.QPS, p.qps)
         if p.is_using_distributed_frequency_control and qps:
             qps = qps / max(1, self._live_consumers)
         if qps != self.rate.qps:
             self.rate.set_rate(qps)
-        conc = flags.get("concurrent_num")
+        conc = flags.get(QueueFlag.CONCURRENT_NUM)
         if conc and int(conc) != self.executor.max_workers and p.concurrent_mode != "single_thread":
             self.executor.max_workers = int(conc)
         # queued tasks are checked against this set at dispatch whatever the settings; running ones
@@ -641,12 +664,10 @@ class Consumer:
         info = {"host": socket.gethostname(), "pid": os.getpid(), "broker_kind": self.broker.kind,
                 "concurrent_mode": p.concurrent_mode, "concurrent_num": self.executor.max_workers,
                 "qps": p.qps, "rate": round(self.stats.last_rate, 3), "total_runs": self.stats.total_runs,
-                "total_fail": self.stats.total_fail, "paused": self.paused, "started": self._started_at}
+                "total_fail": self.stats.total_fail, "paused": self.paused, "started": self.started_at}
         self.state.heartbeat(self.consumer_id, p.queue_name, info, HEARTBEAT_TTL)
         if p.is_using_distributed_frequency_control:
             self._live_consumers = max(1, len(self.state.live_consumers(p.queue_name)))
-
-    _started_at = time.time()
 
     def _log_stats(self) -> None:
         runs, fail, avg, elapsed = self.stats.roll()

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from funboost.context import FctContext, reset_current_task, set_current_task
 from funboost.engine.controls import KillableCall, backoff_delay
-from funboost.engine.status import FunctionResultStatus
+from funboost.enums import RunStatus
 from funboost.exceptions import (ExceptionForPushToDlxqueue, ExceptionForRequeue, FunctionTimeoutError,
                                  TaskKilled)
 from funboost.message import DecodedMessage
 from funboost.plugins.broker import Delivery
+from funboost.records import FunctionResultStatus
 
 if TYPE_CHECKING:  # pragma: no cover
     from funboost.engine.consumer import Consumer
@@ -36,9 +37,6 @@ class Task:
         return self.msg.extra["task_id"]
 
 
-# outcome names (also FunctionResultStatus.run_status)
-FINISH, REQUEUED, DEAD_LETTERED, KILLED = "finish", "requeued", "dead_lettered", "killed"
-
 _thread_loops = threading.local()
 
 
@@ -51,17 +49,19 @@ def _run_coroutine_in_thread(coro: Any) -> Any:
 
 
 class Runner:
+    """Runs tasks of one queue for its consumer (which settles each outcome in ``finish_task``)."""
+
     def __init__(self, consumer: "Consumer") -> None:
-        self.c = consumer
+        self.consumer = consumer
         p = consumer.params
         self.params = p
-        self.func = consumer.booster.get_callable()
-        self.is_coroutine = consumer.booster.is_coroutine
+        self.func = consumer.setup.func
+        self.is_coroutine = consumer.setup.is_coroutine
         self.logger = consumer.logger
         self._plain_call: Optional[bool] = None  # decided at the first call (the consumer sets its hooks first)
 
     # ---------------------------------------------------------------- helpers
-    def _new_status(self, task: Task) -> FunctionResultStatus:
+    def new_status(self, task: Task) -> FunctionResultStatus:
         return FunctionResultStatus(queue_name=self.params.queue_name, task_id=task.task_id,
                                     params=task.msg.kwargs, publish_time=task.msg.extra.get("publish_time"))
 
@@ -80,7 +80,7 @@ class Runner:
 
     def _killed_check(self, task_id: str):
         def check() -> Optional[BaseException]:
-            if task_id in self.c.kill_set:
+            if task_id in self.consumer.kill_set:
                 return TaskKilled(f"task {task_id} was killed remotely")
             return None
         return check
@@ -103,13 +103,13 @@ class Runner:
                         time.sleep(delay)
         finally:
             reset_current_task(token)
-        self.c.finish_task(task, a.status, a.outcome)
+        self.consumer.finish_task(task, a.status, a.outcome, retry_delay=a.retry_delay)
         return a.status
 
     def _call_sync(self, task: Task, timeout: Optional[float]) -> Any:
         plain = self._plain_call
         if plain is None:
-            plain = self._plain_call = (not self.params.is_support_remote_kill_task and self.c.execute_hook is None
+            plain = self._plain_call = (not self.params.is_support_remote_kill_task and self.consumer.execute_hook is None
                                         and not self.is_coroutine)
         if plain and not timeout:  # the common case: call the function, nothing around it
             return self.func(**task.kwargs)
@@ -135,8 +135,8 @@ class Runner:
             return self._invoke(task)
 
     def _invoke(self, task: Task) -> Any:
-        if self.c.execute_hook is not None:
-            return self.c.execute_hook(queue_name=self.params.queue_name, task=task,
+        if self.consumer.execute_hook is not None:
+            return self.consumer.execute_hook(queue_name=self.params.queue_name, task=task,
                                        call=lambda: self._invoke_plain(task))
         return self._invoke_plain(task)
 
@@ -164,10 +164,11 @@ class Runner:
                         await asyncio.sleep(delay)
         finally:
             reset_current_task(token)
-        if self.c.finish_is_cheap(task, a.outcome):
-            self.c.finish_task(task, a.status, a.outcome)  # only a buffered ack: no I/O on the loop
+        if self.consumer.finish_is_cheap(task, a.outcome):
+            self.consumer.finish_task(task, a.status, a.outcome)  # only a buffered ack: no I/O on the loop
         else:  # state writes, republish, callbacks may block: keep them off the loop
-            await asyncio.get_running_loop().run_in_executor(None, self.c.finish_task, task, a.status, a.outcome)
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: self.consumer.finish_task(task, a.status, a.outcome, retry_delay=a.retry_delay))
         return a.status
 
     async def _call_async(self, task: Task, timeout: Optional[float]) -> Any:
@@ -189,7 +190,7 @@ class _Attempts(FctContext):
     ``fct`` context (one object per task instead of two)."""
 
     __slots__ = ("runner", "task", "max_retry", "timeout", "detail", "status", "max_attempts", "base", "outcome",
-                 "tries")
+                 "tries", "retry_delay")
 
     def __init__(self, runner: Runner, task: Task) -> None:
         msg = task.msg
@@ -207,7 +208,8 @@ class _Attempts(FctContext):
         self.max_attempts = 1 + max(0, self.max_retry)
         self.base = int(extra.get("_advanced_retry_count", 0))
         self.tries = 0  # attempts in this delivery; ``attempt`` (fct.attempt) also counts earlier deliveries
-        self.outcome = FINISH
+        self.outcome = RunStatus.FINISH
+        self.retry_delay = 0.0  # seconds until a RETRY_LATER copy is due (engine data, not user_context)
         # the FctContext fields
         self.attempt = self.base
         self.queue_name = p.queue_name
@@ -237,25 +239,25 @@ class _Attempts(FctContext):
         st = self.status
         st.set_error(exc)
         if isinstance(exc, ExceptionForRequeue):
-            self.outcome = REQUEUED
+            self.outcome = RunStatus.REQUEUED
             return None
         if isinstance(exc, ExceptionForPushToDlxqueue):
-            self.outcome = DEAD_LETTERED
+            self.outcome = RunStatus.DEAD_LETTERED
             return None
         if isinstance(exc, TaskKilled):
-            self.outcome = KILLED
+            self.outcome = RunStatus.KILLED
             return None
         r = self.runner
         st.timed_out = isinstance(exc, FunctionTimeoutError)
-        r.c.on_attempt_error(st, exc)
+        r.consumer.on_attempt_error(st, exc)
         r._log_failure(self.task, self.attempt, self.max_attempts, exc, self.detail)
         if self.tries >= self.max_attempts:
             if r.params.is_push_to_dlx_queue_when_retry_max_times:
-                self.outcome = DEAD_LETTERED
+                self.outcome = RunStatus.DEAD_LETTERED
             return None
         delay = r._retry_sleep(self.attempt)
         if delay and r.params.advanced_retry_config.retry_mode == "requeue":
-            self.outcome = "retry_later"  # republished with a countdown; the worker is freed meanwhile
-            st.user_context["retry_delay"] = delay
+            self.outcome = RunStatus.RETRY_LATER  # republished with a countdown; the worker is freed meanwhile
+            self.retry_delay = delay
             return None
         return delay

@@ -26,9 +26,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:  # pragma: no cover
+    from funboost.plugins.host import ConsumerHost
 
 
 class NoOptions(BaseModel):
@@ -127,8 +130,9 @@ class BrokerUnavailable(ConnectionError):
 
 
 def new_consumer_id(queue_name: str) -> str:
-    """An id that names one consumer instance: host, pid, and a random part (pid reuse is possible)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    """An id that names one consumer instance: ``<queue>@<host>:<pid>:<random>`` (the random part because
+    pids are reused)."""
+    return f"{queue_name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
 class Broker:
@@ -207,10 +211,11 @@ class Broker:
             self._dlx.close()
 
     # ----- optional -----
-    def run_consumer(self, consumer: Any) -> bool:
+    def run_consumer(self, consumer: "ConsumerHost") -> bool:
         """A broker that must own the consume loop (a foreign framework's worker, a server) overrides
         this, starts consuming in the background and returns True. The default fetch loop is used
-        otherwise."""
+        otherwise. ``consumer`` may be used only through the :class:`~funboost.plugins.host.ConsumerHost`
+        protocol."""
         return False
 
     def sync_call(self, body: str, timeout: float) -> Any:

@@ -1,20 +1,30 @@
 """pluggy hook specifications: the plugin contract.
 
-Two families live here.
+Three families live here.
 
 * :class:`BrokerSpec` is the broker data path. Each broker class is checked against it when it is
   registered (argument names must match, see :func:`funboost.plugins.manager.validate_broker_class`).
   The data path is dispatched only to the broker that owns the queue: the engine holds the validated
   broker instance and calls it directly, so installing ten brokers costs nothing per message.
-* The ``funboost_*`` hooks are process-wide and fan out to every plugin of the ``funboost.plugins``
-  entry-point group: registration (``funboost_register_brokers``) and cross-cutting observers
-  (before/after publish, around execute, on error). Metrics, tracing and serializers use these.
+* :class:`RegistrationSpec` holds ``funboost_register_brokers``, the hook of a *module-style* entry point
+  of the ``funboost.brokers`` group (an entry point naming a module rather than a Broker class). The
+  broker registry calls it through pluggy when one of the entry point's kinds is first used, so its
+  argument names are validated like any hook.
+* :class:`FunboostSpec` holds the process-wide observers, fanned out to every plugin of the
+  ``funboost.plugins`` entry-point group: before/after publish, around execute, after execute, on
+  error. Metrics and tracing plugins use these.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from funboost.engine.runner import Task
+    from funboost.plugins.broker import Delivery, OutgoingMessage, QueueSize
+    from funboost.plugins.manager import BrokerRegistry
+    from funboost.records import FunctionResultStatus
 
 PROJECT_NAME = "funboost"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -25,61 +35,115 @@ class BrokerSpec:
     """The data path of a broker kind (batch-first). See :class:`funboost.plugins.broker.Broker`."""
 
     @hookspec(firstresult=True)
-    def publish(self, messages: Sequence[Any]) -> None:
-        """Store ``messages`` (a list of OutgoingMessage); return once the broker holds them."""
+    def publish(self, messages: "Sequence[OutgoingMessage]") -> None:
+        """Store messages; return once the broker holds them (durably, for a persistent kind).
+
+        :param messages: the messages to store, in publish order; ``eta`` is only set when the kind
+            has ``native_delay``, ``priority`` only when it has ``priority``.
+        """
 
     @hookspec(firstresult=True)
-    def fetch(self, max_count: int, timeout: float) -> list:
-        """Take up to ``max_count`` deliveries, waiting at most ``timeout`` seconds for the first."""
+    def fetch(self, max_count: int, timeout: float) -> "list[Delivery]":  # type: ignore[empty-body]
+        """Take up to ``max_count`` deliveries.
+
+        :param max_count: the most deliveries to return (the engine's free capacity); 0 is a keep-alive
+            poll that returns nothing.
+        :param timeout: seconds to wait for the first delivery when none is ready; return an empty
+            list when it passes.
+        """
 
     @hookspec(firstresult=True)
-    def ack(self, deliveries: Sequence[Any]) -> None:
-        """Finish these deliveries for good."""
+    def ack(self, deliveries: "Sequence[Delivery]") -> None:
+        """Finish deliveries for good: they never come back.
+
+        :param deliveries: deliveries this instance handed out with ``fetch``.
+        """
 
     @hookspec(firstresult=True)
-    def requeue(self, deliveries: Sequence[Any]) -> None:
-        """Put these deliveries back so that they run again."""
+    def requeue(self, deliveries: "Sequence[Delivery]") -> None:
+        """Put deliveries back so that they run again (any consumer may take them).
+
+        :param deliveries: deliveries this instance handed out with ``fetch``.
+        """
 
     @hookspec(firstresult=True)
-    def reject(self, deliveries: Sequence[Any], reason: str) -> None:
-        """Move these deliveries to the dead-letter queue with ``reason``."""
+    def reject(self, deliveries: "Sequence[Delivery]", reason: str) -> None:
+        """Move deliveries to the dead-letter queue ``<queue>_dlx``.
+
+        :param deliveries: deliveries this instance handed out with ``fetch``.
+        :param reason: why, stored with each message (``extra.dead_letter_reason``).
+        """
 
     @hookspec(firstresult=True)
-    def queue_size(self) -> Any:
-        """Return a QueueSize (ready, in_flight, delayed; None where unknown)."""
+    def queue_size(self) -> "QueueSize":  # type: ignore[empty-body]
+        """Return ready, in-flight and delayed counts (None where the kind cannot tell)."""
 
     @hookspec(firstresult=True)
-    def purge(self) -> int:
+    def purge(self) -> int:  # type: ignore[empty-body]
         """Drop every ready message; return the count, or -1 if the broker cannot tell."""
 
     @hookspec(firstresult=True)
     def close(self) -> None:
-        """Release connections and threads."""
+        """Release connections and threads; the engine calls it once when the consumer stops."""
+
+
+class RegistrationSpec:
+    """The hook of a module-style ``funboost.brokers`` entry point."""
+
+    @hookspec
+    def funboost_register_brokers(self, registry: "BrokerRegistry") -> None:
+        """Register one or more broker classes.
+
+        :param registry: the process's broker registry; call ``registry.register(MyBroker)`` (optionally
+            with ``aliases=[...]``) for each class. The entry point's own name must be one of the
+            registered kind names or aliases.
+        """
 
 
 class FunboostSpec:
-    """Process-wide hooks for plugins of the ``funboost.plugins`` and ``funboost.brokers`` groups."""
+    """Process-wide hooks for plugins of the ``funboost.plugins`` entry-point group."""
 
     @hookspec
-    def funboost_register_brokers(self, registry: Any) -> None:
-        """Register one or more broker classes: ``registry.register(MyBroker)``."""
+    def funboost_before_publish(self, queue_name: str, message: "dict[str, Any]") -> None:
+        """Called with each envelope before it is encoded.
 
-    @hookspec
-    def funboost_before_publish(self, queue_name: str, message: dict) -> None:
-        """Called with the envelope (a dict) before it is encoded; may add keys to ``message['extra']``."""
+        :param queue_name: the queue published to.
+        :param message: the envelope: the function's keyword arguments plus ``extra`` (task id,
+            publish time, options). An implementation may add keys to ``message['extra']`` (a trace
+            context, say); it must not remove any.
+        """
 
     @hookspec
     def funboost_after_publish(self, queue_name: str, task_ids: Sequence[str]) -> None:
-        """Called after a batch was handed to the broker."""
+        """Called after a batch was handed to the broker.
+
+        :param queue_name: the queue published to.
+        :param task_ids: the ids of the tasks in the batch, in publish order.
+        """
 
     @hookspec(firstresult=True)
-    def funboost_execute(self, queue_name: str, task: Any, call: Any) -> Any:
-        """Wrap the execution of one attempt. Implement with ``wrapper=True``; ``call()`` runs it."""
+    def funboost_execute(self, queue_name: str, task: "Task", call: Callable[[], Any]) -> Any:
+        """Wrap the execution of one attempt. Implement with ``wrapper=True`` and ``yield``, or call
+        ``call()`` and return its result.
+
+        :param queue_name: the task's queue.
+        :param task: the task (``task.task_id``, ``task.msg.extra``, ``task.kwargs``).
+        :param call: runs the attempt and returns the function's result (or raises its error).
+        """
 
     @hookspec
-    def funboost_after_execute(self, queue_name: str, status: Any) -> None:
-        """Called with the FunctionResultStatus after each final outcome of a task."""
+    def funboost_after_execute(self, queue_name: str, status: "FunctionResultStatus") -> None:
+        """Called after each final outcome of a task (not after a requeue or a retry-later).
+
+        :param queue_name: the task's queue.
+        :param status: the final record (``run_status`` is a :class:`~funboost.enums.RunStatus` value).
+        """
 
     @hookspec
-    def funboost_on_error(self, queue_name: str, status: Any, exception: BaseException) -> None:
-        """Called when an attempt raised."""
+    def funboost_on_error(self, queue_name: str, status: "FunctionResultStatus", exception: BaseException) -> None:
+        """Called when an attempt raised (before any retry).
+
+        :param queue_name: the task's queue.
+        :param status: the task's record so far (``exception_type`` / ``exception_msg`` set).
+        :param exception: what the function raised.
+        """

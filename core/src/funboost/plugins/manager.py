@@ -19,7 +19,8 @@ import pluggy
 
 from funboost.exceptions import BrokerPluginError, UnknownBrokerKind
 from funboost.plugins.broker import Broker
-from funboost.plugins.hookspecs import PROJECT_NAME, BrokerSpec, FunboostSpec
+from funboost.plugins.distributions import SHIPPED_DISTRIBUTIONS, distribution_for_broker_kind
+from funboost.plugins.hookspecs import PROJECT_NAME, BrokerSpec, FunboostSpec, RegistrationSpec
 
 logger = logging.getLogger("funboost.plugins")
 
@@ -27,18 +28,9 @@ BROKER_GROUP = "funboost.brokers"
 PLUGIN_GROUP = "funboost.plugins"
 STATE_GROUP = "funboost.state"
 
-# Kinds that a known distribution provides, so that an unknown-kind error can say what to install.
-KNOWN_KIND_DISTRIBUTIONS: dict[str, str] = {
-    "sqlite": "funboost-sqlite", "sqlite_queue": "funboost-sqlite", "sqlite3": "funboost-sqlite",
-    "persistqueue": "funboost-sqlite",
-    "redis": "funboost-redis", "redis_ack_able": "funboost-redis", "redis_stream": "funboost-redis",
-    "redis_priority": "funboost-redis", "redis_pubsub": "funboost-redis",
-    "rabbitmq": "funboost-rabbitmq", "rabbitmq_pika": "funboost-rabbitmq",
-    "rabbitmq_amqpstorm": "funboost-rabbitmq",
-    "kafka": "funboost-kafka", "celery": "funboost-celery", "dramatiq": "funboost-dramatiq",
-    "huey": "funboost-huey", "rq": "funboost-rq", "nameko": "funboost-nameko", "grpc": "funboost-grpc",
-    "tcp": "funboost-tcp", "http": "funboost-http", "mysql_cdc": "funboost-mysql-cdc",
-}
+# kind -> distribution to install, derived from the one list of shipped distributions (kept for
+# code that read this name; funboost.plugins.distributions is the source)
+KNOWN_KIND_DISTRIBUTIONS: dict[str, str] = {kind: d.name for d in SHIPPED_DISTRIBUTIONS for kind in d.broker_kinds}
 
 
 def normalize_kind(name: str) -> str:
@@ -62,6 +54,24 @@ def _dist_of(ep: importlib_metadata.EntryPoint) -> tuple[str, str]:
     return (dist.metadata["Name"] or "unknown distribution", dist.version or "")
 
 
+def find_entry_point(group: str, name: str) -> Optional[importlib_metadata.EntryPoint]:
+    """The entry point of ``group`` named ``name`` (case- and ``-``/``_``-insensitive), without importing
+    anything. Broker kinds and state backends are both looked up with it."""
+    key = normalize_kind(name)
+    for ep in entry_points(group):
+        if normalize_kind(ep.name) == key:
+            return ep
+    return None
+
+
+def entry_point_import_error(ep: importlib_metadata.EntryPoint, what: str, exc: BaseException) -> str:
+    """The message for a plugin that failed to import: which entry point, which distribution, the error
+    and the fix."""
+    dist, version = _dist_of(ep)
+    return (f"{what} {ep.name!r} from distribution {dist!r} {version} failed to import ({ep.value}): "
+            f"{type(exc).__name__}: {exc}. Reinstall or upgrade it: pip install --upgrade {dist}")
+
+
 class _MethodNamePluginManager(pluggy.PluginManager):
     """Treats a broker class's plain methods named like a BrokerSpec hook as implementations, so that
     pluggy validates their argument names without brokers having to decorate every method."""
@@ -72,6 +82,32 @@ class _MethodNamePluginManager(pluggy.PluginManager):
         if name in self._spec_names and callable(getattr(plugin, name, None)):
             return {}
         return None
+
+
+class _RegistrationPluginManager(pluggy.PluginManager):
+    """Calls a module-style entry point's ``funboost_register_brokers`` through pluggy (validated against
+    :class:`RegistrationSpec`), whether or not the function carries the ``@hookimpl`` marker."""
+
+    def __init__(self) -> None:
+        super().__init__(PROJECT_NAME)
+        self.add_hookspecs(RegistrationSpec)
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str):  # type: ignore[override]
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name == "funboost_register_brokers" and callable(getattr(plugin, name, None)):
+            return {}
+        return opts
+
+
+def call_register_brokers(module: Any, registry: "BrokerRegistry", plugin_name: str) -> None:
+    """Run ``module.funboost_register_brokers(registry=...)`` through pluggy; a hook whose argument names
+    differ from the spec is a :class:`BrokerPluginError`."""
+    pm = _RegistrationPluginManager()
+    try:
+        pm.register(module, name=plugin_name)
+    except pluggy.PluginValidationError as exc:
+        raise BrokerPluginError(f"{plugin_name}: funboost_register_brokers does not match the hookspec: {exc}")
+    pm.hook.funboost_register_brokers(registry=registry)
 
 
 def validate_broker_class(broker_cls: type) -> None:
@@ -153,15 +189,15 @@ class BrokerRegistry:
             cls = self._by_name.get(name)
             if cls is not None:
                 return cls
-            for ep in entry_points(BROKER_GROUP):
-                if normalize_kind(ep.name) == name:
-                    self._load_entry_point(ep, raise_errors=True)
-                    cls = self._by_name.get(name)
-                    if cls is None:  # a module-style plugin may register its class under kind only
-                        raise BrokerPluginError(
-                            f"entry point {ep.name!r} = {ep.value!r} of distribution "
-                            f"{_dist_of(ep)[0]!r} did not register a broker named {ep.name!r}")
-                    return cls
+            ep = find_entry_point(BROKER_GROUP, name)
+            if ep is not None:
+                self._load_entry_point(ep, raise_errors=True)
+                cls = self._by_name.get(name)
+                if cls is None:  # a module-style plugin may register its class under kind only
+                    raise BrokerPluginError(
+                        f"entry point {ep.name!r} = {ep.value!r} of distribution "
+                        f"{_dist_of(ep)[0]!r} did not register a broker named {ep.name!r}")
+                return cls
         raise UnknownBrokerKind(self._unknown_message(kind))
 
     def _load_entry_point(self, ep: importlib_metadata.EntryPoint, raise_errors: bool) -> None:
@@ -173,9 +209,7 @@ class BrokerRegistry:
         try:
             obj = ep.load()
         except Exception as exc:  # a broken plugin must never take the others down
-            msg = (f"broker plugin {ep.name!r} from distribution {dist!r} {version} failed to import "
-                   f"({ep.value}): {type(exc).__name__}: {exc}. Reinstall or upgrade it: "
-                   f"pip install --upgrade {dist}")
+            msg = entry_point_import_error(ep, "broker plugin", exc)
             self._failed[ep.value] = msg
             logger.error(msg)
             if raise_errors:
@@ -188,12 +222,11 @@ class BrokerRegistry:
                     obj.distribution, obj.distribution_version = dist, version
                 self.register(obj, aliases=[ep.name])
             else:
-                hook = getattr(obj, "funboost_register_brokers", None)
-                if hook is None:
+                if not callable(getattr(obj, "funboost_register_brokers", None)):
                     raise BrokerPluginError(
                         f"entry point {ep.name!r} of {dist!r} points to {ep.value!r}, which is neither a "
                         f"Broker class nor a module with a funboost_register_brokers hook")
-                hook(registry=self)
+                call_register_brokers(obj, self, plugin_name=f"{dist}:{ep.value}")
                 # a module's entry-point name is an alias of whatever it registered under that name
         except BrokerPluginError as exc:
             self._failed[ep.value] = f"{exc} (distribution {dist!r} {version})"
@@ -240,7 +273,7 @@ class BrokerRegistry:
     def _unknown_message(self, kind: str) -> str:
         name = normalize_kind(kind)
         lines = [f"unknown broker_kind {kind!r}."]
-        dist = KNOWN_KIND_DISTRIBUTIONS.get(name)
+        dist = distribution_for_broker_kind(name)
         if dist:
             lines.append(f"It is provided by the distribution {dist!r}: pip install {dist}")
         by_dist: dict[str, list[str]] = {}

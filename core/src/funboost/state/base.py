@@ -10,49 +10,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 from funboost.exceptions import StateBackendError
-from funboost.plugins.manager import STATE_GROUP, entry_points
+from funboost.plugins.distributions import distribution_for_state_backend
+from funboost.plugins.manager import STATE_GROUP, entry_point_import_error, entry_points, find_entry_point
 from funboost.process_local import ProcessLocalDict
-
-
-try:  # orjson (a core dependency) is ~10x faster than json for the records written on the hot path
-    import orjson as _orjson
-except ImportError:  # pragma: no cover
-    _orjson = None
-import json as _json
-
-if TYPE_CHECKING:  # pragma: no cover
-    from funboost.engine.status import StatusBatch
-
-
-def dumps_state(obj: Any) -> str:
-    """JSON text for state records; values JSON cannot hold are stored as their ``repr``."""
-    if _orjson is not None:
-        try:  # plain options first: OPT_NON_STR_KEYS makes every dict slower, and is rarely needed
-            return _orjson.dumps(obj, default=repr).decode()
-        except (TypeError, _orjson.JSONEncodeError):
-            pass
-        try:
-            return _orjson.dumps(obj, default=repr, option=_orjson.OPT_NON_STR_KEYS).decode()
-        except (TypeError, _orjson.JSONEncodeError):
-            pass  # e.g. an int beyond 64 bits: the slower path handles it
-    return _json.dumps(obj, ensure_ascii=False, default=repr)
-
-
-def dumps_state_bytes(obj: Any) -> bytes:
-    """:func:`dumps_state` as UTF-8 bytes (orjson's own output: no decode / encode round)."""
-    if _orjson is not None:
-        try:
-            return _orjson.dumps(obj, default=repr)
-        except (TypeError, _orjson.JSONEncodeError):
-            pass
-    return dumps_state(obj).encode()
-
-
-def loads_state(text: Any) -> Any:
-    return _orjson.loads(text) if _orjson is not None else _json.loads(text)
+# the state JSON codec lives with the record format (funboost.records); re-exported for backends
+from funboost.records import StatusBatch, dumps_state, dumps_state_bytes, loads_state  # noqa: F401
 
 
 class StateBackend:
@@ -125,10 +90,10 @@ class StateBackend:
         raise NotImplementedError
 
     def save_status_batch(self, table: str, batch: "StatusBatch", ttl: float) -> None:
-        """Store the records of a :class:`~funboost.engine.status.StatusBatch`: what the engine calls, with
+        """Store the records of a :class:`~funboost.records.StatusBatch`: what the engine calls, with
         records serialised in the compact form the moment their runs were final. A backend stores what
         suits it (``batch.rows``, ``batch.json``, ``batch.records``, ``batch.task_ids``...) and reads it back
-        with :func:`~funboost.engine.status.expand_record`; this default expands every record and calls
+        with :func:`~funboost.records.expand_record`; this default expands every record and calls
         :meth:`save_statuses`."""
         self.save_statuses(table, batch.dicts(), ttl)
 
@@ -194,18 +159,19 @@ def installed_state_backends() -> list[str]:
 
 
 def resolve_state_backend_class(name: str) -> type[StateBackend]:
-    key = name.strip().lower()
-    for ep in entry_points(STATE_GROUP):
-        if ep.name.lower() == key:
-            try:
-                cls = ep.load()
-            except Exception as exc:
-                dist = getattr(getattr(ep, "dist", None), "name", "unknown distribution")
-                raise StateBackendError(f"state backend {name!r} from {dist!r} failed to import: "
-                                        f"{type(exc).__name__}: {exc}") from exc
-            return cls
-    hint = " (pip install funboost-redis)" if key == "redis" else ""
-    raise StateBackendError(f"unknown state backend {name!r}{hint}; installed: {installed_state_backends()}")
+    """The class of state backend ``name``, found with the same entry-point reader as broker kinds."""
+    ep = find_entry_point(STATE_GROUP, name)
+    if ep is None:
+        dist = distribution_for_state_backend(name)
+        hint = f" (it is provided by {dist!r}: pip install {dist})" if dist else ""
+        raise StateBackendError(f"unknown state backend {name!r}{hint}; installed: {installed_state_backends()}")
+    try:
+        cls = ep.load()
+    except Exception as exc:
+        raise StateBackendError(entry_point_import_error(ep, "state backend", exc)) from exc
+    if not (isinstance(cls, type) and issubclass(cls, StateBackend)):
+        raise StateBackendError(f"state backend entry point {ep.name!r} = {ep.value!r} is not a StateBackend class")
+    return cls
 
 
 def default_state_backend_name() -> str:

@@ -1,6 +1,6 @@
 """Reading status records that a backend stores a batch at a time (sqlite, redis).
 
-The engine hands records over in batches (:class:`~funboost.engine.status.StatusBatch`); storing each
+The engine hands records over in batches (:class:`~funboost.records.StatusBatch`); storing each
 batch as one value (its JSON array) and its task ids as one text costs a small fraction of a value and
 index entries per record. These helpers give such backends the same query behaviour as the backends that
 keep one record per task id:
@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 from typing import Any, Callable, Iterable, Optional
 
-from funboost.engine.status import StatusBatch, expand_record, record_success, record_task_id, record_time_start
+from funboost.records import StatusBatch, expand_record, record_success, record_task_id, record_time_start
 from funboost.message import uuid7_time
 
 CLOCK_SKEW = 3600.0  # a record's start may precede its id's creation time by this much (hosts' clocks)

@@ -5,7 +5,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from funboost.engine.status import expand_record, record_task_id, record_time_start
+from funboost.records import expand_record, record_task_id, record_time_start
 from funboost.state.base import StateBackend
 from funboost.state.batched import record_filter
 

@@ -21,7 +21,7 @@ from typing import Any, Optional
 from funboost.exceptions import StateBackendError
 from funboost.paths import user_data_dir
 from funboost.process_local import ProcessLocal
-from funboost.engine.status import complete_record
+from funboost.records import complete_record
 from funboost.state.base import StateBackend, dumps_state, loads_state
 
 try:

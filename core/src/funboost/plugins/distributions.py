@@ -1,0 +1,57 @@
+"""The distributions this project ships, and what each provides: the one list that error messages
+("unknown broker_kind 'kafka' ... pip install funboost-kafka") derive from.
+
+A new distribution of this repository adds one entry here (``core/tests/test_distributions.py`` checks
+the list against every ``plugins/*/pyproject.toml``: a listed kind must be one of the distribution's
+entry points, and every shipped plugin must be listed). Third-party plugins need no entry: once
+installed, they are found through their entry points like any other.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class ShippedDistribution:
+    #: the distribution's name on PyPI (``pip install <name>``)
+    name: str
+    #: the kind names it registers (``Broker.kind`` of each class; aliases are read from entry points
+    #: once it is installed)
+    broker_kinds: tuple[str, ...] = ()
+    #: the state backends it provides (``funboost.state`` entry points)
+    state_backends: tuple[str, ...] = ()
+
+
+SHIPPED_DISTRIBUTIONS: tuple[ShippedDistribution, ...] = (
+    ShippedDistribution("funboost-sqlite", broker_kinds=("sqlite", "sqlite_queue")),
+    ShippedDistribution("funboost-redis", broker_kinds=("redis", "redis_ack_able", "redis_priority",
+                                                        "redis_stream", "redis_pubsub"),
+                        state_backends=("redis",)),
+    ShippedDistribution("funboost-rabbitmq", broker_kinds=("rabbitmq", "rabbitmq_pika")),
+    ShippedDistribution("funboost-kafka", broker_kinds=("kafka",)),
+    ShippedDistribution("funboost-celery", broker_kinds=("celery",)),
+    ShippedDistribution("funboost-grpc", broker_kinds=("grpc",)),
+)
+
+
+def _normalize(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def distribution_for_broker_kind(kind: str) -> Optional[str]:
+    """The shipped distribution that provides broker kind ``kind``, or None."""
+    key = _normalize(kind)
+    for dist in SHIPPED_DISTRIBUTIONS:
+        if key in dist.broker_kinds:
+            return dist.name
+    return None
+
+
+def distribution_for_state_backend(name: str) -> Optional[str]:
+    """The shipped distribution that provides state backend ``name``, or None."""
+    key = _normalize(name)
+    for dist in SHIPPED_DISTRIBUTIONS:
+        if key in dist.state_backends:
+            return dist.name
+    return None

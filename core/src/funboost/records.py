@@ -1,0 +1,259 @@
+"""The status-record format: a leaf module that the engine (which writes records) and every state
+backend (which stores and reads them) import, so that neither imports the other.
+
+* :class:`FunctionResultStatus`: the record of one task's run;
+* the compact stored form (:meth:`FunctionResultStatus.compact`, :data:`COMPACT_FIELDS`,
+  :func:`expand_record`) and :class:`StatusBatch`, what the engine hands to
+  ``StateBackend.save_status_batch``;
+* the state JSON codec (:func:`dumps_state`, :func:`dumps_state_bytes`, :func:`loads_state`).
+
+It imports nothing of funboost but :mod:`funboost.enums`.
+"""
+from __future__ import annotations
+
+import json as _json
+import os
+import socket
+import threading
+import time
+from typing import Any, Optional
+
+from funboost.enums import RunStatus
+
+try:  # orjson (a core dependency) is ~10x faster than json for the records written on the hot path
+    import orjson as _orjson
+except ImportError:  # pragma: no cover
+    _orjson = None  # type: ignore[assignment]
+
+
+def dumps_state(obj: Any) -> str:
+    """JSON text for state records; values JSON cannot hold are stored as their ``repr``."""
+    if _orjson is not None:
+        try:  # plain options first: OPT_NON_STR_KEYS makes every dict slower, and is rarely needed
+            return _orjson.dumps(obj, default=repr).decode()
+        except (TypeError, _orjson.JSONEncodeError):
+            pass
+        try:
+            return _orjson.dumps(obj, default=repr, option=_orjson.OPT_NON_STR_KEYS).decode()
+        except (TypeError, _orjson.JSONEncodeError):
+            pass  # e.g. an int beyond 64 bits: the slower path handles it
+    return _json.dumps(obj, ensure_ascii=False, default=repr)
+
+
+def dumps_state_bytes(obj: Any) -> bytes:
+    """:func:`dumps_state` as UTF-8 bytes (orjson's own output: no decode / encode round)."""
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(obj, default=repr)
+        except (TypeError, _orjson.JSONEncodeError):
+            pass
+    return dumps_state(obj).encode()
+
+
+def loads_state(text: Any) -> Any:
+    """Parse what :func:`dumps_state` / :func:`dumps_state_bytes` wrote."""
+    return _orjson.loads(text) if _orjson is not None else _json.loads(text)
+
+
+_HOST = socket.gethostname()
+_PID = [os.getpid()]  # refreshed in forked children; os.getpid() per record showed in profiles
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+
+_current_thread = threading.current_thread
+
+
+_FIELDS = ("queue_name", "task_id", "params", "publish_time", "success", "result", "exception", "exception_type",
+           "exception_msg", "run_times", "run_status", "time_start", "time_end", "time_cost", "host", "pid",
+           "thread", "timed_out", "user_context")
+
+
+class FunctionResultStatus:
+    """The record of one task run. Fields (all in ``to_dict()``): queue_name, task_id, params,
+    publish_time, success, result, exception, exception_type, exception_msg, run_times, run_status
+    (a :class:`~funboost.enums.RunStatus` value, stored as its plain string), time_start, time_end,
+    time_cost, host, pid, thread, timed_out, user_context.
+
+    One is made for every task, so ``__init__`` sets only what differs per task; the other fields start
+    as class-level defaults (immutable values) until a run changes them. The stored form of a final
+    status is :meth:`compact`."""
+
+    __slots__ = ("_result", "__dict__")
+
+    success = False
+    exception: Optional[str] = None
+    exception_type: Optional[str] = None
+    exception_msg: Optional[str] = None
+    run_times = 0
+    run_status: str = RunStatus.RUNNING.value  # a RunStatus value, kept a plain str: records stay plain JSON
+    time_end: Optional[float] = None
+    time_cost: Optional[float] = None
+    timed_out = False
+
+    def __init__(self, queue_name: str, task_id: str, params: dict, publish_time: Optional[float] = None,
+                 **fields: Any) -> None:
+        self._result: Any = None
+        self.queue_name = queue_name
+        self.task_id = task_id
+        self.params = params
+        self.publish_time = publish_time
+        self.time_start = time.time()
+        self.host = _HOST
+        self.pid = _PID[0]
+        self.thread = _current_thread().name
+        self.user_context: dict = {}
+        if fields:  # from_dict / tests: any other field by name
+            for k, v in fields.items():
+                setattr(self, k, v)
+
+    @property
+    def result(self) -> Any:
+        return self._result
+
+    @result.setter
+    def result(self, value: Any) -> None:
+        self._result = value
+
+    def finish(self) -> None:
+        self.time_end = t = time.time()
+        self.time_cost = round(t - self.time_start, 6)
+        if self.run_status == RunStatus.RUNNING:
+            self.run_status = RunStatus.FINISH.value
+
+    def set_error(self, exc: BaseException) -> None:
+        self.exception_type = type(exc).__name__
+        self.exception_msg = str(exc)
+        self.exception = f"{self.exception_type}: {self.exception_msg}"
+
+    def to_dict(self) -> dict:
+        """Every field; a shallow copy (nested dicts copied one level), never a deep copy."""
+        d = {**_DEFAULTS, **self.__dict__, "result": self._result}
+        if isinstance(self.params, dict):
+            d["params"] = dict(self.params)
+        d["user_context"] = dict(self.user_context)
+        return d
+
+    def compact(self, with_result: bool = True) -> tuple:
+        """The stored form of a *final* status in the engine's batches: its values in
+        :data:`COMPACT_FIELDS` order, without keys, ``time_cost`` (:func:`expand_record` derives it) or the
+        trailing fields that are at their defaults (the common case: a success without a saved result)."""
+        result = self._result if with_result else None
+        if self.exception is None and not self.user_context and not self.timed_out:
+            if result is None:
+                return (self.task_id, self.time_start, self.time_end, self.run_times, self.success, self.run_status,
+                        self.params, self.publish_time, self.thread, self.queue_name, self.host, self.pid)
+            return (self.task_id, self.time_start, self.time_end, self.run_times, self.success, self.run_status,
+                    self.params, self.publish_time, self.thread, self.queue_name, self.host, self.pid, result)
+        return (self.task_id, self.time_start, self.time_end, self.run_times, self.success, self.run_status,
+                self.params, self.publish_time, self.thread, self.queue_name, self.host, self.pid, result,
+                self.exception, self.exception_type, self.exception_msg, self.timed_out, self.user_context or None)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FunctionResultStatus":
+        known = {k: d[k] for k in _FIELDS if k in d}
+        return cls(**known)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FunctionResultStatus):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in _FIELDS)
+
+    def __repr__(self) -> str:
+        return (f"FunctionResultStatus(queue_name={self.queue_name!r}, task_id={self.task_id!r}, "
+                f"run_status={self.run_status!r}, success={self.success!r}, run_times={self.run_times!r})")
+
+
+# the value of every field a stored record may leave out (complete_record / expand_record fill them in)
+_DEFAULTS: dict = {"result": None, **{k: getattr(FunctionResultStatus, k) for k in _FIELDS
+                                      if k != "result" and hasattr(FunctionResultStatus, k)}}
+
+
+def complete_record(rec: dict) -> dict:
+    """A stored status record with every field: those it left out at their default values."""
+    if len(rec) >= len(_FIELDS):
+        return rec
+    return {**_DEFAULTS, **rec}
+
+
+# The compact record: a JSON array of these fields in this order (FunctionResultStatus.compact), trailing
+# fields at their defaults left out. About half the bytes of the same record as an object, and cheaper to
+# make and to write: for a trivial task the record is a large share of the whole cost. New fields are
+# only ever appended, so an array from an older version stays readable.
+COMPACT_FIELDS = ("task_id", "time_start", "time_end", "run_times", "success", "run_status", "params",
+                  "publish_time", "thread", "queue_name", "host", "pid", "result", "exception", "exception_type",
+                  "exception_msg", "timed_out", "user_context")
+_TIME_START, _SUCCESS = 1, 4
+
+
+def expand_record(raw: Any) -> dict:
+    """A stored record (an object, or the compact array) as a dict with every field."""
+    if isinstance(raw, dict):
+        return complete_record(raw)
+    rec = {**_DEFAULTS, **dict(zip(COMPACT_FIELDS, raw))}
+    ts, te = rec["time_start"], rec["time_end"]
+    rec["time_cost"] = round(te - ts, 6) if ts is not None and te is not None else None
+    if rec.get("user_context") is None:
+        rec["user_context"] = {}
+    return rec
+
+
+def record_task_id(raw: Any) -> str:
+    return raw["task_id"] if isinstance(raw, dict) else raw[0]
+
+
+def record_time_start(raw: Any) -> float:
+    return (raw.get("time_start") if isinstance(raw, dict) else raw[_TIME_START]) or 0.0
+
+
+def record_success(raw: Any) -> bool:
+    return bool(raw.get("success") if isinstance(raw, dict) else raw[_SUCCESS])
+
+
+class StatusBatch:
+    """Final status records of one consumer, in the compact form (tuples from
+    :meth:`FunctionResultStatus.compact`, or lists parsed back from JSON; records as dicts, from
+    ``save_statuses``, are taken too, one form per batch); what the engine hands to
+    :meth:`funboost.state.base.StateBackend.save_status_batch`. A backend takes the form it stores best: ``json`` (the whole
+    batch as one JSON array, serialised in one call), ``rows`` (each record's JSON), ``records``,
+    ``task_ids`` / ``time_starts``, or ``dicts()`` (every record expanded)."""
+
+    __slots__ = ("records", "_json")
+
+    def __init__(self, records: list) -> None:
+        self.records = records
+        self._json: Optional[bytes] = None
+
+    @classmethod
+    def chunks(cls, records: list, size: int = 1000) -> list["StatusBatch"]:
+        return [cls(records[i:i + size]) for i in range(0, len(records), size)]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _dict_records(self) -> bool:
+        return bool(self.records) and isinstance(self.records[0], dict)
+
+    @property
+    def json(self) -> bytes:
+        if self._json is None:
+            self._json = dumps_state_bytes(self.records)
+        return self._json
+
+    @property
+    def rows(self) -> list[bytes]:
+        return [dumps_state_bytes(r) for r in self.records]
+
+    @property
+    def task_ids(self) -> list[str]:
+        if self._dict_records():
+            return [r["task_id"] for r in self.records]
+        return [r[0] for r in self.records]
+
+    @property
+    def time_starts(self) -> list[float]:
+        if self._dict_records():
+            return [r.get("time_start") or 0.0 for r in self.records]
+        return [r[_TIME_START] or 0.0 for r in self.records]
+
+    def dicts(self) -> list[dict]:
+        return [expand_record(r) for r in self.records]
