@@ -58,7 +58,7 @@ class ServingBroker(Broker):
         raise NotImplementedError
 
     def make_client(self) -> TransportClient:
-        """The client for these options (normally shared by the process per configuration)."""
+        """The client for :meth:`client_options` (normally shared by the process per configuration)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ consumer side
@@ -156,8 +156,22 @@ class ServingBroker(Broker):
     def client(self) -> TransportClient:
         c = self._client
         if c is None:
-            c = self._client = self.make_client()
+            c = self.make_client()
+            o = self.options
+            if o.port != 0 or getattr(o, "addresses", None) or self.registry.lookup(o.host, 0) is not None:
+                self._client = c  # not while port 0 is unresolved: a server may start later
         return c
+
+    def client_options(self) -> Any:
+        """The options the client is made from: ``self.options``, except that a publisher with ``port`` 0
+        and no ``addresses`` targets the server this process started for port 0 (its real port), so a
+        publisher in the same process as a serving consumer reaches it."""
+        o = self.options
+        if o.port == 0 and not getattr(o, "addresses", None):
+            server = self.registry.lookup(o.host, 0)
+            if server is not None:
+                return o.model_copy(update={"port": server.port})
+        return o
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:

@@ -58,7 +58,7 @@ class GrpcBroker(ServingBroker):
         return _server.GrpcServer(self.options)
 
     def make_client(self) -> GrpcClient:
-        return get_client(self.options)
+        return get_client(self.client_options())
 
     @property
     def client(self) -> GrpcClient:
