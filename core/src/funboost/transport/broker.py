@@ -18,6 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
 
+from funboost.process_local import fork_generation
 from funboost.plugins.broker import (Broker, Delivery, OutgoingMessage, QueueSize, annotate_dead_letter,
                                      dead_letter_queue_name)
 from funboost.transport.calls import InlineRunner
@@ -45,6 +46,7 @@ class ServingBroker(Broker):
         self._queue: Optional[ServedQueue] = None
         self._serve_lock = threading.Lock()
         self._client: Optional[TransportClient] = None
+        self._client_gen = -1  # the fork generation the client was made in
         self._closed = False
         self._dlx_registered = False
 
@@ -155,11 +157,12 @@ class ServingBroker(Broker):
     @property
     def client(self) -> TransportClient:
         c = self._client
-        if c is None:
+        if c is None or self._client_gen != fork_generation():  # a forked child uses its own connections
             c = self.make_client()
             o = self.options
             if o.port != 0 or getattr(o, "addresses", None) or self.registry.lookup(o.host, 0) is not None:
                 self._client = c  # not while port 0 is unresolved: a server may start later
+                self._client_gen = fork_generation()
         return c
 
     def client_options(self) -> Any:
@@ -183,7 +186,7 @@ class ServingBroker(Broker):
         (``exception_type``, ``exception_msg``, ``status``)."""
         if isinstance(body, (bytes, bytearray)):
             body = bytes(body).decode("utf-8")
-        return (self._client or self.client).call(self.queue_name, body, timeout)
+        return self.client.call(self.queue_name, body, timeout)
 
     # ------------------------------------------------------------------ both
     def queue_size(self) -> QueueSize:
