@@ -60,7 +60,7 @@ class MemoryBroker(Broker):
         return self._q.take(max_count, timeout)
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
-        self._q.settle([d.tag for d in deliveries])
+        self._q.ack(deliveries)
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         # a requeued message is ready now, at its priority (its eta has passed: it was delivered)

@@ -100,6 +100,12 @@ class LocalQueue(Generic[T]):
 
         ``priority``: higher is taken first. ``eta``: epoch seconds before which the items are not
         delivered (``None`` or a past time = ready now)."""
+        if self.capacity is None and not priority and eta is None:  # the memory broker's hot path
+            with self._mutex:
+                self._default.extend(items)
+                if self._waiting:
+                    self._cond.notify(len(items))
+            return len(items)
         with self._mutex:
             if self.capacity is not None:
                 room = self.capacity - self._ready_count() - len(self._delayed)
@@ -147,7 +153,7 @@ class LocalQueue(Generic[T]):
             while True:
                 if self._delayed:
                     self._promote_due(time.time())
-                if self._ready_count():
+                if (len(self._default) if len(self._ready) == 1 else self._ready_count()):
                     if not (waited and self._linger and max_count > 1):
                         out = self._take_locked(max_count)
                         if out:
@@ -179,6 +185,14 @@ class LocalQueue(Generic[T]):
         deliver = self._deliver
         abandoned = self._abandoned
         tags = self._tags
+        if abandoned is None and len(self._ready) == 1:  # one priority, nothing to skip: the hot path
+            q = self._default
+            for _ in range(min(max_count, len(q))):
+                item = q.popleft()
+                tag = next(tags)
+                in_flight[tag] = item
+                out.append(deliver(item, tag))
+            return out
         for prio in self._priorities:
             q = self._ready[prio]
             while q and len(out) < max_count:
@@ -200,6 +214,16 @@ class LocalQueue(Generic[T]):
         with self._mutex:
             self._in_flight[tag] = item
         return self._deliver(item, tag)
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Forget these in-flight deliveries (the items are not needed: cheaper than :meth:`settle`)."""
+        with self._mutex:
+            pop = self._in_flight.pop
+            for d in deliveries:
+                pop(d.tag, None)
+            if self._in_flight_priority:
+                for d in deliveries:
+                    self._in_flight_priority.pop(d.tag, None)
 
     def settle(self, tags: Sequence[int]) -> list[T]:
         """Forget these in-flight deliveries (ack, reject); return their items (unknown tags are skipped)."""
