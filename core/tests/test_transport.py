@@ -479,3 +479,13 @@ def test_call_result_remote_error_timeout_and_no_double_run_after_a_broken_conne
     finally:
         broken.close()
         client.close()
+
+
+def test_put_reads_each_items_priority_and_eta():
+    from funboost.plugins.broker import OutgoingMessage
+    q: LocalQueue[OutgoingMessage] = LocalQueue("q")
+    msgs = [OutgoingMessage(body="a"), OutgoingMessage(body="b", priority=3),
+            OutgoingMessage(body="c", eta=time.time() + 60), OutgoingMessage(body="d", eta=time.time() - 1)]
+    q.put(msgs)
+    assert q.counts() == (3, 0, 1)
+    assert [d.body.body for d in q.take(10, 0)] == ["b", "a", "d"]

@@ -46,15 +46,7 @@ class MemoryBroker(Broker):
         self._q = _queue(queue_name)
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        for m in messages:
-            if m.priority or m.eta is not None:
-                break
-        else:  # the common case: plain messages, one call
-            self._q.offer(messages)
-            return
-        q = self._q
-        for m in messages:  # the queue orders by priority and holds delayed ones itself
-            q.offer((m,), m.priority or 0, m.eta)
+        self._q.put(messages)  # the queue reads each message's priority and eta
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         return self._q.take(max_count, timeout)

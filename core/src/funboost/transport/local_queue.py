@@ -21,17 +21,24 @@ import itertools
 import threading
 import time
 from collections import deque
-from typing import Callable, Generic, Optional, Sequence, TypeVar
+from typing import Callable, Generic, Optional, Protocol, Sequence, TypeVar
 
 from funboost.plugins.broker import Delivery
 
 T = TypeVar("T")
 
-__all__ = ["LocalQueue"]
+__all__ = ["LocalQueue", "Scheduled"]
 
 
 def _plain_delivery(item: object, tag: int) -> Delivery:
     return Delivery(item, tag)
+
+
+class Scheduled(Protocol):
+    """An item that carries its own scheduling, for :meth:`LocalQueue.put`."""
+
+    priority: Optional[int]  # higher is taken first; None/0 = normal
+    eta: Optional[float]  # epoch seconds before which it is not delivered; None = now
 
 
 class LocalQueue(Generic[T]):
@@ -126,6 +133,22 @@ class LocalQueue(Generic[T]):
                     self._default.extend(items)
                 self._wake(len(items))
             return len(items)
+
+    def put(self, items: Sequence[T]) -> None:
+        """Add every item (no capacity check) at its own ``priority`` and ``eta`` attributes (see
+        :class:`Scheduled`; ``OutgoingMessage`` has them): ``eta`` None or past = ready now."""
+        with self._mutex:
+            default = self._default
+            for item in items:
+                eta = item.eta  # type: ignore[attr-defined]
+                if eta is not None and eta > time.time():
+                    heapq.heappush(self._delayed, (eta, next(self._seq), item.priority or 0, item))  # type: ignore[attr-defined]
+                elif item.priority:  # type: ignore[attr-defined]
+                    self._push_ready(item, item.priority)  # type: ignore[attr-defined]
+                else:
+                    default.append(item)
+            if self._waiting:
+                self._cond.notify(len(items))
 
     def put_evicting(self, item: T) -> Optional[T]:
         """Add ``item`` even when full by dropping the oldest ready item, which is returned (a dead-letter
