@@ -216,3 +216,24 @@ def test_two_queues_share_one_server(port, queue_name):
         assert GrpcBroker(queue_name + "_a", opts).health()[b.address] == "NOT_SERVING"
     finally:
         b.close()
+
+
+def test_port_zero_publisher_in_the_serving_process_reaches_the_consumer(queue_name):
+    """port 0: the consumer listens on a free port; a publisher of the same process without addresses
+    targets that server (before it serves, it has nowhere to go: a clear error)."""
+    opts = GrpcBroker.parse_options({"port": 0, "publish_timeout": 0.3})
+    early = GrpcBroker(queue_name, opts)
+    with pytest.raises(NoConsumerAvailable):
+        early.publish([msg(0)])
+    consumer, publisher = GrpcBroker(queue_name, opts), GrpcBroker(queue_name, opts)
+    address = consumer.serve()
+    try:
+        assert not address.endswith(":0")
+        publisher.publish([msg(1)])
+        early.publish([msg(2)])  # its unresolved client was not kept
+        assert sorted(d.body["x"] for d in consumer.fetch(10, 5.0)) == [1, 2]
+        assert publisher.client.endpoints[0].address == address
+    finally:
+        consumer.close()
+        publisher.close()
+        early.close()

@@ -1,23 +1,21 @@
-"""The publisher side: channels to every consumer address, round-robin balancing, failover, and the gRPC
-health protocol to skip servers that are down.
+"""The publisher side: gRPC channels to every consumer address. Balancing, failover, backoff and the
+probing of servers marked down are core's (:class:`funboost.transport.client.TransportClient`); this
+module is the gRPC framing: channels, stubs, status codes and the gRPC health protocol.
 
 One :class:`GrpcClient` per distinct connection configuration is shared by the whole process, so marks of
 dead servers and open channels are shared by every broker instance that talks to the same consumers.
 """
 from __future__ import annotations
 
-import itertools
-import json
-import threading
-import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from funboost.exceptions import RpcTimeout
-from funboost.message import loads as _fast_loads
 from funboost.process_local import ProcessLocalDict
+from funboost.transport.calls import decode_status, result_of
+from funboost.transport.client import Endpoint, TransportClient
+from funboost.transport.errors import AttemptFailed, AttemptTimedOut, EndpointRefused, EndpointUnreachable
 from funboost_grpc.errors import GrpcBrokerError, MessageTooLarge, NoConsumerAvailable, RemoteTaskError
 from funboost_grpc.options import GrpcOptions
 from funboost_grpc.proto import broker_pb2, broker_pb2_grpc
@@ -50,11 +48,25 @@ def _never_connected(err: grpc.RpcError) -> bool:
     return "failed to connect" in details or "connection refused" in details or "dns resolution" in details
 
 
-class _Endpoint:
-    __slots__ = ("address", "channel", "publish", "call", "stats", "purge", "health_check", "down_until")
+def _attempt_error(err: grpc.RpcError, address: str) -> Exception:
+    """What one failed RPC means for failover (an :class:`AttemptFailed`), or the error that ends it."""
+    code = err.code()
+    detail = f"{address}: {code.name if code is not None else 'UNKNOWN'}: {err.details()}"
+    name = code.name if code is not None else None
+    if code is _C.UNAVAILABLE:
+        return EndpointUnreachable(detail, name, maybe_processed=not _never_connected(err))
+    if code is _C.DEADLINE_EXCEEDED:
+        return AttemptTimedOut(detail, name)
+    if code in _ELSEWHERE and (code is not _C.RESOURCE_EXHAUSTED or _is_backpressure(err)):
+        return EndpointRefused(detail, name)
+    return GrpcBrokerError(f"gRPC call to {address} failed: {name}: {err.details()}", code=name)
+
+
+class GrpcEndpoint(Endpoint):
+    __slots__ = ("channel", "publish", "call", "stats", "purge", "health_check")
 
     def __init__(self, address: str, channel: grpc.Channel) -> None:
-        self.address = address
+        super().__init__(address)
         self.channel = channel
         stub = broker_pb2_grpc.FunboostBrokerStub(channel)
         self.publish = stub.Publish
@@ -62,13 +74,20 @@ class _Endpoint:
         self.stats = stub.Stats
         self.purge = stub.Purge
         self.health_check = health_pb2_grpc.HealthStub(channel).Check
-        self.down_until = 0.0  # monotonic time until which this address is skipped (0 = live)
 
 
-class GrpcClient:
+_Endpoint = GrpcEndpoint  # the former name
+
+
+class GrpcClient(TransportClient[GrpcEndpoint]):
+    error = GrpcBrokerError
+    no_consumer_error = NoConsumerAvailable
+    too_large_error = MessageTooLarge
+    remote_error = RemoteTaskError
+    transport_name = "grpc"
+
     def __init__(self, options: GrpcOptions) -> None:
         self.options = options
-        self.max_body = options.max_message_bytes - _PROTO_OVERHEAD
         self.metadata: Optional[tuple[tuple[str, str], ...]] = (
             ((TOKEN_HEADER, f"Bearer {options.token}"),) if options.token else None)
         channel_options: list[tuple[str, Any]] = [
@@ -87,53 +106,57 @@ class GrpcClient:
                 creds = grpc.ssl_channel_credentials(root_certificates=f.read())
             if options.tls_server_name:
                 channel_options.append(("grpc.ssl_target_name_override", options.tls_server_name))
-        self.endpoints: list[_Endpoint] = []
+        endpoints = []
         for address in options.target_addresses():
             ch = (grpc.secure_channel(address, creds, options=channel_options) if creds is not None
                   else grpc.insecure_channel(address, options=channel_options))
-            self.endpoints.append(_Endpoint(address, ch))
-        # the endpoint when there is exactly one address: sync_call's fast path skips the balancing loop
-        self._single: Optional[_Endpoint] = self.endpoints[0] if len(self.endpoints) == 1 else None
-        self._rr = itertools.count()
-        self._lock = threading.Lock()
-        self._prober: Optional[threading.Thread] = None
-        self._closed = False
+            endpoints.append(GrpcEndpoint(address, ch))
+        super().__init__(endpoints, max_body=options.max_message_bytes - _PROTO_OVERHEAD,
+                         max_message_bytes=options.max_message_bytes, publish_timeout=options.publish_timeout,
+                         health_check_interval=options.health_check_interval)
 
-    # ----------------------------------------------------------------- balancing and health
-    def _order(self) -> list[_Endpoint]:
-        """Live endpoints in round-robin order, then the ones marked down (tried last, marks may be stale)."""
-        eps = self.endpoints
-        n = len(eps)
-        if n == 1:
-            return eps
-        start = next(self._rr) % n
-        rotated = eps[start:] + eps[:start]
-        now = time.monotonic()
-        live = [e for e in rotated if e.down_until <= now]
-        if len(live) == n:
-            return rotated
-        return live + [e for e in rotated if e.down_until > now]
+    # ----------------------------------------------------------------- framing
+    def send_publish(self, ep: GrpcEndpoint, queue_name: str, bodies: list[str]) -> int:
+        try:
+            reply = ep.publish(broker_pb2.PublishRequest(queue_name=queue_name, bodies=bodies),
+                               timeout=self.options.rpc_timeout, metadata=self.metadata)
+        except grpc.RpcError as err:
+            raise _attempt_error(err, ep.address) from err
+        return reply.accepted
 
-    def _mark_down(self, ep: _Endpoint) -> None:
-        # skipped until the health prober sees it SERVING again (the deadline is a safety net)
-        ep.down_until = time.monotonic() + 3600.0
-        with self._lock:
-            if self._prober is None or not self._prober.is_alive():
-                self._prober = threading.Thread(target=self._probe_loop, name="funboost-grpc-health", daemon=True)
-                self._prober.start()
+    def prepare_call(self, queue_name: str, body: str) -> Any:
+        return _CallRequest(queue_name=queue_name, body=body)
 
-    def _probe_loop(self) -> None:
-        interval = self.options.health_check_interval
-        while not self._closed:
-            down = [e for e in self.endpoints if e.down_until > time.monotonic()]
-            if not down:
-                return
-            for ep in down:
-                if self.check_health(ep, timeout=min(1.0, interval * 2)) == "SERVING":
-                    ep.down_until = 0.0
-            time.sleep(interval)
+    def send_call(self, ep: GrpcEndpoint, request: Any, timeout: float) -> str:
+        try:
+            return ep.call(request, timeout=timeout, metadata=self.metadata).status_json
+        except grpc.RpcError as err:
+            raise _attempt_error(err, ep.address) from err
 
-    def check_health(self, ep: _Endpoint, timeout: float, service: str = "") -> str:
+    def send_stats(self, ep: GrpcEndpoint, queue_name: str) -> tuple[int, int]:
+        try:
+            r = ep.stats(broker_pb2.StatsRequest(queue_name=queue_name), timeout=self.options.rpc_timeout,
+                         metadata=self.metadata)
+        except grpc.RpcError as err:
+            raise AttemptFailed(f"{ep.address}: {err.code()}: {err.details()}") from None
+        return r.ready, r.in_flight
+
+    def send_purge(self, ep: GrpcEndpoint, queue_name: str) -> int:
+        try:
+            r = ep.purge(broker_pb2.PurgeRequest(queue_name=queue_name), timeout=self.options.rpc_timeout,
+                         metadata=self.metadata)
+        except grpc.RpcError as err:
+            raise AttemptFailed(f"{ep.address}: {err.code()}: {err.details()}") from None
+        return r.purged
+
+    def probe(self, ep: GrpcEndpoint, timeout: float) -> bool:
+        return self.check_health(ep, timeout) == "SERVING"
+
+    def close_endpoint(self, ep: GrpcEndpoint) -> None:
+        ep.channel.close()
+
+    # ----------------------------------------------------------------- the gRPC health protocol
+    def check_health(self, ep: GrpcEndpoint, timeout: float, service: str = "") -> str:
         """The gRPC health protocol's status name for ``service`` at ``ep`` (``"UNREACHABLE"`` on error)."""
         try:
             resp = ep.health_check(health_pb2.HealthCheckRequest(service=service), timeout=timeout,
@@ -150,162 +173,10 @@ class GrpcClient:
         """``{address: status}`` for every address (``service`` = a queue name, or "" for the server)."""
         return {ep.address: self.check_health(ep, timeout, service) for ep in self.endpoints}
 
-    # ----------------------------------------------------------------- calls
-    def _check_size(self, body: str) -> None:
-        size = len(body.encode("utf-8")) if not body.isascii() else len(body)
-        if size > self.max_body:
-            raise MessageTooLarge(f"message of {size} bytes exceeds max_message_bytes="
-                                  f"{self.options.max_message_bytes} (minus {_PROTO_OVERHEAD} of framing)",
-                                  code="RESOURCE_EXHAUSTED")
-
-    @staticmethod
-    def _fatal(err: grpc.RpcError, address: str) -> GrpcBrokerError:
-        code = err.code()
-        return GrpcBrokerError(f"gRPC call to {address} failed: {code.name}: {err.details()}",
-                               code=code.name if code is not None else None)
-
-    def publish(self, queue_name: str, bodies: Sequence[str]) -> None:
-        """Return once consumers have accepted every body; fail over and back off while none can."""
-        for b in bodies:
-            self._check_size(b)
-        pending = list(bodies)
-        deadline = time.monotonic() + self.options.publish_timeout
-        backoff = 0.02
-        last_error = "no address configured"
-        while pending:
-            progressed = False
-            for ep in self._order():
-                batch = self._fit(pending)
-                try:
-                    reply = ep.publish(broker_pb2.PublishRequest(queue_name=queue_name, bodies=batch),
-                                       timeout=self.options.rpc_timeout, metadata=self.metadata)
-                except grpc.RpcError as err:
-                    code = err.code()
-                    if code is _C.UNAVAILABLE or code is _C.DEADLINE_EXCEEDED:
-                        self._mark_down(ep)
-                    elif not (code in _ELSEWHERE and (code is not _C.RESOURCE_EXHAUSTED or _is_backpressure(err))):
-                        raise self._fatal(err, ep.address) from err
-                    last_error = f"{ep.address}: {code.name}: {err.details()}"
-                    continue
-                if ep.down_until:
-                    ep.down_until = 0.0
-                del pending[:reply.accepted]
-                progressed = progressed or reply.accepted > 0
-                if not pending:
-                    return
-            if not progressed:
-                if time.monotonic() >= deadline:
-                    raise NoConsumerAvailable(
-                        f"no consumer of queue {queue_name!r} accepted {len(pending)} message(s) within "
-                        f"{self.options.publish_timeout}s at {[e.address for e in self.endpoints]}; "
-                        f"last error: {last_error}", code="UNAVAILABLE")
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 0.5)
-
-    def _fit(self, pending: list[str]) -> list[str]:
-        """The longest prefix of ``pending`` that fits in one request."""
-        total, n = 0, 0
-        for b in pending:
-            total += len(b) + 8
-            if n and total > self.max_body:
-                break
-            n += 1
-        return pending if n == len(pending) else pending[:n]
-
-    def call(self, queue_name: str, body: str, timeout: Optional[float]) -> Any:
-        """Run one task on a consumer and return its result, or raise :class:`RemoteTaskError`."""
-        if (len(body) if body.isascii() else len(body.encode("utf-8"))) > self.max_body:
-            self._check_size(body)  # raises MessageTooLarge
-        request = _CallRequest(queue_name=queue_name, body=body)
-        ep = self._single
-        if ep is not None and not ep.down_until and timeout is not None and timeout > 0:
-            # the common case, one live address: a single attempt without the balancing loop; any error
-            # takes the general path below, which decides exactly as for a first attempt
-            start = time.monotonic()
-            try:
-                reply = ep.call(request, timeout=timeout, metadata=self.metadata)
-            except grpc.RpcError as err:
-                first_error = (ep, err)  # handled outside this except: later errors are not chained to it
-            else:
-                return decode_call_reply(reply.status_json)
-            return self._call_loop(queue_name, request, timeout, start, first_error=first_error)
-        return self._call_loop(queue_name, request, timeout, time.monotonic())
-
-    def _call_loop(self, queue_name: str, request: Any, timeout: Optional[float], start: float,
-                   first_error: Optional[tuple[_Endpoint, grpc.RpcError]] = None) -> Any:
-        deadline = start + (timeout if timeout is not None else self.options.publish_timeout + 3600.0)
-        backoff = 0.02
-        last_error = "no address configured"
-        skip_round = first_error is not None  # the fast path's attempt was this round
-        if first_error is not None:
-            last_error = self._call_failed(queue_name, first_error[0], first_error[1], timeout)
-        while True:
-            for ep in (() if skip_round else self._order()):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    reply = ep.call(request, timeout=remaining, metadata=self.metadata)
-                except grpc.RpcError as err:
-                    last_error = self._call_failed(queue_name, ep, err, timeout)
-                    continue
-                if ep.down_until:
-                    ep.down_until = 0.0
-                return decode_call_reply(reply.status_json)
-            skip_round = False
-            if time.monotonic() >= deadline:
-                raise RpcTimeout(f"sync_call on queue {queue_name!r}: no consumer took it within {timeout}s; "
-                                 f"last error: {last_error}")
-            if time.monotonic() >= start + self.options.publish_timeout:
-                raise NoConsumerAvailable(
-                    f"no consumer of queue {queue_name!r} took the sync_call at "
-                    f"{[e.address for e in self.endpoints]}; last error: {last_error}", code="UNAVAILABLE")
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 0.5)
-
-    def _call_failed(self, queue_name: str, ep: _Endpoint, err: grpc.RpcError, timeout: Optional[float]) -> str:
-        """Raise for an error that ends a sync_call; otherwise return the error text and let the caller
-        try another address (the request surely did not run)."""
-        code = err.code()
-        if code is _C.DEADLINE_EXCEEDED:
-            raise RpcTimeout(f"sync_call on queue {queue_name!r} via {ep.address} did not finish "
-                             f"within {timeout}s") from err
-        if code is _C.UNAVAILABLE and not _never_connected(err):
-            # the consumer may have taken the task and died: running it elsewhere could run it
-            # twice, so the caller decides
-            self._mark_down(ep)
-            raise GrpcBrokerError(f"the consumer at {ep.address} failed during sync_call: "
-                                  f"{err.details()}", code=code.name) from err
-        if code is _C.UNAVAILABLE:
-            self._mark_down(ep)
-        elif not (code in _ELSEWHERE and (code is not _C.RESOURCE_EXHAUSTED or _is_backpressure(err))):
-            raise self._fatal(err, ep.address) from err
-        return f"{ep.address}: {code.name}: {err.details()}"
-
-    def each(self, fn: Callable[[_Endpoint], Any], timeout: float) -> list[Any]:
-        """Call ``fn(endpoint)`` on every reachable endpoint; skip those that fail."""
-        out = []
-        for ep in self.endpoints:
-            try:
-                out.append(fn(ep))
-            except grpc.RpcError:
-                continue
-        return out
-
-    def close(self) -> None:
-        self._closed = True
-        for ep in self.endpoints:
-            ep.channel.close()
-
 
 def decode_call_reply(status_json: str) -> Any:
-    try:
-        status = _fast_loads(status_json)  # orjson
-    except ValueError:  # NaN/Infinity written by an older consumer's json encoder
-        status = json.loads(status_json)
-    if status.get("success"):
-        return status.get("result")
-    raise RemoteTaskError(status)
+    """The result in a Call reply, or raise :class:`RemoteTaskError`."""
+    return result_of(decode_status(status_json), RemoteTaskError)
 
 
 # per process: grpc channels must not cross a fork (a forked child opens its own; the parent's stay untouched)
