@@ -262,7 +262,7 @@ class PostgresBroker(Broker):
         self._pid = os.getpid()
         self._lock = threading.RLock()  # guards the main connection (publish, claim, ack, heartbeat)
         self._conn: Optional[psycopg.Connection] = None
-        self._listen_conn: Optional[psycopg.Connection] = None  # used by the fetching thread only
+        self._listen_conn: Optional[psycopg.Connection] = None  # LISTEN + claims: the fetching thread only
         self._ticker: Optional[HeartbeatTicker["PostgresBroker"]] = None
         self._registered = False
         self._held: set[int] = set()  # ids handed out and not settled yet
@@ -322,8 +322,8 @@ class PostgresBroker(Broker):
                 with self._lock:
                     try:
                         result = fn(self._main())
-                    except (psycopg.OperationalError, psycopg.InterfaceError):
-                        if self._conn is not None and not self._conn.broken and not self._conn.closed:
+                    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                        if not _connection_lost(self._conn, exc):
                             raise  # a real error of the statement, not of the connection
                         self._drop_main()
                         raise
@@ -378,14 +378,18 @@ class PostgresBroker(Broker):
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
             try:
-                listen = self._listener()  # LISTEN first: nothing published after the claim is missed
+                # the fetching thread's own connection: LISTEN first (nothing published after the claim is
+                # missed), and claims run there too, in parallel with acks and publishes on the main one
+                conn = self._listener()
                 if not self._registered or self._ticker is None or not self._ticker.alive:
                     self._register()
-                got = self._claim(max_count)
+                got = self._claim(conn, max_count)
                 if got or time.monotonic() >= deadline:
                     return got
-                due = self._run(self._next_due, None, "fetch")
+                due = self._next_due(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if not _connection_lost(self._listen_conn, exc):
+                    raise  # an error of the statement itself
                 self._drop_listener()
                 if not self._outage_logged:
                     self._outage_logged = True
@@ -399,7 +403,7 @@ class PostgresBroker(Broker):
             if left <= 0:
                 return []
             # then claim again (also once at the deadline: a wake-up that came right then is not lost)
-            self._wait_for_notify(listen, left if due is None else min(left, max(0.001, due)))
+            self._wait_for_notify(conn, left if due is None else min(left, max(0.001, due)))
 
     def _listener(self) -> psycopg.Connection:
         conn = self._listen_conn
@@ -439,23 +443,27 @@ class PostgresBroker(Broker):
                 woke = True
                 break
             if woke:
+                # drop the wake-ups that queued meanwhile (one per publish): the claim that follows sees all
+                # of them, so each would only cost an empty claim
+                for _note in conn.notifies(timeout=0):
+                    pass
                 return
 
-    def _claim(self, max_count: int) -> list[Delivery]:
+    def _claim(self, conn: psycopg.Connection, max_count: int) -> list[Delivery]:
         cid = self.consumer_id
-
-        def claim(conn: psycopg.Connection) -> list[Any]:
-            if self._claim_uncertain:
-                conn.execute(self._sql_release, (self.queue_name, cid, list(self._held)))
-                self._claim_uncertain = False
-            try:
-                return conn.execute(self._sql_claim, (self.queue_name, max_count, cid)).fetchall()
-            except (psycopg.OperationalError, psycopg.InterfaceError):
-                # the UPDATE may have committed before the connection broke: those rows carry our id and
-                # would stay in flight as long as we live. Release them once we are connected again.
-                self._claim_uncertain = True
-                raise
-        rows = self._run(claim, None, "fetch")
+        if self._claim_uncertain:
+            conn.execute(self._sql_release, (self.queue_name, cid, list(self._held)))
+            self._claim_uncertain = False
+        try:
+            rows = conn.execute(self._sql_claim, (self.queue_name, max_count, cid)).fetchall()
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            # the UPDATE may have committed before the connection broke: those rows carry our id and would
+            # stay in flight as long as we live. Release them once we are connected again.
+            self._claim_uncertain = True
+            raise
+        if self._outage_logged:
+            self._outage_logged = False
+            logger.warning("queue %r: PostgreSQL reachable again", self.queue_name)
         if not rows:
             return []
         rows.sort(key=lambda r: (-r[1], r[0]))
@@ -554,6 +562,15 @@ class PostgresBroker(Broker):
             self._drop_listener()
             self._closed = True
             super().close()
+
+
+def _connection_lost(conn: Optional[psycopg.Connection], exc: Optional[BaseException] = None) -> bool:
+    """True if ``conn`` is unusable: never opened, closed, broken, or ended by the server (SQLSTATE class
+    08 connection exception, 57 operator intervention: admin/crash shutdown, server starting up)."""
+    if conn is None or conn.closed or conn.broken:
+        return True
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in ("08", "57") and state != "57014"  # 57014: statement canceled (a timeout)
 
 
 def _heartbeat(broker: PostgresBroker) -> None:
