@@ -12,13 +12,16 @@ Life of a message (one row of ``<schema>.messages``):
 
 Delay: ``available_at`` in the future; such rows are counted as delayed and skipped by fetch.
 
-Liveness-based reclaim (never a visibility timeout): each consumer has a row in ``<schema>.consumers``
-that its heartbeat thread refreshes every ``heartbeat_interval`` seconds, in the same statement that puts
-back the in-flight rows of dead consumers. A consumer is dead when its heartbeat is older than
-``heartbeat_timeout``, or, after a short grace, when its database session (``pg_backend_pid``) no longer
-exists: a SIGKILLed process loses its sockets at once, so its rows come back within a few seconds. A task
-of a live consumer is never taken from it, however long it runs. Heartbeats older than the server's start
-count from the start, so a server restart does not make everyone look dead.
+Liveness-based reclaim (never a visibility timeout), on core's :class:`funboost.engine.liveness.ConsumerLease`
+(identity after fork, renewal on the process's liveness ticker): each consumer has a row in
+``<schema>.consumers`` renewed every ``heartbeat_interval`` seconds; every ``reclaim_interval`` seconds the
+renewal statement also puts back the in-flight rows of dead consumers of the queue. The verdict is taken
+by the server, on its own clock: a consumer is dead when its lease is older than ``heartbeat_timeout``,
+or (``check_pid``, here the server-side form of "its process is gone", valid across hosts) when its
+database session (``pg_backend_pid``) no longer exists after a short grace: a SIGKILLed process loses its
+sockets at once, so its rows come back within seconds. A task of a live consumer is never taken from it,
+however long it runs. Leases older than the server's start count from the start, so a server restart
+does not make everyone look dead.
 """
 from __future__ import annotations
 
@@ -32,12 +35,11 @@ from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import psycopg
 from psycopg import sql
-from pydantic import Field, model_validator
+from pydantic import Field
 
+from funboost.engine.liveness import ConsumerLease, LeaseInfo, LivenessOptions
 from funboost.plugins.broker import (Broker, BrokerOptions, Capabilities, Delivery, OutgoingMessage,
-                                     QueueSize, annotate_dead_letter, dead_letter_queue_name, new_consumer_id)
-
-from funboost_postgres._liveness import HeartbeatTicker, check_liveness_timing
+                                     QueueSize, annotate_dead_letter, dead_letter_queue_name)
 
 logger = logging.getLogger("funboost.postgres")
 
@@ -133,10 +135,18 @@ UPDATE {s}.messages SET consumer = NULL
 WHERE queue = %s AND consumer = %s AND NOT (id = ANY(%s))
 """
 
-# The heartbeat: refresh our row and, in the same statement, reclaim the rows of dead consumers of this
-# queue (and rows whose holder has no row at all, e.g. deleted by hand) and wake the fetchers if any
-# came back. Data-modifying CTEs always run; ``note`` is referenced so that it runs too.
-_BEAT = """
+# The lease renewal: upsert our row. The server's clock and our session's backend pid are recorded.
+_RENEW = """
+INSERT INTO {s}.consumers AS c (id, queue, host, pid, backend_pid)
+VALUES (%(me)s, %(q)s, %(host)s, %(pid)s, pg_backend_pid())
+ON CONFLICT (id) DO UPDATE SET last_seen = now(), backend_pid = pg_backend_pid()
+"""
+
+# The renewal with a reclaim pass, in one statement (one round trip): renew, put back the rows of dead
+# consumers of this queue (and rows whose holder has no lease at all, e.g. deleted by hand), drop the dead
+# leases, and wake the fetchers if anything came back. Data-modifying CTEs always run; ``note`` is
+# referenced so that it runs too. ``%(session)s`` false = verdict by lease age only.
+_RENEW_AND_RECLAIM = """
 WITH beat AS (
     INSERT INTO {s}.consumers AS c (id, queue, host, pid, backend_pid)
     VALUES (%(me)s, %(q)s, %(host)s, %(pid)s, pg_backend_pid())
@@ -146,7 +156,8 @@ dead AS (
     SELECT c.id FROM {s}.consumers AS c
     WHERE c.queue = %(q)s AND c.id <> %(me)s
       AND (greatest(c.last_seen, pg_postmaster_start_time()) < now() - make_interval(secs => %(timeout)s)
-           OR (greatest(c.last_seen, pg_postmaster_start_time()) < now() - make_interval(secs => %(grace)s)
+           OR (%(session)s
+               AND greatest(c.last_seen, pg_postmaster_start_time()) < now() - make_interval(secs => %(grace)s)
                AND NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a WHERE a.pid = c.backend_pid)))),
 back AS (
     UPDATE {s}.messages AS m SET consumer = NULL
@@ -187,25 +198,20 @@ def channel_name(schema: str, queue_name: str) -> str:
     return f"funboost_{digest}"
 
 
-class PostgresOptions(BrokerOptions):
-    """``broker_exclusive_config`` of the postgres broker."""
+class PostgresOptions(BrokerOptions, LivenessOptions):
+    """``broker_exclusive_config`` of the postgres broker. Liveness settings (``heartbeat_interval`` 2 s,
+    ``heartbeat_timeout`` 10 s, ``reclaim_interval`` = heartbeat_interval, ``check_pid``) come from core's
+    :class:`~funboost.engine.liveness.LivenessOptions`; ``check_pid`` is checked by the server as "the
+    consumer's database session is gone", which also works across hosts."""
 
     dsn: str = Field(default_factory=lambda: os.environ.get(ENV_DSN, DEFAULT_DSN),
                      description=f"libpq connection string or URL (default: env {ENV_DSN}, else {DEFAULT_DSN})")
     db_schema: str = Field(default_factory=lambda: os.environ.get(ENV_SCHEMA, DEFAULT_SCHEMA),
                            min_length=1, max_length=63,
                            description=f"schema of the queue tables, created if missing (env {ENV_SCHEMA})")
-    heartbeat_interval: float = Field(2.0, gt=0, description="seconds between consumer heartbeats")
-    heartbeat_timeout: float = Field(
-        10.0, gt=0, description="a consumer silent this long is dead: its in-flight messages go back")
     connect_timeout: float = Field(5.0, gt=0, description="seconds to wait for one connection attempt")
     reconnect_timeout: float = Field(
         60.0, gt=0, description="how long publish/ack keep retrying while the server is unreachable")
-
-    @model_validator(mode="after")
-    def _check(self) -> "PostgresOptions":
-        check_liveness_timing(self.heartbeat_interval, self.heartbeat_timeout)
-        return self
 
     @property
     def disconnect_grace(self) -> float:
@@ -257,13 +263,18 @@ class PostgresBroker(Broker):
             return sql.SQL(text).format(s=s, seq=seq).as_bytes()  # type: ignore[return-value]
         self._sql_publish, self._sql_claim, self._sql_next_due = q(_PUBLISH), q(_CLAIM), q(_NEXT_DUE)
         self._sql_ack, self._sql_requeue, self._sql_reject = q(_ACK), q(_REQUEUE), q(_REJECT)
-        self._sql_release, self._sql_beat, self._sql_sizes = q(_RELEASE_UNKNOWN), q(_BEAT), q(_SIZES)
+        self._sql_release, self._sql_sizes = q(_RELEASE_UNKNOWN), q(_SIZES)
+        self._sql_renew, self._sql_renew_reclaim = q(_RENEW), q(_RENEW_AND_RECLAIM)
         self._sql_purge, self._sql_unregister = q(_PURGE), q(_UNREGISTER)
         self._pid = os.getpid()
         self._lock = threading.RLock()  # guards the main connection (publish, claim, ack, heartbeat)
         self._conn: Optional[psycopg.Connection] = None
         self._listen_conn: Optional[psycopg.Connection] = None  # LISTEN + claims: the fetching thread only
-        self._ticker: Optional[HeartbeatTicker["PostgresBroker"]] = None
+        # identity after fork, renewal on the process's liveness ticker, reclaim schedule (the first renewal
+        # reclaims at once: it recovers a crashed predecessor's work)
+        self._lease = ConsumerLease(queue_name, self.consumer_id, heartbeat_interval=o.heartbeat_interval,
+                                    heartbeat_timeout=o.heartbeat_timeout, renew=self._renew_lease,
+                                    reclaim_interval=o.reclaim_interval, check_pid=o.check_pid)
         self._registered = False
         self._held: set[int] = set()  # ids handed out and not settled yet
         self._claim_uncertain = False  # the connection broke during a claim: rows may be ours unknowingly
@@ -287,8 +298,8 @@ class PostgresBroker(Broker):
         _inherited.extend(c for c in (self._conn, self._listen_conn) if c is not None)
         self._conn = self._listen_conn = None
         self._lock = threading.RLock()
-        self.consumer_id = new_consumer_id(self.queue_name)
-        self._ticker = None
+        self._lease.check_fork()  # a new consumer id: the parent's in-flight work stays the parent's
+        self.consumer_id = self._lease.consumer_id
         self._registered = False
         self._held = set()
         self._claim_uncertain = False
@@ -381,7 +392,7 @@ class PostgresBroker(Broker):
                 # the fetching thread's own connection: LISTEN first (nothing published after the claim is
                 # missed), and claims run there too, in parallel with acks and publishes on the main one
                 conn = self._listener()
-                if not self._registered or self._ticker is None or not self._ticker.alive:
+                if not self._registered or not self._lease.running:
                     self._register()
                 got = self._claim(conn, max_count)
                 if got or time.monotonic() >= deadline:
@@ -476,18 +487,22 @@ class PostgresBroker(Broker):
 
     # ---------------------------------------------------------------- liveness
     def _register(self) -> None:
-        """The first heartbeat (our row exists before anything is marked with our id), then the ticker."""
-        self._run(lambda c: self._beat(c), None, "heartbeat")
+        """The first renewal (our row exists before anything is marked with our id), then the ticker."""
+        self._lease.start(renew_now=False)
+        self._run(lambda c: self._renew_lease(self._lease.info()), None, "lease renewal")
         self._registered = True
-        if self._ticker is None or not self._ticker.alive:
-            self._ticker = HeartbeatTicker(self, _heartbeat, self._o.heartbeat_interval,
-                                           f"funboost-postgres-heartbeat-{self.queue_name}")
 
-    def _beat(self, conn: psycopg.Connection) -> int:
+    def _renew_lease(self, lease: LeaseInfo) -> int:
+        """Upsert our lease; when a reclaim pass is due, in the same statement put back the in-flight rows
+        of dead consumers. Returns how many rows came back. Called from the ticker (one round trip)."""
         o = self._o
-        row = conn.execute(self._sql_beat, {
-            "me": self.consumer_id, "q": self.queue_name, "host": _host_name(), "pid": os.getpid(),
-            "timeout": o.heartbeat_timeout, "grace": o.disconnect_grace, "chan": self.channel}).fetchone()
+        params = {"me": lease.consumer_id, "q": self.queue_name, "host": lease.host, "pid": lease.pid}
+        if not self._lease.reclaim_due():
+            self._run(lambda c: c.execute(self._sql_renew, params), None, "lease renewal")
+            return 0
+        params.update(timeout=o.heartbeat_timeout, grace=o.disconnect_grace, chan=self.channel,
+                      session=o.check_pid)
+        row = self._run(lambda c: c.execute(self._sql_renew_reclaim, params).fetchone(), None, "reclaim")
         reclaimed = int(row[0]) if row else 0
         if reclaimed:
             logger.warning("queue %r: %d in-flight message(s) of dead consumer(s) put back", self.queue_name,
@@ -495,8 +510,9 @@ class PostgresBroker(Broker):
         return reclaimed
 
     def reclaim_now(self) -> int:
-        """Beat and reclaim at once (the heartbeat thread does this every ``heartbeat_interval``)."""
-        return self._run(self._beat, None, "heartbeat")
+        """Renew and reclaim at once (the ticker does this every ``reclaim_interval``)."""
+        self._lease.restart_reclaim_schedule()
+        return self._renew_lease(self._lease.info())
 
     # ---------------------------------------------------------------- settle
     def _settle(self, deliveries: Sequence[Delivery]) -> list[int]:
@@ -542,9 +558,7 @@ class PostgresBroker(Broker):
     def close(self) -> None:
         if self._pid != os.getpid():
             self._after_fork()
-        ticker, self._ticker = self._ticker, None
-        if ticker is not None:
-            ticker.stop()
+        self._lease.stop()  # waits for a renewal in progress: none happens after the row is deleted
         try:
             if self._registered:
                 # with work still in flight our row stays: the rows come back once our session is gone
@@ -571,12 +585,6 @@ def _connection_lost(conn: Optional[psycopg.Connection], exc: Optional[BaseExcep
         return True
     state = getattr(exc, "sqlstate", None) or ""
     return state[:2] in ("08", "57") and state != "57014"  # 57014: statement canceled (a timeout)
-
-
-def _heartbeat(broker: PostgresBroker) -> None:
-    if broker._closed or broker._pid != os.getpid():
-        return
-    broker._run(broker._beat, None, "heartbeat")
 
 
 def _redact(dsn: str) -> str:
