@@ -38,6 +38,8 @@ KNOWN_KIND_DISTRIBUTIONS: dict[str, str] = {
     "kafka": "funboost-kafka", "celery": "funboost-celery", "dramatiq": "funboost-dramatiq",
     "huey": "funboost-huey", "rq": "funboost-rq", "nameko": "funboost-nameko", "grpc": "funboost-grpc",
     "tcp": "funboost-tcp", "http": "funboost-http", "mysql_cdc": "funboost-mysql-cdc",
+    "postgres": "funboost-postgres", "postgresql": "funboost-postgres", "postgres_queue": "funboost-postgres",
+    "sqlalchemy": "funboost-sqlalchemy", "sqlachemy": "funboost-sqlalchemy",
 }
 
 
