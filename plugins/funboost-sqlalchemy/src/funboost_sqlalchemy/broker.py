@@ -169,8 +169,16 @@ class _Wakeup:
                 self.cond.wait(timeout)
 
 
+def _is_conflict(exc: BaseException) -> bool:
+    """A deadlock or serialization failure: the transaction was rolled back and may simply be run again."""
+    orig = getattr(exc, "orig", None)
+    state = str(getattr(orig, "sqlstate", "") or getattr(orig, "pgcode", "") or "")
+    errno = orig.args[0] if orig is not None and getattr(orig, "args", None) else None
+    return state in ("40001", "40P01") or errno in (1213, 1205)  # mysql: deadlock, lock wait timeout
+
+
 def _is_disconnect(exc: BaseException) -> bool:
-    return isinstance(exc, sa_exc.DBAPIError) and (
+    return isinstance(exc, sa_exc.DBAPIError) and not _is_conflict(exc) and (
         exc.connection_invalidated or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)))
 
 
@@ -237,11 +245,16 @@ class SqlAlchemyBroker(Broker):
         acknowledgement was lost may: publish is at-least-once then)."""
         self._check_fork()
         delay = 0.05
+        conflicts = 0
         while True:
             try:
                 with self.engine.begin() as conn:
                     return fn(conn)
             except sa_exc.DBAPIError as exc:
+                if _is_conflict(exc) and conflicts < 10:
+                    conflicts += 1  # e.g. two claims locking index ranges in opposite orders
+                    time.sleep(0.001 * conflicts)
+                    continue
                 if not _is_disconnect(exc) or deadline is None or time.monotonic() + delay > deadline:
                     raise
                 logger.warning("queue %r: database unreachable during %s (%s); retrying", self.queue_name,
@@ -347,8 +360,10 @@ class SqlAlchemyBroker(Broker):
 
         def claim(c: Connection) -> list[Any]:
             if mode == "update":
-                pick = sa.select(m.c.id).where(due).order_by(m.c.rank, m.c.id).limit(max_count)
-                n = c.execute(sa.update(m).where(m.c.id.in_(pick.scalar_subquery()), m.c.consumer.is_(None))
+                # the LIMITed pick is wrapped in a derived table: MySQL/MariaDB refuse "IN (SELECT ... LIMIT)"
+                # and a subquery on the table being updated, but accept a materialized derived table
+                pick = sa.select(m.c.id).where(due).order_by(m.c.rank, m.c.id).limit(max_count).subquery("pick")
+                n = c.execute(sa.update(m).where(m.c.id.in_(sa.select(pick.c.id)), m.c.consumer.is_(None))
                               .values(consumer=me, deliveries=m.c.deliveries + 1, fetched_at=now)).rowcount
                 if not n:
                     return []
