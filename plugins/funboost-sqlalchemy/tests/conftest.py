@@ -2,6 +2,7 @@
 each test with a table prefix of this session's own (the tables are dropped at the end; shared databases
 are never dropped). URLs: env FUNBOOST_SQLALCHEMY_TEST_PG_URL / _MYSQL_URL to point elsewhere."""
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -53,6 +54,7 @@ def drop_test_tables():
             make_tables(SESSION_PREFIX)[0].drop_all(engine, checkfirst=True)
         finally:
             engine.dispose()
+    shutil.rmtree(_SQLITE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(params=list(URLS))
