@@ -235,3 +235,34 @@ def test_queues_are_isolated(make_broker, queue_name):
     assert a.queue_size().ready == 1 and b.queue_size().ready == 2
     assert ids(a.fetch(10, 0.1)) == [1]
     assert b.purge() == 2
+
+
+def test_without_check_pid_only_lease_expiry_counts(make_broker, queue_name):
+    opts = dict(heartbeat_interval=0.2, heartbeat_timeout=2.0, check_pid=False)
+    a, b = make_broker(queue_name, **opts), make_broker(queue_name, **opts)
+    a.publish([msg(1)])
+    assert ids(a.fetch(1, 1)) == [1]
+    a.close()  # session gone at once, but the session verdict is off: the lease must expire first
+    closed_at = time.monotonic()
+    got = []
+    wait_for(lambda: got.extend(b.fetch(1, 0.2)) or got, timeout=15, what="reclaimed after lease expiry")
+    assert time.monotonic() - closed_at >= 1.0  # not before most of the 2 s timeout had passed
+    assert ids(got) == [1] and got[0].redelivered
+    b.ack(got)
+
+
+def test_rows_claimed_unseen_during_a_connection_loss_are_released(make_broker, queue_name):
+    """A claim can commit while its reply is lost; the consumer then holds rows it never received. After
+    reconnecting it releases every row marked with its id that it does not know about."""
+    b = make_broker(queue_name)
+    b.publish([msg(1), msg(2)])
+    [first] = b.fetch(1, 1)
+    with psycopg.connect(TEST_DSN, autocommit=True) as c:  # the lost claim: row 2 marked with b's id
+        c.execute(f'UPDATE "{b._o.db_schema}".messages SET consumer = %s WHERE queue = %s AND consumer IS NULL',
+                  (b.consumer_id, queue_name))
+    assert sizes(b)["in_flight"] == 2
+    b._claim_uncertain = True  # what a broken connection during the claim sets
+    got = b.fetch(5, 2)
+    assert ids(got) == [2]  # released, then claimed again (and really handed out this time)
+    b.ack([first] + got)
+    assert b.queue_size().total == 0
