@@ -31,6 +31,9 @@ class BrokerEnum:
     TCP = "TCP"
     HTTP = "HTTP"
     MYSQL_CDC = "MYSQL_CDC"
+    POSTGRES = "POSTGRES"
+    SQLALCHEMY = "SQLALCHEMY"
+    SQLACHEMY = "SQLALCHEMY"  # the original's spelling (its kind name is accepted too)
 
 
 class ConcurrentModeEnum:

@@ -32,6 +32,8 @@ SHIPPED_DISTRIBUTIONS: tuple[ShippedDistribution, ...] = (
     ShippedDistribution("funboost-kafka", broker_kinds=("kafka",)),
     ShippedDistribution("funboost-celery", broker_kinds=("celery",)),
     ShippedDistribution("funboost-grpc", broker_kinds=("grpc",)),
+    ShippedDistribution("funboost-postgres", broker_kinds=("postgres", "postgresql", "postgres_queue")),
+    ShippedDistribution("funboost-sqlalchemy", broker_kinds=("sqlalchemy", "sqlachemy")),
 )
 
 

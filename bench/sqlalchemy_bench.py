@@ -1,0 +1,141 @@
+"""Benchmark of the sqlalchemy broker (funboost-sqlalchemy) beside the original funboost 55.0 `SQLACHEMY` kind,
+on the same databases (MariaDB and PostgreSQL on loopback, database ``test``).
+
+    python bench/sqlalchemy_bench.py [--n 10000] [--orig-n 2000] [--threads 50] [--orig-python PATH]
+
+For each database, in fresh processes: push_many N no-op tasks, then consume them with
+@boost(BoosterParams(broker_kind="SQLALCHEMY", concurrent_num=THREADS)) (from consume() to the last run).
+The original runs the same no-op function with ``broker_kind=BrokerEnum.SQLACHEMY`` and its
+``SQLACHEMY_ENGINE_URL`` pointed at the same database, in its own virtualenv (``--orig-python``, else
+FUNBOOST_ORIG_PYTHON, else the first venv with funboost==55.0 that bench/_common.py knows); it publishes
+one by one (it has no batch publish). Our tables get a unique prefix and the original's table a unique
+queue name; both are dropped afterwards. Read figures as +-30 % on a small shared machine.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import uuid
+
+HERE = os.path.abspath(__file__)
+sys.path.insert(0, os.path.dirname(HERE))
+
+from _common import emit, find_original_python, finish_child, machine_info, run_original, run_part  # noqa: E402
+
+DBS = {
+    "MariaDB": "mysql+pymysql://root@127.0.0.1:3306/test",
+    "PostgreSQL": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+}
+ORIG_URLS = {  # the original's own driver choice
+    "MariaDB": "mysql+pymysql://root@127.0.0.1:3306/test",
+    "PostgreSQL": "postgresql+psycopg2://postgres@127.0.0.1:5432/test",
+}
+
+
+def part_ours(db: str, n: int, threads: int) -> dict:
+    import threading
+
+    import sqlalchemy as sa
+    from funboost import BoosterParams, boost
+    from funboost_sqlalchemy.broker import make_tables
+
+    prefix = f"fbbench_{uuid.uuid4().hex[:8]}_"
+    opts = {"url": DBS[db], "table_prefix": prefix}
+    done = [0]
+    finished = threading.Event()
+    lock = threading.Lock()
+
+    @boost(BoosterParams(queue_name="bench_sa", broker_kind="SQLALCHEMY", concurrent_num=threads,
+                         broker_exclusive_config=opts, state_backend="memory", log_to_console=False))
+    def noop(x):
+        with lock:
+            done[0] += 1
+            if done[0] >= n:
+                finished.set()
+
+    try:
+        t = time.perf_counter()
+        noop.push_many(range(n))
+        pub = n / (time.perf_counter() - t)
+        t = time.perf_counter()
+        noop.consume()
+        finished.wait(900)
+        con = n / (time.perf_counter() - t)
+    finally:
+        engine = sa.create_engine(DBS[db])
+        make_tables(prefix)[0].drop_all(engine)
+        engine.dispose()
+    return {f"{db}: ours push_many": pub, f"{db}: ours consume ({threads} threads)": con}
+
+
+ORIG_SOURCE = r'''
+import sys, threading, time, uuid
+db, url, n, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+from funboost.funboost_config_deafult import BrokerConnConfig
+BrokerConnConfig.SQLACHEMY_ENGINE_URL = url
+from funboost import BoosterParams, BrokerEnum, boost
+import json, os, resource
+queue = "fbbench_orig_" + uuid.uuid4().hex[:8]
+done = [0]
+finished = threading.Event()
+lock = threading.Lock()
+
+@boost(BoosterParams(queue_name=queue, broker_kind=BrokerEnum.SQLACHEMY, concurrent_num=threads, log_level=30))
+def noop(x):
+    with lock:
+        done[0] += 1
+        if done[0] >= n:
+            finished.set()
+
+try:
+    t = time.perf_counter()
+    for i in range(n):
+        noop.push(i)
+    pub = n / (time.perf_counter() - t)
+    t = time.perf_counter()
+    noop.consume()
+    finished.wait(1800)
+    con = n / (time.perf_counter() - t)
+finally:
+    import sqlalchemy as sa
+    e = sa.create_engine(url)
+    with e.begin() as c:
+        c.execute(sa.text(f"DROP TABLE IF EXISTS {queue}"))
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+os.write(1, ("\nBENCHRESULT " + json.dumps({f"{db}: original 55.0 SQLACHEMY push 1 by 1": pub,
+          f"{db}: original 55.0 SQLACHEMY consume ({threads} threads)": con, "rss_mb": rss}) + "\n").encode())
+os._exit(0)
+'''
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", nargs="+")
+    ap.add_argument("--n", type=int, default=10000)
+    ap.add_argument("--orig-n", type=int, default=2000)
+    ap.add_argument("--threads", type=int, default=50)
+    ap.add_argument("--orig-python", default=None)
+    a = ap.parse_args()
+    if a.part:
+        db, n, threads = a.part
+        emit(part_ours(db, int(n), int(threads)))
+        finish_child()
+    print(f"# sqlalchemy_bench  n={a.n}  orig-n={a.orig_n}  threads={a.threads}  {machine_info()}", flush=True)
+    orig = a.orig_python or find_original_python()
+    for db in DBS:
+        res = run_part(HERE, db, a.n, a.threads) or {}
+        if orig:
+            res.update(run_original(ORIG_SOURCE, db, ORIG_URLS[db], a.orig_n, a.threads, python=orig) or {})
+        for k, v in res.items():
+            if k != "rss_mb":
+                print(f"  {k:<58} {v:>10,.0f} msg/s", flush=True)
+        ours = next((v for k, v in res.items() if "ours consume" in k), None)
+        theirs = next((v for k, v in res.items() if "original 55.0 SQLACHEMY consume" in k), None)
+        if ours and theirs:
+            print(f"  {db}: ours / original consume = {ours / theirs:.1f}x (target >= 3x)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

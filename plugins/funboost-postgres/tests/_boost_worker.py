@@ -1,0 +1,32 @@
+"""A consumer process through the engine: @boost(... broker_kind="POSTGRES") and f.consume().
+
+usage: _boost_worker.py QUEUE OUT_FILE SLEEP [OPTIONS_JSON]
+The task appends its argument to OUT_FILE when it finishes (before the engine acks it), so a task counts
+as "ran" even when this process is SIGKILLed before the ack. DSN and schema come from the environment.
+"""
+import json
+import sys
+import threading
+import time
+
+from funboost import BoosterParams, boost
+
+queue, out_path, sleep = sys.argv[1], sys.argv[2], float(sys.argv[3])
+options = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
+out = open(out_path, "a", buffering=1)
+lock = threading.Lock()
+
+
+@boost(BoosterParams(queue_name=queue, broker_kind="POSTGRES", concurrent_num=8, state_backend="memory",
+                     broker_exclusive_config=options, log_to_console=False))
+def work(i: int) -> None:
+    time.sleep(sleep)
+    with lock:
+        out.write(f"{i}\n")
+
+
+if __name__ == "__main__":
+    out.write("READY\n")
+    work.consume()
+    while True:
+        time.sleep(1)

@@ -1,0 +1,82 @@
+"""Fixtures of the postgres tests: a schema of our own on the shared server (dropped at the end), unique
+queue names, and helpers. Connection: env FUNBOOST_POSTGRES_TEST_DSN, else database ``test`` on loopback."""
+import os
+import sys
+import time
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TEST_DSN = os.environ.get("FUNBOOST_POSTGRES_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def server_reason():
+    try:
+        with psycopg.connect(TEST_DSN, connect_timeout=3) as c:
+            c.execute("SELECT 1")
+    except Exception as exc:
+        return f"PostgreSQL not reachable at {TEST_DSN}: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def pg_schema():
+    reason = server_reason()
+    if reason:
+        if os.environ.get("FUNBOOST_REQUIRE_SERVICES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    schema = f"fbtest_{uuid.uuid4().hex[:10]}"
+    yield schema
+    with psycopg.connect(TEST_DSN, autocommit=True) as c:
+        c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture(autouse=True)
+def pg_env(pg_schema, monkeypatch):
+    """Brokers made without options (the engine, subprocesses) find the test schema through the env."""
+    monkeypatch.setenv("FUNBOOST_POSTGRES_DSN", TEST_DSN)
+    monkeypatch.setenv("FUNBOOST_POSTGRES_SCHEMA", pg_schema)
+    return pg_schema
+
+
+@pytest.fixture
+def queue_name():
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def make_broker(pg_env):
+    from funboost_postgres import PostgresBroker
+
+    made = []
+
+    def make(queue_name, **options):
+        b = PostgresBroker(queue_name, PostgresBroker.parse_options(options))
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        try:
+            b.purge()
+        except Exception:
+            pass
+        b.close()
+
+
+def wait_for(cond, timeout=20.0, interval=0.02, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def script(name):
+    return [sys.executable, os.path.join(HERE, name)]
