@@ -335,8 +335,10 @@ class SqlAlchemyStateBackend(StateBackend):
                 dialect = c.dialect.name
                 if dialect in ("postgresql", "sqlite"):  # no error (and no server log line) when taken
                     mod = __import__(f"sqlalchemy.dialects.{dialect}", fromlist=["insert"])
-                    r = c.execute(mod.insert(t).values(**row).on_conflict_do_nothing(index_elements=["name"]))
-                    won = r.rowcount == 1
+                    # RETURNING, not rowcount: SQLAlchemy 2.1 reports rowcount -1 for this statement
+                    r = c.execute(mod.insert(t).values(**row).on_conflict_do_nothing(index_elements=["name"])
+                                  .returning(t.c.name))
+                    won = r.first() is not None
                 else:
                     c.execute(t.insert().values(**row))
                     won = True
