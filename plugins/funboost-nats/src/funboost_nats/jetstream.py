@@ -1,0 +1,299 @@
+"""``NATS_JETSTREAM``: one JetStream stream per queue, work-queue retention, one durable pull consumer
+shared by every process of the queue.
+
+* ``publish``: JetStream publishes awaited together (one PubAck each), with a ``Nats-Msg-Id`` so that
+  a publish retried across a reconnect is stored once.
+* ``fetch``: a batch pull of up to ``max_count`` messages. Messages stay pending on the server until
+  ``ack`` (after the run). While a message is held here, a ticker on the loop thread sends
+  ``in_progress`` every ``in_progress_interval`` so a long task is never redelivered; a SIGKILLed
+  process stops ticking and its messages come back after ``ack_wait``.
+* ``requeue``: ``nak``. Delay: the eta travels in a header; a message fetched before its eta is
+  ``nak``-ed with the remaining delay, so the server holds it (nothing waits in a consumer's memory).
+* ``queue_size``: from consumer info: ready = not yet delivered, in_flight = delivered and not acked
+  (this includes requeued messages and delayed ones waiting for their eta), hence "approximate".
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+
+from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
+
+from .naming import safe_token
+from .options import JetStreamOptions
+from .runtime import check_reachable, runtime
+
+logger = logging.getLogger("funboost.nats")
+
+ETA_HEADER = "Funboost-Eta"
+# errors after which a publish is retried (the message carries a Nats-Msg-Id, so a retry is not a duplicate)
+_RETRYABLE = (asyncio.TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError,
+              nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
+              nats.errors.OutboundBufferLimitError, nats.errors.StaleConnectionError)
+_PUBLISH_CONCURRENCY = 512  # PubAcks awaited at once
+
+
+@dataclass
+class _State:
+    """What one broker instance holds in one process (rebuilt after fork)."""
+
+    pid: int
+    nc: Client
+    js: Any
+    sub: Any = None
+    # id(msg) -> msg: fetched and not yet settled; the ticker reports these in progress
+    held: dict[int, Msg] = field(default_factory=dict)
+    ticker: Any = None
+    fetch_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class NatsJetStreamBroker(Broker):
+    kind = "nats_jetstream"
+    aliases = ("jetstream", "nats_js")
+    capabilities = Capabilities(
+        at_least_once=True,  # unacked messages of a dead consumer come back after ack_wait
+        persistent=True,  # file storage by default
+        native_requeue=True,  # nak
+        dead_letter=True,  # <queue>_dlx is another stream
+        native_delay=True,  # nak with the remaining delay: the server holds the message
+        priority=False, ordering="fifo",
+        queue_size="approximate",  # requeued / delayed messages count as in flight (see module doc)
+        in_flight_count=True, purge=True, broadcast=False, request_response=False, cross_process=True)
+    options_model = JetStreamOptions
+
+    def __init__(self, queue_name: str, options: Optional[JetStreamOptions] = None) -> None:
+        super().__init__(queue_name, options)
+        self.options: JetStreamOptions
+        token = safe_token(queue_name)
+        self.stream_name = f"{self.options.stream_prefix}{token}"
+        self.subject = f"{self.options.subject_prefix}.{token}"
+        self._lock = threading.Lock()
+        self._st: Optional[_State] = None
+        self._closed = False
+
+    @classmethod
+    def check_available(cls, options: Any) -> Optional[str]:
+        opts = options if isinstance(options, JetStreamOptions) else cls.options_model()
+        reason = check_reachable(opts.url, opts.connect_timeout)
+        if reason:
+            return reason
+
+        async def probe() -> None:
+            import nats as nats_mod
+            nc = await nats_mod.connect(servers=[opts.url], connect_timeout=opts.connect_timeout,
+                                        allow_reconnect=False)
+            try:
+                await nc.jetstream().account_info()
+            finally:
+                await nc.close()
+        try:
+            runtime().call(probe(), timeout=opts.connect_timeout * 2 + 5)
+        except Exception as exc:
+            return f"NATS at {opts.url} has no JetStream: {type(exc).__name__}: {exc}"
+        return None
+
+    # ------------------------------------------------------------------ setup
+    def _state(self) -> _State:
+        st = self._st
+        if st is not None and st.pid == os.getpid():
+            return st
+        with self._lock:
+            if self._st is None or self._st.pid != os.getpid():
+                if self._closed:
+                    raise RuntimeError(f"NATS_JETSTREAM broker of {self.queue_name!r} is closed")
+                o = self.options
+                nc = runtime().acquire(o.url, o.connect_timeout, o.reconnect_wait)
+                st = _State(pid=os.getpid(), nc=nc, js=nc.jetstream(timeout=max(5.0, o.connect_timeout)))
+                runtime().call(self._declare(st), timeout=o.publish_timeout)
+                self._st = st
+            return self._st
+
+    async def _declare(self, st: _State) -> None:
+        """Create the stream and the durable consumer if missing (idempotent; an existing consumer
+        takes this instance's ack_wait and limits)."""
+        o = self.options
+        try:
+            await st.js.stream_info(self.stream_name)
+        except nats.js.errors.NotFoundError:
+            try:
+                await st.js.add_stream(StreamConfig(
+                    name=self.stream_name, subjects=[self.subject], retention=RetentionPolicy.WORK_QUEUE,
+                    storage=StorageType.FILE if o.storage == "file" else StorageType.MEMORY,
+                    num_replicas=o.replicas))
+            except nats.js.errors.BadRequestError:  # created by another process meanwhile
+                await st.js.stream_info(self.stream_name)
+        config = ConsumerConfig(
+            durable_name=o.durable, ack_policy=AckPolicy.EXPLICIT, ack_wait=o.ack_wait,
+            max_ack_pending=o.max_ack_pending, max_deliver=o.max_deliver, filter_subject=self.subject)
+        await st.js.add_consumer(self.stream_name, config)
+
+    def _subscription(self, st: _State) -> Any:
+        if st.sub is None:
+            async def bind() -> Any:
+                return await st.js.pull_subscribe_bind(self.options.durable, self.stream_name)
+            st.sub = runtime().call(bind(), timeout=self.options.publish_timeout)
+            st.ticker = runtime().spawn(lambda: self._tick(st))
+        return st.sub
+
+    async def _tick(self, st: _State) -> None:
+        """Report every held message in progress, so the server does not redeliver a running task."""
+        interval = self.options.progress_interval
+        while self._st is st and not self._closed:
+            await asyncio.sleep(interval)
+            for msg in list(st.held.values()):
+                try:
+                    await msg.in_progress()
+                except Exception as exc:  # disconnected: the message may come back after ack_wait
+                    logger.debug("in_progress failed: %s", exc)
+                    break
+
+    # ------------------------------------------------------------------ data path
+    def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        if not messages:
+            return
+        st = self._state()
+        runtime().call(self._publish(st, messages), timeout=self.options.publish_timeout + 10)
+
+    async def _publish(self, st: _State, messages: Sequence[OutgoingMessage]) -> None:
+        deadline = time.monotonic() + self.options.publish_timeout
+        sem = asyncio.Semaphore(_PUBLISH_CONCURRENCY)
+        now = time.time()
+
+        async def one(m: OutgoingMessage) -> None:
+            headers = {"Nats-Msg-Id": uuid.uuid4().hex}
+            if m.eta is not None and m.eta > now:
+                headers[ETA_HEADER] = repr(m.eta)
+            data = m.body.encode() if isinstance(m.body, str) else bytes(m.body)
+            async with sem:
+                await self._publish_retrying(st, data, headers, deadline)
+        await asyncio.gather(*(one(m) for m in messages))
+
+    async def _publish_retrying(self, st: _State, data: bytes, headers: dict, deadline: float) -> None:
+        pause = 0.05
+        while True:
+            try:
+                await st.js.publish(self.subject, data, headers=headers,
+                                    timeout=max(0.5, min(5.0, deadline - time.monotonic())))
+                return
+            except _RETRYABLE as exc:
+                if time.monotonic() + pause >= deadline:
+                    raise TimeoutError(f"NATS_JETSTREAM publish to {self.stream_name!r} failed for "
+                                       f"{self.options.publish_timeout}s: {type(exc).__name__}: {exc}") from exc
+                if isinstance(exc, nats.errors.NoRespondersError) and st.nc.is_connected:
+                    try:  # the stream was deleted (or the server lost it): declare it again
+                        await self._declare(st)
+                    except Exception:
+                        pass
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+
+    def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        if max_count <= 0:
+            return []
+        st = self._state()
+        sub = self._subscription(st)
+        with st.fetch_lock:  # one pull at a time per instance
+            return runtime().call(self._fetch(st, sub, max_count, timeout), timeout=timeout + 30)
+
+    async def _fetch(self, st: _State, sub: Any, max_count: int, timeout: float) -> list[Delivery]:
+        try:
+            msgs = await sub.fetch(max_count, timeout=max(timeout, 0.05))
+        except (asyncio.TimeoutError, nats.errors.TimeoutError):
+            return []
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
+                nats.errors.StaleConnectionError, nats.errors.OutboundBufferLimitError) as exc:
+            # the client reconnects by itself; nothing fetched now, the next fetch resumes
+            logger.debug("fetch while reconnecting: %s", exc)
+            await asyncio.sleep(min(timeout, 0.2))
+            return []
+        out: list[Delivery] = []
+        now = time.time()
+        for msg in msgs:
+            eta_text = (msg.headers or {}).get(ETA_HEADER)
+            if eta_text:
+                wait = float(eta_text) - now
+                if wait > 0.001:
+                    await msg.nak(delay=wait)  # the server holds it until its eta
+                    continue
+            st.held[id(msg)] = msg
+            md = msg.metadata
+            out.append(Delivery(body=msg.data, tag=msg, redelivered=md.num_delivered > 1))
+        return out
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        self._settle(deliveries, "ack")
+
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        self._settle(deliveries, "nak")
+
+    def _settle(self, deliveries: Sequence[Delivery], how: str) -> None:
+        if not deliveries:
+            return
+        st = self._state()
+
+        async def settle() -> None:
+            for d in deliveries:
+                msg: Msg = d.tag
+                st.held.pop(id(msg), None)
+                await (msg.ack() if how == "ack" else msg.nak())
+            await st.nc.flush(timeout=max(1, int(self.options.publish_timeout)))
+        runtime().call(settle(), timeout=self.options.publish_timeout + 10)
+
+    def queue_size(self) -> QueueSize:
+        st = self._state()
+
+        async def size() -> QueueSize:
+            try:
+                ci = await st.js.consumer_info(self.stream_name, self.options.durable)
+                return QueueSize(ready=int(ci.num_pending or 0), in_flight=int(ci.num_ack_pending or 0))
+            except nats.js.errors.NotFoundError:
+                si = await st.js.stream_info(self.stream_name)
+                return QueueSize(ready=int(si.state.messages), in_flight=None)
+        return runtime().call(size(), timeout=self.options.publish_timeout)
+
+    def purge(self) -> int:
+        st = self._state()
+
+        async def purge() -> int:
+            si = await st.js.stream_info(self.stream_name)
+            await st.js.purge_stream(self.stream_name)
+            return int(si.state.messages)
+        n = runtime().call(purge(), timeout=self.options.publish_timeout)
+        st.held.clear()
+        return n
+
+    def delete_stream(self) -> None:
+        """Remove the queue's stream and its consumer from the server (tests, decommissioning)."""
+        st = self._state()
+        try:
+            runtime().call(st.js.delete_stream(self.stream_name), timeout=self.options.publish_timeout)
+        except nats.js.errors.NotFoundError:
+            pass
+
+    def close(self) -> None:
+        super().close()
+        with self._lock:
+            self._closed = True
+            st, self._st = self._st, None
+        if st is None or st.pid != os.getpid():
+            return
+        if st.ticker is not None:
+            st.ticker.cancel()
+        if st.sub is not None:
+            try:
+                runtime().call(st.sub.unsubscribe(), timeout=5)
+            except Exception as exc:
+                logger.debug("unsubscribe: %s", exc)
+        runtime().release(self.options.url)
