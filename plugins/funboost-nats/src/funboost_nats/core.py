@@ -124,8 +124,7 @@ class NatsCoreBroker(Broker):
             return st
         with self._lock:
             if self._st is None or self._st.pid != os.getpid():
-                if self._closed:
-                    raise RuntimeError(f"NATS_CORE broker of {self.queue_name!r} is closed")
+                self._closed = False  # a later call opens it again (a booster may publish after stop_consume)
                 o = self.options
                 self._st = _State(pid=os.getpid(), nc=runtime().acquire(o.url, o.connect_timeout, o.reconnect_wait))
             return self._st

@@ -81,7 +81,6 @@ class NatsJetStreamBroker(Broker):
         self.subject = f"{self.options.subject_prefix}.{token}"
         self._lock = threading.Lock()
         self._st: Optional[_State] = None
-        self._closed = False
 
     @classmethod
     def check_available(cls, options: Any) -> Optional[str]:
@@ -111,8 +110,6 @@ class NatsJetStreamBroker(Broker):
             return st
         with self._lock:
             if self._st is None or self._st.pid != os.getpid():
-                if self._closed:
-                    raise RuntimeError(f"NATS_JETSTREAM broker of {self.queue_name!r} is closed")
                 o = self.options
                 nc = runtime().acquire(o.url, o.connect_timeout, o.reconnect_wait)
                 st = _State(pid=os.getpid(), nc=nc, js=nc.jetstream(timeout=max(5.0, o.connect_timeout)))
@@ -150,7 +147,7 @@ class NatsJetStreamBroker(Broker):
     async def _tick(self, st: _State) -> None:
         """Report every held message in progress, so the server does not redeliver a running task."""
         interval = self.options.progress_interval
-        while self._st is st and not self._closed:
+        while self._st is st:  # close() or a fork replaces the state
             await asyncio.sleep(interval)
             for msg in list(st.held.values()):
                 try:
@@ -284,8 +281,7 @@ class NatsJetStreamBroker(Broker):
 
     def close(self) -> None:
         super().close()
-        with self._lock:
-            self._closed = True
+        with self._lock:  # a later call opens it again (a booster may publish after stop_consume)
             st, self._st = self._st, None
         if st is None or st.pid != os.getpid():
             return

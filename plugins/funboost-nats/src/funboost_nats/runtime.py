@@ -84,10 +84,12 @@ class Runtime:
 
 
 async def _connect(url: str, connect_timeout: float, reconnect_wait: float) -> Client:
-    async def on_error(exc: Exception) -> None:
-        logger.warning("NATS: %s: %s", type(exc).__name__, exc)
-
     client: Optional[Client] = None
+
+    async def on_error(exc: Exception) -> None:
+        # failed attempts while reconnecting are expected during an outage: one warning said so already
+        reconnecting = client is not None and client.is_reconnecting
+        logger.log(logging.DEBUG if reconnecting else logging.WARNING, "NATS: %s: %s", type(exc).__name__, exc)
 
     async def on_disconnected() -> None:
         if client is not None and not (client.is_closed or client.is_draining):
