@@ -1,12 +1,15 @@
 """``NATS_JETSTREAM``: one JetStream stream per queue, work-queue retention, one durable pull consumer
 shared by every process of the queue.
 
-* ``publish``: JetStream publishes awaited together (one PubAck each), with a ``Nats-Msg-Id`` so that
-  a publish retried across a reconnect is stored once.
-* ``fetch``: a batch pull of up to ``max_count`` messages. Messages stay pending on the server until
-  ``ack`` (after the run). While a message is held here, a ticker on the loop thread sends
-  ``in_progress`` every ``in_progress_interval`` so a long task is never redelivered; a SIGKILLed
-  process stops ticking and its messages come back after ``ack_wait``.
+* ``publish``: JetStream publishes awaited together (one PubAck each), retried across a reconnect until
+  ``publish_timeout`` (a retry after a lost PubAck may store a message twice, which at-least-once allows;
+  ``dedup_publish_retries`` adds a ``Nats-Msg-Id`` so the server's duplicate window drops it, at a cost).
+* ``fetch``: a pump on the loop thread keeps up to one engine batch (the largest ``max_count`` asked
+  for, at most ``max_prefetch``) buffered with batch pulls; ``fetch`` takes from that buffer. Messages
+  stay pending on the server until ``ack`` (after the run). While a message is held here (buffered or
+  running), a ticker on the loop thread sends ``in_progress`` every ``in_progress_interval`` so a long
+  task is never redelivered; a SIGKILLed process stops ticking and its messages come back after
+  ``ack_wait``; a closing one ``nak``s what it buffered.
 * ``requeue``: ``nak``. Delay: the eta travels in a header; a message fetched before its eta is
   ``nak``-ed with the remaining delay, so the server holds it (nothing waits in a consumer's memory).
 * ``queue_size``: from consumer info: ready = not yet delivered, in_flight = delivered and not acked
@@ -15,6 +18,7 @@ shared by every process of the queue.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import threading
@@ -38,11 +42,21 @@ from .runtime import check_reachable, runtime
 logger = logging.getLogger("funboost.nats")
 
 ETA_HEADER = "Funboost-Eta"
-# errors after which a publish is retried (the message carries a Nats-Msg-Id, so a retry is not a duplicate)
+# errors after which a publish is retried
 _RETRYABLE = (asyncio.TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError,
               nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
               nats.errors.OutboundBufferLimitError, nats.errors.StaleConnectionError)
 _PUBLISH_CONCURRENCY = 512  # PubAcks awaited at once
+
+
+def _delivery_count(msg: Msg) -> int:
+    """How often the server delivered ``msg``, read from its ack subject
+    (``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``) without building the full
+    metadata object on the hot path; other layouts (JetStream domains) go through ``msg.metadata``."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == 9:
+        return int(tokens[4])
+    return int(msg.metadata.num_delivered)
 
 
 @dataclass
@@ -56,7 +70,12 @@ class _State:
     # id(msg) -> msg: fetched and not yet settled; the ticker reports these in progress
     held: dict[int, Msg] = field(default_factory=dict)
     ticker: Any = None
-    fetch_lock: threading.Lock = field(default_factory=threading.Lock)
+    pump: Any = None
+    # prefetched by the pump, not yet handed to the engine (thread-safe deque; cond wakes fetch)
+    buffer: collections.deque = field(default_factory=collections.deque)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    target: int = 1  # how many the pump keeps buffered: the largest max_count asked for, capped
+    room: Any = None  # asyncio.Event on the loop: the buffer has room again
 
 
 class NatsJetStreamBroker(Broker):
@@ -136,13 +155,57 @@ class NatsJetStreamBroker(Broker):
             max_ack_pending=o.max_ack_pending, max_deliver=o.max_deliver, filter_subject=self.subject)
         await st.js.add_consumer(self.stream_name, config)
 
-    def _subscription(self, st: _State) -> Any:
-        if st.sub is None:
+    def _start_consuming(self, st: _State) -> None:
+        """Bind the pull subscription and start the pump and the in-progress ticker (first fetch)."""
+        with self._lock:
+            if st.sub is not None:
+                return
+
             async def bind() -> Any:
+                st.room = asyncio.Event()
                 return await st.js.pull_subscribe_bind(self.options.durable, self.stream_name)
             st.sub = runtime().call(bind(), timeout=self.options.publish_timeout)
+            st.pump = runtime().spawn(lambda: self._pump(st))
             st.ticker = runtime().spawn(lambda: self._tick(st))
-        return st.sub
+
+    async def _pump(self, st: _State) -> None:
+        """Keep up to ``st.target`` messages buffered with batch pulls, so that the engine's fetch
+        rarely waits for a round trip. Buffered messages are held (reported in progress) like running
+        ones; a dead process's buffer comes back after ack_wait, a closing one's is nak-ed at once."""
+        pause = 0.1
+        while self._st is st:
+            room = st.target - len(st.buffer)
+            if room < max(1, st.target // 2):  # refill at half, in batches
+                st.room.clear()
+                await st.room.wait()
+                continue
+            try:
+                msgs = await st.sub.fetch(room, timeout=self.options.pull_timeout)
+                pause = 0.1
+            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # disconnected: the client reconnects by itself
+                logger.debug("pull from %s failed: %s", self.stream_name, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+                continue
+            now = time.time()
+            ready = []
+            for msg in msgs:
+                eta_text = (msg.headers or {}).get(ETA_HEADER)
+                if eta_text:
+                    wait = float(eta_text) - now
+                    if wait > 0.001:
+                        await msg.nak(delay=wait)  # the server holds it until its eta
+                        continue
+                st.held[id(msg)] = msg
+                ready.append(msg)
+            if ready:
+                with st.cond:
+                    st.buffer.extend(ready)
+                    st.cond.notify_all()
 
     async def _tick(self, st: _State) -> None:
         """Report every held message in progress, so the server does not redeliver a running task."""
@@ -167,17 +230,18 @@ class NatsJetStreamBroker(Broker):
         deadline = time.monotonic() + self.options.publish_timeout
         sem = asyncio.Semaphore(_PUBLISH_CONCURRENCY)
         now = time.time()
+        dedup = self.options.dedup_publish_retries
 
         async def one(m: OutgoingMessage) -> None:
-            headers = {"Nats-Msg-Id": uuid.uuid4().hex}
+            headers: Optional[dict] = {"Nats-Msg-Id": uuid.uuid4().hex} if dedup else None
             if m.eta is not None and m.eta > now:
-                headers[ETA_HEADER] = repr(m.eta)
+                headers = {**(headers or {}), ETA_HEADER: repr(m.eta)}
             data = m.body.encode() if isinstance(m.body, str) else bytes(m.body)
             async with sem:
                 await self._publish_retrying(st, data, headers, deadline)
         await asyncio.gather(*(one(m) for m in messages))
 
-    async def _publish_retrying(self, st: _State, data: bytes, headers: dict, deadline: float) -> None:
+    async def _publish_retrying(self, st: _State, data: bytes, headers: Optional[dict], deadline: float) -> None:
         pause = 0.05
         while True:
             try:
@@ -200,34 +264,27 @@ class NatsJetStreamBroker(Broker):
         if max_count <= 0:
             return []
         st = self._state()
-        sub = self._subscription(st)
-        with st.fetch_lock:  # one pull at a time per instance
-            return runtime().call(self._fetch(st, sub, max_count, timeout), timeout=timeout + 30)
+        if st.sub is None:
+            self._start_consuming(st)
+        if max_count > st.target:
+            st.target = min(max_count, self.options.max_prefetch)
+            self._wake_pump(st)
+        deadline = time.monotonic() + timeout
+        with st.cond:
+            while not st.buffer:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._st is not st:
+                    return []
+                st.cond.wait(left)
+            msgs = [st.buffer.popleft() for _ in range(min(max_count, len(st.buffer)))]
+        if len(st.buffer) < max(1, st.target // 2):
+            self._wake_pump(st)
+        return [Delivery(body=m.data, tag=m, redelivered=_delivery_count(m) > 1) for m in msgs]
 
-    async def _fetch(self, st: _State, sub: Any, max_count: int, timeout: float) -> list[Delivery]:
-        try:
-            msgs = await sub.fetch(max_count, timeout=max(timeout, 0.05))
-        except (asyncio.TimeoutError, nats.errors.TimeoutError):
-            return []
-        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
-                nats.errors.StaleConnectionError, nats.errors.OutboundBufferLimitError) as exc:
-            # the client reconnects by itself; nothing fetched now, the next fetch resumes
-            logger.debug("fetch while reconnecting: %s", exc)
-            await asyncio.sleep(min(timeout, 0.2))
-            return []
-        out: list[Delivery] = []
-        now = time.time()
-        for msg in msgs:
-            eta_text = (msg.headers or {}).get(ETA_HEADER)
-            if eta_text:
-                wait = float(eta_text) - now
-                if wait > 0.001:
-                    await msg.nak(delay=wait)  # the server holds it until its eta
-                    continue
-            st.held[id(msg)] = msg
-            md = msg.metadata
-            out.append(Delivery(body=msg.data, tag=msg, redelivered=md.num_delivered > 1))
-        return out
+    @staticmethod
+    def _wake_pump(st: _State) -> None:
+        if st.room is not None:
+            runtime().loop.call_soon_threadsafe(st.room.set)
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         self._settle(deliveries, "ack")
@@ -235,10 +292,10 @@ class NatsJetStreamBroker(Broker):
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         self._settle(deliveries, "nak")
 
-    def _settle(self, deliveries: Sequence[Delivery], how: str) -> None:
+    def _settle(self, deliveries: Sequence[Delivery], how: str, st: Optional[_State] = None) -> None:
         if not deliveries:
             return
-        st = self._state()
+        st = st or self._state()
 
         async def settle() -> None:
             for d in deliveries:
@@ -254,7 +311,10 @@ class NatsJetStreamBroker(Broker):
         async def size() -> QueueSize:
             try:
                 ci = await st.js.consumer_info(self.stream_name, self.options.durable)
-                return QueueSize(ready=int(ci.num_pending or 0), in_flight=int(ci.num_ack_pending or 0))
+                # what this process prefetched and has not handed out yet is still ready
+                buffered = len(st.buffer)
+                return QueueSize(ready=int(ci.num_pending or 0) + buffered,
+                                 in_flight=max(0, int(ci.num_ack_pending or 0) - buffered))
             except nats.js.errors.NotFoundError:
                 si = await st.js.stream_info(self.stream_name)
                 return QueueSize(ready=int(si.state.messages), in_flight=None)
@@ -268,7 +328,10 @@ class NatsJetStreamBroker(Broker):
             await st.js.purge_stream(self.stream_name)
             return int(si.state.messages)
         n = runtime().call(purge(), timeout=self.options.publish_timeout)
+        with st.cond:
+            st.buffer.clear()
         st.held.clear()
+        self._wake_pump(st)
         return n
 
     def delete_stream(self) -> None:
@@ -285,8 +348,17 @@ class NatsJetStreamBroker(Broker):
             st, self._st = self._st, None
         if st is None or st.pid != os.getpid():
             return
-        if st.ticker is not None:
-            st.ticker.cancel()
+        for task in (st.ticker, st.pump):
+            if task is not None:
+                task.cancel()
+        with st.cond:
+            unsent, st.buffer = list(st.buffer), collections.deque()
+            st.cond.notify_all()
+        if unsent:  # prefetched, never handed out: back to the stream at once, not after ack_wait
+            try:
+                self._settle([Delivery(body=None, tag=m) for m in unsent], "nak", st)
+            except Exception as exc:
+                logger.debug("nak of %d prefetched messages: %s", len(unsent), exc)
         if st.sub is not None:
             try:
                 runtime().call(st.sub.unsubscribe(), timeout=5)

@@ -34,6 +34,12 @@ class JetStreamOptions(NatsOptions):
     ack_wait: float = Field(30.0, gt=0, description="a dead consumer's messages come back after this")
     # how often a message still running is reported in progress (default: ack_wait / 3)
     in_progress_interval: Optional[float] = Field(None, gt=0)
+    # the pump keeps up to this many messages buffered ahead of the engine (held, reported in
+    # progress); it never buffers more than the largest batch the engine asked for
+    max_prefetch: int = Field(256, ge=1)
+    pull_timeout: float = Field(2.0, gt=0, description="expiry of one pull request")
+    # a Nats-Msg-Id per message, so a publish retried after a lost PubAck is stored once (costs ~15 %)
+    dedup_publish_retries: bool = False
     max_ack_pending: int = Field(-1, description="-1 = no server-side cap (fetch is bounded by free capacity)")
     max_deliver: int = Field(-1, description="-1 = unlimited redeliveries (the engine dead-letters bad input)")
 
