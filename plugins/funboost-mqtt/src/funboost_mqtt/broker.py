@@ -70,14 +70,34 @@ def _connect_props(session_expiry: int, receive_maximum: Optional[int] = None) -
     return p
 
 
+class _Batch:
+    """The PUBACKs one publish() call waits for."""
+
+    def __init__(self, n: int) -> None:
+        self.remaining = n
+        self.codes: dict[int, int] = {}  # mid -> reason code
+        self.finished = threading.Event()
+        self._lock = threading.Lock()
+        if n == 0:
+            self.finished.set()
+
+    def done(self, mid: int, code: int) -> None:
+        with self._lock:
+            self.codes[mid] = code
+            self.remaining -= 1
+            if self.remaining <= 0:
+                self.finished.set()
+
+
 class _Publisher:
     """The process's QoS 1 publishing client for one server: PUBACK reason codes by message id, and
     a background retry of messages the broker had no subscriber for."""
 
     def __init__(self, opts: MqttOptions) -> None:
         self.opts = opts
-        self.cond = threading.Condition()
-        self.acks: dict[int, int] = {}  # mid -> PUBACK reason code
+        self.lock = threading.Lock()
+        self.waiting: dict[int, _Batch] = {}  # mid -> the publish() call waiting for its PUBACK
+        self.early: dict[int, int] = {}  # mid -> reason code, PUBACKs that beat their registration
         self.connected = threading.Event()
         self.parked: collections.deque = collections.deque()  # (topic, body, deadline)
         self._parker: Optional[threading.Thread] = None
@@ -92,29 +112,37 @@ class _Publisher:
             raise ConnectionError(f"MQTT broker {opts.host}:{opts.port} did not accept the connection")
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-        with self.cond:
-            self.acks[mid] = reason.value if hasattr(reason, "value") else int(reason)
-            self.cond.notify_all()
+        code = reason.value if hasattr(reason, "value") else int(reason)
+        with self.lock:
+            batch = self.waiting.pop(mid, None)
+            if batch is None:  # acknowledged before publish() registered the mid
+                self.early[mid] = code
+                return
+        batch.done(mid, code)
 
     def publish(self, topic: str, bodies: Sequence[bytes], timeout: float) -> list[bytes]:
         """Publish QoS 1 and wait for the PUBACKs; return the bodies no subscriber took."""
-        mids = [self.client.publish(topic, b, qos=1).mid for b in bodies]
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                missing = [m for m in mids if m not in self.acks]
-                if not missing:
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"{len(missing)} of {len(mids)} MQTT publishes not acknowledged within "
-                                       f"{timeout}s ({self.opts.host}:{self.opts.port})")
-                self.cond.wait(min(left, 1.0))
-            codes = [self.acks.pop(m) for m in mids]
-        failed = [c for c in codes if c >= 0x80]
+        batch = _Batch(len(bodies))
+        index: dict[int, int] = {}
+        for i, body in enumerate(bodies):
+            mid = self.client.publish(topic, body, qos=1).mid
+            index[mid] = i
+            with self.lock:
+                code = self.early.pop(mid, None)
+                if code is None:
+                    self.waiting[mid] = batch
+            if code is not None:
+                batch.done(mid, code)
+        if not batch.finished.wait(timeout):
+            with self.lock:
+                for mid in index:
+                    self.waiting.pop(mid, None)
+            raise TimeoutError(f"{batch.remaining} of {len(bodies)} MQTT publishes not acknowledged within "
+                               f"{timeout}s ({self.opts.host}:{self.opts.port})")
+        failed = [c for c in batch.codes.values() if c >= 0x80]
         if failed:
             raise RuntimeError(f"MQTT broker refused {len(failed)} publishes (reason code {failed[0]})")
-        return [b for b, c in zip(bodies, codes) if c == NO_MATCHING_SUBSCRIBERS]
+        return [bodies[index[mid]] for mid, c in batch.codes.items() if c == NO_MATCHING_SUBSCRIBERS]
 
     def park(self, topic: str, bodies: list[bytes]) -> None:
         deadline = time.monotonic() + self.opts.publish_timeout
