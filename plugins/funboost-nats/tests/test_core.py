@@ -9,7 +9,7 @@ import pytest
 
 from funboost import BoosterParams, RemoteTaskError, boost
 from funboost.plugins.broker import OutgoingMessage
-from funboost.testing import fetch_until, wait_until
+from funboost.testing import fetch_until
 from funboost_nats import CoreOptions, NatsCoreBroker
 
 

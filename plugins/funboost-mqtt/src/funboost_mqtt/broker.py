@@ -38,6 +38,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
+from funboost.process_local import ProcessLocal, ProcessLocalDict
 
 from .options import MqttOptions
 
@@ -100,6 +101,7 @@ class _Publisher:
         self.early: dict[int, int] = {}  # mid -> reason code, PUBACKs that beat their registration
         self.connected = threading.Event()
         self.parked: collections.deque = collections.deque()  # (topic, body, deadline)
+        self.has_parked = threading.Event()
         self._parker: Optional[threading.Thread] = None
         self.client = _new_client(opts, f"funboost-pub-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         self.client.on_publish = self._on_publish
@@ -147,6 +149,7 @@ class _Publisher:
     def park(self, topic: str, bodies: list[bytes]) -> None:
         deadline = time.monotonic() + self.opts.publish_timeout
         self.parked.extend((topic, b, deadline) for b in bodies)
+        self.has_parked.set()
         if self._parker is None:
             self._parker = threading.Thread(target=self._retry_parked, name="funboost-mqtt-parked", daemon=True)
             self._parker.start()
@@ -155,8 +158,9 @@ class _Publisher:
     def _retry_parked(self) -> None:
         pause = 0.05
         while True:
+            self.has_parked.wait()  # idle: no wake-ups while nothing is parked
+            self.has_parked.clear()
             if not self.parked:
-                time.sleep(0.05)  # idle parker: nothing to offer
                 continue
             items = [self.parked.popleft() for _ in range(len(self.parked))]
             by_topic: dict[str, list[tuple[bytes, float]]] = collections.defaultdict(list)
@@ -177,8 +181,12 @@ class _Publisher:
                                      self.opts.publish_timeout)
                     else:
                         self.parked.append((topic, body, deadline))
-            time.sleep(pause)
-            pause = min(pause * 2, 0.5) if self.parked else 0.05
+            if self.parked:  # nobody subscribed yet: offer them again after a growing pause
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
+                self.has_parked.set()
+            else:
+                pause = 0.05
 
     def wait_parked(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
@@ -186,23 +194,12 @@ class _Publisher:
             time.sleep(0.05)
 
 
-_publishers: dict[tuple, _Publisher] = {}
-_publishers_pid = os.getpid()
-_publishers_lock = threading.Lock()
+_publishers: ProcessLocalDict[tuple, _Publisher] = ProcessLocalDict()
 
 
 def publisher_for(opts: MqttOptions) -> _Publisher:
-    """The process's publisher for this server and user (a new one after fork)."""
-    global _publishers_pid
-    key = (opts.host, opts.port, opts.username)
-    with _publishers_lock:
-        if _publishers_pid != os.getpid():
-            _publishers.clear()  # the parent's clients and threads do not exist here
-            _publishers_pid = os.getpid()
-        pub = _publishers.get(key)
-        if pub is None:
-            pub = _publishers[key] = _Publisher(opts)
-        return pub
+    """The process's publisher for this server and user (a forked child builds its own)."""
+    return _publishers.get_or_create((opts.host, opts.port, opts.username), lambda: _Publisher(opts))
 
 
 class _Subscriber:
@@ -211,7 +208,6 @@ class _Subscriber:
     def __init__(self, broker: "MqttBroker") -> None:
         o = broker.options
         self.opts = o
-        self.pid = os.getpid()
         self.topic_filter = broker.topic_filter
         self.client_id = o.client_id or f"funboost-{os.getpid()}-{uuid.uuid4().hex[:10]}"
         self.buffer: collections.deque = collections.deque()
@@ -312,7 +308,8 @@ class MqttBroker(Broker):
         self.options: MqttOptions
         self.topic = topic_of(self.options.topic_prefix, queue_name)
         self.topic_filter = self._topic_filter()
-        self._sub: Optional[_Subscriber] = None
+        # this process's subscription (a forked child subscribes with a session of its own)
+        self._sub: ProcessLocal[_Subscriber] = ProcessLocal(lambda: _Subscriber(self))
         self._sub_lock = threading.Lock()
 
     def _topic_filter(self) -> str:
@@ -342,13 +339,7 @@ class MqttBroker(Broker):
             pub.park(self.topic, unheard)
 
     def _subscriber(self) -> _Subscriber:
-        sub = self._sub
-        if sub is not None and sub.pid == os.getpid():
-            return sub
-        with self._sub_lock:
-            if self._sub is None or self._sub.pid != os.getpid():
-                self._sub = _Subscriber(self)
-            return self._sub
+        return self._sub.get()
 
     def run_consumer(self, consumer: Any) -> bool:
         """Subscribe before ``consume()`` returns; the engine's fetch loop does the rest."""
@@ -380,8 +371,8 @@ class MqttBroker(Broker):
     def close(self) -> None:
         super().close()
         with self._sub_lock:
-            sub, self._sub = self._sub, None
-        if sub is not None and sub.pid == os.getpid():
+            sub = self._sub.clear()
+        if sub is not None:
             sub.close(lambda left: self._publish_bodies([bytes(d.body) for d in left]))
 
 

@@ -21,7 +21,6 @@ import atexit
 import collections
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from nats.aio.msg import Msg
 
 from funboost.plugins.broker import (Broker, Capabilities, Delivery, OutgoingMessage, QueueSize,
                                      annotate_dead_letter)
+from funboost.process_local import ProcessLocal
 from funboost.result import RemoteTaskError
 
 from .naming import safe_token
@@ -83,11 +83,11 @@ def _wait_parked(timeout: float = 5.0) -> None:
 
 @dataclass
 class _State:
-    pid: int
     nc: Client
     sub: Any = None
     buffer: collections.deque = field(default_factory=collections.deque)  # Delivery objects
     in_flight: int = 0
+    closed: bool = False
     cond: threading.Condition = field(default_factory=threading.Condition)
 
 
@@ -110,8 +110,7 @@ class NatsCoreBroker(Broker):
         self.options: CoreOptions
         self.subject = f"{self.options.subject_prefix}.{safe_token(queue_name)}"
         self._lock = threading.Lock()
-        self._st: Optional[_State] = None
-        self._closed = False
+        self._local: ProcessLocal[_State] = ProcessLocal(self._open)
 
     @classmethod
     def check_available(cls, options: Any) -> Optional[str]:
@@ -119,15 +118,11 @@ class NatsCoreBroker(Broker):
         return check_reachable(opts.url, opts.connect_timeout)
 
     def _state(self) -> _State:
-        st = self._st
-        if st is not None and st.pid == os.getpid():
-            return st
-        with self._lock:
-            if self._st is None or self._st.pid != os.getpid():
-                self._closed = False  # a later call opens it again (a booster may publish after stop_consume)
-                o = self.options
-                self._st = _State(pid=os.getpid(), nc=runtime().acquire(o.url, o.connect_timeout, o.reconnect_wait))
-            return self._st
+        return self._local.get()
+
+    def _open(self) -> _State:
+        o = self.options
+        return _State(nc=runtime().acquire(o.url, o.connect_timeout, o.reconnect_wait))
 
     # ------------------------------------------------------------------ consumer side
     def run_consumer(self, consumer: Any) -> bool:
@@ -176,7 +171,7 @@ class NatsCoreBroker(Broker):
         with st.cond:
             while not st.buffer:
                 left = deadline - time.monotonic()
-                if left <= 0 or self._closed:
+                if left <= 0 or st.closed:
                     return out
                 st.cond.wait(left)
             while st.buffer and len(out) < max_count:
@@ -296,8 +291,8 @@ class NatsCoreBroker(Broker):
 
     def purge(self) -> int:
         """Drop this consumer's buffered messages (other members' buffers are theirs)."""
-        st = self._st
-        if st is None or st.pid != os.getpid():
+        st = self._local.peek()
+        if st is None:
             return 0
         with st.cond:
             n = len(st.buffer)
@@ -306,12 +301,12 @@ class NatsCoreBroker(Broker):
 
     def close(self) -> None:
         super().close()
-        with self._lock:
-            self._closed = True
-            st, self._st = self._st, None
-        if st is None or st.pid != os.getpid():
+        with self._lock:  # a later call opens it again (a booster may publish after stop_consume)
+            st = self._local.clear()
+        if st is None:
             return
         with st.cond:
+            st.closed = True
             st.cond.notify_all()
         if st.sub is not None:
             try:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
 import threading
 import time
 import uuid
@@ -33,7 +32,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
+from funboost.engine.liveness import Tick, ticker
 from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
+from funboost.process_local import ProcessLocal
 
 from .naming import safe_token
 from .options import JetStreamOptions
@@ -63,14 +64,14 @@ def _delivery_count(msg: Msg) -> int:
 class _State:
     """What one broker instance holds in one process (rebuilt after fork)."""
 
-    pid: int
     nc: Client
     js: Any
     sub: Any = None
     # id(msg) -> msg: fetched and not yet settled; the ticker reports these in progress
     held: dict[int, Msg] = field(default_factory=dict)
-    ticker: Any = None
+    ticker: Optional[Tick] = None
     pump: Any = None
+    closed: bool = False
     # prefetched by the pump, not yet handed to the engine (thread-safe deque; cond wakes fetch)
     buffer: collections.deque = field(default_factory=collections.deque)
     cond: threading.Condition = field(default_factory=threading.Condition)
@@ -99,7 +100,7 @@ class NatsJetStreamBroker(Broker):
         self.stream_name = f"{self.options.stream_prefix}{token}"
         self.subject = f"{self.options.subject_prefix}.{token}"
         self._lock = threading.Lock()
-        self._st: Optional[_State] = None
+        self._local: ProcessLocal[_State] = ProcessLocal(self._open)
 
     @classmethod
     def check_available(cls, options: Any) -> Optional[str]:
@@ -124,17 +125,14 @@ class NatsJetStreamBroker(Broker):
 
     # ------------------------------------------------------------------ setup
     def _state(self) -> _State:
-        st = self._st
-        if st is not None and st.pid == os.getpid():
-            return st
-        with self._lock:
-            if self._st is None or self._st.pid != os.getpid():
-                o = self.options
-                nc = runtime().acquire(o.url, o.connect_timeout, o.reconnect_wait)
-                st = _State(pid=os.getpid(), nc=nc, js=nc.jetstream(timeout=max(5.0, o.connect_timeout)))
-                runtime().call(self._declare(st), timeout=o.publish_timeout)
-                self._st = st
-            return self._st
+        return self._local.get()
+
+    def _open(self) -> _State:
+        o = self.options
+        nc = runtime().acquire(o.url, o.connect_timeout, o.reconnect_wait)
+        st = _State(nc=nc, js=nc.jetstream(timeout=max(5.0, o.connect_timeout)))
+        runtime().call(self._declare(st), timeout=o.publish_timeout)
+        return st
 
     async def _declare(self, st: _State) -> None:
         """Create the stream and the durable consumer if missing (idempotent; an existing consumer
@@ -166,14 +164,16 @@ class NatsJetStreamBroker(Broker):
                 return await st.js.pull_subscribe_bind(self.options.durable, self.stream_name)
             st.sub = runtime().call(bind(), timeout=self.options.publish_timeout)
             st.pump = runtime().spawn(lambda: self._pump(st))
-            st.ticker = runtime().spawn(lambda: self._tick(st))
+            # the process's liveness ticker (one thread for every heartbeat of the process)
+            st.ticker = ticker().every(self.options.progress_interval, self._report_in_progress,
+                                       name=f"nats in_progress {self.stream_name}")
 
     async def _pump(self, st: _State) -> None:
         """Keep up to ``st.target`` messages buffered with batch pulls, so that the engine's fetch
         rarely waits for a round trip. Buffered messages are held (reported in progress) like running
         ones; a dead process's buffer comes back after ack_wait, a closing one's is nak-ed at once."""
         pause = 0.1
-        while self._st is st:
+        while not st.closed:
             room = st.target - len(st.buffer)
             if room < max(1, st.target // 2):  # refill at half, in batches
                 st.room.clear()
@@ -207,17 +207,18 @@ class NatsJetStreamBroker(Broker):
                     st.buffer.extend(ready)
                     st.cond.notify_all()
 
-    async def _tick(self, st: _State) -> None:
-        """Report every held message in progress, so the server does not redeliver a running task."""
-        interval = self.options.progress_interval
-        while self._st is st:  # close() or a fork replaces the state
-            await asyncio.sleep(interval)
+    def _report_in_progress(self) -> None:
+        """Report every held message (buffered or running) in progress, so the server does not
+        redeliver a task that is still running here. Called by the liveness ticker."""
+        st = self._local.peek()
+        if st is None or st.closed or not st.held:
+            return
+
+        async def report() -> None:
             for msg in list(st.held.values()):
-                try:
-                    await msg.in_progress()
-                except Exception as exc:  # disconnected: the message may come back after ack_wait
-                    logger.debug("in_progress failed: %s", exc)
-                    break
+                await msg.in_progress()
+        # disconnected: raises; the ticker retries soon, and the server redelivers after ack_wait at worst
+        runtime().call(report(), timeout=max(1.0, self.options.progress_interval))
 
     # ------------------------------------------------------------------ data path
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
@@ -273,7 +274,7 @@ class NatsJetStreamBroker(Broker):
         with st.cond:
             while not st.buffer:
                 left = deadline - time.monotonic()
-                if left <= 0 or self._st is not st:
+                if left <= 0 or st.closed:
                     return []
                 st.cond.wait(left)
             msgs = [st.buffer.popleft() for _ in range(min(max_count, len(st.buffer)))]
@@ -345,12 +346,14 @@ class NatsJetStreamBroker(Broker):
     def close(self) -> None:
         super().close()
         with self._lock:  # a later call opens it again (a booster may publish after stop_consume)
-            st, self._st = self._st, None
-        if st is None or st.pid != os.getpid():
+            st = self._local.clear()
+        if st is None:
             return
-        for task in (st.ticker, st.pump):
-            if task is not None:
-                task.cancel()
+        st.closed = True
+        if st.ticker is not None:
+            st.ticker.cancel()
+        if st.pump is not None:
+            st.pump.cancel()
         with st.cond:
             unsent, st.buffer = list(st.buffer), collections.deque()
             st.cond.notify_all()

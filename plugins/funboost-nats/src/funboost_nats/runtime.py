@@ -5,8 +5,9 @@ nats-py is an asyncio client; funboost's broker interface is synchronous and cal
 threads. Every NATS call therefore runs on the loop thread (``Runtime.call``) and the calling thread
 waits for its result. Nothing else in the plugin touches the client from another thread.
 
-After ``fork`` the child has neither the parent's loop thread nor its sockets: ``runtime()`` notices
-the new pid and builds a fresh loop and fresh connections; the parent's objects are left alone.
+After ``fork`` the child has neither the parent's loop thread nor its sockets: ``runtime()`` is a
+:class:`funboost.process_local.ProcessLocal`, so a forked child builds a fresh loop and fresh
+connections; the parent's objects are left alone (referenced, never closed by the child).
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from typing import Any, Awaitable, Callable, Optional, TypeVar
 import nats
 from nats.aio.client import Client
 
+from funboost.process_local import ProcessLocal
+
 logger = logging.getLogger("funboost.nats")
 
 T = TypeVar("T")
@@ -29,7 +32,6 @@ class Runtime:
     """The loop thread of one process and the connections it owns."""
 
     def __init__(self) -> None:
-        self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="funboost-nats-loop", daemon=True)
         self._thread.start()
@@ -110,20 +112,12 @@ async def _connect(url: str, connect_timeout: float, reconnect_wait: float) -> C
     return client
 
 
-_runtime: Optional[Runtime] = None
-_runtime_lock = threading.Lock()
+_runtime: ProcessLocal[Runtime] = ProcessLocal(Runtime)
 
 
 def runtime() -> Runtime:
-    """The current process's runtime (a new one after fork)."""
-    global _runtime
-    rt = _runtime
-    if rt is not None and rt.pid == os.getpid():
-        return rt
-    with _runtime_lock:
-        if _runtime is None or _runtime.pid != os.getpid():
-            _runtime = Runtime()
-        return _runtime
+    """The current process's runtime (a new one in a forked child)."""
+    return _runtime.get()
 
 
 def check_reachable(url: str, connect_timeout: float) -> Optional[str]:
