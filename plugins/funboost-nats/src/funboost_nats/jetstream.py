@@ -135,8 +135,8 @@ class NatsJetStreamBroker(Broker):
         return st
 
     async def _declare(self, st: _State) -> None:
-        """Create the stream and the durable consumer if missing (idempotent; an existing consumer
-        takes this instance's ack_wait and limits)."""
+        """Create the stream if missing (idempotent). Publishers stop here: only consumers declare the
+        durable consumer, so a publisher's defaults never overwrite the consumers' ack_wait."""
         o = self.options
         try:
             await st.js.stream_info(self.stream_name)
@@ -148,6 +148,10 @@ class NatsJetStreamBroker(Broker):
                     num_replicas=o.replicas))
             except nats.js.errors.BadRequestError:  # created by another process meanwhile
                 await st.js.stream_info(self.stream_name)
+
+    async def _declare_consumer(self, st: _State) -> None:
+        """Create or update the durable pull consumer (the last consumer to start sets ack_wait)."""
+        o = self.options
         config = ConsumerConfig(
             durable_name=o.durable, ack_policy=AckPolicy.EXPLICIT, ack_wait=o.ack_wait,
             max_ack_pending=o.max_ack_pending, max_deliver=o.max_deliver, filter_subject=self.subject)
@@ -161,6 +165,7 @@ class NatsJetStreamBroker(Broker):
 
             async def bind() -> Any:
                 st.room = asyncio.Event()
+                await self._declare_consumer(st)
                 return await st.js.pull_subscribe_bind(self.options.durable, self.stream_name)
             st.sub = runtime().call(bind(), timeout=self.options.publish_timeout)
             st.pump = runtime().spawn(lambda: self._pump(st))
@@ -311,9 +316,11 @@ class NatsJetStreamBroker(Broker):
 
         async def size() -> QueueSize:
             try:
-                ci = await st.js.consumer_info(self.stream_name, self.options.durable)
-                # what this process prefetched and has not handed out yet is still ready
+                # what this process prefetched and has not handed out yet is still ready. Read before
+                # the server's snapshot: a message buffered meanwhile is then counted in flight rather
+                # than a handed-out one counted ready
                 buffered = len(st.buffer)
+                ci = await st.js.consumer_info(self.stream_name, self.options.durable)
                 return QueueSize(ready=int(ci.num_pending or 0) + buffered,
                                  in_flight=max(0, int(ci.num_ack_pending or 0) - buffered))
             except nats.js.errors.NotFoundError:
