@@ -7,7 +7,7 @@ shared by every process of the queue.
 * ``fetch``: a pump on the loop thread keeps up to one engine batch (the largest ``max_count`` asked
   for, at most ``max_prefetch``) buffered with batch pulls; ``fetch`` takes from that buffer. Messages
   stay pending on the server until ``ack`` (after the run). While a message is held here (buffered or
-  running), a ticker on the loop thread sends ``in_progress`` every ``in_progress_interval`` so a long
+  running), the process's liveness ticker sends ``in_progress`` every ``in_progress_interval`` so a long
   task is never redelivered; a SIGKILLed process stops ticking and its messages come back after
   ``ack_wait``; a closing one ``nak``s what it buffered.
 * ``requeue``: ``nak``. Delay: the eta travels in a header; a message fetched before its eta is
