@@ -145,3 +145,12 @@ def test_broker_queue_limit_drops_qos1_messages_for_a_lagging_consumer(make):
     got = drain(slow, quiet=1.0)
     assert len(got) < n, "the broker kept everything: revisit docs/brokers/mqtt.md"
     print(f"\nMosquitto delivered {len(got)} of {n} to a consumer that lagged")
+
+
+def test_check_available_gives_a_reason_when_unreachable():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    reason = MqttBroker.check_available(MqttOptions(port=port, connect_timeout=0.5))
+    assert reason and "not reachable" in reason

@@ -102,3 +102,14 @@ def test_requeue_goes_back_to_the_local_buffer(make):
     assert [json.loads(d.body)["i"] for d in again] == [json.loads(d.body)["i"] for d in first]
     b.ack(again)
     assert b.purge() == 0
+
+
+def test_check_available_gives_a_reason_when_unreachable():
+    import socket
+
+    from funboost_nats import JetStreamOptions, NatsJetStreamBroker
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"nats://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
+    assert "not reachable" in NatsCoreBroker.check_available(CoreOptions(url=url, connect_timeout=0.5))
+    assert "not reachable" in NatsJetStreamBroker.check_available(JetStreamOptions(url=url, connect_timeout=0.5))

@@ -38,7 +38,7 @@ from funboost.process_local import ProcessLocal
 
 from .naming import safe_token
 from .options import JetStreamOptions
-from .runtime import check_reachable, runtime
+from .runtime import check_reachable, probe_options, runtime
 
 logger = logging.getLogger("funboost.nats")
 
@@ -111,8 +111,7 @@ class NatsJetStreamBroker(Broker):
 
         async def probe() -> None:
             import nats as nats_mod
-            nc = await nats_mod.connect(servers=[opts.url], connect_timeout=opts.connect_timeout,
-                                        allow_reconnect=False)
+            nc = await nats_mod.connect(**probe_options(opts.url, opts.connect_timeout))
             try:
                 await nc.jetstream().account_info()
             finally:

@@ -120,11 +120,19 @@ def runtime() -> Runtime:
     return _runtime.get()
 
 
+def probe_options(url: str, connect_timeout: float) -> dict[str, Any]:
+    """nats.connect options for a one-shot probe: one attempt per server, quiet (nats-py treats
+    max_reconnect_attempts=0 as "keep trying")."""
+    async def quiet(exc: Exception) -> None:
+        pass
+    return dict(servers=[u.strip() for u in url.split(",") if u.strip()], connect_timeout=connect_timeout,
+                allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0.1, error_cb=quiet)
+
+
 def check_reachable(url: str, connect_timeout: float) -> Optional[str]:
     """None if a NATS server answers at ``url``, else the reason (no reconnect loop, no shared state)."""
     async def probe() -> None:
-        nc = await nats.connect(servers=[u.strip() for u in url.split(",") if u.strip()],
-                                connect_timeout=connect_timeout, allow_reconnect=False, max_reconnect_attempts=0)
+        nc = await nats.connect(**probe_options(url, connect_timeout))
         await nc.close()
     try:
         runtime().call(probe(), timeout=connect_timeout * 2 + 5)
