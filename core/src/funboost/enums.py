@@ -34,6 +34,10 @@ class BrokerEnum:
     POSTGRES = "POSTGRES"
     SQLALCHEMY = "SQLALCHEMY"
     SQLACHEMY = "SQLALCHEMY"  # the original's spelling (its kind name is accepted too)
+    NATS = "NATS"  # core NATS (funboost-nats: NATS_CORE)
+    NATS_CORE = "NATS_CORE"
+    NATS_JETSTREAM = "NATS_JETSTREAM"
+    MQTT = "MQTT"
 
 
 class ConcurrentModeEnum:

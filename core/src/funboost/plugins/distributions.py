@@ -34,6 +34,9 @@ SHIPPED_DISTRIBUTIONS: tuple[ShippedDistribution, ...] = (
     ShippedDistribution("funboost-grpc", broker_kinds=("grpc",)),
     ShippedDistribution("funboost-postgres", broker_kinds=("postgres", "postgresql", "postgres_queue")),
     ShippedDistribution("funboost-sqlalchemy", broker_kinds=("sqlalchemy", "sqlachemy")),
+    ShippedDistribution("funboost-nats", broker_kinds=("nats_jetstream", "jetstream", "nats_js", "nats_core",
+                                                       "nats")),
+    ShippedDistribution("funboost-mqtt", broker_kinds=("mqtt", "mqtt_broadcast", "mqtt_pubsub")),
 )
 
 

@@ -1,0 +1,201 @@
+"""MQTT benchmark: funboost-mqtt beside raw paho-mqtt 2 doing the same work at QoS 1.
+
+    python bench/mqtt_bench.py [--n 5000] [--n-e2e 1000] [--repeat 2]
+
+Parts (each in a fresh child process, peak RSS beside it):
+
+* publish: N QoS 1 publishes, waiting for every PUBACK, while a raw subscriber of the shared group runs
+  in another process (so the PUBACK is not "no matching subscribers").
+  raw = ``client.publish`` in a loop then wait for all PUBACKs; funboost = ``push_many``.
+* end to end: a consumer subscribed (shared group, QoS 1, PUBACK after a no-op run, receive maximum
+  64); N messages published from another thread; time from the first publish to the last run.
+  raw = a paho subscriber with ``manual_ack``; funboost = ``consume()`` (50 threads) + ``push_many``.
+
+End to end uses N = 1000 by default: Mosquitto's default ``max_queued_messages`` (1000 per client beyond
+the in-flight window) drops QoS 1 messages for a consumer that falls further behind (a raw paho consumer
+with 5000 lost ~700 here); a part that does not see all N reports the loss.
+Needs an MQTT 5 broker with shared subscriptions at FUNBOOST_MQTT_HOST:FUNBOOST_MQTT_PORT.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import Samples, emit, finish_child, machine_info, ratio, run_part, verdict  # noqa: E402
+
+HOST = os.environ.get("FUNBOOST_MQTT_HOST", "127.0.0.1")
+PORT = int(os.environ.get("FUNBOOST_MQTT_PORT", "1883"))
+BODY = json.dumps({"x": 1, "extra": {"task_id": "t" * 32, "publish_time": 1.0}}).encode()
+GROUP = "funboost"  # the MQTT kind's default shared group
+
+
+def _client(client_id: str, manual_ack: bool = False, session_expiry: int = 0, receive_maximum: int = 0):
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = session_expiry
+    if receive_maximum:
+        props.ReceiveMaximum = receive_maximum
+    connected = threading.Event()
+    c.on_connect = lambda *a: connected.set()
+    c.connect(HOST, PORT, 30, clean_start=session_expiry == 0, properties=props)
+    c.loop_start()
+    connected.wait(10)
+    return c
+
+
+SINK = """
+import sys, threading
+sys.path.insert(0, %r)
+from mqtt_bench import _client, GROUP
+topic = sys.argv[1]
+c = _client("bench-sink-" + topic.rsplit("_", 1)[-1])
+ready = threading.Event()
+c.on_subscribe = lambda *a: ready.set()
+c.subscribe("$share/%%s/%%s" %% (GROUP, topic), qos=1)
+ready.wait(10)
+print("ready", flush=True)
+sys.stdin.read()
+""" % os.path.dirname(os.path.abspath(__file__))
+
+
+def _sink(topic: str):
+    """A live subscriber of the shared group in its own process (QoS 1, acknowledged on receipt), so
+    that the broker routes and acknowledges every publish the same way in both parts."""
+    import subprocess
+    p = subprocess.Popen([sys.executable, "-c", SINK, topic], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+def part_raw_publish(n: int) -> None:
+    topic = f"funboost/bench_{uuid.uuid4().hex[:8]}"
+    sink = _sink(topic)
+    c = _client(f"bench-pub-{uuid.uuid4().hex[:8]}")
+    acked = [0]
+    all_acked = threading.Event()
+
+    def on_publish(*a) -> None:
+        acked[0] += 1
+        if acked[0] >= n:
+            all_acked.set()
+    c.on_publish = on_publish
+    t = time.perf_counter()
+    for _ in range(n):
+        c.publish(topic, BODY, qos=1)
+    all_acked.wait(300)
+    dt = time.perf_counter() - t
+    sink.kill()
+    emit({"rate": n / dt})
+    finish_child()
+
+
+def _booster(queue: str, counter: list, done: threading.Event, n: int):
+    from funboost import BoosterParams, boost
+    lock = threading.Lock()
+
+    @boost(BoosterParams(queue_name=queue, broker_kind="MQTT", concurrent_num=50, state_backend="memory",
+                         log_to_console=False))
+    def task(x: int) -> int:
+        with lock:
+            counter[0] += 1
+            if counter[0] >= n:
+                done.set()
+        return x
+    return task
+
+
+def part_fb_publish(n: int) -> None:
+    q = f"bench_{uuid.uuid4().hex[:8]}"
+    task = _booster(q, [0], threading.Event(), n)
+    sink = _sink(task.broker.topic)
+    task.push(0)  # the publishing client is connected before timing, as in the raw part
+    t = time.perf_counter()
+    task.push_many(range(n))
+    dt = time.perf_counter() - t
+    sink.kill()
+    emit({"rate": n / dt})
+    finish_child()
+
+
+def part_raw_e2e(n: int) -> None:
+    topic = f"funboost/bench_{uuid.uuid4().hex[:8]}"
+    sub = _client(f"bench-sub-{uuid.uuid4().hex[:8]}", manual_ack=True, session_expiry=300, receive_maximum=64)
+    got = [0]
+    done = threading.Event()
+
+    def on_message(c, u, msg) -> None:
+        json.loads(msg.payload)  # the same decode a task gets
+        c.ack(msg.mid, msg.qos)
+        got[0] += 1
+        if got[0] >= n:
+            done.set()
+    sub.on_message = on_message
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.subscribe(f"$share/{GROUP}/{topic}", qos=1)
+    subscribed.wait(10)
+    pub = _client(f"bench-pub-{uuid.uuid4().hex[:8]}")
+    t = time.perf_counter()
+    threading.Thread(target=lambda: [pub.publish(topic, BODY, qos=1) for _ in range(n)], daemon=True).start()
+    ok = done.wait(120)
+    dt = time.perf_counter() - t
+    emit({"rate": n / dt if ok else None, "received": got[0]})
+    finish_child()
+
+
+def part_fb_e2e(n: int) -> None:
+    counter, done = [0], threading.Event()
+    task = _booster(f"bench_{uuid.uuid4().hex[:8]}", counter, done, n)
+    task.consume()
+    t = time.perf_counter()
+    threading.Thread(target=lambda: task.push_many(range(n)), daemon=True).start()
+    ok = done.wait(120)
+    dt = time.perf_counter() - t
+    emit({"rate": n / dt if ok else None, "received": counter[0]})
+    finish_child()
+
+
+PARTS = {name[5:]: fn for name, fn in globals().items() if name.startswith("part_")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part")
+    ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--n-e2e", type=int, default=1000,
+                    help="end-to-end messages; above ~1000 Mosquitto's max_queued_messages drops QoS 1 messages "
+                         "for a consumer that falls behind")
+    ap.add_argument("--repeat", type=int, default=2)
+    a, rest = ap.parse_known_args()
+    if a.part:
+        PARTS[a.part](int(rest[0]) if rest else a.n)
+        return
+    print(f"# mqtt_bench: N={a.n} (publish), {a.n_e2e} (end to end), {machine_info()}")
+    for title, raw_part, fb_part, n in (("QoS 1 publish (all PUBACKs)", "raw_publish", "fb_publish", a.n),
+                                        ("QoS 1 end to end (PUBACK after the run)", "raw_e2e", "fb_e2e", a.n_e2e)):
+        raw, fb = Samples(), Samples()
+        for _ in range(a.repeat):
+            for part, s in ((raw_part, raw), (fb_part, fb)):
+                r = run_part(__file__, part, n)
+                if r and r.get("rate") is None:
+                    print(f"  {part}: only {r.get('received')} of {n} arrived (the broker dropped the rest)")
+                elif r:
+                    s.add(r["rate"], r.get("rss_mb"))
+        q = ratio(fb, raw)
+        print(f"{title}\n  raw paho     {raw.fmt()}\n  funboost     {fb.fmt()}\n"
+              f"  ratio {q if q is None else round(q, 2)} (target >= 0.6: {verdict(q, 0.6)})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""NATS benchmark: funboost-nats beside raw nats-py doing the same work with the same acks.
+
+    python bench/nats_bench.py [--n 20000] [--repeat 2]
+
+Parts (each in a fresh child process, peak RSS beside it):
+
+* JetStream publish: raw = ``js.publish`` awaited together (512 PubAcks in flight, one per message);
+  funboost = ``push_many`` on ``NATS_JETSTREAM`` (the same concurrent PubAcks, plus a Nats-Msg-Id header).
+* JetStream consume: N messages waiting; raw = pull ``fetch(100)`` in a loop, a no-op per message, ``ack``
+  each, one flush per batch; funboost = ``consume()`` of a no-op task (50 threads) to the last run.
+* NATS core sync_call: round trips per second, raw ``nc.request`` to a responder vs ``sync_call`` to a
+  consumer, both sequential (latency-bound).
+
+Needs a nats-server with JetStream at FUNBOOST_NATS_URL (default nats://127.0.0.1:4222). Streams are made
+with a bench prefix and deleted. Timings are noisy on a shared 2-core machine (±30 %).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import Samples, emit, finish_child, machine_info, ratio, run_part, verdict  # noqa: E402
+
+URL = os.environ.get("FUNBOOST_NATS_URL", "nats://127.0.0.1:4222")
+BODY = json.dumps({"x": 1, "extra": {"task_id": "t" * 32, "publish_time": 1.0}}).encode()
+
+
+async def _raw_stream(js, name: str) -> None:
+    from nats.js.api import RetentionPolicy, StreamConfig
+    await js.add_stream(StreamConfig(name=name, subjects=[name], retention=RetentionPolicy.WORK_QUEUE))
+
+
+async def _raw_publish(js, subject: str, n: int) -> None:
+    sem = asyncio.Semaphore(512)
+
+    async def one() -> None:
+        async with sem:
+            await js.publish(subject, BODY)
+    await asyncio.gather(*(one() for _ in range(n)))
+
+
+def part_raw_js_publish(n: int) -> None:
+    import nats
+
+    async def main() -> float:
+        nc = await nats.connect(URL)
+        js = nc.jetstream()
+        name = f"bench_{uuid.uuid4().hex[:10]}"
+        await _raw_stream(js, name)
+        t = time.perf_counter()
+        await _raw_publish(js, name, n)
+        dt = time.perf_counter() - t
+        await js.delete_stream(name)
+        await nc.close()
+        return dt
+    emit({"rate": n / asyncio.run(main())})
+
+
+def part_raw_js_consume(n: int) -> None:
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    async def main() -> float:
+        nc = await nats.connect(URL)
+        js = nc.jetstream()
+        name = f"bench_{uuid.uuid4().hex[:10]}"
+        await _raw_stream(js, name)
+        await _raw_publish(js, name, n)
+        sub = await js.pull_subscribe(name, durable="bench", stream=name,
+                                      config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=-1))
+        done = 0
+        t = time.perf_counter()
+        while done < n:
+            msgs = await sub.fetch(100, timeout=5)
+            for m in msgs:
+                json.loads(m.data)  # the same decode a task gets
+                await m.ack()
+            await nc.flush()
+            done += len(msgs)
+        dt = time.perf_counter() - t
+        await js.delete_stream(name)
+        await nc.close()
+        return dt
+    emit({"rate": n / asyncio.run(main())})
+
+
+def _booster(queue: str, kind: str, counter: list, done: threading.Event, n: int, **cfg):
+    from funboost import BoosterParams, boost
+    lock = threading.Lock()
+
+    @boost(BoosterParams(queue_name=queue, broker_kind=kind, broker_exclusive_config={"url": URL, **cfg},
+                         concurrent_num=50, state_backend="memory", log_to_console=False))
+    def task(x: int) -> int:
+        with lock:
+            counter[0] += 1
+            if counter[0] >= n:
+                done.set()
+        return x
+    return task
+
+
+def part_fb_js_publish(n: int) -> None:
+    task = _booster(f"bench_{uuid.uuid4().hex[:10]}", "NATS_JETSTREAM", [0], threading.Event(), n)
+    task.broker.queue_size()  # stream declared before timing, as in the raw part
+    t = time.perf_counter()
+    task.push_many(range(n))
+    dt = time.perf_counter() - t
+    task.broker.delete_stream()
+    emit({"rate": n / dt})
+    finish_child()
+
+
+def part_fb_js_consume(n: int) -> None:
+    counter, done = [0], threading.Event()
+    task = _booster(f"bench_{uuid.uuid4().hex[:10]}", "NATS_JETSTREAM", counter, done, n)
+    task.push_many(range(n))
+    t = time.perf_counter()
+    task.consume()
+    if not done.wait(600):
+        raise SystemExit(f"only {counter[0]} of {n} ran")
+    dt = time.perf_counter() - t
+    task.stop_consume(10)
+    task.broker.delete_stream()
+    emit({"rate": n / dt})
+    finish_child()
+
+
+def part_raw_core_request(n: int) -> None:
+    import nats
+
+    async def main() -> float:
+        nc = await nats.connect(URL)
+        subject = f"bench.{uuid.uuid4().hex[:10]}"
+
+        async def respond(msg) -> None:
+            kw = json.loads(msg.data)
+            await nc.publish(msg.reply, json.dumps({"success": True, "result": kw["x"]}).encode())
+        await nc.subscribe(subject, queue="bench", cb=respond)
+        await nc.flush()
+        t = time.perf_counter()
+        for _ in range(n):
+            await nc.request(subject, BODY, timeout=10)
+        dt = time.perf_counter() - t
+        await nc.close()
+        return dt
+    emit({"rate": n / asyncio.run(main())})
+
+
+def part_fb_core_sync_call(n: int) -> None:
+    task = _booster(f"bench_{uuid.uuid4().hex[:10]}", "NATS_CORE", [0], threading.Event(), n)
+    task.consume()
+    task.sync_call(0, timeout=10)  # warm
+    t = time.perf_counter()
+    for i in range(n):
+        task.sync_call(i, timeout=10)
+    dt = time.perf_counter() - t
+    task.stop_consume(10)
+    emit({"rate": n / dt})
+    finish_child()
+
+
+PARTS = {name[5:]: fn for name, fn in globals().items() if name.startswith("part_")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part")
+    ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--calls", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=2)
+    a, rest = ap.parse_known_args()
+    if a.part:
+        n = int(rest[0]) if rest else a.n
+        PARTS[a.part](n)
+        return
+    print(f"# nats_bench: N={a.n}, sync_call rounds={a.calls}, {machine_info()}")
+    rows = [("JetStream publish", "raw_js_publish", "fb_js_publish", a.n),
+            ("JetStream consume", "raw_js_consume", "fb_js_consume", a.n),
+            ("core request-reply (sequential)", "raw_core_request", "fb_core_sync_call", a.calls)]
+    for title, raw_part, fb_part, n in rows:
+        raw, fb = Samples(), Samples()
+        for _ in range(a.repeat):  # interleaved, so drift in machine load hits both alike
+            for part, s in ((raw_part, raw), (fb_part, fb)):
+                r = run_part(__file__, part, n)
+                if r:
+                    s.add(r["rate"], r.get("rss_mb"))
+        q = ratio(fb, raw)
+        print(f"{title}\n  raw nats-py  {raw.fmt()}\n  funboost     {fb.fmt()}\n"
+              f"  ratio {q if q is None else round(q, 2)} (target >= 0.6: {verdict(q, 0.6)})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""The plugin's asyncio side: one event loop on a daemon thread per process, and one NATS connection
+per server URL per process on that loop.
+
+nats-py is an asyncio client; funboost's broker interface is synchronous and called from several
+threads. Every NATS call therefore runs on the loop thread (``Runtime.call``) and the calling thread
+waits for its result. Nothing else in the plugin touches the client from another thread.
+
+After ``fork`` the child has neither the parent's loop thread nor its sockets: ``runtime()`` is a
+:class:`funboost.process_local.ProcessLocal`, so a forked child builds a fresh loop and fresh
+connections; the parent's objects are left alone (referenced, never closed by the child).
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import threading
+from typing import Any, Awaitable, Callable, Optional, TypeVar
+
+import nats
+from nats.aio.client import Client
+
+from funboost.process_local import ProcessLocal
+
+logger = logging.getLogger("funboost.nats")
+
+T = TypeVar("T")
+
+
+class Runtime:
+    """The loop thread of one process and the connections it owns."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="funboost-nats-loop", daemon=True)
+        self._thread.start()
+        self._conn_lock = threading.Lock()
+        # url -> [client, number of brokers using it]
+        self._connections: dict[str, list[Any]] = {}
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coro: Awaitable[T], timeout: Optional[float] = None) -> T:
+        """Run ``coro`` on the loop thread and wait for its result (``timeout`` None = no limit)."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("Runtime.call from the NATS loop thread would deadlock")
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise TimeoutError(f"NATS operation did not finish within {timeout}s") from None
+
+    def spawn(self, coro_fn: Callable[[], Awaitable[Any]]) -> "concurrent.futures.Future[Any]":
+        """Start a background coroutine on the loop (tickers, subscriptions)."""
+        return asyncio.run_coroutine_threadsafe(coro_fn(), self.loop)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ shared connections
+    def acquire(self, url: str, connect_timeout: float, reconnect_wait: float) -> Client:
+        """The process's connection to ``url`` (made on first use); release it with ``release``."""
+        with self._conn_lock:
+            entry = self._connections.get(url)
+            if entry is not None and not entry[0].is_closed:
+                entry[1] += 1
+                return entry[0]
+            client = self.call(_connect(url, connect_timeout, reconnect_wait), timeout=connect_timeout * 3 + 5)
+            self._connections[url] = [client, 1]
+            return client
+
+    def release(self, url: str) -> None:
+        with self._conn_lock:
+            entry = self._connections.get(url)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] > 0:
+                return
+            del self._connections[url]
+        try:
+            self.call(entry[0].drain(), timeout=10)
+        except Exception as exc:  # closing is best effort: the process may be going away
+            logger.debug("closing the NATS connection to %s: %s", url, exc)
+
+
+async def _connect(url: str, connect_timeout: float, reconnect_wait: float) -> Client:
+    client: Optional[Client] = None
+
+    async def on_error(exc: Exception) -> None:
+        # failed attempts while reconnecting are expected during an outage: one warning said so already
+        reconnecting = client is not None and client.is_reconnecting
+        logger.log(logging.DEBUG if reconnecting else logging.WARNING, "NATS: %s: %s", type(exc).__name__, exc)
+
+    async def on_disconnected() -> None:
+        if client is not None and not (client.is_closed or client.is_draining):
+            logger.warning("NATS: disconnected from %s; reconnecting", url)
+
+    async def on_reconnected() -> None:
+        logger.warning("NATS: reconnected to %s", url)
+
+    client = await nats.connect(
+        servers=[u.strip() for u in url.split(",") if u.strip()],
+        name=f"funboost-{os.getpid()}",
+        connect_timeout=connect_timeout,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,  # a server restart must never end consuming for good
+        reconnect_time_wait=reconnect_wait,
+        error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected,
+    )
+    return client
+
+
+_runtime: ProcessLocal[Runtime] = ProcessLocal(Runtime)
+
+
+def runtime() -> Runtime:
+    """The current process's runtime (a new one in a forked child)."""
+    return _runtime.get()
+
+
+def probe_options(url: str, connect_timeout: float) -> dict[str, Any]:
+    """nats.connect options for a one-shot probe: one attempt per server, quiet (nats-py treats
+    max_reconnect_attempts=0 as "keep trying")."""
+    async def quiet(exc: Exception) -> None:
+        pass
+    return dict(servers=[u.strip() for u in url.split(",") if u.strip()], connect_timeout=connect_timeout,
+                allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0.1, error_cb=quiet)
+
+
+def check_reachable(url: str, connect_timeout: float) -> Optional[str]:
+    """None if a NATS server answers at ``url``, else the reason (no reconnect loop, no shared state)."""
+    async def probe() -> None:
+        nc = await nats.connect(**probe_options(url, connect_timeout))
+        await nc.close()
+    try:
+        runtime().call(probe(), timeout=connect_timeout * 2 + 5)
+    except Exception as exc:
+        return f"NATS at {url} is not reachable: {type(exc).__name__}: {exc}"
+    return None
