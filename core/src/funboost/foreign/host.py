@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import abc
 import logging
-import os
 import threading
 import time
 from typing import Any, Callable, ClassVar, Hashable, Optional, TypeVar
@@ -28,6 +27,7 @@ from funboost.foreign.eta import EtaLike, parse_eta
 from funboost.foreign.outcome import Outcome, outcome_of, rejected
 from funboost.plugins.broker import Delivery
 from funboost.plugins.host import ConsumerHost
+from funboost.process_local import ProcessLocalDict
 
 STOPPED_REASON = "the funboost consumer of this queue stopped"
 
@@ -239,20 +239,18 @@ class ForeignWorkerHost(abc.ABC):
 
 
 H = TypeVar("H", bound=ForeignWorkerHost)
-_hosts: dict[tuple[int, Hashable], ForeignWorkerHost] = {}
-_hosts_lock = threading.Lock()
+_hosts: ProcessLocalDict[Hashable, ForeignWorkerHost] = ProcessLocalDict()  # a forked child starts its own
 
 
 def worker_host(key: Hashable, factory: Callable[[], H]) -> H:
     """This process's host for ``key`` (the framework and its configuration), made by ``factory`` when
     there is none yet, the last one stopped or is stopping, or the process was forked since (a child
     never reuses its parent's worker, threads or sockets)."""
-    k = (os.getpid(), key)
-    with _hosts_lock:
-        host = _hosts.get(k)
-        if host is None or host.closing or host.stopped.is_set():
-            host = _hosts[k] = factory()
-        return host  # type: ignore[return-value]
+    while True:
+        host = _hosts.get_or_create(key, factory)
+        if not (host.closing or host.stopped.is_set()):
+            return host  # type: ignore[return-value]
+        _hosts.pop_if(key, host)  # replaced once, even when threads race
 
 
 def join_worker_host(key: Hashable, factory: Callable[[], H], consumer: ConsumerHost) -> H:

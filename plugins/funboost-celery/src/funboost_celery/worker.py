@@ -23,10 +23,12 @@ from celery.app.trace import trace_task_ret
 from celery.concurrency.thread import TaskPool as _CeleryThreadPool
 from celery.exceptions import Ignore, Reject, WorkerShutdown
 
+from funboost.engine.liveness import Tick
 from funboost.foreign import ForeignWorkerHost, Verb, envelope_from_foreign
 from funboost.plugins.host import ConsumerHost
 
-from funboost_celery.lease import lease_keeper
+from funboost_celery.app import transport_family
+from funboost_celery.lease import keep_leases, renew_leases
 from funboost_celery.options import CeleryOptions
 
 
@@ -78,6 +80,7 @@ class CeleryWorkerHost(ForeignWorkerHost):
         self.app = app
         self.options = options
         self.worker: Any = None
+        self._leases: Optional[Tick] = None
         self.hostname = f"funboost.{os.getpid()}.{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
 
     # ------------------------------------------------------------------ the Celery task of a queue
@@ -123,14 +126,20 @@ class CeleryWorkerHost(ForeignWorkerHost):
         self.worker = self.app.WorkController(**kwargs)
 
     def run_worker(self) -> None:
+        if transport_family(self.options.resolved_broker_url()) == "redis":
+            # messages the worker holds (running, waiting for their eta, prefetched) keep their lease
+            self._leases = keep_leases(self._renew_leases, self.options.resolved_visibility_timeout(), self.hostname)
         try:
             self.worker.start()
         finally:
-            lease_keeper().forget(self)
+            if self._leases is not None:
+                self._leases.cancel()
+
+    def _renew_leases(self) -> int:
+        return renew_leases(_task_channel(self.worker))
 
     def _on_ready(self, celery_consumer: Any) -> None:
         # runs in the worker thread, just before its loop starts
-        lease_keeper().watch(self, lambda: _task_channel(self.worker))
         self.worker_ready()
 
     def stop_worker(self, timeout: float) -> None:
