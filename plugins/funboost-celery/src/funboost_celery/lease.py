@@ -31,7 +31,7 @@ RENEWALS_PER_TIMEOUT = 5
 def renew_leases(chan: Optional[Any]) -> int:
     """Re-score the unacked messages a kombu Redis channel holds with the current time; how many."""
     qos = getattr(chan, "qos", None)
-    if qos is None or not hasattr(chan, "unacked_index_key"):
+    if chan is None or qos is None or not hasattr(chan, "unacked_index_key"):
         return 0  # not a Redis channel, or not open right now
     # list() of a dict with str keys runs without releasing the GIL: a consistent copy even while the
     # worker thread adds and removes deliveries
