@@ -361,3 +361,22 @@ def test_redis_a_message_pulled_by_a_living_broker_stays_with_it(queue_name, cle
     finally:
         holder.close()
         poller.close()
+
+
+def test_consume_again_after_stop_in_the_same_process(url, queue_name):
+    """The last booster's stop ends the worker; consuming again starts a new one whose task body reaches
+    the booster (before, the Celery task kept calling the stopped worker host and requeued forever)."""
+    @boost(make(queue_name, url, is_using_rpc_mode=True))
+    def f(x):
+        return x + 1
+
+    f.consume()
+    try:
+        assert f.push(1).get(timeout=30) == 2
+    finally:
+        f.stop_consume(10)
+    f.consume()
+    try:
+        assert f.push(2).get(timeout=30) == 3
+    finally:
+        f.stop_consume(10)

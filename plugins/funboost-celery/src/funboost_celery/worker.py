@@ -87,14 +87,14 @@ class CeleryWorkerHost(ForeignWorkerHost):
     def register_queue(self, queue: str, consumer: ConsumerHost) -> None:
         rate = rate_string(consumer.params.qps)
         existing = self.app.tasks.get(queue)
-        if existing is not None:  # the booster consumes again in this process
+        if existing is not None:  # the booster consumes again in this process, maybe on a new host
             existing.rate_limit = rate
+            existing.funboost_host = self
             return
-        host = self
 
         def run(task: Any, *args: Any, **kwargs: Any) -> Any:
             req = task.request
-            outcome = host.run_message(queue, envelope_from_celery(args, kwargs, req.id),
+            outcome = task.funboost_host.run_message(queue, envelope_from_celery(args, kwargs, req.id),
                                        redelivered=bool((req.delivery_info or {}).get("redelivered")),
                                        eta=req.eta)
             if outcome.verb is Verb.ACK:
@@ -116,6 +116,7 @@ class CeleryWorkerHost(ForeignWorkerHost):
         }
         opts.update(self.options.task_options)
         self.app.task(**opts)(run)
+        self.app.tasks[queue].funboost_host = self  # the host whose booster runs it (read per message)
 
     # ------------------------------------------------------------------ the worker
     def create_worker(self, queues: list[str], concurrency: int) -> None:
