@@ -380,3 +380,32 @@ def test_consume_again_after_stop_in_the_same_process(url, queue_name):
         assert f.push(2).get(timeout=30) == 3
     finally:
         f.stop_consume(10)
+
+
+def test_redis_sigkill_after_40_of_300_tasks_loses_none(tmp_path, queue_name, cleanup_queues):
+    """Issue 15's report, default configuration: a worker SIGKILLed after 40 of 300 tasks, a new worker
+    started: every task id runs (before, the killed worker's unacked ones stayed away for an hour)."""
+    url = REDIS_CRASH_URL
+    check(url)
+    cleanup_queues(url, queue_name)
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="CELERY", broker_exclusive_config={"broker_url": url},
+                         state_backend="memory", log_to_console=False))
+    def work(x: int) -> int:
+        return x
+
+    n = 300
+    work.push_many([(i,) for i in range(n)])
+    first = _start_worker(queue_name, url, tmp_path, 0.05, "default", concurrency=4)
+    try:
+        wait_until(lambda: len(_markers(tmp_path, "done.")) >= 40, 60, message="40 tasks done")
+        os.kill(first.pid, signal.SIGKILL)
+    finally:
+        _stop(first)
+    second = _start_worker(queue_name, url, tmp_path, 0, "default", concurrency=4)
+    try:
+        wait_until(lambda: len(_markers(tmp_path, "done.")) == n, 120, interval=0.2,
+                   message=f"all {n} task ids ran")
+    finally:
+        _stop(second)
+    assert {f"done.{i}" for i in range(n)} == set(_markers(tmp_path, "done."))
