@@ -13,7 +13,7 @@ import pytest
 
 from funboost import BoosterParams, ExceptionForRequeue, boost
 from funboost.engine.consumer import Consumer
-from funboost.engine.status import FunctionResultStatus
+from funboost.records import FunctionResultStatus
 from funboost.enums import RunStatus
 from funboost.foreign import (ForeignWorkerHost, Verb, envelope_from_foreign, eta_datetime, join_worker_host,
                               outcome_of, parse_eta, run_foreign_delivery, seconds_until, worker_host)

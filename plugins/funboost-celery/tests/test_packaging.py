@@ -4,6 +4,7 @@ was not required)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,8 +20,12 @@ def test_a_bare_venv_runs_the_default_redis_transport(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     py = str(venv / "bin" / "python")
-    install = subprocess.run([py, "-m", "pip", "install", "-q", os.path.join(REPO, "core"),
-                              os.path.join(REPO, "plugins", "funboost-celery")],
+    # build from copies: a non-editable install writes build/ into the source tree
+    junk = shutil.ignore_patterns(".venv*", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache")
+    core = shutil.copytree(os.path.join(REPO, "core"), tmp_path / "core", ignore=junk)
+    plugin = shutil.copytree(os.path.join(REPO, "plugins", "funboost-celery"), tmp_path / "funboost-celery",
+                             ignore=junk)
+    install = subprocess.run([py, "-m", "pip", "install", "-q", str(core), str(plugin)],
                              capture_output=True, text=True, timeout=600)
     if install.returncode != 0:
         require(f"pip could not install into a fresh venv (no package index?): {install.stderr[-500:]}")

@@ -1,9 +1,15 @@
-"""Due times as frameworks carry them: a number (epoch seconds), a ``datetime`` or an ISO-8601 string."""
+"""Due times as frameworks carry them: a number (epoch seconds), a ``datetime`` or an ISO-8601 string.
+
+The conversion itself is core's :func:`funboost.eta.eta_to_timestamp`; what differs for a framework's
+header is only that a naive time means UTC (frameworks write UTC; users write local time) and that an
+unreadable header is "no eta" rather than an error (the message runs now instead of never)."""
 from __future__ import annotations
 
 import datetime as dt
 import time
 from typing import Optional, Union
+
+from funboost.eta import eta_to_timestamp
 
 EtaLike = Union[None, int, float, str, dt.datetime]
 
@@ -14,15 +20,16 @@ def parse_eta(eta: EtaLike) -> Optional[float]:
     A naive ``datetime`` (or ISO string without offset) is taken as UTC: every framework this adapter
     serves (Celery with ``enable_utc``, dramatiq, huey, rq) writes UTC.
     """
-    if eta is None or isinstance(eta, bool):
-        return None
-    if isinstance(eta, (int, float)):
-        return float(eta)
-    if isinstance(eta, dt.datetime):
-        return _aware(eta).timestamp()
+    if isinstance(eta, str):
+        try:
+            eta = dt.datetime.fromisoformat(eta.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if isinstance(eta, dt.datetime) and eta.tzinfo is None:
+        eta = eta.replace(tzinfo=dt.timezone.utc)
     try:
-        return _aware(dt.datetime.fromisoformat(str(eta).strip().replace("Z", "+00:00"))).timestamp()
-    except ValueError:
+        return eta_to_timestamp(eta)
+    except ValueError:  # a bool, or a type no framework writes
         return None
 
 
@@ -37,7 +44,3 @@ def seconds_until(eta: EtaLike, now: Optional[float] = None) -> float:
     if due is None:
         return 0.0
     return max(0.0, due - (time.time() if now is None else now))
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from funboost.enums import RunStatus
 
 if TYPE_CHECKING:  # pragma: no cover
-    from funboost.engine.status import FunctionResultStatus
+    from funboost.records import FunctionResultStatus
 
 
 class Verb(str, enum.Enum):
