@@ -260,3 +260,152 @@ def test_multi_process_consume(url, queue_name, tmp_path):
             p.kill()
             p.join(10)
     assert len(pids) == 2 and os.getpid() not in pids
+
+
+# ---------------------------------------------------------------------------------------- Redis leases
+def _start_worker(queue: str, url: str, marker_dir, hold: float, vt: str, concurrency: int = 2):
+    script = os.path.join(HERE, "_crash_worker.py")
+    env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, script, queue, url, str(marker_dir), str(hold), vt, str(concurrency)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop(*procs) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+
+
+def _markers(path, prefix: str) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.name.startswith(prefix))
+
+
+def test_redis_default_config_redelivers_a_killed_workers_task_within_seconds(tmp_path, queue_name,
+                                                                              cleanup_queues):
+    """Issue 14/15: with Celery's one-hour visibility timeout a SIGKILLed worker's task stayed away for an
+    hour; by default it now comes back within seconds (the plugin's default configuration, no options)."""
+    url = REDIS_CRASH_URL
+    check(url)
+    cleanup_queues(url, queue_name)
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="CELERY", broker_exclusive_config={"broker_url": url},
+                         state_backend="memory", log_to_console=False))
+    def work(x: int) -> int:
+        return x
+
+    work.push(7)
+    slow = _start_worker(queue_name, url, tmp_path, 1, "default")
+    try:
+        wait_until(lambda: _markers(tmp_path, "started.7."), 30, message="the task started in the first worker")
+        os.kill(slow.pid, signal.SIGKILL)
+    finally:
+        _stop(slow)
+    fresh = _start_worker(queue_name, url, tmp_path, 0, "default")
+    try:
+        wait_until(lambda: (tmp_path / "done.7").exists(), 60, interval=0.1,
+                   message="the killed worker's task ran again in another worker (default configuration)")
+    finally:
+        _stop(fresh)
+    assert len(_markers(tmp_path, "started.7.")) == 2
+
+
+def test_redis_a_living_workers_long_task_is_never_handed_out_twice(tmp_path, queue_name, cleanup_queues):
+    """The task runs four times longer than the visibility timeout while a second worker polls the same
+    queue: the first worker's lease renewals keep it from being restored (celery#2599)."""
+    url = REDIS_CRASH_URL
+    check(url)
+    cleanup_queues(url, queue_name)
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="CELERY",
+                         broker_exclusive_config={"broker_url": url, "visibility_timeout": 2},
+                         state_backend="memory", log_to_console=False))
+    def work(x: int) -> int:
+        return x
+
+    work.push(7)
+    first = _start_worker(queue_name, url, tmp_path, 8, "2", concurrency=1)
+    second = None
+    try:
+        wait_until(lambda: _markers(tmp_path, "started.7."), 30, message="the long task started")
+        second = _start_worker(queue_name, url, tmp_path, 0, "2", concurrency=1)
+        work.push(8)  # the first worker is busy (prefetch 1): only the second can run it, so it is polling
+        wait_until(lambda: (tmp_path / "done.8").exists(), 30, message="the second worker consumes")
+        wait_until(lambda: (tmp_path / "done.7").exists(), 60, message="the long task ended")
+    finally:
+        _stop(*(p for p in (first, second) if p is not None))
+    assert len(_markers(tmp_path, "started.7.")) == 1, _markers(tmp_path, "started.")
+
+
+def test_redis_a_message_pulled_by_a_living_broker_stays_with_it(queue_name, cleanup_queues):
+    """The pull path (``fetch``) holds a lease too: another broker polling the queue (and restoring
+    expired messages as it polls) never receives a message a living broker holds past the timeout."""
+    url = REDIS_CRASH_URL
+    check(url)
+    cleanup_queues(url, queue_name)
+    from funboost.plugins.broker import OutgoingMessage
+    from funboost_celery import CeleryBroker, CeleryOptions
+
+    opts = CeleryOptions(broker_url=url, visibility_timeout=1.5)
+    holder, poller = CeleryBroker(queue_name, opts), CeleryBroker(queue_name, opts)
+    try:
+        holder.publish([OutgoingMessage(body='{"x": 1, "extra": {"task_id": "held"}}', task_id="held")])
+        got = holder.fetch(1, 10)
+        assert len(got) == 1
+        deadline = time.monotonic() + 6  # four timeouts
+        stolen = []
+        while time.monotonic() < deadline and not stolen:
+            stolen = poller.fetch(1, 0.5)
+        assert stolen == []
+        holder.ack(got)
+    finally:
+        holder.close()
+        poller.close()
+
+
+def test_consume_again_after_stop_in_the_same_process(url, queue_name):
+    """The last booster's stop ends the worker; consuming again starts a new one whose task body reaches
+    the booster (before, the Celery task kept calling the stopped worker host and requeued forever)."""
+    @boost(make(queue_name, url, is_using_rpc_mode=True))
+    def f(x):
+        return x + 1
+
+    f.consume()
+    try:
+        assert f.push(1).get(timeout=30) == 2
+    finally:
+        f.stop_consume(10)
+    f.consume()
+    try:
+        assert f.push(2).get(timeout=30) == 3
+    finally:
+        f.stop_consume(10)
+
+
+def test_redis_sigkill_after_40_of_300_tasks_loses_none(tmp_path, queue_name, cleanup_queues):
+    """Issue 15's report, default configuration: a worker SIGKILLed after 40 of 300 tasks, a new worker
+    started: every task id runs (before, the killed worker's unacked ones stayed away for an hour)."""
+    url = REDIS_CRASH_URL
+    check(url)
+    cleanup_queues(url, queue_name)
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="CELERY", broker_exclusive_config={"broker_url": url},
+                         state_backend="memory", log_to_console=False))
+    def work(x: int) -> int:
+        return x
+
+    n = 300
+    work.push_many([(i,) for i in range(n)])
+    first = _start_worker(queue_name, url, tmp_path, 0.05, "default", concurrency=4)
+    try:
+        wait_until(lambda: len(_markers(tmp_path, "done.")) >= 40, 60, message="40 tasks done")
+        os.kill(first.pid, signal.SIGKILL)
+    finally:
+        _stop(first)
+    second = _start_worker(queue_name, url, tmp_path, 0, "default", concurrency=4)
+    try:
+        wait_until(lambda: len(_markers(tmp_path, "done.")) == n, 120, interval=0.2,
+                   message=f"all {n} task ids ran")
+    finally:
+        _stop(second)
+    assert {f"done.{i}" for i in range(n)} == set(_markers(tmp_path, "done."))

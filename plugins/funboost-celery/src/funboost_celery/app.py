@@ -65,13 +65,7 @@ def build_conf(options: CeleryOptions) -> dict[str, Any]:
         if options.max_priority is not None:
             # one Redis list per priority level, so that 0..9 are distinct (kombu's default is 4 steps)
             transport_options["priority_steps"] = list(range(min(options.max_priority, 9) + 1))
-        vt = options.resolved_visibility_timeout()
-        if vt is not None:
-            transport_options["visibility_timeout"] = vt
-            # kombu scans for expired unacked messages every interval*throttle seconds (100 s by
-            # default); a short visibility timeout is pointless without a matching scan period
-            transport_options["unacked_restore_throttle"] = 1
-            transport_options["unacked_restore_interval"] = max(1, min(10, int(vt / 3) or 1))
+        transport_options.update(redis_lease_options(options.resolved_visibility_timeout()))
     elif family == "amqp" and options.max_priority is not None:
         conf["task_queue_max_priority"] = options.max_priority
     user = dict(options.celery_conf)
@@ -79,6 +73,29 @@ def build_conf(options: CeleryOptions) -> dict[str, Any]:
         conf["broker_transport_options"] = {**transport_options, **user.pop("broker_transport_options", {})}
     conf.update(user)
     return conf
+
+
+# kombu's default keys are shared by every Celery app on the database; plain Celery workers there keep
+# the one-hour timeout and do not renew leases, so funboost's short timeout must never scan their entries
+UNACKED_KEY = "funboost_celery_unacked"
+
+
+def redis_lease_options(visibility_timeout: float) -> dict[str, Any]:
+    """kombu Redis transport options for leases (see :mod:`funboost_celery.lease`): a short visibility
+    timeout that living holders renew, scanned often enough that a dead holder's messages come back
+    about ``visibility_timeout`` seconds after it died."""
+    return {
+        "visibility_timeout": visibility_timeout,
+        "unacked_key": UNACKED_KEY,
+        "unacked_index_key": f"{UNACKED_KEY}_index",
+        "unacked_mutex_key": f"{UNACKED_KEY}_mutex",
+        # a restorer killed while holding the scan mutex must not stop every restore for kombu's 5 minutes;
+        # restoring twice is impossible anyway (each restore is a WATCH transaction on the unacked hash)
+        "unacked_mutex_expire": max(5, int(visibility_timeout)),
+        # kombu scans every interval*throttle seconds (100 s by default): scan about 5 times per timeout
+        "unacked_restore_interval": max(1, min(10, int(visibility_timeout / 5) or 1)),
+        "unacked_restore_throttle": 1,
+    }
 
 
 def get_app(options: Optional[CeleryOptions] = None) -> Celery:

@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import datetime as dt
 import heapq
 import itertools
 import threading
@@ -20,11 +19,15 @@ from typing import Any, Optional, Sequence
 
 from celery import Celery
 
+from funboost.engine.liveness import Tick
+from funboost.foreign import eta_datetime, join_worker_host, parse_eta
 from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
+from funboost.plugins.host import ConsumerHost
 
-from funboost_celery.app import get_app, transport_family
+from funboost_celery.app import config_key, get_app, transport_family
+from funboost_celery.lease import keep_leases, renew_leases
 from funboost_celery.options import CeleryOptions
-from funboost_celery.worker import WorkerHost, _parse_eta, envelope_from_celery, host_for
+from funboost_celery.worker import CeleryWorkerHost, envelope_from_celery
 
 _ACCEPT = ["json"]
 _seq = itertools.count()
@@ -33,7 +36,9 @@ _seq = itertools.count()
 class CeleryBroker(Broker):
     kind = "celery"
     capabilities = Capabilities(
-        at_least_once=True,  # acks_late + reject_on_worker_lost (Redis: after visibility_timeout)
+        # acks_late + reject_on_worker_lost; AMQP redelivers when the connection drops, Redis when the
+        # holder's lease (renewed while it lives) runs out: funboost_celery.lease
+        at_least_once=True,
         persistent=True,  # durable queues, persistent delivery mode (Redis: as persistent as the server)
         native_requeue=True,
         dead_letter=True,  # <queue>_dlx is another Celery queue
@@ -62,7 +67,8 @@ class CeleryBroker(Broker):
         self._bound: Any = None
         self._last_restore = 0.0
         self._held: list[tuple[float, int, Delivery]] = []  # fetched before their eta
-        self._host: Optional[WorkerHost] = None
+        self._host: Optional[CeleryWorkerHost] = None
+        self._leases: Optional[Tick] = None
         self._pub_lock = threading.Lock()
         self._producer: Any = None
 
@@ -115,16 +121,17 @@ class CeleryBroker(Broker):
         for m in messages:
             opts: dict[str, Any] = {}
             if m.eta is not None:
-                opts["eta"] = dt.datetime.fromtimestamp(m.eta, tz=dt.timezone.utc)
+                opts["eta"] = eta_datetime(m.eta)
             prio = self._celery_priority(m.priority)
             if prio is not None:
                 opts["priority"] = prio
             send(name, args=(m.body,), task_id=m.task_id or None, queue=name, producer=producer, **opts)
 
     # ------------------------------------------------------------------ consume (the real path)
-    def run_consumer(self, consumer: Any) -> bool:
-        self._host = host_for(self.app, self.options)
-        self._host.add(consumer)
+    def run_consumer(self, consumer: ConsumerHost) -> bool:
+        app, options = self.app, self.options
+        self._host = join_worker_host(("celery", config_key(options)), lambda: CeleryWorkerHost(app, options),
+                                      consumer)
         return True
 
     # ------------------------------------------------------------------ direct pull (kombu)
@@ -137,7 +144,13 @@ class CeleryBroker(Broker):
             q = self.app.amqp.queues[self.queue_name]
             self._bound = q(self._chan)
             self._bound.declare()
+            if self.family == "redis" and self._leases is None:  # renew the leases of pulled messages
+                self._leases = keep_leases(self._renew_leases, self.options.resolved_visibility_timeout(),
+                                           f"pull {self.queue_name}")
         return self._bound
+
+    def _renew_leases(self) -> int:
+        return renew_leases(self._chan)  # reads the channel's own bookkeeping: no need for self._lock
 
     def _reset_channel(self) -> None:
         try:
@@ -176,7 +189,7 @@ class CeleryBroker(Broker):
                     if msg is None:
                         break
                     d = self._to_delivery(msg)
-                    eta = _parse_eta((msg.headers or {}).get("eta"))
+                    eta = parse_eta((msg.headers or {}).get("eta"))
                     if eta is not None and eta > now:
                         heapq.heappush(self._held, (eta, next(_seq), d))
                         continue
@@ -260,6 +273,9 @@ class CeleryBroker(Broker):
 
     # ------------------------------------------------------------------ close
     def close(self) -> None:
+        leases, self._leases = self._leases, None
+        if leases is not None:
+            leases.cancel()
         host, self._host = self._host, None
         if host is not None:
             host.remove(self.queue_name)

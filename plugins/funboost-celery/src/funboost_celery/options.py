@@ -17,6 +17,7 @@ DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 ENV_BROKER_URL = "FUNBOOST_CELERY_BROKER_URL"
 ENV_RESULT_BACKEND = "FUNBOOST_CELERY_RESULT_BACKEND"
 ENV_VISIBILITY_TIMEOUT = "FUNBOOST_CELERY_VISIBILITY_TIMEOUT"
+DEFAULT_VISIBILITY_TIMEOUT = 20.0
 
 
 class CeleryOptions(BrokerOptions):
@@ -33,9 +34,10 @@ class CeleryOptions(BrokerOptions):
     celery_conf: dict[str, Any] = Field(default_factory=dict)
     task_options: dict[str, Any] = Field(default_factory=dict)
     worker_options: dict[str, Any] = Field(default_factory=dict)
-    # Redis transport only: seconds after which a message taken but not acked (a killed worker, or a
-    # task still running!) is handed out again. Celery's default is one hour.
-    visibility_timeout: Optional[float] = None
+    # Redis transport only: the lease of a message taken but not acked. Its holder (a living worker)
+    # renews it every fifth of this; a dead holder's messages are handed out again this long after it
+    # died (see funboost_celery.lease). Default DEFAULT_VISIBILITY_TIMEOUT.
+    visibility_timeout: Optional[float] = Field(default=None, gt=0)
     # Priorities 0..max_priority (higher runs first). On RabbitMQ this declares the queues with
     # x-max-priority, which must match an existing queue's declaration; None turns priorities off.
     max_priority: Optional[int] = 9
@@ -53,8 +55,8 @@ class CeleryOptions(BrokerOptions):
     def resolved_result_backend(self) -> Optional[str]:
         return self.result_backend or os.environ.get(ENV_RESULT_BACKEND) or None
 
-    def resolved_visibility_timeout(self) -> Optional[float]:
+    def resolved_visibility_timeout(self) -> float:
         if self.visibility_timeout is not None:
             return self.visibility_timeout
         env = os.environ.get(ENV_VISIBILITY_TIMEOUT)
-        return float(env) if env else None
+        return float(env) if env else DEFAULT_VISIBILITY_TIMEOUT

@@ -1,12 +1,10 @@
-"""The Celery worker that runs this process's CELERY boosters.
+"""The Celery worker that runs this process's CELERY boosters: the framing on core's foreign-worker host.
 
-One :class:`WorkerHost` per Celery app and process. The first ``consume()`` starts a real Celery
-``WorkController`` (threads pool) in a background thread; boosters that start consuming within the
-next moment join it (their ``concurrent_num`` add up), later ones are added to the running worker
-through its event loop. Each queue is a Celery task named after the queue; its body hands the
-envelope to the funboost consumer (``execute_inline``), so filter, expiry, kill, status records, RPC
-results and funboost's retries apply, while acks, prefetch, rate limits, eta and redelivery are
-Celery's.
+One :class:`CeleryWorkerHost` per Celery app and process (:func:`funboost.foreign.join_worker_host`
+does the bookkeeping: settle time, concurrencies added up, first booster starts the worker thread, last
+one stops it, pause / run-time window / qps followed). Here: each queue is a Celery task named after
+the queue whose body hands the envelope to funboost (``run_message``), and the outcome becomes
+Celery's verb; the worker is a real Celery ``WorkController`` with a threads pool.
 
 Why threads and not prefork: the task body needs this process's funboost consumer (its state
 backend, its flags refreshed by the control thread, the user's function as decorated here). Forked
@@ -15,34 +13,23 @@ threads-pool worker per process.
 """
 from __future__ import annotations
 
-import datetime as dt
-import logging
 import os
 import socket
-import threading
-import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 from celery import Celery
 from celery.app.trace import trace_task_ret
 from celery.concurrency.thread import TaskPool as _CeleryThreadPool
 from celery.exceptions import Ignore, Reject, WorkerShutdown
 
-from funboost.message import dumps
-from funboost.plugins.broker import Delivery
-from funboost.process_local import ProcessLocalDict
+from funboost.engine.liveness import Tick
+from funboost.foreign import ForeignWorkerHost, Verb, envelope_from_foreign
+from funboost.plugins.host import ConsumerHost
 
+from funboost_celery.app import transport_family
+from funboost_celery.lease import keep_leases, renew_leases
 from funboost_celery.options import CeleryOptions
-
-if TYPE_CHECKING:  # pragma: no cover
-    from funboost.engine.consumer import Consumer
-
-logger = logging.getLogger("funboost.celery")
-
-# boosters whose consume() comes within this window share the worker's initial concurrency
-SETTLE_SECONDS = 0.15
-CONTROL_POLL_SECONDS = 0.5
 
 
 class FunboostTaskFailed(Exception):
@@ -60,30 +47,8 @@ def rate_string(qps: Optional[float]) -> Optional[str]:
 
 
 def envelope_from_celery(args: tuple, kwargs: dict, celery_task_id: Optional[str]) -> Any:
-    """The funboost envelope carried by a Celery message.
-
-    funboost publishes ``args=[envelope_json]``; a plain Celery caller (``app.send_task(queue,
-    kwargs={...})``) sends keyword arguments, which become an envelope with Celery's task id.
-    Anything else is passed on as it is, and the funboost consumer dead-letters it with the reason.
-    """
-    if len(args) == 1 and not kwargs and isinstance(args[0], (str, bytes, bytearray)):
-        return args[0]
-    if not args:
-        return dumps({**kwargs, "extra": {"task_id": celery_task_id}} if celery_task_id else kwargs)
-    return dumps({"celery_args": list(args), "celery_kwargs": kwargs})
-
-
-def _parse_eta(eta: Any) -> Optional[float]:
-    if eta is None:
-        return None
-    if isinstance(eta, (int, float)):
-        return float(eta)
-    if isinstance(eta, dt.datetime):
-        return eta.timestamp()
-    try:
-        return dt.datetime.fromisoformat(str(eta)).timestamp()
-    except ValueError:
-        return None
+    """The funboost envelope carried by a Celery message (see :func:`funboost.foreign.envelope_from_foreign`)."""
+    return envelope_from_foreign(args, kwargs, celery_task_id, framework="celery")
 
 
 class AppThreadPool(_CeleryThreadPool):
@@ -107,66 +72,38 @@ class AppThreadPool(_CeleryThreadPool):
         return super().on_apply(target, args, kwargs, callback, accept_callback, **rest)
 
 
-class WorkerHost:
+class CeleryWorkerHost(ForeignWorkerHost):
+    framework = "celery"
+
     def __init__(self, app: Celery, options: CeleryOptions) -> None:
+        super().__init__()
         self.app = app
         self.options = options
-        self.consumers: dict[str, "Consumer"] = {}
-        self.lock = threading.RLock()  # add() calls _call_in_loop() while holding it
         self.worker: Any = None
-        self.thread: Optional[threading.Thread] = None
-        self.ready = threading.Event()
-        self.stopped = threading.Event()
-        self._pending: list[Callable[[Any], None]] = []  # loop calls queued before the worker is ready
-        self._queue_state: dict[str, bool] = {}  # queue -> consuming (False while paused / off-window)
-        self._rates: dict[str, Optional[float]] = {}
-        self._control: Optional[threading.Thread] = None
+        self._leases: Optional[Tick] = None
         self.hostname = f"funboost.{os.getpid()}.{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
 
-    # ------------------------------------------------------------------ registration
-    def add(self, consumer: "Consumer") -> None:
-        queue = consumer.params.queue_name
-        with self.lock:
-            self._register_task(queue, consumer)
-            self.consumers[queue] = consumer
-            self._queue_state[queue] = True
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="funboost-celery-worker", daemon=True)
-                self.thread.start()
-                self._control = threading.Thread(target=self._control_loop, name="funboost-celery-control",
-                                                 daemon=True)
-                self._control.start()
-            elif self.worker is not None:
-                self._call_in_loop(lambda c: self._start_queue(c, queue))
-
-    def remove(self, queue: str, timeout: float = 30.0) -> None:
-        """The booster stopped consuming: stop taking its messages; stop the worker with the last one."""
-        with self.lock:
-            if self.consumers.pop(queue, None) is None:
-                return
-            self._queue_state.pop(queue, None)
-            last = not self.consumers
-            if not last:
-                if self.worker is not None:
-                    self._call_in_loop(lambda c: c.cancel_task_queue(queue))
-                return
-            thread = self.thread
-        self.shutdown(timeout)
-        if thread is not None:
-            thread.join(timeout)
-
-    def _register_task(self, queue: str, consumer: "Consumer") -> None:
-        p = consumer.params
-        rate = rate_string(p.qps)
+    # ------------------------------------------------------------------ the Celery task of a queue
+    def register_queue(self, queue: str, consumer: ConsumerHost) -> None:
+        rate = rate_string(consumer.params.qps)
         existing = self.app.tasks.get(queue)
-        if existing is not None:
+        if existing is not None:  # the booster consumes again in this process, maybe on a new host
             existing.rate_limit = rate
-            self._rates[queue] = p.qps
+            existing.funboost_host = self
             return
-        host = self
 
         def run(task: Any, *args: Any, **kwargs: Any) -> Any:
-            return host.run_task(queue, task, args, kwargs)
+            req = task.request
+            outcome = task.funboost_host.run_message(queue, envelope_from_celery(args, kwargs, req.id),
+                                       redelivered=bool((req.delivery_info or {}).get("redelivered")),
+                                       eta=req.eta)
+            if outcome.verb is Verb.ACK:
+                return outcome.result
+            if outcome.verb is Verb.IGNORE:
+                raise Ignore()  # a new Celery message carries the task on; record nothing for this one
+            if outcome.verb is Verb.REJECT:
+                raise Reject(outcome.error, requeue=True)
+            raise FunboostTaskFailed(outcome.error)
 
         run.__name__ = run.__qualname__ = queue
         opts: dict[str, Any] = {
@@ -179,90 +116,65 @@ class WorkerHost:
         }
         opts.update(self.options.task_options)
         self.app.task(**opts)(run)
-        self._rates[queue] = p.qps
+        self.app.tasks[queue].funboost_host = self  # the host whose booster runs it (read per message)
 
-    # ------------------------------------------------------------------ the Celery task body
-    def run_task(self, queue: str, task: Any, args: tuple, kwargs: dict) -> Any:
-        consumer = self.consumers.get(queue)
-        if consumer is None or consumer.stopped:
-            raise Reject("funboost consumer of this queue stopped", requeue=True)
-        req = task.request
-        eta = _parse_eta(req.eta)
-        if eta is not None:
-            # Celery's timer may fire a hair early; funboost would otherwise hold the task itself
-            left = eta - time.time()
-            if left > 0:
-                time.sleep(left + 0.002)
-        # a prefetched message while the queue is paused / outside its run-time window waits here
-        if not consumer.wait_until_runnable():
-            raise Reject("funboost consumer of this queue stopped", requeue=True)
-        body = envelope_from_celery(args, kwargs, req.id)
-        info = req.delivery_info or {}
-        status = consumer.execute_inline(Delivery(body=body, tag=None, redelivered=bool(info.get("redelivered")),
-                                                 auto_ack=True))
-        if status is None:  # not run: filtered, expired, killed, malformed (already recorded/dead-lettered)
-            return None
-        outcome = status.run_status
-        if outcome in ("requeued", "retry_later"):
-            raise Ignore()  # a new Celery message carries the task on; record nothing for this one
-        if status.success:
-            return status.result
-        raise FunboostTaskFailed(f"{status.exception_type}: {status.exception_msg}")
+    # ------------------------------------------------------------------ the worker
+    def create_worker(self, queues: list[str], concurrency: int) -> None:
+        kwargs: dict[str, Any] = {"pool_cls": AppThreadPool, "concurrency": concurrency, "queues": queues,
+                                  "hostname": self.hostname, "without_mingle": True, "without_gossip": True,
+                                  "loglevel": "WARNING", "ready_callback": self._on_ready}
+        kwargs.update(self.options.worker_options)
+        self.worker = self.app.WorkController(**kwargs)
 
-    # ------------------------------------------------------------------ worker thread
-    def _concurrency(self) -> int:
-        total = 0
-        for c in self.consumers.values():
-            total += 1 if c.params.concurrent_mode == "single_thread" else int(c.params.concurrent_num)
-        return max(1, total)
-
-    def _run(self) -> None:
-        time.sleep(SETTLE_SECONDS)  # let sibling boosters' consume() calls join the first worker
-        with self.lock:
-            queues = list(self.consumers)
-            if not queues:  # every booster stopped during the settle time: no worker at all
-                self.stopped.set()
-                return
-            kwargs: dict[str, Any] = {"pool_cls": AppThreadPool, "concurrency": self._concurrency(),
-                                      "queues": queues, "hostname": self.hostname,
-                                      "without_mingle": True, "without_gossip": True,
-                                      "loglevel": "WARNING", "ready_callback": self._on_ready}
-            kwargs.update(self.options.worker_options)
-            try:
-                self.worker = self.app.WorkController(**kwargs)
-            except Exception:
-                logger.exception("could not create the Celery worker")
-                self.stopped.set()
-                return
-        logger.info("Celery worker %s started: queues %s, threads pool of %d", self.hostname, queues,
-                    kwargs["concurrency"])
+    def run_worker(self) -> None:
+        if transport_family(self.options.resolved_broker_url()) == "redis":
+            # messages the worker holds (running, waiting for their eta, prefetched) keep their lease
+            self._leases = keep_leases(self._renew_leases, self.options.resolved_visibility_timeout(), self.hostname)
         try:
             self.worker.start()
         finally:
-            self.stopped.set()
+            if self._leases is not None:
+                self._leases.cancel()
+
+    def _renew_leases(self) -> int:
+        return renew_leases(_task_channel(self.worker))
 
     def _on_ready(self, celery_consumer: Any) -> None:
         # runs in the worker thread, just before its loop starts
-        with self.lock:
-            pending, self._pending = self._pending, []
-            self.ready.set()
-        for fn in pending:
-            fn(celery_consumer)
-        # queues added between WorkController() and now
-        for q in list(self.consumers):
-            if self._queue_state.get(q, True) and not celery_consumer.task_consumer.consuming_from(q):
-                self._start_queue(celery_consumer, q)
+        self.worker_ready()
 
-    def _start_queue(self, c: Any, queue: str) -> None:
-        c.update_strategies()  # a task registered after the worker started needs its strategy
-        c.add_task_queue(queue)
+    def stop_worker(self, timeout: float) -> None:
+        """Warm shutdown: stop taking messages, let running tasks finish, ack them."""
+        w = self.worker
+        if w is None:
+            return
+        hub = getattr(w, "hub", None)
+        if hub is not None and self.ready.is_set():
+            def _raise() -> None:
+                raise WorkerShutdown(0)
+            hub.call_soon(_raise)
+        else:
+            w.stop(in_sighandler=False)
+
+    # ------------------------------------------------------------------ queues and rates at run time
+    def start_queue(self, queue: str) -> None:
+        def start(c: Any) -> None:
+            c.update_strategies()  # a task registered after the worker started needs its strategy
+            if not c.task_consumer.consuming_from(queue):
+                c.add_task_queue(queue)
+        self._call_in_loop(start)
+
+    def stop_queue(self, queue: str) -> None:
+        self._call_in_loop(lambda c: c.cancel_task_queue(queue))
+
+    def set_rate(self, queue: str, qps: float) -> None:
+        task = self.app.tasks.get(queue)
+        if task is not None:
+            task.rate_limit = rate_string(qps)
+            self._call_in_loop(lambda c: c.reset_rate_limits())
 
     def _call_in_loop(self, fn: Callable[[Any], None]) -> None:
         """Run ``fn(celery_consumer)`` in the worker's own thread: kombu channels are not thread-safe."""
-        with self.lock:
-            if not self.ready.is_set():
-                self._pending.append(fn)  # _on_ready runs it in the worker thread
-                return
         w = self.worker
         c = w.consumer
         hub = getattr(w, "hub", None)
@@ -271,53 +183,8 @@ class WorkerHost:
         else:  # transports without an event loop poll synchronously; act directly
             fn(c)
 
-    def shutdown(self, timeout: float = 30.0) -> None:
-        """Warm shutdown: stop taking messages, let running tasks finish, ack them."""
-        w = self.worker
-        if w is None:
-            return
-        hub = getattr(w, "hub", None)
-        if hub is not None and self.ready.is_set() and not self.stopped.is_set():
-            def _raise() -> None:
-                raise WorkerShutdown(0)
-            hub.call_soon(_raise)
-        else:
-            w.stop(in_sighandler=False)
-        self.stopped.wait(timeout)
 
-    # ------------------------------------------------------------------ funboost's dynamic controls
-    def _control_loop(self) -> None:
-        """Follow pause / run-time window / qps changes that funboost's control thread reads from the
-        state backend: pause becomes Celery's cancel_consumer, qps becomes the task's rate limit."""
-        while not self.stopped.wait(CONTROL_POLL_SECONDS):
-            if not self.ready.is_set():
-                continue
-            with self.lock:
-                items = list(self.consumers.items())
-            for queue, c in items:
-                want = not (c.paused or (c.window is not None and not c.window.is_open()))
-                if want != self._queue_state.get(queue, True):
-                    self._queue_state[queue] = want
-                    if want:
-                        self._call_in_loop(lambda cc, q=queue: self._start_queue(cc, q))
-                    else:
-                        self._call_in_loop(lambda cc, q=queue: cc.cancel_task_queue(q))
-                qps = c.rate.qps
-                if qps != self._rates.get(queue):
-                    self._rates[queue] = qps
-                    task = self.app.tasks.get(queue)
-                    if task is not None:
-                        task.rate_limit = rate_string(qps)
-                        self._call_in_loop(lambda cc: cc.reset_rate_limits())
-
-
-_hosts: ProcessLocalDict[int, WorkerHost] = ProcessLocalDict()  # a forked child starts its own
-
-
-def host_for(app: Celery, options: CeleryOptions) -> WorkerHost:
-    key = id(app)
-    h = _hosts.get_or_create(key, lambda: WorkerHost(app, options))
-    if h.stopped.is_set():  # a stopped host is replaced (once, even when threads race)
-        _hosts.pop_if(key, h)
-        h = _hosts.get_or_create(key, lambda: WorkerHost(app, options))
-    return h
+def _task_channel(worker: Any) -> Any:
+    """The kombu channel the worker receives its task messages on (None while it reconnects)."""
+    task_consumer = getattr(getattr(worker, "consumer", None), "task_consumer", None)
+    return getattr(task_consumer, "channel", None)
