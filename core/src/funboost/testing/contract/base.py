@@ -87,6 +87,17 @@ def fetch_until(broker: Broker, count: int, timeout: float = 10.0, max_batch: in
     return got
 
 
+def expect_ready(broker: Broker, count: int, timeout: float = 15.0) -> None:
+    """Wait until the broker counts ``count`` ready messages (exact sizes) or at least one (approximate).
+    ``publish`` returns once the broker has the messages, so an exact count is right within seconds."""
+    kind = broker.capabilities.queue_size
+    if kind == "exact":
+        wait_until(lambda: broker.queue_size().ready == count, min(timeout, 5.0),
+                   message=f"queue_size().ready == {count} after publishing {count}")
+    elif kind == "approximate":
+        wait_until(lambda: (broker.queue_size().ready or 0) >= 1, timeout, message="queue_size().ready >= 1")
+
+
 def body_text(d: Delivery) -> str:
     """A delivery's body as canonical JSON text (sorted keys), whatever form the broker hands over."""
     b = d.body

@@ -81,7 +81,7 @@ class EngineTests:
                    OutgoingMessage(body=json.dumps({"nope": 1}), task_id="bad3")]
             raw.publish(bad)
             work.push(42)
-            wait_until(lambda: done == [42], settings["consumer_ready_timeout"] + 20, message="valid task ran")
+            wait_for_work(lambda: done == [42], work.broker, settings["consumer_ready_timeout"] + 20, "valid task ran")
             got = fetch_until(dlx, 3, timeout=settings["consumer_ready_timeout"] + 20)
             reasons = sorted(json.loads(body_text(d))["extra"]["dead_letter_reason"] for d in got)
             assert any("not valid JSON" in r for r in reasons), reasons
@@ -107,7 +107,7 @@ class EngineTests:
         for i in range(4):
             work.push(i)
         if caps.queue_size == "exact":
-            wait_until(lambda: work.get_message_count() == 4, 10, message="count == 4")
+            wait_until(lambda: work.get_message_count() == 4, 5, message="count == 4")
         else:
             wait_until(lambda: work.get_message_count() >= 1, 15, message="count >= 1")
         if caps.purge:

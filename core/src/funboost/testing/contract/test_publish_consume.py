@@ -33,14 +33,7 @@ class PublishConsumeTests:
     def test_fetch_respects_max_count(self, ready_broker, message, settings):
         broker = ready_broker
         broker.publish([message(i) for i in range(6)])
-        got: list = []
-        deadline = time.monotonic() + settings["consumer_ready_timeout"] + 10
-        while len(got) < 6 and time.monotonic() < deadline:
-            batch = broker.fetch(2, 1.0)
-            assert len(batch) <= 2, f"fetch(max_count=2) returned {len(batch)} deliveries"
-            got += batch
-        assert len(got) == 6
-        one = None
+        got = fetch_until(broker, 6, timeout=settings["consumer_ready_timeout"] + 10, max_batch=2)
         broker.ack(got)
         broker.publish([message(i) for i in range(3)])
         one = fetch_until(broker, 1, timeout=settings["consumer_ready_timeout"] + 10, max_batch=1)

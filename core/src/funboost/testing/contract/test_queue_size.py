@@ -1,7 +1,7 @@
 """``queue_size``: exact or approximate counts as declared; ``none`` is ``ready=None``, never a fake 0."""
 from __future__ import annotations
 
-from funboost.testing.contract.base import ContractBase, fetch_until, wait_until
+from funboost.testing.contract.base import ContractBase, expect_ready, fetch_until, wait_until
 from funboost.testing.requirements import requires
 
 
@@ -15,10 +15,7 @@ class QueueSizeTests:
     def test_queue_size(self, broker, message, settings):
         caps = broker.capabilities
         broker.publish([message(i) for i in range(5)])
-        if caps.queue_size == "exact":
-            wait_until(lambda: broker.queue_size().ready == 5, 10, message="ready == 5")
-        else:
-            wait_until(lambda: (broker.queue_size().ready or 0) >= 1, 15, message="ready >= 1")
+        expect_ready(broker, 5)
         got = fetch_until(broker, 2, timeout=settings["consumer_ready_timeout"] + 10, max_batch=2)
         if caps.in_flight_count:
             size = broker.queue_size()
