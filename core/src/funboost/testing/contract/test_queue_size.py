@@ -5,13 +5,12 @@ from funboost.testing.contract.base import ContractBase, expect_ready, fetch_unt
 from funboost.testing.requirements import requires
 
 
-@requires(broadcast=False)
 class QueueSizeTests:
     @requires(queue_size="none")
     def test_unknown_size_is_none(self, broker):
         assert broker.queue_size().ready is None
 
-    @requires(queue_size=("exact", "approximate"))
+    @requires(queue_size=("exact", "approximate"), broadcast=False)
     def test_queue_size(self, broker, message, settings):
         caps = broker.capabilities
         broker.publish([message(i) for i in range(5)])
