@@ -20,19 +20,20 @@ class PersistenceTests:
         private instance, never a shared one). ``None``: the restart test is skipped."""
         return None
 
-    def _publish_in_child(self, kind, queue_name, options_raw, serve) -> None:
+    def _publish_in_child(self, kind, queue_name, options_raw) -> None:
+        """A publisher only: it never serves (the consumer of a serving-consumer kind is this process)."""
         proc = run_child(kind, queue_name, options_raw, """
             from funboost.testing.contract.base import envelope
             b.publish([envelope(i) for i in range(3)])
             b.close()
             print("published", flush=True)
-        """, serve=serve)
+        """)
         assert proc.returncode == 0 and "published" in proc.stdout, proc.stdout + proc.stderr
 
     @requires("cross_process")
     def test_message_from_another_process(self, broker_cls, kind, queue_name, options_raw, ready_broker,
                                           settings):
-        self._publish_in_child(kind, queue_name, options_raw, broker_cls.capabilities.needs_serving_consumer)
+        self._publish_in_child(kind, queue_name, options_raw)
         got = fetch_until(ready_broker, 3, timeout=settings["consumer_ready_timeout"] + 10)
         assert sorted(body_x(d) for d in got) == [0, 1, 2]
         ready_broker.ack(got)
@@ -41,7 +42,7 @@ class PersistenceTests:
     def test_messages_outlive_the_publishing_process(self, broker_cls, kind, queue_name, options_raw,
                                                      make_broker, settings):
         """Published by a process that has exited, before any consumer existed here."""
-        self._publish_in_child(kind, queue_name, options_raw, False)
+        self._publish_in_child(kind, queue_name, options_raw)
         consumer = make_broker()
         got = fetch_until(consumer, 3, timeout=settings["consumer_ready_timeout"] + 10)
         assert sorted(body_x(d) for d in got) == [0, 1, 2], \
