@@ -9,8 +9,9 @@ report then shows what was not certified and why, instead of hiding it (deselect
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import pytest
 
@@ -18,16 +19,29 @@ from funboost.plugins.broker import Broker
 from funboost.plugins.manager import get_broker_registry
 
 MARK = "funboost_requires"
+T = TypeVar("T")
 
 
-def requires(*flags: str, **values: Any) -> pytest.MarkDecorator:
-    """Mark a contract test (or mixin class) as needing capabilities.
+def requires(*flags: str, **values: Any) -> Callable[[T], T]:
+    """Mark a contract test, or every test of a mixin class, as needing capabilities.
 
     ``flags``: capability names that must be true. ``values``: ``name=value`` (equal) or
     ``name=(v1, v2)`` (one of). Names are fields of ``Capabilities`` or class attributes of the broker
     (``accepts_payload``, ``poll_while_busy``).
+
+    On a class the mark goes onto each of its own ``test_*`` methods, not onto the class: pytest merges
+    class marks along the MRO, so a class mark of one mixin would gate every test of ``BrokerContract``.
     """
-    return getattr(pytest.mark, MARK)(*flags, **values)
+    mark = getattr(pytest.mark, MARK)(*flags, **values)
+
+    def apply(obj: T) -> T:
+        if inspect.isclass(obj):
+            for name, member in list(vars(obj).items()):
+                if name.startswith("test") and callable(member):
+                    setattr(obj, name, mark(member))
+            return obj
+        return mark(obj)
+    return apply
 
 
 def unmet_requirements(broker_cls: type[Broker], flags: tuple, values: dict) -> Optional[str]:
