@@ -79,17 +79,17 @@ class FixedLeaseBroker(MemoryBroker):
         now = time.monotonic()
         with self._lease_lock:
             for d in out:
-                self._leases[(id(self._st), d.tag)] = now + _LEASE_SECONDS
+                self._leases[(id(self._q), d.tag)] = now + _LEASE_SECONDS
         return out
 
     def _expire_leases(self) -> None:
         now = time.monotonic()
         with self._lease_lock:
-            due = [k for k, t in self._leases.items() if k[0] == id(self._st) and t <= now]
+            due = [k for k, t in self._leases.items() if k[0] == id(self._q) and t <= now]
             for k in due:
                 del self._leases[k]
         if due:
-            super().requeue([Delivery(None, tag) for _, tag in due])
+            self._q.requeue([tag for _, tag in due])
 
 
 class LazyRequeueBroker(MemoryBroker):
