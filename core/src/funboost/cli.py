@@ -6,6 +6,7 @@
     funboost -m myproj.tasks consume Q [Q ...] [--processes N]
     funboost -m myproj.tasks push Q '{"x": 1}'
     funboost -m myproj.tasks clear|pause|resume|count Q
+    funboost new-broker NAME [--dest DIR]       scaffold a broker plugin distribution from the template
 
 ``-m`` goes before the subcommand. Every error is one line on stderr (``funboost: error: ...``) and exit
 status 2; no tracebacks.
@@ -122,6 +123,16 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _cmd_new_broker(args: argparse.Namespace) -> int:
+    from funboost.scaffold import ScaffoldError, new_broker_plugin
+    try:
+        path = new_broker_plugin(args.name, args.dest)
+    except ScaffoldError as exc:
+        raise CliError(str(exc)) from None
+    print(f"created {path}; next: pip install -e '{path}[test]' && pytest {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _OneLineErrorParser(prog="funboost", description="funboost command line")
     p.add_argument("-m", "--import-modules", default="", help="comma-separated modules that define boosters")
@@ -143,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name)
         s.add_argument("queue")
         s.set_defaults(fn=_cmd_simple)
+    nb = sub.add_parser("new-broker", help="scaffold a broker plugin distribution (funboost-NAME) from the template")
+    nb.add_argument("name")
+    nb.add_argument("--dest", default=None, help="target directory (default ./funboost-NAME)")
+    nb.set_defaults(fn=_cmd_new_broker)
     return p
 
 

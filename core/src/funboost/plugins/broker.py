@@ -69,6 +69,9 @@ class Capabilities:
     request_response: bool = False  # supports sync_call
     cross_process: bool = True  # publishers and consumers may be different processes
     max_priority: int = 0
+    # transports without a server (grpc, tcp, http): a message can only be published to a consumer that
+    # serves the queue; the broker implements serve(), which the contract suite calls before publishing
+    needs_serving_consumer: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -217,6 +220,11 @@ class Broker:
         otherwise. ``consumer`` may be used only through the :class:`~funboost.plugins.host.ConsumerHost`
         protocol."""
         return False
+
+    def serve(self) -> None:
+        """Kinds with ``capabilities.needs_serving_consumer``: start accepting messages for this queue
+        without the engine (the engine starts serving through ``run_consumer``)."""
+        raise NotImplementedError(f"broker kind {self.kind!r} does not serve (needs_serving_consumer=False)")
 
     def sync_call(self, body: str, timeout: float) -> Any:
         """Request/response kinds (``capabilities.request_response``) run the function remotely."""

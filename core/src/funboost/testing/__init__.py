@@ -3,7 +3,10 @@
 See ``docs/writing-a-broker-plugin.md``. ``pytest --pyargs funboost.testing.contract --funboost-broker KIND``
 certifies any installed broker kind.
 """
-from funboost.testing.contract_base import (BrokerContract, body_text, envelope, fetch_until, require_service,
+from funboost.testing.contract import BrokerContract, ContractBase
+from funboost.testing.contract.base import (MessagesLost, body_text, envelope, fetch_until, require_service,
                                             wait_until)
+from funboost.testing.requirements import requires
 
-__all__ = ["BrokerContract", "require_service", "wait_until", "fetch_until", "envelope", "body_text"]
+__all__ = ["BrokerContract", "ContractBase", "requires", "require_service", "wait_until", "fetch_until",
+           "envelope", "body_text", "MessagesLost"]

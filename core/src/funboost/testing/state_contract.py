@@ -28,7 +28,7 @@ import pytest
 from funboost.engine.status import FunctionResultStatus, StatusBatch
 from funboost.message import uuid7
 from funboost.state.base import StateBackend, dumps_state_bytes, loads_state, resolve_state_backend_class
-from funboost.testing.contract_base import require_service, wait_until
+from funboost.testing.contract.base import require_service, wait_until
 
 _SHORT = 0.3  # seconds: the ttl used by expiry tests
 

@@ -102,6 +102,7 @@ class RabbitmqBroker(Broker):
         self._exchange = o.exchange_for(queue_name)
         self._publish_key = o.publish_key(queue_name)
         self._fanout = o.exchange_type == "fanout"
+        self._max_priority = o.effective_max_priority()
         self._wire_props = FixedProperties(CONTENT_TYPE, 2 if o.queue_durable else 1)
         self._closed = False
 
@@ -147,8 +148,8 @@ class RabbitmqBroker(Broker):
             "x-dead-letter-exchange": o.dead_letter_exchange,
             "x-dead-letter-routing-key": dead_letter_to or dead_letter_queue_name(name),
         }
-        if o.max_priority:
-            args["x-max-priority"] = o.max_priority
+        if self._max_priority:
+            args["x-max-priority"] = self._max_priority
         if user_args:
             args.update(o.queue_arguments)
         return args
@@ -159,7 +160,7 @@ class RabbitmqBroker(Broker):
         ch.exchange_declare(o.dead_letter_exchange, "direct", durable=True)
         # declared exactly as a broker instance for ``Q_dlx`` declares its own queue (see
         # dead_letter_broker), so that both agree on the arguments
-        ch.queue_declare(dlq, durable=o.queue_durable, arguments=self._queue_args(dlq, user_args=False))
+        _declare_queue(ch, dlq, o.queue_durable, self._queue_args(dlq, user_args=False))
         ch.queue_bind(dlq, o.dead_letter_exchange, routing_key=dlq)
         if self._exchange:
             ch.exchange_declare(self._exchange, o.exchange_type, durable=o.exchange_durable)
@@ -177,8 +178,7 @@ class RabbitmqBroker(Broker):
     def _declare_for_publish(self, ch: Any) -> None:
         self._declare_common(ch)
         if not self._fanout:  # a broadcast has no shared queue: each consumer declares its own
-            ch.queue_declare(self.queue_name, durable=self.options.queue_durable,
-                             arguments=self._queue_args(self.queue_name))
+            _declare_queue(ch, self.queue_name, self.options.queue_durable, self._queue_args(self.queue_name))
             self._bind(ch, self.queue_name)
         if self._delay_plugin():
             ch.queue_bind(self.queue_name, DELAYED_EXCHANGE, routing_key=self.queue_name)
@@ -192,10 +192,10 @@ class RabbitmqBroker(Broker):
             queue = f"{self.queue_name}.bcast.{suffix}"
             args = self._queue_args(queue, dead_letter_to=dead_letter_queue_name(self.queue_name))
             args["x-expires"] = o.broadcast_queue_expires
-            ch.queue_declare(queue, durable=o.queue_durable, arguments=args)
+            _declare_queue(ch, queue, o.queue_durable, args)
             self._bind(ch, queue)
             return queue
-        ch.queue_declare(self.queue_name, durable=o.queue_durable, arguments=self._queue_args(self.queue_name))
+        _declare_queue(ch, self.queue_name, o.queue_durable, self._queue_args(self.queue_name))
         self._bind(ch, self.queue_name)
         return self.queue_name
 
@@ -243,7 +243,7 @@ class RabbitmqBroker(Broker):
         return None
 
     def _priority(self, m: OutgoingMessage) -> Optional[int]:
-        max_priority = self.options.max_priority
+        max_priority = self._max_priority
         if m.priority is not None and max_priority:
             return min(max(int(m.priority), 0), max_priority)
         return None
@@ -290,11 +290,11 @@ class RabbitmqBroker(Broker):
         wire: list[WireMessage] = []
         append = wire.append
         props = self._wire_props
-        plain = not (o.headers_for_publish or o.max_priority)  # common case: only message_id varies
+        plain = not o.headers_for_publish  # common case: only message_id varies
         for m in messages:
             body = m.body
             body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
-            if m.eta is None and plain and not m.headers and not (m.key and self._exchange):
+            if m.eta is None and m.priority is None and plain and not m.headers and not (m.key and self._exchange):
                 append((self._exchange, self._publish_key, body, props.encode(None, m.task_id or None)))
                 continue
             exchange, key, extra = self._route(m, now, delay_queues)
@@ -384,7 +384,9 @@ class RabbitmqBroker(Broker):
                 opts = self.options.model_copy(update={
                     "exchange_name": "", "exchange_type": "direct", "routing_key_for_publish": None,
                     "routing_key_for_bind": None, "headers_for_bind": {}, "headers_for_publish": {},
-                    "queue_arguments": {}})
+                    "queue_arguments": {},
+                    # declared as _declare_common declares it (quorum main queues: no default priority)
+                    "max_priority": self._max_priority})
                 self._dlx = type(self)(dead_letter_queue_name(self.queue_name), opts)
             return self._dlx
 
@@ -443,6 +445,33 @@ class RabbitmqBroker(Broker):
         """Delete ``Q``, ``Q_dlx`` and ``Q_dlx_dlx`` (tests and tooling; delay queues and broadcast
         queues expire by themselves)."""
         delete_queues(self.url, self.options.heartbeat, self.queue_name)
+
+
+class QueueArgumentsMismatch(pika.exceptions.ChannelClosedByBroker):
+    """RabbitMQ refused to declare a queue that already exists with other arguments (406)."""
+
+    def __init__(self, queue: str, arguments: dict, server_text: str) -> None:
+        super().__init__(406, server_text)
+        self.queue = queue
+        self.message = (
+            f"RabbitMQ queue {queue!r} already exists with other arguments than this configuration declares "
+            f"({arguments}); the server said: {server_text}. Queues are declared with "
+            f"x-max-priority={arguments.get('x-max-priority', 'none')} (option max_priority, default 10). "
+            f"Either configure the arguments the queue has (a queue created without priorities: "
+            f"broker_exclusive_config={{'max_priority': 0}}), or delete the queue (its messages are lost) "
+            f"so that it is declared anew.")
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _declare_queue(ch: Any, queue: str, durable: bool, arguments: dict) -> None:
+    try:
+        ch.queue_declare(queue, durable=durable, arguments=arguments)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 406 and "inequivalent arg" in str(exc.reply_text):
+            raise QueueArgumentsMismatch(queue, arguments, exc.reply_text) from exc
+        raise
 
 
 def delete_queues(url: str, heartbeat: int, queue_name: str) -> None:

@@ -15,6 +15,7 @@ from funboost.plugins.broker import BrokerOptions
 ENV_URL = "FUNBOOST_RABBITMQ_URL"
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_DLX_EXCHANGE = "funboost.dlx"
+DEFAULT_MAX_PRIORITY = 10
 
 
 class RabbitmqOptions(BrokerOptions):
@@ -32,8 +33,10 @@ class RabbitmqOptions(BrokerOptions):
     # --- queue ---
     queue_durable: bool = Field(default=True, validation_alias=AliasChoices("queue_durable", "durable"))
     max_priority: Optional[int] = Field(
-        default=None, ge=1, le=255, validation_alias=AliasChoices("max_priority", "x-max-priority"),
-        description="declare the queue with x-max-priority (keep it small, e.g. <= 10)")
+        default=DEFAULT_MAX_PRIORITY, ge=0, le=255, validation_alias=AliasChoices("max_priority", "x-max-priority"),
+        description=f"declare the queue with x-max-priority (default {DEFAULT_MAX_PRIORITY}, so that priorities "
+                    "work out of the box; 0 or None: a plain queue without priorities). Quorum and stream "
+                    "queues (queue_arguments x-queue-type) get no x-max-priority unless it is set explicitly")
     queue_arguments: dict[str, Any] = Field(
         default_factory=dict, description="extra x-arguments for queue_declare (e.g. x-max-length)")
     dead_letter_exchange: str = Field(
@@ -75,6 +78,16 @@ class RabbitmqOptions(BrokerOptions):
         if v is not None and not v.startswith(("amqp://", "amqps://")):
             raise ValueError("url must start with amqp:// or amqps://")
         return v
+
+    def effective_max_priority(self) -> int:
+        """The x-max-priority queues are declared with (0: none). The default is not applied to quorum or
+        stream queues, which RabbitMQ declares without classic priorities."""
+        if not self.max_priority:
+            return 0
+        queue_type = self.queue_arguments.get("x-queue-type", "classic")
+        if queue_type != "classic" and "max_priority" not in self.model_fields_set:
+            return 0
+        return self.max_priority
 
     def resolved_url(self) -> str:
         return self.url or os.environ.get(ENV_URL) or DEFAULT_URL

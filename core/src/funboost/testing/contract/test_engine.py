@@ -1,0 +1,126 @@
+"""Through the engine: ``@boost`` end to end, malformed messages dead-lettered while the consumer keeps
+running, ``get_message_count`` and ``clear``."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Callable
+
+from funboost.plugins.broker import Broker, OutgoingMessage
+from funboost.testing.contract.base import ContractBase, MessagesLost, body_text, fetch_until, wait_until
+from funboost.testing.requirements import requires
+
+
+def wait_for_work(predicate: Callable[[], Any], broker: Broker, timeout: float, message: str) -> None:
+    """Like ``wait_until``; fails early when a broker with exact sizes and in-flight counts reports
+    nothing ready and nothing in flight for two seconds (what is missing was lost)."""
+    caps = broker.capabilities
+    can_tell = caps.queue_size == "exact" and caps.in_flight_count
+    deadline = time.monotonic() + timeout
+    idle_since = None
+    while not predicate():
+        now = time.monotonic()
+        if now >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        if can_tell:
+            size = broker.queue_size()
+            if size.ready == 0 and size.in_flight == 0 and not size.delayed:
+                idle_since = idle_since or now
+                if now - idle_since >= 2.0 and not predicate():
+                    raise MessagesLost(f"the queue is empty and nothing is in flight, still waiting for {message}")
+            else:
+                idle_since = None
+        time.sleep(0.02)
+
+
+@requires(broadcast=False)
+class EngineTests:
+    def test_end_to_end_through_boost(self, broker_cls, options_raw, queue_name, settings):
+        from funboost import BoosterParams, boost
+        done: dict[int, int] = {}
+        lock = threading.Lock()
+
+        @boost(BoosterParams(queue_name=queue_name, broker_kind=broker_cls.kind, broker_exclusive_config=options_raw,
+                             concurrent_num=8, state_backend="memory", log_to_console=False))
+        def work(x: int, y: int = 0) -> int:
+            with lock:
+                done[x] = done.get(x, 0) + 1
+            return x + y
+
+        try:
+            work.consume()
+            for i in range(30):
+                work.push(i, y=1)
+            wait_for_work(lambda: len(done) == 30, work.broker, settings["consumer_ready_timeout"] + 20,
+                          "30 tasks done")
+        finally:
+            work.stop_consume(10)
+            if broker_cls.capabilities.purge:
+                work.clear()
+        assert sorted(done) == list(range(30))
+
+    @requires("dead_letter")
+    def test_malformed_message_is_dead_lettered_and_consumer_survives(self, broker_cls, options_raw, queue_name,
+                                                                      make_broker, settings):
+        """Bad input gets a clear error or the dead-letter queue: a body that is not a JSON object may be
+        refused by ``publish`` (an exception, nothing enqueued) or accepted and then dead-lettered by the
+        engine; arguments that do not fit the function are always dead-lettered."""
+        from funboost import BoosterParams, boost
+        done: list[int] = []
+
+        @boost(BoosterParams(queue_name=queue_name, broker_kind=broker_cls.kind, broker_exclusive_config=options_raw,
+                             concurrent_num=2, state_backend="memory", log_to_console=False))
+        def work(x: int) -> None:
+            done.append(x)
+
+        raw = make_broker()
+        dlx = make_broker(f"{queue_name}_dlx")
+        dlx.fetch(1, 0.05)
+        try:
+            work.consume()
+            expected = ["arguments do not fit"]
+            for body, reason in (("this is not json", "not valid JSON"), (json.dumps([1, 2, 3]), "JSON object")):
+                try:
+                    raw.publish([OutgoingMessage(body=body, task_id="bad")])
+                except Exception as exc:  # refused at the door: the error must say why
+                    assert str(exc), f"publish refused {body!r} without a message"
+                else:
+                    expected.append(reason)
+            raw.publish([OutgoingMessage(body=json.dumps({"nope": 1}), task_id="bad3")])
+            work.push(42)
+            wait_for_work(lambda: done == [42], work.broker, settings["consumer_ready_timeout"] + 20, "valid task ran")
+            got = fetch_until(dlx, len(expected), timeout=settings["consumer_ready_timeout"] + 20)
+            reasons = sorted(json.loads(body_text(d))["extra"]["dead_letter_reason"] for d in got)
+            for reason in expected:
+                assert any(reason in r for r in reasons), (reason, reasons)
+            dlx.ack(got)
+        finally:
+            work.stop_consume(10)
+
+    def test_booster_message_count_and_clear(self, broker_cls, options_raw, queue_name):
+        from funboost import BoosterParams, boost
+
+        @boost(BoosterParams(queue_name=queue_name, broker_kind=broker_cls.kind, broker_exclusive_config=options_raw,
+                             state_backend="memory", log_to_console=False))
+        def work(x: int) -> None:
+            pass
+
+        caps = broker_cls.capabilities
+        if caps.queue_size == "none":
+            assert work.get_message_count() == -1
+            return
+        work.broker.fetch(1, 0.05)  # consumer-group brokers: be a member before counting
+        for i in range(4):
+            work.push(i)
+        if caps.queue_size == "exact":
+            wait_until(lambda: work.get_message_count() == 4, 5, message="count == 4")
+        else:
+            wait_until(lambda: work.get_message_count() >= 1, 15, message="count >= 1")
+        if caps.purge:
+            work.clear()
+            wait_until(lambda: work.get_message_count() == 0, 15, message="count == 0 after clear")
+
+
+class TestEngine(EngineTests, ContractBase):
+    pass

@@ -1,0 +1,52 @@
+"""The contract suite's self-test: it must FAIL every deliberately broken variant of the memory broker
+(funboost.testing.broken_brokers), each on the test that names its defect, and pass the real one."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from funboost.testing.broken_brokers import EXPECTED_FAILURES
+
+
+def run_suite(tmp_path, broker: str, tests: list[str]) -> dict[str, str]:
+    """Run the selected contract tests on ``broker`` in a fresh pytest; {test id: outcome}."""
+    modules = sorted({t.split("::")[0][:-3] for t in tests})
+    names = " or ".join(t.rsplit("::", 1)[1] for t in tests)
+    xml = tmp_path / "report.xml"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--funboost-broker", broker,
+           "--junitxml", str(xml), "-k", names, "--pyargs", *[f"funboost.testing.contract.{m}" for m in modules]]
+    env = {**os.environ, "FUNBOOST_LOG_TO_CONSOLE": "0"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert xml.exists(), proc.stdout + proc.stderr
+    outcomes: dict[str, str] = {}
+    for case in ET.parse(xml).getroot().iter("testcase"):
+        test_id = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}"
+        children = {child.tag for child in case}
+        outcome = "failed" if children & {"failure", "error"} else "skipped" if "skipped" in children else "passed"
+        outcomes[test_id] = outcome
+    assert outcomes, proc.stdout + proc.stderr
+    return outcomes
+
+
+def _short(test: str) -> str:
+    return test.split("::", 1)[1]  # "TestAck::test_x"
+
+
+@pytest.mark.parametrize("variant", sorted(EXPECTED_FAILURES))
+def test_suite_fails_the_broken_broker(tmp_path, variant):
+    tests = EXPECTED_FAILURES[variant]
+    outcomes = run_suite(tmp_path, f"funboost.testing.broken_brokers:{variant}", tests)
+    for test in tests:
+        assert outcomes.get(_short(test)) == "failed", f"{variant}: {test} did not fail: {outcomes}"
+
+
+def test_same_tests_pass_on_the_real_memory_broker(tmp_path):
+    """The control: what fails for the broken variants passes (or is gated out) for MemoryBroker."""
+    tests = sorted({t for ts in EXPECTED_FAILURES.values() for t in ts})
+    outcomes = run_suite(tmp_path, "funboost.brokers.memory:MemoryBroker", tests)
+    assert "failed" not in outcomes.values(), outcomes
+    assert list(outcomes.values()).count("passed") >= 6, outcomes
