@@ -43,6 +43,8 @@ class GrpcBroker(ServingBroker):
         broadcast=False,
         request_response=True,
         cross_process=True,
+        # no broker server: a message can only be published once a consumer serves the queue
+        needs_serving_consumer=True,
     )
     options_model = GrpcOptions
     registry: ClassVar[ServerRegistry] = _server.registry
