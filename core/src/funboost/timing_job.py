@@ -175,12 +175,22 @@ def _table_name(queue_name: str) -> str:
     return f"funboost_aps_{_safe(queue_name)}_{hashlib.sha1(queue_name.encode()).hexdigest()[:8]}"
 
 
+def _require_sqlalchemy(kind: str) -> None:
+    try:
+        import sqlalchemy  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"ApsJobAdder(job_store_kind={kind!r}) keeps jobs in SQL and needs SQLAlchemy, an extra "
+                          f"of funboost-core: pip install 'funboost-core[sqlalchemy]'") from exc
+
+
 def make_job_store(kind: str, queue_name: str) -> tuple[Any, Optional[StateBackend]]:
     """The APScheduler job store for ``kind`` and the state backend whose locks guard it (None when the
     store is private to this process)."""
     kind = kind.lower()
     if kind == "memory":
         return MemoryJobStore(), None
+    if kind in ("sqlite", "sqlalchemy"):
+        _require_sqlalchemy(kind)
     if kind == "sqlite":
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
         from sqlalchemy import create_engine
