@@ -20,7 +20,7 @@ import pluggy
 from funboost.exceptions import BrokerPluginError, UnknownBrokerKind
 from funboost.plugins.broker import Broker
 from funboost.plugins.distributions import SHIPPED_DISTRIBUTIONS, distribution_for_broker_kind
-from funboost.plugins.hookspecs import PROJECT_NAME, BrokerSpec, FunboostSpec, RegistrationSpec
+from funboost.plugins.hookspecs import PROJECT_NAME, BrokerSpec, FunboostSpec, RegistrationSpec, hookimpl
 
 logger = logging.getLogger("funboost.plugins")
 
@@ -312,6 +312,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
             return _pm
         pm = pluggy.PluginManager(PROJECT_NAME)
         pm.add_hookspecs(FunboostSpec)
+        pm.register(_CoreExecute(), name=_CORE_EXECUTE)
         for ep in entry_points(PLUGIN_GROUP):
             dist, version = _dist_of(ep)
             try:
@@ -323,6 +324,20 @@ def get_plugin_manager() -> pluggy.PluginManager:
         return pm
 
 
+_CORE_EXECUTE = "funboost-core:execute"
+
+
+class _CoreExecute:
+    """The innermost ``funboost_execute``: runs the attempt. Plugins implement the hook as wrappers
+    (``@hookimpl(wrapper=True)``, ``return (yield)``) around it."""
+
+    @hookimpl(trylast=True)
+    def funboost_execute(self, queue_name: str, task: Any, call: Any) -> Any:
+        return call()
+
+
 def has_hook_impls(hook_name: str) -> bool:
-    """Cheap check used at consumer/publisher start so that unused hooks cost nothing per message."""
-    return bool(getattr(get_plugin_manager().hook, hook_name).get_hookimpls())
+    """Cheap check used at consumer/publisher start so that unused hooks cost nothing per message (core's
+    own innermost ``funboost_execute`` does not count)."""
+    impls = getattr(get_plugin_manager().hook, hook_name).get_hookimpls()
+    return any(i.plugin_name != _CORE_EXECUTE for i in impls)
