@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata as importlib_metadata
 import inspect
 import logging
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
@@ -41,14 +42,23 @@ def normalize_kind(name: str) -> str:
 
 def entry_points(group: str) -> list[importlib_metadata.EntryPoint]:
     """Entry points of ``group``, read from metadata without importing anything."""
-    eps = importlib_metadata.entry_points()
-    if hasattr(eps, "select"):
-        return list(eps.select(group=group))
-    return list(eps.get(group, []))  # pragma: no cover - python < 3.10
+    if sys.version_info >= (3, 10):
+        return list(importlib_metadata.entry_points().select(group=group))
+    # Python 3.9: entry points do not know their distribution; walk the distributions and remember it
+    found = []
+    for dist in importlib_metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group == group:
+                _py39_ep_dists[(ep.group, ep.name, ep.value)] = dist
+                found.append(ep)
+    return found
+
+
+_py39_ep_dists: dict[tuple[str, str, str], Any] = {}
 
 
 def _dist_of(ep: importlib_metadata.EntryPoint) -> tuple[str, str]:
-    dist = getattr(ep, "dist", None)
+    dist = getattr(ep, "dist", None) or _py39_ep_dists.get((ep.group, ep.name, ep.value))
     if dist is None:
         return ("unknown distribution", "")
     return (dist.metadata["Name"] or "unknown distribution", dist.version or "")
