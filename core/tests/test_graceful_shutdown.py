@@ -27,8 +27,10 @@ from funboost import BoosterParams, boost
 from funboost.testing import wait_until
 
 WORKER = textwrap.dedent('''
-    import sys
-    mode, broker, queue, marks, task_seconds, qps, processes = sys.argv[1:8]
+    import json, os, sys
+    # run as a script (argv) or imported by the funboost CLI (the same values in an environment variable)
+    args = sys.argv[1:8] if len(sys.argv) >= 8 else json.loads(os.environ["GSHUT_WORKER_ARGS"])
+    mode, broker, queue, marks, task_seconds, qps, processes = args
     if mode == "gevent":
         from gevent import monkey
         monkey.patch_all()
@@ -118,6 +120,15 @@ class Worker:
         self.proc = subprocess.Popen(self.args, env=self.env, stdout=self.stdout_path.open("w"),
                                      stderr=self.stderr_path.open("w"))
 
+    def start_cli(self, *cli_args: str) -> None:
+        """``funboost -m worker consume QUEUE ...`` with the worker module importable from its folder."""
+        import json
+        env = {**self.env, "GSHUT_WORKER_ARGS": json.dumps(self.args[2:]),
+               "PYTHONPATH": os.pathsep.join([str(Path(self.args[1]).parent), os.environ.get("PYTHONPATH", "")])}
+        self.proc = subprocess.Popen([sys.executable, "-m", "funboost", "-m", "worker", "consume", self.queue,
+                                      *cli_args], env=env, stdout=self.stdout_path.open("w"),
+                                     stderr=self.stderr_path.open("w"))
+
     def started(self) -> set[str]:
         return {p.name.split("-", 1)[1] for p in self.marks.glob("started-*")}
 
@@ -204,12 +215,16 @@ def test_second_signal_exits_at_once(make_worker, broker):
     assert "exiting now" in w.stderr()
 
 
+@pytest.mark.parametrize("how", ["api", "cli"])
 @pytest.mark.parametrize("broker", BROKERS)
-def test_multi_process_sigint_to_parent_drains_children(make_worker, broker):
+def test_multi_process_sigint_to_parent_drains_children(make_worker, broker, how):
     w = make_worker("threading", broker, task_seconds=3, processes=2)
     for i in range(6):
         w.booster.push(i)
-    w.start()
+    if how == "api":
+        w.start()  # multi_process_consume(2), then the script ends
+    else:
+        w.start_cli("--processes", "2")
     wait_until(lambda: len(w.started()) >= 2, 60, message="both children running a task")
     w.proc.send_signal(signal.SIGINT)
     rc = w.wait_exit(120)
