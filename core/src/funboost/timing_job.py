@@ -28,8 +28,8 @@ jobs added or removed by another process are seen within that time.
 
 The scheduler thread is a daemon, and jobs run in funboost's own threads (never a
 ``concurrent.futures`` pool, which refuses work once the interpreter starts shutting down: the
-"cannot schedule new futures after shutdown" crash). A non-daemon keep-alive thread keeps the process
-alive after the main script ends for as long as a started, unpaused scheduler of this process has jobs;
+"cannot schedule new futures after shutdown" crash). A keep-alive wait in the main thread at exit
+(funboost.keepalive) keeps the process alive after the main script ends for as long as a started, unpaused scheduler of this process has jobs;
 set ``FUNBOOST_NO_KEEPALIVE=1`` to let the process end with the main thread instead.
 """
 from __future__ import annotations
