@@ -34,6 +34,10 @@ logger = logging.getLogger("funboost.shutdown")
 
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 
+# CPython 3.12.0-3.12.2 refuse to start any thread once the main script has ended (gh-113964, fixed in
+# 3.12.3): thread pools that grow on demand and the scheduler's job threads fail there
+THREADS_STOP_AT_SCRIPT_END = (3, 12, 0) <= sys.version_info[:3] < (3, 12, 3)
+
 
 def default_shutdown_timeout() -> float:
     return float(os.environ.get("FUNBOOST_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT))
@@ -92,6 +96,10 @@ class KeepAlive:
             if self._registered:
                 return
             self._registered = True
+        if THREADS_STOP_AT_SCRIPT_END:
+            logger.warning("Python %s cannot start threads after the main script ends (CPython gh-113964, fixed "
+                           "in 3.12.3): end the script with funboost.ctrl_c_recv() to keep consuming, or "
+                           "upgrade Python", ".".join(map(str, sys.version_info[:3])))
         # threading's at-exit callbacks run before non-daemon threads are joined and before
         # concurrent.futures refuses new work; eventlet's patched threading skips them, so the plain
         # atexit registration is the fallback (the second call finds nothing left to wait for)
