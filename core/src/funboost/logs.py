@@ -6,7 +6,8 @@ Logger names (all under ``funboost``; see docs/logging.md):
 * ``funboost.<queue_name>`` (or ``logger_prefix`` + that, or ``logger_name``): one per queue: task runs,
   errors, retries, dead-letters, throughput lines; every record carries ``task_id`` (``-`` outside a task);
 * ``funboost.engine``: executor internals; ``funboost.shutdown``: the graceful-shutdown line;
-  ``funboost.plugins``: plugin loading; ``funboost.timing``: the scheduler.
+  ``funboost.plugins``: plugin loading; ``funboost.timing_job``: the scheduler; ``funboost.liveness``:
+  the heartbeat ticker; ``funboost.<broker kind>`` (``funboost.redis``, ``funboost.sqlite``, ...): brokers.
 
 Every funboost logger propagates. funboost's own console output is one handler on the ``funboost`` logger
 that writes only while the root logger has no handler: with a configured root logger the line is printed
