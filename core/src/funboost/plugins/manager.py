@@ -322,7 +322,6 @@ def get_plugin_manager() -> pluggy.PluginManager:
             return _pm
         pm = pluggy.PluginManager(PROJECT_NAME)
         pm.add_hookspecs(FunboostSpec)
-        pm.register(_CoreExecute(), name=_CORE_EXECUTE)
         for ep in entry_points(PLUGIN_GROUP):
             dist, version = _dist_of(ep)
             try:
@@ -330,6 +329,10 @@ def get_plugin_manager() -> pluggy.PluginManager:
             except Exception as exc:
                 logger.error("funboost plugin %r from distribution %r %s failed to load: %s: %s",
                              ep.name, dist, version, type(exc).__name__, exc)
+        impls = pm.hook.funboost_execute.get_hookimpls()
+        if impls and all(i.wrapper or i.hookwrapper for i in impls):
+            # only wrappers: something must run the attempt inside them
+            pm.register(_CoreExecute(), name=_CORE_EXECUTE)
         _pm = pm
         return pm
 
@@ -338,8 +341,9 @@ _CORE_EXECUTE = "funboost-core:execute"
 
 
 class _CoreExecute:
-    """The innermost ``funboost_execute``: runs the attempt. Plugins implement the hook as wrappers
-    (``@hookimpl(wrapper=True)``, ``return (yield)``) around it."""
+    """The innermost ``funboost_execute`` when every plugin implements it as a wrapper
+    (``@hookimpl(wrapper=True)``, ``return (yield)``): runs the attempt inside them. Not registered when a
+    plugin's plain implementation calls ``call()`` itself (the attempt must run once)."""
 
     @hookimpl(trylast=True)
     def funboost_execute(self, queue_name: str, task: Any, call: Any) -> Any:
