@@ -30,11 +30,14 @@ try:
 except ImportError:
     _bootstrap()
 
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-# keep the demo's queue and state out of the user's real data directory
-os.environ.setdefault("FUNBOOST_DATA_DIR", tempfile.mkdtemp(prefix="funboost-demo-"))
+# keep the demo's queue and state out of the user's real data directory; removed when the demo ends
+DATA_DIR = None
+if "FUNBOOST_DATA_DIR" not in os.environ:
+    DATA_DIR = os.environ["FUNBOOST_DATA_DIR"] = tempfile.mkdtemp(prefix="funboost-demo-")
 
 from funboost import BoosterParams, BrokerEnum, boost, fct  # noqa: E402
 
@@ -44,12 +47,12 @@ done = []
 @boost(BoosterParams(queue_name="demo_add", broker_kind=BrokerEnum.SQLITE_QUEUE, qps=10, concurrent_num=5,
                      is_using_rpc_mode=True))
 def add(x: int, y: int = 10) -> int:
-    print(f"  ran task {fct.task_id[:13]}…  add({x}, {y}) = {x + y}", flush=True)
+    print(f"  ran task {fct.task_id}  add({x}, {y}) = {x + y}", flush=True)
     done.append(x)
     return x + y
 
 
-if __name__ == "__main__":
+def main() -> int:
     print("plain call still runs locally: add(1, 2) =", add(1, 2))
     done.clear()
     print("publishing 20 tasks to the sqlite queue 'demo_add' ...")
@@ -62,4 +65,15 @@ if __name__ == "__main__":
         time.sleep(0.05)
     add.stop_consume()
     print(f"done: {len(done)} of 20 tasks consumed; {add.get_message_count()} left in the queue")
-    sys.exit(0 if len(done) == 20 else 1)
+    return 0 if len(done) == 20 else 1
+
+
+if __name__ == "__main__":
+    try:
+        code = main()
+    finally:
+        add.broker.close()
+        if DATA_DIR is not None:
+            shutil.rmtree(DATA_DIR, ignore_errors=True)
+            print(f"removed the demo's temporary data folder {DATA_DIR}")
+    sys.exit(code)

@@ -5,6 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
+# the py39..py313 environments need every installed Python: with pyenv, put each version's bin folder at
+# the end of PATH (after the shims, so that python3 stays what it was)
+if command -v pyenv >/dev/null 2>&1; then
+  for v in $(pyenv versions --bare 2>/dev/null); do
+    PATH="$PATH:$(pyenv root)/versions/$v/bin"
+  done
+  export PATH
+fi
 if [ ! -x .venv-tox/bin/tox ]; then
   "$PY" -m venv .venv-tox
   .venv-tox/bin/python -m pip install -q --upgrade pip

@@ -6,7 +6,6 @@ import pytest
 # each test session gets its own data directory: sqlite state, logs
 _tmp = tempfile.mkdtemp(prefix="funboost-core-tests-")
 os.environ.setdefault("FUNBOOST_DATA_DIR", _tmp)
-os.environ.setdefault("FUNBOOST_NO_KEEPALIVE", "1")
 os.environ.setdefault("FUNBOOST_LOG_TO_CONSOLE", "0")
 
 

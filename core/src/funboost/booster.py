@@ -19,7 +19,7 @@ from funboost.deadletter import replay_dead_letters
 from funboost.eta import message_eta
 from funboost.exceptions import PublishArgumentsError
 from funboost.flags import QueueFlag
-from funboost.keepalive import KeepAlive
+from funboost.keepalive import KeepAlive, install_signal_handlers, wait_for_shutdown
 from funboost.message import build_envelope, dumps
 from funboost.params import BoosterParams, TaskOptions
 from funboost.plugins.broker import Broker, OutgoingMessage, QueueSize
@@ -464,6 +464,7 @@ class Booster(Generic[P, R]):
             self._consumer = Consumer(self.consumer_setup())
             self._consumer.start()
             _keepalive.start()
+            install_signal_handlers()  # graceful SIGTERM / SIGINT (main thread; user handlers are kept)
         return self
 
     start_consuming_message = consume
@@ -472,12 +473,14 @@ class Booster(Generic[P, R]):
     def consumer(self) -> Optional["Consumer"]:
         return self._consumer
 
-    def stop_consume(self, timeout: float = 30.0) -> None:
-        """Stop this process's consumer gracefully (finish running tasks, flush acks)."""
+    def stop_consume(self, timeout: Optional[float] = None) -> Optional[dict]:
+        """Stop this process's consumer gracefully (finish running tasks within ``timeout``, default
+        ``shutdown_timeout``; hand prefetched messages back; flush acks). Returns the consumer's summary."""
         with self._consume_lock:
             c, self._consumer = self._consumer, None
         if c is not None:
-            c.stop(timeout)
+            return c.stop(self.params.shutdown_timeout if timeout is None else timeout)
+        return None
 
     def multi_process_consume(self, process_num: int = 1):
         """Start ``process_num`` processes that each consume this queue (stacked on the concurrency
@@ -567,15 +570,9 @@ _keepalive = KeepAlive("funboost-keepalive", _anything_consuming)
 
 
 def ctrl_c_recv() -> None:
-    """Block the main thread until Ctrl-C, then stop the consumers of this process gracefully."""
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        for b in BoostersManager.all_boosters():
-            if b.consumer is not None:
-                b.stop_consume(5)
-        sys.exit(0)
+    """Block the main thread until SIGINT (Ctrl-C) or SIGTERM, then stop the consumers of this process
+    gracefully and exit 0."""
+    sys.exit(wait_for_shutdown())
 
 
 keep_sleep = ctrl_c_recv

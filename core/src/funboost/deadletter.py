@@ -13,6 +13,11 @@ _RESET_ON_REPLAY = ("dead_letter_reason", "dead_letter_time", "_requeue_count", 
 def _replayed_envelope(body: Any) -> dict:
     env = dict(body if isinstance(body, dict) else loads(body))
     extra = dict(env.get("extra") or {})
+    # the reason stays in the message's history (a replayed message that fails again says why it failed
+    # both times); only the live fields and counters are reset
+    history = list(extra.get("dead_letter_history") or [])
+    history.append({"reason": extra.get("dead_letter_reason"), "time": extra.get("dead_letter_time")})
+    extra["dead_letter_history"] = history
     for key in _RESET_ON_REPLAY:
         extra.pop(key, None)
     extra["replayed"] = int(extra.get("replayed", 0)) + 1

@@ -1,28 +1,44 @@
-"""``multi_process_consume``: n processes, each consuming with its own concurrency mode."""
+"""``multi_process_consume``: n processes, each consuming with its own concurrency mode.
+
+Signals: each child runs in a process group of its own, so a Ctrl-C in a terminal reaches only the
+parent, which forwards SIGINT / SIGTERM to its children exactly once (see
+:func:`funboost.keepalive.graceful_stop`); each child drains like a single-process consumer and exits 0,
+and the parent exits 0 once they have. A second signal to the parent is forwarded too (children exit at
+once). A child whose parent disappears (kill -9) stops by itself.
+"""
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Optional
+
+_children: list = []  # processes started by this process (never inherited: reset in each child)
 
 
 def _child_main(queue_names: list[str], modules: dict[str, str], parent_pid: int) -> None:
+    from funboost import keepalive
+    os.setpgrp()  # a terminal's Ctrl-C goes to the parent only; it forwards one signal to us
+    _children.clear()
+    keepalive.reset_after_fork()
+    keepalive.install_signal_handlers()
     from funboost.booster import BoostersManager
-    boosters = []
     for q in queue_names:
         b = BoostersManager.get_booster(q, import_module=modules.get(q))
         b._consumer = None  # a forked copy of the parent's consumer is not ours
         b._brokers = {}
-        boosters.append(b.consume())
-    # exit when the parent is gone, so children never outlive their supervisor
-    while True:
-        time.sleep(1)
+        b.consume()
+    # wait in the main thread (signal handlers run here); exit when the parent is gone, so children
+    # never outlive their supervisor
+    keepalive.mark_main_waiting(True)
+    while not keepalive.shutdown_requested():
+        time.sleep(0.2)
         if os.getppid() != parent_pid:
-            for b in boosters:
-                b.stop_consume(5)
+            keepalive.graceful_stop(timeout=5)
             os._exit(0)
+    keepalive.graceful_stop()
 
 
 def start_consumer_processes(queue_process_num: dict[str, int], boosters: dict[str, Any]) -> list:
@@ -40,4 +56,53 @@ def start_consumer_processes(queue_process_num: dict[str, int], boosters: dict[s
                             name=f"funboost-{q}-{i}", daemon=False)
             p.start()
             procs.append(p)
+    _children.extend(procs)
+    from funboost import keepalive
+    keepalive.install_signal_handlers()
+    _children_keepalive.start()
     return procs
+
+
+def live_children() -> list:
+    return [p for p in _children if p.is_alive()]
+
+
+def forward_signal(signum: int) -> None:
+    for p in live_children():
+        try:
+            os.kill(p.pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def stop_children(signum: Optional[int], timeout: float) -> tuple[int, int]:
+    """Forward ``signum`` (SIGTERM when None) to the live children and wait up to ``timeout`` for them to
+    drain and exit; kill what is left. Returns (children that exited cleanly, children killed)."""
+    procs = live_children()
+    if not procs:
+        return 0, 0
+    forward_signal(signum or signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        while p.is_alive() and time.monotonic() < deadline:
+            p.join(0.2)  # short joins: the main thread stays responsive to a second signal
+    killed = 0
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+            killed += 1
+    _children[:] = [p for p in _children if p.is_alive()]
+    return len(procs) - killed, killed
+
+
+def _children_running() -> bool:
+    return bool(live_children())
+
+
+def _make_keepalive():
+    from funboost.keepalive import KeepAlive
+    return KeepAlive("funboost-children", _children_running)
+
+
+_children_keepalive = _make_keepalive()

@@ -32,6 +32,11 @@ if TYPE_CHECKING:  # pragma: no cover
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
+
+def _default_shutdown_timeout() -> float:
+    from funboost.keepalive import default_shutdown_timeout
+    return default_shutdown_timeout()
+
 _CONCURRENT_MODES = {"threading", "gevent", "eventlet", "async", "single_thread"}
 _MODE_ALIASES = {"solo": "single_thread", "asyncio": "async", "thread": "threading", "threads": "threading"}
 
@@ -165,6 +170,9 @@ class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
     is_print_detail_exception: bool = True
     publish_msg_log_use_full_msg: bool = False
     stats_log_interval: float = 10.0
+
+    # ---- shutdown: on SIGTERM / SIGINT running tasks get this long to finish (env FUNBOOST_SHUTDOWN_TIMEOUT)
+    shutdown_timeout: float = Field(default_factory=lambda: _default_shutdown_timeout())
 
     # ---- misc
     user_options: dict[str, Any] = Field(default_factory=dict)

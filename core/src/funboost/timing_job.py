@@ -28,8 +28,8 @@ jobs added or removed by another process are seen within that time.
 
 The scheduler thread is a daemon, and jobs run in funboost's own threads (never a
 ``concurrent.futures`` pool, which refuses work once the interpreter starts shutting down: the
-"cannot schedule new futures after shutdown" crash). A non-daemon keep-alive thread keeps the process
-alive after the main script ends for as long as a started, unpaused scheduler of this process has jobs;
+"cannot schedule new futures after shutdown" crash). A keep-alive wait in the main thread at exit
+(funboost.keepalive) keeps the process alive after the main script ends for as long as a started, unpaused scheduler of this process has jobs;
 set ``FUNBOOST_NO_KEEPALIVE=1`` to let the process end with the main thread instead.
 """
 from __future__ import annotations
@@ -175,12 +175,22 @@ def _table_name(queue_name: str) -> str:
     return f"funboost_aps_{_safe(queue_name)}_{hashlib.sha1(queue_name.encode()).hexdigest()[:8]}"
 
 
+def _require_sqlalchemy(kind: str) -> None:
+    try:
+        import sqlalchemy  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"ApsJobAdder(job_store_kind={kind!r}) keeps jobs in SQL and needs SQLAlchemy, an extra "
+                          f"of funboost-core: pip install 'funboost-core[sqlalchemy]'") from exc
+
+
 def make_job_store(kind: str, queue_name: str) -> tuple[Any, Optional[StateBackend]]:
     """The APScheduler job store for ``kind`` and the state backend whose locks guard it (None when the
     store is private to this process)."""
     kind = kind.lower()
     if kind == "memory":
         return MemoryJobStore(), None
+    if kind in ("sqlite", "sqlalchemy"):
+        _require_sqlalchemy(kind)
     if kind == "sqlite":
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
         from sqlalchemy import create_engine

@@ -225,6 +225,7 @@ class Consumer:
         self._delayed_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._live_consumers = 1
+        self._released = 0  # messages handed back to the broker while stopping
         pm_hooks = has_hook_impls("funboost_execute")
         self.execute_hook = get_plugin_manager().hook.funboost_execute if pm_hooks else None
         self._after_execute = has_hook_impls("funboost_after_execute")
@@ -262,23 +263,32 @@ class Consumer:
         t.start()
         self._threads.append(t)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop fetching, let running tasks finish (up to ``timeout``), flush acks, release held
-        messages, deregister."""
+    def stop(self, timeout: float = 30.0) -> dict:
+        """Stop fetching, hand back what was prefetched and did not start, let running tasks finish (up to
+        ``timeout``), flush acks and status records, deregister. Returns what it did (the graceful-shutdown
+        summary): ``finished`` running tasks, ``released`` messages handed back, ``unfinished`` tasks still
+        running at the deadline."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
+        running = self.executor.held  # single_thread runs inline in the dispatch thread joined below
         for t in self._threads:
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))
         if getattr(self, "_heartbeat_tick", None) is not None:
             self._heartbeat_tick.cancel(wait=True)  # a beat in progress ends before remove_consumer below
-        self.executor.wait_idle(timeout)
+        # prefetched and not started: back to the broker now, not after a liveness timeout
+        held = [task.delivery for task in self.executor.take_pending()]
+        running -= len(held)
         with self._delayed_lock:
-            held = [d for _, _, d, _ in self._delayed]
+            held += [d for _, _, d, _ in self._delayed]
             self._delayed.clear()
         if held:
             try:
                 self.broker.requeue(held)
+                self._released += len(held)
             except Exception as exc:
-                self.logger.error("could not release %d delayed messages: %s", len(held), exc)
+                self.logger.error("could not release %d prefetched messages: %s", len(held), exc)
+        self.executor.wait_idle(max(0.0, deadline - time.monotonic()))
+        unfinished = self.executor.held
         self.acker.stop()
         if self.status_saver:
             self.status_saver.stop()
@@ -289,6 +299,8 @@ class Consumer:
             pass
         self.executor.shutdown(wait=False)
         self.broker.close()
+        return {"queue": self.params.queue_name, "finished": max(0, running - unfinished), "released": self._released,
+                "unfinished": unfinished}
 
     # ---------------------------------------------------------------- ConsumerHost (funboost.plugins.host)
     @property
@@ -369,6 +381,7 @@ class Consumer:
             for d in deliveries:
                 if self._stop.is_set() and self.caps.native_requeue:
                     self.broker.requeue([d])
+                    self._released += 1
                     continue
                 try:
                     self.handle_delivery(d)
@@ -438,6 +451,7 @@ class Consumer:
             # stopping while waiting for a rate slot: hand the message back (or leave it unacked)
             if self.caps.native_requeue:
                 self.broker.requeue([task.delivery])
+                self._released += 1
             return
         if self.executor.is_async:
             self.executor.submit(self.runner.run_async, task)
@@ -670,18 +684,26 @@ class Consumer:
             self._live_consumers = max(1, len(self.state.live_consumers(p.queue_name)))
 
     def _log_stats(self) -> None:
+        """Log throughput when something ran in the window; an idle consumer stays quiet (a queue whose
+        waiting count changes while nothing runs here, e.g. paused, is reported once per change)."""
         runs, fail, avg, elapsed = self.stats.roll()
         if runs == 0 and self.stats.total_runs == 0:
             return
-        msg = (f"queue {self.params.queue_name!r}: {runs} runs in the last {elapsed:.0f}s "
-               f"({fail} failed, avg {avg:.3f}s), {self.stats.total_runs} since start")
+        ready = None
         try:
-            size = self.broker.queue_size()
-            if size.ready is not None:
-                msg += f"; {size.ready} waiting"
-                if runs:
-                    rate = runs / elapsed * max(1, self._live_consumers)
-                    msg += f", about {size.ready / rate:.0f}s to drain"
+            ready = self.broker.queue_size().ready
         except Exception:
             pass
+        if runs == 0 and (not ready or ready == self._last_logged_ready):
+            return
+        self._last_logged_ready = ready
+        msg = (f"queue {self.params.queue_name!r}: {runs} runs in the last {elapsed:.0f}s "
+               f"({fail} failed, avg {avg:.3f}s), {self.stats.total_runs} since start")
+        if ready is not None:
+            msg += f"; {ready} waiting"
+            if runs:
+                rate = runs / elapsed * max(1, self._live_consumers)
+                msg += f", about {ready / rate:.0f}s to drain"
         self.logger.info(msg)
+
+    _last_logged_ready: Optional[int] = None

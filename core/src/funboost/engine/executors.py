@@ -65,6 +65,17 @@ class Executor:
             if self._waiters:  # only the dispatcher or a stop() ever waits
                 self._cond.notify_all()
 
+    @property
+    def held(self) -> int:
+        """Tasks submitted and not finished (queued + running)."""
+        return self._held
+
+    def take_pending(self) -> list[Any]:
+        """Remove the submitted tasks that have not started and return their first arguments (the engine's
+        tasks), so that a stopping consumer hands their messages back at once. Executors that start
+        every submitted task at once have none."""
+        return []
+
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         raise NotImplementedError
 
@@ -131,6 +142,27 @@ class FlexibleThreadPool(Executor):
                 self._idle += 1
                 if self._waiters:  # only the dispatcher or a stop() ever waits
                     self._cond.notify_all()
+
+    def take_pending(self) -> list[Any]:
+        taken: list[Any] = []
+        keep: list[Optional[tuple]] = []
+        while True:
+            try:
+                item = self._work.get_nowait()
+            except queue.Empty:
+                break
+            if item is None or not item[1]:
+                keep.append(item)  # a worker's stop sentinel stays
+            else:
+                taken.append(item[1][0])
+        for item in keep:
+            self._work.put(item)
+        if taken:
+            with self._lock:
+                self._held -= len(taken)
+                if self._waiters:
+                    self._cond.notify_all()
+        return taken
 
     def shutdown(self, wait: bool = True) -> None:
         self._shutdown = True

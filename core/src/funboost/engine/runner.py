@@ -254,6 +254,11 @@ class _Attempts(FctContext):
         if self.tries >= self.max_attempts:
             if r.params.is_push_to_dlx_queue_when_retry_max_times:
                 self.outcome = RunStatus.DEAD_LETTERED
+                where = f"moved to the dead-letter queue {r.params.queue_name}_dlx"
+            else:
+                where = "dropped (is_push_to_dlx_queue_when_retry_max_times=False; its status record keeps the error)"
+            r.logger.error("task %s failed all %d attempts: %s", self.task_id, self.max_attempts, where,
+                           extra={"task_id": self.task_id})
             return None
         delay = r._retry_sleep(self.attempt)
         if delay and r.params.advanced_retry_config.retry_mode == "requeue":

@@ -37,6 +37,7 @@ SHIPPED_DISTRIBUTIONS: tuple[ShippedDistribution, ...] = (
     ShippedDistribution("funboost-nats", broker_kinds=("nats_jetstream", "jetstream", "nats_js", "nats_core",
                                                        "nats")),
     ShippedDistribution("funboost-mqtt", broker_kinds=("mqtt", "mqtt_broadcast", "mqtt_pubsub")),
+    ShippedDistribution("funboost-otel"),  # OpenTelemetry tracing on the funboost.plugins hooks: no kind
 )
 
 

@@ -12,7 +12,7 @@ Three families live here.
   argument names are validated like any hook.
 * :class:`FunboostSpec` holds the process-wide observers, fanned out to every plugin of the
   ``funboost.plugins`` entry-point group: before/after publish, around execute, after execute, on
-  error. Metrics and tracing plugins use these.
+  error. Metrics and tracing plugins (funboost-otel) use these.
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata as importlib_metadata
 import inspect
 import logging
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
@@ -20,7 +21,7 @@ import pluggy
 from funboost.exceptions import BrokerPluginError, UnknownBrokerKind
 from funboost.plugins.broker import Broker
 from funboost.plugins.distributions import SHIPPED_DISTRIBUTIONS, distribution_for_broker_kind
-from funboost.plugins.hookspecs import PROJECT_NAME, BrokerSpec, FunboostSpec, RegistrationSpec
+from funboost.plugins.hookspecs import PROJECT_NAME, BrokerSpec, FunboostSpec, RegistrationSpec, hookimpl
 
 logger = logging.getLogger("funboost.plugins")
 
@@ -41,14 +42,23 @@ def normalize_kind(name: str) -> str:
 
 def entry_points(group: str) -> list[importlib_metadata.EntryPoint]:
     """Entry points of ``group``, read from metadata without importing anything."""
-    eps = importlib_metadata.entry_points()
-    if hasattr(eps, "select"):
-        return list(eps.select(group=group))
-    return list(eps.get(group, []))  # pragma: no cover - python < 3.10
+    if sys.version_info >= (3, 10):
+        return list(importlib_metadata.entry_points().select(group=group))
+    # Python 3.9: entry points do not know their distribution; walk the distributions and remember it
+    found = []
+    for dist in importlib_metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group == group:
+                _py39_ep_dists[(ep.group, ep.name, ep.value)] = dist
+                found.append(ep)
+    return found
+
+
+_py39_ep_dists: dict[tuple[str, str, str], Any] = {}
 
 
 def _dist_of(ep: importlib_metadata.EntryPoint) -> tuple[str, str]:
-    dist = getattr(ep, "dist", None)
+    dist = getattr(ep, "dist", None) or _py39_ep_dists.get((ep.group, ep.name, ep.value))
     if dist is None:
         return ("unknown distribution", "")
     return (dist.metadata["Name"] or "unknown distribution", dist.version or "")
@@ -319,10 +329,29 @@ def get_plugin_manager() -> pluggy.PluginManager:
             except Exception as exc:
                 logger.error("funboost plugin %r from distribution %r %s failed to load: %s: %s",
                              ep.name, dist, version, type(exc).__name__, exc)
+        impls = pm.hook.funboost_execute.get_hookimpls()
+        if impls and all(i.wrapper or i.hookwrapper for i in impls):
+            # only wrappers: something must run the attempt inside them
+            pm.register(_CoreExecute(), name=_CORE_EXECUTE)
         _pm = pm
         return pm
 
 
+_CORE_EXECUTE = "funboost-core:execute"
+
+
+class _CoreExecute:
+    """The innermost ``funboost_execute`` when every plugin implements it as a wrapper
+    (``@hookimpl(wrapper=True)``, ``return (yield)``): runs the attempt inside them. Not registered when a
+    plugin's plain implementation calls ``call()`` itself (the attempt must run once)."""
+
+    @hookimpl(trylast=True)
+    def funboost_execute(self, queue_name: str, task: Any, call: Any) -> Any:
+        return call()
+
+
 def has_hook_impls(hook_name: str) -> bool:
-    """Cheap check used at consumer/publisher start so that unused hooks cost nothing per message."""
-    return bool(getattr(get_plugin_manager().hook, hook_name).get_hookimpls())
+    """Cheap check used at consumer/publisher start so that unused hooks cost nothing per message (core's
+    own innermost ``funboost_execute`` does not count)."""
+    impls = getattr(get_plugin_manager().hook, hook_name).get_hookimpls()
+    return any(i.plugin_name != _CORE_EXECUTE for i in impls)

@@ -94,6 +94,7 @@ def _use_private_data_dir(config: Any) -> None:
 
 
 def pytest_unconfigure(config: Any) -> None:
+    _stop_leftover_consumers()
     saved = getattr(config, "_funboost_data_dir", None)
     if not saved:
         return
@@ -131,3 +132,13 @@ def pytest_runtest_protocol(item: Any, nextitem: Any):
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
 
+
+
+def _stop_leftover_consumers() -> None:
+    """A test that left a consumer running must not keep the test process alive: at exit funboost waits
+    while something consumes (see funboost.keepalive), so stop what is left, briefly."""
+    import sys
+    if "funboost.booster" not in sys.modules:
+        return
+    from funboost.keepalive import stop_all_consumers
+    stop_all_consumers(timeout=5)
