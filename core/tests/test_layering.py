@@ -163,8 +163,8 @@ def test_a_shared_persistence_config_gives_each_queue_its_own_table(qname):
 def test_unknown_kind_names_only_distributions_that_exist():
     from funboost.plugins.manager import resolve_broker_kind
     with pytest.raises(UnknownBrokerKind) as err:
-        resolve_broker_kind("dramatiq")
-    assert "funboost-dramatiq" not in str(err.value) and "pip install" not in str(err.value)
+        resolve_broker_kind("beanstalkd")
+    assert "funboost-beanstalkd" not in str(err.value) and "pip install" not in str(err.value)
     try:
         resolve_broker_kind("kafka")
     except UnknownBrokerKind as exc:  # funboost-kafka is not installed in this environment

@@ -31,6 +31,7 @@ SHIPPED_DISTRIBUTIONS: tuple[ShippedDistribution, ...] = (
     ShippedDistribution("funboost-rabbitmq", broker_kinds=("rabbitmq", "rabbitmq_pika")),
     ShippedDistribution("funboost-kafka", broker_kinds=("kafka",)),
     ShippedDistribution("funboost-celery", broker_kinds=("celery",)),
+    ShippedDistribution("funboost-dramatiq", broker_kinds=("dramatiq",)),
     ShippedDistribution("funboost-grpc", broker_kinds=("grpc",)),
     ShippedDistribution("funboost-postgres", broker_kinds=("postgres", "postgresql", "postgres_queue")),
     ShippedDistribution("funboost-sqlalchemy", broker_kinds=("sqlalchemy", "sqlachemy")),

@@ -1,0 +1,143 @@
+"""Plain dramatiq vs funboost on broker_kind="DRAMATIQ", side by side, same broker, same worker settings.
+
+    python bench/dramatiq_bench.py [--n 3000] [--concurrency 8] [--brokers redis,amqp] [--rounds 2]
+
+Plain dramatiq: ``dramatiq.Actor`` + ``.send()``; worker = ``dramatiq.Worker`` in the process with
+``worker_threads`` = concurrency, on a broker with the middleware the DRAMATIQ kind uses (Retries
+max_retries=0, no TimeLimit). funboost: ``@boost(... broker_kind="DRAMATIQ")`` + ``.push()`` /
+``.consume()`` on the same configuration. Each part runs in its own subprocess. Consume rate: from the
+first task's start to the last task's end (worker start-up excluded). CPU per task: the process's
+user+system time of the publish loop / of the consume phase, divided by the number of messages.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+URLS = {"redis": os.environ.get("FUNBOOST_DRAMATIQ_BENCH_REDIS", "redis://127.0.0.1:6379/13"),
+        "amqp": os.environ.get("FUNBOOST_DRAMATIQ_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")}
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def run_plain(url: str, n: int, conc: int) -> dict:
+    import dramatiq
+    from funboost_dramatiq import DramatiqOptions, build_broker
+    broker = build_broker(DramatiqOptions(broker_url=url))
+    q = f"bench_plain_{uuid.uuid4().hex[:8]}"
+    done, first, finished, noop_body = _counter(n)
+
+    def noop(x):
+        noop_body()
+
+    actor = dramatiq.Actor(noop, broker=broker, actor_name=q, queue_name=q, priority=0, options={"max_retries": 0})
+    actor.send(-1)  # warm the connection and declare the queue
+    c0, t0 = _cpu(), time.perf_counter()
+    for i in range(n - 1):
+        actor.send(i)
+    pub, pub_cpu = (n - 1) / (time.perf_counter() - t0), (_cpu() - c0) / (n - 1)
+    w = dramatiq.Worker(broker, queues={q}, worker_threads=conc)
+    c0 = _cpu()
+    w.start()
+    finished.wait(600)
+    cons, cons_cpu = (n - 1) / (done[1] - first[0]), (_cpu() - c0) / n
+    w.stop()
+    broker.flush(q)
+    broker.close()
+    return {"publish": pub, "consume": cons, "publish_cpu_us": pub_cpu * 1e6, "consume_cpu_us": cons_cpu * 1e6}
+
+
+def run_funboost(url: str, n: int, conc: int) -> dict:
+    os.environ["FUNBOOST_NO_KEEPALIVE"] = "1"
+    from funboost import BoosterParams, boost
+    q = f"bench_fb_{uuid.uuid4().hex[:8]}"
+    done, first, finished, noop_body = _counter(n)
+
+    @boost(BoosterParams(queue_name=q, broker_kind="DRAMATIQ", broker_exclusive_config={"broker_url": url},
+                         concurrent_num=conc, state_backend="memory", log_to_console=False, max_retry_times=0))
+    def noop(x):
+        noop_body()
+
+    noop.push(-1)
+    c0, t0 = _cpu(), time.perf_counter()
+    for i in range(n - 1):
+        noop.push(i)
+    pub, pub_cpu = (n - 1) / (time.perf_counter() - t0), (_cpu() - c0) / (n - 1)
+    c0 = _cpu()
+    noop.consume()
+    finished.wait(600)
+    cons, cons_cpu = (n - 1) / (done[1] - first[0]), (_cpu() - c0) / n
+    noop.stop_consume(10)
+    noop.clear()
+    return {"publish": pub, "consume": cons, "publish_cpu_us": pub_cpu * 1e6, "consume_cpu_us": cons_cpu * 1e6}
+
+
+def _counter(n: int):
+    """A task body that counts runs and notes when the first started and the last ended."""
+    done = [0, 0.0]
+    first = [0.0]
+    lock = threading.Lock()
+    finished = threading.Event()
+
+    def body() -> None:
+        with lock:
+            if done[0] == 0:
+                first[0] = time.perf_counter()
+            done[0] += 1
+            if done[0] >= n:
+                done[1] = time.perf_counter()
+                finished.set()
+    return done, first, finished, body
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=3000)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--brokers", default="redis,amqp")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--part", help=argparse.SUPPRESS)
+    ap.add_argument("--url", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.part:
+        fn = run_plain if a.part == "plain" else run_funboost
+        print(json.dumps(fn(a.url, a.n, a.concurrency)))
+        return
+    print(f"N={a.n} messages, worker_threads {a.concurrency}, best of {a.rounds} rounds (msg/s; CPU µs per message)")
+    print(f"{'broker':7} {'system':26} {'publish':>8} {'consume':>8} {'pub CPU':>8} {'cons CPU':>8}")
+    keys = ("publish", "consume", "publish_cpu_us", "consume_cpu_us")
+    for fam in a.brokers.split(","):
+        best: dict[str, dict] = {}
+        for _ in range(a.rounds):
+            for part in ("plain", "funboost"):
+                out = subprocess.run([sys.executable, __file__, "--part", part, "--url", URLS[fam], "--n", str(a.n),
+                                      "--concurrency", str(a.concurrency)], capture_output=True, text=True)
+                if out.returncode != 0:
+                    print(out.stderr[-2000:])
+                    raise SystemExit(1)
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                b = best.setdefault(part, {"publish": 0.0, "consume": 0.0, "publish_cpu_us": 1e12,
+                                           "consume_cpu_us": 1e12})
+                b["publish"] = max(b["publish"], r["publish"])
+                b["consume"] = max(b["consume"], r["consume"])
+                b["publish_cpu_us"] = min(b["publish_cpu_us"], r["publish_cpu_us"])
+                b["consume_cpu_us"] = min(b["consume_cpu_us"], r["consume_cpu_us"])
+        for part, label in (("plain", "plain dramatiq .send()"), ("funboost", "funboost DRAMATIQ .push()")):
+            v = best[part]
+            print(f"{fam:7} {label:26} {v['publish']:8.0f} {v['consume']:8.0f} {v['publish_cpu_us']:8.0f} "
+                  f"{v['consume_cpu_us']:8.0f}")
+        p, f = best["plain"], best["funboost"]
+        print(f"{fam:7} {'funboost / plain':26} " + " ".join(f"{f[k] / p[k]:8.2f}" for k in keys))
+
+
+if __name__ == "__main__":
+    main()
