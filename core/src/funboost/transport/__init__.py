@@ -10,7 +10,9 @@ others, so that each of them writes only its framing:
   handlers), :class:`ServerRegistry` (one server per host/port and process);
 * :mod:`~funboost.transport.client` – :class:`TransportClient` (endpoints, failover, backoff, health probes);
 * :mod:`~funboost.transport.broker` – :class:`ServingBroker`, the broker class on top of them;
-* :mod:`~funboost.transport.errors` – the errors all of them raise.
+* :mod:`~funboost.transport.errors` – the errors all of them raise;
+* :mod:`~funboost.transport.security` – loopback-by-default binds, the token check, TLS contexts from paths;
+* :mod:`~funboost.transport.loop_thread` – an asyncio loop in a thread of its own (transports on asyncio).
 
 See "Writing a server transport" in docs/writing-a-broker-plugin.md.
 """
