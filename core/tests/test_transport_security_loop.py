@@ -53,3 +53,28 @@ def test_loop_thread_runs_coroutines_and_callbacks():
 def test_shared_loop_is_one_per_name():
     assert shared_loop("funboost-test-shared") is shared_loop("funboost-test-shared")
     assert shared_loop("funboost-test-shared") is not shared_loop("funboost-test-other")
+
+
+def test_server_transport_options_read_the_environment(monkeypatch):
+    from typing import ClassVar
+
+    from pydantic import Field, ValidationError
+
+    from funboost.transport.options import ServerTransportOptions
+
+    class Opts(ServerTransportOptions):
+        env_prefix: ClassVar[str] = "XTEST"
+        port: int = Field(default=4321, ge=0, le=65535)
+        max_frame_bytes: int = 100
+
+    assert Opts().target_addresses() == ["127.0.0.1:4321"]
+    monkeypatch.setenv("FUNBOOST_XTEST_ADDRESSES", "a:1, b:2")
+    monkeypatch.setenv("FUNBOOST_XTEST_MAX_FRAME_BYTES", "77")
+    monkeypatch.setenv("FUNBOOST_XTEST_TOKEN", "tok")
+    o = Opts(token="explicit")
+    assert o.addresses == ["a:1", "b:2"] and o.max_frame_bytes == 77 and o.token == "explicit"
+    assert Opts(host="::1", addresses=None).target_addresses() == ["[::1]:4321"]
+    with pytest.raises(ValidationError):
+        Opts(addresses=["nocolon"])
+    with pytest.raises(ValidationError):
+        Opts(bogus=1)

@@ -13,6 +13,7 @@ others, so that each of them writes only its framing:
 * :mod:`~funboost.transport.errors` – the errors all of them raise;
 * :mod:`~funboost.transport.security` – loopback-by-default binds, the token check, TLS contexts from paths;
 * :mod:`~funboost.transport.loop_thread` – an asyncio loop in a thread of its own (transports on asyncio).
+* :mod:`~funboost.transport.options` – :class:`ServerTransportOptions`, the common options (environment too).
 
 See "Writing a server transport" in docs/writing-a-broker-plugin.md.
 """
