@@ -78,3 +78,14 @@ def test_server_transport_options_read_the_environment(monkeypatch):
         Opts(addresses=["nocolon"])
     with pytest.raises(ValidationError):
         Opts(bogus=1)
+
+
+def test_parse_envelope_takes_an_already_decoded_object():
+    from funboost.transport.errors import BadRequest
+    from funboost.transport.server import parse_envelope
+
+    env = {"x": 1, "extra": {"task_id": "t"}}
+    assert parse_envelope(env) is env
+    assert parse_envelope('{"x": 1}') == {"x": 1}
+    with pytest.raises(BadRequest):
+        parse_envelope("[1]")
