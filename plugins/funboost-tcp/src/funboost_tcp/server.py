@@ -127,7 +127,7 @@ class TcpServer(QueueServer):
         self._limit = options.max_in_flight_per_connection
         ssl_ctx = (server_ssl_context(options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file)
                    if options.tls_cert_file and options.tls_key_file else None)
-        self._connections: set[asyncio.StreamWriter] = set()
+        self._connections: dict[asyncio.StreamWriter, "asyncio.Task[None]"] = {}
         self._pool = ThreadPoolExecutor(options.call_threads, thread_name_prefix="funboost-tcp-call")
         self._stopped = False
         self._stop_lock = threading.Lock()
@@ -152,7 +152,9 @@ class TcpServer(QueueServer):
     # ------------------------------------------------------------------ connections (on the loop)
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = _Connection(writer, self.loop, self._limit)
-        self._connections.add(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[writer] = task
         transport = writer.transport
         unpack, max_frame, readexactly = _HEADER.unpack, self._max_frame, reader.readexactly
         try:
@@ -181,10 +183,10 @@ class TcpServer(QueueServer):
                     await conn.room.wait()
                 if transport.get_write_buffer_size() > WRITE_HIGH_WATER:
                     await writer.drain()
-        except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
+        except (ConnectionError, OSError) as exc:
             logger.debug("funboost tcp: connection dropped: %r", exc)
         finally:
-            self._connections.discard(writer)
+            self._connections.pop(writer, None)
             writer.close()
 
     def _dispatch(self, conn: _Connection, request_id: int, frame_type: int, payload: bytes) -> None:
@@ -265,12 +267,11 @@ class TcpServer(QueueServer):
 
         async def close() -> None:
             self._server.close()
-            for w in list(self._connections):
-                w.close()
-            try:
-                await asyncio.wait_for(self._server.wait_closed(), grace)
-            except (asyncio.TimeoutError, Exception):  # connections still closing: the loop stops anyway
-                pass
+            tasks = list(self._connections.values())
+            for t in tasks:  # a connection may wait for room (backpressure) or for its next frame
+                t.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=grace)
 
         try:
             self._loop_thread.run(close(), timeout=grace + 1.0)
