@@ -13,6 +13,7 @@ import itertools
 import logging
 import ssl
 import threading
+from collections import deque
 from typing import Any, Optional, Union
 
 from funboost.message import dumps, loads
@@ -66,6 +67,9 @@ class _Connection:
         self.queued: list[tuple[int, _Waiter, bytes]] = []
         self.connecting = False
         self.ids = itertools.count(1)
+        # requests handed over by calling threads; one loop wake-up sends all that are there by then
+        self.outbox: deque[tuple[int, _Waiter, bytes]] = deque()
+        self.flush_scheduled = False
 
     # ------------------------------------------------------------------ from calling threads
     def request(self, frame_type: int, payload: bytes, timeout: float) -> tuple[int, bytes]:
@@ -76,10 +80,12 @@ class _Connection:
         w = _Waiter()
         request_id = next(self.ids) & 0xFFFFFFFF
         data = _pack(len(payload), request_id, frame_type) + payload
-        loop = self.client.loop
-        loop.call_soon(self.send, request_id, w, data)
+        self.outbox.append((request_id, w, data))
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.client.loop.call_soon(self.flush)
         if not w.lock.acquire(timeout=timeout):
-            loop.call_soon(self.pending.pop, request_id, None)
+            self.client.loop.call_soon(self.pending.pop, request_id, None)
             raise AttemptTimedOut(f"{self.address}: DEADLINE_EXCEEDED: no reply within {timeout:.3g}s",
                                   p.DEADLINE_EXCEEDED)
         if w.error is not None:
@@ -87,13 +93,21 @@ class _Connection:
         return w.frame_type, w.payload
 
     # ------------------------------------------------------------------ on the loop
-    def send(self, request_id: int, w: _Waiter, data: bytes) -> None:
+    def flush(self) -> None:
+        self.flush_scheduled = False  # before draining: a request appended from now on schedules a flush
+        box = self.outbox
+        n = len(box)
+        if not n:
+            return
+        batch = [box.popleft() for _ in range(n)]
         writer = self.writer
         if writer is not None and not writer.is_closing():
-            self.pending[request_id] = w
-            writer.write(data)
+            pending = self.pending
+            for request_id, w, _ in batch:
+                pending[request_id] = w
+            writer.write(batch[0][2] if n == 1 else b"".join([data for _, _, data in batch]))
             return
-        self.queued.append((request_id, w, data))
+        self.queued.extend(batch)
         if not self.connecting:
             self.connecting = True
             self.client.loop.loop.create_task(self._connect())
