@@ -137,3 +137,28 @@ def test_push_without_a_serving_consumer_raises_a_clear_error(queue_name):
     finally:
         other.close()
     assert wait_until(lambda: pub.health(timeout=0.5)[f"127.0.0.1:{port}"] == "UNREACHABLE", 10)
+
+
+def test_wire_format_example_of_the_docs_pushes_a_task_without_funboost(queue_name):
+    """docs/brokers/tcp.md: a plain socket pushes {"x": 1, "y": 2} (no "extra"); the engine runs it."""
+    import socket
+    import struct
+    port = free_port()
+    got = []
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config={"port": port},
+                         state_backend="memory", log_to_console=False))
+    def add(x, y):
+        got.append(x + y)
+
+    add.consume()
+    try:
+        s = socket.create_connection(("127.0.0.1", port))
+        payload = json.dumps({"queue": queue_name, "bodies": [{"x": 1, "y": 2}]}).encode()
+        s.sendall(struct.pack(">IIB", len(payload), 1, 1) + payload)
+        length, request_id, frame_type = struct.unpack(">IIB", s.recv(9))
+        assert (request_id, frame_type, json.loads(s.recv(length))) == (1, 128, {"accepted": 1})
+        s.close()
+        wait_until(lambda: got == [3], 10, message="the pushed task ran")
+    finally:
+        add.stop_consume(10)
