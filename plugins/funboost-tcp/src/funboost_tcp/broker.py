@@ -41,6 +41,8 @@ class TcpBroker(ServingBroker):
         broadcast=False,
         request_response=True,
         cross_process=True,
+        # nothing can be published before a consumer listens: the contract suite serves first
+        needs_serving_consumer=True,
     )
     options_model = TcpOptions
     registry: ClassVar[ServerRegistry] = _server.registry
