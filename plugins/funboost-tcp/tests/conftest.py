@@ -1,5 +1,4 @@
 import os
-import socket
 import sys
 import uuid
 
@@ -7,11 +6,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support import free_port  # noqa: E402
 
 
 @pytest.fixture

@@ -15,6 +15,12 @@ from funboost_tcp import protocol as p
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class ConsumerProcess:
     """``consumer_proc.py`` in a subprocess: the real engine serving ``queue`` on ``port``."""
 

@@ -6,7 +6,8 @@ that is not a JSON object is refused at publish time (``BAD_REQUEST``), which th
 """
 from funboost.testing import BrokerContract
 
-from conftest import free_port
+from support import free_port
+
 
 
 class TestTcpContract(BrokerContract):

@@ -8,7 +8,7 @@ from funboost import BoosterParams, RemoteTaskError, RpcTimeout, boost
 from funboost.testing import wait_until
 
 from funboost_tcp import NoConsumerAvailable, RemoteTaskError as TcpRemoteTaskError, TcpBroker
-from conftest import free_port
+from support import free_port
 
 
 def test_readme_example(queue_name):

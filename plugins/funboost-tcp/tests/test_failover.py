@@ -9,8 +9,7 @@ from funboost.plugins.broker import OutgoingMessage
 from funboost.testing import wait_until
 
 from funboost_tcp import NoConsumerAvailable, TcpBroker, TcpBrokerError
-from conftest import free_port
-from support import ConsumerProcess
+from support import ConsumerProcess, free_port
 
 
 @pytest.fixture
