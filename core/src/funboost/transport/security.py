@@ -1,91 +1,60 @@
-"""Security settings every server transport applies the same way (tcp, http; framing-free):
+"""Security defaults shared by the server transports (tcp, http…): where a consumer may listen without a
+token, and the constant-time token check.
 
-* :func:`check_bind` – a consumer binds loopback unless told otherwise, and a non-loopback bind refuses to
-  start without a shared token or TLS client certificates;
-* :class:`TokenCheck` – the constant-time comparison of the token a request carries;
-* :func:`server_ssl_context` / :func:`client_ssl_context` – ``ssl.SSLContext`` objects from certificate,
-  key and CA file paths (the options of a transport name paths, never key material).
+A consumer listens on loopback unless told otherwise; a bind that other hosts can reach refuses to start
+without a shared token (or, for transports that support it, TLS client certificates), so a port opened by
+mistake never runs tasks for anyone on the network.
 """
 from __future__ import annotations
 
 import hmac
 import ipaddress
-import ssl
+import socket
 from typing import Optional, Union
 
-__all__ = ["InsecureBind", "is_loopback_host", "check_bind", "TokenCheck", "server_ssl_context",
-           "client_ssl_context"]
+__all__ = ["InsecureBind", "is_loopback_host", "require_token_for_bind", "token_matches"]
 
 
 class InsecureBind(ValueError):
-    """A consumer was asked to listen beyond loopback without any way to authenticate publishers."""
+    """A server transport was asked to listen on a non-loopback address without a token."""
 
 
 def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``); False for anything that
-    other hosts may reach (``0.0.0.0``, ``::``, a LAN address, a host name)."""
-    h = host.strip().strip("[]").lower()
-    if h == "localhost":
-        return True
+    """True when ``host`` only accepts connections from this machine (127.0.0.0/8, ::1, ``localhost``).
+
+    A wildcard (``0.0.0.0``, ``::``, ``""``) and any other address are reachable from the network. A name
+    is resolved: it is loopback only when every address it resolves to is."""
+    h = host.strip().strip("[]")
+    if h in ("", "0.0.0.0", "::", "*"):
+        return False
     try:
         return ipaddress.ip_address(h).is_loopback
-    except ValueError:  # a host name other than localhost: it may resolve to anything
-        return False
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(h, None)
+    except OSError:
+        return False  # unknown name: the bind will fail anyway; never call it loopback
+    addrs = {info[4][0] for info in infos}
+    return bool(addrs) and all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addrs)
 
 
-def check_bind(transport: str, host: str, token: Optional[str], tls_client_ca_file: Optional[str] = None) -> None:
-    """Refuse to listen on a non-loopback ``host`` unless publishers must authenticate (a ``token``, or
-    TLS with client certificates checked against ``tls_client_ca_file``).
+def require_token_for_bind(transport: str, host: str, token: Optional[str], tls_client_auth: bool = False) -> None:
+    """Refuse to listen on a non-loopback ``host`` without a token (or TLS client certificates).
 
-    :raises InsecureBind: with a message that says which option to set."""
-    if is_loopback_host(host) or token or tls_client_ca_file:
+    :raises InsecureBind: with what to set."""
+    if token or tls_client_auth or is_loopback_host(host):
         return
     raise InsecureBind(
-        f"funboost {transport}: refusing to listen on {host!r} without authentication: anyone who can reach "
-        f"this port could run tasks. Set a shared `token` (on consumers and publishers) or TLS client "
-        f"certificates (`tls_client_ca_file`), or bind 127.0.0.1.")
+        f"funboost {transport}: refusing to listen on {host!r} without a token: anyone who can reach this "
+        f"address could run tasks. Set the option 'token' (or FUNBOOST_{transport.upper()}_TOKEN) on the "
+        f"consumer and its publishers, or listen on 127.0.0.1.")
 
 
-class TokenCheck:
-    """Compares the token of each request with the expected one in constant time. With no expected
-    token every request passes (loopback only, see :func:`check_bind`)."""
-
-    __slots__ = ("expected",)
-
-    def __init__(self, token: Optional[str]) -> None:
-        self.expected: Optional[bytes] = token.encode("utf-8") if token else None
-
-    def __call__(self, got: Union[str, bytes, None]) -> bool:
-        expected = self.expected
-        if expected is None:
-            return True
-        if got is None:
-            return False
-        if isinstance(got, str):
-            got = got.encode("utf-8", "surrogatepass")
-        elif not isinstance(got, bytes):
-            return False
-        return hmac.compare_digest(got, expected)
-
-
-def server_ssl_context(cert_file: str, key_file: str, client_ca_file: Optional[str] = None) -> ssl.SSLContext:
-    """TLS for a listening consumer; with ``client_ca_file`` every client must present a certificate
-    signed by that CA."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert_file, key_file)
-    if client_ca_file:
-        ctx.load_verify_locations(cafile=client_ca_file)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
-
-
-def client_ssl_context(ca_file: Optional[str] = None, cert_file: Optional[str] = None,
-                       key_file: Optional[str] = None) -> ssl.SSLContext:
-    """TLS for a publisher: trust ``ca_file`` (else the system's CAs), verify the host name, and present
-    ``cert_file``/``key_file`` when the consumer requires client certificates."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if cert_file:
-        ctx.load_cert_chain(cert_file, key_file)
-    return ctx
+def token_matches(presented: Union[str, bytes, None], expected: bytes) -> bool:
+    """Constant-time comparison of a presented credential with the expected one (both as sent on the wire,
+    e.g. ``b"Bearer <token>"``)."""
+    if presented is None:
+        return False
+    got = presented.encode("utf-8", "surrogateescape") if isinstance(presented, str) else presented
+    return hmac.compare_digest(got, expected)

@@ -67,10 +67,11 @@ class ServedQueue(LocalQueue[Item]):
 def parse_envelope(body: Union[str, bytes, dict], index: int = 0) -> dict:
     """The envelope dict of one request body; :class:`BadRequest` if it is not a JSON object.
 
-    A dict is taken as is: a framing that carries envelopes as JSON objects inside its own JSON request
-    (tcp, an HTTP batch) has decoded them already, and must itself refuse elements that are not objects."""
+    A dict is taken as already parsed (a framing that decodes a whole batch at once, e.g. a JSON list)."""
     if type(body) is dict:
         return body
+    if not isinstance(body, (str, bytes, bytearray, memoryview)):
+        raise BadRequest(f"body #{index} is not a JSON object (the funboost envelope), got {type(body).__name__}")
     try:
         obj = _fast_loads(body)  # orjson: ~5x cheaper than json.loads on the hot path
     except ValueError:
@@ -167,7 +168,7 @@ class QueueServer:
             raise Backpressure(f"the buffer of queue {queue_name!r} on this consumer is full")
         return accepted
 
-    def handle_call(self, queue_name: str, body: Union[str, bytes, dict], timeout: Optional[float]) -> str:
+    def handle_call(self, queue_name: str, body: Union[str, bytes], timeout: Optional[float]) -> str:
         """Run one call (inline when the consumer allows, else through the buffer) and return the final
         status as JSON text (:func:`~funboost.transport.calls.encode_status`).
 

@@ -15,9 +15,9 @@ Honest guarantees: nothing is persistent; a message accepted by a consumer that 
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar, Optional
 
-from funboost.plugins.broker import Capabilities
 from funboost.transport.broker import ServingBroker
 from funboost.transport.server import ServerRegistry
 from funboost_tcp import server as _server
@@ -27,23 +27,9 @@ from funboost_tcp.options import TcpOptions
 
 class TcpBroker(ServingBroker):
     kind = "tcp"
-    capabilities = Capabilities(
-        at_least_once=False,  # an accepted message dies with the consumer process that holds it
-        persistent=False,
-        native_requeue=True,  # back into the consumer's own buffer
-        dead_letter=True,  # into the buffer <queue>_dlx hosted by the same consumer process
-        native_delay=False,
-        priority=False,
-        ordering="none",  # round robin over several consumers
-        queue_size="approximate",  # exact in the consumer; from a publisher, the sum over live consumers
-        in_flight_count=True,
-        purge=True,
-        broadcast=False,
-        request_response=True,
-        cross_process=True,
-        # nothing can be published before a consumer listens: the contract suite serves first
-        needs_serving_consumer=True,
-    )
+    # the server transports' capabilities (not persistent, not at-least-once, request/response, approximate
+    # size from a publisher...); nothing can be published before a consumer listens
+    capabilities = replace(ServingBroker.capabilities, needs_serving_consumer=True)
     options_model = TcpOptions
     registry: ClassVar[ServerRegistry] = _server.registry
 

@@ -21,7 +21,7 @@ from funboost.process_local import ProcessLocalDict
 from funboost.transport.client import Endpoint, TransportClient
 from funboost.transport.errors import AttemptFailed, AttemptTimedOut, EndpointRefused, EndpointUnreachable
 from funboost.transport.loop_thread import LoopThread, shared_loop
-from funboost.transport.security import client_ssl_context
+from funboost.transport.tls import client_ssl_context
 from funboost_tcp import protocol as p
 from funboost_tcp.errors import MessageTooLarge, NoConsumerAvailable, RemoteTaskError, TcpBrokerError
 from funboost_tcp.options import TcpOptions

@@ -23,9 +23,9 @@ from typing import Any, Optional
 from funboost.message import dumps, loads
 from funboost.transport.errors import Backpressure, BadRequest, CallDeadlineExceeded, RequestError, UnknownQueue
 from funboost.transport.loop_thread import LoopThread
-from funboost.transport.options import format_address
-from funboost.transport.security import TokenCheck, check_bind, server_ssl_context
+from funboost.transport.security import require_token_for_bind, token_matches
 from funboost.transport.server import QueueServer, ServerRegistry
+from funboost.transport.tls import server_ssl_context
 from funboost_tcp import protocol as p
 from funboost_tcp.options import TcpOptions
 
@@ -106,6 +106,10 @@ class _Connection:
             self.room.set()
 
 
+def _bind_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
 def server_key(options: TcpOptions) -> tuple:
     """The options two brokers must agree on to share one server."""
     return (options.token, options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file,
@@ -119,10 +123,10 @@ class TcpServer(QueueServer):
     :raises OSError: it cannot listen (port in use…)."""
 
     def __init__(self, options: TcpOptions) -> None:
-        check_bind("tcp", options.host, options.token, options.tls_client_ca_file)
+        require_token_for_bind("tcp", options.host, options.token, tls_client_auth=bool(options.tls_client_ca_file))
         super().__init__(server_key(options))
         self.options = options
-        self._token_ok = TokenCheck(options.token)
+        self._token: Optional[bytes] = options.token.encode() if options.token else None
         self._max_frame = options.max_frame_bytes
         self._limit = options.max_in_flight_per_connection
         ssl_ctx = (server_ssl_context(options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file)
@@ -142,11 +146,11 @@ class TcpServer(QueueServer):
             self._pool.shutdown(wait=False)
             if isinstance(exc, OSError):
                 raise OSError(exc.errno, f"funboost tcp: cannot listen on "
-                                         f"{format_address(options.host, options.port)}: {exc.strerror or exc} "
+                                         f"{_bind_address(options.host, options.port)}: {exc.strerror or exc} "
                                          "(port in use?)") from exc
             raise
         self.port = self._server.sockets[0].getsockname()[1]
-        self.address = format_address(options.host, self.port)
+        self.address = _bind_address(options.host, self.port)
         logger.info("funboost tcp consumer listening on %s%s", self.address, " (TLS)" if ssl_ctx else "")
 
     # ------------------------------------------------------------------ connections (on the loop)
@@ -198,8 +202,10 @@ class TcpServer(QueueServer):
                 raise _Refused(p.BAD_REQUEST, f"frame payload is not valid JSON: {exc}") from None
             if type(req) is not dict:
                 raise _Refused(p.BAD_REQUEST, "frame payload must be a JSON object")
-            if not self._token_ok(req.get("token")):
-                raise _Refused(p.UNAUTHENTICATED, "missing or invalid token")
+            if self._token is not None:
+                token = req.get("token")
+                if type(token) is not str or not token_matches(token, self._token):
+                    raise _Refused(p.UNAUTHENTICATED, "missing or invalid token")
             queue = req.get("queue")
             if frame_type == p.CALL:
                 body, timeout = req.get("body"), req.get("timeout")
