@@ -534,3 +534,4 @@ def test_serving_broker_declares_honest_capabilities():
     caps = ServingBroker.capabilities
     assert not caps.persistent and not caps.at_least_once
     assert caps.request_response and caps.cross_process and caps.queue_size == "approximate"
+    assert caps.needs_serving_consumer

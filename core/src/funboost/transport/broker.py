@@ -53,6 +53,8 @@ class ServingBroker(Broker):
         broadcast=False,
         request_response=True,
         cross_process=True,
+        # no broker server: a message can only be published once a consumer serves the queue
+        needs_serving_consumer=True,
     )
 
     #: the servers of this transport in this process (one registry per transport class)

@@ -15,7 +15,6 @@ Honest guarantees: nothing is persistent; a message accepted by a consumer that 
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, ClassVar, Optional
 
 from funboost.transport.broker import ServingBroker
@@ -27,9 +26,8 @@ from funboost_tcp.options import TcpOptions
 
 class TcpBroker(ServingBroker):
     kind = "tcp"
-    # the server transports' capabilities (not persistent, not at-least-once, request/response, approximate
-    # size from a publisher...); nothing can be published before a consumer listens
-    capabilities = replace(ServingBroker.capabilities, needs_serving_consumer=True)
+    # capabilities: ServingBroker's (not persistent, not at-least-once, request/response, approximate size
+    # from a publisher, needs a serving consumer before anything can be published)
     options_model = TcpOptions
     registry: ClassVar[ServerRegistry] = _server.registry
 
