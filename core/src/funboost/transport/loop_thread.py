@@ -49,16 +49,15 @@ class LoopThread:
     def run(self, coro: Awaitable[T], timeout: Optional[float] = None) -> T:
         """Run ``coro`` on the loop and wait for its result (never call it from the loop thread).
 
-        :raises TimeoutError: (``concurrent.futures.TimeoutError``) after ``timeout``; the coroutine is
-            cancelled."""
+        :raises TimeoutError: after ``timeout``; the coroutine is cancelled."""
         if self.in_loop:
             raise RuntimeError(f"{self.name}: run() from the loop thread would deadlock")
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
         try:
             return fut.result(timeout)
-        except concurrent.futures.TimeoutError:
+        except concurrent.futures.TimeoutError:  # not the builtin TimeoutError before Python 3.11
             fut.cancel()
-            raise
+            raise TimeoutError(f"{self.name}: no result within {timeout}s") from None
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` in the loop thread soon (thread-safe, does not wait)."""
