@@ -489,3 +489,49 @@ def test_put_reads_each_items_priority_and_eta():
     q.put(msgs)
     assert q.counts() == (3, 0, 1)
     assert [d.body.body for d in q.take(10, 0)] == ["b", "a", "d"]
+
+
+# ---------------------------------------------------------------------- security and option helpers
+def test_loopback_detection_and_token_requirement():
+    from funboost.transport.security import InsecureBind, is_loopback_host, require_token_for_bind, token_matches
+    for host in ("127.0.0.1", "127.3.4.5", "::1", "[::1]", "localhost"):
+        assert is_loopback_host(host), host
+    for host in ("0.0.0.0", "::", "", "10.1.2.3", "192.168.0.1", "no-such-host.invalid"):
+        assert not is_loopback_host(host), host
+    require_token_for_bind("http", "127.0.0.1", None)
+    require_token_for_bind("http", "0.0.0.0", "secret")
+    require_token_for_bind("tcp", "0.0.0.0", None, tls_client_auth=True)
+    with pytest.raises(InsecureBind, match="FUNBOOST_HTTP_TOKEN"):
+        require_token_for_bind("http", "0.0.0.0", None)
+    assert token_matches("Bearer t", b"Bearer t") and token_matches(b"Bearer t", b"Bearer t")
+    assert not token_matches("Bearer u", b"Bearer t") and not token_matches(None, b"Bearer t")
+
+
+def test_option_helpers(monkeypatch):
+    from funboost.transport.options import env_float, env_int, env_list, env_str, local_target, normalize_addresses
+    monkeypatch.setenv("FB_T_A", "a:1, b:2,")
+    monkeypatch.setenv("FB_T_I", "7")
+    monkeypatch.setenv("FB_T_E", "")
+    assert env_list("FB_T_A") == ["a:1", "b:2"] and env_list("FB_T_UNSET") is None
+    assert env_int("FB_T_I", 1) == 7 and env_int("FB_T_E", 3) == 3 and env_float("FB_T_UNSET", 0.5) == 0.5
+    assert env_str("FB_T_E") is None
+    assert normalize_addresses([" a:1 ", ""]) == ["a:1"] and normalize_addresses([]) is None
+    with pytest.raises(ValueError):
+        normalize_addresses(["nohostport"])
+    assert local_target("0.0.0.0", 5) == "127.0.0.1:5" and local_target("::1", 5) == "[::1]:5"
+
+
+def test_parse_envelope_takes_a_parsed_dict():
+    from funboost.transport.server import parse_envelope
+    d = {"x": 1}
+    assert parse_envelope(d) is d
+    with pytest.raises(BadRequest, match="#3"):
+        parse_envelope([1], 3)  # type: ignore[arg-type]
+
+
+def test_serving_broker_declares_honest_capabilities():
+    from funboost.transport.broker import ServingBroker
+    caps = ServingBroker.capabilities
+    assert not caps.persistent and not caps.at_least_once
+    assert caps.request_response and caps.cross_process and caps.queue_size == "approximate"
+    assert caps.needs_serving_consumer

@@ -39,6 +39,7 @@ SHIPPED_DISTRIBUTIONS: tuple[ShippedDistribution, ...] = (
                                                        "nats")),
     ShippedDistribution("funboost-mqtt", broker_kinds=("mqtt", "mqtt_broadcast", "mqtt_pubsub")),
     ShippedDistribution("funboost-otel"),  # OpenTelemetry tracing on the funboost.plugins hooks: no kind
+    ShippedDistribution("funboost-tcp", broker_kinds=("tcp",)),
 )
 
 

@@ -10,7 +10,9 @@ others, so that each of them writes only its framing:
   handlers), :class:`ServerRegistry` (one server per host/port and process);
 * :mod:`~funboost.transport.client` – :class:`TransportClient` (endpoints, failover, backoff, health probes);
 * :mod:`~funboost.transport.broker` – :class:`ServingBroker`, the broker class on top of them;
-* :mod:`~funboost.transport.errors` – the errors all of them raise.
+* :mod:`~funboost.transport.errors` – the errors all of them raise;
+* :mod:`~funboost.transport.options` – environment defaults and address lists for options models;
+* :mod:`~funboost.transport.security` – loopback-unless-token binds, the constant-time token check.
 
 See "Writing a server transport" in docs/writing-a-broker-plugin.md.
 """
@@ -22,6 +24,7 @@ from funboost.transport.errors import (AttemptFailed, AttemptTimedOut, Backpress
                                        NoConsumerAvailable, RemoteTaskError, RequestError, TransportError,
                                        UnknownQueue)
 from funboost.transport.local_queue import LocalQueue
+from funboost.transport.security import InsecureBind, is_loopback_host, require_token_for_bind, token_matches
 from funboost.transport.server import QueueServer, ServedQueue, ServerRegistry, parse_envelope
 
 __all__ = [
@@ -30,4 +33,5 @@ __all__ = [
     "ServingBroker", "TransportError", "NoConsumerAvailable", "MessageTooLarge", "RemoteTaskError",
     "AttemptFailed", "EndpointUnreachable", "EndpointRefused", "AttemptTimedOut", "RequestError", "UnknownQueue",
     "Backpressure", "BadRequest", "CallDeadlineExceeded",
+    "InsecureBind", "is_loopback_host", "require_token_for_bind", "token_matches",
 ]

@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
 
 from funboost.process_local import fork_generation
-from funboost.plugins.broker import (Broker, Delivery, OutgoingMessage, QueueSize, annotate_dead_letter,
+from funboost.plugins.broker import (Broker, Capabilities, Delivery, OutgoingMessage, QueueSize, annotate_dead_letter,
                                      dead_letter_queue_name)
 from funboost.transport.calls import InlineRunner
 from funboost.transport.client import TransportClient
@@ -36,6 +36,26 @@ __all__ = ["ServingBroker"]
 class ServingBroker(Broker):
     """Base of the server-transport broker kinds (grpc, tcp, http). Not persistent: an accepted message
     lives in the consumer process's buffer."""
+
+    #: what every server transport does (a transport may override it)
+    capabilities = Capabilities(
+        at_least_once=False,  # an accepted message dies with the consumer process that holds it
+        persistent=False,
+        native_requeue=True,  # back into the consumer's own buffer
+        dead_letter=True,  # into the buffer <queue>_dlx hosted by the same consumer process
+        native_delay=False,
+        priority=False,
+        ordering="none",  # round robin over several consumers
+        # the consumer's own buffer is exact; from a publisher it is the sum over the live consumers
+        queue_size="approximate",
+        in_flight_count=True,
+        purge=True,
+        broadcast=False,
+        request_response=True,
+        cross_process=True,
+        # no broker server: a message can only be published once a consumer serves the queue
+        needs_serving_consumer=True,
+    )
 
     #: the servers of this transport in this process (one registry per transport class)
     registry: ClassVar[ServerRegistry]

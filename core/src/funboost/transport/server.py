@@ -64,8 +64,14 @@ class ServedQueue(LocalQueue[Item]):
         return len(dropped)
 
 
-def parse_envelope(body: Union[str, bytes], index: int = 0) -> dict:
-    """The envelope dict of one request body; :class:`BadRequest` if it is not a JSON object."""
+def parse_envelope(body: Union[str, bytes, dict], index: int = 0) -> dict:
+    """The envelope dict of one request body; :class:`BadRequest` if it is not a JSON object.
+
+    A dict is taken as already parsed (a framing that decodes a whole batch at once, e.g. a JSON list)."""
+    if type(body) is dict:
+        return body
+    if not isinstance(body, (str, bytes, bytearray, memoryview)):
+        raise BadRequest(f"body #{index} is not a JSON object (the funboost envelope), got {type(body).__name__}")
     try:
         obj = _fast_loads(body)  # orjson: ~5x cheaper than json.loads on the hot path
     except ValueError:
@@ -148,7 +154,7 @@ class QueueServer:
             raise UnknownQueue(f"this consumer does not host queue {name!r}")
         return q
 
-    def handle_publish(self, queue_name: str, bodies: Sequence[Union[str, bytes]]) -> int:
+    def handle_publish(self, queue_name: str, bodies: Sequence[Union[str, bytes, dict]]) -> int:
         """Accept as many envelopes as the queue's buffer takes; return how many (a prefix of ``bodies``).
 
         :raises UnknownQueue: not hosted here. :raises BadRequest: a body is not an envelope (nothing is

@@ -1,0 +1,274 @@
+"""funboost `tcp` kind vs a raw asyncio length-prefixed JSON server doing the same work, side by side in
+one run (and the funboost `grpc` kind in the same table when funboost-grpc is installed).
+
+Each server runs in its own process (as in production: publishers and consumers are different processes)
+and the clients in this process:
+
+* raw asyncio: ``asyncio.start_server``; each frame (the tcp kind's 9-byte header + JSON) is decoded with
+  ``json``, add(x, y) runs in the loop, the reply ``{"success": true, "result": ...}`` is encoded and
+  written. Its client is the leanest possible: a blocking socket per calling thread (no loop, no
+  multiplexing), so the "raw" side pays for nothing the tcp kind adds.
+* raw asyncio server, tcp kind's client: the same raw server, called through funboost-tcp's connection
+  (its loop thread and multiplexing, no engine, no envelope): separates the client's cost from the server's.
+* funboost tcp ``sync_call``: ``add.sync_call(x, y)`` against a consumer started with ``add.consume()``
+  (the engine runs the call: task id, controls, status record), on one multiplexed connection.
+* funboost grpc ``sync_call``: the same through the grpc kind.
+* funboost tcp batched push: ``push_many`` of ``--push-n`` tasks in batches of 1,000 to a consumer that
+  serves (``buffer_size`` large enough to hold them all) without running them: the transport's accept rate.
+
+Latency: p50/p99 of sequential calls from one thread. Throughput: calls/s from ``--threads`` threads. Raw,
+tcp (and grpc) are measured in turn for ``--rounds`` rounds (order flipped every round); printed are the
+median of each figure and, as "vs raw", the median of the per-round ratios.
+
+usage: python bench/tcp_bench.py [--n 2000] [--threads 8] [--rounds 5] [--push-n 200000]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+QUEUE = f"bench_tcp_{uuid.uuid4().hex[:8]}"
+HEADER = struct.Struct(">IIB")  # the tcp kind's frame header: length, request id, type
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------ servers (each in a subprocess)
+def raw_server(port: int) -> None:
+    import asyncio
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                n, rid, _ = HEADER.unpack(await reader.readexactly(9))
+                kw = json.loads(await reader.readexactly(n))
+                out = json.dumps({"success": True, "result": kw["x"] + kw["y"]}).encode()
+                writer.write(HEADER.pack(len(out), rid, 128) + out)
+        except asyncio.IncompleteReadError:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port)
+        print("READY", flush=True)
+        async with server:
+            await asyncio.sleep(900)
+
+    asyncio.run(main())
+
+
+def make_booster(kind: str, port: int, queue: str, buffer_size: int = 1000):
+    from funboost import BoosterParams, boost
+
+    @boost(BoosterParams(queue_name=queue, broker_kind=kind,
+                         broker_exclusive_config={"port": port, "buffer_size": buffer_size},
+                         concurrent_num=16, max_retry_times=0, state_backend="memory", log_to_console=False))
+    def add(x: int, y: int) -> int:
+        return x + y
+    return add
+
+
+def funboost_server(kind: str, port: int, queue: str) -> None:
+    import logging
+    logging.disable(logging.INFO)
+    add = make_booster(kind, port, queue)
+    add.consume()
+    add.broker.serve()
+    print("READY", flush=True)
+    time.sleep(900)
+
+
+def push_server(port: int, queue: str, buffer_size: int) -> None:
+    """Serves the queue without running its tasks: what a batched push costs the transport."""
+    import logging
+    logging.disable(logging.INFO)
+    from funboost_tcp import TcpBroker
+    b = TcpBroker(queue, TcpBroker.parse_options({"port": port, "buffer_size": buffer_size}))
+    b.serve()
+    print("READY", flush=True)
+    time.sleep(900)
+
+
+def start(kind: str, port: int, queue: str, extra: str = "0") -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port), "--queue", queue,
+                          "--push-n", extra], stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    if not line.startswith("READY"):
+        p.kill()
+        raise SystemExit(f"{kind} server did not start")
+    return p
+
+
+# ------------------------------------------------------------------ measures
+def latency(call, n: int) -> tuple[float, float]:
+    for i in range(min(200, n)):  # warm-up: connections, caches
+        call(i)
+    samples = []
+    for i in range(n):
+        t = time.perf_counter()
+        call(i)
+        samples.append(time.perf_counter() - t)
+    samples.sort()
+    return samples[len(samples) // 2] * 1e3, samples[int(len(samples) * 0.99)] * 1e3
+
+
+def throughput(call, n: int, threads: int) -> float:
+    per = n // threads
+    barrier = threading.Barrier(threads + 1)
+
+    def worker(k: int) -> None:
+        barrier.wait()
+        for i in range(per):
+            call(k * per + i)
+
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    [t.start() for t in ts]
+    barrier.wait()
+    t0 = time.perf_counter()
+    [t.join() for t in ts]
+    return per * threads / (time.perf_counter() - t0)
+
+
+class RawClient:
+    """One blocking socket per calling thread."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.local = threading.local()
+
+    def _sock(self) -> socket.socket:
+        s = getattr(self.local, "sock", None)
+        if s is None:
+            s = self.local.sock = socket.create_connection(("127.0.0.1", self.port))
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.local.id = 0
+        return s
+
+    def _read(self, s: socket.socket, n: int) -> bytes:
+        buf = s.recv(n)
+        while len(buf) < n:
+            more = s.recv(n - len(buf))
+            if not more:
+                raise ConnectionError("closed")
+            buf += more
+        return buf
+
+    def call(self, x: int, y: int) -> int:
+        s = self._sock()
+        self.local.id += 1
+        payload = json.dumps({"x": x, "y": y}).encode()
+        s.sendall(HEADER.pack(len(payload), self.local.id, 2) + payload)
+        n, rid, _ = HEADER.unpack(self._read(s, 9))
+        assert rid == self.local.id
+        return json.loads(self._read(s, n))["result"]
+
+
+def push_bench(total: int, rounds: int) -> list[float]:
+    port, queue = free_port(), f"{QUEUE}_push"
+    proc = start("push", port, queue, str(total * (rounds + 1)))
+    try:
+        add = make_booster("TCP", port, queue)
+        add.push_many(((i, 1) for i in range(1000)), batch_size=1000)  # warm-up: connection
+        rates = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            add.push_many(((i, 1) for i in range(total)), batch_size=1000)
+            rates.append(total / (time.perf_counter() - t0))
+        size = add.broker.queue_size().ready
+        assert size == total * rounds + 1000, size
+        return rates
+    finally:
+        proc.kill()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--push-n", type=int, default=200_000)
+    ap.add_argument("--serve")
+    ap.add_argument("--port", type=int)
+    ap.add_argument("--queue")
+    a = ap.parse_args()
+    if a.serve == "raw":
+        return raw_server(a.port)
+    if a.serve == "push":
+        return push_server(a.port, a.queue, a.push_n)
+    if a.serve:
+        return funboost_server(a.serve, a.port, a.queue)
+
+    import logging
+    logging.disable(logging.INFO)
+    try:
+        import funboost_grpc  # noqa: F401
+        kinds = ["TCP", "GRPC"]
+    except ImportError:
+        kinds = ["TCP"]
+    names = (["raw asyncio length-prefixed JSON", "raw server, tcp kind's client"]
+             + [f"funboost {k.lower()} sync_call" for k in kinds])
+    runs: dict[str, list] = {n: [] for n in names}
+    procs = []
+    try:
+        raw_port = free_port()
+        procs.append(start("raw", raw_port, QUEUE))
+        raw = RawClient(raw_port)
+        from funboost_tcp import TcpOptions
+        from funboost_tcp import protocol as p
+        from funboost_tcp.client import TcpClient
+        conn = TcpClient(TcpOptions(port=raw_port)).endpoints[0].conn
+
+        def raw_via_tcp_client(x: int, y: int) -> int:
+            frame_type, reply = conn.request(p.CALL, json.dumps({"x": x, "y": y}).encode(), 10)
+            return json.loads(reply)["result"]
+
+        sides = [(names[0], raw.call), (names[1], raw_via_tcp_client)]
+        for kind, name in zip(kinds, names[2:]):
+            port, queue = free_port(), f"{QUEUE}_{kind.lower()}"
+            procs.append(start(kind, port, queue))
+            booster = make_booster(kind, port, queue)  # publisher side only: it does not consume
+            sides.append((name, lambda x, y, b=booster: b.sync_call(x, y, timeout=10)))
+        for name, call in sides:
+            assert call(1, 1) == 2, name
+        for rnd in range(a.rounds):
+            for name, call in (sides if rnd % 2 == 0 else sides[::-1]):
+                p50, p99 = latency(lambda i, c=call: c(i, 1), a.n)
+                tput = throughput(lambda i, c=call: c(i, 1), a.n * 2, a.threads)
+                runs[name].append((p50, p99, tput))
+    finally:
+        for p in procs:
+            p.kill()
+    push_rates = push_bench(a.push_n, max(1, a.rounds // 2 + 1))
+
+    med = statistics.median
+    raw_runs = runs[names[0]]
+    print(f"\nloopback, servers in their own processes, N={a.n} sequential + {a.n * 2} over {a.threads} threads, "
+          f"{a.rounds} alternating round(s): medians; vs raw = median of per-round ratios")
+    print(f"{'':38s} {'p50 ms':>7s} {'p99 ms':>7s} {'calls/s':>8s}  {'vs raw p50 p99 tput':>20s}")
+    for name in names:
+        r = runs[name]
+        p50, p99, tput = (med(x[k] for x in r) for k in range(3))
+        ratios = [med(x[k] / b[k] for x, b in zip(r, raw_runs)) for k in range(3)]
+        print(f"{name:38s} {p50:7.3f} {p99:7.3f} {tput:8,.0f}  "
+              f"{ratios[0]:6.2f}x {ratios[1]:5.2f}x {ratios[2]:5.2f}x")
+    per_round = " ".join(f"{x[2] / b[2]:.2f}" for x, b in zip(runs[names[2]], raw_runs))
+    print(f"tcp sync_call/raw throughput per round: {per_round}")
+    print(f"funboost tcp push_many (batches of 1,000, {a.push_n:,} tasks): "
+          f"{med(push_rates):,.0f} msg/s (rounds: {', '.join(f'{r:,.0f}' for r in push_rates)})")
+    print("targets: sync_call p50 <= 1.2x, p99 <= 1.5x, 8-thread throughput >= 0.8x raw; push >= 50k msg/s batched")
+
+
+if __name__ == "__main__":
+    main()

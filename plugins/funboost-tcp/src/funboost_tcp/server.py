@@ -1,0 +1,292 @@
+"""The consumer side: one asyncio TCP server per (host, port) and process, on a loop thread of its own.
+The queues it hosts, their buffers and the request handling are core's
+(:class:`funboost.transport.server.QueueServer`); this module is the framing: frames in and out, the
+token, the size limit, TLS, and per-connection backpressure.
+
+Per connection, the server reads the next frame only while fewer than ``max_in_flight_per_connection``
+of its requests are under way and its unsent replies stay under :data:`WRITE_HIGH_WATER`: a client that
+sends faster than the consumer answers is slowed down by TCP flow control instead of growing the
+server's memory.
+
+``CALL`` requests block until the function finished, so they run in a thread pool (``call_threads``);
+``PUBLISH``, ``STATS``, ``PURGE`` and ``PING`` only touch the in-process buffer and run on the loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Optional
+
+from funboost.message import dumps, loads
+from funboost.transport.errors import Backpressure, BadRequest, CallDeadlineExceeded, RequestError, UnknownQueue
+from funboost.transport.loop_thread import LoopThread
+from funboost.transport.security import require_token_for_bind, token_matches
+from funboost.transport.server import QueueServer, ServerRegistry
+from funboost.transport.tls import server_ssl_context
+from funboost_tcp import protocol as p
+from funboost_tcp.options import TcpOptions
+
+logger = logging.getLogger("funboost.tcp")
+
+#: bytes of unsent replies on one connection above which the server stops reading its requests
+WRITE_HIGH_WATER = 1024 * 1024
+_DISCARD_CHUNK = 64 * 1024
+_HEADER = p.HEADER
+_pack = _HEADER.pack
+_OK, _ERROR = p.OK, p.ERROR
+
+
+def _error_frame(request_id: int, code: str, message: str) -> bytes:
+    return p.frame(request_id, _ERROR, dumps({"code": code, "message": message}).encode())
+
+
+def _code_of(err: RequestError) -> str:
+    if isinstance(err, UnknownQueue):
+        return p.NOT_FOUND
+    if isinstance(err, Backpressure):
+        return p.BACKPRESSURE
+    if isinstance(err, BadRequest):
+        return p.BAD_REQUEST
+    if isinstance(err, CallDeadlineExceeded):
+        return p.DEADLINE_EXCEEDED
+    return p.INTERNAL
+
+
+class _Refused(Exception):
+    """A request refused by the framing (before any handler): its error code and text."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Connection:
+    """One accepted connection: its writer, its requests under way, and the replies that worker threads
+    hand to the loop (coalesced: one loop wake-up for all the replies ready at that moment)."""
+
+    __slots__ = ("writer", "loop", "in_flight", "limit", "room", "outbox", "flush_scheduled")
+
+    def __init__(self, writer: asyncio.StreamWriter, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        self.writer = writer
+        self.loop = loop
+        self.in_flight = 0
+        self.limit = limit
+        self.room = asyncio.Event()
+        self.room.set()
+        self.outbox: deque[bytes] = deque()
+        self.flush_scheduled = False
+
+    def reply_threadsafe(self, data: bytes) -> None:
+        """From a worker thread: queue a reply; wake the loop unless a flush is already on its way."""
+        self.outbox.append(data)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self.flush)
+            except RuntimeError:  # the loop is closed: the server stopped
+                pass
+
+    def flush(self) -> None:
+        self.flush_scheduled = False  # before draining: a reply appended from now on schedules its own flush
+        box = self.outbox
+        n = len(box)
+        if not n:
+            return
+        data = box.popleft() if n == 1 else b"".join([box.popleft() for _ in range(n)])
+        if not self.writer.is_closing():
+            self.writer.write(data)
+        self.finished(n)
+
+    def finished(self, n: int = 1) -> None:
+        self.in_flight -= n
+        if self.in_flight < self.limit:
+            self.room.set()
+
+
+def _bind_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def server_key(options: TcpOptions) -> tuple:
+    """The options two brokers must agree on to share one server."""
+    return (options.token, options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file,
+            options.max_frame_bytes, options.call_threads, options.max_in_flight_per_connection)
+
+
+class TcpServer(QueueServer):
+    """One listening asyncio server and the queues it hosts.
+
+    :raises InsecureBind: (a ``ValueError``) a non-loopback ``host`` without a token or client certificates.
+    :raises OSError: it cannot listen (port in use…)."""
+
+    def __init__(self, options: TcpOptions) -> None:
+        require_token_for_bind("tcp", options.host, options.token, tls_client_auth=bool(options.tls_client_ca_file))
+        super().__init__(server_key(options))
+        self.options = options
+        self._token: Optional[bytes] = options.token.encode() if options.token else None
+        self._max_frame = options.max_frame_bytes
+        self._limit = options.max_in_flight_per_connection
+        ssl_ctx = (server_ssl_context(options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file)
+                   if options.tls_cert_file and options.tls_key_file else None)
+        self._connections: dict[asyncio.StreamWriter, "asyncio.Task[None]"] = {}
+        self._pool = ThreadPoolExecutor(options.call_threads, thread_name_prefix="funboost-tcp-call")
+        self._stopped = False
+        self._stop_lock = threading.Lock()
+        self._loop_thread = LoopThread(f"funboost-tcp-server-{options.host}:{options.port}")
+        self.loop = self._loop_thread.loop
+        try:
+            self._server = self._loop_thread.run(asyncio.start_server(
+                self._serve_connection, options.host, options.port, ssl=ssl_ctx, backlog=1024,
+                limit=2 * _DISCARD_CHUNK), timeout=30)
+        except BaseException as exc:
+            self._loop_thread.stop()
+            self._pool.shutdown(wait=False)
+            if isinstance(exc, OSError):
+                raise OSError(exc.errno, f"funboost tcp: cannot listen on "
+                                         f"{_bind_address(options.host, options.port)}: {exc.strerror or exc} "
+                                         "(port in use?)") from exc
+            raise
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.address = _bind_address(options.host, self.port)
+        logger.info("funboost tcp consumer listening on %s%s", self.address, " (TLS)" if ssl_ctx else "")
+
+    # ------------------------------------------------------------------ connections (on the loop)
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Connection(writer, self.loop, self._limit)
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[writer] = task
+        transport = writer.transport
+        unpack, max_frame, readexactly = _HEADER.unpack, self._max_frame, reader.readexactly
+        try:
+            while True:
+                try:
+                    head = await readexactly(p.HEADER_SIZE)
+                except asyncio.IncompleteReadError:
+                    return  # the client closed the connection (between frames, or mid-frame)
+                length, request_id, frame_type = unpack(head)
+                if length > max_frame:
+                    writer.write(_error_frame(request_id, p.TOO_LARGE,
+                                              f"frame of {length} bytes exceeds max_frame_bytes={max_frame}"))
+                    # skip its payload without holding it: the next frame starts after it
+                    remaining = length
+                    while remaining:
+                        chunk = await reader.read(min(remaining, _DISCARD_CHUNK))
+                        if not chunk:
+                            return
+                        remaining -= len(chunk)
+                else:
+                    payload = await readexactly(length) if length else b""
+                    self._dispatch(conn, request_id, frame_type, payload)
+                # per-connection backpressure: read on only when this connection has room
+                if conn.in_flight >= conn.limit:
+                    conn.room.clear()
+                    await conn.room.wait()
+                if transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                    await writer.drain()
+        except (ConnectionError, OSError) as exc:
+            logger.debug("funboost tcp: connection dropped: %r", exc)
+        finally:
+            self._connections.pop(writer, None)
+            writer.close()
+
+    def _dispatch(self, conn: _Connection, request_id: int, frame_type: int, payload: bytes) -> None:
+        """Answer one request frame (a CALL is handed to the pool and answered from there)."""
+        try:
+            try:
+                req = loads(payload)
+            except ValueError as exc:
+                raise _Refused(p.BAD_REQUEST, f"frame payload is not valid JSON: {exc}") from None
+            if type(req) is not dict:
+                raise _Refused(p.BAD_REQUEST, "frame payload must be a JSON object")
+            if self._token is not None:
+                token = req.get("token")
+                if type(token) is not str or not token_matches(token, self._token):
+                    raise _Refused(p.UNAUTHENTICATED, "missing or invalid token")
+            queue = req.get("queue")
+            if frame_type == p.CALL:
+                body, timeout = req.get("body"), req.get("timeout")
+                if type(queue) is not str:
+                    raise _Refused(p.BAD_REQUEST, "'queue' must be a string")
+                if type(body) is not dict:
+                    raise _Refused(p.BAD_REQUEST, "'body' must be a JSON object (the funboost envelope)")
+                if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
+                    raise _Refused(p.BAD_REQUEST, "'timeout' must be a number of seconds >= 0 or null")
+                conn.in_flight += 1
+                self._pool.submit(self._run_call, conn, request_id, queue, body, timeout)
+                return
+            if frame_type == p.PING:
+                if queue is not None and type(queue) is not str:
+                    raise _Refused(p.BAD_REQUEST, "'queue' must be a string")
+                reply: Any = {"serving": not self._stopped and (queue is None or queue in self.queues)}
+            elif frame_type in p.REQUEST_TYPES:
+                if type(queue) is not str:
+                    raise _Refused(p.BAD_REQUEST, "'queue' must be a string")
+                if frame_type == p.PUBLISH:
+                    bodies = req.get("bodies")
+                    if type(bodies) is not list or not all(type(b) is dict for b in bodies):
+                        raise _Refused(p.BAD_REQUEST, "'bodies' must be a list of JSON objects (funboost envelopes)")
+                    reply = {"accepted": self.handle_publish(queue, bodies)}
+                elif frame_type == p.STATS:
+                    ready, in_flight, capacity = self.stats(queue)
+                    reply = {"ready": ready, "in_flight": in_flight, "capacity": capacity}
+                else:
+                    reply = {"purged": self.purge(queue)}
+            else:
+                raise _Refused(p.BAD_REQUEST, f"unknown frame type {frame_type}")
+            out = p.frame(request_id, _OK, dumps(reply).encode())
+        except _Refused as err:
+            out = _error_frame(request_id, err.code, str(err))
+        except RequestError as err:
+            out = _error_frame(request_id, _code_of(err), str(err))
+        except Exception as exc:  # a bug must cost one request, never the connection
+            logger.exception("funboost tcp: request failed")
+            out = _error_frame(request_id, p.INTERNAL, f"{type(exc).__name__}: {exc}")
+        conn.writer.write(out)
+
+    def _run_call(self, conn: _Connection, request_id: int, queue: str, body: dict, timeout: Optional[float]) -> None:
+        """In a pool thread: run the call (inline when the consumer allows) and hand the reply to the loop."""
+        try:
+            status_json = self.handle_call(queue, body, timeout)
+            payload = status_json.encode()
+            out = _pack(len(payload), request_id, _OK) + payload
+        except RequestError as err:
+            out = _error_frame(request_id, _code_of(err), str(err))
+        except Exception as exc:
+            logger.exception("funboost tcp: call failed")
+            out = _error_frame(request_id, p.INTERNAL, f"{type(exc).__name__}: {exc}")
+        conn.reply_threadsafe(out)
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    def stop(self, grace: float = 1.0) -> None:
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+
+        async def close() -> None:
+            self._server.close()
+            tasks = list(self._connections.values())
+            for t in tasks:  # a connection may wait for room (backpressure) or for its next frame
+                t.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=grace)
+
+        try:
+            self._loop_thread.run(close(), timeout=grace + 1.0)
+        except Exception:  # noqa: BLE001 - best effort: the loop stops below
+            logger.debug("funboost tcp: server %s did not close cleanly", self.address, exc_info=True)
+        self._loop_thread.stop()
+        self._pool.shutdown(wait=False)
+        logger.info("funboost tcp consumer on %s stopped", self.address)
+
+
+#: the tcp servers of this process, one per (host, port)
+registry: ServerRegistry[TcpServer] = ServerRegistry("tcp")

@@ -1,0 +1,91 @@
+"""Test helpers: consumer subprocesses (so they can be SIGKILLed) and a raw frame client (to send what a
+well-behaved client never would)."""
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+from typing import Any, Optional
+
+from funboost_tcp import protocol as p
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ConsumerProcess:
+    """``consumer_proc.py`` in a subprocess: the real engine serving ``queue`` on ``port``."""
+
+    def __init__(self, queue: str, port: int, extra: Optional[dict] = None, lifetime: float = 120.0) -> None:
+        env = dict(os.environ, CONSUMER_LIFETIME=str(lifetime), FUNBOOST_LOG_TO_CONSOLE="0")
+        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "consumer_proc.py"), queue, str(port),
+                                      json.dumps(extra or {})],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        ready, _, _ = select.select([self.proc.stdout], [], [], 60.0)
+        line = self.proc.stdout.readline() if ready else ""  # READY, or "" if it died / hung
+        if not line.startswith("READY"):
+            err = self.proc.stderr.read() if self.proc.poll() is not None else ""
+            self.kill()
+            raise RuntimeError(f"consumer process did not start: {line!r} {err}")
+        self.address = line.split()[1]
+        self.pid = int(line.split()[2])
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+class RawClient:
+    """A blocking socket speaking the frame format directly."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection((host, port), timeout=10)
+        self.next_id = 1
+
+    def send_frame(self, frame_type: int, payload: bytes, request_id: Optional[int] = None,
+                   length: Optional[int] = None) -> int:
+        rid = request_id if request_id is not None else self.next_id
+        self.next_id += 1
+        n = len(payload) if length is None else length
+        self.sock.sendall(p.HEADER.pack(n, rid, frame_type) + payload)
+        return rid
+
+    def send(self, frame_type: int, obj: Any) -> int:
+        return self.send_frame(frame_type, json.dumps(obj).encode())
+
+    def _read(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("closed by the server")
+            buf += chunk
+        return buf
+
+    def read(self) -> tuple[int, int, Any]:
+        """``(request_id, frame_type, decoded payload)`` of the next reply."""
+        length, rid, frame_type = p.HEADER.unpack(self._read(p.HEADER_SIZE))
+        return rid, frame_type, json.loads(self._read(length)) if length else None
+
+    def request(self, frame_type: int, obj: Any) -> tuple[int, Any]:
+        rid = self.send(frame_type, obj)
+        got, frame_type, reply = self.read()
+        assert got == rid
+        return frame_type, reply
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

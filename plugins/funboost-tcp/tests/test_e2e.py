@@ -1,0 +1,164 @@
+"""Through the engine: @boost with broker_kind="TCP", push, sync_call, AsyncResult, remote errors."""
+import json
+import threading
+import time
+
+import pytest
+from funboost import BoosterParams, RemoteTaskError, RpcTimeout, boost
+from funboost.testing import wait_until
+
+from funboost_tcp import NoConsumerAvailable, RemoteTaskError as TcpRemoteTaskError, TcpBroker
+from support import free_port
+
+
+def test_readme_example(queue_name):
+    # the example of README.md and docs/brokers/tcp.md, on a free port
+    port = free_port()
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config={"port": port},
+                         state_backend="memory", log_to_console=False))
+    def add(x, y):
+        return x + y
+
+    add.consume()
+    try:
+        add.push(1, 2)
+        assert add.sync_call(1, 2, timeout=5) == 3
+    finally:
+        add.stop_consume(10)
+
+
+def test_push_sync_call_remote_errors_and_async_result(queue_name):
+    seen = []
+    lock = threading.Lock()
+    cfg = {"port": free_port()}
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config=cfg, concurrent_num=8,
+                         max_retry_times=0, state_backend="memory", is_using_rpc_mode=True, log_to_console=False))
+    def divide(a: int, b: int = 1) -> float:
+        with lock:
+            seen.append((a, b))
+        return a / b
+
+    divide.consume()
+    try:
+        assert divide.sync_call(10, b=4, timeout=10) == 2.5
+        with pytest.raises(RemoteTaskError) as info:  # funboost.RemoteTaskError, in one round trip
+            divide.sync_call(1, b=0, timeout=10)
+        assert isinstance(info.value, TcpRemoteTaskError)
+        assert info.value.exception_type == "ZeroDivisionError"
+        assert "division by zero" in info.value.exception_msg
+        assert info.value.status["task_id"]
+        results = [divide.push(i, b=1) for i in range(20)]  # AsyncResult (rpc mode, memory state backend)
+        assert [r.get(timeout=20) for r in results] == [float(i) for i in range(20)]
+        assert len(seen) == 22
+        assert divide.get_message_count() == 0
+    finally:
+        divide.stop_consume(10)
+
+
+def test_many_threads_share_one_connection_and_replies_come_out_of_order(queue_name):
+    port = free_port()
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config={"port": port},
+                         concurrent_num=16, max_retry_times=0, state_backend="memory", log_to_console=False))
+    def nap(x: int, sleep: float = 0.0) -> int:
+        time.sleep(sleep)
+        return x
+
+    nap.consume()
+    publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port}))
+    try:
+        slow_done = []
+        slow = threading.Thread(target=lambda: slow_done.append(
+            publisher.sync_call(json.dumps({"x": -1, "sleep": 2.0}), 20)))
+        slow.start()
+        # a quick call sent after the slow one on the same connection is answered first
+        assert publisher.sync_call(json.dumps({"x": 7}), 10) == 7
+        assert not slow_done
+        errors = []
+
+        def caller(k: int) -> None:
+            try:
+                for i in range(25):
+                    assert publisher.sync_call(json.dumps({"x": k * 100 + i}), 20) == k * 100 + i
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=caller, args=(k,)) for k in range(8)]
+        [t.start() for t in threads]
+        [t.join(60) for t in threads]
+        slow.join(20)
+        assert not errors and slow_done == [-1]
+        server = TcpBroker.registry.lookup("127.0.0.1", port)
+        assert server.connection_count == 1  # one multiplexed connection for all those threads
+    finally:
+        nap.stop_consume(10)
+
+
+def test_sync_call_timeout(queue_name):
+    port = free_port()
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config={"port": port},
+                         max_retry_times=0, state_backend="memory", log_to_console=False))
+    def slow(sleep: float) -> str:
+        time.sleep(sleep)
+        return "late"
+
+    slow.consume()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(RpcTimeout):
+            slow.sync_call(3.0, timeout=0.5)
+        assert time.monotonic() - t0 < 3.0
+        assert slow.sync_call(0.0, timeout=10) == "late"
+    finally:
+        slow.stop_consume(10)
+
+
+def test_push_without_a_serving_consumer_raises_a_clear_error(queue_name):
+    port = free_port()  # nothing listens there
+    pub = TcpBroker(queue_name, TcpBroker.parse_options({"port": port, "publish_timeout": 0.5}))
+    from funboost.plugins.broker import OutgoingMessage
+    with pytest.raises(NoConsumerAvailable) as e:
+        pub.publish([OutgoingMessage(body='{"x": 1}')])
+    text = str(e.value)
+    assert queue_name in text and f"127.0.0.1:{port}" in text and "cannot connect" in text
+    assert e.value.code == "UNAVAILABLE"
+
+    # a consumer that listens but hosts another queue refuses too (NOT_FOUND), with the same error
+    other = TcpBroker("some_other_queue", TcpBroker.parse_options({"port": port}))
+    other.serve()
+    try:
+        with pytest.raises(NoConsumerAvailable) as e:
+            pub.publish([OutgoingMessage(body='{"x": 1}')])
+        assert "NOT_FOUND" in str(e.value)
+        assert pub.health(timeout=2) == {f"127.0.0.1:{port}": "NOT_SERVING"}
+    finally:
+        other.close()
+    assert wait_until(lambda: pub.health(timeout=0.5)[f"127.0.0.1:{port}"] == "UNREACHABLE", 10)
+
+
+def test_wire_format_example_of_the_docs_pushes_a_task_without_funboost(queue_name):
+    """docs/brokers/tcp.md: a plain socket pushes {"x": 1, "y": 2} (no "extra"); the engine runs it."""
+    import socket
+    import struct
+    port = free_port()
+    got = []
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config={"port": port},
+                         state_backend="memory", log_to_console=False))
+    def add(x, y):
+        got.append(x + y)
+
+    add.consume()
+    try:
+        s = socket.create_connection(("127.0.0.1", port))
+        payload = json.dumps({"queue": queue_name, "bodies": [{"x": 1, "y": 2}]}).encode()
+        s.sendall(struct.pack(">IIB", len(payload), 1, 1) + payload)
+        length, request_id, frame_type = struct.unpack(">IIB", s.recv(9))
+        assert (request_id, frame_type, json.loads(s.recv(length))) == (1, 128, {"accepted": 1})
+        s.close()
+        wait_until(lambda: got == [3], 10, message="the pushed task ran")
+    finally:
+        add.stop_consume(10)
