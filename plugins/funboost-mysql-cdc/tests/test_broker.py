@@ -153,3 +153,25 @@ def test_server_config_error_names_setting(brokers, queue_name):
             b.fetch(1, 0.1)
     finally:
         sql("SET GLOBAL binlog_row_metadata = 'FULL'")
+
+
+def test_one_reader_per_queue(brokers, queue_name, schema):
+    first = brokers(queue_name, schemas=[schema])
+    second = brokers(queue_name, schemas=[schema])
+    first.fetch(1, 0.1)
+    sql(f"INSERT INTO {schema}.items (id) VALUES (1)")
+    assert second.fetch(10, 0.3) == []  # stands by while the first holds the reader lock
+    assert [m["values"]["id"] for m in drain(first, 1)] == [1]
+    first.close()  # releases the lock: the second takes over from the checkpoint
+    sql(f"INSERT INTO {schema}.items (id) VALUES (2)")
+    assert [m["values"]["id"] for m in drain(second, 1)] == [2]
+
+
+def test_purge_skips_to_now(brokers, queue_name, schema):
+    b = brokers(queue_name, schemas=[schema])
+    b.fetch(1, 0.1)
+    sql(f"INSERT INTO {schema}.items (id) VALUES (1), (2)")
+    assert b.purge() == -1
+    assert b.queue_size().ready is None
+    sql(f"INSERT INTO {schema}.items (id) VALUES (3)")
+    assert [m["values"]["id"] for m in drain(b, 1)] == [3]

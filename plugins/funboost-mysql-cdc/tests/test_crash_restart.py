@@ -80,6 +80,10 @@ def test_database_restart_mid_stream(queue_name, schema, tmp_path):
         env = dict(os.environ, FUNBOOST_MARIADB_CDC_PORT=str(PORT))
         subprocess.run(["bash", SERVICE, "stop"], check=True, env=env)
         subprocess.run(["bash", SERVICE], check=True, env=env)
+        with connect() as c, c.cursor() as cur:
+            cur.execute("SELECT @@pid_file, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+                        "WHERE VARIABLE_NAME = 'UPTIME'")
+            assert int(cur.fetchone()[1]) < 60, "the server really restarted"
         insert(schema, range(1000, 2000))
         wait_for(lambda: set(range(2000)) <= set(seen(out)), 120, "every row across the restart")
         assert p.poll() is None, "the consumer survived the database restart"

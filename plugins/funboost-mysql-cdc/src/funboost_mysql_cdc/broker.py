@@ -334,6 +334,7 @@ class MysqlCdcBroker(Broker):
         with self._lock:
             if self._reader is not None or self._closed:
                 return
+            self._dead_letter_class_and_options()  # a bad dead-letter setting fails now, not at the first reject
             conn = self._control_connection()
             try:
                 is_mariadb, end = self._check_server(conn)
@@ -509,9 +510,13 @@ class MysqlCdcBroker(Broker):
             self._stop.set()
             stream, reader = self._stream, self._reader
             if stream is not None:
+                # wake the reader's blocking socket read (closing the socket from another thread
+                # does not); the reader closes the stream itself
+                sock = getattr(getattr(stream, "_stream_connection", None), "_sock", None)
                 try:
-                    stream.close()  # unblocks the reader's socket read
-                except Exception:
+                    if sock is not None:
+                        sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
                     pass
             with self._cond:
                 self._cond.notify_all()
@@ -598,10 +603,17 @@ class MysqlCdcBroker(Broker):
         """``<queue>_dlx`` of ``dead_letter_kind``: the binlog cannot take the rejected row back."""
         with self._dlx_lock:
             if self._dlx is None:
-                cls = resolve_broker_kind(self.options.dead_letter_kind)
-                self._dlx = cls(dead_letter_queue_name(self.queue_name),
-                                cls.parse_options(self.options.dead_letter_options))
+                cls, options = self._dead_letter_class_and_options()
+                self._dlx = cls(dead_letter_queue_name(self.queue_name), options)
             return self._dlx
+
+    def _dead_letter_class_and_options(self) -> tuple[type[Broker], Any]:
+        try:
+            cls = resolve_broker_kind(self.options.dead_letter_kind)
+            return cls, cls.parse_options(self.options.dead_letter_options)
+        except Exception as e:
+            raise MysqlCdcError(f"MYSQL_CDC queue {self.queue_name!r}: dead_letter_kind="
+                                f"{self.options.dead_letter_kind!r} / dead_letter_options: {e}") from e
 
     def queue_size(self) -> QueueSize:
         # the binlog ahead of the reader is not counted in rows (it would mean decoding it)
