@@ -114,6 +114,11 @@ def test_user_without_replication_grants(brokers, queue_name, schema, grants, re
         b = brokers(queue_name, user=user, password="pw", schemas=[schema])
         with pytest.raises(MysqlCdcServerConfigError, match=f"(?s){refused}.*REPLICATION SLAVE"):
             b.fetch(1, 0.5)
+        # fixing the grants is enough: the next fetch starts over, no consumer restart
+        sql(f"GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '{user}'@'127.0.0.1'")
+        assert b.fetch(1, 0.2) == []
+        sql(f"INSERT INTO {schema}.items (id) VALUES (7)")
+        assert [m["values"]["id"] for m in drain(b, 1)] == [7]
     finally:
         sql(f"DROP USER '{user}'@'127.0.0.1'")
 

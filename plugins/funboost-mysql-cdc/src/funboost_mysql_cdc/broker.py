@@ -313,10 +313,15 @@ class MysqlCdcBroker(Broker):
         """Start reading if this process holds (or gets) the queue's reader lock; False on standby."""
         if self._pid != os.getpid():  # forked: the parent's reader, buffer and lock are not ours
             self.__init__(self.queue_name, self.options)  # type: ignore[misc]
-        if self._fatal is not None:
-            raise self._fatal
-        now = time.monotonic()
         store = self._checkpoints()
+        if self._fatal is not None:
+            # report it once per fetch attempt and start over on the next one (the engine backs off):
+            # a fixed grant or setting then takes effect without restarting the consumer
+            fatal, self._fatal = self._fatal, None
+            self._stop_reader(drop=True)
+            store.release_reader(self.consumer_id)
+            raise fatal
+        now = time.monotonic()
         ttl = self.options.reader_lock_ttl
         if self._holding_lock:
             if now - self._lock_renewed_at >= ttl / 3:
@@ -336,7 +341,8 @@ class MysqlCdcBroker(Broker):
         try:
             self._start_reader()
         except BaseException:
-            self._holding_lock = False
+            self._stop_reader(drop=True)
+            self._fatal = None  # raised now; the next fetch starts over
             store.release_reader(self.consumer_id)
             raise
         return True
@@ -573,7 +579,7 @@ class MysqlCdcBroker(Broker):
         with self._cond:
             while not self._buffer:
                 if self._fatal is not None:
-                    raise self._fatal
+                    break  # raised (and reset) by the next _ensure_reader
                 left = deadline - time.monotonic()
                 if left <= 0 or self._closed:
                     return []
