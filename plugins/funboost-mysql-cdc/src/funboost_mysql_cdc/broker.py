@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import pymysql
+from pydantic import BaseModel
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import QueryEvent, RotateEvent, XidEvent
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
@@ -204,7 +205,8 @@ class MysqlCdcBroker(Broker):
 
     # ----- availability -----
     @classmethod
-    def check_available(cls, options: MysqlCdcOptions) -> Optional[str]:
+    def check_available(cls, options: BaseModel) -> Optional[str]:
+        assert isinstance(options, MysqlCdcOptions)
         try:
             conn = pymysql.connect(**{**options.connection_settings(), "connect_timeout": 3})
             conn.close()

@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 from funboost.plugins.broker import BrokerOptions
 
 RowEvent = Literal["insert", "update", "delete"]
-ALL_EVENTS: tuple[str, ...] = ("insert", "update", "delete")
+ALL_EVENTS: tuple[RowEvent, ...] = ("insert", "update", "delete")
 
 _ENV = {
     "host": "FUNBOOST_MYSQL_CDC_HOST",
