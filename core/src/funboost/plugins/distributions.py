@@ -40,6 +40,7 @@ SHIPPED_DISTRIBUTIONS: tuple[ShippedDistribution, ...] = (
     ShippedDistribution("funboost-mqtt", broker_kinds=("mqtt", "mqtt_broadcast", "mqtt_pubsub")),
     ShippedDistribution("funboost-otel"),  # OpenTelemetry tracing on the funboost.plugins hooks: no kind
     ShippedDistribution("funboost-tcp", broker_kinds=("tcp",)),
+    ShippedDistribution("funboost-mysql-cdc", broker_kinds=("mysql_cdc",)),
 )
 
 

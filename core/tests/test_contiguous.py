@@ -1,16 +1,16 @@
-"""PartitionTracker: the safe commit point never passes an unfinished offset."""
+"""ContiguousTracker (used by funboost-kafka and funboost-mysql-cdc): the safe commit point never passes an unfinished offset."""
 import random
 
-from funboost_kafka.offsets import PartitionTracker
+from funboost.contiguous import ContiguousTracker
 
 
 def test_nothing_fetched_nothing_to_commit():
-    t = PartitionTracker()
+    t = ContiguousTracker()
     assert t.safe_offset() is None and t.to_commit() is None
 
 
 def test_out_of_order_completion():
-    t = PartitionTracker()
+    t = ContiguousTracker()
     for off in range(10, 15):
         t.add(off)
     assert t.safe_offset() == 10
@@ -24,7 +24,7 @@ def test_out_of_order_completion():
 
 
 def test_gaps_in_offsets_and_committed_marker():
-    t = PartitionTracker()
+    t = ContiguousTracker()
     for off in (3, 7, 8):  # compacted / control records leave gaps
         t.add(off)
     t.done(7)
@@ -39,7 +39,7 @@ def test_gaps_in_offsets_and_committed_marker():
 
 def test_random_order_never_passes_unfinished():
     rng = random.Random(7)
-    t = PartitionTracker()
+    t = ContiguousTracker()
     offsets = list(range(200))
     for off in offsets:
         t.add(off)
@@ -54,7 +54,7 @@ def test_random_order_never_passes_unfinished():
 
 
 def test_duplicate_or_stale_done_is_harmless():
-    t = PartitionTracker()
+    t = ContiguousTracker()
     for off in range(3):
         t.add(off)
     t.done(0)
@@ -65,7 +65,7 @@ def test_duplicate_or_stale_done_is_harmless():
 
 
 def test_batch_add_and_done_match_single_calls():
-    t = PartitionTracker()
+    t = ContiguousTracker()
     t.add_many([5, 6, 7, 9])
     assert t.safe_offset() == 5
     t.done_many([9, 6])

@@ -1,0 +1,15 @@
+"""Errors of the ``MYSQL_CDC`` broker kind."""
+from __future__ import annotations
+
+
+class MysqlCdcError(RuntimeError):
+    """Base of this kind's errors."""
+
+
+class MysqlCdcServerConfigError(MysqlCdcError):
+    """The server (or the user's grants) cannot give what CDC needs; the message names the setting.
+    Not retried: it needs a change on the server."""
+
+
+class MysqlCdcPublishError(MysqlCdcError):
+    """``push`` / ``publish`` on a queue whose messages come from the binlog."""
