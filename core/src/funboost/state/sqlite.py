@@ -38,6 +38,8 @@ class SqliteStateBackend(BatchStatusStore, StateBackend):
         if path.startswith("sqlite:///"):
             path = path[len("sqlite:///"):]
         self.path = path
+        if path != ":memory:":  # an explicit path in a folder that does not exist yet is created
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         # one connection per thread, and per process: a forked child opens its own (the parent's are kept
         # open: closing an inherited sqlite connection would drop the parent's POSIX locks)
         self._local: ProcessLocal[threading.local] = ProcessLocal(threading.local)
