@@ -89,10 +89,10 @@ def test_acks_out_of_order_and_twice(make_broker, queue_name):
         t.join()
     b.ack(got[:5])
     wait_until(lambda: b.queue_size().in_flight == 0, 5, message="all acked")
-    gen = b._consumer.generation
+    gen = b._subscription.generation
     b.publish(msgs(99))
     assert xs(fetch_n(b, 1)) == [99]
-    assert b._consumer.generation == gen  # no reconnect: no ack was refused
+    assert b._subscription.generation == gen  # no reconnect: no ack was refused
 
 
 def test_requeue_redelivers(make_broker, queue_name):
@@ -204,7 +204,7 @@ def test_fanout_reaches_every_consumer(make_broker, queue_name):
     consumers = [make_broker(queue_name, exchange_type="fanout", exchange_name=exchange) for _ in range(3)]
     for c in consumers:
         c.fetch(1, 0)  # starts consuming: a broadcast reaches the consumers alive when it is sent
-    wait_until(lambda: all(c._consumer.connected.is_set() for c in consumers), 10, message="bound")
+    wait_until(lambda: all(c._subscription.connected.is_set() for c in consumers), 10, message="bound")
     pub = make_broker(queue_name, exchange_type="fanout", exchange_name=exchange)
     pub.publish(msgs(*range(10)))
     for c in consumers:

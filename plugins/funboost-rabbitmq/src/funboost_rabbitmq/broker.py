@@ -47,7 +47,7 @@ from .connection import (
     release_publisher,
     safe_url,
 )
-from .consumer import AUTO_PREFETCH_FACTOR, AUTO_PREFETCH_MAX, Consumer
+from .subscription import AUTO_PREFETCH_FACTOR, AUTO_PREFETCH_MAX, AmqpSubscription
 from .frames import FixedProperties
 from .options import RabbitmqOptions
 
@@ -96,7 +96,7 @@ class RabbitmqBroker(Broker):
         self._pid = os.getpid()
         self._publisher: Optional[Publisher] = None
         self._declared_gen = -1  # publisher generation for which the topology was declared
-        self._consumer: Optional[Consumer] = None
+        self._subscription: Optional[AmqpSubscription] = None
         self._use_plugin: Optional[bool] = None
         o = self.options
         self._exchange = o.exchange_for(queue_name)
@@ -131,7 +131,7 @@ class RabbitmqBroker(Broker):
 
     def _get_publisher(self) -> Publisher:
         if self._pid != os.getpid():  # forked: the parent's connections are not ours
-            self._pid, self._publisher, self._consumer, self._declared_gen = os.getpid(), None, None, -1
+            self._pid, self._publisher, self._subscription, self._declared_gen = os.getpid(), None, None, -1
         pub = self._publisher
         if pub is None:
             with self._lock:
@@ -319,13 +319,13 @@ class RabbitmqBroker(Broker):
             })
 
     # ------------------------------------------------------------------ consume
-    def _get_consumer(self, max_count: int) -> Consumer:
-        consumer = self._consumer
+    def _get_subscription(self, max_count: int) -> AmqpSubscription:
+        consumer = self._subscription
         if consumer is None or self._pid != os.getpid():
             with self._lock:
                 if self._pid != os.getpid():
-                    self._pid, self._publisher, self._consumer, self._declared_gen = os.getpid(), None, None, -1
-                if self._consumer is None:
+                    self._pid, self._publisher, self._subscription, self._declared_gen = os.getpid(), None, None, -1
+                if self._subscription is None:
                     if self._closed:
                         raise RuntimeError(f"rabbitmq broker for {self.queue_name!r} is closed")
                     o = self.options
@@ -334,23 +334,23 @@ class RabbitmqBroker(Broker):
                                                       max(1, AUTO_PREFETCH_FACTOR * max_count))
                     if auto and "x-queue-type" in o.queue_arguments:
                         prefetch = max(prefetch, 100)  # cannot grow later on quorum/stream queues
-                    self._consumer = Consumer(
+                    self._subscription = AmqpSubscription(
                         self.url, o.heartbeat, o.reconnect_max_delay,
                         f"funboost-consumer:{self.queue_name}:{os.getpid()}", self._declare_for_consume,
                         prefetch=prefetch, auto_prefetch=auto, no_ack=o.no_ack,
                         channel_qos="x-queue-type" not in o.queue_arguments)
-                consumer = self._consumer
+                consumer = self._subscription
         return consumer
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         max_count = max(1, max_count)
-        consumer = self._get_consumer(max_count)
+        consumer = self._get_subscription(max_count)
         consumer.wanted(max_count)
         return consumer.fetch(max_count, timeout)
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
-        if self._consumer is not None:
-            self._consumer.settle(deliveries, ack=True)
+        if self._subscription is not None:
+            self._subscription.settle(deliveries, ack=True)
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
@@ -358,8 +358,8 @@ class RabbitmqBroker(Broker):
         if self.options.no_ack:  # already gone from the broker: put a copy back
             self.publish([OutgoingMessage(body=_text(d.body), task_id=d.task_id) for d in deliveries])
             return
-        if self._consumer is not None:
-            self._consumer.settle(deliveries, ack=False)
+        if self._subscription is not None:
+            self._subscription.settle(deliveries, ack=False)
 
     def reject(self, deliveries: Sequence[Delivery], reason: str) -> None:
         """Publish each body, annotated with the reason, through the dead-letter exchange to ``Q_dlx``
@@ -394,7 +394,7 @@ class RabbitmqBroker(Broker):
     def _consumed_queue(self) -> Optional[str]:
         if not self._fanout:
             return self.queue_name
-        return self._consumer.queue if self._consumer is not None else None
+        return self._subscription.queue if self._subscription is not None else None
 
     def queue_size(self) -> QueueSize:
         queue = self._consumed_queue()
@@ -408,7 +408,7 @@ class RabbitmqBroker(Broker):
                 raise
             ready = 0  # not declared yet: nothing in it
         in_flight = None
-        consumer = self._consumer
+        consumer = self._subscription
         if consumer is not None:
             # prefetched but not yet handed to the engine counts as ready, not in flight
             ready += consumer.buffered()
@@ -426,14 +426,14 @@ class RabbitmqBroker(Broker):
                 raise
             return 0
         n = int(ok.method.message_count)
-        if self._consumer is not None:
-            n += self._consumer.drop_buffered()
+        if self._subscription is not None:
+            n += self._subscription.drop_buffered()
         return n
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            consumer, self._consumer = self._consumer, None
+            consumer, self._subscription = self._subscription, None
             pub, self._publisher = self._publisher, None
         if consumer is not None:
             consumer.stop()

@@ -32,7 +32,7 @@ AUTO_PREFETCH_MAX = 1000
 AUTO_PREFETCH_FACTOR = 10
 
 
-class Consumer:
+class AmqpSubscription:
     """Consumes one queue in a background thread and buffers up to ``prefetch`` deliveries."""
 
     def __init__(self, url: str, heartbeat: int, reconnect_max_delay: float, name: str,
