@@ -89,7 +89,10 @@ def _envelopes(body: bytes) -> list:
     if isinstance(obj, dict):
         return [obj]
     if isinstance(obj, list):
-        return obj  # handle_publish checks that each item is an object
+        for i, item in enumerate(obj):
+            if not isinstance(item, dict):
+                raise BadRequest(f"item #{i} of the list is not a JSON object (the envelope), got {type(item).__name__}")
+        return obj
     raise BadRequest(f"the body must be a JSON object (the envelope) or a list of them, got {type(obj).__name__}")
 
 
