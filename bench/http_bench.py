@@ -123,7 +123,9 @@ def main() -> None:
     if with_grpc:
         procs["grpc"] = start("GRPC", grpc_port)
     try:
+        from funboost_http.client import OneWriteConnection
         pool = urllib3.HTTPConnectionPool("127.0.0.1", raw_port, maxsize=32, block=False, retries=False)
+        pool.ConnectionCls = OneWriteConnection  # the same client as the http kind's: head + body in one write
         headers = {"content-type": "application/json"}
 
         def raw_call(i: int):
