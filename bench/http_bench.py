@@ -7,6 +7,9 @@ the clients in this process:
 * raw uvicorn: a bare ASGI app, ``POST /add`` decodes the JSON arguments, runs add(x, y) and answers a JSON
   status; the client is the same urllib3 keep-alive pool the http kind uses. Same uvicorn configuration
   (httptools, auto loop) as the http kind.
+* raw uvicorn, function in a thread: the same, but add() runs in the loop's default executor (a blocking
+  function must leave the event loop; Starlette and FastAPI run a ``def`` endpoint that way). For context:
+  funboost runs the user's function in a handler thread too.
 * funboost http ``sync_call``: ``add.sync_call(x, y)`` against a consumer started with ``add.consume()``.
 * funboost http ``push``: fire-and-forget, returns once the consumer accepted the message.
 * funboost grpc ``sync_call`` (if installed), for comparison.
@@ -37,6 +40,10 @@ QUEUE = f"bench_http_{uuid.uuid4().hex[:8]}"
 
 
 # ------------------------------------------------------------------ servers (each in a subprocess)
+def _add(x: int, y: int) -> int:
+    return x + y
+
+
 async def raw_app(scope, receive, send) -> None:
     if scope["type"] != "http":
         return
@@ -47,7 +54,12 @@ async def raw_app(scope, receive, send) -> None:
         if not msg.get("more_body"):
             break
     kw = json.loads(body)
-    out = json.dumps({"success": True, "result": kw["x"] + kw["y"]}).encode()
+    if scope["path"] == "/add_thread":  # a blocking function run off the loop, as Starlette/FastAPI run a def endpoint
+        import asyncio
+        result = await asyncio.get_running_loop().run_in_executor(None, _add, kw["x"], kw["y"])
+    else:
+        result = kw["x"] + kw["y"]
+    out = json.dumps({"success": True, "result": result}).encode()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
     await send({"type": "http.response.body", "body": out})
@@ -133,6 +145,11 @@ def main() -> None:
                              retries=False, timeout=10)
             return json.loads(r.data)["result"]
 
+        def raw_thread_call(i: int):
+            r = pool.urlopen("POST", "/add_thread", body=json.dumps({"x": i, "y": 1}).encode(), headers=headers,
+                             retries=False, timeout=10)
+            return json.loads(r.data)["result"]
+
         add = make_booster("HTTP", http_port, QUEUE)  # publisher side only
 
         def http_call(i: int):
@@ -142,6 +159,7 @@ def main() -> None:
             add.push(i, 1)
 
         sides = [("raw uvicorn + urllib3", raw_call, procs["raw"].pid),
+                 ("raw uvicorn, function in a thread", raw_thread_call, procs["raw"].pid),
                  ("funboost http sync_call", http_call, procs["http"].pid),
                  ("funboost http push (fire-and-forget)", push_call, procs["http"].pid)]
         if with_grpc:
@@ -160,7 +178,7 @@ def main() -> None:
                     return
                 time.sleep(0.05)
 
-        assert raw_call(1) == 2 and http_call(1) == 2
+        assert raw_call(1) == 2 and raw_thread_call(1) == 2 and http_call(1) == 2
         runs: dict[str, list] = {name: [] for name, _, _ in sides}
         for rnd in range(a.rounds):
             for name, call, pid in (sides if rnd % 2 == 0 else sides[::-1]):
@@ -185,6 +203,10 @@ def main() -> None:
         ratios = [med(x[k] / b[k] for x, b in zip(r, raw_runs)) for k in range(3)]
         print(f"{name:38s} {p50:7.3f} {p99:7.3f} {tput:8,.0f}  "
               f"{ratios[0]:6.2f}x {ratios[1]:5.2f}x {ratios[2]:5.2f}x  {ccpu:6.0f} + {scpu:4.0f}")
+    thread_runs = runs[sides[1][0]]
+    r = runs["funboost http sync_call"]
+    print("http sync_call vs raw with the function in a thread: p50 %.2fx, throughput %.2fx" % (
+        med(x[0] / b[0] for x, b in zip(r, thread_runs)), med(x[2] / b[2] for x, b in zip(r, thread_runs))))
     print("targets for http sync_call: p50 <= 1.2x raw, throughput >= 0.8x raw")
 
 
