@@ -8,10 +8,11 @@ import select
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from typing import Any, Optional
+
+from funboost.testing import wait_until  # noqa: F401  (re-exported for the tests)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -43,17 +44,6 @@ class ConsumerProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)
-
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.02) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` seconds passed; return its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 def raw_request(url: str, method: str = "GET", body: Optional[bytes] = None,

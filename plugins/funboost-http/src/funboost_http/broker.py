@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Optional
 
-from funboost.plugins.broker import Capabilities
 from funboost.transport.broker import ServingBroker
 from funboost.transport.server import ServerRegistry
 from funboost_http import server as _server
@@ -27,22 +26,7 @@ from funboost_http.options import HttpOptions
 
 class HttpBroker(ServingBroker):
     kind = "http"
-    capabilities = Capabilities(
-        at_least_once=False,  # an accepted message dies with the consumer process that holds it
-        persistent=False,
-        native_requeue=True,  # back into the consumer's own buffer
-        dead_letter=True,  # into the buffer <queue>_dlx hosted by the same consumer process
-        native_delay=False,
-        priority=False,
-        ordering="none",  # round robin over several consumers
-        # the consumer's own buffer is exact; from a publisher it is the sum over the live consumers
-        queue_size="approximate",
-        in_flight_count=True,
-        purge=True,
-        broadcast=False,
-        request_response=True,
-        cross_process=True,
-    )
+    # capabilities: ServingBroker's (not persistent, not at-least-once, request_response, approximate size)
     options_model = HttpOptions
     registry: ClassVar[ServerRegistry] = _server.registry
 
