@@ -190,3 +190,13 @@ def test_malformed_requests_rejected_with_json_and_server_keeps_serving(queue_na
     finally:
         conn.close()
         consumer.close()
+
+
+def test_port_in_use_is_an_os_error_at_serve(queue_name, port):
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", port))
+        other.listen(1)
+        b = HttpBroker(queue_name, HttpBroker.parse_options({"port": port}))
+        with pytest.raises(OSError, match="cannot listen"):
+            b.serve()
+        b.close()
