@@ -10,6 +10,7 @@ import socket
 import psutil
 import pytest
 from funboost.plugins.broker import OutgoingMessage
+from funboost.testing import wait_until
 from funboost.transport.security import InsecureBind
 
 from funboost_http import HttpBroker, MessageTooLarge
@@ -200,3 +201,23 @@ def test_port_in_use_is_an_os_error_at_serve(queue_name, port):
         with pytest.raises(OSError, match="cannot listen"):
             b.serve()
         b.close()
+
+
+def test_calls_beyond_the_cap_get_503_and_the_server_keeps_serving(queue_name, port):
+    """server_threads x 4 calls under way at most; more are refused with 503 (the client goes elsewhere)."""
+    import threading
+    consumer = serve(queue_name, port, server_threads=2)  # cap: 8 calls under way; nobody runs them
+    url = f"http://127.0.0.1:{port}/queues/{queue_name}/call?timeout=30"
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(raw_request(url, "POST", b'{"x": 1}', timeout=60)[0]))
+               for _ in range(8)]
+    try:
+        [t.start() for t in threads]
+        assert wait_until(lambda: consumer.server._calls == 8, 20)
+        status, reply = raw_request(url, "POST", b'{"x": 1}')
+        assert status == 503 and reply["error"] == "Backpressure", reply
+        assert raw_request(f"http://127.0.0.1:{port}/healthz")[0] == 200
+    finally:
+        consumer.close()  # the waiting calls fail with ConsumerClosed
+        [t.join(30) for t in threads]
+    assert len(results) == 8

@@ -155,7 +155,8 @@ class HttpClient(TransportClient[HttpEndpoint]):
 
     def send_call(self, ep: HttpEndpoint, request: Any, timeout: float) -> bytes:
         path, payload = request
-        headers = {**self.headers, _TIMEOUT_HEADER: f"{timeout:.3f}"}  # the server gives up at the same time
+        # the server gives up at the same time (never "0.000": that is not a valid timeout)
+        headers = {**self.headers, _TIMEOUT_HEADER: f"{max(timeout, 0.001):.3f}"}
         resp = self._request(ep, "POST", path, payload, urllib3.Timeout(connect=min(CONNECT_TIMEOUT, timeout),
                                                                        read=timeout), headers)
         if resp.status != 200:

@@ -175,6 +175,10 @@ class HttpServer(QueueServer):
         self._health_open = not options.health_requires_token
         self._max_body = options.max_message_bytes
         self._workers = _Workers(options.server_threads, "funboost-http")
+        # calls under way (running or waiting for a handler thread); beyond the cap the server answers 503
+        # and the client tries another consumer, rather than queueing calls without limit
+        self._calls = 0
+        self._max_calls = options.server_threads * 4
         self._sock = self._bind(options.host, options.port)
         self.port = self._sock.getsockname()[1]
         host = options.host
@@ -310,8 +314,15 @@ class HttpServer(QueueServer):
             if method != "POST":
                 raise _Reject(405, "MethodNotAllowed", f"{method} {scope['path']}: use POST")
             self.queue(queue)  # 404 before reading the body
+            if self._calls >= self._max_calls:
+                raise Backpressure(f"{self._calls} calls under way on this consumer (server_threads x 4)")
             body = await self._read_body(scope, receive)
-            status_json = await self._workers.run(self.handle_call, queue, body, self._timeout(scope))
+            timeout = self._timeout(scope)
+            self._calls += 1  # the event loop's thread only: no lock
+            try:
+                status_json = await self._workers.run(self.handle_call, queue, body, timeout)
+            finally:
+                self._calls -= 1
             return 200, status_json.encode(), ()
         if action == b"messages":
             if method == "POST":
