@@ -33,8 +33,8 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import grpc_bench  # noqa: E402  (latency, throughput, cpu_seconds, free_port)
-from grpc_bench import cpu_seconds, free_port, latency, throughput  # noqa: E402,F401
+import grpc_bench  # noqa: E402  (its measuring helpers and CPU record)
+from grpc_bench import free_port, latency, throughput  # noqa: E402
 
 QUEUE = f"bench_http_{uuid.uuid4().hex[:8]}"
 
@@ -124,11 +124,8 @@ def main() -> None:
 
     import urllib3
     logging.disable(logging.INFO)
-    try:
-        import funboost_grpc  # noqa: F401
-        with_grpc = True
-    except ImportError:
-        with_grpc = False
+    import importlib.util
+    with_grpc = importlib.util.find_spec("funboost_grpc") is not None
 
     raw_port, http_port, grpc_port = free_port(), free_port(), free_port()
     procs = {"raw": start("raw", raw_port), "http": start("HTTP", http_port)}
