@@ -33,6 +33,7 @@ SHIPPED_DISTRIBUTIONS: tuple[ShippedDistribution, ...] = (
     ShippedDistribution("funboost-celery", broker_kinds=("celery",)),
     ShippedDistribution("funboost-dramatiq", broker_kinds=("dramatiq",)),
     ShippedDistribution("funboost-grpc", broker_kinds=("grpc",)),
+    ShippedDistribution("funboost-http", broker_kinds=("http",)),
     ShippedDistribution("funboost-postgres", broker_kinds=("postgres", "postgresql", "postgres_queue")),
     ShippedDistribution("funboost-sqlalchemy", broker_kinds=("sqlalchemy", "sqlachemy")),
     ShippedDistribution("funboost-nats", broker_kinds=("nats_jetstream", "jetstream", "nats_js", "nats_core",

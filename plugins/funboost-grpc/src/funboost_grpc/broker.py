@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Optional
 
-from funboost.plugins.broker import Capabilities
 from funboost.transport.broker import ServingBroker
 from funboost.transport.server import ServerRegistry
 from funboost_grpc import server as _server
@@ -28,24 +27,7 @@ from funboost_grpc.options import GrpcOptions
 
 class GrpcBroker(ServingBroker):
     kind = "grpc"
-    capabilities = Capabilities(
-        at_least_once=False,  # an accepted message dies with the consumer process that holds it
-        persistent=False,
-        native_requeue=True,  # back into the consumer's own buffer
-        dead_letter=True,  # into the buffer <queue>_dlx hosted by the same consumer process
-        native_delay=False,
-        priority=False,
-        ordering="none",  # round robin over several consumers
-        # the consumer's own buffer is exact; from a publisher it is the sum over the live consumers
-        queue_size="approximate",
-        in_flight_count=True,
-        purge=True,
-        broadcast=False,
-        request_response=True,
-        cross_process=True,
-        # no broker server: a message can only be published once a consumer serves the queue
-        needs_serving_consumer=True,
-    )
+    # capabilities: ServingBroker's (not persistent, not at-least-once, request_response, needs a serving consumer)
     options_model = GrpcOptions
     registry: ClassVar[ServerRegistry] = _server.registry
 

@@ -2,32 +2,17 @@
 connection settings never have to be written into the user's project."""
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 from funboost.plugins.broker import BrokerOptions
+from funboost.transport.options import env_int as _env_int
+from funboost.transport.options import env_list, local_target, normalize_addresses
+from funboost.transport.options import env_str as _env
 from pydantic import Field, field_validator
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50061
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-
-
-def _env(name: str) -> Optional[str]:
-    value = os.environ.get(name)
-    return value if value not in (None, "") else None
-
-
-def _env_int(name: str, default: int) -> int:
-    value = _env(name)
-    return int(value) if value is not None else default
-
-
-def _env_addresses() -> Optional[list[str]]:
-    value = _env("FUNBOOST_GRPC_ADDRESSES")
-    if value is None:
-        return None
-    return [a.strip() for a in value.split(",") if a.strip()]
 
 
 class GrpcOptions(BrokerOptions):
@@ -41,7 +26,7 @@ class GrpcOptions(BrokerOptions):
     host: str = Field(default_factory=lambda: _env("FUNBOOST_GRPC_HOST") or DEFAULT_HOST)
     port: int = Field(default_factory=lambda: _env_int("FUNBOOST_GRPC_PORT", DEFAULT_PORT), ge=0, le=65535)
     # where publishers send: "host:port" of every consumer; default: [f"{host}:{port}"]
-    addresses: Optional[list[str]] = Field(default_factory=_env_addresses)
+    addresses: Optional[list[str]] = Field(default_factory=lambda: env_list("FUNBOOST_GRPC_ADDRESSES"))
     token: Optional[str] = Field(default_factory=lambda: _env("FUNBOOST_GRPC_TOKEN"))
     tls_cert_file: Optional[str] = Field(default_factory=lambda: _env("FUNBOOST_GRPC_TLS_CERT"))
     tls_key_file: Optional[str] = Field(default_factory=lambda: _env("FUNBOOST_GRPC_TLS_KEY"))
@@ -66,19 +51,8 @@ class GrpcOptions(BrokerOptions):
     @field_validator("addresses")
     @classmethod
     def _check_addresses(cls, value: Optional[list[str]]) -> Optional[list[str]]:
-        if value is None:
-            return None
-        out = [a.strip() for a in value if a and a.strip()]
-        for a in out:
-            if ":" not in a:
-                raise ValueError(f"address {a!r} must be 'host:port'")
-        return out or None
+        return normalize_addresses(value)
 
     def target_addresses(self) -> list[str]:
         """Where a publisher sends: ``addresses`` or this consumer's own ``host:port``."""
-        if self.addresses:
-            return list(self.addresses)
-        host = self.host if self.host not in ("0.0.0.0", "::", "[::]") else "127.0.0.1"
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return [f"{host}:{self.port}"]
+        return list(self.addresses) if self.addresses else [local_target(self.host, self.port)]

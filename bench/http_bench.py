@@ -1,0 +1,211 @@
+"""funboost `http` kind vs raw uvicorn + the same client doing the same JSON work, side by side in one run
+(and funboost `grpc` in the same table when funboost-grpc is installed).
+
+Each server runs in its own process (as in production: publishers and consumers are different processes),
+the clients in this process:
+
+* raw uvicorn: a bare ASGI app, ``POST /add`` decodes the JSON arguments, runs add(x, y) and answers a JSON
+  status; the client is the same urllib3 keep-alive pool the http kind uses. Same uvicorn configuration
+  (httptools, auto loop) as the http kind.
+* raw uvicorn, function in a thread: the same, but add() runs in the loop's default executor (a blocking
+  function must leave the event loop; Starlette and FastAPI run a ``def`` endpoint that way). For context:
+  funboost runs the user's function in a handler thread too.
+* funboost http ``sync_call``: ``add.sync_call(x, y)`` against a consumer started with ``add.consume()``.
+* funboost http ``push``: fire-and-forget, returns once the consumer accepted the message.
+* funboost grpc ``sync_call`` (if installed), for comparison.
+
+Measures p50/p99 latency of sequential calls from one thread, and calls/s from 8 client threads; all
+servers run for the whole bench and the sides are measured in turn for ``--rounds`` rounds. Printed: the
+median of each figure, and as "vs raw" the median of the per-round ratios against the raw uvicorn round.
+Loopback figures on a shared host are noisy. The measuring helpers are grpc_bench's.
+
+usage: python bench/http_bench.py [--n 2000] [--threads 8] [--rounds 5]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import grpc_bench  # noqa: E402  (its measuring helpers and CPU record)
+from grpc_bench import free_port, latency, throughput  # noqa: E402
+
+QUEUE = f"bench_http_{uuid.uuid4().hex[:8]}"
+
+
+# ------------------------------------------------------------------ servers (each in a subprocess)
+def _add(x: int, y: int) -> int:
+    return x + y
+
+
+async def raw_app(scope, receive, send) -> None:
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        msg = await receive()
+        body += msg.get("body", b"")
+        if not msg.get("more_body"):
+            break
+    kw = json.loads(body)
+    if scope["path"] == "/add_thread":  # a blocking function run off the loop, as Starlette/FastAPI run a def endpoint
+        import asyncio
+        result = await asyncio.get_running_loop().run_in_executor(None, _add, kw["x"], kw["y"])
+    else:
+        result = kw["x"] + kw["y"]
+    out = json.dumps({"success": True, "result": result}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
+    await send({"type": "http.response.body", "body": out})
+
+
+def raw_server(port: int) -> None:
+    import uvicorn
+    server = uvicorn.Server(uvicorn.Config(raw_app, host="127.0.0.1", port=port, lifespan="off", log_level="warning",
+                                           access_log=False, server_header=False, date_header=False))
+    import threading
+    threading.Thread(target=lambda: (time.sleep(0.5), print("READY", flush=True)), daemon=True).start()
+    server.run()
+
+
+def make_booster(kind: str, port: int, queue: str):
+    from funboost import BoosterParams, boost
+
+    @boost(BoosterParams(queue_name=queue, broker_kind=kind, broker_exclusive_config={"port": port},
+                         concurrent_num=16, max_retry_times=0, state_backend="memory", log_to_console=False))
+    def add(x: int, y: int) -> int:
+        return x + y
+    return add
+
+
+def funboost_server(kind: str, port: int, queue: str) -> None:
+    import logging
+    logging.disable(logging.INFO)
+    add = make_booster(kind, port, queue)
+    add.consume()
+    add.broker.serve()
+    print("READY", flush=True)
+    time.sleep(900)
+
+
+def start(kind: str, port: int) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port), "--queue", QUEUE],
+                         stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    if not line.startswith("READY"):
+        p.kill()
+        raise SystemExit(f"{kind} server did not start")
+    return p
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--serve")
+    ap.add_argument("--port", type=int)
+    ap.add_argument("--queue")
+    a = ap.parse_args()
+    if a.serve:
+        if a.serve == "raw":
+            raw_server(a.port)
+        else:
+            funboost_server(a.serve, a.port, a.queue)
+        return
+
+    import logging
+
+    import urllib3
+    logging.disable(logging.INFO)
+    import importlib.util
+    with_grpc = importlib.util.find_spec("funboost_grpc") is not None
+
+    raw_port, http_port, grpc_port = free_port(), free_port(), free_port()
+    procs = {"raw": start("raw", raw_port), "http": start("HTTP", http_port)}
+    if with_grpc:
+        procs["grpc"] = start("GRPC", grpc_port)
+    try:
+        from funboost_http.client import OneWriteConnection
+        pool = urllib3.HTTPConnectionPool("127.0.0.1", raw_port, maxsize=32, block=False, retries=False)
+        pool.ConnectionCls = OneWriteConnection  # the same client as the http kind's: head + body in one write
+        headers = {"content-type": "application/json"}
+
+        def raw_call(i: int):
+            r = pool.urlopen("POST", "/add", body=json.dumps({"x": i, "y": 1}).encode(), headers=headers,
+                             retries=False, timeout=10)
+            return json.loads(r.data)["result"]
+
+        def raw_thread_call(i: int):
+            r = pool.urlopen("POST", "/add_thread", body=json.dumps({"x": i, "y": 1}).encode(), headers=headers,
+                             retries=False, timeout=10)
+            return json.loads(r.data)["result"]
+
+        add = make_booster("HTTP", http_port, QUEUE)  # publisher side only
+
+        def http_call(i: int):
+            return add.sync_call(i, 1, timeout=10)
+
+        def push_call(i: int):
+            add.push(i, 1)
+
+        sides = [("raw uvicorn + urllib3", raw_call, procs["raw"].pid),
+                 ("raw uvicorn, function in a thread", raw_thread_call, procs["raw"].pid),
+                 ("funboost http sync_call", http_call, procs["http"].pid),
+                 ("funboost http push (fire-and-forget)", push_call, procs["http"].pid)]
+        if with_grpc:
+            gadd = make_booster("GRPC", grpc_port, QUEUE)
+
+            def grpc_call(i: int):
+                return gadd.sync_call(i, 1, timeout=10)
+            sides.append(("funboost grpc sync_call", grpc_call, procs["grpc"].pid))
+            assert grpc_call(1) == 2
+
+        def drained() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                size = add.broker.queue_size()
+                if not size.ready and not size.in_flight:
+                    return
+                time.sleep(0.05)
+
+        assert raw_call(1) == 2 and raw_thread_call(1) == 2 and http_call(1) == 2
+        runs: dict[str, list] = {name: [] for name, _, _ in sides}
+        for rnd in range(a.rounds):
+            for name, call, pid in (sides if rnd % 2 == 0 else sides[::-1]):
+                p50, p99 = latency(call, a.n)
+                tput = throughput(call, a.n * 2, a.threads, pid)
+                runs[name].append((p50, p99, tput) + grpc_bench.CPU[0])
+                if call is push_call:
+                    drained()
+    finally:
+        for p in procs.values():
+            p.kill()
+
+    med = statistics.median
+    raw_runs = runs[sides[0][0]]
+    print(f"\nloopback, server in its own process, N={a.n} sequential + {a.n * 2} over {a.threads} threads, "
+          f"{a.rounds} alternating round(s): medians; vs raw = median of per-round ratios")
+    print(f"{'':38s} {'p50 ms':>7s} {'p99 ms':>7s} {'calls/s':>8s}  {'vs raw p50 p99 tput':>20s}  "
+          f"CPU us/call client+server")
+    for name, _, _ in sides:
+        r = runs[name]
+        p50, p99, tput, ccpu, scpu = (med(x[k] for x in r) for k in range(5))
+        ratios = [med(x[k] / b[k] for x, b in zip(r, raw_runs)) for k in range(3)]
+        print(f"{name:38s} {p50:7.3f} {p99:7.3f} {tput:8,.0f}  "
+              f"{ratios[0]:6.2f}x {ratios[1]:5.2f}x {ratios[2]:5.2f}x  {ccpu:6.0f} + {scpu:4.0f}")
+    thread_runs = runs[sides[1][0]]
+    r = runs["funboost http sync_call"]
+    print("http sync_call vs raw with the function in a thread: p50 %.2fx, throughput %.2fx" % (
+        med(x[0] / b[0] for x, b in zip(r, thread_runs)), med(x[2] / b[2] for x, b in zip(r, thread_runs))))
+    print("targets for http sync_call: p50 <= 1.2x raw, throughput >= 0.8x raw")
+
+
+if __name__ == "__main__":
+    main()
