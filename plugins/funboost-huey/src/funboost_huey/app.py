@@ -46,17 +46,20 @@ class _FunboostHuey:
         host = self.funboost_host
         if host is None or not host.accepting.is_set():
             # paused, outside the run-time window, or this process's booster left: take nothing
-            (host.accepting.wait(0.5) if host is not None else None)
+            self.queue_ops.flush_thread()
+            if host is not None:
+                host.accepting.wait(0.5)
             return None
         holder = host.holder_id()
-        data = self.queue_ops.take(holder, host.read_timeout)
+        # Redis blocks on the list; huey's workers poll a storage that cannot block, with their backoff
+        data = self.queue_ops.take(holder, host.read_timeout if self.storage.blocking else 0)  # type: ignore[attr-defined]
         if data is None:
             return None
         try:
             task = self.deserialize_task(data)  # type: ignore[attr-defined]
         except Exception as exc:  # not a huey message of this queue's task: funboost dead-letters it
             host.run_undecodable(data, exc)
-            self.queue_ops.settle(holder, data)
+            self.queue_ops.settle_soon(holder, data)
             return None
         task._funboost_taken = (holder, data)
         return task
@@ -79,7 +82,7 @@ class _FunboostHuey:
                 if getattr(task, "_funboost_give_back", False):
                     self.queue_ops.give_back(*taken)
                 else:
-                    self.queue_ops.settle(*taken)
+                    self.queue_ops.settle_soon(*taken)  # sent with this worker's next take
 
     def read_schedule(self, timestamp: Any = None) -> list:  # called by huey's Scheduler.loop
         self.queue_ops.move_due()
