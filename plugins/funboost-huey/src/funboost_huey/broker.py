@@ -44,6 +44,8 @@ class HueyBroker(Broker):
         queue_size="exact",
         in_flight_count=True,
         purge=True,
+        notes="at-least-once as declared with storage 'redis' (the default); storage 'sqlite' (SqliteHuey) "
+              "is at-most-once (huey deletes a task's row when a worker takes it) and has no in-flight count",
     )
     options_model = HueyOptions
 
