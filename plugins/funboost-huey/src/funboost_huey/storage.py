@@ -185,7 +185,6 @@ class RedisQueueOps(QueueOps):
         self._move_due = self.conn.register_script(_MOVE_DUE)
         self._reclaim = self.conn.register_script(_RECLAIM)
         self._release = self.conn.register_script(_RELEASE)
-        self._verdict: Optional[ConsumerLease] = None  # any holder's lease judges the others
         # settles a worker thread sends with its next take: per thread, and all of them for release()
         self._local = threading.local()
         self._unsent_lists: list[list[tuple[str, bytes]]] = []
@@ -196,11 +195,12 @@ class RedisQueueOps(QueueOps):
 
     # ------------------------------------------------------------------ leases
     def open_holder(self, holder_id: str, options: HueyOptions) -> Holder:
+        judge: list[ConsumerLease] = []  # the holder's own lease judges the others in its reclaim passes
         lease = ConsumerLease(self.storage.name, holder_id, heartbeat_interval=options.heartbeat_interval,
                               heartbeat_timeout=options.heartbeat_timeout, renew=self._renew,
-                              reclaim=self.reclaim, reclaim_interval=options.reclaim_interval,
+                              reclaim=lambda: self.reclaim(judge[0]), reclaim_interval=options.reclaim_interval,
                               check_pid=options.check_pid)
-        self._verdict = lease
+        judge.append(lease)
         lease.start()  # the lease exists before anything is taken under it
         self.reclaim(lease)  # a restarted consumer recovers its predecessor's tasks at once
         return Holder(self, holder_id, lease)
@@ -208,11 +208,8 @@ class RedisQueueOps(QueueOps):
     def _renew(self, info: LeaseInfo) -> None:
         self.conn.hset(self.leases_key, info.consumer_id, _lease_json(info))
 
-    def reclaim(self, judge: Optional[ConsumerLease] = None) -> int:
-        """Put back the tasks of dead holders; how many."""
-        judge = judge or self._verdict
-        if judge is None:
-            return 0
+    def reclaim(self, judge: ConsumerLease) -> int:
+        """Put back the tasks of holders that ``judge`` (a living holder's lease) finds dead; how many."""
         raw = self.conn.hgetall(self.leases_key)
         leases: dict[str, LeaseInfo] = {}
         texts: dict[str, str] = {}
