@@ -38,6 +38,8 @@ def _cmd_brokers(args: argparse.Namespace) -> int:
         on = [k for k, v in caps.items() if v is True]
         print(f"    capabilities: {', '.join(on) or '-'}; queue size {caps['queue_size']}; "
               f"ordering {caps['ordering']}")
+        if caps.get("notes"):
+            print(f"    notes: {caps['notes']}")
     return 0
 
 

@@ -72,6 +72,8 @@ class Capabilities:
     # transports without a server (grpc, tcp, http): a message can only be published to a consumer that
     # serves the queue; the broker implements serve(), which the contract suite calls before publishing
     needs_serving_consumer: bool = False
+    # what the flags above cannot say (e.g. a guarantee that depends on an option); shown by `funboost brokers`
+    notes: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

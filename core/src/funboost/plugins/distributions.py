@@ -42,6 +42,7 @@ SHIPPED_DISTRIBUTIONS: tuple[ShippedDistribution, ...] = (
     ShippedDistribution("funboost-otel"),  # OpenTelemetry tracing on the funboost.plugins hooks: no kind
     ShippedDistribution("funboost-tcp", broker_kinds=("tcp",)),
     ShippedDistribution("funboost-mysql-cdc", broker_kinds=("mysql_cdc",)),
+    ShippedDistribution("funboost-huey", broker_kinds=("huey",)),
 )
 
 

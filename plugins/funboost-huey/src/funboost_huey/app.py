@@ -1,0 +1,148 @@
+"""One Huey instance per queue, process and configuration: huey's queue *is* the Huey instance's name.
+
+Each instance is a ``RedisHuey`` / ``SqliteHuey`` named after the funboost queue, with one task
+registered on it: the queue's task (``funboost_huey.<queue>``), whose body hands the envelope to this
+process's funboost consumer of the queue. The subclass changes only how huey's consumer *takes* and
+*settles* a task (through :mod:`funboost_huey.storage`, so that a SIGKILLed consumer loses nothing on
+Redis) and how the scheduler moves due tasks (atomically); enqueueing, serialization, the task
+registry, the consumer, workers and scheduler are huey's own.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any, Optional
+
+from huey import RedisHuey, SqliteHuey
+from huey.api import Huey, Task, TaskWrapper
+
+from funboost.foreign import Verb, envelope_from_foreign
+from funboost.process_local import ProcessLocalDict
+
+from funboost_huey.options import HueyOptions
+from funboost_huey.storage import QueueOps, queue_ops_for
+
+if TYPE_CHECKING:  # pragma: no cover
+    from funboost_huey.worker import HueyWorkerHost
+
+TASK_MODULE = "funboost_huey"
+
+
+class FunboostTaskFailed(Exception):
+    """Raised from the huey task when the funboost function failed for good (after funboost's retries),
+    so that huey signals an error (and stores it, with ``store_results``). huey's retries are 0."""
+
+
+class _FunboostHuey:
+    """Mixed into ``RedisHuey`` / ``SqliteHuey``: huey's consumer takes through :class:`QueueOps` under
+    the worker host's holder, settles after ``execute``, and the scheduler moves due tasks atomically."""
+
+    queue_ops: QueueOps
+    funboost_queue: str
+    funboost_task: TaskWrapper
+    #: the worker host of this process that consumes this queue (set by its ``register_queue``)
+    funboost_host: Optional["HueyWorkerHost"] = None
+
+    def dequeue(self) -> Optional[Task]:  # called by huey's Worker.loop
+        host = self.funboost_host
+        if host is None or not host.accepting.is_set():
+            # paused, outside the run-time window, or this process's booster left: take nothing
+            self.queue_ops.flush_thread()
+            if host is not None:
+                host.accepting.wait(0.5)
+            return None
+        holder = host.holder_id()
+        # Redis blocks on the list; huey's workers poll a storage that cannot block, with their backoff
+        data = self.queue_ops.take(holder, host.read_timeout if self.storage.blocking else 0)  # type: ignore[attr-defined]
+        if data is None:
+            return None
+        try:
+            task = self.deserialize_task(data)  # type: ignore[attr-defined]
+        except Exception as exc:  # not a huey message of this queue's task: funboost dead-letters it
+            host.run_undecodable(data, exc)
+            self.queue_ops.settle_soon(holder, data)
+            return None
+        task._funboost_taken = (holder, data)
+        return task
+
+    def add_schedule(self, task: Task) -> None:
+        taken = getattr(task, "_funboost_taken", None)
+        if taken is None:
+            return super().add_schedule(task)  # type: ignore[misc]
+        task._funboost_taken = None
+        eta = task.eta or dt.datetime.fromtimestamp(0)
+        self.queue_ops.schedule(taken[0], taken[1], eta)  # from in-flight to the schedule, atomically
+
+    def execute(self, task: Task, timestamp: Any = None) -> Any:
+        try:
+            return super().execute(task, timestamp)  # type: ignore[misc]
+        finally:
+            taken = getattr(task, "_funboost_taken", None)
+            if taken is not None:
+                task._funboost_taken = None
+                if getattr(task, "_funboost_give_back", False):
+                    self.queue_ops.give_back(*taken)
+                else:
+                    self.queue_ops.settle_soon(*taken)  # sent with this worker's next take
+
+    def read_schedule(self, timestamp: Any = None) -> list:  # called by huey's Scheduler.loop
+        self.queue_ops.move_due()
+        return []  # already in the queue: nothing for the scheduler to enqueue
+
+
+class FunboostRedisHuey(_FunboostHuey, RedisHuey):
+    pass
+
+
+class FunboostSqliteHuey(_FunboostHuey, SqliteHuey):
+    pass
+
+
+_hueys: ProcessLocalDict[tuple[str, str], Huey] = ProcessLocalDict()  # a forked child builds its own
+
+
+def get_huey(queue: str, options: Optional[HueyOptions] = None) -> Huey:
+    """The Huey instance of ``queue`` in this process for ``options`` (created on first use), with the
+    queue's task registered."""
+    options = options if options is not None else HueyOptions()
+    return _hueys.get_or_create((options.config_key(), queue), lambda: _build(queue, options))
+
+
+def _build(queue: str, options: HueyOptions) -> Huey:
+    storage = options.resolved_storage()
+    kwargs: dict[str, Any] = {"results": options.store_results}
+    if storage == "redis":
+        cls: type = FunboostRedisHuey
+        kwargs["url"] = options.resolved_redis_url()
+    else:
+        cls = FunboostSqliteHuey
+        kwargs["filename"] = options.resolved_sqlite_filename()
+    kwargs.update(options.huey_options)
+    kwargs["utc"] = True  # huey's naive datetimes are UTC, as funboost.foreign reads them
+    huey = cls(queue, **kwargs)
+    huey.queue_ops = queue_ops_for(huey, storage)
+    huey.funboost_queue = queue
+    huey.funboost_task = _register_task(huey, queue)
+    return huey
+
+
+def _register_task(huey: Huey, queue: str) -> TaskWrapper:
+    def run(*args: Any, task: Task, **kwargs: Any) -> Any:
+        host = huey.funboost_host  # type: ignore[attr-defined]
+        if host is None:  # no consumer of this queue here (anymore): back to the queue, unchanged
+            task._funboost_give_back = True
+            return None
+        outcome = host.run_message(queue, envelope_from_foreign(args, kwargs, task.id, framework="huey"),
+                                   eta=task.eta)
+        if outcome.verb is Verb.ACK:
+            return outcome.result
+        if outcome.verb is Verb.IGNORE:
+            return None  # funboost published the next message; nothing to record for this one
+        if outcome.verb is Verb.REJECT:
+            task._funboost_give_back = True
+            return None
+        raise FunboostTaskFailed(outcome.error)
+
+    run.__name__ = run.__qualname__ = queue
+    run.__module__ = TASK_MODULE
+    # retries=0: funboost's runner is the only retry mechanism; context: the body needs the task's id
+    return huey.task(retries=0, context=True, name=queue)(run)

@@ -1,0 +1,364 @@
+"""Taking huey tasks without losing them when the taker dies.
+
+huey's ``RedisStorage.dequeue`` pops a task off the list (``BRPOP``) before a worker runs it: a
+consumer killed mid-task loses it. funboost-huey keeps huey's own keys (``huey.redis.<name>`` for
+the queue, ``huey.schedule.<name>`` for delayed tasks, so plain huey producers and tools see the
+same queue) and adds, per taker (a huey consumer of this plugin, or a broker that pulls with
+``fetch``):
+
+* ``funboost.huey.inflight.<name>.<holder>``: a list; a task is *moved* into it from the queue in
+  one command (``BLMOVE``), and removed only once it ended (settled), was handed back unchanged, or
+  went to huey's schedule (one Lua script each: it is in exactly one place at every moment);
+* ``funboost.huey.leases.<name>``: a hash ``holder -> lease`` (core's
+  :class:`funboost.engine.liveness.ConsumerLease`), renewed every ``heartbeat_interval`` by the
+  process's liveness ticker however long tasks run.
+
+Every taker also runs reclaim passes: a holder whose lease is older than ``heartbeat_timeout``, or
+missing, or whose process on this host is gone (an immediate verdict after ``kill -9``), has its
+in-flight list moved back to the front of the queue (one Lua script, which first checks that the
+lease is still the one judged dead). A living holder's long task is therefore never handed out
+twice, and a dead holder's tasks come back within about a reclaim interval.
+
+Due delayed tasks are moved from the schedule to the queue by one script as well (huey's own
+scheduler pops them, then enqueues them: a kill in between would lose them).
+
+``SqliteHuey`` keeps huey's semantics (its ``dequeue`` deletes the row): :class:`SqliteQueueOps` is
+at-most-once, and says so.
+
+Needs Redis >= 6.2 (``LMOVE`` / ``BLMOVE``).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+from typing import Any, Optional
+
+from funboost.engine.liveness import ConsumerLease, LeaseInfo
+
+from funboost_huey.options import HueyOptions
+
+INFLIGHT_PREFIX = "funboost.huey.inflight."
+LEASES_PREFIX = "funboost.huey.leases."
+
+# KEYS: inflight, queue; ARGV: data.  Hand one taken task back to the front of the queue.
+_GIVE_BACK = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  return 1
+end
+return 0"""
+
+# KEYS: inflight, schedule; ARGV: data, score.  A taken task that is not due yet goes to huey's schedule.
+_TO_SCHEDULE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+  return 1
+end
+return 0"""
+
+# KEYS: schedule, queue; ARGV: now score, limit.  Due delayed tasks to the back of the queue (as huey's
+# scheduler enqueues them), atomically.
+_MOVE_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, data in ipairs(due) do
+  redis.call('ZREM', KEYS[1], data)
+  redis.call('LPUSH', KEYS[2], data)
+end
+return #due"""
+
+# KEYS: leases, inflight, queue; ARGV: holder, the lease judged dead ('' = none).  Put a dead holder's
+# tasks back unless it renewed its lease meanwhile.
+_RECLAIM = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then cur = '' end
+if cur ~= ARGV[2] then return -1 end
+local n = 0
+while redis.call('LMOVE', KEYS[2], KEYS[3], 'RIGHT', 'RIGHT') do
+  n = n + 1
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return n"""
+
+# KEYS: leases, inflight, queue; ARGV: holder.  A closing holder gives its unsettled tasks back.
+_RELEASE = """
+local n = 0
+while redis.call('LMOVE', KEYS[2], KEYS[3], 'RIGHT', 'RIGHT') do
+  n = n + 1
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return n"""
+
+
+class QueueOps:
+    """What funboost-huey does with one huey queue beyond huey's own API: take / settle / give back a
+    task under a holder, move delayed tasks, sizes, purge. One per Huey instance."""
+
+    #: a SIGKILLed taker's tasks come back
+    at_least_once: bool = False
+
+    def __init__(self, huey: Any) -> None:
+        self.huey = huey
+        self.storage = huey.storage
+
+    def open_holder(self, holder_id: str, options: HueyOptions) -> "Holder":
+        return Holder(self, holder_id, None)
+
+    def take(self, holder: str, timeout: float) -> Optional[bytes]:
+        raise NotImplementedError
+
+    def settle(self, holder: str, data: bytes) -> None:
+        """The task ended (whatever its outcome): forget it."""
+
+    def settle_soon(self, holder: str, data: bytes) -> None:
+        """:meth:`settle`, possibly sent with this thread's next :meth:`take` (one round trip less per
+        task); :meth:`release` sends whatever is still unsent."""
+        self.settle(holder, data)
+
+    def flush_thread(self) -> None:
+        """Send this thread's unsent settles now."""
+
+    def give_back(self, holder: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def schedule(self, holder: str, data: bytes, eta: dt.datetime) -> None:
+        raise NotImplementedError
+
+    def move_due(self) -> int:
+        raise NotImplementedError
+
+    def in_flight(self) -> Optional[int]:
+        return None
+
+    def purge(self) -> int:
+        raise NotImplementedError
+
+    def release(self, holder: str) -> int:
+        """A closing holder: give back what it still holds, drop its lease."""
+        return 0
+
+
+class Holder:
+    """One taker (its id and, on Redis, its lease)."""
+
+    def __init__(self, ops: QueueOps, holder_id: str, lease: Optional[ConsumerLease]) -> None:
+        self.ops = ops
+        self.id = holder_id
+        self.lease = lease
+
+    def current(self) -> str:
+        """The holder id to take under now (a forked child takes a new id)."""
+        if self.lease is not None:
+            self.lease.check_fork()
+            if not self.lease.running:
+                self.lease.start()
+            elif self.lease.renew_due():
+                # a holder judged dead while it stalled (its lease deleted) writes it again before it
+                # takes anything, so that what it takes next is covered by a lease
+                self.lease.renew()
+            return self.lease.consumer_id
+        return self.id
+
+    def close(self, give_back: bool = True) -> None:
+        """Stop renewing; give back unsettled tasks and drop the lease (``give_back``), or leave the lease
+        to expire (tasks of this process may still run)."""
+        if self.lease is not None:
+            self.lease.stop()
+            if give_back:
+                self.ops.release(self.lease.consumer_id)
+
+
+class RedisQueueOps(QueueOps):
+    at_least_once = True
+
+    def __init__(self, huey: Any) -> None:
+        super().__init__(huey)
+        s = self.storage
+        self.conn = s.conn
+        self.queue_key: str = s.queue_key
+        self.schedule_key: str = s.schedule_key
+        self.leases_key = f"{LEASES_PREFIX}{s.name}"
+        self._inflight_prefix = f"{INFLIGHT_PREFIX}{s.name}."
+        self._give_back = self.conn.register_script(_GIVE_BACK)
+        self._to_schedule = self.conn.register_script(_TO_SCHEDULE)
+        self._move_due = self.conn.register_script(_MOVE_DUE)
+        self._reclaim = self.conn.register_script(_RECLAIM)
+        self._release = self.conn.register_script(_RELEASE)
+        # settles a worker thread sends with its next take: per thread, and all of them for release()
+        self._local = threading.local()
+        self._unsent_lists: list[list[tuple[str, bytes]]] = []
+        self._unsent_lock = threading.Lock()
+
+    def inflight_key(self, holder: str) -> str:
+        return self._inflight_prefix + holder
+
+    # ------------------------------------------------------------------ leases
+    def open_holder(self, holder_id: str, options: HueyOptions) -> Holder:
+        judge: list[ConsumerLease] = []  # the holder's own lease judges the others in its reclaim passes
+        lease = ConsumerLease(self.storage.name, holder_id, heartbeat_interval=options.heartbeat_interval,
+                              heartbeat_timeout=options.heartbeat_timeout, renew=self._renew,
+                              reclaim=lambda: self.reclaim(judge[0]), reclaim_interval=options.reclaim_interval,
+                              check_pid=options.check_pid)
+        judge.append(lease)
+        lease.start()  # the lease exists before anything is taken under it
+        self.reclaim(lease)  # a restarted consumer recovers its predecessor's tasks at once
+        return Holder(self, holder_id, lease)
+
+    def _renew(self, info: LeaseInfo) -> None:
+        self.conn.hset(self.leases_key, info.consumer_id, _lease_json(info))
+
+    def reclaim(self, judge: ConsumerLease) -> int:
+        """Put back the tasks of holders that ``judge`` (a living holder's lease) finds dead; how many."""
+        raw = self.conn.hgetall(self.leases_key)
+        leases: dict[str, LeaseInfo] = {}
+        texts: dict[str, str] = {}
+        for k, v in raw.items():
+            holder, text = _text(k), _text(v)
+            texts[holder] = text
+            info = _lease_from_json(holder, text)
+            if info is not None:
+                leases[holder] = info
+        holders = set(texts)
+        moved = 0
+        for holder in judge.dead_holders(holders, leases):
+            n = self._reclaim(keys=[self.leases_key, self.inflight_key(holder), self.queue_key],
+                              args=[holder, texts.get(holder, "")])
+            moved += max(0, int(n))
+        return moved
+
+    def release(self, holder: str) -> int:
+        self.flush_settles(holder)  # settled tasks are not given back
+        return int(self._release(keys=[self.leases_key, self.inflight_key(holder), self.queue_key], args=[holder]))
+
+    # ------------------------------------------------------------------ tasks
+    def take(self, holder: str, timeout: float) -> Optional[bytes]:
+        src, dst = self.queue_key, self.inflight_key(holder)
+        unsent: Optional[list[tuple[str, bytes]]] = getattr(self._local, "unsent", None)
+        if unsent:
+            # the previous task's settle and the next take in one round trip
+            pipe = self.conn.pipeline(transaction=False)
+            for h, d in unsent:
+                pipe.lrem(self.inflight_key(h), 1, d)
+            if timeout <= 0:
+                pipe.lmove(src, dst, "RIGHT", "LEFT")
+            else:
+                pipe.blmove(src, dst, max(0.01, timeout), "RIGHT", "LEFT")
+            sent = len(unsent)  # only this thread appends to its list
+            result = pipe.execute()  # raises on a connection error: the settles stay unsent
+            del unsent[:sent]
+            return result[-1]
+        if timeout <= 0:
+            return self.conn.lmove(src, dst, "RIGHT", "LEFT")
+        return self.conn.blmove(src, dst, max(0.01, timeout), "RIGHT", "LEFT")
+
+    def settle(self, holder: str, data: bytes) -> None:
+        self.conn.lrem(self.inflight_key(holder), 1, data)
+
+    def settle_soon(self, holder: str, data: bytes) -> None:
+        unsent = getattr(self._local, "unsent", None)
+        if unsent is None:
+            unsent = self._local.unsent = []
+            with self._unsent_lock:
+                self._unsent_lists.append(unsent)
+        unsent.append((holder, data))
+
+    def flush_thread(self) -> None:
+        """Send this thread's unsent settles now (its worker is about to idle without taking)."""
+        unsent = getattr(self._local, "unsent", None)
+        while unsent:
+            h, d = unsent[0]
+            self.settle(h, d)
+            del unsent[0]
+
+    def flush_settles(self, holder: str) -> None:
+        """Send every thread's unsent settles of ``holder`` (its workers ended: nothing adds any more)."""
+        with self._unsent_lock:
+            for unsent in self._unsent_lists:
+                mine = [d for h, d in unsent if h == holder]
+                for d in mine:
+                    self.settle(holder, d)
+                unsent[:] = [(h, d) for h, d in unsent if h != holder]
+
+    def give_back(self, holder: str, data: bytes) -> None:
+        self._give_back(keys=[self.inflight_key(holder), self.queue_key], args=[data])
+
+    def schedule(self, holder: str, data: bytes, eta: dt.datetime) -> None:
+        self._to_schedule(keys=[self.inflight_key(holder), self.schedule_key],
+                          args=[data, self.storage.convert_ts(eta)])
+
+    def move_due(self) -> int:
+        # huey scores its schedule with convert_ts of its own (naive UTC) timestamps: compare alike
+        now = self.storage.convert_ts(self.huey._get_timestamp())
+        return int(self._move_due(keys=[self.schedule_key, self.queue_key], args=[now, 1000]))
+
+    def in_flight(self) -> Optional[int]:
+        keys = [self.inflight_key(_text(h)) for h in self.conn.hkeys(self.leases_key)]
+        if not keys:
+            return 0
+        pipe = self.conn.pipeline(transaction=False)
+        for k in keys:
+            pipe.llen(k)
+        return sum(int(n) for n in pipe.execute())
+
+    def purge(self) -> int:
+        pipe = self.conn.pipeline(transaction=True)
+        pipe.llen(self.queue_key)
+        pipe.zcard(self.schedule_key)
+        pipe.delete(self.queue_key, self.schedule_key)
+        ready, delayed, _ = pipe.execute()
+        return int(ready) + int(delayed)
+
+
+class SqliteQueueOps(QueueOps):
+    """huey's SQLite storage as it is: a taken task is deleted from its table at once (at-most-once)."""
+
+    def take(self, holder: str, timeout: float) -> Optional[bytes]:
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            data = self.storage.dequeue()
+            if data is not None:
+                return bytes(data)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(0.05, left))
+
+    def give_back(self, holder: str, data: bytes) -> None:
+        self.storage.enqueue(data)
+
+    def schedule(self, holder: str, data: bytes, eta: dt.datetime) -> None:
+        self.storage.add_to_schedule(data, eta)
+
+    def move_due(self) -> int:
+        due = self.storage.read_schedule(self.huey._get_timestamp())
+        for data in due:
+            self.storage.enqueue(data)
+        return len(due)
+
+    def purge(self) -> int:
+        n = int(self.storage.queue_size()) + int(self.storage.schedule_size())
+        self.storage.flush_queue()
+        self.storage.flush_schedule()
+        return n
+
+
+def queue_ops_for(huey: Any, storage: str) -> QueueOps:
+    return RedisQueueOps(huey) if storage == "redis" else SqliteQueueOps(huey)
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, (bytes, bytearray)) else str(v)
+
+
+def _lease_json(info: LeaseInfo) -> str:
+    return json.dumps({"host": info.host, "pid": info.pid, "last_seen": info.last_seen})
+
+
+def _lease_from_json(holder: str, text: str) -> Optional[LeaseInfo]:
+    try:
+        d = json.loads(text)
+        return LeaseInfo(holder, str(d["host"]), int(d["pid"]), float(d["last_seen"]))
+    except (ValueError, KeyError, TypeError):
+        return None  # unreadable: treated as no lease (dead)
+

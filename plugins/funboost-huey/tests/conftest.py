@@ -1,0 +1,63 @@
+"""Fixtures: huey on the real Redis of this machine (db 14 by default) and on SQLite files, unique queues."""
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Callable, Iterator
+
+import pytest
+
+from funboost_huey import HueyBroker, HueyOptions
+
+REDIS_URL = os.environ.get("FUNBOOST_HUEY_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+def require(reason: str) -> None:
+    if os.environ.get("FUNBOOST_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"FUNBOOST_REQUIRE_SERVICES=1 but {reason}")
+    pytest.skip(reason)
+
+
+_checked: dict[str, object] = {}
+
+
+def check_redis() -> None:
+    if REDIS_URL not in _checked:
+        _checked[REDIS_URL] = HueyBroker.check_available(HueyOptions(redis_url=REDIS_URL))
+    if _checked[REDIS_URL]:
+        require(str(_checked[REDIS_URL]))
+
+
+@pytest.fixture
+def queue_name() -> str:
+    # huey keeps only [A-Za-z0-9_] of a queue name in its keys
+    return f"fbhuey_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+def cfg(request, tmp_path) -> dict:
+    """broker_exclusive_config for each storage."""
+    if request.param == "redis":
+        check_redis()
+        return {"redis_url": REDIS_URL}
+    return {"storage": "sqlite", "sqlite_filename": str(tmp_path / "huey.db")}
+
+
+@pytest.fixture
+def redis_cfg() -> dict:
+    check_redis()
+    return {"redis_url": REDIS_URL}
+
+
+@pytest.fixture
+def cleanup() -> Iterator[Callable[[str, dict], None]]:
+    """Register (queue, cfg) pairs whose queues (and dead-letter queues) are purged after the test."""
+    todo: list[tuple[str, dict]] = []
+    yield lambda q, c: todo.append((q, c))
+    for q, c in todo:
+        for name in (q, f"{q}_dlx"):
+            b = HueyBroker(name, HueyOptions(**c))
+            try:
+                b.purge()
+            finally:
+                b.close()

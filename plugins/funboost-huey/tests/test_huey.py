@@ -1,0 +1,407 @@
+"""The HUEY kind end to end: the README example, plain huey callers, RPC, retries, filter, expiry,
+countdown, pause, status records, ExceptionForRequeue, multi_process_consume, and huey consumers
+SIGKILLed mid-run (Redis: nothing is lost)."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from funboost import BoosterParams, ExceptionForRequeue, TaskOptions, boost
+from funboost.plugins.broker import OutgoingMessage
+from funboost.result import RemoteTaskError
+from funboost.testing import body_text, fetch_until, wait_until
+
+from conftest import REDIS_URL
+from funboost_huey import HueyBroker, HueyOptions, huey_instance, huey_task
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def make(queue: str, cfg: dict, **kw) -> BoosterParams:
+    kw.setdefault("state_backend", "memory")
+    kw.setdefault("log_to_console", False)
+    return BoosterParams(queue_name=queue, broker_kind="HUEY", broker_exclusive_config=cfg, **kw)
+
+
+@pytest.fixture
+def consumers():
+    started = []
+    yield started.append
+    for b in started:
+        b.stop_consume(10)
+
+
+# ---------------------------------------------------------------------------------------- examples
+def test_readme_example(cfg, queue_name, consumers, cleanup):
+    cleanup(queue_name, cfg)
+
+    @boost(make(queue_name, cfg, is_using_rpc_mode=True, concurrent_num=4))
+    def add(x, y):
+        return x + y
+
+    assert add(1, 2) == 3  # a plain call is unchanged
+    consumers(add.consume())
+    assert add.push(1, y=2).get(timeout=30) == 3
+    r = add.publish({"x": 1, "y": 2}, task_id="readme-t1-" + queue_name)
+    assert r.task_id == "readme-t1-" + queue_name and r.get(timeout=30) == 3
+    t0 = time.time()
+    assert add.publish({"x": 2, "y": 2}, task_options=TaskOptions(countdown=1.5)).get(timeout=30) == 4
+    assert time.time() - t0 >= 1.4
+    results = add.push_many([(i, i) for i in range(20)])
+    assert [r.get(timeout=30) for r in results] == [2 * i for i in range(20)]
+
+
+def test_messages_are_huey_tasks_with_funboost_ids(cfg, queue_name, cleanup):
+    """What huey's own tools see: a task named after the queue, huey's id = funboost's task id, retries 0,
+    the countdown as huey's eta."""
+    cleanup(queue_name, cfg)
+
+    @boost(make(queue_name, cfg))
+    def f(x):
+        return x
+
+    h = huey_instance(f)
+    assert h.name == queue_name
+    r = f.push(1)
+    later = f.publish({"x": 2}, task_options=TaskOptions(countdown=60))
+    [task, delayed] = h.pending()
+    assert task.id == r.task_id and type(task).__name__ == queue_name and task.retries == 0
+    assert delayed.id == later.task_id and delayed.eta is not None
+    assert task.eta is None
+    ahead = delayed.eta.replace(tzinfo=datetime.timezone.utc).timestamp() - time.time()  # huey: naive UTC
+    assert 50 < ahead <= 60
+    assert json.loads(task.args[0])["x"] == 1
+    assert h.pending_count() == 2 and f.get_message_count() == 2
+    assert f.clear() == 2 and h.pending_count() == 0
+
+
+def test_plain_huey_caller_reaches_the_funboost_function(cfg, queue_name, consumers, cleanup):
+    cleanup(queue_name, cfg)
+
+    @boost(make(queue_name, cfg, is_using_rpc_mode=True))
+    def mul(x, y=10):
+        return x * y
+
+    consumers(mul.consume())
+    huey_task(mul)(x=4, id="plain-" + queue_name)  # huey's own call: keyword arguments, huey's task id
+    from funboost import AsyncResult
+    assert AsyncResult("plain-" + queue_name, booster=mul).get(timeout=30) == 40
+
+
+def test_huey_result_store_when_asked(redis_cfg, queue_name, consumers, cleanup):
+    cfg = dict(redis_cfg, store_results=True)
+    cleanup(queue_name, cfg)
+
+    @boost(make(queue_name, cfg, max_retry_times=0))
+    def div(a, b):
+        return a / b
+
+    consumers(div.consume())
+    res = huey_task(div)(a=6, b=3)  # a plain huey caller's Result
+    assert res.get(blocking=True, timeout=30) == 2.0
+    bad = huey_task(div)(a=1, b=0)
+    from huey.exceptions import TaskException
+    with pytest.raises(TaskException) as info:
+        bad.get(blocking=True, timeout=30)
+    assert "ZeroDivisionError" in str(info.value.metadata)
+
+
+# ---------------------------------------------------------------------------------------- controls
+def test_retries_are_funboosts_and_happen_once(cfg, queue_name, consumers, cleanup):
+    cleanup(queue_name, cfg)
+    calls: dict[str, int] = {}
+    lock = threading.Lock()
+
+    @boost(make(queue_name, cfg, is_using_rpc_mode=True, max_retry_times=2, is_print_detail_exception=False))
+    def flaky(key, fail_times):
+        with lock:
+            calls[key] = calls.get(key, 0) + 1
+            n = calls[key]
+        if n <= fail_times:
+            raise ValueError(f"attempt {n}")
+        return n
+
+    consumers(flaky.consume())
+    assert huey_task(flaky).retries == 0  # no huey retry on top
+    assert flaky.push("a", 2).get(timeout=30) == 3
+    r = flaky.push("b", 10)
+    with pytest.raises(RemoteTaskError):
+        r.get(timeout=30)
+    assert r.wait()["run_times"] == 3
+    assert calls == {"a": 3, "b": 3}
+    # the failed task was settled: nothing left in huey's queue or in flight
+    wait_until(lambda: flaky.broker.queue_size().as_dict() in ({"ready": 0, "in_flight": 0, "delayed": 0},
+                                                                {"ready": 0, "in_flight": None, "delayed": 0}),
+               10, message="queue empty")
+
+
+def test_filter_and_expiry_apply_under_huey(cfg, queue_name, consumers, cleanup):
+    cleanup(queue_name, cfg)
+    ran: list[int] = []
+
+    @boost(make(queue_name, cfg, do_task_filtering=True, is_using_rpc_mode=True, msg_expire_seconds=30))
+    def f(x):
+        ran.append(x)
+        return x
+
+    consumers(f.consume())
+    assert f.push(1).get(timeout=30) == 1
+    assert f.push(1).wait(30)["run_status"] == "filtered"
+    old = f.publish({"x": 2}, task_options=TaskOptions(publish_time=time.time() - 100)).wait(30)
+    assert old["run_status"] == "expired"
+    assert f.push(3).get(timeout=30) == 3
+    assert ran == [1, 3]
+
+
+def test_pause_and_resume(cfg, queue_name, consumers, cleanup):
+    cleanup(queue_name, cfg)
+    ran: list[int] = []
+
+    @boost(make(queue_name, cfg, is_using_rpc_mode=True))
+    def f(x):
+        ran.append(x)
+
+    consumers(f.consume())
+    f.push(0).wait(30)
+    f.pause()
+    wait_until(lambda: f.consumer.paused, 10, message="consumer sees the pause flag")
+    host = huey_instance(f).funboost_host
+    wait_until(lambda: not host.accepting.is_set(), 10, message="huey's workers told to take nothing")
+    rs = [f.push(i) for i in range(1, 4)]
+    time.sleep(1.5)  # nothing may run while paused
+    assert ran == [0]
+    # a worker that was already waiting on the queue (BLMOVE, up to 1 s) may take one, and hold it
+    # unrun; the others stay in huey's queue
+    size = f.broker.queue_size()
+    assert size.ready + (size.in_flight or 0) == 3 if size.in_flight is not None else size.ready >= 2
+    f.resume()
+    for r in rs:
+        r.wait(30)
+    assert sorted(ran) == [0, 1, 2, 3]
+
+
+def test_status_records(cfg, queue_name, consumers, cleanup):
+    cleanup(queue_name, cfg)
+
+    @boost(make(queue_name, cfg, max_retry_times=0, is_print_detail_exception=False,
+                function_result_status_persistence_conf={"is_save_status": True, "is_save_result": True}))
+    def f(x):
+        return 10 / x
+
+    consumers(f.consume())
+    ok, bad = f.push(5), f.push(0)
+    wait_until(lambda: len(f.query_statuses()) == 2, 30, message="two status records")
+    [rec] = f.query_statuses(task_id=ok.task_id)
+    assert rec["success"] and rec["result"] == 2 and rec["run_times"] == 1
+    [rec] = f.query_statuses(success=False)
+    assert rec["task_id"] == bad.task_id and rec["exception_type"] == "ZeroDivisionError"
+
+
+def test_exception_for_requeue_goes_back(cfg, queue_name, consumers, cleanup):
+    cleanup(queue_name, cfg)
+    calls: list[str] = []
+
+    @boost(make(queue_name, cfg, is_using_rpc_mode=True, max_retry_times=0, max_requeue_times=3))
+    def f(x):
+        calls.append(x)
+        if x == "once" and calls.count("once") == 1:
+            raise ExceptionForRequeue("not now")
+        if x == "forever":
+            raise ExceptionForRequeue("never")
+        return x
+
+    consumers(f.consume())
+    assert f.push("once").get(timeout=30) == "once"
+    assert calls.count("once") == 2
+    f.push("forever")
+    dlx = f.broker.dead_letter_broker()
+    [d] = fetch_until(dlx, 1, timeout=30)
+    assert calls.count("forever") == 4
+    assert "max_requeue_times" in json.loads(body_text(d))["extra"]["dead_letter_reason"]
+    dlx.ack([d])
+
+
+def test_foreign_bytes_in_the_queue_are_dead_lettered(redis_cfg, queue_name, consumers, cleanup):
+    """Something huey cannot read (not a huey message) reaches the dead-letter queue; the worker goes on."""
+    cleanup(queue_name, redis_cfg)
+
+    @boost(make(queue_name, redis_cfg, is_using_rpc_mode=True))
+    def f(x):
+        return x
+
+    h = huey_instance(f)
+    h.storage.enqueue(b"\x80not a pickle")
+    consumers(f.consume())
+    assert f.push(5).get(timeout=30) == 5
+    [d] = fetch_until(f.broker.dead_letter_broker(), 1, timeout=30)
+    assert "dead_letter_reason" in json.loads(body_text(d))["extra"]
+
+
+def test_consume_again_after_stop_in_the_same_process(cfg, queue_name, cleanup):
+    cleanup(queue_name, cfg)
+
+    @boost(make(queue_name, cfg, is_using_rpc_mode=True))
+    def f(x):
+        return x + 1
+
+    f.consume()
+    try:
+        assert f.push(1).get(timeout=30) == 2
+    finally:
+        f.stop_consume(10)
+    f.consume()
+    try:
+        assert f.push(2).get(timeout=30) == 3
+    finally:
+        f.stop_consume(10)
+
+
+def test_multi_process_consume(redis_cfg, queue_name, cleanup):
+    cleanup(queue_name, redis_cfg)
+
+    @boost(make(queue_name, redis_cfg, concurrent_num=1, is_using_rpc_mode=True, state_backend="sqlite"))
+    def f(x):
+        time.sleep(0.2)
+        return os.getpid()
+
+    procs = f.multi_process_consume(2)
+    try:
+        rs = [f.push(i) for i in range(12)]
+        pids = {r.get(timeout=60) for r in rs}
+    finally:
+        for p in procs:
+            p.kill()
+            p.join(10)
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
+def test_sqlite_sizes_and_priority(tmp_path, queue_name):
+    """SqliteHuey: ready / delayed counted, in flight unknown (None: huey deleted the row), huey's
+    priorities passed through."""
+    opts = HueyOptions(storage="sqlite", sqlite_filename=str(tmp_path / "p.db"))
+    b = HueyBroker(queue_name, opts)
+    try:
+        msgs = []
+        for p in (1, 5, 3):
+            msgs.append(OutgoingMessage(body=json.dumps({"p": p, "extra": {"task_id": f"p{p}"}}), task_id=f"p{p}",
+                                        priority=p))
+        later = OutgoingMessage(body=json.dumps({"p": -1, "extra": {"task_id": "later"}}), task_id="later",
+                                eta=time.time() + 60)
+        b.publish(msgs + [later])
+        assert b.queue_size().ready == 4
+        got = fetch_until(b, 3, timeout=10)
+        assert [json.loads(body_text(d))["p"] for d in got] == [5, 3, 1]
+        assert b.fetch(5, 0.5) == []  # the delayed one is taken and put on huey's schedule
+        size = b.queue_size()
+        assert (size.ready, size.in_flight, size.delayed) == (0, None, 1)
+        b.ack(got)
+        assert b.purge() == 1
+    finally:
+        b.close()
+
+
+# ---------------------------------------------------------------------------------------- crash safety
+def _start_worker(queue: str, marker_dir, hold: float, concurrency: int = 2) -> subprocess.Popen:
+    script = os.path.join(HERE, "_crash_worker.py")
+    env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, script, queue, REDIS_URL, str(marker_dir), str(hold), str(concurrency)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop(*procs: subprocess.Popen) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+
+
+def _markers(path, prefix: str) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.name.startswith(prefix))
+
+
+def test_consumer_killed_mid_task_is_rerun(redis_cfg, tmp_path, queue_name, cleanup):
+    cleanup(queue_name, redis_cfg)
+
+    @boost(make(queue_name, redis_cfg))
+    def work(x: int) -> int:
+        return x
+
+    work.push(7)
+    slow = _start_worker(queue_name, tmp_path, 1)
+    try:
+        wait_until(lambda: _markers(tmp_path, "started.7."), 30, message="the task started in the first consumer")
+        # while it runs, the task is in flight (held by the living consumer), not in huey's queue
+        size = work.broker.queue_size()
+        assert (size.ready, size.in_flight) == (0, 1)
+        os.kill(slow.pid, signal.SIGKILL)
+    finally:
+        _stop(slow)
+    assert not (tmp_path / "done.7").exists()
+    fresh = _start_worker(queue_name, tmp_path, 0)
+    try:
+        wait_until(lambda: (tmp_path / "done.7").exists(), 40, interval=0.1,
+                   message="the killed consumer's task ran again in another consumer")
+    finally:
+        _stop(fresh)
+    assert len(_markers(tmp_path, "started.7.")) == 2
+
+
+def test_a_living_consumers_long_task_is_never_handed_out_twice(redis_cfg, tmp_path, queue_name, cleanup):
+    """The task runs longer than two heartbeat timeouts (default 10 s is too long for a test: the crash
+    worker uses the defaults, so the task holds 25 s) while a second consumer polls and reclaims."""
+    cleanup(queue_name, redis_cfg)
+
+    @boost(make(queue_name, redis_cfg))
+    def work(x: int) -> int:
+        return x
+
+    work.push(7)
+    first = _start_worker(queue_name, tmp_path, 25, concurrency=1)
+    second = None
+    try:
+        wait_until(lambda: _markers(tmp_path, "started.7."), 30, message="the long task started")
+        second = _start_worker(queue_name, tmp_path, 0, concurrency=1)
+        work.push(8)  # the first consumer is busy: only the second can run it, so it is polling
+        wait_until(lambda: (tmp_path / "done.8").exists(), 30, message="the second consumer consumes")
+        wait_until(lambda: (tmp_path / "done.7").exists(), 60, message="the long task ended")
+    finally:
+        _stop(*(p for p in (first, second) if p is not None))
+    assert len(_markers(tmp_path, "started.7.")) == 1, _markers(tmp_path, "started.")
+
+
+def test_sigkill_mid_run_with_1000_tasks_loses_none(redis_cfg, tmp_path, queue_name, cleanup):
+    """Issue 15: a huey consumer SIGKILLed mid-run with N = 1000 tasks, a new one started: every task
+    id runs (default configuration)."""
+    cleanup(queue_name, redis_cfg)
+
+    @boost(make(queue_name, redis_cfg))
+    def work(x: int) -> int:
+        return x
+
+    n = 1000
+    work.push_many([(i,) for i in range(n)])
+    first = _start_worker(queue_name, tmp_path, 0.01, concurrency=8)
+    try:
+        wait_until(lambda: len(_markers(tmp_path, "done.")) >= 150, 120, message="150 tasks done")
+        os.kill(first.pid, signal.SIGKILL)
+    finally:
+        _stop(first)
+    done_before = len(_markers(tmp_path, "done."))
+    assert done_before < n
+    second = _start_worker(queue_name, tmp_path, 0, concurrency=8)
+    try:
+        wait_until(lambda: len(_markers(tmp_path, "done.")) == n, 180, interval=0.2,
+                   message=f"all {n} task ids ran")
+    finally:
+        _stop(second)
+    assert {f"done.{i}" for i in range(n)} == set(_markers(tmp_path, "done."))
+    size = work.broker.queue_size()
+    assert (size.ready, size.in_flight, size.delayed) == (0, 0, 0)
