@@ -242,3 +242,19 @@ def test_multi_process_consume(queue_name, tmp_path):
             p.wait(30)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+def test_options_validate(monkeypatch):
+    from pydantic import ValidationError
+    from funboost_nameko import NamekoOptions
+    with pytest.raises(ValidationError):
+        NamekoOptions(amqp_uri="redis://x")
+    with pytest.raises(ValidationError):
+        NamekoOptions(service_config={"max_workers": 3})
+    with pytest.raises(ValidationError):
+        NamekoOptions(method_name="not a name")
+    monkeypatch.setenv("FUNBOOST_NAMEKO_AMQP_URI", "amqp://u:p@h:1/v")
+    monkeypatch.setenv("FUNBOOST_NAMEKO_SERVICE_CONFIG", '{"HEARTBEAT": 30}')
+    cfg = NamekoOptions(service_config={"SERIALIZER": "json"}).nameko_config(0)
+    assert cfg == {"HEARTBEAT": 30, "SERIALIZER": "json", "AMQP_URI": "amqp://u:p@h:1/v",
+                   "rpc_exchange": "nameko-rpc", "max_workers": 1}

@@ -1,10 +1,11 @@
 """``broker_exclusive_config`` of the ``nameko`` kind, with environment-variable fallbacks.
 
-First wins: ``broker_exclusive_config``, the environment (``FUNBOOST_NAMEKO_AMQP_URI``), then the
-loopback default.
+First wins: ``broker_exclusive_config``, the environment (``FUNBOOST_NAMEKO_AMQP_URI``; ``FUNBOOST_NAMEKO_SERVICE_CONFIG``,
+a JSON object of nameko config keys, under ``service_config``), then the loopback default.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Optional
 
@@ -14,6 +15,7 @@ from funboost.plugins.broker import BrokerOptions
 
 DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
 ENV_AMQP_URI = "FUNBOOST_NAMEKO_AMQP_URI"
+ENV_SERVICE_CONFIG = "FUNBOOST_NAMEKO_SERVICE_CONFIG"
 
 
 class NamekoOptions(BrokerOptions):
@@ -52,5 +54,7 @@ class NamekoOptions(BrokerOptions):
 
     def nameko_config(self, max_workers: int) -> dict[str, Any]:
         """The config dict of the service process's ``ServiceRunner``."""
-        return {**self.service_config, "AMQP_URI": self.resolved_amqp_uri(), "rpc_exchange": self.rpc_exchange,
+        env = json.loads(os.environ.get(ENV_SERVICE_CONFIG) or "{}")
+        self._config(env)
+        return {**env, **self.service_config, "AMQP_URI": self.resolved_amqp_uri(), "rpc_exchange": self.rpc_exchange,
                 "max_workers": max(1, int(max_workers))}
