@@ -32,6 +32,7 @@ SHIPPED_DISTRIBUTIONS: tuple[ShippedDistribution, ...] = (
     ShippedDistribution("funboost-kafka", broker_kinds=("kafka",)),
     ShippedDistribution("funboost-celery", broker_kinds=("celery",)),
     ShippedDistribution("funboost-dramatiq", broker_kinds=("dramatiq",)),
+    ShippedDistribution("funboost-nameko", broker_kinds=("nameko",)),
     ShippedDistribution("funboost-grpc", broker_kinds=("grpc",)),
     ShippedDistribution("funboost-http", broker_kinds=("http",)),
     ShippedDistribution("funboost-postgres", broker_kinds=("postgres", "postgresql", "postgres_queue")),

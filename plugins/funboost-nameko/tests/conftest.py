@@ -1,0 +1,50 @@
+"""Fixtures: nameko on the real RabbitMQ of this machine (FUNBOOST_NAMEKO_TEST_AMQP_URI), unique queues."""
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Callable, Iterator
+
+import pytest
+
+from funboost_nameko import NamekoBroker, NamekoOptions
+
+AMQP_URI = os.environ.get("FUNBOOST_NAMEKO_TEST_AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
+
+_checked: dict[str, object] = {}
+
+
+def check(uri: str = AMQP_URI) -> None:
+    if uri not in _checked:
+        _checked[uri] = NamekoBroker.check_available(NamekoOptions(amqp_uri=uri))
+    if _checked[uri]:
+        if os.environ.get("FUNBOOST_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"FUNBOOST_REQUIRE_SERVICES=1 but {_checked[uri]}")
+        pytest.skip(str(_checked[uri]))
+
+
+def drop_queues(queue: str, uri: str = AMQP_URI) -> None:
+    for name in (queue, f"{queue}_dlx"):
+        b = NamekoBroker(name, NamekoOptions(amqp_uri=uri))
+        try:
+            b._channel().queue_delete(f"rpc-{name}")
+        except Exception:
+            pass
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def queue_name() -> Iterator[str]:
+    check()
+    name = f"fbnk_{uuid.uuid4().hex[:12]}"
+    yield name
+    drop_queues(name)
+
+
+@pytest.fixture
+def consumers() -> Iterator[Callable]:
+    started: list = []
+    yield started.append
+    for b in started:
+        b.stop_consume(10)

@@ -1,0 +1,260 @@
+"""The NAMEKO kind end to end: README example, a plain nameko caller, RPC, retries, filter, pause,
+ExceptionForRequeue, SIGKILL of the service process (N = 1000) and of the funboost process,
+multi_process_consume."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+from nameko.exceptions import RemoteError
+from nameko.standalone.rpc import ClusterRpcProxy
+
+from funboost import AsyncResult, BoosterParams, TaskOptions, boost
+from funboost.exceptions import ExceptionForRequeue
+from funboost.result import RemoteTaskError
+from funboost.testing import wait_until
+
+from conftest import AMQP_URI
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def make(queue: str, **kw) -> BoosterParams:
+    kw.setdefault("state_backend", "memory")
+    kw.setdefault("log_to_console", False)
+    return BoosterParams(queue_name=queue, broker_kind="NAMEKO", broker_exclusive_config={"amqp_uri": AMQP_URI},
+                         **kw)
+
+
+def service_pids(queue: str) -> list[int]:
+    """The nameko service processes of ``queue`` (their command line carries the queue's spec)."""
+    out = subprocess.run(["pgrep", "-f", f"funboost_nameko.service .*{queue}"], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def test_readme_example(queue_name, consumers):
+    @boost(make(queue_name, is_using_rpc_mode=True, concurrent_num=4))
+    def add(x, y):
+        return x + y
+
+    assert add(1, 2) == 3
+    consumers(add.consume())
+    assert add.push(1, y=2).get(timeout=60) == 3
+    tid = f"t1-{uuid.uuid4().hex}"
+    r = add.publish({"x": 1, "y": 2}, task_id=tid)
+    assert r.task_id == tid and r.get(timeout=30) == 3
+    t0 = time.time()
+    assert add.publish({"x": 2, "y": 2}, task_options=TaskOptions(countdown=1.5)).get(timeout=30) == 4
+    assert time.time() - t0 >= 1.4  # held by funboost: nameko has no delay
+    results = add.push_many([(i, i) for i in range(20)])
+    assert [r.get(timeout=30) for r in results] == [2 * i for i in range(20)]
+    assert len(service_pids(queue_name)) == 1
+    assert "eventlet" not in sys.modules or not _patched()  # this process was never monkey-patched
+
+
+def _patched() -> bool:
+    import eventlet.patcher
+    return eventlet.patcher.is_monkey_patched("socket")
+
+
+def test_plain_nameko_caller_gets_the_reply_and_the_error(queue_name, consumers):
+    @boost(make(queue_name, is_using_rpc_mode=True, max_retry_times=1, is_print_detail_exception=False))
+    def div(x, y=1):
+        return x / y
+
+    consumers(div.consume())
+    div.push(0, 1).get(timeout=60)  # the service runs
+    with ClusterRpcProxy({"AMQP_URI": AMQP_URI}) as rpc:
+        reply = getattr(rpc, queue_name).run.call_async(x=8, y=2)
+        assert reply.result() == 4.0
+        # the funboost task id is the call's correlation id
+        assert AsyncResult(reply.reply_event.correlation_id, booster=div).get(timeout=10) == 4.0
+        with pytest.raises(RemoteError) as err:
+            getattr(rpc, queue_name).run(x=1, y=0)
+        assert "ZeroDivisionError" in str(err.value)
+
+
+def test_retries_are_funboosts(queue_name, consumers):
+    calls: dict[str, int] = {}
+    lock = threading.Lock()
+
+    @boost(make(queue_name, is_using_rpc_mode=True, max_retry_times=2, is_print_detail_exception=False))
+    def flaky(key, fail_times):
+        with lock:
+            calls[key] = calls.get(key, 0) + 1
+            n = calls[key]
+        if n <= fail_times:
+            raise ValueError(f"attempt {n}")
+        return n
+
+    consumers(flaky.consume())
+    assert flaky.push("a", 2).get(timeout=60) == 3
+    r = flaky.push("b", 10)
+    with pytest.raises(RemoteTaskError):
+        r.get(timeout=30)
+    assert r.wait()["run_times"] == 3
+    time.sleep(1.0)  # a second delivery of the failed request would have run by now (none may come)
+    assert calls == {"a": 3, "b": 3}
+
+
+def test_filter_expiry_and_requeue(queue_name, consumers):
+    ran: list = []
+    seen: dict[int, int] = {}
+
+    @boost(make(queue_name, do_task_filtering=True, is_using_rpc_mode=True))
+    def f(x):
+        seen[x] = seen.get(x, 0) + 1
+        if x == 99 and seen[x] == 1:
+            raise ExceptionForRequeue("again")
+        ran.append(x)
+        return x
+
+    consumers(f.consume())
+    f.push(1).get(timeout=60)
+    f.push(1)
+    f.publish({"x": 2}, task_options=TaskOptions(msg_expire_seconds=0.01, countdown=0.5))  # expired when due
+    f.push(99)
+    wait_until(lambda: 99 in ran, 30, message="requeued task ran again")
+    f.push(3).get(timeout=30)
+    assert sorted(ran) == [1, 3, 99] and seen[99] == 2
+
+
+def test_pause_and_resume(queue_name, consumers):
+    ran: list = []
+
+    @boost(make(queue_name, is_using_rpc_mode=True))
+    def f(x):
+        ran.append(x)
+        return x
+
+    consumers(f.consume())
+    f.push(0).get(timeout=60)
+    f.pause()
+    time.sleep(1.5)  # the consumer's control thread reads the flag
+    f.push(1)
+    time.sleep(2.0)
+    assert ran == [0]
+    f.resume()
+    wait_until(lambda: ran == [0, 1], 30, message="runs after resume")
+
+
+def test_count_and_clear(queue_name):
+    @boost(make(queue_name))
+    def f(x):
+        return x
+
+    for i in range(7):
+        f.push(i)
+    wait_until(lambda: f.get_message_count() == 7, 10, message="7 waiting")
+    assert f.clear() == 7
+    assert f.get_message_count() == 0
+
+
+def test_sigkill_of_the_service_process_loses_nothing(queue_name, consumers):
+    """N = 1000 tasks; the nameko service process is SIGKILLed mid-run: the funboost process starts it again
+    and RabbitMQ redelivers what it held unacked. Every task id runs (at-least-once)."""
+    n = 1000
+    done: dict[int, int] = {}
+    lock = threading.Lock()
+
+    @boost(make(queue_name, concurrent_num=8))
+    def work(x):
+        time.sleep(0.002)
+        with lock:
+            done[x] = done.get(x, 0) + 1
+
+    for i in range(n):
+        work.push(i)
+    consumers(work.consume())
+    wait_until(lambda: len(done) >= 100, 60, message="100 done")
+    pids = service_pids(queue_name)
+    assert len(pids) == 1
+    os.kill(pids[0], signal.SIGKILL)
+    wait_until(lambda: len(done) == n, 120, message=f"all {n} task ids ran")
+    assert service_pids(queue_name) and service_pids(queue_name) != pids  # started again
+
+
+def _start_worker(queue: str, marker_dir: str, hold: float, processes: int = 0) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "_crash_worker.py"), queue, marker_dir, str(hold),
+                          str(processes)], stdout=subprocess.PIPE, text=True, cwd=HERE)
+    assert p.stdout is not None and p.stdout.readline().strip() == "consuming"
+    return p
+
+
+def _markers(marker_dir: str, prefix: str) -> list[str]:
+    return [m for m in os.listdir(marker_dir) if m.startswith(prefix)]
+
+
+def test_sigkill_of_the_funboost_process_redelivers(queue_name, tmp_path):
+    """The consuming process is SIGKILLed with tasks running: its service process exits without acking,
+    a second consumer runs the same tasks."""
+    sys.path.insert(0, HERE)
+    first = _start_worker(queue_name, str(tmp_path), 120)
+    try:
+        from funboost import BoostersManager  # noqa: F401
+        from funboost_nameko import NamekoBroker, NamekoOptions
+        pub = NamekoBroker(queue_name, NamekoOptions(amqp_uri=AMQP_URI))
+        import json
+        from funboost.plugins.broker import OutgoingMessage
+        pub.publish([OutgoingMessage(body=json.dumps({"x": i, "extra": {"task_id": f"k{i}"}}), task_id=f"k{i}")
+                     for i in range(2)])
+        wait_until(lambda: len(_markers(str(tmp_path), "started.")) == 2, 60, message="both started")
+        service = service_pids(queue_name)
+        first.kill()
+        first.wait()
+        wait_until(lambda: not any(os.path.exists(f"/proc/{p}") and
+                                   open(f"/proc/{p}/stat").read().split()[2] != "Z" for p in service),
+                   30, message="service process exited after its funboost process died")
+        second = _start_worker(queue_name, str(tmp_path), 0)
+        try:
+            wait_until(lambda: len(_markers(str(tmp_path), "done.")) == 2, 60, message="both ran again")
+        finally:
+            second.kill()
+            second.wait()
+        pub.close()
+    finally:
+        if first.poll() is None:
+            first.kill()
+
+
+def test_multi_process_consume(queue_name, tmp_path):
+    p = _start_worker(queue_name, str(tmp_path), 0.3, processes=2)
+    try:
+        from funboost_nameko import NamekoBroker, NamekoOptions
+        import json
+        from funboost.plugins.broker import OutgoingMessage
+        pub = NamekoBroker(queue_name, NamekoOptions(amqp_uri=AMQP_URI))
+        pub.publish([OutgoingMessage(body=json.dumps({"x": i}), task_id=None) for i in range(20)])
+        wait_until(lambda: len(_markers(str(tmp_path), "done.")) == 20, 60, message="20 done")
+        pids = {m.rsplit(".", 1)[1] for m in _markers(str(tmp_path), "started.")}
+        assert len(pids) == 2  # two funboost processes ran the tasks
+        assert len(service_pids(queue_name)) == 2  # each with its own nameko service process
+        pub.close()
+    finally:
+        p.send_signal(signal.SIGTERM)  # forwarded to both children, which stop their service processes
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def test_options_validate(monkeypatch):
+    from pydantic import ValidationError
+    from funboost_nameko import NamekoOptions
+    with pytest.raises(ValidationError):
+        NamekoOptions(amqp_uri="redis://x")
+    with pytest.raises(ValidationError):
+        NamekoOptions(service_config={"max_workers": 3})
+    with pytest.raises(ValidationError):
+        NamekoOptions(method_name="not a name")
+    monkeypatch.setenv("FUNBOOST_NAMEKO_AMQP_URI", "amqp://u:p@h:1/v")
+    monkeypatch.setenv("FUNBOOST_NAMEKO_SERVICE_CONFIG", '{"HEARTBEAT": 30}')
+    cfg = NamekoOptions(service_config={"SERIALIZER": "json"}).nameko_config(0)
+    assert cfg == {"HEARTBEAT": 30, "SERIALIZER": "json", "AMQP_URI": "amqp://u:p@h:1/v",
+                   "rpc_exchange": "nameko-rpc", "max_workers": 1}
