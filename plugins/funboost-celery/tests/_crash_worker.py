@@ -1,8 +1,8 @@
-"""A consumer process for the crash tests: ``python _crash_worker.py QUEUE URL MARKER_DIR HOLD [VT [CONC]]``.
+"""A consumer process for the crash tests: ``python _crash_worker.py QUEUE URL MARKER_DIR HOLD [HB [CONC]]``.
 
 It runs the CELERY booster's real Celery worker; each task writes ``started.<x>.<pid>``, then holds
 (HOLD=1: 120 s, to be SIGKILLed mid-task; a larger number: that many seconds) and writes ``done.<x>``.
-VT: the Redis visibility timeout (default 3; ``default`` = the plugin's default configuration).
+HB: the Redis holder heartbeat_timeout (default 3; ``default`` = the plugin's default configuration).
 CONC: concurrent_num (default 2)."""
 import os
 import sys
@@ -17,7 +17,8 @@ concurrency = int(sys.argv[6]) if len(sys.argv) > 6 else 2
 hold = 120.0 if hold == 1 else hold
 cfg = {"broker_url": url}
 if url.startswith("redis") and vt != "default":
-    cfg["visibility_timeout"] = float(vt)
+    # the age-based backstop as short as the lease: it must never restore a living holder's message
+    cfg["heartbeat_timeout"] = cfg["visibility_timeout"] = float(vt)
 
 
 @boost(BoosterParams(queue_name=queue, broker_kind="CELERY", broker_exclusive_config=cfg,

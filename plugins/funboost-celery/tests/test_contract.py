@@ -34,8 +34,9 @@ class _CeleryContract(BrokerContract):
 
 class TestCeleryRedisContract(_CeleryContract):
     broker_options = {"broker_url": REDIS_URL}
-    # a message pulled by a killed consumer comes back after the Redis visibility timeout
-    fast_reclaim_options = {"broker_url": REDIS_CRASH_URL, "visibility_timeout": 3}
+    # a message pulled by a killed consumer comes back once its process is gone (holder leases); the
+    # age-based backstop as short as the lease must not hand a living consumer's message out
+    fast_reclaim_options = {"broker_url": REDIS_CRASH_URL, "heartbeat_timeout": 3, "visibility_timeout": 3}
     redelivery_timeout = 20.0
 
 

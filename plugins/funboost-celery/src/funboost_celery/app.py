@@ -12,6 +12,7 @@ from typing import Any, Optional
 from celery import Celery
 
 from funboost.process_local import ProcessLocalDict
+from funboost_celery.lease import HEARTBEAT_TIMEOUT_OPTION, transport_for
 from funboost_celery.options import CeleryOptions
 
 _apps: ProcessLocalDict[str, Celery] = ProcessLocalDict()  # a forked child builds its own
@@ -32,7 +33,8 @@ def transport_family(url: str) -> str:
 
 def config_key(options: CeleryOptions) -> str:
     return json.dumps({"url": options.resolved_broker_url(), "backend": options.resolved_result_backend(),
-                       "vt": options.resolved_visibility_timeout(), "prio": options.max_priority,
+                       "vt": options.resolved_visibility_timeout(),
+                       "hb": options.resolved_heartbeat_timeout(), "prio": options.max_priority,
                        "conf": options.celery_conf}, sort_keys=True, default=repr)
 
 
@@ -65,7 +67,11 @@ def build_conf(options: CeleryOptions) -> dict[str, Any]:
         if options.max_priority is not None:
             # one Redis list per priority level, so that 0..9 are distinct (kombu's default is 4 steps)
             transport_options["priority_steps"] = list(range(min(options.max_priority, 9) + 1))
-        transport_options.update(redis_lease_options(options.resolved_visibility_timeout()))
+        transport_options.update(redis_lease_options(options.resolved_visibility_timeout(),
+                                                     options.resolved_heartbeat_timeout()))
+        transport = transport_for(url.split(";", 1)[0].strip().split("://", 1)[0].lower())
+        if transport is not None:
+            conf["broker_transport"] = transport  # kombu's Redis transport with holder leases
     elif family == "amqp" and options.max_priority is not None:
         conf["task_queue_max_priority"] = options.max_priority
     user = dict(options.celery_conf)
@@ -76,23 +82,23 @@ def build_conf(options: CeleryOptions) -> dict[str, Any]:
 
 
 # kombu's default keys are shared by every Celery app on the database; plain Celery workers there keep
-# the one-hour timeout and do not renew leases, so funboost's short timeout must never scan their entries
+# the one-hour timeout and know no holder leases: funboost's entries live under keys of their own
 UNACKED_KEY = "funboost_celery_unacked"
 
 
-def redis_lease_options(visibility_timeout: float) -> dict[str, Any]:
-    """kombu Redis transport options for leases (see :mod:`funboost_celery.lease`): a short visibility
-    timeout that living holders renew, scanned often enough that a dead holder's messages come back
-    about ``visibility_timeout`` seconds after it died."""
+def redis_lease_options(visibility_timeout: float, heartbeat_timeout: float) -> dict[str, Any]:
+    """kombu Redis transport options for holder leases (see :mod:`funboost_celery.lease`)."""
     return {
+        HEARTBEAT_TIMEOUT_OPTION: heartbeat_timeout,
+        # the age-based backstop, for entries without a holder tag only
         "visibility_timeout": visibility_timeout,
         "unacked_key": UNACKED_KEY,
         "unacked_index_key": f"{UNACKED_KEY}_index",
         "unacked_mutex_key": f"{UNACKED_KEY}_mutex",
-        # a restorer killed while holding the scan mutex must not stop every restore for kombu's 5 minutes;
-        # restoring twice is impossible anyway (each restore is a WATCH transaction on the unacked hash)
+        # a restorer killed while holding the scan mutex must not stop every scan for kombu's 5 minutes;
+        # restoring twice is impossible anyway (each restore is a WATCH transaction)
         "unacked_mutex_expire": max(5, int(visibility_timeout)),
-        # kombu scans every interval*throttle seconds (100 s by default): scan about 5 times per timeout
+        # kombu scans every interval*throttle seconds (100 s by default): about 5 times per timeout
         "unacked_restore_interval": max(1, min(10, int(visibility_timeout / 5) or 1)),
         "unacked_restore_throttle": 1,
     }

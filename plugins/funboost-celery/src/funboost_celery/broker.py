@@ -19,13 +19,11 @@ from typing import Any, Optional, Sequence
 
 from celery import Celery
 
-from funboost.engine.liveness import Tick
 from funboost.foreign import eta_datetime, join_worker_host, parse_eta
 from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
 from funboost.plugins.host import ConsumerHost
 
 from funboost_celery.app import config_key, get_app, transport_family
-from funboost_celery.lease import keep_leases, renew_leases
 from funboost_celery.options import CeleryOptions
 from funboost_celery.worker import CeleryWorkerHost, envelope_from_celery
 
@@ -37,7 +35,7 @@ class CeleryBroker(Broker):
     kind = "celery"
     capabilities = Capabilities(
         # acks_late + reject_on_worker_lost; AMQP redelivers when the connection drops, Redis when the
-        # holder's lease (renewed while it lives) runs out: funboost_celery.lease
+        # holder process is gone or its lease ran out: funboost_celery.lease
         at_least_once=True,
         persistent=True,  # durable queues, persistent delivery mode (Redis: as persistent as the server)
         native_requeue=True,
@@ -68,7 +66,6 @@ class CeleryBroker(Broker):
         self._last_restore = 0.0
         self._held: list[tuple[float, int, Delivery]] = []  # fetched before their eta
         self._host: Optional[CeleryWorkerHost] = None
-        self._leases: Optional[Tick] = None
         self._pub_lock = threading.Lock()
         self._producer: Any = None
 
@@ -144,13 +141,7 @@ class CeleryBroker(Broker):
             q = self.app.amqp.queues[self.queue_name]
             self._bound = q(self._chan)
             self._bound.declare()
-            if self.family == "redis" and self._leases is None:  # renew the leases of pulled messages
-                self._leases = keep_leases(self._renew_leases, self.options.resolved_visibility_timeout(),
-                                           f"pull {self.queue_name}")
         return self._bound
-
-    def _renew_leases(self) -> int:
-        return renew_leases(self._chan)  # reads the channel's own bookkeeping: no need for self._lock
 
     def _reset_channel(self) -> None:
         try:
@@ -273,9 +264,6 @@ class CeleryBroker(Broker):
 
     # ------------------------------------------------------------------ close
     def close(self) -> None:
-        leases, self._leases = self._leases, None
-        if leases is not None:
-            leases.cancel()
         host, self._host = self._host, None
         if host is not None:
             host.remove(self.queue_name)

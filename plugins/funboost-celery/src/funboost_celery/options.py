@@ -2,7 +2,7 @@
 
 Connection settings come from (first wins): ``broker_exclusive_config``, the environment
 (``FUNBOOST_CELERY_BROKER_URL``, ``FUNBOOST_CELERY_RESULT_BACKEND``,
-``FUNBOOST_CELERY_VISIBILITY_TIMEOUT``), then loopback defaults. Nothing is read from files.
+``FUNBOOST_CELERY_VISIBILITY_TIMEOUT``, ``FUNBOOST_CELERY_HEARTBEAT_TIMEOUT``), then loopback defaults. Nothing is read from files.
 """
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 ENV_BROKER_URL = "FUNBOOST_CELERY_BROKER_URL"
 ENV_RESULT_BACKEND = "FUNBOOST_CELERY_RESULT_BACKEND"
 ENV_VISIBILITY_TIMEOUT = "FUNBOOST_CELERY_VISIBILITY_TIMEOUT"
+ENV_HEARTBEAT_TIMEOUT = "FUNBOOST_CELERY_HEARTBEAT_TIMEOUT"
 DEFAULT_VISIBILITY_TIMEOUT = 20.0
+DEFAULT_HEARTBEAT_TIMEOUT = 6.0
 
 
 class CeleryOptions(BrokerOptions):
@@ -34,9 +36,13 @@ class CeleryOptions(BrokerOptions):
     celery_conf: dict[str, Any] = Field(default_factory=dict)
     task_options: dict[str, Any] = Field(default_factory=dict)
     worker_options: dict[str, Any] = Field(default_factory=dict)
-    # Redis transport only: the lease of a message taken but not acked. Its holder (a living worker)
-    # renews it every fifth of this; a dead holder's messages are handed out again this long after it
-    # died (see funboost_celery.lease). Default DEFAULT_VISIBILITY_TIMEOUT.
+    # Redis transport only (see funboost_celery.lease): each process holding unacked messages renews its
+    # lease every fifth of heartbeat_timeout; its messages go back when its process is gone (same host:
+    # within about a second) or its lease is this old (other hosts). Default DEFAULT_HEARTBEAT_TIMEOUT.
+    heartbeat_timeout: Optional[float] = Field(default=None, gt=0)
+    # Redis transport only: kombu's age-based restore, kept as a backstop for unacked messages without a
+    # holder tag (written by a process that does not use this plugin's transport); a tagged message is
+    # never restored by age. Default DEFAULT_VISIBILITY_TIMEOUT.
     visibility_timeout: Optional[float] = Field(default=None, gt=0)
     # Priorities 0..max_priority (higher runs first). On RabbitMQ this declares the queues with
     # x-max-priority, which must match an existing queue's declaration; None turns priorities off.
@@ -60,3 +66,9 @@ class CeleryOptions(BrokerOptions):
             return self.visibility_timeout
         env = os.environ.get(ENV_VISIBILITY_TIMEOUT)
         return float(env) if env else DEFAULT_VISIBILITY_TIMEOUT
+
+    def resolved_heartbeat_timeout(self) -> float:
+        if self.heartbeat_timeout is not None:
+            return self.heartbeat_timeout
+        env = os.environ.get(ENV_HEARTBEAT_TIMEOUT)
+        return float(env) if env else DEFAULT_HEARTBEAT_TIMEOUT

@@ -23,12 +23,9 @@ from celery.app.trace import trace_task_ret
 from celery.concurrency.thread import TaskPool as _CeleryThreadPool
 from celery.exceptions import Ignore, Reject, WorkerShutdown
 
-from funboost.engine.liveness import Tick
 from funboost.foreign import ForeignWorkerHost, Verb, envelope_from_foreign
 from funboost.plugins.host import ConsumerHost
 
-from funboost_celery.app import transport_family
-from funboost_celery.lease import keep_leases, renew_leases
 from funboost_celery.options import CeleryOptions
 
 
@@ -80,7 +77,6 @@ class CeleryWorkerHost(ForeignWorkerHost):
         self.app = app
         self.options = options
         self.worker: Any = None
-        self._leases: Optional[Tick] = None
         self.hostname = f"funboost.{os.getpid()}.{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
 
     # ------------------------------------------------------------------ the Celery task of a queue
@@ -127,17 +123,9 @@ class CeleryWorkerHost(ForeignWorkerHost):
         self.worker = self.app.WorkController(**kwargs)
 
     def run_worker(self) -> None:
-        if transport_family(self.options.resolved_broker_url()) == "redis":
-            # messages the worker holds (running, waiting for their eta, prefetched) keep their lease
-            self._leases = keep_leases(self._renew_leases, self.options.resolved_visibility_timeout(), self.hostname)
-        try:
-            self.worker.start()
-        finally:
-            if self._leases is not None:
-                self._leases.cancel()
-
-    def _renew_leases(self) -> int:
-        return renew_leases(_task_channel(self.worker))
+        # on Redis, the messages this worker holds (running, waiting for their eta, prefetched) stay
+        # its own while this process lives: funboost_celery.lease
+        self.worker.start()
 
     def _on_ready(self, celery_consumer: Any) -> None:
         # runs in the worker thread, just before its loop starts
@@ -183,8 +171,3 @@ class CeleryWorkerHost(ForeignWorkerHost):
         else:  # transports without an event loop poll synchronously; act directly
             fn(c)
 
-
-def _task_channel(worker: Any) -> Any:
-    """The kombu channel the worker receives its task messages on (None while it reconnects)."""
-    task_consumer = getattr(getattr(worker, "consumer", None), "task_consumer", None)
-    return getattr(task_consumer, "channel", None)
