@@ -20,6 +20,10 @@ from typing import Any, Optional
 
 from funboost.enums import RunStatus
 
+# the plain str of each RunStatus, looked up per record (Enum.value is a property: slow on the hot path)
+PLAIN_RUN_STATUS: dict[str, str] = {s: s.value for s in RunStatus}
+_RUNNING, _FINISH = RunStatus.RUNNING.value, RunStatus.FINISH.value
+
 try:  # orjson (a core dependency) is ~10x faster than json for the records written on the hot path
     import orjson as _orjson
 except ImportError:  # pragma: no cover
@@ -117,8 +121,8 @@ class FunctionResultStatus:
     def finish(self) -> None:
         self.time_end = t = time.time()
         self.time_cost = round(t - self.time_start, 6)
-        if self.run_status == RunStatus.RUNNING:
-            self.run_status = RunStatus.FINISH.value
+        if self.run_status == _RUNNING:
+            self.run_status = _FINISH
 
     def set_error(self, exc: BaseException) -> None:
         self.exception_type = type(exc).__name__

@@ -34,7 +34,7 @@ from funboost.flags import QueueFlag
 from funboost.message import build_envelope, decode, dumps
 from funboost.plugins.broker import Broker, Delivery, OutgoingMessage
 from funboost.plugins.manager import get_plugin_manager, has_hook_impls
-from funboost.records import FunctionResultStatus, StatusBatch
+from funboost.records import PLAIN_RUN_STATUS, FunctionResultStatus, StatusBatch
 
 if TYPE_CHECKING:  # pragma: no cover
     from funboost.state.base import StateBackend
@@ -534,8 +534,8 @@ class Consumer:
 
     def _finish_without_run(self, task: Task, run_status: RunStatus, reason: str) -> None:
         status = self.runner.new_status(task)
-        status.run_status = run_status.value
-        status.exception_type, status.exception_msg = run_status.value, reason
+        status.run_status = PLAIN_RUN_STATUS[run_status]
+        status.exception_type, status.exception_msg = status.run_status, reason
         status.result = "filtered_task_result" if run_status is RunStatus.FILTERED else None
         self.logger.info("task %s not run: %s", task.task_id, reason, extra={"task_id": task.task_id})
         self.finish_task(task, status, run_status)
@@ -564,7 +564,7 @@ class Consumer:
         if type(outcome) is not RunStatus:  # a plain string from a caller written before RunStatus
             outcome = RunStatus(outcome)
         if status.run_status == RunStatus.RUNNING:
-            status.run_status = outcome.value  # records keep plain strings
+            status.run_status = PLAIN_RUN_STATUS[outcome]  # records keep plain strings
         status.finish()
         self.stats.record(status.success, status.time_cost or 0.0)
         extra = task.msg.extra
