@@ -9,7 +9,7 @@
 * fetch / ack / requeue -> for tools that pull directly (the contract suite, ``replay_dead_letters`` on
   ``<queue>_dlx``): job ids leave the queue into its ``StartedJobRegistry`` in one step, under a lease.
 * queue_size -> the queue's length, its started registry (in flight) and scheduled registry (delayed);
-  purge -> ``Queue.empty()``.
+  purge -> ``Queue.empty()`` and the scheduled jobs.
 """
 from __future__ import annotations
 
@@ -212,7 +212,16 @@ class RqBroker(Broker):
         return QueueSize(ready=int(ready), in_flight=int(in_flight), delayed=int(delayed))
 
     def purge(self) -> int:
-        return int(self.queue.empty() or 0)
+        """Drop the waiting jobs: the queue (rq's ``Queue.empty()``) and its scheduled (delayed) jobs."""
+        n = int(self.queue.empty() or 0)
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in self.conn.zrange(self.keys.scheduled, 0, -1)]
+        if ids:
+            with self.conn.pipeline() as pipe:
+                pipe.zrem(self.keys.scheduled, *ids)
+                pipe.delete(*(storage.job_key(i) for i in ids))
+                removed, _ = pipe.execute()
+            n += int(removed)
+        return n
 
     # ------------------------------------------------------------------ close
     def close(self) -> None:

@@ -140,6 +140,12 @@ def give_back(conn: Redis, keys: QueueKeys, entry: str, job_id: str, front: bool
                           entry, job_id, "1" if front else "0"))
 
 
+def from_intermediate(conn: Redis, keys: QueueKeys, job_id: str) -> bool:
+    """Put a job id that a worker moved into the intermediate list (and did not register) back to the
+    front of its queue (once: ``LREM`` decides)."""
+    return bool(conn.eval(_FROM_LIMBO, 2, keys.intermediate, keys.queue, job_id))
+
+
 # ---------------------------------------------------------------------------------------- leases
 def write_lease(conn: Redis, info: LeaseInfo, entries_by_started_key: dict[str, list[str]], expiry: float) -> None:
     """The lease renewal: the lease itself and the expiry of every started entry the holder has."""
@@ -211,7 +217,7 @@ def _rescue_limbo(conn: Redis, keys: QueueKeys, started_ids: set[str], now: floa
         if first is None:
             pipe.hsetnx(keys.limbo, job_id, now)
         elif now - first > timeout:
-            moved += int(conn.eval(_FROM_LIMBO, 2, keys.intermediate, keys.queue, job_id))
+            moved += int(from_intermediate(conn, keys, job_id))
             pipe.hdel(keys.limbo, job_id)
     gone = [j for j in seen if j not in ids or j in started_ids]
     if gone:

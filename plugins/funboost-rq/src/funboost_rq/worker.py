@@ -75,6 +75,10 @@ class FunboostRqWorker(SimpleWorker):
         while not self._stop_requested:
             result = super().dequeue_job_and_maintain_ttl(IDLE_POLL_SECONDS, IDLE_POLL_SECONDS)
             if result is not None:
+                if self._stop_requested:  # taken while asked to stop (pause, booster left): hand it back
+                    job, queue = result
+                    storage.from_intermediate(self.connection, self.host.keys[queue.name], job.id)
+                    return None
                 return result
         return None
 
