@@ -173,16 +173,26 @@ def read_leases(conn: Redis) -> dict[str, LeaseInfo]:
     return out
 
 
-def holder_of(conn: Redis, entry: str) -> Optional[str]:
-    """The funboost lease id holding a started entry, None for an entry of a plain rq worker."""
-    _job_id, _, execution_id = entry.partition(":")
-    if execution_id.startswith(PULL_PREFIX):
-        return execution_id[len(PULL_PREFIX):]
-    worker = conn.hget(execution_key(entry), "worker_name")
-    name = worker.decode() if isinstance(worker, bytes) else (worker or "")
-    if name.startswith(WORKER_PREFIX):
-        return name[len(WORKER_PREFIX):].rsplit(".", 1)[0]
-    return None  # not ours (or its execution record expired): rq's own cleanup decides
+def holders_of(conn: Redis, entries: list[str]) -> dict[str, Optional[str]]:
+    """The funboost lease id holding each started entry (None: an entry of a plain rq worker, or one whose
+    execution record expired: rq's own cleanup decides). Pulled entries name their holder; a worker's
+    entry names its execution, whose worker is ``funboost-<lease id>.<n>`` (one pipelined read)."""
+    out: dict[str, Optional[str]] = {}
+    lookups = []
+    for entry in entries:
+        execution_id = entry.partition(":")[2]
+        if execution_id.startswith(PULL_PREFIX):
+            out[entry] = execution_id[len(PULL_PREFIX):]
+        else:
+            lookups.append(entry)
+    if lookups:
+        pipe = conn.pipeline(transaction=False)
+        for entry in lookups:
+            pipe.hget(execution_key(entry), "worker_name")
+        for entry, worker in zip(lookups, pipe.execute()):
+            name = worker.decode() if isinstance(worker, bytes) else (worker or "")
+            out[entry] = name[len(WORKER_PREFIX):].rsplit(".", 1)[0] if name.startswith(WORKER_PREFIX) else None
+    return out
 
 
 def reclaim(conn: Redis, lease: ConsumerLease, queues: Iterable[QueueKeys]) -> int:
@@ -192,7 +202,7 @@ def reclaim(conn: Redis, lease: ConsumerLease, queues: Iterable[QueueKeys]) -> i
     now = time.time()
     for keys in queues:
         entries = [e.decode() if isinstance(e, bytes) else str(e) for e in conn.zrange(keys.started, 0, -1)]
-        holders = {e: holder_of(conn, e) for e in entries}
+        holders = holders_of(conn, entries)
         held = {h for h in holders.values() if h is not None}
         if held:
             if leases is None:

@@ -127,6 +127,10 @@ class RqWorkerHost(ForeignWorkerHost):
         self._promotion = ticker().every(self.options.schedule_poll_interval, self._promote,
                                          name="funboost-rq scheduled jobs")
         try:
+            try:  # before rq's maintenance in the new workers could file jobs of long-dead workers as failed
+                self._reclaim()
+            except Exception as exc:  # Redis away for a moment: the lease's reclaim passes retry
+                self.logger.warning("first reclaim pass failed: %s", exc)
             with self.lock:
                 for queue in self._initial:
                     self._start_group(queue)
