@@ -299,3 +299,60 @@ def test_sigkill_mid_run_with_1000_tasks_loses_none(tmp_path, queue_name):
     q = rq_queue(work)
     wait_until(lambda: q.started_job_registry.count == 0, 10, message="nothing left started")
     assert q.failed_job_registry.count == 0 and q.count == 0
+
+
+def test_jobs_of_a_long_dead_holder_run_again_instead_of_failing(queue_name, consumers):
+    """A holder died long ago (its lease gone, its started-registry entry expired) and no funboost consumer
+    ran since: the next consumer puts the job back before rq's maintenance in its new workers could move
+    it to the FailedJobRegistry as abandoned."""
+    from funboost.plugins.broker import OutgoingMessage
+    from funboost_rq import RqBroker, RqOptions
+    from funboost_rq.storage import drop_lease
+
+    ran: list[int] = []
+
+    @boost(make(queue_name, is_using_rpc_mode=True))
+    def f(x):
+        ran.append(x)
+        return x
+
+    holder = RqBroker(queue_name, RqOptions(redis_url=REDIS_URL))
+    holder.publish([OutgoingMessage(body='{"x": 5, "extra": {"task_id": "long-dead"}}', task_id="long-dead")])
+    [d] = holder.fetch(1, 10)
+    entry = d.tag[0]
+    # the holder "dies": no more renewals, no lease, its entry long expired
+    holder._lease.stop()
+    drop_lease(holder.conn, holder._lease.consumer_id)
+    holder.conn.zadd(holder.keys.started, {entry: time.time() - 3600})
+    holder._lease = None
+    holder._held.clear()
+    holder.close()
+    consumers(f.consume())
+    assert AsyncResult("long-dead", booster=f).get(timeout=30) == 5
+    q = rq_queue(f)
+    assert q.failed_job_registry.count == 0 and ran == [5]
+
+
+def test_a_job_pulled_by_a_living_broker_stays_with_it(queue_name):
+    """The pull path holds a lease too: another broker reclaiming on the queue never takes a job that a
+    living broker holds, however long it holds it."""
+    from funboost.plugins.broker import OutgoingMessage
+    from funboost_rq import RqBroker, RqOptions
+
+    opts = RqOptions(redis_url=REDIS_URL, heartbeat_interval=0.3, heartbeat_timeout=1)
+    holder, poller = RqBroker(queue_name, opts), RqBroker(queue_name, opts)
+    try:
+        holder.publish([OutgoingMessage(body='{"x": 1, "extra": {"task_id": "held"}}', task_id="held")])
+        got = holder.fetch(1, 10)
+        assert len(got) == 1
+        deadline = time.monotonic() + 4  # four heartbeat timeouts, a reclaim pass every 0.3 s
+        stolen: list = []
+        while time.monotonic() < deadline and not stolen:
+            poller._lease and poller._lease.restart_reclaim_schedule()
+            stolen = poller.fetch(1, 0.3)
+        assert stolen == []
+        holder.ack(got)
+        assert holder.queue_size().in_flight == 0
+    finally:
+        holder.close()
+        poller.close()

@@ -18,6 +18,7 @@ import time
 import uuid
 from typing import Any, Optional, Sequence
 
+from pydantic import BaseModel
 from rq import Queue, get_current_job
 from rq.job import JOB_ID_PATTERN, Job
 
@@ -65,8 +66,9 @@ class RqBroker(Broker):
         self._lock = threading.Lock()
 
     @classmethod
-    def check_available(cls, options: RqOptions) -> Optional[str]:
+    def check_available(cls, options: BaseModel) -> Optional[str]:
         from redis import Redis
+        assert isinstance(options, RqOptions)
         url = options.resolved_redis_url()
         try:
             Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
@@ -106,16 +108,16 @@ class RqBroker(Broker):
         if not messages:
             return
         now = [m for m in messages if m.eta is None]
-        later = [m for m in messages if m.eta is not None]
+        later = [(m, m.eta) for m in messages if m.eta is not None]
         if now:
             self.queue.enqueue_many([Queue.prepare_data(self._func, **self._job_fields(m, distinct_ids)) for m in now])
         if later:
             with self.conn.pipeline() as pipe:
-                for m in later:
+                for m, eta in later:
                     job = self.queue.create_job(self._func, **self._job_fields(m, distinct_ids))
-                    self.queue.schedule_job(job, eta_datetime(m.eta), pipeline=pipe)
+                    self.queue.schedule_job(job, eta_datetime(eta), pipeline=pipe)
                     # rq scores in whole seconds; the exact due time lets a job run on time, not up to 1 s early
-                    pipe.zadd(self.keys.scheduled, {job.id: m.eta})
+                    pipe.zadd(self.keys.scheduled, {job.id: eta})
                 pipe.execute()
 
     # ------------------------------------------------------------------ consume (the real path)

@@ -74,6 +74,7 @@ for i = 1, tonumber(ARGV[1]) do
   local id = redis.call('LPOP', KEYS[1])
   if not id then break end
   redis.call('ZADD', KEYS[2], ARGV[2], id .. ':' .. ARGV[3])
+  redis.call('HSET', ARGV[4] .. id, 'status', 'started')  -- as rq's own bookkeeping of a started job
   out[#out + 1] = id
 end
 return out
@@ -130,7 +131,7 @@ def promote_due(conn: Redis, keys: QueueKeys, now: Optional[float] = None, limit
 
 def pull(conn: Redis, keys: QueueKeys, max_count: int, holder: str, expiry: float) -> list[str]:
     """Take up to ``max_count`` job ids off the queue, registered as started by ``holder`` in one step."""
-    ids = conn.eval(_PULL, 2, keys.queue, keys.started, max_count, expiry, PULL_PREFIX + holder)
+    ids = conn.eval(_PULL, 2, keys.queue, keys.started, max_count, expiry, PULL_PREFIX + holder, job_key(""))
     return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
 
