@@ -356,3 +356,31 @@ def test_a_job_pulled_by_a_living_broker_stays_with_it(queue_name):
     finally:
         holder.close()
         poller.close()
+
+
+def test_two_boosters_share_one_host_and_one_can_leave(queue_name, consumers):
+    other = f"{queue_name}_b"
+
+    @boost(make(queue_name, is_using_rpc_mode=True, concurrent_num=2))
+    def a(x):
+        return ("a", x)
+
+    @boost(make(other, is_using_rpc_mode=True, concurrent_num=3))
+    def b(x):
+        return ("b", x)
+
+    try:
+        a.consume()
+        consumers(b.consume())
+        assert a.push(1).get(timeout=30) == ("a", 1) and b.push(2).get(timeout=30) == ("b", 2)
+        host = a.consumer.broker._host
+        assert host is b.consumer.broker._host
+        assert len(host.groups[queue_name]) == 2 and len(host.groups[other]) == 3
+        a.stop_consume(10)
+        assert queue_name not in host.groups
+        assert b.push(3).get(timeout=30) == ("b", 3)  # the other queue goes on
+        a.push(4)
+        wait_until(lambda: a.get_message_count() == 1, 10, message="a's job waits in rq")
+    finally:
+        from conftest import drop_queue
+        drop_queue(other)
