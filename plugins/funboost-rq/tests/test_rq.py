@@ -3,6 +3,7 @@ ExceptionForRequeue, filter, expiry, countdown, pause, status records, rq's regi
 mid-run, multi_process_consume."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -65,6 +66,26 @@ def test_plain_rq_producer_reaches_the_funboost_function(queue_name, consumers):
     job = rq_queue(mul).enqueue(f"funboost_rq.tasks.{queue_name}", x=4)
     # funboost's runner ran it under rq's job id: the RPC result is in funboost's state backend
     assert AsyncResult(job.id, booster=mul).get(timeout=30) == 40
+
+
+def test_one_task_id_published_twice_keeps_both_messages(queue_name):
+    """rq keeps one job hash per id: a second message of the same task id gets a job id of its own
+    instead of overwriting the first (within one batch and across publishes)."""
+    from funboost.plugins.broker import OutgoingMessage
+    from funboost_rq import RqBroker, RqOptions
+
+    b = RqBroker(queue_name, RqOptions(redis_url=REDIS_URL))
+    try:
+        body = '{{"x": {0}, "extra": {{"task_id": "same"}}}}'
+        b.publish([OutgoingMessage(body=body.format(1), task_id="same"),
+                   OutgoingMessage(body=body.format(2), task_id="same")])
+        b.publish([OutgoingMessage(body=body.format(3), task_id="same")])
+        got = fetch_until(b, 3, timeout=10)
+        assert sorted(json.loads(d.body)["x"] for d in got) == [1, 2, 3]
+        assert got[0].task_id == "same" and len({d.task_id for d in got}) == 3  # rq job ids
+        b.ack(got)
+    finally:
+        b.close()
 
 
 def test_count_and_clear(queue_name):

@@ -19,13 +19,12 @@ import uuid
 from typing import Any, Optional, Sequence
 
 from pydantic import BaseModel
-from rq import Queue, get_current_job
+from rq import Queue
 from rq.job import JOB_ID_PATTERN, Job
 
 from funboost.engine.liveness import ConsumerLease, LeaseInfo
 from funboost.foreign import eta_datetime, envelope_from_foreign, join_worker_host
-from funboost.plugins.broker import (Broker, Capabilities, Delivery, OutgoingMessage, QueueSize,
-                                     annotate_dead_letter)
+from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
 from funboost.plugins.host import ConsumerHost
 
 from funboost_rq import storage
@@ -77,22 +76,34 @@ class RqBroker(Broker):
             return f"rq's Redis {url} unreachable: {type(exc).__name__}: {exc}"
 
     # ------------------------------------------------------------------ publish
-    def _job_id(self, task_id: str, distinct: bool = False) -> Optional[str]:
-        """The rq job id of a task: its funboost task id, unless rq does not accept that id (rq allows
-        letters, digits, ``_`` and ``-``: rq then makes one; the envelope keeps the task id)."""
-        if not task_id or not JOB_ID_PATTERN.fullmatch(task_id):
-            return None
-        if distinct:
-            return f"{task_id}-{uuid.uuid4().hex[:8]}"
-        running = get_current_job()
-        if running is not None and running.id == task_id:
-            # funboost republishes a task (ExceptionForRequeue, retry in requeue mode) from inside its
-            # running job: a new rq job id, so that rq's bookkeeping of the running one stays its own
-            return f"{task_id}-{uuid.uuid4().hex[:8]}"
-        return task_id
+    def _job_ids(self, messages: Sequence[OutgoingMessage]) -> list[Optional[str]]:
+        """The rq job id of each message: its funboost task id, unless
 
-    def _job_fields(self, m: OutgoingMessage, distinct: bool) -> dict[str, Any]:
-        fields: dict[str, Any] = {"args": (m.body,), "job_id": self._job_id(m.task_id, distinct), "timeout": -1,
+        * rq does not accept that id (rq allows letters, digits, ``_`` and ``-``): rq makes one;
+        * an rq job of that id exists (rq keeps one job hash per id, across all queues: the running job of
+          a task that funboost republishes, its dead-letter copy, a finished job still kept, or the same
+          task id published twice): ``<task id>-<random>``, so that no message overwrites another.
+
+        The envelope always keeps the funboost task id. One pipelined ``EXISTS`` per batch."""
+        wanted = [m.task_id if m.task_id and JOB_ID_PATTERN.fullmatch(m.task_id) else None for m in messages]
+        candidates = sorted({w for w in wanted if w})
+        taken: set[str] = set()
+        if candidates:
+            pipe = self.conn.pipeline(transaction=False)
+            for candidate in candidates:
+                pipe.exists(storage.job_key(candidate))
+            taken = {j for j, n in zip(candidates, pipe.execute()) if n}
+        out: list[Optional[str]] = []
+        for job_id in wanted:
+            if job_id is not None and job_id in taken:
+                job_id = f"{job_id}-{uuid.uuid4().hex[:8]}"
+            elif job_id is not None:
+                taken.add(job_id)  # a second message of the same id in this batch gets its own
+            out.append(job_id)
+        return out
+
+    def _job_fields(self, m: OutgoingMessage, job_id: Optional[str]) -> dict[str, Any]:
+        fields: dict[str, Any] = {"args": (m.body,), "job_id": job_id, "timeout": -1,
                                   "result_ttl": self.options.result_ttl, "failure_ttl": self.options.failure_ttl,
                                   "description": self.queue_name}
         if m.eta is not None:
@@ -100,21 +111,17 @@ class RqBroker(Broker):
         return fields
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        self._publish(messages)
-
-    def _publish(self, messages: Sequence[OutgoingMessage], distinct_ids: bool = False) -> None:
-        """``distinct_ids``: rq job ids that differ from the task ids (a copy of a task whose own job still
-        exists, e.g. its dead-letter copy: rq keeps one job hash per id across all queues)."""
         if not messages:
             return
-        now = [m for m in messages if m.eta is None]
-        later = [(m, m.eta) for m in messages if m.eta is not None]
+        ids = self._job_ids(messages)
+        now = [(m, i) for m, i in zip(messages, ids) if m.eta is None]
+        later = [(m, i, m.eta) for m, i in zip(messages, ids) if m.eta is not None]
         if now:
-            self.queue.enqueue_many([Queue.prepare_data(self._func, **self._job_fields(m, distinct_ids)) for m in now])
+            self.queue.enqueue_many([Queue.prepare_data(self._func, **self._job_fields(m, i)) for m, i in now])
         if later:
             with self.conn.pipeline() as pipe:
-                for m, eta in later:
-                    job = self.queue.create_job(self._func, **self._job_fields(m, distinct_ids))
+                for m, i, eta in later:
+                    job = self.queue.create_job(self._func, **self._job_fields(m, i))
                     self.queue.schedule_job(job, eta_datetime(eta), pipeline=pipe)
                     # rq scores in whole seconds; the exact due time lets a job run on time, not up to 1 s early
                     pipe.zadd(self.keys.scheduled, {job.id: eta})
@@ -192,17 +199,6 @@ class RqBroker(Broker):
                 storage.give_back(self.conn, self.keys, entry, job_id)
                 with self._lock:
                     self._held.discard(entry)
-
-    def reject(self, deliveries: Sequence[Delivery], reason: str) -> None:
-        """Dead-letter into the rq queue ``<queue>_dlx``, as a job of its own (the original job id stays
-        with the original job, which its worker settles)."""
-        if not deliveries:
-            return
-        dlx = self.dead_letter_broker()
-        assert isinstance(dlx, RqBroker)
-        dlx._publish([OutgoingMessage(body=annotate_dead_letter(d.body, reason), task_id=d.task_id)
-                      for d in deliveries], distinct_ids=True)
-        self.ack(deliveries)
 
     # ------------------------------------------------------------------ size / purge
     def queue_size(self) -> QueueSize:
