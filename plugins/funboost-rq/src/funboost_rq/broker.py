@@ -20,6 +20,7 @@ from typing import Any, Optional, Sequence
 
 from pydantic import BaseModel
 from rq import Queue
+from rq.exceptions import DuplicateJobError
 from rq.job import JOB_ID_PATTERN, Job
 
 from funboost.engine.liveness import ConsumerLease, LeaseInfo
@@ -60,6 +61,7 @@ class RqBroker(Broker):
         self.keys = storage.QueueKeys(self.queue)
         self._func = job_path(queue_name)
         self._host: Optional[RqWorkerHost] = None
+        self._registered = False  # the queue is in rq's set of queues (rq:queues)
         self._lease: Optional[ConsumerLease] = None  # of the pull path, made on first fetch
         self._held: set[str] = set()  # started entries this instance pulled and did not settle
         self._lock = threading.Lock()
@@ -110,9 +112,32 @@ class RqBroker(Broker):
             fields["meta"] = {"funboost_eta": m.eta}
         return fields
 
+    def _enqueue_one(self, m: OutgoingMessage) -> bool:
+        """The common case, one message due now, in one round trip: rq's unique enqueue (one atomic script:
+        the job is written under the task id unless a job of that id exists). False on such a duplicate.
+
+        ``enqueue_job`` queues rq's bookkeeping ``SADD rq:queues`` in the pipeline it is given (the unique
+        write itself ignores it); the queue was registered there once, so that pipeline is discarded."""
+        if not self._registered:
+            self.conn.sadd(self.queue.redis_queues_keys, self.queue.key)
+            self._registered = True
+        job = self.queue.create_job(self._func, **self._job_fields(m, m.task_id))
+        pipe = self.conn.pipeline()
+        try:
+            self.queue.enqueue_job(job, pipeline=pipe, unique=True)
+            return True
+        except DuplicateJobError:
+            return False
+        finally:
+            pipe.reset()
+
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
             return
+        if len(messages) == 1:
+            m = messages[0]
+            if m.eta is None and m.task_id and JOB_ID_PATTERN.fullmatch(m.task_id) and self._enqueue_one(m):
+                return
         ids = self._job_ids(messages)
         now = [(m, i) for m, i in zip(messages, ids) if m.eta is None]
         later = [(m, i, m.eta) for m, i in zip(messages, ids) if m.eta is not None]
