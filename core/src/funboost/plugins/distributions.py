@@ -44,6 +44,7 @@ SHIPPED_DISTRIBUTIONS: tuple[ShippedDistribution, ...] = (
     ShippedDistribution("funboost-tcp", broker_kinds=("tcp",)),
     ShippedDistribution("funboost-mysql-cdc", broker_kinds=("mysql_cdc",)),
     ShippedDistribution("funboost-huey", broker_kinds=("huey",)),
+    ShippedDistribution("funboost-rq", broker_kinds=("rq",)),
 )
 
 

@@ -1,0 +1,217 @@
+"""The rq workers that run this process's RQ boosters: the framing on core's foreign-worker host.
+
+Why rq's ``SimpleWorker`` in threads, not the forking ``Worker``: rq's forking worker runs every job in a
+fresh child process (a fork per job), whose funboost consumer would be a copy that cannot keep the
+queue's state (qps slots, pause flags, the RPC/status writers, their batching) across jobs, and a fork per
+job costs far more than the funboost run itself. ``SimpleWorker`` runs the job in its own thread, which
+is what funboost's consumer needs. An rq worker runs one job at a time, so ``concurrent_num`` becomes
+that many ``SimpleWorker`` threads on the queue; ``multi_process_consume(n)`` gives each process its own
+set. Each thread is a real rq worker (registered, visible to ``rq info`` and dashboards, honouring
+``rq suspend``), serving one queue so that rq's ``BLMOVE`` into the intermediate list protects the job
+between dequeue and registration.
+
+Pause, the run-time window and a booster that stops: the queue's worker threads are asked to stop (after
+the job they run) and new ones start on resume.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Optional
+
+from redis import Redis
+from rq import Queue, SimpleWorker
+from rq.timeouts import BaseDeathPenalty
+
+from funboost.engine.liveness import ConsumerLease, LeaseInfo, Tick, ticker
+from funboost.foreign import ForeignWorkerHost
+from funboost.plugins.host import ConsumerHost
+
+from funboost_rq import storage
+from funboost_rq.job import bind_worker
+from funboost_rq.options import RqOptions
+
+#: an idle worker thread checks for a stop request this often (seconds; rq's BLMOVE timeout)
+IDLE_POLL_SECONDS = 1
+
+
+class NoDeathPenalty(BaseDeathPenalty):
+    """funboost's runner enforces ``function_timeout``; rq's SIGALRM timeout only works in the main thread."""
+
+    def setup_death_penalty(self) -> None:
+        pass
+
+    def cancel_death_penalty(self) -> None:
+        pass
+
+
+class FunboostRqWorker(SimpleWorker):
+    """rq's in-process worker, embedded in a thread of the user's process."""
+
+    death_penalty_class = NoDeathPenalty
+
+    def __init__(self, host: "RqWorkerHost", *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.host = host
+        self.give_back_current = False
+
+    # embedded: the process's signals, title and rq's per-worker pubsub thread belong to the user
+    def _install_signal_handlers(self) -> None:
+        pass
+
+    def procline(self, message: str) -> None:
+        pass
+
+    def subscribe(self) -> None:
+        pass
+
+    def unsubscribe(self) -> None:
+        pass
+
+    def request_stop_soon(self) -> None:
+        self._stop_requested = True
+
+    def dequeue_job_and_maintain_ttl(self, timeout: Optional[int], max_idle_time: Optional[int] = None) -> Any:
+        # rq blocks until a job comes; poll in short blocks so that a stop request is seen promptly
+        while not self._stop_requested:
+            result = super().dequeue_job_and_maintain_ttl(IDLE_POLL_SECONDS, IDLE_POLL_SECONDS)
+            if result is not None:
+                if self._stop_requested:  # taken while asked to stop (pause, booster left): hand it back
+                    job, queue = result
+                    storage.from_intermediate(self.connection, self.host.keys[queue.name], job.id)
+                    return None
+                return result
+        return None
+
+    def handle_job_success(self, job: Any, queue: Queue, started_job_registry: Any, execution: Any) -> None:
+        if not self.give_back_current:
+            super().handle_job_success(job, queue, started_job_registry, execution)
+            return
+        # the consumer stopped before running it: the job goes back to the front of its queue unchanged
+        self.give_back_current = False
+        if storage.give_back(self.connection, self.host.keys[queue.name], execution.composite_key, job.id):
+            with self.connection.pipeline() as pipe:
+                execution.delete(job=job, pipeline=pipe)
+                pipe.execute()
+        self.executions.pop(execution.id, None)
+
+
+class RqWorkerHost(ForeignWorkerHost):
+    framework = "rq"
+
+    def __init__(self, options: RqOptions) -> None:
+        super().__init__()
+        self.options = options
+        self.conn: Redis = storage.redis_client(options)
+        self.keys: dict[str, storage.QueueKeys] = {}
+        self.groups: dict[str, list[tuple[FunboostRqWorker, threading.Thread]]] = {}
+        self.lease = ConsumerLease("rq", storage.new_lease_id(), heartbeat_interval=options.heartbeat_interval,
+                                   heartbeat_timeout=options.heartbeat_timeout, renew=self._renew,
+                                   reclaim=self._reclaim, reclaim_interval=options.reclaim_interval,
+                                   check_pid=options.check_pid, new_id=storage.new_lease_id)
+        self._done = threading.Event()
+        self._initial: list[str] = []
+        self._promotion: Optional[Tick] = None
+        self._seq = 0
+        self._retiring: list[tuple[FunboostRqWorker, threading.Thread]] = []  # asked to stop, may still run a job
+
+    # ------------------------------------------------------------------ ForeignWorkerHost
+    def register_queue(self, queue: str, consumer: ConsumerHost) -> None:
+        if queue not in self.keys:
+            self.keys[queue] = storage.QueueKeys(Queue(queue, connection=self.conn))
+
+    def create_worker(self, queues: list[str], concurrency: int) -> None:
+        self._initial = list(queues)
+        self.lease.start()  # the lease exists before any worker takes a job
+
+    def run_worker(self) -> None:
+        self._promotion = ticker().every(self.options.schedule_poll_interval, self._promote,
+                                         name="funboost-rq scheduled jobs")
+        try:
+            try:  # before rq's maintenance in the new workers could file jobs of long-dead workers as failed
+                self._reclaim()
+            except Exception as exc:  # Redis away for a moment: the lease's reclaim passes retry
+                self.logger.warning("first reclaim pass failed: %s", exc)
+            with self.lock:
+                for queue in self._initial:
+                    self._start_group(queue)
+            self.worker_ready()
+            self._done.wait()
+        finally:
+            self._promotion.cancel()
+            with self.lock:
+                groups = list(self.groups)
+            for queue in groups:
+                self._stop_group(queue, join=True)
+            self.lease.stop()
+            try:
+                storage.drop_lease(self.conn, self.lease.consumer_id)  # nothing is held any more
+            except Exception:
+                self.logger.warning("could not drop the rq worker lease %s", self.lease.consumer_id)
+
+    def stop_worker(self, timeout: float) -> None:
+        self._done.set()
+
+    def start_queue(self, queue: str) -> None:
+        self._start_group(queue)
+
+    def stop_queue(self, queue: str) -> None:
+        self._stop_group(queue, join=False)
+
+    # ------------------------------------------------------------------ worker threads of a queue
+    def _start_group(self, queue: str) -> None:
+        consumer = self.consumers.get(queue)
+        if consumer is None or queue in self.groups:
+            return
+        group = []
+        for _ in range(max(1, consumer.concurrency)):
+            self._seq += 1
+            worker = FunboostRqWorker(
+                self, [queue], connection=self.conn,
+                name=f"{storage.WORKER_PREFIX}{self.lease.consumer_id}.{self._seq}",
+                default_result_ttl=self.options.result_ttl, **self.options.worker_options)
+            thread = threading.Thread(target=self._work, args=(worker,), daemon=True,
+                                      name=f"funboost-rq-{queue}-{self._seq}")
+            group.append((worker, thread))
+        self.groups[queue] = group
+        for _, thread in group:
+            thread.start()
+
+    def _stop_group(self, queue: str, join: bool) -> None:
+        group = self.groups.pop(queue, [])
+        for worker, _ in group:
+            worker.request_stop_soon()
+        self._retiring = [wt for wt in self._retiring if wt[1].is_alive()] + group
+        if join:
+            for _, thread in group:
+                thread.join(60)
+
+    def _work(self, worker: FunboostRqWorker) -> None:
+        bind_worker(worker)
+        try:
+            worker.work(logging_level="WARNING", with_scheduler=False)
+        except Exception:
+            self.logger.exception("rq worker %s ended with an error", worker.name)
+
+    # ------------------------------------------------------------------ liveness and scheduling
+    def _held_entries(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        workers = [w for group in list(self.groups.values()) for w, _ in group]
+        workers += [w for w, t in list(self._retiring) if t.is_alive()]
+        for worker in workers:
+            started = self.keys[worker.queues[0].name].started
+            for execution in list(worker.executions.values()):
+                out.setdefault(started, []).append(execution.composite_key)
+        return out
+
+    def _renew(self, info: LeaseInfo) -> None:
+        storage.write_lease(self.conn, info, self._held_entries(),
+                            info.last_seen + storage.entry_ttl(self.options))
+
+    def _reclaim(self) -> None:
+        n = storage.reclaim(self.conn, self.lease, [self.keys[q] for q in list(self.consumers)])
+        if n:
+            self.logger.warning("put %d jobs of dead rq workers back into their queues", n)
+
+    def _promote(self) -> None:
+        for queue in list(self.consumers):
+            storage.promote_due(self.conn, self.keys[queue])

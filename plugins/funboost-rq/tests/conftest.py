@@ -1,0 +1,58 @@
+"""Fixtures: rq on the real Redis of this machine, unique queues per test."""
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Callable, Iterator
+
+import pytest
+
+from funboost_rq import RqBroker, RqOptions
+
+REDIS_URL = os.environ.get("FUNBOOST_RQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+_checked: dict[str, object] = {}
+
+
+def require(reason: str) -> None:
+    if os.environ.get("FUNBOOST_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"FUNBOOST_REQUIRE_SERVICES=1 but {reason}")
+    pytest.skip(reason)
+
+
+def check(url: str = REDIS_URL) -> None:
+    if url not in _checked:
+        _checked[url] = RqBroker.check_available(RqOptions(redis_url=url))
+    if _checked[url]:
+        require(str(_checked[url]))
+
+
+def drop_queue(name: str, url: str = REDIS_URL) -> None:
+    """Delete an rq queue with its jobs and registries (tests only)."""
+    b = RqBroker(name, RqOptions(redis_url=url))
+    try:
+        q = b.queue
+        for reg in (q.started_job_registry, q.failed_job_registry, q.finished_job_registry,
+                    q.scheduled_job_registry):
+            b.conn.delete(reg.key)
+        q.delete(delete_jobs=True)
+        b.conn.delete(b.keys.intermediate, b.keys.limbo)
+    finally:
+        b.close()
+
+
+@pytest.fixture
+def queue_name() -> Iterator[str]:
+    check()
+    name = f"fbrq_{uuid.uuid4().hex[:12]}"
+    yield name
+    for q in (name, f"{name}_dlx"):
+        drop_queue(q)
+
+
+@pytest.fixture
+def consumers() -> Iterator[Callable]:
+    started: list = []
+    yield started.append
+    for b in started:
+        b.stop_consume(10)

@@ -1,0 +1,407 @@
+"""The RQ kind end to end on real rq workers: the README example, a plain rq producer, RPC, retries,
+ExceptionForRequeue, filter, expiry, countdown, pause, status records, rq's registries, workers SIGKILLed
+mid-run, multi_process_consume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+from rq.job import Job
+
+from funboost import AsyncResult, BoosterParams, ExceptionForRequeue, TaskOptions, boost
+from funboost.result import RemoteTaskError
+from funboost.testing import fetch_until, wait_until
+
+from conftest import REDIS_URL
+from funboost_rq import rq_queue
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def make(queue: str, **kw) -> BoosterParams:
+    kw.setdefault("state_backend", "memory")
+    kw.setdefault("log_to_console", False)
+    cfg = dict(kw.pop("cfg", {}), redis_url=REDIS_URL)
+    return BoosterParams(queue_name=queue, broker_kind="RQ", broker_exclusive_config=cfg, **kw)
+
+
+# ---------------------------------------------------------------------------------------- examples
+def test_readme_example(queue_name, consumers):
+    @boost(make(queue_name, is_using_rpc_mode=True, concurrent_num=4))
+    def add(x, y):
+        return x + y
+
+    assert add(1, 2) == 3  # a plain call is unchanged
+    consumers(add.consume())
+    assert add.push(1, y=2).get(timeout=30) == 3
+    tid = f"t1-{uuid.uuid4().hex}"
+    r = add.publish({"x": 1, "y": 2}, task_id=tid)
+    assert r.get(timeout=30) == 3
+    # an rq job under funboost's task id, named after the queue, with its result in rq too
+    job = rq_queue(add).fetch_job(tid)
+    assert job is not None and job.func_name == f"funboost_rq.tasks.{queue_name}"
+    assert job.origin == queue_name and job.retries_left is None
+    wait_until(lambda: job.get_status(refresh=True) == "finished", 10, message="rq marks the job finished")
+    assert job.return_value() == 3
+    t0 = time.time()
+    assert add.publish({"x": 2, "y": 2}, task_options=TaskOptions(countdown=1.5)).get(timeout=30) == 4
+    assert time.time() - t0 >= 1.45
+    results = add.push_many([(i, i) for i in range(20)])
+    assert [r.get(timeout=30) for r in results] == [2 * i for i in range(20)]
+
+
+def test_plain_rq_producer_reaches_the_funboost_function(queue_name, consumers):
+    @boost(make(queue_name, is_using_rpc_mode=True))
+    def mul(x, y=10):
+        return x * y
+
+    consumers(mul.consume())
+    job = rq_queue(mul).enqueue(f"funboost_rq.tasks.{queue_name}", x=4)
+    # funboost's runner ran it under rq's job id: the RPC result is in funboost's state backend
+    assert AsyncResult(job.id, booster=mul).get(timeout=30) == 40
+
+
+def test_one_task_id_published_twice_keeps_both_messages(queue_name):
+    """rq keeps one job hash per id: a second message of the same task id gets a job id of its own
+    instead of overwriting the first (within one batch and across publishes)."""
+    from funboost.plugins.broker import OutgoingMessage
+    from funboost_rq import RqBroker, RqOptions
+
+    b = RqBroker(queue_name, RqOptions(redis_url=REDIS_URL))
+    try:
+        body = '{{"x": {0}, "extra": {{"task_id": "same"}}}}'
+        b.publish([OutgoingMessage(body=body.format(1), task_id="same"),
+                   OutgoingMessage(body=body.format(2), task_id="same")])
+        b.publish([OutgoingMessage(body=body.format(3), task_id="same")])
+        got = fetch_until(b, 3, timeout=10)
+        assert sorted(json.loads(d.body)["x"] for d in got) == [1, 2, 3]
+        assert got[0].task_id == "same" and len({d.task_id for d in got}) == 3  # rq job ids
+        b.ack(got)
+    finally:
+        b.close()
+
+
+def test_count_and_clear(queue_name):
+    @boost(make(queue_name))
+    def f(x):
+        return x
+
+    for i in range(7):
+        f.push(i)
+    f.publish({"x": 99}, task_options=TaskOptions(countdown=60))
+    size = f.broker.queue_size()
+    assert (size.ready, size.in_flight, size.delayed) == (7, 0, 1)
+    assert f.get_message_count() == 8
+    assert f.clear() == 8
+    assert f.get_message_count() == 0
+
+
+# ---------------------------------------------------------------------------------------- controls
+def test_retries_are_funboosts_and_happen_once(queue_name, consumers):
+    calls: dict[str, int] = {}
+    lock = threading.Lock()
+
+    @boost(make(queue_name, is_using_rpc_mode=True, max_retry_times=2, is_print_detail_exception=False))
+    def flaky(key, fail_times):
+        with lock:
+            calls[key] = calls.get(key, 0) + 1
+            n = calls[key]
+        if n <= fail_times:
+            raise ValueError(f"attempt {n}")
+        return n
+
+    consumers(flaky.consume())
+    assert flaky.push("a", 2).get(timeout=30) == 3
+    r = flaky.push("b", 10)
+    with pytest.raises(RemoteTaskError):
+        r.get(timeout=30)
+    assert r.wait()["run_times"] == 3
+    assert calls == {"a": 3, "b": 3}
+    # rq did not retry on top: the job is in rq's failed registry with funboost's error, once
+    q = rq_queue(flaky)
+    wait_until(lambda: r.task_id in q.failed_job_registry.get_job_ids(), 10, message="rq failed registry")
+    job = Job.fetch(r.task_id, connection=q.connection)
+    assert job.get_status() == "failed" and "ValueError" in (job.latest_result().exc_string or "")
+
+
+def test_exception_for_requeue_goes_back(queue_name, consumers):
+    calls: list[str] = []
+
+    @boost(make(queue_name, is_using_rpc_mode=True, max_retry_times=0, max_requeue_times=3))
+    def work(x):
+        calls.append(x)
+        if calls.count(x) == 1 or x == "forever":
+            raise ExceptionForRequeue("not now")
+        return calls.count(x)
+
+    consumers(work.consume())
+    assert work.push("once").get(timeout=30) == 2
+    work.push("forever")
+    dlx = work.broker.dead_letter_broker()
+    [d] = fetch_until(dlx, 1, timeout=30)
+    assert calls.count("forever") == 4  # the first run and max_requeue_times more
+    dlx.ack([d])
+
+
+def test_filter_expiry_and_status_records(queue_name, consumers):
+    ran: list[int] = []
+
+    @boost(make(queue_name, do_task_filtering=True, is_using_rpc_mode=True, msg_expire_seconds=30,
+                max_retry_times=0,
+                function_result_status_persistence_conf={"is_save_status": True, "is_save_result": True}))
+    def f(x):
+        ran.append(x)
+        return 10 // x
+
+    consumers(f.consume())
+    assert f.push(1).get(timeout=30) == 10
+    assert f.push(1).wait(30)["run_status"] == "filtered"
+    old = f.publish({"x": 2}, task_options=TaskOptions(publish_time=time.time() - 100)).wait(30)
+    assert old["run_status"] == "expired"
+    bad = f.push(0)
+    with pytest.raises(RemoteTaskError):
+        bad.get(timeout=30)
+    assert ran == [1, 0]
+    wait_until(lambda: f.query_statuses(task_id=bad.task_id), 10, message="status records")
+    [rec] = f.query_statuses(task_id=bad.task_id)
+    assert rec["task_id"] == bad.task_id and rec["exception_type"] == "ZeroDivisionError"
+    assert rec["pid"] == os.getpid()
+
+
+def test_pause_and_resume(queue_name, consumers):
+    ran: list[int] = []
+
+    @boost(make(queue_name, is_using_rpc_mode=True, concurrent_num=2))
+    def f(x):
+        ran.append(x)
+
+    consumers(f.consume())
+    f.push(0).wait(30)
+    f.pause()
+    # the queue's rq workers stop taking jobs
+    wait_until(lambda: not f.consumer.broker._host.groups.get(queue_name), 10, message="the queue's workers stop")
+    rs = [f.push(i) for i in range(1, 4)]
+    wait_until(lambda: f.get_message_count() == 3, 10, message="3 waiting in rq")
+    time.sleep(1.5)  # nothing may run while paused
+    assert ran == [0]
+    f.resume()
+    for r in rs:
+        r.wait(30)
+    assert sorted(ran) == [0, 1, 2, 3]
+
+
+def test_consume_again_after_stop_in_the_same_process(queue_name):
+    @boost(make(queue_name, is_using_rpc_mode=True))
+    def f(x):
+        return x + 1
+
+    f.consume()
+    try:
+        assert f.push(1).get(timeout=30) == 2
+    finally:
+        f.stop_consume(10)
+    f.consume()
+    try:
+        assert f.push(2).get(timeout=30) == 3
+    finally:
+        f.stop_consume(10)
+
+
+def test_multi_process_consume(queue_name):
+    @boost(make(queue_name, concurrent_num=1, is_using_rpc_mode=True, state_backend="sqlite"))
+    def f(x):
+        time.sleep(0.2)
+        return os.getpid()
+
+    procs = f.multi_process_consume(2)
+    try:
+        rs = [f.push(i) for i in range(12)]
+        pids = {r.get(timeout=60) for r in rs}
+    finally:
+        for p in procs:
+            p.kill()
+            p.join(10)
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
+# ---------------------------------------------------------------------------------------- crash safety
+def _start_worker(queue: str, marker_dir, hold: float, concurrency: int, hb: str = "default"):
+    env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, os.path.join(HERE, "_crash_worker.py"), queue, REDIS_URL,
+                             str(marker_dir), str(hold), str(concurrency), hb],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop(*procs) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+
+
+def _markers(path, prefix: str) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.name.startswith(prefix))
+
+
+def _publisher(queue: str):
+    @boost(make(queue))
+    def work(x: int) -> int:
+        return x
+    return work
+
+
+def test_a_killed_workers_running_job_runs_again_within_seconds(tmp_path, queue_name):
+    """Default configuration: the job a SIGKILLed worker was running is not left in rq's failed registry,
+    it runs again in the next worker (its lease's process is gone: the next reclaim pass moves it)."""
+    work = _publisher(queue_name)
+    work.push(7)
+    slow = _start_worker(queue_name, tmp_path, 120, 1)
+    try:
+        wait_until(lambda: _markers(tmp_path, "started.7."), 30, message="the job started in the first worker")
+        os.kill(slow.pid, signal.SIGKILL)
+    finally:
+        _stop(slow)
+    fresh = _start_worker(queue_name, tmp_path, 0, 1)
+    try:
+        wait_until(lambda: (tmp_path / "done.7").exists(), 30, interval=0.1,
+                   message="the killed worker's job ran again in another worker")
+    finally:
+        _stop(fresh)
+    assert len(_markers(tmp_path, "started.7.")) == 2
+    assert rq_queue(work).failed_job_registry.count == 0
+
+
+def test_a_living_workers_long_job_is_never_handed_out_twice(tmp_path, queue_name):
+    """A job runs four heartbeat timeouts long while a second worker consumes and reclaims on the same
+    queue: the first worker's lease keeps the job its own."""
+    work = _publisher(queue_name)
+    work.push(7)
+    first = _start_worker(queue_name, tmp_path, 8, 1, "0.5,2")
+    second = None
+    try:
+        wait_until(lambda: _markers(tmp_path, "started.7."), 30, message="the long job started")
+        second = _start_worker(queue_name, tmp_path, 0, 1, "0.5,2")
+        work.push(8)  # the first worker is busy: only the second can run it
+        wait_until(lambda: (tmp_path / "done.8").exists(), 30, message="the second worker consumes")
+        wait_until(lambda: (tmp_path / "done.7").exists(), 60, message="the long job ended")
+    finally:
+        _stop(*(p for p in (first, second) if p is not None))
+    assert len(_markers(tmp_path, "started.7.")) == 1, _markers(tmp_path, "started.")
+
+
+def test_sigkill_mid_run_with_1000_tasks_loses_none(tmp_path, queue_name):
+    """Issue 15: a worker process SIGKILLed mid-run with N = 1000 tasks; a new worker runs every task id."""
+    n = 1000
+    work = _publisher(queue_name)
+    work.push_many([(i,) for i in range(n)])
+    first = _start_worker(queue_name, tmp_path, 0.01, 4)
+    try:
+        wait_until(lambda: len(_markers(tmp_path, "done.")) >= 150, 120, interval=0.05,
+                   message="the first worker ran some tasks")
+        os.kill(first.pid, signal.SIGKILL)
+    finally:
+        _stop(first)
+    done_before = len(_markers(tmp_path, "done."))
+    assert done_before < n
+    second = _start_worker(queue_name, tmp_path, 0, 4)
+    try:
+        wait_until(lambda: len(_markers(tmp_path, "done.")) == n, 180, interval=0.2,
+                   message=f"all {n} task ids ran")
+    finally:
+        _stop(second)
+    assert sorted(int(m.split(".")[1]) for m in _markers(tmp_path, "done.")) == list(range(n))
+    q = rq_queue(work)
+    wait_until(lambda: q.started_job_registry.count == 0, 10, message="nothing left started")
+    assert q.failed_job_registry.count == 0 and q.count == 0
+
+
+def test_jobs_of_a_long_dead_holder_run_again_instead_of_failing(queue_name, consumers):
+    """A holder died long ago (its lease gone, its started-registry entry expired) and no funboost consumer
+    ran since: the next consumer puts the job back before rq's maintenance in its new workers could move
+    it to the FailedJobRegistry as abandoned."""
+    from funboost.plugins.broker import OutgoingMessage
+    from funboost_rq import RqBroker, RqOptions
+    from funboost_rq.storage import drop_lease
+
+    ran: list[int] = []
+
+    @boost(make(queue_name, is_using_rpc_mode=True))
+    def f(x):
+        ran.append(x)
+        return x
+
+    holder = RqBroker(queue_name, RqOptions(redis_url=REDIS_URL))
+    holder.publish([OutgoingMessage(body='{"x": 5, "extra": {"task_id": "long-dead"}}', task_id="long-dead")])
+    [d] = holder.fetch(1, 10)
+    entry = d.tag[0]
+    # the holder "dies": no more renewals, no lease, its entry long expired
+    holder._lease.stop()
+    drop_lease(holder.conn, holder._lease.consumer_id)
+    holder.conn.zadd(holder.keys.started, {entry: time.time() - 3600})
+    holder._lease = None
+    holder._held.clear()
+    holder.close()
+    consumers(f.consume())
+    assert AsyncResult("long-dead", booster=f).get(timeout=30) == 5
+    q = rq_queue(f)
+    assert q.failed_job_registry.count == 0 and ran == [5]
+
+
+def test_a_job_pulled_by_a_living_broker_stays_with_it(queue_name):
+    """The pull path holds a lease too: another broker reclaiming on the queue never takes a job that a
+    living broker holds, however long it holds it."""
+    from funboost.plugins.broker import OutgoingMessage
+    from funboost_rq import RqBroker, RqOptions
+
+    opts = RqOptions(redis_url=REDIS_URL, heartbeat_interval=0.3, heartbeat_timeout=1)
+    holder, poller = RqBroker(queue_name, opts), RqBroker(queue_name, opts)
+    try:
+        holder.publish([OutgoingMessage(body='{"x": 1, "extra": {"task_id": "held"}}', task_id="held")])
+        got = holder.fetch(1, 10)
+        assert len(got) == 1
+        deadline = time.monotonic() + 4  # four heartbeat timeouts, a reclaim pass every 0.3 s
+        stolen: list = []
+        while time.monotonic() < deadline and not stolen:
+            poller._lease and poller._lease.restart_reclaim_schedule()
+            stolen = poller.fetch(1, 0.3)
+        assert stolen == []
+        holder.ack(got)
+        assert holder.queue_size().in_flight == 0
+    finally:
+        holder.close()
+        poller.close()
+
+
+def test_two_boosters_share_one_host_and_one_can_leave(queue_name, consumers):
+    other = f"{queue_name}_b"
+
+    @boost(make(queue_name, is_using_rpc_mode=True, concurrent_num=2))
+    def a(x):
+        return ("a", x)
+
+    @boost(make(other, is_using_rpc_mode=True, concurrent_num=3))
+    def b(x):
+        return ("b", x)
+
+    try:
+        a.consume()
+        consumers(b.consume())
+        assert a.push(1).get(timeout=30) == ("a", 1) and b.push(2).get(timeout=30) == ("b", 2)
+        host = a.consumer.broker._host
+        assert host is b.consumer.broker._host
+        assert len(host.groups[queue_name]) == 2 and len(host.groups[other]) == 3
+        a.stop_consume(10)
+        assert queue_name not in host.groups
+        assert b.push(3).get(timeout=30) == ("b", 3)  # the other queue goes on
+        a.push(4)
+        wait_until(lambda: a.get_message_count() == 1, 10, message="a's job waits in rq")
+    finally:
+        from conftest import drop_queue
+        drop_queue(other)
