@@ -124,3 +124,46 @@ def test_trace_context_crosses_the_broker_between_processes(exporter, tmp_path):
         assert consumer["attributes"]["funboost.attempt"] == 1
     assert runs[failing.task_id]["status"] == "ERROR" and "exception" in runs[failing.task_id]["events"]
     assert runs[ok.task_id]["status"] == "UNSET"
+
+
+def test_async_mode_coroutine_runs_inside_its_consumer_span(exporter):
+    """concurrent_mode="async": the attempt is awaited on the loop, so funboost_execute cannot wrap it;
+    funboost_execute_context gives the coroutine its consumer span (current while it runs; errors recorded)."""
+    import asyncio
+    import time
+
+    queue = f"otel_async_{uuid.uuid4().hex[:10]}"
+    inner_parents: dict = {}
+
+    @boost(BoosterParams(queue_name=queue, broker_kind="memory", state_backend="memory", concurrent_mode="async",
+                         max_retry_times=0, log_to_console=False))
+    async def work(x):
+        await asyncio.sleep(0.01)
+        with trace.get_tracer("test").start_as_current_span("inside") as inside:
+            inner_parents[x] = inside.parent.span_id if inside.parent else None
+        if x < 0:
+            raise ValueError("negative")
+        return x
+
+    exporter.clear()
+    ok, bad = work.push(1), work.push(-1)
+    work.consume()
+    try:
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            runs = {s.attributes["messaging.message.id"]: s for s in exporter.get_finished_spans()
+                    if s.kind == SpanKind.CONSUMER and s.name == f"process {queue}"}
+            if len(runs) == 2:
+                break
+            time.sleep(0.05)
+        assert set(runs) == {ok.task_id, bad.task_id}
+    finally:
+        work.stop_consume(10)
+    assert inner_parents[1] == runs[ok.task_id].context.span_id  # the coroutine ran inside its span
+    assert inner_parents[-1] == runs[bad.task_id].context.span_id
+    assert runs[ok.task_id].status.status_code == StatusCode.UNSET
+    assert runs[bad.task_id].status.status_code == StatusCode.ERROR
+    assert any(e.name == "exception" for e in runs[bad.task_id].events)
+    producers = {s.attributes["messaging.message.id"]: s for s in exporter.get_finished_spans()
+                 if s.kind == SpanKind.PRODUCER}
+    assert runs[ok.task_id].links[0].context.span_id == producers[ok.task_id].context.span_id

@@ -228,6 +228,9 @@ class Consumer:
         self._released = 0  # messages handed back to the broker while stopping
         pm_hooks = has_hook_impls("funboost_execute")
         self.execute_hook = get_plugin_manager().hook.funboost_execute if pm_hooks else None
+        # the async path's counterpart (pluggy cannot wrap an awaited call): context managers per attempt
+        self.execute_context_hook = (get_plugin_manager().hook.funboost_execute_context
+                                     if has_hook_impls("funboost_execute_context") else None)
         self._after_execute = has_hook_impls("funboost_after_execute")
         self._on_error = has_hook_impls("funboost_on_error")
         # finishing a successful task is only an ack and maybe a status record: no custom recorder or

@@ -3,6 +3,7 @@ and reports the outcome (ack, RPC result, status record, stats, hooks) through t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Optional
@@ -154,7 +155,10 @@ class Runner:
             while True:
                 a.begin()
                 try:
-                    a.succeeded(await self._call_async(task, a.timeout))
+                    if self.consumer.execute_context_hook is None:
+                        a.succeeded(await self._call_async(task, a.timeout))
+                    else:
+                        a.succeeded(await self._call_async_in_plugin_contexts(task, a.timeout))
                     break
                 except Exception as exc:  # noqa: BLE001 - classified by _Attempts.failed
                     delay = a.failed(exc)
@@ -170,6 +174,15 @@ class Runner:
             await asyncio.get_running_loop().run_in_executor(
                 None, lambda: self.consumer.finish_task(task, a.status, a.outcome, retry_delay=a.retry_delay))
         return a.status
+
+    async def _call_async_in_plugin_contexts(self, task: Task, timeout: Optional[float]) -> Any:
+        hook = self.consumer.execute_context_hook
+        assert hook is not None
+        with contextlib.ExitStack() as stack:
+            for cm in hook(queue_name=self.params.queue_name, task=task):
+                if cm is not None:
+                    stack.enter_context(cm)
+            return await self._call_async(task, timeout)
 
     async def _call_async(self, task: Task, timeout: Optional[float]) -> Any:
         coro = self.func(**task.kwargs)

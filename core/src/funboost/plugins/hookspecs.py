@@ -16,7 +16,7 @@ Three families live here.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Optional, Sequence
 
 import pluggy
 
@@ -129,6 +129,18 @@ class FunboostSpec:
         :param queue_name: the task's queue.
         :param task: the task (``task.task_id``, ``task.msg.extra``, ``task.kwargs``).
         :param call: runs the attempt and returns the function's result (or raises its error).
+        """
+
+    @hookspec
+    def funboost_execute_context(self, queue_name: str, task: "Task") -> "Optional[ContextManager[Any]]":
+        """Return a context manager that the engine enters around one attempt of a coroutine function in
+        ``async`` mode (or None). ``funboost_execute`` cannot wrap those: pluggy calls hooks synchronously,
+        and the attempt is awaited on the event loop. The context manager is entered and left inside the
+        task's coroutine, so ``contextvars`` set in ``__enter__`` (a tracing span) are current while the
+        function runs; an exception of the attempt reaches its ``__exit__``.
+
+        :param queue_name: the task's queue.
+        :param task: the task (``task.task_id``, ``task.msg.extra``, ``task.kwargs``).
         """
 
     @hookspec

@@ -4,8 +4,9 @@
   of a context the caller passed as ``TaskOptions(otel_context=...)``) and injects its context (W3C
   ``traceparent`` / ``tracestate`` through the global propagator) into the message as
   ``extra["otel_context"]``; ``funboost_after_publish`` ends it once the broker holds the message.
-* ``funboost_execute`` (a wrapper around each run attempt): a CONSUMER span ``process <queue>``, child of
-  the producer's context and linked to it, with the error recorded when the attempt raises.
+* ``funboost_execute`` (a wrapper around each run attempt) and ``funboost_execute_context`` (the same around
+  an awaited attempt of a coroutine function in ``async`` mode): a CONSUMER span ``process <queue>``, child
+  of the producer's context and linked to it, with the error recorded when the attempt raises.
 
 Attributes follow the OpenTelemetry messaging semantic conventions: ``messaging.system`` (the broker
 kind), ``messaging.destination.name``, ``messaging.operation.type`` / ``messaging.operation.name``,
@@ -98,8 +99,8 @@ def _producer_context(extra: dict) -> Optional[trace.SpanContext]:
     return ctx if ctx.is_valid else None
 
 
-@hookimpl(wrapper=True)
-def funboost_execute(queue_name: str, task: Any, call: Any):
+def _consumer_span(queue_name: str, task: Any) -> Any:
+    """The CONSUMER span of one run attempt, as a context manager that makes it current."""
     extra = task.msg.extra
     task_id = str(extra.get("task_id", ""))
     producer = _producer_context(extra)
@@ -109,7 +110,18 @@ def funboost_execute(queue_name: str, task: Any, call: Any):
     ctx = _current_task.get()
     if ctx is not None:
         attributes["funboost.attempt"] = int(getattr(ctx, "attempt", 0) or 0)
-    with _tracer().start_as_current_span(f"process {queue_name}", context=parent, kind=SpanKind.CONSUMER,
-                                         links=[Link(producer)] if producer else None, attributes=attributes,
-                                         record_exception=True, set_status_on_exception=True):
+    return _tracer().start_as_current_span(f"process {queue_name}", context=parent, kind=SpanKind.CONSUMER,
+                                           links=[Link(producer)] if producer else None, attributes=attributes,
+                                           record_exception=True, set_status_on_exception=True)
+
+
+@hookimpl(wrapper=True)
+def funboost_execute(queue_name: str, task: Any, call: Any):
+    with _consumer_span(queue_name, task):
         return (yield)
+
+
+@hookimpl
+def funboost_execute_context(queue_name: str, task: Any) -> Any:
+    # coroutine functions in async mode: the engine enters this around the awaited attempt
+    return _consumer_span(queue_name, task)
