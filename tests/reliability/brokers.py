@@ -36,3 +36,20 @@ def require_broker(kind: str, options: dict[str, Any]) -> None:
     reason = unavailable_reason(kind, options)
     if reason:
         require_service(f"{kind}: {reason}")
+
+
+def delete_queue(kind: str, queue: str, options: dict[str, Any]) -> None:
+    """Remove what a test left on a shared server: the queue, its dead-letter queue, their keys."""
+    if kind == "rabbitmq":
+        from funboost_rabbitmq.broker import delete_queues
+        from funboost_rabbitmq.options import RabbitmqOptions
+        opts = RabbitmqOptions(**options)
+        delete_queues(opts.resolved_url(), opts.heartbeat, queue)
+    elif kind.startswith("redis"):
+        import redis
+        r = redis.Redis.from_url(options["url"])
+        for q in (queue, f"{queue}_dlx"):
+            for key in r.scan_iter(f"funboost:{{{q}}}:*"):
+                r.delete(key)
+        r.close()
+    # sqlite lives in the test's tmp_path; memory in this process
