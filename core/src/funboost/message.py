@@ -137,7 +137,7 @@ def decode(body: Any) -> DecodedMessage:
             raise MalformedMessage(f"message body has type {type(body).__name__}, expected JSON text")
         try:
             obj = loads(body)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:  # orjson: ValueError past 1024 levels
             preview = body[:200] if isinstance(body, (str, bytes)) else body
             raise MalformedMessage(f"message is not valid JSON ({exc}): {preview!r}") from None
     if not isinstance(obj, dict):

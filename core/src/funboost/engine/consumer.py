@@ -518,14 +518,18 @@ class Consumer:
 
     # ---------------------------------------------------------------- outcomes
     def _dead_letter_malformed(self, d: Delivery, reason: str) -> None:
-        self.logger.error("malformed message moved to %s_dlx: %s", self.params.queue_name, reason)
-        self._reject([d], reason)
+        # logged after the broker has it: the log must never say "moved" about a message that was not
+        if self._reject([d], reason):
+            self.logger.error("malformed message moved to %s_dlx: %s", self.params.queue_name, reason)
 
-    def _reject(self, deliveries: list[Delivery], reason: str) -> None:
+    def _reject(self, deliveries: list[Delivery], reason: str) -> bool:
         try:
             self.broker.reject(deliveries, reason)
         except Exception as exc:
-            self.logger.error("dead-lettering failed (%s); the message stays unacked and will come back", exc)
+            self.logger.error("dead-lettering failed (%s: %s; reason: %s); the message stays unacked and will "
+                              "come back", type(exc).__name__, exc, reason, exc_info=True)
+            return False
+        return True
 
     def _dead_letter(self, task: Task, reason: str) -> None:
         status = self.runner.new_status(task)

@@ -18,6 +18,7 @@ Data path (all batch-first; the engine batches, so a broker never has to):
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
@@ -29,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict
+
+from funboost.message import loads as _json_loads  # orjson: refuses nesting past 1024 with a ValueError
 
 if TYPE_CHECKING:  # pragma: no cover
     from funboost.plugins.host import ConsumerHost
@@ -245,25 +248,76 @@ def dead_letter_queue_name(queue_name: str) -> str:
 
 
 def annotate_dead_letter(body: Any, reason: str) -> str:
-    """Add the dead-letter reason to a message body. A body that is not a JSON object is wrapped so that
-    nothing is lost: ``{"raw_body": "...", "extra": {"dead_letter_reason": ...}}``."""
-    if isinstance(body, (bytes, bytearray)):
-        try:
-            body = bytes(body).decode("utf-8")
-        except UnicodeDecodeError:
-            body = bytes(body).decode("latin-1")
-    obj: Any
+    """Add the dead-letter reason to a message body, as JSON text. Never raises and never drops the body:
+    a body that is not a JSON object, or that cannot be parsed or written back (invalid UTF-8, nesting
+    deeper than the JSON parser allows, values JSON cannot hold) is wrapped whole:
+    ``{"raw_body": "<the text>", "extra": {"dead_letter_reason": ...}}``, or ``raw_body_base64`` when the
+    bytes are not UTF-8 text. An ``extra`` that is not an object is kept as ``extra.invalid_extra``."""
+    stamp = {"dead_letter_reason": reason, "dead_letter_time": round(time.time(), 4)}
+    obj = _json_object_or_none(body)
+    if obj is not None:
+        old_extra = obj.get("extra")
+        if isinstance(old_extra, dict):
+            extra = dict(old_extra)
+        else:
+            extra = {} if old_extra is None else {"invalid_extra": old_extra}
+        extra.update(stamp)
+        obj = dict(obj)
+        obj["extra"] = extra
+        text = _dumps_utf8_or_none(obj)
+        if text is not None:
+            return text
+    wrapped = _wrap_raw_body(body)
+    wrapped["extra"] = stamp
+    return json.dumps(wrapped, ensure_ascii=False)
+
+
+def _json_object_or_none(body: Any) -> Optional[dict]:
+    """The body as a dict, or None when it is not a JSON object the parser accepts (orjson refuses
+    nesting deeper than 1024 with a ValueError; the guard on RecursionError is for any other parser)."""
     if isinstance(body, dict):
-        obj = dict(body)
-    else:
+        return body
+    if isinstance(body, (bytearray, memoryview)):
+        body = bytes(body)
+    if not isinstance(body, (str, bytes)):
+        return None
+    try:
+        obj = _json_loads(body)
+    except (ValueError, TypeError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _dumps_utf8_or_none(obj: dict) -> Optional[str]:
+    """JSON text that any consumer can read back, or None. The stdlib encoder goes deeper than orjson's
+    (255 levels) and raises RecursionError past the interpreter's limit; NaN/Infinity are refused because
+    strict JSON readers reject them; the text must encode to UTF-8 (no lone surrogates)."""
+    try:
+        text = json.dumps(obj, ensure_ascii=False, allow_nan=False, default=repr)
+        text.encode("utf-8")
+    except Exception:  # RecursionError, ValueError, UnicodeEncodeError, or whatever a repr() raised
+        return None
+    return text
+
+
+def _wrap_raw_body(body: Any) -> dict[str, Any]:
+    """The whole body, as text when it is text, else base64 (bytes that are not UTF-8, a str with lone
+    surrogates), else the repr of an object."""
+    if isinstance(body, (bytearray, memoryview)):
+        body = bytes(body)
+    if isinstance(body, bytes):
         try:
-            obj = json.loads(body)
-        except (ValueError, TypeError):
-            obj = None
-        if not isinstance(obj, dict):
-            obj = {"raw_body": body if isinstance(body, str) else repr(body)}
-    extra = dict(obj.get("extra") or {}) if isinstance(obj.get("extra"), dict) else {}
-    extra["dead_letter_reason"] = reason
-    extra["dead_letter_time"] = round(time.time(), 4)
-    obj["extra"] = extra
-    return json.dumps(obj, ensure_ascii=False, default=repr)
+            return {"raw_body": body.decode("utf-8")}
+        except UnicodeDecodeError:
+            return {"raw_body_base64": base64.b64encode(body).decode("ascii")}
+    if isinstance(body, str):
+        try:
+            body.encode("utf-8")
+            return {"raw_body": body}
+        except UnicodeEncodeError:
+            return {"raw_body_base64": base64.b64encode(body.encode("utf-8", "surrogatepass")).decode("ascii")}
+    try:
+        text = repr(body)
+    except Exception as exc:  # e.g. RecursionError for a dict nested too deep to print
+        text = f"<{type(body).__name__} whose repr() failed: {type(exc).__name__}>"
+    return {"raw_body": text.encode("utf-8", "backslashreplace").decode("utf-8")}

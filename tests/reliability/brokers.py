@@ -1,0 +1,55 @@
+"""Which brokers the suite runs on, with the options that point each at a real server on loopback.
+A server that is not reachable skips its tests (fails them when FUNBOOST_REQUIRE_SERVICES=1)."""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from funboost.plugins.manager import resolve_broker_kind
+from funboost.testing import require_service
+
+REDIS_URL = os.environ.get("FUNBOOST_REDIS_URL", "redis://127.0.0.1:6379/0")
+RABBITMQ_URL = os.environ.get("FUNBOOST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def broker_options(kind: str, sqlite_dir: str) -> dict[str, Any]:
+    """``broker_exclusive_config`` for ``kind``; liveness timings short so that a killed consumer's
+    messages come back within seconds (the defaults are tuned for production, not for a test)."""
+    fast_liveness = {"heartbeat_interval": 0.3, "heartbeat_timeout": 1.5, "reclaim_interval": 0.3}
+    if kind == "sqlite":
+        return {"db_dir": sqlite_dir, **fast_liveness}
+    if kind.startswith("redis"):
+        return {"url": REDIS_URL, **fast_liveness}
+    if kind == "rabbitmq":
+        return {"url": RABBITMQ_URL}
+    if kind == "memory":
+        return {}
+    raise ValueError(f"no reliability options for broker kind {kind!r}")
+
+
+def unavailable_reason(kind: str, options: dict[str, Any]) -> Optional[str]:
+    cls = resolve_broker_kind(kind)
+    return cls.check_available(cls.parse_options(options))
+
+
+def require_broker(kind: str, options: dict[str, Any]) -> None:
+    reason = unavailable_reason(kind, options)
+    if reason:
+        require_service(f"{kind}: {reason}")
+
+
+def delete_queue(kind: str, queue: str, options: dict[str, Any]) -> None:
+    """Remove what a test left on a shared server: the queue, its dead-letter queue, their keys."""
+    if kind == "rabbitmq":
+        from funboost_rabbitmq.broker import delete_queues
+        from funboost_rabbitmq.options import RabbitmqOptions
+        opts = RabbitmqOptions(**options)
+        delete_queues(opts.resolved_url(), opts.heartbeat, queue)
+    elif kind.startswith("redis"):
+        import redis
+        r = redis.Redis.from_url(options["url"])
+        for q in (queue, f"{queue}_dlx"):
+            for key in r.scan_iter(f"funboost:{{{q}}}:*"):
+                r.delete(key)
+        r.close()
+    # sqlite lives in the test's tmp_path; memory in this process

@@ -1,0 +1,34 @@
+"""The size switch of the reliability suite: ``FUNBOOST_RELIABILITY_SIZE=ci`` (default, small enough for
+CI's time budget) or ``full`` (the figures in docs/reliability.md, run by scripts/reliability.sh)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Size:
+    name: str
+    sigkill_tasks: int  # tasks per SIGKILL run
+    bad_messages: int  # malformed messages per broker in the bad-input run
+    good_messages: int  # good tasks interleaved with them
+    large_payload_bytes: int  # the "large payload" malformed message
+    fuzz_examples: int  # Hypothesis examples per fuzz test
+
+
+SIZES = {
+    "ci": Size("ci", sigkill_tasks=500, bad_messages=40, good_messages=60, large_payload_bytes=1_000_000,
+               fuzz_examples=300),
+    "full": Size("full", sigkill_tasks=5000, bad_messages=1000, good_messages=1000,
+                 large_payload_bytes=10_000_000, fuzz_examples=5000),
+}
+
+
+def current_size() -> Size:
+    name = os.environ.get("FUNBOOST_RELIABILITY_SIZE", "ci")
+    if name not in SIZES:
+        raise ValueError(f"FUNBOOST_RELIABILITY_SIZE={name!r}: expected one of {sorted(SIZES)}")
+    return SIZES[name]
+
+
+SIZE = current_size()
