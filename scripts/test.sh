@@ -19,8 +19,8 @@ if [ ! -x .venv-tox/bin/tox ]; then
   .venv-tox/bin/python -m pip install -q "tox>=4.11"
 fi
 if [ "$#" -eq 0 ]; then
-  # the whole suite: environments run side by side (most tests wait on servers, not on the CPU);
+  # the whole suite: environments run four at a time (most tests wait on servers, not on the CPU);
   # a failing environment's output is printed in full at the end
-  exec .venv-tox/bin/tox run-parallel --parallel "${FUNBOOST_TOX_PARALLEL:-3}" --parallel-no-spinner
+  exec .venv-tox/bin/tox run-parallel --parallel "${FUNBOOST_TOX_PARALLEL:-4}" --parallel-no-spinner
 fi
 exec .venv-tox/bin/tox "$@"
