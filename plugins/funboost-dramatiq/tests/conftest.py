@@ -1,4 +1,4 @@
-"""Fixtures: dramatiq on the real Redis (db 13; its own namespace) and RabbitMQ of this machine, unique queues."""
+"""Fixtures: dramatiq on the real Redis (db 13; its own namespace) and RabbitMQ of this machine (a vhost of its own), unique queues."""
 from __future__ import annotations
 
 import os
@@ -7,10 +7,13 @@ from typing import Callable, Iterator
 
 import pytest
 
+from funboost.testing.services import rabbitmq_test_vhost
 from funboost_dramatiq import DramatiqBroker, DramatiqOptions
 
 REDIS_URL = os.environ.get("FUNBOOST_DRAMATIQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-AMQP_URL = os.environ.get("FUNBOOST_DRAMATIQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+# RabbitMQ: a vhost of the tests' own when rabbitmqctl is usable (as in CI), else the default vhost
+AMQP_URL = (os.environ.get("FUNBOOST_DRAMATIQ_TEST_AMQP_URL") or rabbitmq_test_vhost("funboost_dramatiq_tests")
+            or "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 URLS = {"redis": REDIS_URL, "amqp": AMQP_URL}
 

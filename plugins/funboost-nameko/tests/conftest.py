@@ -4,33 +4,16 @@ vhost with unique queue names), or at FUNBOOST_NAMEKO_TEST_AMQP_URI when that is
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import uuid
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator
 
 import pytest
 
+from funboost.testing.services import rabbitmq_test_vhost
 from funboost_nameko import NamekoBroker, NamekoOptions
 
-TEST_VHOST = "funboost_nameko_tests"
-
-
-def _own_vhost_uri() -> Optional[str]:
-    """Create the tests' vhost (idempotent) and give guest access to it; None when rabbitmqctl is not usable."""
-    ctl = shutil.which("rabbitmqctl")
-    if ctl is None:
-        return None
-    try:
-        subprocess.run([ctl, "-q", "add_vhost", TEST_VHOST], capture_output=True, timeout=60)  # exists: fine
-        r = subprocess.run([ctl, "-q", "set_permissions", "-p", TEST_VHOST, "guest", ".*", ".*", ".*"],
-                           capture_output=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return f"amqp://guest:guest@127.0.0.1:5672/{TEST_VHOST}" if r.returncode == 0 else None
-
-
-AMQP_URI = os.environ.get("FUNBOOST_NAMEKO_TEST_AMQP_URI") or _own_vhost_uri() or "amqp://guest:guest@127.0.0.1:5672/"
+AMQP_URI = (os.environ.get("FUNBOOST_NAMEKO_TEST_AMQP_URI") or rabbitmq_test_vhost("funboost_nameko_tests") or
+            "amqp://guest:guest@127.0.0.1:5672/")
 # boosters with the default configuration, and the processes the tests start, use the same vhost
 os.environ["FUNBOOST_NAMEKO_AMQP_URI"] = AMQP_URI
 
