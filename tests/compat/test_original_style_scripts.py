@@ -46,3 +46,8 @@ def test_broker_enum_has_every_original_name(name: str) -> None:
         assert "pip install funboost-" in text or "no plugin" in text, text
     else:  # an installed kind: usable in BoosterParams as it is
         BoosterParams(queue_name=f"enum_{name}", broker_kind=value)
+
+
+def test_method_consumers_and_specify_async_loop(tmp_path: Path) -> None:
+    proc = run_script("methods_and_async_loop.py", uuid.uuid4().hex[:8], cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
