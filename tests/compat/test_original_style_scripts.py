@@ -51,3 +51,10 @@ def test_broker_enum_has_every_original_name(name: str) -> None:
 def test_method_consumers_and_specify_async_loop(tmp_path: Path) -> None:
     proc = run_script("methods_and_async_loop.py", uuid.uuid4().hex[:8], cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+
+
+def test_booster_discovery_and_helpers(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    proc = run_script("discovery_and_helpers.py", str(project), uuid.uuid4().hex[:8], cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]

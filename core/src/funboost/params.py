@@ -107,14 +107,14 @@ def _normalize_mode(v: Any) -> str:
     return s
 
 
-_BROKER_OPTIONS_DEFAULTS: dict[str, dict[str, Any]] = {}
+_BROKER_OPTIONS_DEFAULTS: dict[type, dict[str, Any]] = {}  # by broker class, so every alias of a kind shares them
 
 
 def register_broker_options_default(broker_kind: str, defaults: dict[str, Any]) -> None:
-    """Options merged under ``broker_exclusive_config`` of every BoosterParams of ``broker_kind`` made
-    afterwards (the original's ``register_broker_exclusive_config_default``)."""
-    from funboost.plugins.manager import normalize_kind
-    _BROKER_OPTIONS_DEFAULTS[normalize_kind(broker_kind)] = dict(defaults)
+    """Options merged under ``broker_exclusive_config`` of every BoosterParams of ``broker_kind`` (any of
+    its names) made afterwards (the original's ``register_broker_exclusive_config_default``)."""
+    from funboost.plugins.manager import resolve_broker_kind
+    _BROKER_OPTIONS_DEFAULTS[resolve_broker_kind(broker_kind)] = dict(defaults)
 
 
 class FunboostCompatWarning(UserWarning):
@@ -294,11 +294,11 @@ class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
             object.__setattr__(self, "function_result_status_persistence_conf",
                                conf.model_copy(update={"table_name": self.queue_name}))
         # the kind must exist and its options must validate, at decoration time
-        from funboost.plugins.manager import normalize_kind, resolve_broker_kind
-        defaults = _BROKER_OPTIONS_DEFAULTS.get(normalize_kind(self.broker_kind))
+        from funboost.plugins.manager import resolve_broker_kind
+        broker_cls = resolve_broker_kind(self.broker_kind)
+        defaults = _BROKER_OPTIONS_DEFAULTS.get(broker_cls)
         if defaults:
             object.__setattr__(self, "broker_exclusive_config", {**defaults, **self.broker_exclusive_config})
-        broker_cls = resolve_broker_kind(self.broker_kind)
         broker_cls.parse_options(self.broker_exclusive_config)
         return self
 
