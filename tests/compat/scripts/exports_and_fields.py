@@ -20,7 +20,11 @@ missing = [n for n in ORIGINAL_55_EXPORTS if n not in NOT_PROVIDED_EXPORTS and n
 assert not missing, missing
 still_missing = [n for n in NOT_PROVIDED_EXPORTS if hasattr(funboost, n)]
 assert not still_missing, f"provided now, take them off NOT_PROVIDED_EXPORTS: {still_missing}"
-assert BrokerEnum2 is BrokerEnum and BP2 is BoosterParams
+# the module paths are aliases of the top-level objects, not copies
+assert BrokerEnum2 is BrokerEnum and BP2 is BoosterParams and boost is funboost.boost
+assert (AbstractConsumer, AbstractPublisher, fct, funboost_current_task, AsyncResult, AioAsyncResult, ctrl_c_recv,
+        get_publisher) == (funboost.AbstractConsumer, funboost.AbstractPublisher, funboost.fct, funboost.fct,
+                           funboost.AsyncResult, funboost.AioAsyncResult, funboost.ctrl_c_recv, funboost.get_publisher)
 
 fields = set(BoosterParams.model_fields) | {"function_result_status_persistance_conf"}
 assert not [f for f in ORIGINAL_55_FIELDS if f not in fields], [f for f in ORIGINAL_55_FIELDS if f not in fields]
