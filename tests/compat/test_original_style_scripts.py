@@ -58,3 +58,9 @@ def test_booster_discovery_and_helpers(tmp_path: Path) -> None:
     project.mkdir()
     proc = run_script("discovery_and_helpers.py", str(project), uuid.uuid4().hex[:8], cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+
+
+def test_no_shipped_kind_is_listed_as_without_plugin() -> None:
+    from funboost.plugins.distributions import KINDS_WITHOUT_PLUGIN, SHIPPED_DISTRIBUTIONS
+    shipped = {k for d in SHIPPED_DISTRIBUTIONS for k in d.broker_kinds}
+    assert not set(KINDS_WITHOUT_PLUGIN) & shipped

@@ -60,7 +60,6 @@ KINDS_WITHOUT_PLUGIN: dict[str, str] = {
     "lmdb": "use SQLITE_QUEUE for a local persistent queue",
     "peewee": "use SQLALCHEMY",
     "txt_file": "use SQLITE_QUEUE for a local persistent queue",
-    "huey": "use CELERY or DRAMATIQ", "rq": "use CELERY or DRAMATIQ", "nameko": "use GRPC, HTTP or TCP for RPC",
     "nsq": "", "rocketmq": "", "rocketmq5": "", "zeromq": "use TCP", "kombu": "use RABBITMQ or REDIS_ACK_ABLE",
     "httpsqs": "use HTTP", "pulsar": "", "udp": "use TCP", "sqs": "", "watchdog": "", "websocket": "use HTTP",
 }
