@@ -21,6 +21,7 @@ from funboost.context import fct, funboost_current_task, FctContext
 from funboost.result import AsyncResult, AioAsyncResult, RemoteTaskError
 from funboost.plugins.broker import Broker, BrokerOptions, Capabilities, Delivery, OutgoingMessage, QueueSize
 from funboost.plugins.hookspecs import hookimpl
+from funboost.records import FunctionResultStatus
 
 __all__ = [
     "boost", "task_deco", "Booster", "BoostersManager", "BoosterParams", "PublisherParams", "TaskOptions",
@@ -31,7 +32,7 @@ __all__ = [
     "RpcTimeout", "UnknownBrokerKind", "BrokerPluginError", "TaskKilled",
     "FunctionResultStatusPersistenceConfig", "FunctionResultStatusPersistanceConfig",
     "Broker", "BrokerOptions", "Capabilities", "Delivery", "OutgoingMessage", "QueueSize", "hookimpl",
-    "RunStatus", "QueueFlag",
+    "RunStatus", "QueueFlag", "FunctionResultStatus",
 ]
 
 
@@ -40,7 +41,23 @@ def __getattr__(name: str):
     if name in ("ApsJobAdder", "push_fun_params_to_broker"):
         from funboost import timing_job
         return getattr(timing_job, name)
+    if name in _COMPAT_NAMES:  # lazily: funboost.compat imports the engine, which `import funboost` must not
+        from funboost import compat
+        return getattr(compat, name)
+    if name in _ORIGINAL_SUBMODULES:  # ``funboost.constant`` etc. without importing them first
+        import importlib
+        return importlib.import_module(f"funboost.{name}")
     raise AttributeError(f"module 'funboost' has no attribute {name!r}")
 
 
-__all__ += ["ApsJobAdder"]
+_COMPAT_NAMES = frozenset((
+    "AbstractConsumer", "AbstractPublisher", "ActiveCousumerProcessInfoGetter", "BoosterDiscovery",
+    "BoosterParamsComplete", "FunboostFileLoggerMixin", "FunboostMetaTypeFileLogger", "HasNotAsyncResult",
+    "RemoteTaskKiller", "enable_ctrl_c_quit_on_windows", "flogger", "get_consumer", "get_current_taskid",
+    "get_funboost_file_logger", "get_logger", "get_publisher", "nb_print", "register_broker_exclusive_config_default",
+    "register_custom_broker", "show_current_threads_num", "wait_for_possible_has_finish_all_tasks_by_conusmer_list",
+))
+_ORIGINAL_SUBMODULES = ("constant", "core", "consumers", "publishers", "factories", "utils", "timing_job")
+
+
+__all__ += ["ApsJobAdder", *sorted(_COMPAT_NAMES)]  # the original funboost's names (docs/migrating.md)

@@ -461,7 +461,10 @@ class Booster(Generic[P, R]):
             if self._consumer is not None and not self._consumer.stopped:
                 return self
             from funboost.engine.consumer import Consumer
-            self._consumer = Consumer(self.consumer_setup())
+            consumer_cls = self.params.consumer_override_cls or Consumer  # an AbstractConsumer subclass
+            if not issubclass(consumer_cls, Consumer):
+                raise TypeError(f"consumer_override_cls must subclass funboost.AbstractConsumer, got {consumer_cls!r}")
+            self._consumer = consumer_cls(self.consumer_setup())
             self._consumer.start()
             _keepalive.start()
             install_signal_handlers()  # graceful SIGTERM / SIGINT (main thread; user handlers are kept)
@@ -472,6 +475,12 @@ class Booster(Generic[P, R]):
     @property
     def consumer(self) -> Optional["Consumer"]:
         return self._consumer
+
+    @property
+    def publisher(self) -> "Booster[P, R]":
+        """The original's ``booster.publisher``: publishing methods (publish, push, clear,
+        get_message_count, sync_call …) are the booster's own."""
+        return self
 
     def stop_consume(self, timeout: Optional[float] = None) -> Optional[dict]:
         """Stop this process's consumer gracefully (finish running tasks within ``timeout``, default

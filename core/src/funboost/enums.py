@@ -39,6 +39,38 @@ class BrokerEnum:
     NATS_JETSTREAM = "NATS_JETSTREAM"
     MQTT = "MQTT"
 
+    # ---- the rest of the original's names. Variants of a kind that exists here name that kind (the value
+    # is what the plugin registers); kinds with no plugin in this project keep their own name, and using
+    # them fails with UnknownBrokerKind saying so (funboost.plugins.distributions.KINDS_WITHOUT_PLUGIN).
+    RABBITMQ_AMQPSTORM = "RABBITMQ_AMQPSTORM"
+    RABBITMQ_RABBITPY = "RABBITMQ"
+    RABBITMQ_AMQP = "RABBITMQ"
+    RABBITMQ_COMPLEX_ROUTING = "RABBITMQ_COMPLEX_ROUTING"
+    REDIS_ACK_USING_TIMEOUT = "REDIS_ACK_USING_TIMEOUT"
+    REIDS_ACK_USING_TIMEOUT = "REDIS_ACK_USING_TIMEOUT"  # the original's spelling
+    REDIS_BRPOP_LPUSH = "REDIS_BRPOP_LPUSH"
+    REDIS_ZSET_PRIORITY = "REDIS_ZSET_PRIORITY"
+    REDIS_ZSET_DELAY = "REDIS_ZSET_DELAY"
+    FASTEST_MEM_QUEUE = "MEMORY_QUEUE"
+    KAFKA_CONFLUENT = "KAFKA"
+    CONFLUENT_KAFKA = "KAFKA"
+    KAFKA_CONFLUENT_SASlPlAIN = "KAFKA"  # SASL: broker_exclusive_config security_protocol / sasl_*
+    MONGOMQ = "MONGOMQ"
+    LMDB = "LMDB"
+    NSQ = "NSQ"
+    ROCKETMQ = "ROCKETMQ"
+    ROCKETMQ5 = "ROCKETMQ5"
+    ZEROMQ = "ZEROMQ"
+    KOMBU = "KOMBU"
+    HTTPSQS = "HTTPSQS"
+    PULSAR = "PULSAR"
+    UDP = "UDP"
+    TXT_FILE = "TXT_FILE"
+    PEEWEE = "PEEWEE"
+    SQS = "SQS"
+    WATCHDOG = "WATCHDOG"
+    WEBSOCKET = "WEBSOCKET"
+
 
 class ConcurrentModeEnum:
     THREADING = "threading"

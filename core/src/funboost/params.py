@@ -13,6 +13,7 @@ import datetime as _dt
 import logging
 import warnings
 import sys
+import threading
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -106,6 +107,56 @@ def _normalize_mode(v: Any) -> str:
     return s
 
 
+_BROKER_OPTIONS_DEFAULTS: dict[type, dict[str, Any]] = {}  # by broker class, so every alias of a kind shares them
+
+
+def register_broker_options_default(broker_kind: str, defaults: dict[str, Any]) -> None:
+    """Options merged under ``broker_exclusive_config`` of every BoosterParams of ``broker_kind`` (any of
+    its names) made afterwards (the original's ``register_broker_exclusive_config_default``)."""
+    from funboost.plugins.manager import resolve_broker_kind
+    _BROKER_OPTIONS_DEFAULTS[resolve_broker_kind(broker_kind)] = dict(defaults)
+
+
+class FunboostCompatWarning(UserWarning):
+    """A setting of the original funboost that this project accepts but handles differently."""
+
+
+# field -> (value that needs no warning, what this project does instead)
+_COMPAT_FIELD_NOTES: dict[str, tuple[Any, str]] = {
+    "publisher_override_cls": (None, "publishing is done by the broker plugin; to change messages before "
+                               "they are sent implement the funboost_before_publish hook (funboost.hookimpl)"),
+    "is_auto_start_specify_async_loop_in_child_thread": (
+        True, "the given loop is run in a child thread only if it is not already running when consume() "
+              "starts; to run it yourself, start it (loop.run_forever in your thread) before consume()"),
+    "schedule_tasks_on_main_thread": (False, "consume() always dispatches on background threads and returns; "
+                                      "block the main thread with run_forever() or ctrl_c_recv()"),
+    "delay_task_apscheduler_jobstores_kind": (
+        "redis", "delayed messages (countdown / eta) need no APScheduler job store: the broker delays them "
+                 "natively, or the consumer holds them unacked until due"),
+    "booster_registry_name": ("booster_registry_default", "there is one booster registry per process "
+                              "(BoostersManager); the name is ignored"),
+    "is_fake_booster": (False, "boosters without a function are made with PublisherParams / "
+                        "BoostersManager.get_cross_project_publisher"),
+    "auto_generate_info": ({}, "the value is informational only and is not read"),
+}
+_compat_warned: set[str] = set()
+_compat_warned_lock = threading.Lock()
+
+
+def _warn_compat_fields(params: "BoosterParams") -> None:
+    """One warning per field per process for an original-funboost field set to a value this project
+    does not act on."""
+    for name, (neutral, instead) in _COMPAT_FIELD_NOTES.items():
+        if getattr(params, name) == neutral:  # set in the call or as a subclass default
+            continue
+        with _compat_warned_lock:
+            if name in _compat_warned:
+                continue
+            _compat_warned.add(name)
+        warnings.warn(f"BoosterParams.{name} (original funboost) is accepted but not used here: {instead}.",
+                      FunboostCompatWarning, stacklevel=2)
+
+
 class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
     """Everything that configures one queue's publisher and consumer. Also usable as a decorator."""
 
@@ -184,6 +235,18 @@ class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
     consuming_function_raw: Optional[Callable] = None
     consuming_function_name: str = ""
 
+    # ---- fields of the original funboost 55.0 kept so its code validates unchanged. Those whose concept
+    # has no equivalent here warn once per process when set (see _warn_compat_fields and
+    # docs/migrating.md); consumer_override_cls is implemented (funboost.compat.AbstractConsumer).
+    consumer_override_cls: Optional[type] = None
+    publisher_override_cls: Optional[type] = None
+    is_auto_start_specify_async_loop_in_child_thread: bool = True
+    schedule_tasks_on_main_thread: bool = False
+    delay_task_apscheduler_jobstores_kind: str = "redis"
+    booster_registry_name: str = "booster_registry_default"
+    is_fake_booster: bool = False
+    auto_generate_info: dict[str, Any] = Field(default_factory=dict)
+
     @model_validator(mode="before")
     @classmethod
     def _map_deprecated_keys(cls, data: Any) -> Any:
@@ -217,6 +280,7 @@ class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
 
     @model_validator(mode="after")
     def _derived(self):
+        _warn_compat_fields(self)
         if self.concurrent_mode == "single_thread":
             object.__setattr__(self, "concurrent_num", 1)
         elif self.qps and "concurrent_num" not in self.model_fields_set and self.concurrent_num == 50:
@@ -232,6 +296,9 @@ class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
         # the kind must exist and its options must validate, at decoration time
         from funboost.plugins.manager import resolve_broker_kind
         broker_cls = resolve_broker_kind(self.broker_kind)
+        defaults = _BROKER_OPTIONS_DEFAULTS.get(broker_cls)
+        if defaults:
+            object.__setattr__(self, "broker_exclusive_config", {**defaults, **self.broker_exclusive_config})
         broker_cls.parse_options(self.broker_exclusive_config)
         return self
 

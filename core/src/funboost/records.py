@@ -137,6 +137,8 @@ class FunctionResultStatus:
         d["user_context"] = dict(self.user_context)
         return d
 
+    get_status_dict = to_dict  # the original funboost's name
+
     def compact(self, with_result: bool = True) -> tuple:
         """The stored form of a *final* status in the engine's batches: its values in
         :data:`COMPACT_FIELDS` order, without keys, ``time_cost`` (:func:`expand_record` derives it) or the

@@ -24,11 +24,13 @@ class ShippedDistribution:
 
 
 SHIPPED_DISTRIBUTIONS: tuple[ShippedDistribution, ...] = (
-    ShippedDistribution("funboost-sqlite", broker_kinds=("sqlite", "sqlite_queue")),
+    ShippedDistribution("funboost-sqlite", broker_kinds=("sqlite", "sqlite_queue", "sqlite3", "persistqueue")),
     ShippedDistribution("funboost-redis", broker_kinds=("redis", "redis_ack_able", "redis_priority",
-                                                        "redis_stream", "redis_pubsub"),
+                                                        "redis_stream", "redis_pubsub", "redis_brpop_lpush",
+                                                        "redis_ack_using_timeout", "reids_ack_using_timeout",
+                                                        "redis_zset_priority"),
                         state_backends=("redis",)),
-    ShippedDistribution("funboost-rabbitmq", broker_kinds=("rabbitmq", "rabbitmq_pika")),
+    ShippedDistribution("funboost-rabbitmq", broker_kinds=("rabbitmq", "rabbitmq_pika", "rabbitmq_amqpstorm")),
     ShippedDistribution("funboost-kafka", broker_kinds=("kafka",)),
     ShippedDistribution("funboost-celery", broker_kinds=("celery",)),
     ShippedDistribution("funboost-dramatiq", broker_kinds=("dramatiq",)),
@@ -46,6 +48,21 @@ SHIPPED_DISTRIBUTIONS: tuple[ShippedDistribution, ...] = (
     ShippedDistribution("funboost-huey", broker_kinds=("huey",)),
     ShippedDistribution("funboost-rq", broker_kinds=("rq",)),
 )
+
+
+#: kinds of the original funboost that no distribution of this project provides, and what to use instead
+#: (named in the unknown-kind error, so nobody searches PyPI for a plugin that does not exist)
+KINDS_WITHOUT_PLUGIN: dict[str, str] = {
+    "empty": "write a broker plugin instead (docs/writing-a-broker-plugin.md)",
+    "rabbitmq_complex_routing": "funboost-rabbitmq has no exchange routing yet; use RABBITMQ for a plain queue",
+    "redis_zset_delay": "delays (countdown / eta) work on every kind; use REDIS_ACK_ABLE",
+    "mongomq": "use POSTGRES, SQLALCHEMY or REDIS_ACK_ABLE",
+    "lmdb": "use SQLITE_QUEUE for a local persistent queue",
+    "peewee": "use SQLALCHEMY",
+    "txt_file": "use SQLITE_QUEUE for a local persistent queue",
+    "nsq": "", "rocketmq": "", "rocketmq5": "", "zeromq": "use TCP", "kombu": "use RABBITMQ or REDIS_ACK_ABLE",
+    "httpsqs": "use HTTP", "pulsar": "", "udp": "use TCP", "sqs": "", "watchdog": "", "websocket": "use HTTP",
+}
 
 
 def _normalize(name: str) -> str:

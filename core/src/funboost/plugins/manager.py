@@ -20,7 +20,8 @@ import pluggy
 
 from funboost.exceptions import BrokerPluginError, UnknownBrokerKind
 from funboost.plugins.broker import Broker
-from funboost.plugins.distributions import SHIPPED_DISTRIBUTIONS, distribution_for_broker_kind
+from funboost.plugins.distributions import (KINDS_WITHOUT_PLUGIN, SHIPPED_DISTRIBUTIONS,
+                                            distribution_for_broker_kind)
 from funboost.plugins.hookspecs import PROJECT_NAME, BrokerSpec, FunboostSpec, RegistrationSpec, hookimpl
 
 logger = logging.getLogger("funboost.plugins")
@@ -286,6 +287,10 @@ class BrokerRegistry:
         dist = distribution_for_broker_kind(name)
         if dist:
             lines.append(f"It is provided by the distribution {dist!r}: pip install {dist}")
+        elif name in KINDS_WITHOUT_PLUGIN:
+            instead = KINDS_WITHOUT_PLUGIN[name]
+            lines.append("It is a kind of the original funboost for which this project has no plugin"
+                         + (f" ({instead})." if instead else "."))
         by_dist: dict[str, list[str]] = {}
         for ep in entry_points(BROKER_GROUP):
             by_dist.setdefault(_dist_of(ep)[0], []).append(ep.name)

@@ -1,0 +1,265 @@
+"""Names of the original funboost's public surface that have no other home here, each a thin real
+version on this project's engine (see docs/migrating.md for the table of what maps to what).
+
+Everything here is re-exported from ``funboost`` and from the original's module paths
+(``funboost.consumers.base_consumer``, ``funboost.factories.publisher_factory`` …).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+from funboost.booster import Booster
+from funboost.context import fct
+from funboost.engine.consumer import Consumer
+from funboost.exceptions import RpcNotEnabled
+from funboost.logs import ensure_console_handler
+from funboost.params import BoosterParams, FunctionResultStatusPersistenceConfig, PublisherParams
+from funboost.plugins.broker import Broker, Delivery
+from funboost.registry import BoostersManager
+
+logger = logging.getLogger("funboost.compat")
+
+#: the original's name for "this result cannot be waited for" (rpc mode off)
+HasNotAsyncResult = RpcNotEnabled
+
+#: a publisher is a Booster here: publish / push / clear / get_message_count / sync_call live on it
+AbstractPublisher = Booster
+
+
+class AbstractConsumer(Consumer):
+    """Base of a consumer class given as ``BoosterParams(consumer_override_cls=...)``.
+
+    Override ``_user_convert_msg_before_run(msg)`` to consume messages that other programs wrote in their
+    own format: ``msg`` is the broker's body (a dict when it was a JSON object, else the text) and the
+    return value must be the funboost message, a dict of the function's keyword arguments (``extra``
+    optional). A conversion that raises dead-letters the message with the reason."""
+
+    def _user_convert_msg_before_run(self, msg: Union[dict, str]) -> dict:
+        return msg  # type: ignore[return-value]
+
+    def prepare(self, d: Delivery):  # type: ignore[override]
+        if type(self)._user_convert_msg_before_run is not AbstractConsumer._user_convert_msg_before_run:
+            body = d.body
+            if isinstance(body, (bytes, bytearray, memoryview)):
+                body = bytes(body).decode("utf-8", errors="replace")
+            if isinstance(body, str):
+                try:
+                    body = json.loads(body)
+                except ValueError:
+                    pass  # foreign plain text: the converter gets the text
+            try:
+                d.body = self._user_convert_msg_before_run(body)
+            except Exception as exc:  # noqa: BLE001 - any converter bug dead-letters, never loops
+                self._dead_letter_malformed(d, f"_user_convert_msg_before_run failed: {exc!r}")
+                return None
+        return super().prepare(d)
+
+
+class BoosterDiscovery:
+    """Import every module under ``booster_dirs`` (relative to ``project_root_path``) whose file name
+    matches ``py_file_re_str``, so that their ``@boost`` functions register with BoostersManager before
+    ``BoostersManager.consume_all_queues()`` or the CLI runs."""
+
+    def __init__(self, project_root_path: Union[str, Path], booster_dirs: Sequence[Union[str, Path]],
+                 max_depth: int = 1, py_file_re_str: Optional[str] = None) -> None:
+        self.project_root_path = Path(project_root_path).resolve()
+        self.booster_dirs = list(booster_dirs)
+        self.max_depth = max_depth
+        self.py_file_re = re.compile(py_file_re_str) if py_file_re_str else None
+
+    def _files(self) -> Iterable[Path]:
+        for d in self.booster_dirs:
+            base = Path(d)
+            base = base if base.is_absolute() else self.project_root_path / base
+            if not base.is_dir():
+                raise FileNotFoundError(f"BoosterDiscovery: {base} is not a directory")
+            for path in sorted(base.rglob("*.py")):
+                depth = len(path.relative_to(base).parts)
+                if depth > self.max_depth or path.name.startswith("_"):
+                    continue
+                if self.py_file_re and not self.py_file_re.search(path.name):
+                    continue
+                yield path.resolve()
+
+    def auto_discovery(self) -> list[str]:
+        """Import the matching modules (by dotted name when under the project root, so a module is never
+        imported twice); returns their names."""
+        root = str(self.project_root_path)
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        imported = []
+        for path in self._files():
+            try:
+                rel = path.relative_to(self.project_root_path).with_suffix("")
+                name = ".".join(rel.parts)
+                importlib.import_module(name)
+            except ValueError:  # outside the project root: import from the file
+                name = f"funboost_discovered_{path.stem}"
+                spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+                sys.modules[name] = module
+                spec.loader.exec_module(module)  # type: ignore[union-attr]
+            imported.append(name)
+        logger.info("BoosterDiscovery imported %d modules: %s", len(imported), imported)
+        return imported
+
+
+class BoosterParamsComplete(BoosterParams):
+    """BoosterParams with everything recorded: rpc results, status and result records, heartbeats."""
+
+    is_using_rpc_mode: bool = True
+    is_send_consumer_heartbeat_to_redis: bool = True
+    function_result_status_persistence_conf: FunctionResultStatusPersistenceConfig = \
+        FunctionResultStatusPersistenceConfig(is_save_status=True, is_save_result=True)
+
+
+def get_current_taskid() -> Optional[str]:
+    """The running task's id, or None outside a task."""
+    ctx = fct.get()
+    return ctx.task_id if ctx is not None else None
+
+
+def get_publisher(publisher_params: Union[PublisherParams, BoosterParams, None] = None, **kwargs: Any) -> Booster:
+    """A publisher for a queue without a local function (the booster of that queue if one exists here)."""
+    params = publisher_params if publisher_params is not None else PublisherParams(**kwargs)
+    try:
+        return BoostersManager.get_booster(params.queue_name)
+    except Exception:  # noqa: BLE001 - not registered in this process: publish-only
+        return BoostersManager.get_cross_project_publisher(params)
+
+
+def get_consumer(boost_params: BoosterParams) -> Consumer:
+    """The consumer of ``boost_params.consuming_function`` (not started; call ``start()``)."""
+    if boost_params.consuming_function is None:
+        raise ValueError("get_consumer needs BoosterParams(consuming_function=...)")
+    booster = Booster(boost_params, boost_params.consuming_function)
+    cls = boost_params.consumer_override_cls or Consumer
+    return cls(booster.consumer_setup())
+
+
+def register_custom_broker(broker_kind: str, publisher_class: Optional[type] = None,
+                           consumer_class: Optional[type] = None) -> None:
+    """Register a broker under ``broker_kind``. Here a broker is one :class:`funboost.Broker` subclass
+    (publish, fetch, ack, requeue…), passed as ``publisher_class`` (or ``consumer_class``)."""
+    cls = publisher_class if publisher_class is not None else consumer_class
+    if not (isinstance(cls, type) and issubclass(cls, Broker)):
+        raise TypeError(
+            "register_custom_broker: this project has no separate publisher / consumer classes; a broker is "
+            "one funboost.Broker subclass (see docs/writing-a-broker-plugin.md). Pass it as publisher_class.")
+    from funboost.plugins.manager import get_broker_registry
+    get_broker_registry().register(cls, aliases=[broker_kind])
+
+
+def register_broker_exclusive_config_default(broker_kind: str, broker_exclusive_config_default: dict) -> None:
+    """Defaults merged under ``broker_exclusive_config`` of every booster of ``broker_kind``."""
+    from funboost.params import register_broker_options_default
+    register_broker_options_default(broker_kind, broker_exclusive_config_default)
+
+
+class RemoteTaskKiller:
+    """Ask the consumers of ``queue_name`` to kill task ``task_id`` (needs ``is_support_remote_kill_task``)."""
+
+    def __init__(self, queue_name: str, task_id: str) -> None:
+        self.queue_name = queue_name
+        self.task_id = task_id
+
+    def send_kill_remote_task_comd(self) -> None:
+        BoostersManager.get_booster(self.queue_name).kill_task(self.task_id)
+
+
+class ActiveCousumerProcessInfoGetter:
+    """Live consumers (heartbeats in the state backend) of the queues this process knows."""
+
+    def get_all_hearbeat_info_by_queue_name(self, queue_name: str) -> list[dict]:
+        return BoostersManager.get_booster(queue_name).get_live_consumers()
+
+    def get_all_hearbeat_info_partition_by_queue_name(self) -> dict[str, list[dict]]:
+        return {q: self.get_all_hearbeat_info_by_queue_name(q) for q in BoostersManager.get_all_queues()}
+
+
+def wait_for_possible_has_finish_all_tasks_by_conusmer_list(consumer_list: Sequence[Any], minutes: float = 3) -> None:
+    """Block until every queue has been empty, with no task finishing, for ``minutes`` in a row.
+    ``consumer_list`` holds consumers or boosters."""
+    boosters = [getattr(c, "setup", c) for c in consumer_list]
+    boosters = [BoostersManager.get_booster(b.params.queue_name) if not isinstance(b, Booster) else b
+                for b in boosters]
+
+    def snapshot() -> tuple:
+        return tuple((b.get_message_count(), b.consumer.stats.total_runs if b.consumer else 0) for b in boosters)
+
+    quiet_since, last = time.monotonic(), snapshot()
+    while time.monotonic() - quiet_since < minutes * 60:
+        time.sleep(min(1.0, minutes * 60 / 4))
+        now = snapshot()
+        if now != last or any(count for count, _ in now):
+            quiet_since, last = time.monotonic(), now
+
+
+def show_current_threads_num(sleep_time: float = 600, process_name: Optional[str] = None, block: bool = False,
+                             daemon: bool = True) -> None:
+    """Log the number of threads of this process every ``sleep_time`` seconds."""
+    name = process_name or sys.argv[0]
+
+    def loop() -> None:
+        while True:
+            logger.info("process %s has %d threads", name, threading.active_count())
+            time.sleep(sleep_time)
+
+    if block:
+        loop()
+    else:
+        threading.Thread(target=loop, name="funboost-threads-num", daemon=daemon).start()
+
+
+# ---- logging: nb_log's helpers map to the standard logging module (funboost's console handler)
+flogger = logging.getLogger("funboost")
+
+
+def get_logger(name: Optional[str] = None, log_level_int: int = logging.DEBUG, **_ignored: Any) -> logging.Logger:
+    """A standard logger with funboost's console handler. nb_log's file / colour options are ignored."""
+    ensure_console_handler()
+    lg = logging.getLogger(name)
+    lg.setLevel(log_level_int)
+    return lg
+
+
+get_funboost_file_logger = get_logger
+nb_print = print
+
+
+class FunboostFileLoggerMixin:
+    """``self.logger``: a logger named after the class."""
+
+    @property
+    def logger(self) -> logging.Logger:
+        return get_logger(type(self).__name__)
+
+
+class FunboostMetaTypeFileLogger(type):
+    """Metaclass giving each class a ``logger`` attribute named after it."""
+
+    def __init__(cls, name: str, bases: tuple, namespace: dict) -> None:
+        super().__init__(name, bases, namespace)
+        cls.logger = get_logger(name)
+
+
+def enable_ctrl_c_quit_on_windows() -> None:
+    """Kept for imports: Ctrl-C stops consumers on every platform here (signal handlers in consume())."""
+
+
+__all__ = [
+    "AbstractConsumer", "AbstractPublisher", "ActiveCousumerProcessInfoGetter", "BoosterDiscovery",
+    "BoosterParamsComplete", "FunboostFileLoggerMixin", "FunboostMetaTypeFileLogger", "HasNotAsyncResult",
+    "RemoteTaskKiller", "enable_ctrl_c_quit_on_windows", "flogger", "get_consumer", "get_current_taskid",
+    "get_funboost_file_logger", "get_logger", "get_publisher", "nb_print", "register_broker_exclusive_config_default",
+    "register_custom_broker", "show_current_threads_num", "wait_for_possible_has_finish_all_tasks_by_conusmer_list",
+]

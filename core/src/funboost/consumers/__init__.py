@@ -1,0 +1,1 @@
+"""The original funboost's ``funboost.consumers`` module path (alias)."""

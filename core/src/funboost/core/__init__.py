@@ -1,0 +1,1 @@
+"""The original funboost's ``funboost.core`` module paths, kept as aliases (docs/migrating.md)."""

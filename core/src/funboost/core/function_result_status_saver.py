@@ -1,0 +1,2 @@
+"""Alias of the original's module path."""
+from funboost.records import FunctionResultStatus  # noqa: F401

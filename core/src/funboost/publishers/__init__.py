@@ -1,0 +1,1 @@
+"""The original funboost's ``funboost.publishers`` module path (alias)."""

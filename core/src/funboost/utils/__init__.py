@@ -1,0 +1,1 @@
+"""The original funboost's ``funboost.utils`` module path (alias)."""

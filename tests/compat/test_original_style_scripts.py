@@ -1,0 +1,66 @@
+"""Scripts written in the original funboost's style (tests/compat/scripts), each run unchanged in its own
+process against this project's packages; plus BrokerEnum's names against the original 55.0 list."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from funboost import BoosterParams, BrokerEnum
+from funboost.plugins.manager import resolve_broker_kind
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from original55 import ORIGINAL_55_BROKER_ENUM_NAMES  # noqa: E402
+
+
+def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FUNBOOST_DATA_DIR": str(cwd), "FUNBOOST_SQLITE_DIR": str(cwd)}  # nothing outside tmp
+    return subprocess.run([sys.executable, str(HERE / "scripts" / name), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_every_export_and_every_55_booster_params_field(tmp_path: Path) -> None:
+    proc = run_script("exports_and_fields.py", str(HERE), cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_foreign_message_consumer_fct_and_publisher_methods(tmp_path: Path, kind: str) -> None:
+    queue = f"compat_{kind}_{uuid.uuid4().hex[:8]}"
+    proc = run_script("consume_memory_and_sqlite.py", kind, queue, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("name", ORIGINAL_55_BROKER_ENUM_NAMES)
+def test_broker_enum_has_every_original_name(name: str) -> None:
+    value = getattr(BrokerEnum, name)
+    try:
+        resolve_broker_kind(value)
+    except Exception as exc:  # noqa: BLE001 - the message is what is checked
+        text = str(exc)
+        assert "pip install funboost-" in text or "no plugin" in text, text
+    else:  # an installed kind: usable in BoosterParams as it is
+        BoosterParams(queue_name=f"enum_{name}", broker_kind=value)
+
+
+def test_method_consumers_and_specify_async_loop(tmp_path: Path) -> None:
+    proc = run_script("methods_and_async_loop.py", uuid.uuid4().hex[:8], cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+
+
+def test_booster_discovery_and_helpers(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    proc = run_script("discovery_and_helpers.py", str(project), uuid.uuid4().hex[:8], cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+
+
+def test_no_shipped_kind_is_listed_as_without_plugin() -> None:
+    from funboost.plugins.distributions import KINDS_WITHOUT_PLUGIN, SHIPPED_DISTRIBUTIONS
+    shipped = {k for d in SHIPPED_DISTRIBUTIONS for k in d.broker_kinds}
+    assert not set(KINDS_WITHOUT_PLUGIN) & shipped
