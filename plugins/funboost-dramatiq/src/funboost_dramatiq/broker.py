@@ -20,6 +20,7 @@ import time
 from typing import Any, Optional, Sequence
 
 import dramatiq
+import pika
 from dramatiq.common import dq_name
 from dramatiq.message import generate_unique_id
 
@@ -64,6 +65,7 @@ class DramatiqBroker(Broker):
         self._held: list[tuple[float, int, Delivery]] = []  # delayed messages pulled before their eta
         self._pulled: dict[int, Any] = {}  # RabbitMQ: the channel of each unacked basic_get
         self._chan: Any = None
+        self._pull_conn: Any = None  # RabbitMQ: the pull path's own connection (see _pull_amqp)
         self._host: Optional[DramatiqWorkerHost] = None
 
     # ------------------------------------------------------------------ availability
@@ -150,7 +152,13 @@ class DramatiqBroker(Broker):
         b, q = self.dbroker, self.queue_name
         b.declare_queue(q, ensure=True)
         if self._chan is None or not self._chan.is_open:
-            self._chan = b.connection.channel()
+            # a connection of the pull path's own, used only under self._lock: dramatiq's connection is per
+            # thread, and a channel made on one thread's connection would share it with that thread's
+            # publishes (pika connections are not thread-safe)
+            if self._pull_conn is None or not self._pull_conn.is_open:
+                params = b.parameters[0] if isinstance(b.parameters, list) else b.parameters
+                self._pull_conn = pika.BlockingConnection(params)
+            self._chan = self._pull_conn.channel()
         chan = self._chan
         # delayed messages: held unacked until due, then moved (publish to the queue, ack the delayed one)
         while True:
@@ -256,9 +264,12 @@ class DramatiqBroker(Broker):
                         self.dbroker.do_requeue(dq_name(self.queue_name), *ids)
                 elif self._chan is not None and self._chan.is_open:
                     self._chan.close()  # RabbitMQ requeues what this channel holds unacked
+                if self._pull_conn is not None and self._pull_conn.is_open:
+                    self._pull_conn.close()
             except Exception:
                 pass
             self._chan = None
+            self._pull_conn = None
         super().close()
 
 
