@@ -2,7 +2,9 @@
 import json
 import os
 import signal
+import sqlite3
 import subprocess
+import time
 
 import pytest
 from funboost.plugins.broker import OutgoingMessage
@@ -65,6 +67,26 @@ def test_sigkill_one_of_two_consumers_loses_nothing(sqlite_dir, tmp_path, queue_
     assert any(t.startswith("R:") for t in read_ids(outs[1]))
 
 
+def freeze_outside_a_write(proc, db_path: str) -> None:
+    """SIGSTOP ``proc`` at a moment it holds no write lock on the queue file. A process frozen inside a
+    sqlite write transaction blocks every writer of that file until it runs again (sqlite's locking, not
+    something a heartbeat can undo); this test is about the heartbeat, so it freezes the victim between
+    transactions: stop, check the write lock is free, else let it run a moment and try again."""
+    for _ in range(200):
+        proc.send_signal(signal.SIGSTOP)
+        conn = sqlite3.connect(db_path, timeout=0.3, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:  # locked by the frozen victim
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.01)
+        finally:
+            conn.close()
+    raise AssertionError("could not freeze the victim outside a write transaction")
+
+
 def test_hung_consumer_is_reclaimed_by_heartbeat(sqlite_dir, tmp_path, queue_name):
     """A frozen process (SIGSTOP) still exists, so only its stale heartbeat can free its messages."""
     options = {"heartbeat_interval": 0.2, "heartbeat_timeout": 2.0, "reclaim_interval": 0.3}
@@ -72,7 +94,7 @@ def test_hung_consumer_is_reclaimed_by_heartbeat(sqlite_dir, tmp_path, queue_nam
     procs, outs = start_workers(tmp_path, queue_name, options)
     try:
         wait_for(lambda: len(read_ids(outs[0])) >= 20, what="victim ran some tasks")
-        procs[0].send_signal(signal.SIGSTOP)
+        freeze_outside_a_write(procs[0], b._db.path)
         wait_for(lambda: b.queue_size().total == 0, timeout=60, what="queue drained by the survivor")
     finally:
         stop(procs)
