@@ -34,6 +34,7 @@ from funboost.transport.handler_threads import HandlerThreads
 from funboost.transport.errors import Backpressure, BadRequest, CallDeadlineExceeded, RequestError, UnknownQueue
 from funboost.transport.security import require_token_for_bind, token_matches
 from funboost.transport.server import QueueServer, ServerRegistry
+from funboost.transport.tls import server_ssl_context
 from funboost_http.options import HttpOptions
 
 logger = logging.getLogger("funboost.http")
@@ -99,15 +100,19 @@ def _envelopes(body: bytes) -> list:
 def server_key(options: HttpOptions) -> tuple:
     """The options two brokers must agree on to share one server."""
     return (options.token, options.max_message_bytes, options.server_threads, options.health_requires_token,
-            options.keep_alive_timeout)
+            options.keep_alive_timeout, options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file)
 
 
 class HttpServer(QueueServer):
     """One started HTTP server (uvicorn in its own thread) and the queues it hosts."""
 
     def __init__(self, options: HttpOptions) -> None:
-        # before anything listens: a reachable bind without a token never starts
-        require_token_for_bind("http", options.host, options.token)
+        # before anything listens: a reachable bind without a token (or client certificates) never starts
+        require_token_for_bind("http", options.host, options.token, tls_client_auth=bool(options.tls_client_ca_file))
+        # HTTPS: core's context (TLS 1.2+, client certificates when tls_client_ca_file is set), made before
+        # anything listens so that a wrong path fails here
+        ssl_ctx = (server_ssl_context(options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file)
+                   if options.tls_cert_file and options.tls_key_file else None)
         super().__init__(server_key(options))
         self._expected = f"Bearer {options.token}".encode() if options.token else None
         self._health_open = not options.health_requires_token
@@ -124,6 +129,12 @@ class HttpServer(QueueServer):
         config = uvicorn.Config(self, lifespan="off", log_level="warning", access_log=False, server_header=False,
                                 date_header=False, timeout_keep_alive=options.keep_alive_timeout,
                                 timeout_graceful_shutdown=1, http="auto", loop="auto")
+        if ssl_ctx is not None:
+            # uvicorn serves with Config.ssl; loaded here so that it is our context, not one uvicorn builds
+            # from file options (the same whatever uvicorn version: no ssl_context_factory needed)
+            config.load()
+            config.ssl = ssl_ctx
+        self._scheme = "https" if ssl_ctx is not None else "http"
         self._uvicorn = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"funboost-http-{self.port}")
         self._failure: Optional[BaseException] = None
@@ -135,7 +146,7 @@ class HttpServer(QueueServer):
                 self._workers.shutdown()
                 raise OSError(f"funboost http: the server on {self.address} did not start: {self._failure!r}")
             time.sleep(0.005)
-        logger.info("funboost http consumer listening on http://%s", self.address)
+        logger.info("funboost http consumer listening on %s://%s", self._scheme, self.address)
 
     @staticmethod
     def _bind(host: str, port: int) -> socket.socket:
