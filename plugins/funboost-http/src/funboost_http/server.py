@@ -18,7 +18,6 @@ Nothing is unpickled: bodies are JSON.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import socket

@@ -125,6 +125,11 @@ class _SocketConnection:
         w = _Caller()
         with self.lock:
             sock = self.sock
+            if sock is not None and not self.pending and self.poller.poll(0):  # type: ignore[union-attr]
+                # nothing is due from the consumer, yet the socket is readable: it closed the connection
+                # (stopped, killed, restarted). Reconnect before sending rather than lose this request.
+                self._discard(sock)
+                sock = None
             if sock is None:
                 sock = self._connect(timeout)  # raises EndpointUnreachable
             request_id = next(self.ids) & 0xFFFFFFFF
@@ -251,6 +256,11 @@ class _SocketConnection:
         self.sock = sock
         self.rbuf = bytearray()
         return sock
+
+    def _discard(self, sock: socket.socket) -> None:
+        """Under ``lock``, with nothing pending: forget a connection the consumer closed."""
+        self.sock = None
+        sock.close()
 
     def _drop(self, sock: socket.socket, reason: str) -> None:
         """The connection broke: every request sent on it fails (it may have reached the consumer)."""
