@@ -10,20 +10,12 @@ import ssl
 import pytest
 from funboost import BoosterParams, boost
 from funboost.plugins.broker import OutgoingMessage
-from funboost.testing.tls import make_test_pki
+from funboost.testing.tls import pki  # noqa: F401  (the fixture: certificates made by the test)
 
 from funboost_http import HttpBroker
 from funboost_http.errors import HttpBrokerError
 
 ENVELOPE = {"x": 1, "extra": {"task_id": "t1"}}
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    files = make_test_pki(tmp_path_factory.mktemp("tls"))
-    if files is None:
-        pytest.skip("openssl is not installed: cannot make test certificates")
-    return files
 
 
 def test_sync_call_and_push_over_https_with_a_token(queue_name, port, pki):

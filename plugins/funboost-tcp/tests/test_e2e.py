@@ -57,15 +57,21 @@ def test_push_sync_call_remote_errors_and_async_result(queue_name):
         divide.stop_consume(10)
 
 
-def test_many_threads_share_one_connection_and_replies_come_out_of_order(queue_name):
-    port = free_port()
+def _nap_booster(queue_name: str, port: int, concurrency: int):
+    """nap(x, sleep=0) -> x after sleeping, served on ``port``."""
 
     @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config={"port": port},
-                         concurrent_num=16, max_retry_times=0, state_backend="memory", log_to_console=False))
+                         concurrent_num=concurrency, max_retry_times=0, state_backend="memory", log_to_console=False))
     def nap(x: int, sleep: float = 0.0) -> int:
         time.sleep(sleep)
         return x
+    return nap
 
+
+def test_many_threads_share_one_connection_and_replies_come_out_of_order(queue_name):
+    port = free_port()
+
+    nap = _nap_booster(queue_name, port, concurrency=16)
     nap.consume()
     publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port}))
     try:
@@ -122,12 +128,7 @@ def test_a_reading_caller_that_times_out_hands_the_reading_over(queue_name):
     reply."""
     port = free_port()
 
-    @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config={"port": port},
-                         concurrent_num=4, max_retry_times=0, state_backend="memory", log_to_console=False))
-    def nap(x: int, sleep: float = 0.0) -> int:
-        time.sleep(sleep)
-        return x
-
+    nap = _nap_booster(queue_name, port, concurrency=4)
     nap.consume()
     publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port}))
     try:

@@ -5,7 +5,7 @@ import os
 
 import pytest
 from funboost.plugins.broker import OutgoingMessage
-from funboost.testing.tls import make_test_pki
+from funboost.testing.tls import pki  # noqa: F401  (the fixture: certificates made by the test)
 from funboost.transport.security import InsecureBind
 
 from funboost_tcp import MessageTooLarge, TcpBroker, TcpBrokerError
@@ -159,14 +159,6 @@ def test_default_bind_is_loopback(queue_name, port):
         assert b.address == f"127.0.0.1:{port}"
     finally:
         b.close()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    files = make_test_pki(tmp_path_factory.mktemp("tls"))
-    if files is None:
-        pytest.skip("openssl is not installed: cannot make test certificates")
-    return files
 
 
 def test_tls_with_token(queue_name, port, pki):

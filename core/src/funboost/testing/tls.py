@@ -5,9 +5,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-__all__ = ["make_test_pki", "PKI_FILES"]
+import pytest
+
+__all__ = ["make_test_pki", "PKI_FILES", "pki"]
 
 #: the files :func:`make_test_pki` writes (keys of the mapping it returns)
 PKI_FILES = ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")
@@ -32,3 +34,13 @@ def make_test_pki(directory: Path) -> Optional[dict[str, str]]:
         run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
             "-days", "2", "-out", f"{name}.pem", "-extfile", f"{name}.ext")
     return {k: str(directory / k) for k in PKI_FILES}
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: Any) -> dict[str, str]:
+    """:func:`make_test_pki` once per test module (skips when ``openssl`` is missing). Import it into a test
+    module to use it: ``from funboost.testing.tls import pki  # noqa: F401``."""
+    files = make_test_pki(tmp_path_factory.mktemp("tls"))
+    if files is None:
+        pytest.skip("openssl is not installed: cannot make test certificates")
+    return files

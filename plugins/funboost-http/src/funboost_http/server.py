@@ -125,9 +125,11 @@ class HttpServer(QueueServer):
         self.port = self._sock.getsockname()[1]
         host = options.host
         self.address = f"[{host}]:{self.port}" if ":" in host and not host.startswith("[") else f"{host}:{self.port}"
+        # proxy_headers off: the app never looks at the client's address, and uvicorn's middleware for
+        # X-Forwarded-* costs a coroutine layer per request
         config = uvicorn.Config(self, lifespan="off", log_level="warning", access_log=False, server_header=False,
                                 date_header=False, timeout_keep_alive=options.keep_alive_timeout,
-                                timeout_graceful_shutdown=1, http="auto", loop="auto")
+                                timeout_graceful_shutdown=1, http="auto", loop="auto", proxy_headers=False)
         if ssl_ctx is not None:
             # uvicorn serves with Config.ssl; loaded here so that it is our context, not one uvicorn builds
             # from file options (the same whatever uvicorn version: no ssl_context_factory needed)

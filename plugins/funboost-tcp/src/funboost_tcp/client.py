@@ -64,18 +64,14 @@ class _Waiter:
         self.lock.release()
 
 
-class _Caller:
+class _Caller(_Waiter):
     """A caller of :class:`_SocketConnection` waiting for its reply, or to be asked to read for everybody.
     Its fields change under the connection's lock; ``lock`` is released once per wake-up."""
 
-    __slots__ = ("lock", "frame_type", "payload", "error", "finished", "signalled")
+    __slots__ = ("finished", "signalled")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.lock.acquire()
-        self.frame_type = 0
-        self.payload = b""
-        self.error: Optional[AttemptFailed] = None
+        super().__init__()
         self.finished = False  # replied or failed
         self.signalled = False  # lock released and not yet taken back by the caller
 
