@@ -21,7 +21,7 @@ import subprocess
 import sys
 
 PUSH = re.compile(r"push_many .*?: ([\d,]+) msg/s")
-ROW = re.compile(r"^(?P<name>[A-Za-z][^\d]*?)\s+(?P<nums>(?:[\d,.]+x?\s*(?:\+\s*)?)+)$")
+ROW = re.compile(r"^(?P<name>[A-Za-z].*?)\s+(?P<nums>(?:[\d,.]+x?(?:\s+\+)?\s*){3,})$")
 
 
 def rows(text: str) -> dict[str, list[float]]:
