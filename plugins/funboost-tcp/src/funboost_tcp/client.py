@@ -21,7 +21,7 @@ import struct
 import threading
 import time
 from collections import deque
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from funboost.message import dumps, loads
 from funboost.process_local import ProcessLocalDict
@@ -64,6 +64,19 @@ class _Waiter:
         self.lock.release()
 
 
+def _never_readable(timeout: float) -> bool:
+    return False
+
+
+def _readable(sock: socket.socket) -> Callable[[float], bool]:
+    """A function that waits up to ``timeout`` seconds for ``sock`` to have bytes (or EOF) to read."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return lambda timeout: bool(poller.poll(timeout * 1000.0))
+    return lambda timeout: bool(select.select([sock], [], [], timeout)[0])  # no poll() (Windows)
+
+
 class _Caller(_Waiter):
     """A caller of :class:`_SocketConnection` waiting for its reply, or to be asked to read for everybody.
     Its fields change under the connection's lock; ``lock`` is released once per wake-up."""
@@ -104,7 +117,7 @@ class _SocketConnection:
         self.lock = threading.Lock()  # guards everything below but rbuf
         self.write_lock = threading.Lock()  # one frame at a time on the socket
         self.sock: Optional[socket.socket] = None
-        self.poller: Optional[select.poll] = None
+        self.readable: Callable[[float], bool] = _never_readable  # waits up to n seconds for bytes to read
         self.pending: dict[int, _Caller] = {}
         self.reader: Optional[_Caller] = None  # the caller reading for everybody, if any
         self.ids = itertools.count(1)
@@ -121,7 +134,7 @@ class _SocketConnection:
         w = _Caller()
         with self.lock:
             sock = self.sock
-            if sock is not None and not self.pending and self.poller.poll(0):  # type: ignore[union-attr]
+            if sock is not None and not self.pending and self.readable(0):
                 # nothing is due from the consumer, yet the socket is readable: it closed the connection
                 # (stopped, killed, restarted). Reconnect before sending rather than lose this request.
                 self._discard(sock)
@@ -187,7 +200,7 @@ class _SocketConnection:
     def _read(self, me: _Caller, sock: socket.socket, deadline: float) -> None:
         """As the reader: read and dispatch replies until ``me`` has its reply, the deadline passes or the
         connection breaks; then let another waiting caller read."""
-        buf, poll, unpack, size = self.rbuf, self.poller.poll, _HEADER.unpack_from, p.HEADER_SIZE  # type: ignore[union-attr]
+        buf, readable, unpack, size = self.rbuf, self.readable, _HEADER.unpack_from, p.HEADER_SIZE
         try:
             while True:
                 # dispatch every complete frame already read
@@ -211,7 +224,7 @@ class _SocketConnection:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
-                if not poll(remaining * 1000.0):
+                if not readable(remaining):
                     return
                 chunk = sock.recv(_READ_SIZE)
                 if not chunk:
@@ -244,11 +257,13 @@ class _SocketConnection:
         sock.settimeout(None)  # blocking writes; the reader waits with poll() and its own deadline
         # a consumer that reads nothing for rpc_timeout breaks the connection rather than block a writer forever
         send_timeout = self.client.options.rpc_timeout
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
-                        struct.pack("ll", int(send_timeout), int(send_timeout % 1 * 1e6)))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                            struct.pack("ll", int(send_timeout), int(send_timeout % 1 * 1e6)))
+        except OSError:  # a platform with another timeval layout: writes then wait as long as TCP does
+            pass
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a request is one write: never delay it
-        self.poller = select.poll()
-        self.poller.register(sock, select.POLLIN)
+        self.readable = _readable(sock)
         self.sock = sock
         self.rbuf = bytearray()
         return sock

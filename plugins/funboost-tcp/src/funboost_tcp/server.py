@@ -85,7 +85,8 @@ class _Connection:
         if writer.get_extra_info("sslcontext") is None:
             raw = writer.get_extra_info("socket")
             if raw is not None:
-                self.sock = raw.dup()  # the same (non-blocking) socket; closed with the connection
+                self.sock = raw.dup()  # the same socket; closed with the connection
+                self.sock.setblocking(False)  # never wait in send() under the lock (whatever the default timeout)
         self.closed = False
         self.in_flight = 0  # under lock: call threads decrement it
         self.limit = limit
