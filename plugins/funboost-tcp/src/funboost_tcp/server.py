@@ -249,6 +249,10 @@ class TcpServer(QueueServer):
                     await writer.drain()
         except (ConnectionError, OSError) as exc:
             logger.debug("funboost tcp: connection dropped: %r", exc)
+        except asyncio.CancelledError:
+            # stop() cancels the connections: end normally (on 3.11, asyncio's stream callback would log the
+            # cancellation of a connection task as an error)
+            pass
         finally:
             self._connections.pop(writer, None)
             conn.close()
