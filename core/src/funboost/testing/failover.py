@@ -58,10 +58,12 @@ class ConsumerProcess:
             [sys.executable, "-m", "funboost.testing.serving_consumer", kind, queue, str(port),
              json.dumps(extra or {}), str(lifetime)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        ready, _, _ = select.select([self.proc.stdout], [], [], 60.0)
-        line = self.proc.stdout.readline() if ready else ""  # type: ignore[union-attr]  # READY, or "" if it died
+        out, errors = self.proc.stdout, self.proc.stderr
+        assert out is not None and errors is not None
+        ready, _, _ = select.select([out], [], [], 60.0)
+        line = out.readline() if ready else ""  # READY, or "" if it died / hung
         if not line.startswith("READY"):
-            err = self.proc.stderr.read() if self.proc.poll() is not None else ""  # type: ignore[union-attr]
+            err = errors.read() if self.proc.poll() is not None else ""
             self.kill()
             raise RuntimeError(f"{kind} consumer process did not start: {line!r} {err}")
         self.address = line.split()[1]

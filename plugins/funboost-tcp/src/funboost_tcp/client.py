@@ -304,6 +304,8 @@ class _LoopConnection:
 
     def __init__(self, client: "TcpClient", address: str) -> None:
         self.client = client
+        assert client.loop is not None  # TLS clients have their loop thread
+        self.loop_thread: LoopThread = client.loop
         self.address = address
         host, _, port = address.rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
@@ -328,9 +330,9 @@ class _LoopConnection:
         self.outbox.append((request_id, w, data))
         if not self.flush_scheduled:
             self.flush_scheduled = True
-            self.client.loop.call_soon(self.flush)
+            self.loop_thread.call_soon(self.flush)
         if not w.lock.acquire(timeout=timeout):
-            self.client.loop.call_soon(self.pending.pop, request_id, None)
+            self.loop_thread.call_soon(self.pending.pop, request_id, None)
             raise AttemptTimedOut(f"{self.address}: DEADLINE_EXCEEDED: no reply within {timeout:.3g}s",
                                   p.DEADLINE_EXCEEDED)
         if w.error is not None:
@@ -355,7 +357,7 @@ class _LoopConnection:
         self.queued.extend(batch)
         if not self.connecting:
             self.connecting = True
-            self.client.loop.loop.create_task(self._connect())
+            self.loop_thread.loop.create_task(self._connect())
 
     async def _connect(self) -> None:
         c = self.client
@@ -377,7 +379,7 @@ class _LoopConnection:
         for request_id, w, data in queued:
             self.pending[request_id] = w
         writer.write(b"".join(data for _, _, data in queued))
-        c.loop.loop.create_task(self._read_replies(reader, writer))
+        self.loop_thread.loop.create_task(self._read_replies(reader, writer))
 
     async def _read_replies(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         unpack, readexactly, pending = _HEADER.unpack, reader.readexactly, self.pending
