@@ -424,3 +424,55 @@ def test_redis_sigkill_after_40_of_300_tasks_loses_none(tmp_path, queue_name, cl
     finally:
         _stop(second)
     assert {f"done.{i}" for i in range(n)} == set(_markers(tmp_path, "done."))
+
+
+def test_redis_a_stalled_worker_that_resumes_never_acks_away_the_redelivery(tmp_path, queue_name, cleanup_queues):
+    """A worker SIGSTOPped mid-task loses its lease; its message goes to a second worker. When the first
+    resumes, its late ack must settle only its own (expired) delivery: before, it deleted the second
+    worker's unacked entry (same kombu delivery tag), so when the second worker then died the message
+    was gone for good. Here the second worker is SIGKILLed after the first acked, and a third worker must
+    still receive the message."""
+    url = REDIS_CRASH_URL
+    check(url)
+    cleanup_queues(url, queue_name)
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="CELERY",
+                         broker_exclusive_config={"broker_url": url, "visibility_timeout": 2,
+                                                  "heartbeat_timeout": 2},
+                         state_backend="memory", log_to_console=False))
+    def work(x: int) -> int:
+        return x
+
+    work.push(7)
+    procs = []
+    stalled = _start_worker(queue_name, url, tmp_path, 2, "2", concurrency=1)  # holds each task 2 s
+    procs.append(stalled)
+    try:
+        wait_until(lambda: _markers(tmp_path, "started.7."), 30, message="the task started in the first worker")
+        os.kill(stalled.pid, signal.SIGSTOP)
+        second = _start_worker(queue_name, url, tmp_path, 1, "2", concurrency=1)  # holds it 120 s
+        procs.append(second)
+        wait_until(lambda: os.path.exists(tmp_path / f"started.7.{second.pid}"), 30,
+                   message="the stalled worker's expired message was redelivered to the second worker")
+        os.kill(stalled.pid, signal.SIGCONT)
+        # prefetch 1: the resumed worker takes task 8 only once it settled task 7, and the second worker
+        # (busy with 7) cannot take it: done.8 means the stale ack of 7 happened
+        work.push(8)
+        wait_until(lambda: (tmp_path / "done.8").exists(), 30, message="the resumed worker settled 7 and ran 8")
+        assert (tmp_path / "done.7").exists()
+        _stop(stalled)  # (SIGKILL) so that only a new worker can take 7 back from the second one
+        os.kill(second.pid, signal.SIGKILL)
+        _stop(second)
+        third = _start_worker(queue_name, url, tmp_path, 0, "2", concurrency=1)
+        procs.append(third)
+        wait_until(lambda: os.path.exists(tmp_path / f"started.7.{third.pid}"), 30, interval=0.1,
+                   message="the second worker's delivery of 7 survived the stale ack and came back after "
+                           "its SIGKILL")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                try:
+                    os.kill(p.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        _stop(*procs)
