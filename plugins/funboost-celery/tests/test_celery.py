@@ -476,3 +476,17 @@ def test_redis_a_stalled_worker_that_resumes_never_acks_away_the_redelivery(tmp_
                 except ProcessLookupError:
                     pass
         _stop(*procs)
+
+
+def test_redis_a_dead_hosts_messages_come_back_after_its_lease_expired(tmp_path, queue_name, cleanup_queues):
+    """Cross-host recovery: a worker on another host (its own hostname and pid namespace: no pid of it can
+    be checked from here) holds three running tasks and its host dies; a worker on this host runs them once
+    the dead host's lease is older than heartbeat_timeout."""
+    from funboost.testing.hosts import lost_host_recovery
+
+    url = REDIS_CRASH_URL
+    check(url)
+    cleanup_queues(url, queue_name)
+    got = lost_host_recovery("CELERY", queue_name, {"broker_url": url, "heartbeat_timeout": 2,
+                                                   "visibility_timeout": 2}, tmp_path)
+    print(f"\nrecovered {got['recovered_after']:.2f} s after the host's death ({got['remote_host']})")

@@ -405,3 +405,15 @@ def test_sigkill_mid_run_with_1000_tasks_loses_none(redis_cfg, tmp_path, queue_n
     assert {f"done.{i}" for i in range(n)} == set(_markers(tmp_path, "done."))
     size = work.broker.queue_size()
     assert (size.ready, size.in_flight, size.delayed) == (0, 0, 0)
+
+
+def test_redis_a_dead_hosts_tasks_come_back_after_its_lease_expired(tmp_path, queue_name, redis_cfg, cleanup):
+    """Cross-host recovery: a consumer on another host (its own hostname and pid namespace: no pid of it
+    can be checked from here) holds three running tasks and its host dies; a consumer on this host runs
+    them once the dead host's lease is older than heartbeat_timeout."""
+    from funboost.testing.hosts import lost_host_recovery
+
+    cfg = dict(redis_cfg, heartbeat_interval=0.5, heartbeat_timeout=2)
+    cleanup(queue_name, redis_cfg)
+    got = lost_host_recovery("HUEY", queue_name, cfg, tmp_path)
+    print(f"\nrecovered {got['recovered_after']:.2f} s after the host's death ({got['remote_host']})")

@@ -405,3 +405,14 @@ def test_two_boosters_share_one_host_and_one_can_leave(queue_name, consumers):
     finally:
         from conftest import drop_queue
         drop_queue(other)
+
+
+def test_a_dead_hosts_jobs_come_back_after_its_lease_expired(tmp_path, queue_name):
+    """Cross-host recovery: a worker on another host (its own hostname and pid namespace: no pid of it can
+    be checked from here) holds three started jobs and its host dies; a worker on this host runs them once
+    the dead host's lease is older than heartbeat_timeout."""
+    from funboost.testing.hosts import lost_host_recovery
+
+    got = lost_host_recovery("RQ", queue_name, {"redis_url": REDIS_URL, "heartbeat_interval": 0.5,
+                                                "heartbeat_timeout": 2}, tmp_path)
+    print(f"\nrecovered {got['recovered_after']:.2f} s after the host's death ({got['remote_host']})")
