@@ -96,6 +96,30 @@ def test_plain_huey_caller_reaches_the_funboost_function(cfg, queue_name, consum
     assert AsyncResult("plain-" + queue_name, booster=mul).get(timeout=30) == 40
 
 
+def test_huey_revocation_still_applies(cfg, queue_name, consumers, cleanup):
+    """huey's revoke_by_id under funboost's worker: a revoked task does not run, a revoke_once flag is
+    used up by the one skipped run (the Redis take skips huey's lookup only while nothing is revoked)."""
+    cleanup(queue_name, cfg)
+    ran: list[int] = []
+
+    @boost(make(queue_name, cfg, concurrent_num=1))
+    def f(x):
+        ran.append(x)
+
+    h = huey_instance(f)
+    ids = [f.push(x).task_id for x in range(4)]
+    h.revoke_by_id(ids[1])
+    h.revoke_by_id(ids[2], revoke_once=True)
+    consumers(f.consume())
+    wait_until(lambda: 3 in ran, 30, message="the task after the revoked ones ran")
+    assert ran == [0, 3]
+    assert h.is_revoked(ids[1])
+    wait_until(lambda: not h.is_revoked(ids[2]), 10, message="the revoke_once flag was used up")
+    h.restore_by_id(ids[1])
+    f.push(5)
+    wait_until(lambda: 5 in ran, 30, message="a task after the flags were gone ran")
+
+
 def test_huey_result_store_when_asked(redis_cfg, queue_name, consumers, cleanup):
     cfg = dict(redis_cfg, store_results=True)
     cleanup(queue_name, cfg)
