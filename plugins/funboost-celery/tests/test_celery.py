@@ -310,10 +310,8 @@ def test_redis_default_config_redelivers_a_killed_workers_task_within_seconds(tm
     assert len(_markers(tmp_path, "started.7.")) == 2
 
 
-def test_redis_a_living_workers_long_task_is_never_handed_out_twice(tmp_path, queue_name, cleanup_queues):
-    """The task runs four times longer than the holder lease timeout (and kombu's visibility timeout)
-    while a second worker polls the same queue: the first worker's living lease keeps it (celery#2599)."""
-    url = REDIS_CRASH_URL
+def _short_lease_booster(queue_name: str, url: str, cleanup_queues):
+    """The publishing side of the stalled/long-task tests: holder lease (and kombu's backstop) of 2 s."""
     check(url)
     cleanup_queues(url, queue_name)
 
@@ -324,6 +322,14 @@ def test_redis_a_living_workers_long_task_is_never_handed_out_twice(tmp_path, qu
     def work(x: int) -> int:
         return x
 
+    return work
+
+
+def test_redis_a_living_workers_long_task_is_never_handed_out_twice(tmp_path, queue_name, cleanup_queues):
+    """The task runs four times longer than the holder lease timeout (and kombu's visibility timeout)
+    while a second worker polls the same queue: the first worker's living lease keeps it (celery#2599)."""
+    url = REDIS_CRASH_URL
+    work = _short_lease_booster(queue_name, url, cleanup_queues)
     work.push(7)
     first = _start_worker(queue_name, url, tmp_path, 8, "2", concurrency=1)
     second = None
@@ -433,16 +439,7 @@ def test_redis_a_stalled_worker_that_resumes_never_acks_away_the_redelivery(tmp_
     was gone for good. Here the second worker is SIGKILLed after the first acked, and a third worker must
     still receive the message."""
     url = REDIS_CRASH_URL
-    check(url)
-    cleanup_queues(url, queue_name)
-
-    @boost(BoosterParams(queue_name=queue_name, broker_kind="CELERY",
-                         broker_exclusive_config={"broker_url": url, "visibility_timeout": 2,
-                                                  "heartbeat_timeout": 2},
-                         state_backend="memory", log_to_console=False))
-    def work(x: int) -> int:
-        return x
-
+    work = _short_lease_booster(queue_name, url, cleanup_queues)
     work.push(7)
     procs = []
     stalled = _start_worker(queue_name, url, tmp_path, 2, "2", concurrency=1)  # holds each task 2 s
