@@ -45,6 +45,10 @@ class _FunboostHuey:
     #: per worker thread: ``revoke_id`` of the task it executes (see :meth:`delete`)
     _funboost_running: threading.local
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self._funboost_running = threading.local()
+
     def dequeue(self) -> Optional[Task]:  # called by huey's Worker.loop
         host = self.funboost_host
         if host is None or not host.accepting.is_set():
@@ -143,7 +147,6 @@ def _build(queue: str, options: HueyOptions) -> Huey:
     kwargs["utc"] = True  # huey's naive datetimes are UTC, as funboost.foreign reads them
     huey = cls(queue, **kwargs)
     huey.queue_ops = queue_ops_for(huey, storage)
-    huey._funboost_running = threading.local()
     huey.funboost_queue = queue
     huey.funboost_task = _register_task(huey, queue)
     return huey
