@@ -441,3 +441,21 @@ def test_redis_a_dead_hosts_tasks_come_back_after_its_lease_expired(tmp_path, qu
     cleanup(queue_name, redis_cfg)
     got = lost_host_recovery("HUEY", queue_name, cfg, tmp_path)
     print(f"\nrecovered {got['recovered_after']:.2f} s after the host's death ({got['remote_host']})")
+
+
+def test_more_worker_threads_than_redis_pys_default_pool(redis_cfg, queue_name, consumers, cleanup):
+    """120 huey worker threads, each blocking on the queue with a connection of the instance's pool:
+    redis-py's default pool cap (100 since redis-py 7) made publishing and the workers fail with
+    MaxConnectionsError once they all waited."""
+    cleanup(queue_name, redis_cfg)
+
+    @boost(make(queue_name, redis_cfg, is_using_rpc_mode=True, concurrent_num=120))
+    def f(x):
+        return x + 1
+
+    consumers(f.consume())
+    pool = huey_instance(f).storage.pool
+    wait_until(lambda: len(pool._in_use_connections) >= 120, 60, interval=0.2,
+               message="every worker thread waits on the queue with a connection")
+    results = [f.push(i) for i in range(5)]
+    assert [r.get(timeout=30) for r in results] == [1, 2, 3, 4, 5]

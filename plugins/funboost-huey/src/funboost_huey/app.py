@@ -26,6 +26,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from funboost_huey.worker import HueyWorkerHost
 
 TASK_MODULE = "funboost_huey"
+#: no practical cap on a Huey instance's Redis pool (redis-py's default before 7.0): the worker threads
+#: and publishers using it bound it
+POOL_LIMIT = 2**31 - 1
 
 
 class FunboostTaskFailed(Exception):
@@ -138,8 +141,13 @@ def _build(queue: str, options: HueyOptions) -> Huey:
     storage = options.resolved_storage()
     kwargs: dict[str, Any] = {"results": options.store_results}
     if storage == "redis":
+        from redis import ConnectionPool
+
         cls: type = FunboostRedisHuey
-        kwargs["url"] = options.resolved_redis_url()
+        # every worker thread blocks on the queue holding a connection of this pool: redis-py >= 7 caps a
+        # pool at 100 by default, which concurrent_num near 100 exhausts (MaxConnectionsError)
+        kwargs["connection_pool"] = ConnectionPool.from_url(options.resolved_redis_url(),
+                                                            max_connections=POOL_LIMIT)
     else:
         cls = FunboostSqliteHuey
         kwargs["filename"] = options.resolved_sqlite_filename()
