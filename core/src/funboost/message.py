@@ -7,6 +7,8 @@ Bytes from the wire are only ever parsed as JSON, never unpickled.
 """
 from __future__ import annotations
 
+import datetime as _dt
+import decimal as _decimal
 import itertools
 import json
 import os
@@ -38,11 +40,10 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 
 def _default(obj: Any) -> Any:
-    import datetime as dt
-    import decimal
-    if isinstance(obj, (dt.datetime, dt.date, dt.time)):
+    # called per value JSON does not know (e.g. every DECIMAL column of a CDC row): no imports in here
+    if isinstance(obj, (_dt.datetime, _dt.date, _dt.time)):
         return obj.isoformat()
-    if isinstance(obj, decimal.Decimal):
+    if isinstance(obj, _decimal.Decimal):
         return str(obj)
     if isinstance(obj, (set, frozenset, tuple)):
         return list(obj)

@@ -310,10 +310,8 @@ def test_redis_default_config_redelivers_a_killed_workers_task_within_seconds(tm
     assert len(_markers(tmp_path, "started.7.")) == 2
 
 
-def test_redis_a_living_workers_long_task_is_never_handed_out_twice(tmp_path, queue_name, cleanup_queues):
-    """The task runs four times longer than the holder lease timeout (and kombu's visibility timeout)
-    while a second worker polls the same queue: the first worker's living lease keeps it (celery#2599)."""
-    url = REDIS_CRASH_URL
+def _short_lease_booster(queue_name: str, url: str, cleanup_queues):
+    """The publishing side of the stalled/long-task tests: holder lease (and kombu's backstop) of 2 s."""
     check(url)
     cleanup_queues(url, queue_name)
 
@@ -324,6 +322,14 @@ def test_redis_a_living_workers_long_task_is_never_handed_out_twice(tmp_path, qu
     def work(x: int) -> int:
         return x
 
+    return work
+
+
+def test_redis_a_living_workers_long_task_is_never_handed_out_twice(tmp_path, queue_name, cleanup_queues):
+    """The task runs four times longer than the holder lease timeout (and kombu's visibility timeout)
+    while a second worker polls the same queue: the first worker's living lease keeps it (celery#2599)."""
+    url = REDIS_CRASH_URL
+    work = _short_lease_booster(queue_name, url, cleanup_queues)
     work.push(7)
     first = _start_worker(queue_name, url, tmp_path, 8, "2", concurrency=1)
     second = None
@@ -424,3 +430,60 @@ def test_redis_sigkill_after_40_of_300_tasks_loses_none(tmp_path, queue_name, cl
     finally:
         _stop(second)
     assert {f"done.{i}" for i in range(n)} == set(_markers(tmp_path, "done."))
+
+
+def test_redis_a_stalled_worker_that_resumes_never_acks_away_the_redelivery(tmp_path, queue_name, cleanup_queues):
+    """A worker SIGSTOPped mid-task loses its lease; its message goes to a second worker. When the first
+    resumes, its late ack must settle only its own (expired) delivery: before, it deleted the second
+    worker's unacked entry (same kombu delivery tag), so when the second worker then died the message
+    was gone for good. Here the second worker is SIGKILLed after the first acked, and a third worker must
+    still receive the message."""
+    url = REDIS_CRASH_URL
+    work = _short_lease_booster(queue_name, url, cleanup_queues)
+    work.push(7)
+    procs = []
+    stalled = _start_worker(queue_name, url, tmp_path, 2, "2", concurrency=1)  # holds each task 2 s
+    procs.append(stalled)
+    try:
+        wait_until(lambda: _markers(tmp_path, "started.7."), 30, message="the task started in the first worker")
+        os.kill(stalled.pid, signal.SIGSTOP)
+        second = _start_worker(queue_name, url, tmp_path, 1, "2", concurrency=1)  # holds it 120 s
+        procs.append(second)
+        wait_until(lambda: os.path.exists(tmp_path / f"started.7.{second.pid}"), 30,
+                   message="the stalled worker's expired message was redelivered to the second worker")
+        os.kill(stalled.pid, signal.SIGCONT)
+        # prefetch 1: the resumed worker takes task 8 only once it settled task 7, and the second worker
+        # (busy with 7) cannot take it: done.8 means the stale ack of 7 happened
+        work.push(8)
+        wait_until(lambda: (tmp_path / "done.8").exists(), 30, message="the resumed worker settled 7 and ran 8")
+        assert (tmp_path / "done.7").exists()
+        _stop(stalled)  # (SIGKILL) so that only a new worker can take 7 back from the second one
+        os.kill(second.pid, signal.SIGKILL)
+        _stop(second)
+        third = _start_worker(queue_name, url, tmp_path, 0, "2", concurrency=1)
+        procs.append(third)
+        wait_until(lambda: os.path.exists(tmp_path / f"started.7.{third.pid}"), 30, interval=0.1,
+                   message="the second worker's delivery of 7 survived the stale ack and came back after "
+                           "its SIGKILL")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                try:
+                    os.kill(p.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        _stop(*procs)
+
+
+def test_redis_a_dead_hosts_messages_come_back_after_its_lease_expired(tmp_path, queue_name, cleanup_queues):
+    """Cross-host recovery: a worker on another host (its own hostname and pid namespace: no pid of it can
+    be checked from here) holds three running tasks and its host dies; a worker on this host runs them once
+    the dead host's lease is older than heartbeat_timeout."""
+    from funboost.testing.hosts import lost_host_recovery
+
+    url = REDIS_CRASH_URL
+    check(url)
+    cleanup_queues(url, queue_name)
+    got = lost_host_recovery("CELERY", queue_name, {"broker_url": url, "heartbeat_timeout": 2,
+                                                   "visibility_timeout": 2}, tmp_path)
+    print(f"\nrecovered {got['recovered_after']:.2f} s after the host's death ({got['remote_host']})")

@@ -331,3 +331,15 @@ def test_redis_killed_workers_task_comes_back_within_the_heartbeat_timeout(tmp_p
         _stop(fresh)
     assert len(_markers(tmp_path, "started.7.")) == 2
     assert time.monotonic() - killed_at < 40  # default heartbeat_timeout 10 s (+ start-up), not dramatiq's luck
+
+
+def test_redis_a_dead_hosts_messages_come_back_after_its_heartbeat_expired(tmp_path, queue_name, cleanup_queues):
+    """Cross-host recovery: a worker on another host (its own hostname and pid namespace) holds three running
+    tasks and its host dies; a worker on this host runs them once the dead broker's heartbeat is older than
+    heartbeat_timeout."""
+    from funboost.testing.hosts import lost_host_recovery
+
+    check(REDIS_URL)
+    cleanup_queues(REDIS_URL, queue_name)
+    got = lost_host_recovery("DRAMATIQ", queue_name, {"broker_url": REDIS_URL, "heartbeat_timeout": 2}, tmp_path)
+    print(f"\nrecovered {got['recovered_after']:.2f} s after the host's death ({got['remote_host']})")

@@ -96,6 +96,30 @@ def test_plain_huey_caller_reaches_the_funboost_function(cfg, queue_name, consum
     assert AsyncResult("plain-" + queue_name, booster=mul).get(timeout=30) == 40
 
 
+def test_huey_revocation_still_applies(cfg, queue_name, consumers, cleanup):
+    """huey's revoke_by_id under funboost's worker: a revoked task does not run, a revoke_once flag is
+    used up by the one skipped run (the Redis take skips huey's lookup only while nothing is revoked)."""
+    cleanup(queue_name, cfg)
+    ran: list[int] = []
+
+    @boost(make(queue_name, cfg, concurrent_num=1))
+    def f(x):
+        ran.append(x)
+
+    h = huey_instance(f)
+    ids = [f.push(x).task_id for x in range(4)]
+    h.revoke_by_id(ids[1])
+    h.revoke_by_id(ids[2], revoke_once=True)
+    consumers(f.consume())
+    wait_until(lambda: 3 in ran, 30, message="the task after the revoked ones ran")
+    assert ran == [0, 3]
+    assert h.is_revoked(ids[1])
+    wait_until(lambda: not h.is_revoked(ids[2]), 10, message="the revoke_once flag was used up")
+    h.restore_by_id(ids[1])
+    f.push(5)
+    wait_until(lambda: 5 in ran, 30, message="a task after the flags were gone ran")
+
+
 def test_huey_result_store_when_asked(redis_cfg, queue_name, consumers, cleanup):
     cfg = dict(redis_cfg, store_results=True)
     cleanup(queue_name, cfg)
@@ -405,3 +429,33 @@ def test_sigkill_mid_run_with_1000_tasks_loses_none(redis_cfg, tmp_path, queue_n
     assert {f"done.{i}" for i in range(n)} == set(_markers(tmp_path, "done."))
     size = work.broker.queue_size()
     assert (size.ready, size.in_flight, size.delayed) == (0, 0, 0)
+
+
+def test_redis_a_dead_hosts_tasks_come_back_after_its_lease_expired(tmp_path, queue_name, redis_cfg, cleanup):
+    """Cross-host recovery: a consumer on another host (its own hostname and pid namespace: no pid of it
+    can be checked from here) holds three running tasks and its host dies; a consumer on this host runs
+    them once the dead host's lease is older than heartbeat_timeout."""
+    from funboost.testing.hosts import lost_host_recovery
+
+    cfg = dict(redis_cfg, heartbeat_interval=0.5, heartbeat_timeout=2)
+    cleanup(queue_name, redis_cfg)
+    got = lost_host_recovery("HUEY", queue_name, cfg, tmp_path)
+    print(f"\nrecovered {got['recovered_after']:.2f} s after the host's death ({got['remote_host']})")
+
+
+def test_more_worker_threads_than_redis_pys_default_pool(redis_cfg, queue_name, consumers, cleanup):
+    """120 huey worker threads, each blocking on the queue with a connection of the instance's pool:
+    redis-py's default pool cap (100 since redis-py 7) made publishing and the workers fail with
+    MaxConnectionsError once they all waited."""
+    cleanup(queue_name, redis_cfg)
+
+    @boost(make(queue_name, redis_cfg, is_using_rpc_mode=True, concurrent_num=120))
+    def f(x):
+        return x + 1
+
+    consumers(f.consume())
+    pool = huey_instance(f).storage.pool
+    wait_until(lambda: len(pool._in_use_connections) >= 120, 60, interval=0.2,
+               message="every worker thread waits on the queue with a connection")
+    results = [f.push(i) for i in range(5)]
+    assert [r.get(timeout=30) for r in results] == [1, 2, 3, 4, 5]

@@ -405,3 +405,33 @@ def test_two_boosters_share_one_host_and_one_can_leave(queue_name, consumers):
     finally:
         from conftest import drop_queue
         drop_queue(other)
+
+
+def test_a_dead_hosts_jobs_come_back_after_its_lease_expired(tmp_path, queue_name):
+    """Cross-host recovery: a worker on another host (its own hostname and pid namespace: no pid of it can
+    be checked from here) holds three started jobs and its host dies; a worker on this host runs them once
+    the dead host's lease is older than heartbeat_timeout."""
+    from funboost.testing.hosts import lost_host_recovery
+
+    got = lost_host_recovery("RQ", queue_name, {"redis_url": REDIS_URL, "heartbeat_interval": 0.5,
+                                                "heartbeat_timeout": 2}, tmp_path)
+    print(f"\nrecovered {got['recovered_after']:.2f} s after the host's death ({got['remote_host']})")
+
+
+def test_more_worker_threads_than_redis_pys_default_pool(queue_name, consumers):
+    """120 SimpleWorker threads, each blocking on its queue with a connection of the process's shared
+    client: redis-py's default pool cap (100 since redis-py 7) made publishing and the workers themselves
+    fail with MaxConnectionsError once they all waited."""
+    from rq import Worker
+
+    from funboost_rq import rq_queue
+
+    @boost(make(queue_name, is_using_rpc_mode=True, concurrent_num=120))
+    def f(x):
+        return x + 1
+
+    consumers(f.consume())
+    q = rq_queue(f)
+    wait_until(lambda: len(Worker.all(queue=q)) >= 120, 60, interval=0.2, message="120 rq workers registered")
+    results = [f.push(i) for i in range(5)]
+    assert [r.get(timeout=30) for r in results] == [1, 2, 3, 4, 5]

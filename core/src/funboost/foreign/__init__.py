@@ -7,7 +7,9 @@
 * :class:`ForeignWorkerHost`, :func:`join_worker_host`: the per-process worker host (which boosters
   share the framework's worker, settle time, start / stop of the worker thread, pause / run-time
   window / qps mirrored into the worker);
-* :func:`parse_eta`, :func:`eta_datetime`, :func:`seconds_until`: due times as frameworks write them.
+* :func:`parse_eta`, :func:`eta_datetime`, :func:`seconds_until`: due times as frameworks write them;
+* :func:`poll_until`, :class:`HeldMessages`: the pull path (``Broker.fetch``) of a framework's storage,
+  polled until a deadline while messages fetched before their due time are held.
 
 See "Frameworks as brokers" in docs/writing-a-broker-plugin.md.
 """
@@ -16,7 +18,8 @@ from funboost.foreign.eta import EtaLike, eta_datetime, parse_eta, seconds_until
 from funboost.foreign.host import (STOPPED_REASON, ForeignWorkerHost, join_worker_host, run_foreign_delivery,
                                    worker_host)
 from funboost.foreign.outcome import Outcome, Verb, outcome_of, rejected
+from funboost.foreign.poll import HeldMessages, poll_until
 
 __all__ = ["envelope_from_foreign", "EtaLike", "eta_datetime", "parse_eta", "seconds_until", "STOPPED_REASON",
            "ForeignWorkerHost", "join_worker_host", "run_foreign_delivery", "worker_host", "Outcome", "Verb",
-           "outcome_of", "rejected"]
+           "outcome_of", "rejected", "HeldMessages", "poll_until"]

@@ -41,15 +41,16 @@ def run_foreign_delivery(consumer: ConsumerHost, body: Any, *, redelivered: bool
     run-time window waits here; when the consumer stops meanwhile it is rejected back to the queue.
     The framework must settle its message as the returned :class:`Outcome` says.
     """
-    due = parse_eta(eta)
-    if due is not None:
-        left = due - time.time()
-        if left > 0 and consumer.stop_event.wait(left + 0.002):
-            return rejected(STOPPED_REASON)
-    if not consumer.wait_until_runnable():
-        return rejected(STOPPED_REASON)
+    if eta is not None:
+        due = parse_eta(eta)
+        if due is not None:
+            left = due - time.time()
+            if left > 0 and consumer.stop_event.wait(left + 0.002):
+                return rejected(STOPPED_REASON)
+    # execute_inline waits while paused / outside the run-time window, and returns None without running
+    # when the consumer stops meanwhile (or while waiting for its qps slot): then the message goes back
     status = consumer.execute_inline(Delivery(body=body, tag=None, redelivered=redelivered, auto_ack=True))
-    if status is None and consumer.stopped:  # may have stopped while waiting for its qps slot
+    if status is None and consumer.stopped:
         return rejected(STOPPED_REASON)
     return outcome_of(status)
 

@@ -61,8 +61,14 @@ def rejected(reason: str) -> Outcome:
     return Outcome(Verb.REJECT, error=reason)
 
 
+# the statuses after which the task goes on in another message; anything else (a status this core does
+# not know included) is final, never "goes on elsewhere". A str-enum member hashes as its value, so plain
+# strings from records and RunStatus members both match.
+_NOT_FINAL = frozenset(s for s in RunStatus if not s.is_final)
+
+
 def _is_final(run_status: Any) -> bool:
     try:
-        return RunStatus(run_status).is_final
-    except ValueError:  # a status this core does not know: treat as final, never as "goes on elsewhere"
+        return run_status not in _NOT_FINAL
+    except TypeError:  # unhashable: not a status at all
         return True

@@ -11,15 +11,13 @@
 """
 from __future__ import annotations
 
-import heapq
-import itertools
 import threading
 import time
 from typing import Any, Optional, Sequence
 
 from celery import Celery
 
-from funboost.foreign import eta_datetime, join_worker_host, parse_eta
+from funboost.foreign import HeldMessages, eta_datetime, join_worker_host, parse_eta, poll_until
 from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
 from funboost.plugins.host import ConsumerHost
 
@@ -28,7 +26,6 @@ from funboost_celery.options import CeleryOptions
 from funboost_celery.worker import CeleryWorkerHost, envelope_from_celery
 
 _ACCEPT = ["json"]
-_seq = itertools.count()
 
 
 class CeleryBroker(Broker):
@@ -64,7 +61,7 @@ class CeleryBroker(Broker):
         self._chan: Any = None
         self._bound: Any = None
         self._last_restore = 0.0
-        self._held: list[tuple[float, int, Delivery]] = []  # fetched before their eta
+        self._held: HeldMessages[Delivery] = HeldMessages()  # fetched before their eta
         self._host: Optional[CeleryWorkerHost] = None
         self._pub_lock = threading.Lock()
         self._producer: Any = None
@@ -166,34 +163,29 @@ class CeleryBroker(Broker):
         return Delivery(body=body, tag=msg, redelivered=bool((msg.delivery_info or {}).get("redelivered")),
                         task_id=task_id or "")
 
+    def _pull(self, max_count: int) -> list[Delivery]:
+        """One pass: the held messages now due, then the queue's ready ones (a message whose eta is in the
+        future is held, unacked, as a Celery worker holds it)."""
+        now = time.time()
+        with self._lock:
+            out = self._held.pop_due(max_count, now)
+            q = self._queue()
+            while len(out) < max_count:
+                msg = q.get(no_ack=False, accept=_ACCEPT)
+                if msg is None:
+                    break
+                d = self._to_delivery(msg)
+                eta = parse_eta((msg.headers or {}).get("eta"))
+                if eta is not None and eta > now:
+                    self._held.hold(eta, d)
+                    continue
+                out.append(d)
+            if not out:
+                self._maybe_restore()
+        return out
+
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
-        deadline = time.monotonic() + max(0.0, timeout)
-        out: list[Delivery] = []
-        while True:
-            now = time.time()
-            while self._held and self._held[0][0] <= now and len(out) < max_count:
-                out.append(heapq.heappop(self._held)[2])
-            with self._lock:
-                q = self._queue()
-                while len(out) < max_count:
-                    msg = q.get(no_ack=False, accept=_ACCEPT)
-                    if msg is None:
-                        break
-                    d = self._to_delivery(msg)
-                    eta = parse_eta((msg.headers or {}).get("eta"))
-                    if eta is not None and eta > now:
-                        heapq.heappush(self._held, (eta, next(_seq), d))
-                        continue
-                    out.append(d)
-                if not out:
-                    self._maybe_restore()
-            left = deadline - time.monotonic()
-            if out or left <= 0:
-                return out
-            wait = min(0.05, left)
-            if self._held:
-                wait = max(0.0, min(wait, self._held[0][0] - time.time()))
-            time.sleep(wait)
+        return poll_until(lambda: self._pull(max_count), timeout, held=self._held)
 
     def _maybe_restore(self) -> None:
         """Redis transport: messages taken by a consumer that died come back once their visibility

@@ -16,6 +16,8 @@ lease was written. Every process that consumes runs a reclaim pass every second:
 that is dead (its process is gone on this host: at once after ``kill -9``; or its lease is older than
 ``heartbeat_timeout``: other hosts) go back to their queue, each in a transaction that checks the entry
 is still that holder's. A living holder's entries are never touched, however long their tasks run.
+A message taken back gets a new delivery tag (:func:`retag`): a holder judged dead that was only stalled
+and resumes acks its old tag, which no longer names anything, never the entry of the message's new holder.
 
 kombu's own age-based scan stays as a backstop for entries without a holder tag only (written by a
 process that does not use this transport); it never restores a tagged entry.
@@ -165,11 +167,25 @@ def restore_if_held(chan: Any, client: Any, keys: HolderKeys, tag: str, holder: 
         pipe.hdel(keys.holder_of, tag)
         if raw:
             payload, exchange, routing_key = loads(_text(raw))
+            retag(chan, payload)
             chan._do_restore_message(payload, exchange, routing_key, pipe, False)
             done.append(1)
 
     client.transaction(txn, keys.unacked, keys.holder_of)
     return len(done)
+
+
+def retag(chan: Any, payload: Any) -> None:
+    """Give a message taken back from a holder a new delivery tag before it goes back to its queue.
+
+    kombu keys the unacked entry by the tag written at publish time, and a restored message keeps it, so
+    the next delivery of that message would share the key with the one taken back. A holder that was
+    only stalled (SIGSTOP, a long GC pause, a VM migration) and resumes still acks or rejects by the old
+    tag: it must settle nothing but its own, expired delivery, not the entry of the worker that has the
+    message now (which would be lost if that worker died). With a new tag the stale ack finds no entry."""
+    props = payload.get("properties") if isinstance(payload, dict) else None
+    if isinstance(props, dict):
+        props["delivery_tag"] = chan._next_delivery_tag()
 
 
 def _drop_lease_if_dead(client: Any, keys: HolderKeys, lease: ConsumerLease, holder: str) -> None:

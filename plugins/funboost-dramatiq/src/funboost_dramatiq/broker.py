@@ -13,10 +13,7 @@
 """
 from __future__ import annotations
 
-import heapq
-import itertools
 import threading
-import time
 from typing import Any, Optional, Sequence
 
 import dramatiq
@@ -24,7 +21,7 @@ import pika
 from dramatiq.common import dq_name
 from dramatiq.message import generate_unique_id
 
-from funboost.foreign import join_worker_host, seconds_until
+from funboost.foreign import HeldMessages, join_worker_host, poll_until, seconds_until
 from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
 from funboost.plugins.host import ConsumerHost
 
@@ -33,7 +30,6 @@ from funboost_dramatiq.heartbeat import RedisHeartbeat
 from funboost_dramatiq.options import DramatiqOptions
 from funboost_dramatiq.worker import DramatiqWorkerHost, envelope_from_dramatiq
 
-_seq = itertools.count()
 _heartbeats: dict[int, RedisHeartbeat] = {}  # one per pulling dramatiq broker (keyed by id)
 _heartbeats_lock = threading.Lock()
 
@@ -62,7 +58,7 @@ class DramatiqBroker(Broker):
         self.family = self.options.family()
         self.dbroker: dramatiq.Broker = get_broker(self.options)
         self._lock = threading.Lock()  # the pull path
-        self._held: list[tuple[float, int, Delivery]] = []  # delayed messages pulled before their eta
+        self._held: HeldMessages[Delivery] = HeldMessages()  # delayed messages pulled before their eta
         self._pulled: dict[int, Any] = {}  # RabbitMQ: the channel of each unacked basic_get
         self._chan: Any = None
         self._pull_conn: Any = None  # RabbitMQ: the pull path's own connection (see _pull_amqp)
@@ -130,15 +126,10 @@ class DramatiqBroker(Broker):
             if data is None:  # an id without its message (dramatiq#266): nothing to hold
                 continue
             msg = dramatiq.Message.decode(data)
-            heapq.heappush(self._held, (msg.options.get("eta", 0) / 1000, next(_seq),
-                                        self._delivery(msg, (dq, msg))))
-        now = time.time()
-        while self._held and self._held[0][0] <= now:  # due: onto the queue, as dramatiq's worker does
-            _, _, d = heapq.heappop(self._held)
+            self._held.hold(msg.options.get("eta", 0) / 1000, self._delivery(msg, (dq, msg)))
+        for d in self._held.pop_due():
             _, msg = d.tag
-            due = msg.copy(queue_name=q)
-            del due.options["eta"]
-            b.enqueue(due)
+            self._enqueue_due(msg)
             b.do_ack(dq, msg.options["redis_message_id"])
         out = []
         for data in b.do_fetch(q, n):
@@ -166,15 +157,10 @@ class DramatiqBroker(Broker):
             if method is None:
                 break
             msg = dramatiq.Message.decode(body)
-            heapq.heappush(self._held, (msg.options.get("eta", 0) / 1000, next(_seq),
-                                        self._delivery(msg, (chan, method.delivery_tag, msg))))
-        now = time.time()
-        while self._held and self._held[0][0] <= now:
-            _, _, d = heapq.heappop(self._held)
+            self._held.hold(msg.options.get("eta", 0) / 1000, self._delivery(msg, (chan, method.delivery_tag, msg)))
+        for d in self._held.pop_due():
             dchan, dtag, msg = d.tag
-            due = msg.copy(queue_name=q)
-            del due.options["eta"]
-            b.enqueue(due)
+            self._enqueue_due(msg)
             dchan.basic_ack(dtag)
         out = []
         while len(out) < n:
@@ -185,19 +171,20 @@ class DramatiqBroker(Broker):
             out.append(self._delivery(msg, (chan, method.delivery_tag, msg), bool(method.redelivered)))
         return out
 
+    def _enqueue_due(self, msg: dramatiq.Message) -> None:
+        """A held delayed message fell due: onto its queue without the eta, as dramatiq's worker does (the
+        caller then acks it on the delay queue)."""
+        due = msg.copy(queue_name=self.queue_name)
+        del due.options["eta"]
+        self.dbroker.enqueue(due)
+
+    def _pull(self, max_count: int) -> list[Delivery]:
+        with self._lock:
+            return self._pull_redis(max_count) if self.family == "redis" else self._pull_amqp(max_count)
+
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
-        deadline = time.monotonic() + max(0.0, timeout)
         self._watch()
-        while True:
-            with self._lock:
-                out = self._pull_redis(max_count) if self.family == "redis" else self._pull_amqp(max_count)
-            left = deadline - time.monotonic()
-            if out or left <= 0:
-                return out
-            wait = min(0.05, left)
-            if self._held:
-                wait = max(0.0, min(wait, self._held[0][0] - time.time()))
-            time.sleep(wait)
+        return poll_until(lambda: self._pull(max_count), timeout, held=self._held)
 
     def _settle(self, deliveries: Sequence[Delivery], verb: str) -> None:
         pulled = [d for d in deliveries if d.tag is not None]
@@ -256,10 +243,10 @@ class DramatiqBroker(Broker):
         if host is not None:
             host.remove(self.queue_name)
         with self._lock:
-            held, self._held = self._held, []
+            held = self._held.clear()
             try:
                 if self.family == "redis":  # delayed messages held here go back at once
-                    ids = [d.tag[1].options["redis_message_id"] for _, _, d in held]
+                    ids = [d.tag[1].options["redis_message_id"] for d in held]
                     if ids:
                         self.dbroker.do_requeue(dq_name(self.queue_name), *ids)
                 elif self._chan is not None and self._chan.is_open:

@@ -10,6 +10,7 @@ registry, the consumer, workers and scheduler are huey's own.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from typing import TYPE_CHECKING, Any, Optional
 
 from huey import RedisHuey, SqliteHuey
@@ -25,6 +26,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from funboost_huey.worker import HueyWorkerHost
 
 TASK_MODULE = "funboost_huey"
+#: no practical cap on a Huey instance's Redis pool (redis-py's default before 7.0): the worker threads
+#: and publishers using it bound it
+POOL_LIMIT = 2**31 - 1
 
 
 class FunboostTaskFailed(Exception):
@@ -41,6 +45,12 @@ class _FunboostHuey:
     funboost_task: TaskWrapper
     #: the worker host of this process that consumes this queue (set by its ``register_queue``)
     funboost_host: Optional["HueyWorkerHost"] = None
+    #: per worker thread: ``revoke_id`` of the task it executes (see :meth:`delete`)
+    _funboost_running: threading.local
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self._funboost_running = threading.local()
 
     def dequeue(self) -> Optional[Task]:  # called by huey's Worker.loop
         host = self.funboost_host
@@ -52,7 +62,8 @@ class _FunboostHuey:
             return None
         holder = host.holder_id()
         # Redis blocks on the list; huey's workers poll a storage that cannot block, with their backoff
-        data = self.queue_ops.take(holder, host.read_timeout if self.storage.blocking else 0)  # type: ignore[attr-defined]
+        timeout = host.read_timeout if self.storage.blocking else 0  # type: ignore[attr-defined]
+        data, unrevoked = self.queue_ops.take_task(holder, timeout)
         if data is None:
             return None
         try:
@@ -62,7 +73,23 @@ class _FunboostHuey:
             self.queue_ops.settle_soon(holder, data)
             return None
         task._funboost_taken = (holder, data)
+        task._funboost_unrevoked = unrevoked
         return task
+
+    def is_revoked(self, task: Any, timestamp: Any = None, peek: bool = True) -> bool:
+        if getattr(task, "_funboost_unrevoked", False):
+            # the take saw huey's result hash empty: no revoke flag existed then (huey's own lookup runs
+            # a moment later; a revoke in between is missed by either). Only for this first check.
+            task._funboost_unrevoked = False
+            return False
+        return super().is_revoked(task, timestamp, peek)  # type: ignore[misc]
+
+    def delete(self, key: str) -> Any:
+        # huey clears the task's revoke flag after each run: sent with the worker's next take instead of a
+        # command of its own (same thread; flushed before the worker idles or stops)
+        if key == getattr(self._funboost_running, "revoke_id", None) and self.queue_ops.clear_soon(key):
+            return True
+        return super().delete(key)  # type: ignore[misc]
 
     def add_schedule(self, task: Task) -> None:
         taken = getattr(task, "_funboost_taken", None)
@@ -73,9 +100,12 @@ class _FunboostHuey:
         self.queue_ops.schedule(taken[0], taken[1], eta)  # from in-flight to the schedule, atomically
 
     def execute(self, task: Task, timestamp: Any = None) -> Any:
+        running = self._funboost_running
+        running.revoke_id = task.revoke_id if getattr(task, "_funboost_taken", None) is not None else None
         try:
             return super().execute(task, timestamp)  # type: ignore[misc]
         finally:
+            running.revoke_id = None
             taken = getattr(task, "_funboost_taken", None)
             if taken is not None:
                 task._funboost_taken = None
@@ -111,8 +141,13 @@ def _build(queue: str, options: HueyOptions) -> Huey:
     storage = options.resolved_storage()
     kwargs: dict[str, Any] = {"results": options.store_results}
     if storage == "redis":
+        from redis import ConnectionPool
+
         cls: type = FunboostRedisHuey
-        kwargs["url"] = options.resolved_redis_url()
+        # every worker thread blocks on the queue holding a connection of this pool: redis-py >= 7 caps a
+        # pool at 100 by default, which concurrent_num near 100 exhausts (MaxConnectionsError)
+        kwargs["connection_pool"] = ConnectionPool.from_url(options.resolved_redis_url(),
+                                                            max_connections=POOL_LIMIT)
     else:
         cls = FunboostSqliteHuey
         kwargs["filename"] = options.resolved_sqlite_filename()

@@ -91,6 +91,34 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 return n"""
 
 
+# KEYS: queue, the taker's in-flight list, [huey's result hash,] the in-flight list of each settle;
+# ARGV: the number of settles, the settled tasks, then revoke ids whose flags huey clears after a run.
+# A worker thread's deferred settles and flag clears, then its next task, in one command; with the task,
+# the size of huey's result hash (0: nothing is revoked, huey's revocation lookup can be skipped; -1: no
+# hash given).
+_TAKE = """
+local n = tonumber(ARGV[1])
+local hash = nil
+if #KEYS == n + 3 then hash = KEYS[3] end
+local first = #KEYS - n
+for i = 1, n do
+  redis.call('LREM', KEYS[first + i], 1, ARGV[1 + i])
+end
+if hash then
+  for i = n + 2, #ARGV do
+    redis.call('HDEL', hash, ARGV[i])
+  end
+end
+local data = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+if not data then
+  return false
+end
+if hash then
+  return {data, redis.call('HLEN', hash)}
+end
+return {data, -1}"""
+
+
 class QueueOps:
     """What funboost-huey does with one huey queue beyond huey's own API: take / settle / give back a
     task under a holder, move delayed tasks, sizes, purge. One per Huey instance."""
@@ -107,6 +135,16 @@ class QueueOps:
 
     def take(self, holder: str, timeout: float) -> Optional[bytes]:
         raise NotImplementedError
+
+    def take_task(self, holder: str, timeout: float) -> tuple[Optional[bytes], bool]:
+        """:meth:`take` for huey's worker: the task, and True when the storage saw, as it took the task, that
+        nothing at all was revoked (huey's per-task revocation lookup can then be skipped)."""
+        return self.take(holder, timeout), False
+
+    def clear_soon(self, key: str) -> bool:
+        """Delete huey's entry ``key`` (a revoke flag cleared after a run) with this thread's next take;
+        False: not supported here, delete it now."""
+        return False
 
     def settle(self, holder: str, data: bytes) -> None:
         """The task ended (whatever its outcome): forget it."""
@@ -185,9 +223,15 @@ class RedisQueueOps(QueueOps):
         self._move_due = self.conn.register_script(_MOVE_DUE)
         self._reclaim = self.conn.register_script(_RECLAIM)
         self._release = self.conn.register_script(_RELEASE)
-        # settles a worker thread sends with its next take: per thread, and all of them for release()
+        self._take = self.conn.register_script(_TAKE)
+        # huey's RedisStorage keeps results, revoke flags and locks in one hash: its size tells whether
+        # anything is revoked (another storage class: no such shortcut)
+        result_key = getattr(s, "result_key", None)
+        self._result_key: Optional[str] = result_key if isinstance(result_key, str) else None
+        # settles and revoke-flag clears a worker thread sends with its next take: per thread, and all of
+        # them for release()
         self._local = threading.local()
-        self._unsent_lists: list[list[tuple[str, bytes]]] = []
+        self._pending: list[_Pending] = []
         self._unsent_lock = threading.Lock()
 
     def inflight_key(self, holder: str) -> str:
@@ -233,52 +277,77 @@ class RedisQueueOps(QueueOps):
 
     # ------------------------------------------------------------------ tasks
     def take(self, holder: str, timeout: float) -> Optional[bytes]:
-        src, dst = self.queue_key, self.inflight_key(holder)
-        unsent: Optional[list[tuple[str, bytes]]] = getattr(self._local, "unsent", None)
-        if unsent:
-            # the previous task's settle and the next take in one round trip
-            pipe = self.conn.pipeline(transaction=False)
-            for h, d in unsent:
-                pipe.lrem(self.inflight_key(h), 1, d)
-            if timeout <= 0:
-                pipe.lmove(src, dst, "RIGHT", "LEFT")
-            else:
-                pipe.blmove(src, dst, max(0.01, timeout), "RIGHT", "LEFT")
-            sent = len(unsent)  # only this thread appends to its list
-            result = pipe.execute()  # raises on a connection error: the settles stay unsent
-            del unsent[:sent]
-            return result[-1]
+        return self.take_task(holder, timeout)[0]
+
+    def take_task(self, holder: str, timeout: float) -> tuple[Optional[bytes], bool]:
+        # one script: this thread's deferred settles and flag clears, the next task if one is ready, and
+        # whether huey's result hash is empty; only an empty queue costs a second (blocking) command
+        pending = self._mine()
+        unsent, clears = pending.settles, pending.clears
+        n_settles, n_clears = len(unsent), len(clears)
+        keys = [self.queue_key, self.inflight_key(holder)]
+        if self._result_key is not None:
+            keys.append(self._result_key)
+        keys += [self.inflight_key(h) for h, _ in unsent]
+        got = self._take(keys=keys, args=[n_settles] + [d for _, d in unsent] + clears)  # raises: none sent
+        del unsent[:n_settles]  # only this thread appends to its lists
+        del clears[:n_clears]
+        if got:
+            return got[0], int(got[1]) == 0
         if timeout <= 0:
-            return self.conn.lmove(src, dst, "RIGHT", "LEFT")
-        return self.conn.blmove(src, dst, max(0.01, timeout), "RIGHT", "LEFT")
+            return None, False
+        return self.conn.blmove(self.queue_key, self.inflight_key(holder), max(0.01, timeout), "RIGHT",
+                                "LEFT"), False
+
+    def clear_soon(self, key: str) -> bool:
+        if self._result_key is None:
+            return False
+        self._mine().clears.append(key)
+        return True
 
     def settle(self, holder: str, data: bytes) -> None:
         self.conn.lrem(self.inflight_key(holder), 1, data)
 
-    def settle_soon(self, holder: str, data: bytes) -> None:
-        unsent = getattr(self._local, "unsent", None)
-        if unsent is None:
-            unsent = self._local.unsent = []
+    def _mine(self) -> "_Pending":
+        pending = getattr(self._local, "pending", None)
+        if pending is None:
+            pending = self._local.pending = _Pending()
             with self._unsent_lock:
-                self._unsent_lists.append(unsent)
-        unsent.append((holder, data))
+                self._pending.append(pending)
+        return pending
+
+    def settle_soon(self, holder: str, data: bytes) -> None:
+        self._mine().settles.append((holder, data))
+
+    def _send_clears(self, clears: list[str]) -> None:
+        n = len(clears)
+        if n and self._result_key is not None:
+            self.conn.hdel(self._result_key, *clears[:n])
+            del clears[:n]
 
     def flush_thread(self) -> None:
-        """Send this thread's unsent settles now (its worker is about to idle without taking)."""
-        unsent = getattr(self._local, "unsent", None)
+        """Send this thread's unsent settles and flag clears now (its worker is about to idle without
+        taking)."""
+        pending = getattr(self._local, "pending", None)
+        if pending is None:
+            return
+        unsent = pending.settles
         while unsent:
             h, d = unsent[0]
             self.settle(h, d)
             del unsent[0]
+        self._send_clears(pending.clears)
 
     def flush_settles(self, holder: str) -> None:
-        """Send every thread's unsent settles of ``holder`` (its workers ended: nothing adds any more)."""
+        """Send every thread's unsent settles of ``holder`` and every flag clear (its workers ended:
+        nothing adds any more)."""
         with self._unsent_lock:
-            for unsent in self._unsent_lists:
-                mine = [d for h, d in unsent if h == holder]
-                for d in mine:
+            for pending in self._pending:
+                unsent = pending.settles
+                for d in [d for h, d in unsent if h == holder]:
                     self.settle(holder, d)
                 unsent[:] = [(h, d) for h, d in unsent if h != holder]
+                self._send_clears(pending.clears)
 
     def give_back(self, holder: str, data: bytes) -> None:
         self._give_back(keys=[self.inflight_key(holder), self.queue_key], args=[data])
@@ -308,6 +377,16 @@ class RedisQueueOps(QueueOps):
         pipe.delete(self.queue_key, self.schedule_key)
         ready, delayed, _ = pipe.execute()
         return int(ready) + int(delayed)
+
+
+class _Pending:
+    """One worker thread's writes that go with its next take."""
+
+    __slots__ = ("settles", "clears")
+
+    def __init__(self) -> None:
+        self.settles: list[tuple[str, bytes]] = []  # (holder, task data) to remove from in-flight
+        self.clears: list[str] = []  # revoke flags huey deletes after a run
 
 
 class SqliteQueueOps(QueueOps):

@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence
 import kombu
 from nameko.amqp.publish import Publisher
 
-from funboost.foreign import join_worker_host
+from funboost.foreign import join_worker_host, poll_until
 from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
 from funboost.plugins.host import ConsumerHost
 from funboost.process_local import ProcessLocalDict
@@ -113,29 +113,26 @@ class NamekoBroker(Broker):
             self.queue(self._chan).declare()
         return self._chan
 
+    def _pull(self, max_count: int) -> list[Delivery]:
+        out: list[Delivery] = []
+        with self._lock:
+            q = self.queue(self._channel())
+            while len(out) < max_count:
+                msg = q.get(no_ack=False, accept=["json"])
+                if msg is None:
+                    break
+                body = msg.decode()
+                if not isinstance(body, dict):
+                    body = {}
+                out.append(Delivery(
+                    body=envelope_from_call(list(body.get("args") or []), dict(body.get("kwargs") or {}),
+                                            msg.properties.get("correlation_id")),
+                    tag=msg, redelivered=bool(msg.delivery_info.get("redelivered")),
+                    task_id=msg.properties.get("correlation_id")))
+        return out
+
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
-        import time
-        deadline = time.monotonic() + max(0.0, timeout)
-        while True:
-            out: list[Delivery] = []
-            with self._lock:
-                q = self.queue(self._channel())
-                while len(out) < max_count:
-                    msg = q.get(no_ack=False, accept=["json"])
-                    if msg is None:
-                        break
-                    body = msg.decode()
-                    if not isinstance(body, dict):
-                        body = {}
-                    out.append(Delivery(
-                        body=envelope_from_call(list(body.get("args") or []), dict(body.get("kwargs") or {}),
-                                                msg.properties.get("correlation_id")),
-                        tag=msg, redelivered=bool(msg.delivery_info.get("redelivered")),
-                        task_id=msg.properties.get("correlation_id")))
-            left = deadline - time.monotonic()
-            if out or left <= 0:
-                return out
-            time.sleep(min(0.05, left))
+        return poll_until(lambda: self._pull(max_count), timeout)
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         with self._lock:

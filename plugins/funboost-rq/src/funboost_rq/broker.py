@@ -24,7 +24,7 @@ from rq.exceptions import DuplicateJobError
 from rq.job import JOB_ID_PATTERN, Job
 
 from funboost.engine.liveness import ConsumerLease, LeaseInfo
-from funboost.foreign import eta_datetime, envelope_from_foreign, join_worker_host
+from funboost.foreign import envelope_from_foreign, eta_datetime, join_worker_host, poll_until
 from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
 from funboost.plugins.host import ConsumerHost
 
@@ -177,15 +177,14 @@ class RqBroker(Broker):
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         lease = self._pull_lease()
-        deadline = time.monotonic() + max(0.0, timeout)
-        while True:
+
+        def pull() -> list[Delivery]:
             if lease.reclaim_due():
                 storage.reclaim(self.conn, lease, [self.keys])
-            storage.promote_due(self.conn, self.keys)
-            out = self._pull(max_count, lease.consumer_id) if max_count > 0 else []
-            if out or time.monotonic() >= deadline:
-                return out
-            time.sleep(min(PULL_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            storage.promote_due(self.conn, self.keys)  # due delayed jobs onto the queue (rq's scheduler's job)
+            return self._pull(max_count, lease.consumer_id) if max_count > 0 else []
+
+        return poll_until(pull, timeout, interval=PULL_POLL_SECONDS)
 
     def _pull(self, max_count: int, holder: str) -> list[Delivery]:
         expiry = time.time() + storage.entry_ttl(self.options)

@@ -39,12 +39,18 @@ WORKER_PREFIX = "funboost-"
 PULL_PREFIX = "fbpull-"
 
 _clients: ProcessLocalDict[str, Redis] = ProcessLocalDict()
+#: no practical cap (redis-py's own default before 7.0): connections are bounded by the threads using them
+_POOL_LIMIT = 2**31 - 1
 
 
 def redis_client(options: RqOptions) -> Redis:
     """This process's Redis client for the options' URL (a forked child makes its own)."""
     url = options.resolved_redis_url()
-    return _clients.get_or_create(url, lambda: Redis.from_url(url, health_check_interval=30))
+    # shared by every SimpleWorker thread of the process (each blocks on its queue holding a connection),
+    # the publishers and the lease ticker: redis-py >= 7 caps a pool at 100 connections by default, which
+    # concurrent_num near or above 100 exhausts (MaxConnectionsError). The thread count bounds it instead.
+    return _clients.get_or_create(url, lambda: Redis.from_url(url, health_check_interval=30,
+                                                              max_connections=_POOL_LIMIT))
 
 
 def new_lease_id(_queue: str = "") -> str:
