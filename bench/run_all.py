@@ -548,7 +548,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--n", type=int, help="messages per figure (default 20000; quick 3000)")
     ap.add_argument("--rounds", type=int, help="alternating rounds (default 5; quick 3)")
     ap.add_argument("--suites", help="comma-separated subset (default: all): " + ", ".join(
-        s.name for s in build_suites(1000, False)))
+        [s.name for s in build_suites(1000, False)] + ["scale"]))
+    ap.add_argument("--no-scale", action="store_true", help="do not run scale_bench.py (backlog, processes, memory)")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     ap.add_argument("--no-orig", action="store_true", help="skip the original funboost 55.0 sides")
     ap.add_argument("--setup-only", action="store_true", help="only create / check the virtualenvs")
@@ -562,8 +563,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(msg, flush=True)
 
     suites = build_suites(n, a.quick)
+    run_scale = not a.no_scale
     if a.suites:
         wanted = set(a.suites.split(","))
+        run_scale = run_scale and "scale" in wanted
+        wanted.discard("scale")
         unknown = wanted - {s.name for s in suites}
         if unknown:
             print(f"unknown suite(s): {', '.join(sorted(unknown))}", file=sys.stderr)
@@ -610,6 +614,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with open(DOC, "w") as fh:
             fh.write(replace_region(text, format_markdown(results, meta)))
         log(f"rewrote the table in {os.path.relpath(DOC, ROOT)}")
+    if run_scale:
+        log("\n- scale_bench.py (backlog, consumer processes, memory) ...")
+        rc = subprocess.run([pythons["ours"], os.path.join(BENCH_DIR, "scale_bench.py")] +
+                            (["--quick"] if a.quick else []) + (["--no-docs"] if a.no_docs else [])).returncode
+        if rc:
+            log(f"scale_bench.py exited with status {rc}")
+        log(f"(all done in {(time.perf_counter() - t_start) / 60:.1f} minutes)")
     return 0
 
 
