@@ -237,6 +237,7 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
         Part("ack_batch", "redis_bench", "part_ours_batch", [n, kind], {"publish": "RESULT.rate"}),
         Part("ack_con", "redis_bench", "part_ours_consume", [n, kind], {"consume": "RESULT.rate"}),
         Part("orig_ack_push", "redis_bench", "run_orig", ["push", "REDIS_ACK_ABLE", n], {"publish": "BENCHRESULT.rate"}),
+        Part("pipe_push", "run_all", "pipelined_push_part", [kind, n], {"publish": "BENCHRESULT.rate"}),
         Part("orig_con", "redis_bench", "run_orig", ["consume", "REDIS", n], {"consume": "BENCHRESULT.rate"}),
     ] + ([] if quick else [
         Part("broker", "redis_bench", "part_broker_batch", [n, kind],
@@ -247,6 +248,8 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
     ]), [
         Row("redis_ack_able push 1 by 1", "ack_push:publish", "orig_ack_push:publish",
             "original REDIS_ACK_ABLE push", 1.5),
+        Row("redis_ack_able push 1 by 1, pipelined", "pipe_push:publish", "orig_ack_push:publish",
+            "original REDIS_ACK_ABLE push", 1.0, note="– = no publish_mode in this checkout"),
         Row("redis_ack_able consume", "ack_con:consume", "orig_con:consume", "original REDIS (unsafe) consume", 2.5),
         Row("redis_ack_able push_many", "ack_batch:publish", "raw_pub:publish", "raw redis-py pipelined LPUSH x1000"),
         Row("redis_ack_able consume", "ack_con:consume", "raw_con:consume", "raw redis-py LRANGE+LTRIM x1000"),
@@ -268,6 +271,7 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
         Part("ours", "rabbitmq_bench", "ours", [n], {
             "batch": "BENCHRESULT.ours push_many (batches of 1000), confirmed",
             "consume": "BENCHRESULT.ours consume, manual ack (threads 50)"}),
+        Part("pipe", "run_all", "pipelined_push_part", ["rabbitmq", n], {"publish": "BENCHRESULT.rate"}),
         Part("orig", "run_all", "orig_rabbitmq_part", [n], {
             "publish": "BENCHRESULT.original 55.0 RABBITMQ_AMQPSTORM push 1-by-1 (no confirms)",
             "consume": "BENCHRESULT.original 55.0 RABBITMQ_AMQPSTORM consume (threads 50)"}, own_rss=False),
@@ -275,6 +279,8 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
         Row("push 1 by 1, confirmed", "confirmed:ours", "orig:publish",
             "original RABBITMQ_AMQPSTORM push (no confirms)", note="pipelined mode: issue 24 item 3"),
         Row("push 1 by 1, confirmed", "confirmed:ours", "confirmed:raw", "raw pika, confirmed 1 by 1", 0.8),
+        Row("push 1 by 1, pipelined", "pipe:publish", "orig:publish", "original RABBITMQ_AMQPSTORM push (no confirms)",
+            1.0, note="– = no publish_mode in this checkout"),
         Row("push_many, confirmed", "ours:batch", "orig:publish", "original RABBITMQ_AMQPSTORM push (no confirms)"),
         Row("consume, manual ack", "ours:consume", "orig:consume", "original RABBITMQ_AMQPSTORM consume"),
         Row("consume, manual ack", "ours:consume", "raw:consume", "raw pika, prefetch 100, ack each"),
@@ -285,6 +291,7 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
         Part("raw_con", "kafka_bench", "part_raw_consume", [n], {"consume": "FIGURES.rate"}),
         Part("push", "kafka_bench", "part_ours_push", [small, "1"], {"publish": "FIGURES.rate"}),
         Part("batch", "kafka_bench", "part_ours_push_many", [n], {"publish": "FIGURES.rate"}),
+        Part("pipe", "run_all", "pipelined_push_part", ["kafka", n], {"publish": "BENCHRESULT.rate"}),
         Part("con", "kafka_bench", "part_ours_consume", [n, "50"], {"consume": "FIGURES.rate"}),
         Part("orig_push", "kafka_bench", "run_orig", ["push", n], {"publish": "BENCHRESULT.rate"},
              own_rss=False),
@@ -293,6 +300,8 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
     ], [
         Row(f"push 1 by 1, wait for ack (N={small})", "push:publish", "orig_push:publish",
             "original KAFKA push (fire and forget)", note="pipelined mode: issue 24 item 3"),
+        Row("push 1 by 1, pipelined", "pipe:publish", "orig_push:publish", "original KAFKA push (fire and forget)",
+            1.0, note="– = no publish_mode in this checkout"),
         Row("push_many", "batch:publish", "raw_pub:publish", "raw kafka-python send each + flush"),
         Row("consume, 50 threads", "con:consume", "orig_con:consume", "original KAFKA consume (auto-commit)"),
         Row("consume, 50 threads", "con:consume", "raw_con:consume", "raw kafka-python poll 500 + commit"),
@@ -338,6 +347,39 @@ def orig_core_part(kind: str, n: int, threads: int, want_e2e: int) -> Optional[d
     if res is not None:
         res["rss"] = res.pop("rss_mb", None)  # the original's process, not this one
     return res
+
+
+PIPELINED_OPTIONS = {"redis_ack_able": {"url": REDIS_URL}, "rabbitmq": {"url": AMQP_URL},
+                     "kafka": {"bootstrap_servers": KAFKA, "num_partitions": 3}}
+
+
+def pipelined_push_part(kind: str, n: int) -> Optional[dict]:
+    """``push`` one by one with ``BoosterParams(publish_mode="pipelined")`` (issue 24 item 3), timed until
+    ``flush()`` returned, i.e. until the broker holds every message. None while this checkout has no
+    ``publish_mode`` (the row then shows a dash)."""
+    import time as _t
+    import uuid as _uuid
+    from funboost import BoosterParams, boost
+    if "publish_mode" not in BoosterParams.model_fields:
+        return None
+    f = boost(BoosterParams(queue_name=f"bench_pipe_{_uuid.uuid4().hex[:8]}", broker_kind=kind,
+                            broker_exclusive_config=PIPELINED_OPTIONS[kind], publish_mode="pipelined",
+                            state_backend="memory", log_to_console=False))(lambda x: None)
+    f.push(-1)
+    flush = getattr(f, "flush", None) or f.broker.flush
+    flush()
+    t = _t.perf_counter()
+    for i in range(n):
+        f.push(i)
+    flush()
+    rate = n / (_t.perf_counter() - t)
+    try:
+        f.clear()
+        if hasattr(f.broker, "delete_queues"):
+            f.broker.delete_queues()
+    except Exception:
+        pass
+    return {"rate": rate}
 
 
 def orig_rabbitmq_part(n: int) -> dict:

@@ -172,7 +172,9 @@ def part_backlog(kind: str, backlog: int, probe: int, consume_n: int) -> dict:
     for i in range(probe):
         f.push(i)
     push_us = (time.perf_counter() - t) / probe * 1e6
-    b = f.broker
+    # a broker instance of its own, closed before the engine starts: a Kafka group member that stops
+    # polling would hold its partitions until max.poll.interval.ms and stall the engine's consumer
+    b = type(f.broker)(f.queue_name, f.broker.options)
     got, first_fetch = 0, None
     t0 = time.perf_counter()
     while not got:  # the first fetch may join a consumer group / open a channel: not part of the rate
@@ -186,6 +188,7 @@ def part_backlog(kind: str, backlog: int, probe: int, consume_n: int) -> dict:
         b.ack(ds)
         got += len(ds)
     fetch_ack_us = (time.perf_counter() - t) / max(1, got - 100) * 1e6
+    b.close()
     f.consume()
     wait_until(lambda: c.n >= consume_n, 600, 0.002)
     consume_rate = (c.n - 1) / (c.last - c.first) if c.n > 1 and c.last > c.first else None
@@ -234,6 +237,24 @@ def part_consumer(kind: str, q: str) -> None:
     cpu = cpu_seconds() - cpu0
     f.stop_consume(10)
     emit({"n": c.n, "first": c.first, "last": c.last, "cpu_s": cpu, "redis_cpu_s": redis_server_cpu() - srv0})
+
+
+def part_spin(seconds: str) -> dict:
+    """Busy-loop for ``seconds`` of wall time; the CPU time it got says how much of a core was free."""
+    cpu0, t_end = cpu_seconds(), time.time() + float(seconds)
+    while time.time() < t_end:
+        pass
+    return {"cpu_s": cpu_seconds() - cpu0, "wall_s": float(seconds)}
+
+
+def free_cores(seconds: float = 1.0) -> Optional[float]:
+    """Two busy loops side by side: the CPU seconds they got per wall second (2.0 = both cores free)."""
+    ps = [subprocess.Popen([sys.executable, HERE, "--part", "spin", str(seconds)], stdout=subprocess.PIPE,
+                           text=True) for _ in range(2)]
+    res = [parse_result(p.communicate()[0]) for p in ps]
+    if any(r is None for r in res):
+        return None
+    return sum(r["cpu_s"] for r in res) / seconds
 
 
 def part_memory_held(kind: str, mode: str, held: int) -> dict:
@@ -349,6 +370,7 @@ def procs_run(kind: str, n: int, procs: int) -> Optional[dict]:
     total = sum(r["n"] for r in res)
     span = max(r["last"] for r in res if r["n"]) - min(r["first"] for r in res if r["n"])
     return {"rate": total / span if span > 0 else None, "total": total, "expected": n,
+            "cores_used": sum(r["cpu_s"] for r in res) / span if span > 0 else None,
             "per_process": [r["n"] for r in res], "cpu_us_per_msg": sum(r["cpu_s"] for r in res) / total * 1e6,
             "redis_cpu_us_per_msg": res[0]["redis_cpu_s"] / total * 1e6,
             "rss_mb": max(r.get("rss_mb", 0) for r in res)}
@@ -450,14 +472,17 @@ def main() -> None:
             if kind in skipped:
                 continue
             for r in range(proc_rounds):
+                free = free_cores()
                 for procs in ((1, 2) if r % 2 == 0 else (2, 1)):
                     res = procs_run(kind, proc_n, procs)
                     if res:
-                        res.update(kind=kind, procs=procs, round=r)
+                        res.update(kind=kind, procs=procs, round=r, free_cores=free)
                         out["procs"].append(res)
                         print(f"  {kind:<15} {procs} process(es): {fmt(res['rate'])} msg/s  split "
                               f"{res['per_process']}  CPU {res['cpu_us_per_msg']:.0f} µs/msg "
-                              f"(redis-server {res['redis_cpu_us_per_msg']:.0f})", flush=True)
+                              f"(redis-server {res['redis_cpu_us_per_msg']:.0f}), consumers used "
+                              f"{fmt(res['cores_used'], 2)} cores; free before the round: {fmt(free, 2)}",
+                              flush=True)
 
     if "memory" in only:
         print(f"\nmemory: a consumer holding {a.held:,} unfinished tasks; a publisher after {pushes:,} pushes",
@@ -523,7 +548,8 @@ def format_markdown(out: dict, kinds: list[str], backlogs: list[int], skipped: d
                   f"concurrency; {m['proc_rounds']} alternating rounds; medians ± half the range). Target for "
                   "redis and sqlite: 2 processes ≥ 1.7× one.", "",
                   "| kind | 1 process msg/s | 2 processes msg/s | 2 ÷ 1 (per round) | consumer CPU µs/msg (1 / 2) "
-                  "| redis-server CPU µs/msg (1 / 2) |", "|---|---:|---:|---:|---:|---:|"]
+                  "| redis-server CPU µs/msg (1 / 2) | cores the consumers used (1 / 2) | free cores measured "
+                  "before each round |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for kind in dict.fromkeys(r["kind"] for r in out["procs"]):
             one = [r for r in out["procs"] if r["kind"] == kind and r["procs"] == 1]
             two = [r for r in out["procs"] if r["kind"] == kind and r["procs"] == 2]
@@ -539,7 +565,10 @@ def format_markdown(out: dict, kinds: list[str], backlogs: list[int], skipped: d
                          f"{fmt(med([r['rate'] for r in two]), 0, spread([r['rate'] for r in two]))} | "
                          f"{fmt(med(ratios), 2)}× ({rs}){verdict} | "
                          f"{fmt(med([r['cpu_us_per_msg'] for r in one]))} / "
-                         f"{fmt(med([r['cpu_us_per_msg'] for r in two]))} | {srv} |")
+                         f"{fmt(med([r['cpu_us_per_msg'] for r in two]))} | {srv} | "
+                         f"{fmt(med([r.get('cores_used') for r in one]), 2)} / "
+                         f"{fmt(med([r.get('cores_used') for r in two]), 2)} | "
+                         f"{', '.join(fmt(r.get('free_cores'), 2) for r in one)} |")
     if out["memory_held"] or out["memory_publisher"]:
         lines += ["", f"**Memory** (VmRSS of the process; one run each). Held: a consumer that has taken "
                   f"{m['held']:,} tasks whose function waits on an event (threads: concurrent_num={m['held']:,}; "
