@@ -166,6 +166,7 @@ class Part:
     venv: str = "ours"
     timeout: float = 1800
     own_rss: bool = True  # False: the function runs the measurement in another process (RSS unknown here)
+    full_only: bool = False  # context only: left out by --quick (with its rows)
 
 
 @dataclass
@@ -190,10 +191,22 @@ class Suite:
     unit: str = "msg/s"
 
 
+def has_publish_mode() -> bool:
+    """Whether this checkout's BoosterParams has ``publish_mode`` (issue 24 item 3), read from the source
+    so that the driver needs no funboost import."""
+    try:
+        with open(os.path.join(ROOT, "core", "src", "funboost", "params.py")) as fh:
+            return "publish_mode" in fh.read()
+    except OSError:
+        return False
+
+
 def build_suites(n: int, quick: bool) -> list[Suite]:
-    """The comparisons. ``n`` messages per figure; slow sides get fewer (their rate is what matters)."""
+    """The comparisons. ``n`` messages per figure; slow sides get fewer (their rate is what matters).
+    ``quick`` leaves out the sides that only give context (and their rows)."""
     small = max(500, n // 10)  # sides at a few hundred to a few thousand msg/s
-    orig_sqlite_n = min(n, 2000)
+    orig_sqlite_n = min(n, 500 if quick else 2000)
+    pipe = has_publish_mode()
     th = 50
     S: list[Suite] = []
 
@@ -234,10 +247,11 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
         Part("raw_pub", "redis_bench", "part_raw_lpush", [n], {"publish": "RESULT.rate"}),
         Part("raw_con", "redis_bench", "part_raw_lrange_ltrim", [n], {"consume": "RESULT.rate"}),
         Part("ack_push", "redis_bench", "part_ours_push", [n, kind], {"publish": "RESULT.rate"}),
-        Part("ack_batch", "redis_bench", "part_ours_batch", [n, kind], {"publish": "RESULT.rate"}),
+        Part("ack_batch", "redis_bench", "part_ours_batch", [n, kind], {"publish": "RESULT.rate"}, full_only=True),
         Part("ack_con", "redis_bench", "part_ours_consume", [n, kind], {"consume": "RESULT.rate"}),
         Part("orig_ack_push", "redis_bench", "run_orig", ["push", "REDIS_ACK_ABLE", n], {"publish": "BENCHRESULT.rate"}),
-        Part("pipe_push", "run_all", "pipelined_push_part", [kind, n], {"publish": "BENCHRESULT.rate"}),
+    ] + ([Part("pipe_push", "run_all", "pipelined_push_part", [kind, n], {"publish": "BENCHRESULT.rate"})]
+         if pipe else []) + [
         Part("orig_con", "redis_bench", "run_orig", ["consume", "REDIS", n], {"consume": "BENCHRESULT.rate"}),
     ] + ([] if quick else [
         Part("broker", "redis_bench", "part_broker_batch", [n, kind],
@@ -249,7 +263,7 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
         Row("redis_ack_able push 1 by 1", "ack_push:publish", "orig_ack_push:publish",
             "original REDIS_ACK_ABLE push", 1.5),
         Row("redis_ack_able push 1 by 1, pipelined", "pipe_push:publish", "orig_ack_push:publish",
-            "original REDIS_ACK_ABLE push", 1.0, note="– = no publish_mode in this checkout"),
+            "original REDIS_ACK_ABLE push", 1.0, note="" if pipe else "no publish_mode in this checkout yet"),
         Row("redis_ack_able consume", "ack_con:consume", "orig_con:consume", "original REDIS (unsafe) consume", 2.5),
         Row("redis_ack_able push_many", "ack_batch:publish", "raw_pub:publish", "raw redis-py pipelined LPUSH x1000"),
         Row("redis_ack_able consume", "ack_con:consume", "raw_con:consume", "raw redis-py LRANGE+LTRIM x1000"),
@@ -271,7 +285,8 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
         Part("ours", "rabbitmq_bench", "ours", [n], {
             "batch": "BENCHRESULT.ours push_many (batches of 1000), confirmed",
             "consume": "BENCHRESULT.ours consume, manual ack (threads 50)"}),
-        Part("pipe", "run_all", "pipelined_push_part", ["rabbitmq", n], {"publish": "BENCHRESULT.rate"}),
+    ] + ([Part("pipe", "run_all", "pipelined_push_part", ["rabbitmq", n], {"publish": "BENCHRESULT.rate"})]
+         if pipe else []) + [
         Part("orig", "run_all", "orig_rabbitmq_part", [n], {
             "publish": "BENCHRESULT.original 55.0 RABBITMQ_AMQPSTORM push 1-by-1 (no confirms)",
             "consume": "BENCHRESULT.original 55.0 RABBITMQ_AMQPSTORM consume (threads 50)"}, own_rss=False),
@@ -280,18 +295,19 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
             "original RABBITMQ_AMQPSTORM push (no confirms)", note="pipelined mode: issue 24 item 3"),
         Row("push 1 by 1, confirmed", "confirmed:ours", "confirmed:raw", "raw pika, confirmed 1 by 1", 0.8),
         Row("push 1 by 1, pipelined", "pipe:publish", "orig:publish", "original RABBITMQ_AMQPSTORM push (no confirms)",
-            1.0, note="– = no publish_mode in this checkout"),
+            1.0, note="" if pipe else "no publish_mode in this checkout yet"),
         Row("push_many, confirmed", "ours:batch", "orig:publish", "original RABBITMQ_AMQPSTORM push (no confirms)"),
         Row("consume, manual ack", "ours:consume", "orig:consume", "original RABBITMQ_AMQPSTORM consume"),
         Row("consume, manual ack", "ours:consume", "raw:consume", "raw pika, prefetch 100, ack each"),
     ], venvs=("ours", "orig")))
 
     S.append(Suite("kafka", "kafka_bench.py", ("kafka",), [
-        Part("raw_pub", "kafka_bench", "part_raw_produce", [n], {"publish": "FIGURES.rate"}),
-        Part("raw_con", "kafka_bench", "part_raw_consume", [n], {"consume": "FIGURES.rate"}),
+        Part("raw_pub", "kafka_bench", "part_raw_produce", [n], {"publish": "FIGURES.rate"}, full_only=True),
+        Part("raw_con", "kafka_bench", "part_raw_consume", [n], {"consume": "FIGURES.rate"}, full_only=True),
         Part("push", "kafka_bench", "part_ours_push", [small, "1"], {"publish": "FIGURES.rate"}),
-        Part("batch", "kafka_bench", "part_ours_push_many", [n], {"publish": "FIGURES.rate"}),
-        Part("pipe", "run_all", "pipelined_push_part", ["kafka", n], {"publish": "BENCHRESULT.rate"}),
+        Part("batch", "kafka_bench", "part_ours_push_many", [n], {"publish": "FIGURES.rate"}, full_only=True),
+    ] + ([Part("pipe", "run_all", "pipelined_push_part", ["kafka", n], {"publish": "BENCHRESULT.rate"})]
+         if pipe else []) + [
         Part("con", "kafka_bench", "part_ours_consume", [n, "50"], {"consume": "FIGURES.rate"}),
         Part("orig_push", "kafka_bench", "run_orig", ["push", n], {"publish": "BENCHRESULT.rate"},
              own_rss=False),
@@ -301,13 +317,13 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
         Row(f"push 1 by 1, wait for ack (N={small})", "push:publish", "orig_push:publish",
             "original KAFKA push (fire and forget)", note="pipelined mode: issue 24 item 3"),
         Row("push 1 by 1, pipelined", "pipe:publish", "orig_push:publish", "original KAFKA push (fire and forget)",
-            1.0, note="– = no publish_mode in this checkout"),
+            1.0, note="" if pipe else "no publish_mode in this checkout yet"),
         Row("push_many", "batch:publish", "raw_pub:publish", "raw kafka-python send each + flush"),
         Row("consume, 50 threads", "con:consume", "orig_con:consume", "original KAFKA consume (auto-commit)"),
         Row("consume, 50 threads", "con:consume", "raw_con:consume", "raw kafka-python poll 500 + commit"),
     ], venvs=("ours", "orig")))
 
-    cn = min(n, 3000) if not quick else min(n, 1500)
+    cn = min(n, 3000) if not quick else min(n, 1000)
     for fam, url, need in (("redis", CELERY_REDIS, "redis"), ("amqp", CELERY_AMQP, "rabbitmq")):
         if quick and fam == "amqp":
             continue
@@ -335,6 +351,10 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
             Row(f"DRAMATIQ kind on {fam}, consume", "funboost:consume", "plain:consume",
                 "plain dramatiq Worker (threads 8)", 0.9),
         ]))
+    for suite in S:  # --quick leaves out context-only sides; a row needs both of its sides
+        suite.parts = [p for p in suite.parts if not (quick and p.full_only)]
+        sides = {p.side for p in suite.parts}
+        suite.rows = [r for r in suite.rows if r.ours.split(":")[0] in sides and r.anchor.split(":")[0] in sides]
     return S
 
 
