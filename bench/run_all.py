@@ -642,7 +642,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             log(f"{k}: {v}")
         return 0
 
-    log(f"run_all: N={n}, {rounds} alternating rounds; machine: {machine_info()}")
+    start_info = machine_info()
+    log(f"run_all: N={n}, {rounds} alternating rounds; machine: {start_info}")
     results: list[RowResult] = []
     raw: dict[str, Any] = {}
     for suite in suites:
@@ -662,7 +663,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             (f" --suites {a.suites}" if a.suites else "") + (f" --n {a.n}" if a.n else "") +
             (f" --rounds {a.rounds}" if a.rounds else ""),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "rounds": rounds, "n": n, "machine": machine_info(), "seconds": round(took)}
+            "rounds": rounds, "n": n, "seconds": round(took),
+            "machine": f"{start_info} at the start, {machine_info().rsplit('load avg', 1)[-1].strip()} at the end"
+                       f" ({took / 60:.0f} minutes)"}
     print()
     print(format_terminal(results))
     print(f"\n({took / 60:.1f} minutes)")
