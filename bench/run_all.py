@@ -9,11 +9,11 @@
 What it does:
 
 1. Creates the virtualenvs it needs under ``bench/.venvs/`` (git-ignored; ``FUNBOOST_BENCH_VENVS`` moves
-   it): ``ours`` with this checkout's core and broker plugins (editable) and the raw clients and Celery /
-   dramatiq they bring; ``orig`` with the original ``funboost==55.0`` from PyPI and the broker clients it
+   it): ``ours`` with this checkout's core and broker plugins (editable) and the raw clients, Celery,
+   dramatiq, huey and rq they bring; ``orig`` with the original ``funboost==55.0`` from PyPI and the broker clients it
    uses. A venv is rebuilt when its package list changes (a stamp file records it).
-2. Runs each suite (a bench script and its anchors: the raw client, the original funboost, Celery or
-   dramatiq) for ``--rounds`` rounds. In every round each side runs once, in a fresh process, through
+2. Runs each suite (a bench script and its anchors: the raw client, the original funboost, Celery,
+   dramatiq, huey or rq) for ``--rounds`` rounds. In every round each side runs once, in a fresh process, through
    ``bench/_call.py`` (the bench scripts' own measuring functions); the order of the sides is reversed
    every other round, so a slow moment of the shared machine does not always hit the same side.
 3. Prints one table: per figure the median over the rounds with its spread (half the range, as a
@@ -73,7 +73,8 @@ VENVS: dict[str, list[str]] = {
     # this checkout: core and the plugins whose benches run here; hiredis (the redis parser a user gets
     # with funboost-redis[hiredis]); matplotlib for the plots of scale_bench.py
     "ours": ["-e", os.path.join(ROOT, "core"), *_plugin("sqlite"), *_plugin("redis", "[hiredis]"),
-             *_plugin("rabbitmq"), *_plugin("kafka"), *_plugin("celery"), *_plugin("dramatiq"), "matplotlib>=3.7"],
+             *_plugin("rabbitmq"), *_plugin("kafka"), *_plugin("celery"), *_plugin("dramatiq"), *_plugin("huey"),
+             *_plugin("rq"), "matplotlib>=3.7"],
     # the original funboost, as a user moving from it has it: its own dependencies bring redis-py,
     # amqpstorm and persist-queue; its KAFKA kind needs kafka-python, which it does not declare
     "orig": ["funboost==55.0", "kafka-python>=2.0"],
@@ -81,7 +82,8 @@ VENVS: dict[str, list[str]] = {
 # checked after installing: the original imports its broker clients lazily, so a missing one shows only here
 VENV_CHECKS: dict[str, str] = {
     "ours": "import funboost, funboost_sqlite, funboost_redis, funboost_rabbitmq, funboost_kafka, "
-            "funboost_celery, funboost_dramatiq, pika, kafka, redis, celery, dramatiq, matplotlib",
+            "funboost_celery, funboost_dramatiq, funboost_huey, funboost_rq, pika, kafka, redis, celery, dramatiq, "
+            "huey, rq, matplotlib",
     "orig": "import importlib.metadata as m; assert m.version('funboost') == '55.0', m.version('funboost'); "
             "import redis, amqpstorm, kafka, persistqueue",
 }
@@ -350,6 +352,19 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
             Row(f"DRAMATIQ kind on {fam}, push", "funboost:publish", "plain:publish", "plain dramatiq .send()", 0.9),
             Row(f"DRAMATIQ kind on {fam}, consume", "funboost:consume", "plain:consume",
                 "plain dramatiq Worker (threads 8)", 0.9),
+        ]))
+    hn = min(n, 3000) if not quick else min(n, 1000)
+    for name, script, funboost_kind, plain_label in (
+            ("huey", "huey_bench", "HUEY", "plain huey (RedisHuey, 8 thread workers)"),
+            ("rq", "rq_bench", "RQ", "plain rq (Queue.enqueue, 8 SimpleWorker threads)")):
+        S.append(Suite(name, f"{script}.py", ("redis",), [
+            Part("plain", script, "run_plain", [hn, 8], {"publish": "BENCHRESULT.publish",
+                                                         "consume": "BENCHRESULT.consume"}),
+            Part("funboost", script, "run_funboost", [hn, 8], {"publish": "BENCHRESULT.publish",
+                                                               "consume": "BENCHRESULT.consume"}),
+        ], [
+            Row(f"{funboost_kind} kind, push", "funboost:publish", "plain:publish", plain_label, 0.9),
+            Row(f"{funboost_kind} kind, consume", "funboost:consume", "plain:consume", plain_label, 0.9),
         ]))
     for suite in S:  # --quick leaves out context-only sides; a row needs both of its sides
         suite.parts = [p for p in suite.parts if not (quick and p.full_only)]
