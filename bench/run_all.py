@@ -325,7 +325,7 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
         Row("consume, 50 threads", "con:consume", "raw_con:consume", "raw kafka-python poll 500 + commit"),
     ], venvs=("ours", "orig")))
 
-    cn = min(n, 3000) if not quick else min(n, 1000)
+    cn = min(n, 3000) if not quick else min(n, 500)
     for fam, url, need in (("redis", CELERY_REDIS, "redis"), ("amqp", CELERY_AMQP, "rabbitmq")):
         if quick and fam == "amqp":
             continue
@@ -353,7 +353,7 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
             Row(f"DRAMATIQ kind on {fam}, consume", "funboost:consume", "plain:consume",
                 "plain dramatiq Worker (threads 8)", 0.9),
         ]))
-    hn = min(n, 3000) if not quick else min(n, 1000)
+    hn = min(n, 3000) if not quick else min(n, 500)
     for name, script, funboost_kind, plain_label in (
             ("huey", "huey_bench", "HUEY", "plain huey (RedisHuey, 8 thread workers)"),
             ("rq", "rq_bench", "RQ", "plain rq (Queue.enqueue, 8 SimpleWorker threads)")):
