@@ -21,9 +21,9 @@ from typing import Any, Iterable, Optional, Sequence
 RESULT_TAG = "BENCHRESULT "
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 
-# Where to look for the original funboost 55.0 (each in its own venv; FUNBOOST_ORIG_PYTHON wins).
-ORIG_PYTHON_CANDIDATES = ("/work/venvs/orig-core/bin/python", "/work/venvs/orig-sqlite/bin/python",
-                          "/work/venvs/orig-redis/bin/python")
+# Where to look for the original funboost 55.0 (FUNBOOST_ORIG_PYTHON wins): the venv that
+# ``python bench/run_all.py --setup-only`` creates.
+ORIG_PYTHON_CANDIDATES = (os.path.join(BENCH_DIR, ".venvs", "orig", "bin", "python"),)
 
 
 # ---------------------------------------------------------------- inside a child process

@@ -1,6 +1,6 @@
 """Plain Celery vs funboost on broker_kind="CELERY", side by side, same broker, same worker settings.
 
-    /work/venvs/celery/bin/python bench/celery_bench.py [--n 3000] [--concurrency 8] [--brokers redis,amqp]
+    bench/.venvs/ours/bin/python bench/celery_bench.py [--n 3000] [--concurrency 8] [--brokers redis,amqp]
 
 Plain Celery: ``@app.task`` + ``.delay()``; worker = Celery's threads pool embedded in the process
 (concurrency C, prefetch multiplier 1, acks_late), the same settings the CELERY kind uses. funboost:

@@ -1,6 +1,6 @@
 """Cost of the engine's task controls on the hot path, and the asyncio mode's throughput.
 
-    /work/venvs/bench/bin/python bench/controls_bench.py [--n 20000] [--threads 50] [--repeat 2]
+    bench/.venvs/ours/bin/python bench/controls_bench.py [--n 20000] [--threads 50] [--repeat 2]
 
 Memory broker, N no-op tasks waiting, then consumed with 50 threads (consume rate, fresh process per run):
 

@@ -2,7 +2,7 @@
 ``concurrent.futures.ThreadPoolExecutor`` and the original funboost 55.0, plus the per-message cost of the
 plugin dispatch layer.
 
-    /work/venvs/bench/bin/python bench/core_bench.py [--n 20000] [--threads 50] [--repeat 2]
+    bench/.venvs/ours/bin/python bench/core_bench.py [--n 20000] [--threads 50] [--repeat 2]
                                                      [--orig-sqlite-n N] [--skip-original] [--profile]
 
 Figures (each part runs in a fresh process, ``--repeat`` times; mean ± half the range; peak RSS of the
@@ -14,7 +14,7 @@ part's process beside it):
                            consume the N waiting messages with 50 threads (consume); with the consumer
                            already running, push N one by one until the last one ran (end to end)
   original funboost 55.0   the same on MEMORY_QUEUE and SQLITE_QUEUE, in its own venv and a scratch dir
-                           (FUNBOOST_ORIG_PYTHON, else /work/venvs/orig-core, orig-sqlite, orig-redis)
+                           (FUNBOOST_ORIG_PYTHON, else bench/.venvs/orig)
   dispatch layer           per-message cost, one thread, of the memory broker called directly vs through
                            the Booster (publish) and the engine (prepare + runner, no thread hand-off);
                            pluggy hook call vs direct method call; one-time validation and lookup costs
@@ -410,7 +410,7 @@ def main() -> None:
             continue
         print(f"  {label:<44} {S.get(key, Samples()).fmt()}")
     if not a.skip_original and not orig_py:
-        print("  original funboost 55.0 not found (pip install funboost==55.0 in /work/venvs/orig-core)")
+        print("  original funboost 55.0 not found (python bench/run_all.py --setup-only creates bench/.venvs/orig)")
 
     print("\ntargets")
     targets = [

@@ -1,12 +1,12 @@
 """Kafka benchmark: raw kafka-python, funboost-kafka, and the original funboost 55.0 KAFKA, in one run.
 
     scripts/kafka_service.sh                                  # Tansu on 127.0.0.1:19092
-    /work/venvs/kafka/bin/python bench/kafka_bench.py [N]     # default N = 20000
+    bench/.venvs/ours/bin/python bench/kafka_bench.py [N]   # default N = 20000
 
 Every figure comes from its own child process. Consume rates are counted from the first message
 received to the last (so the consumer-group join is not in the rate); the join shows separately as
 "first msg after". The original funboost runs in its own virtualenv (FUNBOOST_ORIG_KAFKA_PYTHON,
-default /work/venvs/orig-kafka/bin/python) in a scratch directory holding its funboost_config.py.
+default bench/.venvs/orig/bin/python) in a scratch directory holding its funboost_config.py.
 Bootstrap servers: FUNBOOST_KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:19092). 2-core machine: ±30 %.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import uuid
 from typing import Optional
 
 SERVERS = os.environ.get("FUNBOOST_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
-ORIG_PY = os.environ.get("FUNBOOST_ORIG_KAFKA_PYTHON", "/work/venvs/orig-kafka/bin/python")
+ORIG_PY = os.environ.get("FUNBOOST_ORIG_KAFKA_PYTHON", os.path.join(os.path.dirname(os.path.abspath(__file__)), ".venvs", "orig", "bin", "python"))
 PARTITIONS = 3
 GROUP_TIMEOUTS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1500}
 

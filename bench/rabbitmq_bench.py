@@ -5,7 +5,7 @@
 Publish rates: messages per second until the last one is stored (confirmed where said).
 Consume rates: messages per second from the start of consuming until the last function ran (and, for
 manual-ack modes, was acked), queue pre-filled with N messages, function does nothing.
-The original funboost runs in its own venv (default /work/venvs/orig-rabbitmq, else /work/venvs/orig-core)
+The original funboost runs in its own venv (default bench/.venvs/orig, made by run_all.py --setup-only)
 in a subprocess, with a funboost_config.py in a temporary folder so that nothing is written into this
 repository.
 The batch-publish target (ours, confirmed, vs the original's unconfirmed one-by-one push) is measured in
@@ -386,9 +386,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--n-confirmed", type=int, default=2000, help="N for one-by-one confirmed publishing")
-    ap.add_argument("--orig-python", default=next(
-        (p for p in ("/work/venvs/orig-rabbitmq/bin/python", "/work/venvs/orig-core/bin/python")
-         if os.path.exists(p)), "/work/venvs/orig-rabbitmq/bin/python"))
+    ap.add_argument("--orig-python", default=os.environ.get("FUNBOOST_ORIG_PYTHON", os.path.join(os.path.dirname(os.path.abspath(__file__)), ".venvs", "orig", "bin", "python")))
     ap.add_argument("--skip-orig", action="store_true")
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds of the batch publish target")
     ap.add_argument("--n-target", type=int, default=10000, help="messages per round of the target")

@@ -1,9 +1,9 @@
 """Redis benchmark: raw redis-py, funboost-redis kinds, and the original funboost 55.0, side by side.
 
-    /work/venvs/redis/bin/python bench/redis_bench.py [N]        (default N = 20000)
+    bench/.venvs/ours/bin/python bench/redis_bench.py [N]        (default N = 20000)
 
 Each figure runs in its own subprocess; the peak RSS of that process is printed beside it. The original
-funboost runs in its own virtualenv (FUNBOOST_ORIG_PYTHON, default /work/venvs/orig-redis/bin/python) in a
+funboost runs in its own virtualenv (FUNBOOST_ORIG_PYTHON, default bench/.venvs/orig/bin/python) in a
 scratch directory, because it writes config files into its working directory. Needs a redis-server at
 FUNBOOST_REDIS_URL (default redis://127.0.0.1:6379/0). Timings are noisy on a 2-core machine (±30 %).
 """
@@ -21,7 +21,7 @@ import time
 import uuid
 
 URL = os.environ.get("FUNBOOST_REDIS_URL", "redis://127.0.0.1:6379/0")
-ORIG_PY = os.environ.get("FUNBOOST_ORIG_PYTHON", "/work/venvs/orig-redis/bin/python")
+ORIG_PY = os.environ.get("FUNBOOST_ORIG_PYTHON", os.path.join(os.path.dirname(os.path.abspath(__file__)), ".venvs", "orig", "bin", "python"))
 
 
 def rss_mb() -> float:
@@ -209,7 +209,7 @@ def _parse(p: subprocess.CompletedProcess) -> dict | None:
     return None
 
 
-CELERY_PY = os.environ.get("FUNBOOST_CELERY_PYTHON", "/work/venvs/celery/bin/python")
+CELERY_PY = os.environ.get("FUNBOOST_CELERY_PYTHON", sys.executable)  # bench/.venvs/ours has Celery
 
 
 def run_celery(n: int) -> tuple[dict | None, dict | None]:

@@ -1,6 +1,6 @@
 """Benchmark of the sqlite broker (funboost-sqlite) beside raw sqlite3 and the original funboost 55.0.
 
-    /work/venvs/sqlite/bin/python bench/sqlite_bench.py [--n 20000] [--orig-n 20000] [--no-orig]
+    bench/.venvs/ours/bin/python bench/sqlite_bench.py [--n 20000] [--orig-n 20000] [--no-orig]
 
 Prints msg/s for:
   raw sqlite3          one INSERT transaction per message (explicit and autocommit) / executemany batches
@@ -10,7 +10,7 @@ Prints msg/s for:
   end to end           @boost(BoosterParams(broker_kind="SQLITE_QUEUE", concurrent_num=50)): push N no-op
                        tasks one by one, then consume them
   original 55.0        the same end-to-end run on funboost==55.0 SQLITE_QUEUE, in its own venv
-                       (FUNBOOST_ORIG_PYTHON, default /work/venvs/orig-sqlite/bin/python)
+                       (FUNBOOST_ORIG_PYTHON, default bench/.venvs/orig/bin/python)
 
 Every part runs in a fresh process with its own temporary database directory. Durability is the default
 (WAL, synchronous=NORMAL). Timings are noisy on a small machine: read them as +-30 %.
@@ -26,7 +26,7 @@ import tempfile
 import time
 
 HERE = os.path.abspath(__file__)
-ORIG_PYTHON = os.environ.get("FUNBOOST_ORIG_PYTHON", "/work/venvs/orig-sqlite/bin/python")
+ORIG_PYTHON = os.environ.get("FUNBOOST_ORIG_PYTHON", os.path.join(os.path.dirname(os.path.abspath(__file__)), ".venvs", "orig", "bin", "python"))
 BODY = json.dumps({"x": 1, "extra": {"task_id": "0190aaaa-bbbb-7ccc-8ddd-eeeeffff0000",
                                       "publish_time": 1700000000.1234}})
 

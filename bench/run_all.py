@@ -1,0 +1,708 @@
+"""One command for the benchmark table: every comparison side by side, in alternating rounds.
+
+    python bench/run_all.py                 # full run (long: see docs/benchmarks.md)
+    python bench/run_all.py --quick         # about 5 minutes: fewer messages, fewer rounds, fewer rows
+    python bench/run_all.py --suites redis,kafka --rounds 5 --n 20000
+    python bench/run_all.py --setup-only    # only create / check the virtualenvs
+    python bench/run_all.py --no-docs       # do not rewrite docs/benchmarks.md
+
+What it does:
+
+1. Creates the virtualenvs it needs under ``bench/.venvs/`` (git-ignored; ``FUNBOOST_BENCH_VENVS`` moves
+   it): ``ours`` with this checkout's core and broker plugins (editable) and the raw clients, Celery,
+   dramatiq, huey and rq they bring; ``orig`` with the original ``funboost==55.0`` from PyPI and the broker clients it
+   uses. A venv is rebuilt when its package list changes (a stamp file records it).
+2. Runs each suite (a bench script and its anchors: the raw client, the original funboost, Celery,
+   dramatiq, huey or rq) for ``--rounds`` rounds. In every round each side runs once, in a fresh process, through
+   ``bench/_call.py`` (the bench scripts' own measuring functions); the order of the sides is reversed
+   every other round, so a slow moment of the shared machine does not always hit the same side.
+3. Prints one table: per figure the median over the rounds with its spread (half the range, as a
+   percentage of the median), the anchor's figure, and the ratio (median of the per-round ratios, with the
+   lowest and highest round).
+4. Rewrites the region between ``<!-- run_all:begin -->`` and ``<!-- run_all:end -->`` in
+   ``docs/benchmarks.md`` and writes every raw sample to ``bench/results/run_all-<time>.json``.
+
+A suite whose server does not answer is skipped with its reason (the table says so). Nothing here
+asserts a timing. The machine this was written on has 2 cores shared with other jobs: read single
+figures as +-30 %, ratios from alternating rounds as the trustworthy part.
+
+This module imports only the standard library at the top (the pure functions ``aggregate``,
+``format_markdown`` and ``replace_region`` are tested in core/tests/test_bench_run_all.py).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH_DIR)
+sys.path.insert(0, BENCH_DIR)
+from _common import machine_info, scratch_env  # noqa: E402
+
+VENV_DIR = os.environ.get("FUNBOOST_BENCH_VENVS", os.path.join(BENCH_DIR, ".venvs"))
+DOC = os.path.join(ROOT, "docs", "benchmarks.md")
+BEGIN, END = "<!-- run_all:begin -->", "<!-- run_all:end -->"
+RESULT_RE = re.compile(r"(?<![A-Za-z0-9_])(BENCHRESULT|RESULT2|RESULT|FIGURES|CALLRSS) (\{)")
+
+REDIS_URL = os.environ.get("FUNBOOST_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("FUNBOOST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+KAFKA = os.environ.get("FUNBOOST_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+CELERY_REDIS = os.environ.get("FUNBOOST_CELERY_BENCH_REDIS", "redis://127.0.0.1:6379/13")
+CELERY_AMQP = os.environ.get("FUNBOOST_CELERY_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+# ---------------------------------------------------------------- virtualenvs
+def _plugin(name: str, extra: str = "") -> list[str]:
+    return ["-e", os.path.join(ROOT, "plugins", f"funboost-{name}") + extra]
+
+
+VENVS: dict[str, list[str]] = {
+    # this checkout: core and the plugins whose benches run here; hiredis (the redis parser a user gets
+    # with funboost-redis[hiredis]); matplotlib for the plots of scale_bench.py
+    "ours": ["-e", os.path.join(ROOT, "core"), *_plugin("sqlite"), *_plugin("redis", "[hiredis]"),
+             *_plugin("rabbitmq"), *_plugin("kafka"), *_plugin("celery"), *_plugin("dramatiq"), *_plugin("huey"),
+             *_plugin("rq"), "matplotlib>=3.7"],
+    # the original funboost, as a user moving from it has it: its own dependencies bring redis-py,
+    # amqpstorm and persist-queue; its KAFKA kind needs kafka-python, which it does not declare
+    "orig": ["funboost==55.0", "kafka-python>=2.0"],
+}
+# checked after installing: the original imports its broker clients lazily, so a missing one shows only here
+VENV_CHECKS: dict[str, str] = {
+    "ours": "import funboost, funboost_sqlite, funboost_redis, funboost_rabbitmq, funboost_kafka, "
+            "funboost_celery, funboost_dramatiq, funboost_huey, funboost_rq, pika, kafka, redis, celery, dramatiq, "
+            "huey, rq, matplotlib",
+    "orig": "import importlib.metadata as m; assert m.version('funboost') == '55.0', m.version('funboost'); "
+            "import redis, amqpstorm, kafka, persistqueue",
+}
+
+
+def venv_python(name: str) -> str:
+    return os.path.join(VENV_DIR, name, "bin", "python")
+
+
+def _stamp(name: str, base_python: str) -> str:
+    spec = json.dumps([base_python, VENVS[name], VENV_CHECKS[name]])
+    return hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+
+def ensure_venv(name: str, base_python: str = sys.executable, log: Callable[[str], None] = print) -> str:
+    """Create (or reuse) ``VENV_DIR/name`` with its packages; return its python."""
+    path = os.path.join(VENV_DIR, name)
+    stamp_file = os.path.join(path, ".bench-stamp")
+    stamp = _stamp(name, base_python)
+    py = venv_python(name)
+    if os.path.exists(py) and os.path.exists(stamp_file):
+        with open(stamp_file) as fh:
+            if fh.read().strip() == stamp:
+                return py
+    log(f"setting up virtualenv {path} ({' '.join(VENVS[name])}) ...")
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    subprocess.run([base_python, "-m", "venv", path], check=True)
+    subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", *VENVS[name]], check=True)
+    # the check runs in a scratch dir: the original writes config files into its working directory on import
+    with tempfile.TemporaryDirectory() as d:
+        p = subprocess.run([py, "-c", VENV_CHECKS[name]], cwd=d, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"virtualenv {name}: check failed: {p.stderr.strip()[-800:]}")
+    with open(stamp_file, "w") as fh:
+        fh.write(stamp + "\n")
+    return py
+
+
+# ---------------------------------------------------------------- services
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _host_port(url: str, default_port: int) -> tuple[str, int]:
+    hp = url.split("://", 1)[-1].split("@")[-1].split("/")[0].split(",")[0]
+    host, _, port = hp.partition(":")
+    return host or "127.0.0.1", int(port or default_port)
+
+
+def service_problem(name: str) -> Optional[str]:
+    """None when the service answers, else why the suite cannot run."""
+    if name == "redis":
+        return None if _port_open(*_host_port(REDIS_URL, 6379)) else f"no Redis at {REDIS_URL}"
+    if name == "rabbitmq":
+        return None if _port_open(*_host_port(AMQP_URL, 5672)) else "no RabbitMQ at " + AMQP_URL.split("@")[-1]
+    if name == "kafka":
+        hp = _host_port(KAFKA, 9092)
+        if not _port_open(*hp) and os.path.exists(os.path.join(ROOT, "scripts", "kafka_service.sh")) \
+                and KAFKA == "127.0.0.1:19092":
+            subprocess.run(["bash", os.path.join(ROOT, "scripts", "kafka_service.sh")], capture_output=True)
+        return None if _port_open(*hp) else f"no Kafka at {KAFKA} (bash scripts/kafka_service.sh)"
+    return None
+
+
+# ---------------------------------------------------------------- suites
+@dataclass
+class Part:
+    """One side of a comparison: ``module.func(*args)`` in a fresh process of venv ``venv``.
+
+    ``figures`` maps a figure name to where it is in the part's output: ``"TAG.key"`` with TAG one of
+    BENCHRESULT (a returned dict or ``_common.emit``), RESULT / RESULT2 / FIGURES (the scripts' own lines)."""
+    side: str
+    module: str
+    func: str
+    args: Sequence[Any]
+    figures: dict[str, str]
+    venv: str = "ours"
+    timeout: float = 1800
+    own_rss: bool = True  # False: the function runs the measurement in another process (RSS unknown here)
+    full_only: bool = False  # context only: left out by --quick (with its rows)
+
+
+@dataclass
+class Row:
+    """A line of the table: figure ``ours`` against figure ``anchor`` (ids ``side:figure``)."""
+    label: str
+    ours: str
+    anchor: str
+    anchor_label: str
+    target: Optional[float] = None
+    note: str = ""
+
+
+@dataclass
+class Suite:
+    name: str
+    script: str
+    needs: tuple[str, ...]
+    parts: list[Part]
+    rows: list[Row]
+    venvs: tuple[str, ...] = ("ours",)
+    unit: str = "msg/s"
+
+
+def has_publish_mode() -> bool:
+    """Whether this checkout's BoosterParams has ``publish_mode`` (issue 24 item 3), read from the source
+    so that the driver needs no funboost import."""
+    try:
+        with open(os.path.join(ROOT, "core", "src", "funboost", "params.py")) as fh:
+            return "publish_mode" in fh.read()
+    except OSError:
+        return False
+
+
+def build_suites(n: int, quick: bool) -> list[Suite]:
+    """The comparisons. ``n`` messages per figure; slow sides get fewer (their rate is what matters).
+    ``quick`` leaves out the sides that only give context (and their rows)."""
+    small = max(500, n // 10)  # sides at a few hundred to a few thousand msg/s
+    orig_sqlite_n = min(n, 500 if quick else 2000)
+    pipe = has_publish_mode()
+    th = 50
+    S: list[Suite] = []
+
+    S.append(Suite("core", "core_bench.py", (), [
+        Part("tpe", "core_bench", "part_tpe", [n, th], {"submit": "BENCHRESULT.submit", "e2e": "BENCHRESULT.e2e"}),
+        Part("memory", "core_bench", "part_ours", ["memory", n, th],
+             {k: f"BENCHRESULT.{k}" for k in ("publish", "batch", "consume", "e2e")}),
+        Part("orig_memory", "run_all", "orig_core_part", ["MEMORY_QUEUE", n, th, 1],
+             {k: f"BENCHRESULT.{k}" for k in ("publish", "consume", "e2e")}),
+        Part("sqlite", "core_bench", "part_ours", ["sqlite", n, th],
+             {k: f"BENCHRESULT.{k}" for k in ("publish", "batch", "consume", "e2e")}),
+        Part("orig_sqlite", "run_all", "orig_core_part", ["SQLITE_QUEUE", orig_sqlite_n, th, 0],
+             {k: f"BENCHRESULT.{k}" for k in ("publish", "consume")}),
+    ], [
+        Row("memory, end to end", "memory:e2e", "tpe:e2e", "ThreadPoolExecutor(50), end to end", 0.7),
+        Row("memory, push 1 by 1", "memory:publish", "orig_memory:publish", "original MEMORY_QUEUE push"),
+        Row("memory, consume", "memory:consume", "orig_memory:consume", "original MEMORY_QUEUE consume", 2.0),
+        Row("sqlite, push 1 by 1", "sqlite:publish", "orig_sqlite:publish",
+            f"original SQLITE_QUEUE push (N={orig_sqlite_n})", 5.0),
+        Row("sqlite, consume", "sqlite:consume", "orig_sqlite:consume",
+            f"original SQLITE_QUEUE consume (N={orig_sqlite_n})", 20.0),
+    ], venvs=("ours", "orig")))
+
+    S.append(Suite("sqlite", "sqlite_bench.py", (), [
+        Part("raw", "sqlite_bench", "part_raw", [n], {
+            "one": "BENCHRESULT.raw sqlite3 BEGIN/INSERT/COMMIT, 1 per transaction",
+            "batch": "BENCHRESULT.raw sqlite3 executemany x1000"}),
+        Part("broker", "sqlite_bench", "part_broker", [n], {
+            "one": "BENCHRESULT.broker publish, 1 per call", "batch": "BENCHRESULT.broker publish, batches of 1000",
+            "fetch_ack": "BENCHRESULT.broker fetch(50)+ack, 1 thread"}),
+    ], [
+        Row("broker publish, 1 per call", "broker:one", "raw:one", "raw sqlite3, 1 INSERT per transaction"),
+        Row("broker publish, batches of 1000", "broker:batch", "raw:batch", "raw sqlite3 executemany x1000"),
+    ]))
+
+    kind = "redis_ack_able"
+    S.append(Suite("redis", "redis_bench.py", ("redis",), [
+        Part("raw_pub", "redis_bench", "part_raw_lpush", [n], {"publish": "RESULT.rate"}),
+        Part("raw_con", "redis_bench", "part_raw_lrange_ltrim", [n], {"consume": "RESULT.rate"}),
+        Part("ack_push", "redis_bench", "part_ours_push", [n, kind], {"publish": "RESULT.rate"}),
+        Part("ack_batch", "redis_bench", "part_ours_batch", [n, kind], {"publish": "RESULT.rate"}, full_only=True),
+        Part("ack_con", "redis_bench", "part_ours_consume", [n, kind], {"consume": "RESULT.rate"}),
+        Part("orig_ack_push", "redis_bench", "run_orig", ["push", "REDIS_ACK_ABLE", n], {"publish": "BENCHRESULT.rate"}),
+    ] + ([Part("pipe_push", "run_all", "pipelined_push_part", [kind, n], {"publish": "BENCHRESULT.rate"})]
+         if pipe else []) + [
+        Part("orig_con", "redis_bench", "run_orig", ["consume", "REDIS", n], {"consume": "BENCHRESULT.rate"}),
+    ] + ([] if quick else [
+        Part("broker", "redis_bench", "part_broker_batch", [n, kind],
+             {"publish": "RESULT.rate", "fetch_ack": "RESULT2.rate"}),
+        Part("plain_push", "redis_bench", "part_ours_push", [n, "redis"], {"publish": "RESULT.rate"}),
+        Part("orig_ack_con", "redis_bench", "run_orig", ["consume", "REDIS_ACK_ABLE", n],
+             {"consume": "BENCHRESULT.rate"}),
+    ]), [
+        Row("redis_ack_able push 1 by 1", "ack_push:publish", "orig_ack_push:publish",
+            "original REDIS_ACK_ABLE push", 1.5),
+        Row("redis_ack_able push 1 by 1, pipelined", "pipe_push:publish", "orig_ack_push:publish",
+            "original REDIS_ACK_ABLE push", 1.0, note="" if pipe else "no publish_mode in this checkout yet"),
+        Row("redis_ack_able consume", "ack_con:consume", "orig_con:consume", "original REDIS (unsafe) consume", 2.5),
+        Row("redis_ack_able push_many", "ack_batch:publish", "raw_pub:publish", "raw redis-py pipelined LPUSH x1000"),
+        Row("redis_ack_able consume", "ack_con:consume", "raw_con:consume", "raw redis-py LRANGE+LTRIM x1000"),
+    ] + ([] if quick else [
+        Row("redis push 1 by 1", "plain_push:publish", "orig_ack_push:publish", "original REDIS_ACK_ABLE push"),
+        Row("redis_ack_able consume", "ack_con:consume", "orig_ack_con:consume", "original REDIS_ACK_ABLE consume"),
+        Row("redis_ack_able broker fetch(500)+ack", "broker:fetch_ack", "raw_con:consume",
+            "raw redis-py LRANGE+LTRIM x1000"),
+    ])))
+
+    conf_n = max(200, small // 5)
+    S.append(Suite("rabbitmq", "rabbitmq_bench.py", ("rabbitmq",), [
+        Part("raw", "rabbitmq_bench", "raw_pika", [n], {
+            "publish": "BENCHRESULT.raw pika publish 1-by-1, no confirms",
+            "consume": "BENCHRESULT.raw pika consume, prefetch 100, ack each"}),
+        Part("confirmed", "rabbitmq_bench", "confirmed_one_by_one", [conf_n, 2], {
+            "raw": "BENCHRESULT.raw pika publish 1-by-1, confirmed (median of rounds)",
+            "ours": "BENCHRESULT.ours push 1-by-1, confirmed (median of rounds)"}),
+        Part("ours", "rabbitmq_bench", "ours", [n], {
+            "batch": "BENCHRESULT.ours push_many (batches of 1000), confirmed",
+            "consume": "BENCHRESULT.ours consume, manual ack (threads 50)"}),
+    ] + ([Part("pipe", "run_all", "pipelined_push_part", ["rabbitmq", n], {"publish": "BENCHRESULT.rate"})]
+         if pipe else []) + [
+        Part("orig", "run_all", "orig_rabbitmq_part", [n], {
+            "publish": "BENCHRESULT.original 55.0 RABBITMQ_AMQPSTORM push 1-by-1 (no confirms)",
+            "consume": "BENCHRESULT.original 55.0 RABBITMQ_AMQPSTORM consume (threads 50)"}, own_rss=False),
+    ], [
+        Row("push 1 by 1, confirmed", "confirmed:ours", "orig:publish",
+            "original RABBITMQ_AMQPSTORM push (no confirms)", note="pipelined mode: issue 24 item 3"),
+        Row("push 1 by 1, confirmed", "confirmed:ours", "confirmed:raw", "raw pika, confirmed 1 by 1", 0.8),
+        Row("push 1 by 1, pipelined", "pipe:publish", "orig:publish", "original RABBITMQ_AMQPSTORM push (no confirms)",
+            1.0, note="" if pipe else "no publish_mode in this checkout yet"),
+        Row("push_many, confirmed", "ours:batch", "orig:publish", "original RABBITMQ_AMQPSTORM push (no confirms)"),
+        Row("consume, manual ack", "ours:consume", "orig:consume", "original RABBITMQ_AMQPSTORM consume"),
+        Row("consume, manual ack", "ours:consume", "raw:consume", "raw pika, prefetch 100, ack each"),
+    ], venvs=("ours", "orig")))
+
+    S.append(Suite("kafka", "kafka_bench.py", ("kafka",), [
+        Part("raw_pub", "kafka_bench", "part_raw_produce", [n], {"publish": "FIGURES.rate"}, full_only=True),
+        Part("raw_con", "kafka_bench", "part_raw_consume", [n], {"consume": "FIGURES.rate"}, full_only=True),
+        Part("push", "kafka_bench", "part_ours_push", [small, "1"], {"publish": "FIGURES.rate"}),
+        Part("batch", "kafka_bench", "part_ours_push_many", [n], {"publish": "FIGURES.rate"}, full_only=True),
+    ] + ([Part("pipe", "run_all", "pipelined_push_part", ["kafka", n], {"publish": "BENCHRESULT.rate"})]
+         if pipe else []) + [
+        Part("con", "kafka_bench", "part_ours_consume", [n, "50"], {"consume": "FIGURES.rate"}),
+        Part("orig_push", "kafka_bench", "run_orig", ["push", n], {"publish": "BENCHRESULT.rate"},
+             own_rss=False),
+        Part("orig_con", "kafka_bench", "run_orig", ["consume", n, 50], {"consume": "BENCHRESULT.rate"},
+             own_rss=False),
+    ], [
+        Row(f"push 1 by 1, wait for ack (N={small})", "push:publish", "orig_push:publish",
+            "original KAFKA push (fire and forget)", note="pipelined mode: issue 24 item 3"),
+        Row("push 1 by 1, pipelined", "pipe:publish", "orig_push:publish", "original KAFKA push (fire and forget)",
+            1.0, note="" if pipe else "no publish_mode in this checkout yet"),
+        Row("push_many", "batch:publish", "raw_pub:publish", "raw kafka-python send each + flush"),
+        Row("consume, 50 threads", "con:consume", "orig_con:consume", "original KAFKA consume (auto-commit)"),
+        Row("consume, 50 threads", "con:consume", "raw_con:consume", "raw kafka-python poll 500 + commit"),
+    ], venvs=("ours", "orig")))
+
+    cn = min(n, 3000) if not quick else min(n, 500)
+    for fam, url, need in (("redis", CELERY_REDIS, "redis"), ("amqp", CELERY_AMQP, "rabbitmq")):
+        if quick and fam == "amqp":
+            continue
+        S.append(Suite(f"celery-{fam}", "celery_bench.py", (need,), [
+            Part("plain", "celery_bench", "run_plain", [url, cn, 8], {"publish": "BENCHRESULT.publish",
+                                                                      "consume": "BENCHRESULT.consume"}),
+            Part("funboost", "celery_bench", "run_funboost", [url, cn, 8], {"publish": "BENCHRESULT.publish",
+                                                                            "consume": "BENCHRESULT.consume"}),
+        ], [
+            Row(f"CELERY kind on {fam}, push", "funboost:publish", "plain:publish", "plain Celery .delay()", 0.9),
+            Row(f"CELERY kind on {fam}, consume", "funboost:consume", "plain:consume",
+                "plain Celery worker (threads 8)", 0.9),
+        ]))
+    for fam, url, need in (("redis", CELERY_REDIS, "redis"),
+                           ("amqp", AMQP_URL.rsplit("/", 1)[0] + "/%2F", "rabbitmq")):
+        if quick and fam == "amqp":
+            continue
+        S.append(Suite(f"dramatiq-{fam}", "dramatiq_bench.py", (need,), [
+            Part("plain", "dramatiq_bench", "run_plain", [url, cn, 8], {"publish": "BENCHRESULT.publish",
+                                                                        "consume": "BENCHRESULT.consume"}),
+            Part("funboost", "dramatiq_bench", "run_funboost", [url, cn, 8], {"publish": "BENCHRESULT.publish",
+                                                                              "consume": "BENCHRESULT.consume"}),
+        ], [
+            Row(f"DRAMATIQ kind on {fam}, push", "funboost:publish", "plain:publish", "plain dramatiq .send()", 0.9),
+            Row(f"DRAMATIQ kind on {fam}, consume", "funboost:consume", "plain:consume",
+                "plain dramatiq Worker (threads 8)", 0.9),
+        ]))
+    hn = min(n, 3000) if not quick else min(n, 500)
+    for name, script, funboost_kind, plain_label in (
+            ("huey", "huey_bench", "HUEY", "plain huey (RedisHuey, 8 thread workers)"),
+            ("rq", "rq_bench", "RQ", "plain rq (Queue.enqueue, 8 SimpleWorker threads)")):
+        S.append(Suite(name, f"{script}.py", ("redis",), [
+            Part("plain", script, "run_plain", [hn, 8], {"publish": "BENCHRESULT.publish",
+                                                         "consume": "BENCHRESULT.consume"}),
+            Part("funboost", script, "run_funboost", [hn, 8], {"publish": "BENCHRESULT.publish",
+                                                               "consume": "BENCHRESULT.consume"}),
+        ], [
+            Row(f"{funboost_kind} kind, push", "funboost:publish", "plain:publish", plain_label, 0.9),
+            Row(f"{funboost_kind} kind, consume", "funboost:consume", "plain:consume", plain_label, 0.9),
+        ]))
+    for suite in S:  # --quick leaves out context-only sides; a row needs both of its sides
+        suite.parts = [p for p in suite.parts if not (quick and p.full_only)]
+        sides = {p.side for p in suite.parts}
+        suite.rows = [r for r in suite.rows if r.ours.split(":")[0] in sides and r.anchor.split(":")[0] in sides]
+    return S
+
+
+# ---------------------------------------------------------------- parts that need the original's python
+def orig_core_part(kind: str, n: int, threads: int, want_e2e: int) -> Optional[dict]:
+    """core_bench's original-funboost part, run through _common.run_original in the orig venv."""
+    import core_bench
+    from _common import run_original
+    res = run_original(core_bench.ORIG_SOURCE, kind, n, threads, want_e2e, python=os.environ["FUNBOOST_ORIG_PYTHON"])
+    if res is not None:
+        res["rss"] = res.pop("rss_mb", None)  # the original's process, not this one
+    return res
+
+
+PIPELINED_OPTIONS = {"redis_ack_able": {"url": REDIS_URL}, "rabbitmq": {"url": AMQP_URL},
+                     "kafka": {"bootstrap_servers": KAFKA, "num_partitions": 3}}
+
+
+def pipelined_push_part(kind: str, n: int) -> Optional[dict]:
+    """``push`` one by one with ``BoosterParams(publish_mode="pipelined")`` (issue 24 item 3), timed until
+    ``flush()`` returned, i.e. until the broker holds every message. None while this checkout has no
+    ``publish_mode`` (the row then shows a dash)."""
+    import time as _t
+    import uuid as _uuid
+    from funboost import BoosterParams, boost
+    if "publish_mode" not in BoosterParams.model_fields:
+        return None
+    f = boost(BoosterParams(queue_name=f"bench_pipe_{_uuid.uuid4().hex[:8]}", broker_kind=kind,
+                            broker_exclusive_config=PIPELINED_OPTIONS[kind], publish_mode="pipelined",
+                            state_backend="memory", log_to_console=False))(lambda x: None)
+    f.push(-1)
+    flush = getattr(f, "flush", None) or f.broker.flush
+    flush()
+    t = _t.perf_counter()
+    for i in range(n):
+        f.push(i)
+    flush()
+    rate = n / (_t.perf_counter() - t)
+    try:
+        f.clear()
+        if hasattr(f.broker, "delete_queues"):
+            f.broker.delete_queues()
+    except Exception:
+        pass
+    return {"rate": rate}
+
+
+def orig_rabbitmq_part(n: int) -> dict:
+    import rabbitmq_bench
+    return rabbitmq_bench.original(n, os.environ["FUNBOOST_ORIG_PYTHON"])
+
+
+# ---------------------------------------------------------------- running parts
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def parse_output(stdout: str) -> dict[str, dict]:
+    """Every tagged result line of a part's output, by tag (the last line of each tag wins). The original
+    funboost colours and prefixes what it prints: escape codes are dropped, text after the JSON ignored."""
+    out: dict[str, dict] = {}
+    dec = json.JSONDecoder()
+    for line in stdout.splitlines():
+        line = ANSI_RE.sub("", line)
+        m = RESULT_RE.search(line)
+        if not m:
+            continue
+        try:
+            out[m.group(1)] = dec.raw_decode(line, m.start(2))[0]
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def pick(parsed: dict[str, dict], where: str, own_rss: bool = True) -> tuple[Optional[float], Optional[float]]:
+    """(figure, peak RSS MB) at ``TAG.key``. RSS: the script's own ``rss`` on the same line, else (when the
+    part measures in its own process, ``own_rss``) the peak RSS of the process that ran the part."""
+    tag, key = where.split(".", 1)
+    d = parsed.get(tag) or {}
+    v = d.get(key)
+    rss = d.get("rss")
+    if rss is None and own_rss:
+        rss = d.get("rss_mb", (parsed.get("CALLRSS") or {}).get("rss_mb"))
+    return (float(v) if isinstance(v, (int, float)) else None), (float(rss) if rss is not None else None)
+
+
+def run_call(part: Part, pythons: dict[str, str], log: Callable[[str], None]) -> dict[str, tuple]:
+    """Run one part in a fresh process, in a scratch directory; {figure: (value, rss)}."""
+    with tempfile.TemporaryDirectory(prefix="funboost-runall-") as d:
+        env = scratch_env(d, PYTHONPATH=d, FUNBOOST_ORIG_PYTHON=pythons.get("orig", ""),
+                          FUNBOOST_ORIG_KAFKA_PYTHON=pythons.get("orig", ""))
+        cmd = [pythons[part.venv], os.path.join(BENCH_DIR, "_call.py"), part.module, part.func,
+               json.dumps(list(part.args))]
+        try:
+            p = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True, timeout=part.timeout)
+            stdout, stderr, rc = p.stdout, p.stderr, p.returncode
+        except subprocess.TimeoutExpired as e:
+            stdout = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+            stderr, rc = f"timed out after {part.timeout}s", -1
+    parsed = parse_output(stdout)
+    res = {name: pick(parsed, where, part.own_rss) for name, where in part.figures.items()}
+    if all(v is None for v, _ in res.values()):
+        log(f"    ! {part.module}.{part.func}{tuple(part.args)} gave no figures (rc={rc}): "
+            f"{(stderr or stdout).strip()[-600:]}")
+    return res
+
+
+def run_suite(suite: Suite, rounds: int, pythons: dict[str, str], log: Callable[[str], None]) -> dict[str, list]:
+    """{``side:figure``: [(value, rss) per round]} with the side order reversed every other round."""
+    samples: dict[str, list] = {}
+    for r in range(rounds):
+        order = suite.parts if r % 2 == 0 else list(reversed(suite.parts))
+        t = time.perf_counter()
+        for part in order:
+            if part.venv not in pythons or (part.side.startswith("orig") and "orig" not in pythons):
+                continue
+            for name, val in run_call(part, pythons, log).items():
+                samples.setdefault(f"{part.side}:{name}", [None] * rounds)[r] = val
+        log(f"  {suite.name}: round {r + 1}/{rounds} done in {time.perf_counter() - t:.0f} s")
+    return samples
+
+
+# ---------------------------------------------------------------- figures (pure functions)
+@dataclass
+class Stat:
+    median: Optional[float]
+    spread_pct: Optional[float]  # half the range over the rounds, % of the median
+    n: int
+    rss: Optional[float] = None  # highest peak RSS seen, MB
+
+
+def stat(values: Iterable[Optional[float]], rss: Iterable[Optional[float]] = ()) -> Stat:
+    vs = [float(v) for v in values if v is not None]
+    rs = [float(x) for x in rss if x is not None]
+    if not vs:
+        return Stat(None, None, 0, max(rs) if rs else None)
+    med = statistics.median(vs)
+    spread = (max(vs) - min(vs)) / 2 / med * 100 if med and len(vs) > 1 else 0.0
+    return Stat(med, spread, len(vs), max(rs) if rs else None)
+
+
+@dataclass
+class RowResult:
+    suite: str
+    label: str
+    anchor_label: str
+    ours: Stat
+    anchor: Stat
+    ratio: Optional[float]
+    ratio_lo: Optional[float]
+    ratio_hi: Optional[float]
+    target: Optional[float]
+    note: str = ""
+    skipped: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if self.target is None:
+            return ""
+        if self.ratio is None:
+            return "not measured"
+        return "met" if self.ratio >= self.target else "NOT met"
+
+
+def aggregate(suite_name: str, rows: Sequence[Row], samples: dict[str, list], skipped: str = "") -> list[RowResult]:
+    """Medians and spreads per figure, and per row the median of the per-round ratios."""
+    out = []
+    for row in rows:
+        a = samples.get(row.ours, [])
+        b = samples.get(row.anchor, [])
+        ratios = [x[0] / y[0] for x, y in zip(a, b) if x and y and x[0] is not None and y[0]]
+        out.append(RowResult(
+            suite_name, row.label, row.anchor_label,
+            stat([x[0] for x in a if x], [x[1] for x in a if x]),
+            stat([y[0] for y in b if y], [y[1] for y in b if y]),
+            statistics.median(ratios) if ratios else None, min(ratios) if ratios else None,
+            max(ratios) if ratios else None, row.target, row.note, skipped))
+    return out
+
+
+def fmt_value(s: Stat) -> str:
+    if s.median is None:
+        return "–"
+    digits = 0 if s.median >= 100 else 1 if s.median >= 10 else 2
+    if s.n < 2:
+        return f"{s.median:,.{digits}f}"
+    return f"{s.median:,.{digits}f} ±{s.spread_pct:.0f} %"
+
+
+def fmt_rss(s: Stat) -> str:
+    return "–" if s.rss is None else f"{s.rss:.0f}"
+
+
+def fmt_ratio(r: RowResult) -> str:
+    if r.ratio is None:
+        return "–"
+    if r.ratio_lo is None or r.ratio_hi is None or r.ratio_lo == r.ratio_hi:
+        return f"{r.ratio:.2f}×"
+    return f"{r.ratio:.2f}× ({r.ratio_lo:.2f}–{r.ratio_hi:.2f})"
+
+
+def fmt_target(r: RowResult) -> str:
+    if r.skipped:
+        return "skipped"
+    if r.target is None:
+        return r.note
+    return f"≥ {r.target:g}×: {r.verdict}" + (f"; {r.note}" if r.note else "")
+
+
+HEADER = ("suite", "funboost figure", "msg/s", "RSS MB", "anchor", "msg/s", "RSS MB", "ratio (rounds' range)",
+          "target")
+
+
+def format_markdown(results: Sequence[RowResult], meta: dict[str, Any]) -> str:
+    """The table for docs/benchmarks.md (between the markers), with how it was produced."""
+    lines = [f"Generated by `{meta.get('command', 'python bench/run_all.py')}` on {meta.get('date', '?')}: "
+             f"{meta.get('rounds', '?')} alternating rounds, N = {meta.get('n', '?')}; "
+             f"{meta.get('machine', '')}.",
+             "Figures are medians over the rounds, ± half the range seen (as % of the median); the ratio is the "
+             "median of the per-round ratios, with the lowest and highest round in brackets. Peak RSS is that "
+             "of the whole part's process. The machine is shared and noisy: trust ratios more than rates.",
+             "",
+             "| " + " | ".join(HEADER) + " |",
+             "|" + "|".join(["---", "---", "---:", "---:", "---", "---:", "---:", "---:", "---"]) + "|"]
+    for r in results:
+        if r.skipped:
+            lines.append(f"| {r.suite} | {r.label} | – | – | {r.anchor_label} | – | – | – | skipped: {r.skipped} |")
+            continue
+        lines.append(f"| {r.suite} | {r.label} | {fmt_value(r.ours)} | {fmt_rss(r.ours)} | {r.anchor_label} | "
+                     f"{fmt_value(r.anchor)} | {fmt_rss(r.anchor)} | {fmt_ratio(r)} | {fmt_target(r)} |")
+    return "\n".join(lines)
+
+
+def format_terminal(results: Sequence[RowResult]) -> str:
+    rows = [HEADER] + [(r.suite, r.label, fmt_value(r.ours), fmt_rss(r.ours), r.anchor_label, fmt_value(r.anchor),
+                        fmt_rss(r.anchor), fmt_ratio(r), fmt_target(r)) for r in results]
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(HEADER))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def replace_region(text: str, block: str, begin: str = BEGIN, end: str = END) -> str:
+    """``text`` with what lies between the markers replaced by ``block`` (markers kept); the markers are
+    appended at the end when missing."""
+    i, j = text.find(begin), text.find(end)
+    if i < 0 or j < 0 or j < i:
+        return text.rstrip("\n") + f"\n\n{begin}\n{block.strip()}\n{end}\n"
+    return text[:i + len(begin)] + "\n" + block.strip() + "\n" + text[j:]
+
+
+# ---------------------------------------------------------------- driver
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="about 5 minutes: N=3000, 3 rounds, fewer rows")
+    ap.add_argument("--n", type=int, help="messages per figure (default 20000; quick 3000)")
+    ap.add_argument("--rounds", type=int, help="alternating rounds (default 5; quick 3)")
+    ap.add_argument("--suites", help="comma-separated subset (default: all): " + ", ".join(
+        [s.name for s in build_suites(1000, False)] + ["scale"]))
+    ap.add_argument("--no-scale", action="store_true", help="do not run scale_bench.py (backlog, processes, memory)")
+    ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    ap.add_argument("--no-orig", action="store_true", help="skip the original funboost 55.0 sides")
+    ap.add_argument("--setup-only", action="store_true", help="only create / check the virtualenvs")
+    ap.add_argument("--python", default=sys.executable, help="base interpreter of the virtualenvs")
+    a = ap.parse_args(argv)
+    n = a.n or (3000 if a.quick else 20000)
+    rounds = a.rounds or (3 if a.quick else 5)
+    t_start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    suites = build_suites(n, a.quick)
+    run_scale = not a.no_scale
+    if a.suites:
+        wanted = set(a.suites.split(","))
+        run_scale = run_scale and "scale" in wanted
+        wanted.discard("scale")
+        unknown = wanted - {s.name for s in suites}
+        if unknown:
+            print(f"unknown suite(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+            return 2
+        suites = [s for s in suites if s.name in wanted]
+    needed = {"ours"} | ({"orig"} if not a.no_orig else set())
+    pythons = {name: ensure_venv(name, a.python, log) for name in sorted(needed)}
+    if a.setup_only:
+        for k, v in pythons.items():
+            log(f"{k}: {v}")
+        return 0
+
+    start_info = machine_info()
+    log(f"run_all: N={n}, {rounds} alternating rounds; machine: {start_info}")
+    results: list[RowResult] = []
+    raw: dict[str, Any] = {}
+    for suite in suites:
+        problem = next((p for p in map(service_problem, suite.needs) if p), None)
+        if problem:
+            log(f"- {suite.name}: skipped ({problem})")
+            results += aggregate(suite.name, suite.rows, {}, skipped=problem)
+            continue
+        log(f"- {suite.name} ({suite.script}) ...")
+        samples = run_suite(suite, rounds, pythons, log)
+        raw[suite.name] = samples
+        rows = [r for r in suite.rows if not (a.no_orig and "orig" in r.anchor)]
+        results += aggregate(suite.name, rows, samples)
+
+    took = time.perf_counter() - t_start
+    meta = {"command": "python bench/run_all.py" + (" --quick" if a.quick else "") +
+            (f" --suites {a.suites}" if a.suites else "") + (f" --n {a.n}" if a.n else "") +
+            (f" --rounds {a.rounds}" if a.rounds else ""),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "rounds": rounds, "n": n, "seconds": round(took),
+            "machine": f"{start_info} at the start, {machine_info().rsplit('load avg', 1)[-1].strip()} at the end"
+                       f" ({took / 60:.0f} minutes)"}
+    print()
+    print(format_terminal(results))
+    print(f"\n({took / 60:.1f} minutes)")
+    os.makedirs(os.path.join(BENCH_DIR, "results"), exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    with open(os.path.join(BENCH_DIR, "results", f"run_all-{stamp}.json"), "w") as fh:
+        json.dump({"meta": meta, "samples": raw}, fh, indent=1)
+    if not a.no_docs:
+        with open(DOC) as fh:
+            text = fh.read()
+        with open(DOC, "w") as fh:
+            fh.write(replace_region(text, format_markdown(results, meta)))
+        log(f"rewrote the table in {os.path.relpath(DOC, ROOT)}")
+    if run_scale:
+        log("\n- scale_bench.py (backlog, consumer processes, memory) ...")
+        rc = subprocess.run([pythons["ours"], os.path.join(BENCH_DIR, "scale_bench.py")] +
+                            (["--quick"] if a.quick else []) + (["--no-docs"] if a.no_docs else [])).returncode
+        if rc:
+            log(f"scale_bench.py exited with status {rc}")
+        log(f"(all done in {(time.perf_counter() - t_start) / 60:.1f} minutes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
