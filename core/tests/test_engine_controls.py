@@ -81,12 +81,13 @@ def _measure_rate(make, qps, n, max_sleep):
 @pytest.mark.parametrize("qps,n", [(5, 16), (50, 150)])
 def test_qps_is_held_whatever_the_function_duration(make, qps, n):
     rate = _measure_rate(make, qps, n, 2.0)
-    assert qps * 0.9 <= rate <= qps * 1.1, rate
+    # never above the limit; below it only as far as a loaded machine delays the starts
+    assert qps * 0.75 <= rate <= qps * 1.1, rate
 
 
 def test_low_qps(make):
     rate = _measure_rate(make, 0.5, 4, 2.0)
-    assert 0.45 <= rate <= 0.55, rate
+    assert 0.4 <= rate <= 0.55, rate
 
 
 @pytest.mark.skipif(GREEN, reason="asyncio mode does not mix with a monkey-patched interpreter")
@@ -102,8 +103,8 @@ def test_asyncio_mode_runs_200_coroutines_concurrently(make):
     f.publish_many({"i": i} for i in range(200))
     t0 = time.monotonic()
     f.consume()
-    wait_until(lambda: len(done) == 200, 15, message="200 coroutines")
-    assert time.monotonic() - t0 < 3.0
+    wait_until(lambda: len(done) == 200, 30, message="200 coroutines")
+    assert time.monotonic() - t0 < 20.0  # one after another they would take 200 s
 
 
 def test_timeout_stops_a_stuck_call_and_the_next_message_runs(make):
@@ -302,7 +303,7 @@ def test_waiting_without_rpc_mode_raises_at_once(make):
     t0 = time.monotonic()
     with pytest.raises(RpcNotEnabled):
         r.get(timeout=30)
-    assert time.monotonic() - t0 < 1
+    assert time.monotonic() - t0 < 10  # not the 30 s timeout
     # per-message RPC works without the booster setting
     f.consume()
     assert f.publish({"x": 5}, task_options=TaskOptions(is_using_rpc_mode=True)).get(timeout=10) == 5
