@@ -15,15 +15,16 @@ class Size:
     large_payload_bytes: int  # the "large payload" malformed message
     fuzz_examples: int  # Hypothesis examples per fuzz test
     restart_tasks: int  # tasks per broker-restart run
+    netcut_tasks: int  # tasks before the cut in a network-cut run
 
 
 SIZES = {
     "ci": Size("ci", sigkill_tasks=500, bad_messages=40, good_messages=60, large_payload_bytes=1_000_000,
                fuzz_examples=300,
-               restart_tasks=400),
+               restart_tasks=400, netcut_tasks=300),
     "full": Size("full", sigkill_tasks=5000, bad_messages=1000, good_messages=1000,
                  large_payload_bytes=10_000_000, fuzz_examples=5000,
-                 restart_tasks=5000),
+                 restart_tasks=5000, netcut_tasks=3000),
 }
 
 

@@ -54,7 +54,9 @@ class PrivateServer:
     name = "server"
     start_timeout = 30.0
 
-    def __init__(self, directory: Optional[str] = None, port: Optional[int] = None) -> None:
+    def __init__(self, directory: Optional[str] = None, port: Optional[int] = None,
+                 host: str = "127.0.0.1") -> None:
+        self.host = host  # the address clients use; the server also listens on 127.0.0.1
         self.port = port or free_port()
         self._own_dir = directory is None
         self.dir = directory or tempfile.mkdtemp(prefix=f"funboost-{self.name}-")
@@ -70,7 +72,10 @@ class PrivateServer:
         return dict(os.environ)
 
     def ready(self) -> bool:
-        return port_open(self.port)
+        return port_open(self.port, self.host)
+
+    def bind_addresses(self) -> list[str]:
+        return ["127.0.0.1"] + ([self.host] if self.host != "127.0.0.1" else [])
 
     @property
     def url(self) -> str:
@@ -91,7 +96,7 @@ class PrivateServer:
                                    f"last log lines:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 self.kill()
-                raise RuntimeError(f"private {self.name} did not accept connections on 127.0.0.1:{self.port} "
+                raise RuntimeError(f"private {self.name} did not accept connections on {self.host}:{self.port} "
                                    f"within {self.start_timeout}s; last log lines:\n{self.log_tail()}")
             time.sleep(0.05)
         return self
@@ -133,7 +138,7 @@ class PrivateServer:
 
     def _wait_port_closed(self, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
-        while port_open(self.port) and time.monotonic() < deadline:
+        while port_open(self.port, self.host) and time.monotonic() < deadline:
             time.sleep(0.02)
 
     def cleanup(self) -> None:
@@ -161,24 +166,28 @@ class PrivateRedis(PrivateServer):
     name = "redis"
     start_timeout = 15.0
 
-    def __init__(self, directory: Optional[str] = None, port: Optional[int] = None) -> None:
+    def __init__(self, directory: Optional[str] = None, port: Optional[int] = None,
+                 host: str = "127.0.0.1") -> None:
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             raise ServerUnavailable("redis-server binary not found (apt-get install redis-server)")
-        super().__init__(directory, port)
+        super().__init__(directory, port, host)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def command(self) -> list[str]:
-        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+        return [self.binary, "--port", str(self.port), "--bind", *self.bind_addresses(), "--dir", self.dir,
                 "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
-                "--loglevel", "warning", "--protected-mode", "yes"]
+                "--loglevel", "warning",
+                # protected mode answers -DENIED to any non-loopback client of a password-less server; off
+                # only when the server also listens on a test's private veth link
+                "--protected-mode", "yes" if self.host == "127.0.0.1" else "no"]
 
     def ready(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+            with socket.create_connection((self.host, self.port), timeout=0.5) as s:
                 s.sendall(b"PING\r\n")
                 return s.recv(16).startswith(b"+PONG")
         except OSError:
@@ -194,14 +203,19 @@ class PrivateRabbitmq(PrivateServer):
     start_timeout = 90.0  # a node boots in about 5 s on an idle machine, much longer on a loaded one
 
     def __init__(self, directory: Optional[str] = None, port: Optional[int] = None,
-                 dist_port: Optional[int] = None, node_name: Optional[str] = None) -> None:
+                 dist_port: Optional[int] = None, node_name: Optional[str] = None,
+                 host: str = "127.0.0.1") -> None:
         self.binary = self.find_binary()
-        super().__init__(directory, port)
+        super().__init__(directory, port, host)
         self.dist_port = dist_port or free_port()
         self.node_name = node_name or f"funboost_{uuid.uuid4().hex[:10]}@localhost"
+        listeners = "".join(f"listeners.tcp.{i + 1} = {addr}:{self.port}\n"
+                            for i, addr in enumerate(self.bind_addresses()))
+        # guest is refused off loopback; a node that also listens on a test's private link (a veth pair
+        # between network namespaces, see funboost.testing.netns) lets guest in there too
+        guest = "loopback_users.guest = true\n" if host == "127.0.0.1" else "loopback_users = none\n"
         with open(os.path.join(self.dir, "rabbitmq.conf"), "w") as f:
-            f.write(f"listeners.tcp.local = 127.0.0.1:{self.port}\nloopback_users.guest = true\n"
-                    "log.console = true\nlog.file = false\n")
+            f.write(listeners + guest + "log.console = true\nlog.file = false\n")
         with open(os.path.join(self.dir, "enabled_plugins"), "w") as f:
             f.write("[].\n")
 
@@ -218,7 +232,7 @@ class PrivateRabbitmq(PrivateServer):
 
     @property
     def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+        return f"amqp://guest:guest@{self.host}:{self.port}/%2F"
 
     def command(self) -> list[str]:
         return [self.binary]
@@ -227,7 +241,6 @@ class PrivateRabbitmq(PrivateServer):
         env = dict(os.environ)
         env.update(
             RABBITMQ_NODENAME=self.node_name,
-            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
             RABBITMQ_NODE_PORT=str(self.port),
             RABBITMQ_DIST_PORT=str(self.dist_port),
             RABBITMQ_MNESIA_BASE=os.path.join(self.dir, "mnesia"),
@@ -244,7 +257,7 @@ class PrivateRabbitmq(PrivateServer):
     def ready(self) -> bool:
         # the node opens its AMQP listener last, once booted; answer the protocol header to be sure
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+            with socket.create_connection((self.host, self.port), timeout=1) as s:
                 s.sendall(b"AMQP\x00\x00\x09\x01")
                 return s.recv(1) == b"\x01"  # a Connection.Start method frame
         except OSError:
