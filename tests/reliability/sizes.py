@@ -16,6 +16,7 @@ class Size:
     fuzz_examples: int  # Hypothesis examples per fuzz test
     restart_tasks: int  # tasks per broker-restart run
     netcut_tasks: int  # tasks before the cut in a network-cut run
+    transport_fuzz_cases: int = 400  # fuzz cases per transport server
     disk_full_fs: str = "1m"  # the tmpfs the sqlite file fills
     disk_full_grow: str = "16m"  # its size once space returns
 
@@ -26,7 +27,8 @@ SIZES = {
                restart_tasks=400, netcut_tasks=300),
     "full": Size("full", sigkill_tasks=5000, bad_messages=1000, good_messages=1000,
                  large_payload_bytes=10_000_000, fuzz_examples=5000,
-                 restart_tasks=5000, netcut_tasks=3000, disk_full_fs="16m", disk_full_grow="64m"),
+                 restart_tasks=5000, netcut_tasks=3000, disk_full_fs="16m", disk_full_grow="64m",
+                 transport_fuzz_cases=5000),
 }
 
 
