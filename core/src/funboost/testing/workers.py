@@ -35,10 +35,14 @@ class ConsumerProcess:
 
     def __init__(self, kind: str, queue: str, options: dict[str, Any], out_path: str,
                  concurrency: int = 16, task_seconds: float = 0.002, netns: Optional[str] = None,
-                 env: Optional[dict[str, str]] = None) -> None:
+                 env: Optional[dict[str, str]] = None, record: str = "i",
+                 state_backend: Optional[str] = "memory") -> None:
+        """``record``: which argument identifies a task, ``i`` for ``task(i)``; a dotted path (``values.id``
+        for a CDC row) makes the function ``task(**fields)`` and records that field. ``state_backend``:
+        None for the configured default (kinds that keep a checkpoint there, such as CDC, need a durable one)."""
         self.out_path = out_path
         cmd = [sys.executable, "-m", "funboost.testing.workers", kind, queue, json.dumps(options), out_path,
-               str(concurrency), str(task_seconds)]
+               str(concurrency), str(task_seconds), record, state_backend or ""]
         if netns:
             cmd = ["ip", "netns", "exec", netns] + cmd
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
@@ -99,18 +103,29 @@ def recording_publisher(kind: str, queue: str, options: dict[str, Any]) -> Any:
 
 
 def _consumer_main(kind: str, queue: str, options_json: str, out_path: str, concurrency: str,
-                   task_seconds: str) -> NoReturn:
+                   task_seconds: str, record: str = "i", state_backend: str = "memory") -> NoReturn:
     from funboost import BoosterParams, boost
 
     fd = os.open(out_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     pause = float(task_seconds)
+    params = BoosterParams(queue_name=queue, broker_kind=kind, broker_exclusive_config=json.loads(options_json),
+                           concurrent_num=int(concurrency), log_to_console=False, max_retry_times=0,
+                           **({"state_backend": state_backend} if state_backend else {}))
+    if record == "i":
+        @boost(params)
+        def task(i: int) -> None:
+            time.sleep(pause)
+            os.write(fd, b"%d\n" % i)
+    else:
+        path = record.split(".")
 
-    @boost(BoosterParams(queue_name=queue, broker_kind=kind, broker_exclusive_config=json.loads(options_json),
-                         concurrent_num=int(concurrency), state_backend="memory", log_to_console=False,
-                         max_retry_times=0))
-    def task(i: int) -> None:
-        time.sleep(pause)
-        os.write(fd, b"%d\n" % i)
+        @boost(params)
+        def task(**fields: Any) -> None:
+            value: Any = fields
+            for part in path:
+                value = value[part]
+            time.sleep(pause)
+            os.write(fd, b"%d\n" % int(value))
 
     task.consume()
     print(READY, flush=True)
@@ -143,4 +158,4 @@ def marker_worker(kind: str, queue: str, config: dict[str, Any], marker_dir: str
 
 
 if __name__ == "__main__":
-    _consumer_main(*sys.argv[1:7])
+    _consumer_main(*sys.argv[1:9])
