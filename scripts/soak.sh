@@ -4,7 +4,7 @@
 # that publishes and consumes at once; RSS, open fds, threads and throughput sampled every second.
 # Writes docs/figures/soak.png (the plot) and docs/figures/soak.json (the figures); exit status 1 when the
 # leak check fails (RSS growth after warm-up >= 50 MB, or fds / threads not flat).
-#   FUNBOOST_SOAK_SCALE=10 scripts/soak.sh     ten times the tasks (about half an hour on 2 busy cores)
+#   FUNBOOST_SOAK_SCALE=20 scripts/soak.sh     twenty times the tasks (about 30 minutes here: scale 1 takes 1.5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"

@@ -84,8 +84,11 @@ def test_sqlite_on_a_full_disk(small_fs, qname, tmp_path):
         i += 1
     fill_seconds = time.monotonic() - started
     # the failed publish raised a clear error...
+    from funboost_sqlite import QueueStorageFull
+
     text = f"{type(error).__name__}: {error}"
-    assert "full" in text.lower() or "space" in text.lower(), f"unclear error on a full disk: {text}"
+    assert isinstance(error, QueueStorageFull), f"unclear error on a full disk: {text}"
+    assert small_fs in str(error) and "nothing of this publish was stored" in str(error), text
     # ...and keeps raising while the disk is full (no silent success)
     with pytest.raises(Exception) as again:
         pub.broker.publish([_message(10**9)])
