@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Optional
+from typing import Callable, Optional
 
 __all__ = ["free_port", "PrivateServer", "PrivateRedis", "PrivateRabbitmq", "PrivateKafka", "ServerUnavailable",
            "port_open"]
@@ -48,11 +48,27 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def _pdeathsig_setter() -> Optional[Callable[[], None]]:
+    """A preexec_fn that asks Linux for SIGKILL when the parent dies (PR_SET_PDEATHSIG), or None where there
+    is no prctl. Resolved here, in the parent: the forked child must not import anything (another thread
+    of the parent may have held the import lock at the fork)."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
 class PrivateServer:
     """Base: a server process in its own session, started/killed/restarted on the same port and data dir."""
 
     name = "server"
     start_timeout = 30.0
+    # the server gets SIGKILL when the process that started it dies (a test run killed by a timeout must
+    # not leave servers behind); the command line turns it off for servers meant to outlive it
+    die_with_parent = True
 
     def __init__(self, directory: Optional[str] = None, port: Optional[int] = None,
                  host: str = "127.0.0.1") -> None:
@@ -88,7 +104,8 @@ class PrivateServer:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=self.environment(),
-                                         start_new_session=True, cwd=self.dir)
+                                         start_new_session=True, cwd=self.dir,
+                                         preexec_fn=_pdeathsig_setter() if self.die_with_parent else None)
         deadline = time.monotonic() + self.start_timeout
         while not self.ready():
             if self.proc.poll() is not None:
@@ -315,6 +332,7 @@ def _main(argv: list[str]) -> int:
         port = int(argv[3]) if len(argv) > 3 else None
         try:
             server = _KINDS[kind](directory, port)
+            server.die_with_parent = False  # started for a shell script: it outlives this command
             server.start()
         except (ServerUnavailable, RuntimeError) as exc:
             print(f"error: {exc}".splitlines()[0], file=sys.stderr)
