@@ -64,3 +64,18 @@ def test_moved_is_logged_only_once_the_broker_has_it(qname, monkeypatch, caplog)
         finally:
             work.stop_consume(5)
     assert "moved to" not in caplog.text
+
+
+def test_integers_past_64_bits_stay_exact():
+    """Found by the envelope fuzz (tests/reliability): orjson reads 19000000000000000001 as 1.9e19, so a dead
+    letter (and a task argument) changed silently. ``funboost.message.loads`` reads such text again with the
+    exact parser."""
+    from funboost.message import loads
+
+    big, small = 19000000000000000001, -9223372036854775809
+    text = json.dumps({"x": big, "y": small, "z": 1.5, "extra": {"task_id": "t"}})
+    assert loads(text) == {"x": big, "y": small, "z": 1.5, "extra": {"task_id": "t"}}
+    assert loads(text.encode()) == loads(text)
+    assert decode(text).kwargs["x"] == big
+    dead = json.loads(annotate_dead_letter(text, "r"))
+    assert (dead["x"], dead["y"]) == (big, small)

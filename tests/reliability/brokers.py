@@ -10,6 +10,7 @@ from funboost.testing import require_service
 
 REDIS_URL = os.environ.get("FUNBOOST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RABBITMQ_URL = os.environ.get("FUNBOOST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+KAFKA_SERVERS = os.environ.get("FUNBOOST_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
 
 
 def broker_options(kind: str, sqlite_dir: str) -> dict[str, Any]:
@@ -24,6 +25,15 @@ def broker_options(kind: str, sqlite_dir: str) -> dict[str, Any]:
         return {"url": RABBITMQ_URL}
     if kind == "memory":
         return {}
+    if kind == "kafka":
+        # Kafka's minimum session timeout: a killed member's partitions move to the survivor after it
+        return {"bootstrap_servers": KAFKA_SERVERS, "session_timeout_ms": 6000, "heartbeat_interval_ms": 1500}
+    if kind == "celery":
+        return {"broker_url": REDIS_URL, "heartbeat_timeout": 2.0, "visibility_timeout": 2.0}
+    if kind == "dramatiq":
+        return {"broker_url": REDIS_URL, "heartbeat_timeout": 2.0}
+    if kind in ("huey", "rq"):
+        return {"redis_url": REDIS_URL, **fast_liveness}
     raise ValueError(f"no reliability options for broker kind {kind!r}")
 
 
@@ -45,11 +55,22 @@ def delete_queue(kind: str, queue: str, options: dict[str, Any]) -> None:
         from funboost_rabbitmq.options import RabbitmqOptions
         opts = RabbitmqOptions(**options)
         delete_queues(opts.resolved_url(), opts.heartbeat, queue)
-    elif kind.startswith("redis"):
+    elif kind.startswith("redis") or kind in ("celery", "dramatiq", "huey", "rq"):
         import redis
-        r = redis.Redis.from_url(options["url"])
-        for q in (queue, f"{queue}_dlx"):
-            for key in r.scan_iter(f"funboost:{{{q}}}:*"):
-                r.delete(key)
+        url = options.get("url") or options.get("broker_url") or options.get("redis_url")
+        r = redis.Redis.from_url(url)
+        # every key of these kinds carries the queue name, which is unique to the test
+        for key in r.scan_iter(f"*{queue}*", count=1000):
+            r.delete(key)
         r.close()
+    elif kind == "kafka":
+        # the topic goes (a purge would refuse while the killed member's session has not expired yet)
+        from kafka.admin import KafkaAdminClient
+        admin = KafkaAdminClient(bootstrap_servers=options["bootstrap_servers"])
+        try:
+            admin.delete_topics([queue, f"{queue}_dlx"])
+        except Exception:  # noqa: BLE001 - the _dlx topic does not exist unless something was dead-lettered
+            pass
+        finally:
+            admin.close()
     # sqlite lives in the test's tmp_path; memory in this process

@@ -7,12 +7,15 @@ import time
 
 import pytest
 
+from funboost.testing import wait_until
+from funboost.testing.workers import ConsumerProcess, recording_publisher, stop_all
+
 from .brokers import broker_options, delete_queue, require_broker
-from .procs import ConsumerProcess, publisher, stop_all, wait_for
 from .report import record
 from .sizes import SIZE
 
-AT_LEAST_ONCE_KINDS = ["sqlite", "redis_ack_able", "redis_stream", "redis_priority", "rabbitmq"]
+AT_LEAST_ONCE_KINDS = ["sqlite", "redis_ack_able", "redis_stream", "redis_priority", "rabbitmq", "kafka", "celery",
+                       "dramatiq", "huey", "rq"]
 
 
 @pytest.mark.parametrize("kind", AT_LEAST_ONCE_KINDS)
@@ -20,18 +23,20 @@ def test_sigkill_one_of_two_consumers_loses_nothing(kind, qname, sqlite_dir, tmp
     n = SIZE.sigkill_tasks
     options = broker_options(kind, sqlite_dir)
     require_broker(kind, options)
-    pub = publisher(kind, qname, options)
+    pub = recording_publisher(kind, qname, options)
     victim = survivor = None
     try:
         # the queue exists (and consumer groups are joined) before the first message: start the
         # consumers first, then publish while they run
-        # tasks of 20 ms keep both consumers busy for a while, so the kill lands mid-run whatever
-        # share of the queue each consumer's fetches took
-        victim = ConsumerProcess(kind, qname, options, str(tmp_path / "victim.out"), task_seconds=0.02)
-        survivor = ConsumerProcess(kind, qname, options, str(tmp_path / "survivor.out"), task_seconds=0.02)
+        # tasks of 50 ms on 8 threads (at most 160 tasks/s per consumer) keep both consumers busy for a
+        # while, so the kill lands mid-run whatever share of the queue each consumer's fetches took
+        victim = ConsumerProcess(kind, qname, options, str(tmp_path / "victim.out"), concurrency=8,
+                                 task_seconds=0.05)
+        survivor = ConsumerProcess(kind, qname, options, str(tmp_path / "survivor.out"), concurrency=8,
+                                   task_seconds=0.05)
         pub.push_many(range(n))
         kill_after = max(5, n // 50)
-        wait_for(lambda: sum(victim.runs().values()) >= kill_after, 120, f"the victim ran {kill_after} tasks")
+        wait_until(lambda: victim.done() >= kill_after, 120, 0.05, f"the victim ran {kill_after} tasks")
         victim.sigkill()
         killed_at = time.monotonic()
         victim_runs = victim.runs()  # final: a dead process writes nothing more
@@ -41,7 +46,7 @@ def test_sigkill_one_of_two_consumers_loses_nothing(kind, qname, sqlite_dir, tmp
         def all_ran() -> bool:
             return set(victim_runs) | set(survivor.runs()) >= set(range(n))
 
-        wait_for(all_ran, 180, f"all {n} tasks ran after the kill", interval=0.1)
+        wait_until(all_ran, 180, 0.1, f"all {n} tasks ran after the kill")
         drained_after = time.monotonic() - killed_at
     finally:
         stop_all([victim, survivor])

@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import random
+import re
 import time
 import uuid
 from typing import Any, Optional
@@ -27,8 +28,20 @@ try:  # orjson is optional; it is a good deal faster when installed
     def dumps(obj: Any) -> str:
         return _orjson.dumps(obj, default=_default).decode("utf-8")
 
+    # orjson reads an integer outside the 64-bit range as a float (19000000000000000001 -> 1.9e19): a
+    # task argument or a dead letter would change silently. Such a number has 19 digits or more; text that
+    # has such a digit run (rare: also long ids inside strings) is read again with the exact stdlib parser.
+    _LONG_DIGITS_STR = re.compile(r"\d{19}")
+    _LONG_DIGITS_BYTES = re.compile(rb"\d{19}")
+
     def loads(data: Any) -> Any:
-        return _orjson.loads(data)
+        obj = _orjson.loads(data)
+        if isinstance(data, str):
+            long_run = _LONG_DIGITS_STR.search(data)
+        else:
+            data = bytes(data)
+            long_run = _LONG_DIGITS_BYTES.search(data)
+        return json.loads(data) if long_run else obj
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
     _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=lambda o: _default(o))

@@ -1,35 +1,17 @@
 """A consumer process for the crash tests: ``python _crash_worker.py QUEUE URL MARKER_DIR HOLD [HB [CONC]]``.
 
-It runs the DRAMATIQ booster's real dramatiq Worker; each task writes ``started.<x>.<pid>``, then holds
-HOLD seconds (HOLD=1: 120 s, to be SIGKILLed mid-task) and writes ``done.<x>``.
+It runs the DRAMATIQ booster's real dramatiq Worker through ``funboost.testing.workers.marker_worker``: each
+task writes ``started.<x>.<pid>``, then holds HOLD seconds (HOLD=1: 120 s, to be SIGKILLed mid-task) and
+writes ``done.<x>``.
 HB: the Redis heartbeat timeout (``default`` = the plugin's default configuration). CONC: concurrent_num."""
-import os
 import sys
-import time
 
-os.environ.setdefault("FUNBOOST_NO_KEEPALIVE", "1")
-from funboost import BoosterParams, boost  # noqa: E402
+from funboost.testing.workers import marker_worker
 
 queue, url, marker_dir, hold = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 hb = sys.argv[5] if len(sys.argv) > 5 else "default"
 concurrency = int(sys.argv[6]) if len(sys.argv) > 6 else 2
-hold = 120.0 if hold == 1 else hold
 cfg = {"broker_url": url}
 if url.startswith("redis") and hb != "default":
     cfg["heartbeat_timeout"] = float(hb)
-
-
-@boost(BoosterParams(queue_name=queue, broker_kind="DRAMATIQ", broker_exclusive_config=cfg,
-                     concurrent_num=concurrency, state_backend="memory", log_to_console=False, max_retry_times=0))
-def work(x: int) -> int:
-    open(os.path.join(marker_dir, f"started.{x}.{os.getpid()}"), "w").close()
-    if hold:
-        time.sleep(hold)
-    open(os.path.join(marker_dir, f"done.{x}"), "w").close()
-    return x
-
-
-work.consume()
-print("consuming", flush=True)
-while True:
-    time.sleep(1)
+marker_worker("DRAMATIQ", queue, cfg, marker_dir, 120.0 if hold == 1 else hold, concurrency)

@@ -13,6 +13,8 @@ from funboost.plugins.manager import resolve_broker_kind
 from funboost_kafka.broker import KafkaBroker
 from funboost_kafka.options import KafkaOptions
 
+from conftest import make_options
+
 
 def msgs(n, prefix="t", key=None):
     return [OutgoingMessage(body=json.dumps({"i": i, "extra": {"task_id": f"{prefix}{i}"}}),
@@ -245,3 +247,39 @@ def test_rebalance_member_joins_and_leaves(brokers, queue_name):
     ta.join(10)
     probe = brokers(queue_name)
     assert probe.queue_size().ready == 0
+
+
+def test_publish_recovers_after_broker_restart(queue_name):
+    """Found by tests/reliability/test_broker_restart.py: after the broker restarted, every publish hung in
+    producer.flush() (no timeout; kafka-python kept asking for its old producer id) or failed for good.
+    Now a publish fails within publish_timeout with KafkaPublishError, and the next one uses a new producer."""
+    from funboost.testing import require_service
+    from funboost.testing.servers import PrivateKafka, ServerUnavailable
+    from funboost_kafka import KafkaPublishError
+
+    try:
+        server = PrivateKafka()
+    except ServerUnavailable as exc:
+        require_service(str(exc))
+    server.start()
+    b = KafkaBroker(queue_name, make_options(bootstrap_servers=server.url, publish_timeout=5.0))
+    try:
+        b.publish(msgs(1, prefix="before_"))
+        server.kill()
+        server.start()  # in-memory storage: the topic is gone too
+        outcomes = []
+        for _ in range(3):
+            try:
+                b.publish(msgs(1, prefix="after_"))
+                outcomes.append("ok")
+                break
+            except KafkaPublishError as exc:
+                assert "was not acknowledged within 5.0s" in str(exc)
+                outcomes.append("error")
+        assert outcomes[-1] == "ok", outcomes
+        got = []
+        wait_for(lambda: got.extend(d.task_id for d in b.fetch(10, 0.5)) or "after_0" in got, deadline_s=30,
+                 what="the message published after the restart consumed")
+    finally:
+        b.close()
+        server.cleanup()

@@ -36,7 +36,7 @@ def drop_queue(name: str, url: str = REDIS_URL) -> None:
                     q.scheduled_job_registry):
             b.conn.delete(reg.key)
         q.delete(delete_jobs=True)
-        b.conn.delete(b.keys.intermediate, b.keys.limbo)
+        b.conn.delete(b.keys.intermediate, b.keys.limbo, b.keys.limbo_holder)
     finally:
         b.close()
 

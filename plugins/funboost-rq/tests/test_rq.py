@@ -435,3 +435,39 @@ def test_more_worker_threads_than_redis_pys_default_pool(queue_name, consumers):
     wait_until(lambda: len(Worker.all(queue=q)) >= 120, 60, interval=0.2, message="120 rq workers registered")
     results = [f.push(i) for i in range(5)]
     assert [r.get(timeout=30) for r in results] == [1, 2, 3, 4, 5]
+
+
+def test_reclaim_leaves_a_living_workers_intermediate_job_alone(queue_name):
+    """Found by tests/reliability (SIGKILL at full size, a loaded machine): a job id that a living worker had
+    moved into rq's intermediate list was put back after heartbeat_timeout because its worker had not
+    registered it yet, and ran twice. Now the worker notes its lease next to the id: the reclaim puts the id
+    back at once when that lease is dead, never while it lives, and after LIMBO_BACKSTOP_SECONDS when nobody
+    noted it."""
+    from funboost.engine.liveness import ConsumerLease
+    from funboost_rq import RqBroker, RqOptions, storage
+
+    b = RqBroker(queue_name, RqOptions(redis_url=REDIS_URL))
+    conn, keys = b.conn, b.keys
+    live, dead = f"live-{uuid.uuid4().hex[:8]}", f"dead-{uuid.uuid4().hex[:8]}"
+    lease = ConsumerLease(queue_name, f"me-{uuid.uuid4().hex[:8]}", heartbeat_interval=0.3, heartbeat_timeout=1.5,
+                          renew=lambda info: None)
+    now = time.time()
+    try:
+        conn.hset(storage.LEASES_KEY, live, json.dumps(["elsewhere", 1, now]))  # renewed just now
+        conn.hset(storage.LEASES_KEY, dead, json.dumps(["elsewhere", 1, now - 60]))  # silent for a minute
+        for job_id in ("j-live", "j-dead", "j-unnoted-recent", "j-unnoted-old"):
+            conn.rpush(keys.intermediate, job_id)
+        storage.note_taken(conn, keys, "j-live", live)
+        storage.note_taken(conn, keys, "j-dead", dead)
+        # first seen by earlier passes: both past heartbeat_timeout, only one past the backstop
+        conn.hset(keys.limbo, mapping={"j-live": now - 30, "j-unnoted-recent": now - 30,
+                                       "j-unnoted-old": now - storage.LIMBO_BACKSTOP_SECONDS - 1})
+        assert storage.reclaim(conn, lease, [keys]) == 2
+        back = {x.decode() for x in conn.lrange(keys.queue, 0, -1)}
+        waiting = {x.decode() for x in conn.lrange(keys.intermediate, 0, -1)}
+        assert back == {"j-dead", "j-unnoted-old"}
+        assert waiting == {"j-live", "j-unnoted-recent"}
+    finally:
+        conn.hdel(storage.LEASES_KEY, live, dead)
+        conn.delete(keys.intermediate, keys.limbo, keys.limbo_holder, keys.queue)
+        b.close()

@@ -27,6 +27,7 @@ from kafka.structs import OffsetAndMetadata
 from funboost.plugins.broker import (
     Broker, Capabilities, Delivery, OutgoingMessage, QueueSize, dead_letter_queue_name,
 )
+from funboost.exceptions import FunboostError
 from funboost.process_local import ProcessLocalDict, fork_generation
 
 from .offsets import PartitionTracker
@@ -35,6 +36,10 @@ from .options import KafkaOptions
 log = logging.getLogger("funboost.kafka")
 
 TASK_ID_HEADER = "task_id"
+
+
+class KafkaPublishError(FunboostError):
+    """A publish the Kafka broker did not acknowledge in time (the message may or may not be stored)."""
 
 
 def _commit_meta(offset: int) -> OffsetAndMetadata:
@@ -52,9 +57,13 @@ class _Shared:
         self.admins: ProcessLocalDict[tuple, tuple[KafkaAdminClient, threading.Lock]] = ProcessLocalDict()
         self.topics: set[tuple] = set()  # (connection key, topic) known to exist
 
+    @staticmethod
+    def producer_key(opts: KafkaOptions) -> tuple:
+        return (opts.connection_key(), opts.acks, opts.compression_type, opts.linger_ms,
+                tuple(sorted(opts.producer_config.items())))
+
     def producer(self, opts: KafkaOptions) -> KafkaProducer:
-        key = (opts.connection_key(), opts.acks, opts.compression_type, opts.linger_ms,
-               tuple(sorted(opts.producer_config.items())))
+        key = self.producer_key(opts)
 
         def build() -> KafkaProducer:
             kw = dict(opts.connection_kwargs(), acks=opts.acks, linger_ms=opts.linger_ms,
@@ -176,7 +185,17 @@ class KafkaBroker(Broker):
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
             return
-        self._ensure_topic()
+        deadline = time.monotonic() + self.options.publish_timeout
+        while True:
+            try:
+                self._ensure_topic()
+                break
+            except KafkaError as exc:
+                # the admin connection comes back a moment after the broker does (NodeNotReadyError)
+                if not getattr(exc, "retriable", False) or time.monotonic() > deadline:
+                    raise KafkaPublishError(f"kafka publish to {self.topic!r} on {self.options.servers()}: could not "
+                                            f"check the topic: {type(exc).__name__}: {exc}") from exc
+                time.sleep(0.2)
         self._produce(self.topic, [(m.body, m.key, m.task_id, m.headers) for m in messages])
 
     def _produce(self, topic: str, items: list[tuple[Any, Optional[Any], str, dict]]) -> None:
@@ -193,10 +212,37 @@ class KafkaBroker(Broker):
             if extra_headers:
                 headers.extend((k, str(v).encode("utf-8")) for k, v in extra_headers.items())
             futures.append(producer.send(topic, value=value, key=key, headers=headers or None))
-        if self.options.wait_for_ack:
-            producer.flush()  # send what linger holds back now rather than after linger_ms
+        if not self.options.wait_for_ack:
+            return
+        deadline = time.monotonic() + self.options.publish_timeout
+        try:
+            producer.flush(timeout=self.options.publish_timeout)  # send what linger holds back now
             for f in futures:
-                f.get(timeout=60)  # raises the produce error, if any
+                f.get(timeout=max(0.1, deadline - time.monotonic()))  # raises the produce error, if any
+        except KafkaError as exc:
+            # A producer that failed may never recover on its own (after a broker restart kafka-python
+            # keeps asking for its old producer id; a restarted in-memory broker also forgot the topic):
+            # the next publish starts from a new producer and checks the topic again.
+            self._discard_producer(producer)
+            raise KafkaPublishError(
+                f"kafka publish of {len(items)} message(s) to {topic!r} on {self.options.servers()} was not "
+                f"acknowledged within {self.options.publish_timeout}s: {type(exc).__name__}: {exc}") from exc
+
+    def _discard_producer(self, producer: KafkaProducer) -> None:
+        key = _shared.producer_key(self.options)
+        if _shared.producers.pop_if(key, producer):
+            try:
+                producer.close(timeout=0)
+            except KafkaError:
+                # kafka-python's close() raises from its flush while batches are pending and then leaves the
+                # sender thread running: stop that thread without sending (the publish already failed)
+                sender = getattr(producer, "_sender", None)
+                if sender is not None:
+                    sender.force_close()
+                producer._closed = True  # its __del__ would try (and fail) the same close again
+        self._producer = None
+        _shared.topics.discard((self.options.connection_key(), self.topic))
+        self._topic_ready = False
 
     # ----- consume -----
     def _ensure_consumer(self) -> KafkaConsumer:

@@ -78,6 +78,9 @@ class KafkaOptions(BrokerOptions):
     linger_ms: int = Field(default=2, ge=0)
     # wait for the broker's acknowledgement of every published batch (publish() returns only then)
     wait_for_ack: bool = True
+    # how long publish() waits for the broker's acknowledgement before it raises KafkaPublishError (the
+    # producer is then rebuilt: after a broker restart the old one may never recover its producer id)
+    publish_timeout: float = Field(default=30.0, gt=0)
 
     # --- queue size ---
     # Some Kafka-compatible brokers (Tansu 0.x) answer ListOffsets(LATEST) with the base offset of the

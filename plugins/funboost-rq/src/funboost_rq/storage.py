@@ -14,8 +14,11 @@ once their entry expired (minutes later, and as *failed*). funboost-rq re-runs t
 * every ``reclaim_interval`` a consumer of the queue looks at the started registry: an entry whose
   holder's lease is stale, or whose process is gone from this host (an immediate verdict after
   ``kill -9``), goes back to the front of the queue, atomically (``ZREM`` decides who moves it);
-  a job id left in the intermediate list longer than ``heartbeat_timeout`` (its worker died between
-  ``BLMOVE`` and registering it) goes back too.
+  a job id left in the intermediate list (its worker died between ``BLMOVE`` and registering it) goes
+  back too: at once when the worker that took it had noted its lease next to it and that lease is dead;
+  after ``LIMBO_BACKSTOP_SECONDS`` when nobody noted it (the worker died in the instant between the two).
+  A time limit alone would re-run the job of a living worker stalled in that window (a loaded machine
+  with a short ``heartbeat_timeout`` did: found by tests/reliability, SIGKILL at full size).
 """
 from __future__ import annotations
 
@@ -35,6 +38,9 @@ from funboost_rq.options import RqOptions
 
 LEASES_KEY = "funboost:rq:leases"
 LIMBO_KEY = "funboost:rq:limbo:{0}"  # first seen of intermediate-list ids that are not registered yet
+LIMBO_HOLDER_KEY = "funboost:rq:limbo_holder:{0}"  # intermediate-list id -> lease id of the worker that took it
+# an intermediate-list id nobody noted goes back after this long (or heartbeat_timeout, if longer)
+LIMBO_BACKSTOP_SECONDS = 60.0
 WORKER_PREFIX = "funboost-"
 PULL_PREFIX = "fbpull-"
 
@@ -118,6 +124,7 @@ class QueueKeys:
         self.started = queue.started_job_registry.key
         self.scheduled = queue.scheduled_job_registry.key
         self.limbo = LIMBO_KEY.format(queue.name)
+        self.limbo_holder = LIMBO_HOLDER_KEY.format(queue.name)
 
 
 def job_key(job_id: str) -> str:
@@ -145,6 +152,12 @@ def give_back(conn: Redis, keys: QueueKeys, entry: str, job_id: str, front: bool
     """Put a started job back into its queue (once: the registry entry decides)."""
     return bool(conn.eval(_GIVE_BACK, 4, keys.started, keys.queue, job_key(job_id), execution_key(entry),
                           entry, job_id, "1" if front else "0"))
+
+
+def note_taken(conn: Redis, keys: QueueKeys, job_id: str, lease_id: str) -> None:
+    """A worker of lease ``lease_id`` took ``job_id`` into the intermediate list (right after rq's BLMOVE):
+    while that lease lives, the reclaim leaves the id alone."""
+    conn.hset(keys.limbo_holder, job_id, lease_id)
 
 
 def from_intermediate(conn: Redis, keys: QueueKeys, job_id: str) -> bool:
@@ -218,26 +231,43 @@ def reclaim(conn: Redis, lease: ConsumerLease, queues: Iterable[QueueKeys]) -> i
             for entry, holder in holders.items():
                 if holder in dead and give_back(conn, keys, entry, entry.partition(":")[0]):
                     moved += 1
-        moved += _rescue_limbo(conn, keys, {e.partition(":")[0] for e in entries}, now, lease.heartbeat_timeout)
+        moved += _rescue_limbo(conn, keys, {e.partition(":")[0] for e in entries}, now, lease)
     return moved
 
 
-def _rescue_limbo(conn: Redis, keys: QueueKeys, started_ids: set[str], now: float, timeout: float) -> int:
+def _rescue_limbo(conn: Redis, keys: QueueKeys, started_ids: set[str], now: float, lease: ConsumerLease) -> int:
+    # the notes first: a note written after this read belongs to an id this pass leaves alone anyway
+    noted = {(k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
+             for k, v in conn.hgetall(keys.limbo_holder).items()}
     ids = [i.decode() if isinstance(i, bytes) else str(i) for i in conn.lrange(keys.intermediate, 0, -1)]
     seen = {(k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in conn.hgetall(keys.limbo).items()}
+    waiting = [j for j in ids if j not in started_ids]
+    dead: set[str] = set()
+    holders = {noted[j] for j in waiting if j in noted}
+    if holders:
+        dead = set(lease.dead_holders(holders, read_leases(conn), now))
+    backstop = max(LIMBO_BACKSTOP_SECONDS, lease.heartbeat_timeout)
     moved = 0
     pipe = conn.pipeline(transaction=False)
-    for job_id in ids:
-        if job_id in started_ids:
-            continue
+    for job_id in waiting:
+        holder = noted.get(job_id)
         first = seen.get(job_id)
-        if first is None:
+        if holder is not None:
+            rescue = holder in dead  # a living worker is about to register it: leave it
+        elif first is None:
             pipe.hsetnx(keys.limbo, job_id, now)
-        elif now - first > timeout:
+            rescue = False
+        else:
+            rescue = now - first > backstop
+        if rescue:
             moved += int(from_intermediate(conn, keys, job_id))
             pipe.hdel(keys.limbo, job_id)
+            pipe.hdel(keys.limbo_holder, job_id)
     gone = [j for j in seen if j not in ids or j in started_ids]
     if gone:
         pipe.hdel(keys.limbo, *gone)
+    gone_noted = [j for j in noted if j not in ids or j in started_ids]
+    if gone_noted:
+        pipe.hdel(keys.limbo_holder, *gone_noted)
     pipe.execute()
     return moved

@@ -75,6 +75,9 @@ class FunboostRqWorker(SimpleWorker):
         while not self._stop_requested:
             result = super().dequeue_job_and_maintain_ttl(IDLE_POLL_SECONDS, IDLE_POLL_SECONDS)
             if result is not None:
+                # in the intermediate list until rq registers it as started: say whose it is meanwhile
+                storage.note_taken(self.connection, self.host.keys[result[1].name], result[0].id,
+                                   self.host.lease.consumer_id)
                 if self._stop_requested:  # taken while asked to stop (pause, booster left): hand it back
                     job, queue = result
                     storage.from_intermediate(self.connection, self.host.keys[queue.name], job.id)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 import time
 from typing import Literal, Optional, Sequence
@@ -25,6 +26,7 @@ from typing import Literal, Optional, Sequence
 from pydantic import Field, model_validator
 
 from funboost.engine.liveness import HOST_KEY, ConsumerLease, LeaseInfo, pid_gone
+from funboost.exceptions import FunboostError
 from funboost.plugins.broker import (Broker, BrokerOptions, Capabilities, Delivery, OutgoingMessage,
                                      QueueSize)
 from funboost.process_local import fork_generation
@@ -41,7 +43,12 @@ _CHUNK = 500  # ids per "IN (...)" list: well under every sqlite build's variabl
 
 
 # where a pid means the same process, and whether it still runs: core's liveness helpers, importable here
-__all__ = ["SqliteBroker", "SqliteOptions", "HOST_KEY", "pid_gone"]
+__all__ = ["SqliteBroker", "SqliteOptions", "QueueStorageFull", "HOST_KEY", "pid_gone"]
+
+
+class QueueStorageFull(FunboostError, sqlite3.OperationalError):
+    """A publish refused because the queue's database file is on a full disk (or at the file system's size
+    limit); nothing of that publish was stored. Still an ``sqlite3.OperationalError`` for older handlers."""
 
 
 class SqliteOptions(BrokerOptions):
@@ -156,11 +163,18 @@ class SqliteBroker(Broker):
             else:
                 rows.append((q, READY, m.priority or 0, now, m.task_id or None, now, m.body))
         db = self.db
-        if len(rows) == 1:  # the common f.push() case: one autocommit statement, no BEGIN/COMMIT round trips
-            db.write_one(_INSERT, rows[0])
-        else:
-            with db.write() as c:
-                c.executemany(_INSERT, rows)
+        try:
+            if len(rows) == 1:  # the common f.push() case: one autocommit statement, no BEGIN/COMMIT round trips
+                db.write_one(_INSERT, rows[0])
+            else:
+                with db.write() as c:
+                    c.executemany(_INSERT, rows)
+        except sqlite3.OperationalError as exc:
+            if "full" not in str(exc):
+                raise
+            # one transaction: none of these messages is in the file, the ones stored before are intact
+            raise QueueStorageFull(f"sqlite queue {q!r}: no space for {len(rows)} message(s) in {self.db_file} "
+                                   f"({exc}); nothing of this publish was stored") from exc
         db.notify()
 
     # ---------------------------------------------------------------- fetch
