@@ -142,3 +142,8 @@ class LiveServer:
     def close(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+@pytest.fixture
+def qname_web(request):
+    return f"web_{request.node.name[:30]}_{uuid.uuid4().hex[:8]}".replace("[", "_").replace("]", "_")
