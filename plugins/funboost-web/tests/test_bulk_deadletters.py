@@ -21,7 +21,8 @@ def test_bulk_retry_of_10000_dead_letters_by_filter(web, backend_name, qname_web
     runs: collections.Counter = collections.Counter()
     lock = threading.Lock()
 
-    @boost(BoosterParams(queue_name=qname_web, broker_kind="sqlite_queue", log_to_console=False, concurrent_num=20))
+    @boost(BoosterParams(queue_name=qname_web, broker_kind="sqlite_queue", state_backend=backend_name,
+                         log_to_console=False, concurrent_num=20))
     def job(n: int):
         with lock:
             runs[n] += 1
