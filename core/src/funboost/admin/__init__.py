@@ -28,7 +28,8 @@ from funboost.admin.catalog import CATALOG, read_catalog, read_queue_record
 from funboost.admin.deadletters import DeadLetterFilter, DeadLetterResult, dead_letter_action
 from funboost.flags import QueueFlag
 from funboost.plugins.broker import Broker, OutgoingMessage, QueueSize
-from funboost.timeseries import RESOLUTIONS, WINDOWS, MetricRow, Point, series, totals, window_start
+from funboost.timeseries import (FLUSH_INTERVAL, RESOLUTIONS, WINDOWS, MetricRow, Point, bucket_of, series, totals,
+                                 window_start)
 
 if TYPE_CHECKING:  # pragma: no cover
     from funboost.state.base import StateBackend
@@ -39,6 +40,8 @@ __all__ = ["QueueAdmin", "QueueSummary", "Applied", "DeadLetterFilter", "DeadLet
 #: env var: JSON ``{"<broker kind>": {<options>}}`` merged over the catalog's options when the manager builds
 #: a queue's broker (for secrets that the catalog does not record: passwords, tokens)
 ENV_BROKER_OPTIONS = "FUNBOOST_ADMIN_BROKER_OPTIONS"
+#: seconds after a bucket's end when no consumer writes it any more (3 flushes)
+FINAL_AFTER = 3 * FLUSH_INTERVAL
 
 
 class BrokerUnknown(LookupError):
@@ -84,10 +87,13 @@ class QueueSummary:
     rate: float  # runs per second over the last 10 s
     eta_drain: Optional[float]  # seconds to drain the ready messages at that rate
     record: dict
+    applied: dict  # flag -> Applied.as_dict(): "applied on N of M consumers"
+    totals: dict  # timeseries.totals() of the day rows (histogram and summed run time included)
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
         d.pop("record")
+        d.pop("totals")
         return d
 
 
@@ -121,6 +127,9 @@ class QueueAdmin:
         self.broker_overrides = {k.lower(): v for k, v in overrides.items()}
         self._brokers: dict[str, tuple[str, Broker]] = {}
         self._lock = threading.Lock()
+        # metric rows of final buckets: (res, queue) -> bucket -> rows; and the bucket range they cover
+        self._final_rows: dict[tuple[str, Optional[str]], dict[int, list[MetricRow]]] = {}
+        self._covered: dict[tuple[str, Optional[str]], tuple[int, int]] = {}
 
     # ------------------------------------------------------------------ catalog, consumers
     def catalog(self) -> dict[str, dict]:
@@ -242,22 +251,63 @@ class QueueAdmin:
             raise ValueError("concurrency must be >= 1")
         self._set(queue, QueueFlag.CONCURRENT_NUM, int(n))
 
-    def applied(self, queue: str, flag: str) -> Applied:
+    def applied(self, queue: str, flag: str, *, flags: Optional[dict] = None,
+                consumers: Optional[list[dict]] = None) -> Applied:
         """How many live consumers of ``queue`` show the queue's current value of ``flag`` (pause, qps,
-        concurrent_num) in their latest heartbeat. A flag never set is compared with False / None."""
+        concurrent_num) in their latest heartbeat. A flag never set is compared with False / None.
+        ``flags`` / ``consumers``: already read (saves the reads when a page shows every flag)."""
         flag = str(QueueFlag(flag))
-        value = self.flags(queue).get(flag, False if flag == QueueFlag.PAUSE.value else None)
-        cs = self.state.live_consumers(queue)
+        flags = self.flags(queue) if flags is None else flags
+        value = flags.get(flag, False if flag == QueueFlag.PAUSE.value else None)
+        cs = self.state.live_consumers(queue) if consumers is None else consumers
         if value is None and flag == QueueFlag.CONCURRENT_NUM.value:
             return Applied(flag, None, len(cs), len(cs))
         return Applied(flag, value, sum(1 for c in cs if _hb_value_matches(c, flag, value)), len(cs))
 
+    def applied_all(self, queue: str, *, flags: Optional[dict] = None,
+                    consumers: Optional[list[dict]] = None) -> dict[str, dict]:
+        """:meth:`applied` of pause, qps and concurrent_num, from one read of flags and heartbeats."""
+        flags = self.flags(queue) if flags is None else flags
+        cs = self.state.live_consumers(queue) if consumers is None else consumers
+        return {f: self.applied(queue, f, flags=flags, consumers=cs).as_dict()
+                for f in ("pause", "qps", "concurrent_num")}
+
     # ------------------------------------------------------------------ metrics
-    def metric_rows(self, res: str, since: int, queue: Optional[str] = None) -> list[MetricRow]:
+    def metric_rows(self, res: str, since: int, queue: Optional[str] = None,
+                    now: Optional[float] = None) -> list[MetricRow]:
+        """Metric rows of ``res`` from bucket ``since`` on (of ``queue`` or every queue). Buckets that ended
+        more than :data:`FINAL_AFTER` seconds ago no longer change (consumers write a bucket last at their
+        first flush after its end), so they are read once and kept here; later calls read only the
+        recent buckets. This is what keeps the charts and the queues page fast over 100 queues."""
+        now = time.time() if now is None else now
+        width = RESOLUTIONS[res][0]
+        key = (res, queue)
+        with self._lock:
+            cache = self._final_rows.setdefault(key, {})
+            covered = self._covered.get(key)
+            use_cache = covered is not None and covered[0] <= since <= covered[1]
+            read_from = max(since, covered[1]) if use_cache else since
+            cached = [r for b, rows in cache.items() if since <= b < read_from for r in rows] if use_cache else []
         try:
-            return self.state.metrics_get(res, since, queue)
+            fresh = self.state.metrics_get(res, read_from, queue)
         except NotImplementedError:
             return []
+        final_hi = bucket_of(now - FINAL_AFTER - width, res) + width  # buckets below it are final
+        with self._lock:
+            groups: dict[int, list[MetricRow]] = {}
+            for r in fresh:
+                if r.bucket < final_hi:
+                    groups.setdefault(r.bucket, []).append(r)
+            cache.update(groups)  # replaced whole: a bucket read again is never counted twice
+            if use_cache:
+                assert covered is not None
+                self._covered[key] = (covered[0], max(final_hi, covered[1]))
+            else:
+                self._covered[key] = (since, max(final_hi, since))
+            oldest = bucket_of(now - RESOLUTIONS[res][1], res)
+            for b in [b for b in cache if b < oldest]:
+                del cache[b]
+        return cached + fresh
 
     def series(self, queue: Optional[str], window: str, now: Optional[float] = None) -> list[Point]:
         """Chart points of ``queue`` (None: every queue summed) over ``window``: "60s", "60m", "24h", "10d"."""
@@ -281,12 +331,13 @@ class QueueAdmin:
             by_q.setdefault(c.get("queue"), []).append(c)
         now = time.time()
         recent: dict[str, dict] = {}
-        for row in self.metric_rows("s", int(now) - 10):
+        only = names[0] if queues is not None and len(names) == 1 else None  # one queue: read only its rows
+        for row in self.metric_rows("s", int(now) - 10, only):
             acc = recent.setdefault(row.queue, {"r": 0, "f": 0})
             acc["r"] += int(row.data.get("r", 0))
             acc["f"] += int(row.data.get("f", 0))
         day_rows: dict[str, list[MetricRow]] = {}
-        for row in self.metric_rows("d", window_start("d", 15, now)):
+        for row in self.metric_rows("d", window_start("d", 15, now), only):
             day_rows.setdefault(row.queue, []).append(row)
         out = []
         for q in names:
@@ -308,7 +359,8 @@ class QueueAdmin:
                 concurrent_num=flags.get("concurrent_num", rec.get("concurrent_num")),
                 runs_10s=r10["r"], failures_10s=r10["f"], runs_total=tot["runs"], failures_total=tot["failures"],
                 avg=tot["avg"], p95=tot["p95"], rate=rate,
-                eta_drain=(ready / rate) if (ready and rate > 0) else (0.0 if ready == 0 else None), record=rec))
+                eta_drain=(ready / rate) if (ready and rate > 0) else (0.0 if ready == 0 else None), record=rec,
+                applied=self.applied_all(q, flags=flags, consumers=cs), totals=tot))
         return out
 
     # ------------------------------------------------------------------ status records

@@ -250,12 +250,7 @@ async def logout(request: Request) -> Response:
 
 # ============================================================================ queues
 def _queue_rows(admin: QueueAdmin) -> list[dict]:
-    rows = []
-    for s in admin.summaries():
-        d = s.as_dict()
-        d["applied"] = {f: admin.applied(s.queue, f).as_dict() for f in ("pause", "qps", "concurrent_num")}
-        rows.append(d)
-    return rows
+    return [s.as_dict() for s in admin.summaries()]
 
 
 @requires("viewer")
@@ -274,7 +269,7 @@ def _queue_detail(admin: QueueAdmin, queue: str) -> dict:
     summ = admin.summaries([queue])
     return {"queue": queue, "record": rec, "summary": summ[0].as_dict() if summ else None,
             "consumers": admin.consumers(queue), "flags": admin.flags(queue),
-            "applied": {f: admin.applied(queue, f).as_dict() for f in ("pause", "qps", "concurrent_num")}}
+            "applied": summ[0].applied if summ else admin.applied_all(queue)}
 
 
 @requires("viewer")

@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import sys
+import threading
 from typing import Optional, Sequence
 
 ENV_PASSWORD = "FUNBOOST_WEB_ADMIN_PASSWORD"
@@ -94,6 +95,15 @@ def _serve(args: argparse.Namespace) -> int:
               f"cross the network in clear. Use --certfile/--keyfile or a TLS-terminating proxy.",
               file=sys.stderr, flush=True)
     app = create_app(WebConfig(admin, https=tls))
+
+    def warm() -> None:  # build every queue's broker and read the final metric buckets once, off the first request
+        try:
+            admin.summaries()
+            admin.series(None, "60m")
+        except Exception:
+            pass
+
+    threading.Thread(target=warm, name="funboost-web-warm", daemon=True).start()
     scheme = "https" if tls else "http"
     print(f"funboost web: serving {scheme}://{args.host}:{args.port}/ (state backend {state.name})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ssl_certfile=args.certfile,

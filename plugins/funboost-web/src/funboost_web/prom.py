@@ -36,7 +36,7 @@ class _QueueCollector:
         paused = GaugeMetricFamily("funboost_queue_paused", "1 while the queue is paused", labels=["queue"])
         for s in self.admin.summaries():
             q = s.queue
-            tot = self.admin.totals(q)
+            tot = s.totals
             runs.add_metric([q], tot["runs"])
             fails.add_metric([q], tot["failures"])
             h = {int(k): int(v) for k, v in (tot.get("hist") or {}).items()}
