@@ -44,7 +44,18 @@ def _start_manager(env: dict) -> tuple[subprocess.Popen, str]:
         if "serving" in line:
             break
     threading.Thread(target=p.stdout.read, daemon=True).start()
-    return p, f"http://127.0.0.1:{port}"
+    import httpx
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:  # "serving" is printed before uvicorn binds: wait until it answers
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    return p, url
 
 
 def _login(url: str):
@@ -114,6 +125,7 @@ def part_pages(args: argparse.Namespace, env: dict) -> None:
     proc, url = _start_manager(env)
     try:
         c = _login(url)
+        time.sleep(3)  # let the warm-up (brokers of 100 queues, final metric buckets) finish first
         some_tid = c.get("/api/results", params={"queue": q, "limit": 1}).json()["records"][0]["task_id"]
         pages = [("/queues", "queues (100 queues)"), (f"/queues/{q}", "queue detail"),
                  (f"/results?queue={q}", "results, newest 50"),

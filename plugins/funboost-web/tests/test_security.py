@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import uuid
 
 import pytest
 from starlette.routing import Route
@@ -16,12 +17,12 @@ from conftest import PASSWORD, csrf_of, login
 from funboost_web.auth import USERS, UserStore, hash_password, verify_password
 
 
-def _routes(client):
+def _routes(client, q="q"):
     out = []
     for r in client.app.routes:
         if isinstance(r, Route) and r.path not in ("/", "/healthz", "/login"):
             for m in sorted(r.methods - {"HEAD"}):
-                out.append((m, r.path.replace("{queue}", "q").replace("{task_id}", "t").replace("{kind}", "sqlite")
+                out.append((m, r.path.replace("{queue}", q).replace("{task_id}", "t").replace("{kind}", "sqlite")
                             .replace("{job_id}", "j").replace("{action}", "pause")))
     return out
 
@@ -46,7 +47,7 @@ def test_login_logout_and_post_without_csrf(web):
     page = client.get("/queues")
     assert page.status_code == 200 and names["operator"] in page.text
     # a state change without the CSRF token, or with a wrong one: 403, nothing changes
-    q = "csrf_probe_queue"
+    q = f"csrf_probe_{uuid.uuid4().hex[:8]}"
     assert client.post(f"/queues/{q}/action", data={"action": "pause"}).status_code == 403
     assert client.post(f"/queues/{q}/action", data={"action": "pause", "csrf": "forged"}).status_code == 403
     assert client.post(f"/api/queues/{q}/pause", json={}).status_code == 403
@@ -65,12 +66,13 @@ def test_viewer_cannot_change_anything(web):
     page = client.get("/queues")
     assert page.status_code == 200
     token = csrf_of(page.text)
-    for method, path in _routes(client):
+    q = f"viewer_probe_{uuid.uuid4().hex[:8]}"
+    for method, path in _routes(client, q):
         if method != "POST" or path == "/logout":
             continue
-        r = client.post(path, data={"csrf": token, "action": "pause", "queue": "q", "value": "1"}, follow_redirects=False)
+        r = client.post(path, data={"csrf": token, "action": "pause", "queue": q, "value": "1"}, follow_redirects=False)
         assert r.status_code == 403, (path, r.status_code)
-    assert admin.flags("q").get("pause") is None
+    assert admin.flags(q).get("pause") is None
 
 
 def test_bearer_tokens_created_and_revoked_by_an_admin(web):
@@ -85,8 +87,9 @@ def test_bearer_tokens_created_and_revoked_by_an_admin(web):
     hdr = {"Authorization": f"Bearer {token}"}
     assert client.get("/api/queues", headers=hdr).status_code == 200
     # a token carries no cookie: no CSRF needed, the role still applies
-    assert client.post("/api/queues/tokq/pause", json={}, headers=hdr).status_code == 200
-    assert admin.flags("tokq")["pause"] is True
+    tokq = f"tokq_{uuid.uuid4().hex[:8]}"
+    assert client.post(f"/api/queues/{tokq}/pause", json={}, headers=hdr).status_code == 200
+    assert admin.flags(tokq)["pause"] is True
     assert client.get("/api/queues", headers={"Authorization": "Bearer fbw_wrong"}).status_code == 401
     assert client.get("/metrics", headers=hdr).status_code == 200
     # the token is stored as its hash only

@@ -28,8 +28,8 @@ from funboost.admin.catalog import CATALOG, read_catalog, read_queue_record
 from funboost.admin.deadletters import DeadLetterFilter, DeadLetterResult, dead_letter_action
 from funboost.flags import QueueFlag
 from funboost.plugins.broker import Broker, OutgoingMessage, QueueSize
-from funboost.timeseries import (FLUSH_INTERVAL, RESOLUTIONS, WINDOWS, MetricRow, Point, bucket_of, series, totals,
-                                 window_start)
+from funboost.timeseries import (FLUSH_INTERVAL, RESOLUTIONS, WINDOWS, MetricRow, Point, bucket_of, merge_into, series,
+                                 totals, window_start)
 
 if TYPE_CHECKING:  # pragma: no cover
     from funboost.state.base import StateBackend
@@ -130,6 +130,7 @@ class QueueAdmin:
         # metric rows of final buckets: (res, queue) -> bucket -> rows; and the bucket range they cover
         self._final_rows: dict[tuple[str, Optional[str]], dict[int, list[MetricRow]]] = {}
         self._covered: dict[tuple[str, Optional[str]], tuple[int, int]] = {}
+        self._past_days: dict[tuple[str, int], dict] = {}  # (queue, today) -> merged day rows before today
 
     # ------------------------------------------------------------------ catalog, consumers
     def catalog(self) -> dict[str, dict]:
@@ -318,6 +319,27 @@ class QueueAdmin:
         """Runs, failures, average and p50 / p95 run time over the day rows kept (15 days)."""
         return totals(self.metric_rows("d", window_start("d", RESOLUTIONS["d"][1] // 86400), queue))
 
+    def _day_totals(self, queue: str, rows: list[MetricRow], now: float) -> dict:
+        """totals() of a queue's day rows; the days before today are merged once per day and kept."""
+        today = bucket_of(now, "d")
+        key = (queue, today)
+        with self._lock:
+            past = self._past_days.get(key)
+        if past is None:
+            past = {}
+            for r in rows:
+                if r.bucket < today:
+                    merge_into(past, r.data)
+            with self._lock:
+                if len(self._past_days) > 10000:
+                    self._past_days.clear()
+                self._past_days[key] = past
+        acc: dict = {"r": past.get("r", 0), "f": past.get("f", 0), "c": past.get("c", 0.0), "h": dict(past.get("h", {}))}
+        for r in rows:
+            if r.bucket >= today:
+                merge_into(acc, r.data)
+        return totals([MetricRow("d", today, queue, "", acc)])
+
     def summaries(self, queues: Optional[list[str]] = None, with_sizes: bool = True) -> list[QueueSummary]:
         """The queues page: one summary per queue, from three reads of the state backend (catalog,
         heartbeats, metric rows) plus one size query per queue's broker."""
@@ -347,7 +369,7 @@ class QueueAdmin:
             size, err = self.sizes(q) if with_sizes else (None, "not asked")
             if size is None and err and with_sizes and cs and cs[0].get("queue_size"):
                 err = f"{err} (last sample from a consumer: {cs[0]['queue_size']})"
-            tot = totals(day_rows.get(q, []))
+            tot = self._day_totals(q, day_rows.get(q, []), now)
             r10 = recent.get(q, {"r": 0, "f": 0})
             rate = r10["r"] / 10.0
             ready = size.ready if size is not None else None

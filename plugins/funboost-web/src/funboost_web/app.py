@@ -11,6 +11,7 @@ import datetime as _dt
 import functools
 import json
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
@@ -249,8 +250,26 @@ async def logout(request: Request) -> Response:
 
 
 # ============================================================================ queues
+_rows_memo: dict[int, tuple[float, list[dict]]] = {}
+_rows_lock = threading.Lock()
+ROWS_TTL = 1.0  # seconds: every tab polling the queues page within it shares one read
+
+
 def _queue_rows(admin: QueueAdmin) -> list[dict]:
-    return [s.as_dict() for s in admin.summaries()]
+    now = time.monotonic()
+    with _rows_lock:
+        hit = _rows_memo.get(id(admin))
+        if hit is not None and now - hit[0] < ROWS_TTL:
+            return hit[1]
+    rows = [s.as_dict() for s in admin.summaries()]
+    with _rows_lock:
+        _rows_memo[id(admin)] = (time.monotonic(), rows)
+    return rows
+
+
+def _forget_rows(admin: QueueAdmin) -> None:
+    with _rows_lock:
+        _rows_memo.pop(id(admin), None)
 
 
 @requires("viewer")
@@ -310,6 +329,7 @@ def _do_queue_action(admin: QueueAdmin, who: Principal, queue: str, action: str,
         raise ValueError(f"unknown action {action!r}")
     audit_log(admin.state, who.name, f"queue.{action}", queue, res if action == "clear" else None,
               {"value": value} if value not in (None, "") else {})
+    _forget_rows(admin)  # the next page shows the change
     return action, res
 
 
