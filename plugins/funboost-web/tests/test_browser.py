@@ -102,8 +102,8 @@ def test_manager_in_a_browser(env):
     page.wait_for_url(re.compile(r".*/queues$"))
     wait_until(lambda: admin.sizes(work)[0].ready < ready, timeout=10)
     # ---- set qps: the observed rate follows
-    f = _row(page, work).locator("form:has(button.setqps)")
-    f.locator("input[name=value]").fill("20")
+    f = _row(page, work).locator("form.actions")
+    f.locator("input[name=qps]").fill("20")
     f.locator("button.setqps").click()
     page.wait_for_url(re.compile(r".*/queues$"))
     wait_until(lambda: admin.applied(work, "qps").on == 1, timeout=10)

@@ -250,21 +250,26 @@ async def logout(request: Request) -> Response:
 
 
 # ============================================================================ queues
-_rows_memo: dict[int, tuple[float, list[dict]]] = {}
+_rows_memo: dict[int, tuple[float, list]] = {}
 _rows_lock = threading.Lock()
 ROWS_TTL = 1.0  # seconds: every tab polling the queues page within it shares one read
 
 
-def _queue_rows(admin: QueueAdmin) -> list[dict]:
+def queue_summaries(admin: QueueAdmin) -> list:
+    """admin.summaries(), shared for ROWS_TTL seconds (the queues page, its JSON and /metrics)."""
     now = time.monotonic()
     with _rows_lock:
         hit = _rows_memo.get(id(admin))
         if hit is not None and now - hit[0] < ROWS_TTL:
             return hit[1]
-    rows = [s.as_dict() for s in admin.summaries()]
+    rows = admin.summaries()
     with _rows_lock:
         _rows_memo[id(admin)] = (time.monotonic(), rows)
     return rows
+
+
+def _queue_rows(admin: QueueAdmin) -> list[dict]:
+    return [s.as_dict() for s in queue_summaries(admin)]
 
 
 def _forget_rows(admin: QueueAdmin) -> None:
@@ -338,9 +343,11 @@ async def queue_action(request: Request) -> Response:
     q = request.path_params["queue"]
     form = request.state.form
     action = request.path_params.get("action") or form.get("action", "")
+    # the value: "value", or the field named after the action (the queues page's one form per row)
+    value = form.get("value", form.get({"set_qps": "qps", "set_concurrency": "concurrency",
+                                        "concurrent_num": "concurrency"}.get(action, action)))
     try:
-        _, res = await run_in_threadpool(_do_queue_action, _admin(request), request.state.who, q, action,
-                                         form.get("value"))
+        _, res = await run_in_threadpool(_do_queue_action, _admin(request), request.state.who, q, action, value)
     except (ValueError, TypeError, BrokerUnknown) as exc:
         if _is_api(request):
             return JSONResponse({"error": str(exc)}, status_code=400)

@@ -34,7 +34,8 @@ class _QueueCollector:
         consumers = GaugeMetricFamily("funboost_consumers", "Live consumers (heartbeats)", labels=["queue"])
         rate = GaugeMetricFamily("funboost_runs_per_second", "Runs per second over the last 10 s", labels=["queue"])
         paused = GaugeMetricFamily("funboost_queue_paused", "1 while the queue is paused", labels=["queue"])
-        for s in self.admin.summaries():
+        from funboost_web.app import queue_summaries
+        for s in queue_summaries(self.admin):
             q = s.queue
             tot = s.totals
             runs.add_metric([q], tot["runs"])

@@ -5,7 +5,8 @@
 
   // every state-changing form with data-confirm asks first
   document.addEventListener("submit", function (ev) {
-    var f = ev.target, msg = f.getAttribute && f.getAttribute("data-confirm");
+    var f = ev.target, b = ev.submitter;
+    var msg = (b && b.getAttribute("data-confirm")) || (f.getAttribute && f.getAttribute("data-confirm"));
     if (msg && !window.confirm(msg)) { ev.preventDefault(); }
   }, true);
 
