@@ -24,7 +24,8 @@ def add(x: int, y: int):
     return x + y
 
 
-@boost(BoosterParams(queue_name=f"{prefix}_fail", max_retry_times=0, **common))
+@boost(BoosterParams(queue_name=f"{prefix}_fail", max_retry_times=0, is_push_to_dlx_queue_when_retry_max_times=True,
+                     **common))
 def fail(n: int):
     raise ValueError(f"kaboom {n}")
 

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import PASSWORD, ConsumerProcess, LiveServer, publish_many, state_backend
 
-from funboost.admin import QueueAdmin
+from funboost.admin import DeadLetterFilter, QueueAdmin
 from funboost.testing import require_service, wait_until
 from funboost_web.auth import UserStore
 
@@ -153,10 +153,38 @@ def test_manager_in_a_browser(env):
     page.wait_for_selector("ol.timeline")
     assert "published" in page.inner_text("ol.timeline") and f"kaboom {tag}" in page.inner_text("ol.timeline")
     shot(page, "task")
+    # ---- dead letters: bulk retry by filter with a preview and a confirmation; edit one and rerun it
+    wait_until(lambda: admin.dead_letters(fail, "count").matched >= 6, timeout=20)
+    page.goto(server.url + f"/deadletters?queue={fail}&reason=kaboom")
+    page.wait_for_selector("#deadletters tbody tr")
+    total = int(page.inner_text("#dl-total"))
+    assert total >= 6 and f"kaboom {tag}" in page.inner_text("#deadletters")
+    shot(page, "deadletters")
+    page.click("button.bulk-retry")
+    page.wait_for_selector("#preview")
+    assert f"{total} dead-lettered messages match" in page.inner_text("#preview")
+    shot(page, "deadletters_confirm")
+    page.click("#confirm")
+    page.wait_for_selector("#flash")
+    assert f"retry: {total} dead letters" in page.inner_text("#flash")
+    # they fail again and come back: then edit the one with the tag and rerun it with other arguments
+    edited = f"edited-{tag}"
+    wait_until(lambda: admin.search(fail, text=tag, limit=5) and len(admin.search(fail, text=tag, limit=5)) >= 2,
+               timeout=20)
+    wait_until(lambda: admin.dead_letters(fail, "count", DeadLetterFilter(text=tag)).matched == 1, timeout=20)
+    page.goto(server.url + f"/deadletters?queue={fail}&text={tag}")
+    page.wait_for_selector("#deadletters tbody tr")
+    page.click("#deadletters details summary")
+    page.fill("#deadletters textarea.edit-args", '{"n": "%s"}' % edited)
+    page.click("#deadletters button.edit-rerun")
+    page.wait_for_selector("#preview")
+    assert "1 dead-lettered message matches" in page.inner_text("#preview") and edited in page.inner_text("#preview")
+    page.click("#confirm")
+    wait_until(lambda: admin.search(fail, text=f"kaboom {edited}"), timeout=20)
     # ---- other pages render
-    for path, name, sel in (("/consumers", "consumers", "#all-consumers"), ("/deadletters?queue=" + fail, "deadletters",
-                                                                            "#failed"), ("/audit", "audit", "#audit")):
+    for path, name, sel in (("/consumers", "consumers", "#all-consumers"), ("/audit", "audit", "#audit")):
         page.goto(server.url + path)
         page.wait_for_selector(sel)
         shot(page, name)
-    assert "queue.pause" in page.inner_text("#audit") and "rpc.publish" in page.inner_text("#audit")
+    audit = page.inner_text("#audit")
+    assert "queue.pause" in audit and "rpc.publish" in audit and "dead_letters.retry" in audit
