@@ -105,6 +105,9 @@ def test_catalog_metrics_controls_search(admin, qname):
     assert len(pts) == 60 and sum(p.runs for p in pts) == tot["runs"]
     assert sum(p.failures for p in pts) == tot["failures"] and tot["failures"] >= 4
     assert admin.series(None, "60m")[-1].runs >= tot["runs"]
+    # kept across restarts: a new manager (a new QueueAdmin, nothing cached) reads the same figures
+    fresh = QueueAdmin(get_state_backend("sqlite"))
+    assert fresh.totals(qname) == tot and sum(p.runs for p in fresh.series(qname, "60m")) == tot["runs"]
     summary = [s for s in admin.summaries() if s.queue == qname][0]
     assert summary.broker_kind == "sqlite" and summary.ready == 0 and summary.runs_total == tot["runs"]
 

@@ -148,7 +148,7 @@ class QueueAdmin:
     def queue_names(self) -> list[str]:
         """Queues with a catalog record or a live consumer."""
         names = set(self.catalog())
-        names.update(c["queue"] for c in self.state.live_consumers(None) if c.get("queue"))
+        names.update(str(c["queue"]) for c in self.state.live_consumers(None) if c.get("queue"))
         return sorted(names)
 
     def forget(self, queue: str) -> bool:
@@ -287,7 +287,7 @@ class QueueAdmin:
             cache = self._final_rows.setdefault(key, {})
             covered = self._covered.get(key)
             use_cache = covered is not None and covered[0] <= since <= covered[1]
-            read_from = max(since, covered[1]) if use_cache else since
+            read_from = max(since, covered[1]) if (use_cache and covered is not None) else since
             cached = [r for b, rows in cache.items() if since <= b < read_from for r in rows] if use_cache else []
         try:
             fresh = self.state.metrics_get(res, read_from, queue)
@@ -350,7 +350,7 @@ class QueueAdmin:
             names = [n for n in names if n in set(queues)]
         by_q: dict[str, list[dict]] = {}
         for c in consumers:
-            by_q.setdefault(c.get("queue"), []).append(c)
+            by_q.setdefault(str(c.get("queue")), []).append(c)
         now = time.time()
         recent: dict[str, dict] = {}
         only = names[0] if queues is not None and len(names) == 1 else None  # one queue: read only its rows

@@ -30,7 +30,8 @@ class DeadLetterFilter:
     reason: Optional[str] = None
 
     def matches(self, env: dict) -> bool:
-        extra = env.get("extra") if isinstance(env.get("extra"), dict) else {}
+        raw = env.get("extra")
+        extra: dict = raw if isinstance(raw, dict) else {}
         if self.task_ids is not None and str(extra.get("task_id")) not in self.task_ids:
             return False
         if self.reason and self.reason not in str(extra.get("dead_letter_reason", "")):

@@ -234,9 +234,9 @@ async def login_post(request: Request) -> Response:
         return _render(request, "login.html", {"next": form.get("next") or "/queues",
                                                "error": "wrong user name or password"}, 401)
     cfg.limiter.succeeded(*keys)
-    user = await run_in_threadpool(_users(request).get, name)
+    user = await run_in_threadpool(_users(request).get, name) or {}
     request.session.clear()  # a new session (and CSRF token) on login: no fixation
-    request.session.update({"user": name, "pwv": user["hash"][-16:], "csrf": secrets.token_urlsafe(24)})
+    request.session.update({"user": name, "pwv": str(user.get("hash", ""))[-16:], "csrf": secrets.token_urlsafe(24)})
     nxt = str(form.get("next") or "/queues")
     if not nxt.startswith("/") or nxt.startswith("//"):
         nxt = "/queues"  # never redirect off-site

@@ -37,7 +37,7 @@ def _job_dict(job: Any) -> dict:
 
 def list_jobs(admin: QueueAdmin) -> list[dict]:
     """One entry per (store kind, queue) that could be read: its jobs, or the reason it could not."""
-    out = []
+    out: list[dict] = []
     for queue in admin.queue_names():
         for kind in STORE_KINDS:
             try:
