@@ -80,8 +80,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         state.doc_list("web_users")
     except NotImplementedError:
-        raise ValueError(f"the state backend {state.name!r} stores no documents; the manager needs sqlite, "
-                         f"redis or memory") from None
+        raise ValueError(f"the state backend {state.name!r} stores no documents; the manager needs one that does "
+                         f"(sqlite, redis, sqlalchemy)") from None
     admin = QueueAdmin(state, overrides)
     users = UserStore(state)
     created = users.ensure_admin(args.admin_password or os.environ.get(ENV_PASSWORD) or None)
