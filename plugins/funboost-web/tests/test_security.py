@@ -179,3 +179,6 @@ def test_non_loopback_without_tls_warns_and_bad_args_exit_2(tmp_path):
     assert "WARNING: listening on 0.0.0.0 without TLS" in err and "password:" not in out
     r = subprocess.run([sys.executable, "-m", "funboost_web", "--port", "notanumber"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("funboost web: error:")
+    # the contract with core's `funboost web ...`: main(argv) returns the status, never raises SystemExit
+    from funboost_web.cli import main
+    assert main(["--port", "notanumber"]) == 2 and main(["--help"]) == 0

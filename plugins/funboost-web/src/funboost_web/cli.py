@@ -55,7 +55,10 @@ def _is_loopback(host: str) -> bool:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed): a status, not an exception
+        return int(exc.code or 0)
     try:
         return _serve(args)
     except KeyboardInterrupt:
