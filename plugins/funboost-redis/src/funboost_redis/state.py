@@ -172,6 +172,8 @@ class RedisStateBackend(BatchStatusStore, StateBackend):
         p.set(base + "i:" + name, ids_text(batch.task_ids), px=ms)
         p.zadd(base + "batches", {member: max(starts)})
         p.zadd(base + "bexp", {member: now + ttl})
+        if batch.failures:  # the batches holding a failure, ranked alike: a search for failures reads only them
+            p.zadd(base + "fbatches", {member: max(starts)})
         p.execute()
         if now - getattr(self, "_last_sweep", 0.0) > 10.0:  # drop the ranks of expired batches now and then
             self._last_sweep = now
@@ -180,16 +182,19 @@ class RedisStateBackend(BatchStatusStore, StateBackend):
                 p = self._r.pipeline(transaction=False)
                 p.zrem(base + "batches", *gone)
                 p.zrem(base + "bexp", *gone)
+                p.zrem(base + "fbatches", *gone)
                 p.execute()
 
-    def _ranked(self, base: str, lo: Any, until: Optional[float]):
+    def _ranked(self, base: str, lo: Any, until: Optional[float], ranking: str = "batches"):
         """(t_max, batch name) of the batches with t_max >= lo and oldest start <= until, newest first.
-        Paged by score (not by offset, which shifts while batches are added or swept)."""
+        Paged by score (not by offset, which shifts while batches are added or swept). ``ranking``:
+        "batches" (all) or "fbatches" (those holding a failure; batches written before it existed are not
+        in it)."""
         hi: Any = _FOREVER
         seen: set = set()
         page = 200
         while True:
-            ranked = self._r.zrevrangebyscore(base + "batches", hi, lo, start=0, num=page, withscores=True)
+            ranked = self._r.zrevrangebyscore(base + ranking, hi, lo, start=0, num=page, withscores=True)
             fresh = [(m, t) for m, t in ranked if m not in seen]
             for member, t_max in fresh:
                 name, t_min = member.decode().split(" ")
@@ -250,7 +255,8 @@ class RedisStateBackend(BatchStatusStore, StateBackend):
             found = search_batches(batches, success=success, since=since, until=until, text=text, before=before,
                                    limit=1000)
             return [r for r in found if r.get("task_id") == task_id][:limit]
-        batches = ((t_max, data) for t_max, _, data in self._values(base, "d:", self._ranked(base, lo, hi)))
+        ranking = "fbatches" if success is False and self._r.exists(base + "fbatches") else "batches"
+        batches = ((t_max, data) for t_max, _, data in self._values(base, "d:", self._ranked(base, lo, hi, ranking)))
         # the text is looked for in each batch's bytes before it is parsed
         needle_b = text_needle(text).encode() if text else None
         return search_batches(batches, success=success, since=since, until=until, text=text, before=before,
