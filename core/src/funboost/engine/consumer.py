@@ -191,30 +191,56 @@ class Stats:
         self.window_start = time.monotonic()
         self.total_runs = 0
         self.total_fail = 0
-        self.total_cost = 0.0
-        self.hist = [0] * N_HIST  # cumulative run-time histogram (funboost.timeseries.HIST_BOUNDS)
         self.last_rate = 0.0
+        self.total_cost = 0.0
+        # run times for the metrics histogram: the last COST_SAMPLES of them (a lock-free deque append per
+        # message); the control thread sorts them into the histogram once a second (snapshot), scaled to
+        # the runs of that second, so its work is bounded whatever the rate
+        self.costs: "collections.deque[float]" = collections.deque(maxlen=self.COST_SAMPLES)
+        self.hist = [0] * N_HIST  # cumulative run-time histogram (funboost.timeseries.HIST_BOUNDS)
+        self._hist_runs = 0  # runs already put into hist
+
+    COST_SAMPLES = 1024
 
     def record(self, success: bool, cost: float) -> None:
+        self.costs.append(cost)
         with self.lock:
             self.window_runs += 1
             self.total_runs += 1
             self.window_cost += cost
-            self.total_cost += cost
-            self.hist[_bisect_left(HIST_BOUNDS, cost)] += 1
             if not success:
                 self.window_fail += 1
                 self.total_fail += 1
 
     def snapshot(self) -> tuple[int, int, float, list[int]]:
-        """Cumulative (runs, failures, run time, histogram), for the metrics recorder."""
+        """Cumulative (runs, failures, run time, histogram), for the metrics recorder (one thread)."""
         with self.lock:
-            return self.total_runs, self.total_fail, self.total_cost, list(self.hist)
+            runs, fails, total = self.total_runs, self.total_fail, self.total_cost + self.window_cost
+        costs, take, bounds = self.costs, self.costs.popleft, HIST_BOUNDS
+        sample: dict[int, int] = {}
+        n = 0
+        for _ in range(len(costs)):
+            i = _bisect_left(bounds, take())
+            sample[i] = sample.get(i, 0) + 1
+            n += 1
+        new_runs = runs - self._hist_runs
+        if n and new_runs > 0:
+            # the sample's shape scaled to the new runs; largest remainders keep the sum exact
+            shares = {i: c * new_runs / n for i, c in sample.items()}
+            ints = {i: int(v) for i, v in shares.items()}
+            left = new_runs - sum(ints.values())
+            for i in sorted(shares, key=lambda i: shares[i] - ints[i], reverse=True)[:left]:
+                ints[i] += 1
+            for i, c in ints.items():
+                self.hist[i] += c
+            self._hist_runs = runs
+        return runs, fails, total, list(self.hist)
 
     def roll(self) -> tuple[int, int, float, float]:
         with self.lock:
             elapsed = max(1e-6, time.monotonic() - self.window_start)
             runs, fail, cost = self.window_runs, self.window_fail, self.window_cost
+            self.total_cost += cost  # the cumulative run time is kept per window, not per message
             self.window_runs = self.window_fail = 0
             self.window_cost = 0.0
             self.window_start = time.monotonic()
