@@ -48,9 +48,9 @@ def test_queue_pages_api_and_metrics(web, backend_name, kind):
         wait_until(lambda: admin.totals(work)["runs"] >= 50, timeout=30)
         tag = uuid.uuid4().hex[:8]
         publish_many(admin, fail, [{"n": f"{tag}-{i}"} for i in range(3)])
-        hits = wait_until(lambda: client.get("/api/results", params={"queue": fail, "text": f"{tag}-1",
-                                                                      "status": "failure"}).json()["records"],
-                          timeout=20)
+        wait_until(lambda: len(client.get("/api/results", params={"queue": fail, "text": tag}).json()["records"]) == 3,
+                   timeout=20)  # all three status records written
+        hits = client.get("/api/results", params={"queue": fail, "text": f"{tag}-1", "status": "failure"}).json()["records"]
         assert len(hits) == 1 and hits[0]["exception"] == f"ValueError: kaboom {tag}-1"
         page = client.get(f"/results?queue={fail}&text={tag}")
         assert page.status_code == 200 and page.text.count(f"kaboom {tag}-") == 3
