@@ -40,6 +40,8 @@ __all__ = ["QueueAdmin", "QueueSummary", "Applied", "DeadLetterFilter", "DeadLet
 #: env var: JSON ``{"<broker kind>": {<options>}}`` merged over the catalog's options when the manager builds
 #: a queue's broker (for secrets that the catalog does not record: passwords, tokens)
 ENV_BROKER_OPTIONS = "FUNBOOST_ADMIN_BROKER_OPTIONS"
+#: how old a queue-size reading the summaries accept (seconds)
+SIZE_MAX_AGE = 2.0
 #: seconds after a bucket's end when no consumer writes it any more (3 flushes)
 FINAL_AFTER = 3 * FLUSH_INTERVAL
 
@@ -130,7 +132,8 @@ class QueueAdmin:
         # metric rows of final buckets: (res, queue) -> bucket -> rows; and the bucket range they cover
         self._final_rows: dict[tuple[str, Optional[str]], dict[int, list[MetricRow]]] = {}
         self._covered: dict[tuple[str, Optional[str]], tuple[int, int]] = {}
-        self._past_days: dict[tuple[str, int], dict] = {}  # (queue, today) -> merged day rows before today
+        self._past_days: dict[tuple[str, int], dict] = {}
+        self._sizes: dict[str, tuple[float, tuple[Optional[QueueSize], Optional[str]]]] = {}  # (queue, today) -> merged day rows before today
 
     # ------------------------------------------------------------------ catalog, consumers
     def catalog(self) -> dict[str, dict]:
@@ -186,16 +189,30 @@ class QueueAdmin:
                 pass
         return broker
 
-    def sizes(self, queue: str) -> tuple[Optional[QueueSize], Optional[str]]:
-        """(sizes, None), or (None, why they are unknown). A count the kind cannot tell is None."""
+    def sizes(self, queue: str, max_age: float = 0.0) -> tuple[Optional[QueueSize], Optional[str]]:
+        """(sizes, None), or (None, why they are unknown). A count the kind cannot tell is None.
+        ``max_age``: a reading up to that many seconds old is good enough (a size query can be a count
+        over the queue's table: pages that refresh every second share one)."""
+        now = time.monotonic()
+        if max_age > 0:
+            with self._lock:
+                hit = self._sizes.get(queue)
+            if hit is not None and now - hit[0] <= max_age:
+                return hit[1]
         try:
-            return self.broker(queue).queue_size(), None
+            out: tuple[Optional[QueueSize], Optional[str]] = (self.broker(queue).queue_size(), None)
         except Exception as exc:
-            return None, f"{type(exc).__name__}: {exc}"
+            out = (None, f"{type(exc).__name__}: {exc}")
+        with self._lock:
+            self._sizes[queue] = (now, out)
+        return out
 
     def clear(self, queue: str) -> int:
         """Drop every ready message; returns how many (-1 when the kind cannot tell)."""
-        return self.broker(queue).purge()
+        n = self.broker(queue).purge()
+        with self._lock:
+            self._sizes.pop(queue, None)
+        return n
 
     def publish(self, queue: str, kwargs: dict, *, task_id: Optional[str] = None,
                 options: Optional[dict] = None) -> str:
@@ -366,7 +383,7 @@ class QueueAdmin:
             rec = catalog.get(q, {})
             cs = by_q.get(q, [])
             flags = self.flags(q)
-            size, err = self.sizes(q) if with_sizes else (None, "not asked")
+            size, err = self.sizes(q, SIZE_MAX_AGE) if with_sizes else (None, "not asked")
             if size is None and err and with_sizes and cs and cs[0].get("queue_size"):
                 err = f"{err} (last sample from a consumer: {cs[0]['queue_size']})"
             tot = self._day_totals(q, day_rows.get(q, []), now)
