@@ -182,3 +182,20 @@ def test_non_loopback_without_tls_warns_and_bad_args_exit_2(tmp_path):
     # the contract with core's `funboost web ...`: main(argv) returns the status, never raises SystemExit
     from funboost_web.cli import main
     assert main(["--port", "notanumber"]) == 2 and main(["--help"]) == 0
+
+
+def test_stored_values_are_escaped_and_scripts_only_come_from_static(web):
+    client, admin, names = web
+    from funboost.admin.catalog import CATALOG
+    evil = f"<script>alert('{uuid.uuid4().hex[:6]}')</script>"
+    admin.state.doc_put(CATALOG, evil, {"queue": evil, "broker_kind": "sqlite", "broker_options": {},
+                                        "function": "<img src=x onerror=alert(1)>"})
+    try:
+        login(client, names["viewer"])
+        page = client.get("/queues")
+        assert page.status_code == 200 and evil not in page.text and "&lt;script&gt;alert(" in page.text
+        assert "script-src" not in page.headers["content-security-policy"]  # default-src 'self' covers scripts
+        assert page.headers["content-security-policy"].startswith("default-src 'self'")
+        assert page.headers["x-frame-options"] == "DENY"
+    finally:
+        admin.forget(evil)
