@@ -108,6 +108,7 @@ def test_catalog_metrics_controls_search(admin, qname):
     # kept across restarts: a new manager (a new QueueAdmin, nothing cached) reads the same figures
     fresh = QueueAdmin(get_state_backend("sqlite"))
     assert fresh.totals(qname) == tot and sum(p.runs for p in fresh.series(qname, "60m")) == tot["runs"]
+    assert admin.sizes(qname)[0].ready == 0  # a fresh reading (summaries reuse one up to 2 s old)
     summary = [s for s in admin.summaries() if s.queue == qname][0]
     assert summary.broker_kind == "sqlite" and summary.ready == 0 and summary.runs_total == tot["runs"]
 
