@@ -685,7 +685,8 @@ class Consumer:
         info = {"host": socket.gethostname(), "pid": os.getpid(), "broker_kind": self.broker.kind,
                 "concurrent_mode": p.concurrent_mode, "concurrent_num": self.executor.max_workers,
                 "qps": p.qps, "rate": round(self.stats.last_rate, 3), "total_runs": self.stats.total_runs,
-                "total_fail": self.stats.total_fail, "paused": self.paused, "started": self.started_at}
+                "total_fail": self.stats.total_fail, "paused": self.paused, "started": self.started_at,
+                "rate_limit": self.rate.qps}  # the qps this consumer applies now (flag, or params / consumers)
         self.state.heartbeat(self.consumer_id, p.queue_name, info, HEARTBEAT_TTL)
         if p.is_using_distributed_frequency_control:
             self._live_consumers = max(1, len(self.state.live_consumers(p.queue_name)))
