@@ -405,9 +405,38 @@ class ApsJobAdder:
         return [s for (pid, _, _), s in list(cls._schedulers.items()) if pid == os.getpid()]
 
 
+class FunboostApsScheduler(FunboostBackgroundScheduler):
+    """The original's process-wide ``funboost_aps_scheduler`` (memory job store): ``add_push_job(booster,
+    trigger, args=..., kwargs=..., id=..., **trigger_args)`` adds a job that pushes to ``booster``'s queue;
+    ``start()``, ``pause_job``, ``remove_job``... are APScheduler's. For jobs shared across processes use
+    :class:`ApsJobAdder` with a shared store."""
+
+    def add_push_job(self, func: "Booster", trigger: Any = None, args: Optional[Union[list, tuple]] = None,
+                     kwargs: Optional[dict] = None, **job_kwargs: Any) -> "Job":
+        queue_name = getattr(func, "queue_name", None)
+        if queue_name is None:
+            raise TypeError(f"add_push_job takes a booster (a @boost function), got {func!r}")
+        if kwargs:
+            func._check_kwargs({**func._args_to_kwargs(tuple(args or ()), {}), **kwargs})
+        elif args:
+            func._args_to_kwargs(tuple(args), {})  # fail now on arguments that do not fit
+        job_kwargs.setdefault("name", f"push to {queue_name}")
+        return self.add_job(push_fun_params_to_broker, trigger, args=(queue_name, *(args or ())),
+                            kwargs=kwargs or {}, **job_kwargs)
+
+    def start(self, *args: Any, **kwargs: Any) -> None:
+        super().start(*args, **kwargs)
+        _keepalive.start()
+
+
+funboost_aps_scheduler = FunboostApsScheduler(
+    executors={"default": _PushJobExecutor(None, "", "", 0)}, daemon=True,
+    job_defaults={"misfire_grace_time": 10, "coalesce": False, "max_instances": 1000})
+
+
 def _schedulers_have_jobs() -> bool:
     """A running (unpaused) scheduler of this process still has jobs to fire."""
-    for s in ApsJobAdder.all_schedulers():
+    for s in ApsJobAdder.all_schedulers() + [funboost_aps_scheduler]:
         if s.state == STATE_RUNNING:
             try:
                 if s.get_jobs():
@@ -418,7 +447,7 @@ def _schedulers_have_jobs() -> bool:
 
 
 def _shutdown_schedulers() -> None:
-    for s in ApsJobAdder.all_schedulers():
+    for s in ApsJobAdder.all_schedulers() + [funboost_aps_scheduler]:
         if s.running:
             try:
                 s.shutdown(wait=False)
