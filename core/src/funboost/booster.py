@@ -270,6 +270,14 @@ class Booster(Generic[P, R]):
                                     self.broker_cls.kind, extra["task_id"])
                 prio = None
             key = extra.get("key")
+            other = extra.get("other_extra_params")
+            if other:  # the original's per-message routing (RABBITMQ_COMPLEX_ROUTING)
+                key = key or other.get("routing_key_for_publish")
+                headers = other.get("headers_for_publish")
+                if headers:
+                    om = self._message(env, extra["task_id"], prio, eta, key)
+                    om.headers = {str(k): v for k, v in dict(headers).items()}
+                    return env, om
         return env, self._message(env, extra["task_id"], prio, eta, key)
 
     def _message(self, env: dict, task_id: str, priority: Optional[int] = None, eta: Optional[float] = None,
