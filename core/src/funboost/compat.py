@@ -225,11 +225,26 @@ def show_current_threads_num(sleep_time: float = 600, process_name: Optional[str
 flogger = logging.getLogger("funboost")
 
 
-def get_logger(name: Optional[str] = None, log_level_int: int = logging.DEBUG, **_ignored: Any) -> logging.Logger:
-    """A standard logger with funboost's console handler. nb_log's file / colour options are ignored."""
+def get_logger(name: Optional[str] = None, log_level_int: int = logging.DEBUG, *, log_filename: Optional[str] = None,
+               log_path: Optional[str] = None, log_file_size: int = 100, **_ignored: Any) -> logging.Logger:
+    """nb_log's ``get_logger`` on the standard logging module: funboost's console handler (coloured on a
+    terminal, path:line), and with ``log_filename`` a size-rotating file shared safely by several processes
+    (``log_path`` folder, default the funboost data folder's ``logs``; ``log_file_size`` in MB). nb_log's
+    other options are ignored."""
     ensure_console_handler()
     lg = logging.getLogger(name)
     lg.setLevel(log_level_int)
+    if log_filename:
+        from funboost.logs import FORMAT, ProcessSafeRotatingFileHandler, TaskIdFilter
+        from funboost.paths import user_data_dir
+        path = os.path.join(log_path or str(user_data_dir() / "logs"), log_filename)
+        if not any(getattr(h, "baseFilename", None) == os.path.abspath(path) for h in lg.handlers):
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            fh = ProcessSafeRotatingFileHandler(path, maxBytes=int(log_file_size) * 1024 * 1024, backupCount=5,
+                                                encoding="utf-8")
+            fh.setFormatter(logging.Formatter(FORMAT + " (%(pathname)s:%(lineno)d)"))
+            fh.addFilter(TaskIdFilter())
+            lg.addHandler(fh)
     return lg
 
 
