@@ -848,6 +848,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return args.fn(args)
     except SystemExit:
         raise
+    except BrokenPipeError:  # funboost brokers | head: the reader is gone, which is not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so that the interpreter's final flush is quiet
+        return 0
     except Exception as exc:  # the command line shows errors as one line, never a traceback
         _fail(_describe(exc))
 
