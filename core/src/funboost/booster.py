@@ -533,6 +533,14 @@ class Booster(Generic[P, R]):
     mp_consume = multi_process_consume
     multi_process_start = multi_process_consume
 
+    def fabric_deploy(self, host: str, port: int = 22, user: Optional[str] = None, password: Optional[str] = None,
+                      **kwargs: Any) -> Any:
+        """Upload the project to ``host`` over SSH and start ``process_num`` consumer processes of this
+        queue there; returns a :class:`funboost.deploy.RemoteDeployment` (``.stop()``). See
+        :func:`funboost.deploy.fabric_deploy` (needs ``funboost-core[deploy]``: paramiko)."""
+        from funboost.deploy import fabric_deploy
+        return fabric_deploy(self, host, port, user, password, **kwargs)
+
     # ---------------------------------------------------------------- control plane
     def pause(self) -> None:
         """Pause consuming this queue in every process and host sharing the state backend."""
