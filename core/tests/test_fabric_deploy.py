@@ -6,9 +6,6 @@ from __future__ import annotations
 import getpass
 import importlib
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import textwrap
 import uuid
@@ -19,66 +16,19 @@ import pytest
 from funboost.state.base import get_state_backend
 from funboost.testing import require_service, wait_until
 
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            return s.recv(4).startswith(b"SSH-")
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def sshd(tmp_path):
     pytest.importorskip("paramiko", reason='fabric_deploy needs the deploy extra: pip install "funboost-core[deploy]"')
-    if not os.path.exists(SSHD) or shutil.which("ssh-keygen") is None:
-        require_service("OpenSSH server not installed (Debian: apt-get install openssh-server)")
-    d = tmp_path / "sshd"
-    d.mkdir()
-    for name in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True, timeout=60)
-    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
-    os.chmod(d / "authorized_keys", 0o600)
-    port = _free_port()
-    (d / "sshd_config").write_text(textwrap.dedent(f"""
-        Port {port}
-        ListenAddress 127.0.0.1
-        HostKey {d / 'host_key'}
-        PidFile {d / 'sshd.pid'}
-        AuthorizedKeysFile {d / 'authorized_keys'}
-        PubkeyAuthentication yes
-        PasswordAuthentication no
-        KbdInteractiveAuthentication no
-        PermitRootLogin prohibit-password
-        UsePAM no
-        StrictModes no
-        AllowUsers {getpass.getuser()}
-        Subsystem sftp internal-sftp
-    """))
-    if os.geteuid() == 0:
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation folder
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    from funboost.testing.sshd import loopback_sshd, unavailable_reason
+    reason = unavailable_reason()
+    if reason:
+        require_service(reason)
     try:
-        wait_until(lambda: proc.poll() is not None or _accepts(port), 15, message="sshd listening")
-        if proc.poll() is not None:
-            require_service(f"sshd did not start: {proc.stdout.read().decode(errors='replace')[-500:]}")
-        host_key = (d / "host_key.pub").read_text().split()
-        (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
-        (d / "empty_known_hosts").write_text("")
-        yield {"port": port, "key": str(d / "client_key"), "known_hosts": str(d / "known_hosts"),
-               "empty_known_hosts": str(d / "empty_known_hosts")}
-    finally:
-        proc.terminate()
-        proc.wait(10)
+        with loopback_sshd(tmp_path / "sshd") as server:
+            yield {"port": server.port, "key": server.key_filename, "known_hosts": server.known_hosts,
+                   "empty_known_hosts": server.empty_known_hosts}
+    except RuntimeError as exc:
+        require_service(str(exc))
 
 
 def test_deploy_runs_the_consumers_on_the_remote_host_and_stop_drains_them(sshd, tmp_path, monkeypatch):

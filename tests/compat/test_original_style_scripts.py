@@ -104,3 +104,23 @@ def test_funboost_config_py_is_picked_up(tmp_path: Path) -> None:
         env[var] = ""
     proc = run_script("funboost_config_pickup.py", uuid.uuid4().hex[:8], str(project), cwd=tmp_path, env=env)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+
+
+def test_fabric_deploy_to_a_loopback_ssh_server(tmp_path: Path) -> None:
+    pytest.importorskip("paramiko", reason='fabric_deploy needs the deploy extra: pip install "funboost-core[deploy]"')
+    from funboost.testing import require_service
+    from funboost.testing.sshd import loopback_sshd, unavailable_reason
+    reason = unavailable_reason()
+    if reason:
+        require_service(reason)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "deploy_demo.py").write_text(
+        "from funboost import boost, BoosterParams, BrokerEnum\n"
+        f"@boost(BoosterParams(queue_name='deploy_demo_{uuid.uuid4().hex[:8]}', broker_kind=BrokerEnum.SQLITE_QUEUE,\n"
+        "                     is_using_rpc_mode=True))\n"
+        "def add(x, y):\n    return x + y\n")
+    with loopback_sshd(tmp_path / "sshd") as server:
+        proc = run_script("fabric_deploy_loopback.py", str(project), str(server.port), server.key_filename,
+                          server.known_hosts, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
