@@ -47,7 +47,7 @@ def test_cli_push_count_pause_resume_clear(tasks_module):
     assert _cli(cwd, "clear", q).stdout.strip() == "3"
     assert _cli(cwd, "count", q).stdout.strip() == "0"
     bad = _cli(cwd, "count", "no_such_queue")
-    assert bad.returncode == 2 and "no booster for queue" in bad.stderr
+    assert bad.returncode == 2 and "queue 'no_such_queue' is unknown here" in bad.stderr
 
 
 def test_manager_lookup_build_and_group_consume(qname):

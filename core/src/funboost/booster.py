@@ -233,7 +233,8 @@ class Booster(Generic[P, R]):
         from funboost.engine.setup import ConsumerSetup
         return ConsumerSetup(params=self.params, logger=self.logger, func=self.get_callable(),
                              func_name=self.func_name, is_coroutine=self.is_coroutine, new_broker=self.new_broker,
-                             state_backend=self.state_backend, convert_kwargs=self.convert_kwargs_for_call)
+                             state_backend=self.state_backend, convert_kwargs=self.convert_kwargs_for_call,
+                             arg_names=tuple(self._all), required_args=tuple(self._required))
 
     # ---------------------------------------------------------------- publishing
     def _build(self, kwargs: dict, task_id: Optional[str], task_options: Optional[TaskOptions]) -> tuple[dict, OutgoingMessage]:

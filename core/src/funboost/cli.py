@@ -75,6 +75,38 @@ def _booster(q: str) -> "Booster":
                        f"module that defines the booster: funboost -m MODULE ...") from None
 
 
+def _admin(args: argparse.Namespace) -> Any:
+    """funboost.admin.QueueAdmin on the state backend of ``--state-backend`` / ``--state-url``: the queue
+    catalog that consumers write, for queues whose code is not imported (no ``-m``)."""
+    admin = getattr(args, "_queue_admin", None)
+    if admin is None:
+        from funboost.admin import QueueAdmin
+        from funboost.state.base import get_state_backend
+        admin = args._queue_admin = QueueAdmin(get_state_backend(args.state_backend, args.state_url))
+    return admin
+
+
+def _no_queue(q: str) -> CliError:
+    from funboost.registry import BoostersManager
+    known = BoostersManager.get_all_queues()
+    where = f"the imported modules define {known}" if known else "no module was imported (-m)"
+    return CliError(f"queue {q!r} is unknown here: {where}, and the state backend's queue catalog has no record "
+                    f"of it (a consumer of the queue writes one when it runs); pass -m MODULE, the module that "
+                    f"defines its booster")
+
+
+def _catalog_broker(args: argparse.Namespace, q: str) -> Any:
+    """The broker of a queue that ``-m`` did not define, built from its catalog record."""
+    from funboost.admin import BrokerUnknown
+    admin = _admin(args)
+    if admin.record(q) is None:
+        raise _no_queue(q)
+    try:
+        return admin.broker(q)
+    except BrokerUnknown as exc:
+        raise CliError(f"{exc}; pass -m MODULE to use the queue's booster") from None
+
+
 def _known_booster(q: str) -> "Optional[Booster]":
     from funboost.registry import BoostersManager
     try:
@@ -93,11 +125,11 @@ def _state_for(args: argparse.Namespace, q: Optional[str] = None) -> "StateBacke
     return get_state_backend(args.state_backend, args.state_url)
 
 
-def _status_table(q: str) -> str:
+def _status_table(args: argparse.Namespace, q: str) -> str:
     b = _known_booster(q)
     if b is not None:
         return b.params.function_result_status_persistence_conf.table_name or q
-    return q
+    return _admin(args).status_table(q)
 
 
 def parse_value(text: str) -> Any:
@@ -210,17 +242,37 @@ def _cmd_queues(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- publishing
 def _cmd_push(args: argparse.Namespace) -> int:
-    b = _booster(args.queue)
+    b = _known_booster(args.queue)
     tokens = list(args.arguments)
     if len(tokens) == 1 and tokens[0].lstrip().startswith("{"):
         # the CLI's first form, ``push Q '{"x": 1}'``: a JSON object of keyword arguments (same as publish).
         # A function whose only argument is a dict gets it with  push Q --name='{...}'
-        r = b.publish(_json_object(tokens[0], "the message"))
-    else:
-        pos, kw = parse_call_arguments(tokens)
-        r = b.push(*pos, **kw)
-    print(r.task_id)
+        kwargs = _json_object(tokens[0], "the message")
+        print(b.publish(kwargs).task_id if b is not None else _catalog_publish(args, args.queue, kwargs, None))
+        return 0
+    pos, kw = parse_call_arguments(tokens)
+    if b is not None:
+        print(b.push(*pos, **kw).task_id)
+        return 0
+    _catalog_broker(args, args.queue)  # known to the catalog?
+    names = (_admin(args).record(args.queue) or {}).get("arg_names") or []
+    if len(pos) > len(names):
+        raise CliError(f"{args.queue!r} takes {names}: too many positional arguments for the catalog's argument "
+                       f"names (use --name=value, or -m MODULE)")
+    for name, value in zip(names, pos):
+        if name in kw:
+            raise CliError(f"argument {name!r} given twice")
+        kw[name] = value
+    print(_catalog_publish(args, args.queue, kw, None))
     return 0
+
+
+def _catalog_publish(args: argparse.Namespace, q: str, kwargs: dict, options: Optional[Any]) -> str:
+    """Publish through the queue catalog (no booster here): arguments checked against the recorded names."""
+    _catalog_broker(args, q)
+    extra = options.to_extra() if options is not None else {}
+    task_id = extra.pop("task_id", None)
+    return _admin(args).publish(q, kwargs, task_id=task_id, options=extra or None)
 
 
 _OPTION_FLAGS = (  # publish flags that become TaskOptions fields: (flag, field, type)
@@ -268,16 +320,20 @@ def _task_options(args: argparse.Namespace) -> Optional[Any]:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    b = _booster(args.queue)
+    b = _known_booster(args.queue)
     msg = _json_object(args.message, "the message")
-    r = b.publish(msg, task_options=_task_options(args))
-    print(r.task_id)
+    options = _task_options(args)
+    if b is not None:
+        r = b.publish(msg, task_options=options)
+        task_id = r.task_id
+    else:
+        task_id = _catalog_publish(args, args.queue, msg, options)
+    print(task_id, flush=True)
     if args.wait is not None:
-        from funboost.exceptions import RpcTimeout
-        try:
-            data = r.wait(args.wait)
-        except RpcTimeout as exc:
-            raise CliError(str(exc)) from None
+        state = b.state_backend() if b is not None else _admin(args).state
+        data = state.wait_result(task_id, args.wait)
+        if data is None:
+            raise CliError(f"no result for task {task_id} within {args.wait}s")
         _print_json(data)
         if not data.get("success", True):
             return 1
@@ -285,29 +341,42 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- queue management (broker)
+def _queue_broker(args: argparse.Namespace, q: str) -> Any:
+    """The queue's broker: its booster's (-m), else the one the catalog describes."""
+    b = _known_booster(q)
+    return b.broker if b is not None else _catalog_broker(args, q)
+
+
 def _cmd_clear(args: argparse.Namespace) -> int:
-    boosters = [_booster(q) for q in args.queues]  # every name checked before anything is dropped
-    for b in boosters:
-        print(b.clear())
+    brokers = [_queue_broker(args, q) for q in args.queues]  # every name checked before anything is dropped
+    for br in brokers:
+        print(br.purge())
     return 0
 
 
 def _cmd_count(args: argparse.Namespace) -> int:
-    print(_booster(args.queue).get_message_count())
+    size = _queue_broker(args, args.queue).queue_size()
+    print(-1 if size.ready is None else size.ready + (size.delayed or 0))
     return 0
 
 
 def queue_status(args: argparse.Namespace, q: str, results: int = 10) -> dict:
     """What ``status`` shows: the broker's sizes (needs the booster), the queue's flags, live consumers
     (from their heartbeats) and the newest status records."""
-    b = _booster(q)
-    size = b.queue_size().as_dict()
+    b = _known_booster(q)
+    if b is not None:
+        size, kind, saved = b.queue_size().as_dict(), b.params.broker_kind, \
+            b.params.function_result_status_persistence_conf.is_save_status
+    else:
+        broker = _catalog_broker(args, q)
+        size, kind = broker.queue_size().as_dict(), broker.kind
+        saved = bool((_admin(args).record(q) or {}).get("status_table"))
     state = _state_for(args, q)
     flags = {str(k): v for k, v in state.get_flags(q).items()}
     consumers = state.live_consumers(q)
-    recent = state.query_statuses(_status_table(q), limit=results) if results > 0 else []
-    return {"queue": q, "broker_kind": b.params.broker_kind, "size": size, "flags": flags,
-            "consumers": consumers, "recent_results": recent}
+    recent = state.query_statuses(_status_table(args, q), limit=results) if results > 0 else []
+    return {"queue": q, "broker_kind": kind, "size": size, "flags": flags, "consumers": consumers,
+            "status_records_kept": saved, "recent_results": recent}
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -327,10 +396,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(f"    {c.get('host')} pid {c.get('pid')}: {c.get('rate', 0)}/s, {c.get('total_runs', 0)} runs, "
                   f"{c.get('total_fail', 0)} failed, concurrency {c.get('concurrent_num')}"
                   f"{', paused' if c.get('paused') else ''}; started {_fmt_time(c.get('started'))}")
-        b = _booster(st["queue"])
-        saved = b.params.function_result_status_persistence_conf.is_save_status
         print(f"  recent results: {len(st['recent_results'])}"
-              + ("" if saved else " (status records are kept with "
+              + ("" if st["status_records_kept"] else " (status records are kept with "
                  "function_result_status_persistence_conf=FunctionResultStatusPersistenceConfig(is_save_status=True))"))
         for r in st["recent_results"]:
             outcome = ("ok " + _short(r.get("result"), 40)) if r.get("success") else \
@@ -341,12 +408,23 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- flags (state backend only)
-def _report_flag(args: argparse.Namespace, q: str, what: str) -> None:
-    n = len(_state_for(args, q).live_consumers(q))
-    print(f"{q}: {what} ({n} live consumer{'s' if n != 1 else ''})")
-    if n == 0 and _known_booster(q) is None:
+def _report_flag(args: argparse.Namespace, q: str, what: str, flag: str) -> None:
+    """One line: what was set, and on how many live consumers it shows (their heartbeats). With ``--wait S``
+    wait up to S seconds until every live consumer shows it."""
+    from funboost.admin import QueueAdmin
+    admin = QueueAdmin(_state_for(args, q))
+    applied = admin.applied(q, flag)
+    deadline = time.monotonic() + (args.wait or 0)
+    while args.wait and applied.of and applied.on < applied.of and time.monotonic() < deadline:
+        time.sleep(0.2)
+        applied = admin.applied(q, flag)
+    print(f"{q}: {what} (applied on {applied.on} of {applied.of} live consumer{'s' if applied.of != 1 else ''})")
+    if applied.of == 0 and _known_booster(q) is None:
         sys.stderr.write(f"funboost: note: no live consumer of {q!r} right now; the flag applies when one "
                          f"starts\n")
+    elif args.wait and applied.on < applied.of:
+        raise CliError(f"{q}: {what}, but only {applied.on} of {applied.of} live consumers show it after "
+                       f"{args.wait}s")
 
 
 def _cmd_pause_resume(args: argparse.Namespace) -> int:
@@ -354,7 +432,7 @@ def _cmd_pause_resume(args: argparse.Namespace) -> int:
     pause = args.action == "pause"
     for q in args.queues:
         _state_for(args, q).set_flag(q, QueueFlag.PAUSE.value, pause)
-        _report_flag(args, q, "paused" if pause else "resumed")
+        _report_flag(args, q, "paused" if pause else "resumed", QueueFlag.PAUSE.value)
     return 0
 
 
@@ -371,7 +449,7 @@ def _cmd_set_qps(args: argparse.Namespace) -> int:
         if not qps > 0:
             raise CliError(f"qps must be > 0 (or 'none' for no limit), got {args.qps!r}")
     _state_for(args, args.queue).set_flag(args.queue, QueueFlag.QPS.value, qps)
-    _report_flag(args, args.queue, f"qps set to {qps if qps is not None else 'no limit'}")
+    _report_flag(args, args.queue, f"qps set to {qps if qps is not None else 'no limit'}", QueueFlag.QPS.value)
     return 0
 
 
@@ -380,7 +458,7 @@ def _cmd_set_concurrency(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise CliError(f"concurrency must be >= 1, got {args.n}")
     _state_for(args, args.queue).set_flag(args.queue, QueueFlag.CONCURRENT_NUM.value, args.n)
-    _report_flag(args, args.queue, f"concurrency set to {args.n}")
+    _report_flag(args, args.queue, f"concurrency set to {args.n}", QueueFlag.CONCURRENT_NUM.value)
     return 0
 
 
@@ -389,7 +467,7 @@ def _cmd_result(args: argparse.Namespace) -> int:
     state = _state_for(args, args.queue)
     data = state.wait_result(args.task_id, args.wait) if args.wait else state.get_result(args.task_id)
     if data is None and args.queue:
-        found = state.query_statuses(_status_table(args.queue), task_id=args.task_id, limit=1)
+        found = state.query_statuses(_status_table(args, args.queue), task_id=args.task_id, limit=1)
         data = found[0] if found else None
     if data is None:
         where = f" or in the status records of {args.queue!r}" if args.queue else \
@@ -762,18 +840,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     pa = sub.add_parser("pause", help="pause consuming queues everywhere (state backend flag)")
     pa.add_argument("queues", nargs="+")
+    pa.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                    help="wait until every live consumer shows the new value (from its heartbeat)")
     pa.set_defaults(fn=_cmd_pause_resume, action="pause")
     re_ = sub.add_parser("resume", aliases=["continue_consume"], help="resume paused queues")
     re_.add_argument("queues", nargs="+")
+    re_.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                    help="wait until every live consumer shows the new value (from its heartbeat)")
     re_.set_defaults(fn=_cmd_pause_resume, action="resume")
     sq = sub.add_parser("set-qps", aliases=["set_qps"], help="set a queue's rate (runs per second; 'none': no limit)")
     sq.add_argument("queue")
     sq.add_argument("qps")
+    sq.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                    help="wait until every live consumer shows the new value (from its heartbeat)")
     sq.set_defaults(fn=_cmd_set_qps)
     sc = sub.add_parser("set-concurrency", aliases=["set_concurrency", "set_concurrent_num"],
                         help="set the worker count of every consumer of a queue")
     sc.add_argument("queue")
     sc.add_argument("n", type=int)
+    sc.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                    help="wait until every live consumer shows the new value (from its heartbeat)")
     sc.set_defaults(fn=_cmd_set_concurrency)
 
     rs = sub.add_parser("result", help="a task's result (RPC mode) or status record")

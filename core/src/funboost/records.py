@@ -261,5 +261,13 @@ class StatusBatch:
             return [r.get("time_start") or 0.0 for r in self.records]
         return [r[_TIME_START] or 0.0 for r in self.records]
 
+    @property
+    def failures(self) -> int:
+        """How many records are not successes (stored with the batch: a search for failures skips the
+        batches without any)."""
+        if self._dict_records():
+            return sum(1 for r in self.records if not r.get("success"))
+        return sum(1 for r in self.records if not r[_SUCCESS])
+
     def dicts(self) -> list[dict]:
         return [expand_record(r) for r in self.records]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import heapq
+from bisect import bisect_left as _bisect_left
 import itertools
 import logging
 import os
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from funboost.engine.controls import CronWindow, RateLimiter, filter_key
 from funboost.engine.executors import Executor, make_executor
 from funboost.engine.liveness import ticker
+from funboost.engine.metrics import MetricsRecorder
 from funboost.engine.runner import Runner, Task
 from funboost.engine.setup import ConsumerSetup
 from funboost.enums import RunStatus
@@ -35,6 +37,7 @@ from funboost.message import build_envelope, decode, dumps
 from funboost.plugins.broker import Broker, Delivery, OutgoingMessage
 from funboost.plugins.manager import get_plugin_manager, has_hook_impls
 from funboost.records import PLAIN_RUN_STATUS, FunctionResultStatus, StatusBatch
+from funboost.timeseries import FLUSH_INTERVAL, HIST_BOUNDS, N_HIST
 
 if TYPE_CHECKING:  # pragma: no cover
     from funboost.state.base import StateBackend
@@ -44,6 +47,23 @@ HEARTBEAT_INTERVAL = float(os.environ.get("FUNBOOST_HEARTBEAT_INTERVAL", "5"))
 HEARTBEAT_TTL = 3 * HEARTBEAT_INTERVAL
 FLAG_POLL_INTERVAL = 1.0
 _seq = itertools.count()
+_HOSTNAME = socket.gethostname()
+_IP: list = []
+
+
+def _host_ip() -> str:
+    """This host's outbound IP (no packet is sent: a UDP connect only picks the route), once per process."""
+    if not _IP:
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s.connect(("10.255.255.255", 1))
+                _IP.append(s.getsockname()[0])
+            finally:
+                s.close()
+        except OSError:
+            _IP.append("127.0.0.1")
+    return _IP[0]
 
 
 class AckBatcher:
@@ -171,6 +191,8 @@ class Stats:
         self.window_start = time.monotonic()
         self.total_runs = 0
         self.total_fail = 0
+        self.total_cost = 0.0
+        self.hist = [0] * N_HIST  # cumulative run-time histogram (funboost.timeseries.HIST_BOUNDS)
         self.last_rate = 0.0
 
     def record(self, success: bool, cost: float) -> None:
@@ -178,9 +200,16 @@ class Stats:
             self.window_runs += 1
             self.total_runs += 1
             self.window_cost += cost
+            self.total_cost += cost
+            self.hist[_bisect_left(HIST_BOUNDS, cost)] += 1
             if not success:
                 self.window_fail += 1
                 self.total_fail += 1
+
+    def snapshot(self) -> tuple[int, int, float, list[int]]:
+        """Cumulative (runs, failures, run time, histogram), for the metrics recorder."""
+        with self.lock:
+            return self.total_runs, self.total_fail, self.total_cost, list(self.hist)
 
     def roll(self) -> tuple[int, int, float, float]:
         with self.lock:
@@ -213,6 +242,10 @@ class Consumer:
         self.rate = RateLimiter(p.qps)
         self.window = CronWindow(p.allow_run_time_cron) if p.allow_run_time_cron else None
         self.stats = Stats()
+        self.metrics = MetricsRecorder(p.queue_name, self.consumer_id, self.stats.snapshot)
+        self.last_queue_size: Optional[dict] = None  # the latest sample, reported in heartbeats
+        self._qps_setting = p.qps  # the queue's qps (flag or params), before a distributed split
+        self._catalog_due = 0.0
         self.acker = AckBatcher(self.broker, self.logger)
         self._state = None
         self.status_saver: Optional[StatusSaver] = None
@@ -295,6 +328,12 @@ class Consumer:
         self.acker.stop()
         if self.status_saver:
             self.status_saver.stop()
+        if self._state is not None:
+            try:  # the last seconds' metrics, so that a short run still shows in the charts
+                self.metrics.sample()
+                self.metrics.flush(self.state, None)
+            except Exception as exc:
+                self.logger.warning("could not write the last queue metrics: %s", exc)
         try:
             if self._state is not None:
                 self.state.remove_consumer(self.consumer_id)
@@ -660,6 +699,37 @@ class Consumer:
             if now >= next_stats:
                 next_stats = now + p.stats_log_interval
                 self._log_stats()
+            self._tick_metrics(now)
+
+    def _tick_metrics(self, now: float) -> None:
+        """Once a second: this second's metric deltas; every FLUSH_INTERVAL: a queue-size sample and one
+        write of the metric rows; every catalog REFRESH_INTERVAL: the queue's catalog record."""
+        try:
+            self.metrics.sample()
+            if now - self.metrics.last_flush >= FLUSH_INTERVAL:
+                depth = None
+                try:
+                    size = self.broker.queue_size()
+                    self.last_queue_size = size.as_dict()
+                    if size.ready is not None:
+                        depth = size.ready + (size.delayed or 0)
+                except Exception:
+                    self.last_queue_size = None
+                self.metrics.flush(self.state, depth)
+            if now >= self._catalog_due:
+                self._write_catalog(now)
+        except Exception as exc:
+            self.logger.warning("could not write queue metrics: %s", exc)
+
+    def _write_catalog(self, now: float) -> None:
+        from funboost.admin.catalog import CATALOG, REFRESH_INTERVAL, queue_record
+        self._catalog_due = now + REFRESH_INTERVAL
+        rec = queue_record(self.params, self.broker, self.setup.func_name, self.setup.arg_names,
+                           self.setup.required_args)
+        try:
+            self.state.doc_put(CATALOG, self.params.queue_name, rec)
+        except NotImplementedError:
+            self._catalog_due = float("inf")
 
     def _refresh_flags(self) -> None:
         p = self.params
@@ -669,6 +739,7 @@ class Consumer:
             self.paused = paused
             self.logger.info("queue %r %s", p.queue_name, "paused" if paused else "resumed")
         qps = flags.get(QueueFlag.QPS, p.qps)
+        self._qps_setting = qps
         if p.is_using_distributed_frequency_control and qps:
             qps = qps / max(1, self._live_consumers)
         if qps != self.rate.qps:
@@ -682,11 +753,13 @@ class Consumer:
 
     def _heartbeat(self) -> None:
         p = self.params
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "broker_kind": self.broker.kind,
+        # what the manager shows ("applied on N of M consumers" compares qps / concurrent_num / paused
+        # with the queue's flags): the values in force here, not the decorator's
+        info = {"host": _HOSTNAME, "ip": _host_ip(), "pid": os.getpid(), "broker_kind": self.broker.kind,
                 "concurrent_mode": p.concurrent_mode, "concurrent_num": self.executor.max_workers,
-                "qps": p.qps, "rate": round(self.stats.last_rate, 3), "total_runs": self.stats.total_runs,
-                "total_fail": self.stats.total_fail, "paused": self.paused, "started": self.started_at,
-                "rate_limit": self.rate.qps}  # the qps this consumer applies now (flag, or params / consumers)
+                "qps": self._qps_setting, "qps_effective": self.rate.qps, "rate": round(self.stats.last_rate, 3),
+                "total_runs": self.stats.total_runs, "total_fail": self.stats.total_fail, "paused": self.paused,
+                "started": self.started_at, "function": self.setup.func_name, "queue_size": self.last_queue_size}
         self.state.heartbeat(self.consumer_id, p.queue_name, info, HEARTBEAT_TTL)
         if p.is_using_distributed_frequency_control:
             self._live_consumers = max(1, len(self.state.live_consumers(p.queue_name)))

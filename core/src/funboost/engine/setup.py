@@ -37,3 +37,7 @@ class ConsumerSetup:
     #: checks a message's arguments against the function and rebuilds method receivers; raises
     #: ``TypeError`` when they do not fit
     convert_kwargs: Callable[[dict], dict]
+    #: the function's argument names and the required ones (recorded in the queue catalog, for tools
+    #: that cannot import the function, such as the web manager's publish form)
+    arg_names: tuple[str, ...] = ()
+    required_args: tuple[str, ...] = ()

@@ -48,6 +48,7 @@ SHIPPED_DISTRIBUTIONS: tuple[ShippedDistribution, ...] = (
     ShippedDistribution("funboost-mysql-cdc", broker_kinds=("mysql_cdc",)),
     ShippedDistribution("funboost-huey", broker_kinds=("huey",)),
     ShippedDistribution("funboost-rq", broker_kinds=("rq",)),
+    ShippedDistribution("funboost-web"),  # the web manager (`funboost web`): no kind
 )
 
 

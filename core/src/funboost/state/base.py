@@ -18,6 +18,7 @@ from funboost.plugins.manager import STATE_GROUP, entry_point_import_error, entr
 from funboost.process_local import ProcessLocalDict
 # the state JSON codec lives with the record format (funboost.records); re-exported for backends
 from funboost.records import StatusBatch, dumps_state, dumps_state_bytes, loads_state  # noqa: F401
+from funboost.timeseries import MetricRow  # noqa: F401
 
 
 class StateBackend:
@@ -101,6 +102,48 @@ class StateBackend:
                        since: Optional[float] = None, until: Optional[float] = None,
                        limit: int = 100) -> list[dict]:
         raise NotImplementedError
+
+    def search_statuses(self, table: str, *, success: Optional[bool] = None, since: Optional[float] = None,
+                        until: Optional[float] = None, text: Optional[str] = None, task_id: Optional[str] = None,
+                        before: Optional[tuple[float, str]] = None, limit: int = 50) -> list[dict]:
+        """Status records of ``table``, newest first (every run's record, not only a task's latest), that
+        pass the filters: ``text`` is a substring of the record's JSON (arguments, result, exception, host);
+        ``before`` is the paging cursor, ``(time_start, task_id)`` of the last record of the previous page.
+        The default reads :meth:`query_statuses`; the batch stores (sqlite, redis) answer it from their
+        batches with a text pre-filter (:func:`funboost.state.batched.search_batches`)."""
+        from funboost.state.batched import matches_search
+        if task_id is not None:
+            recs = self.query_statuses(table, task_id=task_id, limit=limit)
+        else:
+            recs = self.query_statuses(table, success=success, since=since, until=until,
+                                       limit=max(limit * 20, 1000))
+        out = [r for r in recs if matches_search(r, success, since, until, text, before)]
+        out.sort(key=lambda r: (r.get("time_start") or 0.0, r.get("task_id") or ""), reverse=True)
+        return out[:limit]
+
+    # ---- small documents: the queue catalog, the audit log, the web manager's users (funboost.admin).
+    # A collection maps keys to JSON objects; ``ttl`` None keeps a document until it is deleted.
+    def doc_put(self, collection: str, key: str, value: dict, ttl: Optional[float] = None) -> None:
+        raise NotImplementedError(f"state backend {self.name!r} does not store documents")
+
+    def doc_get(self, collection: str, key: str) -> Optional[dict]:
+        raise NotImplementedError(f"state backend {self.name!r} does not store documents")
+
+    def doc_list(self, collection: str) -> dict[str, dict]:
+        """Every live document of ``collection``, by key."""
+        raise NotImplementedError(f"state backend {self.name!r} does not store documents")
+
+    def doc_delete(self, collection: str, key: str) -> bool:
+        raise NotImplementedError(f"state backend {self.name!r} does not store documents")
+
+    # ---- time-series metrics (funboost.timeseries): one row per (resolution, bucket, queue, source),
+    # written a few at a time by each consumer (``source`` = its consumer id) and replaced whole
+    def metrics_put(self, rows: "list[MetricRow]") -> None:
+        raise NotImplementedError(f"state backend {self.name!r} does not store metrics")
+
+    def metrics_get(self, res: str, since: int, queue: Optional[str] = None) -> "list[MetricRow]":
+        """Rows of resolution ``res`` with ``bucket >= since`` (of ``queue``, or of every queue)."""
+        raise NotImplementedError(f"state backend {self.name!r} does not store metrics")
 
     # ---- distributed locks
     def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:

@@ -84,3 +84,52 @@ def newest_records(batches: Iterable[tuple[Optional[float], list]], keep: Callab
         top = heapq.nlargest(limit, [r for r in top if found[record_task_id(r)] is r] + new, key=record_time_start)
     chosen = heapq.nlargest(limit, (r for r in found.values() if keep(r)), key=record_time_start)
     return [expand_record(r) for r in chosen]
+
+
+def text_needle(text: str) -> str:
+    """``text`` as it appears inside the stored JSON (escaped, without the quotes)."""
+    from funboost.records import dumps_state
+    return dumps_state(text)[1:-1]
+
+
+def matches_search(rec: dict, success: Optional[bool], since: Optional[float], until: Optional[float],
+                   text: Optional[str], before: Optional[tuple]) -> bool:
+    """The filters of ``StateBackend.search_statuses`` on one expanded record."""
+    ts = rec.get("time_start") or 0.0
+    if success is not None and bool(rec.get("success")) != bool(success):
+        return False
+    if (since is not None and ts < since) or (until is not None and ts > until):
+        return False
+    if before is not None and (ts, rec.get("task_id") or "") >= (float(before[0]), str(before[1])):
+        return False
+    if text:
+        from funboost.records import dumps_state
+        if text_needle(text) not in dumps_state(rec):
+            return False
+    return True
+
+
+def search_batches(batches: Iterable[tuple[Optional[float], Any]], *, success: Optional[bool] = None,
+                   since: Optional[float] = None, until: Optional[float] = None, text: Optional[str] = None,
+                   before: Optional[tuple] = None, limit: int = 50, needle: Optional[bytes] = None) -> list[dict]:
+    """Every record (each run, not only a task's latest) of ``batches`` that passes the filters, newest
+    first, at most ``limit``. ``batches``: (t_max, raw JSON) ordered by t_max, newest first, read only as
+    far as needed; a batch whose raw bytes do not contain ``needle`` (bytes) is skipped unparsed."""
+    from funboost.records import loads_state
+    found: list = []
+    for t_max, raw in batches:
+        if len(found) >= limit and (t_max or 0.0) < (found[limit - 1].get("time_start") or 0.0):
+            break
+        if needle is not None:
+            b = raw if isinstance(raw, (bytes, bytearray)) else str(raw).encode()
+            if needle not in b:
+                continue
+        for r in loads_state(raw):
+            if success is not None and record_success(r) != bool(success):
+                continue
+            rec = expand_record(r)
+            if matches_search(rec, None, since, until, text, before):
+                found.append(rec)
+        found.sort(key=lambda r: (r.get("time_start") or 0.0, r.get("task_id") or ""), reverse=True)
+        del found[limit:]
+    return found

@@ -8,6 +8,7 @@ from typing import Any, Optional
 from funboost.records import expand_record, record_task_id, record_time_start
 from funboost.state.base import StateBackend
 from funboost.state.batched import record_filter
+from funboost.timeseries import MetricRow
 
 
 class MemoryStateBackend(StateBackend):
@@ -24,6 +25,8 @@ class MemoryStateBackend(StateBackend):
         self._kills: dict[str, dict[str, float]] = {}
         self._statuses: dict[str, dict[str, tuple[float, dict]]] = {}
         self._locks: dict[str, tuple[str, float]] = {}
+        self._docs: dict[str, dict[str, tuple[Optional[float], dict]]] = {}
+        self._metrics: dict[tuple[str, int, str, str], tuple[float, dict]] = {}
 
     def set_result(self, task_id, status, ttl):
         with self._cond:
@@ -126,6 +129,41 @@ class MemoryStateBackend(StateBackend):
         keep = record_filter(success, since, until)
         rows = sorted((r for r in rows if keep(r)), key=record_time_start, reverse=True)
         return [expand_record(r) for r in rows[:limit]]
+
+    # ---- documents
+    def doc_put(self, collection, key, value, ttl=None):
+        with self._cond:
+            self._docs.setdefault(collection, {})[key] = ((time.time() + ttl) if ttl else None, dict(value))
+
+    def doc_get(self, collection, key):
+        with self._cond:
+            item = self._docs.get(collection, {}).get(key)
+        return dict(item[1]) if item is not None and (item[0] is None or item[0] >= time.time()) else None
+
+    def doc_list(self, collection):
+        now = time.time()
+        with self._cond:
+            items = sorted(self._docs.get(collection, {}).items())
+        return {k: dict(v) for k, (exp, v) in items if exp is None or exp >= now}
+
+    def doc_delete(self, collection, key):
+        with self._cond:
+            return self._docs.get(collection, {}).pop(key, None) is not None
+
+    # ---- metrics
+    def metrics_put(self, rows):
+        now = time.time()
+        with self._cond:
+            for r in rows:
+                self._metrics[(r.res, r.bucket, r.queue, r.source)] = (now + r.ttl, dict(r.data))
+            for k in [k for k, (exp, _) in self._metrics.items() if exp < now]:
+                del self._metrics[k]
+
+    def metrics_get(self, res, since, queue=None):
+        with self._cond:
+            items = list(self._metrics.items())
+        return [MetricRow(k[0], k[1], k[2], k[3], dict(v)) for k, (_, v) in items
+                if k[0] == res and k[1] >= since and (queue is None or k[2] == queue)]
 
     # ---- locks: name -> (owner, expiry)
     def acquire_lock(self, name, owner, ttl):

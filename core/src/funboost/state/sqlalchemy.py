@@ -23,6 +23,8 @@ from funboost.paths import user_data_dir
 from funboost.process_local import ProcessLocal
 from funboost.records import complete_record
 from funboost.state.base import StateBackend, dumps_state, loads_state
+from funboost.state.batched import text_needle
+from funboost.timeseries import MetricRow
 
 try:
     import sqlalchemy as sa
@@ -84,6 +86,19 @@ def _tables(prefix: str) -> tuple[sa.MetaData, dict[str, sa.Table]]:
                              sa.Column("data", sa.Text, nullable=False),
                              sa.Column("expire_at", sa.Double, index=True),
                              sa.Index(prefix + "statuses_time", "tbl", "time_start")),
+        # the web manager's documents (queue catalog, audit log, users) and metric rows (funboost.admin)
+        "docs": sa.Table(prefix + "docs", md,
+                         sa.Column("coll", s(64), primary_key=True),
+                         sa.Column("key", s(191), primary_key=True),
+                         sa.Column("value", sa.Text, nullable=False),
+                         sa.Column("expire_at", sa.Double, nullable=True)),
+        "metrics": sa.Table(prefix + "metrics", md,
+                            sa.Column("res", s(8), primary_key=True),
+                            sa.Column("bucket", sa.BigInteger, primary_key=True, autoincrement=False),
+                            sa.Column("queue", s(191), primary_key=True),
+                            sa.Column("source", s(191), primary_key=True),
+                            sa.Column("data", sa.Text, nullable=False),
+                            sa.Column("expire_at", sa.Double, index=True)),
         "locks": sa.Table(prefix + "locks", md,
                           sa.Column("name", s(191), primary_key=True),
                           sa.Column("owner", s(191), nullable=False),
@@ -316,6 +331,75 @@ class SqlAlchemyStateBackend(StateBackend):
         q = q.order_by(t.c.time_start.desc()).limit(limit)
         with self.engine.connect() as c:
             return [complete_record(loads_state(v)) for v in c.execute(q).scalars()]
+
+    def search_statuses(self, table: str, *, success: Optional[bool] = None, since: Optional[float] = None,
+                        until: Optional[float] = None, text: Optional[str] = None, task_id: Optional[str] = None,
+                        before: Optional[tuple[float, str]] = None, limit: int = 50) -> list[dict]:
+        # the (tbl, time_start) index gives newest first; the text is a LIKE on the record's JSON
+        t = self.t["statuses"]
+        q = sa.select(t.c.data).where(t.c.tbl == table, t.c.expire_at >= time.time())
+        if task_id is not None:
+            q = q.where(t.c.task_id == task_id)
+        if success is not None:
+            q = q.where(t.c.success == bool(success))
+        if since is not None:
+            q = q.where(t.c.time_start >= since)
+        if until is not None:
+            q = q.where(t.c.time_start <= until)
+        if before is not None:
+            b0, b1 = float(before[0]), str(before[1])
+            q = q.where(sa.or_(t.c.time_start < b0, sa.and_(t.c.time_start == b0, t.c.task_id < b1)))
+        if text:
+            q = q.where(t.c.data.contains(text_needle(text), autoescape=True))
+        q = q.order_by(t.c.time_start.desc(), t.c.task_id.desc()).limit(limit)
+        with self.engine.connect() as c:
+            return [complete_record(loads_state(v)) for v in c.execute(q).scalars()]
+
+    # ------------------------------------------------------------------ documents
+    def doc_put(self, collection: str, key: str, value: dict, ttl: Optional[float] = None) -> None:
+        with self.engine.begin() as c:
+            self._upsert(c, self.t["docs"], [{"coll": collection, "key": key, "value": _dumps(value),
+                                              "expire_at": (time.time() + ttl) if ttl else None}])
+
+    def _live_docs(self, collection: str) -> Any:
+        t = self.t["docs"]
+        return sa.select(t.c.key, t.c.value).where(
+            t.c.coll == collection, sa.or_(t.c.expire_at.is_(None), t.c.expire_at >= time.time()))
+
+    def doc_get(self, collection: str, key: str) -> Optional[dict]:
+        with self.engine.connect() as c:
+            row = c.execute(self._live_docs(collection).where(self.t["docs"].c.key == key)).first()
+        return loads_state(row[1]) if row is not None else None
+
+    def doc_list(self, collection: str) -> dict[str, dict]:
+        with self.engine.connect() as c:
+            rows = c.execute(self._live_docs(collection).order_by(self.t["docs"].c.key)).all()
+        return {k: loads_state(v) for k, v in rows}
+
+    def doc_delete(self, collection: str, key: str) -> bool:
+        t = self.t["docs"]
+        with self.engine.begin() as c:
+            return c.execute(t.delete().where(t.c.coll == collection, t.c.key == key)).rowcount == 1
+
+    # ------------------------------------------------------------------ metrics
+    def metrics_put(self, rows: list) -> None:
+        if not rows:
+            return
+        now = time.time()
+        with self.engine.begin() as c:
+            self._upsert(c, self.t["metrics"], [{"res": r.res, "bucket": int(r.bucket), "queue": r.queue,
+                                                 "source": r.source, "data": _dumps(r.data),
+                                                 "expire_at": now + r.ttl} for r in rows])
+        self._gc()
+
+    def metrics_get(self, res: str, since: int, queue: Optional[str] = None) -> list:
+        t = self.t["metrics"]
+        q = sa.select(t.c.bucket, t.c.queue, t.c.source, t.c.data).where(
+            t.c.res == res, t.c.bucket >= int(since), t.c.expire_at >= time.time())
+        if queue is not None:
+            q = q.where(t.c.queue == queue)
+        with self.engine.connect() as c:
+            return [MetricRow(res, int(b), qn, src, loads_state(d)) for b, qn, src, d in c.execute(q).all()]
 
     # ------------------------------------------------------------------ locks
     def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:

@@ -14,7 +14,9 @@ from typing import Optional
 from funboost.paths import user_data_dir
 from funboost.process_local import ProcessLocal
 from funboost.state.base import StateBackend, dumps_state, loads_state
-from funboost.state.batched import BatchStatusStore, id_needle, ids_text, latest_of_task, newest_records, oldest_batch_for, record_filter
+from funboost.state.batched import (BatchStatusStore, id_needle, ids_text, latest_of_task, newest_records,
+                                    oldest_batch_for, record_filter, search_batches, text_needle)
+from funboost.timeseries import MetricRow
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (task_id TEXT PRIMARY KEY, data TEXT NOT NULL, expire_at REAL NOT NULL);
@@ -26,6 +28,10 @@ CREATE TABLE IF NOT EXISTS status_batches (id INTEGER PRIMARY KEY, tbl TEXT NOT 
     expire_at REAL NOT NULL, ids TEXT, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS status_batches_time ON status_batches (tbl, t_max);
 CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expire_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS docs (coll TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, expire_at REAL,
+    PRIMARY KEY (coll, key));
+CREATE TABLE IF NOT EXISTS metrics (res TEXT NOT NULL, bucket INTEGER NOT NULL, queue TEXT NOT NULL,
+    source TEXT NOT NULL, data TEXT NOT NULL, expire_at REAL NOT NULL, PRIMARY KEY (res, bucket, queue, source));
 """
 
 
@@ -46,8 +52,11 @@ class SqliteStateBackend(BatchStatusStore, StateBackend):
         self._last_gc = 0.0
         with self._conn() as c:
             c.executescript(_SCHEMA)
-            if "ids" not in [row[1] for row in c.execute("PRAGMA table_info(status_batches)")]:
+            cols = [row[1] for row in c.execute("PRAGMA table_info(status_batches)")]
+            if "ids" not in cols:
                 c.execute("ALTER TABLE status_batches ADD COLUMN ids TEXT")  # a store from before 0.x
+            if "fails" not in cols:  # how many records of the batch failed (NULL: unknown, older rows)
+                c.execute("ALTER TABLE status_batches ADD COLUMN fails INTEGER")
             try:  # JSON1 is built into SQLite >= 3.38 and into most older builds
                 c.execute("SELECT json_extract('{\"a\": 1}', '$.a')")
                 self._json1 = True
@@ -80,7 +89,7 @@ class SqliteStateBackend(BatchStatusStore, StateBackend):
             return
         self._last_gc = now
         c = self._conn()
-        for t in ("results", "filters", "consumers", "kills", "status_batches", "locks"):
+        for t in ("results", "filters", "consumers", "kills", "status_batches", "locks", "docs", "metrics"):
             c.execute(f"DELETE FROM {t} WHERE expire_at IS NOT NULL AND expire_at < ?", (now - 5,))
 
     # ---- results
@@ -148,8 +157,9 @@ class SqliteStateBackend(BatchStatusStore, StateBackend):
             return
         starts = batch.time_starts
         self._conn().execute(
-            "INSERT INTO status_batches (tbl, t_min, t_max, expire_at, ids, data) VALUES (?,?,?,?,?,?)",
-            (table, min(starts), max(starts), time.time() + ttl, ids_text(batch.task_ids), batch.json.decode()))
+            "INSERT INTO status_batches (tbl, t_min, t_max, expire_at, ids, fails, data) VALUES (?,?,?,?,?,?,?)",
+            (table, min(starts), max(starts), time.time() + ttl, ids_text(batch.task_ids), batch.failures,
+             batch.json.decode()))
         self._gc()
 
     def query_statuses(self, table, *, task_id=None, success=None, since=None, until=None, limit=100):
@@ -172,6 +182,78 @@ class SqliteStateBackend(BatchStatusStore, StateBackend):
             sql += " AND t_min<=?"; args.append(until)
         rows = c.execute(sql + " ORDER BY t_max DESC, id DESC", tuple(args))
         return newest_records(((t_max, loads_state(data)) for t_max, data in rows), keep, limit)
+
+    def search_statuses(self, table, *, success=None, since=None, until=None, text=None, task_id=None,
+                        before=None, limit=50):
+        # the batch rows are read newest first through the (tbl, t_max) index; SQLite skips the batches
+        # that hold no failure (``fails``) or do not contain the text (instr), so only candidate batches are
+        # parsed
+        c = self._conn()
+        sql, args = "SELECT t_max, data FROM status_batches WHERE tbl=? AND expire_at>=?", [table, time.time()]
+        if task_id is not None:
+            sql += " AND (CASE WHEN ids IS NULL THEN instr(data, ?) ELSE instr(ids, ?) END) > 0"
+            args += [dumps_state(task_id), id_needle(task_id)]
+            oldest = oldest_batch_for(task_id)
+            if oldest is not None:
+                sql += " AND t_max>=?"; args.append(oldest)
+        if since is not None:
+            sql += " AND t_max>=?"; args.append(since)
+        hi = until
+        if before is not None:
+            hi = before[0] if hi is None else min(hi, before[0])
+        if hi is not None:
+            sql += " AND t_min<=?"; args.append(hi)
+        if success is False:
+            sql += " AND (fails IS NULL OR fails>0)"
+        if text:
+            sql += " AND instr(data, ?)>0"; args.append(text_needle(text))
+        rows = c.execute(sql + " ORDER BY t_max DESC, id DESC", tuple(args))
+        found = search_batches(rows, success=success, since=since, until=until, text=text, before=before,
+                               limit=limit)
+        if task_id is not None:
+            found = [r for r in found if r.get("task_id") == task_id]
+        return found
+
+    # ---- documents
+    def doc_put(self, collection, key, value, ttl=None):
+        self._exec("INSERT OR REPLACE INTO docs VALUES (?,?,?,?)",
+                   (collection, key, dumps_state(value), (time.time() + ttl) if ttl else None))
+
+    def doc_get(self, collection, key):
+        rows = self._exec("SELECT value FROM docs WHERE coll=? AND key=? AND (expire_at IS NULL OR expire_at>=?)",
+                          (collection, key, time.time()))
+        return loads_state(rows[0][0]) if rows else None
+
+    def doc_list(self, collection):
+        rows = self._exec("SELECT key, value FROM docs WHERE coll=? AND (expire_at IS NULL OR expire_at>=?) "
+                          "ORDER BY key", (collection, time.time()))
+        return {k: loads_state(v) for k, v in rows}
+
+    def doc_delete(self, collection, key):
+        return self._conn().execute("DELETE FROM docs WHERE coll=? AND key=?", (collection, key)).rowcount > 0
+
+    # ---- metrics: a row per (res, bucket, queue, source), replaced whole by its one writer
+    def metrics_put(self, rows):
+        if not rows:
+            return
+        now = time.time()
+        c = self._conn()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.executemany("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?)",
+                          [(r.res, r.bucket, r.queue, r.source, dumps_state(r.data), now + r.ttl) for r in rows])
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        self._gc()
+
+    def metrics_get(self, res, since, queue=None):
+        sql = "SELECT bucket, queue, source, data FROM metrics WHERE res=? AND bucket>=?"
+        args: list = [res, since]
+        if queue is not None:
+            sql += " AND queue=?"; args.append(queue)
+        return [MetricRow(res, b, q, src, loads_state(d)) for b, q, src, d in self._exec(sql, tuple(args))]
 
     # ---- locks: one row per lock; taking it is a single conditional upsert, atomic in SQLite
     def acquire_lock(self, name, owner, ttl):

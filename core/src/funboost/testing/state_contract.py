@@ -266,6 +266,78 @@ class StateBackendContract:
                    message="expired status records to disappear")
 
     # ------------------------------------------------------------------ locks
+    # ------------------------------------------------------------------ manager support (funboost.admin)
+    def _supports(self, backend: StateBackend, what: str) -> None:
+        try:
+            if what == "docs":
+                backend.doc_list("probe")
+            else:
+                backend.metrics_get("s", int(time.time()))
+        except NotImplementedError:
+            pytest.skip(f"state backend {self.backend_name!r} does not store {what} (the web manager needs them)")
+
+    def test_search_statuses_paging_and_filters(self, backend: StateBackend, queue: str) -> None:
+        statuses = []
+        t0 = time.time() - 100
+        for i in range(30):
+            st = FunctionResultStatus(queue, uuid7(), {"n": i, "who": "alice" if i % 3 == 0 else "bob"})
+            st.time_start = t0 + i
+            if i % 5 == 0:
+                st.set_error(KeyError(f"missing_key_{i}"))
+            else:
+                st.success = True
+            st.finish()
+            statuses.append(st)
+        for k in range(0, 30, 7):  # several batches
+            backend.save_status_batch(queue, StatusBatch([st.compact() for st in statuses[k:k + 7]]), 60)
+        ids = [st.task_id for st in statuses]
+        page1 = backend.search_statuses(queue, limit=10)
+        assert [r["task_id"] for r in page1] == ids[::-1][:10]
+        cursor = (page1[-1]["time_start"], page1[-1]["task_id"])
+        page2 = backend.search_statuses(queue, limit=10, before=cursor)
+        assert [r["task_id"] for r in page2] == ids[::-1][10:20]
+        failed = backend.search_statuses(queue, success=False, limit=100)
+        assert [r["task_id"] for r in failed] == [ids[i] for i in (25, 20, 15, 10, 5, 0)]
+        hit = backend.search_statuses(queue, text="missing_key_15", limit=100)
+        assert [r["task_id"] for r in hit] == [ids[15]] and "KeyError" in hit[0]["exception"]
+        assert len(backend.search_statuses(queue, text="alice", limit=100)) == 10
+        assert [r["task_id"] for r in backend.search_statuses(queue, task_id=ids[7])] == [ids[7]]
+        assert backend.search_statuses(queue, text="no such text") == []
+
+    def test_documents(self, backend: StateBackend, queue: str) -> None:
+        self._supports(backend, "docs")
+        coll = _uid("coll")
+        assert backend.doc_get(coll, "a") is None and backend.doc_list(coll) == {}
+        backend.doc_put(coll, "b", {"x": 1, "s": "é"})
+        backend.doc_put(coll, "a", {"y": [1, 2]})
+        backend.doc_put(coll, "gone", {"z": 1}, ttl=_SHORT)
+        assert backend.doc_get(coll, "b") == {"x": 1, "s": "é"}
+        assert list(backend.doc_list(coll))[:2] == ["a", "b"]
+        backend.doc_put(coll, "b", {"x": 2})
+        assert backend.doc_get(coll, "b") == {"x": 2}
+        wait_until(lambda: backend.doc_get(coll, "gone") is None, timeout=5)
+        assert set(backend.doc_list(coll)) == {"a", "b"}
+        assert backend.doc_delete(coll, "a") is True and backend.doc_delete(coll, "a") is False
+        assert set(backend.doc_list(coll)) == {"b"}
+
+    def test_metrics_rows(self, backend: StateBackend, queue: str) -> None:
+        self._supports(backend, "metrics")
+        from funboost.timeseries import MetricRow, bucket_of
+        now = time.time()
+        s0 = bucket_of(now, "s")
+        other = queue + "_other"
+        backend.metrics_put([MetricRow("s", s0 - 2, queue, "c1", {"r": 3, "f": 1, "c": 0.3, "h": {"10": 3}}, 60),
+                             MetricRow("s", s0 - 1, queue, "c2", {"r": 1, "f": 0, "c": 0.1, "d": 7}, 60),
+                             MetricRow("s", s0 - 1, other, "c3", {"r": 5}, 60),
+                             MetricRow("m", bucket_of(now, "m"), queue, "c1", {"r": 4}, 600)])
+        backend.metrics_put([MetricRow("s", s0 - 2, queue, "c1", {"r": 4, "f": 1, "c": 0.4, "h": {"10": 4}}, 60)])
+        rows = sorted(backend.metrics_get("s", s0 - 5, queue), key=lambda r: r.bucket)
+        assert [(r.bucket, r.source, r.data.get("r")) for r in rows] == [(s0 - 2, "c1", 4), (s0 - 1, "c2", 1)]
+        assert rows[0].data["h"] == {"10": 4} and rows[1].data["d"] == 7
+        assert {r.queue for r in backend.metrics_get("s", s0 - 5)} >= {queue, other}
+        assert backend.metrics_get("s", s0, queue) == []
+        assert [r.data["r"] for r in backend.metrics_get("m", bucket_of(now, "m") - 60, queue)] == [4]
+
     def test_lock_exclusive_and_owner_only_release(self, backend: StateBackend) -> None:
         name = _uid("lock")
         assert backend.acquire_lock(name, "a", 30)

@@ -15,6 +15,8 @@ from typing import Any, Iterable, Iterator, Optional
 from funboost.message import uuid7
 from funboost.state.base import StateBackend, dumps_state, loads_state
 from funboost.state.batched import BatchStatusStore, id_needle, ids_text, latest_of_task, newest_records, oldest_batch_for, record_filter
+from funboost.state.batched import search_batches, text_needle
+from funboost.timeseries import RESOLUTIONS, MetricRow, bucket_of
 
 from funboost_redis.connection import DEFAULT_URL, ENV_URL, RedisOptions, conn_spec, get_handle
 from funboost_redis.connection import check_available as _check_available
@@ -229,6 +231,79 @@ class RedisStateBackend(BatchStatusStore, StateBackend):
             return latest_of_task((loads_state(d) for d in datas if d is not None), task_id, keep)
         batches = self._values(base, "d:", self._ranked(base, "-inf" if since is None else since, until))
         return newest_records(((t_max, loads_state(data)) for t_max, _, data in batches), keep, limit)
+
+    def search_statuses(self, table: str, *, success: Optional[bool] = None, since: Optional[float] = None,
+                        until: Optional[float] = None, text: Optional[str] = None, task_id: Optional[str] = None,
+                        before: Optional[tuple[float, str]] = None, limit: int = 50) -> list[dict]:
+        base = f"{P}status:{{{table}}}:"
+        hi = until
+        if before is not None:
+            hi = before[0] if hi is None else min(hi, before[0])
+        lo: Any = "-inf" if since is None else since
+        if task_id is not None:  # the batches whose ids hold it, then every record of it
+            oldest = oldest_batch_for(task_id)
+            needle = id_needle(task_id).encode()
+            ranked = self._ranked(base, "-inf" if oldest is None else oldest, hi)
+            holding = [(t, name) for t, name, ids in self._values(base, "i:", ranked) if needle in ids]
+            datas = self._r.mget([base + "d:" + name for _, name in holding]) if holding else []
+            batches = [(t, d) for (t, _), d in zip(holding, datas) if d is not None]
+            found = search_batches(batches, success=success, since=since, until=until, text=text, before=before,
+                                   limit=1000)
+            return [r for r in found if r.get("task_id") == task_id][:limit]
+        batches = ((t_max, data) for t_max, _, data in self._values(base, "d:", self._ranked(base, lo, hi)))
+        # the text is looked for in each batch's bytes before it is parsed
+        needle_b = text_needle(text).encode() if text else None
+        return search_batches(batches, success=success, since=since, until=until, text=text, before=before,
+                              limit=limit, needle=needle_b)
+
+    # ---- documents: a hash per collection, each value {"v": document, "e": expiry or null}
+    def doc_put(self, collection: str, key: str, value: dict, ttl: Optional[float] = None) -> None:
+        self._r.hset(f"{P}docs:{collection}", key, _dumps({"v": value, "e": (time.time() + ttl) if ttl else None}))
+
+    def doc_get(self, collection: str, key: str) -> Optional[dict]:
+        raw = self._r.hget(f"{P}docs:{collection}", key)
+        if raw is None:
+            return None
+        item = loads_state(raw)
+        return item["v"] if item.get("e") is None or item["e"] >= time.time() else None
+
+    def doc_list(self, collection: str) -> dict[str, dict]:
+        now = time.time()
+        out = {}
+        for k, raw in sorted(self._r.hgetall(f"{P}docs:{collection}").items()):
+            item = loads_state(raw)
+            if item.get("e") is None or item["e"] >= now:
+                out[k.decode()] = item["v"]
+        return out
+
+    def doc_delete(self, collection: str, key: str) -> bool:
+        return bool(self._r.hdel(f"{P}docs:{collection}", key))
+
+    # ---- metrics: a hash per (resolution, bucket), field "<queue>\x1f<source>", expiring with the bucket
+    def metrics_put(self, rows: list) -> None:
+        if not rows:
+            return
+        p = self._r.pipeline(transaction=False)
+        for r in rows:
+            key = f"{P}metrics:{r.res}:{r.bucket}"
+            p.hset(key, f"{r.queue}\x1f{r.source}", _dumps(r.data))
+            p.expire(key, max(1, int(r.ttl)))
+        p.execute()
+
+    def metrics_get(self, res: str, since: int, queue: Optional[str] = None) -> list:
+        width = RESOLUTIONS[res][0]
+        now = time.time()
+        buckets = list(range(bucket_of(since, res), bucket_of(now, res) + width, width))
+        p = self._r.pipeline(transaction=False)
+        for b in buckets:
+            p.hgetall(f"{P}metrics:{res}:{b}")
+        out = []
+        for b, fields in zip(buckets, p.execute()):
+            for f, raw in fields.items():
+                q, _, src = f.decode().partition("\x1f")
+                if queue is None or q == queue:
+                    out.append(MetricRow(res, b, q, src, loads_state(raw)))
+        return out
 
     # ---- distributed locks: a key holding the owner, expiring with the lock
     def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:

@@ -1,0 +1,114 @@
+"""``funboost web`` (core's CLI hands its arguments to :func:`main`) and ``python -m funboost_web``.
+
+    funboost web [--host 127.0.0.1] [--port 27018] [--admin-password PW] [--state-backend NAME]
+                 [--state-url URL] [--certfile F --keyfile F] [--broker-options JSON]
+
+The first start creates the user ``admin``: with ``--admin-password`` / ``FUNBOOST_WEB_ADMIN_PASSWORD`` when
+given, else a random password printed once. Errors are one line on stderr, exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import sys
+import threading
+from typing import Optional, Sequence
+
+ENV_PASSWORD = "FUNBOOST_WEB_ADMIN_PASSWORD"
+DEFAULT_PORT = 27018
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> "None":  # type: ignore[override]
+        print(f"funboost web: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="funboost web", description="The funboost web manager.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this host only)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--admin-password", default=None,
+                   help=f"password of the user admin (env {ENV_PASSWORD}); on the first start it creates admin, "
+                        "later it resets admin's password. Without it, the first start prints a random one once")
+    p.add_argument("--state-backend", default=None,
+                   help="state backend to read (default: env FUNBOOST_STATE_BACKEND, else sqlite)")
+    p.add_argument("--state-url", default=None, help="URL / path of the state backend")
+    p.add_argument("--broker-options", default=None,
+                   help='JSON {"<kind>": {options}} merged over the options recorded by consumers (for secrets '
+                        "the catalog does not record); also env FUNBOOST_ADMIN_BROKER_OPTIONS")
+    p.add_argument("--certfile", default=None, help="TLS certificate (PEM): serve HTTPS")
+    p.add_argument("--keyfile", default=None, help="TLS private key (PEM)")
+    p.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
+    return p
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed): a status, not an exception
+        return int(exc.code or 0)
+    try:
+        return _serve(args)
+    except KeyboardInterrupt:
+        return 0
+    except Exception as exc:
+        print(f"funboost web: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from funboost.admin import QueueAdmin
+    from funboost.state.base import get_state_backend
+    from funboost_web.app import WebConfig, create_app
+    from funboost_web.auth import UserStore
+
+    if bool(args.certfile) != bool(args.keyfile):
+        raise ValueError("--certfile and --keyfile go together")
+    overrides = json.loads(args.broker_options) if args.broker_options else None
+    state = get_state_backend(args.state_backend, args.state_url)
+    try:
+        state.doc_list("web_users")
+    except NotImplementedError:
+        raise ValueError(f"the state backend {state.name!r} stores no documents; the manager needs one that does "
+                         f"(sqlite, redis, sqlalchemy)") from None
+    admin = QueueAdmin(state, overrides)
+    users = UserStore(state)
+    created = users.ensure_admin(args.admin_password or os.environ.get(ENV_PASSWORD) or None)
+    if created:
+        print(f"funboost web: created the user 'admin' with the password: {created}\n"
+              f"  (shown once; it is stored hashed. Set another with --admin-password or {ENV_PASSWORD}.)",
+              flush=True)
+    tls = bool(args.certfile)
+    if not _is_loopback(args.host) and not tls:
+        print(f"funboost web: WARNING: listening on {args.host} without TLS: passwords and session cookies "
+              f"cross the network in clear. Use --certfile/--keyfile or a TLS-terminating proxy.",
+              file=sys.stderr, flush=True)
+    app = create_app(WebConfig(admin, https=tls))
+
+    def warm() -> None:  # build every queue's broker and read the final metric buckets once, off the first request
+        try:
+            admin.summaries()
+            admin.series(None, "60m")
+        except Exception:
+            pass
+
+    threading.Thread(target=warm, name="funboost-web-warm", daemon=True).start()
+    scheme = "https" if tls else "http"
+    print(f"funboost web: serving {scheme}://{args.host}:{args.port}/ (state backend {state.name})", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ssl_certfile=args.certfile,
+                ssl_keyfile=args.keyfile, access_log=False)
+    return 0

@@ -1,0 +1,71 @@
+"""Scheduled jobs (APScheduler job stores of funboost.timing_job): list, pause, resume, remove.
+
+The shared stores are read: ``sqlite`` (needs SQLAlchemy) and ``redis`` (needs funboost-redis), one table /
+key per queue of the catalog. ``memory`` stores live inside a scheduler process and cannot be seen from
+here. APScheduler keeps a job's state pickled in its store; reading it imports only
+``funboost.timing_job`` (every funboost job calls ``push_fun_params_to_broker`` with the queue name), and
+the manager trusts the store exactly as the scheduler processes do. Schedulers re-read their store every
+``poll_interval`` seconds, so a change made here is picked up by them within that time.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+from funboost.admin import QueueAdmin
+
+STORE_KINDS = ("sqlite", "redis")
+
+
+def _store(kind: str, queue: str) -> Any:
+    from funboost.timing_job import make_job_store
+    store, _ = make_job_store(kind, queue)
+
+    class _Sched:  # what a store needs of its scheduler to rebuild jobs: their timezone
+        timezone = _dt.timezone.utc
+
+    store.start(_Sched(), "default")
+    return store
+
+
+def _job_dict(job: Any) -> dict:
+    args = list(job.args or ())
+    return {"id": job.id, "name": job.name, "trigger": str(job.trigger),
+            "next_run_time": job.next_run_time.timestamp() if job.next_run_time else None,
+            "paused": job.next_run_time is None, "args": args[1:], "kwargs": dict(job.kwargs or {})}
+
+
+def list_jobs(admin: QueueAdmin) -> list[dict]:
+    """One entry per (store kind, queue) that could be read: its jobs, or the reason it could not."""
+    out: list[dict] = []
+    for queue in admin.queue_names():
+        for kind in STORE_KINDS:
+            try:
+                store = _store(kind, queue)
+                jobs = [_job_dict(j) for j in store.get_all_jobs()]
+            except Exception as exc:  # the store's client is not installed, or its server is down
+                out.append({"kind": kind, "queue": queue, "jobs": [], "error": f"{type(exc).__name__}: {exc}"})
+                continue
+            if jobs:
+                out.append({"kind": kind, "queue": queue, "jobs": jobs, "error": None})
+    return out
+
+
+def job_action(admin: QueueAdmin, kind: str, queue: str, job_id: str, action: str) -> None:
+    if kind not in STORE_KINDS:
+        raise ValueError(f"store kind must be one of {STORE_KINDS}")
+    store = _store(kind, queue)
+    job = store.lookup_job(job_id)
+    if job is None:
+        raise LookupError(f"no job {job_id!r} in the {kind} store of {queue!r}")
+    if action == "remove":
+        store.remove_job(job_id)
+        return
+    if action == "pause":
+        job._modify(next_run_time=None)
+    elif action == "resume":
+        now = _dt.datetime.now(_dt.timezone.utc)
+        job._modify(next_run_time=job.trigger.get_next_fire_time(None, now))
+    else:
+        raise ValueError("action must be pause, resume or remove")
+    store.update_job(job)

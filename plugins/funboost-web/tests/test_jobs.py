@@ -1,0 +1,47 @@
+"""Scheduled jobs of the shared sqlite job store, listed, paused, resumed and removed through the API
+(the jobs are added by an ApsJobAdder of this process: the manager reads the store, not the scheduler)."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import csrf_of, login
+
+pytest.importorskip("sqlalchemy")
+
+from funboost import ApsJobAdder, BoosterParams, boost  # noqa: E402
+from funboost.admin.catalog import CATALOG  # noqa: E402
+from funboost.testing import wait_until  # noqa: E402
+
+
+def test_jobs_listed_paused_resumed_removed(web, backend_name, qname_web):
+    client, admin, names = web
+
+    @boost(BoosterParams(queue_name=qname_web, broker_kind="sqlite_queue", log_to_console=False))
+    def tick(x: int):
+        return x
+
+    admin.state.doc_put(CATALOG, qname_web, {"queue": qname_web, "broker_kind": "sqlite", "broker_options": {}})
+    adder = ApsJobAdder(tick, job_store_kind="sqlite", is_auto_start=True, is_auto_paused=True)
+    try:
+        adder.add_push_job(trigger="interval", seconds=3600, kwargs={"x": 7}, id="hourly", replace_existing=True)
+        login(client, names["operator"])
+        hdr = {"X-CSRF-Token": csrf_of(client.get("/queues").text)}
+        stores = client.get("/api/jobs").json()["stores"]
+        mine = [s for s in stores if s["queue"] == qname_web and s["kind"] == "sqlite"][0]
+        job = mine["jobs"][0]
+        assert job["id"] == "hourly" and job["kwargs"] == {"x": 7} and not job["paused"] and job["next_run_time"]
+        page = client.get("/jobs")
+        assert "hourly" in page.text and "interval[1:00:00]" in page.text
+        base = f"/api/jobs/sqlite/{qname_web}/hourly"
+        assert client.post(base + "/pause", json={}, headers=hdr).json() == {"ok": True}
+        assert adder.aps_obj.get_job("hourly").next_run_time is None  # the store says paused
+        assert client.post(base + "/resume", json={}, headers=hdr).json() == {"ok": True}
+        assert adder.aps_obj.get_job("hourly").next_run_time is not None
+        viewer_denied = client.post(base + "/remove", json={}, headers={})
+        assert viewer_denied.status_code == 403  # no CSRF token
+        assert client.post(base + "/remove", json={}, headers=hdr).json() == {"ok": True}
+        wait_until(lambda: adder.aps_obj.get_job("hourly") is None, timeout=5)
+        assert [e["action"] for e in client.get("/api/audit").json()["entries"][:3]] == [
+            "job.remove", "job.resume", "job.pause"]
+    finally:
+        adder.shutdown()
