@@ -22,8 +22,9 @@ Global options go before the command; ``-m`` names the modules that define the b
 
 pause / resume / set-qps / set-concurrency only write the queue's flags into the state backend (every
 consumer reads them each second), so they need no user code: without ``-m`` they use ``--state-backend`` /
-``--state-url`` (default: ``FUNBOOST_STATE_BACKEND``, else sqlite). publish / push / consume / clear /
-count / status talk to the broker and need the queue's booster (``-m``).
+``--state-url`` (default: ``FUNBOOST_STATE_BACKEND``, else sqlite). publish / push / clear / count / status
+talk to the broker: through the queue's booster when ``-m`` defines it, else through the queue catalog that
+consumers write into the state backend (funboost.admin). consume always needs ``-m``.
 
 The original funboost's spellings are accepted too: ``--import_modules_str``, ``--booster_dirs_str``,
 ``--max_depth``, ``--py_file_re_str``, ``--project_root_path``, ``show_all_queues``, ``continue_consume``,
