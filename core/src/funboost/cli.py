@@ -515,7 +515,7 @@ class ConsumeMonitor:
         self._drawn = False
         self._stop = threading.Event()
         self._history: deque[tuple[float, int]] = deque()
-        self._last_plain: Optional[tuple] = None
+        self._last_plain: Optional[str] = None
         self._thread: Optional[threading.Thread] = None
         self._filtered: list[logging.Handler] = []
 
@@ -583,7 +583,7 @@ class ConsumeMonitor:
 
 def _console_handlers() -> list[logging.Handler]:
     """Handlers that write to a terminal: funboost's console handler, the root logger's, logging's last resort."""
-    out = []
+    out: list[logging.Handler] = []
     last_resort = [logging.lastResort] if logging.lastResort is not None else []  # used while none is configured
     for handlers in (logging.getLogger("funboost").handlers, logging.getLogger().handlers, last_resort):
         for h in handlers:

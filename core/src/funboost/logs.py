@@ -200,19 +200,19 @@ class ProcessSafeRotatingFileHandler(RotatingFileHandler):
             if fd is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                if not self._current():
-                    if self.stream is not None:
-                        self.stream.close()
-                    self.stream = self._open()
+                stream = self.stream
+                if stream is None or not self._current():
+                    if stream is not None:
+                        stream.close()
+                    stream = self.stream = self._open()
                 if self.maxBytes > 0 and self.backupCount > 0:
-                    size = os.fstat(self.stream.fileno()).st_size
+                    size = os.fstat(stream.fileno()).st_size
                     if size > 0 and size + len(msg.encode(self.encoding or "utf-8", "replace")) > self.maxBytes:
-                        self.stream.close()
-                        self.stream = None  # type: ignore[assignment]
+                        stream.close()
                         self.rotate_files()
-                        self.stream = self._open()
-                self.stream.write(msg)
-                self.stream.flush()
+                        stream = self.stream = self._open()
+                stream.write(msg)
+                stream.flush()
             finally:
                 if fd is not None:
                     fcntl.flock(fd, fcntl.LOCK_UN)

@@ -81,7 +81,7 @@ def loopback_sshd(folder: Path, start_timeout: float = 15.0) -> Iterator[TestSsh
         deadline = time.monotonic() + start_timeout
         while not _greets(port):
             if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode(errors="replace")[-500:] if proc.poll() is not None else ""
+                out = proc.stdout.read().decode(errors="replace")[-500:] if proc.poll() is not None and proc.stdout else ""
                 raise RuntimeError(f"sshd did not start on 127.0.0.1:{port}: {out}")
             time.sleep(0.05)
         kind, key = (folder / "host_key.pub").read_text().split()[:2]
