@@ -704,8 +704,20 @@ def parse_mp_consume(tokens: Sequence[str]) -> tuple[dict[str, Optional[int]], i
     return queues, default, interval, no_status
 
 
+MP_CONSUME_USAGE = """usage: funboost -m MODULES mp_consume [Q ...] [-p N] [--Q=N ...] [--status-interval S] [--no-status]
+
+Consume each queue in processes of its own (stacked on its concurrency mode) until Ctrl-C / SIGTERM:
+  mp_consume q1 q2 -p 3        q1 and q2 in 3 processes each
+  mp_consume --q1=2 --q2=3     the original's form: a count per queue
+  mp_consume                   every imported queue, 1 process each
+"""
+
+
 def _cmd_mp_consume(args: argparse.Namespace, tokens: Sequence[str]) -> int:
     from funboost.registry import BoostersManager
+    if "-h" in tokens or "--help" in tokens:
+        print(MP_CONSUME_USAGE, end="")
+        return 0
     queues, default, interval, no_status = parse_mp_consume(tokens)
     args.status_interval = interval if interval is not None else 10.0
     args.no_status = no_status
