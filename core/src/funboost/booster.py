@@ -500,8 +500,11 @@ class Booster(Generic[P, R]):
                 raise TypeError(f"consumer_override_cls must subclass funboost.AbstractConsumer, got {consumer_cls!r}")
             self._consumer = consumer_cls(self.consumer_setup())
             self._consumer.start()
-            _keepalive.start()
-            install_signal_handlers()  # graceful SIGTERM / SIGINT (main thread; user handlers are kept)
+        # outside _consume_lock: a signal's graceful stop holds the shutdown lock and then takes
+        # _consume_lock (stop_consume); taking them in the other order here deadlocked a child process
+        # signalled while its consumer was starting (it never drained and was killed)
+        _keepalive.start()
+        install_signal_handlers()  # graceful SIGTERM / SIGINT (main thread; user handlers are kept)
         return self
 
     start_consuming_message = consume
