@@ -43,3 +43,24 @@ def test_every_wheel_ships_the_license(dist_dir, wheels):
         meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert "License-Expression: BSD-3-Clause" in meta
     assert "License-File: LICENSE" in meta
+
+
+def test_the_readme_wheel_install_works_in_a_fresh_virtualenv(wheels, tmp_path):
+    """README "Install", wheel route: a fresh venv gets core + sqlite + the meta-distribution from the wheels
+    by file name (third-party libraries from the configured index) and runs a task on the default broker."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py = venv / "bin" / "python"
+    files = [str(wheels[n]) for n in ("funboost-core", "funboost-sqlite", "funboost")]
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", *files], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    script = ("from funboost import boost, BoosterParams\n"
+              "@boost(BoosterParams(queue_name='fresh_install', is_using_rpc_mode=True, log_to_console=False))\n"
+              "def add(x, y):\n    return x + y\n"
+              "add.consume()\nprint(add.push(2, 3).get(timeout=60))\nadd.stop_consume()\n")
+    env = {"PATH": "/usr/bin:/bin", "FUNBOOST_DATA_DIR": str(tmp_path / "data"), "HOME": str(tmp_path)}
+    r = subprocess.run([str(py), "-c", script], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == "5", r.stdout + r.stderr
+    listed = subprocess.run([str(venv / "bin" / "funboost"), "brokers"], capture_output=True, text=True, timeout=60,
+                            env=env)
+    assert listed.returncode == 0 and "funboost-sqlite" in listed.stdout, listed.stderr

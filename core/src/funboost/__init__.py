@@ -38,9 +38,18 @@ __all__ = [
 
 # ---- scheduled jobs (imported on first use: APScheduler costs import time that most programs never need)
 def __getattr__(name: str):
-    if name in ("ApsJobAdder", "push_fun_params_to_broker"):
+    if name in ("ApsJobAdder", "push_fun_params_to_broker", "funboost_aps_scheduler"):
         from funboost import timing_job
         return getattr(timing_job, name)
+    if name in ("MemoryFunboostPool", "FunboostPool", "FunboostPoolPickleFunc"):
+        from funboost import pool
+        return getattr(pool, name)
+    if name in ("BrokerConnConfig", "FunboostCommonConfig", "show_frame_config"):
+        from funboost import funboost_config_deafult
+        return getattr(funboost_config_deafult, name)
+    if name == "atexit":  # the original's namespace leaks the standard module; code reaches it this way
+        import atexit
+        return atexit
     if name in _COMPAT_NAMES:  # lazily: funboost.compat imports the engine, which `import funboost` must not
         from funboost import compat
         return getattr(compat, name)
@@ -56,8 +65,12 @@ _COMPAT_NAMES = frozenset((
     "RemoteTaskKiller", "enable_ctrl_c_quit_on_windows", "flogger", "get_consumer", "get_current_taskid",
     "get_funboost_file_logger", "get_logger", "get_publisher", "nb_print", "register_broker_exclusive_config_default",
     "register_custom_broker", "show_current_threads_num", "wait_for_possible_has_finish_all_tasks_by_conusmer_list",
+    "RedisMixin", "ResultFromMongo",
 ))
-_ORIGINAL_SUBMODULES = ("constant", "core", "consumers", "publishers", "factories", "utils", "timing_job")
+_ORIGINAL_SUBMODULES = ("constant", "core", "consumers", "publishers", "factories", "utils", "timing_job",
+                        "concurrent_pool", "funboost_config_deafult", "set_frame_config")
 
 
-__all__ += ["ApsJobAdder", *sorted(_COMPAT_NAMES)]  # the original funboost's names (docs/migrating.md)
+__all__ += ["ApsJobAdder", "funboost_aps_scheduler", "MemoryFunboostPool", "FunboostPool", "FunboostPoolPickleFunc",
+            "BrokerConnConfig", "FunboostCommonConfig", "show_frame_config", "RedisMixin", "ResultFromMongo",
+            *sorted(_COMPAT_NAMES)]  # the original funboost's names (docs/migrating.md)

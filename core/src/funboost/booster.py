@@ -7,6 +7,7 @@ starts consuming in background threads of this process.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 import os
@@ -65,6 +66,8 @@ class Booster(Generic[P, R]):
         self._broker_lock = threading.Lock()
         self._consumer: Optional["Consumer"] = None
         self._consume_lock = threading.Lock()
+        from funboost.funboost_config_deafult import use_config_form_funboost_config_module
+        use_config_form_funboost_config_module()  # a funboost_config.py of the original: once per process
         self.broker_cls = resolve_broker_kind(params.broker_kind)
         self.broker_options = self.broker_cls.parse_options(params.broker_exclusive_config)
         self.logger = _make_logger(params)
@@ -268,6 +271,14 @@ class Booster(Generic[P, R]):
                                     self.broker_cls.kind, extra["task_id"])
                 prio = None
             key = extra.get("key")
+            other = extra.get("other_extra_params")
+            if other:  # the original's per-message routing (RABBITMQ_COMPLEX_ROUTING)
+                key = key or other.get("routing_key_for_publish")
+                headers = other.get("headers_for_publish")
+                if headers:
+                    om = self._message(env, extra["task_id"], prio, eta, key)
+                    om.headers = {str(k): v for k, v in dict(headers).items()}
+                    return env, om
         return env, self._message(env, extra["task_id"], prio, eta, key)
 
     def _message(self, env: dict, task_id: str, priority: Optional[int] = None, eta: Optional[float] = None,
@@ -412,6 +423,28 @@ class Booster(Generic[P, R]):
                           task_options: Optional[TaskOptions] = None) -> "AsyncResult[R]":
         return await asyncio.get_running_loop().run_in_executor(None, lambda: self.publish(msg, task_id, task_options))
 
+    def get_future(self, *args: P.args, **kwargs: P.kwargs) -> "concurrent.futures.Future[Any]":
+        """Publish like ``push`` and return a ``concurrent.futures.Future`` that resolves to the task's final
+        :class:`~funboost.records.FunctionResultStatus` (``.success``, ``.result``, ``.exception_type``...),
+        without RPC mode or a state backend. For brokers that run the task in this process and can call back
+        (the memory broker: any Python object can be an argument there)."""
+        broker = self.broker
+        publish_with_reply = getattr(broker, "publish_with_reply", None)
+        if publish_with_reply is None:
+            raise NotImplementedError(f"get_future needs a broker that runs the task in this process (memory); "
+                                      f"{self.broker_cls.kind!r} has none: use is_using_rpc_mode=True and "
+                                      f"push(...).get()")
+        env, om = self._build(self._args_to_kwargs(args, kwargs), None, None)
+        fut: "concurrent.futures.Future[Any]" = concurrent.futures.Future()
+        fut.set_running_or_notify_cancel()
+        publish_with_reply(om, fut.set_result)
+        self._after_publish([om.task_id])
+        return fut
+
+    def get_aio_future(self, *args: P.args, **kwargs: P.kwargs) -> "asyncio.Future[Any]":
+        """:meth:`get_future` as an awaitable of the running event loop."""
+        return asyncio.wrap_future(self.get_future(*args, **kwargs))
+
     def sync_call(self, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
         """Request/response brokers (``capabilities.request_response``): run remotely, return the
         result or raise the remote error, in one round trip."""
@@ -505,6 +538,14 @@ class Booster(Generic[P, R]):
 
     mp_consume = multi_process_consume
     multi_process_start = multi_process_consume
+
+    def fabric_deploy(self, host: str, port: int = 22, user: Optional[str] = None, password: Optional[str] = None,
+                      **kwargs: Any) -> Any:
+        """Upload the project to ``host`` over SSH and start ``process_num`` consumer processes of this
+        queue there; returns a :class:`funboost.deploy.RemoteDeployment` (``.stop()``). See
+        :func:`funboost.deploy.fabric_deploy` (needs ``funboost-core[deploy]``: paramiko)."""
+        from funboost.deploy import fabric_deploy
+        return fabric_deploy(self, host, port, user, password, **kwargs)
 
     # ---------------------------------------------------------------- control plane
     def pause(self) -> None:

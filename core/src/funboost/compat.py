@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -224,11 +225,26 @@ def show_current_threads_num(sleep_time: float = 600, process_name: Optional[str
 flogger = logging.getLogger("funboost")
 
 
-def get_logger(name: Optional[str] = None, log_level_int: int = logging.DEBUG, **_ignored: Any) -> logging.Logger:
-    """A standard logger with funboost's console handler. nb_log's file / colour options are ignored."""
+def get_logger(name: Optional[str] = None, log_level_int: int = logging.DEBUG, *, log_filename: Optional[str] = None,
+               log_path: Optional[str] = None, log_file_size: int = 100, **_ignored: Any) -> logging.Logger:
+    """nb_log's ``get_logger`` on the standard logging module: funboost's console handler (coloured on a
+    terminal, path:line), and with ``log_filename`` a size-rotating file shared safely by several processes
+    (``log_path`` folder, default the funboost data folder's ``logs``; ``log_file_size`` in MB). nb_log's
+    other options are ignored."""
     ensure_console_handler()
     lg = logging.getLogger(name)
     lg.setLevel(log_level_int)
+    if log_filename:
+        from funboost.logs import FORMAT, ProcessSafeRotatingFileHandler, TaskIdFilter
+        from funboost.paths import user_data_dir
+        path = os.path.join(log_path or str(user_data_dir() / "logs"), log_filename)
+        if not any(getattr(h, "baseFilename", None) == os.path.abspath(path) for h in lg.handlers):
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            fh = ProcessSafeRotatingFileHandler(path, maxBytes=int(log_file_size) * 1024 * 1024, backupCount=5,
+                                                encoding="utf-8")
+            fh.setFormatter(logging.Formatter(FORMAT + " (%(pathname)s:%(lineno)d)"))
+            fh.addFilter(TaskIdFilter())
+            lg.addHandler(fh)
     return lg
 
 
@@ -263,3 +279,68 @@ __all__ = [
     "get_funboost_file_logger", "get_logger", "get_publisher", "nb_print", "register_broker_exclusive_config_default",
     "register_custom_broker", "show_current_threads_num", "wait_for_possible_has_finish_all_tasks_by_conusmer_list",
 ]
+
+
+class RedisMixin:
+    """The original's mixin giving a class redis clients of funboost's configuration:
+    ``redis_db_frame`` (``FUNBOOST_REDIS_URL``, the queues' server) and ``redis_db_filter_and_rpc_result``
+    (``FUNBOOST_STATE_REDIS_URL``, else the same). Needs funboost-redis (the redis client)."""
+
+    @property
+    def redis_db_frame(self) -> Any:
+        return _redis_client(os.environ.get("FUNBOOST_REDIS_URL") or "redis://127.0.0.1:6379/0")
+
+    @property
+    def redis_db_filter_and_rpc_result(self) -> Any:
+        return _redis_client(os.environ.get("FUNBOOST_STATE_REDIS_URL") or os.environ.get("FUNBOOST_REDIS_URL")
+                             or "redis://127.0.0.1:6379/0")
+
+
+_redis_clients: dict = {}
+
+
+def _redis_client(url: str) -> Any:
+    from funboost.funboost_config_deafult import use_config_form_funboost_config_module
+    use_config_form_funboost_config_module()
+    client = _redis_clients.get((os.getpid(), url))
+    if client is None:
+        try:
+            import redis
+        except ImportError as exc:
+            raise ImportError("RedisMixin needs the redis client: pip install funboost-redis") from exc
+        client = _redis_clients[(os.getpid(), url)] = redis.Redis.from_url(url)
+    return client
+
+
+class ResultFromMongo:
+    """The original's non-blocking look-up of a persisted status record by task id. Records live in the
+    state backend here (``function_result_status_persistence_conf=...(is_save_status=True)``), not in
+    MongoDB; ``mongo_col_name`` is the queue's status table (its queue name unless ``table_name`` was set;
+    the original's ``'<queue>_result:<task id>'`` ids name it too)."""
+
+    def __init__(self, task_id: str, mongo_col_name: Optional[str] = None, state_backend: Optional[str] = None) -> None:
+        self.task_id = task_id
+        if mongo_col_name is None and "_result:" in task_id:
+            mongo_col_name = task_id.split("_result:")[0]
+        if mongo_col_name is None:
+            raise ValueError("ResultFromMongo needs the queue's status table: ResultFromMongo(task_id, queue_name)")
+        self.col_name = mongo_col_name
+        self.state_backend = state_backend
+        self.mongo_row: Optional[dict] = None
+
+    def query_result(self) -> Optional[dict]:
+        from funboost.state.base import get_state_backend
+        try:
+            backend = BoostersManager.get_booster(self.col_name).state_backend()
+        except KeyError:
+            backend = get_state_backend(self.state_backend)
+        rows = backend.query_statuses(self.col_name, task_id=self.task_id, limit=1)
+        self.mongo_row = rows[0] if rows else None
+        return self.mongo_row
+
+    def get_status_and_result(self) -> Optional[dict]:
+        return self.query_result()
+
+    def get_result(self) -> Any:
+        row = self.query_result()
+        return row.get("result") if row else None

@@ -14,6 +14,12 @@ that writes only while the root logger has no handler: with a configured root lo
 once, by the application's handlers; without one (a bare script) funboost still shows its lines. It is
 turned off per queue by ``log_to_console=False`` or globally by ``FUNBOOST_LOG_TO_CONSOLE=0``. Files
 (``create_logger_file`` / ``log_filename``) are extra handlers on the queue's logger.
+
+Console lines name the code that logged as ``path:line`` (IDEs and terminals make it a link) and are
+coloured by level when the stream is a terminal (plain when it is not, when ``NO_COLOR`` is set, or
+``TERM=dumb``). The file handler (:class:`ProcessSafeRotatingFileHandler`) rotates by size and is safe when
+several processes write the same file: each write and each rotation happen under an advisory lock on
+``<file>.lock``, and a process notices that another one rotated, so no line is lost or overwritten.
 """
 from __future__ import annotations
 
@@ -21,9 +27,68 @@ import logging
 import os
 import threading
 from logging.handlers import RotatingFileHandler
+from typing import Any, Optional
+
+try:  # advisory file locks (POSIX); elsewhere the file handler is safe across threads only
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s [%(task_id)s] %(message)s"
+# the console's: where the record was logged, as path:line (clickable in IDEs and most terminals)
+CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s %(location)s [%(task_id)s] %(message)s"
 ROOT_LOGGER_NAME = "funboost"
+
+# ANSI colours by level (SGR codes): debug dim, info green, warning yellow, error red, critical bold red
+LEVEL_COLOURS = {logging.DEBUG: "2", logging.INFO: "32", logging.WARNING: "33", logging.ERROR: "31",
+                 logging.CRITICAL: "1;31"}
+
+
+def colour_wanted(stream: object) -> bool:
+    """Colour for this stream: a terminal, and neither NO_COLOR (https://no-color.org) nor TERM=dumb."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (ValueError, OSError):  # a closed stream
+        return False
+
+
+class ConsoleFormatter(logging.Formatter):
+    """:data:`CONSOLE_FORMAT`; ``location`` is the file relative to the current folder when it is inside
+    it (shorter, and still a link relative to the project), else its absolute path."""
+
+    def __init__(self, fmt: str = CONSOLE_FORMAT) -> None:
+        super().__init__(fmt)
+
+    def format(self, record: logging.LogRecord) -> str:
+        path = record.pathname
+        try:
+            rel = os.path.relpath(path)
+            if not rel.startswith(".."):
+                path = rel
+        except ValueError:  # another drive (Windows)
+            pass
+        record.location = f"{path}:{record.lineno}"
+        return super().format(record)
+
+
+class ColourStreamHandler(logging.StreamHandler):
+    """A stream handler that colours each line by level when its stream is a terminal (see
+    :func:`colour_wanted`; decided per stream, so a redirected stream is plain)."""
+
+    _colour_for: "tuple[int, bool]" = (0, False)  # (id of the stream, colour it?)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        stream_id = id(self.stream)
+        if self._colour_for[0] != stream_id:
+            self._colour_for = (stream_id, colour_wanted(self.stream))
+        if not self._colour_for[1]:
+            return text
+        code = LEVEL_COLOURS.get(record.levelno) or LEVEL_COLOURS[min(LEVEL_COLOURS, key=lambda lv: abs(lv - record.levelno))]
+        return f"\033[{code}m{text}\033[0m"
 
 
 class TaskIdFilter(logging.Filter):
@@ -35,7 +100,7 @@ class TaskIdFilter(logging.Filter):
         return True
 
 
-class FallbackConsoleHandler(logging.StreamHandler):
+class FallbackConsoleHandler(ColourStreamHandler):
     """funboost's console output: writes a record only while the root logger has no handler (the
     application's handlers print it otherwise, through propagation), and never for a queue that turned
     console output off."""
@@ -64,7 +129,7 @@ def ensure_console_handler() -> None:
         if _console_handler is not None:
             return
         h = FallbackConsoleHandler()
-        h.setFormatter(logging.Formatter(FORMAT))
+        h.setFormatter(ConsoleFormatter())
         h.addFilter(TaskIdFilter())
         logging.getLogger(ROOT_LOGGER_NAME).addHandler(h)
         _console_handler = h
@@ -80,7 +145,7 @@ def configure_queue_logger(logger: logging.Logger, params) -> None:
         if not logger.name.startswith(ROOT_LOGGER_NAME + ".") and logger.name != ROOT_LOGGER_NAME:
             # a custom logger_name outside the funboost tree: console output on its own logger (same rule)
             h = FallbackConsoleHandler()
-            h.setFormatter(logging.Formatter(FORMAT))
+            h.setFormatter(ConsoleFormatter())
             h.addFilter(TaskIdFilter())
             logger.addHandler(h)
     else:
@@ -89,8 +154,87 @@ def configure_queue_logger(logger: logging.Logger, params) -> None:
         from funboost.paths import user_data_dir
         path = params.log_filename or str(user_data_dir() / "logs" / f"funboost.{params.queue_name}.log")
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fh = RotatingFileHandler(path, maxBytes=50 * 1024 * 1024, backupCount=5, encoding="utf-8")
-        fh.setFormatter(logging.Formatter(FORMAT))
+        fh = ProcessSafeRotatingFileHandler(path, maxBytes=50 * 1024 * 1024, backupCount=5, encoding="utf-8")
+        fh.setFormatter(logging.Formatter(FORMAT + " (%(pathname)s:%(lineno)d)"))
         fh.addFilter(TaskIdFilter())
         logger.addHandler(fh)
     logger.propagate = True
+
+
+class ProcessSafeRotatingFileHandler(RotatingFileHandler):
+    """A size-rotating file handler that several processes may share: every write happens under an
+    exclusive ``fcntl`` lock on ``<file>.lock`` after checking, by inode, that this process still has the
+    current file open (another process may have rotated it), and the size check and the rotation happen
+    under the same lock, on the file's real size. So every line lands in exactly one file and no rotation
+    overwrites another's. ``backupCount`` files ``<file>.1`` ... are kept (0: the file is truncated by
+    nobody and grows; as RotatingFileHandler, rotation needs ``maxBytes`` > 0 and ``backupCount`` > 0)."""
+
+    def __init__(self, filename: str, mode: str = "a", maxBytes: int = 0, backupCount: int = 0,
+                 encoding: Optional[str] = None, delay: bool = False, errors: Optional[str] = None) -> None:
+        super().__init__(filename, "a", maxBytes, backupCount, encoding, delay=True, errors=errors)
+        self._lock_path = self.baseFilename + ".lock"
+        self._lock_fd: Optional[int] = None
+        self._lock_pid = -1
+
+    def _lock_file(self) -> Optional[int]:
+        if fcntl is None:
+            return None
+        if self._lock_fd is None or self._lock_pid != os.getpid():  # a forked child opens its own
+            self._lock_fd = os.open(self._lock_path, os.O_WRONLY | os.O_CREAT, 0o644)
+            self._lock_pid = os.getpid()
+        return self._lock_fd
+
+    def _current(self) -> bool:
+        """This process's stream is the file now at the path (not a rotated one)."""
+        if self.stream is None:
+            return False
+        try:
+            return os.fstat(self.stream.fileno()).st_ino == os.stat(self.baseFilename).st_ino
+        except OSError:  # rotated away and not recreated yet
+            return False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = self.format(record) + self.terminator
+            fd = self._lock_file()
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                stream = self.stream
+                if stream is None or not self._current():
+                    if stream is not None:
+                        stream.close()
+                    stream = self.stream = self._open()
+                if self.maxBytes > 0 and self.backupCount > 0:
+                    size = os.fstat(stream.fileno()).st_size
+                    if size > 0 and size + len(msg.encode(self.encoding or "utf-8", "replace")) > self.maxBytes:
+                        stream.close()
+                        self.rotate_files()
+                        stream = self.stream = self._open()
+                stream.write(msg)
+                stream.flush()
+            finally:
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def rotate_files(self) -> None:
+        """Shift ``<file>.N-1`` to ``<file>.N`` ... and the file to ``<file>.1`` (under the lock)."""
+        for i in range(self.backupCount - 1, 0, -1):
+            src, dst = f"{self.baseFilename}.{i}", f"{self.baseFilename}.{i + 1}"
+            if os.path.exists(src):
+                os.replace(src, dst)
+        if os.path.exists(self.baseFilename):
+            os.replace(self.baseFilename, self.baseFilename + ".1")
+
+    def shouldRollover(self, record: Any) -> bool:  # rotation is decided in emit, under the lock
+        return False
+
+    def close(self) -> None:
+        super().close()
+        if self._lock_fd is not None and self._lock_pid == os.getpid():
+            os.close(self._lock_fd)
+        self._lock_fd = None

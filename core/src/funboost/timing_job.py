@@ -170,6 +170,10 @@ def _sqlalchemy_url() -> str:
     return url
 
 
+def _sqlite_path() -> str:
+    return os.environ.get("FUNBOOST_APS_SQLITE_PATH") or str(user_data_dir() / "apscheduler_jobs.sqlite3")
+
+
 def _table_name(queue_name: str) -> str:
     import hashlib
     return f"funboost_aps_{_safe(queue_name)}_{hashlib.sha1(queue_name.encode()).hexdigest()[:8]}"
@@ -194,8 +198,7 @@ def make_job_store(kind: str, queue_name: str) -> tuple[Any, Optional[StateBacke
     if kind == "sqlite":
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
         from sqlalchemy import create_engine
-        path = os.environ.get("FUNBOOST_APS_SQLITE_PATH") or str(user_data_dir() / "apscheduler_jobs.sqlite3")
-        engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(f"sqlite:///{_sqlite_path()}", connect_args={"timeout": 30, "check_same_thread": False})
         return SQLAlchemyJobStore(engine=engine, tablename=_table_name(queue_name)), get_state_backend("sqlite")
     if kind == "sqlalchemy":
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -214,6 +217,78 @@ def make_job_store(kind: str, queue_name: str) -> tuple[Any, Optional[StateBacke
                               run_times_key=f"funboost:aps:{queue_name}:run_times",
                               connection_pool=redis.ConnectionPool.from_url(url))
         return store, get_state_backend("redis", url)
+    raise ValueError(f"unknown job_store_kind {kind!r}; use one of {JOB_STORE_KINDS}")
+
+
+_TABLE_PREFIX = "funboost_aps_"
+
+
+def _job_summary(kind: str, job_id: str, raw_state: bytes) -> dict[str, Any]:
+    """One stored job as plain data. The state is APScheduler's own pickle, read without restoring the job
+    (APScheduler deletes jobs it cannot restore; a job whose arguments need the user's code is only
+    reported as unreadable here)."""
+    import pickle
+    out: dict[str, Any] = {"store": kind, "queue": None, "id": job_id, "name": None, "trigger": None,
+                           "next_run_time": None, "args": [], "kwargs": {}}
+    try:
+        state = pickle.loads(raw_state)  # the job store's own format, written by APScheduler
+    except Exception as exc:  # noqa: BLE001 - e.g. an argument whose class lives in the user's code
+        out["error"] = f"job state not readable here: {type(exc).__name__}: {exc}"
+        return out
+    args = list(state.get("args") or ())
+    if str(state.get("func", "")).endswith(":push_fun_params_to_broker") and args:
+        out["queue"], args = args[0], args[1:]
+    nrt = state.get("next_run_time")
+    out.update(name=state.get("name"), trigger=str(state.get("trigger")), args=args,
+               kwargs=dict(state.get("kwargs") or {}), next_run_time=nrt.isoformat() if nrt is not None else None)
+    return out
+
+
+def list_stored_jobs(kind: str, queues: Optional[list[str]] = None) -> list[dict[str, Any]]:
+    """The jobs in ApsJobAdder's ``kind`` store (sqlite, redis or sqlalchemy), of ``queues`` or of every
+    queue found there, read directly from the store: no scheduler, no user code, nothing written.
+    ``next_run_time`` None means paused. Used by ``funboost jobs``."""
+    kind = kind.lower()
+    if kind == "memory":
+        raise ValueError("the memory job store lives inside its process; list its jobs with ApsJobAdder.get_jobs()")
+    jobs: list[dict[str, Any]] = []
+    if kind in ("sqlite", "sqlalchemy"):
+        _require_sqlalchemy(kind)
+        import sqlalchemy as sa
+        if kind == "sqlite":
+            path = _sqlite_path()
+            if not os.path.exists(path):
+                return []
+            engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
+        else:
+            from funboost.state.sqlalchemy import _make_engine
+            engine = _make_engine(_sqlalchemy_url())
+        try:
+            present = set(sa.inspect(engine).get_table_names())
+            tables = ([t for t in map(_table_name, queues) if t in present] if queues is not None
+                      else sorted(t for t in present if t.startswith(_TABLE_PREFIX)))
+            with engine.connect() as conn:
+                for t in tables:
+                    rows = conn.execute(sa.text(f'SELECT id, job_state FROM "{t}" ORDER BY next_run_time'))
+                    jobs.extend(_job_summary(kind, row[0], row[1]) for row in rows)
+        finally:
+            engine.dispose()
+        return jobs
+    if kind == "redis":
+        try:
+            import redis
+        except ImportError as exc:
+            raise ImportError("job_store_kind='redis' needs funboost-redis: pip install funboost-redis") from exc
+        client = redis.Redis.from_url(_redis_url())
+        try:
+            keys = ([f"funboost:aps:{q}:jobs".encode() for q in queues] if queues is not None
+                    else sorted(client.scan_iter(match="funboost:aps:*:jobs", count=1000)))
+            for key in keys:
+                for job_id, raw in sorted(client.hgetall(key).items()):
+                    jobs.append(_job_summary(kind, job_id.decode(), raw))
+        finally:
+            client.close()
+        return jobs
     raise ValueError(f"unknown job_store_kind {kind!r}; use one of {JOB_STORE_KINDS}")
 
 
@@ -330,9 +405,38 @@ class ApsJobAdder:
         return [s for (pid, _, _), s in list(cls._schedulers.items()) if pid == os.getpid()]
 
 
+class FunboostApsScheduler(FunboostBackgroundScheduler):
+    """The original's process-wide ``funboost_aps_scheduler`` (memory job store): ``add_push_job(booster,
+    trigger, args=..., kwargs=..., id=..., **trigger_args)`` adds a job that pushes to ``booster``'s queue;
+    ``start()``, ``pause_job``, ``remove_job``... are APScheduler's. For jobs shared across processes use
+    :class:`ApsJobAdder` with a shared store."""
+
+    def add_push_job(self, func: "Booster", trigger: Any = None, args: Optional[Union[list, tuple]] = None,
+                     kwargs: Optional[dict] = None, **job_kwargs: Any) -> "Job":
+        queue_name = getattr(func, "queue_name", None)
+        if queue_name is None:
+            raise TypeError(f"add_push_job takes a booster (a @boost function), got {func!r}")
+        if kwargs:
+            func._check_kwargs({**func._args_to_kwargs(tuple(args or ()), {}), **kwargs})
+        elif args:
+            func._args_to_kwargs(tuple(args), {})  # fail now on arguments that do not fit
+        job_kwargs.setdefault("name", f"push to {queue_name}")
+        return self.add_job(push_fun_params_to_broker, trigger, args=(queue_name, *(args or ())),
+                            kwargs=kwargs or {}, **job_kwargs)
+
+    def start(self, *args: Any, **kwargs: Any) -> None:
+        super().start(*args, **kwargs)
+        _keepalive.start()
+
+
+funboost_aps_scheduler = FunboostApsScheduler(
+    executors={"default": _PushJobExecutor(None, "", "", 0)}, daemon=True,
+    job_defaults={"misfire_grace_time": 10, "coalesce": False, "max_instances": 1000})
+
+
 def _schedulers_have_jobs() -> bool:
     """A running (unpaused) scheduler of this process still has jobs to fire."""
-    for s in ApsJobAdder.all_schedulers():
+    for s in ApsJobAdder.all_schedulers() + [funboost_aps_scheduler]:
         if s.state == STATE_RUNNING:
             try:
                 if s.get_jobs():
@@ -343,7 +447,7 @@ def _schedulers_have_jobs() -> bool:
 
 
 def _shutdown_schedulers() -> None:
-    for s in ApsJobAdder.all_schedulers():
+    for s in ApsJobAdder.all_schedulers() + [funboost_aps_scheduler]:
         if s.running:
             try:
                 s.shutdown(wait=False)

@@ -8,7 +8,7 @@ the process it is fully featured: requeue, dead-letter, native delay, priorities
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
 from funboost.transport.local_queue import LocalQueue
@@ -17,8 +17,26 @@ _queues: dict[str, "LocalQueue[OutgoingMessage]"] = {}
 _queues_lock = threading.Lock()
 
 
+# task id -> callback of a publisher waiting in this process for the task's final status (get_future);
+# called once, by the engine, when the task is final (after retries; requeues deliver it again)
+_replies: dict[str, Callable[[Any], None]] = {}
+_replies_lock = threading.Lock()
+
+
 def _deliver(m: OutgoingMessage, tag: int) -> Delivery:
-    return Delivery(m.payload if m.payload is not None else m.body, tag)
+    d = Delivery(m.payload if m.payload is not None else m.body, tag)
+    if _replies and m.task_id in _replies:
+        d.reply = _reply_for(m.task_id)
+    return d
+
+
+def _reply_for(task_id: str) -> Callable[[Any], None]:
+    def reply(status: Any) -> None:
+        with _replies_lock:
+            callback = _replies.pop(task_id, None)
+        if callback is not None:
+            callback(status)
+    return reply
 
 
 def _queue(queue_name: str) -> "LocalQueue[OutgoingMessage]":
@@ -48,6 +66,18 @@ class MemoryBroker(Broker):
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         self._q.put(messages)  # the queue reads each message's priority and eta
 
+    def publish_with_reply(self, message: OutgoingMessage, callback: Callable[[Any], None]) -> None:
+        """Publish one message; ``callback(status)`` runs once, in the consuming thread, with the task's
+        final FunctionResultStatus (``Booster.get_future``)."""
+        with _replies_lock:
+            _replies[message.task_id] = callback
+        try:
+            self._q.put([message])
+        except BaseException:
+            with _replies_lock:
+                _replies.pop(message.task_id, None)
+            raise
+
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         return self._q.take(max_count, timeout)
 
@@ -63,4 +93,9 @@ class MemoryBroker(Broker):
         return QueueSize(ready=ready, in_flight=in_flight, delayed=delayed)
 
     def purge(self) -> int:
-        return len(self._q.purge())
+        dropped = self._q.purge()
+        if _replies:  # nobody will run these: their futures would wait forever
+            with _replies_lock:
+                for m in dropped:
+                    _replies.pop(getattr(m, "task_id", None), None)
+        return len(dropped)

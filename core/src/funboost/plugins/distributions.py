@@ -30,7 +30,8 @@ SHIPPED_DISTRIBUTIONS: tuple[ShippedDistribution, ...] = (
                                                         "redis_ack_using_timeout", "reids_ack_using_timeout",
                                                         "redis_zset_priority"),
                         state_backends=("redis",)),
-    ShippedDistribution("funboost-rabbitmq", broker_kinds=("rabbitmq", "rabbitmq_pika", "rabbitmq_amqpstorm")),
+    ShippedDistribution("funboost-rabbitmq", broker_kinds=("rabbitmq", "rabbitmq_pika", "rabbitmq_amqpstorm",
+                                                           "rabbitmq_complex_routing")),
     ShippedDistribution("funboost-kafka", broker_kinds=("kafka",)),
     ShippedDistribution("funboost-celery", broker_kinds=("celery",)),
     ShippedDistribution("funboost-dramatiq", broker_kinds=("dramatiq",)),
@@ -55,7 +56,6 @@ SHIPPED_DISTRIBUTIONS: tuple[ShippedDistribution, ...] = (
 #: (named in the unknown-kind error, so nobody searches PyPI for a plugin that does not exist)
 KINDS_WITHOUT_PLUGIN: dict[str, str] = {
     "empty": "write a broker plugin instead (docs/writing-a-broker-plugin.md)",
-    "rabbitmq_complex_routing": "funboost-rabbitmq has no exchange routing yet; use RABBITMQ for a plain queue",
     "redis_zset_delay": "delays (countdown / eta) work on every kind; use REDIS_ACK_ABLE",
     "mongomq": "use POSTGRES, SQLALCHEMY or REDIS_ACK_ABLE",
     "lmdb": "use SQLITE_QUEUE for a local persistent queue",

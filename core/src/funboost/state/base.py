@@ -223,6 +223,8 @@ def default_state_backend_name() -> str:
 
 def get_state_backend(name: Optional[str] = None, url: Optional[str] = None) -> StateBackend:
     """One instance per (process, name, url); rebuilt after fork."""
+    from funboost.funboost_config_deafult import use_config_form_funboost_config_module
+    use_config_form_funboost_config_module()  # its settings may name this backend's URL
     name = (name or default_state_backend_name()).lower()
     url = url or os.environ.get(f"FUNBOOST_STATE_{name.upper()}_URL") or ""
     return _instances.get_or_create((name, url), lambda: resolve_state_backend_class(name)(url or None))

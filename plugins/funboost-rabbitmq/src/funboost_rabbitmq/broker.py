@@ -49,7 +49,7 @@ from .connection import (
 )
 from .subscription import AUTO_PREFETCH_FACTOR, AUTO_PREFETCH_MAX, AmqpSubscription
 from .frames import FixedProperties
-from .options import RabbitmqOptions
+from .options import RabbitmqComplexRoutingOptions, RabbitmqOptions
 
 logger = logging.getLogger("funboost.rabbitmq")
 
@@ -488,3 +488,33 @@ def _text(body: Any) -> str:
     if isinstance(body, (bytes, bytearray)):
         return bytes(body).decode("utf-8")
     return body if isinstance(body, str) else str(body)
+
+
+class RabbitmqComplexRoutingBroker(RabbitmqBroker):
+    """``rabbitmq_complex_routing`` (the original's ``RABBITMQ_COMPLEX_ROUTING``): direct / topic / fanout /
+    headers exchanges with binding keys per queue (``routing_key_for_bind``, ``headers_for_bind``) and routing
+    keys / headers per publish (``routing_key_for_publish`` / ``headers_for_publish`` in the options, or per
+    message: ``TaskOptions(key=...)`` or the original's ``TaskOptions(other_extra_params={
+    'routing_key_for_publish': ..., 'headers_for_publish': {...}})``).
+
+    Unlike the ``rabbitmq`` kind's fanout (a copy for every consumer), a fanout exchange here gives a copy
+    to every *queue* bound to it, and the consumers of one queue share that copy's messages. Consumers
+    declare and bind their queue; publishers to an exchange declare only the exchange (unless
+    ``declare_queue_on_publish``), so a message routed to no bound queue is dropped by RabbitMQ, as in AMQP."""
+
+    kind = "rabbitmq_complex_routing"
+    aliases = ()
+    options_model = RabbitmqComplexRoutingOptions
+
+    def __init__(self, queue_name: str, options: Optional[RabbitmqComplexRoutingOptions] = None) -> None:
+        super().__init__(queue_name, options)
+        self._fanout = False  # a fanout exchange feeds the bound queue Q itself (no per-consumer queues)
+
+    def _declare_for_publish(self, ch: Any) -> None:
+        o = self.options
+        declare_queue = o.declare_queue_on_publish if o.declare_queue_on_publish is not None else not self._exchange
+        if declare_queue:
+            super()._declare_for_publish(ch)
+            return
+        self._declare_common(ch)  # the exchange (and the dead-letter plumbing of Q)
+

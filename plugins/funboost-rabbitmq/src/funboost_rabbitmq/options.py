@@ -111,3 +111,30 @@ class RabbitmqOptions(BrokerOptions):
         if self.exchange_type in ("fanout", "headers"):
             return ""
         return self.routing_key_for_publish or queue_name
+
+
+class RabbitmqComplexRoutingOptions(RabbitmqOptions):
+    """Options of the ``rabbitmq_complex_routing`` kind: the original funboost's exchange routing. Every
+    queue bound to an exchange gets its own copy of each message routed to it; the consumers of one queue
+    share its messages (also with fanout: one copy per bound queue, not per consumer). Defaults follow the
+    original: an empty binding key means the queue name (topic too), and no priority queue."""
+
+    max_priority: Optional[int] = Field(
+        default=None, ge=0, le=255, validation_alias=AliasChoices("max_priority", "x-max-priority"),
+        description="declare the queue with x-max-priority (default none, as the original)")
+    declare_queue_on_publish: Optional[bool] = Field(
+        default=None, description="publishers declare and bind this queue too (default: only when the "
+        "default exchange is used). With an exchange, a publisher is usually an instance name, not a "
+        "queue: declaring it would collect every message routed to it")
+
+    def bind_keys(self, queue_name: str) -> list[str]:
+        if self.exchange_type in ("fanout", "headers"):
+            return [""]
+        keys = self.routing_key_for_bind
+        if keys is None or keys == "" or keys == []:
+            return [queue_name]
+        return [keys] if isinstance(keys, str) else list(keys)
+
+    def exchange_for(self, queue_name: str) -> str:
+        return self.exchange_name
+
