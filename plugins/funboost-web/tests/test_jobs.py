@@ -1,10 +1,12 @@
-"""Scheduled jobs of the shared sqlite job store, listed, paused, resumed and removed through the API
+"""Scheduled jobs of the shared job stores (sqlite, redis, sqlalchemy on PostgreSQL), listed, paused, resumed and removed through the API
 (the jobs are added by an ApsJobAdder of this process: the manager reads the store, not the scheduler)."""
 from __future__ import annotations
 
 import pytest
 
 from conftest import csrf_of, login
+from funboost.state.base import resolve_state_backend_class
+from funboost.testing import require_service
 
 pytest.importorskip("sqlalchemy")
 
@@ -13,26 +15,36 @@ from funboost.admin.catalog import CATALOG  # noqa: E402
 from funboost.testing import wait_until  # noqa: E402
 
 
-def test_jobs_listed_paused_resumed_removed(web, backend_name, qname_web):
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis", "sqlalchemy"])
+def test_jobs_listed_paused_resumed_removed(web, backend_name, qname_web, store, monkeypatch):
     client, admin, names = web
+    if store == "sqlalchemy":  # a PostgreSQL job store, found through the URL the schedulers use too
+        pytest.importorskip("psycopg2")
+        reason = resolve_state_backend_class("sqlalchemy").check_available(PG_URL)
+        if reason:
+            require_service(reason)
+        monkeypatch.setenv("FUNBOOST_APS_SQLALCHEMY_URL", PG_URL)
 
     @boost(BoosterParams(queue_name=qname_web, broker_kind="sqlite_queue", log_to_console=False))
     def tick(x: int):
         return x
 
     admin.state.doc_put(CATALOG, qname_web, {"queue": qname_web, "broker_kind": "sqlite", "broker_options": {}})
-    adder = ApsJobAdder(tick, job_store_kind="sqlite", is_auto_start=True, is_auto_paused=True)
+    adder = ApsJobAdder(tick, job_store_kind=store, is_auto_start=True, is_auto_paused=True)
     try:
         adder.add_push_job(trigger="interval", seconds=3600, kwargs={"x": 7}, id="hourly", replace_existing=True)
         login(client, names["operator"])
         hdr = {"X-CSRF-Token": csrf_of(client.get("/queues").text)}
         stores = client.get("/api/jobs").json()["stores"]
-        mine = [s for s in stores if s["queue"] == qname_web and s["kind"] == "sqlite"][0]
+        mine = [s for s in stores if s["queue"] == qname_web and s["kind"] == store][0]
         job = mine["jobs"][0]
         assert job["id"] == "hourly" and job["kwargs"] == {"x": 7} and not job["paused"] and job["next_run_time"]
         page = client.get("/jobs")
         assert "hourly" in page.text and "interval[1:00:00]" in page.text
-        base = f"/api/jobs/sqlite/{qname_web}/hourly"
+        base = f"/api/jobs/{store}/{qname_web}/hourly"
         assert client.post(base + "/pause", json={}, headers=hdr).json() == {"ok": True}
         assert adder.aps_obj.get_job("hourly").next_run_time is None  # the store says paused
         assert client.post(base + "/resume", json={}, headers=hdr).json() == {"ok": True}

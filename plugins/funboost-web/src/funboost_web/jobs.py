@@ -1,8 +1,9 @@
 """Scheduled jobs (APScheduler job stores of funboost.timing_job): list, pause, resume, remove.
 
-The shared stores are read: ``sqlite`` (needs SQLAlchemy) and ``redis`` (needs funboost-redis), one table /
-key per queue of the catalog. ``memory`` stores live inside a scheduler process and cannot be seen from
-here. APScheduler keeps a job's state pickled in its store; reading it imports only
+The shared stores are read: ``sqlite`` (needs SQLAlchemy), ``redis`` (needs funboost-redis) and, when its URL
+is configured (``FUNBOOST_APS_SQLALCHEMY_URL`` or ``FUNBOOST_STATE_SQLALCHEMY_URL``, as for the schedulers),
+``sqlalchemy``; one table / key per queue of the catalog. ``memory`` stores live inside a scheduler process
+and cannot be seen from here. APScheduler keeps a job's state pickled in its store; reading it imports only
 ``funboost.timing_job`` (every funboost job calls ``push_fun_params_to_broker`` with the queue name), and
 the manager trusts the store exactly as the scheduler processes do. Schedulers re-read their store every
 ``poll_interval`` seconds, so a change made here is picked up by them within that time.
@@ -12,9 +13,18 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
+import os
+
 from funboost.admin import QueueAdmin
 
-STORE_KINDS = ("sqlite", "redis")
+STORE_KINDS = ("sqlite", "redis", "sqlalchemy")
+
+
+def store_kinds() -> tuple[str, ...]:
+    """The stores worth reading here: sqlalchemy only once a URL says which database holds it."""
+    if os.environ.get("FUNBOOST_APS_SQLALCHEMY_URL") or os.environ.get("FUNBOOST_STATE_SQLALCHEMY_URL"):
+        return STORE_KINDS
+    return tuple(k for k in STORE_KINDS if k != "sqlalchemy")
 
 
 def _store(kind: str, queue: str) -> Any:
@@ -39,7 +49,7 @@ def list_jobs(admin: QueueAdmin) -> list[dict]:
     """One entry per (store kind, queue) that could be read: its jobs, or the reason it could not."""
     out: list[dict] = []
     for queue in admin.queue_names():
-        for kind in STORE_KINDS:
+        for kind in store_kinds():
             try:
                 store = _store(kind, queue)
                 jobs = [_job_dict(j) for j in store.get_all_jobs()]
@@ -52,8 +62,8 @@ def list_jobs(admin: QueueAdmin) -> list[dict]:
 
 
 def job_action(admin: QueueAdmin, kind: str, queue: str, job_id: str, action: str) -> None:
-    if kind not in STORE_KINDS:
-        raise ValueError(f"store kind must be one of {STORE_KINDS}")
+    if kind not in store_kinds():
+        raise ValueError(f"store kind must be one of {store_kinds()}")
     store = _store(kind, queue)
     job = store.lookup_job(job_id)
     if job is None:
