@@ -199,3 +199,48 @@ def test_stored_values_are_escaped_and_scripts_only_come_from_static(web):
         assert page.headers["x-frame-options"] == "DENY"
     finally:
         admin.forget(evil)
+
+
+from funboost.testing.tls import pki  # noqa: E402,F401  (the module's throw-away CA and server certificate)
+
+
+def test_tls_serving_with_certfile_and_keyfile(tmp_path, pki):  # noqa: F811
+    """--certfile/--keyfile: the manager speaks HTTPS with that certificate (verified against its CA), the
+    login page is served over it, and a plain-HTTP client gets nothing."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from funboost.testing import wait_until
+
+    port = _free_port()
+    env = {**os.environ, "FUNBOOST_STATE_BACKEND": "sqlite", "FUNBOOST_STATE_SQLITE_PATH": str(tmp_path / "s.sqlite3"),
+           "FUNBOOST_WEB_ADMIN_PASSWORD": "from the environment"}
+    p = subprocess.Popen([sys.executable, "-m", "funboost_web", "--port", str(port), "--certfile", pki["server.pem"],
+                          "--keyfile", pki["server.key"]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=env)
+    ctx = ssl.create_default_context(cafile=pki["ca.pem"])
+
+    def https_get(path: str):
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{port}{path}", context=ctx, timeout=5) as r:
+                return r.status, r.read()
+        except (urllib.error.URLError, ConnectionError, OSError):
+            return None
+
+    try:
+        status, _ = wait_until(lambda: https_get("/healthz"), 30, message="the HTTPS manager answers")
+        assert status == 200
+        status, body = https_get("/login")
+        assert status == 200 and b"password" in body.lower()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as plain:  # plain HTTP gets no page
+            plain.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            try:
+                reply = plain.recv(4096)
+            except OSError:
+                reply = b""
+            assert b"HTTP/1.1 200" not in reply
+    finally:
+        p.terminate()
+        out, err = p.communicate(timeout=30)
+    assert f"https://127.0.0.1:{port}/" in out, (out, err)
