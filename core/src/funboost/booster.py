@@ -491,6 +491,10 @@ class Booster(Generic[P, R]):
     def consume(self) -> "Booster[P, R]":
         """Start consuming in background threads of this process; returns at once. Calling it twice
         in one process is a no-op."""
+        # graceful SIGTERM / SIGINT (main thread; user handlers are kept), installed before the consumer runs
+        # its first task: a signal right after that must drain, not kill. Outside the consume lock: a
+        # graceful stop in another thread waits for that lock (stop_all_consumers)
+        install_signal_handlers()
         with self._consume_lock:
             if self._consumer is not None and not self._consumer.stopped:
                 return self
@@ -503,10 +507,7 @@ class Booster(Generic[P, R]):
                 raise TypeError(f"consumer_override_cls must subclass funboost.AbstractConsumer, got {consumer_cls!r}")
             self._consumer = consumer_cls(self.consumer_setup())
             self._consumer.start()
-        # outside the consume lock: a graceful stop running in another thread holds the shutdown state and
-        # waits for this lock (stop_all_consumers)
         _keepalive.start()
-        install_signal_handlers()  # graceful SIGTERM / SIGINT (main thread; user handlers are kept)
         return self
 
     start_consuming_message = consume
