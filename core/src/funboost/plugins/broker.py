@@ -75,6 +75,10 @@ class Capabilities:
     # transports without a server (grpc, tcp, http): a message can only be published to a consumer that
     # serves the queue; the broker implements serve(), which the contract suite calls before publishing
     needs_serving_consumer: bool = False
+    # publish(messages) costs about one round trip whatever the list's length and returns once the server
+    # confirmed all of them: the kind supports publish_mode="pipelined", and confirmed publishes of
+    # several threads are sent together (funboost.publishing)
+    pipelined_publish: bool = False
     # what the flags above cannot say (e.g. a guarantee that depends on an option); shown by `funboost brokers`
     notes: str = ""
 

@@ -105,7 +105,8 @@ class KafkaBroker(Broker):
     capabilities = Capabilities(
         at_least_once=True, persistent=True, native_requeue=False, dead_letter=True,
         native_delay=False, priority=False, ordering="partition", queue_size="approximate",
-        in_flight_count=False, purge=True, broadcast=False, request_response=False, cross_process=True)
+        in_flight_count=False, purge=True, broadcast=False, request_response=False, cross_process=True,
+        pipelined_publish=True)
     options_model = KafkaOptions
 
     def __init__(self, queue_name: str, options: Optional[KafkaOptions] = None) -> None:

@@ -85,7 +85,8 @@ class RabbitmqBroker(Broker):
     capabilities = Capabilities(
         at_least_once=True, persistent=True, native_requeue=True, dead_letter=True, native_delay=True,
         priority=True, ordering="fifo", queue_size="exact", in_flight_count=False, purge=True,
-        broadcast=False, request_response=False, cross_process=True, max_priority=255)
+        broadcast=False, request_response=False, cross_process=True, max_priority=255,
+        pipelined_publish=True)
     options_model = RabbitmqOptions
 
     def __init__(self, queue_name: str, options: Optional[RabbitmqOptions] = None) -> None:

@@ -101,7 +101,7 @@ class RedisBroker(_ListBroker):
     aliases = ("redis_list",)
     capabilities = Capabilities(
         at_least_once=False, persistent=True, native_requeue=True, dead_letter=True, native_delay=True,
-        priority=False, ordering="fifo", queue_size="exact", in_flight_count=False, purge=True)
+        priority=False, ordering="fifo", queue_size="exact", in_flight_count=False, purge=True, pipelined_publish=True)
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         deadline = time.monotonic() + timeout
@@ -250,7 +250,7 @@ class RedisAckAbleBroker(_ReliableListBroker):
     aliases = ("redis_brpop_lpush", "redisbrpoplpush", "redis_ack_using_timeout", "reids_ack_using_timeout")
     capabilities = Capabilities(
         at_least_once=True, persistent=True, native_requeue=True, dead_letter=True, native_delay=True,
-        priority=False, ordering="fifo", queue_size="exact", in_flight_count=True, purge=True)
+        priority=False, ordering="fifo", queue_size="exact", in_flight_count=True, purge=True, pipelined_publish=True)
 
 
 class RedisPriorityBroker(_ReliableListBroker):
@@ -262,4 +262,4 @@ class RedisPriorityBroker(_ReliableListBroker):
     capabilities = Capabilities(
         at_least_once=True, persistent=True, native_requeue=True, dead_letter=True, native_delay=True,
         priority=True, ordering="priority", queue_size="exact", in_flight_count=True, purge=True,
-        max_priority=9)
+        max_priority=9, pipelined_publish=True)

@@ -24,7 +24,7 @@ class RedisStreamBroker(LivenessMixin, RedisBrokerBase):
     aliases = ()
     capabilities = Capabilities(
         at_least_once=True, persistent=True, native_requeue=True, dead_letter=True, native_delay=True,
-        priority=False, ordering="fifo", queue_size="exact", in_flight_count=True, purge=True)
+        priority=False, ordering="fifo", queue_size="exact", in_flight_count=True, purge=True, pipelined_publish=True)
     _reclaim_script = ("reclaim_stream", scripts.RECLAIM_STREAM)
 
     def __init__(self, queue_name: str, options: Optional[RedisOptions] = None) -> None:
