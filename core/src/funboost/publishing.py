@@ -103,6 +103,8 @@ class GroupCommit:
         self._lock = threading.Lock()
         self._busy = False
         self._queue: Deque[_Waiter] = deque()
+        self._last_callers = 1  # callers in the last batch sent by a promoted leader
+        self._last_send = 0.0  # how long that batch took (seconds)
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         lock = self._lock
@@ -132,7 +134,17 @@ class GroupCommit:
             raise w.error
 
     def _lead(self) -> None:
-        """Send everything queued (up to ``max_batch`` messages, the leader's own first) as one batch."""
+        """Send everything queued (up to ``max_batch`` messages, the leader's own first) as one batch.
+
+        The callers of the batch that just finished are about to publish again; a leader that went
+        ahead at once would send its own message nearly alone and make them queue for the round trip
+        after (batches alternating one big, one tiny). So it lingers until as many callers wait as were
+        in the last batch, for at most a quarter of that batch's round trip (never above 0.5 ms)."""
+        want = self._last_callers
+        if want > 1 and len(self._queue) < want:
+            until = time.monotonic() + min(0.0005, self._last_send / 4)
+            while len(self._queue) < want and time.monotonic() < until:
+                time.sleep(0.00005)  # also hands the GIL to the returning callers
         with self._lock:
             group: list[_Waiter] = []
             n = 0
@@ -145,11 +157,14 @@ class GroupCommit:
         for w in group:
             batch.extend(w.messages)
         error: Optional[BaseException] = None
+        started = time.monotonic()
         try:
             self._send(batch)
         except BaseException as exc:  # every caller of the batch gets it
             error = exc
         finally:
+            self._last_send = time.monotonic() - started
+            self._last_callers = len(group)
             leader = group[0]
             leader.error = error
             for w in group[1:]:
