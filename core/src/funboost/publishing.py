@@ -363,6 +363,10 @@ class PipelinedPublisher:
                 if self._buf:
                     self._first_at = time.monotonic()
             error = self._send_with_retries(batch)
+            if error is not None:  # logged before flush() / the next push can see the failure
+                self._log.error("funboost: %d pipelined message(s) of %r were not published after %d "
+                                "attempt(s): %s: %s", len(batch), self.name, self._retries + 1,
+                                type(error).__name__, error)
             with cond:
                 self._settled += len(batch)
                 if error is None:
@@ -373,10 +377,6 @@ class PipelinedPublisher:
                     report.__cause__ = error
                     self._reports.append(report)
                 cond.notify_all()
-            if error is not None:
-                self._log.error("funboost: %d pipelined message(s) of %r were not published after %d "
-                                "attempt(s): %s: %s", len(batch), self.name, self._retries + 1,
-                                type(error).__name__, error)
 
     def _send_with_retries(self, batch: list[OutgoingMessage]) -> Optional[BaseException]:
         delay = 0.1
