@@ -241,6 +241,8 @@ class Booster(Generic[P, R]):
             pub = self._pipelined[os.getpid()] = PipelinedPublisher(
                 broker.publish, self.queue_name, window=p.publish_window_ms / 1000.0,
                 max_batch=p.publish_window_max, retries=p.publish_retry_times, log=self.logger)
+            # SIGTERM / Ctrl-C then flush the window before the process ends (as they drain consumers)
+            install_signal_handlers()
             return pub.publish
         if self.broker_cls.capabilities.pipelined_publish:
             return GroupCommit(broker.publish, max_batch=p.publish_window_max).publish

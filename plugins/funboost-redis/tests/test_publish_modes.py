@@ -5,6 +5,7 @@ confirmed pushes from many threads (group commit) each land exactly once; the on
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -82,6 +83,34 @@ def test_pipelined_messages_are_flushed_at_interpreter_exit(redis_url, qname):
     assert p.returncode == 0, p.stderr[-2000:]
     assert "pending 200" in p.stdout
     assert _ready(redis_url, qname) == 200
+    redis.Redis.from_url(redis_url).delete(f"funboost:{{{qname}}}:ready")
+
+
+def test_pipelined_messages_are_flushed_on_sigterm(redis_url, qname):
+    code = textwrap.dedent(f"""
+        import time
+        from funboost import BoosterParams, boost
+        @boost(BoosterParams(queue_name={qname!r}, broker_kind="redis_ack_able", state_backend="memory",
+                             log_to_console=False, publish_mode="pipelined", publish_window_ms=60000,
+                             broker_exclusive_config={{"url": {redis_url!r}}}))
+        def task(x):
+            return x
+        for i in range(100):
+            task.push(i)
+        print("pushed", task.publish_stats["pending"], flush=True)
+        while True:
+            time.sleep(1)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "pushed 100"
+        assert _ready(redis_url, qname) == 0
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(60) == 0, p.stderr.read()[-2000:]
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert _ready(redis_url, qname) == 100
     redis.Redis.from_url(redis_url).delete(f"funboost:{{{qname}}}:ready")
 
 
