@@ -240,7 +240,8 @@ class Booster(Generic[P, R]):
         if p.publish_mode == "pipelined":
             pub = self._pipelined[os.getpid()] = PipelinedPublisher(
                 broker.publish, self.queue_name, window=p.publish_window_ms / 1000.0,
-                max_batch=p.publish_window_max, retries=p.publish_retry_times, log=self.logger)
+                max_batch=p.publish_window_max, retries=p.publish_retry_times, log=self.logger,
+                begin=broker.publish_begin)
             # SIGTERM / Ctrl-C then flush the window before the process ends (as they drain consumers)
             install_signal_handlers()
             return pub.publish

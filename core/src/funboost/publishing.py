@@ -61,6 +61,10 @@ class PublishFailed(FunboostError):
                          f"{type(error).__name__}: {error} (task ids: {shown})")
 
 
+def _nothing() -> None:
+    """The wait of a batch that was sent synchronously."""
+
+
 def _merged(reports: list[PublishFailed]) -> PublishFailed:
     """One error for several failure reports: the counts added, the last broker error as the cause."""
     if len(reports) == 1:
@@ -236,16 +240,23 @@ def flush_all_at_exit(timeout: float = 30.0) -> None:
 class PipelinedPublisher:
     """Publish in the background, in batches bounded in time and count; see the module docstring.
 
-    :param send: the broker's confirmed batch publish (``Broker.publish``).
+    :param send: the broker's confirmed batch publish (``Broker.publish``); used for retries.
+    :param begin: the broker's ``publish_begin`` (start a batch, return its wait): up to
+        ``MAX_IN_FLIGHT`` batches are begun, in order, before the oldest one's confirmation is waited
+        for. Default: ``send`` (one batch at a time).
     :param name: the queue name (for logs and errors).
     :param window: seconds a message may wait for companions before its batch is sent.
     :param max_batch: a batch is sent at once when this many messages wait.
     :param retries: further attempts of a failed batch (backoff 0.1 s, doubling, at most 2 s).
     """
 
+    MAX_IN_FLIGHT = 4  # batches begun and not yet confirmed
+
     def __init__(self, send: Send, name: str, window: float = 0.005, max_batch: int = 1000,
-                 retries: int = 3, log: Optional[logging.Logger] = None) -> None:
+                 retries: int = 3, log: Optional[logging.Logger] = None,
+                 begin: Optional[Callable[[Sequence[OutgoingMessage]], Callable[[], None]]] = None) -> None:
         self._send = send
+        self._begin = begin
         self.name = name
         self._window = window
         self._max = max_batch
@@ -345,50 +356,78 @@ class PipelinedPublisher:
 
     def _run(self) -> None:
         cond = self._cond
+        in_flight: Deque[tuple[list[OutgoingMessage], Optional[Callable[[], None]], Optional[BaseException]]] = deque()
         while True:
+            batch: Optional[list[OutgoingMessage]] = None
             with cond:
-                while not self._buf:
+                if not self._buf and not in_flight:
                     if self._closed:
                         return
                     self._idle = True
                     cond.wait()
                     self._idle = False
-                while len(self._buf) < self._max and not self._flush_now and not self._closed:
-                    left = self._first_at + self._window - time.monotonic()
-                    if left <= 0:
-                        break
-                    cond.wait(left)
-                batch = self._buf[:self._max]
-                del self._buf[:self._max]
-                if self._buf:
-                    self._first_at = time.monotonic()
-            error = self._send_with_retries(batch)
-            if error is not None:  # logged before flush() / the next push can see the failure
-                self._log.error("funboost: %d pipelined message(s) of %r were not published after %d "
-                                "attempt(s): %s: %s", len(batch), self.name, self._retries + 1,
-                                type(error).__name__, error)
-            with cond:
-                self._settled += len(batch)
-                if error is None:
-                    self._confirmed += len(batch)
-                else:
-                    self._failed += len(batch)
-                    report = PublishFailed(self.name, len(batch), [m.task_id for m in batch[:1000]], error)
-                    report.__cause__ = error
-                    self._reports.append(report)
-                cond.notify_all()
+                    continue
+                if self._buf and len(in_flight) < self.MAX_IN_FLIGHT:
+                    if not in_flight:  # nothing to confirm meanwhile: let the window fill
+                        while len(self._buf) < self._max and not self._flush_now and not self._closed:
+                            left = self._first_at + self._window - time.monotonic()
+                            if left <= 0:
+                                break
+                            cond.wait(left)
+                    if (not in_flight or len(self._buf) >= self._max or self._flush_now or self._closed
+                            or time.monotonic() >= self._first_at + self._window):
+                        batch = self._buf[:self._max]
+                        del self._buf[:self._max]
+                        if self._buf:
+                            self._first_at = time.monotonic()
+            if batch is not None:  # begin it; its confirmation is waited for later, in order
+                try:
+                    wait = self._begin(batch) if self._begin is not None else self._sent(batch)
+                    in_flight.append((batch, wait, None))
+                except Exception as exc:
+                    in_flight.append((batch, None, exc))
+                continue
+            done, wait, error = in_flight.popleft()  # nothing to begin now: settle the oldest
+            if wait is not None:
+                try:
+                    wait()
+                except Exception as exc:
+                    error = exc
+            if error is not None:
+                error = self._send_with_retries(done, error)
+            self._settle(done, error)
 
-    def _send_with_retries(self, batch: list[OutgoingMessage]) -> Optional[BaseException]:
+    def _sent(self, batch: list[OutgoingMessage]) -> Callable[[], None]:
+        self._send(batch)
+        return _nothing
+
+    def _settle(self, batch: list[OutgoingMessage], error: Optional[BaseException]) -> None:
+        if error is not None:  # logged before flush() / the next push can see the failure
+            self._log.error("funboost: %d pipelined message(s) of %r were not published after %d "
+                            "attempt(s): %s: %s", len(batch), self.name, self._retries + 1,
+                            type(error).__name__, error)
+        with self._cond:
+            self._settled += len(batch)
+            if error is None:
+                self._confirmed += len(batch)
+            else:
+                self._failed += len(batch)
+                report = PublishFailed(self.name, len(batch), [m.task_id for m in batch[:1000]], error)
+                report.__cause__ = error
+                self._reports.append(report)
+            self._cond.notify_all()
+
+    def _send_with_retries(self, batch: list[OutgoingMessage], error: BaseException) -> Optional[BaseException]:
+        """The first attempt failed with ``error``: try ``retries`` more times; the last error or None."""
         delay = 0.1
-        for attempt in range(self._retries + 1):
+        for _ in range(self._retries):
+            self._log.warning("funboost: pipelined publish of %d message(s) to %r failed (%s: %s); "
+                              "retrying in %.1fs", len(batch), self.name, type(error).__name__, error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
             try:
                 self._send(batch)
                 return None
             except Exception as exc:
-                if attempt == self._retries:
-                    return exc
-                self._log.warning("funboost: pipelined publish of %d message(s) to %r failed (%s: %s); "
-                                  "retrying in %.1fs", len(batch), self.name, type(exc).__name__, exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        return None  # pragma: no cover - the loop returns
+                error = exc
+        return error

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, OffsetSpec
@@ -180,7 +180,15 @@ class KafkaBroker(Broker):
         self._ensure_topic()
         self._produce(self.topic, [(m.body, m.key, m.task_id, m.headers) for m in messages])
 
-    def _produce(self, topic: str, items: list[tuple[Any, Optional[Any], str, dict]]) -> None:
+    def publish_begin(self, messages: Sequence[OutgoingMessage]) -> Callable[[], None]:
+        """Hand the batch to the producer now; the returned function waits for the broker's acks."""
+        if not messages or not self.options.wait_for_ack:
+            return super().publish_begin(messages)
+        self._ensure_topic()
+        return self._produce(self.topic, [(m.body, m.key, m.task_id, m.headers) for m in messages], wait=False)
+
+    def _produce(self, topic: str, items: list[tuple[Any, Optional[Any], str, dict]],
+                 wait: bool = True) -> Callable[[], None]:
         producer = self._producer
         if producer is None or self._producer_gen != fork_generation():
             producer = self._producer = _shared.producer(self.options)
@@ -194,10 +202,14 @@ class KafkaBroker(Broker):
             if extra_headers:
                 headers.extend((k, str(v).encode("utf-8")) for k, v in extra_headers.items())
             futures.append(producer.send(topic, value=value, key=key, headers=headers or None))
-        if self.options.wait_for_ack:
+        def confirm() -> None:
             producer.flush()  # send what linger holds back now rather than after linger_ms
             for f in futures:
                 f.get(timeout=60)  # raises the produce error, if any
+
+        if wait and self.options.wait_for_ack:
+            confirm()
+        return confirm
 
     # ----- consume -----
     def _ensure_consumer(self) -> KafkaConsumer:
