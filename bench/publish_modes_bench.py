@@ -318,8 +318,85 @@ def run_broker(broker: str, n: int, rounds: int, orig_py: str | None) -> list[tu
     return out
 
 
+# ------------------------------------------------------------------------------- instructions (callgrind)
+INSTR_OURS = """
+import sys, uuid
+from funboost import BoosterParams, boost
+mode, n, url = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+kw = {"publish_mode": mode} if "publish_mode" in BoosterParams.model_fields else {}  # older commits: none
+@boost(BoosterParams(queue_name="instr_" + uuid.uuid4().hex[:8], broker_kind="redis_ack_able",
+                     broker_exclusive_config={"url": url}, state_backend="memory",
+                     log_to_console=False, log_level=30, **kw))
+def add(x, y=1):
+    return x + y
+flush = getattr(add, "flush", lambda: None)
+add.push(0)
+flush()
+for i in range(n):
+    add.push(i)
+flush()
+add.clear()
+"""
+
+INSTR_ORIG = """
+import os, sys, uuid, logging
+from funboost import boost, BoosterParams, BrokerEnum
+n = int(sys.argv[2])
+@boost(BoosterParams(queue_name="instr_orig_" + uuid.uuid4().hex[:8], broker_kind=BrokerEnum.REDIS_ACK_ABLE,
+                     log_level=logging.WARNING, create_logger_file=False))
+def add(x, y=1):
+    return x + y
+add.push(0)
+for i in range(n):
+    add.push(i)
+add.clear()
+os._exit(0)
+"""
+
+
+def callgrind(python: str, script: str, args: list[str], cwd: str, env: dict) -> int:
+    import re
+    out = os.path.join(cwd, "cg.out")
+    r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--cache-sim=no",
+                        python, script, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=3600)
+    m = re.search(r"Collected\s*:\s*(\d+)", r.stderr)
+    if not m:
+        raise RuntimeError(f"callgrind {python} {script}: rc={r.returncode}\n{r.stderr[-2000:]}")
+    return int(m.group(1))
+
+
+def instructions(n: int, pythons: list[str], orig_py: str | None) -> None:
+    """Instructions per redis push of the publishing process: (count at 2N - count at N) / N."""
+    tmp = tempfile.mkdtemp(prefix="funboost-instr-")
+    env = {**os.environ, "FUNBOOST_NO_KEEPALIVE": "1", "FUNBOOST_NO_SIGNAL_HANDLERS": "1",
+           "FUNBOOST_DATA_DIR": tmp}
+    with open(os.path.join(tmp, "ours.py"), "w") as f:
+        f.write(INSTR_OURS)
+    for py in pythons:
+        has_modes = subprocess.run([py, "-c", "from funboost import BoosterParams as B; "
+                                    "print('publish_mode' in B.model_fields)"], capture_output=True,
+                                   text=True).stdout.strip() == "True"
+        for mode in ("confirmed", "pipelined") if has_modes else ("confirmed",):
+            a = callgrind(py, "ours.py", [mode, str(n), REDIS_URL], tmp, env)
+            b = callgrind(py, "ours.py", [mode, str(2 * n), REDIS_URL], tmp, env)
+            print(f"{py}: redis_ack_able push, {mode}: {(b - a) / n:,.0f} instructions per message", flush=True)
+    if orig_py and os.path.exists(orig_py):
+        with open(os.path.join(tmp, "funboost_config.py"), "w") as f:
+            f.write(ORIG_CONFIG % KAFKA)
+        with open(os.path.join(tmp, "orig.py"), "w") as f:
+            f.write(INSTR_ORIG)
+        oenv = {**env, "PYTHONPATH": tmp}
+        a = callgrind(orig_py, "orig.py", ["push", str(n)], tmp, oenv)
+        b = callgrind(orig_py, "orig.py", ["push", str(2 * n)], tmp, oenv)
+        print(f"original 55.0 REDIS_ACK_ABLE push: {(b - a) / n:,.0f} instructions per message", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--instructions", type=int, metavar="N", default=0,
+                    help="instead of timing: callgrind instructions per redis push (N and 2N pushes)")
+    ap.add_argument("--python", action="append", default=[],
+                    help="with --instructions: interpreters with funboost installed (default: this one)")
     ap.add_argument("--brokers", default="redis,rabbitmq,kafka")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--n-redis", type=int, default=10000)
@@ -328,6 +405,9 @@ def main() -> None:
     ap.add_argument("--orig-python", default=os.environ.get("FUNBOOST_ORIG_PYTHON",
                                                             os.path.join(ROOT, ".venv-orig", "bin", "python")))
     a = ap.parse_args()
+    if a.instructions:
+        instructions(a.instructions, a.python or [sys.executable], a.orig_python)
+        return
     rows = []
     for broker in a.brokers.split(","):
         n = getattr(a, f"n_{broker}")
