@@ -41,6 +41,21 @@ class Executor:
                 self._waiters -= 1
             return self._held < self.max_workers
 
+    def wait_for_free(self, count: int, timeout: float) -> bool:
+        """Wait until at least ``count`` slots are free (at most ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.max_workers - self._held < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._waiters += 1
+                try:
+                    self._cond.wait(left)
+                finally:
+                    self._waiters -= 1
+            return True
+
     def wait_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self._cond:
