@@ -530,7 +530,10 @@ class Booster(Generic[P, R]):
             self._consumer = consumer_cls(self.consumer_setup())
             self._consumer.start()
             _keepalive.start()
-            install_signal_handlers()  # graceful SIGTERM / SIGINT (main thread; user handlers are kept)
+        # graceful SIGTERM / SIGINT (main thread; user handlers are kept). Outside _consume_lock: a signal
+        # that arrived meanwhile drains under the shutdown lock and needs _consume_lock to stop this
+        # consumer, so taking the shutdown lock while holding _consume_lock could deadlock
+        install_signal_handlers()
         return self
 
     start_consuming_message = consume
