@@ -57,18 +57,7 @@ class Executor:
             return True
 
     def wait_idle(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._held > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._waiters += 1
-                try:
-                    self._cond.wait(left)
-                finally:
-                    self._waiters -= 1
-            return True
+        return self.wait_for_free(self.max_workers, timeout)
 
     def _acquire(self) -> None:
         with self._cond:

@@ -188,18 +188,7 @@ class Handle:
         if self._pool is None:
             return self.client.execute_command(*decode_prefix(prefix), value)
         b = value.encode("utf-8") if isinstance(value, str) else value
-        conn = self._borrow()
-        try:
-            conn.send_packed_command((b"%s$%d\r\n%s\r\n" % (prefix, len(b), b),))
-            reply = conn.read_response()
-        except redis.ResponseError:
-            self._free.append(conn)
-            raise
-        except BaseException:
-            conn.disconnect()
-            raise
-        self._free.append(conn)
-        return reply
+        return self.command_packed(b"%s$%d\r\n%s\r\n" % (prefix, len(b), b))
 
     def script(self, name: str, source: str) -> Any:
         """A callable ``script(keys=[...], args=[...])`` running the Lua ``source`` by its SHA (and
