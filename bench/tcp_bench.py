@@ -9,7 +9,7 @@ and the clients in this process:
   written. Its client is the leanest possible: a blocking socket per calling thread (no loop, no
   multiplexing), so the "raw" side pays for nothing the tcp kind adds.
 * raw asyncio server, tcp kind's client: the same raw server, called through funboost-tcp's connection
-  (its loop thread and multiplexing, no engine, no envelope): separates the client's cost from the server's.
+  (its multiplexed leader/follower connection, no engine, no envelope): separates the client's cost from the server's.
 * funboost tcp ``sync_call``: ``add.sync_call(x, y)`` against a consumer started with ``add.consume()``
   (the engine runs the call: task id, controls, status record), on one multiplexed connection.
 * funboost grpc ``sync_call``: the same through the grpc kind.

@@ -308,3 +308,51 @@ def test_sigterm_while_main_thread_runs_user_code(tmp_path):
     assert p.returncode == 0, err
     assert (marks / "done").exists()
     assert "Traceback" not in err
+
+
+
+RACE_SCRIPT = textwrap.dedent('''
+    import signal, sys, threading, time
+    from funboost import AbstractConsumer, BoosterParams, boost, keepalive
+
+    keepalive.mark_main_waiting(True)  # as in a multi-process child: the drain runs where the test says
+    import io, logging
+    capture = io.StringIO()
+    logging.getLogger("funboost.shutdown").addHandler(logging.StreamHandler(capture))
+
+    class SignalledWhileStarting(AbstractConsumer):
+        """A SIGINT lands while consume() is still starting: the drain begins in another thread."""
+        def start(self):
+            super().start()
+            keepalive._shutdown.signum = signal.SIGINT
+            keepalive._shutdown.requested.set()
+            threading.Thread(target=keepalive.graceful_stop, kwargs={"timeout": 5}).start()
+            deadline = time.monotonic() + 10
+            while not keepalive._shutdown.drain_lock.locked():  # the drain has begun
+                assert time.monotonic() < deadline, "the drain never started"
+                time.sleep(0.01)
+
+    @boost(BoosterParams(queue_name=sys.argv[1], broker_kind="memory", state_backend="memory",
+                         consumer_override_cls=SignalledWhileStarting))
+    def f(x):
+        return x
+
+    f.consume()  # used to deadlock: it installed the handlers under its lock while the drain waited for it
+    assert keepalive._shutdown.done.wait(10), "the drain did not finish"
+    assert "stopped consuming" in capture.getvalue(), "the consumer started during the drain was not stopped"
+    assert f.consumer is None
+    f.consume()  # once the process is shutting down, a consume() does not start a consumer
+    assert f.consumer is None
+    print("OK")
+''')
+
+
+def test_consume_racing_a_shutdown_request_never_leaves_a_consumer_running(tmp_path):
+    """A signal that lands while a process is still starting its consumers (a multi-process child
+    forwarded SIGINT during its consume()) used to deadlock the drain against consume(): the child never
+    exited and the parent killed it."""
+    script = tmp_path / "race.py"
+    script.write_text(RACE_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), f"race_{uuid.uuid4().hex[:8]}"], capture_output=True,
+                         text=True, timeout=30, env={**os.environ, "FUNBOOST_NO_KEEPALIVE": "1"})
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr

@@ -19,7 +19,7 @@ from funboost.deadletter import replay_dead_letters
 from funboost.eta import message_eta
 from funboost.exceptions import PublishArgumentsError
 from funboost.flags import QueueFlag
-from funboost.keepalive import KeepAlive, install_signal_handlers, wait_for_shutdown
+from funboost.keepalive import KeepAlive, install_signal_handlers, shutdown_requested, wait_for_shutdown
 from funboost.message import build_envelope, dumps
 from funboost.params import BoosterParams, TaskOptions
 from funboost.plugins.broker import Broker, OutgoingMessage, QueueSize
@@ -523,17 +523,19 @@ class Booster(Generic[P, R]):
         with self._consume_lock:
             if self._consumer is not None and not self._consumer.stopped:
                 return self
+            if shutdown_requested():  # SIGTERM / SIGINT came while the program was still starting up
+                self.logger.warning("not consuming %r: the process is shutting down", self.queue_name)
+                return self
             from funboost.engine.consumer import Consumer
             consumer_cls = self.params.consumer_override_cls or Consumer  # an AbstractConsumer subclass
             if not issubclass(consumer_cls, Consumer):
                 raise TypeError(f"consumer_override_cls must subclass funboost.AbstractConsumer, got {consumer_cls!r}")
             self._consumer = consumer_cls(self.consumer_setup())
             self._consumer.start()
-            _keepalive.start()
-        # graceful SIGTERM / SIGINT (main thread; user handlers are kept). Outside _consume_lock: a signal
-        # that arrived meanwhile drains under the shutdown lock and needs _consume_lock to stop this
-        # consumer, so taking the shutdown lock while holding _consume_lock could deadlock
-        install_signal_handlers()
+        # outside the consume lock: a graceful stop running in another thread holds the shutdown state and
+        # waits for this lock (stop_all_consumers)
+        _keepalive.start()
+        install_signal_handlers()  # graceful SIGTERM / SIGINT (main thread; user handlers are kept)
         return self
 
     start_consuming_message = consume

@@ -48,9 +48,13 @@ class _ShutdownState:
         self.requested = threading.Event()  # a first signal arrived
         self.done = threading.Event()  # the graceful stop has finished
         self.signum: Optional[int] = None
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # installing the handlers and the watcher (held only briefly)
+        # the drain itself: never the lock above, which consume() takes through install_signal_handlers()
+        # while a drain in another thread may be waiting for that very consume() to finish
+        self.drain_lock = threading.Lock()
         self.main_waits_in_funboost = False  # the main thread sits in a funboost wait (not in user code)
         self.installed = False
+        self.watcher_pid: Optional[int] = None  # the process whose watcher thread is running
 
 
 _shutdown = _ShutdownState()
@@ -134,7 +138,13 @@ def stop_all_consumers(timeout: Optional[float] = None) -> list[dict]:
     """Stop every consumer of this process at once (each drains in its own thread) and return their
     summaries. ``timeout`` overrides each booster's ``shutdown_timeout``."""
     from funboost.booster import BoostersManager
-    boosters = [b for b in BoostersManager.all_boosters() if b.consumer is not None]
+    boosters = []
+    for b in BoostersManager.all_boosters():
+        # a consume() under way in another thread finishes first (and is stopped here), or sees the
+        # shutdown request and does not start: no consumer can slip past a graceful stop
+        with b._consume_lock:
+            if b.consumer is not None:
+                boosters.append(b)
     summaries: list[dict] = []
     lock = threading.Lock()
 
@@ -157,7 +167,7 @@ def stop_all_consumers(timeout: Optional[float] = None) -> list[dict]:
 
 def graceful_stop(timeout: Optional[float] = None) -> None:
     """Drain every consumer of the process once and log one summary line."""
-    with _shutdown.lock:
+    with _shutdown.drain_lock:
         if _shutdown.done.is_set():
             return
         started = time.monotonic()
@@ -233,13 +243,34 @@ def _on_signal(signum: int, frame) -> None:
             mod.forward_signal(signum)  # the children were told once already: this makes them exit at once
         _flush_stdio()
         os._exit(128 + signum)
+    # Only flag the request here. A handler runs between two bytecodes of the main thread, which may hold
+    # threading's internal locks at that moment (it may be starting a thread itself): starting a thread or
+    # logging from here can deadlock the main thread for good. The watcher thread does the rest.
     _shutdown.signum = signum
     _shutdown.requested.set()
+
+
+def _watch_for_shutdown(state: _ShutdownState) -> None:
+    """Waits for the first signal: logs it and, when the main thread is in the user's own code (not in a
+    funboost wait that drains by itself), drains from here and ends the process."""
+    state.requested.wait()
+    if state is not _shutdown:  # replaced after a fork: this process's own watcher takes over
+        return
+    name = signal.Signals(state.signum).name if state.signum else "shutdown"
     logger.warning("%s received: stopping consumers gracefully (running tasks may take up to their "
-                   "shutdown_timeout; send it again to exit at once)", signal.Signals(signum).name)
-    if not _shutdown.main_waits_in_funboost:
-        threading.Thread(target=_drain_then_exit, name="funboost-shutdown", daemon=True).start()
+                   "shutdown_timeout; send it again to exit at once)", name)
+    if not state.main_waits_in_funboost:
+        _drain_then_exit()
     # otherwise the funboost wait in the main thread sees the request and drains there
+
+
+def _ensure_watcher() -> None:
+    state = _shutdown
+    with state.lock:
+        if state.watcher_pid == os.getpid():
+            return
+        state.watcher_pid = os.getpid()
+    threading.Thread(target=_watch_for_shutdown, args=(state,), name="funboost-shutdown", daemon=True).start()
 
 
 def _is_default(handler) -> bool:
@@ -251,6 +282,7 @@ def install_signal_handlers() -> bool:
     True if funboost's handlers are in place."""
     if os.environ.get("FUNBOOST_NO_SIGNAL_HANDLERS") == "1":
         return False
+    _ensure_watcher()  # also in a forked child, whose handlers were inherited but whose threads were not
     with _shutdown.lock:
         if _shutdown.installed:
             return True

@@ -1,19 +1,16 @@
 """Test helpers: a stand-in for the engine's consume loop (until the engine runs these tests end to end),
-free ports, and consumer subprocesses. The broker and its gRPC server are always real."""
+free ports. The broker and its gRPC server are always real; consumer subprocesses are core's
+(funboost.testing.failover)."""
 from __future__ import annotations
 
 import os
-import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 from typing import Any, Optional
 
 from funboost.engine.status import FunctionResultStatus
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def free_port() -> int:
@@ -67,28 +64,6 @@ class LoopThread:
     def close(self) -> None:
         self.stop.set()
         self.thread.join(5)
-
-
-class ConsumerProcess:
-    """A consumer in a subprocess (so it can be SIGKILLed)."""
-
-    def __init__(self, queue: str, port: int, extra: str = "{}", lifetime: float = 60.0) -> None:
-        env = dict(os.environ, CONSUMER_LIFETIME=str(lifetime))
-        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "consumer_proc.py"), queue, str(port), extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        ready, _, _ = select.select([self.proc.stdout], [], [], 30.0)
-        line = self.proc.stdout.readline() if ready else ""  # READY, or "" if it died / hung
-        if not line.startswith("READY"):
-            err = self.proc.stderr.read() if self.proc.poll() is not None else ""
-            self.kill()
-            raise RuntimeError(f"consumer process did not start: {line!r} {err}")
-        self.address = line.split()[1]
-        self.pid = int(line.split()[2])
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
 
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.02) -> bool:

@@ -169,9 +169,9 @@ def test_ack_without_reply_fails_the_call_instead_of_hanging(pair):
 
 def test_queue_size_and_purge_from_another_process_view(queue_name, port):
     """A publisher that does not host the queue asks the consumers (Stats/Purge RPCs)."""
-    from support import ConsumerProcess
+    from funboost.testing.failover import ConsumerProcess
 
-    proc = ConsumerProcess(queue_name, port, json.dumps({"buffer_size": 50}), lifetime=30)
+    proc = ConsumerProcess("GRPC", queue_name, port, {"buffer_size": 50}, lifetime=30)
     try:
         pub = GrpcBroker("other_" + queue_name, GrpcBroker.parse_options({"addresses": [proc.address]}))
         assert pub.queue_size().ready is None  # nobody hosts that queue: unknown, not 0

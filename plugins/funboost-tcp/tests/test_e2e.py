@@ -57,15 +57,21 @@ def test_push_sync_call_remote_errors_and_async_result(queue_name):
         divide.stop_consume(10)
 
 
-def test_many_threads_share_one_connection_and_replies_come_out_of_order(queue_name):
-    port = free_port()
+def _nap_booster(queue_name: str, port: int, concurrency: int):
+    """nap(x, sleep=0) -> x after sleeping, served on ``port``."""
 
     @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config={"port": port},
-                         concurrent_num=16, max_retry_times=0, state_backend="memory", log_to_console=False))
+                         concurrent_num=concurrency, max_retry_times=0, state_backend="memory", log_to_console=False))
     def nap(x: int, sleep: float = 0.0) -> int:
         time.sleep(sleep)
         return x
+    return nap
 
+
+def test_many_threads_share_one_connection_and_replies_come_out_of_order(queue_name):
+    port = free_port()
+
+    nap = _nap_booster(queue_name, port, concurrency=16)
     nap.consume()
     publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port}))
     try:
@@ -114,6 +120,41 @@ def test_sync_call_timeout(queue_name):
         assert slow.sync_call(0.0, timeout=10) == "late"
     finally:
         slow.stop_consume(10)
+
+
+def test_a_reading_caller_that_times_out_hands_the_reading_over(queue_name):
+    """On a plain connection one waiting caller reads the replies for all (leader/follower). When it gives
+    up (its deadline), another waiting caller must take over the reading, or that one would never get its
+    reply."""
+    port = free_port()
+
+    nap = _nap_booster(queue_name, port, concurrency=4)
+    nap.consume()
+    publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port}))
+    try:
+        assert publisher.sync_call(json.dumps({"x": 0}), 10) == 0  # connected
+        conn = publisher.client.endpoints[0].conn
+        out: dict = {}
+
+        def first() -> None:
+            try:
+                publisher.sync_call(json.dumps({"x": 1, "sleep": 3.0}), 0.8)
+            except Exception as exc:  # noqa: BLE001 - inspected below
+                out["first"] = exc
+
+        a = threading.Thread(target=first)
+        a.start()
+        wait_until(lambda: conn.reader is not None, 10, message="the first caller reads")
+        b = threading.Thread(target=lambda: out.setdefault("second", publisher.sync_call(
+            json.dumps({"x": 2, "sleep": 1.5}), 20)))
+        b.start()
+        a.join(20)
+        b.join(30)
+        assert isinstance(out.get("first"), RpcTimeout), out
+        assert out.get("second") == 2, out
+        assert publisher.sync_call(json.dumps({"x": 3}), 10) == 3  # the connection still serves
+    finally:
+        nap.stop_consume(10)
 
 
 def test_push_without_a_serving_consumer_raises_a_clear_error(queue_name):

@@ -2,11 +2,10 @@
 connection and the server keep serving."""
 import json
 import os
-import shutil
-import subprocess
 
 import pytest
 from funboost.plugins.broker import OutgoingMessage
+from funboost.testing.tls import pki  # noqa: F401  (the fixture: certificates made by the test)
 from funboost.transport.security import InsecureBind
 
 from funboost_tcp import MessageTooLarge, TcpBroker, TcpBrokerError
@@ -160,26 +159,6 @@ def test_default_bind_is_loopback(queue_name, port):
         assert b.address == f"127.0.0.1:{port}"
     finally:
         b.close()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: cannot make test certificates")
-    d = tmp_path_factory.mktemp("tls")
-
-    def run(*args):
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", "ca.key", "-out", "ca.pem",
-        "-subj", "/CN=funboost test CA")
-    for name, ext in (("server", "subjectAltName=DNS:localhost,IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-            "-subj", f"/CN={name}")
-        (d / f"{name}.ext").write_text(ext + "\n")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "2", "-out", f"{name}.pem", "-extfile", f"{name}.ext")
-    return {k: str(d / k) for k in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
 
 
 def test_tls_with_token(queue_name, port, pki):

@@ -30,7 +30,7 @@ from funboost.message import uuid7
 from funboost.state.base import StateBackend, dumps_state_bytes, loads_state, resolve_state_backend_class
 from funboost.testing.contract.base import require_service, wait_until
 
-_SHORT = 0.3  # seconds: the ttl used by expiry tests
+_SHORT = 1.0  # seconds: the ttl used by expiry tests (long enough for two calls on a loaded machine)
 
 
 def _uid(prefix: str) -> str:
@@ -94,7 +94,7 @@ class StateBackendContract:
         tid = _uid("t")
         backend.set_result(tid, {"result": 1}, _SHORT)
         assert backend.get_result(tid) == {"result": 1}
-        wait_until(lambda: backend.get_result(tid) is None, 5, message="result expiry")
+        wait_until(lambda: backend.get_result(tid) is None, 15, message="result expiry")
 
     def test_wait_result_timeout(self, backend: StateBackend) -> None:
         t0 = time.monotonic()
@@ -116,7 +116,7 @@ class StateBackendContract:
         backend.filter_add(queue, "k2", _SHORT)
         assert backend.filter_contains(queue, "k1") and backend.filter_contains(queue, "k2")
         assert not backend.filter_contains(other, "k1")
-        wait_until(lambda: not backend.filter_contains(queue, "k2"), 5, message="filter key expiry")
+        wait_until(lambda: not backend.filter_contains(queue, "k2"), 15, message="filter key expiry")
         assert backend.filter_contains(queue, "k1")  # no ttl: kept
         backend.filter_clear(queue)
         assert not backend.filter_contains(queue, "k1")
@@ -139,7 +139,7 @@ class StateBackendContract:
         backend.heartbeat(cid, queue, {"host": "h1", "pid": 123}, 30)
         backend.heartbeat(cid + "_short", queue, {"host": "h2"}, _SHORT)
         backend.heartbeat(cid + "_elsewhere", queue + "_other", {"host": "h3"}, 30)
-        live = wait_until(lambda: (lambda l: l if len(l) == 1 else None)(backend.live_consumers(queue)), 5,
+        live = wait_until(lambda: (lambda l: l if len(l) == 1 else None)(backend.live_consumers(queue)), 15,
                           message="the short heartbeat to expire")
         rec = live[0]
         assert rec["consumer_id"] == cid and rec["queue"] == queue and rec["host"] == "h1" and rec["pid"] == 123
@@ -159,7 +159,7 @@ class StateBackendContract:
         backend.request_kill(queue, "t2", ttl=_SHORT)
         assert backend.kill_requests(queue) == {"t1", "t2"}
         assert backend.kill_requests(queue + "_other") == set()
-        wait_until(lambda: backend.kill_requests(queue) == {"t1"}, 5, message="kill request expiry")
+        wait_until(lambda: backend.kill_requests(queue) == {"t1"}, 15, message="kill request expiry")
 
     # ------------------------------------------------------------------ status records
     @staticmethod
@@ -282,7 +282,7 @@ class StateBackendContract:
         name = _uid("lock")
         assert backend.acquire_lock(name, "a", _SHORT)
         assert not backend.acquire_lock(name, "b", 30)
-        wait_until(lambda: backend.acquire_lock(name, "b", 30), 5, message="expired lock taken over")
+        wait_until(lambda: backend.acquire_lock(name, "b", 30), 15, message="expired lock taken over")
         assert not backend.release_lock(name, "a")  # a's lock expired: it must not free b's
         assert not backend.acquire_lock(name, "a", 30)
         assert backend.release_lock(name, "b")

@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence
 
-__all__ = ["env_str", "env_int", "env_float", "env_list", "normalize_addresses", "local_target"]
+__all__ = ["env_str", "env_int", "env_float", "env_bool", "env_list", "normalize_addresses", "local_target",
+           "check_tls_options"]
 
 
 def env_str(name: str) -> Optional[str]:
@@ -24,6 +25,11 @@ def env_int(name: str, default: int) -> int:
 def env_float(name: str, default: float) -> float:
     value = env_str(name)
     return float(value) if value is not None else default
+
+
+def env_bool(name: str) -> bool:
+    """True for 1 / true / yes / on (any case); False when unset."""
+    return (env_str(name) or "").lower() in ("1", "true", "yes", "on")
 
 
 def env_list(name: str) -> Optional[list[str]]:
@@ -53,3 +59,16 @@ def local_target(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"{host}:{port}"
+
+
+def check_tls_options(cert_file: Optional[str], key_file: Optional[str], client_ca_file: Optional[str],
+                      client_cert_file: Optional[str], client_key_file: Optional[str]) -> None:
+    """The TLS paths of a transport's options must come in pairs (see :mod:`funboost.transport.tls`).
+
+    :raises ValueError: what is missing."""
+    if bool(cert_file) != bool(key_file):
+        raise ValueError("TLS on the consumer needs both tls_cert_file and tls_key_file")
+    if client_ca_file and not cert_file:
+        raise ValueError("tls_client_ca_file (client certificates) needs tls_cert_file and tls_key_file")
+    if bool(client_cert_file) != bool(client_key_file):
+        raise ValueError("a client certificate needs both tls_client_cert_file and tls_client_key_file")

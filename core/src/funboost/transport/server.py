@@ -168,7 +168,7 @@ class QueueServer:
             raise Backpressure(f"the buffer of queue {queue_name!r} on this consumer is full")
         return accepted
 
-    def handle_call(self, queue_name: str, body: Union[str, bytes], timeout: Optional[float]) -> str:
+    def handle_call(self, queue_name: str, body: Union[str, bytes, dict], timeout: Optional[float]) -> str:
         """Run one call (inline when the consumer allows, else through the buffer) and return the final
         status as JSON text (:func:`~funboost.transport.calls.encode_status`).
 

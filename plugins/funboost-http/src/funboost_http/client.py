@@ -9,16 +9,19 @@ dead consumers and open connections are shared by every broker instance that tal
 from __future__ import annotations
 
 import json
+import ssl
 from typing import Any, Optional
 from urllib.parse import quote
 
 import urllib3
 import urllib3.connection
-from urllib3.exceptions import (ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError, ReadTimeoutError)
+from urllib3.exceptions import (ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError, ReadTimeoutError,
+                                SSLError)
 
 from funboost.process_local import ProcessLocalDict
 from funboost.transport.client import Endpoint, TransportClient
 from funboost.transport.errors import AttemptFailed, AttemptTimedOut, EndpointRefused, EndpointUnreachable
+from funboost.transport.tls import client_ssl_context
 from funboost_http.errors import HttpBrokerError, MessageTooLarge, NoConsumerAvailable, RemoteTaskError
 from funboost_http.options import HttpOptions
 from funboost_http.server import TIMEOUT_HEADER
@@ -32,8 +35,8 @@ _TIMEOUT_HEADER = TIMEOUT_HEADER.decode()
 ONE_PACKET_MAX = 64 * 1024
 
 
-class OneWriteConnection(urllib3.connection.HTTPConnection):
-    """An urllib3 connection that writes the request head and a small body with one ``send``.
+class _OneWrite:
+    """Mixin for urllib3 connections: write the request head and a small body with one ``send``.
 
     urllib3 writes them separately; on loopback that is a second syscall here and, on the server, a
     second event-loop wake-up before the request can be handled (a measurable part of a sync_call)."""
@@ -44,11 +47,11 @@ class OneWriteConnection(urllib3.connection.HTTPConnection):
     def request(self, method: str, url: str, body: Any = None, headers: Any = None, **kw: Any) -> None:
         self._hold = isinstance(body, bytes) and len(body) <= ONE_PACKET_MAX
         try:
-            super().request(method, url, body=body, headers=headers, **kw)
+            super().request(method, url, body=body, headers=headers, **kw)  # type: ignore[misc]
         finally:
             held, self._held, self._hold = self._held, None, False
             if held is not None:  # no body write followed the head (empty body)
-                super().send(held)
+                super().send(held)  # type: ignore[misc]
 
     def send(self, data: Any) -> None:
         if self._hold:
@@ -56,7 +59,15 @@ class OneWriteConnection(urllib3.connection.HTTPConnection):
                 self._held = bytes(data)
                 return
             data, self._held, self._hold = self._held + data, None, False
-        super().send(data)
+        super().send(data)  # type: ignore[misc]
+
+
+class OneWriteConnection(_OneWrite, urllib3.connection.HTTPConnection):
+    """HTTP connection writing head and small body at once."""
+
+
+class OneWriteHTTPSConnection(_OneWrite, urllib3.connection.HTTPSConnection):
+    """HTTPS connection writing head and small body at once (one TLS record instead of two)."""
 
 
 class HttpEndpoint(Endpoint):
@@ -97,13 +108,25 @@ class HttpClient(TransportClient[HttpEndpoint]):
         self._plain_headers = {k: v for k, v in base.items() if k != "content-type"}
         self._request_timeout = urllib3.Timeout(connect=min(CONNECT_TIMEOUT, options.request_timeout),
                                                 read=options.request_timeout)
+        # HTTPS: core's client context (TLS 1.2+, tls_ca_file or the system's CAs, host name checked, an
+        # optional client certificate)
+        self.ssl_context: Optional[ssl.SSLContext] = (
+            client_ssl_context(options.tls_ca_file, options.tls_client_cert_file, options.tls_client_key_file)
+            if options.client_tls else None)
         endpoints = []
         for address in options.target_addresses():
             host, port = _split(address)
             # block=False: more threads than pool_size open extra connections rather than wait for one
-            pool = urllib3.HTTPConnectionPool(host, port, maxsize=options.pool_size, block=False, retries=False,
-                                              timeout=self._request_timeout)
-            pool.ConnectionCls = OneWriteConnection
+            pool: urllib3.HTTPConnectionPool
+            if self.ssl_context is not None:
+                pool = urllib3.HTTPSConnectionPool(host, port, maxsize=options.pool_size, block=False, retries=False,
+                                                   timeout=self._request_timeout, ssl_context=self.ssl_context,
+                                                   server_hostname=options.tls_server_name)
+                pool.ConnectionCls = OneWriteHTTPSConnection
+            else:
+                pool = urllib3.HTTPConnectionPool(host, port, maxsize=options.pool_size, block=False, retries=False,
+                                                  timeout=self._request_timeout)
+                pool.ConnectionCls = OneWriteConnection
             endpoints.append(HttpEndpoint(address, pool))
         # the list brackets around a batch: 2 bytes of framing
         super().__init__(endpoints, max_body=options.max_message_bytes - 2, max_message_bytes=options.max_message_bytes,
@@ -119,6 +142,8 @@ class HttpClient(TransportClient[HttpEndpoint]):
                                    assert_same_host=False)
         except (NewConnectionError, ConnectTimeoutError) as err:  # never reached the consumer
             raise EndpointUnreachable(f"{ep.address}: UNAVAILABLE: {err}", "UNAVAILABLE") from None
+        except SSLError as err:  # the TLS handshake failed: no request was sent
+            raise EndpointUnreachable(f"{ep.address}: UNAVAILABLE: TLS: {err}", "UNAVAILABLE") from None
         except ReadTimeoutError:
             raise AttemptTimedOut(f"{ep.address}: TIMEOUT: no reply in time", "TIMEOUT") from None
         except (ProtocolError, HTTPError, OSError) as err:  # the connection broke after the request left
@@ -209,7 +234,8 @@ _clients: ProcessLocalDict[tuple, HttpClient] = ProcessLocalDict()
 
 def _client_key(options: HttpOptions) -> tuple:
     return (tuple(options.target_addresses()), options.token, options.max_message_bytes, options.publish_timeout,
-            options.request_timeout, options.health_check_interval, options.pool_size)
+            options.request_timeout, options.health_check_interval, options.pool_size, options.client_tls,
+            options.tls_ca_file, options.tls_client_cert_file, options.tls_client_key_file, options.tls_server_name)
 
 
 def get_client(options: HttpOptions) -> HttpClient:

@@ -18,10 +18,8 @@ Nothing is unpickled: bodies are JSON.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import queue
 import socket
 import threading
 import time
@@ -31,9 +29,11 @@ from urllib.parse import parse_qs, unquote
 import uvicorn
 
 from funboost.message import loads as _fast_loads
+from funboost.transport.handler_threads import HandlerThreads
 from funboost.transport.errors import Backpressure, BadRequest, CallDeadlineExceeded, RequestError, UnknownQueue
 from funboost.transport.security import require_token_for_bind, token_matches
 from funboost.transport.server import QueueServer, ServerRegistry
+from funboost.transport.tls import server_ssl_context
 from funboost_http.options import HttpOptions
 
 logger = logging.getLogger("funboost.http")
@@ -47,68 +47,6 @@ BACKPRESSURE_HEADER = b"x-funboost-backpressure"
 _JSON = (b"content-type", b"application/json")
 #: bodies larger than this are decoded in a worker thread, not on the event loop
 _PARSE_INLINE_MAX = 64 * 1024
-
-
-class _Workers:
-    """Threads that run blocking handlers (``handle_call`` waits for the function) for the event loop.
-
-    Lighter than ``loop.run_in_executor`` on a ``ThreadPoolExecutor`` (no concurrent Future chained to an
-    asyncio one): the hop is a large part of a sync_call's cost on loopback. Threads start on demand, up
-    to ``size``; beyond that, work waits for a free thread."""
-
-    def __init__(self, size: int, name: str) -> None:
-        self._size = size
-        self._name = name
-        self._jobs: "queue.SimpleQueue[Optional[tuple]]" = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._threads = 0
-        self._idle = 0
-
-    def run(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._jobs.put((loop, fut, fn, args))
-        if self._idle == 0 and self._threads < self._size:  # racy read: at worst one thread too many/late
-            with self._lock:
-                if self._threads < self._size:
-                    self._threads += 1
-                    threading.Thread(target=self._loop, daemon=True, name=f"{self._name}-{self._threads}").start()
-        return fut
-
-    def _loop(self) -> None:
-        jobs = self._jobs
-        while True:
-            with self._lock:
-                self._idle += 1
-            job = jobs.get()
-            with self._lock:
-                self._idle -= 1
-            if job is None:
-                return
-            loop, fut, fn, args = job
-            try:
-                result, error = fn(*args), None
-            except BaseException as exc:  # handed to the awaiting request
-                result, error = None, exc
-            try:
-                loop.call_soon_threadsafe(_settle, fut, result, error)
-            except RuntimeError:  # the loop is closed: the server stopped
-                pass
-
-    def shutdown(self) -> None:
-        with self._lock:
-            n = self._threads
-        for _ in range(n):
-            self._jobs.put(None)
-
-
-def _settle(fut: "asyncio.Future[Any]", result: Any, error: Optional[BaseException]) -> None:
-    if fut.cancelled():
-        return
-    if error is not None:
-        fut.set_exception(error)
-    else:
-        fut.set_result(result)
 
 
 class _Reject(Exception):
@@ -161,20 +99,24 @@ def _envelopes(body: bytes) -> list:
 def server_key(options: HttpOptions) -> tuple:
     """The options two brokers must agree on to share one server."""
     return (options.token, options.max_message_bytes, options.server_threads, options.health_requires_token,
-            options.keep_alive_timeout)
+            options.keep_alive_timeout, options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file)
 
 
 class HttpServer(QueueServer):
     """One started HTTP server (uvicorn in its own thread) and the queues it hosts."""
 
     def __init__(self, options: HttpOptions) -> None:
-        # before anything listens: a reachable bind without a token never starts
-        require_token_for_bind("http", options.host, options.token)
+        # before anything listens: a reachable bind without a token (or client certificates) never starts
+        require_token_for_bind("http", options.host, options.token, tls_client_auth=bool(options.tls_client_ca_file))
+        # HTTPS: core's context (TLS 1.2+, client certificates when tls_client_ca_file is set), made before
+        # anything listens so that a wrong path fails here
+        ssl_ctx = (server_ssl_context(options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file)
+                   if options.tls_cert_file and options.tls_key_file else None)
         super().__init__(server_key(options))
         self._expected = f"Bearer {options.token}".encode() if options.token else None
         self._health_open = not options.health_requires_token
         self._max_body = options.max_message_bytes
-        self._workers = _Workers(options.server_threads, "funboost-http")
+        self._workers = HandlerThreads(options.server_threads, "funboost-http")
         # calls under way (running or waiting for a handler thread); beyond the cap the server answers 503
         # and the client tries another consumer, rather than queueing calls without limit
         self._calls = 0
@@ -183,9 +125,17 @@ class HttpServer(QueueServer):
         self.port = self._sock.getsockname()[1]
         host = options.host
         self.address = f"[{host}]:{self.port}" if ":" in host and not host.startswith("[") else f"{host}:{self.port}"
+        # proxy_headers off: the app never looks at the client's address, and uvicorn's middleware for
+        # X-Forwarded-* costs a coroutine layer per request
         config = uvicorn.Config(self, lifespan="off", log_level="warning", access_log=False, server_header=False,
                                 date_header=False, timeout_keep_alive=options.keep_alive_timeout,
-                                timeout_graceful_shutdown=1, http="auto", loop="auto")
+                                timeout_graceful_shutdown=1, http="auto", loop="auto", proxy_headers=False)
+        if ssl_ctx is not None:
+            # uvicorn serves with Config.ssl; loaded here so that it is our context, not one uvicorn builds
+            # from file options (the same whatever uvicorn version: no ssl_context_factory needed)
+            config.load()
+            config.ssl = ssl_ctx
+        self._scheme = "https" if ssl_ctx is not None else "http"
         self._uvicorn = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"funboost-http-{self.port}")
         self._failure: Optional[BaseException] = None
@@ -197,7 +147,7 @@ class HttpServer(QueueServer):
                 self._workers.shutdown()
                 raise OSError(f"funboost http: the server on {self.address} did not start: {self._failure!r}")
             time.sleep(0.005)
-        logger.info("funboost http consumer listening on http://%s", self.address)
+        logger.info("funboost http consumer listening on %s://%s", self._scheme, self.address)
 
     @staticmethod
     def _bind(host: str, port: int) -> socket.socket:
@@ -320,7 +270,7 @@ class HttpServer(QueueServer):
             timeout = self._timeout(scope)
             self._calls += 1  # the event loop's thread only: no lock
             try:
-                status_json = await self._workers.run(self.handle_call, queue, body, timeout)
+                status_json = await self._workers.run_async(self.handle_call, queue, body, timeout)
             finally:
                 self._calls -= 1
             return 200, status_json.encode(), ()
@@ -329,7 +279,7 @@ class HttpServer(QueueServer):
                 self.queue(queue)
                 body = await self._read_body(scope, receive)
                 if len(body) > _PARSE_INLINE_MAX:  # a large batch must not stall every other connection
-                    accepted = await self._workers.run(lambda: self.handle_publish(queue, _envelopes(body)))
+                    accepted = await self._workers.run_async(lambda: self.handle_publish(queue, _envelopes(body)))
                 else:
                     accepted = self.handle_publish(queue, _envelopes(body))
                 return 202, b'{"accepted":%d}' % accepted, ()

@@ -1,20 +1,27 @@
-"""The publisher side: one multiplexed connection per consumer address, driven by a loop thread of the
-plugin's own (shared by every tcp client of the process). Balancing, failover, backoff and probing of
-addresses marked down are core's (:class:`funboost.transport.client.TransportClient`); this module is the
-framing: frames out, replies matched to their requests by id, error frames mapped to attempt outcomes.
+"""The publisher side: one multiplexed connection per consumer address. Balancing, failover, backoff and
+probing of addresses marked down are core's (:class:`funboost.transport.client.TransportClient`); this
+module is the framing: frames out, replies matched to their requests by id, error frames mapped to
+attempt outcomes.
 
-A calling thread encodes its frame, hands it to the loop (``call_soon_threadsafe``) and waits on a lock
-that the loop releases when the reply with its request id arrives; many threads share one connection.
+Plain TCP (:class:`_SocketConnection`): a calling thread writes its frame itself and, unless another
+caller is already reading, reads the replies itself (leader/follower); many threads share one
+connection. TLS (:class:`_LoopConnection`): a calling thread encodes its frame, hands it to a loop thread
+of the plugin's own (``call_soon_threadsafe``) and waits on a lock that the loop releases when the reply
+with its request id arrives.
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
 import logging
+import select
+import socket
 import ssl
+import struct
 import threading
+import time
 from collections import deque
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from funboost.message import dumps, loads
 from funboost.process_local import ProcessLocalDict
@@ -31,6 +38,9 @@ logger = logging.getLogger("funboost.tcp")
 _HEADER = p.HEADER
 _pack = _HEADER.pack
 _REFUSED = {p.NOT_FOUND, p.BACKPRESSURE}  # another consumer may take it
+#: frames up to this size leave in one write (header and payload copied together)
+_ONE_WRITE_MAX = 64 * 1024
+_READ_SIZE = 256 * 1024
 
 
 class _Waiter:
@@ -54,11 +64,248 @@ class _Waiter:
         self.lock.release()
 
 
-class _Connection:
-    """The connection to one consumer; every method but :meth:`request` runs on the loop."""
+def _never_readable(timeout: float) -> bool:
+    return False
+
+
+def _readable(sock: socket.socket) -> Callable[[float], bool]:
+    """A function that waits up to ``timeout`` seconds for ``sock`` to have bytes (or EOF) to read."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return lambda timeout: bool(poller.poll(timeout * 1000.0))
+    return lambda timeout: bool(select.select([sock], [], [], timeout)[0])  # no poll() (Windows)
+
+
+class _Caller(_Waiter):
+    """A caller of :class:`_SocketConnection` waiting for its reply, or to be asked to read for everybody.
+    Its fields change under the connection's lock; ``lock`` is released once per wake-up."""
+
+    __slots__ = ("finished", "signalled")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finished = False  # replied or failed
+        self.signalled = False  # lock released and not yet taken back by the caller
+
+    def wake(self) -> None:
+        """Under the connection's lock."""
+        if not self.signalled:
+            self.signalled = True
+            self.lock.release()
+
+
+class _SocketConnection:
+    """A plain (non-TLS) connection to one consumer without a loop thread: each calling thread writes its
+    own frame and one of the waiting callers reads the replies for all of them (leader/follower).
+
+    A lone caller therefore does what a hand-written blocking client does (send, then read its reply in
+    its own thread): no hand-off to a loop thread and back, which cost two thread wake-ups per call. With
+    several callers, the reader hands each reply to its caller (one wake-up, as with a loop thread) and,
+    when its own reply has come, passes the reading on to another waiting caller. Requests from all
+    threads are multiplexed on the one connection by request id, as before.
+
+    TLS connections use :class:`_LoopConnection`: one ``SSLSocket`` must not be read and written by two
+    threads at once.
+    """
 
     def __init__(self, client: "TcpClient", address: str) -> None:
         self.client = client
+        self.address = address
+        host, _, port = address.rpartition(":")
+        self.host, self.port = host.strip("[]"), int(port)
+        self.lock = threading.Lock()  # guards everything below but rbuf
+        self.write_lock = threading.Lock()  # one frame at a time on the socket
+        self.sock: Optional[socket.socket] = None
+        self.readable: Callable[[float], bool] = _never_readable  # waits up to n seconds for bytes to read
+        self.pending: dict[int, _Caller] = {}
+        self.reader: Optional[_Caller] = None  # the caller reading for everybody, if any
+        self.ids = itertools.count(1)
+        self.rbuf = bytearray()  # bytes read and not yet parsed (only the reader touches it)
+        self.max_frame = client.options.max_frame_bytes
+
+    # ------------------------------------------------------------------ a request
+    def request(self, frame_type: int, payload: bytes, timeout: float) -> tuple[int, bytes]:
+        """Send one request and wait for its reply: ``(OK or ERROR, payload)``.
+
+        :raises EndpointUnreachable: cannot connect (``maybe_processed`` False), or the connection broke
+            after the request was sent (True). :raises AttemptTimedOut: no reply within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        w = _Caller()
+        with self.lock:
+            sock = self.sock
+            if sock is not None and not self.pending and self.readable(0):
+                # nothing is due from the consumer, yet the socket is readable: it closed the connection
+                # (stopped, killed, restarted). Reconnect before sending rather than lose this request.
+                self._discard(sock)
+                sock = None
+            if sock is None:
+                sock = self._connect(timeout)  # raises EndpointUnreachable
+            request_id = next(self.ids) & 0xFFFFFFFF
+            self.pending[request_id] = w
+        header = _pack(len(payload), request_id, frame_type)
+        try:
+            with self.write_lock:
+                if len(payload) <= _ONE_WRITE_MAX:
+                    sock.sendall(header + payload)
+                else:  # no copy of a large batch
+                    sock.sendall(header)
+                    sock.sendall(payload)
+        except OSError as exc:
+            with self.lock:
+                self.pending.pop(request_id, None)
+            self._drop(sock, f"send failed: {exc}")
+            # an incomplete frame is never handled by the consumer
+            raise EndpointUnreachable(f"{self.address}: UNAVAILABLE: connection lost ({exc})", "UNAVAILABLE",
+                                      maybe_processed=False) from None
+        return self._wait(w, request_id, sock, deadline, timeout)
+
+    def _wait(self, w: _Caller, request_id: int, sock: socket.socket, deadline: float,
+              timeout: float) -> tuple[int, bytes]:
+        while True:
+            with self.lock:
+                if w.finished:
+                    break
+                lead = self.reader is None and self.sock is sock
+                if lead:
+                    self.reader = w
+            if lead:
+                self._read(w, sock, deadline)
+                if w.finished:
+                    break
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining > 0 and w.lock.acquire(timeout=remaining):
+                    with self.lock:
+                        w.signalled = False
+                    continue  # replied, failed, or asked to read for everybody
+            # the deadline passed
+            with self.lock:
+                if w.finished:
+                    break
+                self.pending.pop(request_id, None)
+                if w.signalled:  # a hand-over of the reading that came too late: pass it on
+                    w.lock.acquire()
+                    w.signalled = False
+                    self._hand_over()
+            raise AttemptTimedOut(f"{self.address}: DEADLINE_EXCEEDED: no reply within {timeout:.3g}s",
+                                  p.DEADLINE_EXCEEDED)
+        if w.signalled:  # consume the wake-up meant for it (it found the reply itself)
+            w.lock.acquire()
+        if w.error is not None:
+            raise w.error
+        return w.frame_type, w.payload
+
+    # ------------------------------------------------------------------ reading for everybody
+    def _read(self, me: _Caller, sock: socket.socket, deadline: float) -> None:
+        """As the reader: read and dispatch replies until ``me`` has its reply, the deadline passes or the
+        connection breaks; then let another waiting caller read."""
+        buf, readable, unpack, size = self.rbuf, self.readable, _HEADER.unpack_from, p.HEADER_SIZE
+        try:
+            while True:
+                # dispatch every complete frame already read
+                while len(buf) >= size:
+                    length, request_id, frame_type = unpack(buf)
+                    if length > self.max_frame:
+                        raise ConnectionError(f"reply of {length} bytes exceeds max_frame_bytes={self.max_frame}")
+                    end = size + length
+                    if len(buf) < end:
+                        break
+                    payload = bytes(buf[size:end])
+                    del buf[:end]
+                    with self.lock:
+                        w = self.pending.pop(request_id, None)  # None: its caller gave up
+                        if w is not None:
+                            w.frame_type, w.payload, w.finished = frame_type, payload, True
+                            if w is not me:
+                                w.wake()
+                if me.finished:
+                    return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                if not readable(remaining):
+                    return
+                chunk = sock.recv(_READ_SIZE)
+                if not chunk:
+                    raise ConnectionError("closed by the consumer")
+                buf += chunk
+        except OSError as exc:  # ConnectionError included
+            self._drop(sock, str(exc) or type(exc).__name__)
+        finally:
+            with self.lock:
+                if self.reader is me:
+                    self.reader = None
+                    self._hand_over(me)
+
+    def _hand_over(self, leaving: Optional[_Caller] = None) -> None:
+        """Under ``lock``, with no reader: wake one waiting caller (not ``leaving``) to read, if any waits."""
+        for w in self.pending.values():
+            if w is not leaving and not w.finished:
+                w.wake()
+                return
+
+    # ------------------------------------------------------------------ connection
+    def _connect(self, timeout: float) -> socket.socket:
+        """Under ``lock``: open the connection (callers wait for it anyway)."""
+        try:
+            sock = socket.create_connection((self.host, self.port),
+                                            timeout=min(timeout, self.client.options.connect_timeout))
+        except OSError as exc:
+            raise EndpointUnreachable(f"{self.address}: UNAVAILABLE: cannot connect: {exc or type(exc).__name__}",
+                                      "UNAVAILABLE", maybe_processed=False) from None
+        sock.settimeout(None)  # blocking writes; the reader waits with poll() and its own deadline
+        # a consumer that reads nothing for rpc_timeout breaks the connection rather than block a writer forever
+        send_timeout = self.client.options.rpc_timeout
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                            struct.pack("ll", int(send_timeout), int(send_timeout % 1 * 1e6)))
+        except OSError:  # a platform with another timeval layout: writes then wait as long as TCP does
+            pass
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a request is one write: never delay it
+        self.readable = _readable(sock)
+        self.sock = sock
+        self.rbuf = bytearray()
+        return sock
+
+    def _discard(self, sock: socket.socket) -> None:
+        """Under ``lock``, with nothing pending: forget a connection the consumer closed."""
+        self.sock = None
+        sock.close()
+
+    def _drop(self, sock: socket.socket, reason: str) -> None:
+        """The connection broke: every request sent on it fails (it may have reached the consumer)."""
+        with self.lock:
+            if self.sock is not sock:
+                return  # already dropped (and maybe reconnected)
+            self.sock = None
+            pending = list(self.pending.values())
+            self.pending.clear()
+            err = EndpointUnreachable(f"{self.address}: UNAVAILABLE: connection lost ({reason})", "UNAVAILABLE",
+                                      maybe_processed=True)
+            for w in pending:
+                w.error, w.finished = err, True
+                w.wake()
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+
+    def close(self) -> None:
+        sock = self.sock
+        if sock is not None:
+            self._drop(sock, "closed by the publisher")
+
+
+class _LoopConnection:
+    """A TLS connection to one consumer, driven by the client's loop thread; every method but
+    :meth:`request` runs on the loop."""
+
+    def __init__(self, client: "TcpClient", address: str) -> None:
+        self.client = client
+        assert client.loop is not None  # TLS clients have their loop thread
+        self.loop_thread: LoopThread = client.loop
         self.address = address
         host, _, port = address.rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
@@ -83,9 +330,9 @@ class _Connection:
         self.outbox.append((request_id, w, data))
         if not self.flush_scheduled:
             self.flush_scheduled = True
-            self.client.loop.call_soon(self.flush)
+            self.loop_thread.call_soon(self.flush)
         if not w.lock.acquire(timeout=timeout):
-            self.client.loop.call_soon(self.pending.pop, request_id, None)
+            self.loop_thread.call_soon(self.pending.pop, request_id, None)
             raise AttemptTimedOut(f"{self.address}: DEADLINE_EXCEEDED: no reply within {timeout:.3g}s",
                                   p.DEADLINE_EXCEEDED)
         if w.error is not None:
@@ -110,7 +357,7 @@ class _Connection:
         self.queued.extend(batch)
         if not self.connecting:
             self.connecting = True
-            self.client.loop.loop.create_task(self._connect())
+            self.loop_thread.loop.create_task(self._connect())
 
     async def _connect(self) -> None:
         c = self.client
@@ -132,7 +379,7 @@ class _Connection:
         for request_id, w, data in queued:
             self.pending[request_id] = w
         writer.write(b"".join(data for _, _, data in queued))
-        c.loop.loop.create_task(self._read_replies(reader, writer))
+        self.loop_thread.loop.create_task(self._read_replies(reader, writer))
 
     async def _read_replies(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         unpack, readexactly, pending = _HEADER.unpack, reader.readexactly, self.pending
@@ -174,7 +421,7 @@ class _Connection:
 class TcpEndpoint(Endpoint):
     __slots__ = ("conn",)
 
-    def __init__(self, address: str, conn: _Connection) -> None:
+    def __init__(self, address: str, conn: Union[_SocketConnection, _LoopConnection]) -> None:
         super().__init__(address)
         self.conn = conn
 
@@ -206,13 +453,15 @@ class TcpClient(TransportClient[TcpEndpoint]):
 
     def __init__(self, options: TcpOptions) -> None:
         self.options = options
-        self.loop: LoopThread = shared_loop("funboost-tcp-client")
         self.ssl_context: Optional[ssl.SSLContext] = (
             client_ssl_context(options.tls_ca_file, options.tls_client_cert_file, options.tls_client_key_file)
             if options.client_tls else None)
+        # TLS connections run on a loop thread (shared by the tcp clients of the process); plain ones need none
+        self.loop: Optional[LoopThread] = shared_loop("funboost-tcp-client") if self.ssl_context is not None else None
         # every request starts with the same fields; the token is written once here
         self._prefix = b'{"token":' + dumps(options.token).encode() + b',"queue":'
-        endpoints = [TcpEndpoint(a, _Connection(self, a)) for a in options.target_addresses()]
+        conn_class = _LoopConnection if self.ssl_context is not None else _SocketConnection
+        endpoints = [TcpEndpoint(a, conn_class(self, a)) for a in options.target_addresses()]
         # room for the request's own fields around the bodies (queue names are short; 1 KiB is generous)
         overhead = 1024 + len(self._prefix)
         super().__init__(endpoints, max_body=options.max_frame_bytes - overhead,
@@ -263,6 +512,9 @@ class TcpClient(TransportClient[TcpEndpoint]):
         return self.check_health(ep, timeout) == "SERVING"
 
     def close_endpoint(self, ep: TcpEndpoint) -> None:
+        if self.loop is None:
+            ep.conn.close()
+            return
         try:
             self.loop.call_soon(ep.conn.close)
         except RuntimeError:  # the loop is gone (interpreter shutdown)

@@ -6,16 +6,13 @@ from __future__ import annotations
 from typing import Optional
 
 from funboost.plugins.broker import BrokerOptions
-from funboost.transport.options import env_float, env_int, env_list, env_str, local_target, normalize_addresses
+from funboost.transport.options import (check_tls_options, env_bool, env_float, env_int, env_list, env_str,
+                                        local_target, normalize_addresses)
 from pydantic import Field, field_validator, model_validator
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50071
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
-
-
-def _env_bool(name: str) -> bool:
-    return (env_str(name) or "").lower() in ("1", "true", "yes", "on")
 
 
 class TcpOptions(BrokerOptions):
@@ -50,7 +47,7 @@ class TcpOptions(BrokerOptions):
     tls_key_file: Optional[str] = Field(default_factory=lambda: env_str("FUNBOOST_TCP_TLS_KEY_FILE"))
     tls_client_ca_file: Optional[str] = Field(default_factory=lambda: env_str("FUNBOOST_TCP_TLS_CLIENT_CA_FILE"))
     # publisher: connect with TLS; trust tls_ca_file (the CA or self-signed certificate), else the system's CAs
-    tls: bool = Field(default_factory=lambda: _env_bool("FUNBOOST_TCP_TLS"))
+    tls: bool = Field(default_factory=lambda: env_bool("FUNBOOST_TCP_TLS"))
     tls_ca_file: Optional[str] = Field(default_factory=lambda: env_str("FUNBOOST_TCP_TLS_CA_FILE"))
     tls_client_cert_file: Optional[str] = Field(default_factory=lambda: env_str("FUNBOOST_TCP_TLS_CLIENT_CERT_FILE"))
     tls_client_key_file: Optional[str] = Field(default_factory=lambda: env_str("FUNBOOST_TCP_TLS_CLIENT_KEY_FILE"))
@@ -73,12 +70,8 @@ class TcpOptions(BrokerOptions):
 
     @model_validator(mode="after")
     def _check_tls(self) -> "TcpOptions":
-        if bool(self.tls_cert_file) != bool(self.tls_key_file):
-            raise ValueError("TLS on the consumer needs both tls_cert_file and tls_key_file")
-        if self.tls_client_ca_file and not self.tls_cert_file:
-            raise ValueError("tls_client_ca_file (client certificates) needs tls_cert_file and tls_key_file")
-        if bool(self.tls_client_cert_file) != bool(self.tls_client_key_file):
-            raise ValueError("a client certificate needs both tls_client_cert_file and tls_client_key_file")
+        check_tls_options(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file, self.tls_client_cert_file,
+                          self.tls_client_key_file)
         return self
 
     @property

@@ -8,19 +8,20 @@ of its requests are under way and its unsent replies stay under :data:`WRITE_HIG
 sends faster than the consumer answers is slowed down by TCP flow control instead of growing the
 server's memory.
 
-``CALL`` requests block until the function finished, so they run in a thread pool (``call_threads``);
+``CALL`` requests block until the function finished, so they run in handler threads (``call_threads``);
 ``PUBLISH``, ``STATS``, ``PURGE`` and ``PING`` only touch the in-process buffer and run on the loop.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 from funboost.message import dumps, loads
+from funboost.transport.handler_threads import HandlerThreads
 from funboost.transport.errors import Backpressure, BadRequest, CallDeadlineExceeded, RequestError, UnknownQueue
 from funboost.transport.loop_thread import LoopThread
 from funboost.transport.security import require_token_for_bind, token_matches
@@ -64,46 +65,106 @@ class _Refused(Exception):
 
 
 class _Connection:
-    """One accepted connection: its writer, its requests under way, and the replies that worker threads
-    hand to the loop (coalesced: one loop wake-up for all the replies ready at that moment)."""
+    """One accepted connection: its writer, its requests under way, and the replies of call threads.
 
-    __slots__ = ("writer", "loop", "in_flight", "limit", "room", "outbox", "flush_scheduled")
+    A call thread writes its reply straight to the socket (a duplicate of the connection's descriptor) when
+    nothing is waiting to be written before it: no wake-up of the loop, whose hop back cost a thread
+    switch per call. Otherwise (a partial write, earlier bytes still buffered, TLS) the reply goes to the
+    loop, coalesced with the others ready at that moment (one wake-up for all of them). Every write, the
+    loop's included, happens under ``lock``, so frames never interleave."""
+
+    __slots__ = ("writer", "transport", "loop", "lock", "sock", "closed", "in_flight", "limit", "room", "waiting",
+                 "outbox", "flush_scheduled")
 
     def __init__(self, writer: asyncio.StreamWriter, loop: asyncio.AbstractEventLoop, limit: int) -> None:
         self.writer = writer
+        self.transport = writer.transport
         self.loop = loop
-        self.in_flight = 0
+        self.lock = threading.Lock()
+        self.sock: Optional[socket.socket] = None
+        if writer.get_extra_info("sslcontext") is None:
+            raw = writer.get_extra_info("socket")
+            if raw is not None:
+                self.sock = raw.dup()  # the same socket; closed with the connection
+                self.sock.setblocking(False)  # never wait in send() under the lock (whatever the default timeout)
+        self.closed = False
+        self.in_flight = 0  # under lock: call threads decrement it
         self.limit = limit
         self.room = asyncio.Event()
         self.room.set()
+        self.waiting = False  # the reading coroutine waits for room
         self.outbox: deque[bytes] = deque()
         self.flush_scheduled = False
 
+    def write(self, data: bytes) -> None:
+        """On the loop: write a reply."""
+        with self.lock:
+            if not self.closed and not self.transport.is_closing():
+                self.transport.write(data)
+
+    def call_started(self) -> bool:
+        """On the loop: one more call under way; True if the connection has no room for another."""
+        with self.lock:
+            self.in_flight += 1
+            if self.in_flight < self.limit:
+                return False
+            self.room.clear()
+            self.waiting = True
+            return True
+
     def reply_threadsafe(self, data: bytes) -> None:
-        """From a worker thread: queue a reply; wake the loop unless a flush is already on its way."""
-        self.outbox.append(data)
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            try:
-                self.loop.call_soon_threadsafe(self.flush)
-            except RuntimeError:  # the loop is closed: the server stopped
-                pass
+        """From a call thread: write the reply of a finished call (directly when nothing is ahead of it)."""
+        with self.lock:
+            self.in_flight -= 1
+            wake_reader = self.waiting and self.in_flight < self.limit
+            if wake_reader:
+                self.waiting = False
+            if self.closed:
+                return
+            sock = self.sock
+            if (sock is not None and not self.flush_scheduled and not self.transport.get_write_buffer_size()
+                    and not self.transport.is_closing()):
+                try:
+                    sent = sock.send(data)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:  # the connection is gone: its reading side notices and closes it
+                    sent = len(data)
+                if sent < len(data):
+                    self.outbox.append(data[sent:] if sent else data)
+                    self.flush_scheduled = True
+                elif not wake_reader:
+                    return
+            else:
+                self.outbox.append(data)
+                if self.flush_scheduled and not wake_reader:
+                    return  # the flush on its way writes it
+                self.flush_scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self.flush)
+        except RuntimeError:  # the loop is closed: the server stopped
+            pass
 
     def flush(self) -> None:
-        self.flush_scheduled = False  # before draining: a reply appended from now on schedules its own flush
-        box = self.outbox
-        n = len(box)
-        if not n:
-            return
-        data = box.popleft() if n == 1 else b"".join([box.popleft() for _ in range(n)])
-        if not self.writer.is_closing():
-            self.writer.write(data)
-        self.finished(n)
-
-    def finished(self, n: int = 1) -> None:
-        self.in_flight -= n
-        if self.in_flight < self.limit:
+        """On the loop: write the replies call threads could not write themselves; wake the reader."""
+        with self.lock:
+            self.flush_scheduled = False
+            box = self.outbox
+            n = len(box)
+            if n and not self.closed and not self.transport.is_closing():
+                self.transport.write(box.popleft() if n == 1 else b"".join([box.popleft() for _ in range(n)]))
+            box.clear()
+            room = not self.waiting
+        if room:
             self.room.set()
+
+    def close(self) -> None:
+        """On the loop, when the connection ends: no call thread writes to it any more."""
+        with self.lock:
+            self.closed = True
+            sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
 
 
 def _bind_address(host: str, port: int) -> str:
@@ -132,7 +193,7 @@ class TcpServer(QueueServer):
         ssl_ctx = (server_ssl_context(options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file)
                    if options.tls_cert_file and options.tls_key_file else None)
         self._connections: dict[asyncio.StreamWriter, "asyncio.Task[None]"] = {}
-        self._pool = ThreadPoolExecutor(options.call_threads, thread_name_prefix="funboost-tcp-call")
+        self._pool = HandlerThreads(options.call_threads, "funboost-tcp-call")
         self._stopped = False
         self._stop_lock = threading.Lock()
         self._loop_thread = LoopThread(f"funboost-tcp-server-{options.host}:{options.port}")
@@ -143,7 +204,7 @@ class TcpServer(QueueServer):
                 limit=2 * _DISCARD_CHUNK), timeout=30)
         except BaseException as exc:
             self._loop_thread.stop()
-            self._pool.shutdown(wait=False)
+            self._pool.shutdown()
             if isinstance(exc, OSError):
                 raise OSError(exc.errno, f"funboost tcp: cannot listen on "
                                          f"{_bind_address(options.host, options.port)}: {exc.strerror or exc} "
@@ -169,7 +230,7 @@ class TcpServer(QueueServer):
                     return  # the client closed the connection (between frames, or mid-frame)
                 length, request_id, frame_type = unpack(head)
                 if length > max_frame:
-                    writer.write(_error_frame(request_id, p.TOO_LARGE,
+                    conn.write(_error_frame(request_id, p.TOO_LARGE,
                                               f"frame of {length} bytes exceeds max_frame_bytes={max_frame}"))
                     # skip its payload without holding it: the next frame starts after it
                     remaining = length
@@ -182,15 +243,19 @@ class TcpServer(QueueServer):
                     payload = await readexactly(length) if length else b""
                     self._dispatch(conn, request_id, frame_type, payload)
                 # per-connection backpressure: read on only when this connection has room
-                if conn.in_flight >= conn.limit:
-                    conn.room.clear()
+                if not conn.room.is_set():
                     await conn.room.wait()
                 if transport.get_write_buffer_size() > WRITE_HIGH_WATER:
                     await writer.drain()
         except (ConnectionError, OSError) as exc:
             logger.debug("funboost tcp: connection dropped: %r", exc)
+        except asyncio.CancelledError:
+            # stop() cancels the connections: end normally (on 3.11, asyncio's stream callback would log the
+            # cancellation of a connection task as an error)
+            pass
         finally:
             self._connections.pop(writer, None)
+            conn.close()
             writer.close()
 
     def _dispatch(self, conn: _Connection, request_id: int, frame_type: int, payload: bytes) -> None:
@@ -215,7 +280,7 @@ class TcpServer(QueueServer):
                     raise _Refused(p.BAD_REQUEST, "'body' must be a JSON object (the funboost envelope)")
                 if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
                     raise _Refused(p.BAD_REQUEST, "'timeout' must be a number of seconds >= 0 or null")
-                conn.in_flight += 1
+                conn.call_started()
                 self._pool.submit(self._run_call, conn, request_id, queue, body, timeout)
                 return
             if frame_type == p.PING:
@@ -245,7 +310,7 @@ class TcpServer(QueueServer):
         except Exception as exc:  # a bug must cost one request, never the connection
             logger.exception("funboost tcp: request failed")
             out = _error_frame(request_id, p.INTERNAL, f"{type(exc).__name__}: {exc}")
-        conn.writer.write(out)
+        conn.write(out)
 
     def _run_call(self, conn: _Connection, request_id: int, queue: str, body: dict, timeout: Optional[float]) -> None:
         """In a pool thread: run the call (inline when the consumer allows) and hand the reply to the loop."""
@@ -284,7 +349,7 @@ class TcpServer(QueueServer):
         except Exception:  # noqa: BLE001 - best effort: the loop stops below
             logger.debug("funboost tcp: server %s did not close cleanly", self.address, exc_info=True)
         self._loop_thread.stop()
-        self._pool.shutdown(wait=False)
+        self._pool.shutdown()
         logger.info("funboost tcp consumer on %s stopped", self.address)
 
 
