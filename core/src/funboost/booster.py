@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Optional, Sequence, TypeVar, Union
 
 from funboost.deadletter import replay_dead_letters
 from funboost.eta import message_eta
@@ -37,6 +37,7 @@ else:  # pragma: no cover - python 3.9
 if TYPE_CHECKING:  # pragma: no cover
     from funboost.engine.consumer import Consumer
     from funboost.engine.setup import ConsumerSetup
+    from funboost.publishing import PipelinedPublisher
     from funboost.state.base import StateBackend
 
 P = ParamSpec("P")  # the decorated function's parameters: push / __call__ are checked against them
@@ -63,6 +64,10 @@ class Booster(Generic[P, R]):
         self.queue_name = params.queue_name
         self.func: Optional[Callable] = None
         self._brokers: dict[int, Broker] = {}
+        # per process: the callable a publish goes through (the broker's publish, a GroupCommit's or a
+        # PipelinedPublisher's; see funboost.publishing), and the pipelined publisher if any
+        self._senders: dict[int, Callable[[Sequence[OutgoingMessage]], None]] = {}
+        self._pipelined: dict[int, "PipelinedPublisher"] = {}
         self._broker_lock = threading.Lock()
         self._consumer: Optional["Consumer"] = None
         self._consume_lock = threading.Lock()
@@ -219,6 +224,65 @@ class Booster(Generic[P, R]):
                     b = self._brokers[pid] = self.new_broker()
         return b
 
+    def _sender(self) -> Callable[[Sequence[OutgoingMessage]], None]:
+        """This process's publish callable, built at the first publish (see ``publish_mode``)."""
+        s = self._senders.get(_PID[0])
+        if s is not None:
+            return s
+        broker = self.broker
+        with self._broker_lock:
+            pid = os.getpid()
+            s = self._senders.get(pid)
+            if s is None:
+                s = self._senders[pid] = self._new_sender(broker)
+        return s
+
+    def _new_sender(self, broker: Broker) -> Callable[[Sequence[OutgoingMessage]], None]:
+        from funboost.publishing import GroupCommit, PipelinedPublisher
+        p = self.params
+        if p.publish_mode == "pipelined":
+            pub = self._pipelined[os.getpid()] = PipelinedPublisher(
+                broker.publish, self.queue_name, window=p.publish_window_ms / 1000.0,
+                max_batch=p.publish_window_max, retries=p.publish_retry_times, log=self.logger,
+                begin=broker.publish_begin)
+            # SIGTERM / Ctrl-C then flush the window before the process ends (as they drain consumers)
+            install_signal_handlers()
+            return pub.publish
+        if self.broker_cls.capabilities.pipelined_publish:
+            return GroupCommit(broker.publish, max_batch=p.publish_window_max).publish
+        return broker.publish
+
+    def flush(self, timeout: Optional[float] = None) -> None:
+        """``publish_mode="pipelined"``: return once every message pushed by this process so far is on
+        the broker; raise :class:`funboost.publishing.PublishFailed` for those that could not be
+        published. In confirmed mode every push already was, so this returns at once."""
+        pub = self._pipelined.get(os.getpid())
+        if pub is not None:
+            pub.flush(timeout)
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Flush (see :meth:`flush`) and release this process's publishing connection; a later publish
+        opens a new one. Consumers are stopped with :meth:`stop_consume`."""
+        pid = os.getpid()
+        with self._broker_lock:
+            pub = self._pipelined.pop(pid, None)
+            self._senders.pop(pid, None)
+        try:
+            if pub is not None:
+                pub.close(timeout)
+        finally:
+            with self._broker_lock:
+                b = self._brokers.pop(pid, None)
+            if b is not None:
+                b.close()
+
+    @property
+    def publish_stats(self) -> dict[str, int]:
+        """Pipelined mode: ``pushed``, ``confirmed``, ``failed``, ``pending`` of this process's publisher
+        (all zero in confirmed mode, where a failed push raises at once)."""
+        pub = self._pipelined.get(os.getpid())
+        return pub.stats if pub is not None else {"pushed": 0, "confirmed": 0, "failed": 0, "pending": 0}
+
     def state_backend(self) -> "StateBackend":
         from funboost.state.base import get_state_backend
         return get_state_backend(self.params.state_backend)
@@ -320,7 +384,7 @@ class Booster(Generic[P, R]):
                 and self._plain_publish_applies():
             return self._publish_plain(msg)
         env, om = self._build(msg, task_id, task_options)
-        self.broker.publish([om])
+        (self._senders.get(_PID[0]) or self._sender())([om])
         self._after_publish([om.task_id])
         return AsyncResult(om.task_id, booster=self, rpc_enabled=self._rpc_enabled(task_options))
 
@@ -344,8 +408,7 @@ class Booster(Generic[P, R]):
 
     def _publish_plain(self, kwargs: dict) -> "AsyncResult[R]":
         om = self._plain_message(kwargs)
-        b = self._brokers.get(_PID[0]) or self.broker
-        b.publish([om])
+        (self._senders.get(_PID[0]) or self._sender())([om])
         return AsyncResult(om.task_id, self, self.params.is_using_rpc_mode)
 
     def push(self, *args: P.args, **kwargs: P.kwargs) -> "AsyncResult[R]":
@@ -388,7 +451,7 @@ class Booster(Generic[P, R]):
         results: "list[AsyncResult[R]]" = []
         batch: list[OutgoingMessage] = []
         rpc = self._rpc_enabled(task_options)
-        broker = self.broker
+        send = self._sender()
         plain = task_options is None and self._plain_publish_applies()
         for m in msgs:
             if plain and type(m) is dict and "extra" not in m:
@@ -396,12 +459,12 @@ class Booster(Generic[P, R]):
             else:
                 batch.append(self._build(m, None, task_options)[1])
             if len(batch) >= batch_size:
-                broker.publish(batch)
+                send(batch)
                 self._after_publish([o.task_id for o in batch])
                 results.extend(AsyncResult(o.task_id, booster=self, rpc_enabled=rpc) for o in batch)
                 batch = []
         if batch:
-            broker.publish(batch)
+            send(batch)
             self._after_publish([o.task_id for o in batch])
             results.extend(AsyncResult(o.task_id, booster=self, rpc_enabled=rpc) for o in batch)
         return results

@@ -172,6 +172,9 @@ def graceful_stop(timeout: Optional[float] = None) -> None:
             return
         started = time.monotonic()
         summaries = stop_all_consumers(timeout)
+        publishing = sys.modules.get("funboost.publishing")
+        if publishing is not None:  # pipelined publishers: send what their windows hold (os._exit follows)
+            publishing.flush_all_at_exit()
         _stop_schedulers()
         children = _stop_children(timeout)
         _shutdown.done.set()

@@ -14,7 +14,7 @@ import logging
 import warnings
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic._internal._model_construction import ModelMetaclass
@@ -170,6 +170,14 @@ class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
     booster_group: Optional[str] = None
     state_backend: Optional[str] = None  # None: FUNBOOST_STATE_BACKEND env var, else "sqlite"
 
+    # ---- publishing (see funboost.publishing and docs/usage.md "Publish modes")
+    # "confirmed": push returns once the broker has the message (concurrent pushes share confirmations);
+    # "pipelined": push returns at once, messages leave in batches within the window below
+    publish_mode: Literal["confirmed", "pipelined"] = "confirmed"
+    publish_window_ms: float = Field(5.0, gt=0, le=60_000)
+    publish_window_max: int = Field(1000, ge=1)
+    publish_retry_times: int = Field(3, ge=0)
+
     # ---- concurrency
     concurrent_mode: str = ConcurrentModeEnum.THREADING
     concurrent_num: int = 50
@@ -300,6 +308,9 @@ class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
         if defaults:
             object.__setattr__(self, "broker_exclusive_config", {**defaults, **self.broker_exclusive_config})
         broker_cls.parse_options(self.broker_exclusive_config)
+        if self.publish_mode == "pipelined" and not broker_cls.capabilities.pipelined_publish:
+            raise ValueError(f"publish_mode='pipelined' needs a broker kind whose batch publish is one round trip "
+                             f"(Capabilities.pipelined_publish); {broker_cls.kind!r} has none")
         return self
 
     # ---- use as a decorator:  @BoosterParams(queue_name=...)

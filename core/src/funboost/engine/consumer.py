@@ -414,8 +414,12 @@ class Consumer:
             free = min(free, max(1, int(self.rate.qps)))  # never hold more than ~1 s of work
         return max(0, free)
 
+    # how long the dispatcher may wait for half the pool to free up while a backlog waits (see below)
+    GATHER_SECONDS = 0.002
+
     def _dispatch_loop(self) -> None:
         error_delay = 0.5
+        backlog = False
         while not self._stop.is_set():
             wait = self.seconds_until_runnable_check()
             if wait:
@@ -429,6 +433,12 @@ class Consumer:
                     except Exception as exc:
                         self.logger.warning("keep-alive poll failed: %s", exc)
                 continue
+            if backlog and self.executor.max_workers >= 8:
+                # the last fetch was full, so more is waiting: let half the pool free up (briefly) and
+                # fetch that in one round trip, rather than one round trip per slot that frees
+                half = self.executor.max_workers // 2
+                if self.executor.free_capacity() < half:
+                    self.executor.wait_for_free(half, self.GATHER_SECONDS)
             limit = self._fetch_limit()
             if limit <= 0:
                 continue
@@ -437,6 +447,7 @@ class Consumer:
                 timeout = max(0.0, min(timeout, self._delayed[0][0] - time.time()))
             try:
                 deliveries = self.broker.fetch(limit, timeout)
+                backlog = len(deliveries) >= limit > 1
                 error_delay = 0.5
             except Exception as exc:
                 self.logger.warning("fetch from %s failed: %s: %s (retrying in %.1fs)", self.broker.kind,

@@ -41,10 +41,11 @@ class Executor:
                 self._waiters -= 1
             return self._held < self.max_workers
 
-    def wait_idle(self, timeout: float) -> bool:
+    def wait_for_free(self, count: int, timeout: float) -> bool:
+        """Wait until at least ``count`` slots are free (at most ``timeout`` seconds)."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._held > 0:
+            while self.max_workers - self._held < count:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -54,6 +55,9 @@ class Executor:
                 finally:
                     self._waiters -= 1
             return True
+
+    def wait_idle(self, timeout: float) -> bool:
+        return self.wait_for_free(self.max_workers, timeout)
 
     def _acquire(self) -> None:
         with self._cond:

@@ -75,6 +75,10 @@ class Capabilities:
     # transports without a server (grpc, tcp, http): a message can only be published to a consumer that
     # serves the queue; the broker implements serve(), which the contract suite calls before publishing
     needs_serving_consumer: bool = False
+    # publish(messages) costs about one round trip whatever the list's length and returns once the server
+    # confirmed all of them: the kind supports publish_mode="pipelined", and confirmed publishes of
+    # several threads are sent together (funboost.publishing)
+    pipelined_publish: bool = False
     # what the flags above cannot say (e.g. a guarantee that depends on an option); shown by `funboost brokers`
     notes: str = ""
 
@@ -187,6 +191,14 @@ class Broker:
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         raise NotImplementedError
 
+    def publish_begin(self, messages: Sequence[OutgoingMessage]) -> Callable[[], None]:
+        """Start publishing ``messages``; return a function that blocks until the broker has all of them
+        (raising what ``publish`` would raise). ``publish_mode="pipelined"`` keeps a few batches begun
+        this way in flight, in order. The default publishes at once and returns a no-op; kinds whose
+        client confirms asynchronously (RabbitMQ publisher confirms, Kafka acks) override it."""
+        self.publish(messages)
+        return _published
+
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         raise NotImplementedError
 
@@ -241,6 +253,10 @@ class Broker:
             if self._dlx is None:
                 self._dlx = type(self)(dead_letter_queue_name(self.queue_name), self.options)
             return self._dlx
+
+
+def _published() -> None:
+    """The wait of a publish that already returned (``Broker.publish_begin``'s default)."""
 
 
 def dead_letter_queue_name(queue_name: str) -> str:

@@ -43,6 +43,14 @@ class BrokerSpec:
         """
 
     @hookspec(firstresult=True)
+    def publish_begin(self, messages: "Sequence[OutgoingMessage]") -> "Callable[[], None]":  # type: ignore[empty-body]
+        """Start storing messages; return a function that blocks until the broker holds all of them and
+        raises what ``publish`` would raise. Optional: :class:`~funboost.plugins.broker.Broker` provides
+        it as ``publish`` followed by a no-op; a kind whose client confirms asynchronously overrides it so
+        that ``publish_mode="pipelined"`` keeps several batches in flight.
+        """
+
+    @hookspec(firstresult=True)
     def fetch(self, max_count: int, timeout: float) -> "list[Delivery]":  # type: ignore[empty-body]
         """Take up to ``max_count`` deliveries.
 

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, OffsetSpec
@@ -114,7 +114,8 @@ class KafkaBroker(Broker):
     capabilities = Capabilities(
         at_least_once=True, persistent=True, native_requeue=False, dead_letter=True,
         native_delay=False, priority=False, ordering="partition", queue_size="approximate",
-        in_flight_count=False, purge=True, broadcast=False, request_response=False, cross_process=True)
+        in_flight_count=False, purge=True, broadcast=False, request_response=False, cross_process=True,
+        pipelined_publish=True)
     options_model = KafkaOptions
 
     def __init__(self, queue_name: str, options: Optional[KafkaOptions] = None) -> None:
@@ -198,7 +199,15 @@ class KafkaBroker(Broker):
                 time.sleep(0.2)
         self._produce(self.topic, [(m.body, m.key, m.task_id, m.headers) for m in messages])
 
-    def _produce(self, topic: str, items: list[tuple[Any, Optional[Any], str, dict]]) -> None:
+    def publish_begin(self, messages: Sequence[OutgoingMessage]) -> Callable[[], None]:
+        """Hand the batch to the producer now; the returned function waits for the broker's acks."""
+        if not messages or not self.options.wait_for_ack:
+            return super().publish_begin(messages)
+        self._ensure_topic()
+        return self._produce(self.topic, [(m.body, m.key, m.task_id, m.headers) for m in messages], wait=False)
+
+    def _produce(self, topic: str, items: list[tuple[Any, Optional[Any], str, dict]],
+                 wait: bool = True) -> Callable[[], None]:
         producer = self._producer
         if producer is None or self._producer_gen != fork_generation():
             producer = self._producer = _shared.producer(self.options)
@@ -212,21 +221,26 @@ class KafkaBroker(Broker):
             if extra_headers:
                 headers.extend((k, str(v).encode("utf-8")) for k, v in extra_headers.items())
             futures.append(producer.send(topic, value=value, key=key, headers=headers or None))
-        if not self.options.wait_for_ack:
-            return
-        deadline = time.monotonic() + self.options.publish_timeout
-        try:
-            producer.flush(timeout=self.options.publish_timeout)  # send what linger holds back now
-            for f in futures:
-                f.get(timeout=max(0.1, deadline - time.monotonic()))  # raises the produce error, if any
-        except KafkaError as exc:
-            # A producer that failed may never recover on its own (after a broker restart kafka-python
-            # keeps asking for its old producer id; a restarted in-memory broker also forgot the topic):
-            # the next publish starts from a new producer and checks the topic again.
-            self._discard_producer(producer)
-            raise KafkaPublishError(
-                f"kafka publish of {len(items)} message(s) to {topic!r} on {self.options.servers()} was not "
-                f"acknowledged within {self.options.publish_timeout}s: {type(exc).__name__}: {exc}") from exc
+        timeout = self.options.publish_timeout
+
+        def confirm() -> None:
+            deadline = time.monotonic() + timeout
+            try:
+                producer.flush(timeout=timeout)  # send what linger holds back now rather than after linger_ms
+                for f in futures:
+                    f.get(timeout=max(0.1, deadline - time.monotonic()))  # raises the produce error, if any
+            except KafkaError as exc:
+                # A producer that failed may never recover on its own (after a broker restart kafka-python
+                # keeps asking for its old producer id; a restarted in-memory broker also forgot the topic):
+                # the next publish starts from a new producer and checks the topic again.
+                self._discard_producer(producer)
+                raise KafkaPublishError(
+                    f"kafka publish of {len(items)} message(s) to {topic!r} on {self.options.servers()} was not "
+                    f"acknowledged within {timeout}s: {type(exc).__name__}: {exc}") from exc
+
+        if wait and self.options.wait_for_ack:
+            confirm()
+        return confirm
 
     def _discard_producer(self, producer: KafkaProducer) -> None:
         key = _shared.producer_key(self.options)

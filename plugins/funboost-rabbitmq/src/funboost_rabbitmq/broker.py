@@ -20,7 +20,7 @@ import os
 import re
 import threading
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import pika
 import pika.exceptions
@@ -85,7 +85,8 @@ class RabbitmqBroker(Broker):
     capabilities = Capabilities(
         at_least_once=True, persistent=True, native_requeue=True, dead_letter=True, native_delay=True,
         priority=True, ordering="fifo", queue_size="exact", in_flight_count=False, purge=True,
-        broadcast=False, request_response=False, cross_process=True, max_priority=255)
+        broadcast=False, request_response=False, cross_process=True, max_priority=255,
+        pipelined_publish=True)
     options_model = RabbitmqOptions
 
     def __init__(self, queue_name: str, options: Optional[RabbitmqOptions] = None) -> None:
@@ -272,25 +273,42 @@ class RabbitmqBroker(Broker):
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
             return
-        pub = self._get_publisher()
-        if self._declared_gen < 0:
-            pub.wait_ready(min(5.0, self.options.publish_timeout))
-        self._ensure_declared(pub)
-        now = time.time()
-        delay_queues: dict[str, int] = {}
+        pub = self._ready_publisher()
         o = self.options
         if len(messages) == 1:
             m = messages[0]
-            exchange, key, extra = self._route(m, now, delay_queues)
+            delay_queues: dict[str, int] = {}
+            exchange, key, extra = self._route(m, time.time(), delay_queues)
             self._declare_delay_queues(delay_queues)
             get_thread_publisher(self.url, o.heartbeat, o.reconnect_max_delay).publish_one(
                 PublishItem(exchange, key, _body_bytes(m.body), self._properties(m, extra)), o.publish_timeout)
             return
-        # batch path: (exchange, key, body, encoded properties) tuples, no pika objects (see frames.py)
+        pub.publish(self._wire(messages), o.publish_timeout)
+
+    def publish_begin(self, messages: Sequence[OutgoingMessage]) -> Callable[[], None]:
+        """Write the batch now; the returned function waits for its publisher confirms (pipelined mode
+        keeps several batches in flight on the shared confirming connection)."""
+        if not messages:
+            return super().publish_begin(messages)
+        pub = self._ready_publisher()
+        return pub.publish_begin(self._wire(messages), self.options.publish_timeout)
+
+    def _ready_publisher(self) -> Publisher:
+        pub = self._get_publisher()
+        if self._declared_gen < 0:
+            pub.wait_ready(min(5.0, self.options.publish_timeout))
+        self._ensure_declared(pub)
+        return pub
+
+    def _wire(self, messages: Sequence[OutgoingMessage]) -> list[WireMessage]:
+        """The batch path's form: (exchange, key, body, encoded properties) tuples, no pika objects
+        (see frames.py); declares the TTL delay queues the batch needs."""
+        now = time.time()
+        delay_queues: dict[str, int] = {}
         wire: list[WireMessage] = []
         append = wire.append
         props = self._wire_props
-        plain = not o.headers_for_publish  # common case: only message_id varies
+        plain = not self.options.headers_for_publish  # common case: only message_id varies
         for m in messages:
             body = m.body
             body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
@@ -301,7 +319,7 @@ class RabbitmqBroker(Broker):
             append((exchange, key, body,
                     props.encode(self._priority(m), m.task_id or None, self._headers(m, extra))))
         self._declare_delay_queues(delay_queues)
-        pub.publish(wire, o.publish_timeout)
+        return wire
 
     def _declare_delay_queues(self, queues: dict[str, int]) -> None:
         """(Re)declare the TTL delay queues a publish needs; re-declaring on every publish also resets

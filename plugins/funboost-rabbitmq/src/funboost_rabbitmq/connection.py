@@ -204,6 +204,10 @@ class PublishError(ConnectionError):
     pass
 
 
+def _no_wait() -> None:
+    return None
+
+
 class Publisher:
     """One ``SelectConnection`` with a confirm-mode channel, driven by a daemon I/O thread.
 
@@ -318,35 +322,57 @@ class Publisher:
     def publish(self, messages: Sequence[WireMessage], timeout: float) -> None:
         """Return once every message is confirmed; retry the unconfirmed ones across reconnects (so a
         message may be stored twice, never zero times) until ``timeout``."""
+        self.publish_begin(messages, timeout)()
+
+    def publish_begin(self, messages: Sequence[WireMessage], timeout: float) -> Callable[[], None]:
+        """Hand the batch to the I/O thread now and return a function that waits for its confirms (and
+        retries, as :meth:`publish`). Batches begun one after the other are written in that order and
+        are in flight together: their confirms pipeline."""
         if not messages:
-            return
+            return _no_wait
         deadline = time.monotonic() + timeout
         batch = _Batch(messages)
+        handed = self._attempt(batch, messages, deadline, timeout)
+
+        def wait() -> None:
+            self._finish(batch, messages, deadline, timeout, handed)
+        return wait
+
+    def _attempt(self, batch: _Batch, messages: Sequence[WireMessage], deadline: float, timeout: float) -> bool:
+        """Encode the unconfirmed messages of ``batch`` and queue their write on the I/O thread. False if
+        that could not be done now (try again); PublishError once ``deadline`` passed."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not self._ready.wait(remaining):
+            reason = batch.error or self.last_error or "not connected"
+            raise PublishError(f"rabbitmq publish timed out after {timeout}s ({len(batch.pending)} of "
+                               f"{len(messages)} unconfirmed): {reason}")
+        conn = self._conn
+        generation, encoder = self._wire
+        if encoder is None:  # not connected yet (ready is set only after _wire)
+            time.sleep(0.01)
+            return False
+        indexes: Sequence[int] = (range(len(messages)) if len(batch.pending) == len(messages)
+                                  else sorted(batch.pending))
+        # encoded here, on the caller's thread: the I/O thread (shared by all publishing threads
+        # and busy reading confirms) only numbers and writes
+        data = encoder.encode(messages, indexes)
+        batch.done.clear()
+        batch.generation = generation
+        try:
+            conn.ioloop.add_callback_threadsafe(  # type: ignore[union-attr]
+                lambda: self._send(batch, generation, indexes, data))
+        except Exception as exc:
+            batch.error = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.05)
+            return False
+        return True
+
+    def _finish(self, batch: _Batch, messages: Sequence[WireMessage], deadline: float, timeout: float,
+                handed: bool) -> None:
         nack_delays = backoff_delays(self._max_delay)
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._ready.wait(remaining):
-                reason = batch.error or self.last_error or "not connected"
-                raise PublishError(f"rabbitmq publish timed out after {timeout}s ({len(batch.pending)} of "
-                                   f"{len(messages)} unconfirmed): {reason}")
-            conn = self._conn
-            generation, encoder = self._wire
-            if encoder is None:  # not connected yet (ready is set only after _wire)
-                time.sleep(0.01)
-                continue
-            indexes: Sequence[int] = (range(len(messages)) if len(batch.pending) == len(messages)
-                                      else sorted(batch.pending))
-            # encoded here, on the caller's thread: the I/O thread (shared by all publishing threads
-            # and busy reading confirms) only numbers and writes
-            data = encoder.encode(messages, indexes)
-            batch.done.clear()
-            batch.generation = generation
-            try:
-                conn.ioloop.add_callback_threadsafe(  # type: ignore[union-attr]
-                    lambda: self._send(batch, generation, indexes, data))
-            except Exception as exc:
-                batch.error = f"{type(exc).__name__}: {exc}"
-                time.sleep(0.05)
+            if not handed:
+                handed = self._attempt(batch, messages, deadline, timeout)
                 continue
             # wait in slices: if the connection is replaced the I/O thread fails the batch anyway,
             # but a callback queued to a loop that stopped would never run
@@ -363,6 +389,7 @@ class Publisher:
             if batch.nacked:  # the server refuses now (queue full...): retry, but not in a hot loop
                 batch.nacked = False
                 time.sleep(max(0.0, min(next(nack_delays), deadline - time.monotonic())))
+            handed = self._attempt(batch, messages, deadline, timeout)
 
     def close(self) -> None:
         self._closing = True

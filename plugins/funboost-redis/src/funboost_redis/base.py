@@ -2,19 +2,17 @@
 linger buffer, and the consumer liveness (heartbeat + reclaim) used by the at-least-once kinds."""
 from __future__ import annotations
 
-import atexit
 import itertools
 import logging
 import os
-import threading
 import time
 import uuid
-import weakref
 from typing import Optional, Sequence
 
 from funboost.engine.liveness import ConsumerLease, LeaseInfo
 from funboost.plugins.broker import Broker, OutgoingMessage, new_consumer_id
 from funboost.process_local import fork_generation
+from funboost.publishing import PipelinedPublisher
 
 from funboost_redis import connection
 from funboost_redis.connection import TRANSIENT_ERRORS, Handle, RedisOptions, conn_spec, with_retry
@@ -52,9 +50,11 @@ class RedisBrokerBase(Broker):
         self.base = f"{self.options.key_prefix}:{{{queue_name}}}:"
         self.k_delayed = self.base + "delayed"
         self._closed = False
-        self._linger: Optional[_Linger] = None
+        # linger_ms: the broker-level form of BoosterParams(publish_mode="pipelined"), same machinery
+        self._linger: Optional[PipelinedPublisher] = None
         if self.options.linger_ms > 0:
-            self._linger = _Linger(self, self.options.linger_ms / 1000.0, self.options.linger_max_batch)
+            self._linger = PipelinedPublisher(self._publish_retrying, queue_name, self.options.linger_ms / 1000.0,
+                                              self.options.linger_max_batch, retries=0, log=logger)
 
     @classmethod
     def check_available(cls, options: RedisOptions) -> Optional[str]:  # type: ignore[override]
@@ -79,9 +79,12 @@ class RedisBrokerBase(Broker):
         if not messages:
             return
         if self._linger is not None:
-            self._linger.add(messages)
+            self._linger.publish(messages)
             return
         with_retry(lambda: self._publish_now(messages), self.options.retry_seconds, "publish")
+
+    def _publish_retrying(self, messages: Sequence[OutgoingMessage]) -> None:
+        with_retry(lambda: self._publish_now(messages), self.options.retry_seconds, "publish (linger)")
 
     def _publish_now(self, messages: Sequence[OutgoingMessage]) -> None:
         raise NotImplementedError
@@ -98,77 +101,6 @@ class RedisBrokerBase(Broker):
         if self._linger is not None:
             self._linger.close()
         super().close()
-
-
-class _Linger:
-    """Client-side publish buffer: messages are sent in one round trip every ``linger`` seconds or when
-    ``max_batch`` are waiting. Messages still in the buffer are lost if the process is SIGKILLed."""
-
-    _all: "weakref.WeakSet[_Linger]" = weakref.WeakSet()
-
-    def __init__(self, broker: RedisBrokerBase, linger: float, max_batch: int) -> None:
-        self._broker = broker
-        self._linger = linger
-        self._max = max_batch
-        self._buf: list[OutgoingMessage] = []
-        self._cond = threading.Condition()
-        self._thread: Optional[threading.Thread] = None
-        self._stop = False
-        _Linger._all.add(self)
-
-    def add(self, messages: Sequence[OutgoingMessage]) -> None:
-        with self._cond:
-            self._buf.extend(messages)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="funboost-redis-linger", daemon=True)
-                self._thread.start()
-            if len(self._buf) >= self._max:
-                self._cond.notify()
-
-    def _take(self) -> list[OutgoingMessage]:
-        buf, self._buf = self._buf, []
-        return buf
-
-    def _send(self, buf: list[OutgoingMessage]) -> None:
-        if buf:
-            b = self._broker
-            with_retry(lambda: b._publish_now(buf), b.options.retry_seconds, "publish (linger)")
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                if not self._buf and not self._stop:
-                    self._cond.wait(self._linger)
-                if len(self._buf) < self._max and not self._stop:
-                    self._cond.wait(self._linger)
-                buf = self._take()
-                stop = self._stop
-            try:
-                self._send(buf)
-            except Exception:
-                logger.exception("funboost-redis: linger flush of %d messages failed", len(buf))
-            if stop:
-                return
-
-    def flush(self) -> None:
-        with self._cond:
-            buf = self._take()
-        self._send(buf)
-
-    def close(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
-        self.flush()
-
-
-@atexit.register
-def _flush_lingers_at_exit() -> None:
-    for lg in list(_Linger._all):
-        try:
-            lg.flush()
-        except Exception:  # pragma: no cover - best effort at interpreter exit
-            logger.exception("funboost-redis: final linger flush failed")
 
 
 class LivenessMixin:

@@ -14,7 +14,7 @@ from funboost.plugins.broker import Capabilities, Delivery, OutgoingMessage, Que
 
 from funboost_redis import scripts
 from funboost_redis.base import LivenessMixin, RedisBrokerBase, delayed_member, logger
-from funboost_redis.connection import TRANSIENT_ERRORS, RedisOptions, with_retry
+from funboost_redis.connection import TRANSIENT_ERRORS, RedisOptions, encode_prefix, with_retry
 
 _CHUNK = 1000
 
@@ -34,6 +34,8 @@ class _ListBroker(RedisBrokerBase):
     def __init__(self, queue_name: str, options: Optional[RedisOptions] = None) -> None:
         super().__init__(queue_name, options)
         self.k_ready = self.base + "ready"
+        # LPUSH <ready list> encoded once per list: a one-by-one publish only appends the body
+        self._lpush = [encode_prefix("LPUSH", self._ready_key(p)) for p in range(self.nprio)]
         self._backoff = 0.05
 
     def _ready_key(self, prio: int) -> str:
@@ -46,11 +48,13 @@ class _ListBroker(RedisBrokerBase):
 
     def _publish_now(self, messages: Sequence[OutgoingMessage]) -> None:
         h = self._h()
+        if len(messages) == 1:
+            m = messages[0]
+            if m.eta is None or m.eta <= time.time():
+                # the one-by-one fast path: one pre-encoded command, no pipeline
+                h.command_with(self._lpush[self._prio(m)], m.body)
+                return
         t = time.time()
-        if len(messages) == 1 and (messages[0].eta is None or messages[0].eta <= t):
-            # the one-by-one fast path: one command, no pipeline
-            h.command("LPUSH", self._ready_key(self._prio(messages[0])), messages[0].body)
-            return
         client = h.client
         ready: dict[int, list[str]] = {}
         delayed: dict[str, float] = {}
@@ -101,7 +105,7 @@ class RedisBroker(_ListBroker):
     aliases = ("redis_list",)
     capabilities = Capabilities(
         at_least_once=False, persistent=True, native_requeue=True, dead_letter=True, native_delay=True,
-        priority=False, ordering="fifo", queue_size="exact", in_flight_count=False, purge=True)
+        priority=False, ordering="fifo", queue_size="exact", in_flight_count=False, purge=True, pipelined_publish=True)
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         deadline = time.monotonic() + timeout
@@ -250,7 +254,7 @@ class RedisAckAbleBroker(_ReliableListBroker):
     aliases = ("redis_brpop_lpush", "redisbrpoplpush", "redis_ack_using_timeout", "reids_ack_using_timeout")
     capabilities = Capabilities(
         at_least_once=True, persistent=True, native_requeue=True, dead_letter=True, native_delay=True,
-        priority=False, ordering="fifo", queue_size="exact", in_flight_count=True, purge=True)
+        priority=False, ordering="fifo", queue_size="exact", in_flight_count=True, purge=True, pipelined_publish=True)
 
 
 class RedisPriorityBroker(_ReliableListBroker):
@@ -262,4 +266,4 @@ class RedisPriorityBroker(_ReliableListBroker):
     capabilities = Capabilities(
         at_least_once=True, persistent=True, native_requeue=True, dead_letter=True, native_delay=True,
         priority=True, ordering="priority", queue_size="exact", in_flight_count=True, purge=True,
-        max_priority=9)
+        max_priority=9, pipelined_publish=True)

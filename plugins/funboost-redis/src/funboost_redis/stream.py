@@ -14,7 +14,7 @@ from funboost.plugins.broker import Capabilities, Delivery, OutgoingMessage, Que
 
 from funboost_redis import scripts
 from funboost_redis.base import LivenessMixin, RedisBrokerBase, delayed_member, logger
-from funboost_redis.connection import TRANSIENT_ERRORS, RedisOptions, with_retry
+from funboost_redis.connection import TRANSIENT_ERRORS, RedisOptions, encode_prefix, with_retry
 
 GROUP = "funboost"
 
@@ -24,12 +24,13 @@ class RedisStreamBroker(LivenessMixin, RedisBrokerBase):
     aliases = ()
     capabilities = Capabilities(
         at_least_once=True, persistent=True, native_requeue=True, dead_letter=True, native_delay=True,
-        priority=False, ordering="fifo", queue_size="exact", in_flight_count=True, purge=True)
+        priority=False, ordering="fifo", queue_size="exact", in_flight_count=True, purge=True, pipelined_publish=True)
     _reclaim_script = ("reclaim_stream", scripts.RECLAIM_STREAM)
 
     def __init__(self, queue_name: str, options: Optional[RedisOptions] = None) -> None:
         super().__init__(queue_name, options)
         self.k_stream = self.base + "stream"
+        self._xadd = encode_prefix("XADD", self.k_stream, "*", "b")
         self._liveness_init()
         self._group_ok = False
         self._backoff = 0.05
@@ -58,7 +59,7 @@ class RedisStreamBroker(LivenessMixin, RedisBrokerBase):
         h = self._h()
         t = time.time()
         if len(messages) == 1 and (messages[0].eta is None or messages[0].eta <= t):
-            h.command("XADD", self.k_stream, "*", "b", messages[0].body)
+            h.command_with(self._xadd, messages[0].body)
             return
         client = h.client
         pipe = client.pipeline(transaction=False)

@@ -15,7 +15,7 @@ or, in a plugin's own tests, subclass :class:`BrokerContract` (all modules) or o
 
 Modules: ``test_registration``, ``test_publish_consume``, ``test_ack``, ``test_requeue``,
 ``test_dead_letter``, ``test_queue_size``, ``test_delay``, ``test_priority``, ``test_purge``,
-``test_redelivery``, ``test_delivery_mode``, ``test_persistence``, ``test_engine``. See
+``test_redelivery``, ``test_delivery_mode``, ``test_persistence``, ``test_engine``, ``test_publish_mode``. See
 ``docs/writing-a-broker-plugin.md``.
 """
 from funboost.testing.contract.base import ContractBase
@@ -27,6 +27,7 @@ from funboost.testing.contract.test_engine import EngineTests
 from funboost.testing.contract.test_persistence import PersistenceTests
 from funboost.testing.contract.test_priority import PriorityTests
 from funboost.testing.contract.test_publish_consume import PublishConsumeTests
+from funboost.testing.contract.test_publish_mode import PublishModeTests
 from funboost.testing.contract.test_purge import PurgeTests
 from funboost.testing.contract.test_queue_size import QueueSizeTests
 from funboost.testing.contract.test_redelivery import RedeliveryTests
@@ -36,10 +37,10 @@ from funboost.testing.contract.test_requeue import RequeueTests
 
 class BrokerContract(RegistrationTests, PublishConsumeTests, AckTests, RequeueTests, DeadLetterTests,
                      QueueSizeTests, DelayTests, PriorityTests, PurgeTests, RedeliveryTests, DeliveryModeTests,
-                     PersistenceTests, EngineTests, ContractBase):
+                     PersistenceTests, EngineTests, PublishModeTests, ContractBase):
     """Every contract test; subclass it in a plugin's tests and set ``broker_kind``."""
 
 
 __all__ = ["BrokerContract", "ContractBase", "RegistrationTests", "PublishConsumeTests", "AckTests",
            "RequeueTests", "DeadLetterTests", "QueueSizeTests", "DelayTests", "PriorityTests", "PurgeTests",
-           "RedeliveryTests", "DeliveryModeTests", "PersistenceTests", "EngineTests"]
+           "RedeliveryTests", "DeliveryModeTests", "PersistenceTests", "EngineTests", "PublishModeTests"]

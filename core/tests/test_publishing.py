@@ -1,0 +1,194 @@
+"""publish_mode: group commit (confirmed) and the pipelined publisher, on the in-process memory broker.
+
+The sends below are the memory broker's real ``publish`` wrapped to observe what reached it (and, where a
+test needs it, to block until a condition holds or to refuse a batch); the broker-backed behaviour over
+the network (a server that refuses, interpreter exit) is tested in the redis plugin's tests."""
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Sequence
+
+import pytest
+
+from funboost import BoosterParams, boost
+from funboost.brokers.memory import MemoryBroker
+from funboost.plugins.broker import OutgoingMessage
+from funboost.publishing import GroupCommit, PipelinedPublisher, PublishFailed
+from funboost.testing.contract.base import wait_until
+
+
+def _msg(tag: str) -> OutgoingMessage:
+    return OutgoingMessage(body='{"x": 1}', task_id=tag)
+
+
+class Recorder:
+    """The memory broker's publish, recording each batch and what is stored (task ids)."""
+
+    def __init__(self) -> None:
+        self.broker = MemoryBroker(f"pub_{uuid.uuid4().hex[:8]}")
+        self.batches: list[list[str]] = []
+        self.stored: set[str] = set()
+        self.lock = threading.Lock()
+        self.refuse: set[str] = set()  # a batch holding one of these raises before anything is stored
+        self.gate: threading.Event | None = None  # when set up: the first send waits for it
+
+    def __call__(self, messages: Sequence[OutgoingMessage]) -> None:
+        if self.gate is not None:
+            gate, self.gate = self.gate, None
+            assert gate.wait(10), "test gate never opened"
+        ids = [m.task_id for m in messages]
+        if self.refuse.intersection(ids):
+            raise ConnectionError("refused by the test")
+        self.broker.publish(list(messages))
+        with self.lock:
+            self.batches.append(ids)
+            self.stored.update(ids)
+
+
+def test_group_commit_every_caller_returns_after_its_message_is_stored():
+    rec = Recorder()
+    gc = GroupCommit(rec)
+    errors: list[str] = []
+
+    def worker(t: int) -> None:
+        for i in range(200):
+            tid = f"{t}-{i}"
+            gc.publish([_msg(tid)])
+            with rec.lock:
+                if tid not in rec.stored:
+                    errors.append(tid)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert not errors, f"publish returned before the broker had {errors[:5]}"
+    all_ids = [i for b in rec.batches for i in b]
+    assert len(all_ids) == 1600 and len(set(all_ids)) == 1600  # each once
+    assert rec.broker.queue_size().ready == 1600
+
+
+def test_group_commit_sends_queued_callers_in_one_batch():
+    rec = Recorder()
+    gate = rec.gate = threading.Event()
+    gc = GroupCommit(rec)
+    first = threading.Thread(target=gc.publish, args=([_msg("first")],))
+    first.start()
+    wait_until(lambda: gc._busy, 5, message="the first publish in flight")
+    others = [threading.Thread(target=gc.publish, args=([_msg(f"o{i}")],)) for i in range(7)]
+    for th in others:
+        th.start()
+    wait_until(lambda: len(gc._queue) == 7, 5, message="seven callers queued behind it")
+    gate.set()
+    for th in [first, *others]:
+        th.join(10)
+    assert rec.batches[0] == ["first"]
+    assert sorted(rec.batches[1]) == sorted(f"o{i}" for i in range(7)), rec.batches
+    assert not gc._busy and not gc._queue
+
+
+def test_group_commit_reports_a_failed_batch_to_each_of_its_callers():
+    rec = Recorder()
+    rec.refuse = {"bad"}
+    gate = rec.gate = threading.Event()
+    gc = GroupCommit(rec)
+    outcome: dict[str, str] = {}
+
+    def call(tid: str) -> None:
+        try:
+            gc.publish([_msg(tid)])
+            outcome[tid] = "ok"
+        except ConnectionError:
+            outcome[tid] = "raised"
+
+    first = threading.Thread(target=call, args=("first",))
+    first.start()
+    wait_until(lambda: gc._busy, 5, message="the first publish in flight")
+    queued = [threading.Thread(target=call, args=(t,)) for t in ("a", "bad", "b")]
+    for th in queued:
+        th.start()
+    wait_until(lambda: len(gc._queue) == 3, 5, message="three callers queued")
+    gate.set()
+    for th in [first, *queued]:
+        th.join(10)
+    assert outcome == {"first": "ok", "a": "raised", "bad": "raised", "b": "raised"}
+    assert rec.stored == {"first"}
+    gc.publish([_msg("after")])  # the group commit is usable again
+    assert "after" in rec.stored
+
+
+def test_pipelined_publisher_flush_and_stats():
+    rec = Recorder()
+    p = PipelinedPublisher(rec, "q", window=60.0, max_batch=100_000)  # only flush() sends
+    for i in range(500):
+        p.publish([_msg(str(i))])
+    assert p.stats["pushed"] == 500
+    p.flush()
+    assert rec.stored == {str(i) for i in range(500)}
+    assert p.stats == {"pushed": 500, "confirmed": 500, "failed": 0, "pending": 0}
+    p.close()
+    with pytest.raises(RuntimeError):
+        p.publish([_msg("late")])
+
+
+def test_pipelined_publisher_sends_by_count_and_by_window():
+    rec = Recorder()
+    p = PipelinedPublisher(rec, "q", window=60.0, max_batch=10)
+    for i in range(10):
+        p.publish([_msg(f"c{i}")])
+    wait_until(lambda: len(rec.stored) == 10, 5, message="a full batch sent without flush")
+    p.close()
+    rec2 = Recorder()
+    p2 = PipelinedPublisher(rec2, "q", window=0.05, max_batch=1000)
+    p2.publish([_msg("w")])
+    wait_until(lambda: rec2.stored == {"w"}, 5, message="the window's end sends a partial batch")
+    p2.close()
+
+
+def test_pipelined_publisher_retries_then_reports_once():
+    rec = Recorder()
+    rec.refuse = {"bad"}
+    p = PipelinedPublisher(rec, "q", window=60.0, max_batch=2, retries=1)
+    p.publish([_msg("ok1")])
+    p.publish([_msg("ok2")])  # a full batch: sent
+    p.publish([_msg("bad")])
+    with pytest.raises(PublishFailed) as info:
+        p.flush()
+    assert info.value.task_ids == ["bad"] and info.value.count == 1
+    assert isinstance(info.value.__cause__, ConnectionError)
+    assert p.stats["failed"] == 1 and p.stats["confirmed"] == 2
+    p.publish([_msg("ok3")])  # reported once: the next push does not raise it again
+    p.flush()
+    assert rec.stored == {"ok1", "ok2", "ok3"}
+    p.close()
+    rec.refuse = {"bad2"}
+    p3 = PipelinedPublisher(rec, "q", window=0.01, retries=0)
+    p3.publish([_msg("bad2")])
+    wait_until(lambda: p3.stats["failed"] == 1, 10, message="the failure counted")
+    with pytest.raises(PublishFailed):  # raised on the next push, which is taken all the same
+        p3.publish([_msg("ok4")])
+    p3.close()
+    assert "ok4" in rec.stored and "bad2" not in rec.stored
+
+
+def test_booster_pipelined_mode_needs_the_capability():
+    with pytest.raises(ValueError, match="pipelined"):
+        BoosterParams(queue_name="q_pipe_mem", broker_kind="MEMORY_QUEUE", publish_mode="pipelined")
+    with pytest.raises(ValueError):
+        BoosterParams(queue_name="q_pipe_mem", publish_mode="fast")
+
+
+def test_booster_flush_and_close_are_noops_in_confirmed_mode():
+    @boost(BoosterParams(queue_name=f"q_conf_{uuid.uuid4().hex[:6]}", broker_kind="MEMORY_QUEUE",
+                         state_backend="memory", log_to_console=False))
+    def f(x: int) -> int:
+        return x
+
+    f.push(1)
+    f.flush()
+    assert f.publish_stats["pushed"] == 0
+    assert f.get_message_count() == 1
+    f.close()
+    f.push(2)  # a new publishing broker after close
