@@ -282,4 +282,8 @@ def test_publish_recovers_after_broker_restart(queue_name):
                  what="the message published after the restart consumed")
     finally:
         b.close()
+        # the shared clients of that server would go on reconnecting to it for the rest of this test process
+        # (their retries share kafka-python's network loop with every later test's consumer group)
+        from funboost_kafka.broker import _shared
+        _shared.close_connection(b.options)
         server.cleanup()

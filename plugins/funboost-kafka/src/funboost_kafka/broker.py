@@ -77,6 +77,24 @@ class _Shared:
         return self.admins.get_or_create(
             opts.connection_key(), lambda: (KafkaAdminClient(**opts.connection_kwargs()), threading.Lock()))
 
+    def close_connection(self, opts: KafkaOptions) -> None:
+        """Close this process's producers and admin client of one connection setting (a cluster that is gone
+        for good: their reconnect attempts would otherwise go on for the life of the process)."""
+        key = opts.connection_key()
+        for pkey, p in self.producers.items():
+            if pkey[0] == key and self.producers.pop_if(pkey, p):
+                try:
+                    p.close(timeout=0)
+                except Exception:  # pending batches to a dead server: nothing to send them to
+                    pass
+        admin = self.admins.pop(key)
+        if admin is not None:
+            try:
+                admin[0].close()
+            except Exception:
+                pass
+        self.topics = {t for t in self.topics if t[0] != key}
+
     def close_all(self) -> None:
         for p in self.producers.clear():  # this process's only
             try:
