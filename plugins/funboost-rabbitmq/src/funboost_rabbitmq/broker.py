@@ -14,6 +14,7 @@ Topology for a queue ``Q`` (all durable unless configured otherwise):
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -522,6 +523,8 @@ class RabbitmqComplexRoutingBroker(RabbitmqBroker):
 
     kind = "rabbitmq_complex_routing"
     aliases = ()
+    # by default its queues have no x-max-priority (as the original's), so priorities are not honoured
+    capabilities = dataclasses.replace(RabbitmqBroker.capabilities, priority=False, max_priority=0)
     options_model = RabbitmqComplexRoutingOptions
 
     def __init__(self, queue_name: str, options: Optional[RabbitmqComplexRoutingOptions] = None) -> None:
