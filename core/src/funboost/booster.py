@@ -73,7 +73,7 @@ class Booster(Generic[P, R]):
         self._consume_lock = threading.Lock()
         from funboost.funboost_config_deafult import use_config_form_funboost_config_module
         use_config_form_funboost_config_module()  # a funboost_config.py of the original: once per process
-        self.broker_cls = resolve_broker_kind(params.broker_kind)
+        self.broker_cls = resolve_broker_kind(params.broker_kind).bind_params(params)
         self.broker_options = self.broker_cls.parse_options(params.broker_exclusive_config)
         self.logger = _make_logger(params)
         if func is not None:
@@ -565,7 +565,9 @@ class Booster(Generic[P, R]):
                 self.logger.warning("not consuming %r: the process is shutting down", self.queue_name)
                 return self
             from funboost.engine.consumer import Consumer
-            consumer_cls = self.params.consumer_override_cls or Consumer  # an AbstractConsumer subclass
+            # an AbstractConsumer subclass: the queue's own, or the one of a custom broker (funboost.custom_broker)
+            consumer_cls = (self.params.consumer_override_cls or getattr(self.broker_cls, "legacy_consumer_class", None)
+                            or Consumer)
             if not issubclass(consumer_cls, Consumer):
                 raise TypeError(f"consumer_override_cls must subclass funboost.AbstractConsumer, got {consumer_cls!r}")
             self._consumer = consumer_cls(self.consumer_setup())

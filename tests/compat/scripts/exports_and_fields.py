@@ -51,4 +51,22 @@ except Exception as exc:
     assert "qpss" in str(exc)
 else:
     raise AssertionError("a misspelt field was accepted")
+# funboost.nb_log: nb_log's helpers on the standard logging module
+import os  # noqa: E402
+from funboost import nb_log  # noqa: E402
+lg = nb_log.get_logger("compat_nb_log", log_filename="compat_nb_log.log", log_path=os.getcwd())
+lg.info("hello from nb_log")
+for h in lg.handlers:
+    h.flush()
+assert "hello from nb_log" in open(os.path.join(os.getcwd(), "compat_nb_log.log"), encoding="utf-8").read()
+assert nb_log.LogManager("compat_lm").get_logger_and_add_handlers(log_level_int=20).level == 20
+
+# funboost.queues: the memory broker's queues by name
+from funboost.queues.memory_queues_map import PythonQueues  # noqa: E402
+mem = boost(BoosterParams(queue_name="compat_mem_view_q", broker_kind=BrokerEnum.MEMORY_QUEUE))(lambda x: x)
+for i in range(3):
+    mem.push(i)
+q = PythonQueues.get_queue("compat_mem_view_q")
+assert q.qsize() == 3 and not q.empty() and mem.get_message_count() == 3
+assert q.clear() == 3 and q.empty()
 print("OK")

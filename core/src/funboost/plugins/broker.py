@@ -183,6 +183,13 @@ class Broker:
         return cls.options_model(**(raw or {}))
 
     @classmethod
+    def bind_params(cls, params: Any) -> "type[Broker]":
+        """The class that serves a queue with these BoosterParams: ``cls`` itself for every ordinary kind.
+        A kind whose classes come from the queue's parameters (``EMPTY``: ``publisher_override_cls`` and
+        ``consumer_override_cls``) returns a subclass made for them."""
+        return cls
+
+    @classmethod
     def check_available(cls, options: BaseModel) -> Optional[str]:
         """Return ``None`` if the server is reachable, else a human reason (used to skip/fail tests)."""
         return None
