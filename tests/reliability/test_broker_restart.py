@@ -106,8 +106,15 @@ def test_broker_restart_mid_run(kind, qname, tmp_path):
             expected = set(range(half + outage_n, n)) | set(during.ok)
         else:
             expected = set(range(half)) | set(during.ok) | set(range(half + outage_n, n))
-        wait_until(lambda: set(consumer.runs()) >= expected, 180, 0.1,
-                   f"every acknowledged publish ran ({len(expected)})")
+        try:
+            wait_until(lambda: set(consumer.runs()) >= expected, 180, 0.1,
+                       f"every acknowledged publish ran ({len(expected)})")
+        except AssertionError as exc:  # say which never ran, and what the consumer's process printed
+            missing = sorted(expected - set(consumer.runs()))
+            consumer.dump_threads()
+            raise AssertionError(f"{exc}: {len(missing)} never ran ({missing[:20]}); queue size "
+                                 f"{pub.get_message_count()} (the consumer's threads are in the captured "
+                                 f"stderr)") from None
         if kind == "kafka":
             wait_until(lambda: consumer.done() > at_restart, 60, 0.05, "the consumer running tasks again")
             consumer_resumed = time.monotonic() - restarted_at
