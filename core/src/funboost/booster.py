@@ -57,9 +57,11 @@ class Booster(Generic[P, R]):
     """A decorated function: callable as before, plus the task API. Generic in the function's
     parameters ``P`` and return type ``R``, so a type checker checks ``push(...)`` and calls."""
 
-    def __init__(self, params: BoosterParams, func: Optional[Callable] = None) -> None:
-        if not isinstance(params, BoosterParams):
-            raise TypeError("boost() takes a BoosterParams instance")
+    def __init__(self, params: Union[BoosterParams, str, None] = None, func: Optional[Callable] = None, *,
+                 boost_params: Optional[BoosterParams] = None, **kwargs: Any) -> None:
+        # the original's decorator was this class: @Booster(BoosterParams(...)), @Booster("queue", qps=...)
+        if not isinstance(params, BoosterParams) or boost_params is not None or kwargs:
+            params = resolve_boost_params(params, boost_params, **kwargs)
         self.params = params
         self.queue_name = params.queue_name
         self.func: Optional[Callable] = None
@@ -663,18 +665,36 @@ class _BoundBoosterCall:
         return getattr(self._booster, name)
 
 
-def boost(params: Union[BoosterParams, str, None] = None,
+def resolve_boost_params(params: Union[BoosterParams, str, None] = None, boost_params: Optional[BoosterParams] = None,
+                         **kwargs: Any) -> BoosterParams:
+    """The BoosterParams of every form ``boost`` takes, as the original's: ``boost(BoosterParams(...))``,
+    ``boost("queue", qps=...)``, ``boost(queue_name=..., ...)``, ``boost(boost_params=BoosterParams(...))``
+    (a queue name given beside it is the original's old spelling and is ignored), and keyword arguments beside
+    a BoosterParams, which override its fields. Every form is validated: a misspelt keyword is an error."""
+    base = params if isinstance(params, BoosterParams) else boost_params
+    if base is None:
+        if isinstance(params, str):
+            return BoosterParams(queue_name=params, **kwargs)
+        if params is None:
+            return BoosterParams(**kwargs)
+        raise TypeError(f"boost() takes a BoosterParams or a queue name, got {params!r}")
+    if not isinstance(base, BoosterParams):
+        raise TypeError(f"boost_params must be a BoosterParams, got {base!r}")
+    if not kwargs:
+        return base
+    # what the user set, plus the overrides, through validation again (model_copy(update=) would not check)
+    data = {name: getattr(base, name) for name in base.model_fields_set}
+    data.update(kwargs)
+    return type(base)(**data)
+
+
+def boost(params: Union[BoosterParams, str, None] = None, *, boost_params: Optional[BoosterParams] = None,
           **kwargs: Any) -> Callable[[Callable[P, R]], Booster[P, R]]:
-    """``@boost(BoosterParams(queue_name=..., ...))``; ``@boost(queue_name=...)`` and
-    ``@boost("queue_name", ...)`` work too. The booster keeps the function's signature for type
-    checkers: ``f.push(...)`` takes the function's arguments and returns ``AsyncResult[R]``."""
-    if params is None:
-        params = BoosterParams(**kwargs)
-    elif isinstance(params, str):
-        params = BoosterParams(queue_name=params, **kwargs)
-    elif kwargs:
-        params = params.model_copy(update=kwargs)
-    validated: BoosterParams = params
+    """``@boost(BoosterParams(queue_name=..., ...))``; ``@boost(queue_name=...)``, ``@boost("queue_name", ...)``
+    and ``@boost(boost_params=...)`` work too (see :func:`resolve_boost_params`). The booster keeps the
+    function's signature for type checkers: ``f.push(...)`` takes the function's arguments and returns
+    ``AsyncResult[R]``."""
+    validated = resolve_boost_params(params, boost_params, **kwargs)
 
     def deco(func: Callable[P, R]) -> Booster[P, R]:
         return Booster(validated, func)
