@@ -55,6 +55,8 @@ class AbstractConsumer(Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue_name: str = self.params.queue_name
+        self._queue_name = self.queue_name  # the original's attribute names, read by its consumer classes
+        self.consumer_params = self.params
         self._legacy_broker: Any = None  # set by a custom broker's run_consumer
         self.custom_init()
 

@@ -29,6 +29,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
 
+from pydantic import BaseModel, ConfigDict
+
 from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,6 +58,7 @@ class AbstractPublisher(abc.ABC):
     def __init__(self, publisher_params: Any = None, *args: Any, **kwargs: Any) -> None:
         self.publisher_params = publisher_params
         self.queue_name: str = getattr(publisher_params, "queue_name", None) or str(publisher_params)
+        self._queue_name = self.queue_name  # the original's attribute name
         self.logger = logging.getLogger(f"funboost.{self.queue_name}.publisher")
         self.custom_init()
 
@@ -155,6 +158,13 @@ class _HandOff:
         return len(self._items)
 
 
+class UserClassOptions(BaseModel):
+    """``broker_exclusive_config`` of a custom broker: whatever the user's classes read (any keys), handed to
+    them as ``publisher_params.broker_exclusive_config`` / ``consumer_params.broker_exclusive_config``."""
+
+    model_config = ConfigDict(extra="allow")
+
+
 class _LegacyClassesBroker(Broker):
     """A broker kind made of an original-style publisher class and consumer class (see the module
     docstring). Subclasses made by :func:`legacy_broker_class` set the two classes."""
@@ -164,6 +174,7 @@ class _LegacyClassesBroker(Broker):
     capabilities: ClassVar[Capabilities] = Capabilities(
         native_requeue=True, queue_size="approximate", notes="a publisher class and a consumer class of the original funboost's "
                                         "API: delivery guarantees are those of the user's store")
+    options_model: ClassVar[type[BaseModel]] = UserClassOptions
     publisher_class: ClassVar[Optional[type]] = None
     #: the engine consumer class the booster uses for this kind (the user's AbstractConsumer subclass)
     legacy_consumer_class: ClassVar[Optional[type]] = None
@@ -187,7 +198,9 @@ class _LegacyClassesBroker(Broker):
                         raise TypeError(f"broker kind {self.kind!r} has no publisher class: give "
                                         f"publisher_override_cls (an EmptyPublisher subclass)")
                     from funboost.params import PublisherParams
-                    params = PublisherParams.model_construct(queue_name=self.queue_name, broker_kind=self.kind)
+                    params = PublisherParams.model_construct(
+                        queue_name=self.queue_name, broker_kind=self.kind,
+                        broker_exclusive_config=dict(self.options.model_extra or {}))
                     self._publisher = self.publisher_class(params)
         return self._publisher
 

@@ -132,6 +132,10 @@ store = deque()
 
 
 class ListPublisher(EmptyPublisher):
+    def custom_init(self):
+        assert self.publisher_params.broker_exclusive_config.get('store_name') in (None, 'main'), \
+            self.publisher_params.broker_exclusive_config
+
     def _publish_impl(self, msg):
         store.append(msg)
 
@@ -146,6 +150,10 @@ class ListPublisher(EmptyPublisher):
 
 
 class ListConsumer(EmptyConsumer):
+    def custom_init(self):
+        assert self.consumer_params.broker_exclusive_config == {'store_name': 'main'}, self.consumer_params
+        assert self._queue_name == self.queue_name
+
     def _dispatch_task(self):
         while True:
             if store:
@@ -164,6 +172,7 @@ results = []
 
 
 @boost(BoosterParams(queue_name=f'custom_empty_{suffix}', broker_kind=BrokerEnum.EMPTY,
+                     broker_exclusive_config={'store_name': 'main'},  # the user's own settings
                      consumer_override_cls=ListConsumer, publisher_override_cls=ListPublisher))
 def g(a, b):
     results.append(a + b)
