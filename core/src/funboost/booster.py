@@ -27,7 +27,7 @@ from funboost.plugins.broker import Broker, OutgoingMessage, QueueSize
 from funboost.plugins.manager import get_plugin_manager, has_hook_impls, resolve_broker_kind
 from funboost.records import _PID
 from funboost.registry import BoostersManager
-from funboost.result import AsyncResult
+from funboost.result import AioAsyncResult, AsyncResult
 
 if sys.version_info >= (3, 10):
     from typing import ParamSpec
@@ -481,12 +481,16 @@ class Booster(Generic[P, R]):
             return self._args_to_kwargs((item,), {})
         return self.publish_many((to_kwargs(i) for i in args_list), batch_size=batch_size)
 
-    async def aio_push(self, *args: P.args, **kwargs: P.kwargs) -> "AsyncResult[R]":
-        return await asyncio.get_running_loop().run_in_executor(None, lambda: self.push(*args, **kwargs))
+    async def aio_push(self, *args: P.args, **kwargs: P.kwargs) -> "AioAsyncResult[R]":
+        """``push`` from asyncio code: the publish runs in the loop's executor; the handle's accessors are
+        awaited (``await (await f.aio_push(1)).result``)."""
+        r = await asyncio.get_running_loop().run_in_executor(None, lambda: self.push(*args, **kwargs))
+        return AioAsyncResult(r)
 
     async def aio_publish(self, msg: dict, task_id: Optional[str] = None,
-                          task_options: Optional[TaskOptions] = None) -> "AsyncResult[R]":
-        return await asyncio.get_running_loop().run_in_executor(None, lambda: self.publish(msg, task_id, task_options))
+                          task_options: Optional[TaskOptions] = None) -> "AioAsyncResult[R]":
+        r = await asyncio.get_running_loop().run_in_executor(None, lambda: self.publish(msg, task_id, task_options))
+        return AioAsyncResult(r)
 
     def get_future(self, *args: P.args, **kwargs: P.kwargs) -> "concurrent.futures.Future[Any]":
         """Publish like ``push`` and return a ``concurrent.futures.Future`` that resolves to the task's final
