@@ -69,4 +69,16 @@ for i in range(3):
 q = PythonQueues.get_queue("compat_mem_view_q")
 assert q.qsize() == 3 and not q.empty() and mem.get_message_count() == 3
 assert q.clear() == 3 and q.empty()
+
+# the booster's and BoostersManager's other names of the original
+from funboost import BoostersManager  # noqa: E402
+assert mem.multi_process_pub_params_list([{"x": i} for i in range(4)], process_num=2) == 4 and q.qsize() == 4
+assert mem.boost_params is mem.params and mem.consuming_function(5) == 5
+for alias, name in (("pub", "publish"), ("apply_async", "publish"), ("start", "consume"),
+                    ("pause_consume", "pause"), ("delay", "push"), ("clear_queue", "clear")):
+    assert getattr(type(mem), alias) is getattr(type(mem), name), alias
+assert BoostersManager.get_boost_params("compat_mem_view_q") is mem.params
+assert BoostersManager.get_all_queue_name__boost_params_unstrict_dict()["compat_mem_view_q"]["queue_name"] == \
+    "compat_mem_view_q"
+BoostersManager.show_all_boosters()
 print("OK")
