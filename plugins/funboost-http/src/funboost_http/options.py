@@ -36,12 +36,12 @@ class HttpOptions(MutualTlsTransportOptions):
     server_threads: int = Field(64, ge=2)
     # seconds an idle keep-alive connection stays open on the server
     keep_alive_timeout: int = Field(75, ge=1)
+    # False lets GET /healthz through without a token (for load balancers that cannot send one)
+    health_requires_token: bool = True
     # keep-alive connections a publisher keeps per consumer address (more threads than this open extra ones)
     pool_size: int = Field(32, ge=1)
     # deadline of one publish / stats / purge request against one consumer
     request_timeout: float = Field(5.0, gt=0)
-    # False lets GET /healthz through without a token (for load balancers that cannot send one)
-    health_requires_token: bool = True
 
     @field_validator("addresses")
     @classmethod
