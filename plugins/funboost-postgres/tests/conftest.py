@@ -9,6 +9,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from funboost.testing import require_service
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEST_DSN = os.environ.get("FUNBOOST_POSTGRES_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -26,9 +28,7 @@ def server_reason():
 def pg_schema():
     reason = server_reason()
     if reason:
-        if os.environ.get("FUNBOOST_REQUIRE_SERVICES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        require_service(reason)
     schema = f"fbtest_{uuid.uuid4().hex[:10]}"
     yield schema
     with psycopg.connect(TEST_DSN, autocommit=True) as c:

@@ -11,6 +11,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from funboost.testing import require_service
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SESSION_PREFIX = f"fbsa_{uuid.uuid4().hex[:8]}_"
 _SQLITE_DIR = tempfile.mkdtemp(prefix="fbsa_")
@@ -37,9 +39,7 @@ def options_for(db, **extra):
 def require(db):
     reason = unavailable(db)
     if reason:
-        if os.environ.get("FUNBOOST_REQUIRE_SERVICES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        require_service(reason)
 
 
 @pytest.fixture(scope="session", autouse=True)
