@@ -8,6 +8,7 @@ from typing import Callable, Iterator
 import pytest
 
 from funboost.testing import require_available
+from funboost.testing.fixtures import consumers  # noqa: F401 - a fixture of these tests
 from funboost.testing import require_service as require  # noqa: F401 - tests import it from here
 from funboost_celery import CeleryBroker, CeleryOptions
 

@@ -8,6 +8,7 @@ from typing import Callable, Iterator
 import pytest
 
 from funboost.testing import require_available
+from funboost.testing.fixtures import consumers  # noqa: F401 - a fixture of these tests
 from funboost.testing.services import rabbitmq_test_vhost
 from funboost_dramatiq import DramatiqBroker, DramatiqOptions
 

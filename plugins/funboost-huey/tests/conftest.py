@@ -8,6 +8,7 @@ from typing import Callable, Iterator
 import pytest
 
 from funboost.testing import require_available
+from funboost.testing.fixtures import consumers  # noqa: F401 - a fixture of these tests
 from funboost_huey import HueyBroker, HueyOptions
 
 REDIS_URL = os.environ.get("FUNBOOST_HUEY_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
 from funboost.testing import require_available
+from funboost.testing.fixtures import consumers  # noqa: F401 - a fixture of these tests
 from funboost.testing.services import rabbitmq_test_vhost
 from funboost_nameko import NamekoBroker, NamekoOptions
 
@@ -41,11 +42,3 @@ def queue_name() -> Iterator[str]:
     name = f"fbnk_{uuid.uuid4().hex[:12]}"
     yield name
     drop_queues(name)
-
-
-@pytest.fixture
-def consumers() -> Iterator[Callable]:
-    started: list = []
-    yield started.append
-    for b in started:
-        b.stop_consume(10)

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
 from funboost.testing import require_available
+from funboost.testing.fixtures import consumers  # noqa: F401 - a fixture of these tests
 from funboost_rq import RqBroker, RqOptions
 
 REDIS_URL = os.environ.get("FUNBOOST_RQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -37,11 +38,3 @@ def queue_name() -> Iterator[str]:
     yield name
     for q in (name, f"{name}_dlx"):
         drop_queue(q)
-
-
-@pytest.fixture
-def consumers() -> Iterator[Callable]:
-    started: list = []
-    yield started.append
-    for b in started:
-        b.stop_consume(10)
