@@ -256,10 +256,17 @@ class Broker:
 
     # ----- helpers for subclasses -----
     def dead_letter_broker(self) -> "Broker":
+        """The broker of ``<queue>_dlx`` (made once, from :meth:`dead_letter_target`)."""
         with self._dlx_lock:
             if self._dlx is None:
-                self._dlx = type(self)(dead_letter_queue_name(self.queue_name), self.options)
+                cls, options = self.dead_letter_target()
+                self._dlx = cls(dead_letter_queue_name(self.queue_name), options)
             return self._dlx
+
+    def dead_letter_target(self) -> tuple[type["Broker"], Any]:
+        """The broker class and options of ``<queue>_dlx``. Default: this kind with these options; a kind
+        whose options name the queue's topic, routing or source overrides it."""
+        return type(self), self.options
 
 
 def _published() -> None:
