@@ -12,6 +12,10 @@ from funboost.testing.servers import PrivateKafka, PrivateRabbitmq, PrivateRedis
 REDIS_URL = os.environ.get("FUNBOOST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RABBITMQ_URL = os.environ.get("FUNBOOST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 KAFKA_SERVERS = os.environ.get("FUNBOOST_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+POSTGRES_DSN = os.environ.get("FUNBOOST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+# the SQL broker on the machine's MariaDB (PostgreSQL is the postgres kind's)
+SQLALCHEMY_URL = os.environ.get("FUNBOOST_RELIABILITY_SQLALCHEMY_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+NATS_URL = os.environ.get("FUNBOOST_NATS_URL", "nats://127.0.0.1:4222")
 
 # liveness timings short so that a dead consumer's messages come back within seconds (the defaults are
 # tuned for production, not for a test)
@@ -38,6 +42,14 @@ def broker_options(kind: str, sqlite_dir: str) -> dict[str, Any]:
         return {"broker_url": REDIS_URL, "heartbeat_timeout": 2.0}
     if kind in ("huey", "rq"):
         return {"redis_url": REDIS_URL, **FAST_LIVENESS}
+    if kind == "postgres":
+        return {"dsn": POSTGRES_DSN, "db_schema": "funboost_reliability", **FAST_LIVENESS}
+    if kind == "sqlalchemy":
+        return {"url": SQLALCHEMY_URL, "table_prefix": "funboost_rel_", **FAST_LIVENESS}
+    if kind == "nats_jetstream":
+        # JetStream redelivers a dead consumer's messages after ack_wait (a living consumer's long task is
+        # kept by its in-progress signals)
+        return {"url": NATS_URL, "ack_wait": 3.0, "stream_prefix": "fbrel_"}
     raise ValueError(f"no reliability options for broker kind {kind!r}")
 
 
