@@ -34,7 +34,17 @@ def test_sigkill_one_of_two_consumers_loses_nothing(kind, qname, sqlite_dir, tmp
                                  task_seconds=0.05)
         survivor = ConsumerProcess(kind, qname, options, str(tmp_path / "survivor.out"), concurrency=8,
                                    task_seconds=0.05)
-        pub.push_many(range(n))
+        # a consumer may take long to start under load (a framework's worker): feed both in small chunks
+        # until each has run a task, so that the other cannot drain the whole queue before it even starts
+        published = 0
+        deadline = time.monotonic() + 120
+        while not (victim.done() and survivor.done()):
+            if published < n // 2:
+                pub.push_many(range(published, published + 10))
+                published += 10
+            assert time.monotonic() < deadline, "a consumer never ran a task within 120 s"
+            time.sleep(0.05)
+        pub.push_many(range(published, n))
         kill_after = max(5, n // 50)
         wait_until(lambda: victim.done() >= kill_after, 120, 0.05, f"the victim ran {kill_after} tasks")
         victim.sigkill()
