@@ -42,6 +42,9 @@ logger = logging.getLogger("funboost.sqlite")
 READY, IN_FLIGHT, DELAYED = 0, 1, 2
 _INSERT = ("INSERT INTO messages (queue, state, priority, available_at, task_id, published_at, body) "
            "VALUES (?, ?, ?, ?, ?, ?, ?)")
+# the one-message publish: a view whose INSTEAD OF trigger inserts the row and counts it (see db.SCHEMA)
+_INSERT_ONE = ("INSERT INTO publish_one (queue, state, priority, available_at, task_id, published_at, body) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?)")
 _CHUNK = 500  # ids per "IN (...)" list: well under every sqlite build's variable limit
 
 
@@ -169,12 +172,12 @@ class SqliteBroker(Broker):
                 rows.append((q, READY, m.priority or 0, now, m.task_id or None, now, m.body))
         db = self.db
         try:
-            with db.write() as c:
-                if len(rows) == 1:  # the common f.push() case
-                    c.execute(_INSERT, rows[0])
-                else:
+            if len(rows) == 1:  # the common f.push() case: one autocommit statement, no BEGIN/COMMIT round trips
+                db.write_one(_INSERT_ONE, rows[0])
+            else:
+                with db.write() as c:
                     c.executemany(_INSERT, rows)
-                c.execute(COUNT_DELTA, (q, len(rows) - delayed, 0, delayed))
+                    c.execute(COUNT_DELTA, (q, len(rows) - delayed, 0, delayed))
         except sqlite3.OperationalError as exc:
             if "full" not in str(exc):
                 raise

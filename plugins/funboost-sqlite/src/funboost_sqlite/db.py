@@ -34,7 +34,7 @@ SCHEMA_VERSION = 2  # 2: queue_counts (files of version 1 are migrated when firs
 # queue_counts: how many rows of each state a queue has, so that queue_size() costs O(1) instead of a scan
 # of the backlog. The broker changes it with its own statements, in the transaction that changes the rows
 # (one statement per batch, not a trigger per row); so it is exact across processes and after a crash.
-SCHEMA = """
+SCHEMA = ("""
 CREATE TABLE IF NOT EXISTS messages (
     id           INTEGER PRIMARY KEY,
     queue        TEXT    NOT NULL,
@@ -47,24 +47,37 @@ CREATE TABLE IF NOT EXISTS messages (
     published_at REAL    NOT NULL,
     fetched_at   REAL,
     body         TEXT    NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_by_state ON messages (queue, state, priority DESC, id);
-CREATE INDEX IF NOT EXISTS messages_delayed ON messages (queue, available_at) WHERE state = 2;
-CREATE TABLE IF NOT EXISTS consumers (
+)""",
+    "CREATE INDEX IF NOT EXISTS messages_by_state ON messages (queue, state, priority DESC, id)",
+    "CREATE INDEX IF NOT EXISTS messages_delayed ON messages (queue, available_at) WHERE state = 2",
+    """CREATE TABLE IF NOT EXISTS consumers (
     id         TEXT PRIMARY KEY,
     queue      TEXT    NOT NULL,
     host       TEXT    NOT NULL,
     pid        INTEGER NOT NULL,
     started_at REAL    NOT NULL,
     last_seen  REAL    NOT NULL
-);
-CREATE TABLE IF NOT EXISTS queue_counts (
+)""",
+    """CREATE TABLE IF NOT EXISTS queue_counts (
     queue     TEXT    PRIMARY KEY,
     ready     INTEGER NOT NULL DEFAULT 0,
     in_flight INTEGER NOT NULL DEFAULT 0,
     delayed   INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-"""
+) WITHOUT ROWID""",
+    # The one-message publish (f.push()): one autocommit INSERT into this view, whose trigger stores the row
+    # and counts it in the same statement, hence the same transaction. Measured with callgrind, it saves
+    # ~14,000 of the ~34,000 instructions that BEGIN + INSERT + count + COMMIT from Python add to a bare
+    # INSERT. Not a trigger on ``messages``: that would run once per row of a batch (a per-row trigger cut
+    # batch publish to a fifth); batches and every other write count with one statement of their own.
+    "CREATE VIEW IF NOT EXISTS publish_one AS "
+    "SELECT queue, state, priority, available_at, task_id, published_at, body FROM messages",
+    """CREATE TRIGGER IF NOT EXISTS publish_one_insert INSTEAD OF INSERT ON publish_one BEGIN
+    INSERT INTO messages (queue, state, priority, available_at, task_id, published_at, body)
+        VALUES (NEW.queue, NEW.state, NEW.priority, NEW.available_at, NEW.task_id, NEW.published_at, NEW.body);
+    INSERT INTO queue_counts (queue, ready, in_flight, delayed) VALUES (NEW.queue, NEW.state = 0, 0, NEW.state = 2)
+        ON CONFLICT (queue) DO UPDATE SET ready = ready + excluded.ready, delayed = delayed + excluded.delayed;
+END""",
+)
 # adds (or, with negative numbers, subtracts) to a queue's counts; parameters: queue, ready, in_flight, delayed
 COUNT_DELTA = ("INSERT INTO queue_counts (queue, ready, in_flight, delayed) VALUES (?, ?, ?, ?) "
                "ON CONFLICT (queue) DO UPDATE SET ready = ready + excluded.ready, "
@@ -135,9 +148,8 @@ class Database:
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version < SCHEMA_VERSION:
-                for stmt in SCHEMA.split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
+                for stmt in SCHEMA:
+                    conn.execute(stmt)
                 if version < 2:
                     # a version-1 file (or a new one): counts from a scan, once
                     conn.execute("DELETE FROM queue_counts")
@@ -189,6 +201,22 @@ class Database:
         """A short ``BEGIN IMMEDIATE`` transaction (``with db.write() as conn:``); committed on success,
         rolled back on error."""
         return self._txn
+
+    def write_one(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One write statement as its own transaction; returns the row count. An autocommit write statement
+        takes the write lock when it starts (like BEGIN IMMEDIATE, busy handler included), so this is as
+        safe as :meth:`write` and saves the BEGIN and COMMIT round trips on the hottest path (a statement
+        and the trigger statements it fires are one transaction: see ``publish_one``)."""
+        with self.lock:
+            conn = self._connect()
+            fd = self._lock_fd
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                return conn.execute(sql, params).rowcount
+            finally:
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
