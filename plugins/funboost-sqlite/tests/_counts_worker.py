@@ -19,7 +19,8 @@ def step(b: SqliteBroker, rng: random.Random, held: list) -> None:
     """One random write on ``b``; ``held`` is this broker's list of messages in flight (changed in place)."""
     op = rng.random()
     if op < 0.25:
-        b.publish([OutgoingMessage(body=json.dumps({"p": rng.random()}), priority=rng.choice((0, 0, 1)))])
+        b.publish([OutgoingMessage(body=json.dumps({"p": rng.random()}), priority=rng.choice((0, 0, 1)),
+                                   eta=time.time() + rng.choice((0, 0, 0, 0.05, 60)))])
     elif op < 0.40:
         now = time.time()
         b.publish([OutgoingMessage(body=json.dumps({"k": k}), eta=now + rng.choice((0, 0, 0.05, 0.3, 60)))

@@ -68,7 +68,8 @@ def test_counts_exact_after_each_kind_of_write_with_two_processes(make_broker, q
     a = make_broker(queue_name, **FAST)
     a.publish(msgs(20))
     a.publish(msgs(1))
-    a.publish(msgs(3, eta=time.time() + 600))
+    a.publish(msgs(2, eta=time.time() + 600))
+    a.publish(msgs(1, eta=time.time() + 600))
     assert a.queue_size().as_dict() == {"ready": 21, "in_flight": 0, "delayed": 3}
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, queue_name, json.dumps(FAST)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
