@@ -9,6 +9,9 @@ Life of a message (one row of ``messages``):
 ``requeue``  back to ready, at the tail of its priority
 ``reject``   the base behaviour: publish to ``<queue>_dlx`` (a queue of the same kind), then ack
 
+Each of these also adds to or subtracts from the queue's row of ``queue_counts`` (one statement per batch, in
+the same transaction), which ``queue_size`` reads instead of counting the backlog.
+
 Liveness-based reclaim (core's :class:`funboost.engine.liveness.ConsumerLease`): a consumer keeps a row in
 ``consumers`` whose ``last_seen`` the process's liveness ticker refreshes every ``heartbeat_interval`` seconds. Every ``reclaim_interval`` seconds, any fetching consumer
 puts back to ready the in-flight rows of consumers whose heartbeat is older than ``heartbeat_timeout``, or,
@@ -31,7 +34,7 @@ from funboost.plugins.broker import (Broker, BrokerOptions, Capabilities, Delive
                                      QueueSize)
 from funboost.process_local import fork_generation
 
-from funboost_sqlite.db import Database, get_database, release_database
+from funboost_sqlite.db import COUNT_DELTA, Database, get_database, recount, release_database
 from funboost_sqlite.paths import resolve_db_file
 
 logger = logging.getLogger("funboost.sqlite")
@@ -39,6 +42,9 @@ logger = logging.getLogger("funboost.sqlite")
 READY, IN_FLIGHT, DELAYED = 0, 1, 2
 _INSERT = ("INSERT INTO messages (queue, state, priority, available_at, task_id, published_at, body) "
            "VALUES (?, ?, ?, ?, ?, ?, ?)")
+# the one-message publish: a view whose INSTEAD OF trigger inserts the row and counts it (see db.SCHEMA)
+_INSERT_ONE = ("INSERT INTO publish_one (queue, state, priority, available_at, task_id, published_at, body) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?)")
 _CHUNK = 500  # ids per "IN (...)" list: well under every sqlite build's variable limit
 
 
@@ -157,18 +163,21 @@ class SqliteBroker(Broker):
         now = time.time()
         q = self.queue_name
         rows = []
+        delayed = 0
         for m in messages:
             if m.eta is not None and m.eta > now:
                 rows.append((q, DELAYED, m.priority or 0, m.eta, m.task_id or None, now, m.body))
+                delayed += 1
             else:
                 rows.append((q, READY, m.priority or 0, now, m.task_id or None, now, m.body))
         db = self.db
         try:
             if len(rows) == 1:  # the common f.push() case: one autocommit statement, no BEGIN/COMMIT round trips
-                db.write_one(_INSERT, rows[0])
+                db.write_one(_INSERT_ONE, rows[0])
             else:
                 with db.write() as c:
                     c.executemany(_INSERT, rows)
+                    c.execute(COUNT_DELTA, (q, len(rows) - delayed, 0, delayed))
         except sqlite3.OperationalError as exc:
             if "full" not in str(exc):
                 raise
@@ -217,23 +226,28 @@ class SqliteBroker(Broker):
         q = self.queue_name
         cid = self.consumer_id
         with self.db.write() as c:
+            back = promoted = taken = 0  # reclaimed: in flight -> ready; promoted: delayed -> ready
             if self._lease.reclaim_due(now):
-                self._reclaim(c, now)
+                back = self._reclaim(c, now)
             if promote:
-                c.execute("UPDATE messages SET state = 0 WHERE queue = ? AND state = 2 AND available_at <= ?",
-                          (q, now))
+                promoted = c.execute("UPDATE messages SET state = 0 WHERE queue = ? AND state = 2 "
+                                     "AND available_at <= ?", (q, now)).rowcount
             rows = c.execute("SELECT id, body, deliveries FROM messages WHERE queue = ? AND state = 0 "
                              "ORDER BY priority DESC, id LIMIT ?", (q, max_count)).fetchall()
-            if not rows:
-                return []
-            if not self._registered or self._lease.renew_due(now):
-                # our heartbeat row exists before anything is marked with our id
-                self._beat(c, now)
-            ids = [r[0] for r in rows]
-            for i in range(0, len(ids), _CHUNK):
-                part = ids[i:i + _CHUNK]
-                c.execute(f"UPDATE messages SET state = 1, consumer = ?, deliveries = deliveries + 1, "
-                          f"fetched_at = ? WHERE id IN ({','.join('?' * len(part))})", (cid, now, *part))
+            if rows:
+                if not self._registered or self._lease.renew_due(now):
+                    # our heartbeat row exists before anything is marked with our id
+                    self._beat(c, now)
+                ids = [r[0] for r in rows]
+                for i in range(0, len(ids), _CHUNK):
+                    part = ids[i:i + _CHUNK]
+                    taken += c.execute(f"UPDATE messages SET state = 1, consumer = ?, deliveries = deliveries + 1, "
+                                       f"fetched_at = ? WHERE id IN ({','.join('?' * len(part))})",
+                                       (cid, now, *part)).rowcount
+            if back or promoted or taken:
+                c.execute(COUNT_DELTA, (q, back + promoted - taken, taken - back, -promoted))
+        if not rows:
+            return []
         if not self._renewing:
             self._start_heartbeat()
         return [Delivery(body=body, tag=mid, redelivered=n > 0) for mid, body, n in rows]
@@ -296,15 +310,14 @@ class SqliteBroker(Broker):
         cid = self.consumer_id
         # "AND consumer": if this consumer was presumed dead and its message was given to another one (or
         # the id reused), the late ack leaves the row alone (at worst a duplicate run, never a lost message)
-        if len(ids) <= _CHUNK:  # the usual batch: one statement, one implicit transaction
-            db.write_one(f"DELETE FROM messages WHERE consumer = ? AND id IN ({','.join('?' * len(ids))})",
-                         (cid, *ids))
-            return
         with db.write() as c:
+            n = 0
             for i in range(0, len(ids), _CHUNK):
                 part = ids[i:i + _CHUNK]
-                c.execute(f"DELETE FROM messages WHERE consumer = ? AND id IN ({','.join('?' * len(part))})",
-                          (cid, *part))
+                n += c.execute(f"DELETE FROM messages WHERE consumer = ? AND state = 1 "
+                               f"AND id IN ({','.join('?' * len(part))})", (cid, *part)).rowcount
+            if n:
+                c.execute(COUNT_DELTA, (self.queue_name, 0, -n, 0))
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
@@ -316,28 +329,43 @@ class SqliteBroker(Broker):
         with db.write() as c:
             # a new id puts it at the tail of its priority, so a message that is always requeued
             # cannot starve the others; the delivery count is kept (redelivered=True next time)
-            c.executemany("INSERT INTO messages (queue, state, priority, available_at, deliveries, task_id, "
-                          "published_at, body) SELECT queue, 0, priority, ?, deliveries, task_id, published_at, "
-                          "body FROM messages WHERE id = ? AND state = 1 AND consumer = ?", params)
-            c.executemany("DELETE FROM messages WHERE id = ? AND state = 1 AND consumer = ?",
-                          [(d.tag, cid) for d in deliveries])
+            back = c.executemany(
+                "INSERT INTO messages (queue, state, priority, available_at, deliveries, task_id, published_at, "
+                "body) SELECT queue, 0, priority, ?, deliveries, task_id, published_at, body FROM messages "
+                "WHERE id = ? AND state = 1 AND consumer = ?", params).rowcount
+            gone = c.executemany("DELETE FROM messages WHERE id = ? AND state = 1 AND consumer = ?",
+                                 [(d.tag, cid) for d in deliveries]).rowcount
+            if back or gone:
+                c.execute(COUNT_DELTA, (self.queue_name, back, -gone, 0))
         db.notify()
 
     # ---------------------------------------------------------------- sizes
     def queue_size(self) -> QueueSize:
-        q = self.queue_name
-        now = time.time()
+        # O(1) from the counts, plus a count of the delayed rows already due but not yet promoted by a fetch
+        # (normally few: it walks only those rows of the partial index ``messages_delayed``); one statement,
+        # so one consistent snapshot
         with self.db.read() as c:
-            ready, in_flight, due, delayed = c.execute(
-                "SELECT (SELECT count(*) FROM messages WHERE queue = ? AND state = 0), "
-                "(SELECT count(*) FROM messages WHERE queue = ? AND state = 1), "
-                "(SELECT count(*) FROM messages WHERE queue = ? AND state = 2 AND available_at <= ?), "
-                "(SELECT count(*) FROM messages WHERE queue = ? AND state = 2 AND available_at > ?)",
-                (q, q, q, now, q, now)).fetchone()
-        return QueueSize(ready=ready + due, in_flight=in_flight, delayed=delayed)
+            ready, in_flight, delayed, due = c.execute(
+                "SELECT c.ready, c.in_flight, c.delayed, (SELECT count(*) FROM messages WHERE queue = ?1 "
+                "AND state = 2 AND available_at <= ?2) FROM (SELECT 1) LEFT JOIN queue_counts c ON c.queue = ?1",
+                (self.queue_name, time.time())).fetchone()
+        if ready is None:  # no row yet: nothing was ever published to this queue
+            return QueueSize(ready=due, in_flight=0, delayed=0)
+        return QueueSize(ready=ready + due, in_flight=in_flight, delayed=delayed - due)
 
     def purge(self) -> int:
-        return self.db.write_one("DELETE FROM messages WHERE queue = ? AND state IN (0, 2)", (self.queue_name,))
+        with self.db.write() as c:
+            n = c.execute("DELETE FROM messages WHERE queue = ? AND state IN (0, 2)", (self.queue_name,)).rowcount
+            c.execute("UPDATE queue_counts SET ready = 0, delayed = 0 WHERE queue = ?", (self.queue_name,))
+        return n
+
+    def recount(self) -> QueueSize:
+        """Rebuild this queue's counts from its rows (a scan of the backlog) and return the new size.
+        Never needed in normal operation; a repair if a process of a version before the counts (funboost-sqlite
+        with schema version 1) wrote to the file after it was migrated."""
+        with self.db.write() as c:
+            recount(c, self.queue_name)
+        return self.queue_size()
 
     # ---------------------------------------------------------------- close
     def close(self) -> None:

@@ -28,10 +28,13 @@ except ImportError:  # pragma: no cover - windows
     fcntl = None  # type: ignore[assignment]
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: queue_counts (files of version 1 are migrated when first opened)
 
 # state: 0 = ready, 1 = in flight (taken by ``consumer``), 2 = delayed until ``available_at``
-SCHEMA = """
+# queue_counts: how many rows of each state a queue has, so that queue_size() costs O(1) instead of a scan
+# of the backlog. The broker changes it with its own statements, in the transaction that changes the rows
+# (one statement per batch, not a trigger per row); so it is exact across processes and after a crash.
+SCHEMA = ("""
 CREATE TABLE IF NOT EXISTS messages (
     id           INTEGER PRIMARY KEY,
     queue        TEXT    NOT NULL,
@@ -44,18 +47,45 @@ CREATE TABLE IF NOT EXISTS messages (
     published_at REAL    NOT NULL,
     fetched_at   REAL,
     body         TEXT    NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_by_state ON messages (queue, state, priority DESC, id);
-CREATE INDEX IF NOT EXISTS messages_delayed ON messages (queue, available_at) WHERE state = 2;
-CREATE TABLE IF NOT EXISTS consumers (
+)""",
+    "CREATE INDEX IF NOT EXISTS messages_by_state ON messages (queue, state, priority DESC, id)",
+    "CREATE INDEX IF NOT EXISTS messages_delayed ON messages (queue, available_at) WHERE state = 2",
+    """CREATE TABLE IF NOT EXISTS consumers (
     id         TEXT PRIMARY KEY,
     queue      TEXT    NOT NULL,
     host       TEXT    NOT NULL,
     pid        INTEGER NOT NULL,
     started_at REAL    NOT NULL,
     last_seen  REAL    NOT NULL
-);
-"""
+)""",
+    """CREATE TABLE IF NOT EXISTS queue_counts (
+    queue     TEXT    PRIMARY KEY,
+    ready     INTEGER NOT NULL DEFAULT 0,
+    in_flight INTEGER NOT NULL DEFAULT 0,
+    delayed   INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID""",
+    # The one-message publish (f.push()): one autocommit INSERT into this view, whose trigger stores the row
+    # and counts it in the same statement, hence the same transaction. Measured with callgrind, it saves
+    # ~14,000 of the ~34,000 instructions that BEGIN + INSERT + count + COMMIT from Python add to a bare
+    # INSERT. Not a trigger on ``messages``: that would run once per row of a batch (a per-row trigger cut
+    # batch publish to a fifth); batches and every other write count with one statement of their own.
+    "CREATE VIEW IF NOT EXISTS publish_one AS "
+    "SELECT queue, state, priority, available_at, task_id, published_at, body FROM messages",
+    """CREATE TRIGGER IF NOT EXISTS publish_one_insert INSTEAD OF INSERT ON publish_one BEGIN
+    INSERT INTO messages (queue, state, priority, available_at, task_id, published_at, body)
+        VALUES (NEW.queue, NEW.state, NEW.priority, NEW.available_at, NEW.task_id, NEW.published_at, NEW.body);
+    INSERT INTO queue_counts (queue, ready, in_flight, delayed) VALUES (NEW.queue, NEW.state = 0, 0, NEW.state = 2)
+        ON CONFLICT (queue) DO UPDATE SET ready = ready + excluded.ready, delayed = delayed + excluded.delayed;
+END""",
+)
+# adds (or, with negative numbers, subtracts) to a queue's counts; parameters: queue, ready, in_flight, delayed
+COUNT_DELTA = ("INSERT INTO queue_counts (queue, ready, in_flight, delayed) VALUES (?, ?, ?, ?) "
+               "ON CONFLICT (queue) DO UPDATE SET ready = ready + excluded.ready, "
+               "in_flight = in_flight + excluded.in_flight, delayed = delayed + excluded.delayed")
+# the counts taken from the rows themselves: the migration of a version-1 file, and SqliteBroker.recount()
+_RECOUNT = ("INSERT OR REPLACE INTO queue_counts (queue, ready, in_flight, delayed) "
+            "SELECT queue, sum(state = 0), sum(state = 1), sum(state = 2) FROM messages {where} GROUP BY queue")
+
 # No AUTOINCREMENT (it costs ~20 % of a one-message publish): an id may be reused once its row is gone,
 # so ack and requeue also match ``consumer``; a late ack from a consumer presumed dead therefore never
 # touches a newer message that got the same id.
@@ -112,12 +142,19 @@ class Database:
 
     @staticmethod
     def _create_schema(conn: sqlite3.Connection) -> None:
+        # the version is read again under the write lock: of several processes opening an old file at
+        # once, exactly one migrates it, and no write of another process falls between its count and commit
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for stmt in SCHEMA.split(";"):
-                if stmt.strip():
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:
+                for stmt in SCHEMA:
                     conn.execute(stmt)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                if version < 2:
+                    # a version-1 file (or a new one): counts from a scan, once
+                    conn.execute("DELETE FROM queue_counts")
+                    conn.execute(_RECOUNT.format(where=""))
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -168,7 +205,8 @@ class Database:
     def write_one(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One write statement as its own transaction; returns the row count. An autocommit write statement
         takes the write lock when it starts (like BEGIN IMMEDIATE, busy handler included), so this is as
-        safe as :meth:`write` and saves the BEGIN and COMMIT round trips on the hottest paths."""
+        safe as :meth:`write` and saves the BEGIN and COMMIT round trips on the hottest path (a statement
+        and the trigger statements it fires are one transaction: see ``publish_one``)."""
         with self.lock:
             conn = self._connect()
             fd = self._lock_fd
@@ -192,6 +230,12 @@ class Database:
         if self.waiters:
             with self.cond:
                 self.cond.notify_all()
+
+
+def recount(conn: sqlite3.Connection, queue: str) -> None:
+    """Set ``queue``'s counts from its rows (inside the caller's write transaction)."""
+    conn.execute("DELETE FROM queue_counts WHERE queue = ?", (queue,))
+    conn.execute(_RECOUNT.format(where="WHERE queue = ?"), (queue,))
 
 
 class _WriteTransaction:
