@@ -203,6 +203,37 @@ def has_publish_mode() -> bool:
         return False
 
 
+def _bench_figures(*keys: str) -> dict[str, str]:
+    """Figures a part returns in its dict (``_common.emit`` / a returned dict), each under its own name."""
+    return {k: f"BENCHRESULT.{k}" for k in keys}
+
+
+NO_PUBLISH_MODE = "no publish_mode in this checkout yet"
+
+
+def _pipelined_part(side: str, kind: str, n: int, pipe: bool) -> list[Part]:
+    """The ``publish_mode="pipelined"`` push side of ``kind`` (issue 24 item 3); none without publish_mode."""
+    return [Part(side, "run_all", "pipelined_push_part", [kind, n], {"publish": "BENCHRESULT.rate"})] if pipe else []
+
+
+def _pipelined_row(label: str, side: str, anchor: str, anchor_label: str, pipe: bool) -> Row:
+    """The row of :func:`_pipelined_part` (a dash, with the reason, without publish_mode)."""
+    return Row(label, f"{side}:publish", anchor, anchor_label, 1.0, note="" if pipe else NO_PUBLISH_MODE)
+
+
+def _plain_vs_funboost(name: str, script: str, needs: tuple[str, ...], args: list[Any], kind_label: str,
+                       push_anchor: str, consume_anchor: str) -> Suite:
+    """A framework suite (Celery, dramatiq, huey, rq): the framework's own API against funboost's kind on it,
+    both ``script.run_plain`` / ``script.run_funboost`` (``*args``) returning publish and consume rates."""
+    return Suite(name, f"{script}.py", needs, [
+        Part("plain", script, "run_plain", list(args), _bench_figures("publish", "consume")),
+        Part("funboost", script, "run_funboost", list(args), _bench_figures("publish", "consume")),
+    ], [
+        Row(f"{kind_label}, push", "funboost:publish", "plain:publish", push_anchor, 0.9),
+        Row(f"{kind_label}, consume", "funboost:consume", "plain:consume", consume_anchor, 0.9),
+    ])
+
+
 def build_suites(n: int, quick: bool) -> list[Suite]:
     """The comparisons. ``n`` messages per figure; slow sides get fewer (their rate is what matters).
     ``quick`` leaves out the sides that only give context (and their rows)."""
@@ -213,15 +244,15 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
     S: list[Suite] = []
 
     S.append(Suite("core", "core_bench.py", (), [
-        Part("tpe", "core_bench", "part_tpe", [n, th], {"submit": "BENCHRESULT.submit", "e2e": "BENCHRESULT.e2e"}),
+        Part("tpe", "core_bench", "part_tpe", [n, th], _bench_figures("submit", "e2e")),
         Part("memory", "core_bench", "part_ours", ["memory", n, th],
-             {k: f"BENCHRESULT.{k}" for k in ("publish", "batch", "consume", "e2e")}),
+             _bench_figures("publish", "batch", "consume", "e2e")),
         Part("orig_memory", "run_all", "orig_core_part", ["MEMORY_QUEUE", n, th, 1],
-             {k: f"BENCHRESULT.{k}" for k in ("publish", "consume", "e2e")}),
+             _bench_figures("publish", "consume", "e2e")),
         Part("sqlite", "core_bench", "part_ours", ["sqlite", n, th],
-             {k: f"BENCHRESULT.{k}" for k in ("publish", "batch", "consume", "e2e")}),
+             _bench_figures("publish", "batch", "consume", "e2e")),
         Part("orig_sqlite", "run_all", "orig_core_part", ["SQLITE_QUEUE", orig_sqlite_n, th, 0],
-             {k: f"BENCHRESULT.{k}" for k in ("publish", "consume")}),
+             _bench_figures("publish", "consume")),
     ], [
         Row("memory, end to end", "memory:e2e", "tpe:e2e", "ThreadPoolExecutor(50), end to end", 0.7),
         Row("memory, push 1 by 1", "memory:publish", "orig_memory:publish", "original MEMORY_QUEUE push"),
@@ -252,8 +283,7 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
         Part("ack_batch", "redis_bench", "part_ours_batch", [n, kind], {"publish": "RESULT.rate"}, full_only=True),
         Part("ack_con", "redis_bench", "part_ours_consume", [n, kind], {"consume": "RESULT.rate"}),
         Part("orig_ack_push", "redis_bench", "run_orig", ["push", "REDIS_ACK_ABLE", n], {"publish": "BENCHRESULT.rate"}),
-    ] + ([Part("pipe_push", "run_all", "pipelined_push_part", [kind, n], {"publish": "BENCHRESULT.rate"})]
-         if pipe else []) + [
+    ] + _pipelined_part("pipe_push", kind, n, pipe) + [
         Part("orig_con", "redis_bench", "run_orig", ["consume", "REDIS", n], {"consume": "BENCHRESULT.rate"}),
     ] + ([] if quick else [
         Part("broker", "redis_bench", "part_broker_batch", [n, kind],
@@ -264,8 +294,8 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
     ]), [
         Row("redis_ack_able push 1 by 1", "ack_push:publish", "orig_ack_push:publish",
             "original REDIS_ACK_ABLE push", 1.5),
-        Row("redis_ack_able push 1 by 1, pipelined", "pipe_push:publish", "orig_ack_push:publish",
-            "original REDIS_ACK_ABLE push", 1.0, note="" if pipe else "no publish_mode in this checkout yet"),
+        _pipelined_row("redis_ack_able push 1 by 1, pipelined", "pipe_push", "orig_ack_push:publish",
+                       "original REDIS_ACK_ABLE push", pipe),
         Row("redis_ack_able consume", "ack_con:consume", "orig_con:consume", "original REDIS (unsafe) consume", 2.5),
         Row("redis_ack_able push_many", "ack_batch:publish", "raw_pub:publish", "raw redis-py pipelined LPUSH x1000"),
         Row("redis_ack_able consume", "ack_con:consume", "raw_con:consume", "raw redis-py LRANGE+LTRIM x1000"),
@@ -287,8 +317,7 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
         Part("ours", "rabbitmq_bench", "ours", [n], {
             "batch": "BENCHRESULT.ours push_many (batches of 1000), confirmed",
             "consume": "BENCHRESULT.ours consume, manual ack (threads 50)"}),
-    ] + ([Part("pipe", "run_all", "pipelined_push_part", ["rabbitmq", n], {"publish": "BENCHRESULT.rate"})]
-         if pipe else []) + [
+    ] + _pipelined_part("pipe", "rabbitmq", n, pipe) + [
         Part("orig", "run_all", "orig_rabbitmq_part", [n], {
             "publish": "BENCHRESULT.original 55.0 RABBITMQ_AMQPSTORM push 1-by-1 (no confirms)",
             "consume": "BENCHRESULT.original 55.0 RABBITMQ_AMQPSTORM consume (threads 50)"}, own_rss=False),
@@ -296,8 +325,8 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
         Row("push 1 by 1, confirmed", "confirmed:ours", "orig:publish",
             "original RABBITMQ_AMQPSTORM push (no confirms)", note="pipelined mode: issue 24 item 3"),
         Row("push 1 by 1, confirmed", "confirmed:ours", "confirmed:raw", "raw pika, confirmed 1 by 1", 0.8),
-        Row("push 1 by 1, pipelined", "pipe:publish", "orig:publish", "original RABBITMQ_AMQPSTORM push (no confirms)",
-            1.0, note="" if pipe else "no publish_mode in this checkout yet"),
+        _pipelined_row("push 1 by 1, pipelined", "pipe", "orig:publish",
+                       "original RABBITMQ_AMQPSTORM push (no confirms)", pipe),
         Row("push_many, confirmed", "ours:batch", "orig:publish", "original RABBITMQ_AMQPSTORM push (no confirms)"),
         Row("consume, manual ack", "ours:consume", "orig:consume", "original RABBITMQ_AMQPSTORM consume"),
         Row("consume, manual ack", "ours:consume", "raw:consume", "raw pika, prefetch 100, ack each"),
@@ -308,8 +337,7 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
         Part("raw_con", "kafka_bench", "part_raw_consume", [n], {"consume": "FIGURES.rate"}, full_only=True),
         Part("push", "kafka_bench", "part_ours_push", [small, "1"], {"publish": "FIGURES.rate"}),
         Part("batch", "kafka_bench", "part_ours_push_many", [n], {"publish": "FIGURES.rate"}, full_only=True),
-    ] + ([Part("pipe", "run_all", "pipelined_push_part", ["kafka", n], {"publish": "BENCHRESULT.rate"})]
-         if pipe else []) + [
+    ] + _pipelined_part("pipe", "kafka", n, pipe) + [
         Part("con", "kafka_bench", "part_ours_consume", [n, "50"], {"consume": "FIGURES.rate"}),
         Part("orig_push", "kafka_bench", "run_orig", ["push", n], {"publish": "BENCHRESULT.rate"},
              own_rss=False),
@@ -318,54 +346,29 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
     ], [
         Row(f"push 1 by 1, wait for ack (N={small})", "push:publish", "orig_push:publish",
             "original KAFKA push (fire and forget)", note="pipelined mode: issue 24 item 3"),
-        Row("push 1 by 1, pipelined", "pipe:publish", "orig_push:publish", "original KAFKA push (fire and forget)",
-            1.0, note="" if pipe else "no publish_mode in this checkout yet"),
+        _pipelined_row("push 1 by 1, pipelined", "pipe", "orig_push:publish", "original KAFKA push (fire and forget)",
+                       pipe),
         Row("push_many", "batch:publish", "raw_pub:publish", "raw kafka-python send each + flush"),
         Row("consume, 50 threads", "con:consume", "orig_con:consume", "original KAFKA consume (auto-commit)"),
         Row("consume, 50 threads", "con:consume", "raw_con:consume", "raw kafka-python poll 500 + commit"),
     ], venvs=("ours", "orig")))
 
     cn = min(n, 3000) if not quick else min(n, 500)
-    for fam, url, need in (("redis", CELERY_REDIS, "redis"), ("amqp", CELERY_AMQP, "rabbitmq")):
-        if quick and fam == "amqp":
-            continue
-        S.append(Suite(f"celery-{fam}", "celery_bench.py", (need,), [
-            Part("plain", "celery_bench", "run_plain", [url, cn, 8], {"publish": "BENCHRESULT.publish",
-                                                                      "consume": "BENCHRESULT.consume"}),
-            Part("funboost", "celery_bench", "run_funboost", [url, cn, 8], {"publish": "BENCHRESULT.publish",
-                                                                            "consume": "BENCHRESULT.consume"}),
-        ], [
-            Row(f"CELERY kind on {fam}, push", "funboost:publish", "plain:publish", "plain Celery .delay()", 0.9),
-            Row(f"CELERY kind on {fam}, consume", "funboost:consume", "plain:consume",
-                "plain Celery worker (threads 8)", 0.9),
-        ]))
-    for fam, url, need in (("redis", CELERY_REDIS, "redis"),
-                           ("amqp", AMQP_URL.rsplit("/", 1)[0] + "/%2F", "rabbitmq")):
-        if quick and fam == "amqp":
-            continue
-        S.append(Suite(f"dramatiq-{fam}", "dramatiq_bench.py", (need,), [
-            Part("plain", "dramatiq_bench", "run_plain", [url, cn, 8], {"publish": "BENCHRESULT.publish",
-                                                                        "consume": "BENCHRESULT.consume"}),
-            Part("funboost", "dramatiq_bench", "run_funboost", [url, cn, 8], {"publish": "BENCHRESULT.publish",
-                                                                              "consume": "BENCHRESULT.consume"}),
-        ], [
-            Row(f"DRAMATIQ kind on {fam}, push", "funboost:publish", "plain:publish", "plain dramatiq .send()", 0.9),
-            Row(f"DRAMATIQ kind on {fam}, consume", "funboost:consume", "plain:consume",
-                "plain dramatiq Worker (threads 8)", 0.9),
-        ]))
+    amqp = {"celery": CELERY_AMQP, "dramatiq": AMQP_URL.rsplit("/", 1)[0] + "/%2F"}
+    for fw, push_anchor, consume_anchor in (
+            ("celery", "plain Celery .delay()", "plain Celery worker (threads 8)"),
+            ("dramatiq", "plain dramatiq .send()", "plain dramatiq Worker (threads 8)")):
+        for fam, url, need in (("redis", CELERY_REDIS, "redis"), ("amqp", amqp[fw], "rabbitmq")):
+            if quick and fam == "amqp":
+                continue
+            S.append(_plain_vs_funboost(f"{fw}-{fam}", f"{fw}_bench", (need,), [url, cn, 8],
+                                        f"{fw.upper()} kind on {fam}", push_anchor, consume_anchor))
     hn = min(n, 3000) if not quick else min(n, 500)
     for name, script, funboost_kind, plain_label in (
             ("huey", "huey_bench", "HUEY", "plain huey (RedisHuey, 8 thread workers)"),
             ("rq", "rq_bench", "RQ", "plain rq (Queue.enqueue, 8 SimpleWorker threads)")):
-        S.append(Suite(name, f"{script}.py", ("redis",), [
-            Part("plain", script, "run_plain", [hn, 8], {"publish": "BENCHRESULT.publish",
-                                                         "consume": "BENCHRESULT.consume"}),
-            Part("funboost", script, "run_funboost", [hn, 8], {"publish": "BENCHRESULT.publish",
-                                                               "consume": "BENCHRESULT.consume"}),
-        ], [
-            Row(f"{funboost_kind} kind, push", "funboost:publish", "plain:publish", plain_label, 0.9),
-            Row(f"{funboost_kind} kind, consume", "funboost:consume", "plain:consume", plain_label, 0.9),
-        ]))
+        S.append(_plain_vs_funboost(name, script, ("redis",), [hn, 8], f"{funboost_kind} kind", plain_label,
+                                    plain_label))
     for suite in S:  # --quick leaves out context-only sides; a row needs both of its sides
         suite.parts = [p for p in suite.parts if not (quick and p.full_only)]
         sides = {p.side for p in suite.parts}

@@ -81,3 +81,24 @@ def test_qps_raises_default_concurrency_and_single_thread_forces_one():
     assert BoosterParams(queue_name="q", broker_kind="memory", qps=5, concurrent_num=20).concurrent_num == 20
     assert BoosterParams(queue_name="q", broker_kind="memory", concurrent_mode="single_thread").concurrent_num == 1
     assert BoosterParams(queue_name="q", broker_kind="memory", concurrent_mode="SOLO").concurrent_mode == "single_thread"
+
+
+def test_every_decorator_form_of_the_original_is_validated():
+    """boost / Booster take a BoosterParams, a queue name, queue_name=, boost_params= and keyword overrides
+    beside a BoosterParams; every form goes through validation (a keyword beside BoosterParams once went
+    through model_copy(update=...), which accepted a misspelt field silently)."""
+    class MyParams(BoosterParams):
+        broker_kind: str = "memory"
+        max_retry_times: int = 7
+
+    f = boost(MyParams(queue_name="forms_a"), qps=2)(lambda x: x)
+    assert type(f.params) is MyParams and f.params.max_retry_times == 7 and f.params.qps == 2
+    assert f.params.concurrent_num == 500  # derived from qps again, as for BoosterParams(qps=2)
+    g = boost("ignored", boost_params=BoosterParams(queue_name="forms_b", broker_kind="memory"), qps=4)(lambda x: x)
+    assert g.queue_name == "forms_b" and g.params.qps == 4
+    h = Booster("forms_c", broker_kind="memory", max_retry_times=1)(lambda x: x)
+    assert h.params.queue_name == "forms_c" and h.params.max_retry_times == 1
+    with pytest.raises(ValidationError, match="qpss"):
+        boost(BoosterParams(queue_name="forms_d", broker_kind="memory"), qpss=3)
+    with pytest.raises(ValidationError):
+        boost(BoosterParams(queue_name="forms_e", broker_kind="memory"), broker_kind="no_such_kind")

@@ -521,6 +521,44 @@ def test_option_helpers(monkeypatch):
     assert local_target("0.0.0.0", 5) == "127.0.0.1:5" and local_target("::1", 5) == "[::1]:5"
 
 
+def test_transport_options_read_their_prefixed_environment(monkeypatch):
+    from typing import ClassVar, Optional
+
+    from funboost.transport.options import MutualTlsTransportOptions, TransportOptions
+
+    class Opts(MutualTlsTransportOptions):
+        env_prefix: ClassVar[str] = "FB_T_"
+        env_names: ClassVar[dict[str, str]] = {"tls_cert_file": "FB_T_CERT", "tls_key_file": "FB_T_KEY"}
+        env_skip: ClassVar[frozenset[str]] = frozenset({"health_check_interval"})
+        port: int = 1234
+        extra_list: Optional[list[str]] = None
+
+    assert Opts().port == 1234 and Opts().addresses is None and Opts().tls is False
+    monkeypatch.setenv("FB_T_PORT", "99")
+    monkeypatch.setenv("FB_T_ADDRESSES", "a:1, b:2")
+    monkeypatch.setenv("FB_T_TLS", "yes")
+    monkeypatch.setenv("FB_T_PUBLISH_TIMEOUT", "2.5")
+    monkeypatch.setenv("FB_T_HEALTH_CHECK_INTERVAL", "9")  # skipped
+    monkeypatch.setenv("FB_T_EXTRA_LIST", "x,y")  # a subclass's own field reads it too
+    monkeypatch.setenv("FB_T_CERT", "c.pem")
+    monkeypatch.setenv("FB_T_KEY", "k.pem")
+    monkeypatch.setenv("FB_T_TOKEN", "")  # empty: unset
+    o = Opts()
+    assert (o.port, o.addresses, o.tls, o.publish_timeout, o.health_check_interval, o.extra_list) == \
+        (99, ["a:1", "b:2"], True, 2.5, 0.5, ["x", "y"])
+    assert (o.tls_cert_file, o.tls_key_file, o.token) == ("c.pem", "k.pem", None)
+    assert o.client_tls and o.target_addresses() == ["a:1", "b:2"]
+    assert Opts(port=5, token=None).port == 5  # what is given wins over the environment
+    monkeypatch.setenv("FB_T_ADDRESSES", "nohostport")  # env values get the checks given values get
+    with pytest.raises(ValueError):
+        Opts()
+    monkeypatch.delenv("FB_T_ADDRESSES")
+    monkeypatch.delenv("FB_T_KEY")
+    with pytest.raises(ValueError, match="tls_key_file"):
+        Opts()
+    assert TransportOptions(host="0.0.0.0", port=7).target_addresses() == ["127.0.0.1:7"]
+
+
 def test_parse_envelope_takes_a_parsed_dict():
     from funboost.transport.server import parse_envelope
     d = {"x": 1}

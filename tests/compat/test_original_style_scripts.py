@@ -49,6 +49,18 @@ def test_broker_enum_has_every_original_name(name: str) -> None:
         BoosterParams(queue_name=f"enum_{name}", broker_kind=value)
 
 
+def test_custom_brokers_of_publisher_and_consumer_classes(tmp_path: Path) -> None:
+    """register_custom_broker with AbstractPublisher / AbstractConsumer subclasses, and BrokerEnum.EMPTY with
+    EmptyPublisher / EmptyConsumer subclasses: publish, count, clear, consume, requeue, dead-letter, stop."""
+    proc = run_script("custom_brokers.py", uuid.uuid4().hex[:8], cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+
+
+def test_aio_async_result_in_asyncio_code(tmp_path: Path) -> None:
+    proc = run_script("aio_async_result.py", uuid.uuid4().hex[:8], cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+
+
 def test_method_consumers_and_specify_async_loop(tmp_path: Path) -> None:
     proc = run_script("methods_and_async_loop.py", uuid.uuid4().hex[:8], cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]

@@ -7,34 +7,77 @@ from typing import Any, Optional
 
 from funboost.plugins.manager import resolve_broker_kind
 from funboost.testing import require_service
+from funboost.testing.servers import PrivateKafka, PrivateRabbitmq, PrivateRedis, PrivateServer, ServerUnavailable
 
 REDIS_URL = os.environ.get("FUNBOOST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RABBITMQ_URL = os.environ.get("FUNBOOST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 KAFKA_SERVERS = os.environ.get("FUNBOOST_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+POSTGRES_DSN = os.environ.get("FUNBOOST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+# the SQL broker on the machine's MariaDB (PostgreSQL is the postgres kind's)
+SQLALCHEMY_URL = os.environ.get("FUNBOOST_RELIABILITY_SQLALCHEMY_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+NATS_URL = os.environ.get("FUNBOOST_NATS_URL", "nats://127.0.0.1:4222")
+
+# liveness timings short so that a dead consumer's messages come back within seconds (the defaults are
+# tuned for production, not for a test)
+FAST_LIVENESS = {"heartbeat_interval": 0.3, "heartbeat_timeout": 1.5, "reclaim_interval": 0.3}
+# Kafka's minimum session timeout: a dead member's partitions move to the survivor after it (these are the
+# plugin's defaults, spelt out; the broker-restart figure is the one those defaults give)
+KAFKA_FAST_SESSION = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 
 
 def broker_options(kind: str, sqlite_dir: str) -> dict[str, Any]:
-    """``broker_exclusive_config`` for ``kind``; liveness timings short so that a killed consumer's
-    messages come back within seconds (the defaults are tuned for production, not for a test)."""
-    fast_liveness = {"heartbeat_interval": 0.3, "heartbeat_timeout": 1.5, "reclaim_interval": 0.3}
+    """``broker_exclusive_config`` for ``kind`` on the shared server, with :data:`FAST_LIVENESS`."""
     if kind == "sqlite":
-        return {"db_dir": sqlite_dir, **fast_liveness}
+        return {"db_dir": sqlite_dir, **FAST_LIVENESS}
     if kind.startswith("redis"):
-        return {"url": REDIS_URL, **fast_liveness}
+        return {"url": REDIS_URL, **FAST_LIVENESS}
     if kind == "rabbitmq":
         return {"url": RABBITMQ_URL}
     if kind == "memory":
         return {}
     if kind == "kafka":
-        # Kafka's minimum session timeout: a killed member's partitions move to the survivor after it
-        return {"bootstrap_servers": KAFKA_SERVERS, "session_timeout_ms": 6000, "heartbeat_interval_ms": 1500}
+        return {"bootstrap_servers": KAFKA_SERVERS, **KAFKA_FAST_SESSION}
     if kind == "celery":
         return {"broker_url": REDIS_URL, "heartbeat_timeout": 2.0, "visibility_timeout": 2.0}
     if kind == "dramatiq":
         return {"broker_url": REDIS_URL, "heartbeat_timeout": 2.0}
     if kind in ("huey", "rq"):
-        return {"redis_url": REDIS_URL, **fast_liveness}
+        return {"redis_url": REDIS_URL, **FAST_LIVENESS}
+    if kind == "postgres":
+        return {"dsn": POSTGRES_DSN, "db_schema": "funboost_reliability", **FAST_LIVENESS}
+    if kind == "sqlalchemy":
+        return {"url": SQLALCHEMY_URL, "table_prefix": "funboost_rel_", **FAST_LIVENESS}
+    if kind == "nats_jetstream":
+        # JetStream redelivers a dead consumer's messages after ack_wait (a living consumer's long task is
+        # kept by its in-progress signals)
+        return {"url": NATS_URL, "ack_wait": 3.0, "stream_prefix": "fbrel_"}
     raise ValueError(f"no reliability options for broker kind {kind!r}")
+
+
+def start_private_server(kind: str, host: str = "127.0.0.1") -> PrivateServer:
+    """A server of the test's own for ``kind`` (redis*, rabbitmq, kafka: funboost.testing.servers, never the
+    shared one) listening on ``host``, not started yet. Skips the test (fails it with FUNBOOST_REQUIRE_SERVICES=1)
+    where the server's binary is missing. Tests use the ``private_server`` fixture, which also removes it."""
+    cls = PrivateRabbitmq if kind == "rabbitmq" else PrivateKafka if kind == "kafka" else PrivateRedis
+    try:
+        return cls(host=host) if host != "127.0.0.1" else cls()  # PrivateKafka listens on loopback only
+    except ServerUnavailable as exc:
+        require_service(str(exc))
+        raise
+
+
+def private_server_options(kind: str, server: PrivateServer, **extra: Any) -> dict[str, Any]:
+    """``broker_exclusive_config`` for ``kind`` on ``server`` (see :func:`start_private_server`): short liveness
+    timings, reconnects at most 1 s apart; ``extra`` added."""
+    if kind.startswith("redis"):
+        base: dict[str, Any] = {"url": server.url, **FAST_LIVENESS}
+    elif kind == "rabbitmq":
+        base = {"url": server.url, "reconnect_max_delay": 1.0}
+    elif kind == "kafka":
+        base = {"bootstrap_servers": server.url, **KAFKA_FAST_SESSION}
+    else:
+        raise ValueError(f"no private server for broker kind {kind!r}")
+    return {**base, **extra}
 
 
 def unavailable_reason(kind: str, options: dict[str, Any]) -> Optional[str]:

@@ -20,27 +20,25 @@ from typing import Any
 
 import pytest
 
-from funboost.testing import require_service, wait_until
-from funboost.testing.servers import PrivateKafka, PrivateRabbitmq, PrivateRedis, ServerUnavailable
-from funboost.testing.workers import ConsumerProcess, recording_publisher
+from funboost.testing import wait_until
+from funboost.testing.workers import recording_publisher
 
+from .brokers import private_server_options
 from .report import record
 from .sizes import SIZE
 
 OUTAGE_SECONDS = 2.0  # how long the server stays down: an outage, not a blip
 
-SERVERS = {"redis_ack_able": PrivateRedis, "redis_stream": PrivateRedis, "redis_priority": PrivateRedis,
-           "rabbitmq": PrivateRabbitmq, "kafka": PrivateKafka}
+KINDS = ["redis_ack_able", "redis_stream", "redis_priority", "rabbitmq", "kafka"]
 
 
 def options_for(kind: str, server: Any) -> dict[str, Any]:
+    # a publish keeps retrying transient errors for 10 s (redis default 30 s): longer than the outage
     if kind.startswith("redis"):
-        # a publish retries transient errors for 10 s (default 30 s): longer than the outage
-        return {"url": server.url, "heartbeat_interval": 0.3, "heartbeat_timeout": 1.5, "reclaim_interval": 0.3,
-                "retry_seconds": 10.0}
+        return private_server_options(kind, server, retry_seconds=10.0)
     if kind == "rabbitmq":
-        return {"url": server.url, "reconnect_max_delay": 1.0, "publish_timeout": 10.0, "heartbeat": 5}
-    return {"bootstrap_servers": server.url}  # the defaults: the resume time they give is the figure
+        return private_server_options(kind, server, publish_timeout=10.0, heartbeat=5)
+    return private_server_options(kind, server)  # kafka: the plugin's default timings (see brokers.py)
 
 
 class OutagePublisher(threading.Thread):
@@ -65,23 +63,19 @@ class OutagePublisher(threading.Thread):
                 self.failed[i] = f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
 
 
-@pytest.mark.parametrize("kind", list(SERVERS))
-def test_broker_restart_mid_run(kind, qname, tmp_path):
-    try:
-        server = SERVERS[kind]()
-    except ServerUnavailable as exc:
-        require_service(str(exc))
+@pytest.mark.parametrize("kind", KINDS)
+def test_broker_restart_mid_run(kind, qname, private_server, start_consumer):
+    server = private_server(kind)
     n = SIZE.restart_tasks
     half, outage_n = n // 2, max(10, n // 20)
     consumer = None
     try:
-        server.start()
         options = options_for(kind, server)
-        consumer = ConsumerProcess(kind, qname, options, str(tmp_path / "consumer.out"), concurrency=8,
-                                   task_seconds=0.01)
+        consumer = start_consumer(kind, options, "consumer", task_seconds=0.01)
         pub = recording_publisher(kind, qname, options)
         pub.push_many(range(half))
         wait_until(lambda: consumer.done() >= max(5, half // 10), 120, 0.05, "the consumer under way")
+        server.flush_metadata()  # the fault is a restart mid-run, not one in the moment a queue is created
         server.kill()
         killed_at = time.monotonic()
         before_kill = set(consumer.runs())
@@ -114,15 +108,21 @@ def test_broker_restart_mid_run(kind, qname, tmp_path):
             expected = set(range(half + outage_n, n)) | set(during.ok)
         else:
             expected = set(range(half)) | set(during.ok) | set(range(half + outage_n, n))
-        wait_until(lambda: set(consumer.runs()) >= expected, 180, 0.1,
-                   f"every acknowledged publish ran ({len(expected)})")
+        try:
+            wait_until(lambda: set(consumer.runs()) >= expected, 180, 0.1,
+                       f"every acknowledged publish ran ({len(expected)})")
+        except AssertionError as exc:  # say which never ran, and what the consumer's process printed
+            missing = sorted(expected - set(consumer.runs()))
+            consumer.dump_threads()
+            raise AssertionError(f"{exc}: {len(missing)} never ran ({missing[:20]}); queue size "
+                                 f"{pub.get_message_count()} (the consumer's threads are in the captured "
+                                 f"stderr)") from None
         if consumer_resumed is None:
             consumer_resumed = time.monotonic() - restarted_at
         runs = consumer.runs()
     finally:
         if consumer is not None:
             consumer.stop()
-        server.cleanup()
     lost = expected - set(runs)
     duplicates = sum(1 for c in runs.values() if c > 1)
     unclear = {i: e for i, e in during.failed.items() if len(e.split(": ", 1)[-1]) < 10}

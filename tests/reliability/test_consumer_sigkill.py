@@ -15,7 +15,7 @@ from .report import record
 from .sizes import SIZE
 
 AT_LEAST_ONCE_KINDS = ["sqlite", "redis_ack_able", "redis_stream", "redis_priority", "rabbitmq", "kafka", "celery",
-                       "dramatiq", "huey", "rq"]
+                       "dramatiq", "huey", "rq", "postgres", "sqlalchemy", "nats_jetstream"]
 
 
 @pytest.mark.parametrize("kind", AT_LEAST_ONCE_KINDS)

@@ -20,23 +20,20 @@ import pytest
 
 from funboost.testing import require_service, wait_until
 from funboost.testing.netns import NetnsLink, netem_available, netns_unavailable_reason
-from funboost.testing.servers import PrivateRabbitmq, PrivateRedis, ServerUnavailable
-from funboost.testing.workers import ConsumerProcess, recording_publisher, stop_all
+from funboost.testing.workers import recording_publisher, stop_all
 
+from .brokers import private_server_options
 from .report import record
 from .sizes import SIZE
 
 
-def server_and_options(kind: str, host: str) -> tuple[Any, dict[str, Any], float]:
-    """The server, the consumers' options, and how long the link stays cut (past the liveness expiry)."""
+def options_and_cut(kind: str, server: Any) -> tuple[dict[str, Any], float]:
+    """The consumers' options, and how long the link stays cut (past the liveness expiry)."""
     if kind == "rabbitmq":
-        server = PrivateRabbitmq(host=host)
         # AMQP heartbeat 2 s: the server drops the silent connection (and requeues its unacked messages)
         # after two missed heartbeats
-        return server, {"url": server.url, "heartbeat": 2, "reconnect_max_delay": 1.0}, 8.0
-    server = PrivateRedis(host=host)
-    return server, {"url": server.url, "heartbeat_interval": 0.3, "heartbeat_timeout": 1.5,
-                    "reclaim_interval": 0.3}, 4.0
+        return private_server_options(kind, server, heartbeat=2), 8.0
+    return private_server_options(kind, server), 4.0
 
 
 @pytest.fixture
@@ -49,20 +46,14 @@ def link():
 
 
 @pytest.mark.parametrize("kind", ["redis_ack_able", "redis_stream", "rabbitmq"])
-def test_consumer_cut_off_the_network(kind, link, qname, tmp_path):
+def test_consumer_cut_off_the_network(kind, link, qname, private_server, start_consumer):
     n1 = SIZE.netcut_tasks
     n2 = max(50, n1 // 3)
-    try:
-        server, options, cut_seconds = server_and_options(kind, link.host_addr)
-    except ServerUnavailable as exc:
-        require_service(str(exc))
+    options, cut_seconds = options_and_cut(kind, private_server(kind, link.host_addr))
     cut_off = local = None
     try:
-        server.start()
-        cut_off = ConsumerProcess(kind, qname, options, str(tmp_path / "cut_off.out"), concurrency=8,
-                                  task_seconds=0.05, netns=link.namespace)
-        local = ConsumerProcess(kind, qname, options, str(tmp_path / "local.out"), concurrency=8,
-                                task_seconds=0.05)
+        cut_off = start_consumer(kind, options, "cut_off", task_seconds=0.05, netns=link.namespace)
+        local = start_consumer(kind, options, "local", task_seconds=0.05)
         pub = recording_publisher(kind, qname, options)
         pub.push_many(range(n1))
         wait_until(lambda: cut_off.done() >= max(5, n1 // 30), 120, 0.05, "the namespaced consumer under way")
@@ -96,7 +87,6 @@ def test_consumer_cut_off_the_network(kind, link, qname, tmp_path):
         netem = netem_available(link.host_dev)
     finally:
         stop_all([cut_off, local])
-        server.cleanup()
     a, b = cut_off.runs(), local.runs()
     total = set(range(n1 + n2))
     lost = total - set(a) - set(b)

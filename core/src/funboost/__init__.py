@@ -65,10 +65,10 @@ _COMPAT_NAMES = frozenset((
     "RemoteTaskKiller", "enable_ctrl_c_quit_on_windows", "flogger", "get_consumer", "get_current_taskid",
     "get_funboost_file_logger", "get_logger", "get_publisher", "nb_print", "register_broker_exclusive_config_default",
     "register_custom_broker", "show_current_threads_num", "wait_for_possible_has_finish_all_tasks_by_conusmer_list",
-    "RedisMixin", "ResultFromMongo",
+    "RedisMixin", "ResultFromMongo", "EmptyConsumer", "EmptyPublisher",
 ))
 _ORIGINAL_SUBMODULES = ("constant", "core", "consumers", "publishers", "factories", "utils", "timing_job",
-                        "concurrent_pool", "funboost_config_deafult", "set_frame_config")
+                        "concurrent_pool", "funboost_config_deafult", "set_frame_config", "nb_log", "queues")
 
 
 __all__ += ["ApsJobAdder", "funboost_aps_scheduler", "MemoryFunboostPool", "FunboostPool", "FunboostPoolPickleFunc",

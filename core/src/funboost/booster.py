@@ -27,7 +27,7 @@ from funboost.plugins.broker import Broker, OutgoingMessage, QueueSize
 from funboost.plugins.manager import get_plugin_manager, has_hook_impls, resolve_broker_kind
 from funboost.records import _PID
 from funboost.registry import BoostersManager
-from funboost.result import AsyncResult
+from funboost.result import AioAsyncResult, AsyncResult
 
 if sys.version_info >= (3, 10):
     from typing import ParamSpec
@@ -57,9 +57,11 @@ class Booster(Generic[P, R]):
     """A decorated function: callable as before, plus the task API. Generic in the function's
     parameters ``P`` and return type ``R``, so a type checker checks ``push(...)`` and calls."""
 
-    def __init__(self, params: BoosterParams, func: Optional[Callable] = None) -> None:
-        if not isinstance(params, BoosterParams):
-            raise TypeError("boost() takes a BoosterParams instance")
+    def __init__(self, params: Union[BoosterParams, str, None] = None, func: Optional[Callable] = None, *,
+                 boost_params: Optional[BoosterParams] = None, **kwargs: Any) -> None:
+        # the original's decorator was this class: @Booster(BoosterParams(...)), @Booster("queue", qps=...)
+        if not isinstance(params, BoosterParams) or boost_params is not None or kwargs:
+            params = resolve_boost_params(params, boost_params, **kwargs)
         self.params = params
         self.queue_name = params.queue_name
         self.func: Optional[Callable] = None
@@ -73,7 +75,7 @@ class Booster(Generic[P, R]):
         self._consume_lock = threading.Lock()
         from funboost.funboost_config_deafult import use_config_form_funboost_config_module
         use_config_form_funboost_config_module()  # a funboost_config.py of the original: once per process
-        self.broker_cls = resolve_broker_kind(params.broker_kind)
+        self.broker_cls = resolve_broker_kind(params.broker_kind).bind_params(params)
         self.broker_options = self.broker_cls.parse_options(params.broker_exclusive_config)
         self.logger = _make_logger(params)
         if func is not None:
@@ -388,6 +390,9 @@ class Booster(Generic[P, R]):
         self._after_publish([om.task_id])
         return AsyncResult(om.task_id, booster=self, rpc_enabled=self._rpc_enabled(task_options))
 
+    pub = publish  # the original's other names
+    apply_async = publish
+
     _plain_publish_ok: Optional[bool] = None  # decided at the first publish
 
     def _plain_publish_applies(self) -> bool:
@@ -479,12 +484,16 @@ class Booster(Generic[P, R]):
             return self._args_to_kwargs((item,), {})
         return self.publish_many((to_kwargs(i) for i in args_list), batch_size=batch_size)
 
-    async def aio_push(self, *args: P.args, **kwargs: P.kwargs) -> "AsyncResult[R]":
-        return await asyncio.get_running_loop().run_in_executor(None, lambda: self.push(*args, **kwargs))
+    async def aio_push(self, *args: P.args, **kwargs: P.kwargs) -> "AioAsyncResult[R]":
+        """``push`` from asyncio code: the publish runs in the loop's executor; the handle's accessors are
+        awaited (``await (await f.aio_push(1)).result``)."""
+        r = await asyncio.get_running_loop().run_in_executor(None, lambda: self.push(*args, **kwargs))
+        return AioAsyncResult(r)
 
     async def aio_publish(self, msg: dict, task_id: Optional[str] = None,
-                          task_options: Optional[TaskOptions] = None) -> "AsyncResult[R]":
-        return await asyncio.get_running_loop().run_in_executor(None, lambda: self.publish(msg, task_id, task_options))
+                          task_options: Optional[TaskOptions] = None) -> "AioAsyncResult[R]":
+        r = await asyncio.get_running_loop().run_in_executor(None, lambda: self.publish(msg, task_id, task_options))
+        return AioAsyncResult(r)
 
     def get_future(self, *args: P.args, **kwargs: P.kwargs) -> "concurrent.futures.Future[Any]":
         """Publish like ``push`` and return a ``concurrent.futures.Future`` that resolves to the task's final
@@ -565,7 +574,9 @@ class Booster(Generic[P, R]):
                 self.logger.warning("not consuming %r: the process is shutting down", self.queue_name)
                 return self
             from funboost.engine.consumer import Consumer
-            consumer_cls = self.params.consumer_override_cls or Consumer  # an AbstractConsumer subclass
+            # an AbstractConsumer subclass: the queue's own, or the one of a custom broker (funboost.custom_broker)
+            consumer_cls = (self.params.consumer_override_cls or getattr(self.broker_cls, "legacy_consumer_class", None)
+                            or Consumer)
             if not issubclass(consumer_cls, Consumer):
                 raise TypeError(f"consumer_override_cls must subclass funboost.AbstractConsumer, got {consumer_cls!r}")
             self._consumer = consumer_cls(self.consumer_setup())
@@ -574,6 +585,7 @@ class Booster(Generic[P, R]):
         return self
 
     start_consuming_message = consume
+    start = consume
 
     @property
     def consumer(self) -> Optional["Consumer"]:
@@ -603,6 +615,29 @@ class Booster(Generic[P, R]):
     mp_consume = multi_process_consume
     multi_process_start = multi_process_consume
 
+    def multi_process_pub_params_list(self, params_list: Sequence[dict], process_num: int = 16) -> int:
+        """The original's bulk publish of many argument dicts with ``process_num`` processes. Here one
+        process publishes them in batches (``publish_many``: one broker round trip per batch, faster than
+        the original's processes on every kind that batches); returns how many were published."""
+        del process_num  # accepted for the original's signature; batching replaces the processes
+        self.publish_many(list(params_list))
+        return len(params_list)
+
+    def wait_for_possible_has_finish_all_tasks(self, minutes: float = 3) -> None:
+        """Block until the queue has been empty, with no task finishing, for ``minutes`` in a row."""
+        from funboost.compat import wait_for_possible_has_finish_all_tasks_by_conusmer_list
+        wait_for_possible_has_finish_all_tasks_by_conusmer_list([self], minutes)
+
+    @property
+    def boost_params(self) -> BoosterParams:
+        """The original's name of :attr:`params`."""
+        return self.params
+
+    @property
+    def consuming_function(self) -> Optional[Callable]:
+        """The original's name of :attr:`func`."""
+        return self.func
+
     def fabric_deploy(self, host: str, port: int = 22, user: Optional[str] = None, password: Optional[str] = None,
                       **kwargs: Any) -> Any:
         """Upload the project to ``host`` over SSH and start ``process_num`` consumer processes of this
@@ -620,6 +655,7 @@ class Booster(Generic[P, R]):
         self._set_flag(QueueFlag.PAUSE, False)
 
     continue_consume = resume
+    pause_consume = pause
 
     def set_qps(self, qps: Optional[float]) -> None:
         self._set_flag(QueueFlag.QPS, qps)
@@ -661,18 +697,36 @@ class _BoundBoosterCall:
         return getattr(self._booster, name)
 
 
-def boost(params: Union[BoosterParams, str, None] = None,
+def resolve_boost_params(params: Union[BoosterParams, str, None] = None, boost_params: Optional[BoosterParams] = None,
+                         **kwargs: Any) -> BoosterParams:
+    """The BoosterParams of every form ``boost`` takes, as the original's: ``boost(BoosterParams(...))``,
+    ``boost("queue", qps=...)``, ``boost(queue_name=..., ...)``, ``boost(boost_params=BoosterParams(...))``
+    (a queue name given beside it is the original's old spelling and is ignored), and keyword arguments beside
+    a BoosterParams, which override its fields. Every form is validated: a misspelt keyword is an error."""
+    base = params if isinstance(params, BoosterParams) else boost_params
+    if base is None:
+        if isinstance(params, str):
+            return BoosterParams(queue_name=params, **kwargs)
+        if params is None:
+            return BoosterParams(**kwargs)
+        raise TypeError(f"boost() takes a BoosterParams or a queue name, got {params!r}")
+    if not isinstance(base, BoosterParams):
+        raise TypeError(f"boost_params must be a BoosterParams, got {base!r}")
+    if not kwargs:
+        return base
+    # what the user set, plus the overrides, through validation again (model_copy(update=) would not check)
+    data = {name: getattr(base, name) for name in base.model_fields_set}
+    data.update(kwargs)
+    return type(base)(**data)
+
+
+def boost(params: Union[BoosterParams, str, None] = None, *, boost_params: Optional[BoosterParams] = None,
           **kwargs: Any) -> Callable[[Callable[P, R]], Booster[P, R]]:
-    """``@boost(BoosterParams(queue_name=..., ...))``; ``@boost(queue_name=...)`` and
-    ``@boost("queue_name", ...)`` work too. The booster keeps the function's signature for type
-    checkers: ``f.push(...)`` takes the function's arguments and returns ``AsyncResult[R]``."""
-    if params is None:
-        params = BoosterParams(**kwargs)
-    elif isinstance(params, str):
-        params = BoosterParams(queue_name=params, **kwargs)
-    elif kwargs:
-        params = params.model_copy(update=kwargs)
-    validated: BoosterParams = params
+    """``@boost(BoosterParams(queue_name=..., ...))``; ``@boost(queue_name=...)``, ``@boost("queue_name", ...)``
+    and ``@boost(boost_params=...)`` work too (see :func:`resolve_boost_params`). The booster keeps the
+    function's signature for type checkers: ``f.push(...)`` takes the function's arguments and returns
+    ``AsyncResult[R]``."""
+    validated = resolve_boost_params(params, boost_params, **kwargs)
 
     def deco(func: Callable[P, R]) -> Booster[P, R]:
         return Booster(validated, func)

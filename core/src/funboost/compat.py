@@ -6,6 +6,7 @@ Everything here is re-exported from ``funboost`` and from the original's module 
 """
 from __future__ import annotations
 
+import abc
 import importlib
 import importlib.util
 import json
@@ -20,6 +21,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 from funboost.booster import Booster
 from funboost.context import fct
+from funboost.custom_broker import AbstractPublisher, EmptyPublisher, legacy_broker_class, is_legacy_publisher_class
 from funboost.engine.consumer import Consumer
 from funboost.exceptions import RpcNotEnabled
 from funboost.logs import ensure_console_handler
@@ -32,17 +34,43 @@ logger = logging.getLogger("funboost.compat")
 #: the original's name for "this result cannot be waited for" (rpc mode off)
 HasNotAsyncResult = RpcNotEnabled
 
-#: a publisher is a Booster here: publish / push / clear / get_message_count / sync_call live on it
-AbstractPublisher = Booster
+# A publisher is a Booster here (publish / push / clear / get_message_count / sync_call live on it);
+# AbstractPublisher is the base of the original's custom-broker publisher classes, and a booster counts as one
+AbstractPublisher.register(Booster)
 
 
 class AbstractConsumer(Consumer):
-    """Base of a consumer class given as ``BoosterParams(consumer_override_cls=...)``.
+    """Base of a consumer class given as ``BoosterParams(consumer_override_cls=...)``, or of the consumer class
+    of a custom broker (``register_custom_broker`` / ``BrokerEnum.EMPTY``, see :mod:`funboost.custom_broker`).
 
     Override ``_user_convert_msg_before_run(msg)`` to consume messages that other programs wrote in their
     own format: ``msg`` is the broker's body (a dict when it was a JSON object, else the text) and the
     return value must be the funboost message, a dict of the function's keyword arguments (``extra``
-    optional). A conversion that raises dead-letters the message with the reason."""
+    optional). A conversion that raises dead-letters the message with the reason.
+
+    A custom broker's consumer class implements ``_dispatch_task()`` (a loop handing each message of the
+    user's store to ``self._submit_task({'body': msg})``), ``_confirm_consume(kw)`` and ``_requeue(kw)``;
+    ``custom_init()`` runs at the end of ``__init__``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue_name: str = self.params.queue_name
+        self._queue_name = self.queue_name  # the original's attribute names, read by its consumer classes
+        self.consumer_params = self.params
+        self._legacy_broker: Any = None  # set by a custom broker's run_consumer
+        self.custom_init()
+
+    def custom_init(self) -> None:
+        """Open connections etc.; called at the end of ``__init__``."""
+
+    def _submit_task(self, kw: dict) -> None:
+        """Hand one message of a custom broker's store to the engine (``kw['body']``: the message, a dict
+        or JSON text; the whole ``kw`` comes back to ``_confirm_consume`` / ``_requeue``). Blocks while the
+        consumer is busy; raises :class:`funboost.custom_broker.ConsumerStopping` once it stops."""
+        if self._legacy_broker is None:
+            raise TypeError("_submit_task is for the consumer class of a custom broker (register_custom_broker, "
+                            "or BrokerEnum.EMPTY with consumer_override_cls), started by consume()")
+        self._legacy_broker.submit(kw)
 
     def _user_convert_msg_before_run(self, msg: Union[dict, str]) -> dict:
         return msg  # type: ignore[return-value]
@@ -63,6 +91,20 @@ class AbstractConsumer(Consumer):
                 self._dead_letter_malformed(d, f"_user_convert_msg_before_run failed: {exc!r}")
                 return None
         return super().prepare(d)
+
+
+class EmptyConsumer(AbstractConsumer, metaclass=abc.ABCMeta):
+    """The original's template for a custom broker's consumer class: ``_dispatch_task``,
+    ``_confirm_consume`` and ``_requeue`` are abstract, so a missing one fails when the class is used."""
+
+    @abc.abstractmethod
+    def _dispatch_task(self) -> None: ...
+
+    @abc.abstractmethod
+    def _confirm_consume(self, kw: dict) -> None: ...
+
+    @abc.abstractmethod
+    def _requeue(self, kw: dict) -> None: ...
 
 
 class BoosterDiscovery:
@@ -147,17 +189,27 @@ def get_consumer(boost_params: BoosterParams) -> Consumer:
     return cls(booster.consumer_setup())
 
 
-def register_custom_broker(broker_kind: str, publisher_class: Optional[type] = None,
+def register_custom_broker(broker_kind: Union[str, int], publisher_class: Optional[type] = None,
                            consumer_class: Optional[type] = None) -> None:
-    """Register a broker under ``broker_kind``. Here a broker is one :class:`funboost.Broker` subclass
-    (publish, fetch, ack, requeue…), passed as ``publisher_class`` (or ``consumer_class``)."""
-    cls = publisher_class if publisher_class is not None else consumer_class
-    if not (isinstance(cls, type) and issubclass(cls, Broker)):
-        raise TypeError(
-            "register_custom_broker: this project has no separate publisher / consumer classes; a broker is "
-            "one funboost.Broker subclass (see docs/writing-a-broker-plugin.md). Pass it as publisher_class.")
+    """Register a broker under ``broker_kind`` (a name, or a number as in the original's examples).
+
+    Either the original's class pair, an :class:`AbstractPublisher` subclass (``_publish_impl``, ``clear``,
+    ``get_message_count``, ``close``) and an :class:`AbstractConsumer` subclass (``_dispatch_task``,
+    ``_confirm_consume``, ``_requeue``), see :mod:`funboost.custom_broker`; or this project's plugin API, one
+    :class:`funboost.Broker` subclass passed as ``publisher_class`` (docs/writing-a-broker-plugin.md)."""
     from funboost.plugins.manager import get_broker_registry
-    get_broker_registry().register(cls, aliases=[broker_kind])
+    kind = str(broker_kind)
+    cls = publisher_class if publisher_class is not None else consumer_class
+    if isinstance(cls, type) and issubclass(cls, Broker):
+        get_broker_registry().register(cls, aliases=[kind])
+        return
+    if is_legacy_publisher_class(publisher_class) or (
+            isinstance(consumer_class, type) and issubclass(consumer_class, AbstractConsumer)):
+        get_broker_registry().register(legacy_broker_class(kind, publisher_class, consumer_class), aliases=[kind])
+        return
+    raise TypeError(
+        f"register_custom_broker({broker_kind!r}, ...): pass an AbstractPublisher subclass and an AbstractConsumer "
+        f"subclass (the original's API), or one funboost.Broker subclass; got {publisher_class!r}, {consumer_class!r}")
 
 
 def register_broker_exclusive_config_default(broker_kind: str, broker_exclusive_config_default: dict) -> None:
@@ -274,7 +326,7 @@ def enable_ctrl_c_quit_on_windows() -> None:
 
 __all__ = [
     "AbstractConsumer", "AbstractPublisher", "ActiveCousumerProcessInfoGetter", "BoosterDiscovery",
-    "BoosterParamsComplete", "FunboostFileLoggerMixin", "FunboostMetaTypeFileLogger", "HasNotAsyncResult",
+    "BoosterParamsComplete", "EmptyConsumer", "EmptyPublisher", "FunboostFileLoggerMixin", "FunboostMetaTypeFileLogger", "HasNotAsyncResult",
     "RemoteTaskKiller", "enable_ctrl_c_quit_on_windows", "flogger", "get_consumer", "get_current_taskid",
     "get_funboost_file_logger", "get_logger", "get_publisher", "nb_print", "register_broker_exclusive_config_default",
     "register_custom_broker", "show_current_threads_num", "wait_for_possible_has_finish_all_tasks_by_conusmer_list",
@@ -344,3 +396,4 @@ class ResultFromMongo:
     def get_result(self) -> Any:
         row = self.query_result()
         return row.get("result") if row else None
+

@@ -123,7 +123,8 @@ class FunboostCompatWarning(UserWarning):
 
 # field -> (value that needs no warning, what this project does instead)
 _COMPAT_FIELD_NOTES: dict[str, tuple[Any, str]] = {
-    "publisher_override_cls": (None, "publishing is done by the broker plugin; to change messages before "
+    "publisher_override_cls": (None, "publishing is done by the broker plugin (the class is used with "
+                               "broker_kind EMPTY and register_custom_broker only); to change messages before "
                                "they are sent implement the funboost_before_publish hook (funboost.hookimpl)"),
     "is_auto_start_specify_async_loop_in_child_thread": (
         True, "the given loop is run in a child thread only if it is not already running when consume() "
@@ -149,6 +150,8 @@ def _warn_compat_fields(params: "BoosterParams") -> None:
     for name, (neutral, instead) in _COMPAT_FIELD_NOTES.items():
         if getattr(params, name) == neutral:  # set in the call or as a subclass default
             continue
+        if name == "publisher_override_cls" and str(params.broker_kind).strip().lower() == "empty":
+            continue  # the EMPTY kind is made of the override classes (funboost.custom_broker)
         with _compat_warned_lock:
             if name in _compat_warned:
                 continue
@@ -271,6 +274,12 @@ class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
     @classmethod
     def _mode(cls, v: Any) -> str:
         return _normalize_mode(v)
+
+    @field_validator("broker_kind", mode="before")
+    @classmethod
+    def _kind(cls, v: Any) -> Any:
+        # the original's register_custom_broker examples name their kinds with numbers (101, 102 ...)
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
     @field_validator("queue_name")
     @classmethod

@@ -4,11 +4,14 @@ The decorator registers every booster here; the CLI, multi-process consuming, sc
 unpickling find boosters by queue name through it."""
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
 from typing import TYPE_CHECKING, Any, Optional
 
 from funboost.params import BoosterParams, TaskOptions
+
+logger = logging.getLogger("funboost.registry")
 
 if TYPE_CHECKING:  # pragma: no cover
     from funboost.booster import Booster
@@ -91,6 +94,28 @@ class BoostersManager:
         return sorted(cls._boosters)
 
     show_all_queues = get_all_queues
+
+    @classmethod
+    def show_all_boosters(cls) -> None:
+        for name, booster in sorted(cls._boosters.items()):
+            logger.info("booster %s: %r", name, booster)
+
+    @classmethod
+    def get_boost_params(cls, queue_name: str) -> BoosterParams:
+        return cls.get_booster(queue_name).params
+
+    @classmethod
+    def get_all_queue_name__boost_params_unstrict_dict(cls) -> dict[str, dict]:
+        """Each queue's parameters as a JSON-able dict (objects shown by their repr), as the original's."""
+        def plain(v: Any) -> Any:
+            if v is None or isinstance(v, (str, int, float, bool)):
+                return v
+            if isinstance(v, dict):
+                return {str(k): plain(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [plain(x) for x in v]
+            return repr(v)
+        return {name: plain(b.params.model_dump()) for name, b in sorted(cls._boosters.items())}
 
     @classmethod
     def push(cls, queue_name: str, *args: Any, **kwargs: Any) -> "AsyncResult[Any]":

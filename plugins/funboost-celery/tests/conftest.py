@@ -7,6 +7,9 @@ from typing import Callable, Iterator
 
 import pytest
 
+from funboost.testing import require_available
+from funboost.testing.fixtures import consumers  # noqa: F401 - a fixture of these tests
+from funboost.testing import require_service as require  # noqa: F401 - tests import it from here
 from funboost_celery import CeleryBroker, CeleryOptions
 
 REDIS_URL = os.environ.get("FUNBOOST_CELERY_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
@@ -18,20 +21,8 @@ REDIS_CRASH_URL = REDIS_URL.rsplit("/", 1)[0] + "/12"
 URLS = {"redis": REDIS_URL, "amqp": AMQP_URL}
 
 
-def require(reason: str) -> None:
-    if os.environ.get("FUNBOOST_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"FUNBOOST_REQUIRE_SERVICES=1 but {reason}")
-    pytest.skip(reason)
-
-
-_checked: dict[str, object] = {}
-
-
 def check(url: str) -> None:
-    if url not in _checked:
-        _checked[url] = CeleryBroker.check_available(CeleryOptions(broker_url=url))
-    if _checked[url]:
-        require(str(_checked[url]))
+    require_available(CeleryBroker, CeleryOptions(broker_url=url))
 
 
 @pytest.fixture(params=["redis", "amqp"])

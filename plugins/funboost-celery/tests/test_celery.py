@@ -35,14 +35,6 @@ def url(broker_url, queue_name, cleanup_queues):
     return broker_url
 
 
-@pytest.fixture
-def consumers():
-    started = []
-    yield started.append
-    for b in started:
-        b.stop_consume(10)
-
-
 # ---------------------------------------------------------------------------------------- examples
 def test_readme_example(url, queue_name, consumers):
     @boost(make(queue_name, url, is_using_rpc_mode=True, concurrent_num=4))

@@ -7,6 +7,8 @@ from typing import Callable, Iterator
 
 import pytest
 
+from funboost.testing import require_available
+from funboost.testing.fixtures import consumers  # noqa: F401 - a fixture of these tests
 from funboost.testing.services import rabbitmq_test_vhost
 from funboost_dramatiq import DramatiqBroker, DramatiqOptions
 
@@ -18,20 +20,8 @@ AMQP_URL = (os.environ.get("FUNBOOST_DRAMATIQ_TEST_AMQP_URL") or rabbitmq_test_v
 URLS = {"redis": REDIS_URL, "amqp": AMQP_URL}
 
 
-def require(reason: str) -> None:
-    if os.environ.get("FUNBOOST_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"FUNBOOST_REQUIRE_SERVICES=1 but {reason}")
-    pytest.skip(reason)
-
-
-_checked: dict[str, object] = {}
-
-
 def check(url: str) -> None:
-    if url not in _checked:
-        _checked[url] = DramatiqBroker.check_available(DramatiqOptions(broker_url=url))
-    if _checked[url]:
-        require(str(_checked[url]))
+    require_available(DramatiqBroker, DramatiqOptions(broker_url=url))
 
 
 @pytest.fixture(params=["redis", "amqp"])

@@ -4,19 +4,13 @@ free ports. The broker and its gRPC server are always real; consumer subprocesse
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from typing import Any, Optional
 
 from funboost.engine.status import FunctionResultStatus
+from funboost.testing.servers import free_port  # noqa: F401  (re-exported for the tests)
 
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def task(body: dict) -> Any:

@@ -7,25 +7,15 @@ from typing import Callable, Iterator
 
 import pytest
 
+from funboost.testing import require_available
+from funboost.testing.fixtures import consumers  # noqa: F401 - a fixture of these tests
 from funboost_huey import HueyBroker, HueyOptions
 
 REDIS_URL = os.environ.get("FUNBOOST_HUEY_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
-def require(reason: str) -> None:
-    if os.environ.get("FUNBOOST_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"FUNBOOST_REQUIRE_SERVICES=1 but {reason}")
-    pytest.skip(reason)
-
-
-_checked: dict[str, object] = {}
-
-
 def check_redis() -> None:
-    if REDIS_URL not in _checked:
-        _checked[REDIS_URL] = HueyBroker.check_available(HueyOptions(redis_url=REDIS_URL))
-    if _checked[REDIS_URL]:
-        require(str(_checked[REDIS_URL]))
+    require_available(HueyBroker, HueyOptions(redis_url=REDIS_URL))
 
 
 @pytest.fixture

@@ -31,14 +31,6 @@ def make(queue: str, cfg: dict, **kw) -> BoosterParams:
     return BoosterParams(queue_name=queue, broker_kind="HUEY", broker_exclusive_config=cfg, **kw)
 
 
-@pytest.fixture
-def consumers():
-    started = []
-    yield started.append
-    for b in started:
-        b.stop_consume(10)
-
-
 # ---------------------------------------------------------------------------------------- examples
 def test_readme_example(cfg, queue_name, consumers, cleanup):
     cleanup(queue_name, cfg)

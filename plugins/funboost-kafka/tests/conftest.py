@@ -1,11 +1,11 @@
 """Fixtures: a reachable Kafka-compatible broker (scripts/kafka_service.sh starts Tansu on 19092)."""
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
 
+from funboost.testing import require_available
 from funboost_kafka.broker import KafkaBroker
 from funboost_kafka.options import KafkaOptions
 
@@ -19,11 +19,7 @@ def make_options(**kw) -> KafkaOptions:
 
 @pytest.fixture(scope="session")
 def kafka_available() -> None:
-    reason = KafkaBroker.check_available(make_options())
-    if reason is not None:
-        if os.environ.get("FUNBOOST_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"Kafka required (FUNBOOST_REQUIRE_SERVICES=1): {reason}")
-        pytest.skip(f"Kafka not reachable: {reason}; run scripts/kafka_service.sh")
+    require_available(KafkaBroker, make_options(), "; run scripts/kafka_service.sh")
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from typing import Callable
 import pymysql
 import pytest
 
+from funboost.testing import require_available
 from funboost_mysql_cdc.broker import MysqlCdcBroker
 from funboost_mysql_cdc.options import MysqlCdcOptions
 
@@ -30,11 +31,7 @@ def wait_for(cond: Callable[[], bool], deadline_s: float, what: str, poll: float
 
 @pytest.fixture(scope="session")
 def mariadb_available() -> None:
-    reason = MysqlCdcBroker.check_available(MysqlCdcOptions(**CONN))
-    if reason is not None:
-        if os.environ.get("FUNBOOST_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"MariaDB CDC instance required (FUNBOOST_REQUIRE_SERVICES=1): {reason}")
-        pytest.skip(f"{reason}; run scripts/mariadb_cdc_service.sh")
+    require_available(MysqlCdcBroker, MysqlCdcOptions(**CONN), "; run scripts/mariadb_cdc_service.sh")
 
 
 @pytest.fixture

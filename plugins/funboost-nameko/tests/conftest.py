@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
+from funboost.testing import require_available
+from funboost.testing.fixtures import consumers  # noqa: F401 - a fixture of these tests
 from funboost.testing.services import rabbitmq_test_vhost
 from funboost_nameko import NamekoBroker, NamekoOptions
 
@@ -17,16 +19,10 @@ AMQP_URI = (os.environ.get("FUNBOOST_NAMEKO_TEST_AMQP_URI") or rabbitmq_test_vho
 # boosters with the default configuration, and the processes the tests start, use the same vhost
 os.environ["FUNBOOST_NAMEKO_AMQP_URI"] = AMQP_URI
 
-_checked: dict[str, object] = {}
 
 
 def check(uri: str = AMQP_URI) -> None:
-    if uri not in _checked:
-        _checked[uri] = NamekoBroker.check_available(NamekoOptions(amqp_uri=uri))
-    if _checked[uri]:
-        if os.environ.get("FUNBOOST_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"FUNBOOST_REQUIRE_SERVICES=1 but {_checked[uri]}")
-        pytest.skip(str(_checked[uri]))
+    require_available(NamekoBroker, NamekoOptions(amqp_uri=uri))
 
 
 def drop_queues(queue: str, uri: str = AMQP_URI) -> None:
@@ -46,11 +42,3 @@ def queue_name() -> Iterator[str]:
     name = f"fbnk_{uuid.uuid4().hex[:12]}"
     yield name
     drop_queues(name)
-
-
-@pytest.fixture
-def consumers() -> Iterator[Callable]:
-    started: list = []
-    yield started.append
-    for b in started:
-        b.stop_consume(10)

@@ -1,15 +1,14 @@
 """Fixtures of the postgres tests: a schema of our own on the shared server (dropped at the end), unique
 queue names, and helpers. Connection: env FUNBOOST_POSTGRES_TEST_DSN, else database ``test`` on loopback."""
 import os
-import sys
-import time
 import uuid
 
 import psycopg
 import pytest
 from psycopg import sql
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from funboost.testing import require_service, wait_until
+
 TEST_DSN = os.environ.get("FUNBOOST_POSTGRES_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -26,9 +25,7 @@ def server_reason():
 def pg_schema():
     reason = server_reason()
     if reason:
-        if os.environ.get("FUNBOOST_REQUIRE_SERVICES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        require_service(reason)
     schema = f"fbtest_{uuid.uuid4().hex[:10]}"
     yield schema
     with psycopg.connect(TEST_DSN, autocommit=True) as c:
@@ -69,14 +66,4 @@ def make_broker(pg_env):
 
 
 def wait_for(cond, timeout=20.0, interval=0.02, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def script(name):
-    return [sys.executable, os.path.join(HERE, name)]
+    return wait_until(cond, timeout, interval, what)

@@ -4,7 +4,6 @@ published before the crash is lost. Skipped when no PostgreSQL server binaries a
 import glob
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -13,8 +12,9 @@ import time
 import psycopg
 import pytest
 from funboost.plugins.broker import OutgoingMessage
+from funboost.testing.workers import ConsumerProcess, stop_all
 
-from conftest import script, wait_for
+from conftest import wait_for
 
 BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 
@@ -76,13 +76,6 @@ def private_server():
         srv.destroy()
 
 
-def read_ids(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [int(x) for x in f.read().split() if x.isdigit()]
-
-
 def test_consumer_resumes_within_5s_after_a_server_crash(private_server, tmp_path, queue_name, monkeypatch):
     from funboost_postgres import PostgresBroker
 
@@ -90,25 +83,25 @@ def test_consumer_resumes_within_5s_after_a_server_crash(private_server, tmp_pat
     monkeypatch.setenv("FUNBOOST_POSTGRES_SCHEMA", "funboost")
     pub = PostgresBroker(queue_name)
     out = str(tmp_path / "w.out")
-    proc = subprocess.Popen(script("_boost_worker.py") + [queue_name, out, "0.02"])
+    proc = None
     try:
+        proc = ConsumerProcess("POSTGRES", queue_name, {}, out, concurrency=8, task_seconds=0.02)
         def body(i):
             return OutgoingMessage(body=f'{{"i": {i}, "extra": {{"task_id": "t{i}"}}}}', task_id=f"t{i}")
         pub.publish([body(i) for i in range(1000)])
-        wait_for(lambda: len(set(read_ids(out))) >= 100, timeout=60, what="consumer running")
+        wait_for(lambda: len(proc.runs()) >= 100, timeout=60, what="consumer running")
         private_server.crash()
         private_server.start()
         up = time.monotonic()
-        runs_at_restart = len(read_ids(out))  # +40 below: more than the 8 tasks running at the crash
-        wait_for(lambda: len(read_ids(out)) > runs_at_restart + 40, timeout=30, what="tasks run after the restart")
+        runs_at_restart = proc.done()  # +40 below: more than the 8 tasks running at the crash
+        wait_for(lambda: proc.done() > runs_at_restart + 40, timeout=30, what="tasks run after the restart")
         resumed = time.monotonic() - up
         print(f"resumed {resumed:.2f}s after the restart ({runs_at_restart} runs before it)")
         assert runs_at_restart < 1000, "the crash came too late to interrupt anything"
         assert resumed < 5.0, f"consumer resumed {resumed:.1f}s after the server was up"
         pub.publish([body(5000)])  # the publisher reconnects by itself
         wait_for(lambda: pub.queue_size().total == 0, timeout=60, what="queue drained after the restart")
-        assert set(read_ids(out)) == set(range(1000)) | {5000}
+        assert set(proc.runs()) == set(range(1000)) | {5000}
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        stop_all([proc])
         pub.close()

@@ -1,23 +1,18 @@
 """Fixtures: a real RabbitMQ on loopback (``FUNBOOST_RABBITMQ_URL``), unique queue names per test."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import time
-import uuid
 import threading
-from typing import Callable, Iterator
+import uuid
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import pytest
 
+from funboost.testing import require_service  # skips; fails with FUNBOOST_REQUIRE_SERVICES=1
+from funboost.testing import wait_until  # noqa: F401 - the tests import it from here
 from funboost_rabbitmq import RabbitmqBroker, RabbitmqOptions
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("FUNBOOST_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"FUNBOOST_REQUIRE_SERVICES=1 but {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +20,7 @@ def rabbitmq_url() -> str:
     opts = RabbitmqOptions()
     reason = RabbitmqBroker.check_available(opts)
     if reason:
-        _unavailable(reason)
+        require_service(reason)
     return opts.resolved_url()
 
 
@@ -34,40 +29,39 @@ def queue_name() -> str:
     return f"fbtest_{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture
-def make_broker(rabbitmq_url: str) -> Iterator[Callable[..., RabbitmqBroker]]:
-    """Builds brokers on unique queues and deletes their queues afterwards."""
-    made: list[RabbitmqBroker] = []
+@contextmanager
+def broker_factory(rabbitmq_url: str, broker_cls: Any = RabbitmqBroker, options_cls: Any = RabbitmqOptions,
+                   queue_suffix: str = "") -> Iterator[Callable[..., Any]]:
+    """``make(queue, **options)`` builds a ``broker_cls`` on ``queue + queue_suffix`` (url defaulting to
+    ``rabbitmq_url``); at the end every broker made is closed and its queues deleted."""
+    made: list = []
 
-    def make(queue: str, **options) -> RabbitmqBroker:
+    def make(queue: str, **options: Any) -> Any:
         options.setdefault("url", rabbitmq_url)
-        b = RabbitmqBroker(queue, RabbitmqOptions(**options))
+        b = broker_cls(f"{queue}{queue_suffix}", options_cls(**options))
         made.append(b)
         return b
 
-    yield make
-    for b in reversed(made):
-        try:
-            b.close()
-        except Exception:
-            pass
-    for b in made:
-        try:
-            b.delete_queues()
-        except Exception:
-            pass
+    try:
+        yield make
+    finally:
+        for b in reversed(made):
+            try:
+                b.close()
+            except Exception:
+                pass
+        for b in made:
+            try:
+                b.delete_queues()
+            except Exception:
+                pass
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.02,
-               message: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
+@pytest.fixture
+def make_broker(rabbitmq_url: str) -> Iterator[Callable[..., RabbitmqBroker]]:
+    """Builds brokers on unique queues and deletes their queues afterwards."""
+    with broker_factory(rabbitmq_url) as make:
+        yield make
 
 
 @pytest.fixture(scope="session")
@@ -75,10 +69,10 @@ def rabbitmqctl(rabbitmq_url: str) -> str:
     """Path of rabbitmqctl if this process may drive the local server with it."""
     path = shutil.which("rabbitmqctl")
     if path is None:
-        _unavailable("rabbitmqctl is not on PATH")
+        require_service("rabbitmqctl is not on PATH")
     r = subprocess.run([path, "-q", "list_vhosts"], capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
-        _unavailable(f"rabbitmqctl cannot reach the local node: {r.stderr.strip()[:200]}")
+        require_service(f"rabbitmqctl cannot reach the local node: {r.stderr.strip()[:200]}")
     return path
 
 

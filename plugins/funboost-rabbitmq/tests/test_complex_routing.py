@@ -17,7 +17,7 @@ from funboost.plugins.manager import resolve_broker_kind
 from funboost_rabbitmq import RabbitmqComplexRoutingBroker, RabbitmqComplexRoutingOptions
 from funboost_rabbitmq.connection import get_admin
 
-from conftest import wait_until
+from conftest import broker_factory, wait_until
 
 
 def _msg(x, **kw) -> OutgoingMessage:
@@ -43,30 +43,18 @@ def _drain(brokers, expected: int, timeout: float = 15.0) -> list:
 @pytest.fixture
 def routing(rabbitmq_url):
     """Builds complex-routing brokers; deletes their queues and the test's exchanges afterwards."""
-    made: list[RabbitmqComplexRoutingBroker] = []
     exchanges: list[str] = []
     tag = uuid.uuid4().hex[:10]
+    with broker_factory(rabbitmq_url, RabbitmqComplexRoutingBroker, RabbitmqComplexRoutingOptions,
+                        f"_{tag}") as make_broker:
 
-    def make(queue: str, **options) -> RabbitmqComplexRoutingBroker:
-        options.setdefault("url", rabbitmq_url)
-        if options.get("exchange_name") and options["exchange_name"] not in exchanges:
-            exchanges.append(options["exchange_name"])
-        b = RabbitmqComplexRoutingBroker(f"{queue}_{tag}", RabbitmqComplexRoutingOptions(**options))
-        made.append(b)
-        return b
+        def make(queue: str, **options) -> RabbitmqComplexRoutingBroker:
+            if options.get("exchange_name") and options["exchange_name"] not in exchanges:
+                exchanges.append(options["exchange_name"])
+            return make_broker(queue, **options)
 
-    make.tag = tag  # type: ignore[attr-defined]
-    yield make
-    for b in made:
-        try:
-            b.close()
-        except Exception:
-            pass
-    for b in made:
-        try:
-            b.delete_queues()
-        except Exception:
-            pass
+        make.tag = tag  # type: ignore[attr-defined]
+        yield make
     admin = get_admin(rabbitmq_url, 30)
     for ex in exchanges:
         try:

@@ -3,28 +3,18 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
+from funboost.testing import require_available
+from funboost.testing.fixtures import consumers  # noqa: F401 - a fixture of these tests
 from funboost_rq import RqBroker, RqOptions
 
 REDIS_URL = os.environ.get("FUNBOOST_RQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
-_checked: dict[str, object] = {}
-
-
-def require(reason: str) -> None:
-    if os.environ.get("FUNBOOST_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"FUNBOOST_REQUIRE_SERVICES=1 but {reason}")
-    pytest.skip(reason)
-
-
 def check(url: str = REDIS_URL) -> None:
-    if url not in _checked:
-        _checked[url] = RqBroker.check_available(RqOptions(redis_url=url))
-    if _checked[url]:
-        require(str(_checked[url]))
+    require_available(RqBroker, RqOptions(redis_url=url))
 
 
 def drop_queue(name: str, url: str = REDIS_URL) -> None:
@@ -48,11 +38,3 @@ def queue_name() -> Iterator[str]:
     yield name
     for q in (name, f"{name}_dlx"):
         drop_queue(q)
-
-
-@pytest.fixture
-def consumers() -> Iterator[Callable]:
-    started: list = []
-    yield started.append
-    for b in started:
-        b.stop_consume(10)

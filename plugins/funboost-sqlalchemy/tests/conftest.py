@@ -3,15 +3,14 @@ each test with a table prefix of this session's own (the tables are dropped at t
 are never dropped). URLs: env FUNBOOST_SQLALCHEMY_TEST_PG_URL / _MYSQL_URL to point elsewhere."""
 import os
 import shutil
-import sys
 import tempfile
-import time
 import uuid
 
 import pytest
 import sqlalchemy as sa
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from funboost.testing import require_service, wait_until
+
 SESSION_PREFIX = f"fbsa_{uuid.uuid4().hex[:8]}_"
 _SQLITE_DIR = tempfile.mkdtemp(prefix="fbsa_")
 
@@ -37,9 +36,7 @@ def options_for(db, **extra):
 def require(db):
     reason = unavailable(db)
     if reason:
-        if os.environ.get("FUNBOOST_REQUIRE_SERVICES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        require_service(reason)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -89,14 +86,4 @@ def make_broker(db):
 
 
 def wait_for(cond, timeout=20.0, interval=0.02, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def script(name):
-    return [sys.executable, os.path.join(HERE, name)]
+    return wait_until(cond, timeout, interval, what)

@@ -1,9 +1,10 @@
 import os
 import sys
-import time
 import uuid
 
 import pytest
+
+from funboost.testing import wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -40,13 +41,7 @@ def make_broker(sqlite_dir):
 
 
 def wait_for(cond, timeout=20.0, interval=0.02, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return wait_until(cond, timeout, interval, what)
 
 
 def worker_cmd(*args):

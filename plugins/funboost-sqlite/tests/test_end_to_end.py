@@ -1,22 +1,14 @@
 """Through the engine: @boost(BoosterParams(queue_name=..., broker_kind="SQLITE_QUEUE")) and f.consume()."""
-import os
-import signal
 import subprocess
 import sys
 import threading
 
 from funboost import BoosterParams, boost
+from funboost.testing.workers import ConsumerProcess, recording_publisher, stop_all
 
 from funboost_sqlite import SqliteBroker
 
-from conftest import HERE, wait_for
-
-
-def _ids(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [int(x) for x in f.read().split() if x.isdigit()]
+from conftest import wait_for
 
 
 def test_sqlite_is_the_kind_of_sqlite_queue(queue_name):
@@ -55,27 +47,21 @@ def test_consume_in_process(queue_name):
 def test_sigkill_one_of_two_boost_consumers_loses_nothing(queue_name, tmp_path):
     n = 300
 
-    @boost(BoosterParams(queue_name=queue_name, broker_kind="SQLITE_QUEUE", state_backend="memory",
-                         log_to_console=False))
-    def work(i: int) -> None:  # same signature as in _boost_worker.py; only used to publish here
-        pass
-
+    work = recording_publisher("SQLITE_QUEUE", queue_name, {})
     for i in range(n):
         work.push(i)
-    outs = [str(tmp_path / f"b{k}.out") for k in range(2)]
-    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "_boost_worker.py"), queue_name, o, "0.01"])
-             for o in outs]
+    victim = survivor = None
     try:
-        wait_for(lambda: len(_ids(outs[0])) >= 30, timeout=60, what="victim ran some tasks")
-        procs[0].send_signal(signal.SIGKILL)
-        procs[0].wait(10)
+        victim = ConsumerProcess("SQLITE_QUEUE", queue_name, {}, str(tmp_path / "b0.out"), concurrency=8,
+                                 task_seconds=0.01)
+        survivor = ConsumerProcess("SQLITE_QUEUE", queue_name, {}, str(tmp_path / "b1.out"), concurrency=8,
+                                   task_seconds=0.01)
+        wait_for(lambda: victim.done() >= 30, timeout=60, what="victim ran some tasks")
+        victim.sigkill()
         wait_for(lambda: work.queue_size().total == 0, timeout=90, what="queue drained by the survivor")
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait(10)
-    ran = set(_ids(outs[0])) | set(_ids(outs[1]))
+        stop_all([victim, survivor])
+    ran = set(victim.runs()) | set(survivor.runs())
     assert ran == set(range(n)), f"lost: {sorted(set(range(n)) - ran)[:10]}"
 
 

@@ -51,4 +51,34 @@ except Exception as exc:
     assert "qpss" in str(exc)
 else:
     raise AssertionError("a misspelt field was accepted")
+# funboost.nb_log: nb_log's helpers on the standard logging module
+import os  # noqa: E402
+from funboost import nb_log  # noqa: E402
+lg = nb_log.get_logger("compat_nb_log", log_filename="compat_nb_log.log", log_path=os.getcwd())
+lg.info("hello from nb_log")
+for h in lg.handlers:
+    h.flush()
+assert "hello from nb_log" in open(os.path.join(os.getcwd(), "compat_nb_log.log"), encoding="utf-8").read()
+assert nb_log.LogManager("compat_lm").get_logger_and_add_handlers(log_level_int=20).level == 20
+
+# funboost.queues: the memory broker's queues by name
+from funboost.queues.memory_queues_map import PythonQueues  # noqa: E402
+mem = boost(BoosterParams(queue_name="compat_mem_view_q", broker_kind=BrokerEnum.MEMORY_QUEUE))(lambda x: x)
+for i in range(3):
+    mem.push(i)
+q = PythonQueues.get_queue("compat_mem_view_q")
+assert q.qsize() == 3 and not q.empty() and mem.get_message_count() == 3
+assert q.clear() == 3 and q.empty()
+
+# the booster's and BoostersManager's other names of the original
+from funboost import BoostersManager  # noqa: E402
+assert mem.multi_process_pub_params_list([{"x": i} for i in range(4)], process_num=2) == 4 and q.qsize() == 4
+assert mem.boost_params is mem.params and mem.consuming_function(5) == 5
+for alias, name in (("pub", "publish"), ("apply_async", "publish"), ("start", "consume"),
+                    ("pause_consume", "pause"), ("delay", "push"), ("clear_queue", "clear")):
+    assert getattr(type(mem), alias) is getattr(type(mem), name), alias
+assert BoostersManager.get_boost_params("compat_mem_view_q") is mem.params
+assert BoostersManager.get_all_queue_name__boost_params_unstrict_dict()["compat_mem_view_q"]["queue_name"] == \
+    "compat_mem_view_q"
+BoostersManager.show_all_boosters()
 print("OK")

@@ -183,6 +183,13 @@ class Broker:
         return cls.options_model(**(raw or {}))
 
     @classmethod
+    def bind_params(cls, params: Any) -> "type[Broker]":
+        """The class that serves a queue with these BoosterParams: ``cls`` itself for every ordinary kind.
+        A kind whose classes come from the queue's parameters (``EMPTY``: ``publisher_override_cls`` and
+        ``consumer_override_cls``) returns a subclass made for them."""
+        return cls
+
+    @classmethod
     def check_available(cls, options: BaseModel) -> Optional[str]:
         """Return ``None`` if the server is reachable, else a human reason (used to skip/fail tests)."""
         return None
@@ -249,10 +256,17 @@ class Broker:
 
     # ----- helpers for subclasses -----
     def dead_letter_broker(self) -> "Broker":
+        """The broker of ``<queue>_dlx`` (made once, from :meth:`dead_letter_target`)."""
         with self._dlx_lock:
             if self._dlx is None:
-                self._dlx = type(self)(dead_letter_queue_name(self.queue_name), self.options)
+                cls, options = self.dead_letter_target()
+                self._dlx = cls(dead_letter_queue_name(self.queue_name), options)
             return self._dlx
+
+    def dead_letter_target(self) -> tuple[type["Broker"], Any]:
+        """The broker class and options of ``<queue>_dlx``. Default: this kind with these options; a kind
+        whose options name the queue's topic, routing or source overrides it."""
+        return type(self), self.options
 
 
 def _published() -> None:

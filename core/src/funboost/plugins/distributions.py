@@ -55,7 +55,6 @@ SHIPPED_DISTRIBUTIONS: tuple[ShippedDistribution, ...] = (
 #: kinds of the original funboost that no distribution of this project provides, and what to use instead
 #: (named in the unknown-kind error, so nobody searches PyPI for a plugin that does not exist)
 KINDS_WITHOUT_PLUGIN: dict[str, str] = {
-    "empty": "write a broker plugin instead (docs/writing-a-broker-plugin.md)",
     "redis_zset_delay": "delays (countdown / eta) work on every kind; use REDIS_ACK_ABLE",
     "mongomq": "use POSTGRES, SQLALCHEMY or REDIS_ACK_ABLE",
     "lmdb": "use SQLITE_QUEUE for a local persistent queue",

@@ -315,9 +315,9 @@ class SqlAlchemyStateBackend(StateBackend):
             self._upsert(c, self.t["statuses"], rows)
         self._gc()
 
-    def query_statuses(self, table: str, *, task_id: Optional[str] = None, success: Optional[bool] = None,
-                       since: Optional[float] = None, until: Optional[float] = None,
-                       limit: int = 100) -> list[dict]:
+    def _statuses_select(self, table: str, task_id: Optional[str], success: Optional[bool], since: Optional[float],
+                         until: Optional[float]) -> Any:
+        """The live records of ``table`` that match the filters query_statuses and search_statuses share."""
         t = self.t["statuses"]
         q = sa.select(t.c.data).where(t.c.tbl == table, t.c.expire_at >= time.time())
         if task_id is not None:
@@ -328,32 +328,33 @@ class SqlAlchemyStateBackend(StateBackend):
             q = q.where(t.c.time_start >= since)
         if until is not None:
             q = q.where(t.c.time_start <= until)
-        q = q.order_by(t.c.time_start.desc()).limit(limit)
+        return q
+
+    def _status_records(self, q: Any) -> list[dict]:
         with self.engine.connect() as c:
             return [complete_record(loads_state(v)) for v in c.execute(q).scalars()]
+
+    def query_statuses(self, table: str, *, task_id: Optional[str] = None, success: Optional[bool] = None,
+                       since: Optional[float] = None, until: Optional[float] = None,
+                       limit: int = 100) -> list[dict]:
+        t = self.t["statuses"]
+        q = self._statuses_select(table, task_id, success, since, until)
+        q = q.order_by(t.c.time_start.desc()).limit(limit)
+        return self._status_records(q)
 
     def search_statuses(self, table: str, *, success: Optional[bool] = None, since: Optional[float] = None,
                         until: Optional[float] = None, text: Optional[str] = None, task_id: Optional[str] = None,
                         before: Optional[tuple[float, str]] = None, limit: int = 50) -> list[dict]:
         # the (tbl, time_start) index gives newest first; the text is a LIKE on the record's JSON
         t = self.t["statuses"]
-        q = sa.select(t.c.data).where(t.c.tbl == table, t.c.expire_at >= time.time())
-        if task_id is not None:
-            q = q.where(t.c.task_id == task_id)
-        if success is not None:
-            q = q.where(t.c.success == bool(success))
-        if since is not None:
-            q = q.where(t.c.time_start >= since)
-        if until is not None:
-            q = q.where(t.c.time_start <= until)
+        q = self._statuses_select(table, task_id, success, since, until)
         if before is not None:
             b0, b1 = float(before[0]), str(before[1])
             q = q.where(sa.or_(t.c.time_start < b0, sa.and_(t.c.time_start == b0, t.c.task_id < b1)))
         if text:
             q = q.where(t.c.data.contains(text_needle(text), autoescape=True))
         q = q.order_by(t.c.time_start.desc(), t.c.task_id.desc()).limit(limit)
-        with self.engine.connect() as c:
-            return [complete_record(loads_state(v)) for v in c.execute(q).scalars()]
+        return self._status_records(q)
 
     # ------------------------------------------------------------------ documents
     def doc_put(self, collection: str, key: str, value: dict, ttl: Optional[float] = None) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from funboost.exceptions import RpcTimeout
 from funboost.plugins.broker import Broker, OutgoingMessage
 from funboost.plugins.manager import resolve_broker_kind
 from funboost.testing.contract.base import wait_until
+from funboost.testing.servers import free_port
 from funboost.transport.errors import NoConsumerAvailable, RemoteTaskError, TransportError
 
 __all__ = ["ConsumerProcess", "free_port", "failover_queue", "test_round_robin_then_failover_after_kill",
@@ -40,12 +40,6 @@ __all__ = ["ConsumerProcess", "free_port", "failover_queue", "test_round_robin_t
            "test_server_killed_mid_call_fails_the_caller_within_its_timeout",
            "test_no_consumer_serving_is_a_clear_error",
            "test_single_address_sync_call_waits_for_a_consumer_that_starts_later"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ConsumerProcess:

@@ -93,6 +93,11 @@ class PrivateServer:
     def bind_addresses(self) -> list[str]:
         return ["127.0.0.1"] + ([self.host] if self.host != "127.0.0.1" else [])
 
+    def flush_metadata(self) -> None:
+        """Make the server's metadata (queues, exchanges declared so far) durable now, before a test kills
+        it: a fault test is about messages in an established queue, not about a queue created a moment
+        before the crash. Nothing to do for most servers."""
+
     @property
     def url(self) -> str:
         raise NotImplementedError
@@ -270,6 +275,18 @@ class PrivateRabbitmq(PrivateServer):
             ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}",
         )
         return env
+
+    def flush_metadata(self) -> None:
+        # RabbitMQ 3.10 confirms a durable queue.declare before Mnesia has logged it: a SIGKILL in the next
+        # moment can lose the queue together with every message confirmed into it (seen with raw pika:
+        # declare, publish 200 with confirms, kill -9 at once: "no queue" after the restart in 1 of 4 runs).
+        # mnesia:dump_log() writes the declarations to the table files now.
+        ctl = os.path.join(os.path.dirname(self.binary), "rabbitmqctl")
+        proc = subprocess.run([ctl, "-n", self.node_name, "eval", "mnesia:dump_log()."], env=self.environment(),
+                              capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0 or "dumped" not in proc.stdout:
+            raise RuntimeError(f"rabbitmqctl eval mnesia:dump_log() failed ({proc.returncode}): "
+                               f"{(proc.stdout + proc.stderr).strip()[-500:]}")
 
     def ready(self) -> bool:
         # the node opens its AMQP listener last, once booted; answer the protocol header to be sure

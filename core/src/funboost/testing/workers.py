@@ -14,6 +14,7 @@ Run as a script, this module is the ``ConsumerProcess`` child:
 """
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import signal
@@ -63,6 +64,12 @@ class ConsumerProcess:
     def done(self) -> int:
         return sum(self.runs().values())
 
+    def dump_threads(self) -> None:
+        """Print every thread's stack of the child to its stderr (the test's captured output)."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGUSR1)
+            time.sleep(0.5)  # the dump is written asynchronously by the child; nothing waits on it
+
     def sigkill(self) -> None:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
@@ -106,6 +113,7 @@ def _consumer_main(kind: str, queue: str, options_json: str, out_path: str, conc
                    task_seconds: str, record: str = "i", state_backend: str = "memory") -> NoReturn:
     from funboost import BoosterParams, boost
 
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # dump_threads(): where a stuck consumer waits
     fd = os.open(out_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     pause = float(task_seconds)
     params = BoosterParams(queue_name=queue, broker_kind=kind, broker_exclusive_config=json.loads(options_json),

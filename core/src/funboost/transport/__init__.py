@@ -11,7 +11,8 @@ others, so that each of them writes only its framing:
 * :mod:`~funboost.transport.client` – :class:`TransportClient` (endpoints, failover, backoff, health probes);
 * :mod:`~funboost.transport.broker` – :class:`ServingBroker`, the broker class on top of them;
 * :mod:`~funboost.transport.errors` – the errors all of them raise;
-* :mod:`~funboost.transport.options` – environment defaults and address lists for options models;
+* :mod:`~funboost.transport.options` – :class:`TransportOptions`, the base of their options models
+  (environment defaults, address lists);
 * :mod:`~funboost.transport.security` – loopback-unless-token binds, the constant-time token check.
 
 See "Writing a server transport" in docs/writing-a-broker-plugin.md.

@@ -208,6 +208,12 @@ class ServingBroker(Broker):
             body = bytes(body).decode("utf-8")
         return self.client.call(self.queue_name, body, timeout)
 
+    def health(self, timeout: float = 1.0) -> dict[str, str]:
+        """This queue's status at every address, e.g. ``{"127.0.0.1:50061": "SERVING"}``: ``SERVING``,
+        ``NOT_SERVING`` (up, not hosting the queue), ``UNAUTHENTICATED``, ``UNREACHABLE`` or another status of
+        the transport's health check (:meth:`TransportClient.check_health`)."""
+        return self.client.health(self.queue_name, timeout)
+
     # ------------------------------------------------------------------ both
     def queue_size(self) -> QueueSize:
         q = self._local_queue()

@@ -95,14 +95,27 @@ class TransportClient(Generic[E]):
         """Purge the queue at this consumer; return how many messages were dropped."""
         raise NotImplementedError
 
-    def probe(self, ep: E, timeout: float) -> bool:
-        """True when the endpoint is healthy again (used for endpoints marked down)."""
+    def check_health(self, ep: E, timeout: float, queue_name: Optional[str] = None) -> str:
+        """The status of ``queue_name`` (the transport's default: the server itself) at this consumer:
+        ``SERVING``, ``NOT_SERVING`` (up, not hosting the queue), ``UNAUTHENTICATED``, ``UNREACHABLE``, or
+        another status name of the transport's health check."""
         raise NotImplementedError
+
+    def probe(self, ep: E, timeout: float) -> bool:
+        """True when the endpoint is healthy again (used for endpoints marked down). Default:
+        :meth:`check_health` of the server says ``SERVING``."""
+        return self.check_health(ep, timeout) == "SERVING"
 
     def close_endpoint(self, ep: E) -> None:
         """Release the endpoint's connection."""
 
     # ------------------------------------------------------------------ balancing and health
+    def health(self, queue_name: Optional[str] = None, timeout: float = 1.0) -> dict[str, str]:
+        """``{address: status}`` for every endpoint (:meth:`check_health`), of ``queue_name`` or, when None,
+        of the server."""
+        args = () if queue_name is None else (queue_name,)  # None: check_health's own default
+        return {ep.address: self.check_health(ep, timeout, *args) for ep in self.endpoints}
+
     def order(self) -> list[E]:
         """Live endpoints in round-robin order, then the ones marked down (tried last, marks may be stale)."""
         eps = self.endpoints

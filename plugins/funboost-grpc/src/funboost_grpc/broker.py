@@ -47,7 +47,3 @@ class GrpcBroker(ServingBroker):
     @property
     def client(self) -> GrpcClient:
         return super().client  # type: ignore[return-value]
-
-    def health(self, timeout: float = 1.0) -> dict[str, str]:
-        """The gRPC health status of this queue at every address, e.g. ``{"127.0.0.1:50061": "SERVING"}``."""
-        return self.client.health(self.queue_name, timeout)

@@ -149,9 +149,6 @@ class GrpcClient(TransportClient[GrpcEndpoint]):
             raise AttemptFailed(f"{ep.address}: {err.code()}: {err.details()}") from None
         return r.purged
 
-    def probe(self, ep: GrpcEndpoint, timeout: float) -> bool:
-        return self.check_health(ep, timeout) == "SERVING"
-
     def close_endpoint(self, ep: GrpcEndpoint) -> None:
         ep.channel.close()
 
@@ -168,10 +165,6 @@ class GrpcClient(TransportClient[GrpcEndpoint]):
                 return "UNAUTHENTICATED"
             return "UNREACHABLE"
         return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
-
-    def health(self, service: str = "", timeout: float = 1.0) -> dict[str, str]:
-        """``{address: status}`` for every address (``service`` = a queue name, or "" for the server)."""
-        return {ep.address: self.check_health(ep, timeout, service) for ep in self.endpoints}
 
 
 def decode_call_reply(status_json: str) -> Any:

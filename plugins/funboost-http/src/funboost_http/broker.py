@@ -46,7 +46,3 @@ class HttpBroker(ServingBroker):
     @property
     def client(self) -> HttpClient:
         return super().client  # type: ignore[return-value]
-
-    def health(self, timeout: float = 1.0) -> dict[str, str]:
-        """``GET /healthz?queue=<this queue>`` at every address, e.g. ``{"127.0.0.1:8765": "SERVING"}``."""
-        return self.client.health(self.queue_name, timeout)

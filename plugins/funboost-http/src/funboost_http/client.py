@@ -201,9 +201,6 @@ class HttpClient(TransportClient[HttpEndpoint]):
             raise AttemptFailed(f"{ep.address}: {resp.status}: {_message(resp)}", str(resp.status))
         return int(json.loads(resp.data)["purged"])
 
-    def probe(self, ep: HttpEndpoint, timeout: float) -> bool:
-        return self.check_health(ep, timeout) == "SERVING"
-
     def close_endpoint(self, ep: HttpEndpoint) -> None:
         ep.pool.close()
 
@@ -222,10 +219,6 @@ class HttpClient(TransportClient[HttpEndpoint]):
         if resp.status in (401, 403):
             return "UNAUTHENTICATED"
         return "NOT_SERVING" if resp.status == 503 else f"HTTP_{resp.status}"
-
-    def health(self, queue_name: str = "", timeout: float = 1.0) -> dict[str, str]:
-        """``{address: status}`` for every address (:meth:`check_health`)."""
-        return {ep.address: self.check_health(ep, timeout, queue_name) for ep in self.endpoints}
 
 
 # per process: connections must not cross a fork (a forked child opens its own)

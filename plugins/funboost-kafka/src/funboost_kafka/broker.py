@@ -442,14 +442,9 @@ class KafkaBroker(Broker):
         self._produce(self.topic, [(d.body, d.tag[3], d.task_id, {}) for d in deliveries])
         self.ack(deliveries)
 
-    def dead_letter_broker(self) -> Broker:
-        with self._dlx_lock:
-            if self._dlx is None:
-                opts = self.options.model_copy(update={
-                    "topic": dead_letter_queue_name(self.topic),
-                    "group_id": dead_letter_queue_name(self.group_id)})
-                self._dlx = type(self)(dead_letter_queue_name(self.queue_name), opts)
-            return self._dlx
+    def dead_letter_target(self) -> tuple[type[Broker], Any]:
+        return type(self), self.options.model_copy(update={
+            "topic": dead_letter_queue_name(self.topic), "group_id": dead_letter_queue_name(self.group_id)})
 
     # ----- commits -----
     def _commit_safe(self, sync: bool, only: Optional[Sequence[TopicPartition]] = None) -> None:

@@ -42,7 +42,7 @@ from funboost.contiguous import ContiguousTracker
 from funboost.engine.liveness import pid_gone
 from funboost.message import build_envelope, dumps
 from funboost.plugins.broker import (
-    Broker, Capabilities, Delivery, OutgoingMessage, QueueSize, dead_letter_queue_name,
+    Broker, Capabilities, Delivery, OutgoingMessage, QueueSize,
 )
 from funboost.plugins.manager import resolve_broker_kind
 from funboost.state.base import StateBackend, get_state_backend
@@ -353,7 +353,7 @@ class MysqlCdcBroker(Broker):
         with self._lock:
             if self._reader is not None or self._closed:
                 return
-            self._dead_letter_class_and_options()  # a bad dead-letter setting fails now, not at the first reject
+            self.dead_letter_target()  # a bad dead-letter setting fails now, not at the first reject
             conn = self._control_connection()
             try:
                 is_mariadb, end = self._check_server(conn)
@@ -634,15 +634,8 @@ class MysqlCdcBroker(Broker):
                 self._buffer.appendleft(Delivery(body=d.body, tag=d.tag, redelivered=True))
             self._cond.notify_all()
 
-    def dead_letter_broker(self) -> Broker:
+    def dead_letter_target(self) -> tuple[type[Broker], Any]:
         """``<queue>_dlx`` of ``dead_letter_kind``: the binlog cannot take the rejected row back."""
-        with self._dlx_lock:
-            if self._dlx is None:
-                cls, options = self._dead_letter_class_and_options()
-                self._dlx = cls(dead_letter_queue_name(self.queue_name), options)
-            return self._dlx
-
-    def _dead_letter_class_and_options(self) -> tuple[type[Broker], Any]:
         try:
             cls = resolve_broker_kind(self.options.dead_letter_kind)
             return cls, cls.parse_options(self.options.dead_letter_options)

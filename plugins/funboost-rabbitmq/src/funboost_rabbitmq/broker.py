@@ -396,18 +396,14 @@ class RabbitmqBroker(Broker):
         pub.publish(items, self.options.publish_timeout)
         self.ack(deliveries)
 
-    def dead_letter_broker(self) -> Broker:
-        """The broker of ``Q_dlx``: a plain work queue, whatever routing ``Q`` uses."""
-        with self._dlx_lock:
-            if self._dlx is None:
-                opts = self.options.model_copy(update={
-                    "exchange_name": "", "exchange_type": "direct", "routing_key_for_publish": None,
-                    "routing_key_for_bind": None, "headers_for_bind": {}, "headers_for_publish": {},
-                    "queue_arguments": {},
-                    # declared as _declare_common declares it (quorum main queues: no default priority)
-                    "max_priority": self._max_priority})
-                self._dlx = type(self)(dead_letter_queue_name(self.queue_name), opts)
-            return self._dlx
+    def dead_letter_target(self) -> tuple[type[Broker], Any]:
+        """``Q_dlx`` is a plain work queue, whatever routing ``Q`` uses."""
+        return type(self), self.options.model_copy(update={
+            "exchange_name": "", "exchange_type": "direct", "routing_key_for_publish": None,
+            "routing_key_for_bind": None, "headers_for_bind": {}, "headers_for_publish": {},
+            "queue_arguments": {},
+            # declared as _declare_common declares it (quorum main queues: no default priority)
+            "max_priority": self._max_priority})
 
     # ------------------------------------------------------------------ sizes, purge, close
     def _consumed_queue(self) -> Optional[str]:

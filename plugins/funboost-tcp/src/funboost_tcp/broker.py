@@ -47,8 +47,3 @@ class TcpBroker(ServingBroker):
     @property
     def client(self) -> TcpClient:
         return super().client  # type: ignore[return-value]
-
-    def health(self, timeout: float = 1.0) -> dict[str, str]:
-        """This queue's status at every address: ``SERVING``, ``NOT_SERVING``, ``UNAUTHENTICATED`` or
-        ``UNREACHABLE``, e.g. ``{"127.0.0.1:50071": "SERVING"}``."""
-        return self.client.health(self.queue_name, timeout)

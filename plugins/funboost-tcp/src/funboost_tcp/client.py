@@ -508,9 +508,6 @@ class TcpClient(TransportClient[TcpEndpoint]):
             raise err if isinstance(err, AttemptFailed) else AttemptFailed(str(err), getattr(err, "code", None))
         return loads(reply)
 
-    def probe(self, ep: TcpEndpoint, timeout: float) -> bool:
-        return self.check_health(ep, timeout) == "SERVING"
-
     def close_endpoint(self, ep: TcpEndpoint) -> None:
         if self.loop is None:
             ep.conn.close()
@@ -534,10 +531,6 @@ class TcpClient(TransportClient[TcpEndpoint]):
             err = _error_of(ep.address, reply)
             return getattr(err, "code", None) or "UNREACHABLE"
         return "SERVING" if loads(reply).get("serving") else "NOT_SERVING"
-
-    def health(self, queue_name: Optional[str] = None, timeout: float = 1.0) -> dict[str, str]:
-        """``{address: status}`` for every address (for ``queue_name``, or the server when None)."""
-        return {ep.address: self.check_health(ep, timeout, queue_name) for ep in self.endpoints}
 
 
 # per process: connections and the loop thread must not cross a fork

@@ -26,6 +26,21 @@ def require_service(reason: str) -> None:
     pytest.skip(reason)
 
 
+_availability: dict[tuple[type, str], Optional[str]] = {}
+
+
+def require_available(broker_cls: type[Broker], options: Any, hint: str = "") -> None:
+    """:func:`require_service` with ``broker_cls.check_available(options)``'s reason, if it gives one (and
+    ``hint``, e.g. how to start the server). Asked once per class and options in a process: a test
+    session does not wait for an unreachable server's timeout again in every test."""
+    key = (broker_cls, repr(options))
+    if key not in _availability:
+        _availability[key] = broker_cls.check_available(options)
+    reason = _availability[key]
+    if reason:
+        require_service(f"{reason}{hint}")
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01,
                message: str = "condition") -> Any:
     """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout`` seconds."""
