@@ -24,6 +24,12 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
+try:
+    from kafka.structs import MemberState as _MemberState
+    _MEMBER_STABLE: Optional[str] = _MemberState.STABLE
+except ImportError:  # older kafka-python 3: KafkaBroker._join_pending falls back to the assignment
+    _MEMBER_STABLE = None
+
 from funboost.plugins.broker import (
     Broker, Capabilities, Delivery, OutgoingMessage, QueueSize, dead_letter_queue_name,
 )
@@ -113,11 +119,20 @@ atexit.register(_shared.close_all)
 
 
 class _RebalanceListener(ConsumerRebalanceListener):
+    """kafka-python 3 calls these on its I/O thread, while the thread that called ``poll()`` (holding the
+    broker's consumer lock) waits for it: they must not block on the consumer (a blocking ``commit()``
+    there raises, and the rejoin waited for the engine's fetch retry)."""
+
     def __init__(self, broker: "KafkaBroker") -> None:
         self._broker = broker
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        self._broker._on_revoked(list(revoked))
+        self._broker._on_revoked(list(revoked), commit=True)
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        # the group no longer knows this member (e.g. the coordinator restarted without its state, or the
+        # session expired): a commit would be refused, so only forget the partitions
+        self._broker._on_revoked(list(lost), commit=False)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         log.debug("kafka %s: assigned %s", self._broker.topic, sorted(tp.partition for tp in assigned))
@@ -307,11 +322,16 @@ class KafkaBroker(Broker):
                     return []
                 consumer = self._consumer
                 self._commit_safe(sync=False)
+                if self._join_pending(consumer):
+                    self._finish_join(consumer, self.options.max_poll_records)
+                    return []
                 assigned = list(consumer.assignment())
                 if assigned:
                     consumer.pause(*assigned)
                 try:
-                    consumer.poll(timeout_ms=0)
+                    # a rebalance that completes inside this poll assigns unpaused partitions: keep what
+                    # they return (dropped, it would never be tracked, and a later commit would skip it)
+                    self._buffered.extend(consumer.poll(timeout_ms=0).items())
                 finally:
                     if assigned:
                         consumer.resume(*[tp for tp in assigned if tp in consumer.assignment()])
@@ -321,15 +341,36 @@ class KafkaBroker(Broker):
                 return []
             consumer = self._ensure_consumer()
             self._commit_safe(sync=False)
+            max_records = max(max_count, self.options.max_poll_records)
+            if not self._buffered and self._join_pending(consumer):
+                self._finish_join(consumer, max_records)
             if not self._buffered:
                 # Poll a full batch even when the engine has room for fewer: every poll() costs a few
                 # hand-offs to kafka-python's I/O thread, so polling per ~20 free slots would spend
                 # more time there than in decoding. What does not fit waits in ``_buffered`` (neither
                 # handed out nor tracked, so never committed) for the next fetch.
-                records = consumer.poll(timeout_ms=max(0, int(timeout * 1000)),
-                                        max_records=max(max_count, self.options.max_poll_records))
+                records = consumer.poll(timeout_ms=max(0, int(timeout * 1000)), max_records=max_records)
                 self._buffered.extend(records.items())
             return self._take(max_count)
+
+    @staticmethod
+    def _join_pending(consumer: KafkaConsumer) -> bool:
+        """True while the group (re)join has not been completed by a poll() (first join, or after a rebalance
+        or the loss of the membership)."""
+        state = getattr(consumer.group_metadata(), "state", None)  # not reported by the first 3.0 releases
+        if state is not None:
+            return state != _MEMBER_STABLE
+        return not consumer.assignment()
+
+    def _finish_join(self, consumer: KafkaConsumer, max_records: int) -> None:
+        """Wait for a pending join inside one poll(). kafka-python 3 (3.0.12) forgets a JoinGroup/SyncGroup
+        that completes while no poll() waits for it and sends another JoinGroup: after a broker restart the
+        test broker (which holds a join for half the session timeout) took 3 s more each time, as a join
+        ended just as the engine's 1 s poll timed out; with the engine busy (keep-alive polls 0.5 s apart)
+        a member never finished its join, and on Kafka a leader that joins again rebalances the whole
+        group. Records that arrive once joined are kept for the next fetch. Consumer lock held."""
+        records = consumer.poll(timeout_ms=self.options.session_timeout_ms, max_records=max_records)
+        self._buffered.extend(records.items())
 
     def _take(self, max_count: int) -> list[Delivery]:
         """Hand out up to ``max_count`` buffered records, tracking their offsets. Consumer lock held."""
@@ -442,6 +483,27 @@ class KafkaBroker(Broker):
             if tracker is not None:
                 tracker.committed = off
 
+    def _commit_revoked(self, revoked: list[TopicPartition]) -> None:
+        consumer = self._consumer
+        offsets = {}
+        for tp in revoked:
+            tracker = self._trackers.get(tp)
+            off = tracker.to_commit() if tracker is not None else None
+            if off is not None:
+                offsets[tp] = _commit_meta(off)
+        if consumer is None or not offsets:
+            return
+        try:
+            consumer.commit_async(offsets, callback=self._on_revoked_commit_done)
+        except KafkaError as e:
+            log.warning("kafka %s: commit of revoked partitions failed (their records will be read again): %r",
+                        self.topic, e)
+
+    def _on_revoked_commit_done(self, offsets: Any, response: Any) -> None:
+        if isinstance(response, Exception):
+            log.warning("kafka %s: commit of revoked partitions failed (their records will be read again): %r",
+                        self.topic, response)
+
     def _on_commit_done(self, offsets: Any, response: Any) -> None:
         if isinstance(response, Exception):
             log.warning("kafka %s: async commit failed (records will be redelivered): %r",
@@ -452,9 +514,12 @@ class KafkaBroker(Broker):
                 if tracker is not None:
                     tracker.committed = None
 
-    def _on_revoked(self, revoked: list[TopicPartition]) -> None:
-        # runs inside consumer.poll(), i.e. on the fetch thread with the consumer lock held
-        self._commit_safe(sync=True, only=revoked)
+    def _on_revoked(self, revoked: list[TopicPartition], commit: bool) -> None:
+        # Runs on kafka-python's I/O thread during a consumer.poll() (whose caller holds the consumer lock).
+        # The commit is sent without waiting: it goes out on the coordinator connection ahead of the
+        # JoinGroup that follows, so the broker applies it first; if it fails the records are read again.
+        if commit:
+            self._commit_revoked(revoked)
         self._drop_buffered(revoked)
         for tp in revoked:
             tracker = self._trackers.pop(tp, None)

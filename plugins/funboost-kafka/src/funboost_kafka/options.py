@@ -51,6 +51,10 @@ class KafkaOptions(BrokerOptions):
     ssl_certfile: Optional[str] = None
     ssl_keyfile: Optional[str] = None
     ssl_check_hostname: bool = True
+    # Longest wait between reconnect attempts to a broker that is down (producer, consumer and admin client).
+    # kafka-python doubles the wait after each failure up to 30 s by default, so after an outage of a few
+    # seconds a client came back up to ~2 s (after a long one, up to 30 s) later than the broker did.
+    reconnect_backoff_max_ms: int = Field(default=500, ge=10)
 
     # --- topics ---
     topic: Optional[str] = None  # default: the queue name
@@ -63,7 +67,9 @@ class KafkaOptions(BrokerOptions):
     # 6 s is Kafka's minimum allowed session timeout; a short one makes a killed member's partitions
     # move quickly, and (on Tansu) keeps the first join short.
     session_timeout_ms: int = Field(default=6000, ge=1000)
-    heartbeat_interval_ms: int = Field(default=1500, ge=100)
+    # kafka-python sends the first heartbeat one interval after it finds the coordinator again: that is how
+    # soon a member learns that a restarted coordinator forgot it (and rejoins), when no commit tells it first
+    heartbeat_interval_ms: int = Field(default=1000, ge=100)
     # the engine polls between batches; a single task longer than this makes the member leave the group
     max_poll_interval_ms: int = Field(default=300_000, ge=1000)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
@@ -116,6 +122,7 @@ class KafkaOptions(BrokerOptions):
                 kw[name] = value
         if not self.ssl_check_hostname:
             kw["ssl_check_hostname"] = False
+        kw["reconnect_backoff_max_ms"] = self.reconnect_backoff_max_ms
         return kw
 
     def connection_key(self) -> tuple:
