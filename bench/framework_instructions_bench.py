@@ -2,6 +2,7 @@
 
     python bench/framework_instructions_bench.py --kind huey [--n1 100 --n2 500] [--parts plain,funboost]
     python bench/framework_instructions_bench.py --kind dramatiq --url amqp://guest:guest@127.0.0.1:5672/%2F
+    python bench/framework_instructions_bench.py --kind rq
 
 Wall-clock rates on the shared 2-core machine swing by 2x with other work; instruction counts do not.
 For each part and each N of (n1, n2): N no-op tasks are published by a process outside valgrind, then a
@@ -10,7 +11,7 @@ everything, says READY, and the driver switches instrumentation on (``callgrind_
 before the consumer starts (huey's ``Consumer`` threads / dramatiq's ``Worker``, or the booster's
 ``consume()``); the process exits at once after the N-th task. (count(n2) - count(n1)) / (n2 - n1) is the
 cost per task without the consumer's start-up. Same settings as bench/huey_bench.py and
-bench/dramatiq_bench.py: 8 worker threads, funboost with the memory state backend and no retries.
+bench/dramatiq_bench.py / bench/rq_bench.py: 8 worker threads, funboost with the memory state backend and no retries.
 Work that depends on wall time (the scheduler's and heartbeat ticks) is counted too, but is small beside
 the tasks. Needs valgrind and the kind's plugin installed; takes minutes (valgrind runs ~50x slower).
 """
@@ -28,7 +29,8 @@ import uuid
 from typing import Any
 
 DEFAULT_URLS = {"huey": os.environ.get("FUNBOOST_HUEY_BENCH_REDIS", "redis://127.0.0.1:6379/15"),
-                "dramatiq": os.environ.get("FUNBOOST_DRAMATIQ_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")}
+                "dramatiq": os.environ.get("FUNBOOST_DRAMATIQ_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F"),
+                "rq": os.environ.get("FUNBOOST_RQ_BENCH_REDIS", "redis://127.0.0.1:6379/14")}
 CONCURRENCY = 8
 
 
@@ -45,13 +47,21 @@ def _counter(n: int) -> tuple[threading.Event, Any]:
     return finished, body
 
 
+_rq_body: list = []  # plain rq: the job function below counts through the body set here
+
+
+def rq_noop(x: int) -> None:
+    """The plain rq job (rq imports it by path: ``framework_instructions_bench.rq_noop``)."""
+    _rq_body[0]()
+
+
 def _make(kind: str, part: str, url: str, queue: str, n: int) -> tuple[Any, Any, threading.Event]:
     """(framework handle, the task / booster, finished event)."""
     finished, body = _counter(n)
     if part == "funboost":
         os.environ["FUNBOOST_NO_KEEPALIVE"] = "1"
         from funboost import BoosterParams, boost
-        cfg = {"redis_url": url} if kind == "huey" else {"broker_url": url}
+        cfg = {"redis_url": url} if kind in ("huey", "rq") else {"broker_url": url}
 
         def noop(x: int) -> None:
             body()
@@ -68,6 +78,13 @@ def _make(kind: str, part: str, url: str, queue: str, n: int) -> tuple[Any, Any,
         def task(x: int) -> None:
             body()
         return huey, task, finished
+    if kind == "rq":
+        from redis import Redis
+        from rq import Queue
+        import framework_instructions_bench as module  # the module rq's worker imports the job from
+        module._rq_body[:] = [body]
+        q = Queue(queue, connection=Redis.from_url(url))
+        return q, lambda i: q.enqueue("framework_instructions_bench.rq_noop", i, job_timeout=-1), finished
     import dramatiq
     from funboost_dramatiq import DramatiqOptions, build_broker
     broker = build_broker(DramatiqOptions(broker_url=url))
@@ -85,7 +102,7 @@ def part_publish(kind: str, part: str, url: str, queue: str, n: int) -> None:
     for i in range(n):
         if part == "funboost":
             task.push(i)
-        elif kind == "huey":
+        elif kind in ("huey", "rq"):
             task(i)
         else:
             task.send(i)
@@ -104,6 +121,25 @@ def part_consume(kind: str, part: str, url: str, queue: str, n: int, go: str) ->
                             max_delay=1.0, check_worker_health=False)
         for t in [consumer.scheduler] + [t for _, t in consumer.worker_threads]:
             t.start()
+    elif kind == "rq":
+        from rq import SimpleWorker
+        from funboost_rq.worker import NoDeathPenalty
+
+        class EmbeddedWorker(SimpleWorker):  # as bench/rq_bench.py: rq's worker in threads of this process
+            death_penalty_class = NoDeathPenalty
+
+            def _install_signal_handlers(self) -> None:
+                pass
+
+            def procline(self, message: str) -> None:
+                pass
+
+            def subscribe(self) -> None:
+                pass
+
+        for _ in range(CONCURRENCY):
+            w = EmbeddedWorker([handle.name], connection=handle.connection)
+            threading.Thread(target=w.work, kwargs={"burst": True, "logging_level": "WARNING"}, daemon=True).start()
     else:
         import dramatiq
         dramatiq.Worker(handle, queues={queue}, worker_threads=CONCURRENCY).start()
@@ -136,7 +172,7 @@ def instructions(kind: str, part: str, url: str, n: int) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--kind", choices=("huey", "dramatiq"), default="huey")
+    ap.add_argument("--kind", choices=("huey", "dramatiq", "rq"), default="huey")
     ap.add_argument("--url")
     ap.add_argument("--n1", type=int, default=100)
     ap.add_argument("--n2", type=int, default=500)

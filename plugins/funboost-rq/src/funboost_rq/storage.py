@@ -156,7 +156,7 @@ def give_back(conn: Redis, keys: QueueKeys, entry: str, job_id: str, front: bool
 
 def note_taken(conn: Redis, keys: QueueKeys, job_id: str, lease_id: str) -> None:
     """A worker of lease ``lease_id`` took ``job_id`` into the intermediate list (right after rq's BLMOVE):
-    while that lease lives, the reclaim leaves the id alone."""
+    while that lease lives, the reclaim leaves the id alone. ``conn`` may be a pipeline."""
     conn.hset(keys.limbo_holder, job_id, lease_id)
 
 

@@ -44,10 +44,26 @@ class NoDeathPenalty(BaseDeathPenalty):
         pass
 
 
+_taken = threading.local()  # the job id the worker thread's last dequeue took into the intermediate list
+
+
+class _NotingQueue(Queue):
+    """rq's queue whose dequeue tells the worker thread which job it just took (rq's worker does not say
+    before its next heartbeat, which is where the holder note goes: see FunboostRqWorker.heartbeat)."""
+
+    @classmethod
+    def dequeue_any(cls, *args: Any, **kwargs: Any) -> Any:
+        result = super().dequeue_any(*args, **kwargs)
+        if result is not None:
+            _taken.job = result
+        return result
+
+
 class FunboostRqWorker(SimpleWorker):
     """rq's in-process worker, embedded in a thread of the user's process."""
 
     death_penalty_class = NoDeathPenalty
+    queue_class = _NotingQueue
 
     def __init__(self, host: "RqWorkerHost", *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -70,14 +86,29 @@ class FunboostRqWorker(SimpleWorker):
     def request_stop_soon(self) -> None:
         self._stop_requested = True
 
+    def heartbeat(self, timeout: Optional[int] = None, pipeline: Any = None) -> None:
+        # rq sends a heartbeat's three commands one by one, twice per job (before and after the dequeue):
+        # one pipelined round trip each here. The heartbeat right after a dequeue also carries the note of
+        # which lease holds the job now in the intermediate list (before the job is returned to run).
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline=pipeline)
+            return
+        taken = getattr(_taken, "job", None)
+        _taken.job = None
+        with self.connection.pipeline(transaction=False) as pipe:
+            if taken is not None:
+                job, queue = taken
+                storage.note_taken(pipe, self.host.keys[queue.name], job.id, self.host.lease.consumer_id)
+            super().heartbeat(timeout, pipeline=pipe)
+            pipe.execute()
+
     def dequeue_job_and_maintain_ttl(self, timeout: Optional[int], max_idle_time: Optional[int] = None) -> Any:
         # rq blocks until a job comes; poll in short blocks so that a stop request is seen promptly
         while not self._stop_requested:
             result = super().dequeue_job_and_maintain_ttl(IDLE_POLL_SECONDS, IDLE_POLL_SECONDS)
             if result is not None:
-                # in the intermediate list until rq registers it as started: say whose it is meanwhile
-                storage.note_taken(self.connection, self.host.keys[result[1].name], result[0].id,
-                                   self.host.lease.consumer_id)
+                # in the intermediate list until rq registers it as started: the heartbeat after the dequeue
+                # noted whose it is meanwhile (see heartbeat)
                 if self._stop_requested:  # taken while asked to stop (pause, booster left): hand it back
                     job, queue = result
                     storage.from_intermediate(self.connection, self.host.keys[queue.name], job.id)
