@@ -173,3 +173,32 @@ def test_purge_keeps_in_flight(make_broker, queue_name):
     assert b.purge() == 4
     assert sizes(b) == {"ready": 0, "in_flight": 2, "delayed": 0}
     b.ack(held)
+
+
+def test_overlapping_lease_renewals_of_one_consumer_never_fail(make_broker, queue_name):
+    """The first renewal at start and the ticker's may overlap on a slow database: both find no row, both
+    insert it; the second one must not fail (it once raised IntegrityError and killed a consumer at start)."""
+    import os
+    import socket
+    from funboost.engine.liveness import LeaseInfo
+
+    b = make_broker(queue_name)
+    errors = []
+    for round_ in range(5):
+        lease = LeaseInfo(f"{queue_name}@{socket.gethostname()}:{os.getpid()}:race{round_}", "host", os.getpid(),
+                          time.time())
+        start = threading.Barrier(8)
+
+        def renew():
+            start.wait()
+            try:
+                b._renew_lease(lease)
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=renew) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert not errors, errors[:3]

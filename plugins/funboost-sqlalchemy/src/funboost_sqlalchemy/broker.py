@@ -400,13 +400,18 @@ class SqlAlchemyBroker(Broker):
 
         def renew(c: Connection) -> None:
             # only this consumer writes its own row: an UPDATE, and an INSERT when there is none yet (or a
-            # reclaim pass deleted it while we were frozen), is a race-free upsert on every dialect
+            # reclaim pass deleted it while we were frozen), works as an upsert on every dialect
             n = c.execute(sa.update(cons).where(cons.c.id == lease.consumer_id)
                           .values(last_seen=lease.last_seen, pid=lease.pid, host=lease.host)).rowcount
             if not n:
                 c.execute(sa.insert(cons).values(id=lease.consumer_id, queue=self.queue_name, host=lease.host,
                                                  pid=lease.pid, last_seen=lease.last_seen))
-        self._tx(renew, None, "lease renewal")
+        try:
+            self._tx(renew, None, "lease renewal")
+        except sa_exc.IntegrityError:
+            # two renewals of this consumer overlapped (the first one at start and the ticker's, on a slow
+            # database): the other inserted the row between this UPDATE and INSERT, so it exists now
+            self._tx(renew, None, "lease renewal")
 
     def _reclaim_dead(self) -> int:
         """Put back the in-flight rows of dead holders of this queue (one transaction)."""
