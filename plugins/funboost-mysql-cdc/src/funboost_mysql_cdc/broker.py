@@ -173,7 +173,7 @@ class MysqlCdcBroker(Broker):
     capabilities = Capabilities(
         at_least_once=True, persistent=True, native_requeue=True, dead_letter=True, native_delay=False,
         priority=False, ordering="fifo", queue_size="none", in_flight_count=False, purge=True,
-        broadcast=False, request_response=False, cross_process=True)
+        broadcast=False, request_response=False, cross_process=True, source_only=True)
     options_model = MysqlCdcOptions
 
     def __init__(self, queue_name: str, options: Optional[MysqlCdcOptions] = None) -> None:
