@@ -569,6 +569,18 @@ class MysqlCdcBroker(Broker):
                 self._holding_lock = False
 
     # ----- data path -----
+    def run_consumer(self, consumer: Any) -> bool:
+        """Fix the start position before ``consume()`` returns: a queue without a checkpoint starts at the
+        binlog's end as of its first reader, so rows written right after ``consume()`` must come after
+        that point (waiting for the first fetch lost them). A server that cannot be read yet is only
+        logged here: the fetch loop retries and reports it. The engine's fetch loop does the rest."""
+        try:
+            self._ensure_reader()
+        except Exception as exc:
+            log.warning("mysql_cdc %s: cannot start reading the binlog yet (%s: %s); the consumer retries",
+                        self.queue_name, type(exc).__name__, exc)
+        return False
+
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         if self._closed:
             return []
