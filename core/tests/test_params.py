@@ -62,6 +62,9 @@ def test_original_variant_names_resolve_as_strings():
     configuration written for the original) resolves to the kind BrokerEnum folds it into."""
     assert BoosterParams(queue_name="q", broker_kind="FASTEST_MEM_QUEUE").broker_class() is \
         BoosterParams(queue_name="q", broker_kind="memory").broker_class()
+    # the original's own spelling, lower-case letters included
+    from funboost.plugins.manager import original_kind_target
+    assert original_kind_target("KAFKA_CONFLUENT_SASlPlAIN") == "kafka"
     if _not_installed("kafka"):
         with pytest.raises(ValidationError, match="original funboost's name of the kind 'kafka'.*pip install funboost-kafka"):
             BoosterParams(queue_name="q", broker_kind="KAFKA_CONFLUENT")

@@ -49,7 +49,7 @@ def original_kind_target(name: str) -> Optional[str]:
     from funboost.enums import BrokerEnum
     key = normalize_kind(name)
     for attr, value in vars(BrokerEnum).items():
-        if attr.isupper() and isinstance(value, str) and normalize_kind(attr) == key:
+        if not attr.startswith("_") and isinstance(value, str) and normalize_kind(attr) == key:
             target = normalize_kind(value)
             return target if target != key else None
     return None
