@@ -22,13 +22,19 @@ def run_suite(tmp_path, broker: str, tests: list[str]) -> dict[str, str]:
     env = {**os.environ, "FUNBOOST_LOG_TO_CONSOLE": "0"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert xml.exists(), proc.stdout + proc.stderr
+    outcomes = junit_outcomes(xml)
+    assert outcomes, proc.stdout + proc.stderr
+    return outcomes
+
+
+def junit_outcomes(xml) -> dict[str, str]:
+    """{"TestClass::test_name": "passed" | "failed" | "skipped"} of a junit XML report."""
     outcomes: dict[str, str] = {}
     for case in ET.parse(xml).getroot().iter("testcase"):
         test_id = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}"
         children = {child.tag for child in case}
         outcome = "failed" if children & {"failure", "error"} else "skipped" if "skipped" in children else "passed"
         outcomes[test_id] = outcome
-    assert outcomes, proc.stdout + proc.stderr
     return outcomes
 
 
@@ -77,11 +83,7 @@ def test_source_only_kind_runs_only_the_tests_that_publish_nothing(tmp_path):
     env = {**os.environ, "FUNBOOST_LOG_TO_CONSOLE": "0", "PYTHONPATH": str(tmp_path)}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    outcomes: dict[str, str] = {}
-    for case in ET.parse(xml).getroot().iter("testcase"):
-        children = {child.tag for child in case}
-        outcome = "failed" if children & {"failure", "error"} else "skipped" if "skipped" in children else "passed"
-        outcomes[f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}"] = outcome
+    outcomes = junit_outcomes(xml)
     passed = sorted(t for t, o in outcomes.items() if o == "passed")
     assert passed and all(t.startswith("TestRegistration::") for t in passed), outcomes
     assert "failed" not in outcomes.values(), outcomes
