@@ -6,7 +6,8 @@ and pytest (non-editable installs from this checkout), then, from an empty folde
   plugin registers), with ``FUNBOOST_REQUIRE_SERVICES=1`` and only the ``FUNBOOST_*`` connection settings
   of that tox environment (the kind's default configuration otherwise);
 * a hello-world: ``@boost`` a function, push 3 tasks, consume, wait, ``stop_consume()``, and the process
-  must end within a few seconds (no thread left keeping it alive).
+  must end within 5 seconds of the script's end (no thread left keeping it alive; the non-daemon threads
+  still alive at the end are listed).
 
     python3 scripts/certify.py                    # every distribution (about 20 minutes)
     python3 scripts/certify.py redis kafka --aliases
@@ -57,7 +58,7 @@ hello.stop_consume()
 alive = [t.name for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
 print("HELLO", sorted(done), "non-daemon threads:", alive, flush=True)
 print("END_OF_MAIN", time.time(), flush=True)
-sys.exit(0 if ok and not alive else 1)
+sys.exit(0 if ok else 1)  # threads still alive here only count if they keep the process from exiting
 '''
 
 
