@@ -62,6 +62,10 @@ sys.exit(0 if ok else 1)  # threads still alive here only count if they keep the
 '''
 
 
+# extras a user installs for the server the tox environment's settings name (sqlalchemy: a MariaDB URL)
+EXTRAS = {"sqlalchemy": "[mysql]"}
+
+
 def tox_env(dist: str) -> tuple[list[str], dict[str, str]]:
     """Kinds certified by the distribution's tox environment and its FUNBOOST_* settings."""
     ini = configparser.ConfigParser(interpolation=None)
@@ -89,7 +93,7 @@ def make_venv(dist: str, base: Path) -> Path:
             name = re.match(r"[\w-]+", req).group(0)
             if name.startswith("funboost-") and name != "funboost-core":
                 pkgs.append(str(ROOT / "plugins" / name))
-        pkgs.append(str(ROOT / "plugins" / f"funboost-{dist}"))
+        pkgs.append(str(ROOT / "plugins" / f"funboost-{dist}") + EXTRAS.get(dist, ""))
     r = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *pkgs, "pytest"], capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"pip install for {dist} failed:\n{r.stdout}\n{r.stderr}")
