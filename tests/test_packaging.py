@@ -64,3 +64,23 @@ def test_the_readme_wheel_install_works_in_a_fresh_virtualenv(wheels, tmp_path):
     listed = subprocess.run([str(venv / "bin" / "funboost"), "brokers"], capture_output=True, text=True, timeout=60,
                             env=env)
     assert listed.returncode == 0 and "funboost-sqlite" in listed.stdout, listed.stderr
+
+
+def test_the_contract_suite_runs_from_a_venv_with_only_core_a_plugin_and_pytest(wheels, tmp_path):
+    """docs/writing-a-broker-plugin.md: a broker is certified from outside any repository with nothing but
+    funboost-core, the plugin and pytest installed (the suite needs no test extra)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py = venv / "bin" / "python"
+    files = [str(wheels[n]) for n in ("funboost-core", "funboost-sqlite")]
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", *files, "pytest"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run_dir = tmp_path / "outside"
+    run_dir.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "FUNBOOST_REQUIRE_SERVICES": "1",
+           "FUNBOOST_LOG_TO_CONSOLE": "0"}
+    r = subprocess.run([str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "--rootdir", str(run_dir),
+                        "--pyargs", "funboost.testing.contract", "--funboost-broker", "SQLITE_QUEUE"],
+                       capture_output=True, text=True, timeout=900, env=env, cwd=run_dir)
+    assert r.returncode == 0 and " passed" in r.stdout, r.stdout[-5000:] + r.stderr[-3000:]

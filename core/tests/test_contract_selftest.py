@@ -22,13 +22,19 @@ def run_suite(tmp_path, broker: str, tests: list[str]) -> dict[str, str]:
     env = {**os.environ, "FUNBOOST_LOG_TO_CONSOLE": "0"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert xml.exists(), proc.stdout + proc.stderr
+    outcomes = junit_outcomes(xml)
+    assert outcomes, proc.stdout + proc.stderr
+    return outcomes
+
+
+def junit_outcomes(xml) -> dict[str, str]:
+    """{"TestClass::test_name": "passed" | "failed" | "skipped"} of a junit XML report."""
     outcomes: dict[str, str] = {}
     for case in ET.parse(xml).getroot().iter("testcase"):
         test_id = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}"
         children = {child.tag for child in case}
         outcome = "failed" if children & {"failure", "error"} else "skipped" if "skipped" in children else "passed"
         outcomes[test_id] = outcome
-    assert outcomes, proc.stdout + proc.stderr
     return outcomes
 
 
@@ -50,3 +56,35 @@ def test_same_tests_pass_on_the_real_memory_broker(tmp_path):
     outcomes = run_suite(tmp_path, "funboost.brokers.memory:MemoryBroker", tests)
     assert "failed" not in outcomes.values(), outcomes
     assert list(outcomes.values()).count("passed") >= 6, outcomes
+
+
+SOURCE_ONLY_BROKER = '''
+import dataclasses
+from funboost.brokers.memory import MemoryBroker
+
+class SourceOnlyBroker(MemoryBroker):
+    kind = "selftest_source_only"
+    aliases = ()
+    capabilities = dataclasses.replace(MemoryBroker.capabilities, source_only=True)
+
+    def publish(self, messages):
+        raise RuntimeError("a source_only kind refuses new messages")
+'''
+
+
+def test_source_only_kind_runs_only_the_tests_that_publish_nothing(tmp_path):
+    """A kind whose messages come from an outside source (mysql_cdc) certifies with the whole suite: every
+    test that publishes is skipped with the reason, the registration tests run."""
+    (tmp_path / "selftest_source_only.py").write_text(SOURCE_ONLY_BROKER)
+    xml = tmp_path / "report.xml"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "--rootdir", str(tmp_path),
+           "--funboost-broker", "selftest_source_only:SourceOnlyBroker", "--junitxml", str(xml),
+           "--pyargs", "funboost.testing.contract"]
+    env = {**os.environ, "FUNBOOST_LOG_TO_CONSOLE": "0", "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    outcomes = junit_outcomes(xml)
+    passed = sorted(t for t, o in outcomes.items() if o == "passed")
+    assert passed and all(t.startswith("TestRegistration::") for t in passed), outcomes
+    assert "failed" not in outcomes.values(), outcomes
+    assert "source_only=True" in proc.stdout

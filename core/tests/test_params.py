@@ -57,6 +57,21 @@ def test_broker_kind_is_case_insensitive_and_aliased():
     assert a is b is c
 
 
+def test_original_variant_names_resolve_as_strings():
+    """The original funboost's BrokerEnum values are its names: a variant spelled as a string (code or
+    configuration written for the original) resolves to the kind BrokerEnum folds it into."""
+    assert BoosterParams(queue_name="q", broker_kind="FASTEST_MEM_QUEUE").broker_class() is \
+        BoosterParams(queue_name="q", broker_kind="memory").broker_class()
+    # the original's own spelling, lower-case letters included
+    from funboost.plugins.manager import original_kind_target
+    assert original_kind_target("KAFKA_CONFLUENT_SASlPlAIN") == "kafka"
+    if _not_installed("kafka"):
+        with pytest.raises(ValidationError, match="original funboost's name of the kind 'kafka'.*pip install funboost-kafka"):
+            BoosterParams(queue_name="q", broker_kind="KAFKA_CONFLUENT")
+    with pytest.raises(ValidationError, match="no plugin"):  # kinds without a plugin still say so
+        BoosterParams(queue_name="q", broker_kind="NSQ")
+
+
 def test_broker_exclusive_config_is_validated():
     with pytest.raises(ValidationError):
         BoosterParams(queue_name="q", broker_kind="memory", broker_exclusive_config={"nope": 1})

@@ -517,7 +517,7 @@ class ConsumeMonitor:
         self._history: deque[tuple[float, int]] = deque()
         self._last_plain: Optional[str] = None
         self._thread: Optional[threading.Thread] = None
-        self._filtered: list[logging.Handler] = []
+        self._wrapped: list[tuple[logging.Handler, Callable[[logging.LogRecord], None], bool]] = []
 
     def line(self) -> str:
         try:
@@ -533,27 +533,49 @@ class ConsumeMonitor:
         rem = "unknown" if remaining is None else str(remaining)
         return f"{rate:.1f}/s, done {done}, failed {failed}, remaining {rem}"
 
-    def _clear_for_log(self, record: logging.LogRecord) -> bool:
+    def _clear_line(self) -> None:
         with self._lock:
             if self._drawn:
                 self.out.write("\r\033[K")
                 self.out.flush()
                 self._drawn = False
-        return True
+
+    def _wrap_emit(self, handler: logging.Handler) -> None:
+        """Clear the line inside the handler's emit, which runs under the handler's lock: a filter runs
+        before that lock, so a redraw could slip in between the clearing and the record (which then
+        continued the status line)."""
+        original = handler.emit
+        had_own = "emit" in vars(handler)
+
+        def emit(record: logging.LogRecord) -> None:
+            self._clear_line()
+            original(record)
+
+        handler.emit = emit  # type: ignore[method-assign]
+        self._wrapped.append((handler, original, had_own))
 
     def tick(self) -> None:
         text = self.line()
-        with self._lock:
-            if self.tty:
-                self.out.write(f"\r\033[K{text}")
-                self._drawn = True
-            else:
-                key = text.split(", ", 1)[1] if ", " in text else text  # done/failed/remaining, not the rate
-                if key == self._last_plain:
-                    return
-                self._last_plain = key
-                self.out.write(f"{_dt.datetime.now():%Y-%m-%d %H:%M:%S} consume: {text}\n")
-            self.out.flush()
+        # the console handlers' locks first (the order emit takes them in): no record is half-way out while
+        # the line is drawn
+        handlers = [h for h, _, _ in self._wrapped]
+        for h in handlers:
+            h.acquire()
+        try:
+            with self._lock:
+                if self.tty:
+                    self.out.write(f"\r\033[K{text}")
+                    self._drawn = True
+                else:
+                    key = text.split(", ", 1)[1] if ", " in text else text  # done/failed/remaining, not the rate
+                    if key == self._last_plain:
+                        return
+                    self._last_plain = key
+                    self.out.write(f"{_dt.datetime.now():%Y-%m-%d %H:%M:%S} consume: {text}\n")
+                self.out.flush()
+        finally:
+            for h in reversed(handlers):
+                h.release()
 
     def _run(self) -> None:
         period = 1.0 if self.tty else self.interval
@@ -563,8 +585,7 @@ class ConsumeMonitor:
     def start(self) -> None:
         if self.tty:
             for h in _console_handlers():
-                h.addFilter(self._clear_for_log)
-                self._filtered.append(h)
+                self._wrap_emit(h)
         self.tick()
         self._thread = threading.Thread(target=self._run, name="funboost-cli-status", daemon=True)
         self._thread.start()
@@ -573,8 +594,12 @@ class ConsumeMonitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-        for h in self._filtered:
-            h.removeFilter(self._clear_for_log)
+        for h, original, had_own in reversed(self._wrapped):  # a handler wrapped twice unwinds in order
+            if had_own:
+                h.emit = original  # type: ignore[method-assign]
+            else:
+                del h.emit  # the class's emit again
+        self._wrapped.clear()
         text = self.line()
         with self._lock:
             self.out.write(("\r\033[K" if self.tty else "") + f"consume finished: {text}\n")

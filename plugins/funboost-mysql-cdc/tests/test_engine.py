@@ -64,3 +64,26 @@ def test_controls_through_the_engine(brokers, queue_name, schema, tmp_path):
     with connect() as c, c.cursor() as cur:
         cur.execute(f"INSERT INTO {schema}.items (id) VALUES (4)")
     assert [m["values"]["id"] for m in drain(b, 1)] == [4]
+
+
+def test_rows_written_right_after_consume_returns_are_delivered(queue_name, schema, mariadb_available):
+    """The hello-world: consume(), then write rows at once (no waiting for the start position): a new
+    queue starts at the binlog's end as of consume(), so every row written after it arrives."""
+    got: list[int] = []
+    lock = threading.Lock()
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="MYSQL_CDC", log_to_console=False,
+                         broker_exclusive_config={**CONN, "schemas": [schema], "tables": ["items"]}))
+    def on_row(schema, table, event, binlog, timestamp, values=None, before=None, after=None):
+        with lock:
+            got.append(values["id"])
+
+    on_row.consume()
+    try:
+        with connect() as c, c.cursor() as cur:
+            for i in range(3):
+                cur.execute(f"INSERT INTO {schema}.items (id, name) VALUES (%s, 'x')", (i,))
+        wait_for(lambda: len(got) >= 3, 60, "the 3 rows written right after consume()")
+    finally:
+        on_row.stop_consume()
+    assert sorted(got) == [0, 1, 2]

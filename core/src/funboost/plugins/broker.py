@@ -71,6 +71,9 @@ class Capabilities:
     broadcast: bool = False  # every live consumer gets every message (pub/sub)
     request_response: bool = False  # supports sync_call
     cross_process: bool = True  # publishers and consumers may be different processes
+    # the messages come from an outside source (mysql_cdc: binlog rows); publish() refuses new messages
+    # (only the engine's re-publication of a message it holds is accepted)
+    source_only: bool = False
     max_priority: int = 0
     # transports without a server (grpc, tcp, http): a message can only be published to a consumer that
     # serves the queue; the broker implements serve(), which the contract suite calls before publishing

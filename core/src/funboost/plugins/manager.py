@@ -41,6 +41,20 @@ def normalize_kind(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
+def original_kind_target(name: str) -> Optional[str]:
+    """The kind that an original funboost kind *name* maps to when it is one of the variants
+    ``BrokerEnum`` folds into another kind (``KAFKA_CONFLUENT`` -> ``KAFKA``, ``RABBITMQ_RABBITPY`` ->
+    ``RABBITMQ``): the original's values are its names, so code and configuration written for it may spell
+    the variant as a string. None for any other name."""
+    from funboost.enums import BrokerEnum
+    key = normalize_kind(name)
+    for attr, value in vars(BrokerEnum).items():
+        if not attr.startswith("_") and isinstance(value, str) and normalize_kind(attr) == key:
+            target = normalize_kind(value)
+            return target if target != key else None
+    return None
+
+
 def entry_points(group: str) -> list[importlib_metadata.EntryPoint]:
     """Entry points of ``group``, read from metadata without importing anything."""
     if sys.version_info >= (3, 10):
@@ -209,6 +223,13 @@ class BrokerRegistry:
                         f"entry point {ep.name!r} = {ep.value!r} of distribution "
                         f"{_dist_of(ep)[0]!r} did not register a broker named {ep.name!r}")
                 return cls
+        target = original_kind_target(name)
+        if target is not None:  # the original funboost's name of a variant: the kind it maps to
+            try:
+                return self.resolve(target)
+            except UnknownBrokerKind:
+                raise UnknownBrokerKind(f"broker_kind {kind!r} is the original funboost's name of the kind "
+                                        f"{target!r}: " + self._unknown_message(target)) from None
         raise UnknownBrokerKind(self._unknown_message(kind))
 
     def _load_entry_point(self, ep: importlib_metadata.EntryPoint, raise_errors: bool) -> None:

@@ -63,7 +63,7 @@ def pytest_collection_modifyitems(session: Any, config: Any, items: list) -> Non
     contract_items = [i for i in items if _is_contract_item(i)]
     if not contract_items:
         return
-    from funboost.testing.requirements import MARK, load_broker_class, unmet_requirements
+    from funboost.testing.requirements import MARK, load_broker_class, source_only_skip, unmet_requirements
     _use_private_data_dir(config)
     cli_kind = config.getoption("--funboost-broker", default=None)
     classes: dict[str, Any] = {}
@@ -77,11 +77,13 @@ def pytest_collection_modifyitems(session: Any, config: Any, items: list) -> Non
                 classes[kind] = load_broker_class(kind)
             except Exception as exc:
                 raise pytest.UsageError(f"--funboost-broker {kind!r}: {type(exc).__name__}: {exc}") from exc
+        reason = source_only_skip(classes[kind], item)
         for mark in item.iter_markers(MARK):
-            reason = unmet_requirements(classes[kind], mark.args, mark.kwargs)
             if reason:
-                item.add_marker(pytest.mark.skip(reason=reason))
                 break
+            reason = unmet_requirements(classes[kind], mark.args, mark.kwargs)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def _use_private_data_dir(config: Any) -> None:

@@ -19,6 +19,8 @@ from funboost.plugins.broker import Broker
 from funboost.plugins.manager import get_broker_registry
 
 MARK = "funboost_requires"
+# contract tests that never publish: the only ones that apply to a source_only kind
+NO_PUBLISH_MARK = "funboost_no_publish"
 T = TypeVar("T")
 
 
@@ -42,6 +44,26 @@ def requires(*flags: str, **values: Any) -> Callable[[T], T]:
             return obj
         return mark(obj)
     return apply
+
+
+def publishes_nothing(obj: T) -> T:
+    """Mark a contract test, or every test of a mixin class, as one that never publishes: it also runs
+    for ``source_only`` kinds (whose publish() refuses new messages), which skip every other test."""
+    mark = getattr(pytest.mark, NO_PUBLISH_MARK)
+    if inspect.isclass(obj):
+        for name, member in list(vars(obj).items()):
+            if name.startswith("test") and callable(member):
+                setattr(obj, name, mark(member))
+        return obj
+    return mark(obj)
+
+
+def source_only_skip(broker_cls: type[Broker], item: Any) -> Optional[str]:
+    """A skip reason for a test that publishes when ``broker_cls`` is ``source_only``, else ``None``."""
+    if broker_cls.capabilities.source_only and item.get_closest_marker(NO_PUBLISH_MARK) is None:
+        return (f"{broker_cls.kind} declares source_only=True: its messages come from an outside source "
+                f"and publish() refuses new ones, so only the tests that publish nothing apply")
+    return None
 
 
 def unmet_requirements(broker_cls: type[Broker], flags: tuple, values: dict) -> Optional[str]:

@@ -173,7 +173,7 @@ class MysqlCdcBroker(Broker):
     capabilities = Capabilities(
         at_least_once=True, persistent=True, native_requeue=True, dead_letter=True, native_delay=False,
         priority=False, ordering="fifo", queue_size="none", in_flight_count=False, purge=True,
-        broadcast=False, request_response=False, cross_process=True)
+        broadcast=False, request_response=False, cross_process=True, source_only=True)
     options_model = MysqlCdcOptions
 
     def __init__(self, queue_name: str, options: Optional[MysqlCdcOptions] = None) -> None:
@@ -569,6 +569,18 @@ class MysqlCdcBroker(Broker):
                 self._holding_lock = False
 
     # ----- data path -----
+    def run_consumer(self, consumer: Any) -> bool:
+        """Fix the start position before ``consume()`` returns: a queue without a checkpoint starts at the
+        binlog's end as of its first reader, so rows written right after ``consume()`` must come after
+        that point (waiting for the first fetch lost them). A server that cannot be read yet is only
+        logged here: the fetch loop retries and reports it. The engine's fetch loop does the rest."""
+        try:
+            self._ensure_reader()
+        except Exception as exc:
+            log.warning("mysql_cdc %s: cannot start reading the binlog yet (%s: %s); the consumer retries",
+                        self.queue_name, type(exc).__name__, exc)
+        return False
+
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         if self._closed:
             return []

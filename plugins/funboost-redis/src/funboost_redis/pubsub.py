@@ -44,13 +44,38 @@ class RedisPubSubBroker(RedisBrokerBase):
             pipe.publish(self.channel, m.body)
         pipe.execute()
 
-    def subscribe(self) -> None:
-        """Start listening now (fetch does it on first call); messages published before are not seen."""
+    def subscribe(self, confirm_timeout: float = 0.0) -> None:
+        """Start listening now (fetch does it on first call); messages published before are not seen.
+        With ``confirm_timeout`` > 0, wait (up to that long) for the server's confirmation, after which
+        every message published is seen."""
         with self._ps_lock:
             if self._ps is None:
-                ps = self._h().client.pubsub(ignore_subscribe_messages=True)
+                # subscribe confirmations are read (and skipped in fetch), so that one can be waited for
+                ps = self._h().client.pubsub()
                 ps.subscribe(self.channel)
                 self._ps = ps
+                if confirm_timeout > 0:
+                    self._wait_subscribed(ps, confirm_timeout)
+
+    def _wait_subscribed(self, ps: Any, timeout: float) -> None:
+        # the confirmation is the first reply on the fresh connection: no message can come before it
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = ps.get_message(timeout=max(0.0, deadline - time.monotonic()))
+            if msg is not None and msg.get("type") == "subscribe":
+                return
+        logger.warning("funboost-redis: no confirmation of the subscription to %s within %ss", self.channel,
+                       timeout)
+
+    def run_consumer(self, consumer: Any) -> bool:
+        """Subscribe before ``consume()`` returns, so that tasks pushed right after it reach this consumer
+        (a channel keeps nothing for a subscriber that is not listening yet); the engine's fetch loop does
+        the rest."""
+        try:
+            self.subscribe(confirm_timeout=self.options.socket_timeout)
+        except TRANSIENT_ERRORS as exc:  # fetch resubscribes
+            logger.warning("funboost-redis: cannot subscribe to %s yet (%s)", self.channel, exc)
+        return False
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         out: list[Delivery] = []

@@ -2,9 +2,10 @@
 gives every message to every live consumer."""
 from __future__ import annotations
 
+import threading
 import time
 
-from funboost.testing.contract.base import ContractBase, body_x, fetch_until
+from funboost.testing.contract.base import ContractBase, body_x, fetch_until, wait_until
 from funboost.testing.requirements import requires
 
 
@@ -40,6 +41,31 @@ class DeliveryModeTests:
         pub.publish([message(1)])
         assert len(fetch_until(a, 1)) == 1
         assert len(fetch_until(b, 1)) == 1
+
+    @requires("broadcast")
+    def test_broadcast_consume_then_push_through_boost(self, broker_cls, options_raw, queue_name, settings):
+        """``consume()`` returns once the consumer listens: a broadcast kind keeps nothing for a consumer
+        that is not listening yet, so tasks pushed right after ``consume()`` must still reach it (the
+        hello-world of a broadcast kind)."""
+        from funboost import BoosterParams, boost
+        done: list[int] = []
+        lock = threading.Lock()
+
+        @boost(BoosterParams(queue_name=queue_name, broker_kind=broker_cls.kind, broker_exclusive_config=options_raw,
+                             state_backend="memory", log_to_console=False))
+        def work(x: int) -> None:
+            with lock:
+                done.append(x)
+
+        try:
+            work.consume()
+            for i in range(3):
+                work.push(i)
+            wait_until(lambda: len(done) >= 3, settings["consumer_ready_timeout"] + 10,
+                       message="3 tasks pushed right after consume() done")
+        finally:
+            work.stop_consume(10)
+        assert sorted(done) == [0, 1, 2]
 
 
 class TestDeliveryMode(DeliveryModeTests, ContractBase):

@@ -7,8 +7,10 @@ import pytest
 from funboost.plugins.broker import Broker
 from funboost.plugins.manager import get_broker_registry, normalize_kind, validate_broker_class
 from funboost.testing.contract.base import ContractBase
+from funboost.testing.requirements import publishes_nothing
 
 
+@publishes_nothing
 class RegistrationTests:
     def test_registration(self, kind, broker_cls):
         validate_broker_class(broker_cls)
