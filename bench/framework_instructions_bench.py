@@ -122,20 +122,9 @@ def part_consume(kind: str, part: str, url: str, queue: str, n: int, go: str) ->
         for t in [consumer.scheduler] + [t for _, t in consumer.worker_threads]:
             t.start()
     elif kind == "rq":
-        from rq import SimpleWorker
-        from funboost_rq.worker import NoDeathPenalty
-
-        class EmbeddedWorker(SimpleWorker):  # as bench/rq_bench.py: rq's worker in threads of this process
-            death_penalty_class = NoDeathPenalty
-
-            def _install_signal_handlers(self) -> None:
-                pass
-
-            def procline(self, message: str) -> None:
-                pass
-
-            def subscribe(self) -> None:
-                pass
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from rq_bench import embedded_worker_class
+        EmbeddedWorker = embedded_worker_class()  # rq's worker in threads of this process, as rq_bench's
 
         for _ in range(CONCURRENCY):
             w = EmbeddedWorker([handle.name], connection=handle.connection)

@@ -53,13 +53,14 @@ def _timed_consume(start, n: int) -> tuple[float, float]:
     return (n - 1) / (_state["last"] - _state["first"]), cpu
 
 
-def run_plain(n: int, conc: int) -> dict:
-    from redis import Redis
-    from rq import Queue, SimpleWorker
+def embedded_worker_class() -> type:
+    """rq's SimpleWorker as an rq user embedding workers in threads of one process must write it (also used
+    by framework_instructions_bench.py)."""
+    from rq import SimpleWorker
 
     from funboost_rq.worker import NoDeathPenalty
 
-    class EmbeddedWorker(SimpleWorker):  # what an rq user embedding workers in threads must do
+    class EmbeddedWorker(SimpleWorker):
         death_penalty_class = NoDeathPenalty
 
         def _install_signal_handlers(self) -> None:
@@ -71,6 +72,14 @@ def run_plain(n: int, conc: int) -> dict:
         def subscribe(self) -> None:
             pass
 
+    return EmbeddedWorker
+
+
+def run_plain(n: int, conc: int) -> dict:
+    from redis import Redis
+    from rq import Queue, SimpleWorker
+
+    EmbeddedWorker = embedded_worker_class()
     conn = Redis.from_url(URL)
     q = Queue(f"bench_plain_{uuid.uuid4().hex[:8]}", connection=conn)
     _state["n"] = n

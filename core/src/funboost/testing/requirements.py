@@ -35,27 +35,23 @@ def requires(*flags: str, **values: Any) -> Callable[[T], T]:
     class marks along the MRO, so a class mark of one mixin would gate every test of ``BrokerContract``.
     """
     mark = getattr(pytest.mark, MARK)(*flags, **values)
-
-    def apply(obj: T) -> T:
-        if inspect.isclass(obj):
-            for name, member in list(vars(obj).items()):
-                if name.startswith("test") and callable(member):
-                    setattr(obj, name, mark(member))
-            return obj
-        return mark(obj)
-    return apply
+    return lambda obj: _mark_tests(obj, mark)
 
 
-def publishes_nothing(obj: T) -> T:
-    """Mark a contract test, or every test of a mixin class, as one that never publishes: it also runs
-    for ``source_only`` kinds (whose publish() refuses new messages), which skip every other test."""
-    mark = getattr(pytest.mark, NO_PUBLISH_MARK)
+def _mark_tests(obj: T, mark: Any) -> T:
+    """``mark`` on a test function, or on every test method a class defines itself (not along the MRO)."""
     if inspect.isclass(obj):
         for name, member in list(vars(obj).items()):
             if name.startswith("test") and callable(member):
                 setattr(obj, name, mark(member))
         return obj
     return mark(obj)
+
+
+def publishes_nothing(obj: T) -> T:
+    """Mark a contract test, or every test of a mixin class, as one that never publishes: it also runs
+    for ``source_only`` kinds (whose publish() refuses new messages), which skip every other test."""
+    return _mark_tests(obj, getattr(pytest.mark, NO_PUBLISH_MARK))
 
 
 def source_only_skip(broker_cls: type[Broker], item: Any) -> Optional[str]:
