@@ -268,3 +268,32 @@ def test_transport_servers_survive_malformed_frames(transport, qname):
           f"server kept serving, {elapsed:.1f}s")
     record("transport_fuzz", transport=transport, cases=SIZE.transport_fuzz_cases, seed=s, answered=replies,
            internal_errors=0, seconds=round(elapsed, 1))
+
+
+@pytest.mark.parametrize("transport", ["tcp", "http"])
+def test_transport_frame_parsers_under_hypothesis(transport, qname):
+    """The same servers driven by Hypothesis: raw bytes, and the generators above fed with a Hypothesis
+    ``Random`` (so a failure shrinks to a small case and replays from Hypothesis's report)."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    start, make_case, check = {"tcp": (start_tcp, tcp_case, check_tcp_replies),
+                               "http": (start_http, http_case, check_http_replies)}[transport]
+    consumer, client, open_connections = start(qname)
+    port = consumer.options.port
+    examples = max(50, SIZE.fuzz_examples // 3)
+
+    @settings(max_examples=examples, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(rng=st.randoms(use_true_random=False), raw=st.binary(max_size=600), use_raw=st.booleans())
+    def one_case(rng: random.Random, raw: bytes, use_raw: bool) -> None:
+        check(exchange(port, raw if use_raw else make_case(rng, qname)))
+
+    try:
+        one_case()
+        client.publish([OutgoingMessage(body=json.dumps(ENVELOPE))])
+        assert client.queue_size().ready >= 1, "the server stopped serving"
+        wait_until(lambda: open_connections() <= 1, 10, 0.05, "the fuzzers' connections closed on the server")
+    finally:
+        client.close()
+        consumer.close()
+    record("transport_fuzz_hypothesis", transport=transport, examples=examples)
