@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, OffsetSpec
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 try:
@@ -53,6 +53,33 @@ def _commit_meta(offset: int) -> OffsetAndMetadata:
     return OffsetAndMetadata(offset, "", -1)
 
 
+# errors that mean the broker no longer knows this idempotent producer's id (a broker restarted without its
+# producer state, e.g. the in-memory test broker): kafka-python retries them with the same id until the
+# publish times out, so the publish moves its messages to a new producer instead
+_LOST_PRODUCER_ID_ERRORS = frozenset({"UnknownProducerIdError", "OutOfOrderSequenceNumberError"})
+
+
+def _watch_producer_id(producer: KafkaProducer) -> KafkaProducer:
+    """Mark ``producer._funboost_lost_id`` when its sender gets one of :data:`_LOST_PRODUCER_ID_ERRORS`.
+    Hooks kafka-python's private ``Sender._dispatch_error`` where it exists (3.x); elsewhere nothing is
+    marked and a stuck publish ends at ``publish_timeout`` as before."""
+    producer._funboost_lost_id = False  # type: ignore[attr-defined]
+    sender = getattr(producer, "_sender", None)
+    dispatch = getattr(sender, "_dispatch_error", None)
+    if dispatch is not None:
+        def dispatch_error(batch: Any, exception: Any, partition_response: Any) -> Any:
+            name = exception.__name__ if isinstance(exception, type) else type(exception).__name__
+            if name in _LOST_PRODUCER_ID_ERRORS:
+                producer._funboost_lost_id = True  # type: ignore[attr-defined]
+            return dispatch(batch, exception, partition_response)
+        sender._dispatch_error = dispatch_error
+    return producer
+
+
+class _ProducerIdLost(Exception):
+    """Internal: the producer of a pending publish lost its id on the broker."""
+
+
 class _Shared:
     """Process-wide producers and admin clients, one per connection setting (both are thread-safe,
     and a process with many queues should not open a connection set per queue). Per process, so a
@@ -75,7 +102,7 @@ class _Shared:
             kw = dict(opts.connection_kwargs(), acks=opts.acks, linger_ms=opts.linger_ms,
                       compression_type=opts.compression_type)
             kw.update(opts.producer_config)
-            return KafkaProducer(**kw)
+            return _watch_producer_id(KafkaProducer(**kw))
 
         return self.producers.get_or_create(key, build)
 
@@ -241,6 +268,38 @@ class KafkaBroker(Broker):
 
     def _produce(self, topic: str, items: list[tuple[Any, Optional[Any], str, dict]],
                  wait: bool = True) -> Callable[[], None]:
+        producer, futures = self._send(topic, items)
+        timeout = self.options.publish_timeout
+
+        def confirm() -> None:
+            deadline = time.monotonic() + timeout
+            current, pending, futs = producer, items, futures
+            while True:
+                try:
+                    self._await(current, futs, deadline)
+                    return
+                except (_ProducerIdLost, KafkaError) as exc:
+                    # A producer that failed may never recover on its own (after a broker restart kafka-python
+                    # keeps asking for its old producer id; a restarted in-memory broker also forgot the
+                    # topic): the next publish starts from a new producer and checks the topic again.
+                    self._discard_producer(current)
+                    if not getattr(current, "_funboost_lost_id", False) or time.monotonic() >= deadline:
+                        raise KafkaPublishError(
+                            f"kafka publish of {len(items)} message(s) to {topic!r} on {self.options.servers()} "
+                            f"was not acknowledged within {timeout}s: {type(exc).__name__}: {exc}") from exc
+                    # the broker forgot the producer id: send what is not acknowledged yet from a new producer
+                    # (at least once: a message the old one did get stored may be stored twice)
+                    pending = [item for item, f in zip(pending, futs) if not (f.is_done and f.succeeded())]
+                    log.warning("kafka broker %s forgot the producer id: resending %d message(s) to %r from a "
+                                   "new producer", self.options.servers(), len(pending), topic)
+                    self._ensure_topic()
+                    current, futs = self._send(topic, pending)
+
+        if wait and self.options.wait_for_ack:
+            confirm()
+        return confirm
+
+    def _send(self, topic: str, items: list[tuple[Any, Optional[Any], str, dict]]) -> tuple[KafkaProducer, list]:
         producer = self._producer
         if producer is None or self._producer_gen != fork_generation():
             producer = self._producer = _shared.producer(self.options)
@@ -254,26 +313,24 @@ class KafkaBroker(Broker):
             if extra_headers:
                 headers.extend((k, str(v).encode("utf-8")) for k, v in extra_headers.items())
             futures.append(producer.send(topic, value=value, key=key, headers=headers or None))
-        timeout = self.options.publish_timeout
+        return producer, futures
 
-        def confirm() -> None:
-            deadline = time.monotonic() + timeout
+    @staticmethod
+    def _await(producer: KafkaProducer, futures: list, deadline: float) -> None:
+        """Wait for the broker's acks of ``futures`` until ``deadline``; raise the produce error, or
+        :class:`_ProducerIdLost` as soon as the producer's id is known to be lost."""
+        while True:
             try:
-                producer.flush(timeout=timeout)  # send what linger holds back now rather than after linger_ms
-                for f in futures:
-                    f.get(timeout=max(0.1, deadline - time.monotonic()))  # raises the produce error, if any
-            except KafkaError as exc:
-                # A producer that failed may never recover on its own (after a broker restart kafka-python
-                # keeps asking for its old producer id; a restarted in-memory broker also forgot the topic):
-                # the next publish starts from a new producer and checks the topic again.
-                self._discard_producer(producer)
-                raise KafkaPublishError(
-                    f"kafka publish of {len(items)} message(s) to {topic!r} on {self.options.servers()} was not "
-                    f"acknowledged within {timeout}s: {type(exc).__name__}: {exc}") from exc
-
-        if wait and self.options.wait_for_ack:
-            confirm()
-        return confirm
+                # flush: send what linger holds back now; in slices, to notice a lost producer id early
+                producer.flush(timeout=max(0.05, min(1.0, deadline - time.monotonic())))
+                break
+            except KafkaTimeoutError:
+                if getattr(producer, "_funboost_lost_id", False):
+                    raise _ProducerIdLost("the broker does not know this producer's id") from None
+                if time.monotonic() >= deadline:
+                    raise
+        for f in futures:
+            f.get(timeout=max(0.1, deadline - time.monotonic()))  # raises the produce error, if any
 
     def _discard_producer(self, producer: KafkaProducer) -> None:
         key = _shared.producer_key(self.options)
