@@ -3,7 +3,8 @@
 
 How at-least-once works
 -----------------------
-A reader thread decodes row events into a bounded buffer; each row gets a local sequence number and its
+A reader decodes row events into a bounded buffer (in a child process by default, see
+:mod:`funboost_mysql_cdc.reader_process`); each row gets a local sequence number and its
 binlog coordinates (file, start of its transaction, end of its rows event, index in the event). The
 engine fetches from the buffer and acks out of order; :class:`~funboost.contiguous.ContiguousTracker`
 gives the last row below which every row is finished, and that row's coordinates are the checkpoint,
@@ -21,109 +22,36 @@ the checkpoint until it finishes. Dead letters go to ``<queue>_dlx`` of ``dead_l
 """
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import logging
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import pymysql
 from pydantic import BaseModel
 from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.event import QueryEvent, RotateEvent, XidEvent
-from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from funboost.contiguous import ContiguousTracker
 from funboost.engine.liveness import pid_gone
-from funboost.message import build_envelope, dumps
 from funboost.plugins.broker import (
     Broker, Capabilities, Delivery, OutgoingMessage, QueueSize,
 )
 from funboost.plugins.manager import resolve_broker_kind
 from funboost.state.base import StateBackend, get_state_backend
 
+from .binlog import RowPosition, fatal_error, read_binlog, task_id_of
 from .errors import MysqlCdcError, MysqlCdcPublishError, MysqlCdcServerConfigError
 from .options import MysqlCdcOptions
+from .reader_process import relay, start_child
 
 log = logging.getLogger("funboost.mysql_cdc")
 
-_EVENT_KIND = {WriteRowsEvent: "insert", UpdateRowsEvent: "update", DeleteRowsEvent: "delete"}
-# server error codes that no retry fixes: access denied (1044/1045), missing privilege (1227),
-# binlog position gone or unreadable (1236)
-_FATAL_SERVER_ERRORS = {1044: "access denied", 1045: "access denied", 1227: "missing privilege",
-                        1236: "the binlog position cannot be read"}
-
-
 # rows buffered before the waiting fetcher is woken (it is also woken at every transaction's end)
 _WAKE_BATCH = 256
-
-
-def _file_key(log_file: str) -> tuple[str, int, str]:
-    """Order binlog file names by their numeric suffix (mysql-bin.000009 < mysql-bin.000010 <
-    mysql-bin.1000000)."""
-    base, _, suffix = log_file.rpartition(".")
-    return (base, int(suffix), "") if suffix.isdigit() else (log_file, -1, suffix)
-
-
-@dataclass(frozen=True)
-class RowPosition:
-    """Where a row is in the binlog. ``txn_pos``: the start of its transaction (where a resume streams
-    from); ``event_pos``: the end of its rows event; ``row``: its index in that event. A position with
-    ``row == -1`` is a transaction boundary with no row of it done."""
-
-    log_file: str
-    txn_pos: int
-    event_pos: int = 0
-    row: int = -1
-
-    def order(self) -> tuple:
-        return (_file_key(self.log_file), self.txn_pos, self.event_pos, self.row)
-
-    def row_key(self) -> tuple:
-        return (_file_key(self.log_file), self.event_pos, self.row)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"log_file": self.log_file, "txn_pos": self.txn_pos, "event_pos": self.event_pos, "row": self.row}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RowPosition":
-        return cls(str(d["log_file"]), int(d["txn_pos"]), int(d.get("event_pos", 0)), int(d.get("row", -1)))
-
-
-def _jsonable(value: Any) -> Any:
-    """Column values the JSON codec does not take itself: bytes (UTF-8 text, else base64) and TIME
-    columns (timedelta -> "HH:MM:SS[.ffffff]", negative allowed)."""
-    if isinstance(value, (bytes, bytearray)):
-        try:
-            return bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            return {"base64": base64.b64encode(bytes(value)).decode("ascii")}
-    if isinstance(value, dt.timedelta):
-        total = value.total_seconds()
-        sign, total = ("-", -total) if total < 0 else ("", total)
-        h, rem = divmod(total, 3600)
-        m, s = divmod(rem, 60)
-        return f"{sign}{int(h):02d}:{int(m):02d}:{s:09.6f}".rstrip("0").rstrip(".")
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-_NEEDS_CONVERSION = (bytes, bytearray, dt.timedelta, dict, list)
-
-
-def _row_values(values: dict) -> dict:
-    for v in values.values():
-        if isinstance(v, _NEEDS_CONVERSION):
-            return {k: _jsonable(v) for k, v in values.items()}
-    return values  # the common case: nothing to convert (one pass, no copy)
 
 
 class CheckpointStore:
@@ -193,7 +121,11 @@ class MysqlCdcBroker(Broker):
         self._ckpt_lock = threading.Lock()
         self._saved: Optional[RowPosition] = None
         self._reader: Optional[threading.Thread] = None
-        self._stream: Optional[BinLogStreamReader] = None
+        self._stream: Optional[BinLogStreamReader] = None  # reader="thread": the open stream
+        self._child: Optional[subprocess.Popen] = None  # reader="process": the running reader process
+        self._lock_child = threading.Lock()
+        self._last_read: Optional[RowPosition] = None  # the last row handed to the buffer
+        self._boundary: Optional[RowPosition] = None  # the last transaction boundary read
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._fatal: Optional[BaseException] = None
@@ -257,19 +189,9 @@ class MysqlCdcBroker(Broker):
             raise
 
     def _raise_if_fatal(self, exc: BaseException, doing: str) -> None:
-        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-        if code in _FATAL_SERVER_ERRORS:
-            s = self.options.connection_settings()
-            hint = ""
-            if code in (1227, 1044):
-                hint = (" The CDC user needs the REPLICATION SLAVE (MySQL 8: REPLICATION REPLICA) and "
-                        "REPLICATION CLIENT (MariaDB >= 10.5: BINLOG MONITOR) privileges, and SELECT on the "
-                        "watched tables; see docs/brokers/mysql-cdc.md.")
-            elif code == 1236:
-                hint = " The checkpoint's binlog file may have been purged (binlog_expire_logs_seconds)."
-            raise MysqlCdcServerConfigError(
-                f"MYSQL_CDC queue {self.queue_name!r}: {_FATAL_SERVER_ERRORS[code]} while {doing} as "
-                f"{s['user']!r}@{s['host']}:{s['port']}: {exc}.{hint}") from exc
+        fatal = fatal_error(exc, doing, self.options, self.queue_name)
+        if fatal is not None:
+            raise fatal
 
     def _check_server(self, conn: pymysql.connections.Connection) -> tuple[bool, Optional[RowPosition]]:
         """Check the binlog settings; return (is_mariadb, the binlog's current end)."""
@@ -379,7 +301,8 @@ class MysqlCdcBroker(Broker):
             self._stop.clear()
             self._connected.clear()
             self._fatal = None
-            self._reader = threading.Thread(target=self._read_loop, args=(resume, gtid, flavor_mariadb),
+            target = self._relay_child if opts.reader == "process" else self._read_in_thread
+            self._reader = threading.Thread(target=target, args=(resume, gtid, flavor_mariadb),
                                             name=f"funboost-mysql-cdc-{self.queue_name}", daemon=True)
             self._reader.start()
         # report a refused replication connection (grants, purged binlog) to the caller right away
@@ -387,142 +310,90 @@ class MysqlCdcBroker(Broker):
         if self._fatal is not None:
             raise self._fatal
 
-    def _open_stream(self, resume: Optional[RowPosition], gtid: Optional[str],
-                     is_mariadb: bool) -> BinLogStreamReader:
-        opts = self.options
-        settings = dict(opts.connection_settings())
-        # a half-open connection shows up as a read timeout (the server sends heartbeats when idle)
-        settings["read_timeout"] = max(opts.heartbeat_seconds * 3, 5.0)
-        only_tables = sorted({t.rpartition(".")[2] for t in opts.tables}) or None
-        ignored_tables = sorted(t for t in opts.exclude_tables if "." not in t) or None
-        kw: dict[str, Any] = dict(
-            connection_settings=settings, server_id=opts.server_id_for(self.queue_name), blocking=True,
-            only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, XidEvent, QueryEvent, RotateEvent],
-            only_schemas=opts.schemas or None, ignored_schemas=opts.exclude_schemas or None,
-            only_tables=only_tables, ignored_tables=ignored_tables, slave_heartbeat=opts.heartbeat_seconds,
-            enable_logging=False)
-        if resume is not None:
-            kw.update(resume_stream=True, log_file=resume.log_file, log_pos=resume.txn_pos)
-        else:
-            kw.update(auto_position=gtid, is_mariadb=is_mariadb)
-        return BinLogStreamReader(**kw)
+    # ----- reading: read_binlog (funboost_mysql_cdc.binlog) reports here, from this process's reader
+    # thread (reader="thread") or relayed from the reader process (reader="process", the default)
+    def _read_in_thread(self, resume: Optional[RowPosition], gtid: Optional[str], is_mariadb: bool) -> None:
+        def on_stream(stream: Optional[BinLogStreamReader]) -> None:
+            self._stream = stream
+        read_binlog(self.options, self.queue_name, resume, gtid, is_mariadb, self, self._stop, on_stream)
 
-    def _table_wanted(self, schema: str, table: str) -> bool:
+    def _relay_child(self, resume: Optional[RowPosition], gtid: Optional[str], is_mariadb: bool) -> None:
+        """Run reader processes one after another until stopped: one that ends unexpectedly is replaced,
+        streaming from the current transaction's start and skipping the rows this process has."""
         opts = self.options
-        full = f"{schema}.{table}"
-        if opts.tables and table not in opts.tables and full not in opts.tables:
-            return False
-        return not (table in opts.exclude_tables or full in opts.exclude_tables)
-
-    def _read_loop(self, resume: Optional[RowPosition], gtid: Optional[str], is_mariadb: bool) -> None:
-        opts = self.options
+        options_json = opts.model_dump(mode="json")
         backoff = opts.reconnect_backoff_initial
-        # rows up to this one (same file) were handed out already: skipped when streaming again
-        skip_upto: Optional[RowPosition] = resume if resume is not None and resume.row >= 0 else None
-        boundary = resume
-        watched = opts.watched_events()
+        self._last_read, self._boundary = None, resume
         while not self._stop.is_set():
-            stream = None
             try:
-                stream = self._stream = self._open_stream(boundary, gtid, is_mariadb)
-                while not self._stop.is_set():
-                    ev = stream.fetchone()
-                    if ev is None:  # the server ended the dump
-                        raise ConnectionError("binlog stream ended")
-                    if not self._connected.is_set():
-                        self._connected.set()
-                    backoff = opts.reconnect_backoff_initial
-                    if isinstance(ev, (XidEvent, RotateEvent)) or (
-                            isinstance(ev, QueryEvent) and ev.query.strip().upper() != "BEGIN"):
-                        # a transaction boundary (commit, DDL, next file): a later resume may start here
-                        boundary = RowPosition(stream.log_file, stream.log_pos)
-                        gtid = None
-                        if self._unannounced:
-                            self._wake_fetcher()
-                        continue
-                    kind = _EVENT_KIND.get(type(ev))
-                    if kind is None or kind not in watched or not self._table_wanted(ev.schema, ev.table):
-                        continue
-                    if boundary is None:
-                        raise MysqlCdcError("a row event before any transaction boundary")
-                    self._emit(ev, kind, stream.log_file, boundary.txn_pos, stream.log_pos, skip_upto)
-                    skip_upto = None if skip_upto is None or skip_upto.log_file != stream.log_file else skip_upto
-            except MysqlCdcServerConfigError as e:
-                self._fatal = e
-                self._connected.set()
-                log.error("%s", e)
-                return
+                proc = start_child(options_json, self.queue_name, resume, gtid, is_mariadb)
             except Exception as e:
+                self.warning(f"mysql_cdc {self.queue_name}: cannot start the reader process "
+                             f"({type(e).__name__}: {e}); retrying in {backoff:.1f}s")
+            else:
+                with self._lock_child:
+                    self._child = proc
+                try:
+                    assert proc.stdout is not None
+                    if relay(proc.stdout, self):
+                        return  # fatal: reported to the fetcher
+                finally:
+                    with self._lock_child:
+                        self._child = None
+                    proc.kill()
+                    proc.wait()
+                    for pipe in (proc.stdin, proc.stdout):
+                        try:
+                            pipe.close()  # type: ignore[union-attr]
+                        except OSError:
+                            pass
                 if self._stop.is_set():
                     return
-                try:
-                    self._raise_if_fatal(e, "reading the binlog")
-                except MysqlCdcServerConfigError as fatal:
-                    self._fatal = fatal
-                    self._connected.set()
-                    log.error("%s", fatal)
-                    return
-                log.warning("mysql_cdc %s: binlog connection failed (%s: %s); reconnecting in %.1fs",
-                            self.queue_name, type(e).__name__, e, backoff)
-            finally:
-                if stream is not None:
-                    try:
-                        stream.close()
-                    except Exception:
-                        pass
-                self._stream = None
-            # stream again from the current transaction's start, skipping the rows already read
-            last = self._last_read
-            if last is not None and boundary is not None and last.txn_pos == boundary.txn_pos \
-                    and last.log_file == boundary.log_file:
-                skip_upto = last
+                self.warning(f"mysql_cdc {self.queue_name}: the reader process ended (exit code "
+                             f"{proc.returncode}); starting another in {backoff:.1f}s")
+            # the next reader streams from the current transaction's start, skipping the rows this
+            # process already has (or from the GTID set when no transaction ended yet)
+            last, boundary = self._last_read, self._boundary
+            if boundary is not None:
+                gtid = None
+                resume = last if last is not None and last.txn_pos == boundary.txn_pos \
+                    and last.log_file == boundary.log_file else boundary
             self._stop.wait(backoff)
             backoff = min(backoff * 2, opts.reconnect_backoff_max)
 
-    _last_read: Optional[RowPosition] = None
+    # BinlogSink, called by the reading thread
+    def connected(self) -> None:
+        if not self._connected.is_set():
+            self._connected.set()
 
-    def _emit(self, ev: Any, kind: str, log_file: str, txn_pos: int, event_pos: int,
-              skip_upto: Optional[RowPosition]) -> None:
-        columns = getattr(ev, "columns", None) or []
-        if any(getattr(c, "name", None) is None for c in columns):
-            raise MysqlCdcServerConfigError(
-                f"MYSQL_CDC: the row event of {ev.schema}.{ev.table} at {log_file}:{event_pos} carries no "
-                f"column names: the server wrote it with binlog_row_metadata other than FULL. Set "
-                f"binlog_row_metadata=FULL (and start after that point)")
-        rows = ev.rows
-        ts = ev.timestamp
-        first = 0
-        if skip_upto is not None and skip_upto.log_file == log_file and skip_upto.event_pos >= event_pos:
-            first = len(rows) if skip_upto.event_pos > event_pos else skip_upto.row + 1
-        if first >= len(rows):
-            return
-        schema, table = ev.schema, ev.table
+    def boundary(self, pos: RowPosition) -> None:
+        self._boundary = pos
+        if self._unannounced:
+            self._wake_fetcher()
+
+    def fatal(self, error: MysqlCdcServerConfigError) -> None:
+        self._fatal = error
+        self._connected.set()
+        log.error("%s", error)
+
+    def warning(self, message: str) -> None:
+        log.warning("%s", message)
+
+    def rows(self, log_file: str, txn_pos: int, event_pos: int, first: int, bodies: list) -> None:
         out: list[Delivery] = []
         seqs: list[int] = []
         seq = self._next_seq
-        # one envelope per event; each row copies it with its own arguments and task id
-        base_extra = build_envelope({}, task_id="-")["extra"]
-        for i in range(first, len(rows)):
-            row = rows[i]
-            task_id = f"{log_file}:{event_pos}:{i}"
-            kwargs: dict[str, Any] = {"schema": schema, "table": table, "event": kind}
-            if kind == "update":
-                kwargs["before"] = _row_values(row["before_values"])
-                kwargs["after"] = _row_values(row["after_values"])
-            else:
-                kwargs["values"] = _row_values(row["values"])
-            kwargs["binlog"] = {"file": log_file, "pos": event_pos, "row": i}
-            kwargs["timestamp"] = ts
-            pos = RowPosition(log_file, txn_pos, event_pos, i)
-            self._positions[seq] = (pos, task_id)
-            self._seq_by_task[task_id] = seq
-            kwargs["extra"] = {**base_extra, "task_id": task_id}
-            out.append(Delivery(body=dumps(kwargs), tag=seq))
+        positions, seq_by_task = self._positions, self._seq_by_task
+        for i, body in enumerate(bodies, first):
+            task_id = task_id_of(log_file, event_pos, i)
+            positions[seq] = (RowPosition(log_file, txn_pos, event_pos, i), task_id)
+            seq_by_task[task_id] = seq
+            out.append(Delivery(body=body, tag=seq))
             seqs.append(seq)
             seq += 1
         self._next_seq = seq
         self._tracker.add_many(seqs)
-        self._last_read = RowPosition(log_file, txn_pos, event_pos, len(rows) - 1)
+        self._last_read = RowPosition(log_file, txn_pos, event_pos, first + len(bodies) - 1)
         with self._cond:
             while len(self._buffer) >= self.options.buffer_rows and not self._stop.is_set():
                 self._cond.wait(0.5)  # backpressure: the engine has not taken what was read
@@ -544,6 +415,10 @@ class MysqlCdcBroker(Broker):
         with self._lock:
             self._stop.set()
             stream, reader = self._stream, self._reader
+            with self._lock_child:
+                child = self._child
+            if child is not None:
+                child.kill()  # it holds nothing worth saving; the relay sees its output end
             if stream is not None:
                 # wake the reader's blocking socket read (closing the socket from another thread
                 # does not); the reader closes the stream itself
@@ -565,7 +440,7 @@ class MysqlCdcBroker(Broker):
                 self._positions.clear()
                 self._seq_by_task.clear()
                 self._acks_to_ignore.clear()
-                self._last_read = None
+                self._last_read = self._boundary = None
                 self._holding_lock = False
 
     # ----- data path -----

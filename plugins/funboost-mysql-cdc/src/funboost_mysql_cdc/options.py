@@ -77,6 +77,10 @@ class MysqlCdcOptions(BrokerOptions):
     reader_lock_ttl: float = Field(default=30.0, ge=2.0)
 
     # --- reading ---
+    # "process" (default): the binlog is decoded in a child process (python -m
+    # funboost_mysql_cdc.reader_process), beside the engine rather than under its GIL; "thread": in a thread
+    # of the consumer's process (for interpreters that cannot start a child, e.g. an embedded one)
+    reader: Literal["process", "thread"] = "process"
     # decoded rows held ahead of the engine (backpressure: the reader waits when this many are unread)
     buffer_rows: int = Field(default=2000, ge=1)
     # the server sends a heartbeat this often when idle, so a dead connection is noticed
