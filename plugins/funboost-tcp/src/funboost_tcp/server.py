@@ -259,7 +259,17 @@ class TcpServer(QueueServer):
             writer.close()
 
     def _dispatch(self, conn: _Connection, request_id: int, frame_type: int, payload: bytes) -> None:
-        """Answer one request frame (a CALL is handed to the pool and answered from there)."""
+        """On the loop (TLS): answer one request frame (a CALL is handed to the pool and answered from there)."""
+        out = self._request(request_id, frame_type, payload)
+        if type(out) is bytes:
+            conn.write(out)
+            return
+        conn.call_started()
+        self._pool.submit(self._run_call, conn, request_id, *out)
+
+    def _request(self, request_id: int, frame_type: int, payload: Any) -> Any:
+        """Check and answer one request frame: the reply frame (bytes), or for a valid CALL the
+        ``(queue, body, timeout)`` to run (the framing decides where)."""
         try:
             try:
                 req = loads(payload)
@@ -280,9 +290,7 @@ class TcpServer(QueueServer):
                     raise _Refused(p.BAD_REQUEST, "'body' must be a JSON object (the funboost envelope)")
                 if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
                     raise _Refused(p.BAD_REQUEST, "'timeout' must be a number of seconds >= 0 or null")
-                conn.call_started()
-                self._pool.submit(self._run_call, conn, request_id, queue, body, timeout)
-                return
+                return queue, body, timeout
             if frame_type == p.PING:
                 if queue is not None and type(queue) is not str:
                     raise _Refused(p.BAD_REQUEST, "'queue' must be a string")
@@ -302,28 +310,29 @@ class TcpServer(QueueServer):
                     reply = {"purged": self.purge(queue)}
             else:
                 raise _Refused(p.BAD_REQUEST, f"unknown frame type {frame_type}")
-            out = p.frame(request_id, _OK, dumps(reply).encode())
+            return p.frame(request_id, _OK, dumps(reply).encode())
         except _Refused as err:
-            out = _error_frame(request_id, err.code, str(err))
+            return _error_frame(request_id, err.code, str(err))
         except RequestError as err:
-            out = _error_frame(request_id, _code_of(err), str(err))
+            return _error_frame(request_id, _code_of(err), str(err))
         except Exception as exc:  # a bug must cost one request, never the connection
             logger.exception("funboost tcp: request failed")
-            out = _error_frame(request_id, p.INTERNAL, f"{type(exc).__name__}: {exc}")
-        conn.write(out)
+            return _error_frame(request_id, p.INTERNAL, f"{type(exc).__name__}: {exc}")
 
-    def _run_call(self, conn: _Connection, request_id: int, queue: str, body: dict, timeout: Optional[float]) -> None:
-        """In a pool thread: run the call (inline when the consumer allows) and hand the reply to the loop."""
+    def _call_reply(self, request_id: int, queue: str, body: dict, timeout: Optional[float]) -> bytes:
+        """Run one call (inline in the engine when the consumer allows) and return its reply frame."""
         try:
-            status_json = self.handle_call(queue, body, timeout)
-            payload = status_json.encode()
-            out = _pack(len(payload), request_id, _OK) + payload
+            payload = self.handle_call(queue, body, timeout).encode()
+            return _pack(len(payload), request_id, _OK) + payload
         except RequestError as err:
-            out = _error_frame(request_id, _code_of(err), str(err))
+            return _error_frame(request_id, _code_of(err), str(err))
         except Exception as exc:
             logger.exception("funboost tcp: call failed")
-            out = _error_frame(request_id, p.INTERNAL, f"{type(exc).__name__}: {exc}")
-        conn.reply_threadsafe(out)
+            return _error_frame(request_id, p.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    def _run_call(self, conn: _Connection, request_id: int, queue: str, body: dict, timeout: Optional[float]) -> None:
+        """In a pool thread (TLS): run the call and hand the reply to the loop."""
+        conn.reply_threadsafe(self._call_reply(request_id, queue, body, timeout))
 
     # ------------------------------------------------------------------ lifecycle
     @property
