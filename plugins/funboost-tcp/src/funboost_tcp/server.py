@@ -29,6 +29,7 @@ from funboost.transport.server import QueueServer, ServerRegistry
 from funboost.transport.tls import server_ssl_context
 from funboost_tcp import protocol as p
 from funboost_tcp.options import TcpOptions
+from funboost_tcp.threaded import ThreadedListener
 
 logger = logging.getLogger("funboost.tcp")
 
@@ -192,27 +193,45 @@ class TcpServer(QueueServer):
         self._limit = options.max_in_flight_per_connection
         ssl_ctx = (server_ssl_context(options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file)
                    if options.tls_cert_file and options.tls_key_file else None)
-        self._connections: dict[asyncio.StreamWriter, "asyncio.Task[None]"] = {}
-        self._pool = HandlerThreads(options.call_threads, "funboost-tcp-call")
         self._stopped = False
         self._stop_lock = threading.Lock()
+        self._connections: dict[asyncio.StreamWriter, "asyncio.Task[None]"] = {}
+        self._threaded: Optional[ThreadedListener] = None
+        try:
+            if ssl_ctx is None:  # plain TCP: blocking sockets, leader/follower threads (funboost_tcp.threaded)
+                self._threaded = ThreadedListener(
+                    options.host, options.port, request=self._request, call_reply=self._call_reply,
+                    too_large=self._too_large, max_frame=self._max_frame, limit=self._limit,
+                    call_threads=options.call_threads, name=f"funboost-tcp-{options.host}:{options.port}")
+                self.port = self._threaded.port
+            else:
+                self._start_asyncio(ssl_ctx)
+        except OSError as exc:
+            raise OSError(exc.errno, f"funboost tcp: cannot listen on "
+                                     f"{_bind_address(options.host, options.port)}: {exc.strerror or exc} "
+                                     "(port in use?)") from exc
+        self.address = _bind_address(options.host, self.port)
+        logger.info("funboost tcp consumer listening on %s%s", self.address, " (TLS)" if ssl_ctx else "")
+
+    def _start_asyncio(self, ssl_ctx: Any) -> None:
+        """TLS: one ``SSLSocket`` must not be read and written by two threads at once, so TLS connections are
+        served by an asyncio server on a loop thread, with calls run in handler threads."""
+        options = self.options
+        self._pool = HandlerThreads(options.call_threads, "funboost-tcp-call")
         self._loop_thread = LoopThread(f"funboost-tcp-server-{options.host}:{options.port}")
         self.loop = self._loop_thread.loop
         try:
             self._server = self._loop_thread.run(asyncio.start_server(
                 self._serve_connection, options.host, options.port, ssl=ssl_ctx, backlog=1024,
                 limit=2 * _DISCARD_CHUNK), timeout=30)
-        except BaseException as exc:
+        except BaseException:
             self._loop_thread.stop()
             self._pool.shutdown()
-            if isinstance(exc, OSError):
-                raise OSError(exc.errno, f"funboost tcp: cannot listen on "
-                                         f"{_bind_address(options.host, options.port)}: {exc.strerror or exc} "
-                                         "(port in use?)") from exc
             raise
         self.port = self._server.sockets[0].getsockname()[1]
-        self.address = _bind_address(options.host, self.port)
-        logger.info("funboost tcp consumer listening on %s%s", self.address, " (TLS)" if ssl_ctx else "")
+
+    def _too_large(self, request_id: int, length: int) -> bytes:
+        return _error_frame(request_id, p.TOO_LARGE, f"frame of {length} bytes exceeds max_frame_bytes={self._max_frame}")
 
     # ------------------------------------------------------------------ connections (on the loop)
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -230,8 +249,7 @@ class TcpServer(QueueServer):
                     return  # the client closed the connection (between frames, or mid-frame)
                 length, request_id, frame_type = unpack(head)
                 if length > max_frame:
-                    conn.write(_error_frame(request_id, p.TOO_LARGE,
-                                              f"frame of {length} bytes exceeds max_frame_bytes={max_frame}"))
+                    conn.write(self._too_large(request_id, length))
                     # skip its payload without holding it: the next frame starts after it
                     remaining = length
                     while remaining:
@@ -337,13 +355,17 @@ class TcpServer(QueueServer):
     # ------------------------------------------------------------------ lifecycle
     @property
     def connection_count(self) -> int:
-        return len(self._connections)
+        return self._threaded.connection_count if self._threaded is not None else len(self._connections)
 
     def stop(self, grace: float = 1.0) -> None:
         with self._stop_lock:
             if self._stopped:
                 return
             self._stopped = True
+        if self._threaded is not None:
+            self._threaded.stop(grace)
+            logger.info("funboost tcp consumer on %s stopped", self.address)
+            return
 
         async def close() -> None:
             self._server.close()
