@@ -73,8 +73,7 @@ def test_many_threads_share_one_connection_and_replies_come_out_of_order(queue_n
 
     nap = _nap_booster(queue_name, port, concurrency=16)
     nap.consume()
-    # one connection per address: every request is multiplexed on it
-    publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port, "connections_per_address": 1}))
+    publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port}))
     try:
         slow_done = []
         slow = threading.Thread(target=lambda: slow_done.append(
@@ -99,35 +98,6 @@ def test_many_threads_share_one_connection_and_replies_come_out_of_order(queue_n
         assert not errors and slow_done == [-1]
         server = TcpBroker.registry.lookup("127.0.0.1", port)
         assert server.connection_count == 1  # one multiplexed connection for all those threads
-    finally:
-        nap.stop_consume(10)
-
-
-def test_concurrent_callers_open_up_to_connections_per_address(queue_name):
-    port = free_port()
-    nap = _nap_booster(queue_name, port, concurrency=16)
-    nap.consume()
-    publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port, "connections_per_address": 3}))
-    try:
-        server = TcpBroker.registry.lookup("127.0.0.1", port)
-        for i in range(20):  # a lone caller keeps to one connection
-            assert publisher.sync_call(json.dumps({"x": i}), 10) == i
-        assert server.connection_count == 1
-        errors = []
-
-        def caller(k: int) -> None:
-            try:
-                for i in range(10):
-                    assert publisher.sync_call(json.dumps({"x": k * 100 + i, "sleep": 0.01}), 20) == k * 100 + i
-            except Exception as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=caller, args=(k,)) for k in range(8)]
-        [t.start() for t in threads]
-        [t.join(60) for t in threads]
-        assert not errors
-        # 8 callers at once: 3 connections, the requests beyond 3 at once multiplexed on them
-        assert server.connection_count == 3
     finally:
         nap.stop_consume(10)
 
@@ -160,10 +130,10 @@ def test_a_reading_caller_that_times_out_hands_the_reading_over(queue_name):
 
     nap = _nap_booster(queue_name, port, concurrency=4)
     nap.consume()
-    publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port, "connections_per_address": 1}))
+    publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port}))
     try:
         assert publisher.sync_call(json.dumps({"x": 0}), 10) == 0  # connected
-        conn = publisher.client.endpoints[0].conn.conns[0]
+        conn = publisher.client.endpoints[0].conn
         out: dict = {}
 
         def first() -> None:

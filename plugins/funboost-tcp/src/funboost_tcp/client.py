@@ -298,48 +298,6 @@ class _SocketConnection:
             self._drop(sock, "closed by the publisher")
 
 
-class _SocketPool:
-    """Up to ``size`` plain connections to one consumer. A request goes on a connection no other caller is
-    using at that moment (opened on demand), so concurrent callers each read their own replies, as with
-    a blocking socket per thread (no reply handed from one thread to another); once ``size`` are busy,
-    requests are multiplexed on the least busy one. One caller at a time uses one connection only."""
-
-    def __init__(self, client: "TcpClient", address: str, size: int) -> None:
-        self.client = client
-        self.address = address
-        self.size = size
-        self.lock = threading.Lock()
-        self.conns: list[_SocketConnection] = [_SocketConnection(client, address)]
-        self.users: list[int] = [0]
-
-    def request(self, frame_type: int, payload: bytes, timeout: float) -> tuple[int, bytes]:
-        users = self.users
-        with self.lock:
-            if not users[0]:  # the lone caller's connection (the common case: sequential calls)
-                i = 0
-            else:
-                try:
-                    i = users.index(0)
-                except ValueError:
-                    if len(users) < self.size:
-                        self.conns.append(_SocketConnection(self.client, self.address))
-                        users.append(0)
-                        i = len(users) - 1
-                    else:
-                        i = users.index(min(users))
-            users[i] += 1
-            conn = self.conns[i]
-        try:
-            return conn.request(frame_type, payload, timeout)
-        finally:
-            with self.lock:
-                users[i] -= 1
-
-    def close(self) -> None:
-        for conn in list(self.conns):
-            conn.close()
-
-
 class _LoopConnection:
     """A TLS connection to one consumer, driven by the client's loop thread; every method but
     :meth:`request` runs on the loop."""
@@ -463,7 +421,7 @@ class _LoopConnection:
 class TcpEndpoint(Endpoint):
     __slots__ = ("conn",)
 
-    def __init__(self, address: str, conn: Union[_SocketPool, _LoopConnection]) -> None:
+    def __init__(self, address: str, conn: Union[_SocketConnection, _LoopConnection]) -> None:
         super().__init__(address)
         self.conn = conn
 
@@ -502,9 +460,8 @@ class TcpClient(TransportClient[TcpEndpoint]):
         self.loop: Optional[LoopThread] = shared_loop("funboost-tcp-client") if self.ssl_context is not None else None
         # every request starts with the same fields; the token is written once here
         self._prefix = b'{"token":' + dumps(options.token).encode() + b',"queue":'
-        endpoints = [TcpEndpoint(a, _LoopConnection(self, a) if self.ssl_context is not None
-                                 else _SocketPool(self, a, options.connections_per_address))
-                     for a in options.target_addresses()]
+        conn_class = _LoopConnection if self.ssl_context is not None else _SocketConnection
+        endpoints = [TcpEndpoint(a, conn_class(self, a)) for a in options.target_addresses()]
         # room for the request's own fields around the bodies (queue names are short; 1 KiB is generous)
         overhead = 1024 + len(self._prefix)
         super().__init__(endpoints, max_body=options.max_frame_bytes - overhead,
@@ -584,7 +541,7 @@ def _client_key(options: TcpOptions) -> tuple:
     return (tuple(options.target_addresses()), options.token, options.client_tls, options.tls_ca_file,
             options.tls_client_cert_file, options.tls_client_key_file, options.tls_server_name,
             options.max_frame_bytes, options.publish_timeout, options.rpc_timeout, options.health_check_interval,
-            options.connect_timeout, options.connections_per_address)
+            options.connect_timeout)
 
 
 def get_client(options: TcpOptions) -> TcpClient:

@@ -22,7 +22,7 @@ class TcpOptions(MutualTlsTransportOptions):
     ``tls_key_file``, ``tls_client_ca_file``, ``call_threads``, ``max_in_flight_per_connection``. Client
     side (publishers, ``sync_call``): ``addresses``, ``tls``, ``tls_ca_file``, ``tls_client_cert_file``,
     ``tls_client_key_file``, ``tls_server_name``, ``publish_timeout``, ``rpc_timeout``, ``connect_timeout``,
-    ``health_check_interval`` (PING), ``connections_per_address``. Both: ``token``, ``max_frame_bytes``.
+    ``health_check_interval`` (PING). Both: ``token``, ``max_frame_bytes``.
     """
 
     env_prefix: ClassVar[str] = "FUNBOOST_TCP_"
@@ -38,6 +38,3 @@ class TcpOptions(MutualTlsTransportOptions):
     rpc_timeout: float = Field(5.0, gt=0)
     # deadline of opening a connection to one consumer
     connect_timeout: float = Field(3.0, gt=0)
-    # publisher: plain-TCP connections per consumer address, opened as concurrent callers need them; beyond
-    # that many callers at once, requests are multiplexed (1 = every request multiplexed on one connection)
-    connections_per_address: int = Field(8, ge=1)
