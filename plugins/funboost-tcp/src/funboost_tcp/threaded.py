@@ -265,31 +265,29 @@ class ThreadedListener:
                 if type(out) is bytes:
                     conn.write(out)
                     continue
-                # a CALL: run it in this thread unless every call slot is taken
+                # a CALL. A lone one (nothing read behind it, no other call of this connection under way: a
+                # sequential caller) runs in this thread, and the watcher starts a reader if bytes come
+                # meanwhile. Otherwise requests overlap on this connection: it runs in a worker while this
+                # thread reads on.
                 with conn.lock:
                     conn.in_flight += 1
                     full = conn.in_flight >= limit
                     with self._calls_lock:
-                        run_here = self._running < self._max_calls
-                        if run_here:
+                        slot = self._running < self._max_calls
+                        if slot:
                             self._running += 1
-                        else:
+                        else:  # every call slot is taken: it waits for one (FIFO)
                             self._waiting.append((conn, request_id, out))
-                    if full:
-                        conn.rest, conn.state = data, _PAUSED  # the call that brings room reads on
-                        hand_over = False
-                    elif not run_here:
-                        continue
+                    if full:  # nobody reads until a call of this connection ends (backpressure)
+                        conn.rest, conn.state = data, _PAUSED
+                    elif slot and not data and conn.in_flight == 1 and self._epoll is not None:
+                        conn.rest, conn.state = data, _WATCHED
+                        self._arm(conn, _ARMED)
                     else:
-                        conn.rest = data
-                        if data or self._epoll is None:  # the next frame has begun: another thread reads it
-                            conn.state, hand_over = _HANDED, True
-                        else:  # a reader only if bytes come while the call runs
-                            conn.state, hand_over = _WATCHED, False
-                            self._arm(conn, _ARMED)
-                if hand_over:
-                    self._workers.submit(self._lead, conn)
-                if not run_here:
+                        if slot:
+                            self._workers.submit(self._run_waiting, conn, request_id, out)
+                        continue
+                if not slot:
                     return  # paused
                 if not self._finish(conn, self._call_reply(request_id, *out)):
                     return
@@ -374,7 +372,7 @@ class ThreadedListener:
         return take
 
     def _run_waiting(self, conn: _Conn, request_id: int, call: tuple) -> None:
-        """In a worker thread: a call that waited for a slot (skipped if its connection is closed)."""
+        """In a worker thread: a call with its slot (skipped if its connection is closed meanwhile)."""
         out = None if conn.state == _CLOSED else self._call_reply(request_id, *call)
         if self._finish(conn, out):
             self._read(conn)
