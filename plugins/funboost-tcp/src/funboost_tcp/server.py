@@ -1,15 +1,20 @@
-"""The consumer side: one asyncio TCP server per (host, port) and process, on a loop thread of its own.
+"""The consumer side: one TCP server per (host, port) and process.
 The queues it hosts, their buffers and the request handling are core's
-(:class:`funboost.transport.server.QueueServer`); this module is the framing: frames in and out, the
-token, the size limit, TLS, and per-connection backpressure.
+(:class:`funboost.transport.server.QueueServer`); this module and :mod:`funboost_tcp.threaded` are the
+framing: frames in and out, the token, the size limit, TLS, and per-connection backpressure.
+
+Plain TCP is served by blocking sockets and threads, leader/follower (:mod:`funboost_tcp.threaded`): the
+thread that reads a lone ``CALL`` runs it and reads on, no thread hand-off per call. TLS connections are
+served by an asyncio server on a loop thread of its own (one ``SSLSocket`` must not be used by two threads
+at once): ``CALL`` requests block until the function finished, so they run in handler threads
+(``call_threads``); ``PUBLISH``, ``STATS``, ``PURGE`` and ``PING`` only touch the in-process buffer and run
+on the loop. Both check requests and run calls with the same code (:meth:`TcpServer._request`,
+:meth:`TcpServer._call_reply`).
 
 Per connection, the server reads the next frame only while fewer than ``max_in_flight_per_connection``
-of its requests are under way and its unsent replies stay under :data:`WRITE_HIGH_WATER`: a client that
-sends faster than the consumer answers is slowed down by TCP flow control instead of growing the
+of its requests are under way (and, TLS, its unsent replies stay under :data:`WRITE_HIGH_WATER`): a client
+that sends faster than the consumer answers is slowed down by TCP flow control instead of growing the
 server's memory.
-
-``CALL`` requests block until the function finished, so they run in handler threads (``call_threads``);
-``PUBLISH``, ``STATS``, ``PURGE`` and ``PING`` only touch the in-process buffer and run on the loop.
 """
 from __future__ import annotations
 
@@ -179,7 +184,7 @@ def server_key(options: TcpOptions) -> tuple:
 
 
 class TcpServer(QueueServer):
-    """One listening asyncio server and the queues it hosts.
+    """One listening server (threads for plain TCP, asyncio for TLS) and the queues it hosts.
 
     :raises InsecureBind: (a ``ValueError``) a non-loopback ``host`` without a token or client certificates.
     :raises OSError: it cannot listen (port in use…)."""
