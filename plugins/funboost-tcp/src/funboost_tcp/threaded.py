@@ -2,19 +2,22 @@
 event loop.
 
 Each connection has at most one **reader** at a time: a thread blocked in ``recv`` on it. The reader
-answers ``PUBLISH``, ``STATS``, ``PURGE`` and ``PING`` itself (they only touch the in-process buffer). When
-it reads a ``CALL`` it runs the call **itself** and gives up the reading role first:
+answers ``PUBLISH``, ``STATS``, ``PURGE`` and ``PING`` itself (they only touch the in-process buffer). A
+``CALL``:
 
-* if bytes of the next frame are already read, another thread becomes the reader at once (a worker
-  thread is woken: the hand-off the event-loop design paid on every call, here only when requests overlap);
-* otherwise the connection is handed to the **watcher** (one ``epoll`` thread per server, ``EPOLLONESHOT``)
-  which starts a reader only if bytes arrive while the call runs. When the call is done and nobody took the
-  reading over, the calling thread takes it back (disarming the watcher) before it writes the reply, and
-  reads the connection's next request itself. A client calling sequentially is therefore served by one
-  thread with no thread hand-off at all, as a hand-written blocking server would.
+* that is alone (no bytes read behind it, no other call of the connection under way: a sequential caller)
+  runs **in the reading thread itself**. Before running it, the thread hands the connection to the
+  **watcher** (one ``epoll`` thread per server, ``EPOLLONESHOT``), which starts another reader only if bytes
+  arrive while the call runs. When the call is done and nobody took the reading over, the thread takes it
+  back (disarming the watcher) before it writes the reply, and reads the connection's next request itself.
+  A client calling sequentially is therefore served with no thread hand-off at all, as a hand-written
+  blocking server would serve it;
+* that overlaps other requests of the connection (several callers multiplexed on it) is handed to a worker
+  thread while the reader reads on: one wake-up per call, as the event-loop design paid on every call.
 
 A reader idle for :data:`IDLE_PARK` seconds parks the connection in the watcher and its thread goes back
-to the pool, so idle connections do not hold threads.
+to the pool, so idle connections do not hold threads. Without ``epoll`` (not Linux) there is no watcher: a
+``CALL`` always goes to a worker while the reader reads on, and an idle connection keeps its reader.
 
 Guarantees kept from the asyncio framing: per-connection backpressure (no reader while
 ``max_in_flight_per_connection`` requests are under way: the client is slowed down by TCP flow control),
@@ -146,7 +149,9 @@ class ThreadedListener:
         self._conns: dict[int, _Conn] = {}  # by fd: the watcher's events name fds
         self._conns_lock = threading.Lock()
         self._stopped = False
-        self._workers = HandlerThreads(1 << 30, name)  # readers and waiting calls; never more than needed
+        # readers and calls; started on demand (a thread per connection being read plus one per call running,
+        # calls being capped by call_threads) and kept until stop()
+        self._workers = HandlerThreads(1 << 30, name)
         self._socks = _listen(host, port)
         self.port = self._socks[0].getsockname()[1]
         self._wake_r, self._wake_w = socket.socketpair()
