@@ -1,6 +1,6 @@
 """TCP: the consumer listens on a TCP port, publishers connect to it. No broker server to run.
 
-* ``fetch`` starts (once per host/port and process) the asyncio server and drains the queue's bounded
+* ``fetch`` starts (once per host/port and process) the server and drains the queue's bounded
   in-process buffer, which the server fills.
 * ``publish`` sends the envelopes to the consumers at ``addresses`` (round robin, failover, health
   checks) and returns once one of them accepted them; a full buffer answers ``BACKPRESSURE`` and the

@@ -1,15 +1,20 @@
-"""The consumer side: one asyncio TCP server per (host, port) and process, on a loop thread of its own.
+"""The consumer side: one TCP server per (host, port) and process.
 The queues it hosts, their buffers and the request handling are core's
-(:class:`funboost.transport.server.QueueServer`); this module is the framing: frames in and out, the
-token, the size limit, TLS, and per-connection backpressure.
+(:class:`funboost.transport.server.QueueServer`); this module and :mod:`funboost_tcp.threaded` are the
+framing: frames in and out, the token, the size limit, TLS, and per-connection backpressure.
+
+Plain TCP is served by blocking sockets and threads, leader/follower (:mod:`funboost_tcp.threaded`): the
+thread that reads a lone ``CALL`` runs it and reads on, no thread hand-off per call. TLS connections are
+served by an asyncio server on a loop thread of its own (one ``SSLSocket`` must not be used by two threads
+at once): ``CALL`` requests block until the function finished, so they run in handler threads
+(``call_threads``); ``PUBLISH``, ``STATS``, ``PURGE`` and ``PING`` only touch the in-process buffer and run
+on the loop. Both check requests and run calls with the same code (:meth:`TcpServer._request`,
+:meth:`TcpServer._call_reply`).
 
 Per connection, the server reads the next frame only while fewer than ``max_in_flight_per_connection``
-of its requests are under way and its unsent replies stay under :data:`WRITE_HIGH_WATER`: a client that
-sends faster than the consumer answers is slowed down by TCP flow control instead of growing the
+of its requests are under way (and, TLS, its unsent replies stay under :data:`WRITE_HIGH_WATER`): a client
+that sends faster than the consumer answers is slowed down by TCP flow control instead of growing the
 server's memory.
-
-``CALL`` requests block until the function finished, so they run in handler threads (``call_threads``);
-``PUBLISH``, ``STATS``, ``PURGE`` and ``PING`` only touch the in-process buffer and run on the loop.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from funboost.transport.server import QueueServer, ServerRegistry
 from funboost.transport.tls import server_ssl_context
 from funboost_tcp import protocol as p
 from funboost_tcp.options import TcpOptions
+from funboost_tcp.threaded import ThreadedListener
 
 logger = logging.getLogger("funboost.tcp")
 
@@ -178,7 +184,7 @@ def server_key(options: TcpOptions) -> tuple:
 
 
 class TcpServer(QueueServer):
-    """One listening asyncio server and the queues it hosts.
+    """One listening server (threads for plain TCP, asyncio for TLS) and the queues it hosts.
 
     :raises InsecureBind: (a ``ValueError``) a non-loopback ``host`` without a token or client certificates.
     :raises OSError: it cannot listen (port in use…)."""
@@ -192,27 +198,45 @@ class TcpServer(QueueServer):
         self._limit = options.max_in_flight_per_connection
         ssl_ctx = (server_ssl_context(options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file)
                    if options.tls_cert_file and options.tls_key_file else None)
-        self._connections: dict[asyncio.StreamWriter, "asyncio.Task[None]"] = {}
-        self._pool = HandlerThreads(options.call_threads, "funboost-tcp-call")
         self._stopped = False
         self._stop_lock = threading.Lock()
+        self._connections: dict[asyncio.StreamWriter, "asyncio.Task[None]"] = {}
+        self._threaded: Optional[ThreadedListener] = None
+        try:
+            if ssl_ctx is None:  # plain TCP: blocking sockets, leader/follower threads (funboost_tcp.threaded)
+                self._threaded = ThreadedListener(
+                    options.host, options.port, request=self._request, call_reply=self._call_reply,
+                    too_large=self._too_large, max_frame=self._max_frame, limit=self._limit,
+                    call_threads=options.call_threads, name=f"funboost-tcp-{options.host}:{options.port}")
+                self.port = self._threaded.port
+            else:
+                self._start_asyncio(ssl_ctx)
+        except OSError as exc:
+            raise OSError(exc.errno, f"funboost tcp: cannot listen on "
+                                     f"{_bind_address(options.host, options.port)}: {exc.strerror or exc} "
+                                     "(port in use?)") from exc
+        self.address = _bind_address(options.host, self.port)
+        logger.info("funboost tcp consumer listening on %s%s", self.address, " (TLS)" if ssl_ctx else "")
+
+    def _start_asyncio(self, ssl_ctx: Any) -> None:
+        """TLS: one ``SSLSocket`` must not be read and written by two threads at once, so TLS connections are
+        served by an asyncio server on a loop thread, with calls run in handler threads."""
+        options = self.options
+        self._pool = HandlerThreads(options.call_threads, "funboost-tcp-call")
         self._loop_thread = LoopThread(f"funboost-tcp-server-{options.host}:{options.port}")
         self.loop = self._loop_thread.loop
         try:
             self._server = self._loop_thread.run(asyncio.start_server(
                 self._serve_connection, options.host, options.port, ssl=ssl_ctx, backlog=1024,
                 limit=2 * _DISCARD_CHUNK), timeout=30)
-        except BaseException as exc:
+        except BaseException:
             self._loop_thread.stop()
             self._pool.shutdown()
-            if isinstance(exc, OSError):
-                raise OSError(exc.errno, f"funboost tcp: cannot listen on "
-                                         f"{_bind_address(options.host, options.port)}: {exc.strerror or exc} "
-                                         "(port in use?)") from exc
             raise
         self.port = self._server.sockets[0].getsockname()[1]
-        self.address = _bind_address(options.host, self.port)
-        logger.info("funboost tcp consumer listening on %s%s", self.address, " (TLS)" if ssl_ctx else "")
+
+    def _too_large(self, request_id: int, length: int) -> bytes:
+        return _error_frame(request_id, p.TOO_LARGE, f"frame of {length} bytes exceeds max_frame_bytes={self._max_frame}")
 
     # ------------------------------------------------------------------ connections (on the loop)
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -230,8 +254,7 @@ class TcpServer(QueueServer):
                     return  # the client closed the connection (between frames, or mid-frame)
                 length, request_id, frame_type = unpack(head)
                 if length > max_frame:
-                    conn.write(_error_frame(request_id, p.TOO_LARGE,
-                                              f"frame of {length} bytes exceeds max_frame_bytes={max_frame}"))
+                    conn.write(self._too_large(request_id, length))
                     # skip its payload without holding it: the next frame starts after it
                     remaining = length
                     while remaining:
@@ -259,7 +282,17 @@ class TcpServer(QueueServer):
             writer.close()
 
     def _dispatch(self, conn: _Connection, request_id: int, frame_type: int, payload: bytes) -> None:
-        """Answer one request frame (a CALL is handed to the pool and answered from there)."""
+        """On the loop (TLS): answer one request frame (a CALL is handed to the pool and answered from there)."""
+        out = self._request(request_id, frame_type, payload)
+        if type(out) is bytes:
+            conn.write(out)
+            return
+        conn.call_started()
+        self._pool.submit(self._run_call, conn, request_id, *out)
+
+    def _request(self, request_id: int, frame_type: int, payload: Any) -> Any:
+        """Check and answer one request frame: the reply frame (bytes), or for a valid CALL the
+        ``(queue, body, timeout)`` to run (the framing decides where)."""
         try:
             try:
                 req = loads(payload)
@@ -280,9 +313,7 @@ class TcpServer(QueueServer):
                     raise _Refused(p.BAD_REQUEST, "'body' must be a JSON object (the funboost envelope)")
                 if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
                     raise _Refused(p.BAD_REQUEST, "'timeout' must be a number of seconds >= 0 or null")
-                conn.call_started()
-                self._pool.submit(self._run_call, conn, request_id, queue, body, timeout)
-                return
+                return queue, body, timeout
             if frame_type == p.PING:
                 if queue is not None and type(queue) is not str:
                     raise _Refused(p.BAD_REQUEST, "'queue' must be a string")
@@ -302,39 +333,44 @@ class TcpServer(QueueServer):
                     reply = {"purged": self.purge(queue)}
             else:
                 raise _Refused(p.BAD_REQUEST, f"unknown frame type {frame_type}")
-            out = p.frame(request_id, _OK, dumps(reply).encode())
+            return p.frame(request_id, _OK, dumps(reply).encode())
         except _Refused as err:
-            out = _error_frame(request_id, err.code, str(err))
+            return _error_frame(request_id, err.code, str(err))
         except RequestError as err:
-            out = _error_frame(request_id, _code_of(err), str(err))
+            return _error_frame(request_id, _code_of(err), str(err))
         except Exception as exc:  # a bug must cost one request, never the connection
             logger.exception("funboost tcp: request failed")
-            out = _error_frame(request_id, p.INTERNAL, f"{type(exc).__name__}: {exc}")
-        conn.write(out)
+            return _error_frame(request_id, p.INTERNAL, f"{type(exc).__name__}: {exc}")
 
-    def _run_call(self, conn: _Connection, request_id: int, queue: str, body: dict, timeout: Optional[float]) -> None:
-        """In a pool thread: run the call (inline when the consumer allows) and hand the reply to the loop."""
+    def _call_reply(self, request_id: int, queue: str, body: dict, timeout: Optional[float]) -> bytes:
+        """Run one call (inline in the engine when the consumer allows) and return its reply frame."""
         try:
-            status_json = self.handle_call(queue, body, timeout)
-            payload = status_json.encode()
-            out = _pack(len(payload), request_id, _OK) + payload
+            payload = self.handle_call(queue, body, timeout).encode()
+            return _pack(len(payload), request_id, _OK) + payload
         except RequestError as err:
-            out = _error_frame(request_id, _code_of(err), str(err))
+            return _error_frame(request_id, _code_of(err), str(err))
         except Exception as exc:
             logger.exception("funboost tcp: call failed")
-            out = _error_frame(request_id, p.INTERNAL, f"{type(exc).__name__}: {exc}")
-        conn.reply_threadsafe(out)
+            return _error_frame(request_id, p.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    def _run_call(self, conn: _Connection, request_id: int, queue: str, body: dict, timeout: Optional[float]) -> None:
+        """In a pool thread (TLS): run the call and hand the reply to the loop."""
+        conn.reply_threadsafe(self._call_reply(request_id, queue, body, timeout))
 
     # ------------------------------------------------------------------ lifecycle
     @property
     def connection_count(self) -> int:
-        return len(self._connections)
+        return self._threaded.connection_count if self._threaded is not None else len(self._connections)
 
     def stop(self, grace: float = 1.0) -> None:
         with self._stop_lock:
             if self._stopped:
                 return
             self._stopped = True
+        if self._threaded is not None:
+            self._threaded.stop(grace)
+            logger.info("funboost tcp consumer on %s stopped", self.address)
+            return
 
         async def close() -> None:
             self._server.close()
