@@ -17,20 +17,22 @@ import argparse
 import os
 import statistics
 import subprocess
+import tempfile
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from _common import run_part  # noqa: E402
+from _common import run_part, scratch_env  # noqa: E402
 
 import redis_bench  # noqa: E402
 
 
 def _redis_ours(python: str, n: int) -> float | None:
-    p = subprocess.run([python, os.path.join(HERE, "redis_bench.py"), "--part", "ours_consume", str(n),
-                        "redis_ack_able"], capture_output=True, text=True, timeout=900)
+    with tempfile.TemporaryDirectory(prefix="funboost-bench-") as d:
+        p = subprocess.run([python, os.path.join(HERE, "redis_bench.py"), "--part", "ours_consume", str(n),
+                            "redis_ack_able"], capture_output=True, text=True, timeout=900, env=scratch_env(d))
     res = redis_bench._parse(p)
     return res["rate"] if res else None
 

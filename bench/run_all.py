@@ -70,8 +70,8 @@ def _plugin(name: str, extra: str = "") -> list[str]:
 
 
 VENVS: dict[str, list[str]] = {
-    # this checkout: core and the plugins whose benches run here; hiredis (the redis parser a user gets
-    # with funboost-redis[hiredis]); matplotlib for the plots of scale_bench.py
+    # this checkout: core and the plugins whose benches run here (funboost-redis brings hiredis);
+    # matplotlib for the plots of scale_bench.py
     "ours": ["-e", os.path.join(ROOT, "core"), *_plugin("sqlite"), *_plugin("redis", "[hiredis]"),
              *_plugin("rabbitmq"), *_plugin("kafka"), *_plugin("celery"), *_plugin("dramatiq"), *_plugin("huey"),
              *_plugin("rq"), "matplotlib>=3.7"],

@@ -55,3 +55,53 @@ def test_green_modes_refuse_to_start_without_monkey_patching(qname, mode):
     expected = "monkey" if importlib.util.find_spec(mode) else f"pip install {mode}"
     with pytest.raises(RuntimeError, match=expected):
         f.consume()
+
+
+def _gated_pool(n: int):
+    pool = FlexibleThreadPool(n)
+    gates = [threading.Event() for _ in range(n)]
+    for g in gates:
+        pool.submit(g.wait, 30)
+    assert pool.free_capacity() == 0
+    return pool, gates
+
+
+def test_waiters_wake_when_what_they_wait_for_is_free_and_not_before():
+    """wait_for_free(k) sleeps through tasks that free fewer than k slots and wakes once k are free;
+    wait_for_capacity waiting beside it wakes at the first free slot (waiters with different needs)."""
+    pool, gates = _gated_pool(6)
+    results: dict[str, bool] = {}
+
+    def wait(name: str, fn, *args) -> threading.Thread:
+        t = threading.Thread(target=lambda: results.__setitem__(name, fn(*args)), daemon=True)
+        t.start()
+        return t
+
+    half = wait("half", pool.wait_for_free, 3, 30)
+    gates[0].set()
+    one = wait("one", pool.wait_for_capacity, 30)
+    one.join(10)
+    assert results.get("one") is True
+    gates[1].set()
+    wait_until(lambda: pool.free_capacity() == 2, 10)
+    half.join(0.2)
+    assert half.is_alive(), "woke with 2 of the 3 slots it waits for"
+    gates[2].set()
+    half.join(10)
+    assert results.get("half") is True and not half.is_alive()
+    for g in gates:
+        g.set()
+    assert pool.wait_idle(10)
+    pool.shutdown()
+
+
+def test_wait_for_free_times_out_and_a_later_waiter_still_wakes():
+    pool, gates = _gated_pool(4)
+    assert pool.wait_for_free(2, 0.05) is False  # nothing finished: its deadline, not a wake-up, ends it
+    done = threading.Event()
+    t = threading.Thread(target=lambda: pool.wait_for_free(4, 30) and done.set(), daemon=True)
+    t.start()
+    for g in gates:
+        g.set()
+    assert done.wait(10), "the waiter was not woken when the pool went idle"
+    pool.shutdown()

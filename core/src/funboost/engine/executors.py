@@ -23,37 +23,56 @@ class Executor:
     def __init__(self, max_workers: int) -> None:
         self.max_workers = max_workers
         self._held = 0  # submitted and not finished
+        # free slots the waiting threads need (the dispatcher, a stop()): a finished task wakes them only
+        # once the smallest of these is free, not at every task (one Condition.notify_all per message
+        # was a measurable share of a light task's cost)
+        self._needs: list[int] = []
         self._waiters = 0
+        self._wake_at_free = 0  # max_workers + 1 while nobody waits: never reached
         self._mutex = threading.Lock()  # guards the counts; subclasses may use it for their own bookkeeping
         self._cond = threading.Condition(self._mutex)
 
     def free_capacity(self) -> int:
         return self.max_workers - self._held
 
+    def _wait_locked(self, need: int, timeout: float) -> None:
+        """Wait (the lock held) until ``need`` slots may be free or ``timeout`` passed."""
+        needs = self._needs
+        needs.append(need)
+        self._waiters = len(needs)
+        self._wake_at_free = min(needs)
+        try:
+            self._cond.wait(timeout)
+        finally:
+            needs.remove(need)
+            self._waiters = len(needs)
+            self._wake_at_free = min(needs) if needs else 0
+
+    def _notify_if_wanted_locked(self) -> None:
+        """After a task finished (the lock held): wake the waiters when what they wait for is free."""
+        if self._waiters and self.max_workers - self._held >= self._wake_at_free:
+            # woken once: the tasks that finish before they run again need not notify (each waiter
+            # counts itself in again when it waits again)
+            self._waiters = 0
+            self._cond.notify_all()
+
     def wait_for_capacity(self, timeout: float) -> bool:
         with self._cond:
             if self._held < self.max_workers:
                 return True
-            self._waiters += 1
-            try:
-                self._cond.wait(timeout)
-            finally:
-                self._waiters -= 1
+            self._wait_locked(1, timeout)
             return self._held < self.max_workers
 
     def wait_for_free(self, count: int, timeout: float) -> bool:
         """Wait until at least ``count`` slots are free (at most ``timeout`` seconds)."""
         deadline = time.monotonic() + timeout
+        count = min(count, self.max_workers)
         with self._cond:
             while self.max_workers - self._held < count:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self._waiters += 1
-                try:
-                    self._cond.wait(left)
-                finally:
-                    self._waiters -= 1
+                self._wait_locked(count, left)
             return True
 
     def wait_idle(self, timeout: float) -> bool:
@@ -66,8 +85,7 @@ class Executor:
     def _release(self) -> None:
         with self._cond:
             self._held -= 1
-            if self._waiters:  # only the dispatcher or a stop() ever waits
-                self._cond.notify_all()
+            self._notify_if_wanted_locked()
 
     @property
     def held(self) -> int:
@@ -145,7 +163,7 @@ class FlexibleThreadPool(Executor):
                 self._held -= 1
                 self._idle += 1
                 if self._waiters:  # only the dispatcher or a stop() ever waits
-                    self._cond.notify_all()
+                    self._notify_if_wanted_locked()
 
     def take_pending(self) -> list[Any]:
         taken: list[Any] = []
@@ -164,8 +182,7 @@ class FlexibleThreadPool(Executor):
         if taken:
             with self._lock:
                 self._held -= len(taken)
-                if self._waiters:
-                    self._cond.notify_all()
+                self._notify_if_wanted_locked()
         return taken
 
     def shutdown(self, wait: bool = True) -> None:
