@@ -418,7 +418,10 @@ class Booster(Generic[P, R]):
 
     def push(self, *args: P.args, **kwargs: P.kwargs) -> "AsyncResult[R]":
         """Send one task with the function's own calling convention: ``f.push(1, y=2)``."""
-        return self.publish(self._args_to_kwargs(args, kwargs))
+        kw = self._args_to_kwargs(args, kwargs)
+        if self._plain_publish_ok and "extra" not in kw:  # publish's fast-path test, once it is decided
+            return self._publish_plain(kw)
+        return self.publish(kw)
 
     delay = push
 
