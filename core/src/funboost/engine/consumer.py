@@ -42,6 +42,9 @@ from funboost.timeseries import FLUSH_INTERVAL, HIST_BOUNDS, N_HIST
 if TYPE_CHECKING:  # pragma: no cover
     from funboost.state.base import StateBackend
 
+# per-task comparisons use module names: RunStatus.X goes through the enum's metaclass (~70 ns each)
+_FINISH, _RUNNING = RunStatus.FINISH, RunStatus.RUNNING
+
 # consumer heartbeats to the state backend (registry, distributed qps); env overrides are for tests
 HEARTBEAT_INTERVAL = float(os.environ.get("FUNBOOST_HEARTBEAT_INTERVAL", "5"))
 HEARTBEAT_TTL = 3 * HEARTBEAT_INTERVAL
@@ -652,7 +655,7 @@ class Consumer:
         callbacks or republish)."""
         p = self.params
         extra = task.msg.extra
-        return (outcome is RunStatus.FINISH and self._plain_finish and task.delivery.reply is None
+        return (outcome is _FINISH and self._plain_finish and task.delivery.reply is None
                 and not extra.get("is_using_rpc_mode", p.is_using_rpc_mode)
                 and not extra.get("do_task_filtering", p.do_task_filtering))
 
@@ -665,7 +668,7 @@ class Consumer:
         d = task.delivery
         if type(outcome) is not RunStatus:  # a plain string from a caller written before RunStatus
             outcome = RunStatus(outcome)
-        if status.run_status == RunStatus.RUNNING:
+        if status.run_status == _RUNNING:
             status.run_status = PLAIN_RUN_STATUS[outcome]  # records keep plain strings
         status.finish()
         self.stats.record(status.success, status.time_cost or 0.0)
@@ -676,7 +679,7 @@ class Consumer:
             if not d.auto_ack:
                 self.acker.add(d)
             return
-        if outcome is RunStatus.FINISH and status.success and extra.get("do_task_filtering", p.do_task_filtering):
+        if outcome is _FINISH and status.success and extra.get("do_task_filtering", p.do_task_filtering):
             try:
                 key = task.filter_key or filter_key(task.msg.kwargs, extra.get("filter_str"))
                 self.state.filter_add(p.queue_name, key, p.task_filtering_expire_seconds or None)

@@ -38,6 +38,8 @@ class Task:
         return self.msg.extra["task_id"]
 
 
+_FINISH = RunStatus.FINISH  # a module name: RunStatus.FINISH goes through the enum's metaclass per task
+
 _thread_loops = threading.local()
 
 
@@ -231,7 +233,7 @@ class _Attempts(FctContext):
         task_id = extra["task_id"]
         self.status = st = FunctionResultStatus(p.queue_name, task_id, msg.kwargs, extra.get("publish_time"))
         self.tries = 0  # attempts in this delivery; ``attempt`` (fct.attempt) also counts earlier deliveries
-        self.outcome = RunStatus.FINISH
+        self.outcome = _FINISH
         self.retry_delay = 0.0  # seconds until a RETRY_LATER copy is due (engine data, not user_context)
         # the FctContext fields
         self.attempt = self.base
