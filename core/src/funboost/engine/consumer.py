@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # per-task comparisons use module names: RunStatus.X goes through the enum's metaclass (~70 ns each)
 _FINISH, _RUNNING = RunStatus.FINISH, RunStatus.RUNNING
+_REQUEUED, _RETRY_LATER, _DEAD_LETTERED = RunStatus.REQUEUED, RunStatus.RETRY_LATER, RunStatus.DEAD_LETTERED
 
 # consumer heartbeats to the state backend (registry, distributed qps); env overrides are for tests
 HEARTBEAT_INTERVAL = float(os.environ.get("FUNBOOST_HEARTBEAT_INTERVAL", "5"))
@@ -685,7 +686,7 @@ class Consumer:
                 self.state.filter_add(p.queue_name, key, p.task_filtering_expire_seconds or None)
             except Exception as exc:
                 self.logger.error("could not record the task filter key: %s", exc)
-        final = outcome.is_final
+        final = outcome is _FINISH or outcome.is_final
         if final and extra.get("is_using_rpc_mode", p.is_using_rpc_mode):
             try:
                 self.state.set_result(task.task_id, status.to_dict(), p.rpc_result_expire_seconds)
@@ -707,12 +708,12 @@ class Consumer:
                 self.logger.exception("reply to the caller failed")
         # ---- broker last
         try:
-            if outcome is RunStatus.REQUEUED:
+            if outcome is _REQUEUED:
                 self._requeue_with_guard(task, status)
-            elif outcome is RunStatus.RETRY_LATER:
+            elif outcome is _RETRY_LATER:
                 self._republish(task, countdown=retry_delay or 1.0,
                                 extra_updates={"_advanced_retry_count": status.run_times})
-            elif outcome is RunStatus.DEAD_LETTERED:
+            elif outcome is _DEAD_LETTERED:
                 self._reject([d], reason or f"{status.exception_type}: {status.exception_msg}")
             elif not d.auto_ack:
                 self.acker.add(d)
