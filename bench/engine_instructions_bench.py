@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from instructions_bench import callgrind_count  # noqa: E402
 
 CHILD = r'''
 import os, sys
@@ -43,15 +44,7 @@ os._exit(0)
 
 
 def instructions(python: str, case: str, n: int, workdir: str) -> int:
-    out = os.path.join(workdir, "cg.out")
-    env = dict(os.environ, FUNBOOST_DATA_DIR=workdir, FUNBOOST_NO_KEEPALIVE="1", FUNBOOST_NO_SIGNAL_HANDLERS="1")
-    r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--cache-sim=no",
-                        python, "-c", CHILD, case, str(n)], env=env, capture_output=True, text=True,
-                       timeout=3600, cwd=workdir)
-    m = re.search(r"Collected\s*:\s*(\d+)", r.stderr)
-    if r.returncode != 0 or not m:
-        raise RuntimeError(f"{python} {case}: rc={r.returncode}\n{r.stderr[-2000:]}")
-    return int(m.group(1))
+    return callgrind_count(python, CHILD, [case, str(n)], workdir)
 
 
 def main() -> None:
