@@ -198,7 +198,7 @@ class Booster(Generic[P, R]):
             missing = [n for n in self._required if n not in kwargs]
             unknown = [] if self._var_kw else [k for k in kwargs if k not in self._all_set]
             raise TypeError(f"missing {missing}, unknown {unknown}; the function takes {self._all}")
-        if self.function_kind in ("CLASS_METHOD", "INSTANCE_METHOD"):
+        if self._is_method:
             from funboost.methods import rebuild_receiver
             return rebuild_receiver(self, kwargs)
         return kwargs

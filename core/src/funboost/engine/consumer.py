@@ -490,7 +490,8 @@ class Consumer:
         task = self.prepare(d)
         if task is None:
             return
-        eta = task.msg.extra.get("_eta")
+        msg = task.msg
+        eta = msg.extra.get("_eta") if msg.has_options else None  # prepare sets _eta only on such messages
         if eta is not None:
             with self._delayed_lock:  # emulated delay: hold it (unacked) until due
                 heapq.heappush(self._delayed, (eta, next(_seq), d, task))
