@@ -56,7 +56,12 @@ def test_sigkill_one_of_two_consumers_loses_nothing(kind, qname, sqlite_dir, tmp
         def all_ran() -> bool:
             return set(victim_runs) | set(survivor.runs()) >= set(range(n))
 
-        wait_until(all_ran, 180, 0.1, f"all {n} tasks ran after the kill")
+        try:
+            wait_until(all_ran, 180, 0.1, f"all {n} tasks ran after the kill")
+        except AssertionError as exc:  # name what never ran: the next engineer's first question
+            missing = sorted(set(range(n)) - set(victim_runs) - set(survivor.runs()))
+            raise AssertionError(f"{exc}; {len(missing)} never ran: {missing[:50]} (victim ran "
+                                 f"{sum(victim_runs.values())} before the kill)") from None
         drained_after = time.monotonic() - killed_at
     finally:
         stop_all([victim, survivor])
