@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS flags (queue TEXT, name TEXT, value TEXT, PRIMARY KEY
 CREATE TABLE IF NOT EXISTS consumers (consumer_id TEXT PRIMARY KEY, queue TEXT, info TEXT, expire_at REAL);
 CREATE TABLE IF NOT EXISTS kills (queue TEXT, task_id TEXT, expire_at REAL, PRIMARY KEY (queue, task_id));
 CREATE TABLE IF NOT EXISTS status_batches (id INTEGER PRIMARY KEY, tbl TEXT NOT NULL, t_min REAL, t_max REAL,
-    expire_at REAL NOT NULL, ids TEXT, data TEXT NOT NULL);
+    expire_at REAL NOT NULL, ids TEXT, data TEXT NOT NULL, fails INTEGER);
 CREATE INDEX IF NOT EXISTS status_batches_time ON status_batches (tbl, t_max);
 CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expire_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS docs (coll TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, expire_at REAL,
@@ -52,16 +52,33 @@ class SqliteStateBackend(BatchStatusStore, StateBackend):
         self._last_gc = 0.0
         with self._conn() as c:
             c.executescript(_SCHEMA)
-            cols = [row[1] for row in c.execute("PRAGMA table_info(status_batches)")]
-            if "ids" not in cols:
-                c.execute("ALTER TABLE status_batches ADD COLUMN ids TEXT")  # a store from before 0.x
-            if "fails" not in cols:  # how many records of the batch failed (NULL: unknown, older rows)
-                c.execute("ALTER TABLE status_batches ADD COLUMN fails INTEGER")
+            self._upgrade_schema(c)
             try:  # JSON1 is built into SQLite >= 3.38 and into most older builds
                 c.execute("SELECT json_extract('{\"a\": 1}', '$.a')")
                 self._json1 = True
             except sqlite3.OperationalError:
                 self._json1 = False
+
+    @staticmethod
+    def _upgrade_schema(c: sqlite3.Connection) -> None:
+        """Add the columns a store made by an older version lacks. Several processes open one store at
+        once (``multi_process_consume``, parallel test runs): the check and the ALTER run in one write
+        transaction, so a second process sees the column the first one added instead of adding it again."""
+        wanted = (("ids", "TEXT"),  # a store from before 0.x
+                  ("fails", "INTEGER"))  # how many records of the batch failed (NULL: unknown, older rows)
+        cols = {row[1] for row in c.execute("PRAGMA table_info(status_batches)")}
+        if all(name in cols for name, _ in wanted):
+            return
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            cols = {row[1] for row in c.execute("PRAGMA table_info(status_batches)")}
+            for name, sql_type in wanted:
+                if name not in cols:
+                    c.execute(f"ALTER TABLE status_batches ADD COLUMN {name} {sql_type}")
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
 
     def _conn(self) -> sqlite3.Connection:
         local = self._local.get()
