@@ -302,6 +302,37 @@ def test_redis_default_config_redelivers_a_killed_workers_task_within_seconds(tm
     assert len(_markers(tmp_path, "started.7.")) == 2
 
 
+@pytest.mark.parametrize("mode", ["worker", "fetch"])
+def test_redis_a_worker_killed_right_after_taking_a_message_loses_nothing(mode, tmp_path, queue_name,
+                                                                          cleanup_queues):
+    """CI run at ff6d4f7 (reliability, celery): one task never ran after a SIGKILL. kombu's BRPOP takes a
+    message off its list and only then does the client record it as unacked; a worker killed in between
+    lost it for good. The plugin takes and records in one server-side step: a worker that dies right after
+    taking (here: before its client writes anything) leaves the message held by a dead holder, which
+    comes back within seconds."""
+    url = REDIS_CRASH_URL
+    check(url)
+    cleanup_queues(url, queue_name)
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="CELERY", broker_exclusive_config={"broker_url": url},
+                         state_backend="memory", log_to_console=False))
+    def work(x: int) -> int:
+        return x
+
+    work.push(7)
+    env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    dying = subprocess.run([sys.executable, os.path.join(HERE, "_die_on_take.py"), queue_name, url,
+                            str(tmp_path), mode], env=env, capture_output=True, text=True, timeout=120)
+    assert dying.returncode == 9, f"the consumer did not take the message: {dying.stderr[-2000:]}"
+    assert work.get_message_count() == 0  # it left the list: only the holder lease can bring it back
+    fresh = _start_worker(queue_name, url, tmp_path, 0, "2")
+    try:
+        wait_until(lambda: (tmp_path / "done.7").exists(), 60, interval=0.1,
+                   message="the message the dead consumer had taken ran in another worker")
+    finally:
+        _stop(fresh)
+
+
 def _short_lease_booster(queue_name: str, url: str, cleanup_queues):
     """The publishing side of the stalled/long-task tests: holder lease (and kombu's backstop) of 2 s."""
     check(url)

@@ -19,16 +19,30 @@ is still that holder's. A living holder's entries are never touched, however lon
 A message taken back gets a new delivery tag (:func:`retag`): a holder judged dead that was only stalled
 and resumes acks its old tag, which no longer names anything, never the entry of the message's new holder.
 
+Taking a message and recording it as held is one server-side step (:data:`POP_AND_HOLD`, a Lua script
+run where kombu would send ``BRPOP``): with kombu's ``BRPOP`` the message leaves its list first and is
+recorded by the client afterwards, and a worker killed in between (or while the popped reply waits in its
+socket for prefetch credit) loses it: no list, no unacked entry. Since Redis has no blocking multi-list
+pop that keeps the message, an idle channel waits with ``BLMOVE list list RIGHT RIGHT`` on its first list
+(a move onto itself, so the message never leaves): it wakes as soon as that list has a message; with
+several lists (priority levels, several queues) it looks at all of them again every
+:data:`IDLE_RECHECK` seconds.
+
 kombu's own age-based scan stays as a backstop for entries without a holder tag only (written by a
 process that does not use this transport); it never restores a tagged entry.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
 import weakref
+from queue import Empty
+from time import monotonic
 from typing import Any, Optional
+
+import redis
 
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
@@ -43,6 +57,37 @@ from funboost_celery.options import DEFAULT_HEARTBEAT_TIMEOUT
 HEARTBEAT_TIMEOUT_OPTION = "funboost_heartbeat_timeout"
 #: how often a consuming process looks for dead holders, seconds (capped by the heartbeat interval)
 RECLAIM_INTERVAL = 1.0
+#: an idle channel with several lists looks at all of them again after this many seconds (it wakes at
+#: once for its first list: the queue's default priority level)
+IDLE_RECHECK = 0.1
+
+#: Take the first message of the first non-empty list and record it as held, in one step.
+#: KEYS: unacked hash, unacked index, holder-of hash, then the lists in the order to look at them.
+#: ARGV: time handed out (the index score kombu's own scan compares), holder id.
+#: Returns {position of the list among the lists (1-based), message, delivery tag or false}; nil when
+#: every list is empty. A message without a readable delivery tag is handed out unrecorded (kombu's
+#: client-side recording then applies, as before).
+POP_AND_HOLD = """
+for i = 4, #KEYS do
+    local item = redis.call('RPOP', KEYS[i])
+    if item then
+        local ok, msg = pcall(cjson.decode, item)
+        local props = ok and type(msg) == 'table' and msg['properties']
+        local tag = type(props) == 'table' and props['delivery_tag']
+        local info = type(props) == 'table' and props['delivery_info']
+        if type(tag) == 'string' and type(info) == 'table' then
+            redis.call('HSET', KEYS[1], tag, '[' .. item .. ',' .. cjson.encode(info['exchange']) .. ','
+                       .. cjson.encode(info['routing_key']) .. ']')
+            redis.call('ZADD', KEYS[2], ARGV[1], tag)
+            redis.call('HSET', KEYS[3], tag, ARGV[2])
+            return {i - 3, item, tag}
+        end
+        return {i - 3, item, false}
+    end
+end
+return false
+"""
+POP_AND_HOLD_SHA = hashlib.sha1(POP_AND_HOLD.encode()).hexdigest()
 
 
 def _text(v: Any) -> Optional[str]:
@@ -62,6 +107,7 @@ class HolderKeys:
         self.raw_holder_of = prefix + self.holder_of
         self.raw_leases = prefix + self.leases
         self.raw_index = prefix + self.index
+        self.raw_unacked = prefix + self.unacked
 
 
 class ProcessHolder:
@@ -214,6 +260,11 @@ class HolderQoS(kombu_redis.QoS):
     """kombu's Redis ack emulation, with each unacked entry tagged by its holder."""
 
     def append(self, message: Any, delivery_tag: str) -> None:
+        held = self.channel.funboost_held_tags
+        if delivery_tag in held:  # POP_AND_HOLD recorded it when it took the message
+            held.discard(delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)
+            return
         # the same entries kombu writes (index score = time handed out; [raw, exchange, routing key]),
         # plus the holder tag, in one MULTI: an entry is never visible without its holder
         holder = self.channel.funboost_holder.holder_id(self.channel)
@@ -256,10 +307,120 @@ class _HolderChannelMixin:
 
     QoS = HolderQoS
     funboost_holder: ProcessHolder
+    #: delivery tags POP_AND_HOLD recorded as held, until the QoS sees the message (append)
+    funboost_held_tags: set[str]
+    _pop_pending: Optional[tuple[str, list[tuple[str, str]]]] = None  # ("pop" | "wait", [(list, queue)])
+    _pop_idle = False  # the last pop found every list empty: wait before the next
+    _pop_script_cached = False  # the server knows POP_AND_HOLD (EVALSHA), else it is sent whole (EVAL)
+    _atomic_pop: Optional[bool] = None  # the server has BLMOVE (Redis >= 6.2); decided on first use
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         self.funboost_holder = holder_for(self)
+        self.funboost_held_tags = set()
+
+    # ------------------------------------------------------------------ taking messages (POP_AND_HOLD)
+    def _atomic_pop_supported(self) -> bool:
+        if self._atomic_pop is None:
+            with self.conn_or_acquire() as client:  # type: ignore[attr-defined]
+                version = str(client.info("server").get("redis_version", "0"))
+            parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+            self._atomic_pop = parts >= (6, 2)
+        return self._atomic_pop
+
+    def _lists(self, queues: list[str]) -> list[tuple[str, str]]:
+        """(list key, queue) in kombu's order: every queue's highest priority level first."""
+        chan: Any = self
+        return [(chan._q_for_pri(q, pri), q) for pri in chan.priority_steps for q in queues]
+
+    def _pop_command(self, lists: list[tuple[str, str]]) -> list[Any]:
+        chan: Any = self
+        keys = HolderKeys(self)
+        prefix = getattr(chan, "global_keyprefix", "") or ""
+        holder = self.funboost_holder.holder_id(self)  # writes the lease first if it is not there yet
+        head = ["EVALSHA", POP_AND_HOLD_SHA] if self._pop_script_cached else ["EVAL", POP_AND_HOLD]
+        return [*head, 3 + len(lists), keys.raw_unacked, keys.raw_index, keys.raw_holder_of,
+                *(prefix + key for key, _ in lists), repr(time.time()), holder]
+
+    def _brpop_start(self, timeout: Optional[float] = None) -> None:
+        chan: Any = self
+        if not self._atomic_pop_supported():
+            return super()._brpop_start(timeout)  # type: ignore[misc,no-any-return]
+        queues = chan._queue_cycle.consume(len(chan.active_queues))
+        if not queues:
+            return None
+        lists = self._lists(queues)
+        if self._pop_idle:
+            wait = chan.brpop_timeout if timeout is None else timeout
+            if len(lists) > 1:
+                wait = min(wait or IDLE_RECHECK, IDLE_RECHECK)
+            first = (getattr(chan, "global_keyprefix", "") or "") + lists[0][0]
+            command: list[Any] = ["BLMOVE", first, first, "RIGHT", "RIGHT", wait or 0]
+            self._pop_pending = ("wait", lists)
+        else:
+            command = self._pop_command(lists)
+            self._pop_pending = ("pop", lists)
+        chan._in_poll = chan.client.connection
+        chan._brpop_sent_at = monotonic()
+        chan.client.connection.send_command(*command)
+        return None
+
+    def _brpop_read(self, **options: Any) -> Any:
+        chan: Any = self
+        pending, self._pop_pending = self._pop_pending, None
+        if pending is None:  # kombu's own BRPOP (a server without BLMOVE)
+            return super()._brpop_read(**options)  # type: ignore[misc]
+        what, lists = pending
+        try:
+            try:
+                reply = chan.client.parse_response(chan.client.connection, "BLMOVE" if what == "wait" else "EVAL",
+                                                   **options)
+            except chan.connection_errors:
+                chan.client.connection.disconnect()  # the next round reconnects
+                raise
+            except redis.exceptions.NoScriptError:  # the server lost its script cache (a restart)
+                self._pop_script_cached = False
+                raise Empty() from None
+            if what == "wait":  # a message arrived on the first list, or it is time to look at all again
+                self._pop_idle = False
+                raise Empty()
+            self._pop_script_cached = True
+            if not reply:
+                self._pop_idle = True
+                raise Empty()
+            position, item, tag = reply
+            if tag:
+                self.funboost_held_tags.add(_text(tag))
+            queue = lists[int(position) - 1][1]
+            chan._queue_cycle.rotate(queue)
+            chan.connection._deliver(loads(_text(item)), queue)
+            return True
+        finally:
+            chan._in_poll = None
+            flush = getattr(chan, "_flush_brpop_reauth", None)  # kombu >= 5.7
+            if flush is not None:
+                flush()
+
+    def _get(self, queue: str) -> Any:
+        """basic_get (funboost's pull path): one POP_AND_HOLD, sent whole (EVAL is never key-prefixed
+        by kombu's client, so the keys are prefixed here)."""
+        chan: Any = self
+        if not self._atomic_pop_supported():
+            return super()._get(queue)  # type: ignore[misc]
+        lists = self._lists([queue])
+        command = self._pop_command(lists)
+        command[:2] = ["EVAL", POP_AND_HOLD]
+        with chan.conn_or_acquire() as client:
+            reply = client.execute_command(*command)
+            refresh = getattr(chan, "_maybe_update_queues_expire", None)  # kombu >= 5.3 (x-expires)
+            if refresh is not None:
+                refresh(client, queue)
+        if not reply:
+            raise Empty()
+        _, item, tag = reply
+        if tag:
+            self.funboost_held_tags.add(_text(tag))
+        return loads(_text(item))
 
     def basic_consume(self, *args: Any, **kwargs: Any) -> Any:
         self.funboost_holder.attach(self)  # also starts the reclaim pass of this consuming process
