@@ -292,3 +292,48 @@ def test_publish_recovers_after_broker_restart(queue_name):
         from funboost_kafka.broker import _shared
         _shared.close_connection(b.options)
         server.cleanup()
+
+
+def test_consumer_reads_a_recreated_topic_from_its_start(queue_name):
+    """CI (reliability, broker restart, kafka): after the test broker came back empty, a consumer never
+    resumed: its positions still pointed into the old log (tens of records per partition), the new log was
+    shorter, and this broker answers a fetch beyond the end with nothing rather than OFFSET_OUT_OF_RANGE.
+    (On Kafka, a position below the new end would skip the new records before it.) The consumer now sees
+    the topic's new id and starts the partitions again from the beginning (auto_offset_reset)."""
+    from funboost.testing import require_service
+    from funboost.testing.servers import PrivateKafka, ServerUnavailable
+
+    try:
+        server = PrivateKafka()
+    except ServerUnavailable as exc:
+        require_service(str(exc))
+    server.start()
+    b = KafkaBroker(queue_name, make_options(bootstrap_servers=server.url, publish_timeout=5.0))
+    try:
+        b.publish(msgs(60, prefix="before_"))
+        got = fetch_until(b, 60)
+        b.ack(got)
+        server.kill()
+        server.start()  # in-memory storage: the topic comes back empty, with a new id
+        after = msgs(6, prefix="after_")
+        deadline = time.monotonic() + 60
+        while True:  # the first publishes after the restart may time out while the producer reconnects
+            try:
+                b.publish(after)
+                break
+            except Exception:  # noqa: BLE001 - retried until the deadline
+                assert time.monotonic() < deadline, "could not publish after the restart"
+        seen: set = set()
+
+        def all_after_consumed() -> bool:
+            batch = b.fetch(10, 0.5)
+            seen.update(d.task_id for d in batch)
+            b.ack(batch)
+            return {m.task_id for m in after} <= seen
+
+        wait_for(all_after_consumed, deadline_s=60, what=f"the records published after the restart (got {seen})")
+    finally:
+        b.close()
+        from funboost_kafka.broker import _shared
+        _shared.close_connection(b.options)
+        server.cleanup()

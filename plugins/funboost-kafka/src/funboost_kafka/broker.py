@@ -196,6 +196,7 @@ class KafkaBroker(Broker):
         self._producer: Optional[KafkaProducer] = None  # the shared one, looked up once per process
         self._producer_gen = -1
         self._topic_ready = False
+        self._topic_id: Any = None  # the topic's id when first seen: another id means it was recreated
 
     # ----- availability -----
     @classmethod
@@ -392,6 +393,7 @@ class KafkaBroker(Broker):
                 finally:
                     if assigned:
                         consumer.resume(*[tp for tp in assigned if tp in consumer.assignment()])
+                self._reset_if_topic_recreated(consumer)
             return []
         with self._consumer_lock:
             if self._closed:
@@ -408,7 +410,33 @@ class KafkaBroker(Broker):
                 # handed out nor tracked, so never committed) for the next fetch.
                 records = consumer.poll(timeout_ms=max(0, int(timeout * 1000)), max_records=max_records)
                 self._buffered.extend(records.items())
+            self._reset_if_topic_recreated(consumer)
             return self._take(max_count)
+
+    def _reset_if_topic_recreated(self, consumer: KafkaConsumer) -> None:
+        """A topic deleted and created again (or a broker that came back without its data) starts its
+        partitions at offset 0, while this consumer's positions still point into the old log. Left alone,
+        a position below the new end skips the new records before it, and one beyond the end waits for
+        ever on a broker that does not answer OFFSET_OUT_OF_RANGE (Tansu; seen in CI as a consumer that
+        never resumed after a broker restart). kafka-python sees the new topic id in its metadata; the
+        positions are then reset by ``auto_offset_reset``, and what was polled or handed out from the old
+        log is forgotten (its acks no longer commit anything). Consumer lock held."""
+        cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
+        topic_id = cluster.topic_id(self.topic) if hasattr(cluster, "topic_id") else None
+        if topic_id is None or topic_id == self._topic_id:
+            return
+        first_sight, self._topic_id = self._topic_id is None, topic_id
+        if first_sight:
+            return
+        assigned = [tp for tp in consumer.assignment() if tp.topic == self.topic]
+        log.warning("kafka %s: the topic was recreated (new topic id); %d assigned partition(s) start again "
+                    "from the %s offset", self.topic, len(assigned), self.options.auto_offset_reset)
+        self._on_revoked(assigned, commit=False)
+        if assigned:
+            if self.options.auto_offset_reset == "latest":
+                consumer.seek_to_end(*assigned)
+            else:
+                consumer.seek_to_beginning(*assigned)
 
     @staticmethod
     def _join_pending(consumer: KafkaConsumer) -> bool:
