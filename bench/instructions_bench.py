@@ -42,16 +42,21 @@ os._exit(0)
 '''
 
 
-def instructions(python: str, kind: str, n: int, phase: str, workdir: str) -> int:
+def callgrind_count(python: str, code: str, argv: list, workdir: str) -> int:
+    """Instructions of ``python -c code *argv`` under callgrind (the whole process, all threads)."""
     out = os.path.join(workdir, "cg.out")
     env = dict(os.environ, FUNBOOST_DATA_DIR=workdir, FUNBOOST_NO_KEEPALIVE="1", FUNBOOST_NO_SIGNAL_HANDLERS="1")
     r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--cache-sim=no",
-                        python, "-c", CHILD, kind, str(n), phase], env=env, capture_output=True, text=True,
+                        python, "-c", code, *argv], env=env, capture_output=True, text=True,
                        timeout=3600, cwd=workdir)
     m = re.search(r"Collected\s*:\s*(\d+)", r.stderr)
     if r.returncode != 0 or not m:
-        raise RuntimeError(f"{python} {kind} {phase}: rc={r.returncode}\n{r.stderr[-2000:]}")
+        raise RuntimeError(f"{python} {argv}: rc={r.returncode}\n{r.stderr[-2000:]}")
     return int(m.group(1))
+
+
+def instructions(python: str, kind: str, n: int, phase: str, workdir: str) -> int:
+    return callgrind_count(python, CHILD, [kind, str(n), phase], workdir)
 
 
 def main() -> None:

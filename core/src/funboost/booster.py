@@ -198,7 +198,7 @@ class Booster(Generic[P, R]):
             missing = [n for n in self._required if n not in kwargs]
             unknown = [] if self._var_kw else [k for k in kwargs if k not in self._all_set]
             raise TypeError(f"missing {missing}, unknown {unknown}; the function takes {self._all}")
-        if self.function_kind in ("CLASS_METHOD", "INSTANCE_METHOD"):
+        if self._is_method:
             from funboost.methods import rebuild_receiver
             return rebuild_receiver(self, kwargs)
         return kwargs
@@ -418,7 +418,10 @@ class Booster(Generic[P, R]):
 
     def push(self, *args: P.args, **kwargs: P.kwargs) -> "AsyncResult[R]":
         """Send one task with the function's own calling convention: ``f.push(1, y=2)``."""
-        return self.publish(self._args_to_kwargs(args, kwargs))
+        kw = self._args_to_kwargs(args, kwargs)
+        if self._plain_publish_ok and "extra" not in kw:  # publish's fast-path test, once it is decided
+            return self._publish_plain(kw)
+        return self.publish(kw)
 
     delay = push
 

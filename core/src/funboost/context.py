@@ -57,9 +57,6 @@ fct = _CurrentTaskProxy()
 funboost_current_task = fct
 
 
-def set_current_task(ctx: Optional[FctContext]) -> contextvars.Token:
-    return _current_task.set(ctx)
-
-
-def reset_current_task(token: contextvars.Token) -> None:
-    _current_task.reset(token)
+# the context variable's own methods (C), not wrappers: the runner calls both once per task
+set_current_task = _current_task.set  # (ctx) -> token
+reset_current_task = _current_task.reset  # (token) -> None

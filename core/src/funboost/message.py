@@ -40,12 +40,9 @@ try:  # orjson is optional; it is a good deal faster when installed
 
     def loads(data: Any) -> Any:
         obj = _orjson.loads(data)
-        if isinstance(data, str):
-            long_run = _has_long_digit_run(data.encode("utf-8", "surrogatepass"))
-        else:
-            data = bytes(data)
-            long_run = _has_long_digit_run(data)
-        return json.loads(data) if long_run else obj
+        # the guard inlined (_has_long_digit_run): loads runs once per consumed message
+        raw = data.encode("utf-8", "surrogatepass") if type(data) is str else bytes(data)
+        return json.loads(raw) if _LONG_RUN in raw.translate(_DIGIT_MAP) else obj
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
     _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=lambda o: _default(o))
@@ -82,7 +79,8 @@ def uuid7() -> str:
     cached = _uuid7_prefix[0]
     if cached[0] != ms:
         cached = _uuid7_prefix[0] = (ms, "%08x-%04x-7" % (ms >> 16 & 0xFFFFFFFF, ms & 0xFFFF))
-    return "%s%03x-%04x-%012x" % (cached[1], next(_uuid7_counter) & 0xFFF, 0x8000 | _rand(14), _rand(48))
+    r = _rand(62)  # one draw split in two: 14 bits after the variant, then 48
+    return "%s%03x-%04x-%012x" % (cached[1], next(_uuid7_counter) & 0xFFF, 0x8000 | r >> 48, r & 0xFFFFFFFFFFFF)
 
 
 def uuid7_time(task_id: str) -> Optional[float]:
@@ -124,16 +122,26 @@ def build_envelope(kwargs: dict, task_id: Optional[str] = None, extra_options: O
     return msg
 
 
+# the keys every decoded ``extra`` has (decode fills in the first two; the third comes with the second)
+BASE_EXTRA_KEYS = ("task_id", "publish_time", "publish_time_format")
+
+
 class DecodedMessage:
     """A message taken from the broker, decoded and checked: ``kwargs`` (the function's arguments),
-    ``extra`` (task id, publish time, per-message options) and ``full`` (the whole envelope)."""
+    ``extra`` (task id, publish time, per-message options) and ``full`` (the whole envelope).
 
-    __slots__ = ("kwargs", "extra", "full")
+    ``has_options``: ``extra`` carries anything besides :data:`BASE_EXTRA_KEYS`, i.e. per-message options
+    (expiry, eta / countdown, filtering, retries, timeout, rpc...) or engine counters. A message without
+    any runs with its queue's settings alone, which the engine works out once per queue rather than per
+    message. (``task_id`` and ``publish_time`` are always there after :func:`decode`: two checks suffice.)"""
+
+    __slots__ = ("kwargs", "extra", "full", "has_options")
 
     def __init__(self, kwargs: dict, extra: dict, full: dict) -> None:
         self.kwargs = kwargs
         self.extra = extra
         self.full = full
+        self.has_options = len(extra) != 3 or "publish_time_format" not in extra
 
     @property
     def task_id(self) -> str:
@@ -149,7 +157,9 @@ def decode(body: Any) -> DecodedMessage:
     if isinstance(body, dict):
         obj = body
     else:
-        if isinstance(body, (bytes, bytearray, memoryview)):
+        if type(body) is str:  # the common case: JSON text, nothing more to check
+            pass
+        elif isinstance(body, (bytes, bytearray, memoryview)):
             body = bytes(body)
         elif not isinstance(body, str):
             raise MalformedMessage(f"message body has type {type(body).__name__}, expected JSON text")
@@ -176,4 +186,4 @@ def decode(body: Any) -> DecodedMessage:
         extra["publish_time_format"] = format_time(now)
     kwargs = obj.copy()
     del kwargs[EXTRA]
-    return DecodedMessage(kwargs=kwargs, extra=extra, full=obj)
+    return DecodedMessage(kwargs, extra, obj)

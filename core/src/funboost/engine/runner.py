@@ -38,6 +38,8 @@ class Task:
         return self.msg.extra["task_id"]
 
 
+_FINISH = RunStatus.FINISH  # a module name: RunStatus.FINISH goes through the enum's metaclass per task
+
 _thread_loops = threading.local()
 
 
@@ -60,6 +62,8 @@ class Runner:
         self.is_coroutine = consumer.setup.is_coroutine
         self.logger = consumer.logger
         self._plain_call: Optional[bool] = None  # decided at the first call (the consumer sets its hooks first)
+        # the attempt options of a message without per-message options: worked out once, not per message
+        self.queue_options = _attempt_options({}, p)
 
     # ---------------------------------------------------------------- helpers
     def new_status(self, task: Task) -> FunctionResultStatus:
@@ -94,7 +98,10 @@ class Runner:
             while True:
                 a.begin()
                 try:
-                    a.succeeded(self._call_sync(task, a.timeout))
+                    if self._plain_call and not a.timeout:  # the common case, without _call_sync's checks
+                        a.succeeded(self.func(**task.kwargs))
+                    else:
+                        a.succeeded(self._call_sync(task, a.timeout))
                     break
                 except Exception as exc:  # noqa: BLE001 - classified by _Attempts.failed
                     delay = a.failed(exc)
@@ -197,6 +204,16 @@ class Runner:
                 f"coroutine ran longer than function_timeout={timeout}s and was cancelled") from None
 
 
+def _attempt_options(extra: dict, p: Any) -> tuple:
+    """(max_retry, timeout, detail, max_attempts, base) for a message: its own options, else the queue's."""
+    max_retry = extra.get("max_retry_times")
+    max_retry = p.max_retry_times if max_retry is None else int(max_retry)
+    detail = extra.get("is_print_detail_exception")
+    return (max_retry, extra.get("function_timeout", p.function_timeout),
+            p.is_print_detail_exception if detail is None else bool(detail), 1 + max(0, max_retry),
+            int(extra.get("_advanced_retry_count", 0)))
+
+
 class _Attempts(FctContext):
     """One task's attempts, shared by the sync and asyncio paths: options, status, and the decision after
     each failure (retry now, retry after a backoff, or stop with an outcome). It is also the task's
@@ -211,17 +228,12 @@ class _Attempts(FctContext):
         p = runner.params
         self.runner = runner
         self.task = task
-        max_retry = extra.get("max_retry_times")
-        self.max_retry = p.max_retry_times if max_retry is None else int(max_retry)
-        self.timeout = extra.get("function_timeout", p.function_timeout)
-        detail = extra.get("is_print_detail_exception")
-        self.detail = p.is_print_detail_exception if detail is None else bool(detail)
+        self.max_retry, self.timeout, self.detail, self.max_attempts, self.base = (
+            _attempt_options(extra, p) if task.msg.has_options else runner.queue_options)
         task_id = extra["task_id"]
         self.status = st = FunctionResultStatus(p.queue_name, task_id, msg.kwargs, extra.get("publish_time"))
-        self.max_attempts = 1 + max(0, self.max_retry)
-        self.base = int(extra.get("_advanced_retry_count", 0))
         self.tries = 0  # attempts in this delivery; ``attempt`` (fct.attempt) also counts earlier deliveries
-        self.outcome = RunStatus.FINISH
+        self.outcome = _FINISH
         self.retry_delay = 0.0  # seconds until a RETRY_LATER copy is due (engine data, not user_context)
         # the FctContext fields
         self.attempt = self.base
@@ -242,7 +254,7 @@ class _Attempts(FctContext):
 
     def succeeded(self, result: Any) -> None:
         st = self.status
-        st.result, st.success = result, True
+        st._result, st.success = result, True  # _result: the field behind the ``result`` property
         if st.exception_type is not None:  # an earlier attempt failed
             st.exception = st.exception_type = st.exception_msg = None
             st.timed_out = False
