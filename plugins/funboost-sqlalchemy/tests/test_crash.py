@@ -16,7 +16,6 @@ def test_sigkill_one_of_two_consumers_loses_nothing(db, tmp_path, queue_name, ve
     options = options_for(db, **verdict)
 
     work = recording_publisher("SQLALCHEMY", queue_name, options)
-    work.push_many(range(N))
     victim = survivor = None
     try:
         # the consumers use the original funboost's spelling of the kind
@@ -24,8 +23,22 @@ def test_sigkill_one_of_two_consumers_loses_nothing(db, tmp_path, queue_name, ve
                                  concurrency=CONCURRENCY, task_seconds=0.01)
         survivor = ConsumerProcess("SQLACHEMY", queue_name, options, str(tmp_path / "w1.out"),
                                    concurrency=CONCURRENCY, task_seconds=0.01)
+        # feed both in small chunks until each has run a task: with the whole queue waiting, a consumer that
+        # started first ran all 1,000 before the other one was up (CI: "the survivor ran nothing")
+        published = 0
+
+        def both_running() -> bool:
+            nonlocal published
+            if published < N // 2:
+                work.push_many(range(published, published + 10))
+                published += 10
+            return victim.done() > 0 and survivor.done() > 0
+
+        wait_for(both_running, timeout=120, what="both consumers ran a task")
+        work.push_many(range(published, N))
         wait_for(lambda: victim.done() >= 100, timeout=90, what="victim ran some tasks")
         victim.sigkill()
+        assert len(set(victim.runs()) | set(survivor.runs())) < N, "every task ran before the kill"
         wait_for(lambda: work.queue_size().total == 0, timeout=180, what="queue drained by the survivor")
     finally:
         stop_all([victim, survivor])
