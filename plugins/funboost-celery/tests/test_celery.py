@@ -333,6 +333,53 @@ def test_redis_a_worker_killed_right_after_taking_a_message_loses_nothing(mode, 
         _stop(fresh)
 
 
+def test_redis_global_keyprefix(queue_name, cleanup_queues, consumers):
+    """kombu's ``global_keyprefix`` transport option: the plugin's own commands (the take script, the
+    idle wait, the holder keys) must use the prefixed keys as kombu's do, or nothing is ever taken."""
+    import redis as redis_py
+
+    from funboost_celery import CeleryBroker, CeleryOptions
+    url = REDIS_CRASH_URL
+    check(url)
+    cleanup_queues(url, queue_name)
+    prefix = f"pfx_{queue_name}:"
+    cfg = {"broker_url": url, "celery_conf": {"broker_transport_options": {"global_keyprefix": prefix}}}
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="CELERY", broker_exclusive_config=cfg,
+                         state_backend="memory", log_to_console=False, concurrent_num=2))
+    def work(x: int) -> int:
+        return x
+
+    r = redis_py.Redis.from_url(url)
+
+    def waiting() -> int:  # messages in the queue's lists (one per priority level), under the prefix
+        return sum(r.llen(k) for k in r.scan_iter(f"{prefix}{queue_name}*") if r.type(k) == b"list")
+
+    def held() -> int:
+        return r.hlen(prefix + "funboost_celery_unacked_holder")
+
+    try:
+        work.push_many([(i,) for i in range(5)])
+        assert waiting() == 5 and work.get_message_count() == 5
+        puller = CeleryBroker(queue_name, CeleryOptions(**cfg))
+        try:
+            got = puller.fetch(2, 5)  # the pull path takes through the script
+            assert len(got) == 2
+            assert held() == 2 and waiting() == 3  # taken and held under the prefix
+            puller.requeue(got)
+        finally:
+            puller.close()
+        assert waiting() == 5 and held() == 0
+        consumers(work.consume())  # the worker takes through the script and waits with BLMOVE
+        wait_until(lambda: waiting() == 0 and held() == 0, 30, message="the worker ran and acked every message")
+        work.push(5)  # one more while the worker waits idle: it must wake for it
+        wait_until(lambda: waiting() == 0 and held() == 0, 30, message="the idle worker took the next message")
+    finally:
+        for key in r.scan_iter(f"{prefix}*"):
+            r.delete(key)
+        r.close()
+
+
 def _short_lease_booster(queue_name: str, url: str, cleanup_queues):
     """The publishing side of the stalled/long-task tests: holder lease (and kombu's backstop) of 2 s."""
     check(url)

@@ -23,10 +23,10 @@ Taking a message and recording it as held is one server-side step (:data:`POP_AN
 run where kombu would send ``BRPOP``): with kombu's ``BRPOP`` the message leaves its list first and is
 recorded by the client afterwards, and a worker killed in between (or while the popped reply waits in its
 socket for prefetch credit) loses it: no list, no unacked entry. Since Redis has no blocking multi-list
-pop that keeps the message, an idle channel waits with ``BLMOVE list list RIGHT RIGHT`` on its first list
-(a move onto itself, so the message never leaves): it wakes as soon as that list has a message; with
-several lists (priority levels, several queues) it looks at all of them again every
-:data:`IDLE_RECHECK` seconds.
+pop that keeps the message, an idle channel waits with ``BLMOVE list list RIGHT RIGHT`` (a move onto itself, so the message never
+leaves) on the list its last message came from (at first: the lowest priority level, where funboost's
+messages without a priority go): it wakes as soon as that list has a message; with several lists
+(priority levels, several queues) it looks at all of them again every :data:`IDLE_RECHECK` seconds.
 
 kombu's own age-based scan stays as a backstop for entries without a holder tag only (written by a
 process that does not use this transport); it never restores a tagged entry.
@@ -58,7 +58,7 @@ HEARTBEAT_TIMEOUT_OPTION = "funboost_heartbeat_timeout"
 #: how often a consuming process looks for dead holders, seconds (capped by the heartbeat interval)
 RECLAIM_INTERVAL = 1.0
 #: an idle channel with several lists looks at all of them again after this many seconds (it wakes at
-#: once for its first list: the queue's default priority level)
+#: once for the list its last message came from)
 IDLE_RECHECK = 0.1
 
 #: Take the first message of the first non-empty list and record it as held, in one step.
@@ -311,6 +311,7 @@ class _HolderChannelMixin:
     funboost_held_tags: set[str]
     _pop_pending: Optional[tuple[str, list[tuple[str, str]]]] = None  # ("pop" | "wait", [(list, queue)])
     _pop_idle = False  # the last pop found every list empty: wait before the next
+    _pop_wait_list: Optional[str] = None  # the list the last message came from: where an idle wait blocks
     _pop_script_cached = False  # the server knows POP_AND_HOLD (EVALSHA), else it is sent whole (EVAL)
     _atomic_pop: Optional[bool] = None  # the server has BLMOVE (Redis >= 6.2); decided on first use
 
@@ -354,8 +355,15 @@ class _HolderChannelMixin:
             wait = chan.brpop_timeout if timeout is None else timeout
             if len(lists) > 1:
                 wait = min(wait or IDLE_RECHECK, IDLE_RECHECK)
-            first = (getattr(chan, "global_keyprefix", "") or "") + lists[0][0]
-            command: list[Any] = ["BLMOVE", first, first, "RIGHT", "RIGHT", wait or 0]
+            keys = [key for key, _ in lists]
+            watched = self._pop_wait_list
+            if watched not in keys:
+                # funboost publishes a message without a priority to the lowest level (kombu serves its
+                # level 0 first); once a message came from another list, the wait follows it there
+                watched = chan._q_for_pri(queues[0], chan.priority_steps[-1])
+                watched = watched if watched in keys else keys[0]
+            watched = (getattr(chan, "global_keyprefix", "") or "") + watched
+            command: list[Any] = ["BLMOVE", watched, watched, "RIGHT", "RIGHT", wait or 0]
             self._pop_pending = ("wait", lists)
         else:
             command = self._pop_command(lists)
@@ -391,7 +399,7 @@ class _HolderChannelMixin:
             position, item, tag = reply
             if tag:
                 self.funboost_held_tags.add(_text(tag))
-            queue = lists[int(position) - 1][1]
+            self._pop_wait_list, queue = lists[int(position) - 1]
             chan._queue_cycle.rotate(queue)
             chan.connection._deliver(loads(_text(item)), queue)
             return True
@@ -400,6 +408,19 @@ class _HolderChannelMixin:
             flush = getattr(chan, "_flush_brpop_reauth", None)  # kombu >= 5.7
             if flush is not None:
                 flush()
+
+    def _has_queue(self, queue: str, **kwargs: Any) -> bool:
+        """kombu sends ``EXISTS`` without ``global_keyprefix`` (it is not among its prefixed commands): with
+        a prefix, a passive declare never found the queue and its size read 0."""
+        chan: Any = self
+        prefix = getattr(chan, "global_keyprefix", "") or ""
+        with chan.conn_or_acquire() as client:
+            if "EXISTS" in getattr(client, "PREFIXED_SIMPLE_COMMANDS", ()):  # a kombu that prefixes it
+                prefix = ""
+            with client.pipeline() as pipe:
+                for pri in chan.priority_steps:
+                    pipe.exists(prefix + chan._q_for_pri(queue, pri))
+                return any(pipe.execute())
 
     def _get(self, queue: str) -> Any:
         """basic_get (funboost's pull path): one POP_AND_HOLD, sent whole (EVAL is never key-prefixed
