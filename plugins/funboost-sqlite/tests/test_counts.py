@@ -24,13 +24,17 @@ FAST = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0, "reclaim_interval":
 
 def counts(path):
     """(from the rows, from queue_counts): {queue: (ready, in_flight, delayed)}, queues with any non-zero."""
-    conn = sqlite3.connect(path, timeout=30)
+    # both reads in one read transaction (one WAL snapshot): a process still writing (the survivor of the
+    # SIGKILL test) commits between two separate reads, and the counts looked wrong when they were not
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
     try:
+        conn.execute("BEGIN")
         real = {}
         for q, state, n in conn.execute("SELECT queue, state, count(*) FROM messages GROUP BY queue, state"):
             real.setdefault(q, [0, 0, 0])[state] = n
         kept = {q: (r, f, d) for q, r, f, d in conn.execute(
             "SELECT queue, ready, in_flight, delayed FROM queue_counts") if (r, f, d) != (0, 0, 0)}
+        conn.execute("COMMIT")
     finally:
         conn.close()
     return {q: tuple(v) for q, v in real.items()}, kept
