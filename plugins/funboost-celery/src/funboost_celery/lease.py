@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 import weakref
@@ -52,6 +53,8 @@ from funboost.engine.liveness import ConsumerLease, LeaseInfo
 from funboost.plugins.broker import new_consumer_id
 from funboost.process_local import ProcessLocalDict
 from funboost_celery.options import DEFAULT_HEARTBEAT_TIMEOUT
+
+log = logging.getLogger("funboost.celery")
 
 #: transport option (set by funboost_celery.app) with the holder lease timeout, seconds
 HEARTBEAT_TIMEOUT_OPTION = "funboost_heartbeat_timeout"
@@ -323,10 +326,16 @@ class _HolderChannelMixin:
     # ------------------------------------------------------------------ taking messages (POP_AND_HOLD)
     def _atomic_pop_supported(self) -> bool:
         if self._atomic_pop is None:
-            with self.conn_or_acquire() as client:  # type: ignore[attr-defined]
-                version = str(client.info("server").get("redis_version", "0"))
+            try:
+                with self.conn_or_acquire() as client:  # type: ignore[attr-defined]
+                    version = str(client.info("server").get("redis_version", "0"))
+            except redis.exceptions.ResponseError:  # INFO refused (some managed servers): kombu's BRPOP
+                version = "0"
             parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
             self._atomic_pop = parts >= (6, 2)
+            if not self._atomic_pop:
+                log.warning("Redis %s has no BLMOVE (6.2+) or refused INFO: messages are taken with kombu's "
+                            "BRPOP, which loses a message if the worker dies right after taking it", version)
         return self._atomic_pop
 
     def _lists(self, queues: list[str]) -> list[tuple[str, str]]:
@@ -398,7 +407,7 @@ class _HolderChannelMixin:
                 raise Empty()
             position, item, tag = reply
             if tag:
-                self.funboost_held_tags.add(_text(tag))
+                self.funboost_held_tags.add(str(_text(tag)))
             self._pop_wait_list, queue = lists[int(position) - 1]
             chan._queue_cycle.rotate(queue)
             chan.connection._deliver(loads(_text(item)), queue)
@@ -422,7 +431,7 @@ class _HolderChannelMixin:
                     pipe.exists(prefix + chan._q_for_pri(queue, pri))
                 return any(pipe.execute())
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str, timeout: Optional[float] = None) -> Any:
         """basic_get (funboost's pull path): one POP_AND_HOLD, sent whole (EVAL is never key-prefixed
         by kombu's client, so the keys are prefixed here)."""
         chan: Any = self
@@ -440,7 +449,7 @@ class _HolderChannelMixin:
             raise Empty()
         _, item, tag = reply
         if tag:
-            self.funboost_held_tags.add(_text(tag))
+            self.funboost_held_tags.add(str(_text(tag)))
         return loads(_text(item))
 
     def basic_consume(self, *args: Any, **kwargs: Any) -> Any:
