@@ -43,8 +43,13 @@ def test_sigkill_one_of_two_consumers_loses_nothing(db, tmp_path, queue_name, ve
     finally:
         stop_all([victim, survivor])
         work.broker.close()
-    runs = victim.runs() + survivor.runs()
+    victim_runs, survivor_runs = victim.runs(), survivor.runs()
+    runs = victim_runs + survivor_runs
     assert set(runs) == set(range(N)), f"lost: {sorted(set(range(N)) - set(runs))[:10]}"
+    # at-least-once: a task runs twice only if the victim ran it and died before its ack was committed
+    # (how many depends on the ack latency under load: 36 in one CI run), never twice in the survivor
     twice = [i for i, n in runs.items() if n > 1]
-    assert len(twice) <= 4 * CONCURRENCY, f"{len(twice)} tasks ran twice"
+    assert all(victim_runs[i] for i in twice), "a duplicate the victim never ran"
+    assert all(n == 1 for n in survivor_runs.values()), "the survivor ran a task twice"
+    assert len(twice) < N // 4, f"{len(twice)} tasks ran twice"
     assert survivor.runs(), "the survivor ran nothing"
