@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+from funboost.testing import wait_until
 
 from funboost.exceptions import RpcTimeout
 from funboost.transport import (AttemptFailed, AttemptTimedOut, Backpressure, BadRequest, CallDeadlineExceeded, Endpoint,
@@ -573,3 +574,52 @@ def test_serving_broker_declares_honest_capabilities():
     assert not caps.persistent and not caps.at_least_once
     assert caps.request_response and caps.cross_process and caps.queue_size == "approximate"
     assert caps.needs_serving_consumer
+
+
+# ---------------------------------------------------------------- HandlerThreads
+def test_handler_threads_a_job_never_waits_behind_a_blocked_one_while_threads_are_free():
+    """Two jobs submitted back to back after a thread went idle: the second must get a thread of its own.
+    (Counting the idle thread for both, without claiming it, left the second behind the first, which
+    blocked: a sync_call behind a call waiting for the user's function. CI found it in funboost-tcp.)"""
+    from funboost.transport.handler_threads import HandlerThreads
+    threads = HandlerThreads(1 << 30, "test-ht")
+    gate = threading.Event()
+    try:
+        for _ in range(20):
+            done = threading.Event()
+            threads.submit(gate.wait, 30)  # blocks until the end of the test
+            threads.submit(done.set)
+            assert done.wait(5), "the second job waited behind the blocked first one"
+        assert threads._threads <= 40
+    finally:
+        gate.set()
+        threads.shutdown()
+
+
+def test_handler_threads_at_size_jobs_wait_for_a_free_thread_and_all_run():
+    from funboost.transport.handler_threads import HandlerThreads
+    threads = HandlerThreads(3, "test-ht-cap")
+    gate, lock, ran = threading.Event(), threading.Lock(), []
+
+    def job(i: int) -> None:
+        gate.wait(30)
+        with lock:
+            ran.append(i)
+
+    try:
+        for i in range(50):
+            threads.submit(job, i)
+        assert threads._threads == 3
+        gate.set()
+        assert wait_until(lambda: len(ran) == 50, 10)
+        # after the backlog drained, every thread is free again and counted once
+        assert wait_until(lambda: threads._idle == 3 and threads._backlog == 0, 5)
+        gate.clear()
+        done = threading.Event()
+        threads.submit(gate.wait, 30)
+        threads.submit(gate.wait, 30)
+        threads.submit(done.set)
+        assert done.wait(5) and threads._threads == 3
+    finally:
+        gate.set()
+        threads.shutdown()

@@ -37,17 +37,27 @@ class HandlerThreads:
         self._jobs: "queue.SimpleQueue[Optional[tuple[Callable[..., Any], tuple]]]" = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads = 0
-        self._idle = 0
+        self._idle = 0  # threads done with their job and not yet claimed by a submit
+        self._backlog = 0  # jobs queued while every thread was busy (at ``size``)
         self._closed = False
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` in a handler thread; nothing waits for it (an exception is logged)."""
         self._jobs.put((fn, args))
-        if self._idle == 0 and self._threads < self._size:  # racy read: at worst one thread too many/late
-            with self._lock:
-                if self._threads < self._size and not self._closed:
-                    self._threads += 1
-                    threading.Thread(target=self._work, daemon=True, name=f"{self._name}-{self._threads}").start()
+        # Each job claims an idle thread or starts one, under the lock. Reading the idle count without
+        # claiming (as an earlier version did) let two quick submits both count the same idle thread: the
+        # second job then waited behind the first, for as long as the first blocked (a call waiting for the
+        # user's function), while the server had room for it.
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                return
+            if self._threads >= self._size or self._closed:
+                self._backlog += 1  # every thread busy: the job waits for the first one to finish
+                return
+            self._threads += 1
+            n = self._threads
+        threading.Thread(target=self._work, daemon=True, name=f"{self._name}-{n}").start()
 
     def run_async(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
         """From an event loop: ``await`` the result of ``fn(*args)`` run in a handler thread."""
@@ -71,11 +81,7 @@ class HandlerThreads:
     def _work(self) -> None:
         jobs, lock = self._jobs, self._lock
         while True:
-            with lock:
-                self._idle += 1
             job = jobs.get()
-            with lock:
-                self._idle -= 1
             if job is None:
                 return
             fn, args = job
@@ -83,6 +89,11 @@ class HandlerThreads:
                 fn(*args)
             except Exception:  # a job handles its own errors; this is a bug, never the end of the thread
                 logger.exception("funboost transport: handler %r failed", fn)
+            with lock:
+                if self._backlog:  # the next get takes a job that found every thread busy
+                    self._backlog -= 1
+                else:  # free for the next submit to claim (its job may already be queued)
+                    self._idle += 1
 
     def shutdown(self) -> None:
         """Let every thread finish its current job and exit (does not wait)."""
