@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import uuid
+from typing import Any
 
 import pytest
 
@@ -273,11 +274,9 @@ def _markers(path, prefix: str) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.name.startswith(prefix))
 
 
-def test_redis_default_config_redelivers_a_killed_workers_task_within_seconds(tmp_path, queue_name,
-                                                                              cleanup_queues):
-    """Issue 14/15: with Celery's one-hour visibility timeout a SIGKILLed worker's task stayed away for an
-    hour; by default it now comes back within seconds (the plugin's default configuration, no options)."""
-    url = REDIS_CRASH_URL
+def _crash_booster(queue_name: str, url: str, cleanup_queues) -> Any:
+    """The booster of the SIGKILL tests (the worker subprocesses declare the same one): ``work(x) -> x`` on
+    the crash tests' Redis, default configuration, its queue emptied first."""
     check(url)
     cleanup_queues(url, queue_name)
 
@@ -285,7 +284,15 @@ def test_redis_default_config_redelivers_a_killed_workers_task_within_seconds(tm
                          state_backend="memory", log_to_console=False))
     def work(x: int) -> int:
         return x
+    return work
 
+
+def test_redis_default_config_redelivers_a_killed_workers_task_within_seconds(tmp_path, queue_name,
+                                                                              cleanup_queues):
+    """Issue 14/15: with Celery's one-hour visibility timeout a SIGKILLed worker's task stayed away for an
+    hour; by default it now comes back within seconds (the plugin's default configuration, no options)."""
+    url = REDIS_CRASH_URL
+    work = _crash_booster(queue_name, url, cleanup_queues)
     work.push(7)
     slow = _start_worker(queue_name, url, tmp_path, 1, "default")
     try:
@@ -311,14 +318,7 @@ def test_redis_a_worker_killed_right_after_taking_a_message_loses_nothing(mode, 
     taking (here: before its client writes anything) leaves the message held by a dead holder, which
     comes back within seconds."""
     url = REDIS_CRASH_URL
-    check(url)
-    cleanup_queues(url, queue_name)
-
-    @boost(BoosterParams(queue_name=queue_name, broker_kind="CELERY", broker_exclusive_config={"broker_url": url},
-                         state_backend="memory", log_to_console=False))
-    def work(x: int) -> int:
-        return x
-
+    work = _crash_booster(queue_name, url, cleanup_queues)
     work.push(7)
     env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
     dying = subprocess.run([sys.executable, os.path.join(HERE, "_die_on_take.py"), queue_name, url,

@@ -40,3 +40,27 @@ def brokers(kafka_available):
     yield make
     for b in made:
         b.close()
+
+
+@pytest.fixture
+def private_kafka(queue_name):
+    """``(server, broker)``: a test broker of the test's own (it may be killed and restarted) and a
+    KafkaBroker on ``queue_name`` connected to it; both closed at the end of the test."""
+    from funboost.testing import require_service
+    from funboost.testing.servers import PrivateKafka, ServerUnavailable
+    from funboost_kafka.broker import _shared
+
+    try:
+        server = PrivateKafka()
+    except ServerUnavailable as exc:
+        require_service(str(exc))
+    server.start()
+    broker = KafkaBroker(queue_name, make_options(bootstrap_servers=server.url, publish_timeout=5.0))
+    try:
+        yield server, broker
+    finally:
+        broker.close()
+        # the shared clients of that server would go on reconnecting to it for the rest of this test process
+        # (their retries share kafka-python's network loop with every later test's consumer group)
+        _shared.close_connection(broker.options)
+        server.cleanup()

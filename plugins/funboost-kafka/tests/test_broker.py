@@ -253,87 +253,58 @@ def test_rebalance_member_joins_and_leaves(brokers, queue_name):
     assert probe.queue_size().ready == 0
 
 
-def test_publish_recovers_after_broker_restart(queue_name):
+def test_publish_recovers_after_broker_restart(private_kafka):
     """Found by tests/reliability/test_broker_restart.py: after the broker restarted, every publish hung in
     producer.flush() (no timeout; kafka-python kept asking for its old producer id) or failed for good; then
     the first publish failed at publish_timeout and the next one used a new producer. Now the first publish
     after the restart notices the lost producer id and resends from a new producer: it returns."""
-    from funboost.testing import require_service
-    from funboost.testing.servers import PrivateKafka, ServerUnavailable
     from funboost_kafka import KafkaPublishError
 
-    try:
-        server = PrivateKafka()
-    except ServerUnavailable as exc:
-        require_service(str(exc))
-    server.start()
-    b = KafkaBroker(queue_name, make_options(bootstrap_servers=server.url, publish_timeout=5.0))
-    try:
-        b.publish(msgs(1, prefix="before_"))
-        server.kill()
-        server.start()  # in-memory storage: the topic is gone too
-        outcomes = []
-        for _ in range(3):
-            try:
-                b.publish(msgs(1, prefix="after_"))
-                outcomes.append("ok")
-                break
-            except KafkaPublishError as exc:
-                assert "was not acknowledged within 5.0s" in str(exc)
-                outcomes.append("error")
-        assert outcomes == ["ok"], outcomes
-        got = []
-        wait_for(lambda: got.extend(d.task_id for d in b.fetch(10, 0.5)) or "after_0" in got, deadline_s=30,
-                 what="the message published after the restart consumed")
-    finally:
-        b.close()
-        # the shared clients of that server would go on reconnecting to it for the rest of this test process
-        # (their retries share kafka-python's network loop with every later test's consumer group)
-        from funboost_kafka.broker import _shared
-        _shared.close_connection(b.options)
-        server.cleanup()
+    server, b = private_kafka
+    b.publish(msgs(1, prefix="before_"))
+    server.kill()
+    server.start()  # in-memory storage: the topic is gone too
+    outcomes = []
+    for _ in range(3):
+        try:
+            b.publish(msgs(1, prefix="after_"))
+            outcomes.append("ok")
+            break
+        except KafkaPublishError as exc:
+            assert "was not acknowledged within 5.0s" in str(exc)
+            outcomes.append("error")
+    assert outcomes == ["ok"], outcomes
+    got = []
+    wait_for(lambda: got.extend(d.task_id for d in b.fetch(10, 0.5)) or "after_0" in got, deadline_s=30,
+             what="the message published after the restart consumed")
 
 
-def test_consumer_reads_a_recreated_topic_from_its_start(queue_name):
+def test_consumer_reads_a_recreated_topic_from_its_start(private_kafka):
     """CI (reliability, broker restart, kafka): after the test broker came back empty, a consumer never
     resumed: its positions still pointed into the old log (tens of records per partition), the new log was
     shorter, and this broker answers a fetch beyond the end with nothing rather than OFFSET_OUT_OF_RANGE.
     (On Kafka, a position below the new end would skip the new records before it.) The consumer now sees
     the topic's new id and starts the partitions again from the beginning (auto_offset_reset)."""
-    from funboost.testing import require_service
-    from funboost.testing.servers import PrivateKafka, ServerUnavailable
+    server, b = private_kafka
+    b.publish(msgs(60, prefix="before_"))
+    got = fetch_until(b, 60)
+    b.ack(got)
+    server.kill()
+    server.start()  # in-memory storage: the topic comes back empty, with a new id
+    after = msgs(6, prefix="after_")
+    deadline = time.monotonic() + 60
+    while True:  # the first publishes after the restart may time out while the producer reconnects
+        try:
+            b.publish(after)
+            break
+        except Exception:  # noqa: BLE001 - retried until the deadline
+            assert time.monotonic() < deadline, "could not publish after the restart"
+    seen: set = set()
 
-    try:
-        server = PrivateKafka()
-    except ServerUnavailable as exc:
-        require_service(str(exc))
-    server.start()
-    b = KafkaBroker(queue_name, make_options(bootstrap_servers=server.url, publish_timeout=5.0))
-    try:
-        b.publish(msgs(60, prefix="before_"))
-        got = fetch_until(b, 60)
-        b.ack(got)
-        server.kill()
-        server.start()  # in-memory storage: the topic comes back empty, with a new id
-        after = msgs(6, prefix="after_")
-        deadline = time.monotonic() + 60
-        while True:  # the first publishes after the restart may time out while the producer reconnects
-            try:
-                b.publish(after)
-                break
-            except Exception:  # noqa: BLE001 - retried until the deadline
-                assert time.monotonic() < deadline, "could not publish after the restart"
-        seen: set = set()
+    def all_after_consumed() -> bool:
+        batch = b.fetch(10, 0.5)
+        seen.update(d.task_id for d in batch)
+        b.ack(batch)
+        return {m.task_id for m in after} <= seen
 
-        def all_after_consumed() -> bool:
-            batch = b.fetch(10, 0.5)
-            seen.update(d.task_id for d in batch)
-            b.ack(batch)
-            return {m.task_id for m in after} <= seen
-
-        wait_for(all_after_consumed, deadline_s=60, what=f"the records published after the restart (got {seen})")
-    finally:
-        b.close()
-        from funboost_kafka.broker import _shared
-        _shared.close_connection(b.options)
-        server.cleanup()
+    wait_for(all_after_consumed, deadline_s=60, what=f"the records published after the restart (got {seen})")
