@@ -11,9 +11,10 @@ import time
 from typing import Any
 
 import pytest
-from funboost.testing import wait_until
 
 from funboost.exceptions import RpcTimeout
+from funboost.testing import wait_until
+from funboost.transport.handler_threads import HandlerThreads
 from funboost.transport import (AttemptFailed, AttemptTimedOut, Backpressure, BadRequest, CallDeadlineExceeded, Endpoint,
                                 EndpointRefused, EndpointUnreachable, InlineRunner, LocalQueue, NoConsumerAvailable,
                                 PendingCall, QueueServer, RemoteTaskError, RequestError, ServerRegistry,
@@ -581,7 +582,6 @@ def test_handler_threads_a_job_never_waits_behind_a_blocked_one_while_threads_ar
     """Two jobs submitted back to back after a thread went idle: the second must get a thread of its own.
     (Counting the idle thread for both, without claiming it, left the second behind the first, which
     blocked: a sync_call behind a call waiting for the user's function. CI found it in funboost-tcp.)"""
-    from funboost.transport.handler_threads import HandlerThreads
     threads = HandlerThreads(1 << 30, "test-ht")
     gate = threading.Event()
     try:
@@ -597,7 +597,6 @@ def test_handler_threads_a_job_never_waits_behind_a_blocked_one_while_threads_ar
 
 
 def test_handler_threads_at_size_jobs_wait_for_a_free_thread_and_all_run():
-    from funboost.transport.handler_threads import HandlerThreads
     threads = HandlerThreads(3, "test-ht-cap")
     gate, lock, ran = threading.Event(), threading.Lock(), []
 
