@@ -191,6 +191,11 @@ task.push(0); task.clear()
 t = time.perf_counter()
 for i in range(n):
     task.push(i)
+# unconfirmed: push returned once the frame was written; timed like every other publish here, until the
+# server holds all n (as ours is timed until its confirms, or its flush, came back)
+deadline = time.time() + 300
+while task.publisher.get_message_count() < n and time.time() < deadline:
+    time.sleep(0.005)
 pub = n / (time.perf_counter() - t)
 t = time.perf_counter()
 task.consume()
@@ -253,10 +258,11 @@ for line in sys.stdin:
     t, cpu = time.perf_counter(), time.process_time()
     for i in range(n):
         task.push(i)
-    rate, cpu = n / (time.perf_counter() - t), time.process_time() - cpu
+    cpu = time.process_time() - cpu
     deadline = time.time() + 120
     while task.publisher.get_message_count() < n and time.time() < deadline:  # stored: no backlog left
-        time.sleep(0.02)
+        time.sleep(0.005)
+    rate = n / (time.perf_counter() - t)  # until stored, as every publish rate here
     out.write("RESULT " + json.dumps({"pub": rate, "cpu": cpu}) + chr(10)); out.flush()
 task.publisher.queue.delete(q)
 os._exit(0)
