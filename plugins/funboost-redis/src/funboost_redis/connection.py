@@ -18,14 +18,17 @@ import hashlib
 import logging
 import os
 import random
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, TypeVar
 from urllib.parse import urlparse
 
+import hiredis
 import redis
 from pydantic import Field, model_validator
 from redis.backoff import NoBackoff
+from redis.exceptions import InvalidResponse
 from redis.retry import Retry
 
 from funboost.plugins.broker import BrokerOptions
@@ -137,6 +140,76 @@ def build_client(spec: ConnSpec) -> Any:
     return redis.Redis.from_url(spec.url, **kw)
 
 
+try:  # maps an error reply to redis-py's exception classes (NoScriptError, ReadOnlyError...), as its parser does
+    from redis._parsers.base import BaseParser as _BaseParser
+
+    _parse_error: Callable[[str], Exception] = _BaseParser.parse_error
+except (ImportError, AttributeError):  # pragma: no cover - another redis-py layout
+    _parse_error = redis.ResponseError
+
+#: a connection idle longer than this takes redis-py's path for its next command, which PINGs it first when
+#: it has been idle for ``health_check_interval`` (30 s, see build_client): a dead idle connection is found
+#: before a command is written to it
+_DIRECT_MAX_IDLE = 20.0
+
+
+class _OwnConnection:
+    """A redis-py connection kept by :class:`Handle` outside the pool, with a direct path for commands.
+
+    The first command (and any after the connection sat idle, or was re-made) goes through redis-py:
+    ``send_packed_command`` connects, authenticates, selects the database and health-checks. The others
+    write the encoded command with one ``sendall`` and parse the reply with a hiredis reader of this
+    object's own: redis-py's ``read_response`` layers (health check, host error text, parser
+    indirections) cost more CPU than the loopback round trip of a one-by-one ``LPUSH``. One command at a
+    time per connection (the Handle lends each to one thread), so the reader never holds a partial reply
+    between commands; any failure drops the connection.
+    """
+
+    __slots__ = ("conn", "sock", "reader", "used")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.sock: Any = None  # the socket the direct path may use (None: take redis-py's path)
+        self.reader: Any = None
+        self.used = 0.0
+
+    def run(self, data: bytes) -> Any:
+        now = time.monotonic()
+        sock = self.sock
+        if sock is None or now - self.used > _DIRECT_MAX_IDLE or sock is not self.conn._sock:
+            conn = self.conn
+            conn.send_packed_command((data,))
+            reply = conn.read_response()
+            # only where redis-py parses with hiredis too (configured as below), so replies are the same
+            if "Hiredis" in type(getattr(conn, "_parser", None)).__name__:
+                self.sock = conn._sock
+                self.reader = hiredis.Reader(protocolError=InvalidResponse, replyError=_parse_error)
+            self.used = time.monotonic()
+            return reply
+        self.used = now
+        reader = self.reader
+        try:
+            sock.sendall(data)
+            reply = reader.gets()
+            while reply is False:  # False: no complete reply yet
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise redis.ConnectionError("Connection closed by server.")
+                reader.feed(chunk)
+                reply = reader.gets()
+        except socket.timeout:
+            raise redis.TimeoutError("Timeout reading from socket") from None
+        except OSError as exc:
+            raise redis.ConnectionError(f"Error while talking to redis: {exc}") from None
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+        return reply
+
+    def drop(self) -> None:
+        self.sock = None
+        self.conn.disconnect()
+
+
 class Handle:
     """A process-local client plus its registered Lua scripts."""
 
@@ -152,14 +225,14 @@ class Handle:
         self._pool = pool if not spec.cluster and not spec.sentinels and pool is not None else None
         # idle connections of our own, made like the pool's but kept out of it: LIFO, list pop/append are
         # atomic, so borrowing costs no lock; as many as threads ever ran a command at the same time
-        self._free: list[Any] = []
+        self._free: list[_OwnConnection] = []
 
-    def _borrow(self) -> Any:
+    def _borrow(self) -> _OwnConnection:
         try:
             return self._free.pop()
         except IndexError:
             pool = self._pool
-            return pool.connection_class(**pool.connection_kwargs)  # type: ignore[union-attr]
+            return _OwnConnection(pool.connection_class(**pool.connection_kwargs))  # type: ignore[union-attr]
 
     def command(self, *args: Any) -> Any:
         """Run one command with the least client overhead (the raw reply, no response callbacks)."""
@@ -171,13 +244,12 @@ class Handle:
         """Send one command already encoded (:func:`encode_command`) and return its raw reply."""
         conn = self._borrow()
         try:
-            conn.send_packed_command((data,))
-            reply = conn.read_response()
+            reply = conn.run(data)
         except redis.ResponseError:
             self._free.append(conn)
             raise
         except BaseException:
-            conn.disconnect()
+            conn.drop()
             raise
         self._free.append(conn)
         return reply
