@@ -211,12 +211,13 @@ def _bench_figures(*keys: str) -> dict[str, str]:
 NO_PUBLISH_MODE = "no publish_mode in this checkout yet"
 
 
-def _pipelined_part(side: str, kind: str, n: int, pipe: bool, options: Optional[dict] = None) -> list[Part]:
+def _pipelined_part(side: str, kind: str, n: int, pipe: bool, options: Optional[dict] = None,
+                    full_only: bool = False) -> list[Part]:
     """The ``publish_mode="pipelined"`` push side of ``kind`` (issue 24 item 3), with ``options`` added to
     its ``broker_exclusive_config``; none without publish_mode."""
     args = [kind, n] + ([json.dumps(options)] if options else [])
     return [Part(side, "run_all", "pipelined_push_part", args, {"publish": "BENCHRESULT.rate"},
-                 full_only=bool(options))] if pipe else []
+                 full_only=full_only)] if pipe else []
 
 
 def _pipelined_row(label: str, side: str, anchor: str, anchor_label: str, pipe: bool) -> Row:
@@ -310,6 +311,7 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
     ])))
 
     conf_n = max(200, small // 5)
+    orig_push_label = "original RABBITMQ_AMQPSTORM push (no confirms), until stored"
     S.append(Suite("rabbitmq", "rabbitmq_bench.py", ("rabbitmq",), [
         Part("raw", "rabbitmq_bench", "raw_pika", [n], {
             "publish": "BENCHRESULT.raw pika publish 1-by-1, no confirms",
@@ -321,22 +323,22 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
             "batch": "BENCHRESULT.ours push_many (batches of 1000), confirmed",
             "consume": "BENCHRESULT.ours consume, manual ack (threads 50)"}),
     ] + _pipelined_part("pipe", "rabbitmq", n, pipe) + _pipelined_part(
-        "pipe_noprio", "rabbitmq", n, pipe, {"max_priority": 0}) + [
+        "pipe_noprio", "rabbitmq", n, pipe, {"max_priority": 0}, full_only=True) + [
         Part("orig", "run_all", "orig_rabbitmq_part", [n], {
             "publish": "BENCHRESULT.original 55.0 RABBITMQ_AMQPSTORM push 1-by-1 (no confirms)",
             "consume": "BENCHRESULT.original 55.0 RABBITMQ_AMQPSTORM consume (threads 50)"}, own_rss=False),
     ], [
         Row("push 1 by 1, confirmed", "confirmed:ours", "orig:publish",
-            "original RABBITMQ_AMQPSTORM push (no confirms), until stored", note="pipelined mode: issue 24 item 3"),
+            orig_push_label, note="pipelined mode: issue 24 item 3"),
         Row("push 1 by 1, confirmed", "confirmed:ours", "confirmed:raw", "raw pika, confirmed 1 by 1", 0.8),
         _pipelined_row("push 1 by 1, pipelined", "pipe", "orig:publish",
-                       "original RABBITMQ_AMQPSTORM push (no confirms), until stored", pipe),
+                       orig_push_label, pipe),
         # the original declares its queue without x-max-priority; ours has priorities 0..10 by default, which
         # costs RabbitMQ's queue process ~10 % more per message: the same queue type on both sides
         Row("push 1 by 1, pipelined, queue without priorities (max_priority=0)", "pipe_noprio:publish",
-            "orig:publish", "original RABBITMQ_AMQPSTORM push (no confirms), until stored",
+            "orig:publish", orig_push_label,
             note="the original's queue type" if pipe else NO_PUBLISH_MODE),
-        Row("push_many, confirmed", "ours:batch", "orig:publish", "original RABBITMQ_AMQPSTORM push (no confirms), until stored"),
+        Row("push_many, confirmed", "ours:batch", "orig:publish", orig_push_label),
         Row("consume, manual ack", "ours:consume", "orig:consume", "original RABBITMQ_AMQPSTORM consume"),
         Row("consume, manual ack", "ours:consume", "raw:consume", "raw pika, prefetch 100, ack each"),
     ], venvs=("ours", "orig")))
