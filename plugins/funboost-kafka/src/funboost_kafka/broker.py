@@ -233,6 +233,20 @@ class KafkaBroker(Broker):
         _shared.topics.add(key)
         self._topic_ready = True
 
+    def _ensure_topic_within(self, deadline: float) -> None:
+        """:meth:`_ensure_topic` for a publish: retriable errors are tried again until ``deadline`` (the admin
+        connection comes back a moment after a restarted broker does: NodeNotReadyError meanwhile), then
+        raised as :class:`KafkaPublishError`."""
+        while True:
+            try:
+                self._ensure_topic()
+                return
+            except KafkaError as exc:
+                if not getattr(exc, "retriable", False) or time.monotonic() > deadline:
+                    raise KafkaPublishError(f"kafka publish to {self.topic!r} on {self.options.servers()}: could not "
+                                            f"check the topic: {type(exc).__name__}: {exc}") from exc
+                time.sleep(0.2)
+
     def _partitions(self) -> list[TopicPartition]:
         admin, lock = _shared.admin(self.options)
         with lock:
@@ -247,17 +261,7 @@ class KafkaBroker(Broker):
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
             return
-        deadline = time.monotonic() + self.options.publish_timeout
-        while True:
-            try:
-                self._ensure_topic()
-                break
-            except KafkaError as exc:
-                # the admin connection comes back a moment after the broker does (NodeNotReadyError)
-                if not getattr(exc, "retriable", False) or time.monotonic() > deadline:
-                    raise KafkaPublishError(f"kafka publish to {self.topic!r} on {self.options.servers()}: could not "
-                                            f"check the topic: {type(exc).__name__}: {exc}") from exc
-                time.sleep(0.2)
+        self._ensure_topic_within(time.monotonic() + self.options.publish_timeout)
         self._produce(self.topic, [(m.body, m.key, m.task_id, m.headers) for m in messages])
 
     def publish_begin(self, messages: Sequence[OutgoingMessage]) -> Callable[[], None]:
@@ -293,7 +297,7 @@ class KafkaBroker(Broker):
                     pending = [item for item, f in zip(pending, futs) if not (f.is_done and f.succeeded())]
                     log.warning("kafka broker %s forgot the producer id: resending %d message(s) to %r from a "
                                    "new producer", self.options.servers(), len(pending), topic)
-                    self._ensure_topic()
+                    self._ensure_topic_within(deadline)
                     current, futs = self._send(topic, pending)
 
         if wait and self.options.wait_for_ack:
