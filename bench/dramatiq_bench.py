@@ -2,9 +2,12 @@
 
     python bench/dramatiq_bench.py [--n 3000] [--concurrency 8] [--brokers redis,amqp] [--rounds 2]
 
-Plain dramatiq: ``dramatiq.Actor`` + ``.send()``; worker = ``dramatiq.Worker`` in the process with
-``worker_threads`` = concurrency, on a broker with the middleware the DRAMATIQ kind uses (Retries
-max_retries=0, no TimeLimit). funboost: ``@boost(... broker_kind="DRAMATIQ")`` + ``.push()`` /
+Plain dramatiq: ``dramatiq.Actor`` (``max_retries=0``) + ``.send()``; worker = ``dramatiq.Worker`` in the
+process with ``worker_threads`` = concurrency, on dramatiq's ``RabbitmqBroker`` / ``RedisBroker`` with
+dramatiq's default middleware (what a dramatiq user runs) and the kind's delivery settings (publisher
+confirms, heartbeat timeout); a second plain part runs on the broker the DRAMATIQ kind builds (its two
+middleware: ``Retries(max_retries=0)``, ``CurrentMessage``), which shows what the funboost layer costs on
+top of identical dramatiq work. funboost: ``@boost(... broker_kind="DRAMATIQ")`` + ``.push()`` /
 ``.consume()`` on the same configuration. Each part runs in its own subprocess. Consume rate: from the
 first task's start to the last task's end (worker start-up excluded). CPU per task: the process's
 user+system time of the publish loop / of the consume phase, divided by the number of messages.
@@ -19,6 +22,7 @@ import sys
 import threading
 import time
 import uuid
+from typing import Any
 
 URLS = {"redis": os.environ.get("FUNBOOST_DRAMATIQ_BENCH_REDIS", "redis://127.0.0.1:6379/13"),
         "amqp": os.environ.get("FUNBOOST_DRAMATIQ_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")}
@@ -29,10 +33,24 @@ def _cpu() -> float:
     return t.user + t.system
 
 
-def run_plain(url: str, n: int, conc: int) -> dict:
-    import dramatiq
+def plain_broker(url: str, middleware: str = "dramatiq") -> Any:
+    """Plain dramatiq's broker with the DRAMATIQ kind's delivery settings (RabbitMQ publisher confirms, the
+    Redis heartbeat timeout: the same guarantee as a funboost push) and ``middleware`` = ``"dramatiq"``:
+    dramatiq's default middleware (what a dramatiq user runs), or ``"kind"``: the kind's own two."""
     from funboost_dramatiq import DramatiqOptions, build_broker
-    broker = build_broker(DramatiqOptions(broker_url=url))
+    options = DramatiqOptions(broker_url=url)
+    if middleware == "kind":
+        return build_broker(options)
+    if options.family() == "redis":
+        from dramatiq.brokers.redis import RedisBroker
+        return RedisBroker(url=url, heartbeat_timeout=int(options.resolved_heartbeat_timeout() * 1000))
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+    return RabbitmqBroker(url=url, confirm_delivery=options.confirm_delivery)
+
+
+def run_plain(url: str, n: int, conc: int, middleware: str = "dramatiq") -> dict:
+    import dramatiq
+    broker = plain_broker(url, middleware)
     q = f"bench_plain_{uuid.uuid4().hex[:8]}"
     done, first, finished, noop_body = _counter(n)
 
@@ -109,16 +127,20 @@ def main() -> None:
     ap.add_argument("--url", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.part:
-        fn = run_plain if a.part == "plain" else run_funboost
-        print(json.dumps(fn(a.url, a.n, a.concurrency)))
+        if a.part == "funboost":
+            print(json.dumps(run_funboost(a.url, a.n, a.concurrency)))
+        else:  # plain / plain-kind
+            print(json.dumps(run_plain(a.url, a.n, a.concurrency, "kind" if a.part == "plain-kind" else "dramatiq")))
         return
     print(f"N={a.n} messages, worker_threads {a.concurrency}, best of {a.rounds} rounds (msg/s; CPU µs per message)")
-    print(f"{'broker':7} {'system':26} {'publish':>8} {'consume':>8} {'pub CPU':>8} {'cons CPU':>8}")
+    print(f"{'broker':7} {'system':40} {'publish':>8} {'consume':>8} {'pub CPU':>8} {'cons CPU':>8}")
     keys = ("publish", "consume", "publish_cpu_us", "consume_cpu_us")
+    parts = (("plain", "plain dramatiq .send()"), ("plain-kind", "plain dramatiq, the kind's middleware"),
+             ("funboost", "funboost DRAMATIQ .push()"))
     for fam in a.brokers.split(","):
         best: dict[str, dict] = {}
         for _ in range(a.rounds):
-            for part in ("plain", "funboost"):
+            for part, _label in parts:
                 out = subprocess.run([sys.executable, __file__, "--part", part, "--url", URLS[fam], "--n", str(a.n),
                                       "--concurrency", str(a.concurrency)], capture_output=True, text=True)
                 if out.returncode != 0:
@@ -131,12 +153,14 @@ def main() -> None:
                 b["consume"] = max(b["consume"], r["consume"])
                 b["publish_cpu_us"] = min(b["publish_cpu_us"], r["publish_cpu_us"])
                 b["consume_cpu_us"] = min(b["consume_cpu_us"], r["consume_cpu_us"])
-        for part, label in (("plain", "plain dramatiq .send()"), ("funboost", "funboost DRAMATIQ .push()")):
+        for part, label in parts:
             v = best[part]
-            print(f"{fam:7} {label:26} {v['publish']:8.0f} {v['consume']:8.0f} {v['publish_cpu_us']:8.0f} "
+            print(f"{fam:7} {label:40} {v['publish']:8.0f} {v['consume']:8.0f} {v['publish_cpu_us']:8.0f} "
                   f"{v['consume_cpu_us']:8.0f}")
-        p, f = best["plain"], best["funboost"]
-        print(f"{fam:7} {'funboost / plain':26} " + " ".join(f"{f[k] / p[k]:8.2f}" for k in keys))
+        f = best["funboost"]
+        for part, label in (("plain", "funboost / plain"), ("plain-kind", "funboost / plain, kind's middleware")):
+            p = best[part]
+            print(f"{fam:7} {label:40} " + " ".join(f"{f[k] / p[k]:8.2f}" for k in keys))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Instructions per consumed task (valgrind's callgrind), a framework plain against funboost on that kind.
 
     python bench/framework_instructions_bench.py --kind huey [--n1 100 --n2 500] [--parts plain,funboost]
-    python bench/framework_instructions_bench.py --kind dramatiq --url amqp://guest:guest@127.0.0.1:5672/%2F
+    python bench/framework_instructions_bench.py --kind dramatiq --url amqp://guest:guest@127.0.0.1:5672/%2F \
+        [--parts plain,plain-kind,funboost]   # plain: dramatiq's default middleware; plain-kind: the kind's two
     python bench/framework_instructions_bench.py --kind rq
 
 Wall-clock rates on the shared 2-core machine swing by 2x with other work; instruction counts do not.
@@ -86,8 +87,9 @@ def _make(kind: str, part: str, url: str, queue: str, n: int) -> tuple[Any, Any,
         q = Queue(queue, connection=Redis.from_url(url))
         return q, lambda i: q.enqueue("framework_instructions_bench.rq_noop", i, job_timeout=-1), finished
     import dramatiq
-    from funboost_dramatiq import DramatiqOptions, build_broker
-    broker = build_broker(DramatiqOptions(broker_url=url))
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from dramatiq_bench import plain_broker  # "plain": dramatiq's default middleware; "plain-kind": the kind's
+    broker = plain_broker(url, "kind" if part == "plain-kind" else "dramatiq")
 
     def plain(x: int) -> None:
         body()
@@ -185,8 +187,9 @@ def main() -> None:
         per_task[part] = (hi - lo) / (a.n2 - a.n1)
         print(f"  {part:10} {per_task[part]:12,.0f} instructions/task   ({lo:,} @ {a.n1}, {hi:,} @ {a.n2})",
               flush=True)
-    if "plain" in per_task and "funboost" in per_task:
-        print(f"  funboost / plain: {per_task['funboost'] / per_task['plain']:.2f}")
+    for plain in ("plain", "plain-kind"):
+        if plain in per_task and "funboost" in per_task:
+            print(f"  funboost / {plain}: {per_task['funboost'] / per_task[plain]:.2f}")
 
 
 if __name__ == "__main__":

@@ -368,12 +368,19 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
     amqp = {"celery": CELERY_AMQP, "dramatiq": AMQP_URL.rsplit("/", 1)[0] + "/%2F"}
     for fw, push_anchor, consume_anchor in (
             ("celery", "plain Celery .delay()", "plain Celery worker (threads 8)"),
-            ("dramatiq", "plain dramatiq .send()", "plain dramatiq Worker (threads 8)")):
+            ("dramatiq", "plain dramatiq .send()", "plain dramatiq Worker (threads 8, default middleware)")):
         for fam, url, need in (("redis", CELERY_REDIS, "redis"), ("amqp", amqp[fw], "rabbitmq")):
             if quick and fam == "amqp":
                 continue
-            S.append(_plain_vs_funboost(f"{fw}-{fam}", f"{fw}_bench", (need,), [url, cn, 8],
-                                        f"{fw.upper()} kind on {fam}", push_anchor, consume_anchor))
+            suite = _plain_vs_funboost(f"{fw}-{fam}", f"{fw}_bench", (need,), [url, cn, 8],
+                                       f"{fw.upper()} kind on {fam}", push_anchor, consume_anchor)
+            if fw == "dramatiq":  # context: plain dramatiq on the kind's own broker (its two middleware)
+                suite.parts.append(Part("plain_kind", "dramatiq_bench", "run_plain", [url, cn, 8, "kind"],
+                                        _bench_figures("consume"), full_only=True))
+                suite.rows.append(Row(f"{fw.upper()} kind on {fam}, consume", "funboost:consume",
+                                      "plain_kind:consume", "plain dramatiq Worker on the kind's broker "
+                                      "(Retries, CurrentMessage only)", note="the funboost layer alone"))
+            S.append(suite)
     hn = min(n, 3000) if not quick else min(n, 500)
     for name, script, funboost_kind, plain_label in (
             ("huey", "huey_bench", "HUEY", "plain huey (RedisHuey, 8 thread workers)"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import dramatiq
-from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Pipelines, Retries
+from dramatiq.middleware import CurrentMessage, Retries
 
 from funboost.process_local import ProcessLocalDict
 from funboost_dramatiq.options import DramatiqOptions
@@ -24,10 +24,14 @@ def config_key(options: DramatiqOptions) -> str:
 
 
 def middleware() -> list:
-    """dramatiq's default middleware less ``TimeLimit`` (funboost's ``function_timeout`` is the only time
-    limit, and dramatiq's 10-minute default would kill long funboost tasks), with ``Retries`` switched
-    off (funboost's runner is the only retry) and ``CurrentMessage`` (the actor reads its message)."""
-    return [AgeLimit(), Callbacks(), Pipelines(), Retries(max_retries=0), CurrentMessage()]
+    """Only what the funboost actors use. ``Retries`` with no retries (funboost's runner is the only retry;
+    the middleware still moves a message whose actor raised to dramatiq's dead-letter queue) and
+    ``CurrentMessage`` (the actor reads its message id and redelivery flag). dramatiq's other defaults have
+    a funboost control in their place and would only cost each message their hook calls: ``TimeLimit``
+    (``function_timeout``; its 10-minute default would kill long funboost tasks), ``AgeLimit``
+    (``msg_expire_seconds``), ``Callbacks`` / ``Pipelines`` (funboost publishes no such options),
+    ``ShutdownNotifications`` (funboost's graceful stop)."""
+    return [Retries(max_retries=0), CurrentMessage()]
 
 
 def build_broker(options: DramatiqOptions) -> dramatiq.Broker:
