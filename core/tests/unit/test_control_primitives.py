@@ -3,6 +3,7 @@ Fake clocks where time matters; conditions with deadlines where a thread is invo
 import datetime as dt
 import logging
 import threading
+import time
 import uuid
 
 import pytest
@@ -171,3 +172,31 @@ def test_ack_batcher_stop_flushes_what_is_left():
         batcher.add(d)
     batcher.stop()
     assert broker.queue_size().in_flight == 0
+
+
+class _CountingFlushes(AckBatcher):
+    def __init__(self, *args, **kwargs) -> None:
+        self.flushes = 0
+        super().__init__(*args, **kwargs)
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+def test_an_idle_ack_batcher_does_not_tick_and_wakes_for_the_first_delivery():
+    broker = CountingMemoryBroker(f"ackb_{uuid.uuid4().hex[:8]}")
+    deliveries = _in_flight(broker, 2)
+    batcher = _CountingFlushes(broker, logging.getLogger("test"), max_batch=500, linger=0.01)
+    try:
+        time.sleep(0.3)  # 30 lingers: the flusher used to wake (and call flush) at each of them
+        assert batcher.flushes == 0
+        batcher.add(deliveries[0])  # the first delivery after an idle spell wakes the flusher
+        wait_until(lambda: broker.queue_size().in_flight == 1, timeout=5, message="first acked")
+        time.sleep(0.1)  # idle again
+        flushes = batcher.flushes
+        batcher.add(deliveries[1])
+        wait_until(lambda: broker.queue_size().in_flight == 0, timeout=5, message="second acked")
+        assert batcher.flushes <= flushes + 2
+    finally:
+        batcher.stop()

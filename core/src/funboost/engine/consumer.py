@@ -73,7 +73,15 @@ def _host_ip() -> str:
 class AckBatcher:
     """Collects finished deliveries and acks them in batches from one thread: batching is where the
     broker round trips are saved. At-least-once is kept: a crash before the flush only means the
-    message runs again."""
+    message runs again.
+
+    The flusher sleeps while nothing waits to be acked (an idle consumer, or a kind whose deliveries ack
+    themselves, costs no wake-ups: it used to tick every ``linger``, 100 times a second per consumer);
+    the first delivery added wakes it, and it then gives the batch ``linger`` seconds to grow (a full
+    batch wakes it at once)."""
+
+    #: the idle flusher also looks at the buffer this often: a safety net only (add() wakes it)
+    IDLE_RECHECK = 1.0
 
     def __init__(self, broker: Broker, logger: logging.Logger, max_batch: int = 500, linger: float = 0.01):
         self.broker = broker
@@ -83,6 +91,7 @@ class AckBatcher:
         # deque.append / popleft are atomic: workers add without taking a lock
         self._buf: "collections.deque[Delivery]" = collections.deque()
         self._wake = threading.Event()
+        self._idle = False  # the flusher waits for a first delivery
         self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="funboost-ack", daemon=True)
         self._thread.start()
@@ -90,13 +99,23 @@ class AckBatcher:
     def add(self, d: Delivery) -> None:
         buf = self._buf
         buf.append(d)
-        if len(buf) >= self.max_batch and not self._wake.is_set():
-            self._wake.set()  # otherwise the flusher's own tick picks it up: no wake-up per message
+        # appended first, then _idle read: the flusher sets _idle before it looks at the buffer a last
+        # time, so either it sees this delivery or this sees it idle (no delivery waits for the recheck)
+        if (self._idle or len(buf) >= self.max_batch) and not self._wake.is_set():
+            self._wake.set()
 
     def _loop(self) -> None:
+        buf, wake = self._buf, self._wake
         while not self._stopped:
-            self._wake.wait(self.linger)
-            self._wake.clear()
+            if not buf:
+                self._idle = True
+                if not buf:
+                    wake.wait(self.IDLE_RECHECK)
+                self._idle = False
+                wake.clear()
+                continue
+            wake.wait(self.linger)  # let the batch grow; a full one (or stop()) ends the wait early
+            wake.clear()
             self.flush()
 
     def flush(self) -> None:
