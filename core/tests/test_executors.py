@@ -14,13 +14,61 @@ def test_thread_pool_grows_on_demand_and_shrinks_when_idle():
     release = threading.Event()
     for _ in range(10):
         pool.submit(release.wait, 10)
-    assert pool.thread_count == 10 and pool.free_capacity() == 0
+    assert pool.free_capacity() == 0
+    assert pool.thread_count == 10
     release.set()
     wait_until(lambda: pool.free_capacity() == 10, 5)
     wait_until(lambda: pool.thread_count == 0, 5, message="idle threads exit")
     pool.submit(lambda: None)  # and it grows again
     wait_until(lambda: pool.free_capacity() == 10, 5)
     pool.shutdown()
+
+
+def test_slow_tasks_fan_out_to_every_thread():
+    """Tasks that block each get a thread."""
+    n = 20
+    pool = FlexibleThreadPool(n)
+    barrier = threading.Barrier(n + 1)
+    for _ in range(n):
+        pool.submit(barrier.wait, 20)
+    barrier.wait(20)  # breaks (BrokenBarrierError) unless all n tasks run at the same time
+    assert pool.wait_idle(10)
+    pool.shutdown()
+
+
+def test_a_thread_that_runs_out_of_tasks_refills_the_pool_itself():
+    pool = FlexibleThreadPool(4)
+    ran = []
+    more = [list(range(1, 8))]
+
+    def refill() -> int:  # what Consumer.refill does with a local broker: submit without waiting
+        batch, more[0] = more[0], []
+        for i in batch:
+            pool.submit(ran.append, i)
+        return len(batch)
+
+    pool.refill = refill
+    pool.submit(ran.append, 0)
+    wait_until(lambda: len(ran) == 8, 10, message="the refilled tasks ran with no submit from outside")
+    assert sorted(ran) == list(range(8))
+    pool.shutdown()
+
+
+def test_shutdown_runs_what_was_submitted_then_ends_every_thread():
+    pool = FlexibleThreadPool(3, idle_timeout=60)
+    gate = threading.Event()
+    ran = []
+    for i in range(3):
+        pool.submit(gate.wait, 10)
+    for i in range(5):
+        pool.submit(ran.append, i)
+    wait_until(lambda: pool.thread_count == 3, 10)
+    gate.set()
+    pool.shutdown(wait=True)
+    assert sorted(ran) == list(range(5))
+    wait_until(lambda: pool.thread_count == 0, 10, message="every thread ended, sleeping ones included")
+    with pytest.raises(RuntimeError, match="shut down"):
+        pool.submit(ran.append, 99)
 
 
 def test_consumer_never_takes_more_than_it_can_start(qname):

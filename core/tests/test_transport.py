@@ -148,20 +148,12 @@ def test_abandoned_items_are_skipped_and_purge_drain():
     assert q.counts() == (0, 0, 0)
 
 
-def test_concurrent_producers_and_consumers_deliver_each_item_once():
-    q: LocalQueue[int] = LocalQueue("q", capacity=50, linger=0.0005)
-    n_producers, per = 4, 500
-    seen: list[int] = []
+def _run_producers_and_consumers(q: LocalQueue, produce, n_producers: int, expected: list) -> None:
+    """``produce(k)`` in ``n_producers`` threads while 3 threads take and settle: every expected item is
+    taken exactly once and nothing is left."""
+    seen: list = []
     seen_lock = threading.Lock()
     stop = threading.Event()
-
-    def produce(k: int) -> None:
-        items = list(range(k * per, (k + 1) * per))
-        while items:
-            n = q.offer(items[:7])
-            del items[:n]
-            if not n:
-                time.sleep(0.0005)
 
     def consume() -> None:
         while not stop.is_set():
@@ -176,12 +168,85 @@ def test_concurrent_producers_and_consumers_deliver_each_item_once():
         t.start()
     for t in producers:
         t.join(30)
-    assert wait_for(lambda: len(seen) >= n_producers * per, 30)
+    assert wait_for(lambda: len(seen) >= len(expected), 30)
     stop.set()
     for t in consumers:
         t.join(10)
-    assert sorted(seen) == list(range(n_producers * per))
+    assert sorted(seen) == sorted(expected)
     assert q.counts() == (0, 0, 0)
+
+
+def test_concurrent_producers_and_consumers_deliver_each_item_once():
+    q: LocalQueue[int] = LocalQueue("q", capacity=50, linger=0.0005)
+    n_producers, per = 4, 500
+
+    def produce(k: int) -> None:
+        items = list(range(k * per, (k + 1) * per))
+        while items:
+            n = q.offer(items[:7])
+            del items[:n]
+            if not n:
+                time.sleep(0.0005)
+
+    _run_producers_and_consumers(q, produce, n_producers, list(range(n_producers * per)))
+
+
+def test_unbounded_put_never_loses_a_wake_up_of_a_taker_entering_its_wait():
+    """The unbounded queue's put does not take the mutex (a taker counts itself waiting before its last
+    look): race a put against a taker that is just going to sleep, many times. A lost wake-up would leave
+    the taker asleep until its 30 s timeout."""
+    import sys
+    q: LocalQueue[int] = LocalQueue("q")
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: the put lands anywhere in the take
+    try:
+        for i in range(1000):
+            out: list = []
+            t = threading.Thread(target=lambda: out.append(q.take(5, 30.0)))
+            t.start()
+            q.offer([i])
+            t.join(5)
+            assert not t.is_alive(), f"round {i}: the taker missed the put"
+            assert bodies(out[0]) == [i]
+            q.settle([d.tag for d in out[0]])
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def test_unbounded_concurrent_producers_and_consumers_deliver_each_item_once():
+    """The unbounded put (no mutex) from 4 threads against 3 takers."""
+    q: LocalQueue[str] = LocalQueue("q", linger=0.0005)
+    n_producers, per = 4, 2000
+
+    def produce(k: int) -> None:
+        for j in range(per):
+            q.offer([f"{k}.{j}"])
+
+    _run_producers_and_consumers(q, produce, n_producers, [f"{k}.{j}" for k in range(n_producers) for j in range(per)])
+
+
+def test_a_publisher_far_ahead_of_its_consumer_yields_the_gil(monkeypatch):
+    """Once a consumer in this process took from the queue, a publisher adding while more than
+    YIELD_BACKLOG items wait sleeps(0) once per YIELD_EVERY items; never before anything was taken,
+    never below the backlog."""
+    import funboost.transport.local_queue as lq
+    from funboost.plugins.broker import OutgoingMessage
+    sleeps: list[float] = []
+    q: LocalQueue[OutgoingMessage] = LocalQueue("q")
+    monkeypatch.setattr(lq.time, "sleep", sleeps.append)
+    n = LocalQueue.YIELD_BACKLOG + 10 * LocalQueue.YIELD_EVERY
+    for i in range(n):
+        q.put([OutgoingMessage(body=i)])
+    assert sleeps == []  # nobody consumes: no reason to yield
+    q.take(1, 0)  # now a consumer takes from it
+    for i in range(10 * LocalQueue.YIELD_EVERY):
+        q.put([OutgoingMessage(body=i)])
+    assert sleeps == [0] * 10
+    q.purge()
+    sleeps.clear()
+    for i in range(LocalQueue.YIELD_BACKLOG):
+        q.put([OutgoingMessage(body=i)])
+    assert sleeps == []  # at or below the backlog threshold: no yield
 
 
 # ---------------------------------------------------------------------- PendingCall and the status codec

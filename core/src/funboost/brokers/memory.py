@@ -54,6 +54,7 @@ class MemoryBroker(Broker):
     kind = "memory"
     aliases = ("memory_queue", "local_python_queue")
     accepts_payload = True
+    fetch_is_local = True
     capabilities = Capabilities(
         at_least_once=False, persistent=False, native_requeue=True, dead_letter=True,
         native_delay=True, priority=True, ordering="priority", queue_size="exact",

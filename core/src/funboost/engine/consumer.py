@@ -24,7 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any, Optional
 
 from funboost.engine.controls import CronWindow, RateLimiter, filter_key
-from funboost.engine.executors import Executor, make_executor
+from funboost.engine.executors import Executor, FlexibleThreadPool, make_executor
 from funboost.engine.liveness import ticker
 from funboost.engine.metrics import MetricsRecorder
 from funboost.engine.runner import Runner, Task
@@ -352,6 +352,8 @@ class Consumer:
         self._start_thread(self._control_loop, "control")
         if self.broker.run_consumer(self):
             return
+        if self.broker.fetch_is_local and isinstance(self.executor, FlexibleThreadPool) and self.window is None:
+            self.executor.refill = self.refill
         self._start_thread(self._dispatch_loop, "dispatch")
 
     def _start_thread(self, target, name: str) -> None:
@@ -503,6 +505,33 @@ class Consumer:
                                       type(exc).__name__, exc, exc_info=True)
                     self._hand_back(d)
                     self._stop.wait(0.5)  # do not spin on a failing dependency
+
+    def refill(self) -> int:
+        """Called by a worker thread that ran out of tasks (brokers whose fetch is local, threads mode):
+        fetch what the pool has room for without waiting and submit it, as the dispatch loop would.
+        With a publisher busy in the same process the dispatch thread gets the GIL only now and then,
+        and each time it can hand over no more than the pool's free slots; a worker that refills
+        itself keeps running for its whole turn on the GIL. Anything but the plain case (paused, a
+        qps limit, delayed messages waiting, stopping) is left to the dispatch loop. Returns how many
+        messages it fetched."""
+        if self.paused or self.rate.qps or self._delayed or self._stop.is_set():
+            return 0
+        limit = self._fetch_limit()
+        if limit <= 0:
+            return 0
+        deliveries = self.broker.fetch(limit, 0.0)
+        for d in deliveries:
+            if self._stop.is_set() or self.paused:  # meanwhile: back to the broker (memory: native requeue)
+                self._hand_back(d)
+                self._released += self._stop.is_set()
+                continue
+            try:
+                self.handle_delivery(d)
+            except Exception as exc:  # e.g. the executor shut down meanwhile
+                self.logger.error("could not dispatch a message (%s: %s); handing it back to the broker",
+                                  type(exc).__name__, exc)
+                self._hand_back(d)
+        return len(deliveries)
 
     def handle_delivery(self, d: Delivery) -> None:
         """Decode and apply the controls; then submit the task to the executor."""

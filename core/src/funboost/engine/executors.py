@@ -120,6 +120,10 @@ class FlexibleThreadPool(Executor):
         # one per finished task
         self._lock = self._mutex
         self._shutdown = False
+        #: set by the consumer when the broker's fetch is local (never blocks): a thread that runs out of
+        #: tasks calls it to submit the next ones itself before it sleeps (see Consumer.refill)
+        self.refill: Optional[Callable[[], int]] = None
+        self._refilling = False  # one thread at a time refills
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._shutdown:
@@ -140,9 +144,17 @@ class FlexibleThreadPool(Executor):
         get = self._work.get
         lock = self._lock
         timeout = self._idle_timeout
+        get_nowait = self._work.get_nowait
         while True:
             try:
-                item = get(timeout=timeout)
+                if self.refill is not None and not self._refilling:
+                    try:
+                        item = get_nowait()
+                    except queue.Empty:
+                        self._refill()
+                        item = get(timeout=timeout)
+                else:
+                    item = get(timeout=timeout)
             except queue.Empty:
                 with lock:
                     if self._idle > 0:
@@ -164,6 +176,20 @@ class FlexibleThreadPool(Executor):
                 self._idle += 1
                 if self._waiters:  # only the dispatcher or a stop() ever waits
                     self._notify_if_wanted_locked()
+
+    def _refill(self) -> None:
+        """Out of tasks: let the consumer submit the next ones (what this thread submits is taken by it or
+        by another idle thread, as any submit)."""
+        with self._lock:
+            if self._refilling:
+                return
+            self._refilling = True
+        try:
+            self.refill()  # type: ignore[misc]
+        except Exception:
+            logger.exception("refilling the pool failed")
+        finally:
+            self._refilling = False
 
     def take_pending(self) -> list[Any]:
         taken: list[Any] = []

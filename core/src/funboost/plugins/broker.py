@@ -168,6 +168,9 @@ class Broker:
     # brokers whose client must keep polling to stay alive (Kafka group membership) set this: while
     # the executor is full the engine then calls fetch(0, 0.0) about once a second
     poll_while_busy: ClassVar[bool] = False
+    # in-process brokers whose ``fetch(n, 0.0)`` never blocks nor does I/O set this: the engine's worker
+    # threads that run out of tasks then fetch the next ones themselves (see Consumer.refill)
+    fetch_is_local: ClassVar[bool] = False
     # filled in by the registry: which distribution provides this kind
     distribution: ClassVar[str] = ""
     distribution_version: ClassVar[str] = ""
