@@ -313,6 +313,7 @@ class Consumer:
         self._stop = threading.Event()
         self._delayed: list[tuple[float, int, Delivery, Any]] = []  # emulated delay: (eta, seq, delivery, msg)
         self._delayed_lock = threading.Lock()
+        self._fetch_lock = threading.Lock()  # the dispatch loop's and refill's fetch + submit (see refill)
         self._threads: list[threading.Thread] = []
         self._live_consumers = 1
         self._released = 0  # messages handed back to the broker while stopping
@@ -481,30 +482,31 @@ class Consumer:
             timeout = 1.0
             if self._delayed:
                 timeout = max(0.0, min(timeout, self._delayed[0][0] - time.time()))
-            try:
-                deliveries = self.broker.fetch(limit, timeout)
-                backlog = len(deliveries) >= limit > 1
-                error_delay = 0.5
-            except Exception as exc:
-                self.logger.warning("fetch from %s failed: %s: %s (retrying in %.1fs)", self.broker.kind,
-                                    type(exc).__name__, exc, error_delay)
-                self._stop.wait(error_delay)
-                error_delay = min(error_delay * 2, 10)
-                continue
-            while deliveries and self.paused and not self._stop.is_set():
-                self._stop.wait(0.2)  # paused during the fetch: hold what arrived, run it on resume
-            for d in deliveries:
-                if self._stop.is_set() and self.caps.native_requeue:
-                    self.broker.requeue([d])
-                    self._released += 1
-                    continue
+            with self._fetch_lock:  # fetch and submit in one go: tasks reach the pool in fetch order
                 try:
-                    self.handle_delivery(d)
-                except Exception as exc:  # e.g. the state backend is down: never kill the dispatch thread
-                    self.logger.error("could not dispatch a message (%s: %s); handing it back to the broker",
-                                      type(exc).__name__, exc, exc_info=True)
-                    self._hand_back(d)
-                    self._stop.wait(0.5)  # do not spin on a failing dependency
+                    deliveries = self.broker.fetch(limit, timeout)
+                    backlog = len(deliveries) >= limit > 1
+                    error_delay = 0.5
+                except Exception as exc:
+                    self.logger.warning("fetch from %s failed: %s: %s (retrying in %.1fs)", self.broker.kind,
+                                        type(exc).__name__, exc, error_delay)
+                    self._stop.wait(error_delay)
+                    error_delay = min(error_delay * 2, 10)
+                    continue
+                while deliveries and self.paused and not self._stop.is_set():
+                    self._stop.wait(0.2)  # paused during the fetch: hold what arrived, run it on resume
+                for d in deliveries:
+                    if self._stop.is_set() and self.caps.native_requeue:
+                        self.broker.requeue([d])
+                        self._released += 1
+                        continue
+                    try:
+                        self.handle_delivery(d)
+                    except Exception as exc:  # e.g. the state backend is down: never kill the dispatch thread
+                        self.logger.error("could not dispatch a message (%s: %s); handing it back to the broker",
+                                          type(exc).__name__, exc, exc_info=True)
+                        self._hand_back(d)
+                        self._stop.wait(0.5)  # do not spin on a failing dependency
 
     def refill(self) -> int:
         """Called by a worker thread that ran out of tasks (brokers whose fetch is local, threads mode):
@@ -516,22 +518,29 @@ class Consumer:
         messages it fetched."""
         if self.paused or self.rate.qps or self._delayed or self._stop.is_set():
             return 0
-        limit = self._fetch_limit()
-        if limit <= 0:
+        # never waits for the lock: the dispatch thread holding it is fetching (or waiting for messages)
+        # itself; fetch and submit under it keep tasks in queue order (one thread: strict FIFO)
+        if not self._fetch_lock.acquire(blocking=False):
             return 0
-        deliveries = self.broker.fetch(limit, 0.0)
-        for d in deliveries:
-            if self._stop.is_set() or self.paused:  # meanwhile: back to the broker (memory: native requeue)
-                self._hand_back(d)
-                self._released += self._stop.is_set()
-                continue
-            try:
-                self.handle_delivery(d)
-            except Exception as exc:  # e.g. the executor shut down meanwhile
-                self.logger.error("could not dispatch a message (%s: %s); handing it back to the broker",
-                                  type(exc).__name__, exc)
-                self._hand_back(d)
-        return len(deliveries)
+        try:
+            limit = self._fetch_limit()
+            if limit <= 0:
+                return 0
+            deliveries = self.broker.fetch(limit, 0.0)
+            for d in deliveries:
+                if self._stop.is_set() or self.paused:  # meanwhile: back to the broker (memory: native requeue)
+                    self._hand_back(d)
+                    self._released += self._stop.is_set()
+                    continue
+                try:
+                    self.handle_delivery(d)
+                except Exception as exc:  # e.g. the executor shut down meanwhile
+                    self.logger.error("could not dispatch a message (%s: %s); handing it back to the broker",
+                                      type(exc).__name__, exc)
+                    self._hand_back(d)
+            return len(deliveries)
+        finally:
+            self._fetch_lock.release()
 
     def handle_delivery(self, d: Delivery) -> None:
         """Decode and apply the controls; then submit the task to the executor."""
