@@ -66,9 +66,9 @@ def test_sigkill_one_of_two_consumers_loses_nothing(redis_url, qname, kind):
     try:
         wait_until(lambda: r.scard(qname + ":done") >= 1000, 60, message="1000 done")
         victim = procs[0]
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.wait(10)
-        # what the victim held at its death (its in-flight is frozen until reclaim)
+        # frozen first, so that what it holds can be read before it dies: once it is dead the survivor
+        # reclaims its in-flight at its next pass, and a test process slower than that read too late
+        os.kill(victim.pid, signal.SIGSTOP)
         base = f"funboost:{{{qname}}}:"
         held: set[int] = set()
         for cid in r.smembers(base + "consumers"):
@@ -80,6 +80,8 @@ def test_sigkill_one_of_two_consumers_loses_nothing(redis_url, qname, kind):
                     pend = r.xpending_range(base + "stream", "funboost", "-", "+", 100000, cid)
                     bodies = [r.xrange(base + "stream", e["message_id"], e["message_id"])[0][1][b"b"] for e in pend]
                 held |= {json.loads(b)["i"] for b in bodies}
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(10)
         wait_until(lambda: r.scard(qname + ":done") == n, 90, interval=0.1, message=f"all {n} done")
         runs = {int(k): int(v) for k, v in r.hgetall(qname + ":runs").items()}
         dups = {i for i, c in runs.items() if c > 1}
