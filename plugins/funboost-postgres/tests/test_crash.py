@@ -4,7 +4,7 @@ import os
 import signal
 
 import pytest
-from funboost.testing.workers import ConsumerProcess, recording_publisher, stop_all
+from funboost.testing.workers import ConsumerProcess, assert_victim_lost_nothing, recording_publisher, stop_all
 
 from conftest import wait_for
 
@@ -29,14 +29,7 @@ def run_two_consumers_and_stop_one(tmp_path, queue_name, sig, options=None):
     finally:
         stop_all([victim, survivor])
         work.broker.close()
-    runs = victim.runs() + survivor.runs()
-    assert set(runs) == set(range(N)), f"lost: {sorted(set(range(N)) - set(runs))[:10]}"
-    twice = [i for i, n in runs.items() if n > 1]
-    # only what the victim held when it stopped can run twice: its running tasks (<= CONCURRENCY) and the
-    # finished ones whose ack was still in the engine's ack batcher (a 10 ms linger)
-    assert len(twice) <= 4 * CONCURRENCY, f"{len(twice)} tasks ran twice"
-    assert survivor.runs(), "the survivor ran nothing"
-    return runs
+    return assert_victim_lost_nothing(victim.runs(), survivor.runs(), N)
 
 
 def test_sigkill_one_of_two_consumers_loses_nothing(tmp_path, queue_name):

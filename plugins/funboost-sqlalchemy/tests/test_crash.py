@@ -1,6 +1,6 @@
 """SIGKILL of one of two consumer processes mid-run (N = 1,000) loses nothing, on each database."""
 import pytest
-from funboost.testing.workers import ConsumerProcess, recording_publisher, stop_all
+from funboost.testing.workers import ConsumerProcess, assert_victim_lost_nothing, recording_publisher, stop_all
 
 from conftest import options_for, wait_for
 
@@ -43,13 +43,5 @@ def test_sigkill_one_of_two_consumers_loses_nothing(db, tmp_path, queue_name, ve
     finally:
         stop_all([victim, survivor])
         work.broker.close()
-    victim_runs, survivor_runs = victim.runs(), survivor.runs()
-    runs = victim_runs + survivor_runs
-    assert set(runs) == set(range(N)), f"lost: {sorted(set(range(N)) - set(runs))[:10]}"
-    # at-least-once: a task runs twice only if the victim ran it and died before its ack was committed
-    # (how many depends on the ack latency under load: 36 in one CI run), never twice in the survivor
-    twice = [i for i, n in runs.items() if n > 1]
-    assert all(victim_runs[i] for i in twice), "a duplicate the victim never ran"
-    assert all(n == 1 for n in survivor_runs.values()), "the survivor ran a task twice"
-    assert len(twice) < N // 4, f"{len(twice)} tasks ran twice"
-    assert survivor.runs(), "the survivor ran nothing"
+    # (the duplicates are counted by the property, not bounded: one CI run of this test saw 36 > 4 x 8)
+    assert_victim_lost_nothing(victim.runs(), survivor.runs(), N)

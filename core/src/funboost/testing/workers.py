@@ -24,7 +24,8 @@ import time
 from collections import Counter
 from typing import Any, NoReturn, Optional, Sequence
 
-__all__ = ["ConsumerProcess", "read_runs", "recording_publisher", "stop_all", "marker_worker", "READY"]
+__all__ = ["ConsumerProcess", "read_runs", "recording_publisher", "stop_all", "marker_worker", "READY",
+           "assert_victim_lost_nothing"]
 
 READY = "consumer ready"
 
@@ -89,6 +90,21 @@ def read_runs(path: str) -> Counter:
     with open(path, "rb") as f:
         data = f.read()
     return Counter(int(line) for line in data.split(b"\n") if line.strip().isdigit())
+
+
+def assert_victim_lost_nothing(victim_runs: Counter, survivor_runs: Counter, n: int) -> Counter:
+    """The at-least-once property after one of two consumers was killed (or frozen) mid-run: every task
+    ``0..n-1`` ran; a task ran twice only if the victim ran it (it stopped before its ack was committed:
+    its running tasks and the finished ones still in the engine's ack batcher, however many the ack latency
+    under load left), and never twice in the survivor. Returns the runs of both."""
+    runs = victim_runs + survivor_runs
+    assert set(runs) == set(range(n)), f"lost: {sorted(set(range(n)) - set(runs))[:10]}"
+    twice = [i for i, c in runs.items() if c > 1]
+    assert all(victim_runs[i] for i in twice), "a duplicate the victim never ran"
+    assert all(c == 1 for c in survivor_runs.values()), "the survivor ran a task twice"
+    assert len(twice) < n // 4, f"{len(twice)} tasks ran twice"
+    assert survivor_runs, "the survivor ran nothing"
+    return runs
 
 
 def stop_all(procs: Sequence[Optional[ConsumerProcess]]) -> None:
