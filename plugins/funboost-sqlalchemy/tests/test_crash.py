@@ -28,10 +28,14 @@ def test_sigkill_one_of_two_consumers_loses_nothing(db, tmp_path, queue_name, ve
         published = 0
 
         def both_running() -> bool:
+            # 20 per poll of this predicate (every 20 ms): faster than one consumer runs them (8 threads x
+            # 10 ms), so a backlog forms and the idle one finds it at its next poll (its backoff ends at
+            # poll_max, 0.5 s). At 10 per poll up to N // 2 the busy one kept up alone and took all of them
+            # (CI, once: "both consumers ran a task" timed out)
             nonlocal published
-            if published < N // 2:
-                work.push_many(range(published, published + 10))
-                published += 10
+            if published < N - 100:
+                work.push_many(range(published, published + 20))
+                published += 20
             return victim.done() > 0 and survivor.done() > 0
 
         wait_for(both_running, timeout=120, what="both consumers ran a task")
