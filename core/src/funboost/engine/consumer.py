@@ -21,7 +21,7 @@ import os
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 from funboost.engine.controls import CronWindow, RateLimiter, filter_key
 from funboost.engine.executors import Executor, FlexibleThreadPool, make_executor
@@ -495,18 +495,7 @@ class Consumer:
                     continue
                 while deliveries and self.paused and not self._stop.is_set():
                     self._stop.wait(0.2)  # paused during the fetch: hold what arrived, run it on resume
-                for d in deliveries:
-                    if self._stop.is_set() and self.caps.native_requeue:
-                        self.broker.requeue([d])
-                        self._released += 1
-                        continue
-                    try:
-                        self.handle_delivery(d)
-                    except Exception as exc:  # e.g. the state backend is down: never kill the dispatch thread
-                        self.logger.error("could not dispatch a message (%s: %s); handing it back to the broker",
-                                          type(exc).__name__, exc, exc_info=True)
-                        self._hand_back(d)
-                        self._stop.wait(0.5)  # do not spin on a failing dependency
+                self._dispatch(deliveries, by_worker=False)
 
     def refill(self) -> int:
         """Called by a worker thread that ran out of tasks (brokers whose fetch is local, threads mode):
@@ -514,9 +503,9 @@ class Consumer:
         With a publisher busy in the same process the dispatch thread gets the GIL only now and then,
         and each time it can hand over no more than the pool's free slots; a worker that refills
         itself keeps running for its whole turn on the GIL. Anything but the plain case (paused, a
-        qps limit, delayed messages waiting, stopping) is left to the dispatch loop. Returns how many
-        messages it fetched."""
-        if self.paused or self.rate.qps or self._delayed or self._stop.is_set():
+        qps limit, delayed messages waiting, stopping, a broker that cannot take a message back) is
+        left to the dispatch loop. Returns how many messages it fetched."""
+        if self.paused or self.rate.qps or self._delayed or self._stop.is_set() or not self.caps.native_requeue:
             return 0
         # never waits for the lock: the dispatch thread holding it is fetching (or waiting for messages)
         # itself; fetch and submit under it keep tasks in queue order (one thread: strict FIFO)
@@ -527,20 +516,32 @@ class Consumer:
             if limit <= 0:
                 return 0
             deliveries = self.broker.fetch(limit, 0.0)
-            for d in deliveries:
-                if self._stop.is_set() or self.paused:  # meanwhile: back to the broker (memory: native requeue)
-                    self._hand_back(d)
-                    self._released += self._stop.is_set()
-                    continue
-                try:
-                    self.handle_delivery(d)
-                except Exception as exc:  # e.g. the executor shut down meanwhile
-                    self.logger.error("could not dispatch a message (%s: %s); handing it back to the broker",
-                                      type(exc).__name__, exc)
-                    self._hand_back(d)
+            self._dispatch(deliveries, by_worker=True)
             return len(deliveries)
         finally:
             self._fetch_lock.release()
+
+    def _dispatch(self, deliveries: List[Delivery], *, by_worker: bool) -> None:
+        """What the dispatch loop and refill do with a fetch's messages: hand each to handle_delivery.
+        One fetched as the consumer stops goes back to a broker that takes messages back (any other
+        broker: it runs, rather than waiting unacked for a redelivery); one a worker fetched while the
+        consumer was paused goes back too (the dispatch loop holds its fetch until resume instead). A
+        message that cannot be dispatched is handed back, and the dispatch loop pauses briefly so that
+        a failing dependency is not hammered; a worker just returns to its tasks."""
+        for d in deliveries:
+            stopping = self._stop.is_set()
+            if (stopping or (by_worker and self.paused)) and self.caps.native_requeue:
+                self._hand_back(d)
+                self._released += stopping
+                continue
+            try:
+                self.handle_delivery(d)
+            except Exception as exc:  # e.g. the state backend is down: never kill the dispatching thread
+                self.logger.error("could not dispatch a message (%s: %s); handing it back to the broker",
+                                  type(exc).__name__, exc, exc_info=True)
+                self._hand_back(d)
+                if not by_worker:
+                    self._stop.wait(0.5)
 
     def handle_delivery(self, d: Delivery) -> None:
         """Decode and apply the controls; then submit the task to the executor."""
