@@ -40,7 +40,7 @@ _pack = _HEADER.pack
 _REFUSED = {p.NOT_FOUND, p.BACKPRESSURE}  # another consumer may take it
 #: frames up to this size leave in one write (header and payload copied together)
 _ONE_WRITE_MAX = 64 * 1024
-_READ_SIZE = 256 * 1024
+_READ_SIZE = p.READ_SIZE
 
 
 class _Waiter:

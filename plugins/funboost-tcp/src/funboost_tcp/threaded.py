@@ -50,7 +50,6 @@ __all__ = ["ThreadedListener", "IDLE_PARK"]
 _HEADER_SIZE = p.HEADER_SIZE
 _unpack_from = p.HEADER.unpack_from
 _CALL = p.CALL
-_READ_SIZE = 256 * 1024
 _DISCARD_CHUNK = 64 * 1024
 #: seconds a reader waits in ``recv`` on an idle connection before handing it to the watcher
 IDLE_PARK = 2.0
@@ -246,7 +245,7 @@ class ThreadedListener:
                 n = len(data)
                 if n < _HEADER_SIZE:
                     try:
-                        chunk = recv(_READ_SIZE)
+                        chunk = recv(p.READ_SIZE)
                     except (BlockingIOError, InterruptedError):  # SO_RCVTIMEO: idle, park the connection
                         if self._park(conn, data):
                             return
@@ -323,7 +322,7 @@ class ThreadedListener:
         chunks, have, recv = [data], len(data), conn.sock.recv
         while have < end:
             try:
-                chunk = recv(max(_READ_SIZE, end - have))
+                chunk = recv(max(p.READ_SIZE, end - have))
             except (BlockingIOError, InterruptedError):  # SO_RCVTIMEO: a frame sent slowly, keep waiting
                 if self._stopped:
                     raise _Closed from None
