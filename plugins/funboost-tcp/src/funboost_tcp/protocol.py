@@ -43,7 +43,7 @@ ERROR_CODES = (UNAUTHENTICATED, BAD_REQUEST, NOT_FOUND, BACKPRESSURE, DEADLINE_E
 #: bytes asked of one ``recv`` by the blocking readers (client and threaded server). ``recv(n)`` allocates
 #: n bytes before it reads; above glibc's mmap threshold (128 KiB) that is a fresh mapping per read, shrunk
 #: and unmapped again (mmap, mremap, munmap and a page fault around every reply: ~25 us of system time per
-#: sequential call, measured). 64 KiB comes from the heap. A frame known to be larger is read in one call.
+#: sequential call, measured). 64 KiB comes from the heap. The server reads the rest of a longer frame in one call.
 READ_SIZE = 64 * 1024
 
 
