@@ -70,11 +70,13 @@ def _plugin(name: str, extra: str = "") -> list[str]:
 
 
 VENVS: dict[str, list[str]] = {
-    # this checkout: core and the plugins whose benches run here (funboost-redis brings hiredis);
-    # matplotlib for the plots of scale_bench.py
+    # this checkout: core and every broker plugin with a bench (funboost-redis brings hiredis), which bring
+    # the raw clients and frameworks they are compared with; matplotlib for the plots of scale_bench.py
     "ours": ["-e", os.path.join(ROOT, "core"), *_plugin("sqlite"), *_plugin("redis", "[hiredis]"),
              *_plugin("rabbitmq"), *_plugin("kafka"), *_plugin("celery"), *_plugin("dramatiq"), *_plugin("huey"),
-             *_plugin("rq"), "matplotlib>=3.7"],
+             *_plugin("rq"), *_plugin("tcp"), *_plugin("http"), *_plugin("grpc"), *_plugin("nats"), *_plugin("mqtt"),
+             *_plugin("postgres"), *_plugin("sqlalchemy", "[mysql,postgresql]"), *_plugin("nameko"),
+             *_plugin("mysql-cdc"), "matplotlib>=3.7"],
     # the original funboost, as a user moving from it has it: its own dependencies bring redis-py,
     # amqpstorm and persist-queue; its KAFKA kind needs kafka-python, which it does not declare
     "orig": ["funboost==55.0", "kafka-python>=2.0"],
@@ -82,8 +84,9 @@ VENVS: dict[str, list[str]] = {
 # checked after installing: the original imports its broker clients lazily, so a missing one shows only here
 VENV_CHECKS: dict[str, str] = {
     "ours": "import funboost, funboost_sqlite, funboost_redis, funboost_rabbitmq, funboost_kafka, "
-            "funboost_celery, funboost_dramatiq, funboost_huey, funboost_rq, pika, kafka, redis, celery, dramatiq, "
-            "huey, rq, matplotlib",
+            "funboost_celery, funboost_dramatiq, funboost_huey, funboost_rq, funboost_tcp, funboost_http, "
+            "funboost_grpc, funboost_nats, funboost_mqtt, funboost_postgres, funboost_sqlalchemy, funboost_nameko, "
+            "funboost_mysql_cdc, pika, kafka, redis, celery, dramatiq, huey, rq, matplotlib",
     "orig": "import importlib.metadata as m; assert m.version('funboost') == '55.0', m.version('funboost'); "
             "import redis, amqpstorm, kafka, persistqueue",
 }
@@ -173,13 +176,19 @@ class Part:
 
 @dataclass
 class Row:
-    """A line of the table: figure ``ours`` against figure ``anchor`` (ids ``side:figure``)."""
+    """A line of the table: figure ``ours`` against figure ``anchor`` (ids ``side:figure``).
+
+    ``target``: the ratio ours / anchor must be at least this (at most, with ``lower_is_better``: latencies).
+    ``anchor`` may be empty for a figure with an absolute target only (``abs_target``, in ``unit``)."""
     label: str
     ours: str
     anchor: str
     anchor_label: str
     target: Optional[float] = None
     note: str = ""
+    unit: str = "msg/s"
+    lower_is_better: bool = False
+    abs_target: Optional[float] = None
 
 
 @dataclass
@@ -390,7 +399,8 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
     for suite in S:  # --quick leaves out context-only sides; a row needs both of its sides
         suite.parts = [p for p in suite.parts if not (quick and p.full_only)]
         sides = {p.side for p in suite.parts}
-        suite.rows = [r for r in suite.rows if r.ours.split(":")[0] in sides and r.anchor.split(":")[0] in sides]
+        suite.rows = [r for r in suite.rows
+                      if r.ours.split(":")[0] in sides and (not r.anchor or r.anchor.split(":")[0] in sides)]
     return S
 
 
@@ -545,14 +555,23 @@ class RowResult:
     target: Optional[float]
     note: str = ""
     skipped: str = ""
+    unit: str = "msg/s"
+    lower_is_better: bool = False
+    abs_target: Optional[float] = None
 
     @property
     def verdict(self) -> str:
+        if self.abs_target is not None:
+            if self.ours.median is None:
+                return "not measured"
+            ok = (self.ours.median <= self.abs_target) if self.lower_is_better else self.ours.median >= self.abs_target
+            return "met" if ok else "NOT met"
         if self.target is None:
             return ""
         if self.ratio is None:
             return "not measured"
-        return "met" if self.ratio >= self.target else "NOT met"
+        ok = self.ratio <= self.target if self.lower_is_better else self.ratio >= self.target
+        return "met" if ok else "NOT met"
 
 
 def aggregate(suite_name: str, rows: Sequence[Row], samples: dict[str, list], skipped: str = "") -> list[RowResult]:
@@ -560,24 +579,31 @@ def aggregate(suite_name: str, rows: Sequence[Row], samples: dict[str, list], sk
     out = []
     for row in rows:
         a = samples.get(row.ours, [])
-        b = samples.get(row.anchor, [])
+        b = samples.get(row.anchor, []) if row.anchor else []
         ratios = [x[0] / y[0] for x, y in zip(a, b) if x and y and x[0] is not None and y[0]]
         out.append(RowResult(
             suite_name, row.label, row.anchor_label,
             stat([x[0] for x in a if x], [x[1] for x in a if x]),
             stat([y[0] for y in b if y], [y[1] for y in b if y]),
             statistics.median(ratios) if ratios else None, min(ratios) if ratios else None,
-            max(ratios) if ratios else None, row.target, row.note, skipped))
+            max(ratios) if ratios else None, row.target, row.note, skipped, row.unit, row.lower_is_better,
+            row.abs_target))
     return out
 
 
-def fmt_value(s: Stat) -> str:
+def fmt_number(v: float) -> str:
+    digits = 0 if abs(v) >= 100 else 1 if abs(v) >= 10 else 2 if abs(v) >= 0.1 else 3
+    return f"{v:,.{digits}f}"
+
+
+def fmt_value(s: Stat, unit: str = "msg/s") -> str:
+    """The median with its spread; the unit is written out when it is not msg/s (the table's default)."""
     if s.median is None:
         return "–"
-    digits = 0 if s.median >= 100 else 1 if s.median >= 10 else 2
+    text = fmt_number(s.median) + ("" if unit == "msg/s" else f" {unit}")
     if s.n < 2:
-        return f"{s.median:,.{digits}f}"
-    return f"{s.median:,.{digits}f} ±{s.spread_pct:.0f} %"
+        return text
+    return f"{text} ±{s.spread_pct:.0f} %"
 
 
 def fmt_rss(s: Stat) -> str:
@@ -595,12 +621,15 @@ def fmt_ratio(r: RowResult) -> str:
 def fmt_target(r: RowResult) -> str:
     if r.skipped:
         return "skipped"
+    sign = "≤" if r.lower_is_better else "≥"
+    if r.abs_target is not None:
+        return f"{sign} {fmt_number(r.abs_target)} {r.unit}: {r.verdict}" + (f"; {r.note}" if r.note else "")
     if r.target is None:
         return r.note
-    return f"≥ {r.target:g}×: {r.verdict}" + (f"; {r.note}" if r.note else "")
+    return f"{sign} {r.target:g}×: {r.verdict}" + (f"; {r.note}" if r.note else "")
 
 
-HEADER = ("suite", "funboost figure", "msg/s", "RSS MB", "anchor", "msg/s", "RSS MB", "ratio (rounds' range)",
+HEADER = ("suite", "funboost figure", "figure", "RSS MB", "anchor", "figure", "RSS MB", "ratio (rounds' range)",
           "target")
 
 
@@ -609,9 +638,11 @@ def format_markdown(results: Sequence[RowResult], meta: dict[str, Any]) -> str:
     lines = [f"Generated by `{meta.get('command', 'python bench/run_all.py')}` on {meta.get('date', '?')}: "
              f"{meta.get('rounds', '?')} alternating rounds, N = {meta.get('n', '?')}; "
              f"{meta.get('machine', '')}.",
-             "Figures are medians over the rounds, ± half the range seen (as % of the median); the ratio is the "
-             "median of the per-round ratios, with the lowest and highest round in brackets. Peak RSS is that "
-             "of the whole part's process. The machine is shared and noisy: trust ratios more than rates.",
+             "Figures are medians over the rounds, ± half the range seen (as % of the median), in msg/s unless "
+             "a unit is written; the ratio is the median of the per-round ratios (funboost / anchor), with the "
+             "lowest and highest round in brackets: for latencies (ms) lower is better, and the target is a "
+             "ceiling (≤). Peak RSS is that of the whole part's process. The machine is shared and noisy: "
+             "trust ratios more than rates.",
              "",
              "| " + " | ".join(HEADER) + " |",
              "|" + "|".join(["---", "---", "---:", "---:", "---", "---:", "---:", "---:", "---"]) + "|"]
@@ -619,14 +650,15 @@ def format_markdown(results: Sequence[RowResult], meta: dict[str, Any]) -> str:
         if r.skipped:
             lines.append(f"| {r.suite} | {r.label} | – | – | {r.anchor_label} | – | – | – | skipped: {r.skipped} |")
             continue
-        lines.append(f"| {r.suite} | {r.label} | {fmt_value(r.ours)} | {fmt_rss(r.ours)} | {r.anchor_label} | "
-                     f"{fmt_value(r.anchor)} | {fmt_rss(r.anchor)} | {fmt_ratio(r)} | {fmt_target(r)} |")
+        lines.append(f"| {r.suite} | {r.label} | {fmt_value(r.ours, r.unit)} | {fmt_rss(r.ours)} | "
+                     f"{r.anchor_label or '–'} | {fmt_value(r.anchor, r.unit)} | {fmt_rss(r.anchor)} | {fmt_ratio(r)} | "
+                     f"{fmt_target(r)} |")
     return "\n".join(lines)
 
 
 def format_terminal(results: Sequence[RowResult]) -> str:
-    rows = [HEADER] + [(r.suite, r.label, fmt_value(r.ours), fmt_rss(r.ours), r.anchor_label, fmt_value(r.anchor),
-                        fmt_rss(r.anchor), fmt_ratio(r), fmt_target(r)) for r in results]
+    rows = [HEADER] + [(r.suite, r.label, fmt_value(r.ours, r.unit), fmt_rss(r.ours), r.anchor_label or "–",
+                        fmt_value(r.anchor, r.unit), fmt_rss(r.anchor), fmt_ratio(r), fmt_target(r)) for r in results]
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(HEADER))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 

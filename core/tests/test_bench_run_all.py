@@ -123,3 +123,20 @@ def test_scale_markdown_on_made_up_figures() -> None:
     assert "| redis_ack_able | 950 ±5 % | 1,900 ±5 % | 2.00× (2.00, 2.00): met |" in md
     assert "| sqlite | publisher after 50 pushes | 40 | 40 | 0.0 bytes | 100 push/s |" in md
     assert "Skipped: kafka (no Kafka)." in md
+
+
+def test_latency_rows_are_ceilings_and_absolute_targets_need_no_anchor(ra) -> None:
+    rows = [ra.Row("p50", "tcp:p50", "raw:p50", "raw p50", target=1.2, unit="ms", lower_is_better=True),
+            ra.Row("push", "tcp:push", "", "", abs_target=50000.0)]
+    samples = {"tcp:p50": [(0.11, None), (0.13, None)], "raw:p50": [(0.1, None), (0.1, None)],
+               "tcp:push": [(60000.0, None), (40000.0, None), (70000.0, None)]}
+    p50, push = ra.aggregate("transports", rows, samples)
+    assert p50.ratio == pytest.approx(1.2) and p50.verdict == "met"  # median of 1.1 and 1.3
+    assert ra.fmt_target(p50) == "≤ 1.2×: met"
+    assert ra.fmt_value(p50.ours, "ms") == "0.12 ms ±8 %"
+    assert push.ratio is None and push.ours.median == 60000.0 and push.verdict == "met"
+    assert ra.fmt_target(push) == "≥ 50,000 msg/s: met"
+    slower = ra.aggregate("transports", rows[:1], {"tcp:p50": [(0.2, None)], "raw:p50": [(0.1, None)]})[0]
+    assert slower.verdict == "NOT met"
+    line = [ln for ln in ra.format_markdown([p50, push], {}).splitlines() if "| push |" in ln][0]
+    assert line == "| transports | push | 60,000 ±25 % | – | – | – | – | – | ≥ 50,000 msg/s: met |"
