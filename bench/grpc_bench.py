@@ -17,6 +17,7 @@ usage: python bench/grpc_bench.py [--n 2000] [--threads 8] [--rounds 5]
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import socket
@@ -54,6 +55,7 @@ def raw_server(port: int) -> None:
     server.wait_for_termination(600)
 
 
+@functools.lru_cache(maxsize=None)  # one booster per queue and process: callers of several sides share it
 def make_booster(port: int, queue: str = ""):
     from funboost import BoosterParams, boost
 
@@ -128,6 +130,43 @@ def throughput(call, n: int, threads: int, server_pid: int = 0) -> float:
 CPU: list = [(0.0, 0.0)]  # (client, server) CPU microseconds per call of the last throughput run
 
 
+def measure_calls(call, n: int, threads: int, server_pid: int = 0) -> dict:
+    """One measurement of a call side (shared by the transport benches): p50 / p99 in ms of ``n`` sequential
+    calls, calls/s of ``2n`` calls from ``threads`` threads, CPU per call (µs) of client and server then."""
+    p50, p99 = latency(call, n)
+    calls = throughput(call, n * 2, threads, server_pid)
+    client_cpu, server_cpu = CPU[0]
+    return {"p50": p50, "p99": p99, "calls": calls, "client_cpu_us": client_cpu, "server_cpu_us": server_cpu}
+
+
+def caller(side: str, port: int, queue: str):
+    """``call(i)`` -> ``add(i, 1)``: side "raw" (grpcio unary call), "funboost" (``sync_call``) or "push"."""
+    if side == "raw":
+        import grpc
+        ch = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = ch.unary_unary("/bench.Raw/Add", _registered_method=True)  # as generated stubs do
+        return lambda i: json.loads(stub(json.dumps({"x": i, "y": 1}).encode(), timeout=10))["result"]
+    add = make_booster(port, queue)  # publisher side only: it does not consume
+    if side == "push":
+        return lambda i: add.push(i, 1)
+    return lambda i: add.sync_call(i, 1, timeout=10)
+
+
+def part_calls(side: str, n: int, threads: int) -> dict:
+    """For run_all.py: side "raw" or "funboost" measured once in this process (:func:`measure_calls`),
+    against a server process of its own."""
+    import logging
+    logging.disable(logging.INFO)
+    port = free_port()
+    proc = start("raw" if side == "raw" else "funboost", port, QUEUE)
+    try:
+        call = caller(side, port, QUEUE)
+        assert call(1) == 2, side
+        return measure_calls(call, n, threads, proc.pid)
+    finally:
+        proc.kill()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
@@ -143,7 +182,6 @@ def main() -> None:
         (raw_server if a.serve == "raw" else funboost_server)(a.port)
         return
 
-    import grpc
     import logging
     import statistics
     logging.disable(logging.INFO)
@@ -155,25 +193,15 @@ def main() -> None:
     # neighbour hits the sides of one round alike.
     raw_port, fb_port = free_port(), free_port()
     raw_proc, fb_proc = start("raw", raw_port), start("funboost", fb_port, QUEUE)
-    ch = grpc.insecure_channel(f"127.0.0.1:{raw_port}")
     try:
-        stub = ch.unary_unary("/bench.Raw/Add", _registered_method=True)  # as generated stubs do
-
-        def raw_call(i: int):
-            return json.loads(stub(json.dumps({"x": i, "y": 1}).encode(), timeout=10))["result"]
-
-        add = make_booster(fb_port, QUEUE)  # publisher side only: it does not consume
-
-        def fb_call(i: int):
-            return add.sync_call(i, 1, timeout=10)
-
-        def push_call(i: int):
-            add.push(i, 1)
+        raw_call, fb_call, push_call = (caller(side, port, QUEUE) for side, port in
+                                        (("raw", raw_port), ("funboost", fb_port), ("push", fb_port)))
+        pusher = make_booster(fb_port, QUEUE)
 
         def drained() -> None:  # pushed tasks still running on the consumer would slow the next measure
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                size = add.broker.queue_size()
+                size = pusher.broker.queue_size()
                 if not size.ready and not size.in_flight:
                     return
                 time.sleep(0.05)
@@ -183,13 +211,11 @@ def main() -> None:
                  (names[2], push_call, fb_proc.pid)]
         for rnd in range(a.rounds):
             for name, call, pid in (sides if rnd % 2 == 0 else sides[::-1]):
-                p50, p99 = latency(call, a.n)
-                tput = throughput(call, a.n * 2, a.threads, pid)
-                runs[name].append((p50, p99, tput) + CPU[0])
+                m = measure_calls(call, a.n, a.threads, pid)
+                runs[name].append((m["p50"], m["p99"], m["calls"], m["client_cpu_us"], m["server_cpu_us"]))
                 if call is push_call:
                     drained()
     finally:
-        ch.close()
         raw_proc.kill()
         fb_proc.kill()
 

@@ -24,6 +24,7 @@ usage: python bench/http_bench.py [--n 2000] [--threads 8] [--rounds 5]
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -34,7 +35,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import grpc_bench  # noqa: E402  (its measuring helpers and CPU record)
-from grpc_bench import free_port, latency, throughput  # noqa: E402
+from grpc_bench import free_port, measure_calls  # noqa: E402
 
 QUEUE = f"bench_http_{uuid.uuid4().hex[:8]}"
 
@@ -74,6 +75,7 @@ def raw_server(port: int) -> None:
     server.run()
 
 
+@functools.lru_cache(maxsize=None)  # one booster per queue and process: callers of several sides share it
 def make_booster(kind: str, port: int, queue: str):
     from funboost import BoosterParams, boost
 
@@ -104,6 +106,46 @@ def start(kind: str, port: int) -> subprocess.Popen:
     return p
 
 
+SIDES = {"raw": "raw uvicorn + urllib3", "raw_thread": "raw uvicorn, function in a thread",
+         "HTTP": "funboost http sync_call", "push": "funboost http push (fire-and-forget)"}
+
+
+def caller(side: str, port: int):
+    """``call(i)`` -> ``add(i, 1)`` for ``side`` (a key of SIDES) against the server on ``port``."""
+    if side.startswith("raw"):
+        import urllib3
+        from funboost_http.client import OneWriteConnection
+        pool = urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=32, block=False, retries=False)
+        pool.ConnectionCls = OneWriteConnection  # the same client as the http kind's: head + body in one write
+        path = "/add_thread" if side == "raw_thread" else "/add"
+        headers = {"content-type": "application/json"}
+
+        def raw_call(i: int):
+            r = pool.urlopen("POST", path, body=json.dumps({"x": i, "y": 1}).encode(), headers=headers,
+                             retries=False, timeout=10)
+            return json.loads(r.data)["result"]
+        return raw_call
+    add = make_booster("HTTP", port, QUEUE)  # publisher side only
+    if side == "push":
+        return lambda i: add.push(i, 1)
+    return lambda i: add.sync_call(i, 1, timeout=10)
+
+
+def part_calls(side: str, n: int, threads: int) -> dict:
+    """For run_all.py: side "raw", "raw_thread" or "HTTP" measured once in this process
+    (grpc_bench.measure_calls), against a server process of its own."""
+    import logging
+    logging.disable(logging.INFO)
+    port = free_port()
+    proc = start("raw" if side.startswith("raw") else "HTTP", port)
+    try:
+        call = caller(side, port)
+        assert call(1) == 2, side
+        return measure_calls(call, n, threads, proc.pid)
+    finally:
+        proc.kill()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
@@ -121,8 +163,6 @@ def main() -> None:
         return
 
     import logging
-
-    import urllib3
     logging.disable(logging.INFO)
     import importlib.util
     with_grpc = importlib.util.find_spec("funboost_grpc") is not None
@@ -132,40 +172,16 @@ def main() -> None:
     if with_grpc:
         procs["grpc"] = start("GRPC", grpc_port)
     try:
-        from funboost_http.client import OneWriteConnection
-        pool = urllib3.HTTPConnectionPool("127.0.0.1", raw_port, maxsize=32, block=False, retries=False)
-        pool.ConnectionCls = OneWriteConnection  # the same client as the http kind's: head + body in one write
-        headers = {"content-type": "application/json"}
-
-        def raw_call(i: int):
-            r = pool.urlopen("POST", "/add", body=json.dumps({"x": i, "y": 1}).encode(), headers=headers,
-                             retries=False, timeout=10)
-            return json.loads(r.data)["result"]
-
-        def raw_thread_call(i: int):
-            r = pool.urlopen("POST", "/add_thread", body=json.dumps({"x": i, "y": 1}).encode(), headers=headers,
-                             retries=False, timeout=10)
-            return json.loads(r.data)["result"]
-
-        add = make_booster("HTTP", http_port, QUEUE)  # publisher side only
-
-        def http_call(i: int):
-            return add.sync_call(i, 1, timeout=10)
-
-        def push_call(i: int):
-            add.push(i, 1)
-
-        sides = [("raw uvicorn + urllib3", raw_call, procs["raw"].pid),
-                 ("raw uvicorn, function in a thread", raw_thread_call, procs["raw"].pid),
-                 ("funboost http sync_call", http_call, procs["http"].pid),
-                 ("funboost http push (fire-and-forget)", push_call, procs["http"].pid)]
+        sides = [(SIDES[k], caller(k, raw_port if k.startswith("raw") else http_port),
+                  procs["raw" if k.startswith("raw") else "http"].pid) for k in SIDES]
+        push_call = sides[-1][1]
+        add = make_booster("HTTP", http_port, QUEUE)
         if with_grpc:
             gadd = make_booster("GRPC", grpc_port, QUEUE)
 
             def grpc_call(i: int):
                 return gadd.sync_call(i, 1, timeout=10)
             sides.append(("funboost grpc sync_call", grpc_call, procs["grpc"].pid))
-            assert grpc_call(1) == 2
 
         def drained() -> None:
             deadline = time.monotonic() + 60
@@ -175,13 +191,14 @@ def main() -> None:
                     return
                 time.sleep(0.05)
 
-        assert raw_call(1) == 2 and raw_thread_call(1) == 2 and http_call(1) == 2
+        for name, call, _ in sides:
+            if call is not push_call:
+                assert call(1) == 2, name
         runs: dict[str, list] = {name: [] for name, _, _ in sides}
         for rnd in range(a.rounds):
             for name, call, pid in (sides if rnd % 2 == 0 else sides[::-1]):
-                p50, p99 = latency(call, a.n)
-                tput = throughput(call, a.n * 2, a.threads, pid)
-                runs[name].append((p50, p99, tput) + grpc_bench.CPU[0])
+                m = measure_calls(call, a.n, a.threads, pid)
+                runs[name].append((m["p50"], m["p99"], m["calls"], m["client_cpu_us"], m["server_cpu_us"]))
                 if call is push_call:
                     drained()
     finally:

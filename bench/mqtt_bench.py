@@ -1,8 +1,11 @@
 """MQTT benchmark: funboost-mqtt beside raw paho-mqtt 2 doing the same work at QoS 1.
 
     python bench/mqtt_bench.py [--n 5000] [--n-e2e 1000] [--repeat 2]
+    python bench/_call.py mqtt_bench part_fb_publish '[5000]'   # one side, as run_all.py runs it
 
-Parts (each in a fresh child process, peak RSS beside it):
+Parts (each in a fresh child process, peak RSS beside it): the ``part_*`` functions, each measuring one side
+once on a topic of its own and returning ``{"rate": msg/s, ...}``; every session they open is ended
+(session expiry 0) before they return.
 
 * publish: N QoS 1 publishes, waiting for every PUBACK, while a raw subscriber of the shared group runs
   in another process (so the PUBACK is not "no matching subscribers").
@@ -19,12 +22,15 @@ Needs an MQTT 5 broker with shared subscriptions at FUNBOOST_MQTT_HOST:FUNBOOST_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
 import uuid
+from typing import Any, Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import Samples, emit, finish_child, machine_info, ratio, run_part, verdict  # noqa: E402
@@ -35,7 +41,7 @@ BODY = json.dumps({"x": 1, "extra": {"task_id": "t" * 32, "publish_time": 1.0}})
 GROUP = "funboost"  # the MQTT kind's default shared group
 
 
-def _client(client_id: str, manual_ack: bool = False, session_expiry: int = 0, receive_maximum: int = 0):
+def _client(client_id: str, manual_ack: bool = False, session_expiry: int = 0, receive_maximum: int = 0) -> Any:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.packettypes import PacketTypes
@@ -53,6 +59,16 @@ def _client(client_id: str, manual_ack: bool = False, session_expiry: int = 0, r
     return c
 
 
+def _end(c: Any) -> None:
+    """Disconnect and drop the session on the broker (a persistent one would otherwise outlive the part)."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    props = Properties(PacketTypes.DISCONNECT)
+    props.SessionExpiryInterval = 0
+    c.disconnect(properties=props)
+    c.loop_stop()
+
+
 SINK = """
 import sys, threading
 sys.path.insert(0, %r)
@@ -68,44 +84,51 @@ sys.stdin.read()
 """ % os.path.dirname(os.path.abspath(__file__))
 
 
-def _sink(topic: str):
+@contextlib.contextmanager
+def _sink(topic: str) -> Iterator[None]:
     """A live subscriber of the shared group in its own process (QoS 1, acknowledged on receipt), so
     that the broker routes and acknowledges every publish the same way in both parts."""
-    import subprocess
     p = subprocess.Popen([sys.executable, "-c", SINK, topic], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          text=True)
-    assert p.stdout.readline().strip() == "ready"
-    return p
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready", "the sink did not subscribe"
+        yield
+    finally:
+        p.kill()  # its session has expiry 0: nothing stays on the broker
+        p.wait()
 
 
-def part_raw_publish(n: int) -> None:
-    topic = f"funboost/bench_{uuid.uuid4().hex[:8]}"
-    sink = _sink(topic)
-    c = _client(f"bench-pub-{uuid.uuid4().hex[:8]}")
+def _uid() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def part_raw_publish(n: int) -> dict[str, Any]:
+    topic = f"funboost/bench_{_uid()}"
     acked = [0]
     all_acked = threading.Event()
 
-    def on_publish(*a) -> None:
+    def on_publish(*a: Any) -> None:
         acked[0] += 1
         if acked[0] >= n:
             all_acked.set()
-    c.on_publish = on_publish
-    t = time.perf_counter()
-    for _ in range(n):
-        c.publish(topic, BODY, qos=1)
-    all_acked.wait(300)
-    dt = time.perf_counter() - t
-    sink.kill()
-    emit({"rate": n / dt})
-    finish_child()
+    with _sink(topic):
+        c = _client(f"bench-pub-{_uid()}")
+        c.on_publish = on_publish
+        t = time.perf_counter()
+        for _ in range(n):
+            c.publish(topic, BODY, qos=1)
+        ok = all_acked.wait(300)
+        dt = time.perf_counter() - t
+        _end(c)
+    return {"rate": n / dt if ok else None, "received": acked[0]}
 
 
-def _booster(queue: str, counter: list, done: threading.Event, n: int):
+def _booster(queue: str, counter: list, done: threading.Event, n: int) -> Any:
     from funboost import BoosterParams, boost
     lock = threading.Lock()
 
-    @boost(BoosterParams(queue_name=queue, broker_kind="MQTT", concurrent_num=50, state_backend="memory",
-                         log_to_console=False))
+    @boost(BoosterParams(queue_name=queue, broker_kind="MQTT", broker_exclusive_config={"host": HOST, "port": PORT},
+                         concurrent_num=50, state_backend="memory", log_to_console=False))
     def task(x: int) -> int:
         with lock:
             counter[0] += 1
@@ -115,22 +138,19 @@ def _booster(queue: str, counter: list, done: threading.Event, n: int):
     return task
 
 
-def part_fb_publish(n: int) -> None:
-    q = f"bench_{uuid.uuid4().hex[:8]}"
-    task = _booster(q, [0], threading.Event(), n)
-    sink = _sink(task.broker.topic)
-    task.push(0)  # the publishing client is connected before timing, as in the raw part
-    t = time.perf_counter()
-    task.push_many(range(n))
-    dt = time.perf_counter() - t
-    sink.kill()
-    emit({"rate": n / dt})
-    finish_child()
+def part_fb_publish(n: int) -> dict[str, Any]:
+    task = _booster(f"bench_{_uid()}", [0], threading.Event(), n)
+    with _sink(task.broker.topic):
+        task.push(0)  # the publishing client is connected before timing, as in the raw part
+        t = time.perf_counter()
+        task.push_many(range(n))
+        dt = time.perf_counter() - t
+    return {"rate": n / dt}
 
 
-def part_raw_e2e(n: int) -> None:
-    topic = f"funboost/bench_{uuid.uuid4().hex[:8]}"
-    sub = _client(f"bench-sub-{uuid.uuid4().hex[:8]}", manual_ack=True, session_expiry=300, receive_maximum=64)
+def part_raw_e2e(n: int) -> dict[str, Any]:
+    topic = f"funboost/bench_{_uid()}"
+    sub = _client(f"bench-sub-{_uid()}", manual_ack=True, session_expiry=300, receive_maximum=64)
     got = [0]
     done = threading.Event()
 
@@ -145,25 +165,26 @@ def part_raw_e2e(n: int) -> None:
     sub.on_subscribe = lambda *a: subscribed.set()
     sub.subscribe(f"$share/{GROUP}/{topic}", qos=1)
     subscribed.wait(10)
-    pub = _client(f"bench-pub-{uuid.uuid4().hex[:8]}")
+    pub = _client(f"bench-pub-{_uid()}")
     t = time.perf_counter()
     threading.Thread(target=lambda: [pub.publish(topic, BODY, qos=1) for _ in range(n)], daemon=True).start()
     ok = done.wait(120)
     dt = time.perf_counter() - t
-    emit({"rate": n / dt if ok else None, "received": got[0]})
-    finish_child()
+    for c in (sub, pub):
+        _end(c)
+    return {"rate": n / dt if ok else None, "received": got[0]}
 
 
-def part_fb_e2e(n: int) -> None:
+def part_fb_e2e(n: int) -> dict[str, Any]:
     counter, done = [0], threading.Event()
-    task = _booster(f"bench_{uuid.uuid4().hex[:8]}", counter, done, n)
+    task = _booster(f"bench_{_uid()}", counter, done, n)
     task.consume()
     t = time.perf_counter()
     threading.Thread(target=lambda: task.push_many(range(n)), daemon=True).start()
     ok = done.wait(120)
     dt = time.perf_counter() - t
-    emit({"rate": n / dt if ok else None, "received": counter[0]})
-    finish_child()
+    task.stop_consume(10)  # unsubscribes and ends the consumer's persistent session
+    return {"rate": n / dt if ok else None, "received": counter[0]}
 
 
 PARTS = {name[5:]: fn for name, fn in globals().items() if name.startswith("part_")}
@@ -179,7 +200,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     a, rest = ap.parse_known_args()
     if a.part:
-        PARTS[a.part](int(rest[0]) if rest else a.n)
+        emit(PARTS[a.part](int(rest[0]) if rest else a.n))
+        finish_child()  # consumer threads are not daemons
         return
     print(f"# mqtt_bench: N={a.n} (publish), {a.n_e2e} (end to end), {machine_info()}")
     for title, raw_part, fb_part, n in (("QoS 1 publish (all PUBACKs)", "raw_publish", "fb_publish", a.n),

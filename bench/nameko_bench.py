@@ -10,6 +10,11 @@ Both publish all N requests first, then start the service. Publish rate: the pub
 from the first call's start to the last call's end, measured where the function runs. CPU per message: the
 publishing process's user+system time of its loop; for consume, the CPU of every process on the path
 (plain: the service process; funboost: the consuming process and its service process).
+
+``run_plain(n, concurrency)`` / ``run_funboost(n, concurrency)`` measure one side once in the calling process
+and return its figures (``publish``, ``consume`` msg/s; ``publish_cpu_us``, ``consume_cpu_us``); they
+declare and delete their own queue. ``main()`` runs each in a fresh process; ``run_all.py`` calls them through
+``bench/_call.py``.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -82,33 +88,40 @@ def _delete(queue: str) -> None:
         conn.default_channel.queue_delete(f"rpc-{queue}")
 
 
-def run_plain(n: int, conc: int) -> dict:
+def run_plain(n: int, conc: int) -> dict[str, float]:
+    """Plain nameko, once, in this process (the service in a child): publish / consume msg/s and CPU µs per
+    message. Declares and deletes its own queue."""
     from nameko.standalone.rpc import ClusterRpcProxy
     q = f"bench_plain_{uuid.uuid4().hex[:8]}"
     _declare(q)
-    out = f"/tmp/{q}.json"
-    with ClusterRpcProxy({"AMQP_URI": AMQP_URI}) as rpc:
-        method = getattr(rpc, q).run
-        c0, t0 = _cpu(), time.perf_counter()
-        replies = [method.call_async(i) for i in range(n)]
-        pub, pub_cpu = n / (time.perf_counter() - t0), (_cpu() - c0) / n
-        svc = subprocess.Popen([sys.executable, "-W", "ignore", "-c", PLAIN_SERVICE % AMQP_URI, q, str(n), str(conc), out])
-        for r in replies:
-            r.result()
-    deadline = time.time() + 60
-    while not os.path.exists(out) and time.time() < deadline:
-        time.sleep(0.05)
-    r = json.load(open(out))
-    svc.terminate()
-    svc.wait()
-    os.unlink(out)
-    _delete(q)
+    svc = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="nameko-bench-") as d:
+            out = os.path.join(d, "service.json")
+            with ClusterRpcProxy({"AMQP_URI": AMQP_URI}) as rpc:
+                method = getattr(rpc, q).run
+                c0, t0 = _cpu(), time.perf_counter()
+                replies = [method.call_async(i) for i in range(n)]
+                pub, pub_cpu = n / (time.perf_counter() - t0), (_cpu() - c0) / n
+                svc = subprocess.Popen([sys.executable, "-W", "ignore", "-c", PLAIN_SERVICE % AMQP_URI, q, str(n),
+                                        str(conc), out])
+                for reply in replies:
+                    reply.result()
+            # every reply came back, so the call that wrote the file has returned
+            with open(out) as fh:
+                r = json.load(fh)
+    finally:
+        if svc is not None:
+            svc.terminate()
+            svc.wait()
+        _delete(q)
     return {"publish": pub, "consume": r["consume"], "publish_cpu_us": pub_cpu * 1e6,
             "consume_cpu_us": r["cpu"] / n * 1e6}
 
 
-def run_funboost(n: int, conc: int) -> dict:
-    os.environ["FUNBOOST_NO_KEEPALIVE"] = "1"
+def run_funboost(n: int, conc: int) -> dict[str, float]:
+    """funboost on NAMEKO, once, in this process (its service process a child): the figures of
+    :func:`run_plain`. Declares and deletes its own queue."""
     from funboost import BoosterParams, boost
     q = f"bench_fb_{uuid.uuid4().hex[:8]}"
     done = [0, 0.0, 0.0]
@@ -126,20 +139,23 @@ def run_funboost(n: int, conc: int) -> dict:
                 done[2] = time.perf_counter()
                 finished.set()
 
-    noop.push(-1)
-    noop.clear()
-    c0, t0 = _cpu(), time.perf_counter()
-    for i in range(n):
-        noop.push(i)
-    pub, pub_cpu = n / (time.perf_counter() - t0), (_cpu() - c0) / n
-    c0 = _cpu()
-    noop.consume()
-    finished.wait(600)
-    out = subprocess.run(["pgrep", "-f", f"funboost_nameko.service .*{q}"], capture_output=True, text=True)
-    cons_cpu = (_cpu() - c0) + _children_cpu([int(p) for p in out.stdout.split()])
+    try:
+        noop.push(-1)  # declares the queue before the service exists, like _declare on the plain side
+        noop.clear()
+        c0, t0 = _cpu(), time.perf_counter()
+        for i in range(n):
+            noop.push(i)
+        pub, pub_cpu = n / (time.perf_counter() - t0), (_cpu() - c0) / n
+        c0 = _cpu()
+        noop.consume()
+        if not finished.wait(600):
+            raise RuntimeError(f"only {done[0]} of {n} calls ran")
+        out = subprocess.run(["pgrep", "-f", f"funboost_nameko.service .*{q}"], capture_output=True, text=True)
+        cons_cpu = (_cpu() - c0) + _children_cpu([int(p) for p in out.stdout.split()])
+    finally:
+        noop.stop_consume(10)
+        _delete(q)
     cons = (n - 1) / (done[2] - done[1])
-    noop.stop_consume(10)
-    _delete(q)
     return {"publish": pub, "consume": cons, "publish_cpu_us": pub_cpu * 1e6, "consume_cpu_us": cons_cpu / n * 1e6}
 
 

@@ -1,8 +1,11 @@
 """NATS benchmark: funboost-nats beside raw nats-py doing the same work with the same acks.
 
     python bench/nats_bench.py [--n 20000] [--repeat 2]
+    python bench/_call.py nats_bench part_fb_js_publish '[20000]'   # one side, as run_all.py runs it
 
-Parts (each in a fresh child process, peak RSS beside it):
+Parts (each in a fresh child process, peak RSS beside it): the ``part_*`` functions, each measuring one side
+once and returning ``{"rate": msg/s}`` (``None`` with ``"ran"`` when not every message ran); each makes and
+deletes its own uniquely named stream or subject.
 
 * JetStream publish: raw = ``js.publish`` awaited together (512 PubAcks in flight, one per message);
   funboost = ``push_many`` on ``NATS_JETSTREAM`` (the same concurrent PubAcks, plus a Nats-Msg-Id header).
@@ -24,6 +27,7 @@ import sys
 import threading
 import time
 import uuid
+from typing import Any, Awaitable, Callable, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import Samples, emit, finish_child, machine_info, ratio, run_part, verdict  # noqa: E402
@@ -46,32 +50,39 @@ async def _raw_publish(js, subject: str, n: int) -> None:
     await asyncio.gather(*(one() for _ in range(n)))
 
 
-def part_raw_js_publish(n: int) -> None:
-    import nats
+def _unique(sep: str = "_") -> str:
+    return f"bench{sep}{uuid.uuid4().hex[:10]}"
 
-    async def main() -> float:
-        nc = await nats.connect(URL)
-        js = nc.jetstream()
-        name = f"bench_{uuid.uuid4().hex[:10]}"
+
+async def _with_raw_stream(measure: Callable[[Any, Any, str], Awaitable[float]]) -> float:
+    """Connect, make a fresh work-queue stream, run ``await measure(nc, js, name)`` and always delete the
+    stream again (a failed run leaves nothing on the server)."""
+    import nats
+    nc = await nats.connect(URL)
+    js = nc.jetstream()
+    name = _unique()
+    try:
         await _raw_stream(js, name)
+        try:
+            return await measure(nc, js, name)
+        finally:
+            await js.delete_stream(name)
+    finally:
+        await nc.close()
+
+
+def part_raw_js_publish(n: int) -> dict[str, Any]:
+    async def measure(nc, js, name: str) -> float:
         t = time.perf_counter()
         await _raw_publish(js, name, n)
-        dt = time.perf_counter() - t
-        await js.delete_stream(name)
-        await nc.close()
-        return dt
-    emit({"rate": n / asyncio.run(main())})
+        return time.perf_counter() - t
+    return {"rate": n / asyncio.run(_with_raw_stream(measure))}
 
 
-def part_raw_js_consume(n: int) -> None:
-    import nats
+def part_raw_js_consume(n: int) -> dict[str, Any]:
     from nats.js.api import AckPolicy, ConsumerConfig
 
-    async def main() -> float:
-        nc = await nats.connect(URL)
-        js = nc.jetstream()
-        name = f"bench_{uuid.uuid4().hex[:10]}"
-        await _raw_stream(js, name)
+    async def measure(nc, js, name: str) -> float:
         await _raw_publish(js, name, n)
         sub = await js.pull_subscribe(name, durable="bench", stream=name,
                                       config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=-1))
@@ -84,11 +95,8 @@ def part_raw_js_consume(n: int) -> None:
                 await m.ack()
             await nc.flush()
             done += len(msgs)
-        dt = time.perf_counter() - t
-        await js.delete_stream(name)
-        await nc.close()
-        return dt
-    emit({"rate": n / asyncio.run(main())})
+        return time.perf_counter() - t
+    return {"rate": n / asyncio.run(_with_raw_stream(measure))}
 
 
 def _booster(queue: str, kind: str, counter: list, done: threading.Event, n: int, **cfg):
@@ -106,38 +114,40 @@ def _booster(queue: str, kind: str, counter: list, done: threading.Event, n: int
     return task
 
 
-def part_fb_js_publish(n: int) -> None:
-    task = _booster(f"bench_{uuid.uuid4().hex[:10]}", "NATS_JETSTREAM", [0], threading.Event(), n)
-    task.broker.queue_size()  # stream declared before timing, as in the raw part
-    t = time.perf_counter()
-    task.push_many(range(n))
-    dt = time.perf_counter() - t
-    task.broker.delete_stream()
-    emit({"rate": n / dt})
-    finish_child()
+def part_fb_js_publish(n: int) -> dict[str, Any]:
+    task = _booster(_unique(), "NATS_JETSTREAM", [0], threading.Event(), n)
+    try:
+        task.broker.queue_size()  # stream declared before timing, as in the raw part
+        t = time.perf_counter()
+        task.push_many(range(n))
+        dt = time.perf_counter() - t
+    finally:
+        task.broker.delete_stream()
+    return {"rate": n / dt}
 
 
-def part_fb_js_consume(n: int) -> None:
+def part_fb_js_consume(n: int) -> dict[str, Any]:
     counter, done = [0], threading.Event()
-    task = _booster(f"bench_{uuid.uuid4().hex[:10]}", "NATS_JETSTREAM", counter, done, n)
-    task.push_many(range(n))
-    t = time.perf_counter()
-    task.consume()
-    if not done.wait(600):
-        raise SystemExit(f"only {counter[0]} of {n} ran")
-    dt = time.perf_counter() - t
-    task.stop_consume(10)
-    task.broker.delete_stream()
-    emit({"rate": n / dt})
-    finish_child()
+    task = _booster(_unique(), "NATS_JETSTREAM", counter, done, n)
+    rate: Optional[float] = None
+    try:
+        task.push_many(range(n))
+        t = time.perf_counter()
+        task.consume()
+        if done.wait(600):
+            rate = n / (time.perf_counter() - t)
+    finally:  # stopped before the stream goes, so the consumer does not fetch from a deleted stream
+        task.stop_consume(10)
+        task.broker.delete_stream()
+    return {"rate": rate, "ran": counter[0]}
 
 
-def part_raw_core_request(n: int) -> None:
+def part_raw_core_request(n: int) -> dict[str, Any]:
     import nats
 
     async def main() -> float:
         nc = await nats.connect(URL)
-        subject = f"bench.{uuid.uuid4().hex[:10]}"
+        subject = _unique(".")
 
         async def respond(msg) -> None:
             kw = json.loads(msg.data)
@@ -150,20 +160,21 @@ def part_raw_core_request(n: int) -> None:
         dt = time.perf_counter() - t
         await nc.close()
         return dt
-    emit({"rate": n / asyncio.run(main())})
+    return {"rate": n / asyncio.run(main())}
 
 
-def part_fb_core_sync_call(n: int) -> None:
-    task = _booster(f"bench_{uuid.uuid4().hex[:10]}", "NATS_CORE", [0], threading.Event(), n)
+def part_fb_core_sync_call(n: int) -> dict[str, Any]:
+    task = _booster(_unique(), "NATS_CORE", [0], threading.Event(), n)
     task.consume()
-    task.sync_call(0, timeout=10)  # warm
-    t = time.perf_counter()
-    for i in range(n):
-        task.sync_call(i, timeout=10)
-    dt = time.perf_counter() - t
-    task.stop_consume(10)
-    emit({"rate": n / dt})
-    finish_child()
+    try:
+        task.sync_call(0, timeout=10)  # warm
+        t = time.perf_counter()
+        for i in range(n):
+            task.sync_call(i, timeout=10)
+        dt = time.perf_counter() - t
+    finally:
+        task.stop_consume(10)
+    return {"rate": n / dt}
 
 
 PARTS = {name[5:]: fn for name, fn in globals().items() if name.startswith("part_")}
@@ -177,8 +188,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     a, rest = ap.parse_known_args()
     if a.part:
-        n = int(rest[0]) if rest else a.n
-        PARTS[a.part](n)
+        emit(PARTS[a.part](int(rest[0]) if rest else a.n))
+        finish_child()  # consumer threads are not daemons
         return
     print(f"# nats_bench: N={a.n}, sync_call rounds={a.calls}, {machine_info()}")
     rows = [("JetStream publish", "raw_js_publish", "fb_js_publish", a.n),
@@ -189,7 +200,9 @@ def main() -> None:
         for _ in range(a.repeat):  # interleaved, so drift in machine load hits both alike
             for part, s in ((raw_part, raw), (fb_part, fb)):
                 r = run_part(__file__, part, n)
-                if r:
+                if r and r.get("rate") is None:
+                    print(f"  {part}: only {r.get('ran')} of {n} ran")
+                elif r:
                     s.add(r["rate"], r.get("rss_mb"))
         q = ratio(fb, raw)
         print(f"{title}\n  raw nats-py  {raw.fmt()}\n  funboost     {fb.fmt()}\n"

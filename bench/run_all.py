@@ -396,12 +396,60 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
             ("rq", "rq_bench", "RQ", "plain rq (Queue.enqueue, 8 SimpleWorker threads)")):
         S.append(_plain_vs_funboost(name, script, ("redis",), [hn, 8], f"{funboost_kind} kind", plain_label,
                                     plain_label))
+    S += transport_suites(n, small)
     for suite in S:  # --quick leaves out context-only sides; a row needs both of its sides
         suite.parts = [p for p in suite.parts if not (quick and p.full_only)]
         sides = {p.side for p in suite.parts}
         suite.rows = [r for r in suite.rows
                       if r.ours.split(":")[0] in sides and (not r.anchor or r.anchor.split(":")[0] in sides)]
     return S
+
+
+def _call_rows(side: str, anchor: str, anchor_label: str, targets: tuple[Optional[float], ...] = (None, None, None),
+               what: str = "sync_call", note: str = "") -> list[Row]:
+    """p50 / p99 (ms, sequential calls) and calls/s (8 threads) of ``side`` against ``anchor`` (ids without the
+    figure), from ``part_calls`` of the transport benches; ``targets``: ceilings for p50 and p99, floor for calls/s."""
+    p50, p99, calls = targets
+    return [Row(f"{what} p50, 1 thread", f"{side}:p50", f"{anchor}:p50", anchor_label, p50, note, unit="ms",
+                lower_is_better=True),
+            Row(f"{what} p99, 1 thread", f"{side}:p99", f"{anchor}:p99", anchor_label, p99, note, unit="ms",
+                lower_is_better=True),
+            Row(f"{what} calls/s, 8 threads", f"{side}:calls", f"{anchor}:calls", anchor_label, calls, note)]
+
+
+def transport_suites(n: int, small: int) -> list[Suite]:
+    """tcp, http and grpc (issue 17: side by side, grpc in the same table): each side measured once per round
+    in a process of its own, against a server process of its own (loopback)."""
+    calls_n, threads = small, 8
+    figures = _bench_figures("p50", "p99", "calls")
+
+    def part(side: str, module: str, which: str, full_only: bool = False) -> Part:
+        return Part(side, module, "part_calls", [which, calls_n, threads], figures, full_only=full_only)
+
+    raw_tcp = "raw asyncio length-prefixed JSON server, a blocking socket per thread"
+    raw_http = "raw uvicorn app, same urllib3 client"
+    return [
+        Suite("tcp", "tcp_bench.py", (), [
+            part("raw", "tcp_bench", "raw"),
+            part("raw_client", "tcp_bench", "raw_tcp_client", full_only=True),
+            part("tcp", "tcp_bench", "TCP"),
+            Part("push", "tcp_bench", "part_push", [max(n, 20000)], {"push": "BENCHRESULT.rate"}),
+        ], _call_rows("tcp", "raw", raw_tcp, (1.2, 1.5, 0.8)) + _call_rows(
+            "raw_client", "raw", raw_tcp, what="raw server through the tcp kind's client:",
+            note="the client's share") + [
+            Row("push_many, batches of 1,000", "push:push", "", "", abs_target=50000.0)]),
+        Suite("http", "http_bench.py", (), [
+            part("raw", "http_bench", "raw"),
+            part("raw_thread", "http_bench", "raw_thread", full_only=True),
+            part("http", "http_bench", "HTTP"),
+        ], _call_rows("http", "raw", raw_http, (1.2, None, 0.8)) + _call_rows(
+            "http", "raw_thread", "raw uvicorn app running the function in a thread",
+            note="the same thread hop as funboost's")),
+        Suite("grpc", "grpc_bench.py", (), [
+            part("raw", "grpc_bench", "raw"),
+            part("grpc", "grpc_bench", "funboost"),
+        ], _call_rows("grpc", "raw", "raw grpcio unary call, same JSON work", note="context")),
+    ]
 
 
 # ---------------------------------------------------------------- parts that need the original's python

@@ -36,14 +36,11 @@ import threading
 import time
 import uuid
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from grpc_bench import free_port, measure_calls  # noqa: E402  (the measuring helpers of every transport bench)
+
 QUEUE = f"bench_tcp_{uuid.uuid4().hex[:8]}"
 HEADER = struct.Struct(">IIB")  # the tcp kind's frame header: length, request id, type
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------ servers (each in a subprocess)
@@ -111,36 +108,6 @@ def start(kind: str, port: int, queue: str, extra: str = "0") -> subprocess.Pope
     return p
 
 
-# ------------------------------------------------------------------ measures
-def latency(call, n: int) -> tuple[float, float]:
-    for i in range(min(200, n)):  # warm-up: connections, caches
-        call(i)
-    samples = []
-    for i in range(n):
-        t = time.perf_counter()
-        call(i)
-        samples.append(time.perf_counter() - t)
-    samples.sort()
-    return samples[len(samples) // 2] * 1e3, samples[int(len(samples) * 0.99)] * 1e3
-
-
-def throughput(call, n: int, threads: int) -> float:
-    per = n // threads
-    barrier = threading.Barrier(threads + 1)
-
-    def worker(k: int) -> None:
-        barrier.wait()
-        for i in range(per):
-            call(k * per + i)
-
-    ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
-    [t.start() for t in ts]
-    barrier.wait()
-    t0 = time.perf_counter()
-    [t.join() for t in ts]
-    return per * threads / (time.perf_counter() - t0)
-
-
 class RawClient:
     """One blocking socket per calling thread."""
 
@@ -173,6 +140,52 @@ class RawClient:
         n, rid, _ = HEADER.unpack(self._read(s, 9))
         assert rid == self.local.id
         return json.loads(self._read(s, n))["result"]
+
+
+SIDES = {"raw": "raw asyncio length-prefixed JSON", "raw_tcp_client": "raw server, tcp kind's client",
+         "TCP": "funboost tcp sync_call", "GRPC": "funboost grpc sync_call"}
+
+
+def caller(side: str, port: int, queue: str):
+    """``call(i)`` -> ``add(i, 1)`` for ``side`` (a key of SIDES) against the server on ``port``."""
+    if side == "raw":
+        raw = RawClient(port)
+        return lambda i: raw.call(i, 1)
+    if side == "raw_tcp_client":
+        from funboost_tcp import TcpOptions
+        from funboost_tcp import protocol as p
+        from funboost_tcp.client import TcpClient
+        conn = TcpClient(TcpOptions(port=port)).endpoints[0].conn
+
+        def raw_via_tcp_client(i: int) -> int:
+            frame_type, reply = conn.request(p.CALL, json.dumps({"x": i, "y": 1}).encode(), 10)
+            return json.loads(reply)["result"]
+        return raw_via_tcp_client
+    booster = make_booster(side, port, queue)  # publisher side only: it does not consume
+    return lambda i: booster.sync_call(i, 1, timeout=10)
+
+
+def part_calls(side: str, n: int, threads: int) -> dict:
+    """For run_all.py: one side (a key of SIDES) measured once in this process, against a server process
+    of its own: p50 / p99 in ms of ``n`` sequential calls, calls/s of ``2n`` calls from ``threads`` threads,
+    and the CPU per call of client and server in that throughput run."""
+    import logging
+    logging.disable(logging.INFO)
+    port, queue = free_port(), f"{QUEUE}_{side.lower()}"
+    proc = start("raw" if side.startswith("raw") else side, port, queue)
+    try:
+        call = caller(side, port, queue)
+        assert call(1) == 2, side
+        return measure_calls(call, n, threads, proc.pid)
+    finally:
+        proc.kill()
+
+
+def part_push(total: int) -> dict:
+    """For run_all.py: batched ``push_many`` of ``total`` tasks, once (msg/s)."""
+    import logging
+    logging.disable(logging.INFO)
+    return {"rate": push_bench(total, 1)[0]}
 
 
 def push_bench(total: int, rounds: int) -> list[float]:
@@ -217,36 +230,23 @@ def main() -> None:
         kinds = ["TCP", "GRPC"]
     except ImportError:
         kinds = ["TCP"]
-    names = (["raw asyncio length-prefixed JSON", "raw server, tcp kind's client"]
-             + [f"funboost {k.lower()} sync_call" for k in kinds])
+    names = [SIDES[k] for k in ["raw", "raw_tcp_client"] + kinds]
     runs: dict[str, list] = {n: [] for n in names}
     procs = []
     try:
         raw_port = free_port()
         procs.append(start("raw", raw_port, QUEUE))
-        raw = RawClient(raw_port)
-        from funboost_tcp import TcpOptions
-        from funboost_tcp import protocol as p
-        from funboost_tcp.client import TcpClient
-        conn = TcpClient(TcpOptions(port=raw_port)).endpoints[0].conn
-
-        def raw_via_tcp_client(x: int, y: int) -> int:
-            frame_type, reply = conn.request(p.CALL, json.dumps({"x": x, "y": y}).encode(), 10)
-            return json.loads(reply)["result"]
-
-        sides = [(names[0], raw.call), (names[1], raw_via_tcp_client)]
-        for kind, name in zip(kinds, names[2:]):
+        sides = [(SIDES[k], caller(k, raw_port, QUEUE)) for k in ("raw", "raw_tcp_client")]
+        for kind in kinds:
             port, queue = free_port(), f"{QUEUE}_{kind.lower()}"
             procs.append(start(kind, port, queue))
-            booster = make_booster(kind, port, queue)  # publisher side only: it does not consume
-            sides.append((name, lambda x, y, b=booster: b.sync_call(x, y, timeout=10)))
+            sides.append((SIDES[kind], caller(kind, port, queue)))
         for name, call in sides:
-            assert call(1, 1) == 2, name
+            assert call(1) == 2, name
         for rnd in range(a.rounds):
             for name, call in (sides if rnd % 2 == 0 else sides[::-1]):
-                p50, p99 = latency(lambda i, c=call: c(i, 1), a.n)
-                tput = throughput(lambda i, c=call: c(i, 1), a.n * 2, a.threads)
-                runs[name].append((p50, p99, tput))
+                m = measure_calls(call, a.n, a.threads)
+                runs[name].append((m["p50"], m["p99"], m["calls"]))
     finally:
         for p in procs:
             p.kill()
