@@ -62,6 +62,9 @@ AMQP_URL = os.environ.get("FUNBOOST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1
 KAFKA = os.environ.get("FUNBOOST_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
 CELERY_REDIS = os.environ.get("FUNBOOST_CELERY_BENCH_REDIS", "redis://127.0.0.1:6379/13")
 CELERY_AMQP = os.environ.get("FUNBOOST_CELERY_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
+NATS_URL = os.environ.get("FUNBOOST_NATS_URL", "nats://127.0.0.1:4222")
+MQTT_HOST = os.environ.get("FUNBOOST_MQTT_HOST", "127.0.0.1")
+MQTT_PORT = int(os.environ.get("FUNBOOST_MQTT_PORT", "1883"))
 
 
 # ---------------------------------------------------------------- virtualenvs
@@ -153,6 +156,10 @@ def service_problem(name: str) -> Optional[str]:
                 and KAFKA == "127.0.0.1:19092":
             subprocess.run(["bash", os.path.join(ROOT, "scripts", "kafka_service.sh")], capture_output=True)
         return None if _port_open(*hp) else f"no Kafka at {KAFKA} (bash scripts/kafka_service.sh)"
+    if name == "nats":  # an open port does not prove JetStream is on: the parts then fail, with the reason
+        return None if _port_open(*_host_port(NATS_URL, 4222)) else f"no NATS at {NATS_URL} (needs -js)"
+    if name == "mqtt":
+        return None if _port_open(MQTT_HOST, MQTT_PORT) else f"no MQTT broker at {MQTT_HOST}:{MQTT_PORT}"
     return None
 
 
@@ -397,6 +404,39 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
         S.append(_plain_vs_funboost(name, script, ("redis",), [hn, 8], f"{funboost_kind} kind", plain_label,
                                     plain_label))
     S += transport_suites(n, small)
+    # issue 20: JetStream with the same acks as raw nats-py; core sync_call (latency-bound) is context only
+    S.append(Suite("nats", "nats_bench.py", ("nats",), [
+        Part("raw_pub", "nats_bench", "part_raw_js_publish", [n], {"publish": "BENCHRESULT.rate"}),
+        Part("pub", "nats_bench", "part_fb_js_publish", [n], {"publish": "BENCHRESULT.rate"}),
+        Part("raw_con", "nats_bench", "part_raw_js_consume", [n], {"consume": "BENCHRESULT.rate"}),
+        Part("con", "nats_bench", "part_fb_js_consume", [n], {"consume": "BENCHRESULT.rate"}),
+        Part("raw_req", "nats_bench", "part_raw_core_request", [small], {"calls": "BENCHRESULT.rate"},
+             full_only=True),
+        Part("sync_call", "nats_bench", "part_fb_core_sync_call", [small], {"calls": "BENCHRESULT.rate"},
+             full_only=True),
+    ], [
+        Row("JetStream push_many, PubAck each", "pub:publish", "raw_pub:publish",
+            "raw nats-py js.publish, 512 PubAcks in flight", 0.6),
+        Row("JetStream consume, ack after the run", "con:consume", "raw_con:consume",
+            "raw nats-py pull fetch(100), ack each", 0.6),
+        Row("NATS core sync_call, sequential", "sync_call:calls", "raw_req:calls",
+            "raw nats-py nc.request, sequential", note="context: one round trip at a time", unit="calls/s"),
+    ]))
+
+    # Mosquitto's default max_queued_messages (1000 per client) drops QoS 1 messages for a consumer that falls
+    # further behind: end to end stays at or below it (a part that loses messages reports no figure)
+    mqtt_e2e_n = min(small, 1000)
+    S.append(Suite("mqtt", "mqtt_bench.py", ("mqtt",), [
+        Part("raw_pub", "mqtt_bench", "part_raw_publish", [n], {"publish": "BENCHRESULT.rate"}),
+        Part("pub", "mqtt_bench", "part_fb_publish", [n], {"publish": "BENCHRESULT.rate"}),
+        Part("raw_e2e", "mqtt_bench", "part_raw_e2e", [mqtt_e2e_n], {"e2e": "BENCHRESULT.rate"}),
+        Part("e2e", "mqtt_bench", "part_fb_e2e", [mqtt_e2e_n], {"e2e": "BENCHRESULT.rate"}),
+    ], [
+        Row("QoS 1 push_many, all PUBACKs", "pub:publish", "raw_pub:publish",
+            "raw paho publish QoS 1, all PUBACKs", 0.6),
+        Row(f"QoS 1 end to end, PUBACK after the run (N={mqtt_e2e_n})", "e2e:e2e", "raw_e2e:e2e",
+            "raw paho subscriber, manual_ack, receive maximum 64", 0.6),
+    ]))
     for suite in S:  # --quick leaves out context-only sides; a row needs both of its sides
         suite.parts = [p for p in suite.parts if not (quick and p.full_only)]
         sides = {p.side for p in suite.parts}
