@@ -4,7 +4,8 @@
 
 Needs a PostgreSQL server at FUNBOOST_POSTGRES_DSN (default postgresql://postgres@127.0.0.1:5432/test)
 and, for the comparison, ``pip install pgqueuer asyncpg`` in the same environment. Every part runs in a
-fresh process, in a schema of its own (dropped afterwards). Prints msg/s:
+fresh process, in a schema of its own that it creates and drops itself (``part_*``, also called one at a
+time by run_all.py through ``bench/_call.py``: each returns its figures). Prints msg/s:
 
   raw psycopg           multi-row INSERT ... SELECT FROM unnest(...) x1000 (one round trip per batch);
                         one thread claiming 100 rows with SKIP LOCKED then DELETE (the at-least-once
@@ -25,28 +26,45 @@ Timings are noisy on a small shared machine: read single runs as +-30 %.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
+from typing import Callable
 
 HERE = os.path.abspath(__file__)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from _common import emit, finish_child, machine_info, parse_result  # noqa: E402
+from _common import emit, finish_child, machine_info, run_part  # noqa: E402
 
 DSN = os.environ.get("FUNBOOST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 BODY = '{"x": 1, "extra": {"task_id": "0190aaaa-bbbb-7ccc-8ddd-eeeeffff0000", "publish_time": 1700000000.1234}}'
 
 
-# ---------------------------------------------------------------- parts (each runs in a subprocess)
-def part_raw(n: int) -> dict:
+# ---------------------------------------------------------------- parts (each runs in a fresh process)
+def in_own_schema(part: Callable[..., dict[str, float]]) -> Callable[..., dict[str, float]]:
+    """``part(*args)`` called with ``schema=`` a new, empty schema, dropped with all it holds afterwards: a
+    part shares no table, queue or NOTIFY channel with any other run and needs nothing from the environment."""
+    @functools.wraps(part)
+    def run_in_own_schema(*args: int) -> dict[str, float]:
+        import psycopg
+        schema = f"fb_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(DSN, autocommit=True) as c:
+            c.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            return part(*args, schema=schema)
+        finally:
+            with psycopg.connect(DSN, autocommit=True) as c:
+                c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    return run_in_own_schema
+
+
+@in_own_schema
+def part_raw(n: int, *, schema: str) -> dict[str, float]:
     import psycopg
-    schema = os.environ["FUNBOOST_POSTGRES_SCHEMA"]
     c = psycopg.connect(DSN, autocommit=True)
-    c.execute(f'CREATE SCHEMA "{schema}"')
     c.execute(f'CREATE TABLE "{schema}".m (id bigserial PRIMARY KEY, queue text NOT NULL, priority int NOT NULL '
               f'DEFAULT 0, available_at timestamptz NOT NULL DEFAULT now(), consumer text, body text NOT NULL)')
     c.execute(f'CREATE INDEX ON "{schema}".m (queue, priority DESC, id) WHERE consumer IS NULL')
@@ -66,14 +84,16 @@ def part_raw(n: int) -> dict:
         c.execute(delete, ([r[0] for r in rows],))
         got += len(rows)
     consume = n / (time.perf_counter() - t)
+    c.close()
     return {"raw psycopg: INSERT from unnest x1000": publish,
             "raw psycopg: SKIP LOCKED claim 100 + DELETE, 1 thread": consume}
 
 
-def part_broker(n: int) -> dict:
+@in_own_schema
+def part_broker(n: int, *, schema: str) -> dict[str, float]:
     from funboost.plugins.broker import OutgoingMessage
-    from funboost_postgres import PostgresBroker
-    b = PostgresBroker("bench_broker")
+    from funboost_postgres import PostgresBroker, PostgresOptions
+    b = PostgresBroker("bench_broker", PostgresOptions(dsn=DSN, db_schema=schema))
     m = [OutgoingMessage(body=BODY, task_id="x")]
     one_n = max(1000, n // 10)
     t = time.perf_counter()
@@ -97,7 +117,8 @@ def part_broker(n: int) -> dict:
             "broker fetch(100)+ack, 1 thread": fa}
 
 
-def part_e2e(n: int, threads: int) -> dict:
+@in_own_schema
+def part_e2e(n: int, threads: int = 50, *, schema: str) -> dict[str, float]:
     import threading
     from funboost import BoosterParams, boost
     done = [0]
@@ -106,6 +127,7 @@ def part_e2e(n: int, threads: int) -> dict:
     lock = threading.Lock()
 
     @boost(BoosterParams(queue_name="bench_e2e", broker_kind="POSTGRES", concurrent_num=threads,
+                         broker_exclusive_config={"dsn": DSN, "db_schema": schema},
                          state_backend="memory", log_to_console=False))
     def noop(x):
         with lock:
@@ -121,9 +143,12 @@ def part_e2e(n: int, threads: int) -> dict:
     pub = n / (time.perf_counter() - t)
     c = _cpu()
     noop.consume()
-    finished.wait(600)
+    if not finished.wait(600):
+        raise RuntimeError(f"only {done[0]} of {n} tasks ran within 600 s")
     con = (n - 1) / (first[1] - first[0])  # from the first run's start: the consumer's start-up excluded
     cpu_us = (_cpu() - c) / n * 1e6
+    noop.stop_consume(10)  # its connections hold no lock on the tables when the schema is dropped
+    noop.close()
     return {"end to end: push_many (batches of 1000)": pub, f"end to end: consume ({threads} threads)": con,
             "cpu_us: end to end consume": cpu_us}
 
@@ -133,7 +158,8 @@ def _cpu() -> float:
     return t.user + t.system
 
 
-def part_pgqueuer(n: int, batch_size: int) -> dict:
+@in_own_schema
+def part_pgqueuer(n: int, batch_size: int = 100, *, schema: str) -> dict[str, float]:
     import asyncio
 
     import asyncpg
@@ -142,7 +168,8 @@ def part_pgqueuer(n: int, batch_size: int) -> dict:
     from pgqueuer.types import QueueExecutionMode
 
     async def main() -> dict:
-        conn = await asyncpg.connect(DSN)
+        # PgQueuer puts its tables where the connection's search_path points (no PGQUEUER_SCHEMA needed)
+        conn = await asyncpg.connect(DSN, server_settings={"search_path": schema})
         q = Queries.from_asyncpg_connection(conn)
         await q.install()
         t = time.perf_counter()
@@ -173,25 +200,9 @@ def part_pgqueuer(n: int, batch_size: int) -> dict:
 
 
 # ---------------------------------------------------------------- driver
-def run_part(*args: str) -> dict:
-    import psycopg
-    schema = f"fb_bench_{uuid.uuid4().hex[:8]}"
-    env = dict(os.environ, FUNBOOST_POSTGRES_DSN=DSN, FUNBOOST_POSTGRES_SCHEMA=schema, PGQUEUER_SCHEMA=schema,
-               FUNBOOST_LOG_TO_CONSOLE="0")
-    with psycopg.connect(DSN, autocommit=True) as c:
-        if args[0] == "pgqueuer":
-            c.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        p = subprocess.run([sys.executable, HERE, "--part", *args], env=env, capture_output=True, text=True,
-                           timeout=1800)
-        res = parse_result(p.stdout)
-        if res is None:
-            sys.stderr.write(f"part {args} failed (rc={p.returncode}):\n{p.stdout[-1500:]}\n{p.stderr[-3000:]}\n")
-            return {}
-        return res
-    finally:
-        with psycopg.connect(DSN, autocommit=True) as c:
-            c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+def run(name: str, *args: int) -> dict:
+    """``part_<name>(*args)`` in a fresh process; {} when it failed (the reason is on stderr)."""
+    return run_part(HERE, name, *args) or {}
 
 
 def main() -> None:
@@ -209,21 +220,21 @@ def main() -> None:
         finish_child()
     print(f"# postgres_bench  n={a.n}  threads={a.threads}  {machine_info()}", flush=True)
     results: dict = {}
-    for args in (("raw", a.n), ("broker", a.n)):
-        results.update(run_part(*map(str, args)))
+    results.update(run("raw", a.n))
+    results.update(run("broker", a.n))
     if not a.no_pgqueuer:
-        results.update(run_part("pgqueuer", str(a.n), "10"))
+        results.update(run("pgqueuer", a.n, 10))
     # the consume comparison: alternating rounds, medians
     e2e_key = f"end to end: consume ({a.threads} threads)"
     pgq_key = "PgQueuer: consume (batch_size 100)"
     rounds: list[dict] = []
     for r in range(max(1, a.rounds)):
-        parts = [("e2e", str(a.n), str(a.threads))] + ([] if a.no_pgqueuer else [("pgqueuer", str(a.n), "100")])
+        parts = [("e2e", a.n, a.threads)] + ([] if a.no_pgqueuer else [("pgqueuer", a.n, 100)])
         if r % 2:
             parts.reverse()
         got: dict = {}
         for args in parts:
-            got.update(run_part(*args))
+            got.update(run(*args))
         rounds.append(got)
         line = (f"  round {r + 1}: funboost {got.get(e2e_key, 0):,.0f}/s "
                 f"({got.get('cpu_us: end to end consume', 0):.0f} µs CPU/msg)")

@@ -62,6 +62,7 @@ AMQP_URL = os.environ.get("FUNBOOST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1
 KAFKA = os.environ.get("FUNBOOST_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
 CELERY_REDIS = os.environ.get("FUNBOOST_CELERY_BENCH_REDIS", "redis://127.0.0.1:6379/13")
 CELERY_AMQP = os.environ.get("FUNBOOST_CELERY_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
+POSTGRES_DSN = os.environ.get("FUNBOOST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 NATS_URL = os.environ.get("FUNBOOST_NATS_URL", "nats://127.0.0.1:4222")
 MQTT_HOST = os.environ.get("FUNBOOST_MQTT_HOST", "127.0.0.1")
 MQTT_PORT = int(os.environ.get("FUNBOOST_MQTT_PORT", "1883"))
@@ -79,19 +80,20 @@ VENVS: dict[str, list[str]] = {
              *_plugin("rabbitmq"), *_plugin("kafka"), *_plugin("celery"), *_plugin("dramatiq"), *_plugin("huey"),
              *_plugin("rq"), *_plugin("tcp"), *_plugin("http"), *_plugin("grpc"), *_plugin("nats"), *_plugin("mqtt"),
              *_plugin("postgres"), *_plugin("sqlalchemy", "[mysql,postgresql]"), *_plugin("nameko"),
-             *_plugin("mysql-cdc"), "matplotlib>=3.7"],
+             *_plugin("mysql-cdc"), "pgqueuer>=1.6", "asyncpg", "matplotlib>=3.7"],
     # the original funboost, as a user moving from it has it: its own dependencies bring redis-py,
-    # amqpstorm and persist-queue; its KAFKA kind needs kafka-python, which it does not declare
-    "orig": ["funboost==55.0", "kafka-python>=2.0"],
+    # amqpstorm and persist-queue; its KAFKA kind needs kafka-python and its SQLACHEMY kind SQLAlchemy,
+    # sqlalchemy_utils and the database drivers, which it does not declare
+    "orig": ["funboost==55.0", "kafka-python>=2.0", "sqlalchemy", "sqlalchemy_utils", "pymysql", "psycopg2-binary"],
 }
 # checked after installing: the original imports its broker clients lazily, so a missing one shows only here
 VENV_CHECKS: dict[str, str] = {
     "ours": "import funboost, funboost_sqlite, funboost_redis, funboost_rabbitmq, funboost_kafka, "
             "funboost_celery, funboost_dramatiq, funboost_huey, funboost_rq, funboost_tcp, funboost_http, "
             "funboost_grpc, funboost_nats, funboost_mqtt, funboost_postgres, funboost_sqlalchemy, funboost_nameko, "
-            "funboost_mysql_cdc, pika, kafka, redis, celery, dramatiq, huey, rq, matplotlib",
+            "funboost_mysql_cdc, pika, kafka, redis, celery, dramatiq, huey, rq, pgqueuer, asyncpg, matplotlib",
     "orig": "import importlib.metadata as m; assert m.version('funboost') == '55.0', m.version('funboost'); "
-            "import redis, amqpstorm, kafka, persistqueue",
+            "import redis, amqpstorm, kafka, persistqueue, sqlalchemy, sqlalchemy_utils, pymysql, psycopg2",
 }
 
 
@@ -156,6 +158,10 @@ def service_problem(name: str) -> Optional[str]:
                 and KAFKA == "127.0.0.1:19092":
             subprocess.run(["bash", os.path.join(ROOT, "scripts", "kafka_service.sh")], capture_output=True)
         return None if _port_open(*hp) else f"no Kafka at {KAFKA} (bash scripts/kafka_service.sh)"
+    if name == "postgres":
+        return None if _port_open(*_host_port(POSTGRES_DSN, 5432)) else f"no PostgreSQL at {POSTGRES_DSN}"
+    if name == "mysql":
+        return None if _port_open("127.0.0.1", 3306) else "no MariaDB/MySQL at 127.0.0.1:3306"
     if name == "nats":  # an open port does not prove JetStream is on: the parts then fail, with the reason
         return None if _port_open(*_host_port(NATS_URL, 4222)) else f"no NATS at {NATS_URL} (needs -js)"
     if name == "mqtt":
@@ -404,6 +410,64 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
         S.append(_plain_vs_funboost(name, script, ("redis",), [hn, 8], f"{funboost_kind} kind", plain_label,
                                     plain_label))
     S += transport_suites(n, small)
+    # issue 20, postgres: funboost-postgres beside raw psycopg and PgQueuer (pgqueuer + asyncpg in "ours");
+    # each part makes a schema of its own and drops it. The consume parts get at least 20,000 messages: a
+    # shorter drain takes a fraction of a second and its ratio is noise.
+    pg_n = max(n, 20000)
+    S.append(Suite("postgres", "postgres_bench.py", ("postgres",), [
+        Part("raw", "postgres_bench", "part_raw", [n], {
+            "publish": "BENCHRESULT.raw psycopg: INSERT from unnest x1000",
+            "consume": "BENCHRESULT.raw psycopg: SKIP LOCKED claim 100 + DELETE, 1 thread"}),
+        Part("broker", "postgres_bench", "part_broker", [n], {
+            "batch": "BENCHRESULT.broker publish, batches of 1000",
+            "fetch_ack": "BENCHRESULT.broker fetch(100)+ack, 1 thread"}),
+        Part("e2e", "postgres_bench", "part_e2e", [pg_n, th], {
+            "publish": "BENCHRESULT.end to end: push_many (batches of 1000)",
+            "consume": f"BENCHRESULT.end to end: consume ({th} threads)",
+            "cpu": "BENCHRESULT.cpu_us: end to end consume"}),
+        Part("pgq", "postgres_bench", "part_pgqueuer", [pg_n, 100], {
+            "publish": "BENCHRESULT.PgQueuer: batch enqueue x1000",
+            "consume": "BENCHRESULT.PgQueuer: consume (batch_size 100)",
+            "cpu": "BENCHRESULT.cpu_us: PgQueuer consume (batch_size 100)"}),
+        Part("pgq10", "postgres_bench", "part_pgqueuer", [pg_n, 10],
+             {"consume": "BENCHRESULT.PgQueuer: consume (batch_size 10)"}, full_only=True),
+    ], [
+        Row(f"consume, @boost {th} threads, no-op", "e2e:consume", "", "", abs_target=5000.0),
+        Row(f"consume, @boost {th} threads, no-op", "e2e:consume", "pgq:consume",
+            "PgQueuer QueueManager drain, batch_size 100", 1.5),
+        Row("client CPU per consumed message", "e2e:cpu", "pgq:cpu", "PgQueuer, batch_size 100", unit="µs/msg",
+            lower_is_better=True, note="the client process only (PostgreSQL's CPU not in it)"),
+        Row("broker publish, batches of 1000", "broker:batch", "raw:publish", "raw psycopg INSERT … FROM unnest ×1000",
+            abs_target=30000.0),
+        Row("push_many", "e2e:publish", "pgq:publish", "PgQueuer batch enqueue ×1000"),
+        Row("broker fetch(100)+ack, 1 thread", "broker:fetch_ack", "raw:consume",
+            "raw psycopg SKIP LOCKED claim 100 + DELETE, 1 thread"),
+        Row(f"consume, @boost {th} threads, no-op", "e2e:consume", "pgq10:consume",
+            "PgQueuer drain, batch_size 10 (its default)"),
+    ]))
+
+    # issue 20, sqlalchemy: funboost-sqlalchemy against the original's SQLACHEMY kind on the same database
+    # (the original runs at ~300-400 msg/s: it gets the small N)
+    sa_parts: list[Part] = []
+    sa_rows: list[Row] = []
+    for db in ("MariaDB", "PostgreSQL"):
+        side = db.lower()
+        sa_parts += [
+            Part(side, "sqlalchemy_bench", "part_ours", [db, n, th], {
+                "publish": f"BENCHRESULT.{db}: ours push_many",
+                "consume": f"BENCHRESULT.{db}: ours consume ({th} threads)"}),
+            Part(f"orig_{side}", "sqlalchemy_bench", "part_orig", [db, small, th], {
+                "publish": f"BENCHRESULT.{db}: original 55.0 SQLACHEMY push 1 by 1",
+                "consume": f"BENCHRESULT.{db}: original 55.0 SQLACHEMY consume ({th} threads)"}),
+        ]
+        sa_rows += [
+            Row(f"{db}, consume {th} threads", f"{side}:consume", f"orig_{side}:consume",
+                f"original SQLACHEMY consume (N={small})", 3.0),
+            Row(f"{db}, push_many", f"{side}:publish", f"orig_{side}:publish",
+                f"original SQLACHEMY push 1 by 1, it has no batch (N={small})"),
+        ]
+    S.append(Suite("sqlalchemy", "sqlalchemy_bench.py", ("postgres", "mysql"), sa_parts, sa_rows,
+                   venvs=("ours", "orig")))
     # issue 20: JetStream with the same acks as raw nats-py; core sync_call (latency-bound) is context only
     S.append(Suite("nats", "nats_bench.py", ("nats",), [
         Part("raw_pub", "nats_bench", "part_raw_js_publish", [n], {"publish": "BENCHRESULT.rate"}),

@@ -9,7 +9,9 @@ The original runs the same no-op function with ``broker_kind=BrokerEnum.SQLACHEM
 ``SQLACHEMY_ENGINE_URL`` pointed at the same database, in its own virtualenv (``--orig-python``, else
 FUNBOOST_ORIG_PYTHON, else the first venv with funboost==55.0 that bench/_common.py knows); it publishes
 one by one (it has no batch publish). Our tables get a unique prefix and the original's table a unique
-queue name; both are dropped afterwards. Read figures as +-30 % on a small shared machine.
+queue name; both are dropped afterwards. ``part_ours`` and ``part_orig`` measure one side once and return
+its figures (run_all.py calls them one at a time through ``bench/_call.py``). Read figures as +-30 % on a
+small shared machine.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import os
 import sys
 import time
 import uuid
+from typing import Optional
 
 HERE = os.path.abspath(__file__)
 sys.path.insert(0, os.path.dirname(HERE))
@@ -34,7 +37,8 @@ ORIG_URLS = {  # the original's own driver choice
 }
 
 
-def part_ours(db: str, n: int, threads: int) -> dict:
+def part_ours(db: str, n: int, threads: int = 50) -> dict[str, float]:
+    """funboost-sqlalchemy on ``db`` (a key of DBS): push_many ``n`` no-op tasks, then consume them."""
     import threading
 
     import sqlalchemy as sa
@@ -61,9 +65,12 @@ def part_ours(db: str, n: int, threads: int) -> dict:
         pub = n / (time.perf_counter() - t)
         t = time.perf_counter()
         noop.consume()
-        finished.wait(900)
+        if not finished.wait(900):
+            raise RuntimeError(f"only {done[0]} of {n} tasks ran within 900 s")
         con = n / (time.perf_counter() - t)
     finally:
+        noop.stop_consume(10)  # no open transaction of the consumer's may hold the tables being dropped
+        noop.close()
         engine = sa.create_engine(DBS[db])
         make_tables(prefix)[0].drop_all(engine)
         engine.dispose()
@@ -110,6 +117,19 @@ os._exit(0)
 '''
 
 
+def part_orig(db: str, n: int, threads: int = 50, python: Optional[str] = None) -> dict[str, float]:
+    """The original 55.0's ``SQLACHEMY`` kind on ``db``, run by ``python`` (a venv with funboost==55.0 and
+    sqlalchemy, sqlalchemy_utils, pymysql, psycopg2-binary; default: FUNBOOST_ORIG_PYTHON, else
+    bench/.venvs/orig) in a process of its own. Its ``rss_mb`` is that process's peak RSS."""
+    python = python or find_original_python()
+    if not python:
+        raise RuntimeError("no virtualenv with funboost==55.0: pass its python or set FUNBOOST_ORIG_PYTHON")
+    res = run_original(ORIG_SOURCE, db, ORIG_URLS[db], n, threads, python=python)
+    if res is None:
+        raise RuntimeError(f"the original's part on {db} failed (its output is on stderr)")
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", nargs="+")
@@ -127,7 +147,10 @@ def main() -> None:
     for db in DBS:
         res = run_part(HERE, db, a.n, a.threads) or {}
         if orig:
-            res.update(run_original(ORIG_SOURCE, db, ORIG_URLS[db], a.orig_n, a.threads, python=orig) or {})
+            try:
+                res.update(part_orig(db, a.orig_n, a.threads, orig))
+            except RuntimeError as exc:
+                print(f"  {db}: original not measured: {exc}", flush=True)
         for k, v in res.items():
             if k != "rss_mb":
                 print(f"  {k:<58} {v:>10,.0f} msg/s", flush=True)
