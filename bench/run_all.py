@@ -162,6 +162,12 @@ def service_problem(name: str) -> Optional[str]:
         return None if _port_open(*_host_port(POSTGRES_DSN, 5432)) else f"no PostgreSQL at {POSTGRES_DSN}"
     if name == "mysql":
         return None if _port_open("127.0.0.1", 3306) else "no MariaDB/MySQL at 127.0.0.1:3306"
+    if name == "mysql_cdc":  # the project's own MariaDB with ROW binlog; the script is idempotent and waits
+        port = int(os.environ.get("FUNBOOST_MARIADB_CDC_PORT", "3307"))
+        if not _port_open("127.0.0.1", port):
+            subprocess.run(["bash", os.path.join(ROOT, "scripts", "mariadb_cdc_service.sh")], capture_output=True)
+        return None if _port_open("127.0.0.1", port) else \
+            f"no CDC MariaDB at 127.0.0.1:{port} (bash scripts/mariadb_cdc_service.sh)"
     if name == "nats":  # an open port does not prove JetStream is on: the parts then fail, with the reason
         return None if _port_open(*_host_port(NATS_URL, 4222)) else f"no NATS at {NATS_URL} (needs -js)"
     if name == "mqtt":
@@ -468,6 +474,37 @@ def build_suites(n: int, quick: bool) -> list[Suite]:
         ]
     S.append(Suite("sqlalchemy", "sqlalchemy_bench.py", ("postgres", "mysql"), sa_parts, sa_rows,
                    venvs=("ours", "orig")))
+    # issue 16: the funboost layer costs at most 10 % of nameko's call throughput
+    nameko_figs = _bench_figures("publish", "consume", "publish_cpu_us", "consume_cpu_us")
+    S.append(Suite("nameko", "nameko_bench.py", ("rabbitmq",), [
+        # own_rss=False: on both sides part of the consuming work runs in a child (the nameko service process)
+        Part("plain", "nameko_bench", "run_plain", [small, 8], nameko_figs, own_rss=False),
+        Part("funboost", "nameko_bench", "run_funboost", [small, 8], nameko_figs, own_rss=False),
+    ], [
+        Row("NAMEKO kind, push (call_async request)", "funboost:publish", "plain:publish",
+            "plain nameko ClusterRpcProxy call_async", 0.9),
+        Row("NAMEKO kind, consume (max_workers 8)", "funboost:consume", "plain:consume",
+            "plain nameko ServiceRunner (max_workers 8)", 0.9),
+        Row("NAMEKO kind, consume CPU per call", "funboost:consume_cpu_us", "plain:consume_cpu_us",
+            "plain nameko service process", unit="µs CPU/msg", lower_is_better=True,
+            note="context: every process on the path, start-up included"),
+    ]))
+
+    # issue 18: rows/s through funboost >= 0.7x a raw BinLogStreamReader loop. funboost's figure includes
+    # consume()'s start-up (~0.3 s: the reader process): with fewer rows it dominates
+    cdc_n = max(n, 20000)
+    S.append(Suite("mysql_cdc", "mysql_cdc_bench.py", ("mysql_cdc",), [
+        Part("raw", "mysql_cdc_bench", "run_raw", [cdc_n], _bench_figures("rows")),
+        # own_rss=False: the default reader decodes the binlog in a child process (~40 MB) not counted here
+        Part("funboost", "mysql_cdc_bench", "run_funboost", [cdc_n, 8, 0], _bench_figures("rows"), own_rss=False),
+        Part("thread", "mysql_cdc_bench", "run_funboost", [cdc_n, 8, 1], _bench_figures("rows"), full_only=True),
+    ], [
+        Row(f"MYSQL_CDC inserted rows, 8 threads (N={cdc_n})", "funboost:rows", "raw:rows",
+            "raw BinLogStreamReader loop", 0.7, unit="rows/s"),
+        Row("MYSQL_CDC inserted rows, reader in a thread", "thread:rows", "raw:rows",
+            "raw BinLogStreamReader loop", unit="rows/s", note='context: reader="thread"'),
+    ], unit="rows/s"))
+
     # issue 20: JetStream with the same acks as raw nats-py; core sync_call (latency-bound) is context only
     S.append(Suite("nats", "nats_bench.py", ("nats",), [
         Part("raw_pub", "nats_bench", "part_raw_js_publish", [n], {"publish": "BENCHRESULT.rate"}),
