@@ -152,19 +152,26 @@ def caller(side: str, port: int, queue: str):
     return lambda i: add.sync_call(i, 1, timeout=10)
 
 
-def part_calls(side: str, n: int, threads: int) -> dict:
-    """For run_all.py: side "raw" or "funboost" measured once in this process (:func:`measure_calls`),
-    against a server process of its own."""
+def measure_with_own_server(start_server, make_call, n: int, threads: int) -> dict:
+    """run_all.py's part for a call side (shared by the transport benches): a server process of its own on
+    a free port (``start_server(port)``), the side's ``call`` (``make_call(port)``) checked once, then
+    :func:`measure_calls`."""
     import logging
     logging.disable(logging.INFO)
     port = free_port()
-    proc = start("raw" if side == "raw" else "funboost", port, QUEUE)
+    proc = start_server(port)
     try:
-        call = caller(side, port, QUEUE)
-        assert call(1) == 2, side
+        call = make_call(port)
+        assert call(1) == 2
         return measure_calls(call, n, threads, proc.pid)
     finally:
         proc.kill()
+
+
+def part_calls(side: str, n: int, threads: int) -> dict:
+    """For run_all.py: side "raw" or "funboost" measured once in this process, against a server of its own."""
+    return measure_with_own_server(lambda port: start("raw" if side == "raw" else "funboost", port, QUEUE),
+                                   lambda port: caller(side, port, QUEUE), n, threads)
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import grpc_bench  # noqa: E402  (its measuring helpers and CPU record)
-from grpc_bench import free_port, measure_calls  # noqa: E402
+from grpc_bench import free_port, measure_calls, measure_with_own_server  # noqa: E402
 
 QUEUE = f"bench_http_{uuid.uuid4().hex[:8]}"
 
@@ -132,18 +132,10 @@ def caller(side: str, port: int):
 
 
 def part_calls(side: str, n: int, threads: int) -> dict:
-    """For run_all.py: side "raw", "raw_thread" or "HTTP" measured once in this process
-    (grpc_bench.measure_calls), against a server process of its own."""
-    import logging
-    logging.disable(logging.INFO)
-    port = free_port()
-    proc = start("raw" if side.startswith("raw") else "HTTP", port)
-    try:
-        call = caller(side, port)
-        assert call(1) == 2, side
-        return measure_calls(call, n, threads, proc.pid)
-    finally:
-        proc.kill()
+    """For run_all.py: side "raw", "raw_thread" or "HTTP" measured once in this process, against a server
+    process of its own (grpc_bench.measure_with_own_server)."""
+    return measure_with_own_server(lambda port: start("raw" if side.startswith("raw") else "HTTP", port),
+                                   lambda port: caller(side, port), n, threads)
 
 
 def main() -> None:

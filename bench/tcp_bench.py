@@ -37,7 +37,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from grpc_bench import free_port, measure_calls  # noqa: E402  (the measuring helpers of every transport bench)
+from grpc_bench import free_port, measure_calls, measure_with_own_server  # noqa: E402  (the measuring helpers of every transport bench)
 
 QUEUE = f"bench_tcp_{uuid.uuid4().hex[:8]}"
 HEADER = struct.Struct(">IIB")  # the tcp kind's frame header: length, request id, type
@@ -167,18 +167,10 @@ def caller(side: str, port: int, queue: str):
 
 def part_calls(side: str, n: int, threads: int) -> dict:
     """For run_all.py: one side (a key of SIDES) measured once in this process, against a server process
-    of its own: p50 / p99 in ms of ``n`` sequential calls, calls/s of ``2n`` calls from ``threads`` threads,
-    and the CPU per call of client and server in that throughput run."""
-    import logging
-    logging.disable(logging.INFO)
-    port, queue = free_port(), f"{QUEUE}_{side.lower()}"
-    proc = start("raw" if side.startswith("raw") else side, port, queue)
-    try:
-        call = caller(side, port, queue)
-        assert call(1) == 2, side
-        return measure_calls(call, n, threads, proc.pid)
-    finally:
-        proc.kill()
+    of its own (grpc_bench.measure_with_own_server)."""
+    queue = f"{QUEUE}_{side.lower()}"
+    return measure_with_own_server(lambda port: start("raw" if side.startswith("raw") else side, port, queue),
+                                   lambda port: caller(side, port, queue), n, threads)
 
 
 def part_push(total: int) -> dict:

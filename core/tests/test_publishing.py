@@ -192,3 +192,45 @@ def test_booster_flush_and_close_are_noops_in_confirmed_mode():
     assert f.get_message_count() == 1
     f.close()
     f.push(2)  # a new publishing broker after close
+
+
+def _in_flight_booster(fail_wait_of: int = -1):
+    """A memory-broker booster whose ``publish_begin`` stores at once and logs when each batch's wait runs
+    (the wait of batch ``fail_wait_of`` raises, as a refused confirmation would)."""
+    @boost(BoosterParams(queue_name=f"q_many_{uuid.uuid4().hex[:6]}", broker_kind="MEMORY_QUEUE",
+                         state_backend="memory", log_to_console=False))
+    def f(x: int) -> int:
+        return x
+
+    broker, log, begun = f.broker, [], []
+
+    def begin(messages: Sequence[OutgoingMessage]):
+        k = len(begun)
+        begun.append([m.task_id for m in messages])
+        log.append(f"begin{k}")
+        broker.publish(messages)
+
+        def wait() -> None:
+            log.append(f"wait{k}")
+            if k == fail_wait_of:
+                raise ConnectionError("confirmation refused by the test")
+        return wait
+    broker.publish_begin = begin  # this booster's broker instance only
+    return f, log, begun
+
+
+def test_push_many_keeps_a_few_batches_in_flight_and_returns_in_order():
+    f, log, begun = _in_flight_booster()
+    assert f.MANY_IN_FLIGHT == 4
+    results = f.push_many(range(2500), batch_size=500)  # five batches
+    assert log == ["begin0", "begin1", "begin2", "begin3", "wait0", "begin4", "wait1", "wait2", "wait3", "wait4"]
+    assert [r.task_id for r in results] == [t for batch in begun for t in batch]
+    assert f.get_message_count() == 2500
+
+
+def test_push_many_waits_for_every_batch_begun_and_raises_the_first_error():
+    f, log, _ = _in_flight_booster(fail_wait_of=1)
+    with pytest.raises(ConnectionError, match="refused by the test"):
+        f.push_many(range(2500), batch_size=500)
+    # the batches begun after the failed one are still waited for: no confirmation is left behind
+    assert log == ["begin0", "begin1", "begin2", "begin3", "wait0", "begin4", "wait1", "wait2", "wait3", "wait4"]

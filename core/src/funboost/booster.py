@@ -7,6 +7,7 @@ starts consuming in background threads of this process.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import inspect
 import logging
@@ -52,6 +53,10 @@ def _make_logger(params: BoosterParams) -> logging.Logger:
     configure_queue_logger(lg, params)
     return lg
 
+
+
+def _nothing_to_wait_for() -> None:
+    """The wait of a batch published synchronously (``publish_many`` in pipelined mode)."""
 
 class Booster(Generic[P, R]):
     """A decorated function: callable as before, plus the task API. Generic in the function's
@@ -453,28 +458,60 @@ class Booster(Generic[P, R]):
                 raise PublishArgumentsError(f"{self.func_name}: *args functions cannot be published; use keywords")
         return out
 
+    #: batches of one ``publish_many`` call in flight at once (confirmed mode): while the broker confirms
+    #: one, the next is built and sent, as a raw client streaming its publishes does
+    MANY_IN_FLIGHT = 4
+
     def publish_many(self, msgs: Iterable[dict], task_options: Optional[TaskOptions] = None,
                      batch_size: int = 1000) -> "list[AsyncResult[R]]":
-        """Send many tasks in batches through the broker's batch publish (the fast path)."""
+        """Send many tasks in batches through the broker's batch publish (the fast path). Returns once the
+        broker holds all of them (in confirmed mode; see ``publish_mode``)."""
         results: "list[AsyncResult[R]]" = []
         batch: list[OutgoingMessage] = []
         rpc = self._rpc_enabled(task_options)
         send = self._sender()
+        # confirmed mode: up to MANY_IN_FLIGHT batches begun (``Broker.publish_begin``), each waited for in
+        # order; a broker without asynchronous confirms publishes in ``begin`` and waits for nothing
+        begin = self.broker.publish_begin if self.params.publish_mode != "pipelined" else None
+        in_flight: "collections.deque[tuple[Callable[[], None], list[OutgoingMessage]]]" = collections.deque()
+
+        def stored(wait: Callable[[], None], sent: list[OutgoingMessage]) -> None:
+            wait()
+            self._after_publish([o.task_id for o in sent])
+            results.extend(AsyncResult(o.task_id, booster=self, rpc_enabled=rpc) for o in sent)
+
+        def flush(sent: list[OutgoingMessage]) -> None:
+            if begin is None:
+                send(sent)
+                stored(_nothing_to_wait_for, sent)
+                return
+            in_flight.append((begin(sent), sent))
+            if len(in_flight) >= self.MANY_IN_FLIGHT:
+                stored(*in_flight.popleft())
+
         plain = task_options is None and self._plain_publish_applies()
-        for m in msgs:
-            if plain and type(m) is dict and "extra" not in m:
-                batch.append(self._plain_message(m))
-            else:
-                batch.append(self._build(m, None, task_options)[1])
-            if len(batch) >= batch_size:
-                send(batch)
-                self._after_publish([o.task_id for o in batch])
-                results.extend(AsyncResult(o.task_id, booster=self, rpc_enabled=rpc) for o in batch)
-                batch = []
-        if batch:
-            send(batch)
-            self._after_publish([o.task_id for o in batch])
-            results.extend(AsyncResult(o.task_id, booster=self, rpc_enabled=rpc) for o in batch)
+        try:
+            for m in msgs:
+                if plain and type(m) is dict and "extra" not in m:
+                    batch.append(self._plain_message(m))
+                else:
+                    batch.append(self._build(m, None, task_options)[1])
+                if len(batch) >= batch_size:
+                    flush(batch)
+                    batch = []
+            if batch:
+                flush(batch)
+            while in_flight:
+                stored(*in_flight.popleft())
+        except BaseException:
+            # the batches already begun are waited for (their confirmations are not left behind); the
+            # first error is the one raised
+            for wait, _ in in_flight:
+                try:
+                    wait()
+                except Exception:
+                    pass
+            raise
         return results
 
     def push_many(self, args_list: Iterable[Any], batch_size: int = 1000) -> "list[AsyncResult[R]]":

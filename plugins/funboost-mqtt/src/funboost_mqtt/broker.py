@@ -29,7 +29,7 @@ import re
 import threading
 import time
 import uuid
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -124,6 +124,11 @@ class _Publisher:
 
     def publish(self, topic: str, bodies: Sequence[bytes], timeout: float) -> list[bytes]:
         """Publish QoS 1 and wait for the PUBACKs; return the bodies no subscriber took."""
+        return self.publish_begin(topic, bodies, timeout)()
+
+    def publish_begin(self, topic: str, bodies: Sequence[bytes], timeout: float) -> Callable[[], list[bytes]]:
+        """Publish QoS 1 and return the wait for the PUBACKs (up to ``timeout`` seconds from when it is
+        called), which returns the bodies no subscriber took. Several batches may be in flight at once."""
         batch = _Batch(len(bodies))
         index: dict[int, int] = {}
         for i, body in enumerate(bodies):
@@ -135,16 +140,19 @@ class _Publisher:
                     self.waiting[mid] = batch
             if code is not None:
                 batch.done(mid, code)
-        if not batch.finished.wait(timeout):
-            with self.lock:
-                for mid in index:
-                    self.waiting.pop(mid, None)
-            raise TimeoutError(f"{batch.remaining} of {len(bodies)} MQTT publishes not acknowledged within "
-                               f"{timeout}s ({self.opts.host}:{self.opts.port})")
-        failed = [c for c in batch.codes.values() if c >= 0x80]
-        if failed:
-            raise RuntimeError(f"MQTT broker refused {len(failed)} publishes (reason code {failed[0]})")
-        return [bodies[index[mid]] for mid, c in batch.codes.items() if c == NO_MATCHING_SUBSCRIBERS]
+
+        def wait() -> list[bytes]:
+            if not batch.finished.wait(timeout):
+                with self.lock:
+                    for mid in index:
+                        self.waiting.pop(mid, None)
+                raise TimeoutError(f"{batch.remaining} of {len(bodies)} MQTT publishes not acknowledged within "
+                                   f"{timeout}s ({self.opts.host}:{self.opts.port})")
+            failed = [c for c in batch.codes.values() if c >= 0x80]
+            if failed:
+                raise RuntimeError(f"MQTT broker refused {len(failed)} publishes (reason code {failed[0]})")
+            return [bodies[index[mid]] for mid, c in batch.codes.items() if c == NO_MATCHING_SUBSCRIBERS]
+        return wait
 
     def park(self, topic: str, bodies: list[bytes]) -> None:
         deadline = time.monotonic() + self.opts.publish_timeout
@@ -195,6 +203,10 @@ class _Publisher:
 
 
 _publishers: ProcessLocalDict[tuple, _Publisher] = ProcessLocalDict()
+
+
+def _nothing() -> None:
+    """The wait of an empty publish."""
 
 
 def publisher_for(opts: MqttOptions) -> _Publisher:
@@ -326,17 +338,29 @@ class MqttBroker(Broker):
 
     # ------------------------------------------------------------------ data path
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        if not messages:
-            return
+        self.publish_begin(messages)()
+
+    def publish_begin(self, messages: Sequence[OutgoingMessage]) -> Callable[[], None]:
+        """Publish now; the returned wait takes the PUBACKs (so that ``push_many`` and the pipelined mode
+        keep several batches in flight, as a raw paho publisher does)."""
         bodies = [m.body.encode() if isinstance(m.body, str) else bytes(m.body) for m in messages]
-        self._publish_bodies(bodies)
+        return self._publish_bodies_begin(bodies)
 
     def _publish_bodies(self, bodies: list[bytes]) -> None:
+        self._publish_bodies_begin(bodies)()
+
+    def _publish_bodies_begin(self, bodies: list[bytes]) -> Callable[[], None]:
+        if not bodies:  # nothing to send: no connection is made for it
+            return _nothing
         pub = publisher_for(self.options)
-        unheard = pub.publish(self.topic, bodies, self.options.publish_timeout)
-        if unheard and self.park_unheard:
-            logger.debug("MQTT: no subscriber of %s yet; parking %d messages", self.topic, len(unheard))
-            pub.park(self.topic, unheard)
+        wait = pub.publish_begin(self.topic, bodies, self.options.publish_timeout)
+
+        def stored() -> None:
+            unheard = wait()
+            if unheard and self.park_unheard:
+                logger.debug("MQTT: no subscriber of %s yet; parking %d messages", self.topic, len(unheard))
+                pub.park(self.topic, unheard)
+        return stored
 
     def _subscriber(self) -> _Subscriber:
         return self._sub.get()
