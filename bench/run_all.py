@@ -146,28 +146,31 @@ def _host_port(url: str, default_port: int) -> tuple[str, int]:
     return host or "127.0.0.1", int(port or default_port)
 
 
+def _own_service(host: str, port: int, script: str, what: str, start: bool = True) -> Optional[str]:
+    """A server the project starts itself: when nothing answers, run ``scripts/<script>`` (idempotent, it
+    waits until the server accepts connections) if ``start``; None when it answers, else why not."""
+    path = os.path.join(ROOT, "scripts", script)
+    if start and not _port_open(host, port) and os.path.exists(path):
+        subprocess.run(["bash", path], capture_output=True)
+    return None if _port_open(host, port) else f"no {what} (bash scripts/{script})"
+
+
 def service_problem(name: str) -> Optional[str]:
     """None when the service answers, else why the suite cannot run."""
     if name == "redis":
         return None if _port_open(*_host_port(REDIS_URL, 6379)) else f"no Redis at {REDIS_URL}"
     if name == "rabbitmq":
         return None if _port_open(*_host_port(AMQP_URL, 5672)) else "no RabbitMQ at " + AMQP_URL.split("@")[-1]
-    if name == "kafka":
-        hp = _host_port(KAFKA, 9092)
-        if not _port_open(*hp) and os.path.exists(os.path.join(ROOT, "scripts", "kafka_service.sh")) \
-                and KAFKA == "127.0.0.1:19092":
-            subprocess.run(["bash", os.path.join(ROOT, "scripts", "kafka_service.sh")], capture_output=True)
-        return None if _port_open(*hp) else f"no Kafka at {KAFKA} (bash scripts/kafka_service.sh)"
+    if name == "kafka":  # the project's own Kafka-wire broker, when the default address is asked for
+        return _own_service(*_host_port(KAFKA, 9092), "kafka_service.sh", f"Kafka at {KAFKA}",
+                            start=KAFKA == "127.0.0.1:19092")
     if name == "postgres":
         return None if _port_open(*_host_port(POSTGRES_DSN, 5432)) else f"no PostgreSQL at {POSTGRES_DSN}"
     if name == "mysql":
         return None if _port_open("127.0.0.1", 3306) else "no MariaDB/MySQL at 127.0.0.1:3306"
-    if name == "mysql_cdc":  # the project's own MariaDB with ROW binlog; the script is idempotent and waits
+    if name == "mysql_cdc":  # the project's own MariaDB with a ROW binlog
         port = int(os.environ.get("FUNBOOST_MARIADB_CDC_PORT", "3307"))
-        if not _port_open("127.0.0.1", port):
-            subprocess.run(["bash", os.path.join(ROOT, "scripts", "mariadb_cdc_service.sh")], capture_output=True)
-        return None if _port_open("127.0.0.1", port) else \
-            f"no CDC MariaDB at 127.0.0.1:{port} (bash scripts/mariadb_cdc_service.sh)"
+        return _own_service("127.0.0.1", port, "mariadb_cdc_service.sh", f"CDC MariaDB at 127.0.0.1:{port}")
     if name == "nats":  # an open port does not prove JetStream is on: the parts then fail, with the reason
         return None if _port_open(*_host_port(NATS_URL, 4222)) else f"no NATS at {NATS_URL} (needs -js)"
     if name == "mqtt":

@@ -24,7 +24,8 @@ from funboost.flags import QueueFlag
 from funboost.keepalive import KeepAlive, install_signal_handlers, shutdown_requested, wait_for_shutdown
 from funboost.message import build_envelope, dumps
 from funboost.params import BoosterParams, TaskOptions
-from funboost.plugins.broker import Broker, OutgoingMessage, QueueSize
+from funboost.publishing import MAX_BATCHES_IN_FLIGHT
+from funboost.plugins.broker import Broker, OutgoingMessage, QueueSize, nothing_to_wait_for
 from funboost.plugins.manager import get_plugin_manager, has_hook_impls, resolve_broker_kind
 from funboost.records import _PID
 from funboost.registry import BoostersManager
@@ -53,10 +54,6 @@ def _make_logger(params: BoosterParams) -> logging.Logger:
     configure_queue_logger(lg, params)
     return lg
 
-
-
-def _nothing_to_wait_for() -> None:
-    """The wait of a batch published synchronously (``publish_many`` in pipelined mode)."""
 
 class Booster(Generic[P, R]):
     """A decorated function: callable as before, plus the task API. Generic in the function's
@@ -460,7 +457,7 @@ class Booster(Generic[P, R]):
 
     #: batches of one ``publish_many`` call in flight at once (confirmed mode): while the broker confirms
     #: one, the next is built and sent, as a raw client streaming its publishes does
-    MANY_IN_FLIGHT = 4
+    MANY_IN_FLIGHT = MAX_BATCHES_IN_FLIGHT
 
     def publish_many(self, msgs: Iterable[dict], task_options: Optional[TaskOptions] = None,
                      batch_size: int = 1000) -> "list[AsyncResult[R]]":
@@ -469,10 +466,17 @@ class Booster(Generic[P, R]):
         results: "list[AsyncResult[R]]" = []
         batch: list[OutgoingMessage] = []
         rpc = self._rpc_enabled(task_options)
-        send = self._sender()
         # confirmed mode: up to MANY_IN_FLIGHT batches begun (``Broker.publish_begin``), each waited for in
-        # order; a broker without asynchronous confirms publishes in ``begin`` and waits for nothing
-        begin = self.broker.publish_begin if self.params.publish_mode != "pipelined" else None
+        # order (a broker without asynchronous confirms publishes in ``publish_begin``); pipelined mode:
+        # the pipelined publisher takes each batch and nothing is waited for here
+        if self.params.publish_mode == "pipelined":
+            send = self._sender()
+
+            def begin(sent: list[OutgoingMessage]) -> Callable[[], None]:
+                send(sent)
+                return nothing_to_wait_for
+        else:
+            begin = self.broker.publish_begin
         in_flight: "collections.deque[tuple[Callable[[], None], list[OutgoingMessage]]]" = collections.deque()
 
         def stored(wait: Callable[[], None], sent: list[OutgoingMessage]) -> None:
@@ -480,11 +484,7 @@ class Booster(Generic[P, R]):
             self._after_publish([o.task_id for o in sent])
             results.extend(AsyncResult(o.task_id, booster=self, rpc_enabled=rpc) for o in sent)
 
-        def flush(sent: list[OutgoingMessage]) -> None:
-            if begin is None:
-                send(sent)
-                stored(_nothing_to_wait_for, sent)
-                return
+        def send_batch(sent: list[OutgoingMessage]) -> None:
             in_flight.append((begin(sent), sent))
             if len(in_flight) >= self.MANY_IN_FLIGHT:
                 stored(*in_flight.popleft())
@@ -497,10 +497,10 @@ class Booster(Generic[P, R]):
                 else:
                     batch.append(self._build(m, None, task_options)[1])
                 if len(batch) >= batch_size:
-                    flush(batch)
+                    send_batch(batch)
                     batch = []
             if batch:
-                flush(batch)
+                send_batch(batch)
             while in_flight:
                 stored(*in_flight.popleft())
         except BaseException:

@@ -41,6 +41,8 @@ logger = logging.getLogger("funboost.publishing")
 Send = Callable[[Sequence[OutgoingMessage]], None]
 
 PUBLISH_MODES = ("confirmed", "pipelined")
+#: batches begun (``Broker.publish_begin``) and not yet confirmed, per pipelined publisher or ``publish_many``
+MAX_BATCHES_IN_FLIGHT = 4
 
 
 class PublishFailed(FunboostError):
@@ -250,7 +252,7 @@ class PipelinedPublisher:
     :param retries: further attempts of a failed batch (backoff 0.1 s, doubling, at most 2 s).
     """
 
-    MAX_IN_FLIGHT = 4  # batches begun and not yet confirmed
+    MAX_IN_FLIGHT = MAX_BATCHES_IN_FLIGHT
 
     def __init__(self, send: Send, name: str, window: float = 0.005, max_batch: int = 1000,
                  retries: int = 3, log: Optional[logging.Logger] = None,

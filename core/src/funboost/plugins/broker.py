@@ -210,7 +210,7 @@ class Broker:
         this way in flight, in order. The default publishes at once and returns a no-op; kinds whose
         client confirms asynchronously (RabbitMQ publisher confirms, Kafka acks) override it."""
         self.publish(messages)
-        return _published
+        return nothing_to_wait_for
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         raise NotImplementedError
@@ -275,8 +275,9 @@ class Broker:
         return type(self), self.options
 
 
-def _published() -> None:
-    """The wait of a publish that already returned (``Broker.publish_begin``'s default)."""
+def nothing_to_wait_for() -> None:
+    """The wait of a publish that already returned (``Broker.publish_begin``'s default; also what a plugin's
+    ``publish_begin`` returns for a batch it had nothing to send for)."""
 
 
 def dead_letter_queue_name(queue_name: str) -> str:

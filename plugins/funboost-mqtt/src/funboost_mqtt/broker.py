@@ -37,7 +37,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
+from funboost.plugins.broker import (Broker, Capabilities, Delivery, OutgoingMessage, QueueSize,
+                                     nothing_to_wait_for)
 from funboost.process_local import ProcessLocal, ProcessLocalDict
 
 from .options import MqttOptions
@@ -205,10 +206,6 @@ class _Publisher:
 _publishers: ProcessLocalDict[tuple, _Publisher] = ProcessLocalDict()
 
 
-def _nothing() -> None:
-    """The wait of an empty publish."""
-
-
 def publisher_for(opts: MqttOptions) -> _Publisher:
     """The process's publisher for this server and user (a forked child builds its own)."""
     return _publishers.get_or_create((opts.host, opts.port, opts.username), lambda: _Publisher(opts))
@@ -351,7 +348,7 @@ class MqttBroker(Broker):
 
     def _publish_bodies_begin(self, bodies: list[bytes]) -> Callable[[], None]:
         if not bodies:  # nothing to send: no connection is made for it
-            return _nothing
+            return nothing_to_wait_for
         pub = publisher_for(self.options)
         wait = pub.publish_begin(self.topic, bodies, self.options.publish_timeout)
 
