@@ -35,13 +35,18 @@ def _cluster_ok() -> bool:
 @pytest.fixture(scope="module")
 def cluster_url():
     started = False
+    script_said = ""
     if not _cluster_ok() and shutil.which("redis-server") and os.path.exists(SCRIPT):
         # the project's script starts a throw-away 3-master cluster on other loopback ports
-        subprocess.run(["bash", SCRIPT], env=dict(os.environ, FUNBOOST_REDIS_CLUSTER_PORT=str(CLUSTER_PORT)),
-                       capture_output=True, timeout=60)
+        done = subprocess.run(["bash", SCRIPT], env=dict(os.environ, FUNBOOST_REDIS_CLUSTER_PORT=str(CLUSTER_PORT)),
+                              capture_output=True, text=True, timeout=150)
+        script_said = f"; the script exited {done.returncode}: {(done.stdout + done.stderr).strip()[-2000:]}"
+        deadline = time.monotonic() + 10  # the nodes may still be agreeing when the script gives up
+        while not _cluster_ok() and time.monotonic() < deadline:
+            time.sleep(0.1)
         started = _cluster_ok()
     if not _cluster_ok():
-        require_service(f"no Redis Cluster on 127.0.0.1:{CLUSTER_PORT} (scripts/redis_cluster.sh)")
+        require_service(f"no Redis Cluster on 127.0.0.1:{CLUSTER_PORT} (scripts/redis_cluster.sh){script_said}")
     yield f"redis://127.0.0.1:{CLUSTER_PORT}/0"
     if started:
         subprocess.run(["bash", SCRIPT, "stop"], env=dict(os.environ, FUNBOOST_REDIS_CLUSTER_PORT=str(CLUSTER_PORT)),
