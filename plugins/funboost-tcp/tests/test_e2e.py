@@ -73,7 +73,7 @@ def test_many_threads_share_one_connection_and_replies_come_out_of_order(queue_n
 
     nap = _nap_booster(queue_name, port, concurrency=16)
     nap.consume()
-    publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port}))
+    publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port, "connections_per_consumer": 1}))
     try:
         slow_done = []
         slow = threading.Thread(target=lambda: slow_done.append(
@@ -98,6 +98,39 @@ def test_many_threads_share_one_connection_and_replies_come_out_of_order(queue_n
         assert not errors and slow_done == [-1]
         server = TcpBroker.registry.lookup("127.0.0.1", port)
         assert server.connection_count == 1  # one multiplexed connection for all those threads
+    finally:
+        nap.stop_consume(10)
+
+
+def test_threads_get_connections_of_their_own_up_to_the_pool_size_then_share_them(queue_name):
+    """Callers at once up to ``connections_per_consumer`` each get a connection of their own (no hand-off
+    between threads on either side); more callers than that multiplex on the pool's connections."""
+    port = free_port()
+
+    nap = _nap_booster(queue_name, port, concurrency=32)
+    nap.consume()
+    publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port, "connections_per_consumer": 3}))
+    server = TcpBroker.registry.lookup("127.0.0.1", port)
+    try:
+        errors: list = []
+        barrier = threading.Barrier(12)
+
+        def caller(k: int) -> None:
+            try:
+                barrier.wait(10)
+                for i in range(10):  # each call sleeps, so all 12 threads overlap
+                    assert publisher.sync_call(json.dumps({"x": k * 100 + i, "sleep": 0.05}), 20) == k * 100 + i
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=caller, args=(k,)) for k in range(12)]
+        [t.start() for t in threads]
+        [t.join(60) for t in threads]
+        assert not errors
+        pool = publisher.client.endpoints[0].conn
+        assert len(pool.connections) == 3  # never more than the pool size...
+        assert server.connection_count == 3  # ...and each was used (12 callers on 3 connections)
+        assert sorted(pool.idle, key=id) == sorted(pool.connections, key=id)  # all idle again afterwards
     finally:
         nap.stop_consume(10)
 
@@ -130,10 +163,10 @@ def test_a_reading_caller_that_times_out_hands_the_reading_over(queue_name):
 
     nap = _nap_booster(queue_name, port, concurrency=4)
     nap.consume()
-    publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port}))
+    publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port, "connections_per_consumer": 1}))
     try:
         assert publisher.sync_call(json.dumps({"x": 0}), 10) == 0  # connected
-        conn = publisher.client.endpoints[0].conn
+        conn = publisher.client.endpoints[0].conn.connections[0]
         out: dict = {}
 
         def first() -> None:

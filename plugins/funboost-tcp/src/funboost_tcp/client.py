@@ -298,6 +298,48 @@ class _SocketConnection:
             self._drop(sock, "closed by the publisher")
 
 
+class _ConnectionPool:
+    """Up to ``size`` plain connections to one consumer, shared by the process's calling threads.
+
+    A request takes an idle connection (nothing under way on it), opens another while fewer than ``size``
+    exist, and only then multiplexes on the least busy one. A caller alone on its connection reads its own
+    reply, and the consumer runs a call that is alone on its connection in the thread that read it: with
+    up to ``size`` threads calling at once, no call is handed from one thread to another on either side,
+    which on two cores measured about twice the calls per second of one multiplexed connection. Beyond
+    ``size`` threads, requests share connections (leader/follower, see :class:`_SocketConnection`)."""
+
+    def __init__(self, client: "TcpClient", address: str, size: int) -> None:
+        self.client = client
+        self.address = address
+        self.size = size
+        self.lock = threading.Lock()
+        self.connections: list[_SocketConnection] = []
+        self.users: dict[_SocketConnection, int] = {}  # requests under way per connection
+        self.idle: list[_SocketConnection] = []  # connections with no request under way (LIFO: warm first)
+
+    def request(self, frame_type: int, payload: bytes, timeout: float) -> tuple[int, bytes]:
+        with self.lock:
+            if self.idle:
+                conn = self.idle.pop()
+            elif len(self.connections) < self.size:
+                conn = _SocketConnection(self.client, self.address)
+                self.connections.append(conn)
+            else:
+                conn = min(self.connections, key=self.users.__getitem__)
+            self.users[conn] = self.users.get(conn, 0) + 1
+        try:
+            return conn.request(frame_type, payload, timeout)
+        finally:
+            with self.lock:
+                left = self.users[conn] = self.users[conn] - 1
+                if not left:
+                    self.idle.append(conn)
+
+    def close(self) -> None:
+        for conn in list(self.connections):
+            conn.close()
+
+
 class _LoopConnection:
     """A TLS connection to one consumer, driven by the client's loop thread; every method but
     :meth:`request` runs on the loop."""
@@ -421,7 +463,7 @@ class _LoopConnection:
 class TcpEndpoint(Endpoint):
     __slots__ = ("conn",)
 
-    def __init__(self, address: str, conn: Union[_SocketConnection, _LoopConnection]) -> None:
+    def __init__(self, address: str, conn: Union[_ConnectionPool, _LoopConnection]) -> None:
         super().__init__(address)
         self.conn = conn
 
@@ -460,8 +502,11 @@ class TcpClient(TransportClient[TcpEndpoint]):
         self.loop: Optional[LoopThread] = shared_loop("funboost-tcp-client") if self.ssl_context is not None else None
         # every request starts with the same fields; the token is written once here
         self._prefix = b'{"token":' + dumps(options.token).encode() + b',"queue":'
-        conn_class = _LoopConnection if self.ssl_context is not None else _SocketConnection
-        endpoints = [TcpEndpoint(a, conn_class(self, a)) for a in options.target_addresses()]
+        if self.ssl_context is not None:
+            endpoints = [TcpEndpoint(a, _LoopConnection(self, a)) for a in options.target_addresses()]
+        else:
+            endpoints = [TcpEndpoint(a, _ConnectionPool(self, a, options.connections_per_consumer))
+                         for a in options.target_addresses()]
         # room for the request's own fields around the bodies (queue names are short; 1 KiB is generous)
         overhead = 1024 + len(self._prefix)
         super().__init__(endpoints, max_body=options.max_frame_bytes - overhead,
@@ -541,7 +586,7 @@ def _client_key(options: TcpOptions) -> tuple:
     return (tuple(options.target_addresses()), options.token, options.client_tls, options.tls_ca_file,
             options.tls_client_cert_file, options.tls_client_key_file, options.tls_server_name,
             options.max_frame_bytes, options.publish_timeout, options.rpc_timeout, options.health_check_interval,
-            options.connect_timeout)
+            options.connect_timeout, options.connections_per_consumer)
 
 
 def get_client(options: TcpOptions) -> TcpClient:

@@ -34,6 +34,8 @@ class TcpOptions(MutualTlsTransportOptions):
     call_threads: int = Field(64, ge=1)
     # consumer: requests of one connection under way before the server stops reading from it
     max_in_flight_per_connection: int = Field(256, ge=1)
+    # publisher (plain TCP): connections to each consumer, shared by the process's threads (see client.py)
+    connections_per_consumer: int = Field(8, ge=1)
     # deadline of one publish / stats / purge attempt against one consumer
     rpc_timeout: float = Field(5.0, gt=0)
     # deadline of opening a connection to one consumer
