@@ -304,8 +304,9 @@ class _ConnectionPool:
     A request takes an idle connection (nothing under way on it), opens another while fewer than ``size``
     exist, and only then multiplexes on the least busy one. A caller alone on its connection reads its own
     reply, and the consumer runs a call that is alone on its connection in the thread that read it: with
-    up to ``size`` threads calling at once, no call is handed from one thread to another on either side,
-    which on two cores measured about twice the calls per second of one multiplexed connection. Beyond
+    up to ``size`` threads calling at once, no call is handed from one thread to another on either side
+    (8 threads on two cores: 1.3-1.5x the calls per second of one multiplexed connection, see
+    docs/benchmarks.md). Beyond
     ``size`` threads, requests share connections (leader/follower, see :class:`_SocketConnection`)."""
 
     def __init__(self, client: "TcpClient", address: str, size: int) -> None:

@@ -22,7 +22,7 @@ class TcpOptions(MutualTlsTransportOptions):
     ``tls_key_file``, ``tls_client_ca_file``, ``call_threads``, ``max_in_flight_per_connection``. Client
     side (publishers, ``sync_call``): ``addresses``, ``tls``, ``tls_ca_file``, ``tls_client_cert_file``,
     ``tls_client_key_file``, ``tls_server_name``, ``publish_timeout``, ``rpc_timeout``, ``connect_timeout``,
-    ``health_check_interval`` (PING). Both: ``token``, ``max_frame_bytes``.
+    ``health_check_interval`` (PING), ``connections_per_consumer``. Both: ``token``, ``max_frame_bytes``.
     """
 
     env_prefix: ClassVar[str] = "FUNBOOST_TCP_"
