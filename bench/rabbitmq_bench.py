@@ -67,10 +67,8 @@ def confirmed_one_by_one(n_confirmed: int, rounds: int = 10) -> dict[str, float]
         pass
 
     task.push(0)
-    # a body of the size and shape of our envelope for task.push(i)
-    same_body = json.dumps({"x": 1, "extra": {"task_id": str(uuid.uuid4()), "publish_time": round(time.time(), 4),
-                                              "publish_time_format": time.strftime("%Y-%m-%d %H:%M:%S")}},
-                           separators=(",", ":")).encode()
+    from funboost.message import build_envelope, dumps
+    same_body = dumps(build_envelope({"x": 1}, task_id=str(uuid.uuid4()))).encode()  # what task.push(1) sends
     plain, same, ours_ = [], [], []
     per_round = max(1, n_confirmed // rounds)
     for _ in range(rounds):

@@ -325,9 +325,10 @@ class _ConnectionPool:
             elif len(self.connections) < self.size:
                 conn = _SocketConnection(self.client, self.address)
                 self.connections.append(conn)
+                self.users[conn] = 0
             else:
                 conn = min(self.connections, key=self.users.__getitem__)
-            self.users[conn] = self.users.get(conn, 0) + 1
+            self.users[conn] += 1
         try:
             return conn.request(frame_type, payload, timeout)
         finally:
