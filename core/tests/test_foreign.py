@@ -173,6 +173,22 @@ def test_a_paused_queue_holds_the_foreign_message_until_resumed(qname, make_cons
     assert ran.is_set() and result[0].verb is Verb.ACK
 
 
+def test_without_hold_a_paused_or_closed_window_queue_rejects_the_foreign_message_at_once(qname, make_consumer):
+    import datetime as dt
+    calls: list[int] = []
+    c = make_consumer(lambda x: calls.append(x), queue_name=qname)
+    c.paused = True
+    out = run_foreign_delivery(c, envelope_from_foreign((), {"x": 1}), hold=False)
+    assert out.verb is Verb.REJECT and "paused" in out.error and calls == []
+    c.paused = False
+    assert run_foreign_delivery(c, envelope_from_foreign((), {"x": 2}), hold=False).verb is Verb.ACK
+    closed = f"{(dt.datetime.now().minute + 30) % 60} * * * *"
+    w = make_consumer(lambda x: calls.append(x), queue_name=qname + "_w", allow_run_time_cron=closed)
+    out = run_foreign_delivery(w, envelope_from_foreign((), {"x": 3}), hold=False)
+    assert out.verb is Verb.REJECT and "run-time window" in out.error
+    assert calls == [2]
+
+
 # ------------------------------------------------------------------------------------------- the worker host
 class ThreadFramework(ForeignWorkerHost):
     """The smallest real framework: one in-process queue per funboost queue and N worker threads that

@@ -30,16 +30,18 @@ from funboost.plugins.host import ConsumerHost
 from funboost.process_local import ProcessLocalDict
 
 STOPPED_REASON = "the funboost consumer of this queue stopped"
+NOT_RUNNABLE_REASON = "the queue is paused or outside its run-time window"
 
 
 def run_foreign_delivery(consumer: ConsumerHost, body: Any, *, redelivered: bool = False,
-                         eta: EtaLike = None) -> Outcome:
+                         eta: EtaLike = None, hold: bool = True) -> Outcome:
     """Run one framework message's envelope through funboost in the calling (framework) thread.
 
     ``eta``: the framework's due time, when its timer may fire a little early (funboost would hold
     the message itself otherwise). A message that arrives while the queue is paused or outside its
-    run-time window waits here; when the consumer stops meanwhile it is rejected back to the queue.
-    The framework must settle its message as the returned :class:`Outcome` says.
+    run-time window waits here (``hold=False``: it is rejected at once, for the framework to give
+    back); when the consumer stops meanwhile it is rejected back to the queue. The framework must
+    settle its message as the returned :class:`Outcome` says.
     """
     if eta is not None:
         due = parse_eta(eta)
@@ -47,6 +49,8 @@ def run_foreign_delivery(consumer: ConsumerHost, body: Any, *, redelivered: bool
             left = due - time.time()
             if left > 0 and consumer.stop_event.wait(left + 0.002):
                 return rejected(STOPPED_REASON)
+    if not hold and not consumer.is_runnable():
+        return rejected(STOPPED_REASON if consumer.stopped else NOT_RUNNABLE_REASON)
     # execute_inline waits while paused / outside the run-time window, and returns None without running
     # when the consumer stops meanwhile (or while waiting for its qps slot): then the message goes back
     status = consumer.execute_inline(Delivery(body=body, tag=None, redelivered=redelivered, auto_ack=True))
@@ -64,6 +68,12 @@ class ForeignWorkerHost(abc.ABC):
     control_interval: ClassVar[float] = 0.5
     #: the framework's name, for thread names and the logger (``funboost.<framework>``)
     framework: ClassVar[str] = "foreign"
+    #: True: a message the worker hands over while the queue may not run (paused, outside its run-time
+    #: window) waits in the worker thread until it may. False: it is rejected at once and the framework
+    #: gives it back, for a framework whose paused consumer closes its connection, after which the server
+    #: would deliver the held messages again while the worker threads still hold them (dramatiq on
+    #: RabbitMQ: each would run twice)
+    holds_messages_while_paused: ClassVar[bool] = True
 
     def __init__(self) -> None:
         # re-entrant: add() may call start_queue(), which a subclass may implement with its own calls back
@@ -177,7 +187,8 @@ class ForeignWorkerHost(abc.ABC):
         consumer = self.consumers.get(queue)
         if consumer is None or consumer.stopped:
             return rejected(STOPPED_REASON)
-        return run_foreign_delivery(consumer, body, redelivered=redelivered, eta=eta)
+        return run_foreign_delivery(consumer, body, redelivered=redelivered, eta=eta,
+                                    hold=self.holds_messages_while_paused)
 
     # ------------------------------------------------------------------ the worker thread
     def _run(self) -> None:

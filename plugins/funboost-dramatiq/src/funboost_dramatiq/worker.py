@@ -45,6 +45,9 @@ def give_back(broker: dramatiq.Broker, message: Any) -> None:
 
 class DramatiqWorkerHost(ForeignWorkerHost):
     framework = "dramatiq"
+    # a paused dramatiq consumer thread closes its consumer, and RabbitMQ then delivers again what the
+    # worker threads hold: a message that arrives while the queue may not run is given back instead
+    holds_messages_while_paused = False
 
     def __init__(self, options: DramatiqOptions) -> None:
         super().__init__()

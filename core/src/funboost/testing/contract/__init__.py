@@ -15,11 +15,13 @@ or, in a plugin's own tests, subclass :class:`BrokerContract` (all modules) or o
 
 Modules: ``test_registration``, ``test_publish_consume``, ``test_ack``, ``test_requeue``,
 ``test_dead_letter``, ``test_queue_size``, ``test_delay``, ``test_priority``, ``test_purge``,
-``test_redelivery``, ``test_delivery_mode``, ``test_persistence``, ``test_engine``, ``test_publish_mode``. See
+``test_redelivery``, ``test_delivery_mode``, ``test_persistence``, ``test_engine``, ``test_controls``,
+``test_publish_mode``. See
 ``docs/writing-a-broker-plugin.md``.
 """
 from funboost.testing.contract.base import ContractBase
 from funboost.testing.contract.test_ack import AckTests
+from funboost.testing.contract.test_controls import ControlTests
 from funboost.testing.contract.test_dead_letter import DeadLetterTests
 from funboost.testing.contract.test_delay import DelayTests
 from funboost.testing.contract.test_delivery_mode import DeliveryModeTests
@@ -37,10 +39,10 @@ from funboost.testing.contract.test_requeue import RequeueTests
 
 class BrokerContract(RegistrationTests, PublishConsumeTests, AckTests, RequeueTests, DeadLetterTests,
                      QueueSizeTests, DelayTests, PriorityTests, PurgeTests, RedeliveryTests, DeliveryModeTests,
-                     PersistenceTests, EngineTests, PublishModeTests, ContractBase):
+                     PersistenceTests, EngineTests, ControlTests, PublishModeTests, ContractBase):
     """Every contract test; subclass it in a plugin's tests and set ``broker_kind``."""
 
 
 __all__ = ["BrokerContract", "ContractBase", "RegistrationTests", "PublishConsumeTests", "AckTests",
            "RequeueTests", "DeadLetterTests", "QueueSizeTests", "DelayTests", "PriorityTests", "PurgeTests",
-           "RedeliveryTests", "DeliveryModeTests", "PersistenceTests", "EngineTests", "PublishModeTests"]
+           "RedeliveryTests", "DeliveryModeTests", "PersistenceTests", "EngineTests", "ControlTests", "PublishModeTests"]

@@ -1,0 +1,114 @@
+"""Through the engine: the controls a user changes on a running consumer (pause, resume, a new qps) and
+the run-time window reach every kind's consumer in its default configuration, a foreign framework's
+worker or a serving transport included. Each kind delivers messages its own way (fetched by the engine,
+handed over by a framework's worker thread, called in by a client); the controls must hold on all of
+them, because the task body always runs through funboost's runner."""
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+from typing import Any
+
+from funboost.testing.contract.base import ContractBase, wait_until
+from funboost.testing.contract.test_engine import wait_for_work
+from funboost.testing.requirements import requires
+
+#: the consumer reads its queue's flags once a second (engine.consumer.FLAG_POLL_INTERVAL); a little more
+FLAG_APPLIED_WITHIN = 10.0
+#: how long "nothing ran" is watched for (what is asserted is an absence, so it needs a window)
+QUIET_SECONDS = 1.5
+
+
+def _closed_window_cron() -> str:
+    """A cron expression matching one minute of the hour that is half an hour away from now."""
+    return f"{(datetime.datetime.now().minute + 30) % 60} * * * *"
+
+
+@requires(broadcast=False)
+class ControlTests:
+    def _make(self, broker_cls: Any, options_raw: Any, queue_name: str, ran: list, **params: Any) -> Any:
+        from funboost import BoosterParams, boost
+        lock = threading.Lock()
+
+        @boost(BoosterParams(queue_name=queue_name, broker_kind=broker_cls.kind, broker_exclusive_config=options_raw,
+                             concurrent_num=4, state_backend="memory", log_to_console=False, **params))
+        def work(x: int) -> int:
+            with lock:
+                ran.append((x, time.monotonic()))
+            return x
+
+        return work
+
+    def test_pause_resume_and_a_new_qps_reach_the_running_consumer(self, broker_cls, options_raw, queue_name,
+                                                                   settings):
+        ran: list = []
+        work = self._make(broker_cls, options_raw, queue_name, ran)
+        ready = settings["consumer_ready_timeout"] + 20
+        try:
+            work.consume()
+            work.push(0)
+            wait_for_work(lambda: len(ran) == 1, work.broker, ready, "the first task ran")
+            consumer = work.consumer
+
+            work.pause()
+            wait_until(lambda: consumer.paused, FLAG_APPLIED_WITHIN, message="the consumer sees the pause")
+            for i in range(1, 4):
+                work.push(i)
+            time.sleep(QUIET_SECONDS)  # nothing may run while paused: an absence is watched over a window
+            assert [x for x, _ in ran] == [0], f"tasks ran while the queue was paused: {ran}"
+
+            work.set_qps(4)
+            wait_until(lambda: consumer.current_qps == 4, FLAG_APPLIED_WITHIN, message="the consumer sees qps=4")
+            for i in range(4, 7):
+                work.push(i)
+            work.resume()
+            wait_for_work(lambda: len(ran) == 7, work.broker, ready + 10, "all 7 tasks ran after resume")
+        finally:
+            work.stop_consume(10)
+            if broker_cls.capabilities.purge:
+                work.clear()
+        assert sorted(x for x, _ in ran) == list(range(7))
+        # six starts at 4 per second cannot be closer together than 5 intervals of 0.25 s (minus the
+        # limiter's one-start burst and clock granularity)
+        starts = sorted(t for x, t in ran if x >= 1)
+        assert starts[-1] - starts[0] >= 1.0, f"6 tasks under qps=4 started within {starts[-1] - starts[0]:.3f}s"
+
+    def test_run_time_window_holds_tasks_outside_it(self, broker_cls, options_raw, queue_name, settings):
+        ran: list = []
+        work = self._make(broker_cls, options_raw, queue_name, ran, allow_run_time_cron=_closed_window_cron())
+        caps = broker_cls.capabilities
+        try:
+            work.consume()
+            wait_until(lambda: work.consumer is not None, 10, message="the consumer started")
+            # a kind whose publish needs a serving consumer (transports) is served once consume() returned
+            deadline = time.monotonic() + settings["consumer_ready_timeout"] + 10
+            while True:
+                try:
+                    work.push(1)
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            time.sleep(QUIET_SECONDS)  # outside the window nothing may run: an absence, watched over a window
+            assert ran == [], f"a task ran outside the run-time window: {ran}"
+        finally:
+            work.stop_consume(10)
+        if not caps.persistent:
+            return  # the message lived in the stopped consumer (a serving transport): nothing to come back to
+        # held, not dropped: a consumer whose window is open runs it
+        again = self._make(broker_cls, options_raw, queue_name, ran)
+        try:
+            again.consume()
+            wait_for_work(lambda: len(ran) == 1, again.broker, settings["consumer_ready_timeout"] + 30,
+                          "the held task ran once the window was open")
+        finally:
+            again.stop_consume(10)
+            if caps.purge:
+                again.clear()
+        assert [x for x, _ in ran] == [1]
+
+
+class TestControls(ControlTests, ContractBase):
+    pass
