@@ -1,5 +1,6 @@
-"""Through the engine: the controls a user changes on a running consumer (pause, resume, a new qps) and
-the run-time window reach every kind's consumer in its default configuration, a foreign framework's
+"""Through the engine: the controls a user changes on a running consumer (pause, resume, a new qps, a
+killed task), the run-time window and the per-task controls (RPC result, retries, requeue, filter,
+expiry, countdown) reach every kind's consumer in its default configuration, a foreign framework's
 worker or a serving transport included. Each kind delivers messages its own way (fetched by the engine,
 handed over by a framework's worker thread, called in by a client); the controls must hold on all of
 them, because the task body always runs through funboost's runner."""
@@ -55,6 +56,9 @@ class ControlTests:
             wait_until(lambda: consumer.paused, FLAG_APPLIED_WITHIN, message="the consumer sees the pause")
             for i in range(1, 4):
                 work.push(i)
+            killed = work.push(99).task_id  # killed while it waits: it must never run
+            work.kill_task(killed)
+            wait_until(lambda: killed in consumer.kill_set, FLAG_APPLIED_WITHIN, message="the consumer sees the kill")
             time.sleep(QUIET_SECONDS)  # nothing may run while paused: an absence is watched over a window
             assert [x for x, _ in ran] == [0], f"tasks ran while the queue was paused: {ran}"
 
@@ -64,11 +68,13 @@ class ControlTests:
                 work.push(i)
             work.resume()
             wait_for_work(lambda: len(ran) == 7, work.broker, ready + 10, "all 7 tasks ran after resume")
+            # the killed one was published before 4..6, so it has been taken by now: it was dropped, not run
+            wait_until(lambda: work.get_message_count() in (0, -1), ready, message="the queue drained")
         finally:
             work.stop_consume(10)
             if broker_cls.capabilities.purge:
                 work.clear()
-        assert sorted(x for x, _ in ran) == list(range(7))
+        assert sorted(x for x, _ in ran) == list(range(7)), f"the killed task ran, or another is missing: {ran}"
         # six starts at 4 per second cannot be closer together than 5 intervals of 0.25 s (minus the
         # limiter's one-start burst and clock granularity)
         starts = sorted(t for x, t in ran if x >= 1)
@@ -108,6 +114,60 @@ class ControlTests:
             if caps.purge:
                 again.clear()
         assert [x for x, _ in ran] == [1]
+
+
+    def test_task_controls_through_boost(self, broker_cls, options_raw, queue_name, settings):
+        """Per-task controls on every kind, with one consumer: the RPC result, funboost's retries (exactly
+        ``max_retry_times``, never the broker's or the framework's on top), ``ExceptionForRequeue``, the task
+        filter, message expiry and a countdown that does not hold back the messages behind it."""
+        from funboost import BoosterParams, ExceptionForRequeue, TaskOptions, boost
+        runs: list = []
+        lock = threading.Lock()
+
+        @boost(BoosterParams(queue_name=queue_name, broker_kind=broker_cls.kind, broker_exclusive_config=options_raw,
+                             concurrent_num=4, state_backend="memory", log_to_console=False, is_using_rpc_mode=True,
+                             max_retry_times=2, is_print_detail_exception=False))
+        def work(x: int, mode: str = "ok") -> int:
+            with lock:
+                runs.append((x, mode, time.time()))
+                first = sum(1 for r in runs if r[0] == x) == 1
+            if mode == "fail":
+                raise ValueError(f"failing on purpose ({x})")
+            if mode == "requeue_once" and first:
+                raise ExceptionForRequeue("not yet")
+            return x * 2
+
+        def ran(x: int) -> int:
+            with lock:
+                return sum(1 for r in runs if r[0] == x)
+
+        timeout = settings["consumer_ready_timeout"] + 30
+        try:
+            work.consume()
+            assert work.push(1).get(timeout) == 2  # the RPC result
+            failed = work.push(2, mode="fail").wait(timeout)
+            assert failed["success"] is False and failed["run_times"] == 3, failed
+            assert work.push(3, mode="requeue_once").get(timeout) == 6
+            assert ran(3) == 2, "ExceptionForRequeue: the task goes back and runs again"
+            assert work.publish({"x": 4}, task_options=TaskOptions(do_task_filtering=True)).get(timeout) == 8
+            work.publish({"x": 4}, task_options=TaskOptions(do_task_filtering=True))  # the same arguments: filtered
+            work.publish({"x": 5}, task_options=TaskOptions(msg_expire_seconds=5, publish_time=time.time() - 60))
+            published = time.time()
+            late = work.publish({"x": 6}, task_options=TaskOptions(countdown=1.5))
+            assert work.push(7).get(timeout) == 14  # not held back by the delayed message before it
+            assert late.get(timeout) == 12
+            # the filtered and the expired message were published before 6 and 7: by now they were taken
+            wait_until(lambda: work.get_message_count() in (0, -1), timeout, message="the queue drained")
+        finally:
+            work.stop_consume(10)
+            if broker_cls.capabilities.purge:
+                work.clear()
+        assert ran(2) == 3, f"max_retry_times=2: 3 runs, got {ran(2)}"
+        assert ran(4) == 1, "the task filter let the same arguments run twice"
+        assert ran(5) == 0, "an expired message ran"
+        t6 = [t for x, _, t in runs if x == 6][0]
+        t7 = [t for x, _, t in runs if x == 7][0]
+        assert t7 < t6 and t6 - published >= 1.4, (t6 - published, t7 - published)
 
 
 class TestControls(ControlTests, ContractBase):
