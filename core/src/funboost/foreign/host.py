@@ -70,9 +70,10 @@ class ForeignWorkerHost(abc.ABC):
     framework: ClassVar[str] = "foreign"
     #: True: a message the worker hands over while the queue may not run (paused, outside its run-time
     #: window) waits in the worker thread until it may. False: it is rejected at once and the framework
-    #: gives it back, for a framework whose paused consumer closes its connection, after which the server
+    #: gives it back: for a framework whose paused consumer closes its connection, after which the server
     #: would deliver the held messages again while the worker threads still hold them (dramatiq on
-    #: RabbitMQ: each would run twice)
+    #: RabbitMQ: each would run twice), or a server that takes back a message held unacked too long
+    #: (RabbitMQ's consumer_timeout, 30 minutes by default: Celery during a long pause)
     holds_messages_while_paused: ClassVar[bool] = True
 
     def __init__(self) -> None:

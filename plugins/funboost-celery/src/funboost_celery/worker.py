@@ -71,6 +71,11 @@ class AppThreadPool(_CeleryThreadPool):
 
 class CeleryWorkerHost(ForeignWorkerHost):
     framework = "celery"
+    # a message the worker took while the queue may not run is rejected back (requeued), not held: on
+    # RabbitMQ a message held unacked past the server's consumer_timeout (30 minutes by default) closes
+    # the channel and comes back a second time while the worker still holds it, so a long pause would
+    # run tasks twice. The queue's consumer is cancelled meanwhile (stop_queue), so it is not taken again.
+    holds_messages_while_paused = False
 
     def __init__(self, app: Celery, options: CeleryOptions) -> None:
         super().__init__()
