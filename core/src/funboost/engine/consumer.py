@@ -669,10 +669,35 @@ class Consumer:
         if self.rate.qps:
             self.rate.acquire(self._stop)
         if self.runner.is_coroutine and self.executor.is_async:
-            import asyncio
-            fut = asyncio.run_coroutine_threadsafe(self.runner.run_async(task), self.executor.loop)  # type: ignore
-            return fut.result()
+            return self._run_on_loop(task)
         return self.runner.run(task)
+
+    def _run_on_loop(self, task: Task) -> Optional[FunctionResultStatus]:
+        """``execute_inline`` of an ``async def`` function: run it on the consumer's event loop and wait for
+        it here. Counted as a running task of the executor, so that ``stop`` waits for it like for the
+        others; should the loop stop with it unfinished (past stop's deadline), None, not a hang."""
+        import asyncio
+        import concurrent.futures
+        ex = self.executor
+        ex._acquire()
+
+        async def counted() -> FunctionResultStatus:
+            try:
+                return await self.runner.run_async(task)
+            finally:
+                ex._release()
+        try:
+            fut = asyncio.run_coroutine_threadsafe(counted(), ex.loop)  # type: ignore[attr-defined]
+        except RuntimeError:  # the loop is closed: the consumer stopped
+            ex._release()
+            return None
+        while True:
+            try:
+                return fut.result(timeout=1.0)
+            except concurrent.futures.TimeoutError:
+                if not ex.loop.is_running():  # type: ignore[attr-defined]
+                    fut.cancel()
+                    return None
 
     # ---------------------------------------------------------------- outcomes
     def _dead_letter_malformed(self, d: Delivery, reason: str) -> None:

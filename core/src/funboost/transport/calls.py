@@ -86,8 +86,10 @@ class InlineRunner:
     @classmethod
     def for_consumer(cls, host: "ConsumerHost") -> Optional["InlineRunner"]:
         """An inline runner for ``host`` if its concurrency mode runs ``execute_inline`` in the calling
-        thread (threading, single_thread); None for async / gevent / eventlet consumers."""
-        if not host.runs_inline:
+        thread (threading, single_thread) or is ``async`` (``execute_inline`` hands an ``async def``
+        function to the consumer's event loop and waits for it in the calling thread: the buffer and the
+        dispatch thread, two thread hops, are skipped); None for gevent / eventlet consumers."""
+        if not host.runs_inline and host.params.concurrent_mode != "async":
             return None
         return cls(host, max(1, host.concurrency))
 

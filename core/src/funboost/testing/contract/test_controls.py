@@ -170,5 +170,46 @@ class ControlTests:
         assert t7 < t6 and t6 - published >= 0.95, (t6 - published, t7 - published)
 
 
+    @requires("request_response")
+    def test_sync_call_runs_an_async_function_and_stop_waits_for_it(self, broker_cls, options_raw, queue_name,
+                                                                    settings):
+        """``sync_call`` to a consumer in ``concurrent_mode="async"``: results and remote errors as from a
+        thread consumer, calls from several threads at once, and ``stop_consume`` lets a running call finish."""
+        import asyncio
+        from concurrent.futures import ThreadPoolExecutor
+
+        from funboost import BoosterParams, boost
+
+        @boost(BoosterParams(queue_name=queue_name, broker_kind=broker_cls.kind, broker_exclusive_config=options_raw,
+                             concurrent_mode="async", concurrent_num=8, max_retry_times=0, state_backend="memory",
+                             log_to_console=False, is_print_detail_exception=False))
+        async def work(x: int, sleep: float = 0.0) -> int:
+            await asyncio.sleep(sleep)
+            if x < 0:
+                raise ValueError(f"negative {x}")
+            return x * 2
+
+        timeout = settings["consumer_ready_timeout"] + 20
+        try:
+            work.consume()
+            assert work.sync_call(21, timeout=timeout) == 42
+            try:
+                work.sync_call(-1, timeout=timeout)
+            except Exception as exc:  # the remote error, by its type's name and message
+                assert "negative -1" in str(exc), exc
+            else:
+                raise AssertionError("a failing async function's sync_call returned")
+            with ThreadPoolExecutor(8) as pool:
+                got = list(pool.map(lambda i: work.sync_call(i, sleep=0.05, timeout=timeout), range(24)))
+            assert got == [i * 2 for i in range(24)]
+            with ThreadPoolExecutor(1) as pool:
+                slow = pool.submit(work.sync_call, 5, sleep=1.0, timeout=timeout)
+                wait_until(lambda: work.consumer.executor.held >= 1, 10, message="the slow call runs")
+                work.stop_consume(10)  # waits for the running call
+                assert slow.result(timeout) == 10
+        finally:
+            work.stop_consume(10)
+
+
 class TestControls(ControlTests, ContractBase):
     pass
