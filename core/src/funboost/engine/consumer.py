@@ -679,25 +679,21 @@ class Consumer:
         import asyncio
         import concurrent.futures
         ex = self.executor
-        ex._acquire()
-
-        async def counted() -> FunctionResultStatus:
-            try:
-                return await self.runner.run_async(task)
-            finally:
-                ex._release()
+        ex._acquire()  # released here, once this thread has the result (not on the loop before it)
         try:
-            fut = asyncio.run_coroutine_threadsafe(counted(), ex.loop)  # type: ignore[attr-defined]
-        except RuntimeError:  # the loop is closed: the consumer stopped
-            ex._release()
-            return None
-        while True:
             try:
-                return fut.result(timeout=1.0)
-            except concurrent.futures.TimeoutError:
-                if not ex.loop.is_running():  # type: ignore[attr-defined]
-                    fut.cancel()
-                    return None
+                fut = asyncio.run_coroutine_threadsafe(self.runner.run_async(task), ex.loop)  # type: ignore[attr-defined]
+            except RuntimeError:  # the loop is closed: the consumer stopped
+                return None
+            while True:
+                try:
+                    return fut.result(timeout=1.0)
+                except concurrent.futures.TimeoutError:
+                    if not ex.loop.is_running():  # type: ignore[attr-defined]
+                        fut.cancel()
+                        return None
+        finally:
+            ex._release()
 
     # ---------------------------------------------------------------- outcomes
     def _dead_letter_malformed(self, d: Delivery, reason: str) -> None:
