@@ -167,3 +167,34 @@ def test_script_whose_main_thread_ends_keeps_firing(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "cannot schedule new futures" not in out.stderr
     assert out.stdout.strip().splitlines()[-1] == "pushed 3", (out.stdout, out.stderr)
+
+
+def test_a_job_removed_during_a_pass_does_not_stop_the_scheduler(qname):
+    """APScheduler removes a finished date job at the end of its pass; when the job already left the store
+    (removed by the user or another process sharing it) that raises JobLookupError in the scheduler's
+    thread. The scheduler must go on firing the other jobs."""
+    from apscheduler.jobstores.base import JobLookupError
+
+    f = _booster(qname, [])
+    adder = ApsJobAdder(f, job_store_kind="memory")
+    sched = adder.aps_obj
+    real_remove = sched.remove_job
+    raced: list = []
+
+    def remove_job_that_lost_the_race(job_id, jobstore=None):
+        if job_id == "first" and not raced:
+            raced.append(job_id)
+            real_remove(job_id, jobstore)  # someone else removed it first
+            raise JobLookupError(job_id)
+        return real_remove(job_id, jobstore)
+
+    sched.remove_job = remove_job_that_lost_the_race
+    try:
+        now = dt.datetime.now()
+        adder.add_push_job(trigger="date", run_date=now + dt.timedelta(seconds=0.2), args=(1,), id="first")
+        adder.add_push_job(trigger="date", run_date=now + dt.timedelta(seconds=1.0), args=(2,), id="second")
+        wait_until(lambda: f.get_message_count() == 2, 10, message="the second job fired after the race")
+        assert raced == ["first"]
+        assert sorted(b["x"] for b in _drain(f)) == [1, 2]
+    finally:
+        adder.shutdown()

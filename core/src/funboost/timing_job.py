@@ -44,6 +44,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from apscheduler.executors.base import BaseExecutor, run_job
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
@@ -126,7 +127,7 @@ class FunboostBackgroundScheduler(BackgroundScheduler):
         if self.state == STATE_PAUSED:
             return None
         if self.lock_backend is None:
-            return self._cap(super()._process_jobs())
+            return self._cap(self._pass())
         try:
             got = self.lock_backend.acquire_lock(self.lock_name, self.owner, SHARED_STORE_LOCK_TTL)
         except Exception as exc:
@@ -135,13 +136,24 @@ class FunboostBackgroundScheduler(BackgroundScheduler):
         if not got:  # another scheduler is processing this store right now
             return 0.05 + random.random() * 0.15
         try:
-            wait = super()._process_jobs()
+            wait = self._pass()
         finally:
             try:
                 self.lock_backend.release_lock(self.lock_name, self.owner)
             except Exception as exc:  # it expires on its own
                 logger.warning("could not release scheduler lock %r: %s", self.lock_name, exc)
         return self._cap(wait)
+
+    def _pass(self) -> Optional[float]:
+        """One APScheduler pass over the due jobs. A job that left the store while the pass ran (removed by
+        the user or by another process sharing the store) makes APScheduler's own ``remove_job`` of a
+        finished job raise ``JobLookupError``, which would end the scheduler's thread and with it every
+        later firing: the pass stops there and the next one starts at once."""
+        try:
+            return super()._process_jobs()
+        except JobLookupError as exc:
+            logger.info("scheduler: %s (removed meanwhile); processing the due jobs again", exc)
+            return 0.0
 
     def _cap(self, wait: Optional[float]) -> Optional[float]:
         if self.poll_interval is None or self.state != STATE_RUNNING:
