@@ -178,6 +178,29 @@ def best_us_per_call(fn, count: int, per_call: int = 1, repeat: int = 5) -> floa
     return best / (count * per_call) * 1e6
 
 
+def alternate_push(plain: Any, ours: Any, per_round: int, rounds: int) -> dict[str, float]:
+    """One-by-one push rates of two push callables (``push(i)``) in the same process, alternating: each
+    round pushes ``per_round`` messages with each side, the order flipped every round.
+
+    Measured so because a framework push is a loopback round trip whose cost drifts by tens of percent
+    within seconds on a shared host: two parts in separate processes, one after the other, compare two
+    different moments. Returns the median rate and CPU µs per push of each side (``plain``, ``funboost``)
+    and the median of the per-round ratios funboost / plain."""
+    rates: dict[str, list[float]] = {"plain": [], "funboost": []}
+    cpus: dict[str, list[float]] = {"plain": [], "funboost": []}
+    sides = [("plain", plain), ("funboost", ours)]
+    for r in range(rounds):
+        for name, push in (sides if r % 2 == 0 else sides[::-1]):
+            c0, t0 = time.process_time(), time.perf_counter()
+            for i in range(per_round):
+                push(i)
+            rates[name].append(per_round / (time.perf_counter() - t0))
+            cpus[name].append((time.process_time() - c0) / per_round * 1e6)
+    return {"plain": statistics.median(rates["plain"]), "funboost": statistics.median(rates["funboost"]),
+            "plain_cpu_us": statistics.median(cpus["plain"]), "funboost_cpu_us": statistics.median(cpus["funboost"]),
+            "ratio": statistics.median(o / p for o, p in zip(rates["funboost"], rates["plain"]))}
+
+
 def ratio(a: Samples, b: Samples) -> Optional[float]:
     if not (a.ok and b.ok) or not b.mean:
         return None

@@ -259,12 +259,23 @@ def _pipelined_row(label: str, side: str, anchor: str, anchor_label: str, pipe: 
 def _plain_vs_funboost(name: str, script: str, needs: tuple[str, ...], args: list[Any], kind_label: str,
                        push_anchor: str, consume_anchor: str) -> Suite:
     """A framework suite (Celery, dramatiq, huey, rq): the framework's own API against funboost's kind on it,
-    both ``script.run_plain`` / ``script.run_funboost`` (``*args``) returning publish and consume rates."""
+    both ``script.run_plain`` / ``script.run_funboost`` (``*args``) returning publish and consume rates, and
+    ``script.push_alternating(*args, rounds)`` the two pushes alternating in one process."""
     return Suite(name, f"{script}.py", needs, [
         Part("plain", script, "run_plain", list(args), _bench_figures("publish", "consume")),
         Part("funboost", script, "run_funboost", list(args), _bench_figures("publish", "consume")),
+        # the push row: both sides alternating in one process (``_common.alternate_push``), 10 rounds; a
+        # one-by-one push is a round trip whose cost drifts within seconds, so the two one-shot parts above
+        # compare two moments of the host (they swung 0.78-1.02x within one run): they stay as context
+        Part("push_alt", script, "push_alternating", list(args) + [10],
+             _bench_figures("plain", "funboost", "plain_cpu_us", "funboost_cpu_us")),
     ], [
-        Row(f"{kind_label}, push", "funboost:publish", "plain:publish", push_anchor, 0.9),
+        Row(f"{kind_label}, push", "push_alt:funboost", "push_alt:plain",
+            f"{push_anchor}, alternating in one process (median of 10 rounds)", 0.9),
+        Row(f"{kind_label}, CPU per push", "push_alt:funboost_cpu_us", "push_alt:plain_cpu_us",
+            f"{push_anchor}, CPU per push", unit="µs", lower_is_better=True, note="context: this process's CPU"),
+        Row(f"{kind_label}, push (separate processes)", "funboost:publish", "plain:publish", push_anchor,
+            note="context: one pass each, in turn"),
         Row(f"{kind_label}, consume", "funboost:consume", "plain:consume", consume_anchor, 0.9),
     ])
 
