@@ -79,8 +79,10 @@ def uuid7() -> str:
     cached = _uuid7_prefix[0]
     if cached[0] != ms:
         cached = _uuid7_prefix[0] = (ms, "%08x-%04x-7" % (ms >> 16 & 0xFFFFFFFF, ms & 0xFFFF))
-    r = _rand(62)  # one draw split in two: 14 bits after the variant, then 48
-    return "%s%03x-%04x-%012x" % (cached[1], next(_uuid7_counter) & 0xFFF, 0x8000 | r >> 48, r & 0xFFFFFFFFFFFF)
+    # counter, variant bits and 62 random bits as one 80-bit number, hexed in one call (a third cheaper
+    # than formatting three fields): "0" + 3 counter digits + 4 (variant, 14 bits) + 12
+    h = ((next(_uuid7_counter) & 0xFFF) << 64 | 0x8000000000000000 | _rand(62)).to_bytes(10, "big").hex()
+    return f"{cached[1]}{h[1:4]}-{h[4:8]}-{h[8:]}"
 
 
 def uuid7_time(task_id: str) -> Optional[float]:
@@ -107,11 +109,18 @@ def format_time(ts: float) -> str:
     return _fmt_cache[1]
 
 
+def _four_decimals(ts: float) -> float:
+    """``ts`` cut to 0.1 ms: the envelope's ``publish_time`` (as the original funboost writes it), at a
+    quarter of ``round(ts, 4)``'s cost."""
+    return int(ts * 10000) / 10000
+
+
 def build_envelope(kwargs: dict, task_id: Optional[str] = None, extra_options: Optional[dict] = None,
                    publish_time: Optional[float] = None) -> dict:
     """A new envelope dict; ``kwargs`` is copied, never mutated."""
     now = time.time() if publish_time is None else publish_time
-    extra = {"task_id": task_id or uuid7(), "publish_time": round(now, 4), "publish_time_format": format_time(now)}
+    extra = {"task_id": task_id or uuid7(), "publish_time": _four_decimals(now),
+             "publish_time_format": format_time(now)}
     if extra_options:
         for k, v in extra_options.items():
             if k in ("task_id", "publish_time", "publish_time_format") and v is None:
@@ -120,6 +129,15 @@ def build_envelope(kwargs: dict, task_id: Optional[str] = None, extra_options: O
     msg = dict(kwargs)
     msg[EXTRA] = extra
     return msg
+
+
+def seal_envelope(kwargs: dict) -> dict:
+    """:func:`build_envelope` without options, made of ``kwargs`` itself: for a dict the caller built for
+    this message alone (``push``'s arguments), which becomes the envelope instead of being copied."""
+    now = time.time()
+    kwargs[EXTRA] = {"task_id": uuid7(), "publish_time": int(now * 10000) / 10000,
+                     "publish_time_format": format_time(now)}
+    return kwargs
 
 
 # the keys every decoded ``extra`` has (decode fills in the first two; the third comes with the second)
@@ -182,7 +200,7 @@ def decode(body: Any) -> DecodedMessage:
         extra["is_auto_fill_extra"] = True
     if "publish_time" not in extra:
         now = time.time()
-        extra["publish_time"] = round(now, 4)
+        extra["publish_time"] = _four_decimals(now)
         extra["publish_time_format"] = format_time(now)
     kwargs = obj.copy()
     del kwargs[EXTRA]
