@@ -19,12 +19,29 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tcp_bench  # noqa: E402
+from grpc_bench import throughput  # noqa: E402
 
 
 def _cpu_of(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _switches_of(pid: int) -> tuple[int, int]:
+    """Voluntary and involuntary context switches of every thread of ``pid`` so far."""
+    vol = invol = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches"):
+                        vol += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches"):
+                        invol += int(line.split()[1])
+        except FileNotFoundError:  # a thread that ended meanwhile
+            pass
+    return vol, invol
 
 
 def _own_cpu() -> float:
@@ -43,11 +60,12 @@ def measure(side: str, threads: int, n: int) -> dict:
             call = lambda x, y: booster.sync_call(x, y, timeout=10)  # noqa: E731
         for i in range(300):
             call(i, 1)
-        s0, c0 = _cpu_of(proc.pid), _own_cpu()
-        rate = tcp_bench.throughput(lambda i: call(i, 1), n, threads)
-        s1, c1 = _cpu_of(proc.pid), _own_cpu()
+        s0, c0, w0 = _cpu_of(proc.pid), _own_cpu(), _switches_of(proc.pid)
+        rate = throughput(lambda i: call(i, 1), n, threads)
+        s1, c1, w1 = _cpu_of(proc.pid), _own_cpu(), _switches_of(proc.pid)
         return {"side": side, "threads": threads, "calls_s": round(rate),
-                "server_us": round((s1 - s0) / n * 1e6, 1), "client_us": round((c1 - c0) / n * 1e6, 1)}
+                "server_us": round((s1 - s0) / n * 1e6, 1), "client_us": round((c1 - c0) / n * 1e6, 1),
+                "server_vcs": (w1[0] - w0[0]) / n, "server_ivcs": (w1[1] - w0[1]) / n}
     finally:
         proc.kill()
         proc.wait()
@@ -61,13 +79,14 @@ def main() -> None:
     ap.add_argument("--threads", default="1,8")
     ap.add_argument("--sides", default="raw,tcp")
     a = ap.parse_args()
-    print(f"{'':32s} {'calls/s':>8s} {'server CPU us/call':>8s} {'client CPU us/call':>8s}")
+    print(f"{'':32s} {'calls/s':>8s} {'server CPU us/call':>8s} {'client CPU us/call':>8s} "
+          f"{'server switches/call (voluntary, involuntary)'}")
     for threads in (int(t) for t in a.threads.split(",")):
         for side in a.sides.split(","):
             r = measure(side, threads, a.n)
             # one row per side (bench/ab.py reads the rows: a name, then the numbers)
             print(f"{side + ' sync_call, ' + str(threads) + ' thread(s)':32s} {r['calls_s']:>8d} {r['server_us']:8.1f} "
-                  f"{r['client_us']:8.1f}", flush=True)
+                  f"{r['client_us']:8.1f} {r['server_vcs']:6.2f} {r['server_ivcs']:6.2f}", flush=True)
 
 
 if __name__ == "__main__":
