@@ -178,14 +178,29 @@ def best_us_per_call(fn, count: int, per_call: int = 1, repeat: int = 5) -> floa
     return best / (count * per_call) * 1e6
 
 
+def noop_booster(kind: str, queue: str, broker_config: dict, concurrency: int) -> Any:
+    """A funboost booster of a no-op task on ``kind``, as the framework suites' funboost sides build it
+    (memory state backend, no console log, no retries)."""
+    from funboost import BoosterParams, boost
+
+    def noop(x: int) -> None:
+        pass
+    return boost(BoosterParams(queue_name=queue, broker_kind=kind, broker_exclusive_config=broker_config,
+                               concurrent_num=concurrency, state_backend="memory", log_to_console=False,
+                               max_retry_times=0))(noop)
+
+
 def alternate_push(plain: Any, ours: Any, per_round: int, rounds: int) -> dict[str, float]:
-    """One-by-one push rates of two push callables (``push(i)``) in the same process, alternating: each
-    round pushes ``per_round`` messages with each side, the order flipped every round.
+    """One-by-one push rates of two push callables (``push(i)``) in the same process, alternating: after one
+    warm-up push each (``push(-1)``), each round pushes ``per_round`` messages with each side, the order
+    flipped every round.
 
     Measured so because a framework push is a loopback round trip whose cost drifts by tens of percent
     within seconds on a shared host: two parts in separate processes, one after the other, compare two
     different moments. Returns the median rate and CPU µs per push of each side (``plain``, ``funboost``)
     and the median of the per-round ratios funboost / plain."""
+    plain(-1)  # warm-up: connections made, queues declared, first-call caches filled
+    ours(-1)
     rates: dict[str, list[float]] = {"plain": [], "funboost": []}
     cpus: dict[str, list[float]] = {"plain": [], "funboost": []}
     sides = [("plain", plain), ("funboost", ours)]

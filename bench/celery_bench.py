@@ -89,10 +89,9 @@ def push_alternating(url: str, n: int, conc: int, rounds: int = 10) -> dict:
     """Push only: plain ``.delay()`` and funboost's ``.push()`` alternating in this process, ``n // 2`` per
     side and round (see ``_common.alternate_push``); nothing is consumed, both queues are deleted."""
     os.environ["FUNBOOST_NO_KEEPALIVE"] = "1"
-    from _common import alternate_push
+    from _common import alternate_push, noop_booster
     from celery import Celery
 
-    from funboost import BoosterParams, boost
     from funboost_celery import CeleryOptions, build_conf
     app = Celery("plain_bench")
     app.conf.update(build_conf(CeleryOptions(broker_url=url)))
@@ -102,13 +101,7 @@ def push_alternating(url: str, n: int, conc: int, rounds: int = 10) -> dict:
     def plain(x):
         pass
 
-    @boost(BoosterParams(queue_name=qf, broker_kind="CELERY", broker_exclusive_config={"broker_url": url},
-                         concurrent_num=conc, state_backend="memory", log_to_console=False, max_retry_times=0))
-    def ours(x):
-        pass
-
-    plain.delay(-1)  # warm both connections and declare both queues
-    ours.push(-1)
+    ours = noop_booster("CELERY", qf, {"broker_url": url}, conc)
     try:
         return alternate_push(plain.delay, ours.push, max(100, n // 2), rounds)
     finally:

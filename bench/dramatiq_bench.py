@@ -104,21 +104,13 @@ def push_alternating(url: str, n: int, conc: int, rounds: int = 10) -> dict:
     this process, ``n // 2`` per side and round (see ``_common.alternate_push``); both queues are flushed."""
     os.environ["FUNBOOST_NO_KEEPALIVE"] = "1"
     import dramatiq
-    from _common import alternate_push
-
-    from funboost import BoosterParams, boost
+    from _common import alternate_push, noop_booster
     broker = plain_broker(url)
     qp, qf = f"bench_plain_{uuid.uuid4().hex[:8]}", f"bench_fb_{uuid.uuid4().hex[:8]}"
     actor = dramatiq.Actor(lambda x: None, broker=broker, actor_name=qp, queue_name=qp, priority=0,
                            options={"max_retries": 0})
 
-    @boost(BoosterParams(queue_name=qf, broker_kind="DRAMATIQ", broker_exclusive_config={"broker_url": url},
-                         concurrent_num=conc, state_backend="memory", log_to_console=False, max_retry_times=0))
-    def ours(x):
-        pass
-
-    actor.send(-1)  # warm both connections and declare both queues
-    ours.push(-1)
+    ours = noop_booster("DRAMATIQ", qf, {"broker_url": url}, conc)
     try:
         return alternate_push(actor.send, ours.push, max(100, n // 2), rounds)
     finally:

@@ -89,24 +89,15 @@ def push_alternating(n: int, conc: int, rounds: int = 10) -> dict:
     """Push only: plain huey's task call and funboost's ``.push()`` alternating in this process, ``n // 2``
     per side and round (see ``_common.alternate_push``); both queues are flushed."""
     os.environ["FUNBOOST_NO_KEEPALIVE"] = "1"
-    from _common import alternate_push
+    from _common import alternate_push, noop_booster
     from huey import RedisHuey
-
-    from funboost import BoosterParams, boost
     huey = RedisHuey(f"bench_plain_{uuid.uuid4().hex[:8]}", url=URL, results=False, utc=True)
 
     @huey.task(retries=0)
     def plain(x):
         pass
 
-    @boost(BoosterParams(queue_name=f"bench_fb_{uuid.uuid4().hex[:8]}", broker_kind="HUEY",
-                         broker_exclusive_config={"redis_url": URL}, concurrent_num=conc, state_backend="memory",
-                         log_to_console=False, max_retry_times=0))
-    def ours(x):
-        pass
-
-    plain(-1)  # warm both connections
-    ours.push(-1)
+    ours = noop_booster("HUEY", f"bench_fb_{uuid.uuid4().hex[:8]}", {"redis_url": URL}, conc)
     try:
         return alternate_push(plain, ours.push, max(100, n // 2), rounds)
     finally:

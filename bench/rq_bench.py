@@ -127,8 +127,6 @@ def push_alternating(n: int, conc: int, rounds: int = 10) -> dict:
     task = boost(BoosterParams(queue_name=name, broker_kind="RQ", broker_exclusive_config={"redis_url": URL},
                                concurrent_num=conc, state_backend="memory", log_to_console=False,
                                max_retry_times=0))(noop)
-    q.enqueue(noop, -1, job_timeout=-1)  # warm both connections
-    task.push(-1)
     try:
         return alternate_push(lambda i: q.enqueue(noop, i, job_timeout=-1), task.push, max(100, n // 2), rounds)
     finally:
