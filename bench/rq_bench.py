@@ -116,17 +116,13 @@ def push_alternating(n: int, conc: int, rounds: int = 10) -> dict:
     """Push only: plain ``Queue.enqueue`` and funboost's ``.push()`` alternating in this process, ``n // 2``
     per side and round (see ``_common.alternate_push``); both queues and their jobs are deleted."""
     os.environ["FUNBOOST_NO_KEEPALIVE"] = "1"
-    from _common import alternate_push
+    from _common import alternate_push, noop_booster
     from redis import Redis
     from rq import Queue
-
-    from funboost import BoosterParams, boost
     conn = Redis.from_url(URL)
     q = Queue(f"bench_plain_{uuid.uuid4().hex[:8]}", connection=conn)
     name = f"bench_fb_{uuid.uuid4().hex[:8]}"
-    task = boost(BoosterParams(queue_name=name, broker_kind="RQ", broker_exclusive_config={"redis_url": URL},
-                               concurrent_num=conc, state_backend="memory", log_to_console=False,
-                               max_retry_times=0))(noop)
+    task = noop_booster("RQ", name, {"redis_url": URL}, conc)
     try:
         return alternate_push(lambda i: q.enqueue(noop, i, job_timeout=-1), task.push, max(100, n // 2), rounds)
     finally:

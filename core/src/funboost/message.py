@@ -118,24 +118,21 @@ def _four_decimals(ts: float) -> float:
 def build_envelope(kwargs: dict, task_id: Optional[str] = None, extra_options: Optional[dict] = None,
                    publish_time: Optional[float] = None) -> dict:
     """A new envelope dict; ``kwargs`` is copied, never mutated."""
-    now = time.time() if publish_time is None else publish_time
-    extra = {"task_id": task_id or uuid7(), "publish_time": _four_decimals(now),
-             "publish_time_format": format_time(now)}
+    msg = seal_envelope(dict(kwargs), task_id, publish_time)
     if extra_options:
+        extra = msg[EXTRA]
         for k, v in extra_options.items():
             if k in ("task_id", "publish_time", "publish_time_format") and v is None:
                 continue
             extra[k] = v
-    msg = dict(kwargs)
-    msg[EXTRA] = extra
     return msg
 
 
-def seal_envelope(kwargs: dict) -> dict:
-    """:func:`build_envelope` without options, made of ``kwargs`` itself: for a dict the caller built for
-    this message alone (``push``'s arguments), which becomes the envelope instead of being copied."""
-    now = time.time()
-    kwargs[EXTRA] = {"task_id": uuid7(), "publish_time": int(now * 10000) / 10000,
+def seal_envelope(kwargs: dict, task_id: Optional[str] = None, publish_time: Optional[float] = None) -> dict:
+    """The envelope made of ``kwargs`` itself (its ``extra`` added, nothing copied): for a dict the caller
+    built for this message alone (``push``'s arguments); :func:`build_envelope` copies first."""
+    now = time.time() if publish_time is None else publish_time
+    kwargs[EXTRA] = {"task_id": task_id or uuid7(), "publish_time": _four_decimals(now),
                      "publish_time_format": format_time(now)}
     return kwargs
 
