@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -274,6 +275,43 @@ def test_publish_recovers_after_broker_restart(private_kafka):
             assert "was not acknowledged within 5.0s" in str(exc)
             outcomes.append("error")
     assert outcomes == ["ok"], outcomes
+    got = []
+    wait_for(lambda: got.extend(d.task_id for d in b.fetch(10, 0.5)) or "after_0" in got, deadline_s=30,
+             what="the message published after the restart consumed")
+
+
+def test_publish_recovers_when_the_producer_learns_first_that_the_topic_is_gone(private_kafka):
+    """CI (kafka environment): the same restart, but the producer's metadata refresh reached the restarted
+    broker before its queued batch did. The refreshed metadata no longer listed the topic, so the batch waited
+    for a partition leader, no produce error came (so no lost producer id either), and the first publish failed
+    at publish_timeout. This test forces that order by holding the batch in the producer until its metadata
+    has dropped the topic: the publish now notices the topic gone and resends from a new producer once the
+    topic is there again."""
+    from funboost_kafka import KafkaPublishError
+
+    server, b = private_kafka
+    b.publish(msgs(1, prefix="before_"))
+    producer = b._producer
+    server.kill()
+    server.start()
+    batch_may_leave = threading.Event()
+    ready = producer._accumulator.ready
+
+    def held_ready(cluster, now=None):
+        if not batch_may_leave.is_set():
+            return set(), 0.02, False  # nothing ready to send yet: look again in 20 ms
+        return ready(cluster, now=now)
+
+    producer._accumulator.ready = held_ready
+    confirm = b.publish_begin(msgs(1, prefix="after_"))  # queued with the partitions known before the restart
+    producer._metadata.request_update()
+    wait_for(lambda: producer._metadata.partitions_for_topic(b.topic) is None, deadline_s=20,
+             what="the producer's metadata drops the topic")
+    batch_may_leave.set()
+    try:
+        confirm()
+    except KafkaPublishError as exc:
+        pytest.fail(f"the first publish after the restart failed: {exc}")
     got = []
     wait_for(lambda: got.extend(d.task_id for d in b.fetch(10, 0.5)) or "after_0" in got, deadline_s=30,
              what="the message published after the restart consumed")

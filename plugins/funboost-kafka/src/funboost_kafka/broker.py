@@ -76,8 +76,9 @@ def _watch_producer_id(producer: KafkaProducer) -> KafkaProducer:
     return producer
 
 
-class _ProducerIdLost(Exception):
-    """Internal: the producer of a pending publish lost its id on the broker."""
+class _ProducerStranded(Exception):
+    """Internal: the producer of a pending publish cannot deliver it on its own: the broker forgot the
+    producer's id, or the topic is gone from the cluster (a broker back without its state)."""
 
 
 class _Shared:
@@ -281,22 +282,23 @@ class KafkaBroker(Broker):
             current, pending, futs = producer, items, futures
             while True:
                 try:
-                    self._await(current, futs, deadline)
+                    self._await(current, topic, futs, deadline)
                     return
-                except (_ProducerIdLost, KafkaError) as exc:
+                except (_ProducerStranded, KafkaError) as exc:
                     # A producer that failed may never recover on its own (after a broker restart kafka-python
                     # keeps asking for its old producer id; a restarted in-memory broker also forgot the
                     # topic): the next publish starts from a new producer and checks the topic again.
                     self._discard_producer(current)
-                    if not getattr(current, "_funboost_lost_id", False) or time.monotonic() >= deadline:
+                    stranded = isinstance(exc, _ProducerStranded) or getattr(current, "_funboost_lost_id", False)
+                    if not stranded or time.monotonic() >= deadline:
                         raise KafkaPublishError(
                             f"kafka publish of {len(items)} message(s) to {topic!r} on {self.options.servers()} "
                             f"was not acknowledged within {timeout}s: {type(exc).__name__}: {exc}") from exc
-                    # the broker forgot the producer id: send what is not acknowledged yet from a new producer
-                    # (at least once: a message the old one did get stored may be stored twice)
+                    # the broker lost its state: send what is not acknowledged yet from a new producer, once the
+                    # topic is there again (at least once: a message the old one did get stored may be stored twice)
                     pending = [item for item, f in zip(pending, futs) if not (f.is_done and f.succeeded())]
-                    log.warning("kafka broker %s forgot the producer id: resending %d message(s) to %r from a "
-                                   "new producer", self.options.servers(), len(pending), topic)
+                    log.warning("kafka broker %s lost this producer's state (%s): resending %d message(s) to %r "
+                                "from a new producer", self.options.servers(), exc, len(pending), topic)
                     self._ensure_topic_within(deadline)
                     current, futs = self._send(topic, pending)
 
@@ -321,9 +323,9 @@ class KafkaBroker(Broker):
         return producer, futures
 
     @staticmethod
-    def _await(producer: KafkaProducer, futures: list, deadline: float) -> None:
+    def _await(producer: KafkaProducer, topic: str, futures: list, deadline: float) -> None:
         """Wait for the broker's acks of ``futures`` until ``deadline``; raise the produce error, or
-        :class:`_ProducerIdLost` as soon as the producer's id is known to be lost."""
+        :class:`_ProducerStranded` as soon as the producer is known to be unable to deliver them."""
         while True:
             try:
                 # flush: send what linger holds back now; in slices, to notice a lost producer id early
@@ -331,7 +333,14 @@ class KafkaBroker(Broker):
                 break
             except KafkaTimeoutError:
                 if getattr(producer, "_funboost_lost_id", False):
-                    raise _ProducerIdLost("the broker does not know this producer's id") from None
+                    raise _ProducerStranded("the broker does not know this producer's id") from None
+                # The cluster's metadata no longer lists the topic (a broker back without its log): the batch
+                # waits for a partition leader that never comes, and no produce error ever reports it. Which of
+                # the two a restart shows first depends on whether the producer's metadata refresh or its
+                # produce request reaches the broker first.
+                metadata = getattr(producer, "_metadata", None)
+                if metadata is not None and metadata.partitions_for_topic(topic) is None:
+                    raise _ProducerStranded(f"the cluster no longer knows the topic {topic!r}") from None
                 if time.monotonic() >= deadline:
                     raise
         for f in futures:
