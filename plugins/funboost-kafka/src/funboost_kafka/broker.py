@@ -60,17 +60,17 @@ _LOST_PRODUCER_ID_ERRORS = frozenset({"UnknownProducerIdError", "OutOfOrderSeque
 
 
 def _watch_producer_id(producer: KafkaProducer) -> KafkaProducer:
-    """Mark ``producer._funboost_lost_id`` when its sender gets one of :data:`_LOST_PRODUCER_ID_ERRORS`.
+    """Mark ``producer._funboost_stranded`` when its sender gets one of :data:`_LOST_PRODUCER_ID_ERRORS`.
     Hooks kafka-python's private ``Sender._dispatch_error`` where it exists (3.x); elsewhere nothing is
     marked and a stuck publish ends at ``publish_timeout`` as before."""
-    producer._funboost_lost_id = False  # type: ignore[attr-defined]
+    producer._funboost_stranded = False  # type: ignore[attr-defined]
     sender = getattr(producer, "_sender", None)
     dispatch = getattr(sender, "_dispatch_error", None)
     if dispatch is not None:
         def dispatch_error(batch: Any, exception: Any, partition_response: Any) -> Any:
             name = exception.__name__ if isinstance(exception, type) else type(exception).__name__
             if name in _LOST_PRODUCER_ID_ERRORS:
-                producer._funboost_lost_id = True  # type: ignore[attr-defined]
+                producer._funboost_stranded = True  # type: ignore[attr-defined]
             return dispatch(batch, exception, partition_response)
         sender._dispatch_error = dispatch_error
     return producer
@@ -289,7 +289,7 @@ class KafkaBroker(Broker):
                     # keeps asking for its old producer id; a restarted in-memory broker also forgot the
                     # topic): the next publish starts from a new producer and checks the topic again.
                     self._discard_producer(current)
-                    stranded = isinstance(exc, _ProducerStranded) or getattr(current, "_funboost_lost_id", False)
+                    stranded = isinstance(exc, _ProducerStranded) or getattr(current, "_funboost_stranded", False)
                     if not stranded or time.monotonic() >= deadline:
                         raise KafkaPublishError(
                             f"kafka publish of {len(items)} message(s) to {topic!r} on {self.options.servers()} "
@@ -328,18 +328,19 @@ class KafkaBroker(Broker):
         :class:`_ProducerStranded` as soon as the producer is known to be unable to deliver them."""
         while True:
             try:
-                # flush: send what linger holds back now; in slices, to notice a lost producer id early
+                # flush: send what linger holds back now; in slices, to notice a stranded producer early
                 producer.flush(timeout=max(0.05, min(1.0, deadline - time.monotonic())))
                 break
             except KafkaTimeoutError:
-                if getattr(producer, "_funboost_lost_id", False):
-                    raise _ProducerStranded("the broker does not know this producer's id") from None
+                if getattr(producer, "_funboost_stranded", False):
+                    raise _ProducerStranded("the broker lost this producer's id or its topic") from None
                 # The cluster's metadata no longer lists the topic (a broker back without its log): the batch
                 # waits for a partition leader that never comes, and no produce error ever reports it. Which of
                 # the two a restart shows first depends on whether the producer's metadata refresh or its
                 # produce request reaches the broker first.
                 metadata = getattr(producer, "_metadata", None)
                 if metadata is not None and metadata.partitions_for_topic(topic) is None:
+                    producer._funboost_stranded = True  # other publishes waiting on it resend too
                     raise _ProducerStranded(f"the cluster no longer knows the topic {topic!r}") from None
                 if time.monotonic() >= deadline:
                     raise
