@@ -18,6 +18,7 @@ import uuid
 from typing import Any, Optional
 
 from funboost.exceptions import MalformedMessage
+from funboost.utils.private_random import rng
 
 EXTRA = "extra"
 
@@ -95,7 +96,7 @@ def uuid7_time(task_id: str) -> Optional[float]:
         return None
 
 
-_rand = random.SystemRandom().getrandbits if os.environ.get("FUNBOOST_SECURE_IDS") == "1" else random.getrandbits
+_rand = random.SystemRandom().getrandbits if os.environ.get("FUNBOOST_SECURE_IDS") == "1" else rng.getrandbits
 
 
 _fmt_cache: list = [0, ""]

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import re
 import socket
 import threading
@@ -53,6 +52,7 @@ from apscheduler.util import undefined
 from funboost.keepalive import KeepAlive
 from funboost.paths import user_data_dir
 from funboost.state.base import StateBackend, get_state_backend
+from funboost.utils.private_random import rng
 
 if TYPE_CHECKING:  # pragma: no cover
     from apscheduler.job import Job
@@ -134,7 +134,7 @@ class FunboostBackgroundScheduler(BackgroundScheduler):
             logger.warning("scheduler lock %r unavailable (%s); retrying", self.lock_name, exc)
             return 2.0
         if not got:  # another scheduler is processing this store right now
-            return 0.05 + random.random() * 0.15
+            return 0.05 + rng.random() * 0.15
         try:
             wait = self._pass()
         finally:

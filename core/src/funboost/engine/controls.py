@@ -5,12 +5,12 @@ from __future__ import annotations
 import ctypes
 import datetime as dt
 import json
-import random
 import threading
 import time
 from typing import Any, Callable, Optional
 
 from funboost.exceptions import FunctionTimeoutError
+from funboost.utils.private_random import rng
 
 
 class RateLimiter:
@@ -92,7 +92,7 @@ def backoff_delay(attempt: int, base: float, multiplier: float, cap: float, jitt
     """Exponential backoff after the ``attempt``-th failure (1-based): min(base * mult^(n-1), cap)."""
     delay = min(base * (multiplier ** max(0, attempt - 1)), cap)
     if jitter:
-        delay *= random.uniform(0.5, 1.5)
+        delay *= rng.uniform(0.5, 1.5)
     return max(0.0, delay)
 
 
