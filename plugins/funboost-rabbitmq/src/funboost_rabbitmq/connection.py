@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import random
 import threading
 import time
 from typing import Any, Callable, Optional, Sequence, TypeVar
@@ -30,6 +29,7 @@ import pika
 import pika.exceptions
 
 from funboost.process_local import ProcessLocal, ProcessLocalDict
+from funboost.utils.private_random import rng
 
 from .frames import PublishFrames
 
@@ -59,7 +59,7 @@ def backoff_delays(max_delay: float) -> "collections.abc.Iterator[float]":
     """0.2 s, doubling, capped, with jitter so that many consumers do not reconnect in lockstep."""
     delay = 0.2
     while True:
-        yield delay * (0.75 + random.random() / 2)
+        yield delay * (0.75 + rng.random() / 2)
         delay = min(max_delay, delay * 2)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
 import socket
 import time
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from redis.retry import Retry
 
 from funboost.plugins.broker import BrokerOptions
 from funboost.process_local import ProcessLocalDict
+from funboost.utils.private_random import rng
 
 logger = logging.getLogger("funboost.redis")
 
@@ -350,7 +350,7 @@ def with_retry(fn: Callable[[], T], retry_seconds: float, what: str) -> T:
                 raise
             logger.warning("redis %s failed (%s: %s); retrying in %.2fs", what, type(exc).__name__,
                            exc, delay)
-            time.sleep(delay * (0.5 + random.random()))
+            time.sleep(delay * (0.5 + rng.random()))
             delay = min(delay * 2, 1.0)
 
 
