@@ -289,8 +289,9 @@ class KafkaBroker(Broker):
                     # keeps asking for its old producer id; a restarted in-memory broker also forgot the
                     # topic): the next publish starts from a new producer and checks the topic again.
                     self._discard_producer(current)
-                    stranded = isinstance(exc, _ProducerStranded) or getattr(current, "_funboost_stranded", False)
-                    if not stranded or time.monotonic() >= deadline:
+                    # stranded: marked by the sender hook (lost id) or by _await (topic gone), also when the
+                    # error came from another publish discarding this shared producer
+                    if not getattr(current, "_funboost_stranded", False) or time.monotonic() >= deadline:
                         raise KafkaPublishError(
                             f"kafka publish of {len(items)} message(s) to {topic!r} on {self.options.servers()} "
                             f"was not acknowledged within {timeout}s: {type(exc).__name__}: {exc}") from exc
