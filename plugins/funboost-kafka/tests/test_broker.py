@@ -289,7 +289,7 @@ def test_publish_recovers_when_the_producer_learns_first_that_the_topic_is_gone(
 
     That order is forced here on a running broker: the batch is held in the producer (its accumulator reports
     nothing ready) while the topic is deleted and the producer's metadata drops it. (A first version restarted
-    the broker instead; on CI the restarted test broker once took more than 20 s to answer the refresh.)"""
+    the broker and failed once on CI: the producer's metadata refresh recreated the topic, see below.)"""
     from funboost_kafka import KafkaPublishError
 
     server, b = private_kafka
@@ -304,6 +304,10 @@ def test_publish_recovers_when_the_producer_learns_first_that_the_topic_is_gone(
         return ready(cluster, now=now)
 
     producer._accumulator.ready = held_ready
+    # A producer that asked for the topic by name (its first send came before its first metadata answer,
+    # as on a loaded CI host) kept asking for it with auto-creation allowed: the broker created the topic
+    # again on the next refresh, and the metadata never dropped it. funboost's clients no longer allow that.
+    producer._metadata.add_topic(b.topic)
     confirm = b.publish_begin(msgs(1, prefix="after_"))  # queued for a partition of the topic as it was
     admin = KafkaAdminClient(bootstrap_servers=server.url)
     try:
@@ -388,3 +392,23 @@ def test_the_topic_check_of_a_publish_waits_out_a_node_not_ready_and_ends_in_a_p
     monkeypatch.setattr(b, "_ensure_topic", lambda: (_ for _ in ()).throw(UnknownError("not retriable")))
     with pytest.raises(KafkaPublishError, match="UnknownError"):
         b._ensure_topic_within(time.monotonic() + 30)  # at once: not retriable
+
+
+def test_publish_to_a_missing_topic_with_auto_create_off_fails_clearly_and_creates_nothing(brokers, queue_name):
+    """With ``auto_create_topic=False`` the topic is the user's to create. kafka-python's producer asked the
+    broker for the missing topic's metadata with auto-creation allowed (kafka-python 3.0 drops its
+    ``allow_auto_create_topics`` option), so the broker created it with its own partition count and the
+    publish went through. Now nothing creates it, and the publish ends in KafkaPublishError within
+    ``publish_timeout`` (kafka-python's send() used to block for its own 60 s)."""
+    from funboost_kafka import KafkaPublishError
+
+    b = brokers(queue_name, auto_create_topic=False, publish_timeout=2.0)
+    started = time.monotonic()
+    with pytest.raises(KafkaPublishError, match="auto_create_topic is off: create the topic first"):
+        b.publish(msgs(1))
+    assert time.monotonic() - started < 10
+    admin = KafkaAdminClient(**b.options.connection_kwargs())
+    try:
+        assert queue_name not in admin.list_topics()
+    finally:
+        admin.close()

@@ -76,6 +76,20 @@ def _watch_producer_id(producer: KafkaProducer) -> KafkaProducer:
     return producer
 
 
+def _apply_topic_auto_creation(client: Any, kwargs: dict[str, Any]) -> Any:
+    """Make ``client``'s metadata requests honour ``kwargs['allow_auto_create_topics']``. kafka-python 3.0
+    accepts that option but its connection manager builds the cluster metadata without it, so every
+    metadata request asked the broker to create the topics it names (with the broker's default partition
+    count). Set it where the metadata requests read it: the producer's ``_metadata``, the consumer's
+    ``_client.cluster``."""
+    allow = kwargs.get("allow_auto_create_topics", True)
+    for metadata in (getattr(client, "_metadata", None), getattr(getattr(client, "_client", None), "cluster", None)):
+        config = getattr(metadata, "config", None)
+        if isinstance(config, dict) and "allow_auto_create_topics" in config:
+            config["allow_auto_create_topics"] = allow
+    return client
+
+
 class _ProducerStranded(Exception):
     """Internal: the producer of a pending publish cannot deliver it on its own: the broker forgot the
     producer's id, or the topic is gone from the cluster (a broker back without its state)."""
@@ -93,17 +107,19 @@ class _Shared:
 
     @staticmethod
     def producer_key(opts: KafkaOptions) -> tuple:
-        return (opts.connection_key(), opts.acks, opts.compression_type, opts.linger_ms,
+        return (opts.connection_key(), opts.acks, opts.compression_type, opts.linger_ms, opts.publish_timeout,
                 tuple(sorted(opts.producer_config.items())))
 
     def producer(self, opts: KafkaOptions) -> KafkaProducer:
         key = self.producer_key(opts)
 
         def build() -> KafkaProducer:
-            kw = dict(opts.connection_kwargs(), acks=opts.acks, linger_ms=opts.linger_ms,
-                      compression_type=opts.compression_type)
+            # max_block_ms: how long send() waits for the topic's metadata or for buffer space (kafka-python's
+            # default, 60 s, outlasted publish_timeout)
+            kw = dict(opts.client_kwargs(), acks=opts.acks, linger_ms=opts.linger_ms,
+                      compression_type=opts.compression_type, max_block_ms=int(opts.publish_timeout * 1000))
             kw.update(opts.producer_config)
-            return _watch_producer_id(KafkaProducer(**kw))
+            return _watch_producer_id(_apply_topic_auto_creation(KafkaProducer(**kw), kw))
 
         return self.producers.get_or_create(key, build)
 
@@ -320,7 +336,14 @@ class KafkaBroker(Broker):
             headers = [(TASK_ID_HEADER, task_id.encode("utf-8"))] if task_id else []
             if extra_headers:
                 headers.extend((k, str(v).encode("utf-8")) for k, v in extra_headers.items())
-            futures.append(producer.send(topic, value=value, key=key, headers=headers or None))
+            try:
+                futures.append(producer.send(topic, value=value, key=key, headers=headers or None))
+            except KafkaTimeoutError as exc:
+                hint = "" if self.options.auto_create_topic else " (auto_create_topic is off: create the topic first)"
+                raise KafkaPublishError(
+                    f"kafka publish to {topic!r} on {self.options.servers()}: the producer could not take the "
+                    f"message within {self.options.publish_timeout}s (the topic is not in the cluster's metadata, "
+                    f"or the producer's buffer stayed full){hint}: {exc}") from exc
         return producer, futures
 
     @staticmethod
@@ -370,7 +393,7 @@ class KafkaBroker(Broker):
             self._ensure_topic()
             opts = self.options
             kw = dict(
-                opts.connection_kwargs(),
+                opts.client_kwargs(),
                 group_id=self.group_id,
                 client_id=f"funboost-{self.consumer_id}",
                 enable_auto_commit=False,
@@ -381,7 +404,7 @@ class KafkaBroker(Broker):
                 fetch_max_wait_ms=opts.fetch_max_wait_ms,
             )
             kw.update(opts.consumer_config)
-            consumer = KafkaConsumer(**kw)
+            consumer = _apply_topic_auto_creation(KafkaConsumer(**kw), kw)
             consumer.subscribe([self.topic], listener=_RebalanceListener(self))
             self._consumer = consumer
         return self._consumer
@@ -647,9 +670,9 @@ class KafkaBroker(Broker):
             return ends
         with self._probe_lock:
             if self._probe is None:
-                kw = dict(self.options.connection_kwargs(), group_id=None, enable_auto_commit=False,
+                kw = dict(self.options.client_kwargs(), group_id=None, enable_auto_commit=False,
                           fetch_max_wait_ms=10, client_id=f"funboost-probe-{self.consumer_id}")
-                self._probe = KafkaConsumer(**kw)
+                self._probe = _apply_topic_auto_creation(KafkaConsumer(**kw), kw)
             probe = self._probe
             probe.assign(list(need))
             for tp, off in need.items():

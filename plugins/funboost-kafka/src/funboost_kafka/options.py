@@ -125,6 +125,14 @@ class KafkaOptions(BrokerOptions):
         kw["reconnect_backoff_max_ms"] = self.reconnect_backoff_max_ms
         return kw
 
+    def client_kwargs(self) -> dict[str, Any]:
+        """:meth:`connection_kwargs` for a producer or consumer. Their metadata requests must not create
+        topics: funboost creates the topic itself with ``num_partitions`` (or not at all when
+        ``auto_create_topic`` is off). A broker's auto-creation would use its own default partition count,
+        and, after a broker came back without its log, would bring the topic back under a publish that is
+        still waiting, so the publish could not tell that the topic it queued for was gone."""
+        return dict(self.connection_kwargs(), allow_auto_create_topics=False)
+
     def connection_key(self) -> tuple:
         """Hashable identity of the connection settings (to share one producer/admin per process)."""
         return tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
