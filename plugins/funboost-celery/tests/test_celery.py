@@ -238,23 +238,6 @@ def test_worker_killed_mid_task_is_redelivered(family, tmp_path, queue_name, cle
     assert len([p for p in tmp_path.iterdir() if p.name.startswith("started.")]) == 2
 
 
-def test_multi_process_consume(url, queue_name, tmp_path):
-    @boost(make(queue_name, url, concurrent_num=1, is_using_rpc_mode=True, state_backend="sqlite"))
-    def f(x):
-        time.sleep(0.2)
-        return os.getpid()
-
-    procs = f.multi_process_consume(2)
-    try:
-        rs = [f.push(i) for i in range(12)]
-        pids = {r.get(timeout=60) for r in rs}
-    finally:
-        for p in procs:
-            p.kill()
-            p.join(10)
-    assert len(pids) == 2 and os.getpid() not in pids
-
-
 # ---------------------------------------------------------------------------------------- Redis leases
 def _start_worker(queue: str, url: str, marker_dir, hold: float, vt: str, concurrency: int = 2):
     script = os.path.join(HERE, "_crash_worker.py")
@@ -441,25 +424,6 @@ def test_redis_a_message_pulled_by_a_living_broker_stays_with_it(queue_name, cle
     finally:
         holder.close()
         poller.close()
-
-
-def test_consume_again_after_stop_in_the_same_process(url, queue_name):
-    """The last booster's stop ends the worker; consuming again starts a new one whose task body reaches
-    the booster (before, the Celery task kept calling the stopped worker host and requeued forever)."""
-    @boost(make(queue_name, url, is_using_rpc_mode=True))
-    def f(x):
-        return x + 1
-
-    f.consume()
-    try:
-        assert f.push(1).get(timeout=30) == 2
-    finally:
-        f.stop_consume(10)
-    f.consume()
-    try:
-        assert f.push(2).get(timeout=30) == 3
-    finally:
-        f.stop_consume(10)
 
 
 def test_redis_sigkill_after_40_of_300_tasks_loses_none(tmp_path, queue_name, cleanup_queues):

@@ -190,40 +190,6 @@ def test_two_boosters_share_one_worker_and_a_late_one_joins(url, queue_name, cle
     assert b.push(1).get(timeout=30) == 3
 
 
-def test_consume_again_after_stop_in_the_same_process(url, queue_name):
-    @boost(make(queue_name, url, is_using_rpc_mode=True))
-    def f(x):
-        return x + 1
-
-    f.consume()
-    try:
-        assert f.push(1).get(timeout=30) == 2
-    finally:
-        f.stop_consume(10)
-    f.consume()
-    try:
-        assert f.push(2).get(timeout=30) == 3
-    finally:
-        f.stop_consume(10)
-
-
-def test_multi_process_consume(url, queue_name):
-    @boost(make(queue_name, url, concurrent_num=1, is_using_rpc_mode=True, state_backend="sqlite"))
-    def f(x):
-        time.sleep(0.2)
-        return os.getpid()
-
-    procs = f.multi_process_consume(2)
-    try:
-        rs = [f.push(i) for i in range(12)]
-        pids = {r.get(timeout=60) for r in rs}
-    finally:
-        for p in procs:
-            p.kill()
-            p.join(10)
-    assert len(pids) == 2 and os.getpid() not in pids
-
-
 # ---------------------------------------------------------------------------------------- crash safety
 def _start_worker(queue: str, url: str, marker_dir, hold: float, hb: str = "default", concurrency: int = 2):
     script = os.path.join(HERE, "_crash_worker.py")

@@ -261,44 +261,6 @@ def test_foreign_bytes_in_the_queue_are_dead_lettered(redis_cfg, queue_name, con
     assert "dead_letter_reason" in json.loads(body_text(d))["extra"]
 
 
-def test_consume_again_after_stop_in_the_same_process(cfg, queue_name, cleanup):
-    cleanup(queue_name, cfg)
-
-    @boost(make(queue_name, cfg, is_using_rpc_mode=True))
-    def f(x):
-        return x + 1
-
-    f.consume()
-    try:
-        assert f.push(1).get(timeout=30) == 2
-    finally:
-        f.stop_consume(10)
-    f.consume()
-    try:
-        assert f.push(2).get(timeout=30) == 3
-    finally:
-        f.stop_consume(10)
-
-
-def test_multi_process_consume(redis_cfg, queue_name, cleanup):
-    cleanup(queue_name, redis_cfg)
-
-    @boost(make(queue_name, redis_cfg, concurrent_num=1, is_using_rpc_mode=True, state_backend="sqlite"))
-    def f(x):
-        time.sleep(0.2)
-        return os.getpid()
-
-    procs = f.multi_process_consume(2)
-    try:
-        rs = [f.push(i) for i in range(12)]
-        pids = {r.get(timeout=60) for r in rs}
-    finally:
-        for p in procs:
-            p.kill()
-            p.join(10)
-    assert len(pids) == 2 and os.getpid() not in pids
-
-
 def test_sqlite_sizes_and_priority(tmp_path, queue_name):
     """SqliteHuey: ready / delayed counted, in flight unknown (None: huey deleted the row), huey's
     priorities passed through."""

@@ -197,40 +197,6 @@ def test_pause_and_resume(queue_name, consumers):
     assert sorted(ran) == [0, 1, 2, 3]
 
 
-def test_consume_again_after_stop_in_the_same_process(queue_name):
-    @boost(make(queue_name, is_using_rpc_mode=True))
-    def f(x):
-        return x + 1
-
-    f.consume()
-    try:
-        assert f.push(1).get(timeout=30) == 2
-    finally:
-        f.stop_consume(10)
-    f.consume()
-    try:
-        assert f.push(2).get(timeout=30) == 3
-    finally:
-        f.stop_consume(10)
-
-
-def test_multi_process_consume(queue_name):
-    @boost(make(queue_name, concurrent_num=1, is_using_rpc_mode=True, state_backend="sqlite"))
-    def f(x):
-        time.sleep(0.2)
-        return os.getpid()
-
-    procs = f.multi_process_consume(2)
-    try:
-        rs = [f.push(i) for i in range(12)]
-        pids = {r.get(timeout=60) for r in rs}
-    finally:
-        for p in procs:
-            p.kill()
-            p.join(10)
-    assert len(pids) == 2 and os.getpid() not in pids
-
-
 # ---------------------------------------------------------------------------------------- crash safety
 def _start_worker(queue: str, marker_dir, hold: float, concurrency: int, hb: str = "default"):
     env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))

@@ -3,6 +3,7 @@ running, ``get_message_count`` and ``clear``."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from typing import Any, Callable
@@ -121,6 +122,75 @@ class EngineTests:
             work.clear()
             wait_until(lambda: work.get_message_count() == 0, 15, message="count == 0 after clear")
 
+
+    def test_consume_again_after_stop_in_the_same_process(self, broker_cls, options_raw, queue_name, settings):
+        """``stop_consume`` then ``consume`` on the same booster: the second consumer gets the new tasks (a
+        worker, server or subscription the first one left behind must not swallow them)."""
+        from funboost import BoosterParams, boost
+        done: list[int] = []
+
+        @boost(BoosterParams(queue_name=queue_name, broker_kind=broker_cls.kind, broker_exclusive_config=options_raw,
+                             concurrent_num=2, state_backend="memory", log_to_console=False))
+        def work(x: int) -> None:
+            done.append(x)
+
+        wait = settings["consumer_ready_timeout"] + 20
+        try:
+            for round_ in (1, 2):
+                work.consume()
+                work.push(round_)
+                wait_for_work(lambda: round_ in done, work.broker, wait, f"task {round_} ran (consume #{round_})")
+                summary = work.stop_consume(10)
+                assert summary and not summary["unfinished"], f"stop_consume #{round_}: {summary}"
+        finally:
+            work.stop_consume(10)
+            if broker_cls.capabilities.purge:
+                work.clear()
+        assert sorted(set(done)) == [1, 2]
+
+    @requires("cross_process", needs_serving_consumer=False)
+    def test_multi_process_consume_spreads_tasks_over_the_processes(self, broker_cls, options_raw, queue_name,
+                                                                      settings, tmp_path):
+        """``multi_process_consume(2)``: two child processes consume the queue, and both run tasks. Tasks
+        are pushed until both children ran one (a child may need a while to join, e.g. a consumer-group
+        rebalance), each a little slow so that one child cannot take them all."""
+        from funboost import BoosterParams, boost
+        marks = tmp_path / "ran"  # a folder of its own: a kind's fixtures may keep files in tmp_path
+        marks.mkdir()
+
+        @boost(BoosterParams(queue_name=queue_name, broker_kind=broker_cls.kind, broker_exclusive_config=options_raw,
+                             concurrent_num=1, state_backend="memory", log_to_console=False))
+        def work(x: int) -> None:
+            (marks / f"{x}-{os.getpid()}").touch()
+            time.sleep(0.05)
+
+        def pids() -> set[str]:
+            return {p.name.split("-", 1)[1] for p in marks.iterdir()}
+
+        procs = work.multi_process_consume(2)
+        try:
+            deadline = time.monotonic() + settings["consumer_ready_timeout"] + 40
+            i = 0
+            while len(pids()) < 2:
+                assert time.monotonic() < deadline, f"only processes {sorted(pids())} ran tasks ({i} pushed)"
+                assert all(p.is_alive() for p in procs), "a consumer process died"
+                work.push(i)
+                i += 1
+                time.sleep(0.05)
+        finally:
+            # SIGTERM: each child stops gracefully (leaves its consumer group, hands back what it holds), so
+            # that clear() below finds no member of the queue left behind
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.join(30)
+                if p.is_alive():
+                    p.kill()
+                    p.join(10)
+            assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+            if broker_cls.capabilities.purge:
+                work.clear()
+        assert str(os.getpid()) not in pids() and pids() == {str(p.pid) for p in procs}
 
 class TestEngine(EngineTests, ContractBase):
     pass
