@@ -7,6 +7,7 @@ them, because the task body always runs through funboost's runner."""
 from __future__ import annotations
 
 import datetime
+import os
 import threading
 import time
 from typing import Any
@@ -108,14 +109,16 @@ class ControlTests:
     def test_task_controls_through_boost(self, broker_cls, options_raw, queue_name, settings):
         """Per-task controls on every kind, with one consumer: the RPC result, funboost's retries (exactly
         ``max_retry_times``, never the broker's or the framework's on top), ``ExceptionForRequeue``, the task
-        filter, message expiry and a countdown that does not hold back the messages behind it."""
+        filter, message expiry and a countdown that does not hold back the messages behind it; the final
+        status of a filtered and of an expired message, and the status record of a failed task."""
         from funboost import BoosterParams, ExceptionForRequeue, TaskOptions, boost
         runs: list = []
         lock = threading.Lock()
 
         @boost(BoosterParams(queue_name=queue_name, broker_kind=broker_cls.kind, broker_exclusive_config=options_raw,
                              concurrent_num=4, state_backend="memory", log_to_console=False, is_using_rpc_mode=True,
-                             max_retry_times=2, is_print_detail_exception=False))
+                             max_retry_times=2, is_print_detail_exception=False,
+                             function_result_status_persistence_conf={"is_save_status": True}))
         def work(x: int, mode: str = "ok") -> int:
             with lock:
                 runs.append((x, mode, time.time()))
@@ -134,19 +137,29 @@ class ControlTests:
         try:
             work.consume()
             assert work.push(1).get(timeout) == 2  # the RPC result
-            failed = work.push(2, mode="fail").wait(timeout)
+            failing = work.push(2, mode="fail")
+            failed = failing.wait(timeout)
             assert failed["success"] is False and failed["run_times"] == 3, failed
             assert work.push(3, mode="requeue_once").get(timeout) == 6
             assert ran(3) == 2, "ExceptionForRequeue: the task goes back and runs again"
             assert work.publish({"x": 4}, task_options=TaskOptions(do_task_filtering=True)).get(timeout) == 8
-            work.publish({"x": 4}, task_options=TaskOptions(do_task_filtering=True))  # the same arguments: filtered
-            work.publish({"x": 5}, task_options=TaskOptions(msg_expire_seconds=5, publish_time=time.time() - 60))
+            # the same arguments: filtered
+            filtered = work.publish({"x": 4}, task_options=TaskOptions(do_task_filtering=True))
+            expired = work.publish({"x": 5}, task_options=TaskOptions(msg_expire_seconds=5,
+                                                                       publish_time=time.time() - 60))
             published = time.time()
             late = work.publish({"x": 6}, task_options=TaskOptions(countdown=1.0))
             assert work.push(7).get(timeout) == 14  # not held back by the delayed message before it
             assert late.get(timeout) == 12
             # the filtered and the expired message were published before 6 and 7: by now they were taken
             wait_until(lambda: work.get_message_count() in (0, -1), timeout, message="the queue drained")
+            assert filtered.wait(timeout)["run_status"] == "filtered"
+            assert expired.wait(timeout)["run_status"] == "expired"
+            records = wait_until(lambda: work.query_statuses(task_id=failing.task_id), 10,
+                                 message="the failed task's status record")
+            assert len(records) == 1, records
+            assert records[0]["exception_type"] == "ValueError" and records[0]["success"] is False, records[0]
+            assert records[0]["pid"] == os.getpid(), records[0]
         finally:
             work.stop_consume(10)
             if broker_cls.capabilities.purge:
