@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from test_broker import msgs, wait_for
 
 WORKER = os.path.join(os.path.dirname(__file__), "kafka_worker.py")
@@ -63,3 +65,35 @@ def test_sigkill_one_of_two_members(brokers, queue_name, tmp_path):
                     p.wait(15)
                 except subprocess.TimeoutExpired:
                     p.kill()
+
+
+def _start_member(queue_name: str, out: str) -> subprocess.Popen:
+    """A consumer process of the queue's group; returns once it holds partitions."""
+    p = subprocess.Popen([sys.executable, WORKER, queue_name, out, "--run-seconds", "120"],
+                         env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        wait_for(lambda: any(a not in ("", None) for a in assignments(out)), 60, "the member holds partitions")
+    except BaseException:
+        p.kill()
+        raise
+    return p
+
+
+def test_purge_while_a_member_in_another_process_lives_fails_clearly(brokers, queue_name, tmp_path):
+    """Kafka takes the admin commit of a group's offsets only while the group has no member: purge from
+    a process that is not one says so (the live member keeps consuming meanwhile)."""
+    pub = brokers(queue_name)
+    pub.publish(msgs(1, prefix="warm"))
+    out = str(tmp_path / "alive.log")
+    member = _start_member(queue_name, out)
+    try:
+        pub.publish(msgs(3))
+        with pytest.raises(RuntimeError, match="active members in other processes"):
+            pub.purge()
+        assert member.poll() is None
+    finally:
+        open(out + ".stop", "w").close()
+        try:
+            member.wait(30)
+        except subprocess.TimeoutExpired:
+            member.kill()

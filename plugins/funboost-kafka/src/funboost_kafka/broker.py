@@ -772,7 +772,8 @@ class KafkaBroker(Broker):
                     f"kafka purge of {self.topic!r}: group {self.group_id!r} has active members in other "
                     f"processes; partitions {sorted(tp.partition for tp in failed)} were not moved "
                     f"({sorted({e.__name__ for e in failed.values()})}). Stop the consumers, or purge "
-                    f"from a consumer process.")
+                    f"from a consumer process (a consumer killed without leaving the group counts as a "
+                    f"member until the broker expires its session).")
         return dropped
 
     # ----- shutdown -----
