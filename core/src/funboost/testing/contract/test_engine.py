@@ -192,5 +192,57 @@ class EngineTests:
                 work.clear()
         assert str(os.getpid()) not in pids() and pids() == {str(p.pid) for p in procs}
 
+    @requires("at_least_once", "cross_process", needs_serving_consumer=False)
+    def test_sigterm_finishes_the_running_task_and_loses_nothing(self, broker_cls, reclaim_options_raw, queue_name,
+                                                                  settings, tmp_path):
+        """A consumer process stopped with SIGTERM (a deploy, ``docker stop``) finishes the task it runs,
+        exits 0, and leaves every other message to the next consumer: each task id ends up done, none cut
+        off halfway. Messages the stopped process had fetched without starting come back at once where
+        the kind hands them back (``native_requeue``), else when the broker sees that their holder is gone
+        (``fast_reclaim_options``)."""
+        from funboost import BoosterParams, boost
+        marks = tmp_path / "ran"
+        marks.mkdir()
+        total = 6
+
+        @boost(BoosterParams(queue_name=queue_name, broker_kind=broker_cls.kind,
+                             broker_exclusive_config=reclaim_options_raw, concurrent_num=1, state_backend="memory",
+                             log_to_console=False))
+        def work(x: int) -> None:
+            (marks / f"start-{x}-{os.getpid()}").touch()
+            time.sleep(0.5)
+            (marks / f"done-{x}-{os.getpid()}").touch()
+
+        def seen(what: str, pid: "int | None" = None) -> set[int]:
+            out = set()
+            for p in marks.iterdir():
+                step, x, by = p.name.split("-")
+                if step == what and (pid is None or int(by) == pid):
+                    out.add(int(x))
+            return out
+
+        for i in range(total):
+            work.push(i)
+        [child] = work.multi_process_consume(1)
+        try:
+            wait_until(lambda: seen("start", child.pid), settings["consumer_ready_timeout"] + 30,
+                       message="the consumer process started a task")
+            child.terminate()
+            child.join(60)
+            assert child.exitcode == 0, f"exit code {child.exitcode} after SIGTERM"
+            started, done = seen("start", child.pid), seen("done", child.pid)
+            assert started and started <= done, f"a running task was cut off: started {started}, done {done}"
+            work.consume()
+            wait_until(lambda: seen("done") == set(range(total)),
+                       settings["redelivery_timeout"] + settings["consumer_ready_timeout"] + 30,
+                       message=f"all {total} tasks done (done: {sorted(seen('done'))})")
+        finally:
+            if child.is_alive():
+                child.kill()
+                child.join(10)
+            work.stop_consume(10)
+            if broker_cls.capabilities.purge:
+                work.clear()
+
 class TestEngine(EngineTests, ContractBase):
     pass
