@@ -1,5 +1,6 @@
 """Through the engine: ``@boost`` end to end, malformed messages dead-lettered while the consumer keeps
-running, ``get_message_count`` and ``clear``."""
+running, ``get_message_count`` and ``clear``; and the booster's life cycle: consuming again after
+``stop_consume``, ``multi_process_consume``, a consumer process stopped with SIGTERM."""
 from __future__ import annotations
 
 import json
