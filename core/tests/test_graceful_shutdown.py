@@ -356,3 +356,35 @@ def test_consume_racing_a_shutdown_request_never_leaves_a_consumer_running(tmp_p
     out = subprocess.run([sys.executable, str(script), f"race_{uuid.uuid4().hex[:8]}"], capture_output=True,
                          text=True, timeout=30, env={**os.environ, "FUNBOOST_NO_KEEPALIVE": "1"})
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("funboost_sqlite") is None, reason="funboost-sqlite not installed")
+def test_a_process_forked_after_multi_process_consume_exits_cleanly(tmp_path):
+    """After ``multi_process_consume`` a process may fork for its own reasons (its own multiprocessing):
+    such a child ran the parent's at-exit wait for the consumer children, asked ``is_alive()`` of
+    processes it did not start, which raises there, and exited with status 1 (found by the nats suite)."""
+    script = tmp_path / "fork_after.py"
+    script.write_text(textwrap.dedent(f"""
+        import multiprocessing, uuid
+        from funboost import BoosterParams, boost
+
+        @boost(BoosterParams(queue_name="fork_after_" + uuid.uuid4().hex[:8], broker_kind="sqlite",
+                             state_backend="memory", log_to_console=False))
+        def f(x):
+            pass
+
+        procs = f.multi_process_consume(1)
+        for p in procs:
+            p.terminate()
+            p.join(30)
+        child = multiprocessing.get_context("fork").Process(target=print, args=("CHILD RAN",))
+        child.start()
+        child.join(30)
+        print("FORKED", child.exitcode, flush=True)
+    """))
+    env = {k: v for k, v in os.environ.items() if k != "FUNBOOST_NO_KEEPALIVE"}
+    env["FUNBOOST_SQLITE_DIR"] = str(tmp_path / "sqlite")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "CHILD RAN" in r.stdout, r.stdout + r.stderr
+    assert "FORKED 0" in r.stdout, r.stdout + r.stderr

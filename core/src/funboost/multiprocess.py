@@ -16,6 +16,11 @@ import time
 from typing import Any, Optional
 
 _children: list = []  # processes started by this process (never inherited: reset in each child)
+if hasattr(os, "register_at_fork"):
+    # any forked process (ours, or the user's own multiprocessing) starts with no children: the parent's
+    # would keep its at-exit wait asking is_alive() of processes it did not start, which raises there
+    # ("can only test a child process") and made such a child exit with status 1
+    os.register_at_fork(after_in_child=_children.clear)
 
 
 def _child_main(queue_names: list[str], modules: dict[str, str], parent_pid: int) -> None:
