@@ -38,7 +38,15 @@ def test_records_module_imports_nothing_of_engine_or_state():
     tree = ast.parse(open(funboost.records.__file__).read())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert {m for m in imported if m and m.startswith("funboost")} == {"funboost.enums"}
+    # funboost.message: the exact JSON codec (ints beyond 64 bits, NaN) shared by envelopes and records;
+    # itself a leaf (exceptions, a random source), checked below
+    assert {m for m in imported if m and m.startswith("funboost")} == {"funboost.enums", "funboost.message"}
+    import funboost.message
+    tree = ast.parse(open(funboost.message.__file__).read())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert {m for m in imported if m and m.startswith("funboost")} <= {"funboost.exceptions",
+                                                                         "funboost.utils.private_random"}
 
 
 def test_old_import_paths_still_work():

@@ -22,11 +22,44 @@ from funboost.utils.private_random import rng
 
 EXTRA = "extra"
 
+def has_non_finite_float(obj: Any) -> bool:
+    """True if ``obj`` holds a float NaN or +-Infinity anywhere in its dicts, lists and tuples."""
+    t = type(obj)
+    if t is float:
+        return obj != obj or obj in (_INF, -_INF)
+    if t is dict:
+        return any(has_non_finite_float(v) for v in obj.values())
+    if t is list or t is tuple:
+        return any(has_non_finite_float(v) for v in obj)
+    if isinstance(obj, float):  # a float subclass
+        return obj != obj or obj in (_INF, -_INF)
+    if isinstance(obj, dict):
+        return any(has_non_finite_float(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(has_non_finite_float(v) for v in obj)
+    return False
+
+
+_INF = float("inf")
+# the stdlib's encoder, for what orjson cannot write exactly: integers beyond 64 bits (orjson refuses them)
+# and NaN / Infinity (orjson writes null: an argument would arrive as None). It writes them as JSON numbers
+# and as NaN / Infinity, which :func:`loads` reads back, as the stdlib and the original funboost do.
+_std_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=lambda o: _default(o))
+
 try:  # orjson is optional; it is a good deal faster when installed
     import orjson as _orjson
 
     def dumps(obj: Any) -> str:
-        return _orjson.dumps(obj, default=_default).decode("utf-8")
+        try:
+            out = _orjson.dumps(obj, default=_default)
+        except _orjson.JSONEncodeError as exc:
+            if "64-bit" not in str(exc):  # e.g. a dict key that is not a string: refused, never changed
+                raise
+            return _std_encoder.encode(obj)
+        # "null" in the text: maybe a None, maybe a NaN orjson wrote as null (checked only then)
+        if b"null" in out and has_non_finite_float(obj):
+            return _std_encoder.encode(obj)
+        return out.decode("utf-8")
 
     # orjson reads an integer outside the 64-bit range as a float (19000000000000000001 -> 1.9e19): a
     # task argument or a dead letter would change silently. Such a number has 19 digits or more; text that
@@ -40,16 +73,20 @@ try:  # orjson is optional; it is a good deal faster when installed
         return _LONG_RUN in data.translate(_DIGIT_MAP)
 
     def loads(data: Any) -> Any:
-        obj = _orjson.loads(data)
+        try:
+            obj = _orjson.loads(data)
+        except _orjson.JSONDecodeError:
+            # NaN / Infinity (what dumps writes for them, and the stdlib and the original funboost too);
+            # anything else fails in the stdlib parser as well, with its own message
+            return json.loads(data if isinstance(data, (str, bytes, bytearray)) else bytes(data))
         # the guard inlined (_has_long_digit_run): loads runs once per consumed message
         raw = data.encode("utf-8", "surrogatepass") if type(data) is str else bytes(data)
         return json.loads(raw) if _LONG_RUN in raw.translate(_DIGIT_MAP) else obj
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
-    _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=lambda o: _default(o))
 
     def dumps(obj: Any) -> str:
-        return _encoder.encode(obj)
+        return _std_encoder.encode(obj)
 
     loads = json.loads
 

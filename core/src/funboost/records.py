@@ -19,6 +19,8 @@ import time
 from typing import Any, Optional
 
 from funboost.enums import RunStatus
+from funboost.message import has_non_finite_float
+from funboost.message import loads as _loads_exact
 
 # the plain str of each RunStatus, looked up per record (Enum.value is a property: slow on the hot path)
 PLAIN_RUN_STATUS: dict[str, str] = {s: s.value for s in RunStatus}
@@ -30,33 +32,45 @@ except ImportError:  # pragma: no cover
     _orjson = None  # type: ignore[assignment]
 
 
+def _orjson_exact(obj: Any, option: int = 0) -> Optional[bytes]:
+    """orjson's text of ``obj``, or None where it would not be exact: an int beyond 64 bits (refused), a NaN
+    or an Infinity (orjson writes null; a result of NaN would come back as None)."""
+    try:
+        out = _orjson.dumps(obj, default=repr, option=option)
+    except (TypeError, _orjson.JSONEncodeError):
+        return None
+    if b"null" in out and has_non_finite_float(obj):
+        return None
+    return out
+
+
 def dumps_state(obj: Any) -> str:
     """JSON text for state records; values JSON cannot hold are stored as their ``repr``."""
     if _orjson is not None:
-        try:  # plain options first: OPT_NON_STR_KEYS makes every dict slower, and is rarely needed
-            return _orjson.dumps(obj, default=repr).decode()
-        except (TypeError, _orjson.JSONEncodeError):
-            pass
-        try:
-            return _orjson.dumps(obj, default=repr, option=_orjson.OPT_NON_STR_KEYS).decode()
-        except (TypeError, _orjson.JSONEncodeError):
-            pass  # e.g. an int beyond 64 bits: the slower path handles it
+        # plain options first: OPT_NON_STR_KEYS makes every dict slower, and is rarely needed
+        out = _orjson_exact(obj)
+        if out is None:
+            out = _orjson_exact(obj, _orjson.OPT_NON_STR_KEYS)
+        if out is not None:
+            return out.decode()
+    # the slower path: ints beyond 64 bits, NaN / Infinity (written as the stdlib writes them, read back by
+    # loads_state)
     return _json.dumps(obj, ensure_ascii=False, default=repr)
 
 
 def dumps_state_bytes(obj: Any) -> bytes:
     """:func:`dumps_state` as UTF-8 bytes (orjson's own output: no decode / encode round)."""
     if _orjson is not None:
-        try:
-            return _orjson.dumps(obj, default=repr)
-        except (TypeError, _orjson.JSONEncodeError):
-            pass
+        out = _orjson_exact(obj)
+        if out is not None:
+            return out
     return dumps_state(obj).encode()
 
 
 def loads_state(text: Any) -> Any:
-    """Parse what :func:`dumps_state` / :func:`dumps_state_bytes` wrote."""
-    return _orjson.loads(text) if _orjson is not None else _json.loads(text)
+    """Parse what :func:`dumps_state` / :func:`dumps_state_bytes` wrote (exactly: ints beyond 64 bits and
+    NaN / Infinity too; see :func:`funboost.message.loads`)."""
+    return _loads_exact(text)
 
 
 _HOST = socket.gethostname()

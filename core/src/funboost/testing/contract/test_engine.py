@@ -149,6 +149,51 @@ class EngineTests:
                 work.clear()
         assert sorted(set(done)) == [1, 2]
 
+    def test_arguments_and_results_round_trip_exactly(self, broker_cls, options_raw, queue_name, settings):
+        """What the function receives is what was pushed, and ``AsyncResult.get()`` is what it returned:
+        text beyond ASCII (accents, CJK, emoji, quotes, backslashes, control characters, NUL), integers
+        beyond 64 bits, NaN and infinities, floats near the limits, nested containers, empty values."""
+        import math
+        from funboost import BoosterParams, boost
+        values = {
+            "text": "h\u00e9llo \u2713 \u4f60\u597d \U0001F600 \"q\" \\ \n\t\r \x00 \x7f \u2028",
+            "big": 2**70, "negative": -(2**63), "nan": float("nan"), "inf": float("-inf"),
+            "small": 5e-324, "large": 1.7976931348623157e308, "nested": {"k": [1, 2.5, None, True, {"\u00fc": []}]},
+            "empty_text": "", "empty_list": [], "empty_dict": {}, "false": False, "none": None,
+        }
+
+        def same(a: Any, b: Any) -> bool:
+            if isinstance(a, float) and math.isnan(a):
+                return isinstance(b, float) and math.isnan(b)
+            if isinstance(a, dict):
+                return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+            if isinstance(a, list):
+                return isinstance(b, list) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+            return type(a) is type(b) and a == b
+
+        got: dict[str, Any] = {}
+
+        @boost(BoosterParams(queue_name=queue_name, broker_kind=broker_cls.kind, broker_exclusive_config=options_raw,
+                             concurrent_num=4, state_backend="memory", log_to_console=False, is_using_rpc_mode=True,
+                             max_retry_times=0))
+        def echo(name: str, value: Any) -> Any:
+            got[name] = value
+            return value
+
+        timeout = settings["consumer_ready_timeout"] + 30
+        try:
+            echo.consume()
+            results = {name: echo.push(name, value) for name, value in values.items()}
+            returned = {name: r.get(timeout) for name, r in results.items()}
+        finally:
+            echo.stop_consume(10)
+            if broker_cls.capabilities.purge:
+                echo.clear()
+        wrong_in = {k: (v, got.get(k, "<not run>")) for k, v in values.items() if not same(v, got.get(k, object()))}
+        wrong_out = {k: (v, returned[k]) for k, v in values.items() if not same(v, returned[k])}
+        assert not wrong_in, f"arguments changed on the way (sent, received): {wrong_in}"
+        assert not wrong_out, f"results changed on the way back (returned, got): {wrong_out}"
+
     @requires("cross_process", needs_serving_consumer=False)
     def test_multi_process_consume_spreads_tasks_over_the_processes(self, broker_cls, options_raw, queue_name,
                                                                       settings, tmp_path):
