@@ -3,25 +3,16 @@ them) and NaN / +-Infinity (orjson writes null). Both codecs, the message's and 
 them as the stdlib does and read them back."""
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from funboost.message import decode, dumps, has_non_finite_float, loads
 from funboost.records import dumps_state, dumps_state_bytes, loads_state
+from funboost.testing.contract.base import same_value as same
 
 VALUES = [2**70, -(2**64) - 1, float("nan"), float("inf"), float("-inf"), [1, float("nan"), {"k": 2**65}],
           {"deep": [[{"x": float("inf")}]]}, None, 1.5, -(2**63), 2**63 - 1, "null", "NaN"]
 
 
-def same(a, b) -> bool:
-    if isinstance(a, float) and math.isnan(a):
-        return isinstance(b, float) and math.isnan(b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return isinstance(b, list) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return type(a) is type(b) and a == b
 
 
 @pytest.mark.parametrize("value", VALUES, ids=repr)

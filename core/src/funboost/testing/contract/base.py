@@ -113,6 +113,18 @@ def expect_ready(broker: Broker, count: int, timeout: float = 15.0) -> None:
         wait_until(lambda: (broker.queue_size().ready or 0) >= 1, timeout, message="queue_size().ready >= 1")
 
 
+def same_value(a: Any, b: Any) -> bool:
+    """``a == b`` with the same types all the way down (``1`` is not ``1.0``, ``[]`` not ``()``), and NaN equal
+    to NaN: what a round trip through a broker must keep."""
+    if isinstance(a, float) and a != a:
+        return isinstance(b, float) and b != b
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
 def body_text(d: Delivery) -> str:
     """A delivery's body as canonical JSON text (sorted keys), whatever form the broker hands over."""
     b = d.body

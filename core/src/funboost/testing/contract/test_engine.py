@@ -10,7 +10,8 @@ import time
 from typing import Any, Callable
 
 from funboost.plugins.broker import Broker, OutgoingMessage
-from funboost.testing.contract.base import ContractBase, MessagesLost, body_text, fetch_until, wait_until
+from funboost.testing.contract.base import (ContractBase, MessagesLost, body_text, fetch_until, same_value,
+                                            wait_until)
 from funboost.testing.requirements import requires
 
 
@@ -153,7 +154,6 @@ class EngineTests:
         """What the function receives is what was pushed, and ``AsyncResult.get()`` is what it returned:
         text beyond ASCII (accents, CJK, emoji, quotes, backslashes, control characters, NUL), integers
         beyond 64 bits, NaN and infinities, floats near the limits, nested containers, empty values."""
-        import math
         from funboost import BoosterParams, boost
         values = {
             "text": "h\u00e9llo \u2713 \u4f60\u597d \U0001F600 \"q\" \\ \n\t\r \x00 \x7f \u2028",
@@ -161,15 +161,6 @@ class EngineTests:
             "small": 5e-324, "large": 1.7976931348623157e308, "nested": {"k": [1, 2.5, None, True, {"\u00fc": []}]},
             "empty_text": "", "empty_list": [], "empty_dict": {}, "false": False, "none": None,
         }
-
-        def same(a: Any, b: Any) -> bool:
-            if isinstance(a, float) and math.isnan(a):
-                return isinstance(b, float) and math.isnan(b)
-            if isinstance(a, dict):
-                return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-            if isinstance(a, list):
-                return isinstance(b, list) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-            return type(a) is type(b) and a == b
 
         got: dict[str, Any] = {}
 
@@ -189,8 +180,8 @@ class EngineTests:
             echo.stop_consume(10)
             if broker_cls.capabilities.purge:
                 echo.clear()
-        wrong_in = {k: (v, got.get(k, "<not run>")) for k, v in values.items() if not same(v, got.get(k, object()))}
-        wrong_out = {k: (v, returned[k]) for k, v in values.items() if not same(v, returned[k])}
+        wrong_in = {k: (v, got.get(k, "<not run>")) for k, v in values.items() if not same_value(v, got.get(k, object()))}
+        wrong_out = {k: (v, returned[k]) for k, v in values.items() if not same_value(v, returned[k])}
         assert not wrong_in, f"arguments changed on the way (sent, received): {wrong_in}"
         assert not wrong_out, f"results changed on the way back (returned, got): {wrong_out}"
 
