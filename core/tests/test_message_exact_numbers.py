@@ -42,3 +42,15 @@ def test_invalid_json_still_fails():
         loads("not json")
     with pytest.raises(ValueError):
         loads(b"{\"x\": nan}")  # lower-case: neither parser takes it
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_status_batches_keep_arguments_and_results_exactly(value):
+    """The engine's batched status records (compact tuples) check only the user's values for NaN."""
+    from funboost.records import FunctionResultStatus, StatusBatch, expand_record
+    st = FunctionResultStatus("q", "t1", {"x": value}, 1.0)
+    st._result, st.success = value, True
+    batch = StatusBatch([st.compact(), st.to_dict()])
+    for raw in loads_state(batch.json) + [loads_state(row) for row in batch.rows]:
+        rec = expand_record(raw)
+        assert same(rec["params"]["x"], value) and same(rec["result"], value), rec

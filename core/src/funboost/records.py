@@ -229,6 +229,34 @@ def record_success(raw: Any) -> bool:
     return bool(raw.get("success") if isinstance(raw, dict) else raw[_SUCCESS])
 
 
+_PARAMS, _RESULT = COMPACT_FIELDS.index("params"), COMPACT_FIELDS.index("result")
+
+
+def _user_values_non_finite(records: Any) -> bool:
+    """Whether the arguments or the result of a record holds a NaN / Infinity: the only fields that can (the
+    engine's own floats are times). Cheaper than walking whole records, which hold many nulls."""
+    for r in records:
+        if isinstance(r, dict):
+            if has_non_finite_float(r.get("params")) or has_non_finite_float(r.get("result")):
+                return True
+        elif has_non_finite_float(r[_PARAMS]) or (len(r) > _RESULT and has_non_finite_float(r[_RESULT])):
+            return True
+    return False
+
+
+def _records_bytes(obj: Any, records: Any) -> bytes:
+    """:func:`dumps_state_bytes` of ``obj`` (status records, one or a list), exact as it is, checking only
+    the records' user values for the NaN / Infinity orjson would write as null."""
+    if _orjson is not None:
+        try:
+            out = _orjson.dumps(obj, default=repr)
+        except (TypeError, _orjson.JSONEncodeError):
+            out = None
+        if out is not None and not (b"null" in out and _user_values_non_finite(records)):
+            return out
+    return dumps_state(obj).encode()
+
+
 class StatusBatch:
     """Final status records of one consumer, in the compact form (tuples from
     :meth:`FunctionResultStatus.compact`, or lists parsed back from JSON; records as dicts, from
@@ -256,12 +284,12 @@ class StatusBatch:
     @property
     def json(self) -> bytes:
         if self._json is None:
-            self._json = dumps_state_bytes(self.records)
+            self._json = _records_bytes(self.records, self.records)
         return self._json
 
     @property
     def rows(self) -> list[bytes]:
-        return [dumps_state_bytes(r) for r in self.records]
+        return [_records_bytes(r, (r,)) for r in self.records]
 
     @property
     def task_ids(self) -> list[str]:
