@@ -26,17 +26,28 @@ def has_non_finite_float(obj: Any) -> bool:
     """True if ``obj`` holds a float NaN or +-Infinity anywhere in its dicts, lists and tuples."""
     t = type(obj)
     if t is float:
-        return obj != obj or obj in (_INF, -_INF)
+        return not -_INF < obj < _INF  # NaN compares false both ways
     if t is dict:
-        return any(has_non_finite_float(v) for v in obj.values())
-    if t is list or t is tuple:
-        return any(has_non_finite_float(v) for v in obj)
-    if isinstance(obj, float):  # a float subclass
-        return obj != obj or obj in (_INF, -_INF)
-    if isinstance(obj, dict):
-        return any(has_non_finite_float(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return any(has_non_finite_float(v) for v in obj)
+        values: Any = obj.values()
+    elif t is list or t is tuple:
+        values = obj
+    elif isinstance(obj, float):  # subclasses: the slow path
+        return not -_INF < obj < _INF
+    elif isinstance(obj, dict):
+        values = obj.values()
+    elif isinstance(obj, (list, tuple)):
+        values = obj
+    else:
+        return False
+    for v in values:  # one level inline: most values are scalars
+        tv = type(v)
+        if tv is float:
+            if not -_INF < v < _INF:
+                return True
+        elif tv is str or tv is int or v is None or tv is bool:
+            continue
+        elif has_non_finite_float(v):
+            return True
     return False
 
 
@@ -56,10 +67,12 @@ try:  # orjson is optional; it is a good deal faster when installed
             if "64-bit" not in str(exc):  # e.g. a dict key that is not a string: refused, never changed
                 raise
             return _std_encoder.encode(obj)
-        # "null" in the text: maybe a None, maybe a NaN orjson wrote as null (checked only then)
-        if b"null" in out and has_non_finite_float(obj):
+        text = out.decode("utf-8")
+        # "null" in the text: maybe a None, maybe a NaN orjson wrote as null (checked only then; a search of
+        # the str is about twice as fast as of the bytes)
+        if "null" in text and has_non_finite_float(obj):
             return _std_encoder.encode(obj)
-        return out.decode("utf-8")
+        return text
 
     # orjson reads an integer outside the 64-bit range as a float (19000000000000000001 -> 1.9e19): a
     # task argument or a dead letter would change silently. Such a number has 19 digits or more; text that
