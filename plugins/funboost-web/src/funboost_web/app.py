@@ -23,7 +23,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse as _StarletteJSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -36,6 +37,28 @@ from funboost_web import jobs as jobs_mod
 HERE = Path(__file__).parent
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 SESSION_MAX_AGE = 12 * 3600
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN / Infinity float as its text ("nan", "inf", "-inf"): strict JSON (what a
+    browser parses) has no such numbers, and funboost keeps them exactly in arguments and results."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else repr(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+class JSONResponse(_StarletteJSONResponse):
+    """Starlette's JSON response, also for records holding NaN / Infinity (Starlette refuses them: a 500)."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except ValueError:  # "Out of range float values are not JSON compliant"
+            return super().render(_finite(content))
 
 
 class WebConfig:
