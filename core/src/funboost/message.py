@@ -89,9 +89,14 @@ try:  # orjson is optional; it is a good deal faster when installed
         try:
             obj = _orjson.loads(data)
         except _orjson.JSONDecodeError:
-            # NaN / Infinity (what dumps writes for them, and the stdlib and the original funboost too);
-            # anything else fails in the stdlib parser as well, with its own message
-            return json.loads(data if isinstance(data, (str, bytes, bytearray)) else bytes(data))
+            # NaN / Infinity (what dumps writes for them, and the stdlib and the original funboost too) are
+            # read by the stdlib parser; anything else keeps orjson's error (and its nesting limit: the
+            # stdlib parser of Python 3.13 would take 2,000 levels)
+            raw = data if isinstance(data, (str, bytes, bytearray)) else bytes(data)
+            if not (("NaN" in raw or "Infinity" in raw) if isinstance(raw, str) else
+                    (b"NaN" in raw or b"Infinity" in raw)):
+                raise
+            return json.loads(raw)
         # the guard inlined (_has_long_digit_run): loads runs once per consumed message
         raw = data.encode("utf-8", "surrogatepass") if type(data) is str else bytes(data)
         return json.loads(raw) if _LONG_RUN in raw.translate(_DIGIT_MAP) else obj
