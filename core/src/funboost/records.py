@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from funboost.enums import RunStatus
 from funboost.message import has_non_finite_float
@@ -32,14 +32,16 @@ except ImportError:  # pragma: no cover
     _orjson = None  # type: ignore[assignment]
 
 
-def _orjson_exact(obj: Any, option: int = 0) -> Optional[bytes]:
+def _orjson_exact(obj: Any, option: int = 0,
+                  holds_non_finite: Callable[[Any], bool] = has_non_finite_float) -> Optional[bytes]:
     """orjson's text of ``obj``, or None where it would not be exact: an int beyond 64 bits (refused), a NaN
-    or an Infinity (orjson writes null; a result of NaN would come back as None)."""
+    or an Infinity (orjson writes null; a result of NaN would come back as None). ``holds_non_finite`` is
+    asked only when the text holds a null."""
     try:
         out = _orjson.dumps(obj, default=repr, option=option)
     except (TypeError, _orjson.JSONEncodeError):
         return None
-    if b"null" in out and has_non_finite_float(obj):
+    if b"null" in out and holds_non_finite(obj):
         return None
     return out
 
@@ -244,17 +246,12 @@ def _user_values_non_finite(records: Any) -> bool:
     return False
 
 
-def _records_bytes(obj: Any, records: Any) -> bytes:
-    """:func:`dumps_state_bytes` of ``obj`` (status records, one or a list), exact as it is, checking only
-    the records' user values for the NaN / Infinity orjson would write as null."""
-    if _orjson is not None:
-        try:
-            out = _orjson.dumps(obj, default=repr)
-        except (TypeError, _orjson.JSONEncodeError):
-            out = None
-        if out is not None and not (b"null" in out and _user_values_non_finite(records)):
-            return out
-    return dumps_state(obj).encode()
+def _records_bytes(obj: Any, one: bool = False) -> bytes:
+    """:func:`dumps_state_bytes` of a list of status records (or of ``one``), checking only their user values
+    for the NaN / Infinity orjson would write as null."""
+    check = (lambda r: _user_values_non_finite((r,))) if one else _user_values_non_finite
+    out = _orjson_exact(obj, holds_non_finite=check) if _orjson is not None else None
+    return out if out is not None else dumps_state(obj).encode()
 
 
 class StatusBatch:
@@ -284,12 +281,12 @@ class StatusBatch:
     @property
     def json(self) -> bytes:
         if self._json is None:
-            self._json = _records_bytes(self.records, self.records)
+            self._json = _records_bytes(self.records)
         return self._json
 
     @property
     def rows(self) -> list[bytes]:
-        return [_records_bytes(r, (r,)) for r in self.records]
+        return [_records_bytes(r, one=True) for r in self.records]
 
     @property
     def task_ids(self) -> list[str]:
