@@ -19,7 +19,8 @@ from funboost.enums import RunStatus
 from funboost.flags import QueueFlag
 from funboost.context import fct, funboost_current_task, FctContext
 from funboost.result import AsyncResult, AioAsyncResult, RemoteTaskError
-from funboost.plugins.broker import Broker, BrokerOptions, Capabilities, Delivery, OutgoingMessage, QueueSize
+from funboost.plugins.broker import (Broker, BrokerOptions, BrokerUnavailable, Capabilities, Delivery, OutgoingMessage,
+                                     QueueSize)
 from funboost.plugins.hookspecs import hookimpl
 from funboost.records import FunctionResultStatus
 
@@ -31,7 +32,7 @@ __all__ = [
     "FunboostError", "FunctionTimeoutError", "MalformedMessage", "PublishArgumentsError", "RpcNotEnabled",
     "RpcTimeout", "UnknownBrokerKind", "BrokerPluginError", "TaskKilled",
     "FunctionResultStatusPersistenceConfig", "FunctionResultStatusPersistanceConfig",
-    "Broker", "BrokerOptions", "Capabilities", "Delivery", "OutgoingMessage", "QueueSize", "hookimpl",
+    "Broker", "BrokerOptions", "BrokerUnavailable", "Capabilities", "Delivery", "OutgoingMessage", "QueueSize", "hookimpl",
     "RunStatus", "QueueFlag", "FunctionResultStatus",
 ]
 

@@ -17,6 +17,7 @@ import time
 import uuid
 from typing import Any, Optional
 
+from funboost.eta import eta_to_timestamp
 from funboost.exceptions import MalformedMessage
 from funboost.utils.private_random import rng
 
@@ -248,13 +249,91 @@ def decode(body: Any) -> DecodedMessage:
         extra = obj[EXTRA] = {}
     elif not isinstance(extra, dict):
         raise MalformedMessage(f"'extra' must be a JSON object, got {type(extra).__name__}")
-    if not extra.get("task_id"):
+    task_id = extra.get("task_id")
+    if not task_id:
         extra["task_id"] = uuid7()
         extra["is_auto_fill_extra"] = True
-    if "publish_time" not in extra:
+    elif type(task_id) is not str:
+        extra["task_id"] = _task_id_text(task_id)
+    publish_time = extra.get("publish_time")
+    if publish_time is None:
         now = time.time()
         extra["publish_time"] = _four_decimals(now)
         extra["publish_time_format"] = format_time(now)
+    elif type(publish_time) is not float and type(publish_time) is not int:
+        extra["publish_time"] = _option_number(extra, "publish_time")
     kwargs = obj.copy()
     del kwargs[EXTRA]
-    return DecodedMessage(kwargs, extra, obj)
+    msg = DecodedMessage(kwargs, extra, obj)
+    if msg.has_options:
+        check_options(extra)
+    return msg
+
+
+def _task_id_text(task_id: Any) -> str:
+    # another language's client may send a number; a structure cannot name a task
+    if type(task_id) is int:
+        return str(task_id)
+    raise MalformedMessage(f"'extra.task_id' must be a string, got {type(task_id).__name__}: {task_id!r}")
+
+
+def _option_number(extra: dict, key: str, minimum: Optional[float] = None, integer: bool = False) -> Any:
+    """``extra[key]`` as a number (a numeric string is converted, as pydantic would); MalformedMessage for
+    anything else, so that the engine never meets a per-message option it cannot use."""
+    value = extra[key]
+    if type(value) is bool:
+        number: Any = None
+    elif type(value) is int or type(value) is float:
+        number = value
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    else:
+        number = None
+    if type(number) is float:
+        if not -_INF < number < _INF:  # NaN, Infinity
+            number = None
+        elif integer:
+            number = int(number) if number.is_integer() else None
+    if number is None or (minimum is not None and number < minimum):
+        what = "an integer" if integer else "a number"
+        bound = f" >= {minimum:g}" if minimum is not None else ""
+        raise MalformedMessage(f"'extra.{key}' must be {what}{bound}, got {value!r}")
+    return number
+
+
+# per-message options the engine reads, by the type it needs: (minimum, integer) for numbers
+_NUMBER_OPTIONS = {"function_timeout": (0, False), "msg_expire_seconds": (0, False), "countdown": (None, False),
+                   "misfire_grace_time": (0, False), "max_retry_times": (0, True), "priority": (None, True),
+                   "_advanced_retry_count": (0, True), "_requeue_count": (0, True)}
+_BOOL_OPTIONS = ("is_print_detail_exception", "is_using_rpc_mode", "do_task_filtering")
+_TEXT_OPTIONS = ("filter_str", "key")
+
+
+def check_options(extra: dict) -> None:
+    """Check (and normalise in place) the per-message options of a decoded ``extra``: numbers may come as
+    numeric text, flags as booleans or 0 / 1, an ``eta`` as epoch seconds or ISO text. A message with an
+    option of the wrong type raises :class:`MalformedMessage` (the consumer dead-letters it with the
+    reason) instead of failing inside the engine, again on every redelivery."""
+    for key, (minimum, integer) in _NUMBER_OPTIONS.items():
+        if extra.get(key) is not None:
+            extra[key] = _option_number(extra, key, minimum, integer)
+    for key in _BOOL_OPTIONS:
+        value = extra.get(key)
+        if value is not None and type(value) is not bool:
+            if type(value) is int and value in (0, 1):
+                extra[key] = bool(value)
+            else:
+                raise MalformedMessage(f"'extra.{key}' must be true or false, got {value!r}")
+    for key in _TEXT_OPTIONS:
+        value = extra.get(key)
+        if value is not None and not isinstance(value, str):
+            raise MalformedMessage(f"'extra.{key}' must be a string, got {value!r}")
+    eta = extra.get("eta")
+    if eta is not None:
+        try:
+            eta_to_timestamp(eta)
+        except ValueError as exc:
+            raise MalformedMessage(f"'extra.eta': {exc} (epoch seconds or ISO-8601 text)") from None

@@ -25,6 +25,23 @@ def raw_stub(port):
     return ch, broker_pb2_grpc.FunboostBrokerStub(ch)
 
 
+def test_non_loopback_bind_without_token_refuses_to_start(queue_name, port):
+    """As tcp and http: a port other hosts can reach never runs tasks for anyone (it did before)."""
+    import socket
+    from funboost.transport.security import InsecureBind
+    with pytest.raises(InsecureBind, match="token"):
+        serve(queue_name, port, host="0.0.0.0")
+    with socket.socket() as s:  # nothing listens on that port afterwards
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+    consumer = serve(queue_name, port, host="0.0.0.0", token="s3cret")  # with a token it starts
+    try:
+        pub = GrpcBroker(queue_name, GrpcBroker.parse_options({"port": port, "token": "s3cret"}))
+        pub.publish([OutgoingMessage(body='{"x": 1}')])
+        assert consumer.queue_size().ready == 1
+    finally:
+        consumer.close()
+
+
 def test_oversized_and_malformed_get_grpc_errors_and_server_keeps_serving(queue_name, port):
     consumer = serve(queue_name, port, max_message_bytes=64 * 1024)
     ch, stub = raw_stub(port)

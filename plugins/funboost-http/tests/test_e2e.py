@@ -164,3 +164,33 @@ def test_publisher_in_another_broker_instance_and_stats(queue_name, port):
         assert consumer.queue_size().ready == 0
     finally:
         consumer.close()
+
+
+def test_a_call_that_outlives_its_timeout_gets_504_at_the_deadline(queue_name):
+    """The documented 504: a call runs inline in a handler thread, which cannot answer at the caller's
+    deadline itself; the server's deadline watcher does, the late result is dropped, the server keeps
+    serving. Seen with a plain HTTP client, which waits as long as the server lets it."""
+    import time
+    port = free_port()
+    finished = []
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="HTTP", broker_exclusive_config={"port": port},
+                         max_retry_times=0, state_backend="memory", log_to_console=False))
+    def slow(sleep: float) -> str:
+        time.sleep(sleep)
+        finished.append(sleep)
+        return "late"
+
+    slow.consume()
+    try:
+        url = f"http://127.0.0.1:{port}/queues/{queue_name}/call"
+        for how in ("?timeout=0.5", "header"):
+            t0 = time.monotonic()
+            status, reply = raw_request(url + (how if how != "header" else ""), "POST", b'{"sleep": 2.5}',
+                                        headers={"X-Funboost-Timeout": "0.5"} if how == "header" else None)
+            assert status == 504 and reply["error"] == "CallDeadlineExceeded", (status, reply)
+            assert time.monotonic() - t0 < 2.0, "answered at the deadline, not when the function returned"
+        assert raw_request(url + "?timeout=5", "POST", b'{"sleep": 0}')[1]["result"] == "late"
+        assert wait_until(lambda: finished.count(2.5) == 2, 10)
+    finally:
+        slow.stop_consume(10)

@@ -16,8 +16,11 @@ from funboost_tcp import protocol as p
 class RawClient:
     """A blocking socket speaking the frame format directly."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1", ca_file: Optional[str] = None) -> None:
         self.sock = socket.create_connection((host, port), timeout=10)
+        if ca_file is not None:  # TLS (the server's certificate is for "localhost")
+            import ssl
+            self.sock = ssl.create_default_context(cafile=ca_file).wrap_socket(self.sock, server_hostname="localhost")
         self.next_id = 1
 
     def send_frame(self, frame_type: int, payload: bytes, request_id: Optional[int] = None,

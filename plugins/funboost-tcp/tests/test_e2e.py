@@ -7,8 +7,11 @@ import pytest
 from funboost import BoosterParams, RemoteTaskError, RpcTimeout, boost
 from funboost.testing import wait_until
 
+from funboost.testing.tls import pki  # noqa: F401  (the fixture: certificates made by the test)
+
 from funboost_tcp import NoConsumerAvailable, RemoteTaskError as TcpRemoteTaskError, TcpBroker
-from support import free_port
+from funboost_tcp import protocol as p
+from support import RawClient, free_port
 
 
 def test_readme_example(queue_name):
@@ -236,3 +239,42 @@ def test_wire_format_example_of_the_docs_pushes_a_task_without_funboost(queue_na
         wait_until(lambda: got == [3], 10, message="the pushed task ran")
     finally:
         add.stop_consume(10)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_a_call_that_outlives_its_timeout_is_answered_deadline_exceeded_at_the_deadline(queue_name, tls, request):
+    """A call runs inline in the thread that read it, so that thread cannot answer at the caller's deadline:
+    the server's deadline watcher does (DEADLINE_EXCEEDED, as the docs list), the late result is dropped, and
+    the connection keeps serving. Seen with a raw client, which has no deadline of its own."""
+    port = free_port()
+    opts: dict = {"port": port}
+    ca = None
+    if tls:
+        pki = request.getfixturevalue("pki")
+        opts.update(tls_cert_file=pki["server.pem"], tls_key_file=pki["server.key"])
+        ca = pki["ca.pem"]
+    finished = []
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config=opts,
+                         max_retry_times=0, state_backend="memory", log_to_console=False))
+    def slow(sleep: float) -> str:
+        time.sleep(sleep)
+        finished.append(sleep)
+        return "late"
+
+    slow.consume()
+    raw = RawClient(port, ca_file=ca)
+    try:
+        t0 = time.monotonic()
+        rid = raw.send(p.CALL, {"queue": queue_name, "timeout": 0.5, "body": {"sleep": 3.0}})
+        got, frame_type, reply = raw.read()
+        assert (got, frame_type, reply["code"]) == (rid, p.ERROR, "DEADLINE_EXCEEDED"), reply
+        assert time.monotonic() - t0 < 2.0 and not finished  # answered at the deadline, the task still running
+        frame_type, reply = raw.request(p.CALL, {"queue": queue_name, "timeout": 5, "body": {"sleep": 0}})
+        assert (frame_type, reply["result"]) == (p.OK, "late")
+        wait_until(lambda: 3.0 in finished, 10, message="the timed-out task finished")
+        # the timed-out call's late result never reaches the wire: the next frame answers the next request
+        assert raw.request(p.PING, {}) == (p.OK, {"serving": True})
+    finally:
+        raw.close()
+        slow.stop_consume(10)

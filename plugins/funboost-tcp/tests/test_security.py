@@ -80,6 +80,20 @@ def test_oversized_frames_are_refused_and_the_connection_keeps_serving(queue_nam
         consumer.close()
 
 
+def test_the_smallest_frame_limit_still_carries_messages_that_fit(queue_name, port):
+    """max_frame_bytes accepts 1 KiB; the client reserved a fixed KiB for framing, so at that limit every
+    message was refused. Now what fits in a frame is sent, what does not is refused naming the option."""
+    consumer = serve(queue_name, port, max_frame_bytes=1024)
+    try:
+        pub = TcpBroker(queue_name, consumer.options)
+        pub.publish([OutgoingMessage(body=json.dumps({"x": "a" * 600, "extra": {"task_id": "t"}}))])
+        assert consumer.queue_size().ready == 1
+        with pytest.raises(MessageTooLarge, match="max_frame_bytes=1024"):
+            pub.publish([OutgoingMessage(body=json.dumps({"x": "a" * 1000}))])
+    finally:
+        consumer.close()
+
+
 MALFORMED = [
     (p.PUBLISH, b"{not json"),
     (p.PUBLISH, b"\xff\xfe\x00"),

@@ -2,8 +2,8 @@
 function on the given kind, consuming. Prints ``READY <address> <pid>`` once it listens, then lives for
 ``lifetime`` seconds (or until killed: the failover tests SIGKILL it).
 
-The task: ``work(x=0, sleep=0, fail=None)`` -> ``{"doubled": 2x, "pid": pid}``; ``fail`` raises
-``ZeroDivisionError(fail)``; ``sleep`` waits first.
+The task: ``work(x=0, sleep=0, fail=None, mark=None)`` -> ``{"doubled": 2x, "pid": pid}``; ``fail`` raises
+``ZeroDivisionError(fail)``; ``sleep`` waits first; ``mark``, a file path, gets a line ``x`` per run.
 
 usage: python -m funboost.testing.serving_consumer KIND QUEUE PORT [broker_exclusive_config as JSON] [LIFETIME]
 """
@@ -25,7 +25,10 @@ def main(argv: list[str]) -> None:
 
     @boost(BoosterParams(queue_name=queue, broker_kind=kind, broker_exclusive_config={"port": port, **extra},
                          concurrent_num=8, max_retry_times=0, state_backend="memory", log_to_console=False))
-    def work(x: int = 0, sleep: float = 0, fail: Optional[str] = None) -> dict:
+    def work(x: int = 0, sleep: float = 0, fail: Optional[str] = None, mark: Optional[str] = None) -> dict:
+        if mark:  # a file the test reads: one line per run
+            with open(mark, "a") as f:
+                f.write(f"{x}\n")
         if sleep:
             time.sleep(sleep)
         if fail:

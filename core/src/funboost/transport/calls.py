@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import operator
+import os
+import socket
 import threading
 from typing import TYPE_CHECKING, Any, Optional, Union
 
@@ -24,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from funboost.transport.local_queue import LocalQueue
 
 logger = logging.getLogger("funboost.transport")
+_HOST = socket.gethostname()
 
 __all__ = ["PendingCall", "InlineRunner", "encode_status", "decode_status", "result_of", "STATUS_FIELDS"]
 
@@ -61,10 +64,15 @@ class PendingCall:
             return True
         return ev.wait(timeout)
 
-    def fail(self, exception_type: str, message: str) -> None:
-        """Reply with a failure that did not come from the function (purged, consumer closed…)."""
-        self.reply({"success": False, "result": None, "exception_type": exception_type,
-                    "exception_msg": message, "exception": f"{exception_type}: {message}"})
+    def fail(self, exception_type: str, message: str, task_id: Optional[str] = None) -> None:
+        """Reply with a failure that did not come from the function (dead-lettered as malformed, purged,
+        consumer closed…): a status record with every field a caller reads (:data:`STATUS_FIELDS`), the
+        function not run."""
+        self.reply({"task_id": task_id, "success": False, "result": None, "exception_type": exception_type,
+                    "exception_msg": message, "run_times": 0,
+                    "run_status": "dead_lettered" if exception_type == "DeadLettered" else "not_run",
+                    "time_cost": None, "host": _HOST, "pid": os.getpid(),
+                    "exception": f"{exception_type}: {message}"})
 
 
 class InlineRunner:

@@ -59,6 +59,8 @@ class TransportClient(Generic[E]):
     transport_name = "transport"
     #: bytes of framing around one body in a publish batch (for splitting batches)
     per_body_overhead = 8
+    #: the transport's option that sets the size limit (named in :attr:`too_large_error`)
+    size_option = "max_message_bytes"
 
     def __init__(self, endpoints: Sequence[E], *, max_body: int, publish_timeout: float,
                  health_check_interval: float, max_message_bytes: Optional[int] = None) -> None:
@@ -162,7 +164,7 @@ class TransportClient(Generic[E]):
         size = self.body_size(body)
         if size > self.max_body:
             raise self.too_large_error(
-                f"message of {size} bytes exceeds max_message_bytes={self.max_message_bytes} "
+                f"message of {size} bytes exceeds {self.size_option}={self.max_message_bytes} "
                 f"(minus {self.max_message_bytes - self.max_body} of framing)", code="RESOURCE_EXHAUSTED")
 
     def _fit(self, pending: list[str]) -> list[str]:
@@ -178,21 +180,37 @@ class TransportClient(Generic[E]):
     def publish(self, queue_name: str, bodies: Sequence[str]) -> None:
         """Return once consumers have accepted every body; fail over and back off while none can.
 
-        :raises NoConsumerAvailable: (:attr:`no_consumer_error`) nobody accepted within ``publish_timeout``."""
+        A batch goes to another consumer (or again to the same one) only when it surely was not accepted,
+        as for a call: a consumer that did not answer in time may still take the batch it has in its socket
+        buffer and run it, so sending it again could run every task twice.
+
+        :raises NoConsumerAvailable: (:attr:`no_consumer_error`) nobody accepted within ``publish_timeout``.
+        :raises TransportError: (:attr:`error`, code ``DEADLINE_EXCEEDED``) a consumer did not answer in
+            time: whether it accepted the batch is unknown, and it is not sent again."""
         for b in bodies:
             self.check_size(b)
         pending = list(bodies)
-        deadline = time.monotonic() + self.publish_timeout
+        start = time.monotonic()
+        deadline = start + self.publish_timeout
         backoff = 0.02
         last_error = "no address configured"
         while pending:
             progressed = False
             for ep in self.order():
+                batch = self._fit(pending)
                 try:
-                    accepted = self.send_publish(ep, queue_name, self._fit(pending))
+                    accepted = self.send_publish(ep, queue_name, batch)
                 except AttemptFailed as err:
                     if isinstance(err, (EndpointUnreachable, AttemptTimedOut)):
                         self.mark_down(ep)
+                    if isinstance(err, AttemptTimedOut):
+                        done = len(bodies) - len(pending)
+                        raise self.error(
+                            f"the consumer at {ep.address} did not answer the publish of {len(batch)} message(s) "
+                            f"to queue {queue_name!r} in time ({err.detail}); it may still accept and run them, "
+                            f"so they are not sent again (another copy could run twice)"
+                            + (f"; {done} earlier message(s) of this publish were accepted" if done else ""),
+                            code="DEADLINE_EXCEEDED") from err
                     last_error = err.detail
                     continue
                 if ep.down_until:
@@ -205,8 +223,8 @@ class TransportClient(Generic[E]):
                 if time.monotonic() >= deadline:
                     raise self.no_consumer_error(
                         f"no consumer of queue {queue_name!r} accepted {len(pending)} message(s) within "
-                        f"{self.publish_timeout}s at {[e.address for e in self.endpoints]}; "
-                        f"last error: {last_error}", code="UNAVAILABLE")
+                        f"{time.monotonic() - start:.1f}s (publish_timeout={self.publish_timeout}s) at "
+                        f"{[e.address for e in self.endpoints]}; last error: {last_error}", code="UNAVAILABLE")
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 0.5)
 

@@ -20,7 +20,7 @@ __all__ = ["HandlerThreads"]
 
 
 def _settle(fut: "asyncio.Future[Any]", result: Any, error: Optional[BaseException]) -> None:
-    if fut.cancelled():
+    if fut.done():  # cancelled, or answered meanwhile (a call's deadline reply)
         return
     if error is not None:
         fut.set_exception(error)

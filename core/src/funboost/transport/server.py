@@ -20,6 +20,7 @@ from typing import Any, Callable, Generic, Optional, Sequence, TypeVar, Union
 from funboost.message import loads as _fast_loads
 from funboost.plugins.broker import Delivery
 from funboost.transport.calls import InlineRunner, PendingCall, encode_status
+from funboost.transport.deadlines import DeadlineWatch
 from funboost.transport.errors import Backpressure, BadRequest, CallDeadlineExceeded, UnknownQueue
 from funboost.transport.local_queue import LocalQueue
 
@@ -51,9 +52,12 @@ class ServedQueue(LocalQueue[Item]):
 
     def finish(self, tags: Sequence[int], failure: Optional[tuple[str, str]] = None) -> None:
         """ack/reject: forget these deliveries. A call whose result was never reported gets ``failure``."""
-        for _, pending in self.settle(tags):
+        for body, pending in self.settle(tags):
             if pending is not None and not pending.done:
-                pending.fail(*(failure or ("NoResult", "the consumer finished the task without reporting a result")))
+                extra = body.get("extra") if type(body) is dict else None
+                task_id = extra.get("task_id") if type(extra) is dict else None
+                pending.fail(*(failure or ("NoResult", "the consumer finished the task without reporting a result")),
+                             task_id=task_id if isinstance(task_id, (str, int)) else None)
 
     def purge_failing_calls(self) -> int:
         """Drop every ready item; the calls among them fail with ``Purged``. Return how many were dropped."""
@@ -102,6 +106,7 @@ class QueueServer:
         self.port: int = 0
         self.address: str = ""
         self._lock = threading.Lock()
+        self._deadlines: Optional[DeadlineWatch] = None  # made at the first call run inline with a deadline
 
     # ------------------------------------------------------------------ hosting
     def register(self, name: str, capacity: int) -> ServedQueue:
@@ -168,11 +173,17 @@ class QueueServer:
             raise Backpressure(f"the buffer of queue {queue_name!r} on this consumer is full")
         return accepted
 
-    def handle_call(self, queue_name: str, body: Union[str, bytes, dict], timeout: Optional[float]) -> str:
+    def handle_call(self, queue_name: str, body: Union[str, bytes, dict], timeout: Optional[float],
+                    on_deadline: Optional[Callable[[], None]] = None) -> Optional[str]:
         """Run one call (inline when the consumer allows, else through the buffer) and return the final
         status as JSON text (:func:`~funboost.transport.calls.encode_status`).
 
         :param timeout: seconds the caller still waits (None = :attr:`max_call_wait`).
+        :param on_deadline: for a framing that can answer from another thread: sends its deadline error.
+            A call run inline holds this thread until the function returns; with ``on_deadline`` the caller
+            still gets its answer at the deadline (from the server's deadline watcher), and this returns None
+            when that answer was sent (the framing sends nothing more). Without it, the reply comes when the
+            function returns.
         :raises UnknownQueue, BadRequest, Backpressure: as :meth:`handle_publish`.
         :raises CallDeadlineExceeded: no result in time (the call is cancelled: it will not run later)."""
         # the hot path of sync_call: kept flat (each Python call costs several us in situ under load)
@@ -183,7 +194,24 @@ class QueueServer:
         pending = PendingCall()
         inline = q.inline
         item = (body_dict, pending)
-        if inline is None or not inline.try_run(q, item, pending):
+        if inline is not None and on_deadline is not None and timeout is not None and timeout < self.max_call_wait:
+            watch = self._deadlines
+            if watch is None:
+                with self._lock:
+                    watch = self._deadlines = self._deadlines or DeadlineWatch(f"funboost-{type(self).__name__}")
+            token = watch.watch(timeout, on_deadline)
+            ran = inline.try_run(q, item, pending)
+            if not watch.claim(token):
+                if not ran:  # (the deadline passed before it could be buffered: it is not buffered now)
+                    pending.cancelled = True
+                return None  # the watcher answered at the deadline
+            if ran:
+                return encode_status(pending.status)
+        elif inline is None or not inline.try_run(q, item, pending):
+            ran = False
+        else:
+            ran = True
+        if not ran:
             if not q.offer((item,)):
                 raise Backpressure(f"the buffer of queue {queue_name!r} on this consumer is full")
         if not pending.done:  # run inline, it is already done: no deadline arithmetic, no Event
@@ -250,3 +278,5 @@ class ServerRegistry(Generic[S]):
                     del self._servers[k]
         if stop:
             server.stop()
+            if server._deadlines is not None:
+                server._deadlines.close()

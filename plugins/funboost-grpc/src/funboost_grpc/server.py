@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from funboost.transport.errors import Backpressure, BadRequest, CallDeadlineExceeded, RequestError, UnknownQueue
 from funboost.transport.server import QueueServer, ServerRegistry
+from funboost.transport.security import require_token_for_bind
 from funboost_grpc.options import GrpcOptions
 from funboost_grpc.proto import broker_pb2, broker_pb2_grpc
 
@@ -137,6 +138,8 @@ class GrpcServer(QueueServer):
             # a second process on the same port must fail to bind, not share the port silently
             ("grpc.so_reuseport", 0),
         ]
+        # like tcp and http: a port other hosts can reach never runs tasks for anyone without a token
+        require_token_for_bind("grpc", options.host, options.token)
         interceptors = [_TokenInterceptor(options.token, options.health_requires_token)] if options.token else []
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=options.server_threads, thread_name_prefix="funboost-grpc"),

@@ -18,6 +18,7 @@ Nothing is unpickled: bodies are JSON.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -71,6 +72,18 @@ def _reject_for(err: RequestError) -> _Reject:
         if status == 500 and isinstance(err, cls):
             status, headers = s, h
     return _Reject(status, type(err).__name__, str(err), headers)
+
+
+def _deadline_error(timeout: float) -> CallDeadlineExceeded:
+    return CallDeadlineExceeded(f"the task did not finish within the call's timeout of {timeout}s (it still runs "
+                                f"on the consumer; its result is dropped)")
+
+
+def _deadline_passed(box: list, timeout: float) -> None:
+    """On the loop, from the deadline watcher: answer a call that outlived its timeout with 504."""
+    fut = box[0]
+    if not fut.done():
+        fut.set_exception(_deadline_error(timeout))
 
 
 def _parse_json(body: bytes) -> Any:
@@ -270,7 +283,18 @@ class HttpServer(QueueServer):
             timeout = self._timeout(scope)
             self._calls += 1  # the event loop's thread only: no lock
             try:
-                status_json = await self._workers.run_async(self.handle_call, queue, body, timeout)
+                if timeout is None:
+                    status_json = await self._workers.run_async(self.handle_call, queue, body, None)
+                else:
+                    # a call run inline holds its handler thread until the function returns: the server's
+                    # deadline watcher answers 504 at the deadline instead (on_deadline), the result is dropped
+                    loop, box = asyncio.get_running_loop(), []
+                    fut = self._workers.run_async(self.handle_call, queue, body, timeout,
+                                                  lambda: loop.call_soon_threadsafe(_deadline_passed, box, timeout))
+                    box.append(fut)
+                    status_json = await fut
+                    if status_json is None:  # the watcher had answered; its 504 reached the loop after this
+                        raise _deadline_error(timeout)
             finally:
                 self._calls -= 1
             return 200, status_json.encode(), ()

@@ -493,6 +493,7 @@ class TcpClient(TransportClient[TcpEndpoint]):
     too_large_error = MessageTooLarge
     remote_error = RemoteTaskError
     transport_name = "tcp"
+    size_option = "max_frame_bytes"
     per_body_overhead = 1  # bodies are JSON objects in a JSON list: one comma each
 
     def __init__(self, options: TcpOptions) -> None:
@@ -509,8 +510,11 @@ class TcpClient(TransportClient[TcpEndpoint]):
         else:
             endpoints = [TcpEndpoint(a, _ConnectionPool(self, a, options.connections_per_consumer))
                          for a in options.target_addresses()]
-        # room for the request's own fields around the bodies (queue names are short; 1 KiB is generous)
-        overhead = 1024 + len(self._prefix)
+        # room for the request's own fields around a body: the token prefix, the queue name (up to ~200 bytes
+        # once JSON-escaped; a longer one can make a frame near the limit TOO_LARGE at the consumer) and
+        # the call's ``"timeout"`` / ``"body"`` keys. A fixed KiB here used to refuse any message when
+        # max_frame_bytes was at its minimum of 1 KiB.
+        overhead = len(self._prefix) + 256
         super().__init__(endpoints, max_body=options.max_frame_bytes - overhead,
                          max_message_bytes=options.max_frame_bytes, publish_timeout=options.publish_timeout,
                          health_check_interval=options.health_check_interval)

@@ -23,7 +23,7 @@ import logging
 import socket
 import threading
 from collections import deque
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from funboost.message import dumps, loads
 from funboost.transport.handler_threads import HandlerThreads
@@ -146,6 +146,21 @@ class _Connection:
                 if self.flush_scheduled and not wake_reader:
                     return  # the flush on its way writes it
                 self.flush_scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self.flush)
+        except RuntimeError:  # the loop is closed: the server stopped
+            pass
+
+    def send_threadsafe(self, data: bytes) -> None:
+        """From any thread: write a frame through the loop without settling a call (a deadline reply: its
+        call still runs and keeps its place in ``in_flight`` until :meth:`reply_threadsafe`)."""
+        with self.lock:
+            if self.closed:
+                return
+            self.outbox.append(data)
+            if self.flush_scheduled:
+                return
+            self.flush_scheduled = True
         try:
             self.loop.call_soon_threadsafe(self.flush)
         except RuntimeError:  # the loop is closed: the server stopped
@@ -342,10 +357,21 @@ class TcpServer(QueueServer):
             logger.exception("funboost tcp: request failed")
             return _error_frame(request_id, p.INTERNAL, f"{type(exc).__name__}: {exc}")
 
-    def _call_reply(self, request_id: int, queue: str, body: dict, timeout: Optional[float]) -> bytes:
-        """Run one call (inline in the engine when the consumer allows) and return its reply frame."""
+    def _call_reply(self, request_id: int, queue: str, body: dict, timeout: Optional[float],
+                    send: Optional[Callable[[bytes], None]] = None) -> Optional[bytes]:
+        """Run one call (inline in the engine when the consumer allows) and return its reply frame; None
+        when the call outlived its deadline and ``send`` (a thread-safe write to its connection) already
+        carried the ``DEADLINE_EXCEEDED`` reply."""
         try:
-            payload = self.handle_call(queue, body, timeout).encode()
+            if send is None:
+                status = self.handle_call(queue, body, timeout)
+            else:
+                status = self.handle_call(queue, body, timeout, lambda: send(_error_frame(
+                    request_id, p.DEADLINE_EXCEEDED, f"the task did not finish within the call's timeout of "
+                    f"{timeout}s (it still runs on the consumer; its result is dropped)")))
+                if status is None:
+                    return None
+            payload = status.encode()  # type: ignore[union-attr]  (None only with send)
             return _pack(len(payload), request_id, _OK) + payload
         except RequestError as err:
             return _error_frame(request_id, _code_of(err), str(err))
@@ -355,7 +381,7 @@ class TcpServer(QueueServer):
 
     def _run_call(self, conn: _Connection, request_id: int, queue: str, body: dict, timeout: Optional[float]) -> None:
         """In a pool thread (TLS): run the call and hand the reply to the loop."""
-        conn.reply_threadsafe(self._call_reply(request_id, queue, body, timeout))
+        conn.reply_threadsafe(self._call_reply(request_id, queue, body, timeout, conn.send_threadsafe) or b"")
 
     # ------------------------------------------------------------------ lifecycle
     @property

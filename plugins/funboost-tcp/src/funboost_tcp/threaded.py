@@ -128,7 +128,8 @@ class ThreadedListener:
 
     :param request: ``request(request_id, frame_type, payload)`` -> a reply frame (bytes), or for a valid
         CALL ``(queue, body, timeout)``.
-    :param call_reply: ``call_reply(request_id, queue, body, timeout)`` -> the reply frame of a call (it
+    :param call_reply: ``call_reply(request_id, queue, body, timeout, write)`` -> the reply frame of a call,
+        or None when its deadline reply already went out through ``write`` (it
         blocks until the function finished).
     :param too_large: ``too_large(request_id, length)`` -> the error frame of an oversized frame.
     :raises OSError: cannot listen."""
@@ -293,7 +294,7 @@ class ThreadedListener:
                         continue
                 if not slot:
                     return  # paused
-                if not self._finish(conn, self._call_reply(request_id, *out)):
+                if not self._finish(conn, self._call_reply(request_id, *out, conn.write)):
                     return
                 data, conn.rest = conn.rest, b""  # this thread reads again
         except (_Closed, OSError) as exc:
@@ -377,7 +378,7 @@ class ThreadedListener:
 
     def _run_waiting(self, conn: _Conn, request_id: int, call: tuple) -> None:
         """In a worker thread: a call with its slot (skipped if its connection is closed meanwhile)."""
-        out = None if conn.state == _CLOSED else self._call_reply(request_id, *call)
+        out = None if conn.state == _CLOSED else self._call_reply(request_id, *call, conn.write)
         if self._finish(conn, out):
             self._read(conn)
 

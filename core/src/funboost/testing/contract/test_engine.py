@@ -68,7 +68,8 @@ class EngineTests:
                                                                       make_broker, settings):
         """Bad input gets a clear error or the dead-letter queue: a body that is not a JSON object may be
         refused by ``publish`` (an exception, nothing enqueued) or accepted and then dead-lettered by the
-        engine; arguments that do not fit the function are always dead-lettered."""
+        engine; arguments that do not fit the function, and per-message options of the wrong type, are
+        always dead-lettered."""
         from funboost import BoosterParams, boost
         done: list[int] = []
 
@@ -91,6 +92,13 @@ class EngineTests:
                 else:
                     expected.append(reason)
             raw.publish([OutgoingMessage(body=json.dumps({"nope": 1}), task_id="bad3")])
+            # per-message options of the wrong type (another language's client): dead-lettered once with the
+            # option named, never retried in the engine or handed back over and over
+            for n, (key, value) in enumerate((("eta", "tomorrow"), ("max_retry_times", "lots"),
+                                              ("function_timeout", [1]))):
+                body = json.dumps({"x": n, "extra": {"task_id": f"bad-option-{n}", key: value}})
+                raw.publish([OutgoingMessage(body=body, task_id=f"bad-option-{n}")])
+                expected.append(f"extra.{key}")
             work.push(42)
             wait_for_work(lambda: done == [42], work.broker, settings["consumer_ready_timeout"] + 20, "valid task ran")
             got = fetch_until(dlx, len(expected), timeout=settings["consumer_ready_timeout"] + 20)
