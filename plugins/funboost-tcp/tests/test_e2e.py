@@ -250,9 +250,9 @@ def test_a_call_that_outlives_its_timeout_is_answered_deadline_exceeded_at_the_d
     opts: dict = {"port": port}
     ca = None
     if tls:
-        pki = request.getfixturevalue("pki")
-        opts.update(tls_cert_file=pki["server.pem"], tls_key_file=pki["server.key"])
-        ca = pki["ca.pem"]
+        certs = request.getfixturevalue("pki")
+        opts.update(tls_cert_file=certs["server.pem"], tls_key_file=certs["server.key"])
+        ca = certs["ca.pem"]
     finished = []
 
     @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config=opts,
