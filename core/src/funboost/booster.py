@@ -334,7 +334,7 @@ class Booster(Generic[P, R]):
             if caps.native_delay:
                 eta = message_eta(extra)
             prio = extra.get("priority")
-            if prio is not None and not caps.priority:
+            if prio is not None and not caps.priority and not self.broker.supports_priority:
                 self.logger.warning("broker %r has no priorities; the priority of %s is ignored",
                                     self.broker_cls.kind, extra["task_id"])
                 prio = None

@@ -182,6 +182,14 @@ class Broker:
         self._dlx: Optional["Broker"] = None
         self._dlx_lock = threading.Lock()
 
+    @property
+    def supports_priority(self) -> bool:
+        """Whether this instance orders by priority: ``capabilities.priority`` (the kind's default
+        configuration) unless a kind overrides it for options that add priorities (a framework whose
+        priorities depend on its backend: dramatiq on RabbitMQ with ``max_priority``, huey on SQLite).
+        ``publish`` drops a message's priority, with a warning, when this is False."""
+        return type(self).capabilities.priority
+
     # ----- class-level helpers -----
     @classmethod
     def parse_options(cls, raw: Optional[dict]) -> BaseModel:
