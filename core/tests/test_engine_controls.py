@@ -261,6 +261,25 @@ def test_requeue_does_not_count_as_retry_and_is_guarded(make):
     dlx.requeue([d])
 
 
+def test_a_task_dead_lettered_after_its_last_requeue_gets_its_rpc_result(make):
+    """The requeue that exceeds max_requeue_times ends the task: its caller must hear it (RemoteTaskError at
+    once) rather than wait for a result that never comes."""
+    from funboost import RemoteTaskError
+    f = make(lambda x: (_ for _ in ()).throw(ExceptionForRequeue("never")), max_retry_times=0,
+             max_requeue_times=1, is_using_rpc_mode=True)
+    f.consume()
+    r = f.push(1)
+    t0 = time.monotonic()
+    with pytest.raises(RemoteTaskError) as info:
+        r.get(timeout=15)
+    assert time.monotonic() - t0 < 10
+    assert r.status_and_result["run_status"] == "dead_lettered", r.status_and_result
+    dlx = f.broker.dead_letter_broker()
+    [d] = fetch_until(dlx, 1, timeout=15)
+    dlx.ack([d])
+    assert info.value.exception_type == "ExceptionForRequeue"
+
+
 def test_dead_letter_and_replay(make):
     attempts = []
 
@@ -403,6 +422,15 @@ class Calculator:
         return x * 3
 
 
+class WithClassMethod:
+    # @classmethod above @boost, the order users write most: C.method.push(C, x) is the documented form
+    @classmethod
+    @boost(BoosterParams(queue_name="calc_class_method_above", broker_kind="memory", state_backend="memory",
+                         is_using_rpc_mode=True, log_to_console=False))
+    def cm(cls, x):
+        return f"{cls.__name__}:{x}"
+
+
 Calculator.cm_task = boost(BoosterParams(queue_name="calc_class_method", broker_kind="memory",
                                          state_backend="memory", is_using_rpc_mode=True,
                                          log_to_console=False))(Calculator.__dict__["cm"])
@@ -419,6 +447,8 @@ def test_methods_as_tasks():
         assert Calculator.add.push(Calculator(1), 2).get(timeout=10) == 3
         assert Calculator.sm.push(4).get(timeout=10) == 12
         assert Calculator.cm_task.push(Calculator, 7).get(timeout=10) == "Calculator:7"
+        WithClassMethod.cm.consume()
+        assert WithClassMethod.cm.push(WithClassMethod, 8).get(timeout=10) == "WithClassMethod:8"
         from funboost import PublishArgumentsError
 
         class NoInit:
@@ -426,5 +456,5 @@ def test_methods_as_tasks():
         with pytest.raises(PublishArgumentsError, match="obj_init_params"):
             Calculator.add.push(NoInit(), 1)
     finally:
-        for b in (Calculator.add, Calculator.sm, Calculator.cm_task):
+        for b in (Calculator.add, Calculator.sm, Calculator.cm_task, WithClassMethod.cm):
             b.stop_consume(5)

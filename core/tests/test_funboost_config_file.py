@@ -85,3 +85,45 @@ def test_a_broken_config_file_is_reported_not_raised(project):
     (project / "funboost_config.py").write_text("raise RuntimeError('half-edited')\n")
     result, notices = _pick_up()
     assert "half-edited" in result.error and any("could not read" in n for n in notices)
+
+
+def test_the_file_the_original_generated_imports_its_base_class(project):
+    """The original's generated file starts with ``from funboost.utils.simple_data_class import
+    DataClassBase``; that module exists here, so the file is read (it was ignored whole, with a warning)."""
+    (project / "funboost_config.py").write_text(textwrap.dedent("""
+        import logging
+        from pathlib import Path
+        from funboost.constant import BrokerEnum, ConcurrentModeEnum
+        from funboost.core.func_params_model import FunctionResultStatusPersistanceConfig
+        from funboost.utils.simple_data_class import DataClassBase
+
+        class BrokerConnConfig(DataClassBase):
+            REDIS_HOST = '127.0.0.1'
+            REDIS_PORT = 6379
+            REDIS_DB = 3
+
+        class FunboostCommonConfig(DataClassBase):
+            TIMEZONE = 'Asia/Shanghai'
+    """))
+    result, notices = _pick_up()
+    assert result.error is None, result.error
+    assert os.environ["FUNBOOST_REDIS_URL"] == "redis://127.0.0.1:6379/3"
+    assert cfg.BrokerConnConfig.REDIS_DB == 3
+
+
+def test_a_file_importing_a_module_not_installed_still_gives_its_plain_settings(project):
+    """The original's template also imports nb_log (and older ones pytz): not installed with this project.
+    The settings written as plain values are read from the source instead of the file being ignored."""
+    (project / "funboost_config.py").write_text(textwrap.dedent("""
+        from nb_log_not_installed_here import nb_log_config_default
+        from funboost.utils.simple_data_class import DataClassBase
+
+        class BrokerConnConfig(DataClassBase):
+            REDIS_HOST = 'redis.internal'
+            REDIS_PORT, REDIS_DB = 6380, 5
+            REDIS_PASSWORD = nb_log_config_default.SOMETHING   # computed: not knowable, skipped
+    """))
+    result, notices = _pick_up()
+    assert result.error is None, result.error
+    assert os.environ["FUNBOOST_REDIS_URL"] == "redis://redis.internal:6380/5"
+    assert any("nb_log_not_installed_here" in n and "plain values" in n for n in notices), notices

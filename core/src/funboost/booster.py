@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Optional, Se
 from funboost.deadletter import replay_dead_letters
 from funboost.eta import message_eta
 from funboost.exceptions import PublishArgumentsError
-from funboost.flags import QueueFlag
+from funboost.flags import QueueFlag, qps_value
 from funboost.keepalive import KeepAlive, install_signal_handlers, shutdown_requested, wait_for_shutdown
 from funboost.message import build_envelope, dumps, seal_envelope
 from funboost.params import BoosterParams, TaskOptions
@@ -699,7 +699,9 @@ class Booster(Generic[P, R]):
     pause_consume = pause
 
     def set_qps(self, qps: Optional[float]) -> None:
-        self._set_flag(QueueFlag.QPS, qps)
+        """Change the queue's rate on every consumer (None or 0: no limit). ValueError for NaN, infinity or
+        a negative number."""
+        self._set_flag(QueueFlag.QPS, qps_value(qps))
 
     def set_concurrent_num(self, n: int) -> None:
         self._set_flag(QueueFlag.CONCURRENT_NUM, int(n))
@@ -732,6 +734,10 @@ class _BoundBoosterCall:
         return func(self._obj, *args, **kwargs)
 
     def push(self, *args: Any, **kwargs: Any) -> "AsyncResult[Any]":
+        if isinstance(self._obj, type) and args and args[0] is self._obj:
+            # ``C.method.push(C, x)``, the documented form for class methods, with ``@classmethod`` above
+            # ``@boost``: on Pythons that bind the booster to C here (3.9-3.12) the class came twice
+            args = args[1:]
         return self._booster.push(self._obj, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:

@@ -3,6 +3,8 @@ backend (``StateBackend.set_flag`` / ``get_flags``), read by every consumer of t
 from __future__ import annotations
 
 import enum
+import math
+from typing import Any, Optional
 
 
 class QueueFlag(str, enum.Enum):
@@ -15,3 +17,24 @@ class QueueFlag(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+def qps_value(value: Any) -> Optional[float]:
+    """The rate a qps setting means: None (no limit) for None, 0 or "none" / "off"; a finite number > 0 (or
+    its text) as a float. Anything else (NaN, infinity, a negative number, a bool, other text) is a
+    ValueError: an infinite rate once stopped every consumer of the queue (it cannot size a fetch)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("none", "off", "unlimited", "0", ""):
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"qps must be a number of runs per second or 'none', got {value!r}") from None
+    elif type(value) is bool or not isinstance(value, (int, float)):
+        raise ValueError(f"qps must be a number of runs per second or None, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"qps must be a finite number >= 0 (0 or None: no limit), got {value!r}")
+    return float(value) if value else None

@@ -195,7 +195,17 @@ def use_config_form_funboost_config_module() -> ConfigPickup:
             if spec is None:
                 return result
             result.path = spec.origin
-            module = importlib.import_module("funboost_config")  # the user's own settings file
+            try:
+                module = importlib.import_module("funboost_config")  # the user's own settings file
+            except ImportError as exc:
+                # a module the original's generated file imports and this project has not (nb_log, pytz...):
+                # read the settings written as plain values instead of ignoring the whole file
+                if exc.name in (None, "funboost_config") or not spec.origin:
+                    raise
+                module = _literal_settings(spec.origin)
+                warnings.warn(f"funboost: funboost_config.py ({spec.origin}) imports {exc.name!r}, which is not "
+                              f"installed; its settings written as plain values were read, any computed from that "
+                              f"module were not", _compat_warning(), stacklevel=3)
             _apply(module, result)
         except Exception as exc:  # a broken config file must not break every import of a booster
             result.error = f"{type(exc).__name__}: {exc}"
@@ -204,6 +214,37 @@ def use_config_form_funboost_config_module() -> ConfigPickup:
         finally:
             _done = result
         return result
+
+
+def _literal_settings(path: str) -> Any:
+    """The ``BrokerConnConfig`` / ``FunboostCommonConfig`` of a config file that cannot be imported, from its
+    source: every upper-case class attribute whose value is a literal (strings, numbers, lists, dicts...)."""
+    import ast
+    import types
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    module = types.SimpleNamespace()
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef) or node.name not in ("BrokerConnConfig", "FunboostCommonConfig"):
+            continue
+        settings: dict[str, Any] = {}
+        for stmt in node.body:
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if (
+                isinstance(stmt, ast.AnnAssign) and stmt.value is not None) else []
+            for target in targets:
+                try:
+                    value = ast.literal_eval(stmt.value)  # type: ignore[union-attr]
+                except ValueError:  # computed (an f-string, a call): not knowable without the import
+                    continue
+                if isinstance(target, ast.Name):
+                    pairs = [(target.id, value)]
+                elif isinstance(target, ast.Tuple) and isinstance(value, tuple) and len(value) == len(target.elts):
+                    pairs = [(t.id, v) for t, v in zip(target.elts, value) if isinstance(t, ast.Name)]
+                else:
+                    continue
+                settings.update((name, v) for name, v in pairs if name.isupper())
+        setattr(module, node.name, type(node.name, (), settings))
+    return module
 
 
 def _compat_warning() -> type[Warning]:

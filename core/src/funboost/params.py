@@ -293,6 +293,8 @@ class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
     def _qps(cls, v: Optional[float]) -> Optional[float]:
         if v is not None and v <= 0:
             return None  # 0 / negative mean "no limit", as in the original
+        if v is not None and not v < float("inf"):  # NaN, infinity: no rate can be kept
+            raise ValueError(f"qps must be a finite number (None or 0: no limit), got {v!r}")
         return v
 
     @model_validator(mode="after")
@@ -318,8 +320,9 @@ class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
             object.__setattr__(self, "broker_exclusive_config", {**defaults, **self.broker_exclusive_config})
         broker_cls.parse_options(self.broker_exclusive_config)
         if self.publish_mode == "pipelined" and not broker_cls.capabilities.pipelined_publish:
-            raise ValueError(f"publish_mode='pipelined' needs a broker kind whose batch publish is one round trip "
-                             f"(Capabilities.pipelined_publish); {broker_cls.kind!r} has none")
+            raise ValueError(f"publish_mode='pipelined' is offered by the broker kinds that declare "
+                             f"Capabilities.pipelined_publish (see `funboost brokers`); {broker_cls.kind!r} does not, "
+                             f"so its pushes stay confirmed one by one (push_many sends batches)")
         return self
 
     # ---- use as a decorator:  @BoosterParams(queue_name=...)

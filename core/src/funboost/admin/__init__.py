@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from funboost.admin.audit import audit_log, read_audit
 from funboost.admin.catalog import CATALOG, read_catalog, read_queue_record
 from funboost.admin.deadletters import DeadLetterFilter, DeadLetterResult, dead_letter_action
-from funboost.flags import QueueFlag
+from funboost.flags import QueueFlag, qps_value
 from funboost.plugins.broker import Broker, OutgoingMessage, QueueSize
 from funboost.timeseries import (FLUSH_INTERVAL, RESOLUTIONS, WINDOWS, MetricRow, Point, bucket_of, merge_into, series,
                                  totals, window_start)
@@ -260,9 +260,7 @@ class QueueAdmin:
         self._set(queue, QueueFlag.PAUSE, False)
 
     def set_qps(self, queue: str, qps: Optional[float]) -> None:
-        if qps is not None and qps < 0:
-            raise ValueError("qps must be >= 0 (0 or None: no limit)")
-        self._set(queue, QueueFlag.QPS, float(qps) if qps else None)
+        self._set(queue, QueueFlag.QPS, qps_value(qps))
 
     def set_concurrency(self, queue: str, n: int) -> None:
         if int(n) < 1:

@@ -32,7 +32,7 @@ from funboost.engine.setup import ConsumerSetup
 from funboost.enums import RunStatus
 from funboost.eta import message_eta
 from funboost.exceptions import MalformedMessage
-from funboost.flags import QueueFlag
+from funboost.flags import QueueFlag, qps_value
 from funboost.message import build_envelope, decode, dumps
 from funboost.plugins.broker import Broker, Delivery, OutgoingMessage
 from funboost.plugins.manager import get_plugin_manager, has_hook_impls
@@ -302,6 +302,7 @@ class Consumer:
         self.metrics = MetricsRecorder(p.queue_name, self.consumer_id, self.stats.snapshot)
         self.last_queue_size: Optional[dict] = None  # the latest sample, reported in heartbeats
         self._qps_setting = p.qps  # the queue's qps (flag or params), before a distributed split
+        self._bad_qps = ""  # repr of the last unusable qps flag logged (see _refresh_flags)
         self._catalog_due = 0.0
         self.acker = AckBatcher(self.broker, self.logger)
         self._state = None
@@ -455,6 +456,16 @@ class Consumer:
     GATHER_SECONDS = 0.002
 
     def _dispatch_loop(self) -> None:
+        # a bug or an unexpected value must never end dispatching for good while heartbeats go on (the
+        # consumer would look alive and run nothing): log it and go on
+        while not self._stop.is_set():
+            try:
+                self._dispatch_until_stopped()
+            except Exception:  # noqa: BLE001
+                self.logger.exception("the dispatch loop of %r failed; it goes on in 1 s", self.params.queue_name)
+                self._stop.wait(1.0)
+
+    def _dispatch_until_stopped(self) -> None:
         error_delay = 0.5
         backlog = False
         while not self._stop.is_set():
@@ -749,6 +760,15 @@ class Consumer:
         d = task.delivery
         if type(outcome) is not RunStatus:  # a plain string from a caller written before RunStatus
             outcome = RunStatus(outcome)
+        if outcome is _REQUEUED and int(task.msg.extra.get("_requeue_count", 0)) >= p.max_requeue_times:
+            # the last requeue allowed was spent: this run ends the task (dead letter), so it is final for
+            # the RPC result, the status record and the callbacks below, like any other dead letter
+            reason = f"requeued {task.msg.extra.get('_requeue_count', 0)} times (max_requeue_times={p.max_requeue_times})"
+            self.logger.error("task %s: %s; moving it to the dead-letter queue", task.task_id, reason,
+                              extra={"task_id": task.task_id})
+            outcome = _DEAD_LETTERED
+            if status.run_status == _REQUEUED:
+                status.run_status = _RUNNING
         if status.run_status == _RUNNING:
             status.run_status = PLAIN_RUN_STATUS[outcome]  # records keep plain strings
         status.finish()
@@ -816,12 +836,8 @@ class Consumer:
         self.acker.add(task.delivery)
 
     def _requeue_with_guard(self, task: Task, status: FunctionResultStatus) -> None:
+        # (finish_task turned a requeue beyond max_requeue_times into a dead letter already)
         count = int(task.msg.extra.get("_requeue_count", 0)) + 1
-        if count > self.params.max_requeue_times:
-            reason = f"requeued {count - 1} times (max_requeue_times={self.params.max_requeue_times})"
-            self.logger.error("task %s: %s; moving it to the dead-letter queue", task.task_id, reason)
-            self._reject([task.delivery], reason)
-            return
         self._republish(task, extra_updates={"_requeue_count": count})
 
     # ---------------------------------------------------------------- control thread
@@ -879,6 +895,15 @@ class Consumer:
             self.paused = paused
             self.logger.info("queue %r %s", p.queue_name, "paused" if paused else "resumed")
         qps = flags.get(QueueFlag.QPS, p.qps)
+        if qps is not None:
+            try:
+                qps = qps_value(qps)
+            except ValueError as exc:  # written by something that skipped the checks of set_qps
+                if repr(qps) != self._bad_qps:  # once per bad value, not at every refresh
+                    self._bad_qps = repr(qps)
+                    self.logger.error("queue %r: ignoring the stored qps flag (%s); running without a limit",
+                                      p.queue_name, exc)
+                qps = None
         self._qps_setting = qps
         if p.is_using_distributed_frequency_control and qps:
             qps = qps / max(1, self._live_consumers)

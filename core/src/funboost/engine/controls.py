@@ -13,6 +13,9 @@ from funboost.exceptions import FunctionTimeoutError
 from funboost.utils.private_random import rng
 
 
+_INF = float("inf")
+
+
 class RateLimiter:
     """Holds a rate of ``qps`` starts per second, however long each task runs (the pool grows to keep
     up). Scheduling is by absolute due times, so sleep overshoot does not accumulate; after an idle
@@ -29,7 +32,8 @@ class RateLimiter:
         self.set_rate(qps)
 
     def set_rate(self, qps: Optional[float]) -> None:
-        self.qps = qps if qps and qps > 0 else None
+        # NaN and infinity mean no limit here (an infinite rate cannot size a fetch: int(inf) raises)
+        self.qps = qps if qps and 0 < qps < _INF else None
         self.interval = 1.0 / self.qps if self.qps else 0.0
 
     def acquire(self, stop: Optional[threading.Event] = None) -> bool:

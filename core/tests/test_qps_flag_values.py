@@ -1,0 +1,57 @@
+"""A qps setting that cannot be a rate (NaN, infinity, negative, text) is refused where it is set, and a
+consumer that finds one stored anyway (an older manager, a hand-written flag) runs without a limit instead
+of stopping: an infinite qps once ended the dispatch thread (int(inf) while sizing a fetch) while the
+consumer kept sending heartbeats, so it looked alive and ran nothing."""
+import math
+import uuid
+
+import pytest
+
+from funboost import BoosterParams, boost
+from funboost.admin import QueueAdmin
+from funboost.flags import qps_value
+from funboost.testing import wait_until
+
+
+@pytest.mark.parametrize("value, expected", [(None, None), (0, None), ("none", None), ("off", None), (5, 5.0),
+                                             ("2.5", 2.5), (0.01, 0.01)])
+def test_usable_settings(value, expected):
+    assert qps_value(value) == expected
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, "inf", "nan", -1, True, "2030-01-01", [5]])
+def test_unusable_settings_are_refused(value):
+    with pytest.raises(ValueError, match="qps"):
+        qps_value(value)
+
+
+def test_booster_params_refuse_an_infinite_qps():
+    with pytest.raises(ValueError, match="finite"):
+        BoosterParams(queue_name="q", qps=math.inf)
+
+
+@pytest.mark.parametrize("stored", [math.inf, math.nan, "fast"])
+def test_a_consumer_finding_an_unusable_qps_flag_keeps_running(stored):
+    done = []
+
+    @boost(BoosterParams(queue_name=f"qps_flag_{uuid.uuid4().hex[:8]}", broker_kind="MEMORY_QUEUE",
+                         state_backend="memory", log_to_console=False))
+    def work(x):
+        done.append(x)
+
+    with pytest.raises(ValueError):
+        work.set_qps(math.inf)
+    with pytest.raises(ValueError):
+        QueueAdmin(work.state_backend()).set_qps(work.queue_name, math.inf)
+    work.state_backend().set_flag(work.queue_name, "qps", stored)  # as a careless writer would
+    work.consume()
+    try:
+        wait_until(lambda: work.get_live_consumers(), 10, message="the consumer's first heartbeat (flags read)")
+        for i in range(5):
+            work.push(i)
+        wait_until(lambda: sorted(done) == list(range(5)), 10, message="tasks ran despite the stored qps")
+        work.set_qps(None)
+        work.push(5)
+        wait_until(lambda: 5 in done, 10, message="a task after the flag was reset")
+    finally:
+        work.stop_consume(5)
