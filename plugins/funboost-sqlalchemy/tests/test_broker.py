@@ -202,3 +202,23 @@ def test_overlapping_lease_renewals_of_one_consumer_never_fail(make_broker, queu
         for t in threads:
             t.join(30)
     assert not errors, errors[:3]
+
+
+def test_the_broker_and_the_sqlalchemy_state_backend_share_a_database_and_prefix(db, queue_name, monkeypatch):
+    """Both name their tables "<prefix>...", and a user naturally points both at one database: their
+    consumer tables once had the same name with different columns, so whichever came second failed."""
+    from funboost.state.sqlalchemy import ENV_PREFIX, SqlAlchemyStateBackend
+
+    from conftest import SESSION_PREFIX, URLS, options_for
+    monkeypatch.setenv(ENV_PREFIX, SESSION_PREFIX)
+    broker = SqlAlchemyBroker(queue_name, SqlAlchemyBroker.parse_options(options_for(db)))
+    state = SqlAlchemyStateBackend(URLS[db])
+    try:
+        broker.publish([OutgoingMessage(body='{"x": 1}', task_id="t1")])
+        [d] = broker.fetch(1, 5)  # registers this consumer in the broker's table
+        state.heartbeat("c1", queue_name, {"host": "h", "pid": 1}, 30)  # and the state backend's heartbeat
+        assert [c["consumer_id"] for c in state.live_consumers(queue_name)] == ["c1"]
+        broker.ack([d])
+    finally:
+        broker.close()
+        state.metadata.drop_all(state._engine.get(), checkfirst=True)

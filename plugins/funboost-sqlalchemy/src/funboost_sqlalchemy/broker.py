@@ -19,7 +19,7 @@ Waiting: there is no portable notification, so an idle fetch polls, backing off 
 sleeps no longer than until the next delayed message is due.
 
 Liveness-based reclaim (core's :class:`funboost.engine.liveness.ConsumerLease`): each consumer's lease row
-in ``<prefix>consumers`` is renewed every ``heartbeat_interval`` by the process's liveness ticker; every
+in ``<prefix>queue_consumers`` is renewed every ``heartbeat_interval`` by the process's liveness ticker; every
 ``reclaim_interval`` a consumer puts back the in-flight rows of holders whose lease is older than
 ``heartbeat_timeout`` or missing, or (``check_pid``) that ran on this host in a process that is gone.
 """
@@ -99,14 +99,16 @@ def make_tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
         sa.Column("body", long_text, nullable=False),
         sa.Index(f"{prefix}messages_claim", "queue", "consumer", "rank", "id"),
     )
+    # "<prefix>queue_consumers", not "<prefix>consumers": that is the sqlalchemy state backend's heartbeat
+    # table (another schema), and both run on one database with the same default prefix
     consumers = sa.Table(
-        f"{prefix}consumers", md,
+        f"{prefix}queue_consumers", md,
         sa.Column("id", sa.String(128), primary_key=True),
         sa.Column("queue", sa.String(255), nullable=False),
         sa.Column("host", sa.String(255), nullable=False),
         sa.Column("pid", sa.Integer, nullable=False),
         sa.Column("last_seen", sa.Double, nullable=False),
-        sa.Index(f"{prefix}consumers_queue", "queue"),
+        sa.Index(f"{prefix}queue_consumers_queue", "queue"),
     )
     return md, messages, consumers
 
