@@ -620,8 +620,9 @@ class Booster(Generic[P, R]):
                             or Consumer)
             if not issubclass(consumer_cls, Consumer):
                 raise TypeError(f"consumer_override_cls must subclass funboost.AbstractConsumer, got {consumer_cls!r}")
-            self._consumer = consumer_cls(self.consumer_setup())
-            self._consumer.start()
+            consumer = consumer_cls(self.consumer_setup())
+            consumer.start()  # raises when the broker refuses the queue (Broker.prepare_consume): kept only once started
+            self._consumer = consumer
         _keepalive.start()
         return self
 

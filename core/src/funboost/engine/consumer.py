@@ -341,6 +341,9 @@ class Consumer:
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
+        # before any thread or heartbeat: a queue the broker refuses for good (declared with other arguments,
+        # missing where it must exist) is an error of consume(), not a consumer that looks alive and runs nothing
+        self.broker.prepare_consume()
         self.logger.info("consuming queue %r on broker %r (%s, concurrency %s%s)", self.params.queue_name,
                          self.broker.kind, self.params.concurrent_mode, self.params.concurrent_num,
                          f", qps {self.params.qps}" if self.params.qps else "")

@@ -182,6 +182,13 @@ class Broker:
         self._dlx: Optional["Broker"] = None
         self._dlx_lock = threading.Lock()
 
+    def prepare_consume(self) -> None:
+        """Called by ``consume()`` before the consumer starts (no thread, no heartbeat yet). A kind checks
+        here what would make every fetch fail for good (its queue declared with other arguments, a queue
+        that must exist and does not) and raises with what to change; ``consume()`` then raises it. A
+        server that is merely unreachable is not such an error: the consumer starts and reconnects, as
+        usual. Default: nothing to check."""
+
     @property
     def supports_priority(self) -> bool:
         """Whether this instance orders by priority: ``capabilities.priority`` (the kind's default

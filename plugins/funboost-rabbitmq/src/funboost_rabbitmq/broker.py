@@ -3,7 +3,8 @@
 Topology for a queue ``Q`` (all durable unless configured otherwise):
 
 * ``Q``: the work queue, declared with ``x-dead-letter-exchange = funboost.dlx`` and
-  ``x-dead-letter-routing-key = Q_dlx`` (and ``x-max-priority`` when configured);
+  ``x-dead-letter-routing-key = Q_dlx`` (none with ``dead_letter_exchange=None``) and ``x-max-priority``
+  when configured; with ``passive=True`` it is never declared, only checked to exist;
 * ``funboost.dlx`` (direct exchange) -> ``Q_dlx``: dead letters, ours (reject) and RabbitMQ's own
   (expired, over length);
 * delays: ``Q.delay.<ms>`` queues whose queue-level TTL is ``<ms>`` and that dead-letter back into ``Q``
@@ -15,13 +16,14 @@ Topology for a queue ``Q`` (all durable unless configured otherwise):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
 import re
 import threading
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import pika
 import pika.exceptions
@@ -36,13 +38,20 @@ from funboost.plugins.broker import (
     dead_letter_queue_name,
 )
 
+from funboost.process_local import ProcessLocal
+
 from .connection import (
+    CONNECTION_ERRORS,
     Admin,
+    PublishError,
     PublishItem,
     Publisher,
+    TopologyError,
     WireMessage,
     acquire_publisher,
+    backoff_delays,
     connection_parameters,
+    describe_error,
     get_admin,
     get_thread_publisher,
     release_publisher,
@@ -58,6 +67,13 @@ DELAYED_EXCHANGE = "funboost.delayed"
 REASON_HEADER = "x-funboost-dead-letter-reason"
 CONTENT_TYPE = "application/json"
 _plugin_cache: dict[str, bool] = {}  # url -> the server has the delayed-message exchange plugin
+T = TypeVar("T")
+
+# This process's live consumers per (url, queue, broadcast). The engine's consumer fetches through a broker
+# instance of its own, so queue_size() and purge() of any other instance (booster.queue_size()) look here
+# for what this process prefetched or runs. Per process: a forked child has none of its parent's.
+_local_lock: ProcessLocal[threading.Lock] = ProcessLocal(threading.Lock)
+_local_subscriptions: ProcessLocal[dict[tuple[str, str, bool], list[AmqpSubscription]]] = ProcessLocal(dict)
 
 
 class _ProbeNoiseFilter(logging.Filter):
@@ -146,10 +162,10 @@ class RabbitmqBroker(Broker):
     # ------------------------------------------------------------------ topology
     def _queue_args(self, name: str, dead_letter_to: Optional[str] = None, user_args: bool = True) -> dict:
         o = self.options
-        args: dict[str, Any] = {
-            "x-dead-letter-exchange": o.dead_letter_exchange,
-            "x-dead-letter-routing-key": dead_letter_to or dead_letter_queue_name(name),
-        }
+        args: dict[str, Any] = {}
+        if o.dead_letter_exchange:  # None: no dead-letter arguments (reject() publishes to Q_dlx itself)
+            args["x-dead-letter-exchange"] = o.dead_letter_exchange
+            args["x-dead-letter-routing-key"] = dead_letter_to or dead_letter_queue_name(name)
         if self._max_priority:
             args["x-max-priority"] = self._max_priority
         if user_args:
@@ -159,11 +175,15 @@ class RabbitmqBroker(Broker):
     def _declare_common(self, ch: Any) -> None:
         o = self.options
         dlq = dead_letter_queue_name(self.queue_name)
-        ch.exchange_declare(o.dead_letter_exchange, "direct", durable=True)
+        if o.dead_letter_exchange:
+            ch.exchange_declare(o.dead_letter_exchange, "direct", durable=True)
         # declared exactly as a broker instance for ``Q_dlx`` declares its own queue (see
-        # dead_letter_broker), so that both agree on the arguments
-        _declare_queue(ch, dlq, o.queue_durable, self._queue_args(dlq, user_args=False))
-        ch.queue_bind(dlq, o.dead_letter_exchange, routing_key=dlq)
+        # dead_letter_broker), so that both agree on the arguments. Declared without a dead-letter
+        # exchange too: reject() then publishes to it through the default exchange, which drops a message
+        # for a queue that does not exist
+        _declare_queue(ch, dlq, o.queue_durable, self._queue_args(dlq, user_args=False), main=False)
+        if o.dead_letter_exchange:
+            ch.queue_bind(dlq, o.dead_letter_exchange, routing_key=dlq)
         if self._exchange:
             ch.exchange_declare(self._exchange, o.exchange_type, durable=o.exchange_durable)
 
@@ -180,7 +200,7 @@ class RabbitmqBroker(Broker):
     def _declare_for_publish(self, ch: Any) -> None:
         self._declare_common(ch)
         if not self._fanout:  # a broadcast has no shared queue: each consumer declares its own
-            _declare_queue(ch, self.queue_name, self.options.queue_durable, self._queue_args(self.queue_name))
+            self._declare_main_queue(ch)
             self._bind(ch, self.queue_name)
         if self._delay_plugin():
             ch.queue_bind(self.queue_name, DELAYED_EXCHANGE, routing_key=self.queue_name)
@@ -194,22 +214,77 @@ class RabbitmqBroker(Broker):
             queue = f"{self.queue_name}.bcast.{suffix}"
             args = self._queue_args(queue, dead_letter_to=dead_letter_queue_name(self.queue_name))
             args["x-expires"] = o.broadcast_queue_expires
-            _declare_queue(ch, queue, o.queue_durable, args)
+            _declare_queue(ch, queue, o.queue_durable, args, main=False)
             self._bind(ch, queue)
             return queue
-        _declare_queue(ch, self.queue_name, o.queue_durable, self._queue_args(self.queue_name))
+        self._declare_main_queue(ch)
         self._bind(ch, self.queue_name)
         return self.queue_name
 
-    def _ensure_declared(self, pub: Publisher) -> None:
+    def _declare_main_queue(self, ch: Any) -> None:
+        """Declare ``Q`` with this configuration's arguments, or with ``passive`` only check that it
+        exists (its arguments, whatever they are, stay as they are)."""
+        o = self.options
+        if not o.passive:
+            _declare_queue(ch, self.queue_name, o.queue_durable, self._queue_args(self.queue_name))
+            return
+        try:
+            ch.queue_declare(self.queue_name, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                raise QueueNotFound(self.queue_name, exc.reply_text) from exc
+            raise
+
+    def prepare_consume(self) -> None:
+        """Declare the queue's topology now (core calls this in ``consume()``), so that a queue declared
+        with other arguments (or missing, with ``passive``) makes ``consume()`` raise its
+        :class:`TopologyError` with the ways out. An unreachable server is not an error here: the
+        consumer starts and its subscription connects when the server is back."""
+        try:
+            self._admin().run(self._declare_for_publish, retries=0,
+                              deadline=time.monotonic() + 5.0)  # (one connect attempt, bounded)
+        except TopologyError:
+            raise
+        except pika.exceptions.ChannelClosedByBroker as exc:  # any other refusal: let the subscription tell
+            logger.warning("rabbitmq: declaring the queue %r before consuming failed: %s", self.queue_name,
+                           describe_error(exc))
+        except CONNECTION_ERRORS as exc:
+            logger.warning("rabbitmq at %s unreachable when consuming %r starts (%s); the consumer connects "
+                           "when it is back", safe_url(self.url), self.queue_name, describe_error(exc))
+
+    def _ensure_declared(self, pub: Publisher, deadline: float) -> None:
         gen = pub.generation
         if self._declared_gen == gen and gen >= 0:
             return
-        self._delay_plugin()  # probes with the admin connection: not from inside admin.run (lock)
-        self._admin().run(self._declare_for_publish)
+
+        def declare() -> None:
+            self._delay_plugin(deadline)  # probes with the admin connection: not from inside admin.run (lock)
+            self._admin().run(self._declare_for_publish, retries=0, deadline=deadline)
+
+        self._until(declare, deadline)
         self._declared_gen = gen
 
-    def _delay_plugin(self) -> bool:
+    def _until(self, fn: Callable[[], T], deadline: float) -> T:
+        """Run ``fn`` (a publish's declarations), retrying through connection errors (server down or
+        restarting) until ``deadline``, as the publish itself does; then raise :class:`PublishError` with
+        the address and the reason. A refusal by the server (404, 406...) is raised at once."""
+        delays = backoff_delays(self.options.reconnect_max_delay)
+        while True:
+            try:
+                return fn()
+            except pika.exceptions.ChannelClosedByBroker:
+                raise
+            except CONNECTION_ERRORS as exc:
+                reason = describe_error(exc)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PublishError(
+                    f"rabbitmq publish to {safe_url(self.url)} failed: no connection within "
+                    f"publish_timeout={self.options.publish_timeout}s: cannot connect: {reason}")
+            logger.debug("rabbitmq at %s: %s; retrying", safe_url(self.url), reason)
+            time.sleep(min(next(delays), left))
+
+    def _delay_plugin(self, deadline: Optional[float] = None) -> bool:
         """Whether delays go through the delayed-message exchange plugin (checked once per URL)."""
         if self._use_plugin is not None:
             return self._use_plugin
@@ -218,7 +293,7 @@ class RabbitmqBroker(Broker):
         if o.delay_mode != "ttl" and not self._exchange:
             cached = _plugin_cache.get(self.url)
             if cached is None:
-                cached = _plugin_cache[self.url] = self._probe_delay_plugin()
+                cached = _plugin_cache[self.url] = self._probe_delay_plugin(deadline)
             use = cached
             if o.delay_mode == "plugin" and not use:
                 raise RuntimeError("delay_mode='plugin' but the server has no x-delayed-message exchange "
@@ -226,16 +301,24 @@ class RabbitmqBroker(Broker):
         self._use_plugin = use
         return use
 
-    def _probe_delay_plugin(self) -> bool:
+    def _probe_delay_plugin(self, deadline: Optional[float] = None) -> bool:
+        """Whether the server has the delayed-message exchange type. Only the server's answer counts: a
+        connection that could not be made raises (the caller retries), so an outage is never cached as
+        "no plugin"."""
         def declare(ch: Any) -> None:
             ch.exchange_declare(DELAYED_EXCHANGE, "x-delayed-message", durable=True,
                                 arguments={"x-delayed-type": "direct"})
         try:
-            # an unknown exchange type closes the whole connection (503); the admin reopens it
-            self._admin().run(declare, retries=0)
+            self._admin().run(declare, retries=0, deadline=deadline)
             return True
-        except (pika.exceptions.AMQPChannelError, pika.exceptions.AMQPConnectionError):
+        except pika.exceptions.AMQPChannelError:
             return False
+        except pika.exceptions.ConnectionClosedByBroker as exc:
+            # an unknown exchange type closes the whole connection (503 COMMAND_INVALID); the admin
+            # reopens it
+            if exc.reply_code in (503, 530):
+                return False
+            raise
 
     # ------------------------------------------------------------------ publish
     def _headers(self, m: OutgoingMessage, extra_headers: Optional[dict]) -> Optional[dict]:
@@ -272,36 +355,42 @@ class RabbitmqBroker(Broker):
         return "", dq, None
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Return once RabbitMQ confirmed every message. Retries through connection errors until
+        ``publish_timeout`` (one deadline for the declarations and the publish), then raises
+        :class:`~funboost_rabbitmq.connection.PublishError` naming the address and the reason."""
         if not messages:
             return
-        pub = self._ready_publisher()
         o = self.options
+        deadline = time.monotonic() + o.publish_timeout
+        pub = self._ready_publisher(deadline)
         if len(messages) == 1:
             m = messages[0]
             delay_queues: dict[str, int] = {}
             exchange, key, extra = self._route(m, time.time(), delay_queues)
-            self._declare_delay_queues(delay_queues)
+            self._declare_delay_queues(delay_queues, deadline)
             get_thread_publisher(self.url, o.heartbeat, o.reconnect_max_delay).publish_one(
-                PublishItem(exchange, key, _body_bytes(m.body), self._properties(m, extra)), o.publish_timeout)
+                PublishItem(exchange, key, _body_bytes(m.body), self._properties(m, extra)), o.publish_timeout,
+                deadline)
             return
-        pub.publish(self._wire(messages), o.publish_timeout)
+        pub.publish(self._wire(messages, deadline), o.publish_timeout, deadline)
 
     def publish_begin(self, messages: Sequence[OutgoingMessage]) -> Callable[[], None]:
         """Write the batch now; the returned function waits for its publisher confirms (pipelined mode
         keeps several batches in flight on the shared confirming connection)."""
         if not messages:
             return super().publish_begin(messages)
-        pub = self._ready_publisher()
-        return pub.publish_begin(self._wire(messages), self.options.publish_timeout)
+        deadline = time.monotonic() + self.options.publish_timeout
+        pub = self._ready_publisher(deadline)
+        return pub.publish_begin(self._wire(messages, deadline), self.options.publish_timeout, deadline)
 
-    def _ready_publisher(self) -> Publisher:
+    def _ready_publisher(self, deadline: float) -> Publisher:
         pub = self._get_publisher()
         if self._declared_gen < 0:
-            pub.wait_ready(min(5.0, self.options.publish_timeout))
-        self._ensure_declared(pub)
+            pub.wait_ready(max(0.0, min(5.0, deadline - time.monotonic())))
+        self._ensure_declared(pub, deadline)
         return pub
 
-    def _wire(self, messages: Sequence[OutgoingMessage]) -> list[WireMessage]:
+    def _wire(self, messages: Sequence[OutgoingMessage], deadline: float) -> list[WireMessage]:
         """The batch path's form: (exchange, key, body, encoded properties) tuples, no pika objects
         (see frames.py); declares the TTL delay queues the batch needs."""
         now = time.time()
@@ -319,14 +408,15 @@ class RabbitmqBroker(Broker):
             exchange, key, extra = self._route(m, now, delay_queues)
             append((exchange, key, body,
                     props.encode(self._priority(m), m.task_id or None, self._headers(m, extra))))
-        self._declare_delay_queues(delay_queues)
+        self._declare_delay_queues(delay_queues, deadline)
         return wire
 
-    def _declare_delay_queues(self, queues: dict[str, int]) -> None:
+    def _declare_delay_queues(self, queues: dict[str, int], deadline: float) -> None:
         """(Re)declare the TTL delay queues a publish needs; re-declaring on every publish also resets
         their x-expires idle timer."""
         if queues:
-            self._admin().run(lambda ch: self._declare_delay_queues_on(ch, queues))
+            self._until(lambda: self._admin().run(lambda ch: self._declare_delay_queues_on(ch, queues),
+                                                  retries=0, deadline=deadline), deadline)
 
     def _declare_delay_queues_on(self, ch: Any, queues: dict[str, int]) -> None:
         for name, ttl in queues.items():
@@ -357,7 +447,9 @@ class RabbitmqBroker(Broker):
                         self.url, o.heartbeat, o.reconnect_max_delay,
                         f"funboost-consumer:{self.queue_name}:{os.getpid()}", self._declare_for_consume,
                         prefetch=prefetch, auto_prefetch=auto, no_ack=o.no_ack,
-                        channel_qos="x-queue-type" not in o.queue_arguments)
+                        channel_qos="x-queue-type" not in o.queue_arguments, queue_name=self.queue_name)
+                    with _local_lock.get():
+                        _local_subscriptions.get().setdefault(self._local_key, []).append(self._subscription)
                 consumer = self._subscription
         return consumer
 
@@ -382,18 +474,21 @@ class RabbitmqBroker(Broker):
 
     def reject(self, deliveries: Sequence[Delivery], reason: str) -> None:
         """Publish each body, annotated with the reason, through the dead-letter exchange to ``Q_dlx``
-        (confirmed), then ack the original."""
+        (without one, ``dead_letter_exchange=None``: straight to ``Q_dlx``; confirmed), then ack the
+        original."""
         if not deliveries:
             return
+        deadline = time.monotonic() + self.options.publish_timeout
         pub = self._get_publisher()
-        self._ensure_declared(pub)
+        self._ensure_declared(pub, deadline)
         dlq = dead_letter_queue_name(self.queue_name)
-        exchange = self.options.dead_letter_exchange
+        # without a dead-letter exchange, the default exchange routes by queue name: straight to Q_dlx
+        exchange = self.options.dead_letter_exchange or ""
         items: list[WireMessage] = [
             (exchange, dlq, annotate_dead_letter(d.body, reason).encode("utf-8"),
              self._wire_props.encode(None, d.task_id or None, {REASON_HEADER: reason[:1000]}))
             for d in deliveries]
-        pub.publish(items, self.options.publish_timeout)
+        pub.publish(items, self.options.publish_timeout, deadline)
         self.ack(deliveries)
 
     def dead_letter_target(self) -> tuple[type[Broker], Any]:
@@ -401,48 +496,69 @@ class RabbitmqBroker(Broker):
         return type(self), self.options.model_copy(update={
             "exchange_name": "", "exchange_type": "direct", "routing_key_for_publish": None,
             "routing_key_for_bind": None, "headers_for_bind": {}, "headers_for_publish": {},
-            "queue_arguments": {},
+            "queue_arguments": {}, "passive": False,  # Q_dlx is funboost's own queue: declared, never passive
             # declared as _declare_common declares it (quorum main queues: no default priority)
             "max_priority": self._max_priority})
 
     # ------------------------------------------------------------------ sizes, purge, close
-    def _consumed_queue(self) -> Optional[str]:
+    @property
+    def _local_key(self) -> tuple[str, str, bool]:
+        return (self.url, self.queue_name, self._fanout)
+
+    def _local_consumers(self) -> list[AmqpSubscription]:
+        """This process's live consumers of this queue, whichever broker instance started them. A broadcast
+        consumer counts only its own queue: the others hold copies of the same messages."""
+        if self._fanout and self._subscription is not None:
+            return [self._subscription]
+        with _local_lock.get():
+            return list(_local_subscriptions.get().get(self._local_key, ()))
+
+    def _consumed_queues(self, consumers: Sequence[AmqpSubscription]) -> list[str]:
         if not self._fanout:
-            return self.queue_name
-        return self._subscription.queue if self._subscription is not None else None
+            return [self.queue_name]
+        return [c.queue for c in consumers if c.queue]  # a broadcast: each consumer's own queue
+
+    def _server_counts(self, queues: Sequence[str], purge: bool) -> int:
+        """Ready messages on the server (purged first if ``purge``); a queue not declared yet has none."""
+        def count(ch: Any, queue: str) -> int:
+            try:
+                ok = ch.queue_purge(queue) if purge else ch.queue_declare(queue, passive=True)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code != 404:
+                    raise
+                return 0  # (the admin reopens the channel the 404 closed on its next use)
+            return int(ok.method.message_count)
+        admin = self._admin()
+        total = 0
+        for queue in queues:
+            total += admin.run(functools.partial(count, queue=queue))
+        return total
 
     def queue_size(self) -> QueueSize:
-        queue = self._consumed_queue()
-        if queue is None:
-            return QueueSize(ready=None)
-        try:
-            ok = self._admin().run(lambda ch: ch.queue_declare(queue, passive=True))
-            ready: int = ok.method.message_count
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code != 404:
-                raise
-            ready = 0  # not declared yet: nothing in it
-        in_flight = None
-        consumer = self._subscription
-        if consumer is not None:
+        """``ready``: the server's count plus what this process's consumers prefetched and did not hand to
+        the engine; ``in_flight``: what they handed to the engine and did not ack (None without a consumer
+        in this process: other processes' share is not known over AMQP); ``delayed``: unknown."""
+        consumers = self._local_consumers()
+        queues = self._consumed_queues(consumers)
+        if not queues:
+            return QueueSize(ready=None)  # a broadcast without a consumer here: no queue to count
+        ready = self._server_counts(queues, purge=False)
+        in_flight: Optional[int] = None
+        for consumer in consumers:
             # prefetched but not yet handed to the engine counts as ready, not in flight
             ready += consumer.buffered()
-            in_flight = consumer.in_flight()
+            n = consumer.in_flight()
+            if n is not None:
+                in_flight = (in_flight or 0) + n
         return QueueSize(ready=ready, in_flight=in_flight, delayed=None)
 
     def purge(self) -> int:
-        queue = self._consumed_queue()
-        if queue is None:
-            return 0
-        try:
-            ok = self._admin().run(lambda ch: ch.queue_purge(queue))
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code != 404:
-                raise
-            return 0
-        n = int(ok.method.message_count)
-        if self._subscription is not None:
-            n += self._subscription.drop_buffered()
+        """Drop the ready messages: the server's and this process's prefetched ones (as counted by
+        ``queue_size().ready``)."""
+        consumers = self._local_consumers()
+        n = self._server_counts(self._consumed_queues(consumers), purge=True)
+        for consumer in consumers:
+            n += consumer.drop_buffered()
         return n
 
     def close(self) -> None:
@@ -451,6 +567,12 @@ class RabbitmqBroker(Broker):
             consumer, self._subscription = self._subscription, None
             pub, self._publisher = self._publisher, None
         if consumer is not None:
+            with _local_lock.get():
+                registered = _local_subscriptions.get().get(self._local_key, [])
+                if consumer in registered:
+                    registered.remove(consumer)
+                if not registered:
+                    _local_subscriptions.get().pop(self._local_key, None)
             consumer.stop()
         if pub is not None and self._pid == os.getpid():
             release_publisher(pub)
@@ -462,30 +584,63 @@ class RabbitmqBroker(Broker):
         delete_queues(self.url, self.options.heartbeat, self.queue_name)
 
 
-class QueueArgumentsMismatch(pika.exceptions.ChannelClosedByBroker):
-    """RabbitMQ refused to declare a queue that already exists with other arguments (406)."""
+_ARGUMENT_OPTIONS = {  # queue argument -> the option that declares it (and how to declare none)
+    "x-max-priority": "max_priority (none: {'max_priority': 0})",
+    "x-dead-letter-exchange": "dead_letter_exchange (none: {'dead_letter_exchange': None})",
+    "x-dead-letter-routing-key": "dead_letter_exchange (none: {'dead_letter_exchange': None})",
+}
 
-    def __init__(self, queue: str, arguments: dict, server_text: str) -> None:
+
+class QueueArgumentsMismatch(TopologyError):
+    """RabbitMQ refused to declare a queue that already exists with other arguments (406). The message
+    names the argument the server complained about and every way out."""
+
+    def __init__(self, queue: str, arguments: dict, server_text: str, main: bool = True) -> None:
         super().__init__(406, server_text)
         self.queue = queue
-        self.message = (
-            f"RabbitMQ queue {queue!r} already exists with other arguments than this configuration declares "
-            f"({arguments}); the server said: {server_text}. Queues are declared with "
-            f"x-max-priority={arguments.get('x-max-priority', 'none')} (option max_priority, default 10). "
-            f"Either configure the arguments the queue has (a queue created without priorities: "
-            f"broker_exclusive_config={{'max_priority': 0}}), or delete the queue (its messages are lost) "
-            f"so that it is declared anew.")
+        self.arguments = arguments
+        m = re.search(r"inequivalent arg '([^']+)'", server_text)
+        self.argument: Optional[str] = m.group(1) if m else None
+        arg = self.argument
+        option = _ARGUMENT_OPTIONS.get(arg or "", "queue_arguments")
+        text = (f"RabbitMQ queue {queue!r} already exists with other arguments than this configuration "
+                f"declares ({arguments}); the server said: {server_text}. ")
+        if main:
+            text += (f"Ways out: (1) use the queue as it is, never declaring its arguments: "
+                     f"broker_exclusive_config={{'passive': True}}; (2) declare exactly the arguments it has: "
+                     f"for {arg!r}, option {option}; the server names one difference at a time, so check the "
+                     f"others too: max_priority for x-max-priority (none: {{'max_priority': 0}}), "
+                     f"dead_letter_exchange for x-dead-letter-* (none: {{'dead_letter_exchange': None}}), "
+                     f"queue_arguments for any other x- argument; (3) ")
+        else:
+            text += (f"It is funboost's own queue: configure {option} as when it was declared, "
+                     f"or ")
+        self.message = text + "delete the queue (its messages are lost) so that it is declared anew."
 
     def __str__(self) -> str:
         return self.message
 
 
-def _declare_queue(ch: Any, queue: str, durable: bool, arguments: dict) -> None:
+class QueueNotFound(TopologyError):
+    """``passive=True`` and the queue does not exist (404)."""
+
+    def __init__(self, queue: str, server_text: str) -> None:
+        super().__init__(404, server_text)
+        self.queue = queue
+        self.message = (f"RabbitMQ queue {queue!r} does not exist (the server said: {server_text}); with "
+                        f"broker_exclusive_config={{'passive': True}} funboost uses an existing queue as it is and "
+                        f"never creates it: create the queue first, or drop 'passive' so that funboost declares it.")
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _declare_queue(ch: Any, queue: str, durable: bool, arguments: dict, main: bool = True) -> None:
     try:
         ch.queue_declare(queue, durable=durable, arguments=arguments)
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code == 406 and "inequivalent arg" in str(exc.reply_text):
-            raise QueueArgumentsMismatch(queue, arguments, exc.reply_text) from exc
+            raise QueueArgumentsMismatch(queue, arguments, exc.reply_text, main) from exc
         raise
 
 

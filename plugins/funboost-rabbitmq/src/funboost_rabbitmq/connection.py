@@ -19,6 +19,7 @@ Both are pooled per (process id, URL): a forked child never reuses its parent's 
 from __future__ import annotations
 
 import collections
+import copy
 import logging
 import os
 import threading
@@ -45,6 +46,43 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     OSError,
 )
+
+
+def describe_error(exc: BaseException) -> str:
+    """A readable reason for an error. pika's connection errors wrap the cause (``ConnectionRefusedError``,
+    a DNS failure, a timeout) in one or two layers and their ``str()`` is empty: report the cause."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "exception", None)  # pika's AMQPConnectorPhaseErrorBase
+        if inner is None and getattr(exc, "exceptions", None):  # AMQPConnectionWorkflowFailed
+            inner = exc.exceptions[-1]  # type: ignore[attr-defined]
+        if inner is None and len(exc.args) == 1 and isinstance(exc.args[0], BaseException):
+            inner = exc.args[0]
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else repr(exc)
+
+
+class TopologyError(pika.exceptions.ChannelClosedByBroker):
+    """A queue cannot be used as configured (it exists with other arguments, or ``passive`` and it does not
+    exist). Retrying cannot help: the configuration or the queue must change."""
+
+
+def bounded_parameters(params: pika.URLParameters, deadline: Optional[float]) -> pika.URLParameters:
+    """``params`` with connect timeouts that end by ``deadline`` (an unreachable host would otherwise take
+    pika's socket timeout of 10 s per attempt, past a short ``publish_timeout``)."""
+    if deadline is None:
+        return params
+    left = max(0.5, deadline - time.monotonic())
+    if params.stack_timeout is not None and params.stack_timeout <= left:
+        return params  # pika's own bound on the whole connect ends in time
+    bounded = copy.copy(params)
+    bounded.stack_timeout = left
+    bounded.socket_timeout = min(params.socket_timeout or left, left)
+    return bounded
 
 
 def connection_parameters(url: str, heartbeat: int, name: str) -> pika.URLParameters:
@@ -261,12 +299,12 @@ class Publisher:
         conn.channel(on_open_callback=self._on_channel)
 
     def _on_open_error(self, conn: pika.SelectConnection, err: BaseException) -> None:
-        self.last_error = f"cannot connect to {_safe_url(self.url)}: {err!r}"
+        self.last_error = f"cannot connect: {describe_error(err)}"
         conn.ioloop.stop()
 
     def _on_closed(self, conn: pika.SelectConnection, reason: BaseException) -> None:
         if not self._closing:
-            self.last_error = f"connection closed: {reason!r}"
+            self.last_error = f"connection closed: {describe_error(reason)}"
             logger.warning("rabbitmq publisher %s", self.last_error)
         conn.ioloop.stop()
 
@@ -319,18 +357,21 @@ class Publisher:
     def wait_ready(self, timeout: float) -> bool:
         return self._ready.wait(timeout)
 
-    def publish(self, messages: Sequence[WireMessage], timeout: float) -> None:
+    def publish(self, messages: Sequence[WireMessage], timeout: float, deadline: Optional[float] = None) -> None:
         """Return once every message is confirmed; retry the unconfirmed ones across reconnects (so a
-        message may be stored twice, never zero times) until ``timeout``."""
-        self.publish_begin(messages, timeout)()
+        message may be stored twice, never zero times) until ``deadline`` (monotonic; default: ``timeout``
+        from now), then raise :class:`PublishError`."""
+        self.publish_begin(messages, timeout, deadline)()
 
-    def publish_begin(self, messages: Sequence[WireMessage], timeout: float) -> Callable[[], None]:
+    def publish_begin(self, messages: Sequence[WireMessage], timeout: float,
+                      deadline: Optional[float] = None) -> Callable[[], None]:
         """Hand the batch to the I/O thread now and return a function that waits for its confirms (and
         retries, as :meth:`publish`). Batches begun one after the other are written in that order and
         are in flight together: their confirms pipeline."""
         if not messages:
             return _no_wait
-        deadline = time.monotonic() + timeout
+        if deadline is None:
+            deadline = time.monotonic() + timeout
         batch = _Batch(messages)
         handed = self._attempt(batch, messages, deadline, timeout)
 
@@ -344,8 +385,9 @@ class Publisher:
         remaining = deadline - time.monotonic()
         if remaining <= 0 or not self._ready.wait(remaining):
             reason = batch.error or self.last_error or "not connected"
-            raise PublishError(f"rabbitmq publish timed out after {timeout}s ({len(batch.pending)} of "
-                               f"{len(messages)} unconfirmed): {reason}")
+            raise PublishError(f"rabbitmq publish to {_safe_url(self.url)} failed: {len(batch.pending)} of "
+                               f"{len(messages)} message(s) not confirmed within publish_timeout={timeout}s: "
+                               f"{reason}")
         conn = self._conn
         generation, encoder = self._wire
         if encoder is None:  # not connected yet (ready is set only after _wire)
@@ -413,13 +455,13 @@ class ThreadPublisher:
         self._max_delay = reconnect_max_delay
         self._local = threading.local()
 
-    def _channel(self) -> Any:
+    def _channel(self, deadline: Optional[float] = None) -> Any:
         ch = getattr(self._local, "channel", None)
         if ch is not None and ch.is_open:
             return ch
         conn = getattr(self._local, "conn", None)
         if conn is None or not conn.is_open:
-            conn = self._local.conn = pika.BlockingConnection(self._params)
+            conn = self._local.conn = pika.BlockingConnection(bounded_parameters(self._params, deadline))
         ch = self._local.channel = conn.channel()
         ch.confirm_delivery()
         return ch
@@ -433,27 +475,30 @@ class ThreadPublisher:
             except Exception:
                 pass
 
-    def publish_one(self, item: PublishItem, timeout: float) -> None:
+    def publish_one(self, item: PublishItem, timeout: float, deadline: Optional[float] = None) -> None:
         """Return once the broker confirmed ``item``; reconnect and resend on connection errors (an
-        idle connection may have been closed by the server) until ``timeout``."""
-        deadline = time.monotonic() + timeout
+        idle connection may have been closed by the server) until ``deadline`` (monotonic; default:
+        ``timeout`` from now), then raise :class:`PublishError`."""
+        if deadline is None:
+            deadline = time.monotonic() + timeout
         delays = backoff_delays(self._max_delay)
         while True:
             try:
-                self._channel().basic_publish(item.exchange, item.routing_key, item.body, item.properties)
+                self._channel(deadline).basic_publish(item.exchange, item.routing_key, item.body, item.properties)
                 return
             except pika.exceptions.ChannelClosedByBroker as exc:
                 self._local.channel = None
                 if exc.reply_code in (403, 404, 406):  # missing exchange, access refused: not transient
-                    raise PublishError(f"rabbitmq refused the publish: {exc!r}") from exc
+                    raise PublishError(f"rabbitmq at {_safe_url(self.url)} refused the publish: {exc!r}") from exc
                 error = repr(exc)
             except pika.exceptions.NackError as exc:
                 error = f"the broker refused (nacked) the message: {exc!r}"
             except CONNECTION_ERRORS as exc:
                 self._drop()
-                error = f"{type(exc).__name__}: {exc!r}"
+                error = f"cannot connect: {describe_error(exc)}"
             if time.monotonic() >= deadline:
-                raise PublishError(f"rabbitmq publish timed out after {timeout}s: {error}")
+                raise PublishError(f"rabbitmq publish to {_safe_url(self.url)} failed: not confirmed within "
+                                   f"publish_timeout={timeout}s: {error}")
             time.sleep(min(next(delays), max(0.0, deadline - time.monotonic())))
 
 
@@ -467,21 +512,22 @@ class Admin:
         self._conn: Optional[pika.BlockingConnection] = None
         self._channel: Any = None
 
-    def _get_channel(self) -> Any:
+    def _get_channel(self, deadline: Optional[float] = None) -> Any:
         if self._conn is None or not self._conn.is_open:
-            self._conn = pika.BlockingConnection(self._params)
+            self._conn = pika.BlockingConnection(bounded_parameters(self._params, deadline))
             self._channel = None
         if self._channel is None or not self._channel.is_open:
             self._channel = self._conn.channel()
         return self._channel
 
-    def run(self, fn: Callable[[Any], T], retries: int = 2) -> T:
+    def run(self, fn: Callable[[Any], T], retries: int = 2, deadline: Optional[float] = None) -> T:
         """Run ``fn(channel)``; reopen the connection and retry on connection errors. A channel
-        error raised by the broker (404, 406) is re-raised at once: retrying would not help."""
+        error raised by the broker (404, 406) is re-raised at once: retrying would not help.
+        ``deadline`` (monotonic) bounds the time a connect may take."""
         with self._lock:
             for attempt in range(retries + 1):
                 try:
-                    channel = self._get_channel()
+                    channel = self._get_channel(deadline)
                     return fn(channel)
                 except pika.exceptions.ChannelClosedByBroker:
                     self._channel = None

@@ -39,9 +39,17 @@ class RabbitmqOptions(BrokerOptions):
                     "queues (queue_arguments x-queue-type) get no x-max-priority unless it is set explicitly")
     queue_arguments: dict[str, Any] = Field(
         default_factory=dict, description="extra x-arguments for queue_declare (e.g. x-max-length)")
-    dead_letter_exchange: str = Field(
-        default=DEFAULT_DLX_EXCHANGE, min_length=1,
-        description="direct exchange that routes dead letters to the queue '<queue>_dlx'")
+    dead_letter_exchange: Optional[str] = Field(
+        default=DEFAULT_DLX_EXCHANGE,
+        description="direct exchange that routes dead letters to the queue '<queue>_dlx'; the queue is declared "
+                    "with it as x-dead-letter-exchange. None (or ''): no dead-letter arguments on the queue (e.g. "
+                    "to use an existing plain queue); funboost then publishes its dead letters straight to "
+                    "'<queue>_dlx', and RabbitMQ's own (expired, over length) follow the queue's own arguments")
+    passive: bool = Field(
+        default=False,
+        description="use the queue as it exists: only check that it exists (passive queue.declare), never "
+                    "declare it or its arguments (max_priority, dead_letter_exchange, queue_arguments are not "
+                    "applied to it). A missing queue is an error (QueueNotFound)")
 
     # --- consuming ---
     prefetch_count: Optional[int] = Field(
@@ -71,6 +79,11 @@ class RabbitmqOptions(BrokerOptions):
     delay_mode: Literal["auto", "plugin", "ttl"] = Field(
         default="auto", description="auto: the delayed-message exchange plugin if the server has it, "
         "else per-delay TTL queues that dead-letter back into the queue")
+
+    @field_validator("dead_letter_exchange")
+    @classmethod
+    def _no_empty_dlx(cls, v: Optional[str]) -> Optional[str]:
+        return v or None  # '' and None both mean "no dead-letter exchange argument"
 
     @field_validator("url")
     @classmethod

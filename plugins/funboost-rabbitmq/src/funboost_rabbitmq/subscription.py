@@ -20,7 +20,7 @@ import pika
 
 from funboost.plugins.broker import Delivery
 
-from .connection import CONNECTION_ERRORS, backoff_delays, connection_parameters
+from .connection import CONNECTION_ERRORS, TopologyError, backoff_delays, connection_parameters
 
 logger = logging.getLogger("funboost.rabbitmq")
 
@@ -37,8 +37,9 @@ class AmqpSubscription:
 
     def __init__(self, url: str, heartbeat: int, reconnect_max_delay: float, name: str,
                  declare: Callable[[Any], str], prefetch: int, auto_prefetch: bool, no_ack: bool,
-                 channel_qos: bool = True) -> None:
+                 channel_qos: bool = True, queue_name: str = "") -> None:
         self._params = connection_parameters(url, heartbeat, name)
+        self.queue_name = queue_name  # the broker's queue, for messages (``queue`` is set once declared)
         self._max_delay = reconnect_max_delay
         self._declare = declare  # declares the topology on a channel, returns the queue to consume
         self._no_ack = no_ack
@@ -59,6 +60,8 @@ class AmqpSubscription:
         self.connected = threading.Event()
         self.reconnects = 0
         self.last_error = ""
+        # set when the queue cannot be used as configured (TopologyError): consuming has stopped for good
+        self.failed: Optional[str] = None
         self._conn: Optional[pika.BlockingConnection] = None
         self._channel: Any = None
         self._stop = threading.Event()
@@ -91,6 +94,13 @@ class AmqpSubscription:
                 self.connected.set()
                 while not self._stop.is_set():
                     conn.process_data_events(time_limit=1.0)
+            except TopologyError as exc:
+                # the same declaration would be refused again on every reconnect: say once, loudly, what
+                # to change, and stop (fetch then returns nothing) instead of reconnecting in a loop
+                self.last_error = self.failed = str(exc)
+                logger.error("rabbitmq consumer of %r stopped: %s It consumes nothing until it is started again "
+                             "(booster.stop_consume() then consume(), or a new process) after that change.",
+                             self.queue_name or self.queue, exc)
             except CONNECTION_ERRORS as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
             except Exception as exc:  # a bug or an unexpected reply must not end consuming for good
@@ -107,14 +117,14 @@ class AmqpSubscription:
                         conn.close()
                     except Exception:
                         pass
-            if self._stop.is_set():
+            if self._stop.is_set() or self.failed:
                 break
             self.reconnects += 1
             if time.monotonic() - opened_at > 30:
                 delays = backoff_delays(self._max_delay)
             delay = next(delays)
-            logger.warning("rabbitmq consumer of %s disconnected (%s); reconnecting in %.1fs",
-                           self.queue, self.last_error, delay)
+            logger.warning("rabbitmq consumer of %r disconnected (%s); reconnecting in %.1fs",
+                           self.queue or self.queue_name, self.last_error, delay)
             self._stop.wait(delay)
 
     def _make_on_message(self, gen: int) -> Callable[..., None]:
