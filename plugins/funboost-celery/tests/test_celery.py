@@ -2,6 +2,7 @@
 a worker SIGKILLed mid-task, multi_process_consume. Each test runs on Redis and on RabbitMQ."""
 from __future__ import annotations
 
+import keyword
 import os
 import signal
 import subprocess
@@ -68,6 +69,31 @@ def test_plain_celery_caller_reaches_the_funboost_function(url, queue_name, cons
     # funboost's runner ran it under Celery's task id: the RPC result is in funboost's state backend
     from funboost import AsyncResult
     assert AsyncResult(sent.id, booster=mul).get(timeout=30) == 40
+
+
+@pytest.mark.parametrize("shape", ["{q}-orders.created", "9{q}.a b:ä"])
+def test_any_queue_name_consumes(broker_url, queue_name, cleanup_queues, consumers, shape):
+    # the task function is compiled by Celery under its __name__: dots, dashes, spaces, a leading digit
+    # used to raise SyntaxError at consume(); the Celery task keeps the queue name
+    queue = shape.format(q=queue_name)
+    cleanup_queues(broker_url, queue)
+
+    @boost(make(queue, broker_url, is_using_rpc_mode=True))
+    def echo(x):
+        return x
+
+    r = echo.push(7)
+    consumers(echo.consume())
+    assert r.get(timeout=30) == 7
+    assert celery_app(echo).tasks[queue].name == queue
+
+
+def test_python_name_is_an_identifier():
+    from funboost_celery.worker import python_name
+    for queue in ("orders.created", "a-b", "9lives", "class", "a b:ä", "plain_name"):
+        name = python_name(queue)
+        assert name.isidentifier() and not keyword.iskeyword(name), (queue, name)
+    assert python_name("plain_name") == "plain_name"
 
 
 def test_count_and_clear(url, queue_name):

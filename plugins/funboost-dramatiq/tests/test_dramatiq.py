@@ -18,7 +18,7 @@ from funboost import BoosterParams, TaskOptions, boost
 from funboost.result import RemoteTaskError
 from funboost.testing import wait_until
 
-from conftest import REDIS_URL, check
+from conftest import REDIS_URL, URLS, check
 from funboost_dramatiq import dramatiq_broker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -77,6 +77,43 @@ def test_count_and_clear(url, queue_name):
     wait_until(lambda: f.get_message_count() == 7, 10, message="7 waiting")
     assert f.clear() == 7
     assert f.get_message_count() == 0
+
+
+def test_rabbitmq_max_priority_orders_booster_publishes(queue_name, cleanup_queues, consumers):
+    """TaskOptions(priority=...) on RabbitMQ with max_priority (x-max-priority queues): higher first. The kind
+    declares priority=False (Redis, its default, has none), which used to make core drop every priority."""
+    url = URLS["amqp"]
+    check(url)
+    cleanup_queues(url, queue_name)
+    order: list[int] = []
+
+    @boost(make(queue_name, url, concurrent_num=1, is_using_rpc_mode=True, cfg={"max_priority": 9}))
+    def job(i):
+        order.append(i)
+
+    assert job.broker.supports_priority
+    rs = [job.publish({"i": i}, task_options=TaskOptions(priority=0)) for i in range(3)]
+    rs += [job.publish({"i": i}, task_options=TaskOptions(priority=9)) for i in range(3, 6)]
+    wait_until(lambda: job.get_message_count() == 6, 10, message="6 waiting")
+    consumers(job.consume())
+    for r in rs:
+        r.wait(30)
+    assert order == [3, 4, 5, 0, 1, 2]
+
+
+def test_priority_is_dropped_without_rabbitmq_max_priority(broker_url, queue_name, cleanup_queues, consumers):
+    """Redis has no priorities, nor RabbitMQ queues without max_priority: dropped, the task still runs."""
+    cleanup_queues(broker_url, queue_name)
+
+    @boost(make(queue_name, broker_url, is_using_rpc_mode=True,
+                cfg={"max_priority": 9} if broker_url == URLS["redis"] else {}))
+    def job(i):
+        return i
+
+    assert not job.broker.supports_priority
+    r = job.publish({"i": 1}, task_options=TaskOptions(priority=9))
+    consumers(job.consume())
+    assert r.get(timeout=30) == 1
 
 
 def test_retries_are_funboosts_and_failure_lands_in_dramatiqs_xq(url, queue_name, consumers):

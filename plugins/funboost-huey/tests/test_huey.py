@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -261,6 +262,110 @@ def test_foreign_bytes_in_the_queue_are_dead_lettered(redis_cfg, queue_name, con
     assert "dead_letter_reason" in json.loads(body_text(d))["extra"]
 
 
+def test_huey_names_are_one_per_queue():
+    """Names huey's Redis storage would clean alike get distinct huey names; names it keeps stay (the keys
+    earlier versions created); SQLite and clean_name=False use names as they are."""
+    from funboost_huey.app import huey_name
+    assert huey_name("emails_1") == "emails_1"
+    names = {huey_name(q) for q in ("ux3-emails", "ux3emails", "ux3.emails", "ux3:emails", "ux3 emails")}
+    assert len(names) == 5 and "ux3emails" in names
+    assert all(re.fullmatch(r"[A-Za-z0-9_]+", n) for n in names)
+    assert huey_name("ux3-emails") == huey_name("ux3-emails")  # stable: every process finds the same keys
+    assert huey_name("ux3-emails", "sqlite") == "ux3-emails"
+    assert huey_name("ux3-emails", "redis", clean_name=False) == "ux3-emails"
+
+
+def test_queues_differing_only_in_dropped_characters_are_separate(redis_cfg, queue_name, consumers, cleanup):
+    """The audit's case: 'x-emails' and 'xemails' shared huey.redis.xemails, so the consumer of one took
+    the other's task and dead-lettered it as unreadable."""
+    dashed, plain = f"{queue_name}-emails", f"{queue_name}emails"
+    for q in (dashed, plain):
+        cleanup(q, redis_cfg)
+
+    @boost(make(dashed, redis_cfg, is_using_rpc_mode=True))
+    def send_email(x):
+        return ("email", x)
+
+    @boost(make(plain, redis_cfg, is_using_rpc_mode=True))
+    def other(x):
+        return ("other", x)
+
+    r_other = other.push(42)
+    assert send_email.get_message_count() == 0 and other.get_message_count() == 1
+    consumers(send_email.consume())
+    # the other queue's task was published first: had the consumer shared its list, it took that one first
+    assert send_email.push(1).get(timeout=30) == ("email", 1)
+    assert other.get_message_count() == 1
+    assert send_email.broker.dead_letter_broker().queue_size().ready == 0
+    consumers(other.consume())
+    assert r_other.get(timeout=30) == ("other", 42)
+
+
+def _legacy_huey(booster):
+    """A plain RedisHuey under the name earlier versions gave the booster's queue."""
+    from huey import RedisHuey
+    from funboost_huey.app import legacy_huey_name
+    h = huey_instance(booster)
+    return RedisHuey(legacy_huey_name(booster.queue_name), connection_pool=h.storage.pool)
+
+
+def test_tasks_left_under_the_old_huey_name_still_run(redis_cfg, queue_name, consumers, cleanup):
+    """A renamed queue takes over what an earlier version left under its old huey name (ready and delayed
+    tasks); another queue's task there stays."""
+    queue = f"{queue_name}-renamed"
+    cleanup(queue, redis_cfg)
+
+    @boost(make(queue, redis_cfg, is_using_rpc_mode=True))
+    def f(x):
+        return x * 2
+
+    h, old = huey_instance(f), _legacy_huey(f)
+    assert h.name != old.name
+    try:
+        ready, later = f.push(1), f.publish({"x": 2}, task_options=TaskOptions(countdown=1))
+        # what an earlier version wrote: the same huey messages, under the old name's keys
+        [t_ready, t_later] = h.pending()
+        h.flush()
+        old.storage.enqueue(h.serialize_task(t_ready))
+        old.storage.add_to_schedule(h.serialize_task(t_later), t_later.eta)
+        foreign = old.serialize_task(old.task(name="someone_else")(lambda: None).s())
+        old.storage.enqueue(foreign)
+        assert h.pending_count() == 0 and old.pending_count() == 2 and old.scheduled_count() == 1
+        consumers(f.consume())
+        assert ready.get(timeout=30) == 2 and later.get(timeout=30) == 4
+        assert old.storage.enqueued_items() == [foreign] and old.scheduled_count() == 0
+    finally:
+        old.storage.flush_queue()
+        old.storage.flush_schedule()
+
+
+def test_a_task_of_a_renamed_queue_in_its_old_list_is_forwarded(redis_cfg, queue_name, consumers, cleanup):
+    """While a queue whose name huey keeps ('xemails') runs, a task an earlier version left in the same
+    list for the renamed one ('x-emails') goes to the renamed queue instead of the dead-letter queue."""
+    dashed, plain = f"{queue_name}-emails", f"{queue_name}emails"
+    for q in (dashed, plain):
+        cleanup(q, redis_cfg)
+
+    @boost(make(dashed, redis_cfg, is_using_rpc_mode=True))
+    def send_email(x):
+        return x
+
+    @boost(make(plain, redis_cfg, is_using_rpc_mode=True))
+    def other(x):
+        return x
+
+    r = send_email.push(7)
+    [t] = huey_instance(send_email).pending()
+    huey_instance(send_email).flush()
+    huey_instance(other).storage.enqueue(huey_instance(send_email).serialize_task(t))  # the old shared list
+    consumers(other.consume())
+    assert other.push(1).get(timeout=30) == 1  # pushed after the left task: that one was taken first
+    wait_until(lambda: send_email.get_message_count() == 1, 10, message="forwarded to its own queue")
+    assert other.broker.dead_letter_broker().queue_size().ready == 0
+    consumers(send_email.consume())
+    assert r.get(timeout=30) == 7
+
+
 def test_sqlite_sizes_and_priority(tmp_path, queue_name):
     """SqliteHuey: ready / delayed counted, in flight unknown (None: huey deleted the row), huey's
     priorities passed through."""
@@ -284,6 +389,39 @@ def test_sqlite_sizes_and_priority(tmp_path, queue_name):
         assert b.purge() == 1
     finally:
         b.close()
+
+
+def test_booster_priority_on_sqlite_storage(tmp_path, queue_name, consumers):
+    """TaskOptions(priority=...) reaches SqliteHuey (higher first): the kind's declared priority=False
+    describes Redis storage and used to make core drop every priority before the broker saw it."""
+    cfg = {"storage": "sqlite", "sqlite_filename": str(tmp_path / "prio.db")}
+    order: list[int] = []
+
+    @boost(make(queue_name, cfg, concurrent_num=1, is_using_rpc_mode=True))
+    def job(i):
+        order.append(i)
+
+    assert job.broker.supports_priority
+    rs = [job.publish({"i": i}, task_options=TaskOptions(priority=0)) for i in range(3)]
+    rs += [job.publish({"i": i}, task_options=TaskOptions(priority=9)) for i in range(3, 6)]
+    consumers(job.consume())
+    for r in rs:
+        r.wait(30)
+    assert order == [3, 4, 5, 0, 1, 2]
+
+
+def test_booster_priority_is_dropped_on_redis_storage(redis_cfg, queue_name, consumers, cleanup):
+    """huey's Redis storage is a plain list (RedisHuey raises for a priority): dropped, the task runs."""
+    cleanup(queue_name, redis_cfg)
+
+    @boost(make(queue_name, redis_cfg, is_using_rpc_mode=True))
+    def job(i):
+        return i
+
+    assert not job.broker.supports_priority
+    r = job.publish({"i": 1}, task_options=TaskOptions(priority=9))
+    consumers(job.consume())
+    assert r.get(timeout=30) == 1
 
 
 # ---------------------------------------------------------------------------------------- crash safety

@@ -223,6 +223,43 @@ def test_sigkill_of_the_funboost_process_redelivers(queue_name, tmp_path):
             first.kill()
 
 
+def test_sigterm_acks_the_tasks_that_finish_during_the_stop(queue_name, tmp_path):
+    """A graceful SIGTERM with two tasks running: both finish and are acked (nameko 2 used to close its AMQP
+    connection before the running workers' acks, so they ran again in the next consumer); the two
+    requests still waiting in the queue run in the next consumer, once each."""
+    import json
+    from funboost.plugins.broker import OutgoingMessage
+    from funboost_nameko import NamekoBroker, NamekoOptions
+    marker_dir = str(tmp_path)
+    first = _start_worker(queue_name, marker_dir, 3)
+    pub = NamekoBroker(queue_name, NamekoOptions(amqp_uri=AMQP_URI))
+    try:
+        # concurrent_num=2 (the service's prefetch): x=0 and x=1 run, x=2 and x=3 wait in RabbitMQ
+        pub.publish([OutgoingMessage(body=json.dumps({"x": i, "extra": {"task_id": f"t{i}"}}), task_id=f"t{i}")
+                     for i in range(4)])
+        wait_until(lambda: len(_markers(marker_dir, "started.")) == 2, 60, message="two tasks running")
+        assert sorted(_markers(marker_dir, "started.")) == [f"started.{x}.{first.pid}" for x in (0, 1)]
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(60) == 0
+        assert sorted(_markers(marker_dir, "done.")) == ["done.0", "done.1"]  # they finished during the stop
+        second = _start_worker(queue_name, marker_dir, 0)
+        try:
+            # requeued requests go back to their place at the head of the queue: had x=0 or x=1 come back,
+            # the second consumer would have started it before x=2 and x=3 could both finish
+            wait_until(lambda: {"done.2", "done.3"} <= set(_markers(marker_dir, "done.")), 60,
+                       message="the waiting requests ran in the next consumer")
+            assert sorted(m for m in _markers(marker_dir, "started.") if m.endswith(f".{second.pid}")) == \
+                [f"started.{x}.{second.pid}" for x in (2, 3)]
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(60)
+    finally:
+        pub.close()
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+
+
 def test_multi_process_consume(queue_name, tmp_path):
     p = _start_worker(queue_name, str(tmp_path), 0.3, processes=2)
     try:

@@ -26,7 +26,7 @@ def drop_queue(name: str, url: str = REDIS_URL) -> None:
                     q.scheduled_job_registry):
             b.conn.delete(reg.key)
         q.delete(delete_jobs=True)
-        b.conn.delete(b.keys.intermediate, b.keys.limbo, b.keys.limbo_holder)
+        b.conn.delete(b.keys.intermediate, b.keys.limbo, b.keys.limbo_holder, b.keys.takers)
     finally:
         b.close()
 

@@ -244,6 +244,55 @@ def test_a_killed_workers_running_job_runs_again_within_seconds(tmp_path, queue_
     assert rq_queue(work).failed_job_registry.count == 0
 
 
+def _start_stalling_worker(queue: str, marker_dir, point: str):
+    env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, os.path.join(HERE, "_stall_worker.py"), queue, REDIS_URL,
+                             str(marker_dir), point], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+
+
+@pytest.mark.parametrize("point", ["blmove", "fetch", "prepare"])
+def test_a_worker_killed_while_taking_a_job_gives_it_back_within_seconds(tmp_path, queue_name, point):
+    """The audit's case (SIGKILL during 600 short tasks): a worker killed between rq's take of a job id and
+    rq's removal of that id from the intermediate list. ``blmove`` / ``fetch``: nothing noted yet whose the
+    id was, so it waited LIMBO_BACKSTOP_SECONDS (60 s); now the take and the note are one script, and a
+    blocking take goes to the worker's own list first. ``prepare``: the id was started *and* in the
+    intermediate list; the started entry came back at once, but the reclaim dropped the note of the
+    intermediate copy, which stayed 60 s and then ran the job a second time. Default liveness settings
+    (heartbeat_timeout 10 s; a dead pid on this host is judged at once)."""
+    work = _publisher(queue_name)
+    if point != "blmove":  # blmove: the worker first blocks on the empty queue
+        work.push(7)
+    stalled = _start_stalling_worker(queue_name, tmp_path, point)
+    try:
+        assert stalled.stdout is not None and stalled.stdout.readline().strip() == "consuming"
+        if point == "blmove":
+            wait_until(lambda: _markers(tmp_path, "blocking."), 30, message="the worker blocks on the empty queue")
+            work.push(7)
+        wait_until(lambda: _markers(tmp_path, "stalled."), 30, message=f"the worker stalled at {point}")
+        assert work.broker.conn.llen(work.broker.keys.queue) == 0  # the stalled worker has taken the job
+        os.kill(stalled.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+    finally:
+        _stop(stalled)
+    keys = work.broker.keys
+    conn = work.broker.conn
+    fresh = _start_worker(queue_name, tmp_path, 0, 1)
+    try:
+        # rq's own cleaning of the intermediate list, and the old backstop, take 60 s: well under that
+        wait_until(lambda: (tmp_path / "done.7").exists(), 25, interval=0.1,
+                   message="the killed worker's job ran in the next worker")
+        wait_until(lambda: conn.llen(keys.intermediate) == 0 and conn.zcard(keys.started) == 0, 15,
+                   message="no copy of the job left in rq's intermediate list or started registry")
+        recovered = time.monotonic() - killed_at
+    finally:
+        _stop(fresh)
+    assert recovered < 30, recovered
+    assert _markers(tmp_path, "started.") == [f"started.7.{fresh.pid}"]  # the stalled worker never ran it
+    assert conn.keys(keys.taking("*")) == []  # no job id left in a worker's own list
+    assert rq_queue(work).failed_job_registry.count == 0 and conn.llen(keys.queue) == 0
+
+
 def test_a_living_workers_long_job_is_never_handed_out_twice(tmp_path, queue_name):
     """A job runs four heartbeat timeouts long while a second worker consumes and reclaims on the same
     queue: the first worker's lease keeps the job its own."""

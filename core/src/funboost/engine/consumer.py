@@ -684,7 +684,14 @@ class Consumer:
             self.rate.acquire(self._stop)
         if self.runner.is_coroutine and self.executor.is_async:
             return self._run_on_loop(task)
-        return self.runner.run(task)
+        # counted as a running task of the executor, so that stop() waits for it (within shutdown_timeout)
+        # and reports it, as for the tasks of the engine's own pool
+        ex = self.executor
+        ex._acquire()
+        try:
+            return self.runner.run(task)
+        finally:
+            ex._release()
 
     def _run_on_loop(self, task: Task) -> Optional[FunctionResultStatus]:
         """``execute_inline`` of an ``async def`` function: run it on the consumer's event loop and wait for

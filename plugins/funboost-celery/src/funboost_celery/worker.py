@@ -13,7 +13,9 @@ threads-pool worker per process.
 """
 from __future__ import annotations
 
+import keyword
 import os
+import re
 import socket
 import uuid
 from typing import Any, Callable, Optional
@@ -41,6 +43,19 @@ def rate_string(qps: Optional[float]) -> Optional[str]:
     if qps < 1:
         return f"{qps * 60:.6g}/m"
     return f"{qps:.6g}/s"
+
+
+def python_name(queue: str) -> str:
+    """A Python identifier for the task function of ``queue``.
+
+    Celery compiles a signature-checking function under the task function's ``__name__``
+    (``celery.utils.functional.head_from_fun``), so that name must be an identifier; the Celery task
+    *name* stays the queue name (task names may contain dots, dashes, anything).
+    """
+    name = re.sub(r"[^A-Za-z0-9_]", "_", queue)
+    if not name.isidentifier() or keyword.iskeyword(name):  # "1st", "class" ...
+        name = f"q_{name}"
+    return name
 
 
 def envelope_from_celery(args: tuple, kwargs: dict, celery_task_id: Optional[str]) -> Any:
@@ -106,7 +121,7 @@ class CeleryWorkerHost(ForeignWorkerHost):
                 raise Reject(outcome.error, requeue=True)
             raise FunboostTaskFailed(outcome.error)
 
-        run.__name__ = run.__qualname__ = queue
+        run.__name__ = run.__qualname__ = python_name(queue)
         opts: dict[str, Any] = {
             "name": queue, "bind": True, "shared": False, "typing": False,
             "acks_late": True, "reject_on_worker_lost": True,

@@ -64,6 +64,13 @@ class DramatiqBroker(Broker):
         self._pull_conn: Any = None  # RabbitMQ: the pull path's own connection (see _pull_amqp)
         self._host: Optional[DramatiqWorkerHost] = None
 
+    @property
+    def supports_priority(self) -> bool:
+        """RabbitMQ queues declared with ``max_priority`` (``x-max-priority``) order by priority, so core must
+        keep a message's priority (the kind declares ``priority=False`` for its default, Redis, which has
+        none; so does RabbitMQ without ``max_priority``)."""
+        return self.family == "amqp" and bool(self.options.max_priority)
+
     # ------------------------------------------------------------------ availability
     @classmethod
     def check_available(cls, options: DramatiqOptions) -> Optional[str]:

@@ -1,6 +1,7 @@
 """One Huey instance per queue, process and configuration: huey's queue *is* the Huey instance's name.
 
-Each instance is a ``RedisHuey`` / ``SqliteHuey`` named after the funboost queue, with one task
+Each instance is a ``RedisHuey`` / ``SqliteHuey`` named after the funboost queue (:func:`huey_name`:
+the queue name itself when huey's Redis storage keeps it as it is), with one task
 registered on it: the queue's task (``funboost_huey.<queue>``), whose body hands the envelope to this
 process's funboost consumer of the queue. The subclass changes only how huey's consumer *takes* and
 *settles* a task (through :mod:`funboost_huey.storage`, so that a SIGKILLed consumer loses nothing on
@@ -10,6 +11,8 @@ registry, the consumer, workers and scheduler are huey's own.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import re
 import threading
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -20,7 +23,7 @@ from funboost.foreign import Verb, envelope_from_foreign
 from funboost.process_local import ProcessLocalDict
 
 from funboost_huey.options import HueyOptions
-from funboost_huey.storage import QueueOps, queue_ops_for
+from funboost_huey.storage import QueueOps, RedisQueueOps, queue_ops_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from funboost_huey.worker import HueyWorkerHost
@@ -29,6 +32,37 @@ TASK_MODULE = "funboost_huey"
 #: no practical cap on a Huey instance's Redis pool (redis-py's default before 7.0): the worker threads
 #: and publishers using it bound it
 POOL_LIMIT = 2**31 - 1
+
+
+#: the characters huey's ``RedisStorage.clean_name`` keeps of an instance name (it drops every other one)
+_HUEY_NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
+
+
+def huey_name(queue: str, storage: str = "redis", clean_name: bool = True) -> str:
+    """The Huey instance (hence huey queue) name of the funboost queue ``queue``: one huey queue per
+    funboost queue.
+
+    huey's Redis storage keeps only ``[A-Za-z0-9_]`` of a name (``ux3-emails`` and ``ux3emails`` would
+    share ``huey.redis.ux3emails``), so a name with any other character gets a suffix from a hash of the
+    whole name: ``ux3-emails`` -> ``ux3emails_<10 hex digits>``. A name huey keeps as it is stays
+    unchanged, as before (queues created by earlier versions keep their keys), and so does every name on
+    SQLite storage or with ``huey_options={"clean_name": False}``, where huey uses names as they are.
+    """
+    if storage != "redis" or not clean_name or not _HUEY_NAME_CHARS.search(queue):
+        return queue
+    digest = hashlib.sha256(queue.encode("utf-8")).hexdigest()[:10]
+    return f"{_HUEY_NAME_CHARS.sub('', queue)}_{digest}"
+
+
+def legacy_huey_name(queue: str) -> str:
+    """What huey's Redis storage made of ``queue`` before :func:`huey_name` (the name with only
+    ``[A-Za-z0-9_]`` kept): where an earlier version left this queue's tasks."""
+    return _HUEY_NAME_CHARS.sub("", queue)
+
+
+def task_name(queue: str) -> str:
+    """The name huey's registry (and each huey message) gives the task of ``queue``."""
+    return f"{TASK_MODULE}.{queue}"
 
 
 class FunboostTaskFailed(Exception):
@@ -42,6 +76,8 @@ class _FunboostHuey:
 
     queue_ops: QueueOps
     funboost_queue: str
+    #: huey's storage drops characters of names, so :func:`huey_name` renames (Redis, ``clean_name``)
+    funboost_renames: bool = False
     funboost_task: TaskWrapper
     #: the worker host of this process that consumes this queue (set by its ``register_queue``)
     funboost_host: Optional["HueyWorkerHost"] = None
@@ -69,12 +105,34 @@ class _FunboostHuey:
         try:
             task = self.deserialize_task(data)  # type: ignore[attr-defined]
         except Exception as exc:  # not a huey message of this queue's task: funboost dead-letters it
+            target = self._misrouted_to(data)
+            if target is not None:  # left here by the old name mapping: to its own queue, not dead
+                self.queue_ops.forward(holder, data, target)
+                return None
             host.run_undecodable(data, exc)
             self.queue_ops.settle_soon(holder, data)
             return None
         task._funboost_taken = (holder, data)
         task._funboost_unrevoked = unrevoked
         return task
+
+    def _misrouted_to(self, data: bytes) -> Optional[str]:
+        """The huey queue name a message belongs to, when it is another funboost queue's task that shares
+        this queue's storage name only through the name mapping of earlier versions (``ux3-emails`` and
+        ``ux3emails`` both used ``huey.redis.ux3emails``); None otherwise."""
+        try:
+            name = str(self.serializer.deserialize(data).name)  # type: ignore[attr-defined]
+        except Exception:
+            return None
+        prefix = f"{TASK_MODULE}."
+        if not self.funboost_renames or not name.startswith(prefix):
+            return None
+        queue = name[len(prefix):]
+        mine = self.storage.name  # type: ignore[attr-defined]
+        target = huey_name(queue)
+        if queue == self.funboost_queue or legacy_huey_name(queue) != mine or target == mine:
+            return None
+        return target
 
     def is_revoked(self, task: Any, timestamp: Any = None, peek: bool = True) -> bool:
         if getattr(task, "_funboost_unrevoked", False):
@@ -153,7 +211,9 @@ def _build(queue: str, options: HueyOptions) -> Huey:
         kwargs["filename"] = options.resolved_sqlite_filename()
     kwargs.update(options.huey_options)
     kwargs["utc"] = True  # huey's naive datetimes are UTC, as funboost.foreign reads them
-    huey = cls(queue, **kwargs)
+    renames = storage == "redis" and bool(kwargs.get("clean_name", True))
+    huey = cls(huey_name(queue, storage, renames), **kwargs)
+    huey.funboost_renames = renames
     huey.queue_ops = queue_ops_for(huey, storage)
     huey.funboost_queue = queue
     huey.funboost_task = _register_task(huey, queue)
@@ -181,3 +241,31 @@ def _register_task(huey: Huey, queue: str) -> TaskWrapper:
     run.__module__ = TASK_MODULE
     # retries=0: funboost's runner is the only retry mechanism; context: the body needs the task's id
     return huey.task(retries=0, context=True, name=queue)(run)
+
+
+def adopt_legacy_tasks(huey: Huey, options: HueyOptions) -> int:
+    """Move the tasks an earlier version left for this queue under its old huey name (see
+    :func:`huey_name`) into its own huey queue; how many. Only for a Redis queue whose name changed.
+
+    Ready and delayed tasks of this queue's task move one by one, each in one script (a consumer of the
+    old version taking it at the same moment gets it instead, never both); other tasks stay. Tasks held by
+    a dead consumer of the old name are first put back into the old queue, as a reclaim pass would.
+    """
+    queue = huey.funboost_queue  # type: ignore[attr-defined]
+    storage_name = huey.storage.name  # type: ignore[attr-defined]
+    legacy = legacy_huey_name(queue)
+    if not huey.funboost_renames or legacy == storage_name:  # type: ignore[attr-defined]
+        return 0
+    old = RedisHuey(legacy, connection_pool=huey.storage.pool,  # type: ignore[attr-defined]
+                    **{k: v for k, v in options.huey_options.items() if k != "connection_pool"})
+    ops = huey.queue_ops  # type: ignore[attr-defined]
+    ops.reclaim_dead_of(RedisQueueOps(old), options)
+    mine = task_name(queue)
+
+    def is_mine(data: bytes) -> bool:
+        try:
+            return str(huey.serializer.deserialize(data).name) == mine
+        except Exception:
+            return False
+
+    return ops.adopt_from(old.storage.queue_key, old.storage.schedule_key, is_mine)

@@ -60,6 +60,12 @@ class HueyBroker(Broker):
         self._holder_lock = threading.Lock()
         self._next_move = 0.0
 
+    @property
+    def supports_priority(self) -> bool:
+        """SqliteHuey orders by priority (higher first); huey's Redis storage has none (a plain list), so
+        the kind's default (Redis) declares ``priority=False`` and only SQLite storage keeps priorities."""
+        return self._with_priority
+
     # ------------------------------------------------------------------ availability
     @classmethod
     def check_available(cls, options: HueyOptions) -> Optional[str]:

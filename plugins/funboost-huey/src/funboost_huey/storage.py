@@ -33,7 +33,7 @@ import datetime as dt
 import json
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from funboost.engine.liveness import ConsumerLease, LeaseInfo
 
@@ -67,6 +67,21 @@ for _, data in ipairs(due) do
   redis.call('LPUSH', KEYS[2], data)
 end
 return #due"""
+
+# KEYS: inflight, another queue; ARGV: data.  A taken task that belongs to another queue goes there (to the
+# front: it waited already).
+_FORWARD = _GIVE_BACK
+
+# KEYS: old queue, queue; ARGV: data.  A task left in the old queue moves to the front of this one.
+_ADOPT = _GIVE_BACK
+
+# KEYS: old schedule, schedule; ARGV: data, score.  A delayed task left in the old schedule moves to this one.
+_ADOPT_DELAYED = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+  return 1
+end
+return 0"""
 
 # KEYS: leases, inflight, queue; ARGV: holder, the lease judged dead ('' = none).  Put a dead holder's
 # tasks back unless it renewed its lease meanwhile.
@@ -160,6 +175,10 @@ class QueueOps:
     def give_back(self, holder: str, data: bytes) -> None:
         raise NotImplementedError
 
+    def forward(self, holder: str, data: bytes, huey_queue: str) -> None:
+        """A taken task that belongs to the huey queue named ``huey_queue``: move it there."""
+        raise NotImplementedError
+
     def schedule(self, holder: str, data: bytes, eta: dt.datetime) -> None:
         raise NotImplementedError
 
@@ -224,6 +243,9 @@ class RedisQueueOps(QueueOps):
         self._reclaim = self.conn.register_script(_RECLAIM)
         self._release = self.conn.register_script(_RELEASE)
         self._take = self.conn.register_script(_TAKE)
+        self._forward = self.conn.register_script(_FORWARD)
+        self._adopt = self.conn.register_script(_ADOPT)
+        self._adopt_delayed = self.conn.register_script(_ADOPT_DELAYED)
         # huey's RedisStorage keeps results, revoke flags and locks in one hash: its size tells whether
         # anything is revoked (another storage class: no such shortcut)
         result_key = getattr(s, "result_key", None)
@@ -269,6 +291,26 @@ class RedisQueueOps(QueueOps):
             n = self._reclaim(keys=[self.leases_key, self.inflight_key(holder), self.queue_key],
                               args=[holder, texts.get(holder, "")])
             moved += max(0, int(n))
+        return moved
+
+    def reclaim_dead_of(self, other: "RedisQueueOps", options: HueyOptions) -> int:
+        """Reclaim pass on ``other`` (another queue's keys), judged as this queue's holders would be."""
+        judge = ConsumerLease(other.storage.name, f"adopt-{self.storage.name}",
+                              heartbeat_interval=options.heartbeat_interval,
+                              heartbeat_timeout=options.heartbeat_timeout, renew=lambda info: None,
+                              check_pid=options.check_pid)
+        return other.reclaim(judge)
+
+    def adopt_from(self, queue_key: str, schedule_key: str, is_mine: Callable[[bytes], bool]) -> int:
+        """Move the tasks ``is_mine`` accepts from another queue and schedule into this queue's; how many."""
+        moved = 0
+        # newest first (huey pushes on the left, takes on the right): the oldest ends at the taking end
+        for data in self.conn.lrange(queue_key, 0, -1):
+            if is_mine(data):
+                moved += int(self._adopt(keys=[queue_key, self.queue_key], args=[data]))
+        for data, score in self.conn.zrange(schedule_key, 0, -1, withscores=True):
+            if is_mine(data):
+                moved += int(self._adopt_delayed(keys=[schedule_key, self.schedule_key], args=[data, score]))
         return moved
 
     def release(self, holder: str) -> int:
@@ -351,6 +393,11 @@ class RedisQueueOps(QueueOps):
 
     def give_back(self, holder: str, data: bytes) -> None:
         self._give_back(keys=[self.inflight_key(holder), self.queue_key], args=[data])
+
+    def forward(self, holder: str, data: bytes, huey_queue: str) -> None:
+        # huey's queue key is "<prefix><name>" ("huey.redis.<name>"): the same prefix with the other name
+        other = self.queue_key[: len(self.queue_key) - len(self.storage.name)] + huey_queue
+        self._forward(keys=[self.inflight_key(holder), other], args=[data])
 
     def schedule(self, holder: str, data: bytes, eta: dt.datetime) -> None:
         self._to_schedule(keys=[self.inflight_key(holder), self.schedule_key],

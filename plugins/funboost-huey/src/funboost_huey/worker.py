@@ -23,6 +23,7 @@ from funboost.foreign import ForeignWorkerHost
 from funboost.plugins.broker import new_consumer_id
 from funboost.plugins.host import ConsumerHost
 
+from funboost_huey.app import adopt_legacy_tasks, legacy_huey_name
 from funboost_huey.options import HueyOptions
 from funboost_huey.storage import Holder
 
@@ -71,6 +72,18 @@ class HueyWorkerHost(ForeignWorkerHost):
         options.update(self.options.consumer_options)
         self.consumer = Consumer(self.huey, **options)
         self.holder = self.huey.queue_ops.open_holder(new_consumer_id(self.queue), self.options)  # type: ignore[attr-defined]
+        # a queue whose huey name changed (funboost_huey.app.huey_name): what an earlier version left
+        # under the old name runs here, instead of waiting there forever
+        try:
+            adopted = adopt_legacy_tasks(self.huey, self.options)
+        except Exception as exc:  # never keep the consumer from starting; the next start tries again
+            adopted = 0
+            self.logger.warning("queue %s: could not move tasks left under the old huey name %r: %s",
+                                self.queue, legacy_huey_name(self.queue), exc)
+        if adopted:
+            self.logger.warning("queue %s: %d task(s) left under the old huey name %r moved to %r",
+                                self.queue, adopted, legacy_huey_name(self.queue),
+                                self.huey.storage.name)  # type: ignore[attr-defined]
 
     def run_worker(self) -> None:
         consumer, holder = self.consumer, self.holder

@@ -9,6 +9,13 @@ funboost's runner runs the function with every control. The call's reply is the 
 nameko's rpc entrypoint acks a request only after the worker finished and the reply was sent, so a
 request whose service process or funboost process dies before that comes back (at-least-once). This
 process exits at once (without acking) when the funboost process goes away.
+
+A warm stop (SIGTERM, or "stop" from the funboost process) must ack the requests whose workers finish
+during it. nameko 2's ``QueueConsumer`` ends its consume loop, closing the AMQP connection, as soon as
+the entrypoint's consumer is cancelled, which ``ServiceContainer.stop`` does *before* it waits for the
+running workers; their acks then find no connection and are skipped (``QueueConsumer.ack_message``), so
+RabbitMQ delivers the finished requests again. :class:`FunboostQueueConsumer` keeps the connection open
+until every request it delivered was acked or requeued.
 """
 import warnings
 
@@ -29,7 +36,8 @@ from typing import Any  # noqa: E402
 from eventlet.queue import LightQueue  # noqa: E402
 from nameko.containers import ContainerBeingKilled  # noqa: E402
 from nameko.exceptions import MalformedRequest  # noqa: E402
-from nameko.rpc import Rpc  # noqa: E402
+from nameko.messaging import QueueConsumer  # noqa: E402
+from nameko.rpc import Rpc, RpcConsumer  # noqa: E402
 from nameko.runners import ServiceRunner  # noqa: E402
 
 from funboost_nameko import wire  # noqa: E402
@@ -43,10 +51,59 @@ class FunboostTaskFailed(Exception):
     """The funboost function failed for good (after funboost's retries): the caller's reply is this error."""
 
 
+class FunboostQueueConsumer(QueueConsumer):
+    """nameko's ``QueueConsumer`` whose connection outlives its cancelled consumers until the requests it
+    delivered are settled (acked or requeued): a warm stop acks the requests that finish during it.
+
+    Requests delivered on a connection that died since are not waited for: RabbitMQ gave them back when
+    it closed (and their acks are skipped anyway). A stop that never ends (a worker that hangs) is cut off
+    by the funboost process, which kills this process after its stop timeout.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._unsettled: dict[int, Any] = {}  # id(message) -> message, delivered and not acked / requeued
+
+    def handle_message(self, provider: Any, body: Any, message: Any) -> None:
+        self._unsettled[id(message)] = message  # the consumer thread, before any worker can settle it
+        super().handle_message(provider, body, message)
+
+    def ack_message(self, message: Any) -> None:
+        try:
+            super().ack_message(message)
+        finally:
+            self._unsettled.pop(id(message), None)
+
+    def requeue_message(self, message: Any) -> None:
+        try:
+            super().requeue_message(message)
+        finally:
+            self._unsettled.pop(id(message), None)
+
+    def _waits_for_settles(self) -> bool:
+        for key, message in list(self._unsettled.items()):
+            if not message.channel.connection:  # its connection is gone: RabbitMQ has it back already
+                self._unsettled.pop(key, None)
+        return bool(self._unsettled)
+
+    def on_iteration(self) -> None:
+        # nameko's own version stops (closing the connection) once no consumer is left; wait for the acks
+        self._cancel_consumers_if_requested()
+        if len(self._consumers) == 0 and not self._waits_for_settles():
+            self.should_stop = True
+
+
+class FunboostRpcConsumer(RpcConsumer):
+    queue_consumer = FunboostQueueConsumer()
+
+
 class FunboostRpc(Rpc):
     """nameko's ``@rpc`` entrypoint, with the raw call (args, kwargs, correlation id, redelivered flag) handed
     to the method as it came (the funboost process checks the arguments against the function), and
-    ``_REQUEUE`` turned into a requeue of the request instead of a reply."""
+    ``_REQUEUE`` turned into a requeue of the request instead of a reply. Its requests are settled before
+    a warm stop closes the connection (:class:`FunboostQueueConsumer`)."""
+
+    rpc_consumer = FunboostRpcConsumer()
 
     def handle_message(self, body: Any, message: Any) -> None:
         try:

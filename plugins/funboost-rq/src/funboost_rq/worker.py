@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from redis import Redis
 from rq import Queue, SimpleWorker
+from rq.exceptions import DequeueTimeout
 from rq.timeouts import BaseDeathPenalty
 
 from funboost.engine.liveness import ConsumerLease, LeaseInfo, Tick, ticker
@@ -44,31 +45,39 @@ class NoDeathPenalty(BaseDeathPenalty):
         pass
 
 
-_taken = threading.local()  # the job id the worker thread's last dequeue took into the intermediate list
+_taker = threading.local()  # the worker of this thread, while it dequeues (see _TakingQueue.lmove)
 
 
-class _NotingQueue(Queue):
-    """rq's queue whose dequeue tells the worker thread which job it just took (rq's worker does not say
-    before its next heartbeat, which is where the holder note goes: see FunboostRqWorker.heartbeat)."""
+class _TakingQueue(Queue):
+    """rq's queue whose take (rq's ``LMOVE`` / ``BLMOVE`` into the intermediate list) also notes which lease
+    holds the job id, in the same script (:func:`funboost_rq.storage.take`): a worker killed right after the
+    take leaves an id whose holder is known, so it comes back as soon as that holder is judged dead."""
 
     @classmethod
-    def dequeue_any(cls, *args: Any, **kwargs: Any) -> Any:
-        result = super().dequeue_any(*args, **kwargs)
-        if result is not None:
-            _taken.job = result
-        return result
+    def lmove(cls, connection: Redis, queue_key: str, timeout: Optional[int]) -> Any:
+        worker: Optional["FunboostRqWorker"] = getattr(_taker, "worker", None)
+        if worker is None:  # not one of funboost's workers: rq's own take
+            return super().lmove(connection, queue_key, timeout)
+        keys, name, lease_id = worker.keys, worker.name, worker.host.lease.consumer_id
+        job_id = storage.take(connection, keys, name, lease_id)
+        if job_id is None and timeout is not None:
+            if not storage.block_for_job(connection, keys, name, timeout):
+                raise DequeueTimeout(timeout, queue_key)
+            job_id = storage.take(connection, keys, name, lease_id)  # the id the block moved to its own list
+        return None if job_id is None else (queue_key, job_id)
 
 
 class FunboostRqWorker(SimpleWorker):
     """rq's in-process worker, embedded in a thread of the user's process."""
 
     death_penalty_class = NoDeathPenalty
-    queue_class = _NotingQueue
+    queue_class = _TakingQueue
 
     def __init__(self, host: "RqWorkerHost", *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.host = host
         self.give_back_current = False
+        self.keys: storage.QueueKeys = host.keys[self.queues[0].name]  # one queue per worker
 
     # embedded: the process's signals, title and rq's per-worker pubsub thread belong to the user
     def _install_signal_handlers(self) -> None:
@@ -88,27 +97,27 @@ class FunboostRqWorker(SimpleWorker):
 
     def heartbeat(self, timeout: Optional[int] = None, pipeline: Any = None) -> None:
         # rq sends a heartbeat's three commands one by one, twice per job (before and after the dequeue):
-        # one pipelined round trip each here. The heartbeat right after a dequeue also carries the note of
-        # which lease holds the job now in the intermediate list (before the job is returned to run).
+        # one pipelined round trip each here
         if pipeline is not None:
             super().heartbeat(timeout, pipeline=pipeline)
             return
-        taken = getattr(_taken, "job", None)
-        _taken.job = None
         with self.connection.pipeline(transaction=False) as pipe:
-            if taken is not None:
-                job, queue = taken
-                storage.note_taken(pipe, self.host.keys[queue.name], job.id, self.host.lease.consumer_id)
             super().heartbeat(timeout, pipeline=pipe)
             pipe.execute()
 
     def dequeue_job_and_maintain_ttl(self, timeout: Optional[int], max_idle_time: Optional[int] = None) -> Any:
         # rq blocks until a job comes; poll in short blocks so that a stop request is seen promptly
+        _taker.worker = self  # the take notes this worker's lease next to the id (_TakingQueue.lmove)
+        try:
+            return self._dequeue_until_stopped()
+        finally:
+            _taker.worker = None
+
+    def _dequeue_until_stopped(self) -> Any:
         while not self._stop_requested:
             result = super().dequeue_job_and_maintain_ttl(IDLE_POLL_SECONDS, IDLE_POLL_SECONDS)
             if result is not None:
-                # in the intermediate list until rq registers it as started: the heartbeat after the dequeue
-                # noted whose it is meanwhile (see heartbeat)
+                # in the intermediate list, noted under this worker's lease, until rq registers it as started
                 if self._stop_requested:  # taken while asked to stop (pause, booster left): hand it back
                     job, queue = result
                     storage.from_intermediate(self.connection, self.host.keys[queue.name], job.id)
@@ -206,6 +215,8 @@ class RqWorkerHost(ForeignWorkerHost):
             thread = threading.Thread(target=self._work, args=(worker,), daemon=True,
                                       name=f"funboost-rq-{queue}-{self._seq}")
             group.append((worker, thread))
+            # before its first take: a reclaim pass must find the worker's own list should it die
+            storage.register_taker(self.conn, self.keys[queue], worker.name)
         self.groups[queue] = group
         for _, thread in group:
             thread.start()
@@ -225,6 +236,11 @@ class RqWorkerHost(ForeignWorkerHost):
             worker.work(logging_level="WARNING", with_scheduler=False)
         except Exception:
             self.logger.exception("rq worker %s ended with an error", worker.name)
+        finally:
+            try:  # an id its block took and the take did not move on (an error in between) goes back
+                storage.release_taker(self.conn, worker.keys, worker.name)
+            except Exception as exc:  # Redis away: the reclaim passes of other consumers put it back
+                self.logger.warning("rq worker %s: could not release its own list: %s", worker.name, exc)
 
     # ------------------------------------------------------------------ liveness and scheduling
     def _held_entries(self) -> dict[str, list[str]]:
