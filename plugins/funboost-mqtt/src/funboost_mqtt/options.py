@@ -29,6 +29,10 @@ class MqttOptions(BrokerOptions):
     session_expiry: int = Field(300, ge=0, description="seconds the broker keeps a disconnected consumer's session")
     receive_maximum: int = Field(64, ge=1, le=65535, description="unacknowledged messages the broker may send us")
     publish_timeout: float = Field(30.0, gt=0, description="how long publish waits for PUBACKs / a subscriber")
+    # a stopping consumer hands its session (what it buffered and what the broker still queues for it) to
+    # the other consumers within this time; what is left then stays in its session (see docs/brokers/mqtt.md)
+    handoff_timeout: float = Field(10.0, gt=0, description="how long a stopping consumer may take to hand "
+                                                           "its messages to the other consumers")
 
     @field_validator("shared_group")
     @classmethod
