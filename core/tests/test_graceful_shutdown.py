@@ -310,6 +310,44 @@ def test_sigterm_while_main_thread_runs_user_code(tmp_path):
     assert "Traceback" not in err
 
 
+def test_exit_waits_of_plugins_run_when_the_drain_ends_the_process(tmp_path):
+    """The drain above ends the process with os._exit (the user's loop never returns), which skips atexit: a
+    plugin's wait for messages it still holds (mqtt's parked messages) registers with on_graceful_exit and
+    runs after the consumers are drained."""
+    marks = tmp_path / "m"
+    marks.mkdir()
+    script = tmp_path / "loop.py"
+    q = f"gshut_exitwait_{uuid.uuid4().hex[:8]}"
+    script.write_text(textwrap.dedent(f'''
+        import atexit, pathlib, time
+        from funboost import BoosterParams, boost
+        from funboost.keepalive import on_graceful_exit
+        marks = pathlib.Path({str(marks)!r})
+        on_graceful_exit(lambda: (marks / "exit-wait").touch())
+        atexit.register(lambda: (marks / "atexit").touch())
+        @boost(BoosterParams(queue_name={q!r}, broker_kind="memory", state_backend="memory"))
+        def f(i):
+            (marks / "ran").touch()
+        f.consume()
+        f.push(1)
+        while True:
+            time.sleep(0.5)
+    '''))
+    env = {k: v for k, v in os.environ.items() if k != "FUNBOOST_NO_KEEPALIVE"}
+    p = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        wait_until(lambda: (marks / "ran").exists(), 60, message="task ran")
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert (marks / "exit-wait").exists(), err
+    assert not (marks / "atexit").exists()  # (why the hook exists: atexit did not run)
+
+
 
 RACE_SCRIPT = textwrap.dedent('''
     import signal, sys, threading, time

@@ -28,7 +28,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 logger = logging.getLogger("funboost.shutdown")
 
@@ -165,6 +165,28 @@ def stop_all_consumers(timeout: Optional[float] = None) -> list[dict]:
     return summaries
 
 
+#: what plugins must finish before a drained process ends (see :func:`on_graceful_exit`)
+_exit_waits: list[Callable[[], Any]] = []
+
+
+def on_graceful_exit(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """Register ``fn`` (no arguments) to run after a graceful stop has drained the consumers and flushed the
+    pipelined publishers, before the process ends: e.g. a plugin waiting for messages it could not hand to
+    its broker yet. A drain that ends the process with ``os._exit`` (the main thread in the user's own
+    code) skips ``atexit``, so a plugin registers here too. Idempotent; returns ``fn`` (a decorator)."""
+    if fn not in _exit_waits:
+        _exit_waits.append(fn)
+    return fn
+
+
+def _run_exit_waits() -> None:
+    for fn in list(_exit_waits):
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - one plugin's failure must not keep the others from finishing
+            logger.exception("funboost: exit wait %r failed", fn)
+
+
 def graceful_stop(timeout: Optional[float] = None) -> None:
     """Drain every consumer of the process once and log one summary line."""
     with _shutdown.drain_lock:
@@ -175,6 +197,7 @@ def graceful_stop(timeout: Optional[float] = None) -> None:
         publishing = sys.modules.get("funboost.publishing")
         if publishing is not None:  # pipelined publishers: send what their windows hold (os._exit follows)
             publishing.flush_all_at_exit()
+        _run_exit_waits()
         _stop_schedulers()
         children = _stop_children(timeout)
         _shutdown.done.set()

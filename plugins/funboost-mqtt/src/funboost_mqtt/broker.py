@@ -50,6 +50,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from funboost.plugins.broker import (Broker, Capabilities, Delivery, OutgoingMessage, QueueSize,
                                      nothing_to_wait_for)
 from funboost.process_local import ProcessLocal, ProcessLocalDict
+from funboost.keepalive import on_graceful_exit
 
 from .options import MqttOptions
 
@@ -318,6 +319,8 @@ def wait_for_parked_messages(timeout: Optional[float] = None) -> int:
 # the first pipelined publisher): atexit runs last-in first-out, so messages that the flush parks are
 # waited for too
 atexit.register(wait_for_parked_messages)
+# and after a graceful stop (SIGTERM / Ctrl-C) that ends the process with os._exit, which skips atexit
+on_graceful_exit(wait_for_parked_messages)
 
 
 class _Session:
