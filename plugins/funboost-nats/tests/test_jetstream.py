@@ -157,3 +157,70 @@ def test_concurrent_publishers_share_one_connection(make):
         t.join(60)
     assert not errors
     wait_until(lambda: b.queue_size().ready == 400, 10, message="400 stored")
+
+
+def _publish_raw(url: str, subject: str, body: bytes, headers: dict) -> None:
+    """Publish as another client would (not through funboost)."""
+    import asyncio
+
+    import nats
+
+    async def pub() -> None:
+        nc = await nats.connect(url)
+        try:
+            await nc.jetstream().publish(subject, body, headers=headers)
+        finally:
+            await nc.close()
+    asyncio.run(pub())
+
+
+def test_a_bad_eta_header_goes_to_the_dead_letter_queue_and_the_pump_goes_on(make, nats_url, qname):
+    """Audit: one message with ``Funboost-Eta: garbage`` (published by another client) ended the pump for
+    good (a float() outside any try), silently: nothing more was fetched."""
+    b = make()
+    b.publish([env(0)])  # creates the stream
+    first = fetch_until(b, 1)
+    assert [json.loads(d.body)["i"] for d in first] == [0]
+    b.ack(first)
+    for bad in ("garbage", "inf"):  # "inf" parsed, then overflowed the nak delay
+        _publish_raw(nats_url, b.subject, json.dumps({"x": bad}).encode(), {"Funboost-Eta": bad})
+    b.publish([env(1)])
+    [d] = fetch_until(b, 1, timeout=15)
+    assert json.loads(d.body)["i"] == 1
+    b.ack([d])
+    dlx = NatsJetStreamBroker(qname + "_dlx", JetStreamOptions(url=nats_url))
+    try:
+        dead = fetch_until(dlx, 2, timeout=15)
+        bodies = sorted((json.loads(x.body) for x in dead), key=lambda o: o["x"])
+        assert [o["x"] for o in bodies] == ["garbage", "inf"]
+        assert all("invalid Funboost-Eta header" in o["extra"]["dead_letter_reason"] for o in bodies)
+        dlx.ack(dead)
+    finally:
+        dlx.delete_stream()
+        dlx.close()
+    wait_until(lambda: b.queue_size().total == 0, 10, message="the refused messages acked on the queue")
+    assert b.pump_errors == 0
+
+
+def test_an_unexpected_error_on_one_message_is_logged_counted_and_survived(make, monkeypatch, caplog):
+    """Fault injection: whatever fails while the pump handles one message must not end the pump; the
+    message is left to the server and comes back after ack_wait."""
+    b = make(**SHORT)
+    real = NatsJetStreamBroker._sort_out
+    failed: list[int] = []
+
+    async def flaky(self, st, msg, now, ready):
+        if json.loads(msg.data)["i"] == 1 and not failed:
+            failed.append(1)
+            raise RuntimeError("injected")
+        await real(self, st, msg, now, ready)
+    monkeypatch.setattr(NatsJetStreamBroker, "_sort_out", flaky)
+    b.publish([env(1)])
+    b.fetch(1, 0.01)  # starts the pump
+    wait_until(lambda: failed, 10, message="the injected failure")
+    b.publish([env(2)])
+    got = fetch_until(b, 2, timeout=15)  # 2 at once, 1 again after ack_wait (1 s)
+    assert sorted(json.loads(d.body)["i"] for d in got) == [1, 2]
+    b.ack(got)
+    assert b.pump_errors == 1
+    assert "injected" in caplog.text

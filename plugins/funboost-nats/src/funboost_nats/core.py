@@ -33,11 +33,12 @@ from nats.aio.msg import Msg
 from funboost.plugins.broker import (Broker, Capabilities, Delivery, OutgoingMessage, QueueSize,
                                      annotate_dead_letter)
 from funboost.process_local import ProcessLocal
+from funboost.keepalive import on_graceful_exit
 from funboost.result import RemoteTaskError
 
 from .naming import safe_token
 from .options import CoreOptions
-from .runtime import check_reachable, runtime
+from .runtime import OperationTimeout, check_reachable, runtime
 
 logger = logging.getLogger("funboost.nats")
 
@@ -62,6 +63,7 @@ def _park(coro: Any) -> None:
     if not _atexit_registered:
         _atexit_registered = True
         atexit.register(_wait_parked)
+        on_graceful_exit(_wait_parked)  # a graceful stop that ends with os._exit skips atexit
     _parked.add(task)
     task.add_done_callback(_parked.discard)
 
@@ -111,18 +113,29 @@ class NatsCoreBroker(Broker):
         self.subject = f"{self.options.subject_prefix}.{safe_token(queue_name)}"
         self._lock = threading.Lock()
         self._local: ProcessLocal[_State] = ProcessLocal(self._open)
+        # deadline (time.monotonic()) of the call that opens the state in this thread, if it has one
+        self._open_deadline = threading.local()
 
     @classmethod
     def check_available(cls, options: Any) -> Optional[str]:
         opts = options if isinstance(options, CoreOptions) else cls.options_model()
         return check_reachable(opts.url, opts.connect_timeout)
 
-    def _state(self) -> _State:
-        return self._local.get()
+    def _state(self, deadline: Optional[float] = None) -> _State:
+        """This process's state, opened now if needed; by ``deadline`` (monotonic) when given."""
+        if deadline is None:
+            return self._local.get()
+        self._open_deadline.value = deadline  # read by _open (ProcessLocal calls it without arguments)
+        try:
+            return self._local.get()
+        finally:
+            self._open_deadline.value = None
 
     def _open(self) -> _State:
         o = self.options
-        return _State(nc=runtime().acquire(o.url, o.connect_timeout, o.reconnect_wait))
+        deadline: Optional[float] = getattr(self._open_deadline, "value", None)
+        return _State(nc=runtime().acquire(o.url, o.connect_timeout, o.reconnect_wait,
+                                           timeout=None if deadline is None else deadline - time.monotonic()))
 
     # ------------------------------------------------------------------ consumer side
     def run_consumer(self, consumer: Any) -> bool:
@@ -210,20 +223,26 @@ class NatsCoreBroker(Broker):
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
             return
-        st = self._state()
+        # one deadline for connecting and sending
+        deadline = time.monotonic() + self.options.publish_timeout
+        try:
+            st = self._state(deadline)
+        except OperationTimeout as exc:
+            raise OperationTimeout(f"NATS_CORE publish to {self.subject!r} failed within "
+                                   f"{self.options.publish_timeout:g}s: {exc}") from None
         datas = [m.body.encode() if isinstance(m.body, str) else bytes(m.body) for m in messages]
-        if self.options.confirm_publish:
-            runtime().call(self._publish_confirmed(st, datas), timeout=self.options.publish_timeout + 10)
-        else:
-            runtime().call(self._publish_plain(st, datas), timeout=self.options.publish_timeout + 10)
+        coro = (self._publish_confirmed(st, datas, deadline) if self.options.confirm_publish
+                else self._publish_plain(st, datas, deadline))
+        # the coroutines end by the deadline themselves; the margin only guards against a stuck loop
+        runtime().call(coro, timeout=max(0.0, deadline - time.monotonic()) + 10,
+                       what=f"NATS_CORE publish to {self.subject!r}")
 
-    async def _publish_plain(self, st: _State, datas: list[bytes]) -> None:
+    async def _publish_plain(self, st: _State, datas: list[bytes], deadline: float) -> None:
         for data in datas:
             await st.nc.publish(self.subject, data)
-        await st.nc.flush(timeout=int(self.options.publish_timeout))
+        await st.nc.flush(timeout=max(0.5, deadline - time.monotonic()))  # type: ignore[arg-type]
 
-    async def _publish_confirmed(self, st: _State, datas: list[bytes]) -> None:
-        deadline = time.monotonic() + self.options.publish_timeout
+    async def _publish_confirmed(self, st: _State, datas: list[bytes], deadline: float) -> None:
         sem = asyncio.Semaphore(512)
 
         async def one(data: bytes) -> None:
@@ -263,11 +282,14 @@ class NatsCoreBroker(Broker):
     def sync_call(self, body: str, timeout: float) -> Any:
         """Run the function on a consumer of the queue group and return its result; raise
         :class:`funboost.RemoteTaskError` if it failed, ``TimeoutError`` if no answer came in time."""
-        st = self._state()
+        deadline = time.monotonic() + timeout
+        try:
+            st = self._state(deadline)
+        except OperationTimeout as exc:
+            raise OperationTimeout(f"sync_call on {self.queue_name!r}: {exc}") from None
         data = body.encode() if isinstance(body, str) else bytes(body)
 
         async def call() -> bytes:
-            deadline = time.monotonic() + timeout
             pause = 0.02
             while True:
                 try:
@@ -275,13 +297,17 @@ class NatsCoreBroker(Broker):
                                                headers={MODE_HEADER: "call"})
                     return resp.data
                 except nats.errors.NoRespondersError:  # no consumer yet: wait for one within the timeout
-                    if time.monotonic() + pause >= deadline:
-                        raise TimeoutError(f"no consumer of {self.queue_name!r} answered within {timeout}s")
-                    await asyncio.sleep(pause)
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(
+                            f"no consumer of {self.queue_name!r} answered within {timeout:g}s") from None
+                    await asyncio.sleep(min(pause, left))  # a last try at the deadline
                     pause = min(pause * 2, 0.5)
                 except nats.errors.TimeoutError:
-                    raise TimeoutError(f"no answer from a consumer of {self.queue_name!r} within {timeout}s") from None
-        status = json.loads(runtime().call(call(), timeout=timeout + 10))
+                    raise TimeoutError(f"no answer from a consumer of {self.queue_name!r} within {timeout:g}s") from None
+        # the coroutine ends by the deadline itself; the margin only guards against a stuck loop
+        status = json.loads(runtime().call(call(), timeout=max(0.0, deadline - time.monotonic()) + 10,
+                                           what=f"sync_call on {self.queue_name!r}"))
         if not status.get("success"):
             raise RemoteTaskError(status)
         return status.get("result")

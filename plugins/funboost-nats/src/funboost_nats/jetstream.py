@@ -12,6 +12,9 @@ shared by every process of the queue.
   ``ack_wait``; a closing one ``nak``s what it buffered.
 * ``requeue``: ``nak``. Delay: the eta travels in a header; a message fetched before its eta is
   ``nak``-ed with the remaining delay, so the server holds it (nothing waits in a consumer's memory).
+  A header that is not a finite number (published by another client) sends the message to
+  ``<queue>_dlx`` with the reason. No error from one message ends the pump: it is logged and counted
+  (``pump_errors``), and the message is left to the server, which redelivers it after ``ack_wait``.
 * ``queue_size``: from consumer info: ready = not yet delivered, in_flight = delivered and not acked
   (this includes requeued messages and delayed ones waiting for their eta), hence "approximate".
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import threading
 import time
 import uuid
@@ -38,7 +42,7 @@ from funboost.process_local import ProcessLocal
 
 from .naming import safe_token
 from .options import JetStreamOptions
-from .runtime import check_reachable, probe_options, runtime
+from .runtime import OperationTimeout, check_reachable, probe_options, runtime
 
 logger = logging.getLogger("funboost.nats")
 
@@ -48,6 +52,16 @@ _RETRYABLE = (asyncio.TimeoutError, nats.errors.TimeoutError, nats.errors.NoResp
               nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
               nats.errors.OutboundBufferLimitError, nats.errors.StaleConnectionError)
 _PUBLISH_CONCURRENCY = 512  # PubAcks awaited at once
+# the server keeps a nak delay as int64 nanoseconds (~292 years): a later eta is nak-ed again when it is back
+_MAX_NAK_DELAY = 100 * 365 * 86400.0
+
+
+def _parse_eta(text: str) -> float:
+    """The epoch seconds of a ``Funboost-Eta`` header; ValueError unless it is a finite number."""
+    eta = float(text)
+    if not math.isfinite(eta):
+        raise ValueError(f"not a finite number: {text!r}")
+    return eta
 
 
 def _delivery_count(msg: Msg) -> int:
@@ -55,9 +69,12 @@ def _delivery_count(msg: Msg) -> int:
     (``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``) without building the full
     metadata object on the hot path; other layouts (JetStream domains) go through ``msg.metadata``."""
     tokens = (msg.reply or "").split(".")
-    if len(tokens) == 9:
-        return int(tokens[4])
-    return int(msg.metadata.num_delivered)
+    try:
+        if len(tokens) == 9:
+            return int(tokens[4])
+        return int(msg.metadata.num_delivered)
+    except Exception:  # an unexpected reply subject must not lose a message that was handed out
+        return 1
 
 
 @dataclass
@@ -77,6 +94,10 @@ class _State:
     cond: threading.Condition = field(default_factory=threading.Condition)
     target: int = 1  # how many the pump keeps buffered: the largest max_count asked for, capped
     room: Any = None  # asyncio.Event on the loop: the buffer has room again
+    # (msg, reason): held messages the pump found unusable; ``fetch`` dead-letters them (the pump runs on
+    # the loop thread, which must not wait for the dead-letter broker's synchronous publish)
+    rejects: collections.deque = field(default_factory=collections.deque)
+    pump_errors: int = 0  # errors the pump logged and survived
 
 
 class NatsJetStreamBroker(Broker):
@@ -101,6 +122,14 @@ class NatsJetStreamBroker(Broker):
         self.subject = f"{self.options.subject_prefix}.{token}"
         self._lock = threading.Lock()
         self._local: ProcessLocal[_State] = ProcessLocal(self._open)
+        # deadline (time.monotonic()) of the call that opens the state in this thread, if it has one
+        self._open_deadline = threading.local()
+
+    @property
+    def pump_errors(self) -> int:
+        """Errors of this process's fetch pump that were logged and survived (0 before consuming)."""
+        st = self._local.peek()
+        return st.pump_errors if st is not None else 0
 
     @classmethod
     def check_available(cls, options: Any) -> Optional[str]:
@@ -123,14 +152,29 @@ class NatsJetStreamBroker(Broker):
         return None
 
     # ------------------------------------------------------------------ setup
-    def _state(self) -> _State:
-        return self._local.get()
+    def _state(self, deadline: Optional[float] = None) -> _State:
+        """This process's state, opened now if needed; by ``deadline`` (monotonic) when given."""
+        if deadline is None:
+            return self._local.get()
+        self._open_deadline.value = deadline  # read by _open (ProcessLocal calls it without arguments)
+        try:
+            return self._local.get()
+        finally:
+            self._open_deadline.value = None
 
     def _open(self) -> _State:
         o = self.options
-        nc = runtime().acquire(o.url, o.connect_timeout, o.reconnect_wait)
-        st = _State(nc=nc, js=nc.jetstream(timeout=max(5.0, o.connect_timeout)))
-        runtime().call(self._declare(st), timeout=o.publish_timeout)
+        deadline: Optional[float] = getattr(self._open_deadline, "value", None)
+        nc = runtime().acquire(o.url, o.connect_timeout, o.reconnect_wait,
+                               timeout=None if deadline is None else deadline - time.monotonic())
+        try:
+            st = _State(nc=nc, js=nc.jetstream(timeout=max(5.0, o.connect_timeout)))
+            runtime().call(self._declare(st),
+                           timeout=o.publish_timeout if deadline is None else max(0.01, deadline - time.monotonic()),
+                           what=f"declaring the NATS stream {self.stream_name!r}")
+        except BaseException:
+            runtime().release(o.url)  # the state was not built: nobody else would release it
+            raise
         return st
 
     async def _declare(self, st: _State) -> None:
@@ -178,38 +222,72 @@ class NatsJetStreamBroker(Broker):
         ones; a dead process's buffer comes back after ack_wait, a closing one's is nak-ed at once."""
         pause = 0.1
         while not st.closed:
-            room = st.target - len(st.buffer)
-            if room < max(1, st.target // 2):  # refill at half, in batches
-                st.room.clear()
-                await st.room.wait()
-                continue
             try:
-                msgs = await st.sub.fetch(room, timeout=self.options.pull_timeout)
-                pause = 0.1
-            except (asyncio.TimeoutError, nats.errors.TimeoutError):
-                continue
+                room = st.target - len(st.buffer)
+                if room < max(1, st.target // 2):  # refill at half, in batches
+                    st.room.clear()
+                    await st.room.wait()
+                    continue
+                try:
+                    msgs = await st.sub.fetch(room, timeout=self.options.pull_timeout)
+                    pause = 0.1
+                except (asyncio.TimeoutError, nats.errors.TimeoutError):
+                    continue
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # disconnected: the client reconnects by itself
+                    logger.debug("pull from %s failed: %s", self.stream_name, exc)
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 1.0)
+                    continue
+                now = time.time()
+                ready: list[Msg] = []
+                for msg in msgs:
+                    try:
+                        await self._sort_out(st, msg, now, ready)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        # one message must never end the pump: not held, so the server redelivers it
+                        # after ack_wait (nothing lost; a lasting error shows up once per ack_wait)
+                        st.held.pop(id(msg), None)
+                        st.pump_errors += 1
+                        logger.error("NATS_JETSTREAM %s: could not handle a fetched message (%s: %s); the "
+                                     "server redelivers it after ack_wait", self.stream_name,
+                                     type(exc).__name__, exc)
+                if ready:
+                    with st.cond:
+                        st.buffer.extend(ready)
+                        st.cond.notify_all()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # disconnected: the client reconnects by itself
-                logger.debug("pull from %s failed: %s", self.stream_name, exc)
+            except Exception as exc:  # a bug or a client surprise: log, count, keep pumping
+                st.pump_errors += 1
+                logger.exception("NATS_JETSTREAM %s: fetch pump error (%s); going on", self.stream_name, exc)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
-                continue
-            now = time.time()
-            ready = []
-            for msg in msgs:
-                eta_text = (msg.headers or {}).get(ETA_HEADER)
-                if eta_text:
-                    wait = float(eta_text) - now
-                    if wait > 0.001:
-                        await msg.nak(delay=wait)  # the server holds it until its eta
-                        continue
+
+    async def _sort_out(self, st: _State, msg: Msg, now: float, ready: list[Msg]) -> None:
+        """Hold ``msg`` and add it to ``ready``, or ``nak`` it until its eta, or queue it for the dead
+        letter queue when its eta header is unusable."""
+        eta_text = (msg.headers or {}).get(ETA_HEADER)
+        if eta_text:
+            try:
+                eta = _parse_eta(eta_text)
+            except ValueError:
+                # another client published it: neither run it at a made-up time nor drop it
                 st.held[id(msg)] = msg
-                ready.append(msg)
-            if ready:
                 with st.cond:
-                    st.buffer.extend(ready)
+                    st.rejects.append((msg, f"invalid {ETA_HEADER} header {eta_text[:100]!r}: not a finite "
+                                            f"number of epoch seconds"))
                     st.cond.notify_all()
+                return
+            wait = eta - now
+            if wait > 0.001:
+                await msg.nak(delay=min(wait, _MAX_NAK_DELAY))  # the server holds it until its eta
+                return
+        st.held[id(msg)] = msg
+        ready.append(msg)
 
     def _report_in_progress(self) -> None:
         """Report every held message (buffered or running) in progress, so the server does not
@@ -228,11 +306,18 @@ class NatsJetStreamBroker(Broker):
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
             return
-        st = self._state()
-        runtime().call(self._publish(st, messages), timeout=self.options.publish_timeout + 10)
-
-    async def _publish(self, st: _State, messages: Sequence[OutgoingMessage]) -> None:
+        # one deadline for connecting, declaring the stream and the PubAcks
         deadline = time.monotonic() + self.options.publish_timeout
+        try:
+            st = self._state(deadline)
+        except OperationTimeout as exc:
+            raise OperationTimeout(f"NATS_JETSTREAM publish to {self.stream_name!r} failed within "
+                                   f"{self.options.publish_timeout:g}s: {exc}") from None
+        # the coroutine ends by the deadline itself; the margin only guards against a stuck loop
+        runtime().call(self._publish(st, messages, deadline), timeout=max(0.0, deadline - time.monotonic()) + 10,
+                       what=f"NATS_JETSTREAM publish to {self.stream_name!r}")
+
+    async def _publish(self, st: _State, messages: Sequence[OutgoingMessage], deadline: float) -> None:
         sem = asyncio.Semaphore(_PUBLISH_CONCURRENCY)
         now = time.time()
         dedup = self.options.dedup_publish_retries
@@ -275,16 +360,39 @@ class NatsJetStreamBroker(Broker):
             st.target = min(max_count, self.options.max_prefetch)
             self._wake_pump(st)
         deadline = time.monotonic() + timeout
-        with st.cond:
-            while not st.buffer:
-                left = deadline - time.monotonic()
-                if left <= 0 or st.closed:
-                    return []
-                st.cond.wait(left)
-            msgs = [st.buffer.popleft() for _ in range(min(max_count, len(st.buffer)))]
+        while True:
+            if st.rejects:
+                self._dead_letter_rejects(st)
+            with st.cond:
+                while not st.buffer and not st.rejects:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or st.closed:
+                        return []
+                    st.cond.wait(left)
+                if st.buffer:
+                    msgs = [st.buffer.popleft() for _ in range(min(max_count, len(st.buffer)))]
+                    break
         if len(st.buffer) < max(1, st.target // 2):
             self._wake_pump(st)
         return [Delivery(body=m.data, tag=m, redelivered=_delivery_count(m) > 1) for m in msgs]
+
+    def _dead_letter_rejects(self, st: _State) -> None:
+        """Send the messages the pump refused to ``<queue>_dlx`` with their reason (on the fetching
+        thread). A failed dead-letter publish leaves the message to the server (redelivered after ack_wait,
+        refused again, retried): never lost, never a dead consumer."""
+        while True:
+            with st.cond:
+                if not st.rejects:
+                    return
+                msg, reason = st.rejects.popleft()
+            logger.error("NATS_JETSTREAM %s: a message goes to the dead letter queue: %s", self.stream_name, reason)
+            try:
+                self.reject([Delivery(body=msg.data, tag=msg)], reason)
+            except Exception as exc:
+                st.held.pop(id(msg), None)
+                st.pump_errors += 1
+                logger.error("NATS_JETSTREAM %s: dead-lettering a message failed (%s: %s); the server redelivers "
+                             "it after ack_wait", self.stream_name, type(exc).__name__, exc)
 
     @staticmethod
     def _wake_pump(st: _State) -> None:
@@ -337,6 +445,7 @@ class NatsJetStreamBroker(Broker):
         n = runtime().call(purge(), timeout=self.options.publish_timeout)
         with st.cond:
             st.buffer.clear()
+            st.rejects.clear()
         st.held.clear()
         self._wake_pump(st)
         return n
@@ -361,7 +470,9 @@ class NatsJetStreamBroker(Broker):
         if st.pump is not None:
             st.pump.cancel()
         with st.cond:
-            unsent, st.buffer = list(st.buffer), collections.deque()
+            # refused messages too: the next consumer dead-letters them
+            unsent = list(st.buffer) + [m for m, _ in st.rejects]
+            st.buffer, st.rejects = collections.deque(), collections.deque()
             st.cond.notify_all()
         if unsent:  # prefetched, never handed out: back to the stream at once, not after ack_wait
             try:

@@ -28,6 +28,10 @@ logger = logging.getLogger("funboost.nats")
 T = TypeVar("T")
 
 
+class OperationTimeout(TimeoutError):
+    """A NATS operation run by :meth:`Runtime.call` did not finish in time (the message says which)."""
+
+
 class Runtime:
     """The loop thread of one process and the connections it owns."""
 
@@ -43,30 +47,49 @@ class Runtime:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    def call(self, coro: Awaitable[T], timeout: Optional[float] = None) -> T:
-        """Run ``coro`` on the loop thread and wait for its result (``timeout`` None = no limit)."""
+    def call(self, coro: Awaitable[T], timeout: Optional[float] = None, what: str = "NATS operation") -> T:
+        """Run ``coro`` on the loop thread and wait for its result (``timeout`` None = no limit).
+
+        Whatever ``coro`` raises is raised unchanged, its own ``TimeoutError`` included; only a wait that
+        outlasts ``timeout`` raises :class:`OperationTimeout` (``what`` names the operation)."""
         if threading.current_thread() is self._thread:
             raise RuntimeError("Runtime.call from the NATS loop thread would deadlock")
-        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
-        try:
-            return fut.result(timeout)
-        except concurrent.futures.TimeoutError:
+        fut: "concurrent.futures.Future[T]" = asyncio.run_coroutine_threadsafe(
+            coro, self.loop)  # type: ignore[arg-type]
+        # Not ``fut.result(timeout)`` inside ``except TimeoutError``: since Python 3.11
+        # concurrent.futures.TimeoutError is the builtin TimeoutError, so that would also catch (and
+        # replace the message of) a TimeoutError raised by the coroutine itself.
+        done, _ = concurrent.futures.wait([fut], timeout)
+        if not done:
             fut.cancel()
-            raise TimeoutError(f"NATS operation did not finish within {timeout}s") from None
+            raise OperationTimeout(f"{what} did not finish within {timeout:.3g}s")
+        return fut.result()
 
     def spawn(self, coro_fn: Callable[[], Awaitable[Any]]) -> "concurrent.futures.Future[Any]":
         """Start a background coroutine on the loop (tickers, subscriptions)."""
         return asyncio.run_coroutine_threadsafe(coro_fn(), self.loop)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ shared connections
-    def acquire(self, url: str, connect_timeout: float, reconnect_wait: float) -> Client:
-        """The process's connection to ``url`` (made on first use); release it with ``release``."""
+    def acquire(self, url: str, connect_timeout: float, reconnect_wait: float,
+                timeout: Optional[float] = None) -> Client:
+        """The process's connection to ``url`` (made on first use); release it with ``release``.
+
+        A first connection is tried for ``timeout`` seconds (default ``connect_timeout * 3 + 5``; a publish
+        passes what is left of its ``publish_timeout``), then :class:`OperationTimeout` names the last
+        connect error."""
         with self._conn_lock:
             entry = self._connections.get(url)
             if entry is not None and not entry[0].is_closed:
                 entry[1] += 1
                 return entry[0]
-            client = self.call(_connect(url, connect_timeout, reconnect_wait), timeout=connect_timeout * 3 + 5)
+            limit = connect_timeout * 3 + 5 if timeout is None else max(0.01, timeout)
+            errors: list[BaseException] = []
+            try:
+                client = self.call(_connect(url, connect_timeout, reconnect_wait, errors), timeout=limit)
+            except OperationTimeout:
+                last = f"{type(errors[-1]).__name__}: {errors[-1]}" if errors else "no answer"
+                raise OperationTimeout(f"no connection to NATS at {url} within {limit:.3g}s "
+                                       f"(last error: {last})") from None
             self._connections[url] = [client, 1]
             return client
 
@@ -85,10 +108,15 @@ class Runtime:
             logger.debug("closing the NATS connection to %s: %s", url, exc)
 
 
-async def _connect(url: str, connect_timeout: float, reconnect_wait: float) -> Client:
+async def _connect(url: str, connect_timeout: float, reconnect_wait: float,
+                   errors: Optional[list[BaseException]] = None) -> Client:
+    """Connect (retrying until cancelled: a first connect also retries while the server is down).
+    ``errors`` collects the connect errors, for the message of a connect that timed out."""
     client: Optional[Client] = None
 
     async def on_error(exc: Exception) -> None:
+        if errors is not None and client is None:  # the first connect: kept for its timeout message
+            errors[:] = [exc]
         # failed attempts while reconnecting are expected during an outage: one warning said so already
         reconnecting = client is not None and client.is_reconnecting
         logger.log(logging.DEBUG if reconnecting else logging.WARNING, "NATS: %s: %s", type(exc).__name__, exc)
