@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 
@@ -374,7 +375,7 @@ def test_the_topic_check_of_a_publish_waits_out_a_node_not_ready_and_ends_in_a_p
     b = KafkaBroker(queue_name, make_options())
     calls = []
 
-    def flaky() -> None:
+    def flaky(deadline=None) -> None:  # the deadline bounds a new admin client's bootstrap
         calls.append(1)
         if len(calls) < 3:
             raise NodeNotReadyError(111)
@@ -383,13 +384,13 @@ def test_the_topic_check_of_a_publish_waits_out_a_node_not_ready_and_ends_in_a_p
     b._ensure_topic_within(time.monotonic() + 5)
     assert len(calls) == 3
 
-    monkeypatch.setattr(b, "_ensure_topic", lambda: (_ for _ in ()).throw(NodeNotReadyError(111)))
+    monkeypatch.setattr(b, "_ensure_topic", lambda deadline=None: (_ for _ in ()).throw(NodeNotReadyError(111)))
     started = time.monotonic()
     with pytest.raises(KafkaPublishError, match="could not check the topic: NodeNotReadyError"):
         b._ensure_topic_within(time.monotonic() + 0.5)
     assert time.monotonic() - started >= 0.5
 
-    monkeypatch.setattr(b, "_ensure_topic", lambda: (_ for _ in ()).throw(UnknownError("not retriable")))
+    monkeypatch.setattr(b, "_ensure_topic", lambda deadline=None: (_ for _ in ()).throw(UnknownError("not retriable")))
     with pytest.raises(KafkaPublishError, match="UnknownError"):
         b._ensure_topic_within(time.monotonic() + 30)  # at once: not retriable
 
@@ -412,3 +413,80 @@ def test_publish_to_a_missing_topic_with_auto_create_off_fails_clearly_and_creat
         assert queue_name not in admin.list_topics()
     finally:
         admin.close()
+
+
+def test_purge_through_another_instance_of_the_consuming_process(brokers, queue_name):
+    """Audit: ``booster.clear()`` purges through the booster's publishing instance while the engine consumes
+    through another one; that instance had no consumer, so it asked the admin API, which Kafka refuses for a
+    group with an active member (``UnknownMemberIdError``), although the only member was in this process.
+    The purge now moves the partitions of every consuming instance of the group in the process through
+    their own consumers."""
+    consumer, publisher = brokers(queue_name), brokers(queue_name)
+    publisher.publish(msgs(1, prefix="warm"))
+    consumer.ack(fetch_until(consumer, 1))  # joined: the group's only member
+    publisher.publish(msgs(7))
+    assert publisher.purge() == 7
+    assert publisher.queue_size().ready == 0
+    assert consumer.fetch(10, 0.5) == []  # moved to the end through the member's consumer
+    publisher.publish(msgs(2, prefix="after"))
+    assert sorted(d.task_id for d in fetch_until(consumer, 2)) == ["after0", "after1"]
+
+
+def test_clear_while_the_same_process_consumes(queue_name, kafka_available):
+    """The audit's case through the engine: ``f.clear()`` in the process that runs ``f.consume()``."""
+    from funboost import BoosterParams, boost
+
+    from conftest import TEST_OPTIONS
+
+    release = threading.Event()
+    ran: list[int] = []
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="KAFKA", broker_exclusive_config=dict(TEST_OPTIONS),
+                         concurrent_num=2, state_backend="memory", log_to_console=False))
+    def f(x: int) -> None:
+        ran.append(x)
+        if x < 0:
+            release.wait(60)  # keeps a worker busy, as a long task would
+
+    try:
+        f.push(-1)
+        f.consume()
+        wait_for(lambda: -1 in ran, deadline_s=45, what="the consumer joined and runs the first task")
+        for i in range(20):
+            f.push(i)
+        assert f.clear() >= 1  # what the engine had fetched before is its own (at-least-once)
+        assert f.get_message_count() == 0
+        release.set()
+        f.push(100)
+        wait_for(lambda: 100 in ran, deadline_s=30, what="a task pushed after the clear runs")
+    finally:
+        release.set()
+        f.stop_consume(10)
+        f.broker.close()
+
+
+@pytest.mark.parametrize("auto_create_topic", [True, False])
+def test_publish_to_unreachable_brokers_ends_at_publish_timeout(queue_name, auto_create_topic):
+    """Audit: with the cluster unreachable a publish raised after 30 s whatever its publish_timeout:
+    kafka-python's admin client (topic check) and producer bootstrap for 30 s in their constructors. A
+    failed admin bootstrap also left the admin's I/O thread running, one more per publish."""
+    from funboost_kafka import KafkaPublishError
+    from funboost_kafka.broker import _shared
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        server = f"127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
+    b = KafkaBroker(queue_name, make_options(bootstrap_servers=server, publish_timeout=1.5,
+                                             auto_create_topic=auto_create_topic))
+    threads_before = threading.active_count()
+    try:
+        for _ in range(2):
+            started = time.monotonic()
+            with pytest.raises(KafkaPublishError, match=f"on \\['{server}'\\].*Unable to bootstrap"):
+                b.publish(msgs(1))
+            assert time.monotonic() - started < 1.5 + 1.5
+        wait_for(lambda: threading.active_count() <= threads_before, deadline_s=10,
+                 what="no client thread left behind by the failed publishes")
+    finally:
+        b.close()
+        _shared.close_connection(b.options)

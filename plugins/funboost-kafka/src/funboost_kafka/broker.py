@@ -11,10 +11,12 @@ has no room for; such records are tracked (and so committable) only once handed 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from typing import Any, Callable, Optional, Sequence
 
@@ -34,7 +36,7 @@ from funboost.plugins.broker import (
     Broker, Capabilities, Delivery, OutgoingMessage, QueueSize, dead_letter_queue_name,
 )
 from funboost.exceptions import FunboostError
-from funboost.process_local import ProcessLocalDict, fork_generation
+from funboost.process_local import ProcessLocal, ProcessLocalDict, fork_generation
 
 from .offsets import PartitionTracker
 from .options import KafkaOptions
@@ -90,6 +92,32 @@ def _apply_topic_auto_creation(client: Any, kwargs: dict[str, Any]) -> Any:
     return client
 
 
+def _bootstrap_ms(seconds: Optional[float]) -> dict[str, int]:
+    """kafka-python's ``bootstrap_timeout_ms`` for a client built with ``seconds`` left (None: its default,
+    30 s). Producers and admin clients bootstrap in their constructor: with the cluster unreachable that is
+    where a publish waited out 30 s whatever its ``publish_timeout``."""
+    return {} if seconds is None else {"bootstrap_timeout_ms": max(1, int(seconds * 1000))}
+
+
+def _new_admin(kw: dict[str, Any]) -> KafkaAdminClient:
+    """``KafkaAdminClient(**kw)``, without leaking a thread when it fails: kafka-python 3 starts the admin's
+    I/O thread before its bootstrap, and a failed bootstrap left that thread running for good (one more per
+    failed publish while the cluster is down)."""
+    admin = KafkaAdminClient.__new__(KafkaAdminClient)
+    try:
+        admin.__init__(**kw)  # type: ignore[misc]
+    except BaseException:
+        for part, method in (("_client", "close"), ("_net", "stop"), ("_metrics", "close")):
+            obj = getattr(admin, part, None)
+            if obj is not None:
+                try:
+                    getattr(obj, method)()
+                except Exception:  # best effort: the constructor's error is the one to report
+                    pass
+        raise
+    return admin
+
+
 class _ProducerStranded(Exception):
     """Internal: the producer of a pending publish cannot deliver it on its own: the broker forgot the
     producer's id, or the topic is gone from the cluster (a broker back without its state)."""
@@ -110,22 +138,29 @@ class _Shared:
         return (opts.connection_key(), opts.acks, opts.compression_type, opts.linger_ms, opts.publish_timeout,
                 tuple(sorted(opts.producer_config.items())))
 
-    def producer(self, opts: KafkaOptions) -> KafkaProducer:
+    def producer(self, opts: KafkaOptions, bootstrap_timeout: Optional[float] = None) -> KafkaProducer:
+        """The shared producer; a new one bootstraps for ``bootstrap_timeout`` s (default: publish_timeout)."""
         key = self.producer_key(opts)
 
         def build() -> KafkaProducer:
             # max_block_ms: how long send() waits for the topic's metadata or for buffer space (kafka-python's
             # default, 60 s, outlasted publish_timeout)
             kw = dict(opts.client_kwargs(), acks=opts.acks, linger_ms=opts.linger_ms,
-                      compression_type=opts.compression_type, max_block_ms=int(opts.publish_timeout * 1000))
+                      compression_type=opts.compression_type, max_block_ms=int(opts.publish_timeout * 1000),
+                      **_bootstrap_ms(opts.publish_timeout if bootstrap_timeout is None else bootstrap_timeout))
             kw.update(opts.producer_config)
             return _watch_producer_id(_apply_topic_auto_creation(KafkaProducer(**kw), kw))
 
         return self.producers.get_or_create(key, build)
 
-    def admin(self, opts: KafkaOptions) -> tuple[KafkaAdminClient, threading.Lock]:
+    def admin(self, opts: KafkaOptions,
+              bootstrap_timeout: Optional[float] = None) -> tuple[KafkaAdminClient, threading.Lock]:
+        """The shared admin client; a new one bootstraps for ``bootstrap_timeout`` s (None: kafka-python's
+        30 s)."""
         return self.admins.get_or_create(
-            opts.connection_key(), lambda: (KafkaAdminClient(**opts.connection_kwargs()), threading.Lock()))
+            opts.connection_key(),
+            lambda: (_new_admin(dict(opts.connection_kwargs(), **_bootstrap_ms(bootstrap_timeout))),
+                     threading.Lock()))
 
     def close_connection(self, opts: KafkaOptions) -> None:
         """Close this process's producers and admin client of one connection setting (a cluster that is gone
@@ -160,6 +195,13 @@ class _Shared:
 
 _shared = _Shared()
 atexit.register(_shared.close_all)
+
+# The instances of this process that consume (own a KafkaConsumer). ``purge`` moves the partitions of its
+# group's members here through their consumers: ``booster.clear()`` purges through the booster's publishing
+# instance while the engine consumes through another one, and Kafka refuses the admin commit of a group
+# with active members, even members of the calling process. Weak: a dropped broker leaves by itself.
+_consuming: "ProcessLocal[weakref.WeakSet[KafkaBroker]]" = ProcessLocal(weakref.WeakSet)
+_consuming_lock = threading.Lock()
 
 
 class _RebalanceListener(ConsumerRebalanceListener):
@@ -230,7 +272,8 @@ class KafkaBroker(Broker):
             " (set FUNBOOST_KAFKA_BOOTSTRAP_SERVERS or bootstrap_servers)"
 
     # ----- topics -----
-    def _ensure_topic(self) -> None:
+    def _ensure_topic(self, deadline: Optional[float] = None) -> None:
+        """Create the topic unless known; a new admin client bootstraps until ``deadline`` (monotonic)."""
         if self._topic_ready:
             return
         opts = self.options
@@ -238,7 +281,7 @@ class KafkaBroker(Broker):
         if key in _shared.topics or not opts.auto_create_topic:
             self._topic_ready = True
             return
-        admin, lock = _shared.admin(opts)
+        admin, lock = _shared.admin(opts, None if deadline is None else max(0.001, deadline - time.monotonic()))
         with lock:
             try:
                 admin.create_topics(
@@ -256,13 +299,13 @@ class KafkaBroker(Broker):
         raised as :class:`KafkaPublishError`."""
         while True:
             try:
-                self._ensure_topic()
+                self._ensure_topic(deadline)
                 return
             except KafkaError as exc:
-                if not getattr(exc, "retriable", False) or time.monotonic() > deadline:
+                if not getattr(exc, "retriable", False) or time.monotonic() >= deadline:
                     raise KafkaPublishError(f"kafka publish to {self.topic!r} on {self.options.servers()}: could not "
                                             f"check the topic: {type(exc).__name__}: {exc}") from exc
-                time.sleep(0.2)
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
     def _partitions(self) -> list[TopicPartition]:
         admin, lock = _shared.admin(self.options)
@@ -278,19 +321,22 @@ class KafkaBroker(Broker):
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
             return
-        self._ensure_topic_within(time.monotonic() + self.options.publish_timeout)
-        self._produce(self.topic, [(m.body, m.key, m.task_id, m.headers) for m in messages])
+        deadline = time.monotonic() + self.options.publish_timeout  # connecting included
+        self._ensure_topic_within(deadline)
+        self._produce(self.topic, [(m.body, m.key, m.task_id, m.headers) for m in messages], deadline=deadline)
 
     def publish_begin(self, messages: Sequence[OutgoingMessage]) -> Callable[[], None]:
         """Hand the batch to the producer now; the returned function waits for the broker's acks."""
         if not messages or not self.options.wait_for_ack:
             return super().publish_begin(messages)
-        self._ensure_topic()
-        return self._produce(self.topic, [(m.body, m.key, m.task_id, m.headers) for m in messages], wait=False)
+        deadline = time.monotonic() + self.options.publish_timeout
+        self._ensure_topic_within(deadline)
+        return self._produce(self.topic, [(m.body, m.key, m.task_id, m.headers) for m in messages], wait=False,
+                             deadline=deadline)
 
     def _produce(self, topic: str, items: list[tuple[Any, Optional[Any], str, dict]],
-                 wait: bool = True) -> Callable[[], None]:
-        producer, futures = self._send(topic, items)
+                 wait: bool = True, deadline: Optional[float] = None) -> Callable[[], None]:
+        producer, futures = self._send(topic, items, deadline)
         timeout = self.options.publish_timeout
 
         def confirm() -> None:
@@ -317,16 +363,23 @@ class KafkaBroker(Broker):
                     log.warning("kafka broker %s lost this producer's state (%s): resending %d message(s) to %r "
                                 "from a new producer", self.options.servers(), exc, len(pending), topic)
                     self._ensure_topic_within(deadline)
-                    current, futs = self._send(topic, pending)
+                    current, futs = self._send(topic, pending, deadline)
 
         if wait and self.options.wait_for_ack:
             confirm()
         return confirm
 
-    def _send(self, topic: str, items: list[tuple[Any, Optional[Any], str, dict]]) -> tuple[KafkaProducer, list]:
+    def _send(self, topic: str, items: list[tuple[Any, Optional[Any], str, dict]],
+              deadline: Optional[float] = None) -> tuple[KafkaProducer, list]:
         producer = self._producer
         if producer is None or self._producer_gen != fork_generation():
-            producer = self._producer = _shared.producer(self.options)
+            try:
+                producer = _shared.producer(
+                    self.options, None if deadline is None else max(0.001, deadline - time.monotonic()))
+            except KafkaError as exc:  # e.g. no bootstrap server answered in time
+                raise KafkaPublishError(f"kafka publish to {topic!r} on {self.options.servers()}: could not start "
+                                        f"the producer: {type(exc).__name__}: {exc}") from exc
+            self._producer = producer
             self._producer_gen = fork_generation()
         futures = []
         for body, key, task_id, extra_headers in items:
@@ -407,6 +460,8 @@ class KafkaBroker(Broker):
             consumer = _apply_topic_auto_creation(KafkaConsumer(**kw), kw)
             consumer.subscribe([self.topic], listener=_RebalanceListener(self))
             self._consumer = consumer
+            with _consuming_lock:
+                _consuming.get().add(self)
         return self._consumer
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
@@ -726,38 +781,63 @@ class KafkaBroker(Broker):
         pos, ends = self._lag()
         return QueueSize(ready=sum(max(0, ends[tp] - pos[tp]) for tp in ends))
 
-    def purge(self) -> int:
-        """Move the group's committed offsets to the end of every partition. Partitions this instance
-        consumes are committed by its own consumer; the others through the admin API, which Kafka only
-        allows while no other member of the group is active."""
-        with self._consumer_lock:
-            consumer = self._consumer if not self._closed else None
-            if consumer is not None and not consumer.assignment():
-                # Our own member is still joining: the broker would refuse the admin commit while
-                # it is. Finish the join; whatever poll hands over meanwhile lies below the end
-                # offsets measured afterwards, so it is purged too.
-                deadline = time.monotonic() + self.options.session_timeout_ms / 1000 + 2
-                while not consumer.assignment() and time.monotonic() < deadline:
-                    consumer.poll(timeout_ms=100, max_records=1)
-            return self._purge_locked(consumer)
+    def _members_here(self) -> list["KafkaBroker"]:
+        """This instance and the consuming instances of its group and topic in this process, in one order
+        (by id) for every caller, so that two purges never wait on each other's consumer locks."""
+        key = (self.options.connection_key(), self.group_id, self.topic)
+        with _consuming_lock:
+            found = {b for b in _consuming.get()
+                     if (b.options.connection_key(), b.group_id, b.topic) == key}
+        found.add(self)
+        return sorted(found, key=id)
 
-    def _purge_locked(self, consumer: Optional[KafkaConsumer]) -> int:
+    def purge(self) -> int:
+        """Move the group's committed offsets to the end of every partition. Partitions consumed in this
+        process (by this instance or another one of the same group: the engine's, while ``booster.clear()``
+        purges through the booster's publishing instance) are committed by their own consumer; the others
+        through the admin API, which Kafka only allows while no other member of the group is active."""
+        members = self._members_here()
+        with contextlib.ExitStack() as locks:
+            for m in members:
+                locks.enter_context(m._consumer_lock)
+            consuming = []
+            for m in members:
+                consumer = m._consumer if not m._closed else None
+                if consumer is None:
+                    continue
+                if not consumer.assignment():
+                    # This member is still joining: the broker would refuse the admin commit while it
+                    # is. Finish the join; whatever poll hands over meanwhile lies below the end
+                    # offsets measured afterwards, so it is purged too.
+                    deadline = time.monotonic() + m.options.session_timeout_ms / 1000 + 2
+                    while not consumer.assignment() and time.monotonic() < deadline:
+                        consumer.poll(timeout_ms=100, max_records=1)
+                consuming.append(m)
+            return self._purge_locked(consuming)
+
+    def _purge_locked(self, members: Sequence["KafkaBroker"]) -> int:
+        """The caller holds the consumer lock of every instance in ``members`` (each has a consumer)."""
         pos, ends = self._lag()
         if not ends:
             return 0
-        dropped = 0  # the caller holds the consumer lock
+        dropped = 0
         own: set[TopicPartition] = set()
-        if consumer is not None:
-            own = set(consumer.assignment()) & set(ends)
-            if own:
-                consumer.commit({tp: _commit_meta(ends[tp]) for tp in own})
-                self._drop_buffered(own)
-                for tp in own:
-                    consumer.seek(tp, ends[tp])
-                    old = self._trackers.pop(tp, None)
-                    if old is not None:
-                        old.revoked = True
-                    dropped += max(0, ends[tp] - pos[tp])
+        for m in members:
+            consumer = m._consumer
+            if consumer is None:
+                continue
+            mine = (set(consumer.assignment()) & set(ends)) - own
+            if not mine:
+                continue
+            consumer.commit({tp: _commit_meta(ends[tp]) for tp in mine})
+            m._drop_buffered(mine)
+            for tp in mine:
+                consumer.seek(tp, ends[tp])
+                old = m._trackers.pop(tp, None)
+                if old is not None:
+                    old.revoked = True
+                dropped += max(0, ends[tp] - pos[tp])
+            own |= mine
         others = {tp: _commit_meta(ends[tp]) for tp in ends if tp not in own}
         if others:
             admin, lock = _shared.admin(self.options)
@@ -793,6 +873,8 @@ class KafkaBroker(Broker):
                     self._consumer = None
                     self._trackers.clear()
                     self._buffered.clear()
+                    with _consuming_lock:
+                        _consuming.get().discard(self)
         with self._probe_lock:
             if self._probe is not None:
                 try:
