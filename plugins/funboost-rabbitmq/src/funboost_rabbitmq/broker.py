@@ -240,9 +240,12 @@ class RabbitmqBroker(Broker):
         with other arguments (or missing, with ``passive``) makes ``consume()`` raise its
         :class:`TopologyError` with the ways out. An unreachable server is not an error here: the
         consumer starts and its subscription connects when the server is back."""
+        deadline = time.monotonic() + 5.0  # one connect attempt, bounded
         try:
-            self._admin().run(self._declare_for_publish, retries=0,
-                              deadline=time.monotonic() + 5.0)  # (one connect attempt, bounded)
+            # the delay-plugin probe uses the admin connection itself: before admin.run, never inside it
+            # (its lock is not re-entrant: a consumer's first consume() hung here)
+            self._delay_plugin(deadline)
+            self._admin().run(self._declare_for_publish, retries=0, deadline=deadline)
         except TopologyError:
             raise
         except pika.exceptions.ChannelClosedByBroker as exc:  # any other refusal: let the subscription tell
