@@ -392,6 +392,10 @@ class KafkaBroker(Broker):
             try:
                 futures.append(producer.send(topic, value=value, key=key, headers=headers or None))
             except KafkaTimeoutError as exc:
+                # the topic may be gone (a restarted broker without its data): the next publish checks it again
+                # and creates it, rather than each one waiting for metadata of a topic nobody re-creates
+                _shared.topics.discard((self.options.connection_key(), topic))
+                self._topic_ready = False
                 hint = "" if self.options.auto_create_topic else " (auto_create_topic is off: create the topic first)"
                 raise KafkaPublishError(
                     f"kafka publish to {topic!r} on {self.options.servers()}: the producer could not take the "
