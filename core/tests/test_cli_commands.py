@@ -302,6 +302,95 @@ def test_web_hands_every_argument_to_funboost_web(tmp_path):
         assert _cli(tmp_path, "web", "--no-such-option", modules=False).returncode == 2
 
 
+def _fake_web(tmp_path):
+    """A funboost_web whose main(argv) records what it got (the CLI's contract with funboost-web)."""
+    pkg = tmp_path / "site" / "funboost_web"
+    pkg.mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "cli.py").write_text(textwrap.dedent(f"""
+        import json
+        def main(argv):
+            open({str(tmp_path / 'argv.json')!r}, "w").write(json.dumps(argv))
+            return 0
+    """))
+    return {**_env(), "PYTHONPATH": str(tmp_path / "site")}
+
+
+def test_global_options_before_web_apply_to_it(tmp_path):
+    env = _fake_web(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "funboost", "--state-backend", "redis", "--state-url=redis://h:1/2",
+                        "web", "--port", "0"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    # given first: an option repeated after the command (funboost web's own) wins
+    assert json.loads((tmp_path / "argv.json").read_text()) == [
+        "--state-backend", "redis", "--state-url", "redis://h:1/2", "--port", "0"]
+    # user code is never imported by the manager: -m before web is an error, not silently ignored
+    for opt in (["-m", "cli_tasks"], ["--booster-dirs", "x"], ["--project-root", "."]):
+        r = subprocess.run([sys.executable, "-m", "funboost", *opt, "web", "--port", "0"], cwd=tmp_path,
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+            f"funboost: error: {opt[0]} does not apply to web: the web manager imports no user code"], r.stderr
+
+
+def test_global_state_backend_reaches_the_real_web_manager(tmp_path):
+    import importlib.util
+    import socket
+    if importlib.util.find_spec("funboost_web") is None:
+        pytest.skip("funboost-web is not installed")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    p = subprocess.Popen([sys.executable, "-m", "funboost", "--state-backend", "memory", "web", "--port", str(port),
+                          "--admin-password", "long enough 1"], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        first = p.stdout.readline()
+    finally:
+        p.terminate()
+        p.communicate(timeout=30)
+    assert f"serving http://127.0.0.1:{port}/ (state backend memory)" in first, first
+
+
+def test_push_keywords_named_like_global_options_reach_the_function(tmp_path):
+    """--b is no abbreviation of --booster-dirs, and --state / --state-backend after the command are the
+    function's keywords, not the global options."""
+    q = f"clikw_{uuid.uuid4().hex[:8]}"
+    (tmp_path / "kw_tasks.py").write_text(textwrap.dedent(f"""
+        from funboost import boost, BoosterParams
+
+        @boost(BoosterParams(queue_name="{q}", broker_kind="sqlite", state_backend="sqlite", log_to_console=False))
+        def mul(a, b, state=None, state_backend=None, m=None, import_modules=None):
+            return a * b
+    """))
+    cmd = [sys.executable, "-m", "funboost", "-m", "kw_tasks", "push", q, "3", "--b=4", "--state=1",
+           "--state-backend=redis", "--import-modules", "x", "--m=2"]
+    r = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    from funboost import BoosterParams, boost
+    from funboost.message import loads
+
+    @boost(BoosterParams(queue_name=q, broker_kind="sqlite", state_backend="sqlite", log_to_console=False))
+    def mul(a, b, state=None, state_backend=None, m=None, import_modules=None):
+        return a * b
+
+    got = mul.broker.fetch(1, 5.0)
+    mul.broker.ack(got)
+    body = loads(got[0].body)
+    assert {k: v for k, v in body.items() if k != "extra"} == {
+        "a": 3, "b": 4, "state": 1, "state_backend": "redis", "import_modules": "x", "m": 2}
+
+
+def test_options_are_never_abbreviated(project):
+    cwd, q = project
+    for args in (("--state-b", "sqlite", "pause", q), ("publish", q, '{"x": 1}', "--count", "5"),
+                 ("status", q, "--js"), ("pause", q, "--wa", "1")):
+        r = _cli(cwd, *args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("funboost: error: "), (args, r.stderr)
+
+
 def test_web_missing_is_one_line_naming_the_distribution(tmp_path):
     # funboost-web not installed: hidden from the import system in this interpreter (None in sys.modules)
     r = subprocess.run([sys.executable, "-c", "import sys; sys.modules['funboost_web'] = None; "
@@ -344,6 +433,8 @@ def test_the_originals_global_options_and_names(tmp_path):
     ("push", "{q}", "--y=1", "--y=2"),
     ("set-qps", "{q}", "fast"),
     ("set-qps", "{q}", "-1"),
+    ("set-qps", "{q}", "inf"),
+    ("set-qps", "{q}", "nan"),
     ("set-concurrency", "{q}", "0"),
     ("mp_consume", "--{q}=zero"),
     ("mp_consume", "{q}", "--processes"),

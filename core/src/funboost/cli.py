@@ -30,6 +30,10 @@ The original funboost's spellings are accepted too: ``--import_modules_str``, ``
 ``--max_depth``, ``--py_file_re_str``, ``--project_root_path``, ``show_all_queues``, ``continue_consume``,
 ``consume_all``, ``mp_consume_all``, ``m_consume`` / ``multi_process_consume``.
 
+Options are never abbreviated (argparse's prefix matching is off), so after ``push Q`` every ``--name=value``
+is the function's keyword, even ``--b`` or ``--state``. Global options apply to every command: before
+``web``, ``--state-backend`` / ``--state-url`` are handed to funboost web, and the import options are an error.
+
 Every error is one line on stderr (``funboost: error: ...``) and exit status 2; no tracebacks.
 """
 from __future__ import annotations
@@ -41,6 +45,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -447,8 +452,8 @@ def _cmd_set_qps(args: argparse.Namespace) -> int:
             qps = float(text)
         except ValueError:
             raise CliError(f"qps must be a number or 'none', got {args.qps!r}") from None
-        if not qps > 0:
-            raise CliError(f"qps must be > 0 (or 'none' for no limit), got {args.qps!r}")
+        if not (qps > 0 and math.isfinite(qps)):  # (an infinite rate is no rate: 'none' says "no limit")
+            raise CliError(f"qps must be a finite number > 0 (or 'none' for no limit), got {args.qps!r}")
     _state_for(args, args.queue).set_flag(args.queue, QueueFlag.QPS.value, qps)
     _report_flag(args, args.queue, f"qps set to {qps if qps is not None else 'no limit'}", QueueFlag.QPS.value)
     return 0
@@ -641,14 +646,16 @@ def _run_consume(args: argparse.Namespace, queue_processes: dict[str, int], in_p
         procs = BoostersManager.multi_process_consume_queues(**queue_processes)
         pids = {p.pid for p in procs}
 
+        # the children report through their heartbeats; a child that stopped has no heartbeat any more, so
+        # its last totals are kept (the final line counted 0 once every child had stopped)
+        last: dict[tuple[str, int], tuple[int, int]] = {}
+
         def sample() -> tuple[int, int, Optional[int]]:
-            done = failed = 0
-            for b in boosters:  # the children report through their heartbeats
+            for b in boosters:
                 for c in b.state_backend().live_consumers(b.queue_name):
                     if c.get("pid") in pids:
-                        done += int(c.get("total_runs") or 0)
-                        failed += int(c.get("total_fail") or 0)
-            return done, failed, _remaining(boosters)
+                        last[(b.queue_name, c["pid"])] = (int(c.get("total_runs") or 0), int(c.get("total_fail") or 0))
+            return (sum(d for d, _ in last.values()), sum(f for _, f in last.values()), _remaining(boosters))
     else:
         for b in boosters:
             b.consume()
@@ -753,6 +760,21 @@ def _cmd_mp_consume(args: argparse.Namespace, tokens: Sequence[str]) -> int:
 
 
 # ---------------------------------------------------------------- web and scaffold
+# global options that only say which user code to import: the web manager imports none
+_IMPORT_OPTIONS = (("import_modules", "-m"), ("booster_dirs", "--booster-dirs"), ("py_file_re", "--py-file-re"),
+                   ("project_root", "--project-root"))
+
+
+def _web_argv(args: argparse.Namespace, argv: Sequence[str]) -> list[str]:
+    """funboost web's own arguments, with the global options given before ``web`` put first (an option
+    repeated after ``web`` comes later, so it wins)."""
+    for dest, flag in _IMPORT_OPTIONS:
+        if getattr(args, dest, None):
+            raise CliError(f"{flag} does not apply to web: the web manager imports no user code")
+    given = [("--state-backend", args.state_backend), ("--state-url", args.state_url)]
+    return [item for flag, value in given if value is not None for item in (flag, value)] + list(argv)
+
+
 def _cmd_web(argv: Sequence[str]) -> int:
     if importlib.util.find_spec("funboost_web") is None:
         raise CliError("funboost web needs the web manager, a separate distribution: pip install funboost-web")
@@ -776,7 +798,13 @@ def _cmd_new_broker(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- parser
 class _OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, with its errors as one line on stderr (no usage block) and exit status 2."""
+    """argparse, with its errors as one line on stderr (no usage block) and exit status 2, and no
+    abbreviated options: ``push Q --b=4`` is the function's ``b``, not a prefix of ``--booster-dirs``
+    (sub-commands are made with this class too)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         _fail(f"{message} (see {self.prog} --help)")
@@ -965,7 +993,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = build_parser().parse_args(argv)
     try:
         if raw_command in WEB_COMMANDS:
-            return _cmd_web(rest)
+            return _cmd_web(_web_argv(args, rest))
         _import_user_code(args)
         if raw_command in MP_CONSUME_COMMANDS:
             return _cmd_mp_consume(args, rest)

@@ -147,3 +147,28 @@ class LiveServer:
 @pytest.fixture
 def qname_web(request):
     return f"web_{request.node.name[:30]}_{uuid.uuid4().hex[:8]}".replace("[", "_").replace("]", "_")
+
+
+# ---------------------------------------------------------------- queues known to the catalog, dead letters
+def known_queue(admin: QueueAdmin, queue: str, kind: str = "sqlite") -> str:
+    """Give ``queue`` a catalog record (what a consumer writes when it starts): the manager then knows it
+    and builds its broker, with no consumer running."""
+    from funboost.admin.catalog import CATALOG
+    admin.state.doc_put(CATALOG, queue, {"queue": queue, "broker_kind": kind, "broker_options": {}})
+    return queue
+
+
+def add_dead_letters(admin: QueueAdmin, queue: str, kwargs_list: list, reason: str = "upstream timeout") -> list:
+    """Put messages straight into ``queue``'s dead-letter queue, as the engine does after the last retry."""
+    from funboost.message import build_envelope, dumps
+    from funboost.plugins.broker import OutgoingMessage, annotate_dead_letter
+    envs = [build_envelope(kw) for kw in kwargs_list]
+    admin.broker(queue).dead_letter_broker().publish(
+        [OutgoingMessage(body=annotate_dead_letter(dumps(e), reason), task_id=e["extra"]["task_id"]) for e in envs])
+    return [e["extra"]["task_id"] for e in envs]
+
+
+def operator_headers(client, names: dict, role: str = "operator") -> dict:
+    """Log ``client`` in with the user of ``role``; the CSRF header its state changes need."""
+    login(client, names[role])
+    return {"X-CSRF-Token": csrf_of(client.get("/queues").text)}

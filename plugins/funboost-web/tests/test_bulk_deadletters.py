@@ -44,9 +44,9 @@ def test_bulk_retry_of_10000_dead_letters_by_filter(web, backend_name, qname_web
     url = f"/api/deadletters/{qname_web}"
     preview = client.post(url, json={"action": "retry", "reason": "upstream timeout"}, headers=hdr).json()
     assert preview == {"preview": True, "action": "retry", "matched": N,
-                       "hint": "send again with confirm: true to run it"}
+                       "hint": f"send again with confirm: {N} to run it"}
     assert runs == collections.Counter()  # a preview changes nothing
-    done = client.post(url, json={"action": "retry", "reason": "upstream timeout", "confirm": True}, headers=hdr)
+    done = client.post(url, json={"action": "retry", "reason": "upstream timeout", "confirm": N}, headers=hdr)
     assert done.status_code == 200 and done.json()["matched"] == N
     wait_until(lambda: sum(runs.values()) >= N, timeout=180)
     job.stop_consume(30)

@@ -12,7 +12,7 @@ import uuid
 import pytest
 from starlette.routing import Route
 
-from conftest import PASSWORD, csrf_of, login
+from conftest import PASSWORD, csrf_of, known_queue, login
 
 from funboost_web.auth import USERS, UserStore, hash_password, verify_password
 
@@ -47,7 +47,7 @@ def test_login_logout_and_post_without_csrf(web):
     page = client.get("/queues")
     assert page.status_code == 200 and names["operator"] in page.text
     # a state change without the CSRF token, or with a wrong one: 403, nothing changes
-    q = f"csrf_probe_{uuid.uuid4().hex[:8]}"
+    q = known_queue(admin, f"csrf_probe_{uuid.uuid4().hex[:8]}")
     assert client.post(f"/queues/{q}/action", data={"action": "pause"}).status_code == 403
     assert client.post(f"/queues/{q}/action", data={"action": "pause", "csrf": "forged"}).status_code == 403
     assert client.post(f"/api/queues/{q}/pause", json={}).status_code == 403
@@ -87,7 +87,7 @@ def test_bearer_tokens_created_and_revoked_by_an_admin(web):
     hdr = {"Authorization": f"Bearer {token}"}
     assert client.get("/api/queues", headers=hdr).status_code == 200
     # a token carries no cookie: no CSRF needed, the role still applies
-    tokq = f"tokq_{uuid.uuid4().hex[:8]}"
+    tokq = known_queue(admin, f"tokq_{uuid.uuid4().hex[:8]}")
     assert client.post(f"/api/queues/{tokq}/pause", json={}, headers=hdr).status_code == 200
     assert admin.flags(tokq)["pause"] is True
     assert client.get("/api/queues", headers={"Authorization": "Bearer fbw_wrong"}).status_code == 401

@@ -80,6 +80,7 @@ def dead_letter_action(broker: Broker, action: str, flt: DeadLetterFilter, *, li
         budget = None
     in_process = type(broker).accepts_payload
     keep: list[Delivery] = []
+    deliveries: list[Delivery] = []  # the batch being worked on: held by this scan until acked or kept
     seen: set = set()
     try:
         while budget is None or result.scanned < budget:
@@ -125,9 +126,14 @@ def dead_letter_action(broker: Broker, action: str, flt: DeadLetterFilter, *, li
                 broker.publish(out)  # published before the dead letters are acked: a crash duplicates, never loses
             if done:
                 dlx.ack(done)
+            deliveries = []  # settled: each one acked or in ``keep``
             if again:
                 break
     finally:
-        if keep:
-            dlx.requeue(keep)
+        # whatever failed (a filter, an edit, the broker), hand back every message this scan holds: the kept
+        # ones and the rest of an unsettled batch; otherwise they stay in flight, hidden, while this process runs
+        kept = {id(d) for d in keep}
+        back = keep + [d for d in deliveries if id(d) not in kept]
+        if back:
+            dlx.requeue(back)
     return result

@@ -31,12 +31,15 @@ from starlette.templating import Jinja2Templates
 
 from funboost.admin import BrokerUnknown, DeadLetterFilter, QueueAdmin, audit_log, read_audit
 from funboost.timeseries import WINDOWS
-from funboost_web.auth import ROLES, LoginLimiter, Principal, UserStore
 from funboost_web import jobs as jobs_mod
+from funboost_web import validate as check
+from funboost_web.auth import ROLES, LoginLimiter, Principal, UserStore
+from funboost_web.validate import RequestError
 
 HERE = Path(__file__).parent
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 SESSION_MAX_AGE = 12 * 3600
+MAX_RPC_WAIT = 60.0  # seconds: the longest a publish request waits for its result
 
 
 def _finite(value: Any) -> Any:
@@ -141,7 +144,16 @@ async def _authenticate(request: Request) -> Optional[Principal]:
     name = request.session.get("user")
     if not name:
         return None
-    user = await run_in_threadpool(_users(request).get, name)  # the role in force now (or a deleted user)
+    users = _users(request)
+
+    def lookup() -> Optional[dict]:
+        user = users.get(name)  # the role in force now (or a deleted user)
+        # the session must still be open on the server: a logged-out cookie replayed is refused
+        if user is None or not users.session_alive(request.session.get("sid"), name):
+            return None
+        return user
+
+    user = await run_in_threadpool(lookup)
     if user is None or user.get("hash", "")[-16:] != request.session.get("pwv"):
         request.session.clear()
         return None
@@ -169,7 +181,7 @@ def requires(role: str) -> Callable:
                 if "application/json" in ctype:
                     try:
                         form = await request.json()
-                    except ValueError:
+                    except (ValueError, RecursionError):  # (RecursionError: nesting deeper than the parser goes)
                         return _error(request, 400, "the body is not valid JSON")
                     if not isinstance(form, dict):
                         return _error(request, 400, "the body must be a JSON object")
@@ -183,7 +195,10 @@ def requires(role: str) -> Callable:
             request.state.form = form
             if not who.can(role):
                 return _error(request, 403, f"this needs the {role} role (you are {who.role})")
-            return await fn(request)
+            try:
+                return await fn(request)
+            except RequestError as exc:  # bad input found anywhere in the handler: a 4xx with its message
+                return _error(request, exc.status, str(exc))
 
         wrapper.required_role = role  # type: ignore[attr-defined]
         return wrapper
@@ -211,24 +226,7 @@ def _flash(request: Request, text: str, kind: str = "ok") -> None:
 
 
 def _back(request: Request, default: str) -> RedirectResponse:
-    return RedirectResponse(request.state.form.get("back") or default, status_code=303)
-
-
-def _f(form: dict, key: str, default: Any = None) -> Any:
-    v = form.get(key, default)
-    return v if v not in ("", None) else default
-
-
-def _float_or_none(v: Any) -> Optional[float]:
-    if v in (None, ""):
-        return None
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        try:
-            return _dt.datetime.fromisoformat(str(v)).timestamp()
-        except ValueError:
-            raise ValueError(f"not a number or an ISO time: {v!r}")
+    return RedirectResponse(check.local_path(request.state.form.get("back"), default), status_code=303)
 
 
 # ============================================================================ login
@@ -258,16 +256,18 @@ async def login_post(request: Request) -> Response:
                                                "error": "wrong user name or password"}, 401)
     cfg.limiter.succeeded(*keys)
     user = await run_in_threadpool(_users(request).get, name) or {}
+    sid = await run_in_threadpool(_users(request).open_session, name, SESSION_MAX_AGE)
     request.session.clear()  # a new session (and CSRF token) on login: no fixation
-    request.session.update({"user": name, "pwv": str(user.get("hash", ""))[-16:], "csrf": secrets.token_urlsafe(24)})
-    nxt = str(form.get("next") or "/queues")
-    if not nxt.startswith("/") or nxt.startswith("//"):
-        nxt = "/queues"  # never redirect off-site
-    return RedirectResponse(nxt, status_code=303)
+    request.session.update({"user": name, "sid": sid, "pwv": str(user.get("hash", ""))[-16:],
+                            "csrf": secrets.token_urlsafe(24)})
+    return RedirectResponse(check.local_path(form.get("next"), "/queues"), status_code=303)  # never off-site
 
 
 @requires("viewer")
 async def logout(request: Request) -> Response:
+    sid = request.session.get("sid")
+    if sid:  # ended on the server: the cookie is worthless from now on, even replayed
+        await run_in_threadpool(_users(request).close_session, sid)
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 
@@ -337,26 +337,41 @@ async def api_queue(request: Request) -> Response:
     return JSONResponse(d)
 
 
+# the actions of a queue, by every name they are posted under -> the one name they have
+QUEUE_ACTIONS = {"pause": "pause", "resume": "resume", "clear": "clear", "qps": "qps", "set_qps": "qps",
+                 "concurrency": "concurrency", "set_concurrency": "concurrency", "concurrent_num": "concurrency"}
+
+
+def _queue_known(admin: QueueAdmin, queue: str) -> bool:
+    """What the queue page calls known: a catalog record or a live consumer."""
+    return admin.record(queue) is not None or bool(admin.consumers(queue))
+
+
 def _do_queue_action(admin: QueueAdmin, who: Principal, queue: str, action: str, value: Any) -> tuple[str, Any]:
-    if action == "pause":
+    """``action`` (a key of QUEUE_ACTIONS) on a known queue, with ``value`` checked first: nothing is written
+    for an unknown queue (404) or a value that is not what the action takes (400)."""
+    kind = QUEUE_ACTIONS[action]
+    # checked before the queue is looked up or anything written
+    rate = check.qps(value) if kind == "qps" else None
+    workers = check.concurrency(value) if kind == "concurrency" else 0
+    if not _queue_known(admin, queue):
+        raise RequestError(f"no queue {queue!r} is known", 404)
+    if kind == "pause":
         admin.pause(queue)
         res: Any = True
-    elif action == "resume":
+    elif kind == "resume":
         admin.resume(queue)
         res = False
-    elif action == "clear":
+    elif kind == "clear":
         res = admin.clear(queue)
-    elif action in ("qps", "set_qps"):
-        v = _float_or_none(value)
-        admin.set_qps(queue, v)
-        res = v
-    elif action in ("concurrency", "set_concurrency", "concurrent_num"):
-        res = int(value)
-        admin.set_concurrency(queue, res)
+    elif kind == "qps":
+        admin.set_qps(queue, rate)
+        res = rate
     else:
-        raise ValueError(f"unknown action {action!r}")
-    audit_log(admin.state, who.name, f"queue.{action}", queue, res if action == "clear" else None,
-              {"value": value} if value not in (None, "") else {})
+        admin.set_concurrency(queue, workers)
+        res = workers
+    audit_log(admin.state, who.name, f"queue.{action}", queue, res if kind == "clear" else None,
+              {"value": res} if kind in ("qps", "concurrency") else {})
     _forget_rows(admin)  # the next page shows the change
     return action, res
 
@@ -365,13 +380,20 @@ def _do_queue_action(admin: QueueAdmin, who: Principal, queue: str, action: str,
 async def queue_action(request: Request) -> Response:
     q = request.path_params["queue"]
     form = request.state.form
-    action = request.path_params.get("action") or form.get("action", "")
+    action = request.path_params.get("action") or check.text(form, "action", "")
+    if action not in QUEUE_ACTIONS:
+        raise RequestError(f"unknown action {action!r}; one of {sorted(set(QUEUE_ACTIONS.values()))}")
     # the value: "value", or the field named after the action (the queues page's one form per row)
     value = form.get("value", form.get({"set_qps": "qps", "set_concurrency": "concurrency",
                                         "concurrent_num": "concurrency"}.get(action, action)))
     try:
         _, res = await run_in_threadpool(_do_queue_action, _admin(request), request.state.who, q, action, value)
-    except (ValueError, TypeError, BrokerUnknown) as exc:
+    except RequestError as exc:
+        if _is_api(request) or exc.status == 404:
+            raise
+        _flash(request, f"{action} failed: {exc}", "error")
+        return _back(request, f"/queues/{quote(q, safe='')}")
+    except (ValueError, BrokerUnknown) as exc:
         if _is_api(request):
             return JSONResponse({"error": str(exc)}, status_code=400)
         _flash(request, f"{action} failed: {exc}", "error")
@@ -411,15 +433,18 @@ async def charts_page(request: Request) -> Response:
 
 # ============================================================================ results
 def _search_args(qp: Any) -> dict:
-    status = qp.get("status") or ""
+    status = check.text(qp, "status", "")
+    if status not in ("", "success", "failure"):
+        raise RequestError(f"status must be success or failure, got {status!r}")
     before = None
-    if qp.get("before"):
-        t, _, tid = qp.get("before").partition("|")
-        before = (float(t), tid)
-    return {"success": {"success": True, "failure": False}.get(status), "since": _float_or_none(qp.get("since")),
-            "until": _float_or_none(qp.get("until")), "text": qp.get("text") or None,
-            "task_id": qp.get("task_id") or None, "host": qp.get("host") or None, "before": before,
-            "limit": min(500, int(qp.get("limit") or 50))}
+    cursor = check.text(qp, "before")
+    if cursor:  # "<time_start>|<task_id>", as the "older" link carries it
+        t, _, tid = cursor.partition("|")
+        before = (check.as_finite(t, "before (the cursor's time)"), tid)
+    return {"success": {"success": True, "failure": False}.get(status), "since": check.time_value(qp, "since"),
+            "until": check.time_value(qp, "until"), "text": check.text(qp, "text"), "task_id": check.text(qp, "task_id"),
+            "host": check.text(qp, "host"), "before": before,
+            "limit": check.whole(qp, "limit", 50, minimum=1, maximum=500, clamp=True)}
 
 
 def _results(admin: QueueAdmin, queue: str, args: dict) -> dict:
@@ -432,10 +457,7 @@ def _results(admin: QueueAdmin, queue: str, args: dict) -> dict:
 async def results_page(request: Request) -> Response:
     qp = request.query_params
     admin = _admin(request)
-    try:
-        args = _search_args(qp)
-    except ValueError as exc:
-        return _error(request, 400, str(exc))
+    args = _search_args(qp)
     queue = qp.get("queue", "")
     data, names = await run_in_threadpool(lambda: (_results(admin, queue, args), admin.queue_names()))
     totals = await run_in_threadpool(admin.totals, queue or None) if queue else None
@@ -445,10 +467,7 @@ async def results_page(request: Request) -> Response:
 
 @requires("viewer")
 async def api_results(request: Request) -> Response:
-    try:
-        args = _search_args(request.query_params)
-    except ValueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+    args = _search_args(request.query_params)
     queue = request.query_params.get("queue", "")
     if not queue:
         return JSONResponse({"error": "queue is required"}, status_code=400)
@@ -468,11 +487,11 @@ async def task_page(request: Request) -> Response:
 
 # ============================================================================ dead letters
 def _dl_filter(src: Any) -> DeadLetterFilter:
-    ids = src.get("task_ids") if hasattr(src, "get") else None
-    if isinstance(ids, str):
-        ids = [i for i in ids.replace(",", " ").split() if i]
-    return DeadLetterFilter(task_ids=set(ids) if ids else None, text=src.get("text") or None,
-                            reason=src.get("reason") or None)
+    """The filter of a dead-letter request; every field is text (``task_ids``: a list of texts or one text,
+    comma-separated): anything else is a 400 before the scan starts."""
+    ids = check.text_list(src, "task_ids")
+    return DeadLetterFilter(task_ids=set(ids) if ids else None, text=check.text(src, "text"),
+                            reason=check.text(src, "reason"))
 
 
 @requires("viewer")
@@ -495,46 +514,63 @@ async def deadletters_page(request: Request) -> Response:
                                                  "total": total, "error": err, "failed": failed})
 
 
-def _parse_edit(text: Optional[str]) -> Optional[Callable[[dict], dict]]:
-    if not text:
+def _parse_edit(form: dict) -> Optional[Callable[[dict], dict]]:
+    """The edited arguments: a JSON object, or its text (the page's text area)."""
+    new = check.json_object(form, "edit")
+    return None if new is None else (lambda old: new)
+
+
+def _confirmed(form: dict) -> Optional[int]:
+    """The count the user confirmed (the preview's), or None for a preview. A whole number only: ``true``
+    or "yes" would confirm whatever matches by the time the action runs."""
+    raw = form.get("confirm")
+    if raw is None or raw == "":
         return None
-    new = json.loads(text)
-    if not isinstance(new, dict):
-        raise ValueError("the edited arguments must be a JSON object")
-    return lambda old: new
+    try:
+        n = check.as_whole(raw, "confirm")
+    except RequestError:
+        raise RequestError(f"confirm must be the number of dead letters the preview counted, got {raw!r}") from None
+    if n < 0:
+        raise RequestError(f"confirm must be >= 0, got {n}")
+    return n
 
 
 @requires("operator")
 async def deadletters_action(request: Request) -> Response:
     """POST action=retry|delete with a filter (reason / text / task_ids) and optionally edited arguments.
-    Without ``confirm`` the answer is a preview (how many match); with ``confirm`` equal to that count (or
-    true through the API) the action runs and is written to the audit log."""
+    Without ``confirm`` the answer is a preview (how many match). With ``confirm`` equal to that count the
+    action runs on at most that many messages and is written to the audit log; when the count has changed
+    since the preview (more or fewer match now) nothing runs: 409 with the new count, to confirm again."""
     queue = request.path_params["queue"]
     form = request.state.form
     action = form.get("action")
     admin = _admin(request)
     if action not in ("retry", "delete"):
-        return _error(request, 400, "action must be retry or delete")
-    try:
-        flt = _dl_filter(form)
-        edit = _parse_edit(form.get("edit"))
-    except ValueError as exc:
-        return _error(request, 400, f"bad edit: {exc}")
+        raise RequestError("action must be retry or delete")
+    flt = _dl_filter(form)
+    edit = _parse_edit(form)
     if edit is not None and not flt.task_ids:
-        return _error(request, 400, "edit-and-rerun applies to messages chosen by task id")
-    confirm = form.get("confirm")
+        raise RequestError("edit-and-rerun applies to messages chosen by task id")
+    confirm = _confirmed(form)
     try:
         preview = await run_in_threadpool(lambda: admin.dead_letters(queue, "count", flt))
     except BrokerUnknown as exc:
-        return _error(request, 404, str(exc))
-    if not confirm or confirm in ("0", "false", False):
+        raise RequestError(str(exc), 404) from None
+    keep = {k: val for k, val in form.items() if k not in ("csrf", "confirm")}
+    if confirm is None or confirm != preview.matched:
+        changed = confirm is not None
+        status = 409 if changed else 200
+        note = (f"the dead letters matching changed since the preview: {preview.matched} match now, "
+                f"{confirm} were confirmed; nothing was done") if changed else None
         if _is_api(request):
-            return JSONResponse({"preview": True, "action": action, "matched": preview.matched,
-                                 "hint": "send again with confirm: true to run it"})
+            body: dict = {"preview": True, "action": action, "matched": preview.matched,
+                          "hint": f"send again with confirm: {preview.matched} to run it"}
+            return JSONResponse({**body, "error": note} if changed else body, status_code=status)
         return _render(request, "dl_confirm.html", {"queue": queue, "action": action, "count": preview.matched,
-                                                    "form": {k: v for k, v in form.items() if k != "csrf"}})
+                                                    "form": keep, "changed": note}, status=status)
     who = request.state.who.name
-    res = await run_in_threadpool(lambda: admin.dead_letters(queue, action, flt, edit=edit, who=who))
+    # at most the confirmed number: one that arrives between the count above and the scan is left alone
+    res = await run_in_threadpool(lambda: admin.dead_letters(queue, action, flt, edit=edit, who=who, limit=confirm))
     if _is_api(request):
         return JSONResponse({"action": action, "matched": res.matched, "scanned": res.scanned})
     _flash(request, f"{action}: {res.matched} dead letters of {queue}")
@@ -545,9 +581,10 @@ async def deadletters_action(request: Request) -> Response:
 async def api_deadletters(request: Request) -> Response:
     queue = request.path_params["queue"]
     qp = request.query_params
-    limit = min(1000, int(qp.get("limit") or 100))
+    limit = check.whole(qp, "limit", 100, minimum=1, maximum=1000, clamp=True)
+    flt = _dl_filter(qp)
     try:
-        res = await run_in_threadpool(lambda: _admin(request).dead_letters(queue, "list", _dl_filter(qp), limit=limit))
+        res = await run_in_threadpool(lambda: _admin(request).dead_letters(queue, "list", flt, limit=limit))
     except BrokerUnknown as exc:
         return JSONResponse({"error": str(exc)}, status_code=404)
     return JSONResponse(res.as_dict())
@@ -587,16 +624,16 @@ def _publish(admin: QueueAdmin, who: Principal, queue: str, kwargs: dict, wait: 
 @requires("operator")
 async def rpc_publish(request: Request) -> Response:
     form = request.state.form
-    queue = form.get("queue") or request.path_params.get("queue", "")
+    queue = request.path_params.get("queue", "")
     admin = _admin(request)
-    raw_args = form.get("kwargs", form.get("args", "{}"))
     try:
-        kwargs = raw_args if isinstance(raw_args, dict) else json.loads(raw_args or "{}")
-        if not isinstance(kwargs, dict):
-            raise ValueError("arguments must be a JSON object")
-        wait = min(float(form.get("wait", _cfg(request).rpc_wait)), 60.0)
+        queue = check.text(form, "queue") or queue or check.required_text(form, "queue")
+        kwargs = check.json_object(form, "kwargs" if "kwargs" in form else "args") or {}
+        # null or absent: the configured wait; a finite number >= 0 (0: do not wait), at most MAX_RPC_WAIT
+        asked = check.finite(form, "wait", minimum=0)
+        wait = min(_cfg(request).rpc_wait if asked is None else asked, MAX_RPC_WAIT)
         out = await run_in_threadpool(_publish, admin, request.state.who, queue, kwargs, wait)
-    except (ValueError, BrokerUnknown) as exc:
+    except (ValueError, BrokerUnknown, RequestError) as exc:
         if _is_api(request):
             return JSONResponse({"error": str(exc)}, status_code=400)
         _flash(request, f"publish failed: {exc}", "error")
@@ -622,9 +659,10 @@ async def api_result(request: Request) -> Response:
 async def jobs_page(request: Request) -> Response:
     admin = _admin(request)
     listing = await run_in_threadpool(jobs_mod.list_jobs, admin)
+    unavailable = jobs_mod.unavailable_kinds()  # not read at all (one note each, not one error per queue)
     if _is_api(request):
-        return JSONResponse({"stores": listing})
-    return _render(request, "jobs.html", {"stores": listing})
+        return JSONResponse({"stores": listing, "unavailable": unavailable})
+    return _render(request, "jobs.html", {"stores": listing, "unavailable": unavailable})
 
 
 @requires("operator")
@@ -633,8 +671,12 @@ async def job_action(request: Request) -> Response:
     admin = _admin(request)
     try:
         await run_in_threadpool(jobs_mod.job_action, admin, p["kind"], p["queue"], p["job_id"], p["action"])
-    except (ValueError, LookupError) as exc:
+    except ValueError as exc:
         return _error(request, 400, str(exc))
+    except LookupError as exc:
+        return _error(request, 404, str(exc))
+    except jobs_mod.StoreUnavailable as exc:  # its client library is missing, or its server cannot be reached
+        return _error(request, 503, str(exc))
     audit_log(admin.state, request.state.who.name, f"job.{p['action']}", p["queue"], 1,
               {"store": p["kind"], "job_id": p["job_id"]})
     if _is_api(request):
@@ -666,27 +708,29 @@ async def users_action(request: Request) -> Response:
     users = _users(request)
     who = request.state.who.name
     admin = _admin(request)
-    action = form.get("action")
+    action = check.text(form, "action", "")
     try:
         if action == "set_user":
-            await run_in_threadpool(users.set_user, form.get("username", ""), form.get("password", ""),
-                                    form.get("role", "viewer"))
-            audit_log(admin.state, who, "user.set", str(form.get("username")), None, {"role": form.get("role")})
+            name, role = check.required_text(form, "username"), check.text(form, "role") or "viewer"
+            await run_in_threadpool(users.set_user, name, check.required_text(form, "password"), role)
+            audit_log(admin.state, who, "user.set", str(name), None, {"role": role})
         elif action == "delete_user":
-            if form.get("username") == who:
+            name = check.required_text(form, "username")
+            if name == who:
                 raise ValueError("you cannot delete yourself")
-            await run_in_threadpool(users.delete_user, form.get("username", ""))
-            audit_log(admin.state, who, "user.delete", str(form.get("username")))
+            await run_in_threadpool(users.delete_user, name)
+            audit_log(admin.state, who, "user.delete", str(name))
         elif action == "create_token":
-            token = await run_in_threadpool(users.create_token, form.get("name") or "token",
-                                            form.get("role", "viewer"), who)
-            audit_log(admin.state, who, "token.create", str(form.get("name")), None, {"role": form.get("role")})
+            name, role = check.text(form, "name") or "token", check.text(form, "role") or "viewer"
+            token = await run_in_threadpool(users.create_token, name, role, who)
+            audit_log(admin.state, who, "token.create", str(name), None, {"role": role})
             if _is_api(request):
                 return JSONResponse({"token": token})
             request.session["new_token"] = token  # shown once on the next page
         elif action == "revoke_token":
-            ok = await run_in_threadpool(users.revoke_token, form.get("id", ""))
-            audit_log(admin.state, who, "token.revoke", str(form.get("id")), 1 if ok else 0)
+            token_id = check.required_text(form, "id")
+            ok = await run_in_threadpool(users.revoke_token, token_id)
+            audit_log(admin.state, who, "token.revoke", str(token_id), 1 if ok else 0)
         else:
             raise ValueError(f"unknown action {action!r}")
     except ValueError as exc:

@@ -2,7 +2,8 @@
 
 Everything is kept in the state backend's document collections (so that several manager processes
 share them): ``web_users`` (username -> role and scrypt hash), ``web_tokens`` (sha256 of a token -> its
-name, role, creator), ``web_config`` (the session-signing key). Passwords are never stored: only
+name, role, creator), ``web_sessions`` (sha256 of a session id -> its user; deleted at logout, so that a
+signed cookie stops working on the server's side), ``web_config`` (the session-signing key). Passwords are never stored: only
 ``scrypt(password, salt, n=2**15, r=8, p=1)``; API tokens are random 256-bit strings, stored as their
 SHA-256 (they are not guessable, so a slow hash would only cost time on every API call).
 """
@@ -18,6 +19,7 @@ from typing import Any, Optional
 
 USERS = "web_users"
 TOKENS = "web_tokens"
+SESSIONS = "web_sessions"
 CONFIG = "web_config"
 ROLES = ("viewer", "operator", "admin")
 _RANK = {r: i for i, r in enumerate(ROLES)}
@@ -124,6 +126,25 @@ class UserStore:
         t = self.state.doc_get(TOKENS, hashlib.sha256(token.encode()).hexdigest())
         return Principal(f"token:{t['name']}", t["role"], "token") if t else None
 
+    # ---- login sessions: one document per session (per browser), so that logging out ends that one only
+    def open_session(self, name: str, max_age: float) -> str:
+        """A new session of ``name``, open for ``max_age`` seconds from now (never extended: a document
+        written once cannot be brought back by a request racing the logout); returns its id, kept in the
+        signed cookie and stored here only as its SHA-256."""
+        sid = secrets.token_urlsafe(32)
+        self.state.doc_put(SESSIONS, _digest(sid), {"user": name, "created": time.time()}, ttl=max_age)
+        return sid
+
+    def session_alive(self, sid: Any, name: str) -> bool:
+        """Whether session ``sid`` of ``name`` is open: not logged out, not expired."""
+        if not isinstance(sid, str) or not sid:
+            return False
+        doc = self.state.doc_get(SESSIONS, _digest(sid))
+        return doc is not None and doc.get("user") == name
+
+    def close_session(self, sid: str) -> bool:
+        return self.state.doc_delete(SESSIONS, _digest(sid))
+
     # ---- the session-signing key (shared by every manager process on this state backend)
     def session_secret(self) -> str:
         doc = self.state.doc_get(CONFIG, "session")
@@ -132,6 +153,10 @@ class UserStore:
             self.state.doc_put(CONFIG, "session", doc)
             doc = self.state.doc_get(CONFIG, "session") or doc
         return doc["key"]
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 _DUMMY_HASH = hash_password(secrets.token_hex(8), n=2 ** 14)

@@ -11,20 +11,50 @@ the manager trusts the store exactly as the scheduler processes do. Schedulers r
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any
-
 import os
+from typing import Any, Optional
 
 from funboost.admin import QueueAdmin
 
 STORE_KINDS = ("sqlite", "redis", "sqlalchemy")
+JOB_ACTIONS = ("pause", "resume", "remove")
+_NEEDS = {  # what a store kind needs installed, and how to install it
+    "sqlite": (("sqlalchemy",), "SQLAlchemy: pip install 'funboost-core[sqlalchemy]'"),
+    "sqlalchemy": (("sqlalchemy",), "SQLAlchemy: pip install 'funboost-core[sqlalchemy]'"),
+    "redis": (("redis", "apscheduler.jobstores.redis"), "funboost-redis: pip install funboost-redis"),
+}
 
 
-def store_kinds() -> tuple[str, ...]:
+class StoreUnavailable(Exception):
+    """A job store that cannot be read here: its client library is not installed, or its server is down."""
+
+
+def missing_requirement(kind: str) -> Optional[str]:
+    """Why the ``kind`` store cannot be read in this installation (None: it can)."""
+    modules, what = _NEEDS.get(kind, ((), ""))
+    for mod in modules:
+        try:
+            __import__(mod)
+        except ImportError:
+            return f"the {kind} job store needs {what}"
+    return None
+
+
+def configured_kinds() -> tuple[str, ...]:
     """The stores worth reading here: sqlalchemy only once a URL says which database holds it."""
     if os.environ.get("FUNBOOST_APS_SQLALCHEMY_URL") or os.environ.get("FUNBOOST_STATE_SQLALCHEMY_URL"):
         return STORE_KINDS
     return tuple(k for k in STORE_KINDS if k != "sqlalchemy")
+
+
+def store_kinds() -> tuple[str, ...]:
+    """The configured stores that this installation can read."""
+    return tuple(k for k in configured_kinds() if missing_requirement(k) is None)
+
+
+def unavailable_kinds() -> dict[str, str]:
+    """Configured stores that cannot be read for lack of a library: kind -> what to install."""
+    return {k: why for k in configured_kinds() if (why := missing_requirement(k)) is not None}
 
 
 def _store(kind: str, queue: str) -> Any:
@@ -62,10 +92,22 @@ def list_jobs(admin: QueueAdmin) -> list[dict]:
 
 
 def job_action(admin: QueueAdmin, kind: str, queue: str, job_id: str, action: str) -> None:
-    if kind not in store_kinds():
-        raise ValueError(f"store kind must be one of {store_kinds()}")
-    store = _store(kind, queue)
-    job = store.lookup_job(job_id)
+    """``action`` on a job: ValueError for a bad action or store kind (checked before any store is read),
+    StoreUnavailable when the store cannot be read here, LookupError when it has no such job."""
+    if action not in JOB_ACTIONS:
+        raise ValueError(f"action must be pause, resume or remove, got {action!r}")
+    if kind not in configured_kinds():
+        raise ValueError(f"store kind must be one of {configured_kinds()}, got {kind!r}")
+    why = missing_requirement(kind)
+    if why is not None:
+        raise StoreUnavailable(why)
+    try:
+        store = _store(kind, queue)
+        job = store.lookup_job(job_id)
+    except ImportError as exc:
+        raise StoreUnavailable(str(exc)) from None
+    except Exception as exc:  # the store's server cannot be reached (redis, a database)
+        raise StoreUnavailable(f"cannot read the {kind} job store of {queue!r}: {type(exc).__name__}: {exc}") from None
     if job is None:
         raise LookupError(f"no job {job_id!r} in the {kind} store of {queue!r}")
     if action == "remove":
@@ -73,9 +115,7 @@ def job_action(admin: QueueAdmin, kind: str, queue: str, job_id: str, action: st
         return
     if action == "pause":
         job._modify(next_run_time=None)
-    elif action == "resume":
+    else:
         now = _dt.datetime.now(_dt.timezone.utc)
         job._modify(next_run_time=job.trigger.get_next_fire_time(None, now))
-    else:
-        raise ValueError("action must be pause, resume or remove")
     store.update_job(job)
