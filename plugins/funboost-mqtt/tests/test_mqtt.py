@@ -86,6 +86,23 @@ def test_stopping_consumer_hands_back_what_it_buffered(make):
     assert numbers(ran_by_a + rest) == list(range(60))
 
 
+def test_broadcast_requeue_and_stop_give_the_other_subscribers_no_extra_copies(make):
+    """A broadcast subscriber's copy is its own: a requeue goes back to it alone, and what it buffered when
+    it stops is dropped, not published again to everyone."""
+    a, b, pub = make(MqttBroadcastBroker), make(MqttBroadcastBroker), make(MqttBroadcastBroker)
+    a.fetch(1, 0.05)
+    b.fetch(1, 0.05)
+    pub.publish([env(i) for i in range(10)])
+    first = fetch_until(a, 1)
+    a.requeue(first)  # e.g. ExceptionForRequeue
+    again = fetch_until(a, 10)  # the other 9, then the requeued one again, from a's own buffer
+    assert numbers(again) == list(range(10))
+    a.ack(again[:5])
+    a.requeue(again[5:])  # the engine hands back what it prefetched when it stops, then closes
+    a.close()
+    assert numbers(drain(b, quiet=1.0)) == list(range(10)), "b got a copy more or less than one of each"
+
+
 KILLED_CONSUMER = textwrap.dedent("""
     import json, os, signal, sys, time
     from funboost_mqtt import MqttBroker, MqttOptions

@@ -450,6 +450,13 @@ class _Session:
         with self.cond:
             self.unacked.difference_update(d.tag[0] for d in deliveries)
 
+    def put_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Return deliveries taken by take() to the end of this consumer's own buffer (not acknowledged)."""
+        with self.cond:
+            self.unacked.difference_update(d.tag[0] for d in deliveries)
+            self.buffer.extend(deliveries)
+            self.cond.notify_all()
+
     # ------------------------------------------------------------------ hand-off and ending
     def hand_off(self, pub: _Publisher, deadline: float) -> str:
         """Give every message of this session (no longer subscribed to the work topic) to the other members
@@ -673,9 +680,9 @@ class _Subscriber(_Session):
             return INCOMPLETE
 
     # ------------------------------------------------------------------ stopping
-    def close(self, hand_back: Callable[[list[Delivery]], None]) -> None:
-        """Stop receiving and leave nothing behind: see the module doc. ``hand_back`` republishes deliveries
-        (``MQTT_BROADCAST``, which hands back only what it buffered)."""
+    def close(self) -> None:
+        """Stop receiving and leave nothing behind: see the module doc (``MQTT_BROADCAST`` drops its own
+        copies)."""
         self.closing = True
         self._stop_adopting.set()
         with self._orphans:
@@ -687,7 +694,7 @@ class _Subscriber(_Session):
             t.join(o.handoff_timeout + 2 * o.connect_timeout)
         deadline = time.monotonic() + o.handoff_timeout
         if not self.work_queue:
-            self._close_broadcast(hand_back, deadline)
+            self._close_broadcast(deadline)
             return
         unsubscribed = self.connected.wait(max(0.0, deadline - time.monotonic())) and \
             self.unsubscribe([self.topic_filter, self.orphan_filter], deadline)
@@ -731,17 +738,16 @@ class _Subscriber(_Session):
         log("MQTT: consumer %s stopped %s; the next consumer of %s takes over its session and its messages "
             "(within session_expiry=%ss)", self.client_id, why, self.topic, o.session_expiry)
 
-    def _close_broadcast(self, hand_back: Callable[[list[Delivery]], None], deadline: float) -> None:
-        """Unsubscribe, hand back what was buffered and never run, end the session."""
+    def _close_broadcast(self, deadline: float) -> None:
+        """Unsubscribe, drop this consumer's copies that never ran, end the session. Publishing them again
+        would give every other subscriber a second copy of messages it already has."""
         if self.connected.is_set():
             self.unsubscribe([self.topic_filter], deadline)
         with self.cond:
-            left, self.buffer = list(self.buffer), collections.deque()
+            left, self.buffer = len(self.buffer), collections.deque()
         if left:
-            try:
-                hand_back(left)
-            except Exception as exc:
-                logger.error("MQTT: could not hand back %d buffered messages: %s", len(left), exc)
+            logger.info("MQTT: broadcast consumer %s stopped with %d buffered message(s) not run; the other "
+                        "subscribers have their own copies", self.client_id, left)
         self.end(keep_session=False)
 
 
@@ -853,7 +859,7 @@ class MqttBroker(Broker):
         with self._sub_lock:
             sub = self._sub.clear()
         if sub is not None:
-            sub.close(lambda left: self._publish_bodies([bytes(d.body) for d in left]))
+            sub.close()
 
 
 class MqttBroadcastBroker(MqttBroker):
@@ -871,3 +877,15 @@ class MqttBroadcastBroker(MqttBroker):
 
     def _topic_filter(self) -> str:
         return self.topic
+
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        """Back into this consumer's own buffer: every subscriber holds its own copy of a broadcast, so
+        publishing it again would give each of the others one more."""
+        if not deliveries:
+            return
+        sub = self._sub.peek()
+        if sub is None:  # closed: its copies end with it, as the others have theirs
+            logger.info("MQTT: %d broadcast message(s) handed back after the consumer of %s closed: dropped",
+                        len(deliveries), self.queue_name)
+            return
+        sub.put_back(deliveries)

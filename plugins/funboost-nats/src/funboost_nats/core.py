@@ -32,13 +32,12 @@ from nats.aio.msg import Msg
 
 from funboost.plugins.broker import (Broker, Capabilities, Delivery, OutgoingMessage, QueueSize,
                                      annotate_dead_letter)
-from funboost.process_local import ProcessLocal
 from funboost.keepalive import on_graceful_exit
 from funboost.result import RemoteTaskError
 
 from .naming import safe_token
 from .options import CoreOptions
-from .runtime import OperationTimeout, check_reachable, runtime
+from .runtime import BrokerState, OperationTimeout, check_reachable, runtime
 
 logger = logging.getLogger("funboost.nats")
 
@@ -112,9 +111,7 @@ class NatsCoreBroker(Broker):
         self.options: CoreOptions
         self.subject = f"{self.options.subject_prefix}.{safe_token(queue_name)}"
         self._lock = threading.Lock()
-        self._local: ProcessLocal[_State] = ProcessLocal(self._open)
-        # deadline (time.monotonic()) of the call that opens the state in this thread, if it has one
-        self._open_deadline = threading.local()
+        self._local: BrokerState[_State] = BrokerState(self._open)
 
     @classmethod
     def check_available(cls, options: Any) -> Optional[str]:
@@ -123,17 +120,10 @@ class NatsCoreBroker(Broker):
 
     def _state(self, deadline: Optional[float] = None) -> _State:
         """This process's state, opened now if needed; by ``deadline`` (monotonic) when given."""
-        if deadline is None:
-            return self._local.get()
-        self._open_deadline.value = deadline  # read by _open (ProcessLocal calls it without arguments)
-        try:
-            return self._local.get()
-        finally:
-            self._open_deadline.value = None
+        return self._local.get(deadline)
 
-    def _open(self) -> _State:
+    def _open(self, deadline: Optional[float]) -> _State:
         o = self.options
-        deadline: Optional[float] = getattr(self._open_deadline, "value", None)
         return _State(nc=runtime().acquire(o.url, o.connect_timeout, o.reconnect_wait,
                                            timeout=None if deadline is None else deadline - time.monotonic()))
 

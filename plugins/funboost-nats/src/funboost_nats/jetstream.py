@@ -38,11 +38,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType,
 
 from funboost.engine.liveness import Tick, ticker
 from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
-from funboost.process_local import ProcessLocal
 
 from .naming import safe_token
 from .options import JetStreamOptions
-from .runtime import OperationTimeout, check_reachable, probe_options, runtime
+from .runtime import BrokerState, OperationTimeout, check_reachable, probe_options, runtime
 
 logger = logging.getLogger("funboost.nats")
 
@@ -121,9 +120,7 @@ class NatsJetStreamBroker(Broker):
         self.stream_name = f"{self.options.stream_prefix}{token}"
         self.subject = f"{self.options.subject_prefix}.{token}"
         self._lock = threading.Lock()
-        self._local: ProcessLocal[_State] = ProcessLocal(self._open)
-        # deadline (time.monotonic()) of the call that opens the state in this thread, if it has one
-        self._open_deadline = threading.local()
+        self._local: BrokerState[_State] = BrokerState(self._open)
 
     @property
     def pump_errors(self) -> int:
@@ -154,17 +151,10 @@ class NatsJetStreamBroker(Broker):
     # ------------------------------------------------------------------ setup
     def _state(self, deadline: Optional[float] = None) -> _State:
         """This process's state, opened now if needed; by ``deadline`` (monotonic) when given."""
-        if deadline is None:
-            return self._local.get()
-        self._open_deadline.value = deadline  # read by _open (ProcessLocal calls it without arguments)
-        try:
-            return self._local.get()
-        finally:
-            self._open_deadline.value = None
+        return self._local.get(deadline)
 
-    def _open(self) -> _State:
+    def _open(self, deadline: Optional[float]) -> _State:
         o = self.options
-        deadline: Optional[float] = getattr(self._open_deadline, "value", None)
         nc = runtime().acquire(o.url, o.connect_timeout, o.reconnect_wait,
                                timeout=None if deadline is None else deadline - time.monotonic())
         try:

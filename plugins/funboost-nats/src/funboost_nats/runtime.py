@@ -16,7 +16,7 @@ import concurrent.futures
 import logging
 import os
 import threading
-from typing import Any, Awaitable, Callable, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Generic, Optional, TypeVar
 
 import nats
 from nats.aio.client import Client
@@ -26,6 +26,38 @@ from funboost.process_local import ProcessLocal
 logger = logging.getLogger("funboost.nats")
 
 T = TypeVar("T")
+
+
+class BrokerState(Generic[T]):
+    """A broker's per-process state (connection, stream handles), opened on first use.
+
+    The call that opens it may carry a deadline (``time.monotonic()``): a publish bounded by its
+    ``publish_timeout`` must not wait out a longer connect. ``open_state(deadline)`` builds the state;
+    the deadline travels through a thread-local because :class:`ProcessLocal` calls its factory
+    without arguments."""
+
+    def __init__(self, open_state: Callable[[Optional[float]], T]) -> None:
+        self._open_state = open_state
+        self._deadline = threading.local()
+        self._local: ProcessLocal[T] = ProcessLocal(self._open)
+
+    def get(self, deadline: Optional[float] = None) -> T:
+        if deadline is None:
+            return self._local.get()
+        self._deadline.value = deadline
+        try:
+            return self._local.get()
+        finally:
+            self._deadline.value = None
+
+    def peek(self) -> Optional[T]:
+        return self._local.peek()
+
+    def clear(self) -> Optional[T]:
+        return self._local.clear()
+
+    def _open(self) -> T:
+        return self._open_state(getattr(self._deadline, "value", None))
 
 
 class OperationTimeout(TimeoutError):
