@@ -201,6 +201,26 @@ def test_countdown_delay_does_not_block_other_messages(make):
     assert done[1][0] == "late" and done[1][1] - t0 >= 1.45
 
 
+def test_misfire_grace_time_skips_a_delayed_task_that_is_too_late(make):
+    """TaskOptions(misfire_grace_time=...) as in the original (APScheduler's misfire): a delayed task
+    that reaches its consumer later than its run time plus the grace time is not run (status expired);
+    without the option, or within the grace time, it runs however late."""
+    done = []
+    f = make(lambda x: done.append(x), is_using_rpc_mode=True)
+    long_ago = time.time() - 30  # due 29 s ago: as if no consumer ran when it was due
+    missed = f.publish({"x": "missed"}, task_options=TaskOptions(countdown=1, misfire_grace_time=5,
+                                                                 publish_time=long_ago))
+    f.publish({"x": "in_grace"}, task_options=TaskOptions(countdown=1, misfire_grace_time=60, publish_time=long_ago))
+    f.publish({"x": "no_grace"}, task_options=TaskOptions(countdown=1, publish_time=long_ago))
+    f.publish({"x": "eta_missed"}, task_options=TaskOptions(eta=long_ago, misfire_grace_time=1))
+    f.consume()
+    wait_until(lambda: sorted(done) == ["in_grace", "no_grace"], 10)
+    status = missed.wait(10)
+    assert status["run_status"] == "expired" and "misfire_grace_time=5" in status["exception_msg"]
+    wait_until(lambda: f.get_message_count() == 0, 5)
+    assert sorted(done) == ["in_grace", "no_grace"]
+
+
 def test_run_time_window_holds_messages_outside_it(make):
     import datetime as dt
     closed_minute = (dt.datetime.now().minute + 30) % 60

@@ -603,6 +603,14 @@ class Consumer:
         """Filter and argument checks, done when the task is due (after any delay)."""
         p = self.params
         extra = task.msg.extra
+        grace = extra.get("misfire_grace_time")
+        if grace is not None:
+            due = message_eta(extra)
+            late = time.time() - due if due is not None else 0.0
+            if late > grace:  # as APScheduler's misfire: a run missed by more than the grace time is skipped
+                self._finish_without_run(task, RunStatus.EXPIRED, f"missed its run time by {late:.1f}s "
+                                         f"(misfire_grace_time={grace:g})")
+                return False
         if extra.get("do_task_filtering", p.do_task_filtering):
             key = task.filter_key = filter_key(task.msg.kwargs, extra.get("filter_str"))
             if self.state.filter_contains(p.queue_name, key):
@@ -832,7 +840,9 @@ class Consumer:
 
     def _republish(self, task: Task, countdown: float = 0.0, extra_updates: Optional[dict] = None) -> None:
         """Publish a copy of the message (with updated counters), then ack the original."""
-        extra = {k: v for k, v in task.msg.extra.items() if k not in ("_eta", "countdown", "eta")}
+        # the user's schedule (and its misfire grace) applied to the first run only; a retry is due when it is
+        extra = {k: v for k, v in task.msg.extra.items()
+                 if k not in ("_eta", "countdown", "eta", "misfire_grace_time")}
         extra.update(extra_updates or {})
         now = time.time()
         eta = now + countdown if countdown else None
