@@ -40,7 +40,13 @@ def test_records_module_imports_nothing_of_engine_or_state():
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     # funboost.message: the exact JSON codec (ints beyond 64 bits, NaN) shared by envelopes and records;
     # itself a leaf (exceptions, a random source), checked below
-    assert {m for m in imported if m and m.startswith("funboost")} == {"funboost.enums", "funboost.message"}
+    # funboost.timezone: publish_time_format of the original's field names (stdlib, and the settings class)
+    assert {m for m in imported if m and m.startswith("funboost")} == {"funboost.enums", "funboost.message",
+                                                                       "funboost.timezone"}
+    import funboost.timezone
+    tree = ast.parse(open(funboost.timezone.__file__).read())
+    assert {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+            and (n.module or "").startswith("funboost")} == {"funboost.funboost_config_deafult"}
     import funboost.message
     tree = ast.parse(open(funboost.message.__file__).read())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}

@@ -112,7 +112,8 @@ def test_funboost_config_py_is_picked_up(tmp_path: Path) -> None:
     project.mkdir()
     (project / "funboost_config.py").write_text(FUNBOOST_CONFIG_PY)
     env = {"PYTHONPATH": str(project), "FUNBOOST_RABBITMQ_URL": "amqp://from-the-environment/"}
-    for var in ("FUNBOOST_REDIS_URL", "FUNBOOST_STATE_REDIS_URL", "FUNBOOST_SQLITE_DIR", "FUNBOOST_NO_CONFIG_FILE"):
+    for var in ("FUNBOOST_REDIS_URL", "FUNBOOST_STATE_REDIS_URL", "FUNBOOST_SQLITE_DIR", "FUNBOOST_NO_CONFIG_FILE",
+                "FUNBOOST_TIMEZONE"):
         env[var] = ""
     proc = run_script("funboost_config_pickup.py", uuid.uuid4().hex[:8], str(project), cwd=tmp_path, env=env)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
@@ -135,4 +136,11 @@ def test_fabric_deploy_to_a_loopback_ssh_server(tmp_path: Path) -> None:
     with loopback_sshd(tmp_path / "sshd") as server:
         proc = run_script("fabric_deploy_loopback.py", str(project), str(server.port), server.key_filename,
                           server.known_hosts, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+
+
+def test_record_names_instance_method_helper_and_fields_of_earlier_versions(tmp_path: Path) -> None:
+    """The original's record hook example (its attribute names), ClsHelper for instance methods,
+    msg_expire_senconds / consumin_function_decorator / retry_interval, do_not_run_by_specify_time."""
+    proc = run_script("status_names_and_old_fields.py", uuid.uuid4().hex[:8], cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]

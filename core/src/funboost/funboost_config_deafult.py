@@ -175,7 +175,7 @@ _done: Optional[ConfigPickup] = None
 def _masked(value: str) -> str:
     """A value for the notice: passwords in URLs hidden."""
     import re
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", value)
+    return re.sub(r"(://[^:/@]*:)[^@]+@", r"\1***@", value)  # (an empty password stays visible as empty)
 
 
 def use_config_form_funboost_config_module() -> ConfigPickup:
@@ -271,6 +271,12 @@ def _apply(module: Any, result: ConfigPickup) -> None:
                 continue
             os.environ[env] = value
             result.applied[env] = value
+    tz = getattr(user_common, "TIMEZONE", None) if user_common is not None else None
+    if tz:  # schedules (cron / date jobs) and publish_time_format use it, as in the original
+        if os.environ.get("FUNBOOST_TIMEZONE"):
+            result.kept_from_env.append("FUNBOOST_TIMEZONE")
+        else:
+            os.environ["FUNBOOST_TIMEZONE"] = result.applied["FUNBOOST_TIMEZONE"] = str(tz)
     level = getattr(user_common, "FUNBOOST_PROMPT_LOG_LEVEL", None) if user_common is not None else None
     if isinstance(level, (int, str)) and level != "":
         logging.getLogger("funboost").setLevel(level)

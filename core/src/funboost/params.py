@@ -45,6 +45,9 @@ _MODE_ALIASES = {"solo": "single_thread", "asyncio": "async", "thread": "threadi
 _DEPRECATED_KEYS = {
     "function_result_status_persistance_conf": "function_result_status_persistence_conf",
     "is_send_consumer_hearbeat_to_redis": "is_send_consumer_heartbeat_to_redis",
+    # spellings of earlier original versions that 55.0 still maps
+    "msg_expire_senconds": "msg_expire_seconds",
+    "consumin_function_decorator": "consuming_function_decorator",
 }
 
 
@@ -192,6 +195,10 @@ class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
     qps: Optional[float] = None
     is_using_distributed_frequency_control: bool = False
     allow_run_time_cron: Optional[str] = None
+    # the original's older window (it dropped the fields for allow_run_time_cron; here both work): with
+    # the flag on, no message starts between these two local times of day (a start after the end spans midnight)
+    is_do_not_run_by_specify_time_effect: bool = False
+    do_not_run_by_specify_time: tuple[str, str] = ("10:10:00", "23:20:00")
 
     # ---- reliability
     max_retry_times: int = 3
@@ -268,7 +275,27 @@ class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
                                   DeprecationWarning, stacklevel=4)
                     data = dict(data)
                     data.setdefault(new, data.pop(old))
+            if "retry_interval" in data:  # an earlier original's fixed pause between retries
+                data = dict(data)
+                interval = data.pop("retry_interval")
+                if interval and not data.get("is_using_advanced_retry"):
+                    warnings.warn(f"BoosterParams: 'retry_interval' is an earlier original funboost field; mapped to "
+                                  f"is_using_advanced_retry=True with a fixed {interval}s pause between retries "
+                                  f"(advanced_retry_config)", FunboostCompatWarning, stacklevel=4)
+                    data["is_using_advanced_retry"] = True
+                    data["advanced_retry_config"] = {"retry_mode": "sleep", "retry_base_interval": interval,
+                                                     "retry_multiplier": 1.0, "retry_max_interval": interval}
         return data
+
+    @field_validator("do_not_run_by_specify_time")
+    @classmethod
+    def _day_times(cls, v: tuple[str, str]) -> tuple[str, str]:
+        for t in v:
+            try:
+                _dt.datetime.strptime(t, "%H:%M:%S")
+            except (TypeError, ValueError):
+                raise ValueError(f"do_not_run_by_specify_time: {t!r} is not a time of day 'HH:MM:SS'") from None
+        return v
 
     @field_validator("concurrent_mode", mode="before")
     @classmethod

@@ -153,7 +153,66 @@ class FunctionResultStatus:
         d["user_context"] = dict(self.user_context)
         return d
 
-    get_status_dict = to_dict  # the original funboost's name
+    # ---- the original funboost's names of the same facts: read-only, computed when read, never stored
+    @property
+    def host_name(self) -> str:
+        return self.host
+
+    @property
+    def process_id(self) -> int:
+        return self.pid
+
+    @property
+    def thread_id(self) -> Any:
+        """The thread's name here (the original recorded its numeric ident)."""
+        return self.thread
+
+    @property
+    def host_process(self) -> str:
+        return f"{self.host} - {self.pid}"
+
+    @property
+    def publish_time_format(self) -> Optional[str]:
+        """``publish_time`` as ``'%Y-%m-%d %H:%M:%S'`` in the configured time zone (funboost.timezone)."""
+        from funboost.timezone import format_local
+        return format_local(self.publish_time)
+
+    publish_time_str = publish_time_format
+
+    @property
+    def msg_dict(self) -> dict:
+        """The message as the original's consumers saw it: the arguments and an ``extra`` part."""
+        params = self.params if isinstance(self.params, dict) else {}
+        return {**params, "extra": {"task_id": self.task_id, "publish_time": self.publish_time,
+                                    "publish_time_format": self.publish_time_format}}
+
+    @property
+    def params_str(self) -> str:
+        return _json.dumps(self.params, ensure_ascii=False, default=str)
+
+    @property
+    def function(self) -> Optional[str]:
+        """The name of the queue's function in this process (None when no booster of it is here)."""
+        return function_name_of(self.queue_name)
+
+    @property
+    def total_thread(self) -> int:
+        return threading.active_count()
+
+    @property
+    def script_name(self) -> str:
+        import sys
+        return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+
+    def get_status_dict(self, without_datetime_obj: bool = False) -> dict:
+        """The original funboost's name: :meth:`to_dict` plus the original's names of the same facts
+        (``host_name``, ``process_id``, ``thread_id``, ``host_process``, ``publish_time_format`` /
+        ``publish_time_str``, ``msg_dict``, ``params_str``, ``function``, ``total_thread``, ``script_name``).
+        ``without_datetime_obj`` is accepted for the original's signature: no value here is a datetime."""
+        d = self.to_dict()
+        for name in _ORIGINAL_NAMES:
+            d[name] = getattr(self, name)
+        return d
 
     def compact(self, with_result: bool = True) -> tuple:
         """The stored form of a *final* status in the engine's batches: its values in
@@ -184,6 +243,12 @@ class FunctionResultStatus:
         return (f"FunctionResultStatus(queue_name={self.queue_name!r}, task_id={self.task_id!r}, "
                 f"run_status={self.run_status!r}, success={self.success!r}, run_times={self.run_times!r})")
 
+
+# queue name -> the name of its function in this process; set by funboost.registry (this module stays a leaf)
+function_name_of: Callable[[str], Optional[str]] = lambda queue_name: None
+
+_ORIGINAL_NAMES = ("host_name", "process_id", "thread_id", "host_process", "publish_time_format", "publish_time_str",
+                   "msg_dict", "params_str", "function", "total_thread", "script_name")
 
 # the value of every field a stored record may leave out (complete_record / expand_record fill them in)
 _DEFAULTS: dict = {"result": None, **{k: getattr(FunctionResultStatus, k) for k in _FIELDS

@@ -9,6 +9,7 @@ import threading
 import warnings
 from typing import TYPE_CHECKING, Any, Optional
 
+from funboost import records as _records
 from funboost.params import BoosterParams, TaskOptions
 
 logger = logging.getLogger("funboost.registry")
@@ -162,3 +163,10 @@ class BoostersManager:
             **{q: process_num for q, b in cls._boosters.items() if b.params.booster_group == booster_group})
 
     mp_consume_group = multi_process_consume_group
+
+
+def _function_name_of(queue_name: str) -> Optional[str]:
+    return getattr(BoostersManager._boosters.get(queue_name), "func_name", None)
+
+
+_records.function_name_of = _function_name_of  # FunctionResultStatus.function (the original's field)

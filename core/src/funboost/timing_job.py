@@ -38,6 +38,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import threading
 import uuid
 from typing import TYPE_CHECKING, Any, Optional, Union
@@ -52,6 +53,7 @@ from apscheduler.util import undefined
 from funboost.keepalive import KeepAlive
 from funboost.paths import user_data_dir
 from funboost.state.base import StateBackend, get_state_backend
+from funboost.timezone import configured_timezone
 from funboost.utils.private_random import rng
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,7 +123,17 @@ class FunboostBackgroundScheduler(BackgroundScheduler):
         self.lock_name = lock_name
         self.owner = owner or _owner_id()
         self.poll_interval = poll_interval
+        self._explicit_timezone = kwargs.get("timezone") is not None
         super().__init__(*args, **kwargs)
+
+    def _create_trigger(self, trigger: Any, trigger_args: dict) -> Any:
+        # a scheduler built without a time zone takes the configured one (FUNBOOST_TIMEZONE or an original
+        # funboost_config.py's TIMEZONE, read when the job is added, after the config pick-up) over local time
+        if not self._explicit_timezone and "timezone" not in trigger_args:
+            tz = configured_timezone()
+            if tz is not None:
+                trigger_args["timezone"] = tz
+        return super()._create_trigger(trigger, trigger_args)
 
     def _process_jobs(self) -> Optional[float]:
         if self.state == STATE_PAUSED:
@@ -468,3 +480,7 @@ def _shutdown_schedulers() -> None:
 
 
 _keepalive = KeepAlive("funboost-aps-keepalive", _schedulers_have_jobs, _shutdown_schedulers)
+
+# the original's module path of ApsJobAdder (``from funboost.timing_job.timing_push import ApsJobAdder``): this
+# module is also importable under it (docs/migrating.md)
+sys.modules.setdefault(__name__ + ".timing_push", sys.modules[__name__])

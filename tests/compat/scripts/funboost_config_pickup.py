@@ -46,5 +46,18 @@ r = redis.Redis.from_url("redis://127.0.0.1:6379/3")
 assert any(str(k).find(f"cfg_add_{suffix}") >= 0 for k in r.scan_iter(match=f"*cfg_add_{suffix}*")), \
     "the queue is not in redis db 3"
 add.stop_consume()
+
+# FunboostCommonConfig.TIMEZONE: schedules fire in it and publish_time_format is written in it, as in the original
+assert "FUNBOOST_TIMEZONE=Asia/Shanghai" in notice, notice
+from funboost import ApsJobAdder  # noqa: E402
+adder = ApsJobAdder(other, job_store_kind="memory", is_auto_start=False)  # not started: the script may end
+job = adder.add_push_job(trigger="cron", hour=9, args=(1,), id=f"tz_{suffix}")
+assert str(job.trigger.timezone) == "Asia/Shanghai", job.trigger.timezone
+import datetime as dt  # noqa: E402
+import zoneinfo  # noqa: E402
+from funboost.records import FunctionResultStatus  # noqa: E402
+shanghai = dt.datetime(2030, 1, 1, 8, 0, 0, tzinfo=zoneinfo.ZoneInfo("Asia/Shanghai"))
+st = FunctionResultStatus("q", "t", {}, publish_time=shanghai.timestamp())
+assert st.publish_time_format == "2030-01-01 08:00:00", st.publish_time_format
 assert listing() == before, "something was written into the user's project"
 print("OK")

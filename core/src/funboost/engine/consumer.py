@@ -23,7 +23,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, List, Optional
 
-from funboost.engine.controls import CronWindow, RateLimiter, filter_key
+from funboost.engine.controls import RateLimiter, filter_key, run_time_window
 from funboost.engine.executors import Executor, FlexibleThreadPool, make_executor
 from funboost.engine.liveness import ticker
 from funboost.engine.metrics import MetricsRecorder
@@ -297,7 +297,8 @@ class Consumer:
                                                 p.specify_async_loop, name=f"funboost-{p.queue_name}")
         self.runner = Runner(self)
         self.rate = RateLimiter(p.qps)
-        self.window = CronWindow(p.allow_run_time_cron) if p.allow_run_time_cron else None
+        self.window = run_time_window(p.allow_run_time_cron, p.do_not_run_by_specify_time
+                                      if p.is_do_not_run_by_specify_time_effect else None)
         self.stats = Stats()
         self.metrics = MetricsRecorder(p.queue_name, self.consumer_id, self.stats.snapshot)
         self.last_queue_size: Optional[dict] = None  # the latest sample, reported in heartbeats

@@ -85,6 +85,46 @@ class CronWindow:
         return max(0.2, 60 - now.second - now.microsecond / 1e6)
 
 
+class DailyBlackout:
+    """The original funboost's ``do_not_run_by_specify_time=('10:00:00', '22:00:00')`` (with
+    ``is_do_not_run_by_specify_time_effect=True``): no message starts between these two local times of
+    day, bounds included; a start later than the end spans midnight."""
+
+    def __init__(self, start: str, end: str) -> None:
+        self.start, self.end = start, end
+
+    def is_open(self, now: Optional[dt.datetime] = None) -> bool:
+        t = (now or dt.datetime.now()).strftime("%H:%M:%S")
+        if self.start <= self.end:
+            return not (self.start <= t <= self.end)
+        return not (t >= self.start or t <= self.end)
+
+    def seconds_until_check(self, now: Optional[dt.datetime] = None) -> float:
+        now = now or dt.datetime.now()
+        return max(0.2, 1 - now.microsecond / 1e6)  # the bounds are whole seconds
+
+
+class AllWindows:
+    """Several run-time windows at once: open while every one is."""
+
+    def __init__(self, *windows: Any) -> None:
+        self.windows = windows
+
+    def is_open(self, now: Optional[dt.datetime] = None) -> bool:
+        return all(w.is_open(now) for w in self.windows)
+
+    def seconds_until_check(self, now: Optional[dt.datetime] = None) -> float:
+        return min(w.seconds_until_check(now) for w in self.windows)
+
+
+def run_time_window(cron: Optional[str], blackout: Optional[tuple[str, str]]) -> Any:
+    """The consumer's window from ``allow_run_time_cron`` and the original's do-not-run times (None: always)."""
+    windows = ([CronWindow(cron)] if cron else []) + ([DailyBlackout(*blackout)] if blackout else [])
+    if not windows:
+        return None
+    return windows[0] if len(windows) == 1 else AllWindows(*windows)
+
+
 def filter_key(kwargs: dict, filter_str: Optional[str] = None) -> str:
     """The dedup key: a custom string, or the sorted-keys JSON of the function's arguments."""
     if filter_str:
