@@ -84,3 +84,15 @@ def test_the_contract_suite_runs_from_a_venv_with_only_core_a_plugin_and_pytest(
                         "--pyargs", "funboost.testing.contract", "--funboost-broker", "SQLITE_QUEUE"],
                        capture_output=True, text=True, timeout=900, env=env, cwd=run_dir)
     assert r.returncode == 0 and " passed" in r.stdout, r.stdout[-5000:] + r.stderr[-3000:]
+
+
+def test_the_core_wheel_carries_the_whole_plugin_template(wheels):
+    """`funboost new-broker` scaffolds from the template inside the installed core: every file of the
+    template that git tracks must be in the wheel (its pyproject names a LICENSE file)."""
+    template = ROOT / "plugins" / "_template"
+    tracked = subprocess.run(["git", "ls-files"], cwd=template, capture_output=True, text=True, check=True)
+    expected = {f"funboost/_plugin_template/{p}" for p in tracked.stdout.split()}
+    assert expected, "git lists no file of plugins/_template"
+    with zipfile.ZipFile(wheels["funboost-core"]) as z:
+        missing = expected - set(z.namelist())
+    assert not missing, f"the core wheel lacks template files: {sorted(missing)}"

@@ -92,6 +92,85 @@ def test_broker_class_must_match_hookspec_argument_names():
         validate_broker_class(NoKind)
 
 
+def test_broker_class_missing_a_required_method_is_refused_at_registration():
+    """ack left to Broker's (it raises NotImplementedError): refused with the method named, instead of a
+    consumer that logs 'ack failed ()' forever."""
+    from funboost.brokers.memory import MemoryBroker
+
+    class NoAck(MemoryBroker):
+        kind = "no_ack"
+        ack = Broker.ack
+
+    with pytest.raises(BrokerPluginError, match=r"does not implement \['ack'\]"):
+        validate_broker_class(NoAck)
+
+    class NoPurge(MemoryBroker):  # purge is required only of kinds that declare it
+        kind = "no_purge"
+        purge = Broker.purge
+
+    with pytest.raises(BrokerPluginError, match="purge"):
+        validate_broker_class(NoPurge)
+    import dataclasses
+    NoPurge.capabilities = dataclasses.replace(MemoryBroker.capabilities, purge=False)
+    validate_broker_class(NoPurge)
+
+
+def test_a_plugin_cannot_take_over_another_distributions_kind_name(tmp_path):
+    src = textwrap.dedent("""
+        from funboost.brokers.memory import MemoryBroker
+        class Greedy(MemoryBroker):
+            kind = "greedy"
+            aliases = ("memory",)
+    """)
+    _make_dist(tmp_path, "funboost-greedy", "[funboost.brokers]\ngreedy = greedy_mod:Greedy\n", "greedy_mod", src)
+    r = _run(tmp_path, """
+        from funboost.plugins.manager import resolve_broker_kind
+        print("before", resolve_broker_kind("memory").__name__)
+        try:
+            resolve_broker_kind("greedy")
+        except Exception as e:
+            print("ERR", e)
+        print("after", resolve_broker_kind("memory").__name__)
+    """)
+    assert "before MemoryBroker" in r.stdout and "after MemoryBroker" in r.stdout, r.stdout + r.stderr
+    assert "'memory'" in r.stdout and "funboost-greedy" in r.stdout and "funboost-core" in r.stdout, r.stdout
+
+
+def test_two_distributions_declaring_one_kind_name_is_an_error_naming_both(tmp_path):
+    for dist, mod in (("funboost-one", "one_mod"), ("funboost-two", "two_mod")):
+        sub = tmp_path / dist
+        sub.mkdir()
+        _make_dist(sub, dist, f"[funboost.brokers]\nsame_kind = {mod}:B\n", mod,
+                   "from funboost.brokers.memory import MemoryBroker\n"
+                   "class B(MemoryBroker):\n    kind = 'same_kind'\n    aliases = ()\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'funboost-one'}{os.pathsep}{tmp_path / 'funboost-two'}"}
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        from funboost.plugins.manager import resolve_broker_kind
+        try:
+            resolve_broker_kind("same_kind")
+        except Exception as e:
+            print("ERR", e)
+    """)], capture_output=True, text=True, env=env, timeout=60)
+    assert "ERR" in r.stdout and "funboost-one" in r.stdout and "funboost-two" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_misspelt_hook_of_a_plugin_is_reported(tmp_path):
+    src = textwrap.dedent("""
+        import funboost
+        @funboost.hookimpl
+        def funboost_befor_publish(queue_name, message):
+            pass
+    """)
+    _make_dist(tmp_path, "funboost-typo", "[funboost.plugins]\ntypo = typo_mod\n", "typo_mod", src)
+    r = _run(tmp_path, """
+        import logging
+        logging.basicConfig(level=logging.ERROR)
+        from funboost.plugins.manager import get_plugin_manager
+        get_plugin_manager()
+    """)
+    assert "funboost_befor_publish" in r.stderr and "funboost-typo" in r.stderr, r.stderr
+
+
 def test_cli_brokers_json_lists_memory_with_capabilities():
     r = subprocess.run([sys.executable, "-m", "funboost", "brokers", "--json"], capture_output=True, text=True,
                        timeout=60)

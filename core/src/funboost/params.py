@@ -163,6 +163,26 @@ def _warn_compat_fields(params: "BoosterParams") -> None:
                       FunboostCompatWarning, stacklevel=2)
 
 
+def _check_broker_options(broker_cls: Any, raw: dict) -> None:
+    """``broker_exclusive_config`` against the kind's options model, its errors named as that setting's (a
+    bare pydantic error read like a BoosterParams field)."""
+    from pydantic import ValidationError
+    try:
+        broker_cls.parse_options(raw)
+    except ValidationError as exc:
+        model = getattr(broker_cls, "options_model", None)
+        valid = sorted(getattr(model, "model_fields", {}) or {})
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err.get("loc", ())) or "?"
+            if err.get("type") == "extra_forbidden":
+                problems.append(f"unknown key {key!r}")
+            else:
+                problems.append(f"{key!r}: {err.get('msg')}")
+        raise ValueError(f"broker_exclusive_config of kind {broker_cls.kind!r}: {'; '.join(problems)} "
+                         f"(valid keys: {', '.join(valid) or 'none'})") from None
+
+
 class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
     """Everything that configures one queue's publisher and consumer. Also usable as a decorator."""
 
@@ -345,7 +365,7 @@ class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
         defaults = _BROKER_OPTIONS_DEFAULTS.get(broker_cls)
         if defaults:
             object.__setattr__(self, "broker_exclusive_config", {**defaults, **self.broker_exclusive_config})
-        broker_cls.parse_options(self.broker_exclusive_config)
+        _check_broker_options(broker_cls, self.broker_exclusive_config)
         if self.publish_mode == "pipelined" and not broker_cls.capabilities.pipelined_publish:
             raise ValueError(f"publish_mode='pipelined' is offered by the broker kinds that declare "
                              f"Capabilities.pipelined_publish (see `funboost brokers`); {broker_cls.kind!r} does not, "

@@ -133,9 +133,10 @@ class AckBatcher:
                 return
             except Exception as exc:  # a broker outage: keep the acks and retry, never drop them
                 if self._stopped and delay > 2:
-                    self.logger.error("could not ack %d deliveries at shutdown: %s", len(batch), exc)
+                    self.logger.error("could not ack %d deliveries at shutdown: %s: %s", len(batch),
+                                      type(exc).__name__, exc)
                     return
-                self.logger.warning("ack failed (%s); retrying in %.1fs", exc, delay)
+                self.logger.warning("ack failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5)
 

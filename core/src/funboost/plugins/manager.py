@@ -135,6 +135,11 @@ def call_register_brokers(module: Any, registry: "BrokerRegistry", plugin_name: 
     pm.hook.funboost_register_brokers(registry=registry)
 
 
+# the data-path methods every broker writes itself (Broker's own raise NotImplementedError); purge too when
+# the kind declares capabilities.purge
+_REQUIRED_METHODS = ("publish", "fetch", "ack", "requeue", "queue_size")
+
+
 def validate_broker_class(broker_cls: type) -> None:
     """Check a broker class against the hookspecs: it must derive from Broker, set ``kind`` and
     ``capabilities``, and every data-path method must take exactly the spec's argument names."""
@@ -150,6 +155,11 @@ def validate_broker_class(broker_cls: type) -> None:
         pm.register(probe, name=broker_cls.kind)
     except pluggy.PluginValidationError as exc:
         raise BrokerPluginError(f"broker class {broker_cls.__qualname__} does not match the hookspecs: {exc}")
+    required = list(_REQUIRED_METHODS) + (["purge"] if getattr(broker_cls.capabilities, "purge", False) else [])
+    missing_methods = [m for m in required if getattr(broker_cls, m, None) is getattr(Broker, m)]
+    if missing_methods:
+        raise BrokerPluginError(f"broker class {broker_cls.__qualname__} does not implement {missing_methods} "
+                                f"(required: docs/writing-a-broker-plugin.md, 'Which methods are required')")
     for spec_name in _MethodNamePluginManager._spec_names:
         spec_args = inspect.signature(getattr(BrokerSpec, spec_name)).parameters
         impl_args = inspect.signature(getattr(broker_cls, spec_name)).parameters
@@ -157,6 +167,11 @@ def validate_broker_class(broker_cls: type) -> None:
         if missing:
             raise BrokerPluginError(
                 f"{broker_cls.__qualname__}.{spec_name} lacks argument(s) {missing} of the hookspec")
+
+
+def _described(cls: type) -> str:
+    dist = cls.__dict__.get("distribution")
+    return f"{cls.__qualname__} ({dist})" if dist else cls.__qualname__
 
 
 @dataclass
@@ -198,9 +213,20 @@ class BrokerRegistry:
                      *(normalize_kind(a) for a in aliases)}
             for name in names:
                 existing = self._by_name.get(name)
-                if existing is not None and existing is not broker_cls:
-                    logger.warning("broker kind %r from %s replaces %s", name,
-                                   broker_cls.__qualname__, existing.__qualname__)
+                if existing is None or existing is broker_cls:
+                    continue
+                new_dist, old_dist = broker_cls.__dict__.get("distribution"), existing.__dict__.get("distribution")
+                if new_dist and old_dist and new_dist != old_dist:
+                    # an installed plugin never silently takes over another distribution's kind (or core's)
+                    raise BrokerPluginError(
+                        f"broker kind name {name!r} of {broker_cls.__qualname__} (distribution {new_dist!r}) is "
+                        f"already the kind of {existing.__qualname__} (distribution {old_dist!r}): a kind name "
+                        f"belongs to one distribution; uninstall one of them or rename the kind")
+            for name in names:
+                existing = self._by_name.get(name)
+                if existing is not None and existing is not broker_cls:  # (registered by code at run time)
+                    logger.warning("broker kind %r: %s replaces %s", name, _described(broker_cls),
+                                   _described(existing))
                 self._by_name[name] = broker_cls
         return broker_cls
 
@@ -216,6 +242,12 @@ class BrokerRegistry:
                 return cls
             ep = find_entry_point(BROKER_GROUP, name)
             if ep is not None:
+                others = sorted({_dist_of(e)[0] for e in entry_points(BROKER_GROUP)
+                                 if normalize_kind(e.name) == name} - {_dist_of(ep)[0]})
+                if others:
+                    raise BrokerPluginError(
+                        f"broker kind {name!r} is declared by several distributions: {_dist_of(ep)[0]!r} and "
+                        f"{', '.join(repr(o) for o in others)}; uninstall one of them")
                 self._load_entry_point(ep, raise_errors=True)
                 cls = self._by_name.get(name)
                 if cls is None:  # a module-style plugin may register its class under kind only
@@ -297,6 +329,14 @@ class BrokerRegistry:
                 aliases = tuple(sorted(n for n, k in self._by_name.items() if k is c))
                 infos.append(BrokerInfo(normalize_kind(c.kind), aliases, c.distribution or dist,
                                         c.distribution_version or version, broker_cls=c))
+        declared_by: dict[str, set[str]] = {}
+        for ep in entry_points(BROKER_GROUP):
+            declared_by.setdefault(normalize_kind(ep.name), set()).add(_dist_of(ep)[0])
+        for info in infos:  # a name two distributions declare: resolving it fails, so say so here too
+            clash = sorted(n for n in info.aliases if len(declared_by.get(n, ())) > 1)
+            if clash and not info.error:
+                info.error = (f"kind name(s) {clash} also declared by "
+                              f"{sorted(set().union(*(declared_by[n] for n in clash)) - {info.distribution})}")
         return infos
 
     def installed_names(self) -> list[str]:
@@ -355,12 +395,26 @@ def get_plugin_manager() -> pluggy.PluginManager:
             except Exception as exc:
                 logger.error("funboost plugin %r from distribution %r %s failed to load: %s: %s",
                              ep.name, dist, version, type(exc).__name__, exc)
+        _report_unknown_hooks(pm)
         impls = pm.hook.funboost_execute.get_hookimpls()
         if impls and all(i.wrapper or i.hookwrapper for i in impls):
             # only wrappers: something must run the attempt inside them
             pm.register(_CoreExecute(), name=_CORE_EXECUTE)
         _pm = pm
         return pm
+
+
+def _report_unknown_hooks(pm: pluggy.PluginManager) -> None:
+    """A plugin's hook function whose name matches no hookspec (a typo) would never be called: say so (what
+    pluggy's ``check_pending`` finds, each one logged with its plugin's distribution)."""
+    for name in dir(pm.hook):
+        caller = getattr(pm.hook, name)
+        if name.startswith("_") or not isinstance(caller, pluggy.HookCaller) or caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if not getattr(impl, "optionalhook", False):
+                logger.error("funboost plugin %r defines hook %r, which funboost does not have (a typo?): it is "
+                             "never called; the hook names are in funboost.plugins.hookspecs", impl.plugin_name, name)
 
 
 _CORE_EXECUTE = "funboost-core:execute"
