@@ -47,7 +47,8 @@ WORKER = textwrap.dedent('''
 
     marks = pathlib.Path(marks)
     params = BoosterParams(queue_name=queue, broker_kind=broker, concurrent_mode=mode, concurrent_num=2,
-                           qps=float(qps) or None, state_backend="memory", shutdown_timeout=60)
+                           qps=float(qps) or None, state_backend="memory",
+                           shutdown_timeout=float(os.environ.get("GSHUT_SHUTDOWN_TIMEOUT", "60")))
 
     if mode == "async":
         @boost(params)
@@ -204,6 +205,27 @@ def test_sigterm_drains_running_task_and_hands_back_the_rest(make_worker, broker
     assert len(summary) == 1, err
     assert f"{len(w.done())} running task(s) finished" in summary[0]
     assert "Traceback" not in err
+
+
+@script_end
+@pytest.mark.parametrize("mode", MODES)
+def test_a_task_cut_off_at_shutdown_timeout_ends_quietly_and_stays_unacknowledged(make_worker, mode):
+    """Past shutdown_timeout the running task is cut off: exit 0, the summary line and nothing after it (async
+    mode logged a traceback per cut-off coroutine and 'Task was destroyed but it is pending!'); its message
+    is not acknowledged (the broker hands it back)."""
+    w = make_worker(mode, "sqlite", task_seconds=60)
+    w.env["GSHUT_SHUTDOWN_TIMEOUT"] = "1"
+    w.booster.push(1)
+    w.start()
+    wait_until(lambda: w.started(), 60, message="task started")
+    w.proc.send_signal(signal.SIGTERM)
+    assert w.wait_exit(60) == 0, w.stderr()
+    err = w.stderr()
+    assert "1 cut off" in err or "cut off" in err, err
+    for bad in ("Traceback", "uncaught error", "Task was destroyed", "was never awaited"):
+        assert bad not in err, err
+    size = w.booster.queue_size()  # not acknowledged: in flight until a consumer reclaims it (or ready)
+    assert size.ready + (size.in_flight or 0) == 1, size
 
 
 @script_end

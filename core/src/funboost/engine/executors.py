@@ -268,6 +268,8 @@ class AsyncioExecutor(Executor):
         async def _run() -> None:
             try:
                 await fn(*args)
+            except asyncio.CancelledError:  # cut off by shutdown: its message stays unacknowledged
+                pass
             except BaseException:
                 logger.exception("uncaught error in asyncio task")
             finally:
@@ -278,7 +280,26 @@ class AsyncioExecutor(Executor):
     def shutdown(self, wait: bool = True) -> None:
         if wait:
             self.wait_idle(30)
-        if self._own_loop:
+        if not self._own_loop or not self.loop.is_running():
+            return
+
+        async def cancel_then_stop() -> None:
+            # Coroutines still running are cancelled here, on their loop, so that their ``finally`` blocks run
+            # in their own context; a loop stopped under them left them to the garbage collector at exit
+            # (a traceback per task from a context variable reset in another context, then "Task was
+            # destroyed but it is pending!").
+            me = asyncio.current_task()
+            pending = [t for t in asyncio.all_tasks() if t is not me]
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2.0)
+            self.loop.stop()
+
+        try:
+            done = asyncio.run_coroutine_threadsafe(cancel_then_stop(), self.loop)
+            done.result(timeout=3.0)
+        except Exception:  # noqa: BLE001 - the loop closed meanwhile, or a task ignores its cancellation
             self.loop.call_soon_threadsafe(self.loop.stop)
 
 
