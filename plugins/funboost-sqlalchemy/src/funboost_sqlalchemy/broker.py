@@ -4,6 +4,12 @@ Tested on PostgreSQL, MariaDB/MySQL and sqlite files; written in SQLAlchemy Core
 transactions works. One row of ``<prefix>messages`` per message:
 
 ``publish``  one multi-row INSERT (executemany) per batch
+``limits``   the columns keep the widths of the first release (tables of earlier versions stay valid). On
+             databases that enforce them (all but sqlite) a value longer than its column (queue name > 255,
+             consumer id > 128, task id > 64 characters) is stored in a bounded form, a prefix of it + ``~``
+             + 16 hex digits of its sha256 (the consumer id keeps its ``:<pid>:<random>`` tail), and every
+             statement uses that form; a priority outside +-(2**31 - 1) is clamped to that range (``rank``
+             is a 32-bit column; sqlite's integers are 64-bit). sqlite stores every value as it is.
 ``fetch``    claims up to N due rows (``rank`` = -priority, then id) in one transaction, marking them with
              this broker's ``consumer_id``. How the rows are claimed depends on the dialect (option
              ``claim``): ``skip_locked`` (PostgreSQL, MySQL >= 8, MariaDB >= 10.6, Oracle): SELECT ... FOR
@@ -25,6 +31,7 @@ in ``<prefix>queue_consumers`` is renewed every ``heartbeat_interval`` by the pr
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -40,7 +47,8 @@ from sqlalchemy.engine import Connection, Engine
 from funboost.engine.liveness import ConsumerLease, LeaseInfo, LivenessOptions
 from funboost.paths import user_data_dir
 from funboost.plugins.broker import (Broker, BrokerOptions, Capabilities, Delivery, OutgoingMessage,
-                                     QueueSize, annotate_dead_letter, dead_letter_queue_name)
+                                     QueueSize, annotate_dead_letter, dead_letter_queue_name,
+                                     new_consumer_id)
 from funboost.process_local import ProcessLocalDict, fork_generation
 
 logger = logging.getLogger("funboost.sqlalchemy")
@@ -52,6 +60,50 @@ _CHUNK = 500  # ids per "IN (...)" list: under every dialect's parameter limit
 
 T = TypeVar("T")
 ClaimMode = Literal["auto", "skip_locked", "update", "for_update"]
+
+# widths of the columns as created by every version so far (existing tables keep them: see _bounded)
+QUEUE_LEN = 255
+CONSUMER_LEN = 128
+TASK_ID_LEN = 64
+RANK_MAX = 2**31 - 1  # "rank" is a 32-bit INTEGER; -priority is clamped to +-RANK_MAX
+RANK_MAX_SQLITE = 2**63 - 1  # sqlite enforces no VARCHAR widths, and its INTEGER is 64-bit
+
+
+def _bounded(value: str, limit: int, tail: str = "") -> str:
+    """``value`` itself when it fits ``limit`` characters; else a form that does and names the same value:
+    a prefix of it, ``~``, 16 hex digits of the sha256 of the whole value, then ``tail`` (which must end
+    ``value``). Normal-length values are stored as they are, so tables of earlier versions keep working."""
+    if len(value) <= limit:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
+    head = value[:max(0, limit - len(tail) - len(digest) - 1)]
+    return f"{head}~{digest}{tail}"[-limit:]
+
+
+def bounded_queue(queue_name: str) -> str:
+    """What the ``queue`` columns hold for ``queue_name``."""
+    return _bounded(queue_name, QUEUE_LEN)
+
+
+def bounded_consumer_id(consumer_id: str) -> str:
+    """A consumer id that fits the ``consumer`` column, keeping its unique ``:<pid>:<random>`` tail."""
+    cut = consumer_id.rfind(":", 0, max(0, consumer_id.rfind(":")))
+    tail = consumer_id[cut:] if cut > 0 and len(consumer_id) - cut <= 40 else ""
+    return _bounded(consumer_id, CONSUMER_LEN, tail)
+
+
+def _new_bounded_consumer_id(queue_name: str) -> str:
+    return bounded_consumer_id(new_consumer_id(queue_name))
+
+
+def bounded_task_id(task_id: Optional[str]) -> Optional[str]:
+    """What the ``task_id`` column holds (it is only copied along with the row; the body has the full id)."""
+    return _bounded(task_id, TASK_ID_LEN) if task_id else None
+
+
+def priority_rank(priority: Optional[int], rank_max: int = RANK_MAX) -> int:
+    """``rank`` of a message: -priority, the priority clamped to +-``rank_max``."""
+    return -max(-rank_max, min(rank_max, int(priority or 0)))
 
 
 def default_url() -> str:
@@ -198,16 +250,35 @@ class SqlAlchemyBroker(Broker):
         o: SqlAlchemyOptions = self.options  # type: ignore[assignment]
         self._o = o
         self._md, self.messages, self.consumers = make_tables(o.table_prefix)
+        # what the queue and consumer columns hold: the names themselves unless they are too long for a
+        # database that enforces the widths (sqlite does not: there every value is stored as it is, as before)
+        self._widths = sa.engine.make_url(o.url).get_backend_name() != "sqlite"
+        self._qkey = self._queue_key(queue_name)
+        self.consumer_id = self._consumer_key(self.consumer_id)
         self._gen = fork_generation()
         self._lease = ConsumerLease(queue_name, self.consumer_id, heartbeat_interval=o.heartbeat_interval,
                                     heartbeat_timeout=o.heartbeat_timeout, renew=self._renew_lease,
                                     reclaim=self._reclaim_dead, reclaim_interval=o.reclaim_interval,
-                                    check_pid=o.check_pid)
+                                    check_pid=o.check_pid,
+                                    new_id=_new_bounded_consumer_id if self._widths else None)
         self._registered = False
         self._claim_mode: Optional[str] = None
         self._last_stamp = 0.0
         self._poll = o.poll_min
         self._wake = _wakeups.get_or_create((o.url, o.table_prefix, queue_name), _Wakeup)
+
+    # ---------------------------------------------------------------- column values
+    def _queue_key(self, queue_name: str) -> str:
+        return bounded_queue(queue_name) if self._widths else queue_name
+
+    def _consumer_key(self, consumer_id: str) -> str:
+        return bounded_consumer_id(consumer_id) if self._widths else consumer_id
+
+    def _task_key(self, task_id: Optional[str]) -> Optional[str]:
+        return (bounded_task_id(task_id) if self._widths else task_id) or None
+
+    def _rank(self, priority: Optional[int]) -> int:
+        return priority_rank(priority, RANK_MAX if self._widths else RANK_MAX_SQLITE)
 
     # ---------------------------------------------------------------- engine
     @property
@@ -289,9 +360,9 @@ class SqlAlchemyBroker(Broker):
         rows = []
         for m in messages:
             body = m.body.decode("utf-8") if isinstance(m.body, (bytes, bytearray)) else m.body
-            rows.append({"queue": self.queue_name, "consumer": None, "rank": -(m.priority or 0),
+            rows.append({"queue": self._qkey, "consumer": None, "rank": self._rank(m.priority),
                          "available_at": m.eta if m.eta is not None and m.eta > now else now,
-                         "deliveries": 0, "task_id": (m.task_id or None), "published_at": now,
+                         "deliveries": 0, "task_id": self._task_key(m.task_id), "published_at": now,
                          "body": body})
         ins = self.messages.insert()
         self._tx(lambda c: c.execute(ins, rows), self._deadline(), "publish")
@@ -357,7 +428,7 @@ class SqlAlchemyBroker(Broker):
         me = self.consumer_id
         mode = self._mode()
         now = self._stamp()
-        due = sa.and_(m.c.queue == self.queue_name, m.c.consumer.is_(None), m.c.available_at <= now)
+        due = sa.and_(m.c.queue == self._qkey, m.c.consumer.is_(None), m.c.available_at <= now)
         cols = (m.c.id, m.c.deliveries, m.c.body)
 
         def claim(c: Connection) -> list[Any]:
@@ -369,7 +440,7 @@ class SqlAlchemyBroker(Broker):
                               .values(consumer=me, deliveries=m.c.deliveries + 1, fetched_at=now)).rowcount
                 if not n:
                     return []
-                return c.execute(sa.select(*cols).where(m.c.queue == self.queue_name, m.c.consumer == me,
+                return c.execute(sa.select(*cols).where(m.c.queue == self._qkey, m.c.consumer == me,
                                                         m.c.fetched_at == now)
                                  .order_by(m.c.rank, m.c.id)).all()
             q = sa.select(*cols).where(due).order_by(m.c.rank, m.c.id).limit(max_count)
@@ -385,7 +456,7 @@ class SqlAlchemyBroker(Broker):
 
     def _next_due(self) -> Optional[float]:
         m = self.messages
-        q = sa.select(sa.func.min(m.c.available_at)).where(m.c.queue == self.queue_name, m.c.consumer.is_(None),
+        q = sa.select(sa.func.min(m.c.available_at)).where(m.c.queue == self._qkey, m.c.consumer.is_(None),
                                                            m.c.available_at > time.time())
         with self.engine.connect() as c:
             v = c.execute(q).scalar()
@@ -406,7 +477,7 @@ class SqlAlchemyBroker(Broker):
             n = c.execute(sa.update(cons).where(cons.c.id == lease.consumer_id)
                           .values(last_seen=lease.last_seen, pid=lease.pid, host=lease.host)).rowcount
             if not n:
-                c.execute(sa.insert(cons).values(id=lease.consumer_id, queue=self.queue_name, host=lease.host,
+                c.execute(sa.insert(cons).values(id=lease.consumer_id, queue=self._qkey, host=lease.host,
                                                  pid=lease.pid, last_seen=lease.last_seen))
         try:
             self._tx(renew, None, "lease renewal")
@@ -421,7 +492,7 @@ class SqlAlchemyBroker(Broker):
 
         def reclaim(c: Connection) -> int:
             holders = [r[0] for r in c.execute(sa.select(m.c.consumer).distinct().where(
-                m.c.queue == self.queue_name, m.c.consumer.is_not(None)))]
+                m.c.queue == self._qkey, m.c.consumer.is_not(None)))]
             if not holders:
                 return 0
             leases = {r.id: LeaseInfo(r.id, r.host, r.pid, r.last_seen) for r in c.execute(
@@ -429,7 +500,7 @@ class SqlAlchemyBroker(Broker):
             dead = self._lease.dead_holders(holders, leases)
             if not dead:
                 return 0
-            n = c.execute(sa.update(m).where(m.c.queue == self.queue_name, m.c.consumer.in_(dead))
+            n = c.execute(sa.update(m).where(m.c.queue == self._qkey, m.c.consumer.in_(dead))
                           .values(consumer=None)).rowcount
             c.execute(sa.delete(cons).where(cons.c.id.in_(dead)))
             logger.warning("queue %r: %d in-flight message(s) of dead consumer(s) %s put back",
@@ -483,6 +554,7 @@ class SqlAlchemyBroker(Broker):
             return
         m, me = self.messages, self.consumer_id
         dlx = dead_letter_queue_name(self.queue_name)
+        dlx_key = self._queue_key(dlx)
         bodies = {d.tag: annotate_dead_letter(d.body, reason) for d in deliveries}
         now = time.time()
 
@@ -492,7 +564,7 @@ class SqlAlchemyBroker(Broker):
                 owned = c.execute(sa.select(m.c.id, m.c.rank, m.c.task_id).where(held)).all()
                 if not owned:
                     continue
-                c.execute(m.insert(), [{"queue": dlx, "consumer": None, "rank": rank, "available_at": now,
+                c.execute(m.insert(), [{"queue": dlx_key, "consumer": None, "rank": rank, "available_at": now,
                                         "deliveries": 0, "task_id": tid, "published_at": now,
                                         "body": bodies[mid]} for mid, rank, tid in owned])
                 c.execute(sa.delete(m).where(held))
@@ -508,13 +580,13 @@ class SqlAlchemyBroker(Broker):
             sa.func.coalesce(sa.func.sum(sa.case((sa.and_(waiting, m.c.available_at <= now), 1), else_=0)), 0),
             sa.func.coalesce(sa.func.sum(sa.case((m.c.consumer.is_not(None), 1), else_=0)), 0),
             sa.func.coalesce(sa.func.sum(sa.case((sa.and_(waiting, m.c.available_at > now), 1), else_=0)), 0),
-        ).where(m.c.queue == self.queue_name)
+        ).where(m.c.queue == self._qkey)
         ready, in_flight, delayed = self._tx(lambda c: c.execute(q).one(), self._deadline(), "queue_size")
         return QueueSize(ready=int(ready), in_flight=int(in_flight), delayed=int(delayed))
 
     def purge(self) -> int:
         m = self.messages
-        stmt = sa.delete(m).where(m.c.queue == self.queue_name, m.c.consumer.is_(None))
+        stmt = sa.delete(m).where(m.c.queue == self._qkey, m.c.consumer.is_(None))
         return int(self._tx(lambda c: c.execute(stmt).rowcount, self._deadline(), "purge"))
 
     # ---------------------------------------------------------------- close
@@ -527,7 +599,7 @@ class SqlAlchemyBroker(Broker):
                 def unregister(c: Connection) -> None:
                     # with work still in flight the lease stays: it expires (or the pid vanishes) and the
                     # rows come back then, never while a task of this process might still be running
-                    held = c.execute(sa.select(m.c.id).where(m.c.queue == self.queue_name, m.c.consumer == me)
+                    held = c.execute(sa.select(m.c.id).where(m.c.queue == self._qkey, m.c.consumer == me)
                                      .limit(1)).first()
                     if held is None:
                         c.execute(sa.delete(cons).where(cons.c.id == me))
