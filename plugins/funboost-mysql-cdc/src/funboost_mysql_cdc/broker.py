@@ -37,6 +37,7 @@ from pymysqlreplication import BinLogStreamReader
 
 from funboost.contiguous import ContiguousTracker
 from funboost.engine.liveness import pid_gone
+from funboost.keepalive import shutdown_requested
 from funboost.plugins.broker import (
     Broker, Capabilities, Delivery, OutgoingMessage, QueueSize,
 )
@@ -324,7 +325,7 @@ class MysqlCdcBroker(Broker):
         options_json = opts.model_dump(mode="json")
         backoff = opts.reconnect_backoff_initial
         self._last_read, self._boundary = None, resume
-        while not self._stop.is_set():
+        while not self._stopping():
             try:
                 proc = start_child(options_json, self.queue_name, resume, gtid, is_mariadb)
             except Exception as e:
@@ -347,7 +348,7 @@ class MysqlCdcBroker(Broker):
                             pipe.close()  # type: ignore[union-attr]
                         except OSError:
                             pass
-                if self._stop.is_set():
+                if self._stopping():  # ended because of the stop (or during it): no new reader
                     return
                 self.warning(f"mysql_cdc {self.queue_name}: the reader process ended (exit code "
                              f"{proc.returncode}); starting another in {backoff:.1f}s")
@@ -360,6 +361,11 @@ class MysqlCdcBroker(Broker):
                     and last.log_file == boundary.log_file else boundary
             self._stop.wait(backoff)
             backoff = min(backoff * 2, opts.reconnect_backoff_max)
+
+    def _stopping(self) -> bool:
+        """The reader was stopped, or this process is shutting down (SIGINT / SIGTERM: the engine's graceful
+        stop closes this broker soon): no reader process is started any more."""
+        return self._stop.is_set() or shutdown_requested()
 
     # BinlogSink, called by the reading thread
     def connected(self) -> None:

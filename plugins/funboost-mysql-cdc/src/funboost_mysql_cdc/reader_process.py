@@ -17,14 +17,19 @@ lines to stdout (binary; JSON bodies never hold a raw newline)::
     W <json text>                                       a warning to log
 
 (fields separated by tabs). The child exits when its stdin closes, so a parent killed with ``kill -9``
-does not leave it behind. Nothing but these lines is ever written to the protocol pipe: the child points
-its file descriptor 1 at stderr before importing anything that might print.
+does not leave it behind, or when the parent kills it. It is started in a session of its own and ignores
+SIGINT and SIGTERM: Ctrl-C, or a SIGTERM to the whole process group (``docker stop``, systemd), is the
+parent's to handle (a graceful stop, which then ends the child); the child does not die in the middle of
+it with a KeyboardInterrupt traceback, and once the process is shutting down no reader is started again.
+Nothing but these lines is ever written to the protocol pipe: the child points its file descriptor 1 at
+stderr before importing anything that might print.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -52,8 +57,10 @@ def start_child(options_json: dict, queue_name: str, resume: Optional[RowPositio
     if not sys.executable:
         raise ChildProcessError("sys.executable is empty: no interpreter to start the reader process with "
                                 "(use broker_exclusive_config={'reader': 'thread'})")
+    # a session of its own: the terminal's Ctrl-C (SIGINT to the foreground process group) and a SIGTERM to
+    # the parent's group do not reach it; the parent stops it (kill, or its stdin closing)
     proc = subprocess.Popen([sys.executable, "-m", "funboost_mysql_cdc.reader_process"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, close_fds=True)
+                            stdout=subprocess.PIPE, close_fds=True, start_new_session=(os.name == "posix"))
     assert proc.stdin is not None
     config = {"options": options_json, "queue": queue_name, "resume": resume.as_dict() if resume else None,
               "gtid": gtid, "is_mariadb": is_mariadb}
@@ -161,7 +168,20 @@ def _exit_when_parent_goes(stdin: IO[bytes]) -> None:
         os._exit(0)
 
 
+def ignore_stop_signals() -> None:
+    """SIGINT / SIGTERM sent to the child itself (a signal to every process of a service) are ignored: it
+    ends when the parent kills it or its stdin closes (the parent ended)."""
+    for name in ("SIGINT", "SIGTERM"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            try:
+                signal.signal(sig, signal.SIG_IGN)
+            except (ValueError, OSError):
+                pass
+
+
 def main() -> None:
+    ignore_stop_signals()
     # the protocol gets its own descriptor; fd 1 (print, any library's stdout) goes to stderr
     proto = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
     os.dup2(2, 1)
