@@ -55,3 +55,25 @@ def test_a_consumer_finding_an_unusable_qps_flag_keeps_running(stored):
         wait_until(lambda: 5 in done, 10, message="a task after the flag was reset")
     finally:
         work.stop_consume(5)
+
+
+def test_a_changed_setting_shows_in_the_heartbeat_at_once():
+    """`funboost pause Q --wait 3` read the consumer's heartbeat, written every 5 s: it failed although the
+    consumer had paused within a second. A consumer that applies a changed pause / qps / concurrency now
+    writes its heartbeat at once."""
+    @boost(BoosterParams(queue_name=f"hb_flag_{uuid.uuid4().hex[:8]}", broker_kind="MEMORY_QUEUE",
+                         state_backend="memory", log_to_console=False))
+    def work(x):
+        return x
+
+    work.consume()
+    try:
+        wait_until(lambda: work.get_live_consumers(), 10, message="the consumer's first heartbeat")
+        work.pause()  # the next regular beat is ~5 s away
+        wait_until(lambda: all(c.get("paused") for c in work.get_live_consumers()), 3,
+                   message="the heartbeat shows the pause within 3 s")
+        work.set_qps(7)
+        wait_until(lambda: all(c.get("qps") == 7 for c in work.get_live_consumers()), 3,
+                   message="the heartbeat shows the new qps within 3 s")
+    finally:
+        work.stop_consume(5)

@@ -912,6 +912,7 @@ class Consumer:
     def _refresh_flags(self) -> None:
         p = self.params
         flags = self.state.get_flags(p.queue_name)
+        before = (self.paused, self._qps_setting, self.executor.max_workers)
         paused = bool(flags.get(QueueFlag.PAUSE, False))
         if paused != self.paused:
             self.paused = paused
@@ -937,6 +938,13 @@ class Consumer:
         # queued tasks are checked against this set at dispatch whatever the settings; running ones
         # are only stoppable with is_support_remote_kill_task (they run in killable threads)
         self.kill_set = self.state.kill_requests(p.queue_name)
+        if (self.paused, self._qps_setting, self.executor.max_workers) != before and not self._stop.is_set():
+            # a changed setting shows in this consumer's heartbeat now, not at the next beat (up to 5 s later):
+            # `funboost pause --wait` and the web manager's "applied on N of M consumers" read it there
+            try:
+                self._heartbeat()
+            except Exception as exc:
+                self.logger.warning("could not publish the changed settings in the heartbeat: %s", exc)
 
     def _heartbeat(self) -> None:
         p = self.params
