@@ -461,3 +461,35 @@ def test_broker_commands_without_modules_or_catalog_ask_for_m(project):
             f"funboost: error: queue {q!r} is unknown here: no module was imported (-m), and the state backend's "
             f"queue catalog has no record of it (a consumer of the queue writes one when it runs); pass -m "
             f"MODULE, the module that defines its booster"], r.stderr
+
+
+def test_consume_processes_final_line_counts_tasks_finished_during_the_drain(tmp_path):
+    """`consume Q --processes 2` stopped while tasks run: those finish during the children's drain, after their
+    last heartbeat; the final line counted only what the heartbeats had shown (done 0 or about half)."""
+    q = f"clidrain_{uuid.uuid4().hex[:8]}"
+    ran = tmp_path / "ran.txt"
+    (tmp_path / "cli_tasks.py").write_text(textwrap.dedent(f"""
+        import time
+        from funboost import boost, BoosterParams
+
+        @boost(BoosterParams(queue_name="{q}", broker_kind="sqlite", state_backend="sqlite", concurrent_num=2))
+        def slow(i):
+            time.sleep(1.0)
+            with open({str(ran)!r}, "a") as f:
+                f.write(f"{{i}}\\n")
+    """))
+    for i in range(12):
+        assert _cli(tmp_path, "push", q, str(i)).returncode == 0
+    out = tmp_path / "stdout.txt"
+    env = {**_env(), "FUNBOOST_HEARTBEAT_INTERVAL": "30"}  # the counts must not depend on heartbeats
+    with open(out, "w") as f:
+        parent = subprocess.Popen([sys.executable, "-m", "funboost", "-m", "cli_tasks", "consume", q, "--processes",
+                                   "2", "--status-interval", "0.2"], cwd=tmp_path, env=env, stdout=f,
+                                  stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: ran.exists() and len(ran.read_text().split()) >= 4, 60, message="4 tasks ran")
+    finally:
+        assert _stop(parent) == 0  # SIGINT while the next tasks run: they finish during the drain
+    done = len(ran.read_text().split())
+    final = out.read_text().splitlines()[-1]
+    assert final.startswith("consume finished: ") and f"done {done}," in final, (done, final)

@@ -646,16 +646,13 @@ def _run_consume(args: argparse.Namespace, queue_processes: dict[str, int], in_p
         procs = BoostersManager.multi_process_consume_queues(**queue_processes)
         pids = {p.pid for p in procs}
 
-        # the children report through their heartbeats; a child that stopped has no heartbeat any more, so
-        # its last totals are kept (the final line counted 0 once every child had stopped)
-        last: dict[tuple[str, int], tuple[int, int]] = {}
+        # the children write their totals to memory shared with this process, twice a second and once more
+        # after their drain (heartbeats came every 5 s and ended before the drain: the final line undercounted)
+        from funboost.multiprocess import children_totals
 
         def sample() -> tuple[int, int, Optional[int]]:
-            for b in boosters:
-                for c in b.state_backend().live_consumers(b.queue_name):
-                    if c.get("pid") in pids:
-                        last[(b.queue_name, c["pid"])] = (int(c.get("total_runs") or 0), int(c.get("total_fail") or 0))
-            return (sum(d for d, _ in last.values()), sum(f for _, f in last.values()), _remaining(boosters))
+            done, failed = children_totals(pids)
+            return done, failed, _remaining(boosters)
     else:
         for b in boosters:
             b.consume()

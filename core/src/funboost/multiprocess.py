@@ -23,18 +23,55 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_children.clear)
 
 
-def _child_main(queue_names: list[str], modules: dict[str, str], parent_pid: int) -> None:
+# pid of a child -> its shared (tasks done, tasks failed), written by the child: the parent's status line
+# (`funboost consume --processes N`) reads them, also after the child ended
+_child_totals: dict[int, Any] = {}
+TOTALS_INTERVAL = 0.5
+
+
+def children_totals(pids: Optional[set] = None) -> tuple[int, int]:
+    """Tasks done and failed by this process's consumer children (all, or those of ``pids``) so far,
+    including children that have ended (their last totals, written at the end of their drain)."""
+    done = failed = 0
+    for pid, totals in list(_child_totals.items()):
+        if pids is None or pid in pids:
+            done += totals[0]
+            failed += totals[1]
+    return done, failed
+
+
+def _report_totals(consumers: list, totals: Any) -> None:
+    totals[0] = sum(c.stats.total_runs for c in consumers)
+    totals[1] = sum(c.stats.total_fail for c in consumers)
+
+
+def _child_main(queue_names: list[str], modules: dict[str, str], parent_pid: int, totals: Any = None) -> None:
     from funboost import keepalive
     os.setpgrp()  # a terminal's Ctrl-C goes to the parent only; it forwards one signal to us
     _children.clear()
+    _child_totals.clear()
     keepalive.reset_after_fork()
     keepalive.install_signal_handlers()
     from funboost.booster import BoostersManager
+    boosters = []
     for q in queue_names:
         b = BoostersManager.get_booster(q, import_module=modules.get(q))
         b._consumer = None  # a forked copy of the parent's consumer is not ours
         b._brokers = {}
         b.consume()
+        boosters.append(b)
+    if totals is not None:
+        import threading
+        # kept here: a stopped booster forgets its consumer, and the last report comes after the stop
+        consumers = [b.consumer for b in boosters if b.consumer is not None]
+
+        def report() -> None:
+            while True:
+                _report_totals(consumers, totals)
+                time.sleep(TOTALS_INTERVAL)
+        threading.Thread(target=report, name="funboost-child-totals", daemon=True).start()
+        # the last totals, once the drain has finished the running tasks (also when it ends with os._exit)
+        keepalive.on_graceful_exit(lambda: _report_totals(consumers, totals))
     # wait in the main thread (signal handlers run here); exit when the parent is gone, so children
     # never outlive their supervisor
     keepalive.mark_main_waiting(True)
@@ -57,10 +94,12 @@ def start_consumer_processes(queue_process_num: dict[str, int], boosters: dict[s
             module = getattr(sys.modules.get("__main__"), "__spec__", None)
             module = module.name if module is not None else None
         for i in range(int(n)):
-            p = ctx.Process(target=_child_main, args=([q], {q: module} if module else {}, os.getpid()),
+            totals = ctx.Array("q", 2, lock=False)  # (done, failed), written by the child only
+            p = ctx.Process(target=_child_main, args=([q], {q: module} if module else {}, os.getpid(), totals),
                             name=f"funboost-{q}-{i}", daemon=False)
             p.start()
             procs.append(p)
+            _child_totals[p.pid] = totals
     _children.extend(procs)
     from funboost import keepalive
     keepalive.install_signal_handlers()
