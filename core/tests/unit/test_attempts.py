@@ -121,3 +121,21 @@ def test_backoff_in_requeue_mode_frees_the_worker():
         assert att.tries == 1 and att.outcome is RunStatus.RETRY_LATER and att.retry_delay == 2.0
     finally:
         consumer.stop(1)
+
+
+@pytest.mark.parametrize("max_retry", [1, 3])
+def test_requeue_mode_counts_the_attempts_of_earlier_deliveries(max_retry):
+    """Each retry in requeue mode is a new delivery (its count in ``_advanced_retry_count``): the last one
+    finishes instead of being republished again (every copy used to get a fresh set of attempts: endless)."""
+    retry = {"retry_mode": "requeue", "retry_base_interval": 0.1, "retry_jitter": False}
+    outcomes = []
+    for earlier in range(max_retry + 1):  # the first delivery, then one per retry
+        consumer, att = make_attempts({"_advanced_retry_count": earlier} if earlier else None,
+                                      max_retry_times=max_retry, is_using_advanced_retry=True,
+                                      advanced_retry_config=retry)
+        try:
+            assert run_until_stop(att, ValueError("boom")) == []
+            outcomes.append(att.outcome)
+        finally:
+            consumer.stop(1)
+    assert outcomes == [RunStatus.RETRY_LATER] * max_retry + [RunStatus.FINISH], outcomes

@@ -276,7 +276,7 @@ class _Attempts(FctContext):
         st.timed_out = isinstance(exc, FunctionTimeoutError)
         r.consumer.on_attempt_error(st, exc)
         r._log_failure(self.task, self.attempt, self.max_attempts, exc, self.detail)
-        if self.tries >= self.max_attempts:
+        if self.attempt >= self.max_attempts:  # (attempts of earlier deliveries count: requeue retry mode)
             if r.params.is_push_to_dlx_queue_when_retry_max_times:
                 self.outcome = RunStatus.DEAD_LETTERED
                 where = f"moved to the dead-letter queue {r.params.queue_name}_dlx"
