@@ -421,6 +421,18 @@ def test_status_records_are_saved_and_queryable(make):
     assert rec["host"] and rec["pid"] == os.getpid()
 
 
+def test_a_result_json_cannot_hold_loses_no_record_and_reaches_its_caller(make):
+    """A result with a tuple as a dict key made the whole batch of status records fail to encode (every
+    record of the batch lost) and its RPC caller wait out the timeout."""
+    f = make(lambda x: {(1, 2): x} if x == 3 else x, is_using_rpc_mode=True, state_backend="sqlite",
+             function_result_status_persistence_conf={"is_save_status": True, "is_save_result": True})
+    f.consume()
+    rs = [f.push(i) for i in range(6)]
+    assert rs[3].get(timeout=20) == {"(1, 2)": 3}  # the key as its repr, as other values JSON cannot hold
+    assert [r.get(timeout=20) for r in rs[:3] + rs[4:]] == [0, 1, 2, 4, 5]
+    wait_until(lambda: len(f.query_statuses()) == 6, 10, message="all 6 status records saved")
+
+
 class Calculator:
     def __init__(self, base):
         self.obj_init_params = {"base": base}

@@ -57,7 +57,26 @@ def dumps_state(obj: Any) -> str:
             return out.decode()
     # the slower path: ints beyond 64 bits, NaN / Infinity (written as the stdlib writes them, read back by
     # loads_state)
-    return _json.dumps(obj, ensure_ascii=False, default=repr)
+    try:
+        return _json.dumps(obj, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        # keys JSON cannot have (a tuple), a value that contains itself: a record must still be written (one
+        # such result lost the whole batch of records and left its RPC caller waiting)
+        return _json.dumps(_json_safe(obj, set()), ensure_ascii=False, default=repr)
+
+
+def _json_safe(obj: Any, seen: set) -> Any:
+    """``obj`` with dict keys JSON cannot hold as their ``repr`` and a value met again inside itself as its
+    ``repr``; other values are left to ``default=repr``."""
+    if isinstance(obj, (dict, list, tuple)):
+        if id(obj) in seen:
+            return repr(obj)
+        seen = seen | {id(obj)}
+        if isinstance(obj, dict):
+            return {(k if isinstance(k, (str, int, float, bool)) or k is None else repr(k)): _json_safe(v, seen)
+                    for k, v in obj.items()}
+        return [_json_safe(v, seen) for v in obj]
+    return obj
 
 
 def dumps_state_bytes(obj: Any) -> bytes:

@@ -195,7 +195,20 @@ class StatusSaver:
                 try:
                     self.consumer.state.save_status_batch(self.table, batch, self.ttl)
                 except Exception as exc:
-                    self.consumer.logger.error("could not save %d status records: %s", len(batch), exc)
+                    if len(batch) == 1 or not self._save_one_by_one(batch):
+                        self.consumer.logger.error("could not save %d status records: %s", len(batch), exc)
+
+    def _save_one_by_one(self, batch: StatusBatch) -> bool:
+        """After a failed batch: each record alone, so that one record the backend refuses does not take the
+        others with it. False when none could be saved (the backend itself is failing)."""
+        lost = 0
+        for rec in batch.records:
+            try:
+                self.consumer.state.save_status_batch(self.table, StatusBatch([rec]), self.ttl)
+            except Exception as exc:
+                lost += 1
+                self.consumer.logger.error("could not save the status record of task %s: %s", rec[0], exc)
+        return lost < len(batch)
 
     def stop(self) -> None:
         self._stop.set()
