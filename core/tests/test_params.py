@@ -118,3 +118,13 @@ def test_every_decorator_form_of_the_original_is_validated():
         boost(BoosterParams(queue_name="forms_d", broker_kind="memory"), qpss=3)
     with pytest.raises(ValidationError):
         boost(BoosterParams(queue_name="forms_e", broker_kind="memory"), broker_kind="no_such_kind")
+
+
+@pytest.mark.parametrize("options", [{"function_timeout": -1}, {"max_retry_times": -1}, {"msg_expire_seconds": -1},
+                                     {"misfire_grace_time": -1}, {"function_timeout": float("inf")}])
+def test_task_options_refuse_what_the_consumer_would_dead_letter(options):
+    """Accepted at push, these made the consumer dead-letter the message as malformed (the function never ran,
+    an RPC caller waited out its timeout): refused where they are written."""
+    from funboost import TaskOptions
+    with pytest.raises(ValidationError, match=f"TaskOptions '{next(iter(options))}'"):
+        TaskOptions(**options)

@@ -77,3 +77,34 @@ def test_a_changed_setting_shows_in_the_heartbeat_at_once():
                    message="the heartbeat shows the new qps within 3 s")
     finally:
         work.stop_consume(5)
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.5, "3", True, None])
+def test_set_concurrent_num_refuses_what_is_not_a_worker_count(n):
+    @boost(BoosterParams(queue_name=f"conc_{uuid.uuid4().hex[:8]}", broker_kind="MEMORY_QUEUE",
+                         state_backend="memory", log_to_console=False))
+    def work(x):
+        return x
+
+    with pytest.raises(ValueError, match="concurrent_num"):
+        work.set_concurrent_num(n)
+
+
+def test_a_consumer_ignores_a_stored_concurrency_below_one():
+    """set_concurrent_num(-1) was accepted and stopped the queue for good (no worker could start)."""
+    done = []
+
+    @boost(BoosterParams(queue_name=f"conc_flag_{uuid.uuid4().hex[:8]}", broker_kind="MEMORY_QUEUE",
+                         state_backend="memory", log_to_console=False, concurrent_num=3))
+    def work(x):
+        done.append(x)
+
+    work.state_backend().set_flag(work.queue_name, "concurrent_num", -1)  # as a careless writer would
+    work.consume()
+    try:
+        wait_until(lambda: work.get_live_consumers(), 10, message="the consumer's first heartbeat (flags read)")
+        for i in range(5):
+            work.push(i)
+        wait_until(lambda: sorted(done) == list(range(5)), 10, message="tasks ran despite the stored concurrency")
+    finally:
+        work.stop_consume(5)

@@ -705,6 +705,8 @@ class Booster(Generic[P, R]):
         self._set_flag(QueueFlag.QPS, qps_value(qps))
 
     def set_concurrent_num(self, n: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or int(n) != n or n < 1:
+            raise ValueError(f"concurrent_num must be an integer >= 1, got {n!r}")
         self._set_flag(QueueFlag.CONCURRENT_NUM, int(n))
 
     def _set_flag(self, flag: QueueFlag, value: Any) -> None:

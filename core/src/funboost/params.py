@@ -419,6 +419,14 @@ class TaskOptions(BaseModel):
             raise ValueError("TaskOptions: set countdown or eta, not both")
         if self.countdown is not None and self.countdown < 0:
             raise ValueError("TaskOptions: countdown must be >= 0")
+        # the bounds the consumer applies to a message's options (a negative function_timeout was sent, then
+        # dead-lettered as malformed by the consumer, and its RPC caller waited out the timeout)
+        from funboost.exceptions import MalformedMessage
+        from funboost.message import check_options
+        try:
+            check_options(self.to_extra())
+        except MalformedMessage as exc:
+            raise ValueError(str(exc).replace("'extra.", "TaskOptions '", 1)) from None
         return self
 
     def eta_timestamp(self, publish_time: float) -> Optional[float]:

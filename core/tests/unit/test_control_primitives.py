@@ -85,6 +85,31 @@ def test_rate_limiter_wait_is_interrupted_by_stop():
     assert result == [False]
 
 
+def test_a_higher_rate_applies_to_a_start_already_waiting_under_the_old_one():
+    """set_qps from 0.02 to 10 while a start waits for its slot 50 s away: it starts at once under the new rate
+    (it waited out the old slot)."""
+    lim = RateLimiter(0.02)
+    assert lim.acquire()  # the first is immediate; the next slot is 50 s away
+    stop = threading.Event()
+    result = []
+    t = threading.Thread(target=lambda: result.append(lim.acquire(stop)))
+    t.start()
+    time.sleep(0.2)  # it is waiting now (asserted below: it has not returned)
+    assert result == []
+    lim.set_rate(10)
+    t.join(3)
+    stop.set()
+    assert result == [True], "the waiting start did not take the new rate"
+
+
+def test_rate_limiter_slots_after_a_faster_rate_follow_the_new_interval():
+    ft = FakeTime()
+    lim = RateLimiter(0.5, clock=ft.clock, sleep=ft.sleep)
+    assert starts(lim, ft, 2) == [0.0, 2.0]  # the third would be due at 4.0
+    lim.set_rate(10)
+    assert starts(lim, ft, 3) == [2.0, 2.1, 2.2]
+
+
 def test_cron_window():
     w = CronWindow("* 9-17 * * 1-5")  # office hours, Monday to Friday
     monday_10 = dt.datetime(2024, 1, 1, 10, 30, 15)  # 2024-01-01 is a Monday

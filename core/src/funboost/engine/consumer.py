@@ -217,6 +217,18 @@ class StatusSaver:
         self.flush()
 
 
+def _concurrency_flag(value: Any) -> Optional[int]:
+    """A stored concurrent_num flag as a usable worker count, else None (a value below 1 written by a careless
+    writer stopped the queue for good)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(f) if f >= 1 and f < float("inf") and f == int(f) else None
+
+
 class Stats:
     """Counters for the periodic log line and heartbeats."""
 
@@ -945,9 +957,9 @@ class Consumer:
             qps = qps / max(1, self._live_consumers)
         if qps != self.rate.qps:
             self.rate.set_rate(qps)
-        conc = flags.get(QueueFlag.CONCURRENT_NUM)
-        if conc and int(conc) != self.executor.max_workers and p.concurrent_mode != "single_thread":
-            self.executor.max_workers = int(conc)
+        conc = _concurrency_flag(flags.get(QueueFlag.CONCURRENT_NUM))  # (None: unset or unusable)
+        if conc and conc != self.executor.max_workers and p.concurrent_mode != "single_thread":
+            self.executor.max_workers = conc
         # queued tasks are checked against this set at dispatch whatever the settings; running ones
         # are only stoppable with is_support_remote_kill_task (they run in killable threads)
         self.kill_set = self.state.kill_requests(p.queue_name)

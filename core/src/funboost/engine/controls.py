@@ -28,32 +28,49 @@ class RateLimiter:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._next = 0.0
+        self._generation = 0  # bumped by every rate change: a waiter re-books its slot under the new rate
         self.burst = burst
+        self.qps: Optional[float] = None
+        self.interval = 0.0
         self.set_rate(qps)
 
     def set_rate(self, qps: Optional[float]) -> None:
         # NaN and infinity mean no limit here (an infinite rate cannot size a fetch: int(inf) raises)
-        self.qps = qps if qps and 0 < qps < _INF else None
-        self.interval = 1.0 / self.qps if self.qps else 0.0
+        qps = qps if qps and 0 < qps < _INF else None
+        interval = 1.0 / qps if qps else 0.0
+        with self._lock:
+            if interval == self.interval:
+                return
+            if interval < self.interval or not interval:
+                # a higher rate applies now: the slots booked under the slower one are given back (a change
+                # from qps 0.02 to 10 waited out the old 50 s slot)
+                self._next = min(self._next, self._clock())
+            self.qps, self.interval = qps, interval
+            self._generation += 1
 
     def acquire(self, stop: Optional[threading.Event] = None) -> bool:
         """Block until the next start is allowed. False if ``stop`` was set while waiting."""
         if not self.qps:
             return True
         with self._lock:
+            if not self.qps:  # (changed meanwhile)
+                return True
             now = self._clock()
             earliest = now - self.interval * (self.burst - 1)
             if self._next < earliest:
                 self._next = earliest
             due = self._next
             self._next = due + self.interval
+            generation = self._generation
         wait = due - self._clock()
         if wait > 0:
             if stop is not None:
-                # wake in slices so a stop/rate change is noticed during long waits (qps=0.01)
+                # wake in slices so a stop / rate change is noticed during long waits (qps=0.01)
                 while wait > 0:
                     if stop.wait(min(wait, 0.5)):
                         return False
+                    if self._generation != generation:  # the rate changed: book a slot under the new one
+                        return self.acquire(stop)
                     wait = due - self._clock()
             else:
                 self._sleep(wait)
