@@ -83,10 +83,12 @@ def fetch_until(broker: Broker, count: int, timeout: float = 10.0, max_batch: in
     while len(got) < count:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise AssertionError(f"fetched {len(got)} of {count} messages within {timeout}s")
+            raise AssertionError(f"fetch() delivered {len(got)} of {count} expected messages within {timeout:g}s "
+                                 f"(published messages were lost or withheld)")
         want = min(max_batch, count - len(got))
         batch = broker.fetch(want, min(1.0, left))
-        assert len(batch) <= want, f"fetch(max_count={want}) returned {len(batch)} deliveries"
+        assert len(batch) <= want, (f"fetch(max_count={want}) returned {len(batch)} deliveries: fetch must never "
+                                    f"hand out more than max_count (the engine's free capacity)")
         got.extend(batch)
         if batch or lost_after is None or len(got) >= count:
             empty_since = None
@@ -95,8 +97,8 @@ def fetch_until(broker: Broker, count: int, timeout: float = 10.0, max_batch: in
             now = time.monotonic()
             empty_since = empty_since if empty_since is not None else now
             if now - empty_since >= lost_after:
-                raise MessagesLost(f"fetched {len(got)} of {count} messages and the queue reports nothing "
-                                   f"left: {count - len(got)} message(s) were lost")
+                raise MessagesLost(f"fetch() delivered {len(got)} of {count} messages and queue_size() reports "
+                                   f"nothing ready or delayed: {count - len(got)} message(s) were lost")
         else:
             empty_since = None
     return got
@@ -107,10 +109,14 @@ def expect_ready(broker: Broker, count: int, timeout: float = 15.0) -> None:
     ``publish`` returns once the broker has the messages, so an exact count is right within seconds."""
     kind = broker.capabilities.queue_size
     if kind == "exact":
-        wait_until(lambda: broker.queue_size().ready == count, min(timeout, 5.0),
-                   message=f"queue_size().ready == {count} after publishing {count}")
+        try:
+            wait_until(lambda: broker.queue_size().ready == count, min(timeout, 5.0),
+                       message=f"queue_size().ready == {count} after publishing {count} (queue_size='exact')")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last reported: {broker.queue_size()}") from exc
     elif kind == "approximate":
-        wait_until(lambda: (broker.queue_size().ready or 0) >= 1, timeout, message="queue_size().ready >= 1")
+        wait_until(lambda: (broker.queue_size().ready or 0) >= 1, timeout,
+                   message=f"queue_size().ready >= 1 after publishing {count} (queue_size='approximate')")
 
 
 def same_value(a: Any, b: Any) -> bool:

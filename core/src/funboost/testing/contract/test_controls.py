@@ -70,7 +70,7 @@ class ControlTests:
             work.resume()
             wait_for_work(lambda: len(ran) == 7, work.broker, ready + 10, "all 7 tasks ran after resume")
             # the killed one was published before 4..6, so it has been taken by now: it was dropped, not run
-            wait_until(lambda: work.get_message_count() in (0, -1), ready, message="the queue drained")
+            wait_until(lambda: work.get_message_count() in (0, -1), ready, message="get_message_count() == 0 (or -1): the queue drained")
         finally:
             work.stop_consume(10)
             if broker_cls.capabilities.purge:
@@ -104,7 +104,8 @@ class ControlTests:
             again.stop_consume(10)
             if caps.purge:
                 again.clear()
-        assert [x for x, _ in ran] == [1]
+        assert [x for x, _ in ran] == [1], (f"a task held by a closed run-time window must run once when a consumer "
+                                            f"with an open window takes it; ran {[x for x, _ in ran]}")
 
     def test_task_controls_through_boost(self, broker_cls, options_raw, queue_name, settings):
         """Per-task controls on every kind, with one consumer: the RPC result, funboost's retries (exactly
@@ -136,30 +137,41 @@ class ControlTests:
         timeout = settings["consumer_ready_timeout"] + 30
         try:
             work.consume()
-            assert work.push(1).get(timeout) == 2  # the RPC result
+            result = work.push(1).get(timeout)
+            assert result == 2, f"RPC mode: push(1).get() returned {result!r}, expected the function's result 2"
             failing = work.push(2, mode="fail")
             failed = failing.wait(timeout)
-            assert failed["success"] is False and failed["run_times"] == 3, failed
-            assert work.push(3, mode="requeue_once").get(timeout) == 6
+            assert failed["success"] is False and failed["run_times"] == 3, (
+                f"max_retry_times=2: a task that always fails must end failed after 3 runs; its status: {failed}")
+            result = work.push(3, mode="requeue_once").get(timeout)
+            assert result == 6, f"ExceptionForRequeue: the requeued task's second run must return 6, got {result!r}"
             assert ran(3) == 2, "ExceptionForRequeue: the task goes back and runs again"
-            assert work.publish({"x": 4}, task_options=TaskOptions(do_task_filtering=True)).get(timeout) == 8
+            result = work.publish({"x": 4}, task_options=TaskOptions(do_task_filtering=True)).get(timeout)
+            assert result == 8, f"do_task_filtering: the first task with these arguments must run (8), got {result!r}"
             # the same arguments: filtered
             filtered = work.publish({"x": 4}, task_options=TaskOptions(do_task_filtering=True))
             expired = work.publish({"x": 5}, task_options=TaskOptions(msg_expire_seconds=5,
                                                                        publish_time=time.time() - 60))
             published = time.time()
             late = work.publish({"x": 6}, task_options=TaskOptions(countdown=1.0))
-            assert work.push(7).get(timeout) == 14  # not held back by the delayed message before it
-            assert late.get(timeout) == 12
+            result = work.push(7).get(timeout)  # not held back by the delayed message before it
+            assert result == 14, f"push(7).get() returned {result!r}, expected 14"
+            result = late.get(timeout)
+            assert result == 12, f"countdown=1.0: the delayed task returned {result!r}, expected 12"
             # the filtered and the expired message were published before 6 and 7: by now they were taken
-            wait_until(lambda: work.get_message_count() in (0, -1), timeout, message="the queue drained")
-            assert filtered.wait(timeout)["run_status"] == "filtered"
-            assert expired.wait(timeout)["run_status"] == "expired"
+            wait_until(lambda: work.get_message_count() in (0, -1), timeout,
+                       message="get_message_count() == 0 (or -1): the queue drained")
+            status = filtered.wait(timeout)
+            assert status["run_status"] == "filtered", f"a filtered task's final status must be 'filtered': {status}"
+            status = expired.wait(timeout)
+            assert status["run_status"] == "expired", f"an expired task's final status must be 'expired': {status}"
             records = wait_until(lambda: work.query_statuses(task_id=failing.task_id), 10,
                                  message="the failed task's status record")
-            assert len(records) == 1, records
-            assert records[0]["exception_type"] == "ValueError" and records[0]["success"] is False, records[0]
-            assert records[0]["pid"] == os.getpid(), records[0]
+            assert len(records) == 1, f"a failed task (retried twice) must have one status record, got {records}"
+            assert records[0]["exception_type"] == "ValueError" and records[0]["success"] is False, \
+                f"the failed task's status record must say success=False, exception_type='ValueError': {records[0]}"
+            assert records[0]["pid"] == os.getpid(), \
+                f"the failed task's status record must name the consumer's pid {os.getpid()}: {records[0]}"
         finally:
             work.stop_consume(10)
             if broker_cls.capabilities.purge:
@@ -169,7 +181,9 @@ class ControlTests:
         assert ran(5) == 0, "an expired message ran"
         t6 = [t for x, _, t in runs if x == 6][0]
         t7 = [t for x, _, t in runs if x == 7][0]
-        assert t7 < t6 and t6 - published >= 0.95, (t6 - published, t7 - published)
+        assert t7 < t6 and t6 - published >= 0.95, (
+            f"countdown=1.0: the delayed task must run about 1 s after publishing and after the task pushed behind "
+            f"it; it ran {t6 - published:.2f}s after publishing, the one behind it at {t7 - published:.2f}s")
 
 
     @requires("request_response")
@@ -193,16 +207,17 @@ class ControlTests:
         timeout = settings["consumer_ready_timeout"] + 20
         try:
             work.consume()
-            assert work.sync_call(21, timeout=timeout) == 42
+            result = work.sync_call(21, timeout=timeout)
+            assert result == 42, f"sync_call(21) to an async function returned {result!r}, expected 42"
             try:
                 work.sync_call(-1, timeout=timeout)
             except Exception as exc:  # the remote error, by its type's name and message
-                assert "negative -1" in str(exc), exc
+                assert "negative -1" in str(exc), f"sync_call: the remote error's message was lost: {exc!r}"
             else:
                 raise AssertionError("a failing async function's sync_call returned")
             with ThreadPoolExecutor(8) as pool:
                 got = list(pool.map(lambda i: work.sync_call(i, sleep=0.05, timeout=timeout), range(24)))
-            assert got == [i * 2 for i in range(24)]
+            assert got == [i * 2 for i in range(24)], f"sync_call from 8 threads: wrong results {got}"
         finally:
             work.stop_consume(10)
 

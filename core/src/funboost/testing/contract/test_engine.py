@@ -61,7 +61,10 @@ class EngineTests:
             work.stop_consume(10)
             if broker_cls.capabilities.purge:
                 work.clear()
-        assert sorted(done) == list(range(30))
+        twice = sorted(x for x, n in done.items() if n > 1)
+        assert sorted(done) == list(range(30)) and not twice, (
+            f"@boost end to end: 30 tasks pushed to one consumer, each must run once; missing "
+            f"{sorted(set(range(30)) - set(done))}, ran more than once {twice}")
 
     @requires("dead_letter")
     def test_malformed_message_is_dead_lettered_and_consumer_survives(self, broker_cls, options_raw, queue_name,
@@ -104,7 +107,9 @@ class EngineTests:
             got = fetch_until(dlx, len(expected), timeout=settings["consumer_ready_timeout"] + 20)
             reasons = sorted(json.loads(body_text(d))["extra"]["dead_letter_reason"] for d in got)
             for reason in expected:
-                assert any(reason in r for r in reasons), (reason, reasons)
+                assert any(reason in r for r in reasons), (
+                    f"dead_letter through the engine: no message in the dead-letter queue has a "
+                    f"dead_letter_reason mentioning {reason!r}; reasons found: {reasons}")
             dlx.ack(got)
         finally:
             work.stop_consume(10)
@@ -119,18 +124,19 @@ class EngineTests:
 
         caps = broker_cls.capabilities
         if caps.queue_size == "none":
-            assert work.get_message_count() == -1
+            count = work.get_message_count()
+            assert count == -1, f"queue_size='none': get_message_count() must be -1 (unknown), got {count}"
             return
         work.broker.fetch(1, 0.05)  # consumer-group brokers: be a member before counting
         for i in range(4):
             work.push(i)
         if caps.queue_size == "exact":
-            wait_until(lambda: work.get_message_count() == 4, 5, message="count == 4")
+            wait_until(lambda: work.get_message_count() == 4, 5, message="booster.get_message_count() == 4 after pushing 4 (queue_size='exact')")
         else:
-            wait_until(lambda: work.get_message_count() >= 1, 15, message="count >= 1")
+            wait_until(lambda: work.get_message_count() >= 1, 15, message="booster.get_message_count() >= 1 after pushing 4 (queue_size='approximate')")
         if caps.purge:
             work.clear()
-            wait_until(lambda: work.get_message_count() == 0, 15, message="count == 0 after clear")
+            wait_until(lambda: work.get_message_count() == 0, 15, message="booster.get_message_count() == 0 after clear() (purge)")
 
 
     def test_consume_again_after_stop_in_the_same_process(self, broker_cls, options_raw, queue_name, settings):
@@ -156,7 +162,8 @@ class EngineTests:
             work.stop_consume(10)
             if broker_cls.capabilities.purge:
                 work.clear()
-        assert sorted(set(done)) == [1, 2]
+        assert sorted(set(done)) == [1, 2], (f"consume() after stop_consume(): tasks 1 (first consume) and 2 "
+                                             f"(second consume) must both run; ran {done}")
 
     def test_arguments_and_results_round_trip_exactly(self, broker_cls, options_raw, queue_name, settings):
         """What the function receives is what was pushed, and ``AsyncResult.get()`` is what it returned:
@@ -196,32 +203,61 @@ class EngineTests:
     @requires("cross_process", needs_serving_consumer=False)
     def test_multi_process_consume_spreads_tasks_over_the_processes(self, broker_cls, options_raw, queue_name,
                                                                       settings, tmp_path):
-        """``multi_process_consume(2)``: two child processes consume the queue, and both run tasks. Tasks
-        are pushed until both children ran one (a child may need a while to join, e.g. a consumer-group
-        rebalance), each a little slow so that one child cannot take them all."""
+        """``multi_process_consume(2)``: two child processes consume the queue, both run tasks, and no task
+        runs in both. Tasks are pushed until both children ran one (a child may need a while to join, e.g. a
+        consumer-group rebalance), each a little slow so that one child cannot take them all; then, with
+        both children consuming, another batch is pushed: each of those runs exactly once (a fetch whose
+        claim is not atomic hands one message to both processes)."""
+        import uuid
+
         from funboost import BoosterParams, boost
         marks = tmp_path / "ran"  # a folder of its own: a kind's fixtures may keep files in tmp_path
         marks.mkdir()
+        settled_batch = 30
 
         @boost(BoosterParams(queue_name=queue_name, broker_kind=broker_cls.kind, broker_exclusive_config=options_raw,
                              concurrent_num=1, state_backend="memory", log_to_console=False))
         def work(x: int) -> None:
-            (marks / f"{x}-{os.getpid()}").touch()
+            (marks / f"{x}-{os.getpid()}-{uuid.uuid4().hex[:8]}").touch()  # one file per run
             time.sleep(0.05)
 
+        def runs() -> list[tuple[int, str]]:
+            return [(int(p.name.split("-")[0]), p.name.split("-")[1]) for p in marks.iterdir()]
+
         def pids() -> set[str]:
-            return {p.name.split("-", 1)[1] for p in marks.iterdir()}
+            return {pid for _, pid in runs()}
 
         procs = work.multi_process_consume(2)
         try:
             deadline = time.monotonic() + settings["consumer_ready_timeout"] + 40
             i = 0
             while len(pids()) < 2:
-                assert time.monotonic() < deadline, f"only processes {sorted(pids())} ran tasks ({i} pushed)"
-                assert all(p.is_alive() for p in procs), "a consumer process died"
+                assert time.monotonic() < deadline, (f"multi_process_consume(2): only processes {sorted(pids())} "
+                                                     f"ran tasks ({i} pushed); both should consume the queue")
+                assert all(p.is_alive() for p in procs), "multi_process_consume(2): a consumer process died"
                 work.push(i)
                 i += 1
                 time.sleep(0.05)
+            # both children consume (a consumer group has settled): each of these runs exactly once
+            settled = list(range(i, i + settled_batch))
+            for x in settled:
+                work.push(x)
+            wait = settings["consumer_ready_timeout"] + 30
+
+            def settled_done() -> bool:
+                return set(settled) <= {x for x, _ in runs()}
+            wait_for_work(settled_done, work.broker, wait, f"{settled_batch} tasks pushed while both processes "
+                                                            f"consumed ran")
+            time.sleep(0.5)  # a second run of one of them would show by now
+            assert all(p.is_alive() for p in procs), "multi_process_consume(2): a consumer process died"
+            by_x: dict[int, list[str]] = {}
+            for x, pid in runs():
+                if x in settled:
+                    by_x.setdefault(x, []).append(pid)
+            twice = {x: sorted(ps) for x, ps in sorted(by_x.items()) if len(ps) > 1}
+            assert not twice, (f"work queue: {len(twice)} of {settled_batch} tasks ran more than once while both "
+                               f"consumer processes lived (task x: pids that ran it): {twice}. fetch() handed one "
+                               f"message to two living consumers: its claim must be atomic")
         finally:
             # SIGTERM: each child stops gracefully (leaves its consumer group, hands back what it holds), so
             # that clear() below finds no member of the queue left behind
@@ -232,10 +268,14 @@ class EngineTests:
                 if p.is_alive():
                     p.kill()
                     p.join(10)
-            assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+            assert all(p.exitcode == 0 for p in procs), \
+                f"consumer processes stopped with SIGTERM exited with {[p.exitcode for p in procs]} (0 expected)"
             if broker_cls.capabilities.purge:
                 work.clear()
-        assert str(os.getpid()) not in pids() and pids() == {str(p.pid) for p in procs}
+        assert str(os.getpid()) not in pids(), "multi_process_consume(2): the parent process ran tasks itself"
+        assert pids() == {str(p.pid) for p in procs}, \
+            (f"multi_process_consume(2): tasks ran in processes {sorted(pids())}, not in its children "
+             f"{[p.pid for p in procs]}")
 
     @requires("at_least_once", "cross_process", needs_serving_consumer=False)
     def test_sigterm_finishes_the_running_task_and_loses_nothing(self, broker_cls, reclaim_options_raw, queue_name,
@@ -274,7 +314,8 @@ class EngineTests:
                        message="the consumer process started a task")
             child.terminate()
             child.join(60)
-            assert child.exitcode == 0, f"exit code {child.exitcode} after SIGTERM"
+            assert child.exitcode == 0, \
+                f"a consumer process stopped with SIGTERM exited with {child.exitcode} (0 expected)"
             started, done = seen("start", child.pid), seen("done", child.pid)
             assert started and started <= done, f"a running task was cut off: started {started}, done {done}"
             work.consume()

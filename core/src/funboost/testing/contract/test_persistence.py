@@ -28,14 +28,20 @@ class PersistenceTests:
             b.close()
             print("published", flush=True)
         """)
-        assert proc.returncode == 0 and "published" in proc.stdout, proc.stdout + proc.stderr
+        assert proc.returncode == 0 and "published" in proc.stdout, (
+            f"publishing 3 messages from a child process failed (exit {proc.returncode}): {proc.stdout}{proc.stderr}")
 
     @requires("cross_process")
     def test_message_from_another_process(self, broker_cls, kind, queue_name, options_raw, ready_broker,
                                           settings):
         self._publish_in_child(kind, queue_name, options_raw)
-        got = fetch_until(ready_broker, 3, timeout=settings["consumer_ready_timeout"] + 10)
-        assert sorted(body_x(d) for d in got) == [0, 1, 2]
+        try:
+            got = fetch_until(ready_broker, 3, timeout=settings["consumer_ready_timeout"] + 10)
+        except AssertionError as exc:
+            raise AssertionError(f"cross_process: messages published by another process did not reach this one: "
+                                 f"{exc}") from exc
+        assert sorted(body_x(d) for d in got) == [0, 1, 2], \
+            f"cross_process: messages 0..2 published by another process arrived as {sorted(body_x(d) for d in got)}"
         ready_broker.ack(got)
 
     @requires("persistent")
@@ -44,9 +50,14 @@ class PersistenceTests:
         """Published by a process that has exited, before any consumer existed here."""
         self._publish_in_child(kind, queue_name, options_raw)
         consumer = make_broker()
-        got = fetch_until(consumer, 3, timeout=settings["consumer_ready_timeout"] + 10)
+        try:
+            got = fetch_until(consumer, 3, timeout=settings["consumer_ready_timeout"] + 10)
+        except AssertionError as exc:
+            raise AssertionError(f"persistent: messages published by a process that has exited (before any "
+                                 f"consumer existed) were lost: {exc}") from exc
         assert sorted(body_x(d) for d in got) == [0, 1, 2], \
-            "persistent=True, but messages published by an exited process were lost"
+            (f"persistent=True, but messages 0..2 published by an exited process came as "
+             f"{sorted(body_x(d) for d in got)}")
         consumer.ack(got)
 
     @requires("persistent")
@@ -57,8 +68,13 @@ class PersistenceTests:
         broker.publish([message(i) for i in range(3)])
         restart_broker_server()
         consumer = make_broker()
-        got = fetch_until(consumer, 3, timeout=settings["consumer_ready_timeout"] + 30)
-        assert sorted(body_x(d) for d in got) == [0, 1, 2]
+        try:
+            got = fetch_until(consumer, 3, timeout=settings["consumer_ready_timeout"] + 30)
+        except AssertionError as exc:
+            raise AssertionError(f"persistent: messages published before a restart of the server were lost: "
+                                 f"{exc}") from exc
+        assert sorted(body_x(d) for d in got) == [0, 1, 2], \
+            f"persistent: messages 0..2 published before a server restart came as {sorted(body_x(d) for d in got)}"
         consumer.ack(got)
 
 

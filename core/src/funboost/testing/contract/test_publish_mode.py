@@ -20,9 +20,13 @@ class PublishModeTests:
             for i in range(30):
                 pub.publish([message(i)])
             pub.flush(timeout=60)
-            assert pub.stats == {"pushed": 30, "confirmed": 30, "failed": 0, "pending": 0}
+            assert pub.stats == {"pushed": 30, "confirmed": 30, "failed": 0, "pending": 0}, (
+                f"pipelined_publish: after flush() the pipelined publisher reports {pub.stats} for 30 messages "
+                f"(all 30 confirmed expected)")
             got = fetch_until(broker, 30, timeout=settings["consumer_ready_timeout"] + 20)
-            assert sorted(body_x(d) for d in got) == list(range(30))
+            xs = sorted(body_x(d) for d in got)
+            assert xs == list(range(30)), (f"pipelined_publish: 30 messages published pipelined (0..29) were "
+                                           f"fetched as {xs}")
             broker.ack(got)
         finally:
             pub.close(timeout=60)
@@ -44,11 +48,16 @@ class PublishModeTests:
             th.start()
         for th in threads:
             th.join(120)
-        assert not errors, errors
+        assert not errors, f"pipelined_publish: publish() through group commit from 4 threads raised: {errors}"
         got = fetch_until(broker, 40, timeout=settings["consumer_ready_timeout"] + 20)
-        assert sorted(body_x(d) for d in got) == sorted(t * 100 + i for t in range(4) for i in range(10))
+        xs = sorted(body_x(d) for d in got)
+        want = sorted(t * 100 + i for t in range(4) for i in range(10))
+        assert xs == want, (f"pipelined_publish: 40 messages published by 4 threads through group commit were "
+                            f"fetched as {xs} (each exactly once expected: {want})")
         broker.ack(got)
-        assert broker.fetch(5, 0.3) == []
+        extra = broker.fetch(5, 0.3)
+        assert extra == [], (f"pipelined_publish: group commit delivered messages more than once: "
+                             f"{[body_x(d) for d in extra]}")
 
 
 class TestPublishMode(PublishModeTests, ContractBase):

@@ -2,8 +2,6 @@
 capabilities are consistent with each other."""
 from __future__ import annotations
 
-import pytest
-
 from funboost.plugins.broker import Broker
 from funboost.plugins.manager import get_broker_registry, normalize_kind, validate_broker_class
 from funboost.testing.contract.base import ContractBase
@@ -16,20 +14,30 @@ class RegistrationTests:
         validate_broker_class(broker_cls)
         reg = get_broker_registry()
         if ":" not in kind:
-            assert reg.resolve(kind.upper()) is broker_cls
-            assert reg.resolve(kind.lower()) is broker_cls
+            assert reg.resolve(kind.upper()) is broker_cls, f"kind {kind.upper()!r} does not resolve to {broker_cls}"
+            assert reg.resolve(kind.lower()) is broker_cls, f"kind {kind.lower()!r} does not resolve to {broker_cls}"
             names = {i.kind for i in reg.installed()}
-            assert normalize_kind(broker_cls.kind) in names
-        assert reg.resolve(broker_cls.kind) is broker_cls
+            assert normalize_kind(broker_cls.kind) in names, \
+                f"{broker_cls.__name__}.kind={broker_cls.kind!r} is not among the installed kinds {sorted(names)}"
+        assert reg.resolve(broker_cls.kind) is broker_cls, \
+            f"{broker_cls.__name__}.kind={broker_cls.kind!r} resolves to {reg.resolve(broker_cls.kind)}"
         for alias in broker_cls.aliases:
-            assert reg.resolve(alias) is broker_cls
+            assert reg.resolve(alias) is broker_cls, \
+                f"alias {alias!r} of {broker_cls.__name__} resolves to {reg.resolve(alias)}"
         caps = broker_cls.capabilities
-        assert caps.queue_size in ("exact", "approximate", "none")
-        assert caps.ordering in ("fifo", "partition", "priority", "none")
+        assert caps.queue_size in ("exact", "approximate", "none"), \
+            f"Capabilities.queue_size={caps.queue_size!r}: must be 'exact', 'approximate' or 'none'"
+        assert caps.ordering in ("fifo", "partition", "priority", "none"), \
+            f"Capabilities.ordering={caps.ordering!r}: must be 'fifo', 'partition', 'priority' or 'none'"
 
     def test_options_reject_unknown_keys(self, broker_cls):
-        with pytest.raises(Exception):
+        try:
             broker_cls.parse_options({"surely_not_an_option_of_any_broker": 1})
+        except Exception:
+            return
+        raise AssertionError(f"{broker_cls.__name__}.parse_options accepted an unknown key: its options model must "
+                             f"refuse unknown keys (derive it from BrokerOptions: extra='forbid'), so that a typo in "
+                             f"broker_exclusive_config is an error")
 
     def test_capabilities_are_consistent(self, broker_cls):
         caps = broker_cls.capabilities
