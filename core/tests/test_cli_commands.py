@@ -493,3 +493,34 @@ def test_consume_processes_final_line_counts_tasks_finished_during_the_drain(tmp
     done = len(ran.read_text().split())
     final = out.read_text().splitlines()[-1]
     assert final.startswith("consume finished: ") and f"done {done}," in final, (done, final)
+
+
+def test_cli_consume_of_an_eventlet_module_with_funboost_monkey_patch(tmp_path):
+    """The CLI imports funboost before the user's module can monkey-patch: an eventlet module printed a
+    traceback at start-up. FUNBOOST_MONKEY_PATCH=eventlet patches before funboost is imported."""
+    pytest.importorskip("eventlet")
+    q = f"clievl_{uuid.uuid4().hex[:8]}"
+    ran = tmp_path / "ran.txt"
+    (tmp_path / "cli_tasks.py").write_text(textwrap.dedent(f"""
+        import eventlet
+        eventlet.monkey_patch()
+        from funboost import boost, BoosterParams
+
+        @boost(BoosterParams(queue_name="{q}", broker_kind="sqlite", state_backend="sqlite",
+                             concurrent_mode="eventlet"))
+        def job(x):
+            with open({str(ran)!r}, "a") as f:
+                f.write(f"{{x}}\\n")
+    """))
+    assert _cli(tmp_path, "push", q, "1").returncode == 0
+    env = {**_env(), "FUNBOOST_MONKEY_PATCH": "eventlet"}
+    out = tmp_path / "out.txt"
+    with open(out, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "funboost", "-m", "cli_tasks", "consume", q, "--no-status"],
+                                cwd=tmp_path, env=env, stdout=f, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: ran.exists() and ran.read_text().split() == ["1"], 60, message="the task ran")
+    finally:
+        assert _stop(proc) == 0
+    text = out.read_text()
+    assert "Traceback" not in text and "monkey_patching" not in text, text

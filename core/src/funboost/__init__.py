@@ -3,7 +3,28 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from funboost.enums import BrokerEnum, ConcurrentModeEnum, FunctionKind
+
+def _monkey_patch_from_environment() -> None:
+    """``FUNBOOST_MONKEY_PATCH=gevent`` / ``eventlet``: patch before anything of funboost (threading, pydantic)
+    is imported. For the command line (``funboost -m tasks consume``), which imports funboost before the
+    user's module could patch first; a script patches in its own first lines instead."""
+    import os
+    which = os.environ.get("FUNBOOST_MONKEY_PATCH", "").strip().lower()
+    if not which:
+        return
+    if which == "gevent":
+        from gevent import monkey
+        monkey.patch_all()
+    elif which == "eventlet":
+        import eventlet
+        eventlet.monkey_patch()
+    else:
+        raise ImportError(f"FUNBOOST_MONKEY_PATCH={which!r}: use 'gevent' or 'eventlet'")
+
+
+_monkey_patch_from_environment()
+
+from funboost.enums import BrokerEnum, ConcurrentModeEnum, FunctionKind  # noqa: E402
 from funboost.exceptions import (
     ExceptionForPushToDlxqueue, ExceptionForPushToDlxQueue, ExceptionForRequeue, ExceptionForRetry,
     FunboostError, FunctionTimeoutError, MalformedMessage, PublishArgumentsError, RpcNotEnabled,

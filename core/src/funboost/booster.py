@@ -22,7 +22,7 @@ from funboost.eta import message_eta
 from funboost.exceptions import PublishArgumentsError
 from funboost.flags import QueueFlag, qps_value
 from funboost.keepalive import KeepAlive, install_signal_handlers, shutdown_requested, wait_for_shutdown
-from funboost.message import build_envelope, dumps, seal_envelope
+from funboost.message import build_envelope, dumps, json_copy, seal_envelope
 from funboost.params import BoosterParams, TaskOptions
 from funboost.publishing import MAX_BATCHES_IN_FLIGHT
 from funboost.plugins.broker import Broker, OutgoingMessage, QueueSize, nothing_to_wait_for
@@ -305,7 +305,8 @@ class Booster(Generic[P, R]):
                              arg_names=tuple(self._all), required_args=tuple(self._required))
 
     # ---------------------------------------------------------------- publishing
-    def _build(self, kwargs: dict, task_id: Optional[str], task_options: Optional[TaskOptions]) -> tuple[dict, OutgoingMessage]:
+    def _build(self, kwargs: dict, task_id: Optional[str], task_options: Optional[TaskOptions],
+               by_reference: bool = False) -> tuple[dict, OutgoingMessage]:
         if not isinstance(kwargs, dict):
             raise PublishArgumentsError(f"publish() takes a dict of the function's arguments, got {type(kwargs).__name__}")
         opts: Optional[dict[str, Any]] = None
@@ -347,14 +348,20 @@ class Booster(Generic[P, R]):
                     om = self._message(env, extra["task_id"], prio, eta, key)
                     om.headers = {str(k): v for k, v in dict(headers).items()}
                     return env, om
-        return env, self._message(env, extra["task_id"], prio, eta, key)
+        return env, self._message(env, extra["task_id"], prio, eta, key, by_reference)
 
     def _message(self, env: dict, task_id: str, priority: Optional[int] = None, eta: Optional[float] = None,
-                 key: Optional[str] = None) -> OutgoingMessage:
-        """The envelope as the broker takes it: the dict itself for in-process brokers, else JSON text."""
-        if self.broker_cls.accepts_payload:
+                 key: Optional[str] = None, by_reference: bool = False) -> OutgoingMessage:
+        """The envelope as the broker takes it: a decoded copy for in-process brokers (the envelope itself when
+        ``by_reference``: get_future's arguments may be any object), else JSON text."""
+        if by_reference and self.broker_cls.accepts_payload:
             return OutgoingMessage("", task_id, priority, eta, key, payload=env)
         try:
+            if self.broker_cls.accepts_payload:
+                # an in-process broker takes a decoded copy: the same checks and the same values as on every
+                # other kind (the caller's objects passed by reference changed under the consumer; sets, bytes
+                # and objects reached the function while other kinds refused them)
+                return OutgoingMessage("", task_id, priority, eta, key, payload=json_copy(env))
             return OutgoingMessage(dumps(env), task_id, priority, eta, key)
         except TypeError as exc:
             raise PublishArgumentsError(f"cannot publish to {self.queue_name!r}: {exc}. Arguments must be "
@@ -547,7 +554,7 @@ class Booster(Generic[P, R]):
             raise NotImplementedError(f"get_future needs a broker that runs the task in this process (memory); "
                                       f"{self.broker_cls.kind!r} has none: use is_using_rpc_mode=True and "
                                       f"push(...).get()")
-        env, om = self._build(self._args_to_kwargs(args, kwargs), None, None)
+        env, om = self._build(self._args_to_kwargs(args, kwargs), None, None, by_reference=True)
         fut: "concurrent.futures.Future[Any]" = concurrent.futures.Future()
         fut.set_running_or_notify_cancel()
         publish_with_reply(om, fut.set_result)
@@ -770,8 +777,25 @@ def resolve_boost_params(params: Union[BoosterParams, str, None] = None, boost_p
     return type(base)(**data)
 
 
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only: at run time every booster is a Booster
+    from typing import Coroutine, Protocol, overload
+
+    class AsyncBooster(Booster[P, R]):
+        """The booster of an ``async def`` function returning ``R``: a call returns the coroutine, while
+        ``push(...).get()`` and ``await (await aio_push(...)).result`` give ``R`` (not the coroutine)."""
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...  # type: ignore[override]
+
+    class BoostDecorator(Protocol):
+        @overload
+        def __call__(self, func: Callable[P, Coroutine[Any, Any, R]]) -> AsyncBooster[P, R]: ...
+
+        @overload
+        def __call__(self, func: Callable[P, R]) -> Booster[P, R]: ...
+
+
 def boost(params: Union[BoosterParams, str, None] = None, *, boost_params: Optional[BoosterParams] = None,
-          **kwargs: Any) -> Callable[[Callable[P, R]], Booster[P, R]]:
+          **kwargs: Any) -> "BoostDecorator":
     """``@boost(BoosterParams(queue_name=..., ...))``; ``@boost(queue_name=...)``, ``@boost("queue_name", ...)``
     and ``@boost(boost_params=...)`` work too (see :func:`resolve_boost_params`). The booster keeps the
     function's signature for type checkers: ``f.push(...)`` takes the function's arguments and returns
@@ -780,7 +804,7 @@ def boost(params: Union[BoosterParams, str, None] = None, *, boost_params: Optio
 
     def deco(func: Callable[P, R]) -> Booster[P, R]:
         return Booster(validated, func)
-    return deco
+    return deco  # type: ignore[return-value]  # (its overloads are BoostDecorator's)
 
 
 task_deco = boost

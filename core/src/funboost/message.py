@@ -101,6 +101,18 @@ try:  # orjson is optional; it is a good deal faster when installed
         # the guard inlined (_has_long_digit_run): loads runs once per consumed message
         raw = data.encode("utf-8", "surrogatepass") if type(data) is str else bytes(data)
         return json.loads(raw) if _LONG_RUN in raw.translate(_DIGIT_MAP) else obj
+    def json_copy(obj: Any) -> Any:
+        """``loads(dumps(obj))`` (what any broker delivers of ``obj``, ``TypeError`` for what JSON cannot
+        hold) in one orjson round trip on bytes where that is exact; the general pair otherwise."""
+        try:
+            out = _orjson.dumps(obj, default=_default)
+        except _orjson.JSONEncodeError as exc:
+            if "64-bit" not in str(exc):
+                raise
+            return loads(dumps(obj))
+        if (b"null" in out and has_non_finite_float(obj)) or _LONG_RUN in out.translate(_DIGIT_MAP):
+            return loads(dumps(obj))
+        return _orjson.loads(out)
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
 
@@ -108,6 +120,9 @@ except ImportError:  # pragma: no cover - depends on the environment
         return _std_encoder.encode(obj)
 
     loads = json.loads
+
+    def json_copy(obj: Any) -> Any:
+        return loads(dumps(obj))
 
 
 def _default(obj: Any) -> Any:

@@ -28,7 +28,9 @@ else:  # pragma: no cover - python 3.9
     from typing_extensions import ParamSpec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from funboost.booster import Booster
+    from typing import Coroutine, overload
+
+    from funboost.booster import AsyncBooster, Booster
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -373,6 +375,13 @@ class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
         return self
 
     # ---- use as a decorator:  @BoosterParams(queue_name=...)
+    if TYPE_CHECKING:  # an ``async def`` gives an AsyncBooster (see funboost.booster.boost)
+        @overload
+        def __call__(self, func: "Callable[_P, Coroutine[Any, Any, _R]]") -> "AsyncBooster[_P, _R]": ...
+
+        @overload
+        def __call__(self, func: "Callable[_P, _R]") -> "Booster[_P, _R]": ...
+
     def __call__(self, func: "Callable[_P, _R]") -> "Booster[_P, _R]":
         from funboost.booster import Booster
         return Booster(self, func)

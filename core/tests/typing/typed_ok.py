@@ -18,3 +18,23 @@ local: int = add(3)
 text: str = greet("ann")
 later: AsyncResult[str] = greet.push(name="bob")
 value: int = pushed.get()
+
+
+@boost(BoosterParams(queue_name="typing_example_fetch", broker_kind="memory", concurrent_mode="async"))
+async def fetch(n: int) -> int:
+    return n * 2
+
+
+@BoosterParams(queue_name="typing_example_fetch2", broker_kind="memory", concurrent_mode="async")
+async def fetch2(n: int) -> str:
+    return str(n)
+
+
+fetched: int = fetch.push(3).get()  # the coroutine's result, not the coroutine
+fetched2: str = fetch2.push(n=4).get()
+
+
+async def awaits_results() -> None:
+    direct: int = await fetch(1)  # a local call returns the coroutine
+    result: int = await (await fetch.aio_push(2)).result
+    del direct, result

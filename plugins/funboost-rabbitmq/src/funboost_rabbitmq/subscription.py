@@ -27,8 +27,9 @@ logger = logging.getLogger("funboost.rabbitmq")
 AUTO_PREFETCH_MAX = 1000
 # the automatic prefetch follows the engine's capacity: this many times the largest batch it can start.
 # A margin lets deliveries arrive in fewer, larger socket reads and keeps the I/O thread ahead of a pool
-# that drains the local buffer in bursts (they stay unacked, so a crash returns them), while a consumer
-# with few workers (long tasks) still holds only a few messages that idle consumers could run.
+# that drains the local buffer in bursts (they stay unacked, so a crash returns them). A consumer with
+# few workers still holds 10x their number: for long tasks shared by several consumers the docs say to
+# set prefetch_count.
 AUTO_PREFETCH_FACTOR = 10
 
 
