@@ -128,3 +128,14 @@ def test_task_options_refuse_what_the_consumer_would_dead_letter(options):
     from funboost import TaskOptions
     with pytest.raises(ValidationError, match=f"TaskOptions '{next(iter(options))}'"):
         TaskOptions(**options)
+
+
+def test_negative_max_retry_times_and_empty_kill_ids_are_refused():
+    with pytest.raises(ValidationError, match="max_retry_times"):
+        BoosterParams(queue_name="q", max_retry_times=-1)  # behaved as 0 silently
+    from funboost import boost
+    f = boost(BoosterParams(queue_name=f"kill_ids_{id(object())}", broker_kind="memory", state_backend="memory",
+                            log_to_console=False))(lambda: None)
+    for bad in (None, ""):
+        with pytest.raises(ValueError, match="task id"):
+            f.kill_task(bad)

@@ -722,6 +722,8 @@ class Booster(Generic[P, R]):
     def kill_task(self, task_id: str) -> None:
         """Cancel a task by id: a queued one never runs; a running one is stopped (needs
         ``is_support_remote_kill_task=True`` on the consumer)."""
+        if not isinstance(task_id, str) or not task_id:
+            raise ValueError(f"kill_task takes a task id (a non-empty string), got {task_id!r}")
         self.state_backend().request_kill(self.queue_name, task_id)
 
     def get_live_consumers(self) -> list[dict]:

@@ -223,7 +223,7 @@ class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
     do_not_run_by_specify_time: tuple[str, str] = ("10:10:00", "23:20:00")
 
     # ---- reliability
-    max_retry_times: int = 3
+    max_retry_times: int = Field(3, ge=0)
     is_using_advanced_retry: bool = False
     advanced_retry_config: AdvancedRetryConfig = Field(default_factory=AdvancedRetryConfig)
     is_push_to_dlx_queue_when_retry_max_times: bool = False
