@@ -37,12 +37,13 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _run(tmp_path, setup: str):
+def _run(tmp_path, setup: str, **env_extra: str):
     queue = f"logprop_{uuid.uuid4().hex[:8]}"
     script = tmp_path / "app.py"
     script.write_text(SCRIPT)
     log_file = tmp_path / "app.log"
     env = {k: v for k, v in os.environ.items() if k != "FUNBOOST_LOG_TO_CONSOLE"}
+    env.update(env_extra)
     out = subprocess.run([sys.executable, str(script), setup, str(log_file), queue], capture_output=True,
                          text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
@@ -61,6 +62,15 @@ def test_console_fallback_without_root_handler_prints_each_line_once(tmp_path):
     failure = [line for line in out.stderr.splitlines() if "failed on attempt 1/1" in line]
     assert len(failure) == 1, out.stderr
     assert f"funboost.{queue}" in failure[0]
+
+
+def test_console_off_prints_nothing_without_any_handler(tmp_path):
+    """FUNBOOST_LOG_TO_CONSOLE=0 and no logging set up: Python's last-resort handler printed the task's error
+    to stderr anyway (unformatted)."""
+    out, _, _ = _run(tmp_path, "none", FUNBOOST_LOG_TO_CONSOLE="0")
+    assert "boom 7" not in out.stderr, out.stderr
+    out, log_file, _ = _run(tmp_path, "file", FUNBOOST_LOG_TO_CONSOLE="0")  # the application still gets it
+    assert "ValueError: boom 7" in log_file.read_text()
 
 
 def test_no_duplicates_when_the_application_configures_logging_before_or_after(tmp_path):

@@ -150,6 +150,9 @@ def configure_queue_logger(logger: logging.Logger, params) -> None:
             logger.addHandler(h)
     else:
         _no_console_loggers.add(logger.name)
+        # "off" means off: with no handler anywhere, Python's last-resort handler would still print warnings
+        # and errors to stderr, unformatted; the application's own handlers get the records as before
+        logger.addHandler(logging.NullHandler())
     if params.create_logger_file or params.log_filename:
         from funboost.paths import user_data_dir
         path = params.log_filename or str(user_data_dir() / "logs" / f"funboost.{params.queue_name}.log")
