@@ -113,7 +113,7 @@ def test_funboost_config_py_is_picked_up(tmp_path: Path) -> None:
     (project / "funboost_config.py").write_text(FUNBOOST_CONFIG_PY)
     env = {"PYTHONPATH": str(project), "FUNBOOST_RABBITMQ_URL": "amqp://from-the-environment/"}
     for var in ("FUNBOOST_REDIS_URL", "FUNBOOST_STATE_REDIS_URL", "FUNBOOST_SQLITE_DIR", "FUNBOOST_NO_CONFIG_FILE",
-                "FUNBOOST_TIMEZONE"):
+                "FUNBOOST_TIMEZONE", "FUNBOOST_STATE_BACKEND"):
         env[var] = ""
     proc = run_script("funboost_config_pickup.py", uuid.uuid4().hex[:8], str(project), cwd=tmp_path, env=env)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]

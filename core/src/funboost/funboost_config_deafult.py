@@ -285,6 +285,13 @@ def _apply(module: Any, result: ConfigPickup) -> None:
            f"{'set ' + ', '.join(parts) if parts else 'no connection setting to map'}")
     if result.kept_from_env:
         msg += f"; already set in the environment, kept: {', '.join(result.kept_from_env)}"
+    if "FUNBOOST_STATE_REDIS_URL" in result.applied and (os.environ.get("FUNBOOST_STATE_BACKEND") or "").lower() \
+            != "redis":
+        # the original keeps RPC results, filters and heartbeats in that Redis db whatever the broker; here they
+        # follow the state backend, which is sqlite on this machine unless told otherwise
+        msg += ("; RPC results, task filters and heartbeats stay in this machine's sqlite state backend: set "
+                "FUNBOOST_STATE_BACKEND=redis to keep them in REDIS_DB_FILTER_AND_RPC_RESULT's database as the "
+                "original does")
     warnings.warn(msg + ". Environment variables are this project's way (docs/migrating.md)",
                   _compat_warning(), stacklevel=4)
 

@@ -34,6 +34,7 @@ notice = config_notices[0]
 assert "FUNBOOST_REDIS_URL=redis://127.0.0.1:6379/3" in notice, notice
 assert "FUNBOOST_SQLITE_DIR" not in notice, notice  # the template's /sqllite_queues means "not configured"
 assert "kept: FUNBOOST_RABBITMQ_URL" in notice, notice
+assert "set FUNBOOST_STATE_BACKEND=redis" in notice, notice  # where RPC results go here, said plainly
 assert os.environ["FUNBOOST_REDIS_URL"] == "redis://127.0.0.1:6379/3", os.environ["FUNBOOST_REDIS_URL"]
 assert os.environ["FUNBOOST_RABBITMQ_URL"] == "amqp://from-the-environment/", "the environment must win"
 assert BrokerConnConfig.REDIS_DB == 3 and BrokerConnConfig.REDIS_HOST == "127.0.0.1"
