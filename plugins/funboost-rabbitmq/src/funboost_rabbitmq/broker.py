@@ -57,7 +57,7 @@ from .connection import (
     release_publisher,
     safe_url,
 )
-from .subscription import AUTO_PREFETCH_FACTOR, AUTO_PREFETCH_MAX, AmqpSubscription
+from .subscription import AUTO_PREFETCH_MAX, AUTO_PREFETCH_START, AmqpSubscription
 from .frames import FixedProperties
 from .options import RabbitmqComplexRoutingOptions, RabbitmqOptions
 
@@ -443,7 +443,7 @@ class RabbitmqBroker(Broker):
                     o = self.options
                     auto = o.prefetch_count is None
                     prefetch = o.prefetch_count or min(AUTO_PREFETCH_MAX,
-                                                      max(1, AUTO_PREFETCH_FACTOR * max_count))
+                                                      max(1, AUTO_PREFETCH_START * max_count))
                     if auto and "x-queue-type" in o.queue_arguments:
                         prefetch = max(prefetch, 100)  # cannot grow later on quorum/stream queues
                     self._subscription = AmqpSubscription(

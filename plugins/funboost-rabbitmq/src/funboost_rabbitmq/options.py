@@ -54,7 +54,8 @@ class RabbitmqOptions(BrokerOptions):
     # --- consuming ---
     prefetch_count: Optional[int] = Field(
         default=None, ge=1, le=65535,
-        description="basic_qos prefetch; default: 10x the largest batch the engine asked for (its free capacity), <= 1000")
+        description="basic_qos prefetch; default: 2x the largest batch the engine asked for (its free capacity), "
+                    "growing to 10x (<= 1000) while the engine starves")
     no_ack: bool = Field(
         default=False, description="auto-ack on delivery (faster; a killed consumer loses what it held)")
 

@@ -25,11 +25,14 @@ from .connection import CONNECTION_ERRORS, TopologyError, backoff_delays, connec
 logger = logging.getLogger("funboost.rabbitmq")
 
 AUTO_PREFETCH_MAX = 1000
-# the automatic prefetch follows the engine's capacity: this many times the largest batch it can start.
-# A margin lets deliveries arrive in fewer, larger socket reads and keeps the I/O thread ahead of a pool
-# that drains the local buffer in bursts (they stay unacked, so a crash returns them). A consumer with
-# few workers still holds 10x their number: for long tasks shared by several consumers the docs say to
-# set prefetch_count.
+# The automatic prefetch follows the engine's capacity (the largest batch it asked for). It starts at
+# AUTO_PREFETCH_START times that: the workers' messages and as many waiting, so that a consumer of long
+# tasks holds few that an idle consumer could run. It doubles, up to AUTO_PREFETCH_FACTOR times, each time
+# the engine asks for more than the buffer holds while the prefetch is the limit (every allowed delivery
+# is unacked): short tasks, where a larger margin lets deliveries arrive in fewer, larger socket reads
+# and keeps the I/O thread ahead of a pool that drains the buffer in bursts (they stay unacked, so a
+# crash returns them).
+AUTO_PREFETCH_START = 2
 AUTO_PREFETCH_FACTOR = 10
 
 
@@ -51,6 +54,7 @@ class AmqpSubscription:
         self._auto_prefetch = auto_prefetch and channel_qos
         self._prefetch = prefetch
         self._applied_prefetch = 0
+        self._largest_batch = 1  # the largest batch the engine asked for (its capacity)
         self._cond = threading.Condition(threading.Lock())
         self._buffer: "collections.deque[Delivery]" = collections.deque()
         self._waiting = False  # fetch() sleeps on _cond for an empty buffer
@@ -186,18 +190,34 @@ class AmqpSubscription:
 
     # ----- engine threads -----
     def wanted(self, max_count: int) -> None:
-        """The engine can run ``max_count`` more tasks: let the auto prefetch grow to
-        AUTO_PREFETCH_FACTOR times the largest such batch so that the pool never starves."""
+        """The engine can run ``max_count`` more tasks: the auto prefetch is at least AUTO_PREFETCH_START
+        times the largest such batch; it grows further when the engine starves (see ``fetch``)."""
         if not self._auto_prefetch or self._no_ack:
             return
-        want = min(AUTO_PREFETCH_MAX, max(1, AUTO_PREFETCH_FACTOR * max_count))
+        if max_count > self._largest_batch:
+            self._largest_batch = max_count
+        self._grow_prefetch(min(AUTO_PREFETCH_MAX, max(1, AUTO_PREFETCH_START * self._largest_batch)))
+
+    def _grow_prefetch(self, want: int) -> None:
         if want > self._prefetch:
             self._prefetch = want
             gen = self.generation
             self._call(lambda: self._set_prefetch(gen, want))
 
+    def _starved(self, max_count: int, got: int) -> None:
+        """The engine asked for ``max_count`` and the buffer had ``got``: when every delivery the prefetch
+        allows is out (unacked), the prefetch is what holds the pool back: double it, up to the ceiling. A
+        queue that is merely empty has fewer unacked than that, and does not grow it."""
+        if not self._auto_prefetch or self._no_ack or got >= max_count:
+            return
+        ceiling = min(AUTO_PREFETCH_MAX, max(1, AUTO_PREFETCH_FACTOR * self._largest_batch))
+        if self._prefetch < ceiling and self._applied_prefetch and len(self._unacked) >= self._applied_prefetch:
+            self._grow_prefetch(min(ceiling, self._prefetch * 2))
+
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         buffer = self._buffer
+        if len(buffer) < max_count:
+            self._starved(max_count, len(buffer))
         if not buffer and timeout > 0:
             with self._cond:
                 self._waiting = True
