@@ -51,3 +51,28 @@ def test_usable_options_are_normalised(options, normalised):
 def test_unusable_options_are_malformed_and_named(options, named):
     with pytest.raises(MalformedMessage, match=named.replace(".", r"\.")):
         _extra(**options)
+
+
+def test_the_caller_of_a_malformed_message_gets_the_reason_not_a_timeout():
+    """Another client sends a message with an option the consumer refuses: it is dead-lettered, and an RPC
+    caller waiting for its task id gets the reason at once."""
+    import json
+    import uuid
+
+    from funboost import AsyncResult, BoosterParams, RemoteTaskError, boost
+    from funboost.plugins.broker import OutgoingMessage
+
+    @boost(BoosterParams(queue_name=f"malformed_rpc_{uuid.uuid4().hex[:8]}", broker_kind="sqlite",
+                         state_backend="sqlite", is_using_rpc_mode=True, log_to_console=False))
+    def work(x):
+        return x
+
+    task_id = uuid.uuid4().hex
+    body = json.dumps({"x": 1, "extra": {"task_id": task_id, "publish_time": 1.0, "function_timeout": -1}})
+    work.broker.publish([OutgoingMessage(body=body, task_id=task_id)])
+    work.consume()
+    try:
+        with pytest.raises(RemoteTaskError, match="function_timeout"):
+            AsyncResult(task_id, work).get(timeout=20)
+    finally:
+        work.stop_consume(5)

@@ -33,7 +33,7 @@ from funboost.enums import RunStatus
 from funboost.eta import message_eta
 from funboost.exceptions import MalformedMessage
 from funboost.flags import QueueFlag, qps_value
-from funboost.message import build_envelope, decode, dumps
+from funboost.message import build_envelope, decode, dumps, loads
 from funboost.plugins.broker import Broker, Delivery, OutgoingMessage
 from funboost.plugins.manager import get_plugin_manager, has_hook_impls
 from funboost.records import PLAIN_RUN_STATUS, FunctionResultStatus, StatusBatch
@@ -756,6 +756,27 @@ class Consumer:
         # logged after the broker has it: the log must never say "moved" about a message that was not
         if self._reject([d], reason):
             self.logger.error("malformed message moved to %s_dlx: %s", self.params.queue_name, reason)
+            self._answer_malformed(d, reason)
+
+    def _answer_malformed(self, d: Delivery, reason: str) -> None:
+        """A caller waiting for the result of a malformed message gets the reason (when the message's task id
+        can be read and it asked for a result), instead of waiting out its timeout."""
+        try:
+            obj = d.body if isinstance(d.body, dict) else loads(d.body)
+            extra = obj.get("extra") if isinstance(obj, dict) else None
+            task_id = extra.get("task_id") if isinstance(extra, dict) else None
+            rpc = extra.get("is_using_rpc_mode") if isinstance(extra, dict) else None
+            if not isinstance(task_id, str) or not task_id or not (rpc is True or (rpc is None and
+                                                                                   self.params.is_using_rpc_mode)):
+                return
+            status = FunctionResultStatus(self.params.queue_name, task_id, {})
+            status.run_status = PLAIN_RUN_STATUS[RunStatus.DEAD_LETTERED]
+            status.exception_type, status.exception_msg = "MalformedMessage", reason
+            status.exception = f"MalformedMessage: {reason}"
+            status.finish()
+            self.state.set_result(task_id, status.to_dict(), self.params.rpc_result_expire_seconds)
+        except Exception as exc:  # noqa: BLE001 - the message is dead-lettered already; this is a courtesy
+            self.logger.warning("could not give the malformed message's caller its result: %s", exc)
 
     def _reject(self, deliveries: list[Delivery], reason: str) -> bool:
         try:
