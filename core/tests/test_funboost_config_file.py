@@ -10,7 +10,7 @@ import pytest
 from funboost import funboost_config_deafult as cfg
 from funboost.params import FunboostCompatWarning
 
-VARS = [env for env in cfg.BROKER_CONN_MAPPING] + ["FUNBOOST_NO_CONFIG_FILE"]
+VARS = [env for env in cfg.BROKER_CONN_MAPPING] + ["FUNBOOST_NO_CONFIG_FILE", "FUNBOOST_TIMEZONE"]
 
 
 @pytest.fixture
@@ -19,12 +19,14 @@ def project(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("funboost_config", None)
-    saved = {k: v for k, v in vars(cfg.BrokerConnConfig).items() if k.isupper()}
+    saved = {c: {k: v for k, v in vars(c).items() if k.isupper()}
+             for c in (cfg.BrokerConnConfig, cfg.FunboostCommonConfig)}
     cfg._reset_for_tests()
     yield tmp_path
     sys.modules.pop("funboost_config", None)
-    for k, v in saved.items():
-        setattr(cfg.BrokerConnConfig, k, v)
+    for c, values in saved.items():  # (a TIMEZONE left behind would move other tests' schedules)
+        for k, v in values.items():
+            setattr(c, k, v)
     cfg._reset_for_tests()
     for var in VARS:  # what the pick-up set, it set in os.environ itself
         os.environ.pop(var, None)
