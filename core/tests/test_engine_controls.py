@@ -189,6 +189,34 @@ def test_task_filter_with_ttl(make):
                message="filter key expired")
 
 
+def test_the_filter_holds_identical_tasks_that_arrive_together(make):
+    """Five pushes of the same arguments taken by five workers at once: one runs, the others are filtered once
+    it succeeded (the key was recorded only after a success, so all five passed the check and ran). When the
+    running one fails, a waiting duplicate runs instead."""
+    runs = []
+    lock = threading.Lock()
+
+    def work(x):
+        with lock:
+            runs.append(x)
+            first_of_fail = x == "fail" and runs.count("fail") == 1
+        time.sleep(0.5)
+        if first_of_fail:
+            raise ValueError("the first 'fail' fails")
+
+    f = make(work, do_task_filtering=True, concurrent_num=10, max_retry_times=0)
+    for _ in range(5):
+        f.push("same")
+    f.push("other")
+    for _ in range(2):
+        f.push("fail")
+    f.consume()
+    wait_until(lambda: sorted(runs) == ["fail", "fail", "other", "same"], 20, message=f"runs so far {runs}")
+    wait_until(lambda: f.get_message_count() == 0, 10)
+    time.sleep(1.0)  # nothing else may run: the absence is checked over a short time
+    assert sorted(runs) == ["fail", "fail", "other", "same"], runs
+
+
 def test_countdown_delay_does_not_block_other_messages(make):
     done = []
     f = make(lambda x: done.append((x, time.time())))

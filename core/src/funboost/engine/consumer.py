@@ -51,6 +51,11 @@ HEARTBEAT_INTERVAL = float(os.environ.get("FUNBOOST_HEARTBEAT_INTERVAL", "5"))
 HEARTBEAT_TTL = 3 * HEARTBEAT_INTERVAL
 FLAG_POLL_INTERVAL = 1.0
 _seq = itertools.count()
+FILTER_RECHECK = 0.5  # seconds between checks of a task whose arguments another task is running
+
+
+def _filter_claim(queue_name: str, key: str) -> str:
+    return f"filter-running:{queue_name}:{key}"
 _HOSTNAME = socket.gethostname()
 _IP: list = []
 
@@ -341,6 +346,10 @@ class Consumer:
         self._stop = threading.Event()
         self._delayed: list[tuple[float, int, Delivery, Any]] = []  # emulated delay: (eta, seq, delivery, msg)
         self._delayed_lock = threading.Lock()
+        self._owns_loop = False  # the broker runs the consume loop itself (run_consumer returned True)
+        # a running task's claim on its filter key outlives any run the queue allows (a crashed holder's
+        # claim expires; its redelivered message, same task id, takes it again at once)
+        self._filter_claim_ttl = max(600.0, 2 * float(p.function_timeout or 0))
         self._fetch_lock = threading.Lock()  # the dispatch loop's and refill's fetch + submit (see refill)
         self._threads: list[threading.Thread] = []
         self._live_consumers = 1
@@ -383,6 +392,7 @@ class Consumer:
                                               retry_after=FLAG_POLL_INTERVAL, name=f"heartbeat of {self.params.queue_name!r}")
         self._start_thread(self._control_loop, "control")
         if self.broker.run_consumer(self):
+            self._owns_loop = True  # no dispatch thread: checks that wait, wait in the broker's thread
             return
         if self.broker.fetch_is_local and isinstance(self.executor, FlexibleThreadPool) and self.window is None:
             self.executor.refill = self.refill
@@ -640,9 +650,22 @@ class Consumer:
                 return False
         if extra.get("do_task_filtering", p.do_task_filtering):
             key = task.filter_key = filter_key(task.msg.kwargs, extra.get("filter_str"))
-            if self.state.filter_contains(p.queue_name, key):
-                self._finish_without_run(task, RunStatus.FILTERED, "same arguments already ran (task filter)")
-                return False
+            while True:
+                if self.state.filter_contains(p.queue_name, key):
+                    self._finish_without_run(task, RunStatus.FILTERED, "same arguments already ran (task filter)")
+                    return False
+                # the key is recorded when a task succeeds; until then a claim keeps a second task with the same
+                # arguments from starting beside it (two pushes taken by two workers both ran)
+                if self.state.acquire_lock(_filter_claim(p.queue_name, key), task.task_id, self._filter_claim_ttl):
+                    task.filter_claimed = True
+                    break
+                # another task runs these arguments now: decide once it has finished (filtered if it succeeded)
+                if not self._owns_loop:
+                    with self._delayed_lock:
+                        heapq.heappush(self._delayed, (time.time() + FILTER_RECHECK, next(_seq), task.delivery, task))
+                    return False
+                if self._stop.wait(FILTER_RECHECK):
+                    return False
         return self._convert_args(task)
 
     def _convert_args(self, task: Task) -> bool:
@@ -852,6 +875,12 @@ class Consumer:
                 self.state.filter_add(p.queue_name, key, p.task_filtering_expire_seconds or None)
             except Exception as exc:
                 self.logger.error("could not record the task filter key: %s", exc)
+        if task.filter_claimed:  # after the key is recorded: a waiting duplicate then sees it
+            task.filter_claimed = False
+            try:
+                self.state.release_lock(_filter_claim(p.queue_name, task.filter_key or ""), task.task_id)
+            except Exception as exc:  # it expires on its own
+                self.logger.warning("could not release the filter claim of task %s: %s", task.task_id, exc)
         final = outcome is _FINISH or outcome.is_final
         if final and extra.get("is_using_rpc_mode", p.is_using_rpc_mode):
             try:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 class Task:
     """One message on its way through the engine (one per message, so a slotted class)."""
 
-    __slots__ = ("delivery", "msg", "kwargs", "filter_key")
+    __slots__ = ("delivery", "msg", "kwargs", "filter_key", "filter_claimed")
 
     def __init__(self, delivery: Delivery, msg: DecodedMessage, kwargs: Optional[dict] = None,
                  filter_key: Optional[str] = None) -> None:
@@ -32,6 +32,7 @@ class Task:
         self.msg = msg
         self.kwargs: dict = kwargs if kwargs is not None else {}  # arguments as the function receives them
         self.filter_key = filter_key  # dedup key, computed once when filtering is on
+        self.filter_claimed = False  # this task holds the "running" claim of its filter key
 
     @property
     def task_id(self) -> str:
