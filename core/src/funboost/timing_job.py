@@ -126,13 +126,26 @@ class FunboostBackgroundScheduler(BackgroundScheduler):
         self._explicit_timezone = kwargs.get("timezone") is not None
         super().__init__(*args, **kwargs)
 
+    @property  # type: ignore[override]
+    def timezone(self) -> Any:
+        """The scheduler's zone: the configured one (funboost.timezone) unless it was built with its own."""
+        if not self._explicit_timezone:
+            tz = configured_timezone()
+            if tz is not None:
+                return tz
+        return self._timezone
+
+    @timezone.setter
+    def timezone(self, value: Any) -> None:  # (APScheduler sets it when configured)
+        self._timezone = value
+
     def _create_trigger(self, trigger: Any, trigger_args: dict) -> Any:
         # a scheduler built without a time zone takes the configured one (FUNBOOST_TIMEZONE or an original
         # funboost_config.py's TIMEZONE, read when the job is added, after the config pick-up) over local time
-        if not self._explicit_timezone and "timezone" not in trigger_args:
+        if not self._explicit_timezone:
             tz = configured_timezone()
             if tz is not None:
-                trigger_args["timezone"] = tz
+                trigger_args.setdefault("timezone", tz)
         return super()._create_trigger(trigger, trigger_args)
 
     def _process_jobs(self) -> Optional[float]:
@@ -353,6 +366,7 @@ class ApsJobAdder:
         prefix = f"aps:{self.job_store_kind}:{self.queue_name}"
         executor = _PushJobExecutor(guard, prefix + ":run", owner, claim_ttl=3600)
         kw: dict[str, Any] = {}
+        timezone = timezone if timezone is not None else configured_timezone()
         if timezone is not None:
             kw["timezone"] = timezone
         return FunboostBackgroundScheduler(

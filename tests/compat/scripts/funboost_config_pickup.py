@@ -54,6 +54,8 @@ from funboost import ApsJobAdder  # noqa: E402
 adder = ApsJobAdder(other, job_store_kind="memory", is_auto_start=False)  # not started: the script may end
 job = adder.add_push_job(trigger="cron", hour=9, args=(1,), id=f"tz_{suffix}")
 assert str(job.trigger.timezone) == "Asia/Shanghai", job.trigger.timezone
+from funboost import funboost_aps_scheduler  # noqa: E402
+assert str(adder.aps_obj.timezone) == str(funboost_aps_scheduler.timezone) == "Asia/Shanghai"
 import datetime as dt  # noqa: E402
 import zoneinfo  # noqa: E402
 from funboost.records import FunctionResultStatus  # noqa: E402

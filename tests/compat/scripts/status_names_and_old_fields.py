@@ -9,8 +9,13 @@ import threading
 import time
 import warnings
 
-from funboost import BoosterParams, BrokerEnum, boost, fct
+from funboost import BoosterParams, BrokerEnum, boost
 from funboost.utils.class_utils import ClsHelper
+# module paths of the original's docs and of its earlier versions
+from funboost.concurrent_pool.custom_threadpool_executor import ThreadPoolExecutorShrinkAble  # noqa: F401
+from funboost.core.func_params_model import PriorityConsumingControlConfig  # noqa: F401
+from funboost.core.helper_funs import run_forever  # noqa: F401
+from funboost.timing_job.timing_push import ApsJobAdder  # noqa: F401
 
 suffix = sys.argv[1]
 records, lock = [], threading.Lock()
