@@ -260,7 +260,7 @@ def test_publish_recovers_after_broker_restart(private_kafka):
     producer.flush() (no timeout; kafka-python kept asking for its old producer id) or failed for good. Now a
     publish after the restart notices the lost producer id and resends from a new producer. A producer that
     cannot refresh its metadata within publish_timeout (seen once on a loaded CI host) fails that one publish
-    with the reason, and the next one, from a new producer, returns: never more than one failure."""
+    with the reason, and the next one (the topic checked again) returns: never more than one failure."""
     from funboost_kafka import KafkaPublishError
 
     server, b = private_kafka
