@@ -29,6 +29,7 @@ class MetricsRecorder:
         self._seconds: dict[int, dict] = {}  # second rows not written yet
         self._current: dict[str, tuple[int, dict]] = {}  # res -> (bucket, data) for m / h / d
         self._dirty: set[str] = set()
+        self._finished: list[MetricRow] = []  # m / h / d buckets that ended with runs not written yet
         self.last_flush = time.monotonic()
         self.supported = True  # False once the state backend says it stores no metrics
 
@@ -47,6 +48,11 @@ class MetricsRecorder:
             b = bucket_of(now, res)
             old = self._current.get(res)
             if old is None or old[0] != b:
+                if old is not None and res in self._dirty:
+                    # the bucket ended with runs the last flush did not write: kept for the next one (they were
+                    # dropped: a minute's row lost the runs of its last seconds)
+                    self._finished.append(MetricRow(res, old[0], self.queue, self.source, old[1],
+                                                    MetricRow.ttl_of(res)))
                 self._current[res] = old = (b, {})
             merge_into(old[1], delta)
             self._dirty.add(res)
@@ -62,6 +68,8 @@ class MetricsRecorder:
         for b, data in sorted(self._seconds.items()):
             out.append(MetricRow("s", b, self.queue, self.source, data, MetricRow.ttl_of("s")))
         self._seconds.clear()
+        out.extend(self._finished)
+        self._finished.clear()
         for res in ("m", "h", "d"):
             b = bucket_of(now, res)
             cur = self._current.get(res)
