@@ -14,13 +14,12 @@ import logging
 import os
 import sys
 import threading
-import time
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Optional, Sequence, TypeVar, Union
 
 from funboost.deadletter import replay_dead_letters
 from funboost.eta import message_eta
 from funboost.exceptions import PublishArgumentsError
-from funboost.flags import QueueFlag, qps_value
+from funboost.flags import QueueFlag, concurrency_value, qps_value
 from funboost.keepalive import KeepAlive, install_signal_handlers, shutdown_requested, wait_for_shutdown
 from funboost.message import build_envelope, dumps, json_copy, seal_envelope
 from funboost.params import BoosterParams, TaskOptions
@@ -712,9 +711,8 @@ class Booster(Generic[P, R]):
         self._set_flag(QueueFlag.QPS, qps_value(qps))
 
     def set_concurrent_num(self, n: int) -> None:
-        if isinstance(n, bool) or not isinstance(n, (int, float)) or int(n) != n or n < 1:
-            raise ValueError(f"concurrent_num must be an integer >= 1, got {n!r}")
-        self._set_flag(QueueFlag.CONCURRENT_NUM, int(n))
+        """Change the worker count of every consumer of the queue. ValueError unless an integer >= 1."""
+        self._set_flag(QueueFlag.CONCURRENT_NUM, concurrency_value(n))
 
     def _set_flag(self, flag: QueueFlag, value: Any) -> None:
         self.state_backend().set_flag(self.queue_name, flag.value, value)  # stored under the plain name

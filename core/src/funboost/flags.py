@@ -38,3 +38,13 @@ def qps_value(value: Any) -> Optional[float]:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"qps must be a finite number >= 0 (0 or None: no limit), got {value!r}")
     return float(value) if value else None
+
+
+def concurrency_value(value: Any) -> int:
+    """The worker count a concurrent_num setting means: an integer >= 1 (an int or a whole float). Anything
+    else (0, a negative or fractional number, NaN, infinity, a bool, text) is a ValueError: a count below 1
+    written to the flag stopped every consumer of the queue."""
+    if type(value) is bool or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value) or value < 1:
+        raise ValueError(f"concurrent_num must be an integer >= 1, got {value!r}")
+    return int(value)

@@ -21,6 +21,8 @@ from pydantic._internal._model_construction import ModelMetaclass
 
 from funboost.enums import BrokerEnum, ConcurrentModeEnum
 from funboost.eta import eta_to_timestamp  # noqa: F401  (also importable from here, as before)
+from funboost.exceptions import MalformedMessage
+from funboost.message import check_options
 
 if sys.version_info >= (3, 10):
     from typing import ParamSpec
@@ -430,8 +432,6 @@ class TaskOptions(BaseModel):
             raise ValueError("TaskOptions: countdown must be >= 0")
         # the bounds the consumer applies to a message's options (a negative function_timeout was sent, then
         # dead-lettered as malformed by the consumer, and its RPC caller waited out the timeout)
-        from funboost.exceptions import MalformedMessage
-        from funboost.message import check_options
         try:
             check_options(self.to_extra())
         except MalformedMessage as exc:

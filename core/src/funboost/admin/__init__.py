@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from funboost.admin.audit import audit_log, read_audit
 from funboost.admin.catalog import CATALOG, read_catalog, read_queue_record
 from funboost.admin.deadletters import DeadLetterFilter, DeadLetterResult, dead_letter_action
-from funboost.flags import QueueFlag, qps_value
+from funboost.flags import QueueFlag, concurrency_value, qps_value
 from funboost.plugins.broker import Broker, OutgoingMessage, QueueSize
 from funboost.timeseries import (FLUSH_INTERVAL, RESOLUTIONS, WINDOWS, MetricRow, Point, bucket_of, merge_into, series,
                                  totals, window_start)
@@ -263,9 +263,7 @@ class QueueAdmin:
         self._set(queue, QueueFlag.QPS, qps_value(qps))
 
     def set_concurrency(self, queue: str, n: int) -> None:
-        if int(n) < 1:
-            raise ValueError("concurrency must be >= 1")
-        self._set(queue, QueueFlag.CONCURRENT_NUM, int(n))
+        self._set(queue, QueueFlag.CONCURRENT_NUM, concurrency_value(n))
 
     def applied(self, queue: str, flag: str, *, flags: Optional[dict] = None,
                 consumers: Optional[list[dict]] = None) -> Applied:

@@ -32,7 +32,7 @@ from funboost.engine.setup import ConsumerSetup
 from funboost.enums import RunStatus
 from funboost.eta import message_eta
 from funboost.exceptions import MalformedMessage
-from funboost.flags import QueueFlag, qps_value
+from funboost.flags import QueueFlag, concurrency_value, qps_value
 from funboost.message import build_envelope, decode, dumps, loads
 from funboost.plugins.broker import Broker, Delivery, OutgoingMessage
 from funboost.plugins.manager import get_plugin_manager, has_hook_impls
@@ -223,15 +223,12 @@ class StatusSaver:
 
 
 def _concurrency_flag(value: Any) -> Optional[int]:
-    """A stored concurrent_num flag as a usable worker count, else None (a value below 1 written by a careless
-    writer stopped the queue for good)."""
-    if value is None or isinstance(value, bool):
-        return None
+    """A stored concurrent_num flag as a usable worker count, else None (unset, or a value below 1 written by
+    a careless writer: it stopped the queue for good)."""
     try:
-        f = float(value)
-    except (TypeError, ValueError):
+        return None if value is None else concurrency_value(value)
+    except ValueError:
         return None
-    return int(f) if f >= 1 and f < float("inf") and f == int(f) else None
 
 
 class Stats:
