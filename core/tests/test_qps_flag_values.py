@@ -88,6 +88,9 @@ def test_set_concurrent_num_refuses_what_is_not_a_worker_count(n):
 
     with pytest.raises(ValueError, match="concurrent_num"):
         work.set_concurrent_num(n)
+    # the control plane's entry point applies the same rule (it stored int(2.5) == 2 and True as 1)
+    with pytest.raises(ValueError, match="concurrent_num"):
+        QueueAdmin(work.state_backend()).set_concurrency(work.queue_name, n)
 
 
 def test_a_consumer_ignores_a_stored_concurrency_below_one():
