@@ -21,7 +21,7 @@ from funboost.eta import message_eta
 from funboost.exceptions import PublishArgumentsError
 from funboost.flags import QueueFlag, concurrency_value, qps_value
 from funboost.keepalive import KeepAlive, install_signal_handlers, shutdown_requested, wait_for_shutdown
-from funboost.message import build_envelope, dumps, json_copy, seal_envelope
+from funboost.message import build_envelope, dumps, envelope_copy, seal_envelope
 from funboost.params import BoosterParams, TaskOptions
 from funboost.publishing import MAX_BATCHES_IN_FLIGHT
 from funboost.plugins.broker import Broker, OutgoingMessage, QueueSize, nothing_to_wait_for
@@ -360,7 +360,7 @@ class Booster(Generic[P, R]):
                 # an in-process broker takes a decoded copy: the same checks and the same values as on every
                 # other kind (the caller's objects passed by reference changed under the consumer; sets, bytes
                 # and objects reached the function while other kinds refused them)
-                return OutgoingMessage("", task_id, priority, eta, key, payload=json_copy(env))
+                return OutgoingMessage("", task_id, priority, eta, key, payload=envelope_copy(env))
             return OutgoingMessage(dumps(env), task_id, priority, eta, key)
         except TypeError as exc:
             raise PublishArgumentsError(f"cannot publish to {self.queue_name!r}: {exc}. Arguments must be "
