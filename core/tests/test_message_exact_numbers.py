@@ -54,3 +54,11 @@ def test_status_batches_keep_arguments_and_results_exactly(value):
     for raw in loads_state(batch.json) + [loads_state(row) for row in batch.rows]:
         rec = expand_record(raw)
         assert same(rec["params"]["x"], value) and same(rec["result"], value), rec
+
+
+@pytest.mark.parametrize("value", [{0: [], "0": 2**70}, {"a": [{1: 2**70}]}])
+def test_a_big_integer_does_not_let_a_non_text_dict_key_through(value):
+    """orjson refuses a dict key that is not text; an integer beyond 64 bits sent the value to the stdlib
+    encoder, which wrote 0 as "0" (here overwriting the key "0" on the way back)."""
+    with pytest.raises(TypeError, match="key must be str"):
+        dumps(value)

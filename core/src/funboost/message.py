@@ -58,6 +58,24 @@ _INF = float("inf")
 # and as NaN / Infinity, which :func:`loads` reads back, as the stdlib and the original funboost do.
 _std_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=lambda o: _default(o))
 
+def _std_encode(obj: Any) -> str:
+    """The stdlib encoder for a value holding an integer beyond 64 bits, with orjson's rule for dict keys:
+    text only (the stdlib writes 0 as "0", which could overwrite a key "0" of the same dict)."""
+    _refuse_non_text_keys(obj)
+    return _std_encoder.encode(obj)
+
+
+def _refuse_non_text_keys(obj: Any) -> None:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise TypeError(f"Dict key must be str, got {type(k).__name__} {k!r}")
+            _refuse_non_text_keys(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _refuse_non_text_keys(v)
+
+
 try:  # orjson is optional; it is a good deal faster when installed
     import orjson as _orjson
 
@@ -67,7 +85,7 @@ try:  # orjson is optional; it is a good deal faster when installed
         except _orjson.JSONEncodeError as exc:
             if "64-bit" not in str(exc):  # e.g. a dict key that is not a string: refused, never changed
                 raise
-            return _std_encoder.encode(obj)
+            return _std_encode(obj)
         text = out.decode("utf-8")
         # "null" in the text: maybe a None, maybe a NaN orjson wrote as null (checked only then; a search of
         # the str is about twice as fast as of the bytes)
@@ -117,7 +135,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
 
     def dumps(obj: Any) -> str:
-        return _std_encoder.encode(obj)
+        return _std_encode(obj)
 
     loads = json.loads
 
