@@ -109,3 +109,33 @@ def test_hung_consumer_is_reclaimed_by_heartbeat(sqlite_dir, tmp_path, queue_nam
     ran = {t.replace("R:", "") for o in outs for t in read_ids(o)}
     assert ran == set(task_ids)
     assert any(t.startswith("R:") for t in read_ids(outs[1]))
+
+
+def test_purge_drops_what_a_dead_consumer_held(sqlite_dir, tmp_path, queue_name):
+    """clear() after a consumer died kept its in-flight messages: they came back at the next reclaim pass
+    and ran after the clear. A living consumer's in-flight messages stay (they are running)."""
+    b, task_ids = publish_all(queue_name, {})
+    survivor = SqliteBroker(queue_name, SqliteBroker.parse_options({}))
+    live = survivor.fetch(2, 1.0)  # a living consumer's in-flight messages
+    assert len(live) == 2
+    outs = [str(tmp_path / "victim.out")]
+    victim = subprocess.Popen(worker_cmd(queue_name, outs[0], 0.05, "{}"))
+    try:
+        wait_for(lambda: len(read_ids(outs[0])) >= 3, what="victim ran some tasks")
+        freeze_outside_a_write(victim, b._db.path)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        assert b.queue_size().in_flight > 2, "the victim died holding nothing: the test proves nothing"
+        before = b.queue_size()
+        dropped = b.purge()
+        assert dropped == before.ready + before.delayed + before.in_flight - 2, (dropped, before)
+        size = b.queue_size()
+        assert (size.ready, size.delayed, size.in_flight) == (0, 0, 2), size
+        rows = sqlite3.connect(b._db.path).execute(
+            "SELECT count(*) FROM messages WHERE queue = ?", (queue_name,)).fetchone()[0]
+        assert rows == 2, f"{rows} rows left: the dead consumer's in-flight messages survived the purge"
+        survivor.ack(live)
+    finally:
+        stop([victim])
+        survivor.close()
+        b.close()

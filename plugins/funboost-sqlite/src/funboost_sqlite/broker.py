@@ -354,9 +354,14 @@ class SqliteBroker(Broker):
         return QueueSize(ready=ready + due, in_flight=in_flight, delayed=delayed - due)
 
     def purge(self) -> int:
+        """Drop the queue's ready and delayed messages, and the in-flight ones of consumers known to be dead
+        (they would come back at the next reclaim pass and run after the clear). A living consumer's
+        in-flight messages stay: they are running."""
         with self.db.write() as c:
+            back = self._reclaim(c, time.time())
             n = c.execute("DELETE FROM messages WHERE queue = ? AND state IN (0, 2)", (self.queue_name,)).rowcount
-            c.execute("UPDATE queue_counts SET ready = 0, delayed = 0 WHERE queue = ?", (self.queue_name,))
+            c.execute("UPDATE queue_counts SET ready = 0, delayed = 0, in_flight = in_flight - ? WHERE queue = ?",
+                      (back, self.queue_name))
         return n
 
     def recount(self) -> QueueSize:
