@@ -72,6 +72,31 @@ def test_mapping_and_notice(project, monkeypatch):
     assert sorted(n for n in os.listdir(project) if n != "__pycache__") == files
 
 
+def test_the_original_url_templates_with_special_characters_in_the_password(project):
+    """The original's template builds REDIS_URL / RABBITMQ_URL from the fields with the password unquoted:
+    "p@ss:w/rd#1%" made a URL that does not parse (the first push failed: "Port could not be cast to
+    integer value as 'w'"). Such a URL is built from the fields, quoted."""
+    (project / "funboost_config.py").write_text(textwrap.dedent("""
+        class BrokerConnConfig:
+            REDIS_HOST = '127.0.0.1'
+            REDIS_USERNAME = ''
+            REDIS_PASSWORD = 'p@ss:w/rd#1%'
+            REDIS_PORT = 6492
+            REDIS_DB = 4
+            REDIS_DB_FILTER_AND_RPC_RESULT = 5
+            REDIS_URL = f'redis://{REDIS_USERNAME}:{REDIS_PASSWORD}@{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}'
+            RABBITMQ_USER, RABBITMQ_PASS, RABBITMQ_HOST, RABBITMQ_PORT, RABBITMQ_VIRTUAL_HOST = 'u', 'a/b@c', 'mq', 5672, '/'
+            RABBITMQ_URL = f'amqp://{RABBITMQ_USER}:{RABBITMQ_PASS}@{RABBITMQ_HOST}:{RABBITMQ_PORT}/{RABBITMQ_VIRTUAL_HOST}'
+    """))
+    _pick_up()
+    assert os.environ["FUNBOOST_REDIS_URL"] == "redis://:p%40ss%3Aw%2Frd%231%25@127.0.0.1:6492/4"
+    assert os.environ["FUNBOOST_STATE_REDIS_URL"] == "redis://:p%40ss%3Aw%2Frd%231%25@127.0.0.1:6492/5"
+    assert os.environ["FUNBOOST_RABBITMQ_URL"] == "amqp://u:a%2Fb%40c@mq:5672/%2F"
+    from urllib.parse import unquote, urlsplit
+    parts = urlsplit(os.environ["FUNBOOST_REDIS_URL"])
+    assert (parts.port, unquote(parts.password)) == (6492, "p@ss:w/rd#1%")
+
+
 def test_redis_url_wins_and_turning_it_off(project, monkeypatch):
     (project / "funboost_config.py").write_text("class BrokerConnConfig:\n    REDIS_URL = 'redis://h:1/2'\n")
     monkeypatch.setenv("FUNBOOST_NO_CONFIG_FILE", "1")

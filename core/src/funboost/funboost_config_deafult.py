@@ -78,9 +78,13 @@ _TEMPLATE_DEFAULTS = {"SQLLITE_QUEUES_PATH": "/sqllite_queues"}
 
 def _redis_url(c: Any, db_attr: str) -> Optional[str]:
     url = getattr(c, "REDIS_URL", None)
+    host = getattr(c, "REDIS_HOST", None)
+    if url and host and str(url) == _unquoted_redis_template(c):
+        # the original's template (f"redis://{REDIS_USERNAME}:{REDIS_PASSWORD}@{REDIS_HOST}:...") puts the
+        # password in unquoted: "p@ss:w/rd#1" made a URL that does not parse. Same fields: built quoted below
+        url = None
     if url and db_attr == "REDIS_DB":
         return str(url)
-    host = getattr(c, "REDIS_HOST", None)
     if not host and not url:
         return None
     if url and not host:  # REDIS_URL only: the other db on the same server
@@ -94,9 +98,18 @@ def _redis_url(c: Any, db_attr: str) -> Optional[str]:
     return f"{scheme}://{auth}{host}:{getattr(c, 'REDIS_PORT', None) or 6379}/{db if db is not None else 0}"
 
 
+def _unquoted_redis_template(c: Any) -> str:
+    return (f"redis://{getattr(c, 'REDIS_USERNAME', None) or ''}:{getattr(c, 'REDIS_PASSWORD', None) or ''}@"
+            f"{getattr(c, 'REDIS_HOST', None)}:{getattr(c, 'REDIS_PORT', None) or 6379}/{getattr(c, 'REDIS_DB', 0)}")
+
+
 def _rabbitmq_url(c: Any) -> Optional[str]:
-    if getattr(c, "RABBITMQ_URL", None):
-        return str(c.RABBITMQ_URL)
+    url = getattr(c, "RABBITMQ_URL", None)
+    template = (f"amqp://{getattr(c, 'RABBITMQ_USER', None)}:{getattr(c, 'RABBITMQ_PASS', None)}@"
+                f"{getattr(c, 'RABBITMQ_HOST', None)}:{getattr(c, 'RABBITMQ_PORT', None)}/"
+                f"{getattr(c, 'RABBITMQ_VIRTUAL_HOST', None)}")
+    if url and str(url) != template:  # the original's template, unquoted: built from the fields below
+        return str(url)
     host = getattr(c, "RABBITMQ_HOST", None)
     if not host:
         return None
