@@ -42,3 +42,12 @@ def test_frozen_consumer_is_reclaimed_by_heartbeat_expiry(tmp_path, queue_name):
     """SIGSTOP: the process and its database sessions still exist, so only heartbeat expiry frees its rows."""
     run_two_consumers_and_stop_one(tmp_path, queue_name, signal.SIGSTOP,
                                    {"heartbeat_interval": 0.3, "heartbeat_timeout": 2.0})
+
+
+def test_clear_drops_what_a_dead_consumer_held(tmp_path, queue_name):
+    """clear() kept a SIGKILLed consumer's in-flight rows: they came back at the next reclaim pass and ran
+    after the clear."""
+    from funboost.testing.workers import assert_clear_drops_what_a_dead_consumer_held
+
+    assert_clear_drops_what_a_dead_consumer_held("POSTGRES", queue_name, {"heartbeat_interval": 0.3},
+                                                 str(tmp_path / "victim.out"))

@@ -121,3 +121,40 @@ def test_redis_restart_mid_run_loses_nothing(redis_url, private_redis, qname, ki
         p.kill()
         p.wait(10)
         done.delete(qname + ":done", qname + ":runs")
+
+
+@pytest.mark.parametrize("kind", ["redis_ack_able", "redis_priority", "redis_stream"])
+def test_clear_drops_what_a_dead_consumer_held(redis_url, qname, kind):
+    """clear() after a consumer died kept what it held: it came back at the next reclaim pass and ran after
+    the clear. Now what a consumer whose heartbeat expired held goes with the rest."""
+    from funboost import BoosterParams, boost
+
+    r = redis.Redis.from_url(redis_url)
+    base = f"funboost:{{{qname}}}:"
+
+    @boost(BoosterParams(queue_name=qname, broker_kind=kind, broker_exclusive_config={"url": redis_url},
+                         state_backend="memory", log_to_console=False))
+    def task(i: int) -> None:  # publisher / admin side only
+        pass
+
+    task.push_many(range(3000))
+    victim = start_consumer(qname, redis_url, redis_url, kind)
+    try:
+        wait_until(lambda: r.scard(qname + ":done") >= 200, 60, message="200 done")
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(10)
+        size = task.queue_size()
+        assert size.in_flight and size.in_flight > 0, f"the victim died holding nothing: {size}"
+        cids = [c.decode() for c in r.smembers(base + "consumers")]
+        wait_until(lambda: not any(r.exists(base + "hb:" + c) for c in cids), 10,
+                   message="the victim's heartbeat expired")
+        task.clear()
+        size = task.queue_size()
+        assert (size.ready, size.in_flight, size.delayed) == (0, 0, 0), \
+            f"after clear: {size} (the dead consumer's in-flight messages survived)"
+    finally:
+        victim.kill()
+        victim.wait(10)
+        r.delete(qname + ":done", qname + ":runs")
+        for k in r.scan_iter(f"funboost:{{{qname}}}:*"):
+            r.delete(k)

@@ -49,3 +49,12 @@ def test_sigkill_one_of_two_consumers_loses_nothing(db, tmp_path, queue_name, ve
         work.broker.close()
     # (the duplicates are counted by the property, not bounded: one CI run of this test saw 36 > 4 x 8)
     assert_victim_lost_nothing(victim.runs(), survivor.runs(), N)
+
+
+def test_clear_drops_what_a_dead_consumer_held(db, tmp_path, queue_name):
+    """clear() kept a SIGKILLed consumer's in-flight rows: they came back at the next reclaim pass and ran
+    after the clear."""
+    from funboost.testing.workers import assert_clear_drops_what_a_dead_consumer_held
+
+    assert_clear_drops_what_a_dead_consumer_held("SQLALCHEMY", queue_name, options_for(db),
+                                                 str(tmp_path / "victim.out"))

@@ -25,7 +25,7 @@ from collections import Counter
 from typing import Any, NoReturn, Optional, Sequence
 
 __all__ = ["ConsumerProcess", "read_runs", "recording_publisher", "stop_all", "marker_worker", "READY",
-           "assert_victim_lost_nothing"]
+           "assert_victim_lost_nothing", "assert_clear_drops_what_a_dead_consumer_held"]
 
 READY = "consumer ready"
 
@@ -105,6 +105,38 @@ def assert_victim_lost_nothing(victim_runs: Counter, survivor_runs: Counter, n: 
     assert len(twice) < n // 4, f"{len(twice)} tasks ran twice"
     assert survivor_runs, "the survivor ran nothing"
     return runs
+
+
+def assert_clear_drops_what_a_dead_consumer_held(kind: str, queue: str, options: dict[str, Any], out_path: str,
+                                                 timeout: float = 30.0) -> None:
+    """``clear()`` after a consumer was SIGKILLed mid-run leaves nothing to run, once the consumer is known to
+    be dead (heartbeat expired, or its process / session gone): what it held would otherwise come back at the
+    next reclaim pass and run after the clear. ``options`` (the kind's liveness settings) are the
+    publisher's too: its purge judges liveness by them. Clears again until ``timeout`` (death is noticed
+    after the kind's grace), then asserts the queue is empty."""
+    from funboost.testing import wait_until
+
+    work = recording_publisher(kind, queue, options)
+    victim = None
+    try:
+        work.push_many(range(500))
+        victim = ConsumerProcess(kind, queue, options, out_path, concurrency=8, task_seconds=0.2)
+        wait_until(lambda: victim.done() >= 8, timeout, message="the victim ran some tasks")
+        victim.sigkill()
+        held = work.queue_size().in_flight
+        assert held, f"the victim died holding nothing ({work.queue_size()}): the check proves nothing"
+
+        def cleared() -> bool:
+            work.clear()
+            size = work.queue_size()
+            return (size.ready, size.in_flight or 0, size.delayed) == (0, 0, 0)
+
+        wait_until(cleared, timeout, interval=0.2,
+                   message=f"clear() left the {held} in-flight message(s) of a SIGKILLed consumer: "
+                           f"{work.queue_size()}")
+    finally:
+        stop_all([victim])
+        work.broker.close()
 
 
 def stop_all(procs: Sequence[Optional[ConsumerProcess]]) -> None:

@@ -142,6 +142,16 @@ VALUES (%(me)s, %(q)s, %(host)s, %(pid)s, pg_backend_pid())
 ON CONFLICT (id) DO UPDATE SET last_seen = now(), backend_pid = pg_backend_pid()
 """
 
+# The consumers of a queue known to be dead: lease older than the heartbeat timeout, or (check_pid) no
+# database session any more after the grace. Shared by the reclaim pass and the purge.
+_DEAD_CONSUMERS = """
+    SELECT c.id FROM {s}.consumers AS c
+    WHERE c.queue = %(q)s AND c.id <> %(me)s
+      AND (greatest(c.last_seen, pg_postmaster_start_time()) < now() - make_interval(secs => %(timeout)s)
+           OR (%(session)s
+               AND greatest(c.last_seen, pg_postmaster_start_time()) < now() - make_interval(secs => %(grace)s)
+               AND NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a WHERE a.pid = c.backend_pid)))"""
+
 # The renewal with a reclaim pass, in one statement (one round trip): renew, put back the rows of dead
 # consumers of this queue (and rows whose holder has no lease at all, e.g. deleted by hand), drop the dead
 # leases, and wake the fetchers if anything came back. Data-modifying CTEs always run; ``note`` is
@@ -152,13 +162,7 @@ WITH beat AS (
     VALUES (%(me)s, %(q)s, %(host)s, %(pid)s, pg_backend_pid())
     ON CONFLICT (id) DO UPDATE SET last_seen = now(), backend_pid = pg_backend_pid()
     RETURNING 1),
-dead AS (
-    SELECT c.id FROM {s}.consumers AS c
-    WHERE c.queue = %(q)s AND c.id <> %(me)s
-      AND (greatest(c.last_seen, pg_postmaster_start_time()) < now() - make_interval(secs => %(timeout)s)
-           OR (%(session)s
-               AND greatest(c.last_seen, pg_postmaster_start_time()) < now() - make_interval(secs => %(grace)s)
-               AND NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a WHERE a.pid = c.backend_pid)))),
+dead AS (""" + _DEAD_CONSUMERS + """),
 back AS (
     UPDATE {s}.messages AS m SET consumer = NULL
     WHERE m.queue = %(q)s AND m.consumer IS NOT NULL AND m.consumer <> %(me)s
@@ -180,7 +184,19 @@ SELECT count(*) FILTER (WHERE consumer IS NULL AND available_at <= now()),
 FROM {s}.messages WHERE queue = %s
 """
 
-_PURGE = "DELETE FROM {s}.messages WHERE queue = %s AND consumer IS NULL"
+# What waits, and what dead consumers held (it would come back at the next reclaim pass and run after the
+# purge); a living consumer's in-flight rows stay. Rows whose holder has no lease at all count as dead after
+# the grace, as in the reclaim pass.
+_PURGE = """
+WITH dead AS (""" + _DEAD_CONSUMERS + """),
+gone AS (
+    DELETE FROM {s}.consumers WHERE id IN (SELECT id FROM dead) RETURNING 1)
+DELETE FROM {s}.messages AS m
+WHERE m.queue = %(q)s
+  AND (m.consumer IS NULL OR m.consumer IN (SELECT id FROM dead)
+       OR (m.fetched_at < now() - make_interval(secs => %(grace)s)
+           AND NOT EXISTS (SELECT 1 FROM {s}.consumers AS c WHERE c.id = m.consumer)))
+"""
 
 _UNREGISTER = """
 DELETE FROM {s}.consumers WHERE id = %s
@@ -551,8 +567,10 @@ class PostgresBroker(Broker):
         return QueueSize(ready=int(ready), in_flight=int(in_flight), delayed=int(delayed))
 
     def purge(self) -> int:
-        return self._run(lambda c: c.execute(self._sql_purge, (self.queue_name,)).rowcount,
-                         self._retry_deadline(), "purge")
+        o = self._o
+        params = {"q": self.queue_name, "me": self.consumer_id, "timeout": o.heartbeat_timeout,
+                  "grace": o.disconnect_grace, "session": o.check_pid}
+        return self._run(lambda c: c.execute(self._sql_purge, params).rowcount, self._retry_deadline(), "purge")
 
     # ---------------------------------------------------------------- close
     def close(self) -> None:

@@ -151,6 +151,12 @@ class _ReliableListBroker(LivenessMixin, _ListBroker):
         self._new_identity()
         self._next_id = 0
 
+    def purge(self) -> int:
+        """Ready and delayed messages, and what consumers whose heartbeat expired held (it would come back at
+        the next reclaim pass and run after the purge); a living consumer's in-flight messages stay."""
+        return int(self._h().script("purge_list", scripts.PURGE_LIST)(
+            keys=[self.k_delayed, self.k_consumers], args=[self.base, self.nprio]))
+
     def _reclaim_keys(self) -> list[str]:
         return [self.k_consumers, self.k_lock]
 

@@ -173,7 +173,8 @@ end
 return {ready, inflight, redis.call('ZCARD', KEYS[2])}
 """
 
-# KEYS: delayed. ARGV: base, nprio. Drops ready and delayed messages, returns how many.
+# KEYS: delayed[, consumers]. ARGV: base, nprio. Drops ready and delayed messages (and what dead consumers
+# held), returns how many.
 PURGE_LIST = _PRELUDE + r"""
 local n = redis.call('ZCARD', KEYS[1])
 redis.call('DEL', KEYS[1])
@@ -185,6 +186,19 @@ if nprio > 1 then
 else
   n = n + redis.call('LLEN', ready_key('0'))
   redis.call('DEL', ready_key('0'))
+end
+-- KEYS[2] (the at-least-once kinds): the consumers set; what a consumer whose heartbeat expired held
+-- would come back at the next reclaim pass and run after the purge, so it goes too
+if KEYS[2] then
+  for _, cid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    if redis.call('EXISTS', base .. 'hb:' .. cid) == 0 then
+      local inflight = base .. 'inflight:' .. cid
+      local landing = base .. 'landing:' .. cid
+      n = n + redis.call('HLEN', inflight) + redis.call('LLEN', landing)
+      redis.call('DEL', inflight, landing)
+      redis.call('SREM', KEYS[2], cid)
+    end
+  end
 end
 return n
 """
@@ -267,7 +281,8 @@ end
 return moved
 """
 
-# KEYS: stream, delayed. ARGV: group. Drops undelivered entries and delayed ones.
+# KEYS: stream, delayed, consumers. ARGV: group, base. Drops undelivered entries, delayed ones and what dead
+# consumers held.
 PURGE_STREAM = r"""
 local n = redis.call('ZCARD', KEYS[2])
 redis.call('DEL', KEYS[2])
@@ -292,6 +307,22 @@ while true do
   for _, x in ipairs(e) do ids[#ids + 1] = x[1] end
   redis.call('XDEL', KEYS[1], unpack(ids))
   n = n + #ids
+end
+-- what a consumer whose heartbeat expired held would come back at the next reclaim pass and run after
+-- the purge: acked and deleted too (a living consumer's pending entries stay: they are running)
+for _, cid in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if redis.call('EXISTS', ARGV[2] .. 'hb:' .. cid) == 0 then
+    while true do
+      local okp, p = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], '-', '+', 500, cid)
+      if not okp or #p == 0 then break end
+      local ids = {}
+      for _, x in ipairs(p) do ids[#ids + 1] = x[1] end
+      redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+      n = n + redis.call('XDEL', KEYS[1], unpack(ids))
+    end
+    pcall(redis.call, 'XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], cid)
+    redis.call('SREM', KEYS[3], cid)
+  end
 end
 return n
 """

@@ -165,7 +165,7 @@ class RedisStreamBroker(LivenessMixin, RedisBrokerBase):
 
     def purge(self) -> int:
         return int(self._h().script("purge_stream", scripts.PURGE_STREAM)(
-            keys=[self.k_stream, self.k_delayed], args=[GROUP]))
+            keys=[self.k_stream, self.k_delayed, self.k_consumers], args=[GROUP, self.base]))
 
     def close(self) -> None:
         if not self._closed:

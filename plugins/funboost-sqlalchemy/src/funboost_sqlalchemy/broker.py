@@ -585,6 +585,9 @@ class SqlAlchemyBroker(Broker):
         return QueueSize(ready=int(ready), in_flight=int(in_flight), delayed=int(delayed))
 
     def purge(self) -> int:
+        """What waits, and what consumers known to be dead held (it would come back at the next reclaim pass
+        and run after the purge); a living consumer's in-flight rows stay."""
+        self._reclaim_dead()
         m = self.messages
         stmt = sa.delete(m).where(m.c.queue == self._qkey, m.c.consumer.is_(None))
         return int(self._tx(lambda c: c.execute(stmt).rowcount, self._deadline(), "purge"))
