@@ -6,6 +6,7 @@ the network (a server that refuses, interpreter exit) is tested in the redis plu
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from typing import Sequence
 
@@ -234,3 +235,93 @@ def test_push_many_waits_for_every_batch_begun_and_raises_the_first_error():
         f.push_many(range(2500), batch_size=500)
     # the batches begun after the failed one are still waited for: no confirmation is left behind
     assert log == ["begin0", "begin1", "begin2", "begin3", "wait0", "begin4", "wait1", "wait2", "wait3", "wait4"]
+
+
+def test_pipelined_close_refuses_pushes_that_it_would_not_send():
+    """A push that returns while close() flushes (a producer loop when SIGTERM drains the process from the
+    watcher thread, which then ends it with os._exit) must be sent by that close(), or raise."""
+    rec = Recorder()
+    begun = threading.Event()
+
+    def begin(messages):  # an asynchronous confirm, as RabbitMQ's and Kafka's publish_begin
+        begun.set()
+        t = threading.Thread(target=lambda: (time.sleep(0.3), rec(messages)))
+        t.start()
+        return t.join
+
+    p = PipelinedPublisher(rec, "q", window=60.0, begin=begin)
+    p.publish([_msg("a")])
+    closer = threading.Thread(target=p.close)
+    closer.start()
+    assert begun.wait(5)  # close() is flushing "a"
+    time.sleep(0.05)  # the sender now waits for the confirmation of "a"
+    returned = []
+    try:
+        p.publish([_msg("b")])
+        returned.append("b")
+    except RuntimeError:
+        pass
+    closer.join(10)
+    assert rec.stored >= {"a", *returned}, f"close() returned before pushes that returned were sent: {rec.stored}"
+
+
+def test_pipelined_messages_of_a_forked_multiprocessing_child_are_flushed(tmp_path):
+    """multiprocessing's fork children end with os._exit (no atexit): its finalizers flush the window."""
+    import multiprocessing
+    out = tmp_path / "sent.txt"
+
+    def send(messages):
+        with open(out, "a") as fh:
+            fh.write("".join(m.task_id + "\n" for m in messages))
+
+    def child():
+        p = PipelinedPublisher(send, "q", window=60.0, max_batch=100_000)
+        for i in range(100):
+            p.publish([_msg(str(i))])
+
+    ctx = multiprocessing.get_context("fork")
+    proc = ctx.Process(target=child)
+    proc.start()
+    proc.join(30)
+    assert proc.exitcode == 0
+    sent = out.read_text().split() if out.exists() else []
+    assert sorted(sent, key=int) == [str(i) for i in range(100)]
+
+
+def test_a_push_during_the_exit_flush_never_returns_for_a_message_it_drops(tmp_path):
+    """The SIGTERM drain flushes from the watcher thread, then ends the process with os._exit: a producer
+    loop's push during that flush neither returns (its message would be lost) nor raises into the loop."""
+    import subprocess
+    import sys
+    import textwrap
+    script = textwrap.dedent(f"""
+        import os, threading, time
+        from funboost.plugins.broker import OutgoingMessage
+        from funboost.publishing import PipelinedPublisher, flush_all_at_exit
+        sent, returned = open({str(tmp_path / 'sent')!r}, 'w'), open({str(tmp_path / 'returned')!r}, 'w')
+
+        def send(messages):
+            time.sleep(0.001)
+            sent.write(''.join(m.task_id + '\\n' for m in messages)); sent.flush()
+
+        p = PipelinedPublisher(send, 'q', window=0.002, max_batch=5000)
+
+        def producer():
+            i = 0
+            while True:
+                p.publish([OutgoingMessage('{{}}', str(i))])
+                returned.write(str(i) + '\\n'); returned.flush()
+                i += 1
+
+        threading.Thread(target=producer, daemon=True).start()
+        time.sleep(0.3)
+        flush_all_at_exit()
+        time.sleep(0.3)  # the producer is blocked in push now: nothing more may return
+        os._exit(0)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], timeout=60, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    sent = set((tmp_path / "sent").read_text().split())
+    returned = (tmp_path / "returned").read_text().split()
+    assert len(returned) > 10
+    assert set(returned) <= sent, f"{len(set(returned) - sent)} push(es) returned and were never sent"

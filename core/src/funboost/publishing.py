@@ -218,19 +218,36 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)
 
 
+_finalizer_pid = 0
+
+
 def _register_atexit() -> None:
     """Registered at the first pipelined publisher, i.e. after the broker plugins were imported: atexit
     runs handlers last-in first-out, so this flush runs before the plugins' own exit handlers close the
-    clients it needs (kafka-python's producer, for one)."""
-    global _atexit_registered
+    clients it needs (kafka-python's producer, for one).
+
+    Also once per process as a ``multiprocessing`` finalizer: a ``multiprocessing.Process`` child started
+    by fork or forkserver ends with ``os._exit`` after running these, never the ``atexit`` handlers."""
+    global _atexit_registered, _finalizer_pid
     with _atexit_lock:
         if not _atexit_registered:
             atexit.register(flush_all_at_exit)
             _atexit_registered = True
+        if _finalizer_pid != os.getpid():
+            _finalizer_pid = os.getpid()
+            from multiprocessing import util as mp_util
+            mp_util.Finalize(None, flush_all_at_exit, exitpriority=100)
+
+
+# set once the process flushes for its exit: a push from another thread then waits for the exit instead of
+# raising in a producer loop that the drain is about to end (it returns nothing: its message is not taken)
+_exiting = threading.Event()
+_EXIT_WAIT_SECONDS = 60.0
 
 
 def flush_all_at_exit(timeout: float = 30.0) -> None:
     """Flush every pipelined publisher of this process (runs at interpreter exit); failures are logged."""
+    _exiting.set()
     deadline = time.monotonic() + timeout
     for p in list(_live):
         try:
@@ -286,6 +303,12 @@ class PipelinedPublisher:
         cond = self._cond
         with cond:
             if self._closed:
+                if _exiting.is_set():  # the exit flush runs in another thread: this push never returns
+                    cond.release()
+                    try:
+                        threading.Event().wait(_EXIT_WAIT_SECONDS)
+                    finally:
+                        cond.acquire()
                 raise RuntimeError(f"the pipelined publisher of {self.name!r} is closed")
             buf = self._buf
             if not buf:
@@ -327,13 +350,17 @@ class PipelinedPublisher:
             raise _merged(reports)
 
     def close(self, timeout: Optional[float] = None) -> None:
-        """Flush, then stop the sending thread. Raises as :meth:`flush` does."""
+        """Refuse new messages, flush, then stop the sending thread. Raises as :meth:`flush` does.
+
+        Closed first, flushed after: a ``push`` from another thread while the flush runs (a producer loop
+        still running when SIGTERM drains the process from the watcher thread, then ``os._exit``) raises
+        instead of returning for a message that nothing would send any more."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
         try:
             self.flush(timeout)
         finally:
-            with self._cond:
-                self._closed = True
-                self._cond.notify_all()
             _live.discard(self)
 
     def _inherited(self) -> None:
