@@ -139,3 +139,32 @@ def test_negative_max_retry_times_and_empty_kill_ids_are_refused():
     for bad in (None, ""):
         with pytest.raises(ValueError, match="task id"):
             f.kill_task(bad)
+
+
+def test_error_messages_read_as_sentences():
+    """The install hint ends its sentence; a model-level option error names no fake '?' key."""
+    from funboost.plugins.manager import BrokerRegistry
+    text = BrokerRegistry._unknown_message(None, "REDIS_ACK_ABLE")  # (also when funboost-redis is installed)
+    assert "pip install funboost-redis. " in text, text
+
+    from pydantic import model_validator
+    from funboost.params import _check_broker_options
+    from funboost.plugins.broker import BrokerOptions
+    from funboost.brokers.memory import MemoryBroker
+
+    class Opts(BrokerOptions):
+        a: int = 1
+        b: int = 2
+
+        @model_validator(mode="after")
+        def _check(self):
+            if self.a > self.b:
+                raise ValueError("a must not exceed b")
+            return self
+
+    class B(MemoryBroker):
+        options_model = Opts
+
+    with pytest.raises(ValueError) as exc2:
+        _check_broker_options(B, {"a": 3})
+    assert "'?'" not in str(exc2.value) and "a must not exceed b" in str(exc2.value)

@@ -397,6 +397,34 @@ def test_inline_runner_runs_calls_in_the_handler_thread_unless_paused(qname):
         c.stop(timeout=1)
 
 
+def test_a_call_whose_run_ends_in_a_requeue_is_never_answered_as_a_success_with_none(qname):
+    """ExceptionForRequeue in a sync_call run inline with a deadline (what tcp and http do): the reply was
+    encode_status(None) == {"success": true, "result": null}, a success the function never returned."""
+    from funboost import BoosterParams, ExceptionForRequeue, boost
+    from funboost.engine.consumer import Consumer
+
+    @boost(BoosterParams(queue_name=qname, broker_kind="memory", concurrent_num=2, state_backend="memory"))
+    def once_requeued(x: int) -> int:
+        raise ExceptionForRequeue("again")
+
+    c = Consumer(once_requeued)
+    try:
+        server = QueueServer()
+        q = server.register(qname, 10)
+        q.inline = InlineRunner.for_consumer(c)
+        body = json.dumps({"x": 5, "extra": {"task_id": "t-rq", "publish_time": time.time()}})
+        # (here the engine acks through the memory broker, so nothing settles q's delivery: the call ends at its
+        # deadline; in a transport the ack settles it and the caller gets NoResult)
+        try:
+            reply = server.handle_call(qname, body, 1.0, lambda: None)
+        except CallDeadlineExceeded:
+            return
+        st = decode_status(reply)
+        assert st.get("success") is not True, st
+    finally:
+        c.stop(timeout=1)
+
+
 # ---------------------------------------------------------------------- TransportClient failover
 class LoopEndpoint(Endpoint):
     __slots__ = ("server", "up", "probes")

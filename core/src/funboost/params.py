@@ -178,11 +178,13 @@ def _check_broker_options(broker_cls: Any, raw: dict) -> None:
         valid = sorted(getattr(model, "model_fields", {}) or {})
         problems = []
         for err in exc.errors():
-            key = ".".join(str(p) for p in err.get("loc", ())) or "?"
+            key = ".".join(str(p) for p in err.get("loc", ()))
             if err.get("type") == "extra_forbidden":
                 problems.append(f"unknown key {key!r}")
-            else:
+            elif key:
                 problems.append(f"{key!r}: {err.get('msg')}")
+            else:  # a model-level validator: no single key to name
+                problems.append(str(err.get("msg")))
         raise ValueError(f"broker_exclusive_config of kind {broker_cls.kind!r}: {'; '.join(problems)} "
                          f"(valid keys: {', '.join(valid) or 'none'})") from None
 

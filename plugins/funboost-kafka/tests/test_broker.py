@@ -491,3 +491,42 @@ def test_publish_to_unreachable_brokers_ends_at_publish_timeout(queue_name, auto
     finally:
         b.close()
         _shared.close_connection(b.options)
+
+
+def test_requeued_message_keeps_its_key_and_partition(kafka_available, queue_name):
+    """ExceptionForRequeue re-produces the message through the engine: it must keep its key, so it lands in
+    the same partition (docs/brokers/kafka.md, "Requeue ... same key, so same partition")."""
+    from kafka import KafkaConsumer
+    from funboost import BoosterParams, ExceptionForRequeue, TaskOptions, boost
+
+    seen: dict[int, int] = {}
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="kafka", concurrent_num=2,
+                         broker_exclusive_config={**make_options(num_partitions=6).model_dump(exclude_unset=True)}))
+    def f(i):
+        seen[i] = seen.get(i, 0) + 1
+        if seen[i] == 1:
+            raise ExceptionForRequeue("again")
+
+    for i in range(6):
+        f.publish({"i": i}, task_options=TaskOptions(key="same-key"))
+    f.consume()
+    deadline = time.time() + 60
+    while time.time() < deadline and not (len(seen) == 6 and all(v >= 2 for v in seen.values())):
+        time.sleep(0.2)
+    assert len(seen) == 6 and all(v >= 2 for v in seen.values()), seen
+    c = KafkaConsumer(bootstrap_servers=make_options().servers(), group_id=None, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(queue_name, p) for p in range(6)]
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        recs = []
+        end = time.time() + 10
+        while time.time() < end and len(recs) < 12:
+            for tp, rs in c.poll(timeout_ms=500).items():
+                recs.extend((tp.partition, r.key) for r in rs)
+    finally:
+        c.close()
+    assert len(recs) == 12
+    assert {key for _, key in recs} == {b"same-key"}
+    assert len({p for p, _ in recs}) == 1

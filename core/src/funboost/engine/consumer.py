@@ -924,8 +924,9 @@ class Consumer:
             extra["eta"] = eta
         env = build_envelope(task.msg.kwargs, task_id=task.task_id, extra_options=extra, publish_time=now)
         env["extra"]["publish_time"] = extra.get("publish_time", env["extra"]["publish_time"])
+        # the ordering/partition key goes with the copy (kafka: same key, same partition, as documented)
         om = OutgoingMessage(body=dumps(env), task_id=task.task_id, priority=extra.get("priority"),
-                             eta=eta if self.caps.native_delay else None)
+                             eta=eta if self.caps.native_delay else None, key=extra.get("key"))
         self.broker.publish([om])
         self.acker.add(task.delivery)
 

@@ -347,7 +347,7 @@ class BrokerRegistry:
         lines = [f"unknown broker_kind {kind!r}."]
         dist = distribution_for_broker_kind(name)
         if dist:
-            lines.append(f"It is provided by the distribution {dist!r}: pip install {dist}")
+            lines.append(f"It is provided by the distribution {dist!r}: pip install {dist}.")
         elif name in KINDS_WITHOUT_PLUGIN:
             instead = KINDS_WITHOUT_PLUGIN[name]
             lines.append("It is a kind of the original funboost for which this project has no plugin"

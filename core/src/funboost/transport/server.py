@@ -205,8 +205,10 @@ class QueueServer:
                 if not ran:  # (the deadline passed before it could be buffered: it is not buffered now)
                     pending.cancelled = True
                 return None  # the watcher answered at the deadline
-            if ran:
+            if ran and pending.done:
                 return encode_status(pending.status)
+            # ran but no final status yet (the run ended in a requeue: its copy carries no reply): wait below
+            # for the settle of this delivery (NoResult) or the deadline; never answer None as a success
         elif inline is None or not inline.try_run(q, item, pending):
             ran = False
         else:
