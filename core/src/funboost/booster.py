@@ -192,13 +192,16 @@ class Booster(Generic[P, R]):
             raise PublishArgumentsError(f"cannot publish to {self.queue_name!r}: {self.func_name}() "
                                         f"{' and '.join(parts)}; it takes {self._all}")
 
+    def check_call_arguments(self, names: Any) -> None:
+        """Consumer side: ``TypeError`` unless the argument names (a set-like of str) fit the function."""
+        if not (self._required_set <= names and (self._var_kw or names <= self._all_set)):
+            missing = [n for n in self._required if n not in names]
+            unknown = [] if self._var_kw else [k for k in names if k not in self._all_set]
+            raise TypeError(f"missing {missing}, unknown {unknown}; the function takes {self._all}")
+
     def convert_kwargs_for_call(self, kwargs: dict) -> dict:
         """Consumer side: check the arguments fit and rebuild method receivers."""
-        keys = kwargs.keys()
-        if not (self._required_set <= keys and (self._var_kw or keys <= self._all_set)):
-            missing = [n for n in self._required if n not in kwargs]
-            unknown = [] if self._var_kw else [k for k in kwargs if k not in self._all_set]
-            raise TypeError(f"missing {missing}, unknown {unknown}; the function takes {self._all}")
+        self.check_call_arguments(kwargs.keys())
         if self._is_method:
             from funboost.methods import rebuild_receiver
             return rebuild_receiver(self, kwargs)
@@ -301,6 +304,7 @@ class Booster(Generic[P, R]):
         return ConsumerSetup(params=self.params, logger=self.logger, func=self.get_callable(),
                              func_name=self.func_name, is_coroutine=self.is_coroutine, new_broker=self.new_broker,
                              state_backend=self.state_backend, convert_kwargs=self.convert_kwargs_for_call,
+                             check_arguments=self.check_call_arguments,
                              arg_names=tuple(self._all), required_args=tuple(self._required))
 
     # ---------------------------------------------------------------- publishing

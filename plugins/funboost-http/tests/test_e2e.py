@@ -130,11 +130,10 @@ def test_push_and_sync_call_through_boost(queue_name):
         assert info.value.exception_type == "ZeroDivisionError"
         assert "division by zero" in info.value.exception_msg
         # arguments that do not fit the function (refused by sync_call before sending; a foreign client
-        # can still send them): the engine dead-letters the call and the caller is told, 200 + failure
+        # can still send them): 400 with the reason, nothing runs
         status, reply = raw_request(f"http://127.0.0.1:{cfg['port']}/queues/{queue_name}/call", "POST",
                                     b'{"a": 1, "c": 3}')
-        assert status == 200 and reply["success"] is False, reply
-        assert "arguments do not fit" in reply["exception_msg"], reply
+        assert status == 400 and "arguments do not fit" in reply["message"], reply
         for i in range(20):
             divide.push(i, b=1)
         assert wait_until(lambda: len(seen) == 22, 20)
@@ -194,3 +193,30 @@ def test_a_call_that_outlives_its_timeout_gets_504_at_the_deadline(queue_name):
         assert wait_until(lambda: finished.count(2.5) == 2, 10)
     finally:
         slow.stop_consume(10)
+
+
+def test_arguments_that_do_not_fit_get_400_and_nothing_enters(queue_name):
+    """Issue 17: wrong arguments get a 4xx with a JSON body (they were accepted with 202 and dead-lettered
+    by the engine afterwards; a call got 200 with a DeadLettered failure)."""
+    port = free_port()
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="HTTP", broker_exclusive_config={"port": port},
+                         state_backend="memory", log_to_console=False))
+    def add(x, y):
+        return x + y
+
+    add.consume()
+    base = f"http://127.0.0.1:{port}/queues/{queue_name}"
+    try:
+        assert wait_until(lambda: raw_request(f"http://127.0.0.1:{port}/healthz")[0] == 200, 10)
+        for path, body, words in (("/messages", b'{"x": 1}', "missing ['y']"),
+                                  ("/messages", b'[{"x": 1, "y": 2}, {"x": 1, "y": 2, "z": 3}]', "unknown ['z']"),
+                                  ("/call?timeout=5", b'{"x": 1}', "missing ['y']"),
+                                  ("/messages", b'{"x": 1, "y": 2, "extra": 5}', "'extra' must be a JSON object")):
+            status, reply = raw_request(base + path, "POST", body)
+            assert status == 400 and reply["error"] == "BadRequest" and words in reply["message"], (path, reply)
+        assert add.broker.queue_size().ready == 0  # nothing of a refused batch entered
+        status, reply = raw_request(base + "/call?timeout=5", "POST", b'{"x": 1, "y": 2}')
+        assert (status, reply["success"], reply["result"]) == (200, True, 3), reply
+    finally:
+        add.stop_consume(10)

@@ -278,3 +278,34 @@ def test_a_call_that_outlives_its_timeout_is_answered_deadline_exceeded_at_the_d
     finally:
         raw.close()
         slow.stop_consume(10)
+
+
+def test_arguments_that_do_not_fit_get_an_error_reply(queue_name):
+    """Issue 17: wrong arguments get an error reply (they were accepted and dead-lettered by the engine
+    afterwards; a call got OK with a DeadLettered failure). The connection keeps serving."""
+    port = free_port()
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config={"port": port},
+                         state_backend="memory", log_to_console=False))
+    def add(x, y):
+        return x + y
+
+    add.consume()
+    raw = None
+    try:
+        assert add.sync_call(1, 2, timeout=10) == 3  # serving
+        raw = RawClient(port)
+        for frame_type, req, words in (
+                (p.PUBLISH, {"queue": queue_name, "bodies": [{"x": 1}]}, "missing ['y']"),
+                (p.PUBLISH, {"queue": queue_name, "bodies": [{"x": 1, "y": 2}, {"x": 1, "y": 2, "z": 3}]}, "unknown ['z']"),
+                (p.CALL, {"queue": queue_name, "timeout": 5, "body": {"x": 1}}, "missing ['y']"),
+                (p.PUBLISH, {"queue": queue_name, "bodies": [{"x": 1, "y": 2, "extra": 5}]}, "'extra' must be")):
+            frame, reply = raw.request(frame_type, req)
+            assert frame == p.ERROR and reply["code"] == "BAD_REQUEST" and words in reply["message"], reply
+        assert add.broker.queue_size().ready == 0
+        frame, reply = raw.request(p.CALL, {"queue": queue_name, "timeout": 5, "body": {"x": 1, "y": 2}})
+        assert frame == p.OK and reply["success"] and reply["result"] == 3, reply
+    finally:
+        if raw is not None:
+            raw.close()
+        add.stop_consume(10)

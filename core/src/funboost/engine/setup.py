@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
     from funboost.params import BoosterParams
@@ -39,5 +39,8 @@ class ConsumerSetup:
     convert_kwargs: Callable[[dict], dict]
     #: the function's argument names and the required ones (recorded in the queue catalog, for tools
     #: that cannot import the function, such as the web manager's publish form)
+    #: checks only that a message's argument names (a set-like) fit the function (``TypeError``), without
+    #: converting anything: for a server transport that answers a misfit request at once
+    check_arguments: Optional[Callable[[Any], None]] = None
     arg_names: tuple[str, ...] = ()
     required_args: tuple[str, ...] = ()

@@ -115,6 +115,8 @@ class ServingBroker(Broker):
         if self._queue is not None:
             # sync_call requests run in the server's handler thread when the consumer allows it
             self._queue.inline = InlineRunner.for_consumer(consumer)
+            # a request whose arguments do not fit the function is answered with an error at once
+            self._queue.check_arguments = getattr(getattr(consumer, "setup", None), "check_arguments", None)
         return False
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:

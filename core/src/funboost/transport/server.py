@@ -49,6 +49,26 @@ class ServedQueue(LocalQueue[Item]):
         super().__init__(name, capacity, deliver=_deliver, abandoned=_abandoned)
         self.refs = 0  # brokers of this process that registered it
         self.inline: Optional[InlineRunner] = None
+        #: set by the serving consumer: TypeError unless argument names fit its function (ConsumerSetup)
+        self.check_arguments: Optional[Callable[[Any], None]] = None
+
+    def check(self, env: dict, index: int = 0) -> dict:
+        """``env`` if it is an envelope the consumer can run, else :class:`BadRequest` (a wrong argument
+        or a malformed ``extra`` is answered at once, not dead-lettered after the request was accepted)."""
+        names = env.keys()
+        if "extra" in names:
+            if type(env["extra"]) is not dict:
+                raise BadRequest(f"body #{index}: 'extra' must be a JSON object, got "
+                                 f"{type(env['extra']).__name__}")
+            names = names - {"extra"}
+        check = self.check_arguments
+        if check is not None:
+            try:
+                check(names)
+            except TypeError as exc:
+                raise BadRequest(f"body #{index}: arguments do not fit the function of queue {self.name!r}: "
+                                 f"{exc}") from None
+        return env
 
     def finish(self, tags: Sequence[int], failure: Optional[tuple[str, str]] = None) -> None:
         """ack/reject: forget these deliveries. A call whose result was never reported gets ``failure``."""
@@ -167,7 +187,8 @@ class QueueServer:
         q = self.queue(queue_name)
         if not bodies:
             return 0
-        items = [(parse_envelope(b, i), None) for i, b in enumerate(bodies)]
+        check = q.check
+        items = [(check(parse_envelope(b, i), i), None) for i, b in enumerate(bodies)]
         accepted = q.offer(items)
         if accepted == 0:
             raise Backpressure(f"the buffer of queue {queue_name!r} on this consumer is full")
@@ -190,7 +211,7 @@ class QueueServer:
         q = self.queues.get(queue_name)
         if q is None:
             q = self.queue(queue_name)  # raises UnknownQueue
-        body_dict = parse_envelope(body)
+        body_dict = q.check(parse_envelope(body))
         pending = PendingCall()
         inline = q.inline
         item = (body_dict, pending)
