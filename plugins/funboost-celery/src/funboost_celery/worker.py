@@ -17,6 +17,7 @@ import keyword
 import os
 import re
 import socket
+import threading
 import uuid
 from typing import Any, Callable, Optional
 
@@ -77,11 +78,38 @@ class AppThreadPool(_CeleryThreadPool):
 
     task_join_will_block = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # tasks handed to the pool whose completion callback (Request.on_success / on_failure, which queues
+        # the message's ack or reject on the worker's event loop) has not returned yet
+        self._unsettled = 0
+        self._settled = threading.Condition()
+
     def on_apply(self, target: Any, args: Any = None, kwargs: Any = None, callback: Any = None,
                  accept_callback: Any = None, **rest: Any) -> Any:
         if target is trace_task_ret and self.app is not None:
             kwargs = dict(kwargs or {}, app=self.app)
+        if callback is not None:
+            callback = self._counted(callback)
         return super().on_apply(target, args, kwargs, callback, accept_callback, **rest)
+
+    def _counted(self, callback: Callable[..., Any]) -> Callable[..., Any]:
+        with self._settled:
+            self._unsettled += 1
+
+        def settle(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return callback(*args, **kwargs)
+            finally:
+                with self._settled:
+                    self._unsettled -= 1
+                    self._settled.notify_all()
+        return settle
+
+    def wait_settled(self, timeout: float) -> bool:
+        """Wait until every task the pool ran has queued its ack / reject (True), or ``timeout``."""
+        with self._settled:
+            return self._settled.wait_for(lambda: self._unsettled == 0, max(0.0, timeout))
 
 
 class CeleryWorkerHost(ForeignWorkerHost):
@@ -91,6 +119,9 @@ class CeleryWorkerHost(ForeignWorkerHost):
     # the channel and comes back a second time while the worker still holds it, so a long pause would
     # run tasks twice. The queue's consumer is cancelled meanwhile (stop_queue), so it is not taken again.
     holds_messages_while_paused = False
+    # at a warm stop, how long to wait for finished tasks' acks to be queued (a task still running past the
+    # stop's own wait never settles: its message is restored, as it must be)
+    ack_settle_seconds = 5.0
 
     def __init__(self, app: Celery, options: CeleryOptions) -> None:
         super().__init__()
@@ -158,9 +189,18 @@ class CeleryWorkerHost(ForeignWorkerHost):
             return
         hub = getattr(w, "hub", None)
         if hub is not None and self.ready.is_set():
+            # Celery acks a finished task from its event loop (Request.on_success queues message.ack with
+            # hub.call_soon): a shutdown raised before those callbacks ran dropped them, and the closing
+            # channel restored the messages of tasks that had finished (they ran again in the next worker).
+            # So: wait (bounded) until every finished task has queued its ack, then raise from the loop's
+            # tick, which comes after the whole batch of ready callbacks (the batch is an unordered set).
+            pool = getattr(w, "pool", None)
+            if isinstance(pool, AppThreadPool):
+                pool.wait_settled(min(timeout, self.ack_settle_seconds))
+
             def _raise() -> None:
                 raise WorkerShutdown(0)
-            hub.call_soon(_raise)
+            hub.call_soon(lambda: hub.on_tick.add(_raise))
         else:
             w.stop(in_sighandler=False)
 
