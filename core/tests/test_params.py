@@ -1,3 +1,4 @@
+import uuid
 import warnings
 
 import pytest
@@ -168,3 +169,15 @@ def test_error_messages_read_as_sentences():
     with pytest.raises(ValueError) as exc2:
         _check_broker_options(B, {"a": 3})
     assert "'?'" not in str(exc2.value) and "a must not exceed b" in str(exc2.value)
+
+
+def test_multi_process_consume_refuses_an_in_process_kind():
+    """Each child ran its own copy of what was pushed before the fork (100 tasks ran 200 times with 2
+    processes), and nothing pushed after."""
+    @boost(BoosterParams(queue_name=f"mpmem_{uuid.uuid4().hex[:6]}", broker_kind="MEMORY_QUEUE",
+                         state_backend="memory", log_to_console=False))
+    def f(x):
+        return x
+
+    with pytest.raises(ValueError, match="in-process only"):
+        f.multi_process_consume(2)

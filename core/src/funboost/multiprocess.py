@@ -86,6 +86,13 @@ def _child_main(queue_names: list[str], modules: dict[str, str], parent_pid: int
 def start_consumer_processes(queue_process_num: dict[str, int], boosters: dict[str, Any]) -> list:
     method = os.environ.get("FUNBOOST_MP_START_METHOD")
     ctx = multiprocessing.get_context(method) if method else multiprocessing.get_context()
+    for q in queue_process_num:
+        caps = getattr(getattr(boosters[q], "broker_cls", None), "capabilities", None)
+        if caps is not None and not caps.cross_process:
+            # each child would run its own copy of what was pushed before the fork, and nothing pushed after
+            raise ValueError(f"queue {q!r}: broker kind {boosters[q].broker_cls.kind!r} is in-process only; it "
+                             f"cannot be consumed by other processes (use consume(), or a kind shared between "
+                             f"processes such as sqlite or redis_ack_able)")
     procs = []
     for q, n in queue_process_num.items():
         b = boosters[q]
