@@ -15,6 +15,7 @@ import pytest
 from funboost import BoosterParams, boost
 from funboost.brokers.memory import MemoryBroker
 from funboost.plugins.broker import OutgoingMessage
+from funboost.exceptions import MessagesRefused
 from funboost.publishing import GroupCommit, PipelinedPublisher, PublishFailed
 from funboost.testing.contract.base import wait_until
 
@@ -32,6 +33,7 @@ class Recorder:
         self.stored: set[str] = set()
         self.lock = threading.Lock()
         self.refuse: set[str] = set()  # a batch holding one of these raises before anything is stored
+        self.too_large: set[str] = set()  # refused for what they are (MessagesRefused), nothing stored
         self.gate: threading.Event | None = None  # when set up: the first send waits for it
 
     def __call__(self, messages: Sequence[OutgoingMessage]) -> None:
@@ -41,6 +43,9 @@ class Recorder:
         ids = [m.task_id for m in messages]
         if self.refuse.intersection(ids):
             raise ConnectionError("refused by the test")
+        bad = [i for i, t in enumerate(ids) if t in self.too_large]
+        if bad:
+            raise MessagesRefused("too large for the test", bad)
         self.broker.publish(list(messages))
         with self.lock:
             self.batches.append(ids)
@@ -325,3 +330,51 @@ def test_a_push_during_the_exit_flush_never_returns_for_a_message_it_drops(tmp_p
     returned = (tmp_path / "returned").read_text().split()
     assert len(returned) > 10
     assert set(returned) <= sent, f"{len(set(returned) - sent)} push(es) returned and were never sent"
+
+
+def test_group_commit_a_refused_message_fails_only_its_caller():
+    """One caller's message the broker refuses for what it is (kafka: above max_request_size) failed every
+    caller of the batch with its error, though their messages were fine (issue 24 audit)."""
+    rec = Recorder()
+    rec.too_large = {"big"}
+    gate = rec.gate = threading.Event()
+    gc = GroupCommit(rec)
+    outcome: dict[str, str] = {}
+
+    def call(tid: str) -> None:
+        try:
+            gc.publish([_msg(tid)])
+            outcome[tid] = "ok"
+        except MessagesRefused:
+            outcome[tid] = "refused"
+
+    first = threading.Thread(target=call, args=("first",))
+    first.start()
+    wait_until(lambda: gc._busy, 5, message="the first publish in flight")
+    queued = [threading.Thread(target=call, args=(t,)) for t in ("a", "big", "b")]
+    for th in queued:
+        th.start()
+    wait_until(lambda: len(gc._queue) == 3, 5, message="three callers queued")
+    gate.set()
+    for th in [first, *queued]:
+        th.join(10)
+    assert outcome == {"first": "ok", "a": "ok", "big": "refused", "b": "ok"}
+    assert rec.stored == {"first", "a", "b"}
+    assert sum(len(b) for b in rec.batches) == 3  # each stored once
+
+
+def test_pipelined_a_refused_message_fails_alone_and_the_rest_is_sent_once():
+    rec = Recorder()
+    rec.too_large = {"big"}
+    p = PipelinedPublisher(rec, "q", window=60.0, max_batch=100_000)
+    for i in range(50):
+        p.publish([_msg(str(i))])
+    p.publish([_msg("big")])
+    for i in range(50, 100):
+        p.publish([_msg(str(i))])
+    with pytest.raises(PublishFailed) as info:
+        p.flush()
+    assert info.value.count == 1 and info.value.task_ids == ["big"], (info.value.count, info.value.task_ids)
+    assert rec.stored == {str(i) for i in range(100)}
+    assert sum(len(b) for b in rec.batches) == 100  # nothing sent twice
+    assert p.stats["failed"] == 1 and p.stats["confirmed"] == 100, p.stats

@@ -42,6 +42,16 @@ class StateBackendError(FunboostError):
     """A state backend is unknown, unreachable or misused."""
 
 
+class MessagesRefused(FunboostError, ValueError):
+    """A broker's ``publish`` refuses some messages of a batch for what they are (too large, say) before it
+    sends anything: ``indexes`` are their positions in the batch. The publishers (group commit, pipelined
+    mode) report those messages failed and send the others again, rather than failing the whole batch."""
+
+    def __init__(self, message: str, indexes: "tuple[int, ...] | list[int]") -> None:
+        super().__init__(message)
+        self.indexes = tuple(indexes)
+
+
 # ----- exceptions a task function raises to steer the engine (names as in the original funboost) -----
 class ExceptionForRetry(Exception):
     """Raise to ask for a retry explicitly (any exception retries; this one reads clearer)."""

@@ -33,7 +33,7 @@ import weakref
 from collections import deque
 from typing import Callable, Deque, Optional, Sequence
 
-from funboost.exceptions import FunboostError
+from funboost.exceptions import FunboostError, MessagesRefused
 from funboost.plugins.broker import OutgoingMessage
 
 logger = logging.getLogger("funboost.publishing")
@@ -162,22 +162,46 @@ class GroupCommit:
         batch: list[OutgoingMessage] = []
         for w in group:
             batch.extend(w.messages)
-        error: Optional[BaseException] = None
+        errors: list[Optional[BaseException]] = [None] * len(group)
         started = time.monotonic()
         try:
-            self._send(batch)
-        except BaseException as exc:  # every caller of the batch gets it
-            error = exc
+            try:
+                self._send(batch)
+            except MessagesRefused as exc:  # nothing was sent: the callers of refused messages get the error,
+                errors = self._resend_others(group, exc)  # the others' messages go again, once, together
+            except BaseException as exc:  # every caller of the batch gets it
+                errors = [exc] * len(group)
         finally:
             self._last_send = time.monotonic() - started
             self._last_callers = len(group)
             leader = group[0]
-            leader.error = error
-            for w in group[1:]:
+            leader.error = errors[0]
+            for w, error in zip(group[1:], errors[1:]):
                 w.error = error
                 w.done = True
                 w.gate.release()
             self._hand_over()
+
+    def _resend_others(self, group: list[_Waiter], refused: MessagesRefused) -> list[Optional[BaseException]]:
+        bad = set(refused.indexes)
+        errors: list[Optional[BaseException]] = []
+        others: list[OutgoingMessage] = []
+        start = 0
+        for w in group:
+            mine = range(start, start + len(w.messages))
+            start += len(w.messages)
+            hit = [i - mine.start for i in mine if i in bad]
+            if hit:
+                errors.append(MessagesRefused(str(refused), hit))
+            else:
+                errors.append(None)
+                others.extend(w.messages)
+        if others:
+            try:
+                self._send(others)
+            except BaseException as exc:
+                errors = [exc if e is None else e for e in errors]
+        return errors
 
     def _abandon(self, w: _Waiter) -> None:
         with self._lock:
@@ -422,9 +446,20 @@ class PipelinedPublisher:
                     wait()
                 except Exception as exc:
                     error = exc
+            if isinstance(error, MessagesRefused):  # nothing was sent: the refused ones fail, the rest go again
+                refused = set(error.indexes)
+                self._settle([m for i, m in enumerate(done) if i in refused], error)
+                done = [m for i, m in enumerate(done) if i not in refused]
+                error = None
+                if done:
+                    try:
+                        self._send(done)
+                    except Exception as exc:
+                        error = exc
             if error is not None:
                 error = self._send_with_retries(done, error)
-            self._settle(done, error)
+            if done:
+                self._settle(done, error)
 
     def _sent(self, batch: list[OutgoingMessage]) -> Callable[[], None]:
         self._send(batch)

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from funboost.testing import wait_until
 from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient
 
@@ -511,10 +512,10 @@ def test_requeued_message_keeps_its_key_and_partition(kafka_available, queue_nam
     for i in range(6):
         f.publish({"i": i}, task_options=TaskOptions(key="same-key"))
     f.consume()
-    deadline = time.time() + 60
-    while time.time() < deadline and not (len(seen) == 6 and all(v >= 2 for v in seen.values())):
-        time.sleep(0.2)
-    assert len(seen) == 6 and all(v >= 2 for v in seen.values()), seen
+    try:
+        wait_until(lambda: len(seen) == 6 and all(v >= 2 for v in seen.values()), 60, message=f"requeued runs: {seen}")
+    finally:
+        f.stop_consume(10)
     c = KafkaConsumer(bootstrap_servers=make_options().servers(), group_id=None, enable_auto_commit=False)
     try:
         tps = [TopicPartition(queue_name, p) for p in range(6)]
@@ -530,3 +531,36 @@ def test_requeued_message_keeps_its_key_and_partition(kafka_available, queue_nam
     assert len(recs) == 12
     assert {key for _, key in recs} == {b"same-key"}
     assert len({p for p, _ in recs}) == 1
+
+
+def test_an_oversized_message_fails_alone(brokers, queue_name):
+    """kafka-python refuses a record above max_request_size in send(), after the batch's earlier records were
+    queued: the batch failed, was retried (those sent twice) and the later ones never went, all reported
+    failed with the big one's error. Now nothing of the batch is sent and only the big one fails."""
+    from funboost import BoosterParams, MessagesRefused, boost
+    from funboost.plugins.broker import OutgoingMessage
+    from funboost.publishing import PublishFailed
+
+    b = brokers(queue_name)
+    small = [OutgoingMessage(body='{"x": %d}' % i, task_id=f"s{i}") for i in range(3)]
+    big = OutgoingMessage(body='{"x": "%s"}' % ("y" * 2_000_000), task_id="big")
+    with pytest.raises(MessagesRefused) as info:
+        b.publish([small[0], big, small[1]])
+    assert info.value.indexes == (1,) and "big" in str(info.value)
+    assert b.queue_size().ready == 0  # nothing of the batch went
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="kafka", publish_mode="pipelined",
+                         broker_exclusive_config=make_options().model_dump(exclude_unset=True),
+                         state_backend="memory", log_to_console=False))
+    def f(x):
+        return x
+
+    for i in range(50):
+        f.push(i)
+    f.push("y" * 2_000_000)
+    for i in range(50, 100):
+        f.push(i)
+    with pytest.raises(PublishFailed) as failed:
+        f.flush()
+    assert failed.value.count == 1
+    wait_until(lambda: b.queue_size().ready == 100, 20, message=f"100 stored once: {b.queue_size()}")

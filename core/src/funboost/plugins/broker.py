@@ -217,6 +217,9 @@ class Broker:
 
     # ----- data path (override) -----
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Store ``messages`` on the broker; return once it has all of them, or raise. A broker that refuses
+        some messages for what they are (too large…) raises :class:`funboost.exceptions.MessagesRefused`
+        with their indexes *before* sending any: the publishers then fail only those and send the rest."""
         raise NotImplementedError
 
     def publish_begin(self, messages: Sequence[OutgoingMessage]) -> Callable[[], None]:

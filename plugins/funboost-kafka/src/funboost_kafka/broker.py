@@ -35,7 +35,7 @@ except ImportError:  # older kafka-python 3: KafkaBroker._join_pending falls bac
 from funboost.plugins.broker import (
     Broker, Capabilities, Delivery, OutgoingMessage, QueueSize, dead_letter_queue_name,
 )
-from funboost.exceptions import FunboostError
+from funboost.exceptions import FunboostError, MessagesRefused
 from funboost.process_local import ProcessLocal, ProcessLocalDict, fork_generation
 
 from .offsets import PartitionTracker
@@ -200,6 +200,24 @@ atexit.register(_shared.close_all)
 # group's members here through their consumers: ``booster.clear()`` purges through the booster's publishing
 # instance while the engine consumes through another one, and Kafka refuses the admin commit of a group
 # with active members, even members of the calling process. Weak: a dropped broker leaves by itself.
+def _refuse_oversized(producer: KafkaProducer, topic: str, records: list, items: list) -> None:
+    """kafka-python's send() refuses a record above ``max_request_size`` synchronously, after the batch's
+    earlier records were queued: they were sent, the batch was reported failed and retried (sent twice), and
+    the later ones never went. Checked for the whole batch first: :class:`MessagesRefused` names the records
+    refused (nothing is sent); the publishers send the others again."""
+    limit = producer.config.get("max_request_size") or 0
+    estimate = getattr(producer, "_estimate_size_in_bytes", None)
+    bad = []
+    for i, (value, key, headers) in enumerate(records):
+        size = estimate(key, value, headers) if estimate else len(value) + len(key or b"") + 100
+        if limit and size > limit:
+            bad.append(i)
+    if bad:
+        ids = [items[i][2] for i in bad[:5]]
+        raise MessagesRefused(f"kafka publish to {topic!r}: {len(bad)} message(s) larger than the producer's "
+                              f"max_request_size ({limit} bytes), e.g. task ids {ids}: not sent", bad)
+
+
 _consuming: "ProcessLocal[weakref.WeakSet[KafkaBroker]]" = ProcessLocal(weakref.WeakSet)
 _consuming_lock = threading.Lock()
 
@@ -381,7 +399,7 @@ class KafkaBroker(Broker):
                                         f"the producer: {type(exc).__name__}: {exc}") from exc
             self._producer = producer
             self._producer_gen = fork_generation()
-        futures = []
+        records = []
         for body, key, task_id, extra_headers in items:
             value = body.encode("utf-8") if isinstance(body, str) else bytes(body)
             if isinstance(key, str):
@@ -389,6 +407,10 @@ class KafkaBroker(Broker):
             headers = [(TASK_ID_HEADER, task_id.encode("utf-8"))] if task_id else []
             if extra_headers:
                 headers.extend((k, str(v).encode("utf-8")) for k, v in extra_headers.items())
+            records.append((value, key, headers))
+        _refuse_oversized(producer, topic, records, items)  # before anything of the batch is sent
+        futures = []
+        for value, key, headers in records:
             try:
                 futures.append(producer.send(topic, value=value, key=key, headers=headers or None))
             except KafkaTimeoutError as exc:
