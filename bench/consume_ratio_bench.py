@@ -92,8 +92,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--python", action="append", default=[])
+    # the original's venv that run_all.py --setup-only makes (bench/.venvs/orig), or FUNBOOST_ORIG_PYTHON
     ap.add_argument("--orig-python", default=os.environ.get("FUNBOOST_ORIG_PYTHON",
-                                                            os.path.join(ROOT, ".venv-orig", "bin", "python")))
+                                                            os.path.join(HERE, ".venvs", "orig", "bin", "python")))
     ap.add_argument("--only", choices=("redis", "memory"))
     a = ap.parse_args()
     pythons = a.python + [sys.executable]

@@ -21,7 +21,7 @@ Sides per broker:
   until the broker holds all N (its queue size reaches N; Kafka: ``producer.flush()``).
 
 The original runs in its own virtualenv (``--orig-python``, env ``FUNBOOST_ORIG_PYTHON``, default
-``.venv-orig/bin/python`` at the repository root), in a scratch directory that holds its
+``bench/.venvs/orig/bin/python``, made by ``run_all.py --setup-only``), in a scratch directory that holds its
 ``funboost_config.py``. Kafka: start the test broker with ``bash scripts/kafka_service.sh`` first.
 """
 from __future__ import annotations
@@ -402,8 +402,9 @@ def main() -> None:
     ap.add_argument("--n-redis", type=int, default=10000)
     ap.add_argument("--n-rabbitmq", type=int, default=3000)
     ap.add_argument("--n-kafka", type=int, default=3000)
+    # the original's venv that run_all.py --setup-only makes (bench/.venvs/orig), or FUNBOOST_ORIG_PYTHON
     ap.add_argument("--orig-python", default=os.environ.get("FUNBOOST_ORIG_PYTHON",
-                                                            os.path.join(ROOT, ".venv-orig", "bin", "python")))
+                                                            os.path.join(HERE, ".venvs", "orig", "bin", "python")))
     a = ap.parse_args()
     if a.instructions:
         instructions(a.instructions, a.python or [sys.executable], a.orig_python)
