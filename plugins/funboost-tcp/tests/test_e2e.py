@@ -309,3 +309,35 @@ def test_arguments_that_do_not_fit_get_an_error_reply(queue_name):
         if raw is not None:
             raw.close()
         add.stop_consume(10)
+
+
+def test_sync_calls_and_pushed_tasks_together_respect_concurrent_num(queue_name):
+    """A sync_call runs inline in the server's thread; it counted only other inline calls, so up to twice
+    concurrent_num tasks ran at once (a pushed task in the pool and a call beside it)."""
+    state = {"active": 0, "max": 0}
+    lock = threading.Lock()
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config={"port": free_port()},
+                         concurrent_num=1, state_backend="memory", log_to_console=False))
+    def slow(seconds: float) -> str:
+        with lock:
+            state["active"] += 1
+            state["max"] = max(state["max"], state["active"])
+        time.sleep(seconds)
+        with lock:
+            state["active"] -= 1
+        return "ok"
+
+    slow.consume()
+    try:
+        assert slow.sync_call(0, timeout=10) == "ok"  # serving
+        slow.push(0.5)
+        wait_until(lambda: state["active"] == 1, 10, message="the pushed task runs")
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(slow.sync_call(0.1, timeout=30))) for _ in range(4)]
+        [t.start() for t in threads]
+        [t.join(40) for t in threads]
+        assert results == ["ok"] * 4
+        assert state["max"] == 1, f"{state['max']} tasks ran at once with concurrent_num=1"
+    finally:
+        slow.stop_consume(10)

@@ -681,10 +681,16 @@ class Consumer:
                 self.broker.requeue([task.delivery])
                 self._released += 1
             return
-        if self.executor.is_async:
-            self.executor.submit(self.runner.run_async, task)
+        ex = self.executor
+        if ex._held >= ex.max_workers:
+            # a transport's inline call took a slot after this task was fetched: wait for one, so that no
+            # more than concurrent_num tasks run at once
+            while not ex.wait_for_capacity(0.5) and not self._stop.is_set():
+                pass
+        if ex.is_async:
+            ex.submit(self.runner.run_async, task)
         else:
-            self.executor.submit(self.runner.run, task)
+            ex.submit(self.runner.run, task)
 
     def _hand_back(self, d: Delivery) -> None:
         try:
@@ -718,10 +724,25 @@ class Consumer:
             stop.wait(wait)
         return False
 
-    def execute_inline(self, d: Delivery) -> Optional[FunctionResultStatus]:
+    def reserve_slot(self) -> bool:
+        """Take one of the pool's slots for a task this thread will run with ``execute_inline(d,
+        slot_reserved=True)``, if one is free (False: buffer the message instead). The slot counts against
+        ``concurrent_num`` like the pool's own tasks."""
+        return self.executor.try_hold()
+
+    def execute_inline(self, d: Delivery, *, slot_reserved: bool = False) -> Optional[FunctionResultStatus]:
         """Run one delivery through controls and runner in the calling thread (brokers that own the
         consume loop, such as a foreign framework's worker, call this). Honours pause, the run-time
-        window, delays, qps; returns the final status, or None when the message did not run."""
+        window, delays, qps; returns the final status, or None when the message did not run.
+        ``slot_reserved``: the caller took a slot with :meth:`reserve_slot`; it is given back here."""
+        if slot_reserved:
+            try:
+                return self._execute_inline(d, hold=False)
+            finally:
+                self.executor._release()
+        return self._execute_inline(d, hold=True)
+
+    def _execute_inline(self, d: Delivery, hold: bool) -> Optional[FunctionResultStatus]:
         # the common state (not paused, no run-time window, not stopping) without the calls; any other goes
         # through the general wait
         if (self.paused or self.window is not None or self._stop.is_set()) and not self.wait_until_runnable():
@@ -738,7 +759,9 @@ class Consumer:
         if self.rate.qps:
             self.rate.acquire(self._stop)
         if self.runner.is_coroutine and self.executor.is_async:
-            return self._run_on_loop(task)
+            return self._run_on_loop(task, hold)
+        if not hold:  # its slot is already counted (reserve_slot)
+            return self.runner.run(task)
         # counted as a running task of the executor, so that stop() waits for it (within shutdown_timeout)
         # and reports it, as for the tasks of the engine's own pool
         ex = self.executor
@@ -748,14 +771,15 @@ class Consumer:
         finally:
             ex._release()
 
-    def _run_on_loop(self, task: Task) -> Optional[FunctionResultStatus]:
+    def _run_on_loop(self, task: Task, hold: bool = True) -> Optional[FunctionResultStatus]:
         """``execute_inline`` of an ``async def`` function: run it on the consumer's event loop and wait for
         it here. Counted as a running task of the executor, so that ``stop`` waits for it like for the
         others; should the loop stop with it unfinished (past stop's deadline), None, not a hang."""
         import asyncio
         import concurrent.futures
         ex = self.executor
-        ex._acquire()  # released here, once this thread has the result (not on the loop before it)
+        if hold:
+            ex._acquire()  # released here, once this thread has the result (not on the loop before it)
         try:
             try:
                 fut = asyncio.run_coroutine_threadsafe(self.runner.run_async(task), ex.loop)  # type: ignore[attr-defined]
@@ -769,7 +793,8 @@ class Consumer:
                         fut.cancel()
                         return None
         finally:
-            ex._release()
+            if hold:
+                ex._release()
 
     # ---------------------------------------------------------------- outcomes
     def _dead_letter_malformed(self, d: Delivery, reason: str) -> None:

@@ -82,6 +82,16 @@ class Executor:
         with self._cond:
             self._held += 1
 
+    def try_hold(self) -> bool:
+        """Take one slot for a task run outside the pool (a transport's inline call) if one is free; the
+        caller gives it back with ``_release``. Counted like the pool's tasks: the dispatcher fetches, and
+        ``stop()`` waits, with it in mind."""
+        with self._cond:
+            if self._held >= self.max_workers:
+                return False
+            self._held += 1
+            return True
+
     def _release(self) -> None:
         with self._cond:
             self._held -= 1

@@ -106,6 +106,20 @@ class InlineRunner:
         host = self.host
         if not host.is_runnable():  # a stopping consumer's execute_inline would not settle the call
             return False
+        reserve = getattr(host, "reserve_slot", None)
+        if reserve is not None:
+            # one of the consumer's own slots: inline calls and the pool's tasks together never exceed
+            # concurrent_num (counted apart, each could reach it: twice as many ran at once)
+            if not reserve():
+                return False
+            d = queue.track(item)
+            try:
+                host.execute_inline(d, slot_reserved=True)
+            except Exception as exc:
+                logger.exception("funboost transport: inline execution failed")
+                pending.fail(type(exc).__name__, str(exc))
+                queue.settle([d.tag])
+            return True
         lock = self._lock
         with lock:
             if self.running >= self.limit:
