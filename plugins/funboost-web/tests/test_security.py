@@ -184,6 +184,15 @@ def test_non_loopback_without_tls_warns_and_bad_args_exit_2(tmp_path):
     assert main(["--port", "notanumber"]) == 2 and main(["--help"]) == 0
 
 
+def test_out_of_range_port_is_an_error_not_a_wrapped_port(capsys):
+    """--port 99999 was bound as 34463 (99999 % 65536) and served there."""
+    from funboost_web.cli import main
+    for bad in ("99999", "65536", "-1"):
+        assert main(["--port", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("funboost web: error:") and "0..65535" in err and err.count("\n") == 1
+
+
 def test_stored_values_are_escaped_and_scripts_only_come_from_static(web):
     client, admin, names = web
     from funboost.admin.catalog import CATALOG
