@@ -96,3 +96,18 @@ def test_the_core_wheel_carries_the_whole_plugin_template(wheels):
     with zipfile.ZipFile(wheels["funboost-core"]) as z:
         missing = expected - set(z.namelist())
     assert not missing, f"the core wheel lacks template files: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("dist_dir", DISTRIBUTIONS, ids=lambda p: p.name)
+def test_every_wheel_ships_py_typed(dist_dir, wheels):
+    """Issue 23 item 5: ``py.typed`` in every distribution, so mypy / pyright read the plugins' annotations
+    (without it ``import funboost_redis`` is "missing library stubs or py.typed marker")."""
+    if dist_dir.name == "_template":
+        pytest.skip("the scaffold template (funboost new-broker), not a shipped distribution")
+    text = (dist_dir / "pyproject.toml").read_text()
+    name = next(line.split('"')[1] for line in text.splitlines() if line.startswith("name = "))
+    with zipfile.ZipFile(wheels[name]) as z:
+        names = z.namelist()
+    packages = {n.split("/")[0] for n in names if n.count("/") == 1 and n.endswith("/__init__.py")}
+    missing = sorted(p for p in packages if f"{p}/py.typed" not in names)
+    assert not missing, f"{name}: no py.typed in {missing}"

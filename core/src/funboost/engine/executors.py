@@ -304,13 +304,18 @@ class AsyncioExecutor(Executor):
                 t.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=2.0)
-            self.loop.stop()
+            # no loop.stop() here: the loop would end before the callback that hands this coroutine's result
+            # to the waiting thread runs, and result() below would always wait out its whole timeout
 
         try:
             done = asyncio.run_coroutine_threadsafe(cancel_then_stop(), self.loop)
             done.result(timeout=3.0)
         except Exception:  # noqa: BLE001 - the loop closed meanwhile, or a task ignores its cancellation
+            pass
+        try:
             self.loop.call_soon_threadsafe(self.loop.stop)
+        except RuntimeError:  # the loop is closed already
+            pass
 
 
 class GreenletExecutor(Executor):
