@@ -230,13 +230,68 @@ class RemoteTaskKiller:
 
 
 class ActiveCousumerProcessInfoGetter:
-    """Live consumers (heartbeats in the state backend) of the queues this process knows."""
+    """Live consumers (heartbeats in the state backend), with the original's method names. Works in a process
+    that defines no booster (a monitoring script): the queue's own booster's state backend when this process
+    knows the queue, else ``state`` or the configured one (``FUNBOOST_STATE_BACKEND``). Each dict also
+    carries the original's key names (``computer_ip``, ``computer_name``, ``process_id``, ``queue_name``,
+    ``hearbeat_timestamp``, ``start_timestamp``)."""
+
+    def __init__(self, state: Any = None) -> None:
+        self._state = state
+
+    def _backend(self, queue_name: Optional[str] = None) -> Any:
+        if self._state is not None:
+            return self._state
+        if queue_name is not None and queue_name in BoostersManager.get_all_queues():
+            return BoostersManager.get_booster(queue_name).state_backend()
+        from funboost.state.base import get_state_backend
+        return get_state_backend()
+
+    @staticmethod
+    def _with_original_keys(info: dict) -> dict:
+        info = dict(info)
+        for new, old in (("ip", "computer_ip"), ("host", "computer_name"), ("pid", "process_id"),
+                         ("queue", "queue_name"), ("last_seen", "hearbeat_timestamp"), ("started", "start_timestamp")):
+            if new in info:
+                info.setdefault(old, info[new])
+        return info
+
+    def _all(self) -> list[dict]:
+        seen: dict[str, dict] = {}
+        backends = [self._backend()] + [BoostersManager.get_booster(q).state_backend()
+                                        for q in BoostersManager.get_all_queues()] if self._state is None else [self._state]
+        for be in {id(b): b for b in backends}.values():
+            for info in be.live_consumers(None):
+                seen[info.get("consumer_id") or repr(info)] = self._with_original_keys(info)
+        return list(seen.values())
 
     def get_all_hearbeat_info_by_queue_name(self, queue_name: str) -> list[dict]:
-        return BoostersManager.get_booster(queue_name).get_live_consumers()
+        return [self._with_original_keys(i) for i in self._backend(queue_name).live_consumers(queue_name)]
+
+    def get_all_hearbeat_info_by_ip(self, ip: Optional[str] = None) -> list[dict]:
+        """``ip`` None: this machine's consumers."""
+        if ip is None:
+            import socket
+            from funboost.engine.consumer import _host_ip
+            ips = {_host_ip(), socket.gethostname()}
+        else:
+            ips = {ip}
+        return [i for i in self._all() if i.get("ip") in ips or i.get("host") in ips]
+
+    def get_all_ips(self) -> list[str]:
+        return sorted({i.get("ip") for i in self._all() if i.get("ip")})
 
     def get_all_hearbeat_info_partition_by_queue_name(self) -> dict[str, list[dict]]:
-        return {q: self.get_all_hearbeat_info_by_queue_name(q) for q in BoostersManager.get_all_queues()}
+        out: dict[str, list[dict]] = {}
+        for i in self._all():
+            out.setdefault(i.get("queue", ""), []).append(i)
+        return out
+
+    def get_all_hearbeat_info_partition_by_ip(self) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        for i in self._all():
+            out.setdefault(i.get("ip", ""), []).append(i)
+        return out
 
 
 def wait_for_possible_has_finish_all_tasks_by_conusmer_list(consumer_list: Sequence[Any], minutes: float = 3) -> None:

@@ -88,3 +88,31 @@ def test_an_idle_connection_goes_through_redis_pys_health_check(handle: Handle, 
     monkeypatch.setattr(connection, "_DIRECT_MAX_IDLE", -1.0)
     assert cmd(encode_command("PING")) == b"PONG"
     assert len(calls) == 1  # through redis-py
+
+
+def test_pool_is_not_capped_at_redis_pys_default(redis_url: str, qname: str):
+    """redis-py 6+ caps a pool at 100 connections unless told otherwise; 150 threads storing RPC results
+    at once (a consumer of concurrent_num=200) raised MaxConnectionsError and lost results. Documented
+    default: unlimited."""
+    import threading
+
+    from funboost_redis.state import RedisStateBackend
+
+    assert connection.build_client(conn_spec(RedisOptions(url=redis_url))).connection_pool.max_connections >= 2 ** 31
+    capped = connection.build_client(conn_spec(RedisOptions(url=redis_url, max_connections=7)))
+    assert capped.connection_pool.max_connections == 7
+    be = RedisStateBackend(redis_url)
+    gate, errors = threading.Barrier(150), []
+
+    def write(i: int) -> None:
+        gate.wait()
+        try:
+            be.set_result(f"{qname}-{i}", {"result": i}, 30)
+        except Exception as exc:  # pragma: no cover - the failure this test is about
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(150)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert errors == []
+    assert all(be.get_result(f"{qname}-{i}") == {"result": i} for i in range(150))

@@ -281,12 +281,15 @@ class NatsCoreBroker(Broker):
 
         async def call() -> bytes:
             pause = 0.02
+            nobody = False  # the last answer was "no responders": a timeout of the try at the deadline means the same
             while True:
+                budget = deadline - time.monotonic()
                 try:
-                    resp = await st.nc.request(self.subject, data, timeout=max(0.01, deadline - time.monotonic()),
+                    resp = await st.nc.request(self.subject, data, timeout=max(0.01, budget),
                                                headers={MODE_HEADER: "call"})
                     return resp.data
                 except nats.errors.NoRespondersError:  # no consumer yet: wait for one within the timeout
+                    nobody = True
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise TimeoutError(
@@ -294,6 +297,10 @@ class NatsCoreBroker(Broker):
                     await asyncio.sleep(min(pause, left))  # a last try at the deadline
                     pause = min(pause * 2, 0.5)
                 except nats.errors.TimeoutError:
+                    if nobody and budget <= 0.05:
+                        # the last short try at the deadline ran out before "no responders" came back
+                        raise TimeoutError(
+                            f"no consumer of {self.queue_name!r} answered within {timeout:g}s") from None
                     raise TimeoutError(f"no answer from a consumer of {self.queue_name!r} within {timeout:g}s") from None
         # the coroutine ends by the deadline itself; the margin only guards against a stuck loop
         status = json.loads(runtime().call(call(), timeout=max(0.0, deadline - time.monotonic()) + 10,

@@ -561,8 +561,9 @@ class PostgresBroker(Broker):
 
     # ---------------------------------------------------------------- sizes
     def queue_size(self) -> QueueSize:
-        row = self._run(lambda c: c.execute(self._sql_sizes, (self.queue_name,)).fetchone(),
-                        self._retry_deadline(), "queue_size")
+        # one attempt: a size is a sample (the consumer's metrics thread asks every few seconds, and a
+        # graceful stop waits for that thread), so an outage must not make it wait reconnect_timeout
+        row = self._run(lambda c: c.execute(self._sql_sizes, (self.queue_name,)).fetchone(), None, "queue_size")
         ready, in_flight, delayed = row  # type: ignore[misc]
         return QueueSize(ready=int(ready), in_flight=int(in_flight), delayed=int(delayed))
 

@@ -65,6 +65,8 @@ class RedisOptions(BrokerOptions):
     key_prefix: str = "funboost"
     socket_timeout: float = 10.0
     connect_timeout: float = 5.0
+    # None: no limit (redis-py 6+ caps a pool at 100 connections by default, fewer than a consumer of
+    # concurrent_num >= 100 plus its publishers and RPC waiters need: "Too many connections" lost RPC results)
     max_connections: Optional[int] = None
     # liveness of consumers (ack-able, priority and stream kinds)
     heartbeat_interval: float = Field(2.0, gt=0)
@@ -113,6 +115,11 @@ def conn_spec(opts: RedisOptions) -> ConnSpec:
                     opts.connect_timeout, opts.max_connections)
 
 
+#: redis-py < 6's default; redis-py 6+ defaults to 100, which a pool shared by 100+ worker threads / greenlets
+#: exhausts at once (MaxConnectionsError on set_result, fetch, heartbeat)
+_UNLIMITED = 2 ** 31
+
+
 def _no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
@@ -133,10 +140,10 @@ def build_client(spec: ConnSpec) -> Any:
         sentinel = Sentinel(list(spec.sentinels), socket_timeout=spec.connect_timeout,
                             socket_connect_timeout=spec.connect_timeout)
         return sentinel.master_for(spec.sentinel_master, db=db, password=parsed.password,
-                                   username=parsed.username, retry=_no_retry(), **common)
+                                   username=parsed.username, retry=_no_retry(),
+                                   max_connections=spec.max_connections or _UNLIMITED, **common)
     kw: dict[str, Any] = dict(common, retry=_no_retry(), health_check_interval=30)
-    if spec.max_connections:
-        kw["max_connections"] = spec.max_connections
+    kw["max_connections"] = spec.max_connections or _UNLIMITED
     return redis.Redis.from_url(spec.url, **kw)
 
 

@@ -581,7 +581,9 @@ class SqlAlchemyBroker(Broker):
             sa.func.coalesce(sa.func.sum(sa.case((m.c.consumer.is_not(None), 1), else_=0)), 0),
             sa.func.coalesce(sa.func.sum(sa.case((sa.and_(waiting, m.c.available_at > now), 1), else_=0)), 0),
         ).where(m.c.queue == self._qkey)
-        ready, in_flight, delayed = self._tx(lambda c: c.execute(q).one(), self._deadline(), "queue_size")
+        # one attempt: a size is a sample (the consumer's metrics thread asks every few seconds, and a
+        # graceful stop waits for that thread), so an outage must not make it wait reconnect_timeout
+        ready, in_flight, delayed = self._tx(lambda c: c.execute(q).one(), None, "queue_size")
         return QueueSize(ready=int(ready), in_flight=int(in_flight), delayed=int(delayed))
 
     def purge(self) -> int:
