@@ -278,24 +278,37 @@ def test_pipelined_close_refuses_pushes_that_it_would_not_send():
 
 
 def test_pipelined_messages_of_a_forked_multiprocessing_child_are_flushed(tmp_path):
-    """multiprocessing's fork children end with os._exit (no atexit): its finalizers flush the window."""
-    import multiprocessing
+    """multiprocessing's fork children end with os._exit (no atexit): its finalizers flush the window.
+    In a fresh interpreter: a fork of this test process, with the other tests' threads, could inherit a
+    lock one of them held (the child hung once in the whole suite)."""
+    import subprocess
+    import sys
+    import textwrap
     out = tmp_path / "sent.txt"
+    script = textwrap.dedent(f"""
+        import multiprocessing
+        from funboost.plugins.broker import OutgoingMessage
+        from funboost.publishing import PipelinedPublisher
 
-    def send(messages):
-        with open(out, "a") as fh:
-            fh.write("".join(m.task_id + "\n" for m in messages))
+        def send(messages):
+            with open({str(out)!r}, "a") as fh:
+                fh.write("".join(m.task_id + "\\n" for m in messages))
 
-    def child():
-        p = PipelinedPublisher(send, "q", window=60.0, max_batch=100_000)
-        for i in range(100):
-            p.publish([_msg(str(i))])
+        def child():
+            p = PipelinedPublisher(send, "q", window=60.0, max_batch=100_000)
+            for i in range(100):
+                p.publish([OutgoingMessage('{{}}', str(i))])
 
-    ctx = multiprocessing.get_context("fork")
-    proc = ctx.Process(target=child)
-    proc.start()
-    proc.join(30)
-    assert proc.exitcode == 0
+        if __name__ == "__main__":
+            proc = multiprocessing.get_context("fork").Process(target=child)
+            proc.start()
+            proc.join(60)
+            raise SystemExit(proc.exitcode if proc.exitcode is not None else 99)
+    """)
+    (tmp_path / "fork_child.py").write_text(script)
+    done = subprocess.run([sys.executable, str(tmp_path / "fork_child.py")], timeout=120, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
     sent = out.read_text().split() if out.exists() else []
     assert sorted(sent, key=int) == [str(i) for i in range(100)]
 
