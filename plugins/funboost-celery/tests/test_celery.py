@@ -493,14 +493,28 @@ def test_redis_sigkill_after_40_of_300_tasks_loses_none(tmp_path, queue_name, cl
     n = 300
     work.push_many([(i,) for i in range(n)])
     first = _start_worker(queue_name, url, tmp_path, 0.05, "default", concurrency=4)
+
+    def running_now() -> set:
+        done_now = set(_markers(tmp_path, "done."))
+        return {m.split(".")[1] for m in _markers(tmp_path, "started.") if f"done.{m.split('.')[1]}" not in done_now}
+
     try:
         wait_until(lambda: len(_markers(tmp_path, "done.")) >= 40, 60, message="40 tasks done")
+        # killed while it runs tasks: frozen first, and let go again (briefly) while it runs none (on a
+        # loaded host it was once killed between tasks, and the test proved nothing)
+        def frozen_running_tasks() -> bool:
+            os.kill(first.pid, signal.SIGSTOP)
+            if running_now():
+                return True
+            os.kill(first.pid, signal.SIGCONT)
+            return False
+
+        wait_until(frozen_running_tasks, 30, interval=0.01, message="the worker frozen while it runs tasks")
         os.kill(first.pid, signal.SIGKILL)
         killed_at = time.monotonic()
     finally:
         _stop(first)
-    done = set(_markers(tmp_path, "done."))
-    in_flight = {m.split(".")[1] for m in _markers(tmp_path, "started.") if f"done.{m.split('.')[1]}" not in done}
+    in_flight = running_now()
     assert in_flight, "the worker was killed while running tasks"
     second = _start_worker(queue_name, url, tmp_path, 0, "default", concurrency=4)
     try:
