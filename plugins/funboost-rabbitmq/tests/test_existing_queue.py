@@ -149,3 +149,23 @@ def test_dead_letter_queue_of_a_queue_without_dlx_has_no_dlx_arguments(make_brok
     dlq = dead_letter_queue_name(queue_name)
     assert _queue_arguments_unchanged(rabbitmq_url, queue_name, None)
     assert _queue_arguments_unchanged(rabbitmq_url, dlq, None)
+
+
+def test_consumer_resumes_after_its_queue_was_deleted(make_broker, queue_name, rabbitmq_url):
+    """RabbitMQ cancels the consumer of a deleted queue (basic.cancel); the consumer must notice, reconnect
+    and declare the queue again instead of serving a dead subscription for good."""
+    b = make_broker(queue_name, reconnect_max_delay=0.2)
+    b.publish([_msg(1)])
+    got = _fetch(b, 1)
+    b.ack(got)
+    sub = b._subscription
+    get_admin(rabbitmq_url, 30).run(lambda ch: ch.queue_delete(queue_name))
+    wait_until(lambda: sub.reconnects >= 1 and sub.connected.is_set(), 15,
+               message="the consumer noticed the cancel and reconnected")
+
+    def declare_and_publish(ch) -> None:  # a producer that knows nothing of the consumer
+        ch.basic_publish("", queue_name, json.dumps({"x": 2}).encode(), pika.BasicProperties(delivery_mode=2))
+    get_admin(rabbitmq_url, 30).run(declare_and_publish)
+    got = _fetch(b, 1)
+    assert len(got) == 1
+    b.ack(got)

@@ -92,6 +92,10 @@ class AmqpSubscription:
                     self._buffer.clear()
                 self._unacked.clear()
                 gen = self.generation
+                cancelled: list[Any] = []
+                # the broker cancels the consumer when the queue is deleted (or its node fails): without
+                # this the loop below would go on serving a channel that receives nothing, for good
+                channel.add_on_cancel_callback(cancelled.append)
                 channel.basic_consume(queue, on_message_callback=self._make_on_message(gen),
                                       auto_ack=self._no_ack)
                 self.queue = queue
@@ -99,6 +103,14 @@ class AmqpSubscription:
                 self.connected.set()
                 while not self._stop.is_set():
                     conn.process_data_events(time_limit=1.0)
+                    if cancelled:
+                        raise pika.exceptions.ChannelClosed(
+                            -1, f"the server cancelled the consumer of {queue!r} (queue deleted?)")
+                    if channel.is_closed:
+                        # closed by the broker (e.g. consumer_timeout, PRECONDITION_FAILED): pika only
+                        # raises that on the channel's next use, which may never come
+                        raise pika.exceptions.ChannelClosed(
+                            -1, f"channel closed by the server: {getattr(channel, '_closing_reason', '')}")
             except TopologyError as exc:
                 # the same declaration would be refused again on every reconnect: say once, loudly, what
                 # to change, and stop (fetch then returns nothing) instead of reconnecting in a loop
