@@ -78,6 +78,13 @@ def test_plain_nameko_caller_gets_the_reply_and_the_error(queue_name, consumers)
         with pytest.raises(RemoteError) as err:
             getattr(rpc, queue_name).run(x=1, y=0)
         assert "ZeroDivisionError" in str(err.value)
+        # a call funboost does not run (arguments that do not fit: dead-lettered) is an error for the
+        # caller, not a None that reads as the function's result
+        for bad in ((), {"z": 1}):
+            with pytest.raises(RemoteError) as err:
+                getattr(rpc, queue_name).run(*(bad if isinstance(bad, tuple) else ()),
+                                             **(bad if isinstance(bad, dict) else {}))
+            assert "NotRun" in str(err.value), err.value
 
 
 def test_retries_are_funboosts(queue_name, consumers):

@@ -40,6 +40,10 @@ def envelope_from_call(args: list, kwargs: dict, correlation_id: Optional[str]) 
     return envelope_from_foreign(args, kwargs, correlation_id, framework="nameko")
 
 
+NOT_RUN_ERROR = ("NotRun: funboost did not run this call (its arguments do not fit the function and it was "
+                 "dead-lettered, or it was filtered, expired or killed): see the consumer's log")
+
+
 class NamekoWorkerHost(ForeignWorkerHost):
     framework = "nameko"
     settle_seconds = 0.0  # one queue per host: nobody to wait for
@@ -84,7 +88,11 @@ class NamekoWorkerHost(ForeignWorkerHost):
                     self.queue, envelope_from_call(call["args"], call["kwargs"], call.get("correlation_id")),
                     redelivered=bool(call.get("redelivered")))
                 answer: dict[str, Any] = {"verb": outcome.verb.value}
-                if outcome.verb is Verb.ACK:
+                if outcome.verb is Verb.ACK and outcome.status is None:
+                    # not run (dead-lettered as malformed, filtered, expired, killed): a nameko caller waits
+                    # for an answer, and None would read as the function's result
+                    answer = {"verb": Verb.FAIL.value, "error": NOT_RUN_ERROR}
+                elif outcome.verb is Verb.ACK:
                     answer["result"] = _jsonable(outcome.result)
                 elif outcome.verb in (Verb.FAIL, Verb.REJECT):
                     answer["error"] = outcome.error
