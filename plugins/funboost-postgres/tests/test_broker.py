@@ -116,6 +116,13 @@ def test_priority_then_fifo(make_broker, queue_name):
     assert ids(b.fetch(10, 1)) == [2, 4, 0, 3, 1]
 
 
+def test_priorities_beyond_32_bits_are_clamped(make_broker, queue_name):
+    """The column is a 32-bit integer: psycopg refused 2**31 at publish (NumericValueOutOfRange)."""
+    b = make_broker(queue_name)
+    b.publish([msg(0, priority=-2**40), msg(1, priority=2**31), msg(2, priority=2**31 - 1), msg(3)])
+    assert ids(b.fetch(10, 1)) == [1, 2, 3, 0]
+
+
 def test_native_delay_wakes_a_sleeping_fetch_at_the_eta(make_broker, queue_name):
     consumer, publisher = make_broker(queue_name), make_broker(queue_name)
     consumer.fetch(1, 0.01)  # LISTENing

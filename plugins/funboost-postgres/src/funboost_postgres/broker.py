@@ -142,6 +142,8 @@ VALUES (%(me)s, %(q)s, %(host)s, %(pid)s, pg_backend_pid())
 ON CONFLICT (id) DO UPDATE SET last_seen = now(), backend_pid = pg_backend_pid()
 """
 
+_INT32_MAX = 2**31 - 1
+
 # The consumers of a queue known to be dead: lease older than the heartbeat timeout, or (check_pid) no
 # database session any more after the grace. Shared by the reclaim pass and the purge.
 _DEAD_CONSUMERS = """
@@ -384,7 +386,8 @@ class PostgresBroker(Broker):
         now = time.time()
         all_delayed = True
         for m in messages:
-            prios.append(m.priority or 0)
+            # the column is a 32-bit integer: clamped, as the sqlalchemy kind does (psycopg refused 2**31)
+            prios.append(max(-_INT32_MAX, min(_INT32_MAX, m.priority or 0)))
             eta = m.eta if m.eta is not None and m.eta > now else None
             all_delayed = all_delayed and eta is not None
             etas.append(eta)
