@@ -171,3 +171,17 @@ def test_check_available_gives_a_reason_when_unreachable():
         port = s.getsockname()[1]  # nothing listens there once closed
     reason = MqttBroker.check_available(MqttOptions(port=port, connect_timeout=0.5))
     assert reason and "not reachable" in reason
+
+
+def test_an_unreachable_broker_is_named_in_the_error(qname):
+    """push / consume() to a port nothing listens on raised a bare "[Errno 111] Connection refused"."""
+    from funboost import BoosterParams, boost
+
+    @boost(BoosterParams(queue_name=qname, broker_kind="MQTT", log_to_console=False, state_backend="memory",
+                         broker_exclusive_config={"port": 1999, "publish_timeout": 3}))
+    def f(x):
+        return x
+
+    for action in (lambda: f.push(1), f.consume):
+        with pytest.raises(ConnectionError, match="MQTT broker 127.0.0.1:1999: cannot connect"):
+            action()

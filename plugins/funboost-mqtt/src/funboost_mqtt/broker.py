@@ -142,7 +142,11 @@ class _Publisher:
         self.client.on_publish = self._on_publish
         self.client.on_connect = lambda c, u, f, rc, p: self.connected.set() if not rc.is_failure else None
         self.client.on_disconnect = lambda c, u, f, rc, p: self.connected.clear()
-        self.client.connect(opts.host, opts.port, opts.keepalive, clean_start=True)
+        try:
+            self.client.connect(opts.host, opts.port, opts.keepalive, clean_start=True)
+        except OSError as exc:  # a bare "[Errno 111] Connection refused" named neither MQTT nor the address
+            raise ConnectionError(f"MQTT broker {opts.host}:{opts.port}: cannot connect: "
+                                  f"{type(exc).__name__}: {exc}") from exc
         self.client.loop_start()
         if not self.connected.wait(opts.connect_timeout):
             self.client.loop_stop()
@@ -355,8 +359,12 @@ class _Session:
         c.on_message = self._on_message
 
     def start(self) -> None:
-        self.client.connect(self.opts.host, self.opts.port, self.opts.keepalive, clean_start=False,
-                            properties=_connect_props(self.session_expiry, self.opts.receive_maximum))
+        try:
+            self.client.connect(self.opts.host, self.opts.port, self.opts.keepalive, clean_start=False,
+                                properties=_connect_props(self.session_expiry, self.opts.receive_maximum))
+        except OSError as exc:
+            raise ConnectionError(f"MQTT broker {self.opts.host}:{self.opts.port}: cannot connect: "
+                                  f"{type(exc).__name__}: {exc}") from exc
         self.client.loop_start()
 
     # ------------------------------------------------------------------ paho callbacks (network thread)
