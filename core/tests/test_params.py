@@ -181,3 +181,40 @@ def test_multi_process_consume_refuses_an_in_process_kind():
 
     with pytest.raises(ValueError, match="in-process only"):
         f.multi_process_consume(2)
+
+
+def test_original_exclusive_config_keys_are_accepted_with_a_notice():
+    # the original's broker_exclusive_config keys (its benchmark's pull_msg_batch_size, the memory queue's maxsize)
+    # must not stop an original user's code at decoration time; a typo stays an error
+    from funboost.params import FunboostCompatWarning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        p = BoosterParams(queue_name=f"orig_excl_{uuid.uuid4().hex}", broker_kind=BrokerEnum.MEMORY_QUEUE,
+                          broker_exclusive_config={"pull_msg_batch_size": 100, "maxsize": 10})
+    assert p.broker_exclusive_config == {}
+    notes = [str(w.message) for w in caught if issubclass(w.category, FunboostCompatWarning)]
+    assert any("pull_msg_batch_size" in n for n in notes) and any("maxsize" in n for n in notes), notes
+    with pytest.raises(ValidationError, match="pull_msg_batch_sise"):
+        BoosterParams(queue_name="orig_excl_typo", broker_kind="memory",
+                      broker_exclusive_config={"pull_msg_batch_sise": 1})
+
+
+def test_funboost_current_task_is_callable_like_the_original():
+    from funboost import fct, funboost_current_task
+    got = {}
+
+    @boost(BoosterParams(queue_name=f"orig_fct_call_{uuid.uuid4().hex}", broker_kind="memory"))
+    def f(x):
+        t = funboost_current_task()
+        got["same"] = t is fct
+        got["tid"] = t.task_id
+        return x
+
+    r = f.push(1)
+    f.consume()
+    import time
+    deadline = time.time() + 30
+    while "tid" not in got and time.time() < deadline:
+        time.sleep(0.05)
+    f.stop_consume()
+    assert got == {"same": True, "tid": r.task_id}

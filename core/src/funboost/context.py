@@ -49,6 +49,10 @@ class _CurrentTaskProxy:
     def get(self) -> Optional[FctContext]:
         return _current_task.get()
 
+    def __call__(self) -> "_CurrentTaskProxy":
+        """``funboost_current_task()``: the original's function form, returning the same proxy as ``fct``."""
+        return self
+
     def __repr__(self) -> str:
         return f"<fct {_current_task.get()!r}>"
 

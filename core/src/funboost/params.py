@@ -167,6 +167,40 @@ def _warn_compat_fields(params: "BoosterParams") -> None:
                       FunboostCompatWarning, stacklevel=2)
 
 
+# keys of the original's broker_exclusive_config that this project's kinds have no option for -> what
+# happens instead. A kind whose options model knows the key (rabbitmq's "x-max-priority") validates it as usual.
+_ORIGINAL_EXCLUSIVE_KEYS: dict[str, str] = {
+    "pull_msg_batch_size": "the engine sizes the batches it fetches from its free capacity (concurrent_num); for "
+                           "strict fairness use concurrent_mode=SINGLE_THREAD",
+    "redis_bulk_push": "publish_mode='pipelined' sends pushes in batches",
+    "x-max-priority": "priorities are 0-9 on the redis priority kind, without a declaration",
+    "ack_timeout": "the unacknowledged messages of a dead consumer come back through heartbeats (reclaim_interval)",
+    "ultra_fast_mode": "the memory kind has no reduced mode",
+    "maxsize": "the memory queue is unbounded",
+    "group": "the kind names its own consumer group",
+}
+_exclusive_warned: set[tuple[str, str]] = set()
+
+
+def _drop_original_exclusive_keys(broker_cls: Any, raw: dict) -> dict:
+    """``raw`` without the original's keys the kind has no option for, with one warning per (kind, key)."""
+    model = getattr(broker_cls, "options_model", None)
+    known: set[str] = set()
+    for name, field in (getattr(model, "model_fields", {}) or {}).items():
+        known.add(name)
+        choices = getattr(getattr(field, "validation_alias", None), "choices", None) or ()
+        known.update(c for c in choices if isinstance(c, str))
+    dropped = [k for k in raw if k in _ORIGINAL_EXCLUSIVE_KEYS and k not in known]
+    for key in dropped:
+        with _compat_warned_lock:
+            if (broker_cls.kind, key) in _exclusive_warned:
+                continue
+            _exclusive_warned.add((broker_cls.kind, key))
+        warnings.warn(f"broker_exclusive_config[{key!r}] (original funboost) is accepted but not used by kind "
+                      f"{broker_cls.kind!r}: {_ORIGINAL_EXCLUSIVE_KEYS[key]}.", FunboostCompatWarning, stacklevel=3)
+    return {k: v for k, v in raw.items() if k not in dropped} if dropped else raw
+
+
 def _check_broker_options(broker_cls: Any, raw: dict) -> None:
     """``broker_exclusive_config`` against the kind's options model, its errors named as that setting's (a
     bare pydantic error read like a BoosterParams field)."""
@@ -371,6 +405,9 @@ class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
         defaults = _BROKER_OPTIONS_DEFAULTS.get(broker_cls)
         if defaults:
             object.__setattr__(self, "broker_exclusive_config", {**defaults, **self.broker_exclusive_config})
+        cleaned = _drop_original_exclusive_keys(broker_cls, self.broker_exclusive_config)
+        if cleaned is not self.broker_exclusive_config:
+            object.__setattr__(self, "broker_exclusive_config", cleaned)
         _check_broker_options(broker_cls, self.broker_exclusive_config)
         if self.publish_mode == "pipelined" and not broker_cls.capabilities.pipelined_publish:
             raise ValueError(f"publish_mode='pipelined' is offered by the broker kinds that declare "
