@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import importlib
+import importlib.util
 import inspect
 import os
+import sys
 import sysconfig
 import threading
 import warnings
@@ -157,10 +159,14 @@ _LIBRARY_DIRS = tuple({os.path.realpath(p) + os.sep for k, p in sysconfig.get_pa
                        if k in ("stdlib", "platstdlib", "purelib", "platlib") and p})
 
 
+def _name_allowed(name: str, allowed_modules: Sequence[str]) -> bool:
+    return any(name == m or name.startswith(m + ".") for m in allowed_modules)
+
+
 def _allowed(module: Any, allowed_modules: Optional[Sequence[str]]) -> bool:
     name = module.__name__
     if allowed_modules is not None:
-        return any(name == m or name.startswith(m + ".") for m in allowed_modules)
+        return _name_allowed(name, allowed_modules)
     path = getattr(module, "__file__", None)
     if not path:  # builtins and frozen modules
         return False
@@ -206,13 +212,38 @@ class FunboostPoolPickleFunc(MemoryFunboostPool):
 
         def run_submitted(func_path: str, args: list, kwargs: dict) -> Any:
             module_name, _, qualname = str(func_path).partition(":")
+
+            def refuse() -> PermissionError:
+                return PermissionError(f"{func_path}: this pool runs only the project's own functions "
+                                       f"(allowed_modules={allowed})")
+            if allowed is not None and not _name_allowed(module_name, allowed):
+                raise refuse()  # checked before the import: a message must not import what it likes either
+            if allowed is None and module_name not in sys.modules:
+                # the default rule (not a library) judged from where the module would load, before importing
+                try:
+                    spec = importlib.util.find_spec(module_name)
+                except (ImportError, ValueError):
+                    spec = None
+                origin = getattr(spec, "origin", None)
+                if not origin or not os.path.exists(origin) or os.path.realpath(origin).startswith(_LIBRARY_DIRS):
+                    raise refuse()
             module = importlib.import_module(module_name)
             if not _allowed(module, allowed):
-                raise PermissionError(f"{func_path}: this pool runs only the project's own functions "
-                                      f"(allowed_modules={allowed})")
+                raise refuse()
             fn: Any = module
             for part in qualname.split("."):
+                # no dunders, and never through another module: "tasks:os.system" reaches os.system through
+                # a project module that imports os
+                if not part or part.startswith("__"):
+                    raise refuse()
                 fn = getattr(fn, part)
+                if inspect.ismodule(fn):
+                    raise refuse()
+            # the function itself must be defined in an allowed module ("tasks:system" after
+            # "from os import system" in tasks is os.system)
+            owner = sys.modules.get(getattr(fn, "__module__", None) or "")
+            if owner is None or not _allowed(owner, allowed):
+                raise refuse()
             return _call(fn, args, kwargs)
         return Booster(self.booster_params, run_submitted)
 
