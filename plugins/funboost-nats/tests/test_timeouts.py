@@ -63,3 +63,20 @@ def test_publish_to_an_unreachable_server_ends_at_publish_timeout(cls, options):
         assert time.monotonic() - t0 < 1.5 + 1.0
     finally:
         b.close()
+
+
+def test_connection_errors_hide_the_password():
+    """The URL's password was printed in the error (and so in logs): "no connection to NATS at
+    nats://user:secret@..."."""
+    from funboost_nats.runtime import check_reachable
+
+    url = closed_port_url().replace("nats://", "nats://user:sekretPW@")
+    b = NatsJetStreamBroker("unreachable", JetStreamOptions(url=url, publish_timeout=1.0, connect_timeout=1.0))
+    try:
+        with pytest.raises(TimeoutError) as err:
+            b.publish([OutgoingMessage(body=json.dumps({"x": 1}))])
+        assert "sekretPW" not in str(err.value) and "nats://user@127.0.0.1" in str(err.value), err.value
+    finally:
+        b.close()
+    reason = check_reachable(url + "," + url, 1.0)
+    assert reason and "sekretPW" not in reason, reason

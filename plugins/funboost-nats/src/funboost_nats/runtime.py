@@ -120,7 +120,7 @@ class Runtime:
                 client = self.call(_connect(url, connect_timeout, reconnect_wait, errors), timeout=limit)
             except OperationTimeout:
                 last = f"{type(errors[-1]).__name__}: {errors[-1]}" if errors else "no answer"
-                raise OperationTimeout(f"no connection to NATS at {url} within {limit:.3g}s "
+                raise OperationTimeout(f"no connection to NATS at {_shown(url)} within {limit:.3g}s "
                                        f"(last error: {last})") from None
             self._connections[url] = [client, 1]
             return client
@@ -189,6 +189,12 @@ def probe_options(url: str, connect_timeout: float) -> dict[str, Any]:
                 allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0.1, error_cb=quiet)
 
 
+def _shown(url: str) -> str:
+    """``url`` as errors and logs show it: passwords hidden (every URL of a comma-separated list)."""
+    from funboost.admin.catalog import redact_url
+    return redact_url(url)[0]
+
+
 def check_reachable(url: str, connect_timeout: float) -> Optional[str]:
     """None if a NATS server answers at ``url``, else the reason (no reconnect loop, no shared state)."""
     async def probe() -> None:
@@ -197,5 +203,5 @@ def check_reachable(url: str, connect_timeout: float) -> Optional[str]:
     try:
         runtime().call(probe(), timeout=connect_timeout * 2 + 5)
     except Exception as exc:
-        return f"NATS at {url} is not reachable: {type(exc).__name__}: {exc}"
+        return f"NATS at {_shown(url)} is not reachable: {type(exc).__name__}: {exc}"
     return None
