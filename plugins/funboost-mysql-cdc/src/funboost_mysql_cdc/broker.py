@@ -55,6 +55,10 @@ log = logging.getLogger("funboost.mysql_cdc")
 _WAKE_BATCH = 256
 
 
+# at most this often (s), a transaction boundary read while no row is unfinished becomes the checkpoint
+_IDLE_CHECKPOINT_EVERY = 1.0
+
+
 class CheckpointStore:
     """The queue's resume point and reader lock in the state backend."""
 
@@ -132,6 +136,8 @@ class MysqlCdcBroker(Broker):
         self._fatal: Optional[BaseException] = None
         self._holding_lock = False
         self._lock_renewed_at = 0.0
+        self._idle_saved_at = 0.0
+        self._idle_boundary: Optional[RowPosition] = None
         self._standby_logged = False
         self._closed = False
         self._pid = os.getpid()
@@ -376,6 +382,26 @@ class MysqlCdcBroker(Broker):
         self._boundary = pos
         if self._unannounced:
             self._wake_fetcher()
+        # Every row handed out has finished (or none was): this boundary is a valid checkpoint. Saving it
+        # keeps a queue whose watched tables are quiet while others change from holding a checkpoint in a
+        # binlog file the server purges later (a restart could not resume) or re-reading that history.
+        safe = self._tracker.safe_offset()
+        if (safe is None or safe >= self._next_seq) and not self._acks_to_ignore:
+            self._idle_boundary = pos
+            self._save_idle_boundary()
+
+    def _save_idle_boundary(self) -> None:
+        """Write the last boundary recorded with no row unfinished, at most once per
+        ``_IDLE_CHECKPOINT_EVERY`` seconds (the fetch loop writes the last one once reading went quiet)."""
+        pos = self._idle_boundary
+        if pos is None or time.monotonic() - self._idle_saved_at < _IDLE_CHECKPOINT_EVERY:
+            return
+        self._idle_saved_at = time.monotonic()
+        self._idle_boundary = None
+        try:
+            self._save_checkpoint(pos)
+        except Exception as e:  # a later boundary tries again
+            log.warning("mysql_cdc %s: cannot save the checkpoint (%s: %s)", self.queue_name, type(e).__name__, e)
 
     def fatal(self, error: MysqlCdcServerConfigError) -> None:
         self._fatal = error
@@ -446,7 +472,7 @@ class MysqlCdcBroker(Broker):
                 self._positions.clear()
                 self._seq_by_task.clear()
                 self._acks_to_ignore.clear()
-                self._last_read = self._boundary = None
+                self._last_read = self._boundary = self._idle_boundary = None
                 self._holding_lock = False
 
     # ----- data path -----
@@ -468,6 +494,8 @@ class MysqlCdcBroker(Broker):
         if not self._ensure_reader():
             self._stop.wait(min(max(timeout, 0.0), 1.0))
             return []
+        if self._idle_boundary is not None:
+            self._save_idle_boundary()
         if max_count <= 0:
             return []
         deadline = time.monotonic() + max(0.0, timeout)
