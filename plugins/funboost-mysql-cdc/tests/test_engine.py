@@ -39,6 +39,10 @@ def test_controls_through_the_engine(brokers, queue_name, schema, tmp_path):
 
     with pytest.raises(MysqlCdcPublishError, match="not applicable"):
         on_row.push(schema="s", table="t", event="insert", binlog={}, timestamp=0, values={"id": 9})
+    # whatever the arguments: it was an argument error ("missing required argument(s)") otherwise
+    for call in (lambda: on_row.push(), lambda: on_row.publish({}), lambda: on_row.push(schema="s")):
+        with pytest.raises(MysqlCdcPublishError, match="not applicable"):
+            call()
 
     on_row.consume()
     try:
