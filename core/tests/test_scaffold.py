@@ -32,7 +32,7 @@ def test_new_broker_renames_everything_and_copies_no_build_output(tmp_path):
     out = new_broker_plugin("my-queue", tmp_path / "out", template=fake)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert files == ["LICENSE", "README.md", "pyproject.toml", "src/funboost_my_queue/__init__.py",
-                     "src/funboost_my_queue/broker.py", "tests/test_contract.py"]
+                     "src/funboost_my_queue/broker.py", "src/funboost_my_queue/py.typed", "tests/test_contract.py"]
     text = "\n".join((out / f).read_text() for f in files)
     for old in ("funboost_template", "funboost-template", "template_dir", "DirectoryBroker", "FUNBOOST_TEMPLATE"):
         assert old not in text
