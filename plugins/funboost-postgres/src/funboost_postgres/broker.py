@@ -242,7 +242,27 @@ _schemas_lock = threading.Lock()
 _inherited: list[Any] = []  # connections inherited through fork: never closed here (see _after_fork)
 
 
+def _cooperative_waits() -> None:
+    """psycopg waits for its socket with a C function (``wait_c``) that blocks the whole OS thread; it
+    switches to a select-based wait by itself only under gevent. Under eventlet's monkey-patching that C
+    wait froze the hub: every other green thread (the tasks, the main thread, signal handling) stopped
+    while a consumer waited for a NOTIFY. Use psycopg's ``wait_select``, which eventlet makes cooperative."""
+    import sys
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is None:
+        return
+    try:
+        if not patcher.is_monkey_patched("select"):
+            return
+        from psycopg import waiting
+        if waiting.wait is getattr(waiting, "wait_c", None):
+            waiting.wait = waiting.wait_select
+    except Exception:  # noqa: BLE001 - an unexpected psycopg/eventlet layout: keep psycopg's own choice
+        logger.debug("could not make psycopg's waits cooperative under eventlet", exc_info=True)
+
+
 def _connect(o: PostgresOptions) -> psycopg.Connection:
+    _cooperative_waits()
     conn = psycopg.connect(o.dsn, autocommit=True, connect_timeout=max(1, int(round(o.connect_timeout))))
     key = (o.dsn, o.db_schema)
     if key not in _schemas_ready:
