@@ -182,9 +182,14 @@ class RqWorkerHost(ForeignWorkerHost):
         finally:
             self._promotion.cancel()
             with self.lock:
-                groups = list(self.groups)
-            for queue in groups:
-                self._stop_group(queue, join=True)
+                for queue in list(self.groups):
+                    self._stop_group(queue)
+                retiring = list(self._retiring)
+            # every thread, also those of queues stopped earlier (pause, a booster that stopped: the control
+            # loop stops its queue as soon as the consumer stops): each finishes rq's bookkeeping of its last
+            # job (out of the started registry) before the lease goes, else the next consumer re-runs the job
+            for _, thread in retiring:
+                thread.join(60)
             self.lease.stop()
             try:
                 storage.drop_lease(self.conn, self.lease.consumer_id)  # nothing is held any more
@@ -198,7 +203,7 @@ class RqWorkerHost(ForeignWorkerHost):
         self._start_group(queue)
 
     def stop_queue(self, queue: str) -> None:
-        self._stop_group(queue, join=False)
+        self._stop_group(queue)
 
     # ------------------------------------------------------------------ worker threads of a queue
     def _start_group(self, queue: str) -> None:
@@ -221,14 +226,12 @@ class RqWorkerHost(ForeignWorkerHost):
         for _, thread in group:
             thread.start()
 
-    def _stop_group(self, queue: str, join: bool) -> None:
+    def _stop_group(self, queue: str) -> None:
+        """Ask the queue's worker threads to stop after the job each runs (run_worker joins them)."""
         group = self.groups.pop(queue, [])
         for worker, _ in group:
             worker.request_stop_soon()
         self._retiring = [wt for wt in self._retiring if wt[1].is_alive()] + group
-        if join:
-            for _, thread in group:
-                thread.join(60)
 
     def _work(self, worker: FunboostRqWorker) -> None:
         bind_worker(worker)

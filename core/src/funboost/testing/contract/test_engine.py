@@ -328,6 +328,9 @@ class EngineTests:
             wait_until(lambda: seen("done") == set(range(total)),
                        settings["redelivery_timeout"] + settings["consumer_ready_timeout"] + 30,
                        message=f"all {total} tasks done (done: {sorted(seen('done'))})")
+            again = done & seen("start", os.getpid())
+            assert not again, (f"tasks {sorted(again)} finished in the stopped process and ran again in the next "
+                               f"consumer: a graceful stop must settle (ack) the tasks it let finish")
         finally:
             if child.is_alive():
                 child.kill()
