@@ -16,6 +16,16 @@ from funboost.testing import wait_until
 from funboost.timeseries import HIST_BOUNDS, percentile
 
 
+def test_shown_url_masks_every_secret_for_logs_and_errors():
+    from funboost.redact import shown_url
+    assert shown_url("amqp://guest:p%40ss@127.0.0.1:5672/") == "amqp://guest:***@127.0.0.1:5672/"
+    assert shown_url("redis://:s3cret@h:6379/0") == "redis://:***@h:6379/0"
+    assert shown_url("redis://h/0?password=s3cret&db=1") == "redis://h/0?password=***&db=1"
+    assert shown_url("nats://a:x1@h1:4222,nats://b:x2@h2:4222") == "nats://a:***@h1:4222,nats://b:***@h2:4222"
+    assert shown_url("host=h user=u password='a b'") == "host=h user=u password=***"
+    assert shown_url("redis://h:6379/0") == "redis://h:6379/0" and shown_url("localhost") == "localhost"
+
+
 def test_redaction_drops_secrets_and_url_passwords():
     assert redact_url("redis://:s3cret@h:6379/0") == ("redis://h:6379/0", True)
     assert redact_url("amqp://guest:guest@127.0.0.1:5672/") == ("amqp://guest@127.0.0.1:5672/", True)

@@ -186,9 +186,9 @@ _done: Optional[ConfigPickup] = None
 
 
 def _masked(value: str) -> str:
-    """A value for the notice: passwords in URLs hidden."""
-    import re
-    return re.sub(r"(://[^:/@]*:)[^@]+@", r"\1***@", value)  # (an empty password stays visible as empty)
+    """A value for the notice: passwords in URLs and DSNs hidden."""
+    from funboost.redact import shown_url
+    return shown_url(value)
 
 
 def use_config_form_funboost_config_module() -> ConfigPickup:

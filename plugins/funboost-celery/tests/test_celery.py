@@ -588,3 +588,10 @@ def test_redis_a_dead_hosts_messages_come_back_after_its_lease_expired(tmp_path,
     got = lost_host_recovery("CELERY", queue_name, {"broker_url": url, "heartbeat_timeout": 2,
                                                    "visibility_timeout": 2}, tmp_path)
     print(f"\nrecovered {got['recovered_after']:.2f} s after the host's death ({got['remote_host']})")
+
+
+def test_unreachable_reason_hides_the_password():
+    from funboost.testing import assert_unreachable_reason_hides_password
+    from funboost_celery.broker import CeleryBroker
+    from funboost_celery.options import CeleryOptions
+    assert_unreachable_reason_hides_password(CeleryBroker, CeleryOptions(broker_url="redis://u:s3cret@127.0.0.1:1/0"), "s3cret")

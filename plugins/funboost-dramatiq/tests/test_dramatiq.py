@@ -341,3 +341,10 @@ def test_redis_a_dead_hosts_messages_come_back_after_its_heartbeat_expired(tmp_p
     cleanup_queues(REDIS_URL, queue_name)
     got = lost_host_recovery("DRAMATIQ", queue_name, {"broker_url": REDIS_URL, "heartbeat_timeout": 2}, tmp_path)
     print(f"\nrecovered {got['recovered_after']:.2f} s after the host's death ({got['remote_host']})")
+
+
+def test_unreachable_reason_hides_the_password():
+    from funboost.testing import assert_unreachable_reason_hides_password
+    from funboost_dramatiq.broker import DramatiqBroker
+    from funboost_dramatiq.options import DramatiqOptions
+    assert_unreachable_reason_hides_password(DramatiqBroker, DramatiqOptions(broker_url="redis://u:s3cret@127.0.0.1:1/0"), "s3cret")

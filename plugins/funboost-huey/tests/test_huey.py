@@ -562,3 +562,10 @@ def test_more_worker_threads_than_redis_pys_default_pool(redis_cfg, queue_name, 
                message="every worker thread waits on the queue with a connection")
     results = [f.push(i) for i in range(5)]
     assert [r.get(timeout=30) for r in results] == [1, 2, 3, 4, 5]
+
+
+def test_unreachable_reason_hides_the_password():
+    from funboost.testing import assert_unreachable_reason_hides_password
+    from funboost_huey.broker import HueyBroker
+    from funboost_huey.options import HueyOptions
+    assert_unreachable_reason_hides_password(HueyBroker, HueyOptions(redis_url="redis://u:s3cret@127.0.0.1:1/0"), "s3cret")

@@ -75,7 +75,7 @@ def test_connection_errors_hide_the_password():
     try:
         with pytest.raises(TimeoutError) as err:
             b.publish([OutgoingMessage(body=json.dumps({"x": 1}))])
-        assert "sekretPW" not in str(err.value) and "nats://user@127.0.0.1" in str(err.value), err.value
+        assert "sekretPW" not in str(err.value) and "nats://user:***@127.0.0.1" in str(err.value), err.value
     finally:
         b.close()
     reason = check_reachable(url + "," + url, 1.0)

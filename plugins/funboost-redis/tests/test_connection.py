@@ -116,3 +116,9 @@ def test_pool_is_not_capped_at_redis_pys_default(redis_url: str, qname: str):
     [t.join() for t in threads]
     assert errors == []
     assert all(be.get_result(f"{qname}-{i}") == {"result": i} for i in range(150))
+
+
+def test_unreachable_reason_hides_the_password():
+    from funboost.testing import assert_unreachable_reason_hides_password
+    assert_unreachable_reason_hides_password(RedisAckAbleBroker, RedisOptions(url="redis://u:s3cret@127.0.0.1:1/0"),
+                                             "s3cret")

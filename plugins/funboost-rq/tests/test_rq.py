@@ -491,3 +491,10 @@ def test_reclaim_leaves_a_living_workers_intermediate_job_alone(queue_name):
         conn.hdel(storage.LEASES_KEY, live, dead)
         conn.delete(keys.intermediate, keys.limbo, keys.limbo_holder, keys.queue)
         b.close()
+
+
+def test_unreachable_reason_hides_the_password():
+    from funboost.testing import assert_unreachable_reason_hides_password
+    from funboost_rq.broker import RqBroker
+    from funboost_rq.options import RqOptions
+    assert_unreachable_reason_hides_password(RqBroker, RqOptions(redis_url="redis://u:s3cret@127.0.0.1:1/0"), "s3cret")

@@ -10,72 +10,18 @@ removed; the dropped keys are listed under ``redacted`` so that the reader knows
 """
 from __future__ import annotations
 
-import re
 import socket
 import time
 from typing import TYPE_CHECKING, Any, Optional
-from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:  # pragma: no cover
     from funboost.params import BoosterParams
     from funboost.plugins.broker import Broker
 
+from funboost.redact import SECRET_KEY as _SECRET_KEY, redact_url  # noqa: F401  (redact_url: part of this module's API)
+
 CATALOG = "queues"
 REFRESH_INTERVAL = 60.0
-
-_SECRET_KEY = re.compile(r"pass(word|wd|phrase)?|secret|token|credential|api_?key|private|auth", re.I)
-
-
-def _redact_one_url(url: str) -> tuple[str, bool]:
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url, False
-    if not parts.scheme:
-        return url, False
-    had = False
-    netloc = parts.netloc
-    if "@" in netloc and password is not None:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}@{hostport}" if user else hostport
-        had = True
-    query = parts.query
-    if query:  # redis://host/0?password=..., postgresql://h/db?password=...&sslpassword=...
-        kept = []
-        for pair in query.split("&"):
-            key = pair.split("=", 1)[0]
-            if _SECRET_KEY.search(key) and "=" in pair and pair.split("=", 1)[1]:
-                kept.append(f"{key}=***")
-                had = True
-            else:
-                kept.append(pair)
-        query = "&".join(kept)
-    if not had:
-        return url, False
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)), True
-
-
-_DSN_SECRET = re.compile(r"(\b(?:pass(?:word|wd|phrase)?|sslpassword|secret|token)\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
-
-
-def redact_url(url: str) -> tuple[str, bool]:
-    """``url`` without its secrets: the password of its user-info, query parameters naming a secret
-    (``?password=``), every URL of a comma-separated list (``nats://u:p@h1,nats://u:p@h2``), and the
-    ``password=`` of a libpq keyword DSN (``host=h user=u password=p``); True if there was one."""
-    if "://" not in url:
-        out, n = _DSN_SECRET.subn(lambda m: m.group(1) + "***", url)
-        return (out, True) if n else (url, False)
-    pieces = url.split(",") if url.count("://") > 1 else [url]
-    had_any = False
-    out_pieces = []
-    for piece in pieces:
-        safe, had = _redact_one_url(piece)
-        had_any |= had
-        out_pieces.append(safe)
-    return ",".join(out_pieces), had_any
-
 
 def redact_options(options: dict, _prefix: str = "") -> tuple[dict, list[str]]:
     """(options without secrets, the dotted keys that were dropped or had a password removed).

@@ -19,6 +19,7 @@ from celery import Celery
 
 from funboost.foreign import HeldMessages, eta_datetime, join_worker_host, parse_eta, poll_until
 from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
+from funboost.redact import shown_url
 from funboost.plugins.host import ConsumerHost
 
 from funboost_celery.app import config_key, get_app, transport_family
@@ -78,7 +79,7 @@ class CeleryBroker(Broker):
                 conn.default_channel  # redis connects lazily; this makes it talk to the server
             return None
         except Exception as exc:  # any failure means "not reachable" for the test suites
-            return f"Celery broker {url} unreachable: {type(exc).__name__}: {exc}"
+            return f"Celery broker {shown_url(url)} unreachable: {type(exc).__name__}: {exc}"
 
     # ------------------------------------------------------------------ priorities
     def _celery_priority(self, priority: Optional[int]) -> Optional[int]:

@@ -23,6 +23,7 @@ from dramatiq.message import generate_unique_id
 
 from funboost.foreign import HeldMessages, join_worker_host, poll_until, seconds_until
 from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
+from funboost.redact import shown_url
 from funboost.plugins.host import ConsumerHost
 
 from funboost_dramatiq.app import config_key, get_broker
@@ -86,7 +87,7 @@ class DramatiqBroker(Broker):
                 pika.BlockingConnection(params).close()
             return None
         except Exception as exc:  # any failure means "not reachable" for the test suites
-            return f"dramatiq broker {url} unreachable: {type(exc).__name__}: {exc}"
+            return f"dramatiq broker {shown_url(url)} unreachable: {type(exc).__name__}: {exc}"
 
     # ------------------------------------------------------------------ publish
     def _message(self, m: OutgoingMessage) -> dramatiq.Message:

@@ -21,6 +21,7 @@ from huey.api import Huey
 
 from funboost.foreign import envelope_from_foreign, eta_datetime, join_worker_host, parse_eta
 from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
+from funboost.redact import shown_url
 from funboost.plugins.host import ConsumerHost
 
 from funboost_huey.app import get_huey
@@ -79,7 +80,7 @@ class HueyBroker(Broker):
             client.close()
             return None
         except Exception as exc:
-            return f"huey's Redis {url} unreachable: {type(exc).__name__}: {exc}"
+            return f"huey's Redis {shown_url(url)} unreachable: {type(exc).__name__}: {exc}"
 
     # ------------------------------------------------------------------ publish
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:

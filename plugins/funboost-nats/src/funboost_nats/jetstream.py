@@ -38,10 +38,11 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType,
 
 from funboost.engine.liveness import Tick, ticker
 from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
+from funboost.redact import shown_url
 
 from .naming import safe_token
 from .options import JetStreamOptions
-from .runtime import BrokerState, OperationTimeout, _shown, check_reachable, probe_options, runtime
+from .runtime import BrokerState, OperationTimeout, check_reachable, probe_options, runtime
 
 logger = logging.getLogger("funboost.nats")
 
@@ -145,7 +146,7 @@ class NatsJetStreamBroker(Broker):
         try:
             runtime().call(probe(), timeout=opts.connect_timeout * 2 + 5)
         except Exception as exc:
-            return f"NATS at {_shown(opts.url)} has no JetStream: {type(exc).__name__}: {exc}"
+            return f"NATS at {shown_url(opts.url)} has no JetStream: {type(exc).__name__}: {exc}"
         return None
 
     # ------------------------------------------------------------------ setup

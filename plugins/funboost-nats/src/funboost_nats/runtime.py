@@ -22,6 +22,7 @@ import nats
 from nats.aio.client import Client
 
 from funboost.process_local import ProcessLocal
+from funboost.redact import shown_url
 
 logger = logging.getLogger("funboost.nats")
 
@@ -120,7 +121,7 @@ class Runtime:
                 client = self.call(_connect(url, connect_timeout, reconnect_wait, errors), timeout=limit)
             except OperationTimeout:
                 last = f"{type(errors[-1]).__name__}: {errors[-1]}" if errors else "no answer"
-                raise OperationTimeout(f"no connection to NATS at {_shown(url)} within {limit:.3g}s "
+                raise OperationTimeout(f"no connection to NATS at {shown_url(url)} within {limit:.3g}s "
                                        f"(last error: {last})") from None
             self._connections[url] = [client, 1]
             return client
@@ -137,7 +138,7 @@ class Runtime:
         try:
             self.call(entry[0].drain(), timeout=10)
         except Exception as exc:  # closing is best effort: the process may be going away
-            logger.debug("closing the NATS connection to %s: %s", url, exc)
+            logger.debug("closing the NATS connection to %s: %s", shown_url(url), exc)
 
 
 async def _connect(url: str, connect_timeout: float, reconnect_wait: float,
@@ -155,10 +156,10 @@ async def _connect(url: str, connect_timeout: float, reconnect_wait: float,
 
     async def on_disconnected() -> None:
         if client is not None and not (client.is_closed or client.is_draining):
-            logger.warning("NATS: disconnected from %s; reconnecting", url)
+            logger.warning("NATS: disconnected from %s; reconnecting", shown_url(url))
 
     async def on_reconnected() -> None:
-        logger.warning("NATS: reconnected to %s", url)
+        logger.warning("NATS: reconnected to %s", shown_url(url))
 
     client = await nats.connect(
         servers=[u.strip() for u in url.split(",") if u.strip()],
@@ -189,12 +190,6 @@ def probe_options(url: str, connect_timeout: float) -> dict[str, Any]:
                 allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0.1, error_cb=quiet)
 
 
-def _shown(url: str) -> str:
-    """``url`` as errors and logs show it: passwords hidden (every URL of a comma-separated list)."""
-    from funboost.admin.catalog import redact_url
-    return redact_url(url)[0]
-
-
 def check_reachable(url: str, connect_timeout: float) -> Optional[str]:
     """None if a NATS server answers at ``url``, else the reason (no reconnect loop, no shared state)."""
     async def probe() -> None:
@@ -203,5 +198,5 @@ def check_reachable(url: str, connect_timeout: float) -> Optional[str]:
     try:
         runtime().call(probe(), timeout=connect_timeout * 2 + 5)
     except Exception as exc:
-        return f"NATS at {_shown(url)} is not reachable: {type(exc).__name__}: {exc}"
+        return f"NATS at {shown_url(url)} is not reachable: {type(exc).__name__}: {exc}"
     return None

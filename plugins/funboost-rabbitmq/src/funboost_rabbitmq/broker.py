@@ -39,6 +39,7 @@ from funboost.plugins.broker import (
 )
 
 from funboost.process_local import ProcessLocal
+from funboost.redact import shown_url
 
 from .connection import (
     CONNECTION_ERRORS,
@@ -55,7 +56,6 @@ from .connection import (
     get_admin,
     get_thread_publisher,
     release_publisher,
-    safe_url,
 )
 from .subscription import AUTO_PREFETCH_MAX, AUTO_PREFETCH_START, AmqpSubscription
 from .frames import FixedProperties
@@ -136,7 +136,7 @@ class RabbitmqBroker(Broker):
         try:
             conn = pika.BlockingConnection(params)
         except Exception as exc:
-            return f"RabbitMQ at {safe_url(url)} is not reachable: {type(exc).__name__}: {exc!r}"
+            return f"RabbitMQ at {shown_url(url)} is not reachable: {type(exc).__name__}: {exc!r}"
         try:
             conn.close()
         except Exception:
@@ -253,7 +253,7 @@ class RabbitmqBroker(Broker):
                            describe_error(exc))
         except CONNECTION_ERRORS as exc:
             logger.warning("rabbitmq at %s unreachable when consuming %r starts (%s); the consumer connects "
-                           "when it is back", safe_url(self.url), self.queue_name, describe_error(exc))
+                           "when it is back", shown_url(self.url), self.queue_name, describe_error(exc))
 
     def _ensure_declared(self, pub: Publisher, deadline: float) -> None:
         gen = pub.generation
@@ -282,9 +282,9 @@ class RabbitmqBroker(Broker):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise PublishError(
-                    f"rabbitmq publish to {safe_url(self.url)} failed: no connection within "
+                    f"rabbitmq publish to {shown_url(self.url)} failed: no connection within "
                     f"publish_timeout={self.options.publish_timeout}s: cannot connect: {reason}")
-            logger.debug("rabbitmq at %s: %s; retrying", safe_url(self.url), reason)
+            logger.debug("rabbitmq at %s: %s; retrying", shown_url(self.url), reason)
             time.sleep(min(next(delays), left))
 
     def _delay_plugin(self, deadline: Optional[float] = None) -> bool:

@@ -30,6 +30,7 @@ import pika
 import pika.exceptions
 
 from funboost.process_local import ProcessLocal, ProcessLocalDict
+from funboost.redact import shown_url
 from funboost.utils.private_random import rng
 
 from .frames import PublishFrames
@@ -385,7 +386,7 @@ class Publisher:
         remaining = deadline - time.monotonic()
         if remaining <= 0 or not self._ready.wait(remaining):
             reason = batch.error or self.last_error or "not connected"
-            raise PublishError(f"rabbitmq publish to {_safe_url(self.url)} failed: {len(batch.pending)} of "
+            raise PublishError(f"rabbitmq publish to {shown_url(self.url)} failed: {len(batch.pending)} of "
                                f"{len(messages)} message(s) not confirmed within publish_timeout={timeout}s: "
                                f"{reason}")
         conn = self._conn
@@ -489,7 +490,7 @@ class ThreadPublisher:
             except pika.exceptions.ChannelClosedByBroker as exc:
                 self._local.channel = None
                 if exc.reply_code in (403, 404, 406):  # missing exchange, access refused: not transient
-                    raise PublishError(f"rabbitmq at {_safe_url(self.url)} refused the publish: {exc!r}") from exc
+                    raise PublishError(f"rabbitmq at {shown_url(self.url)} refused the publish: {exc!r}") from exc
                 error = repr(exc)
             except pika.exceptions.NackError as exc:
                 error = f"the broker refused (nacked) the message: {exc!r}"
@@ -497,7 +498,7 @@ class ThreadPublisher:
                 self._drop()
                 error = f"cannot connect: {describe_error(exc)}"
             if time.monotonic() >= deadline:
-                raise PublishError(f"rabbitmq publish to {_safe_url(self.url)} failed: not confirmed within "
+                raise PublishError(f"rabbitmq publish to {shown_url(self.url)} failed: not confirmed within "
                                    f"publish_timeout={timeout}s: {error}")
             time.sleep(min(next(delays), max(0.0, deadline - time.monotonic())))
 
@@ -584,18 +585,3 @@ def get_thread_publisher(url: str, heartbeat: int, reconnect_max_delay: float) -
 def get_admin(url: str, heartbeat: int) -> Admin:
     return _admins.get_or_create(url, lambda: Admin(url, heartbeat))
 
-
-def _safe_url(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    try:
-        scheme, rest = url.split("://", 1)
-        if "@" in rest:
-            cred, host = rest.rsplit("@", 1)
-            user = cred.split(":", 1)[0]
-            return f"{scheme}://{user}:***@{host}"
-    except ValueError:
-        pass
-    return url
-
-
-safe_url = _safe_url

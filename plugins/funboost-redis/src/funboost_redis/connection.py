@@ -32,6 +32,7 @@ from redis.retry import Retry
 
 from funboost.plugins.broker import BrokerOptions
 from funboost.process_local import ProcessLocalDict
+from funboost.redact import shown_url
 from funboost.utils.private_random import rng
 
 logger = logging.getLogger("funboost.redis")
@@ -372,6 +373,6 @@ def check_available(opts: RedisOptions) -> Optional[str]:
         finally:
             client.close()
     except Exception as exc:  # any failure means "not usable", with the reason
-        where = spec.url if not spec.sentinels else f"sentinels {spec.sentinels}"
+        where = shown_url(spec.url) if not spec.sentinels else f"sentinels {spec.sentinels}"
         return f"redis at {where} is not reachable: {type(exc).__name__}: {exc}"
     return None

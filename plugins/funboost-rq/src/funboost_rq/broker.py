@@ -26,6 +26,7 @@ from rq.job import JOB_ID_PATTERN, Job
 from funboost.engine.liveness import ConsumerLease, LeaseInfo
 from funboost.foreign import envelope_from_foreign, eta_datetime, join_worker_host, poll_until
 from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
+from funboost.redact import shown_url
 from funboost.plugins.host import ConsumerHost
 
 from funboost_rq import storage
@@ -75,7 +76,7 @@ class RqBroker(Broker):
             Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
             return None
         except Exception as exc:
-            return f"rq's Redis {url} unreachable: {type(exc).__name__}: {exc}"
+            return f"rq's Redis {shown_url(url)} unreachable: {type(exc).__name__}: {exc}"
 
     # ------------------------------------------------------------------ publish
     def _job_ids(self, messages: Sequence[OutgoingMessage]) -> list[Optional[str]]:

@@ -41,6 +41,16 @@ def require_available(broker_cls: type[Broker], options: Any, hint: str = "") ->
         require_service(f"{reason}{hint}")
 
 
+def assert_unreachable_reason_hides_password(broker_cls: type[Broker], options: Any, secret: str) -> None:
+    """``broker_cls.check_available(options)``, with options naming an unreachable server whose URL holds
+    ``secret`` as its password, gives a reason (shown by ``funboost brokers``, skip messages and errors)
+    that hides the password."""
+    reason = broker_cls.check_available(options)
+    assert reason, f"{broker_cls.__name__}.check_available found an unreachable server available"
+    assert secret not in reason, f"the reason shows the password: {reason}"
+    assert "***" in reason, f"the reason should show that a password was given (as ***): {reason}"
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01,
                message: str = "condition") -> Any:
     """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout`` seconds."""
