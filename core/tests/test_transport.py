@@ -382,7 +382,7 @@ def test_inline_runner_runs_calls_in_the_handler_thread_unless_paused(qname):
     c = Consumer(double)
     try:
         runner = InlineRunner.for_consumer(c)
-        assert runner is not None and runner.limit == 3
+        assert runner is not None and runner.host is c
         server = QueueServer()
         q = server.register(qname, 10)
         q.inline = runner
@@ -391,6 +391,11 @@ def test_inline_runner_runs_calls_in_the_handler_thread_unless_paused(qname):
         assert threads == [threading.current_thread()]
         # (the engine acks through its own broker: here the memory broker, in a transport the ServingBroker
         # that owns ``q``)
+        # the consumer's 3 slots all taken (its pool's tasks): buffered instead
+        assert all(c.reserve_slot() for _ in range(3)) and not c.reserve_slot()
+        assert runner.try_run(q, ({"x": 2}, None), PendingCall()) is False
+        for _ in range(3):
+            c.executor.release_slot()
         c.paused = True
         assert runner.try_run(q, ({"x": 1}, None), PendingCall()) is False  # paused: buffered instead
     finally:

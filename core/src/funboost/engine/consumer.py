@@ -682,11 +682,8 @@ class Consumer:
                 self._released += 1
             return
         ex = self.executor
-        if ex._held >= ex.max_workers:
-            # a transport's inline call took a slot after this task was fetched: wait for one, so that no
-            # more than concurrent_num tasks run at once
-            while not ex.wait_for_capacity(0.5) and not self._stop.is_set():
-                pass
+        if ex.held >= ex.max_workers:  # a transport's inline call took a slot after this task was fetched
+            ex.wait_for_room(self._stop)
         if ex.is_async:
             ex.submit(self.runner.run_async, task)
         else:
@@ -739,7 +736,7 @@ class Consumer:
             try:
                 return self._execute_inline(d, hold=False)
             finally:
-                self.executor._release()
+                self.executor.release_slot()
         return self._execute_inline(d, hold=True)
 
     def _execute_inline(self, d: Delivery, hold: bool) -> Optional[FunctionResultStatus]:
@@ -765,11 +762,11 @@ class Consumer:
         # counted as a running task of the executor, so that stop() waits for it (within shutdown_timeout)
         # and reports it, as for the tasks of the engine's own pool
         ex = self.executor
-        ex._acquire()
+        ex.hold_slot()
         try:
             return self.runner.run(task)
         finally:
-            ex._release()
+            ex.release_slot()
 
     def _run_on_loop(self, task: Task, hold: bool = True) -> Optional[FunctionResultStatus]:
         """``execute_inline`` of an ``async def`` function: run it on the consumer's event loop and wait for
@@ -779,7 +776,7 @@ class Consumer:
         import concurrent.futures
         ex = self.executor
         if hold:
-            ex._acquire()  # released here, once this thread has the result (not on the loop before it)
+            ex.hold_slot()  # released here, once this thread has the result (not on the loop before it)
         try:
             try:
                 fut = asyncio.run_coroutine_threadsafe(self.runner.run_async(task), ex.loop)  # type: ignore[attr-defined]
@@ -794,7 +791,7 @@ class Consumer:
                         return None
         finally:
             if hold:
-                ex._release()
+                ex.release_slot()
 
     # ---------------------------------------------------------------- outcomes
     def _dead_letter_malformed(self, d: Delivery, reason: str) -> None:

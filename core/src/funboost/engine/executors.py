@@ -78,13 +78,16 @@ class Executor:
     def wait_idle(self, timeout: float) -> bool:
         return self.wait_for_free(self.max_workers, timeout)
 
-    def _acquire(self) -> None:
+    def hold_slot(self) -> None:
+        """Count one task as running, free slot or not (the pool's own submit; an inline run of a foreign
+        worker): ``stop()`` waits for it and the dispatcher fetches with it in mind. Given back with
+        :meth:`release_slot`."""
         with self._cond:
             self._held += 1
 
     def try_hold(self) -> bool:
         """Take one slot for a task run outside the pool (a transport's inline call) if one is free; the
-        caller gives it back with ``_release``. Counted like the pool's tasks: the dispatcher fetches, and
+        caller gives it back with :meth:`release_slot`. Counted like the pool's tasks: the dispatcher fetches, and
         ``stop()`` waits, with it in mind."""
         with self._cond:
             if self._held >= self.max_workers:
@@ -92,10 +95,16 @@ class Executor:
             self._held += 1
             return True
 
-    def _release(self) -> None:
+    def release_slot(self) -> None:
         with self._cond:
             self._held -= 1
             self._notify_if_wanted_locked()
+
+    def wait_for_room(self, stop: threading.Event, poll: float = 0.5) -> None:
+        """Block until a slot is free or ``stop`` is set (inline runs may have taken every slot after the
+        dispatcher fetched a task: waiting here keeps no more than ``max_workers`` tasks running)."""
+        while not self.wait_for_capacity(poll) and not stop.is_set():
+            pass
 
     @property
     def held(self) -> int:
@@ -242,11 +251,11 @@ class SoloExecutor(Executor):
         super().__init__(1)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        self._acquire()
+        self.hold_slot()
         try:
             fn(*args)
         finally:
-            self._release()
+            self.release_slot()
 
 
 class AsyncioExecutor(Executor):
@@ -273,7 +282,7 @@ class AsyncioExecutor(Executor):
         self.loop.run_forever()
 
     def submit(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        self._acquire()
+        self.hold_slot()
 
         async def _run() -> None:
             try:
@@ -283,7 +292,7 @@ class AsyncioExecutor(Executor):
             except BaseException:
                 logger.exception("uncaught error in asyncio task")
             finally:
-                self._release()
+                self.release_slot()
 
         asyncio.run_coroutine_threadsafe(_run(), self.loop)
 
@@ -348,7 +357,7 @@ class GreenletExecutor(Executor):
             self._pool = eventlet.GreenPool(max_workers)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        self._acquire()
+        self.hold_slot()
 
         def _run() -> None:
             try:
@@ -356,7 +365,7 @@ class GreenletExecutor(Executor):
             except BaseException:
                 logger.exception("uncaught error in greenlet")
             finally:
-                self._release()
+                self.release_slot()
 
         self._pool.spawn(_run)
 

@@ -72,11 +72,19 @@ class ConsumerHost(Protocol):
         consumer's own stop event)."""
         ...
 
-    def execute_inline(self, delivery: "Delivery") -> Optional["FunctionResultStatus"]:
+    def execute_inline(self, delivery: "Delivery", *, slot_reserved: bool = False) -> Optional["FunctionResultStatus"]:
         """Run one delivery through every control (kill list, expiry, delay, filter, qps) and the
         runner in the calling thread. Returns the final status, or None when it did not run (filtered,
         expired, killed, malformed: already recorded / dead-lettered). Settles the delivery through the
-        broker unless ``delivery.auto_ack`` is set."""
+        broker unless ``delivery.auto_ack`` is set. Counted as one of the consumer's running tasks
+        (``stop()`` waits for it); ``slot_reserved``: the caller took that slot with :meth:`reserve_slot`,
+        and it is given back here."""
+        ...
+
+    def reserve_slot(self) -> bool:
+        """Take one of the consumer's ``concurrent_num`` slots, if one is free, for a run this thread is
+        about to make with ``execute_inline(d, slot_reserved=True)``. False: none free (buffer the message
+        and let the consumer's own dispatch take it)."""
         ...
 
     def handle_delivery(self, delivery: "Delivery") -> None:

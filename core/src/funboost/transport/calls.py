@@ -77,19 +77,15 @@ class PendingCall:
 
 class InlineRunner:
     """Runs call requests in the server's handler thread through the engine's ``execute_inline`` (one
-    thread hop fewer than buffer -> fetch -> pool -> reply). At most ``limit`` at once; beyond that, or
-    while the consumer may not start a task (paused, stopping, outside its run-time window), calls go
-    through the buffer like any message.
+    thread hop fewer than buffer -> fetch -> pool -> reply). Each takes one of the consumer's own slots
+    (:meth:`ConsumerHost.reserve_slot`): inline calls and the pool's tasks together never exceed
+    ``concurrent_num``. With no slot free, or while the consumer may not start a task (paused, stopping,
+    outside its run-time window), calls go through the buffer like any message.
 
     Build it with :meth:`for_consumer`, which returns None when the consumer cannot run inline."""
 
-    def __init__(self, host: "ConsumerHost", limit: int) -> None:
+    def __init__(self, host: "ConsumerHost") -> None:
         self.host = host
-        self.limit = limit
-        self.running = 0
-        # a counter under a plain lock: threading.(Bounded)Semaphore is pure Python around a Condition and
-        # cost several us per call
-        self._lock = threading.Lock()
 
     @classmethod
     def for_consumer(cls, host: "ConsumerHost") -> Optional["InlineRunner"]:
@@ -99,44 +95,23 @@ class InlineRunner:
         dispatch thread, two thread hops, are skipped); None for gevent / eventlet consumers."""
         if not host.runs_inline and host.params.concurrent_mode != "async":
             return None
-        return cls(host, max(1, host.concurrency))
+        return cls(host)
 
     def try_run(self, queue: "LocalQueue[Any]", item: Any, pending: PendingCall) -> bool:
         """Run ``item`` now in this thread and return True, or return False (the caller buffers it)."""
         host = self.host
         if not host.is_runnable():  # a stopping consumer's execute_inline would not settle the call
             return False
-        reserve = getattr(host, "reserve_slot", None)
-        if reserve is not None:
-            # one of the consumer's own slots: inline calls and the pool's tasks together never exceed
-            # concurrent_num (counted apart, each could reach it: twice as many ran at once)
-            if not reserve():
-                return False
-            d = queue.track(item)
-            try:
-                host.execute_inline(d, slot_reserved=True)
-            except Exception as exc:
-                logger.exception("funboost transport: inline execution failed")
-                pending.fail(type(exc).__name__, str(exc))
-                queue.settle([d.tag])
-            return True
-        lock = self._lock
-        with lock:
-            if self.running >= self.limit:
-                return False
-            self.running += 1
+        if not host.reserve_slot():
+            return False
+        d = queue.track(item)
         try:
-            d = queue.track(item)
-            try:
-                host.execute_inline(d)
-            except Exception as exc:  # the runner records task errors itself; this is an engine failure
-                logger.exception("funboost transport: inline execution failed")
-                pending.fail(type(exc).__name__, str(exc))
-                queue.settle([d.tag])
-            return True
-        finally:
-            with lock:
-                self.running -= 1
+            host.execute_inline(d, slot_reserved=True)
+        except Exception as exc:  # the runner records task errors itself; this is an engine failure
+            logger.exception("funboost transport: inline execution failed")
+            pending.fail(type(exc).__name__, str(exc))
+            queue.settle([d.tag])
+        return True
 
 
 # the fields of FunctionResultStatus a caller needs; dataclasses.asdict of the whole record costs more
