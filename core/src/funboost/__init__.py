@@ -27,7 +27,7 @@ _monkey_patch_from_environment()
 from funboost.enums import BrokerEnum, ConcurrentModeEnum, FunctionKind  # noqa: E402
 from funboost.exceptions import (
     ExceptionForPushToDlxqueue, ExceptionForPushToDlxQueue, ExceptionForRequeue, ExceptionForRetry,
-    FunboostError, FunctionTimeoutError, MalformedMessage, MessagesRefused, PublishArgumentsError, RpcNotEnabled,
+    FunboostError, FunctionTimeoutError, MalformedMessage, MessagesRefused, PublishArgumentsError, PublishRefused, RpcNotEnabled,
     RpcTimeout, UnknownBrokerKind, BrokerPluginError, TaskKilled,
 )
 from funboost.params import (
@@ -50,7 +50,7 @@ __all__ = [
     "BrokerEnum", "ConcurrentModeEnum", "FunctionKind", "fct", "funboost_current_task", "FctContext",
     "AsyncResult", "AioAsyncResult", "RemoteTaskError", "ctrl_c_recv", "keep_sleep", "run_forever",
     "ExceptionForRetry", "ExceptionForRequeue", "ExceptionForPushToDlxqueue", "ExceptionForPushToDlxQueue",
-    "FunboostError", "FunctionTimeoutError", "MalformedMessage", "MessagesRefused", "PublishArgumentsError", "RpcNotEnabled",
+    "FunboostError", "FunctionTimeoutError", "MalformedMessage", "MessagesRefused", "PublishArgumentsError", "PublishRefused", "RpcNotEnabled",
     "RpcTimeout", "UnknownBrokerKind", "BrokerPluginError", "TaskKilled",
     "FunctionResultStatusPersistenceConfig", "FunctionResultStatusPersistanceConfig",
     "Broker", "BrokerOptions", "BrokerUnavailable", "Capabilities", "Delivery", "OutgoingMessage", "QueueSize", "hookimpl",

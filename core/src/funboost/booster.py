@@ -180,9 +180,7 @@ class Booster(Generic[P, R]):
         if "extra" not in keys and self._required_set <= keys and (self._var_kw or keys <= self._all_set):
             return  # the common case, decided with two set operations
         if self.broker_cls.capabilities.source_only:
-            # a source-only kind (mysql_cdc) takes no new messages whatever the arguments: its own refusal
-            # says so (an argument error would suggest fixing the arguments)
-            self.broker.publish([OutgoingMessage("{}", "")])
+            self.broker.check_accepts_new_messages()  # its own refusal, not an argument error
         if "extra" in keys:
             raise PublishArgumentsError(f"{self.func_name}: 'extra' is a reserved key of the message envelope")
         missing = [n for n in self._required if n not in kwargs]

@@ -52,6 +52,12 @@ class MessagesRefused(FunboostError, ValueError):
         self.indexes = tuple(indexes)
 
 
+class PublishRefused(FunboostError):
+    """``push`` / ``publish`` cannot apply to this broker kind whatever the message (a ``source_only`` kind
+    such as MYSQL_CDC, whose messages come from an outside source). A kind raises a subclass naming itself
+    from :meth:`funboost.plugins.broker.Broker.check_accepts_new_messages`."""
+
+
 # ----- exceptions a task function raises to steer the engine (names as in the original funboost) -----
 class ExceptionForRetry(Exception):
     """Raise to ask for a retry explicitly (any exception retries; this one reads clearer)."""

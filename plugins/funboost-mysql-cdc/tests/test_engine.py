@@ -7,6 +7,8 @@ import threading
 
 import pytest
 
+import funboost
+
 from conftest import CONN, connect, drain, wait_for
 from funboost import BoosterParams, boost
 from funboost.exceptions import ExceptionForRequeue
@@ -37,8 +39,9 @@ def test_controls_through_the_engine(brokers, queue_name, schema, tmp_path):
         with lock:
             finished.append(row_id)
 
-    with pytest.raises(MysqlCdcPublishError, match="not applicable"):
+    with pytest.raises(MysqlCdcPublishError, match="not applicable") as refused:
         on_row.push(schema="s", table="t", event="insert", binlog={}, timestamp=0, values={"id": 9})
+    assert isinstance(refused.value, funboost.PublishRefused)  # what code written for any kind catches
     # whatever the arguments: it was an argument error ("missing required argument(s)") otherwise
     for call in (lambda: on_row.push(), lambda: on_row.publish({}), lambda: on_row.push(schema="s")):
         with pytest.raises(MysqlCdcPublishError, match="not applicable"):

@@ -222,6 +222,12 @@ class Broker:
         with their indexes *before* sending any: the publishers then fail only those and send the rest."""
         raise NotImplementedError
 
+    def check_accepts_new_messages(self) -> None:
+        """Raise :class:`funboost.exceptions.PublishRefused` (a subclass naming the kind, saying what to do
+        instead) when ``push`` / ``publish`` cannot apply to this kind at all: ``source_only`` kinds
+        override it, and the booster calls it before it judges the arguments (an argument error would
+        suggest fixing the arguments). The default accepts."""
+
     def publish_begin(self, messages: Sequence[OutgoingMessage]) -> Callable[[], None]:
         """Start publishing ``messages``; return a function that blocks until the broker has all of them
         (raising what ``publish`` would raise). ``publish_mode="pipelined"`` keeps a few batches begun

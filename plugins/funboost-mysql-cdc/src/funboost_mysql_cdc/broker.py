@@ -156,14 +156,17 @@ class MysqlCdcBroker(Broker):
                     "(set FUNBOOST_MYSQL_CDC_HOST / _PORT / _USER / _PASSWORD)")
 
     # ----- publishing does not apply -----
+    def check_accepts_new_messages(self) -> None:
+        raise MysqlCdcPublishError(
+            f"queue {self.queue_name!r} is a MYSQL_CDC queue: its messages are the row changes of "
+            f"the binlog, push()/publish() are not applicable (write to the watched tables instead)")
+
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         copies = []
         for m in messages:
             seq = self._seq_by_task.get(m.task_id) if m.task_id else None
             if seq is None:
-                raise MysqlCdcPublishError(
-                    f"queue {self.queue_name!r} is a MYSQL_CDC queue: its messages are the row changes of "
-                    f"the binlog, push()/publish() are not applicable (write to the watched tables instead)")
+                self.check_accepts_new_messages()
             copies.append((seq, m))
         with self._cond:
             for seq, m in copies:
@@ -299,7 +302,7 @@ class MysqlCdcBroker(Broker):
                 else:
                     if end is None:
                         raise MysqlCdcServerConfigError(
-                            f"MYSQL_CDC: the server reports no binlog position (log_bin off?)")
+                            "MYSQL_CDC: the server reports no binlog position (log_bin off?)")
                     resume = end
                 if resume is not None:
                     self._save_checkpoint(resume)  # a crash before the first row resumes here, not later

@@ -1,6 +1,8 @@
 """Errors of the ``MYSQL_CDC`` broker kind."""
 from __future__ import annotations
 
+from funboost.exceptions import PublishRefused
+
 
 class MysqlCdcError(RuntimeError):
     """Base of this kind's errors."""
@@ -11,5 +13,5 @@ class MysqlCdcServerConfigError(MysqlCdcError):
     Not retried: it needs a change on the server."""
 
 
-class MysqlCdcPublishError(MysqlCdcError):
+class MysqlCdcPublishError(MysqlCdcError, PublishRefused):
     """``push`` / ``publish`` on a queue whose messages come from the binlog."""
