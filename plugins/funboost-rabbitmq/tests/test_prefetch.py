@@ -9,7 +9,9 @@ from funboost.testing.workers import ConsumerProcess, recording_publisher
 
 
 def test_a_second_consumer_gets_a_share_of_a_backlog_of_long_tasks(rabbitmq_url, queue_name, tmp_path):
-    n = 12
+    # enough work that the first consumer alone needs ~10 s: the second one's start (a new interpreter, slower
+    # on a loaded host) stays well within it. A first consumer that prefetched the backlog leaves it nothing.
+    n = 40
     recording_publisher("RABBITMQ", queue_name, {"url": rabbitmq_url}).push_many(range(n))
     first = ConsumerProcess("RABBITMQ", queue_name, {"url": rabbitmq_url}, str(tmp_path / "first"), concurrency=2,
                             task_seconds=0.5)
@@ -19,7 +21,7 @@ def test_a_second_consumer_gets_a_share_of_a_backlog_of_long_tasks(rabbitmq_url,
                    message="the first consumer is running tasks")
         second = ConsumerProcess("RABBITMQ", queue_name, {"url": rabbitmq_url}, str(tmp_path / "second"),
                                  concurrency=2, task_seconds=0.5)
-        wait_until(lambda: first.done() + second.done() == n, 60, message=f"all {n} tasks ran")
+        wait_until(lambda: first.done() + second.done() == n, 120, message=f"all {n} tasks ran")
         assert second.done() >= 3, f"the second consumer ran {second.done()} of {n}: the first held the backlog"
     finally:
         first.stop()

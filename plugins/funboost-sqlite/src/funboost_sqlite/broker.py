@@ -269,8 +269,9 @@ class SqliteBroker(Broker):
             with self._db.write() as c:  # not .db: that would reopen a broker closed meanwhile
                 self._beat(c, lease.last_seen)
 
-    def _reclaim(self, c, now: float) -> int:
-        """Put back the in-flight rows of dead consumers (inside the caller's write transaction)."""
+    def _reclaim(self, c, now: float, purging: bool = False) -> int:
+        """Put back the in-flight rows of dead consumers (inside the caller's write transaction).
+        ``purging``: the caller deletes them next (``purge``), and the log says so."""
         o: SqliteOptions = self.options  # type: ignore[assignment]
         q = self.queue_name
         holders = [r[0] for r in c.execute(
@@ -288,7 +289,10 @@ class SqliteBroker(Broker):
             c.execute("DELETE FROM consumers WHERE id = ?", (holder,))
         # housekeeping: rows of consumers long gone that hold nothing
         c.execute("DELETE FROM consumers WHERE queue = ? AND last_seen < ?", (q, now - 10 * o.heartbeat_timeout))
-        if n:
+        if n and purging:
+            logger.info("queue %r: clear() drops %d in-flight message(s) of dead consumer(s) %s", q, n,
+                        ", ".join(dead))
+        elif n:
             logger.warning("queue %r: %d in-flight message(s) of dead consumer(s) %s put back to ready",
                            q, n, ", ".join(dead))
             self.db.notify()
@@ -358,7 +362,7 @@ class SqliteBroker(Broker):
         (they would come back at the next reclaim pass and run after the clear). A living consumer's
         in-flight messages stay: they are running."""
         with self.db.write() as c:
-            back = self._reclaim(c, time.time())
+            back = self._reclaim(c, time.time(), purging=True)
             n = c.execute("DELETE FROM messages WHERE queue = ? AND state IN (0, 2)", (self.queue_name,)).rowcount
             c.execute("UPDATE queue_counts SET ready = 0, delayed = 0, in_flight = in_flight - ? WHERE queue = ?",
                       (back, self.queue_name))
