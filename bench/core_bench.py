@@ -33,41 +33,16 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (Samples, best_us_per_call, emit, find_original_python, finish_child, machine_info, ratio, run_original,  # noqa: E402
-                     run_part, verdict)
+from _common import (RunCounter, Samples, best_us_per_call, emit, find_original_python, finish_child,  # noqa: E402
+                     machine_info, push_then_consume, push_until_run, ratio, run_original, run_part, verdict)
 
 HERE = os.path.abspath(__file__)
-
-
-class _Counter:
-    """Counts no-op runs; ``wait`` returns when ``target`` runs happened."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.n = 0
-        self.target = 0
-        self.done = threading.Event()
-
-    def reset(self, target: int) -> None:
-        with self.lock:
-            self.n = 0
-            self.target = target
-            self.done.clear()
-
-    def hit(self) -> None:
-        with self.lock:
-            self.n += 1
-            if self.n >= self.target:
-                self.done.set()
-
-    def wait(self, timeout: float) -> bool:
-        return self.done.wait(timeout)
 
 
 # ---------------------------------------------------------------- parts (each in a fresh process)
 def part_tpe(n: int, threads: int) -> None:
     from concurrent.futures import ThreadPoolExecutor
-    c = _Counter()
+    c = RunCounter()
 
     def noop(x: int) -> None:
         c.hit()
@@ -91,7 +66,7 @@ def part_tpe(n: int, threads: int) -> None:
 
 def part_ours(kind: str, n: int, threads: int) -> None:
     from funboost import BoosterParams, boost
-    c = _Counter()
+    c = RunCounter()
 
     # default state backend (sqlite, in the scratch dir), status records off: the out-of-the-box setup
     @boost(BoosterParams(queue_name=f"core_bench_{kind}_{uuid.uuid4().hex[:8]}", broker_kind=kind,
@@ -104,71 +79,37 @@ def part_ours(kind: str, n: int, threads: int) -> None:
     batch = n / (time.perf_counter() - t)
     noop.clear()
     c.reset(n)
-    t = time.perf_counter()
-    for i in range(n):
-        noop.push(i)
-    pub = n / (time.perf_counter() - t)
-    t = time.perf_counter()
-    noop.consume()
-    if not c.wait(1800):
-        raise SystemExit(f"consume: only {c.n}/{n} ran")
-    con = n / (time.perf_counter() - t)
+    pub, con = push_then_consume(noop.push, noop.consume, c, 1800)
     c.reset(n)
-    t = time.perf_counter()
-    for i in range(n):
-        noop.push(i)
-    if not c.wait(1800):
-        raise SystemExit(f"end to end: only {c.n}/{n} ran")
-    e2e = n / (time.perf_counter() - t)
+    e2e = push_until_run(noop.push, c, 1800)
     emit({"publish": pub, "batch": batch, "consume": con, "e2e": e2e})
 
 
 # The original funboost 55.0, run by _common.run_original in its own venv and a scratch dir.
 ORIG_SOURCE = r'''
-import json, os, resource, sys, threading, time, uuid
+import os, sys, uuid
 kind, n, threads, want_e2e = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
 if kind == "SQLITE_QUEUE":
     # its default queue directory is /sqllite_queues; point it into the scratch dir
     from funboost.funboost_config_deafult import BrokerConnConfig
     BrokerConnConfig.SQLLITE_QUEUES_PATH = os.environ["FUNBOOST_SQLITE_DIR"]
 from funboost import BoosterParams, BrokerEnum, boost
+from _common import RunCounter, emit, finish_child, push_then_consume, push_until_run  # bench/ is on the path
 
-lock, state = threading.Lock(), {"n": 0, "target": 0}
-done = threading.Event()
+counter = RunCounter(n)
 
 @boost(BoosterParams(queue_name="core_bench_orig_" + uuid.uuid4().hex[:8], broker_kind=getattr(BrokerEnum, kind),
                      concurrent_num=threads, log_level=30))
 def noop(x):
-    with lock:
-        state["n"] += 1
-        if state["n"] >= state["target"]:
-            done.set()
+    counter.hit()
 
-def reset(target):
-    with lock:
-        state["n"], state["target"] = 0, target
-        done.clear()
-
-reset(n)
-t = time.perf_counter()
-for i in range(n):
-    noop.push(i)
-pub = n / (time.perf_counter() - t)
-t = time.perf_counter()
-noop.consume()
-done.wait(3600)
-con = n / (time.perf_counter() - t)
-out = {"publish": pub, "consume": con, "ran": state["n"]}
+pub, con = push_then_consume(noop.push, noop.consume, counter, 3600)
+out = {"publish": pub, "consume": con, "ran": counter.n}
 if want_e2e:
-    reset(n)
-    t = time.perf_counter()
-    for i in range(n):
-        noop.push(i)
-    done.wait(3600)
-    out["e2e"] = n / (time.perf_counter() - t)
-out["rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-os.write(1, ("\nBENCHRESULT " + json.dumps(out) + "\n").encode())
-os._exit(0)
+    counter.reset(n)
+    out["e2e"] = push_until_run(noop.push, counter, 3600)
+emit(out)
+finish_child()
 '''
 
 
@@ -277,7 +218,7 @@ def part_profile(n: int, threads: int) -> None:
     import pstats
 
     from funboost import BoosterParams, boost
-    c = _Counter()
+    c = RunCounter()
 
     @boost(BoosterParams(queue_name=f"profile_{uuid.uuid4().hex[:8]}", broker_kind="memory", concurrent_num=threads,
                          state_backend="memory", log_to_console=False))

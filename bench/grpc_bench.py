@@ -21,12 +21,17 @@ import functools
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from concurrent import futures
+from typing import Any, Callable, Optional, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import proc_cpu_seconds  # noqa: E402  (a server's CPU: which side is the bottleneck)
 
 QUEUE = f"bench_grpc_{uuid.uuid4().hex[:8]}"
 
@@ -55,35 +60,77 @@ def raw_server(port: int) -> None:
     server.wait_for_termination(600)
 
 
-@functools.lru_cache(maxsize=None)  # one booster per queue and process: callers of several sides share it
-def make_booster(port: int, queue: str = ""):
+def add_booster(kind: str, queue: str, broker_config: dict) -> Any:
+    """The task of every transport bench, ``add(x, y) -> x + y`` on ``kind`` (16 threads, no retries, memory
+    state backend, no console log), built alike by the server process and by the calling side."""
     from funboost import BoosterParams, boost
 
-    @boost(BoosterParams(queue_name=queue or QUEUE, broker_kind="grpc", broker_exclusive_config={"port": port},
-                         concurrent_num=16, max_retry_times=0, state_backend="memory", log_to_console=False))
     def add(x: int, y: int) -> int:
         return x + y
-    return add
+    return boost(BoosterParams(queue_name=queue, broker_kind=kind, broker_exclusive_config=broker_config,
+                               concurrent_num=16, max_retry_times=0, state_backend="memory",
+                               log_to_console=False))(add)
+
+
+@functools.lru_cache(maxsize=None)  # one booster per queue and process: callers of several sides share it
+def make_booster(port: int, queue: str = ""):
+    return add_booster("grpc", queue or QUEUE, {"port": port})
 
 
 def funboost_server(port: int) -> None:
-    import logging
-    logging.disable(logging.INFO)
-    add = make_booster(port)
-    add.consume()
-    add.broker.serve()
-    print("READY", flush=True)
-    time.sleep(600)
+    serve_booster(lambda: make_booster(port), 600)
 
 
 def start(kind: str, port: int, queue: str = "") -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port), "--queue", queue or QUEUE],
-                         stdout=subprocess.PIPE, text=True)
+    return start_server(__file__, kind, "--port", str(port), "--queue", queue or QUEUE)
+
+
+# ------------------------------------------------------------------ server processes (every transport bench)
+def call_bench_parser() -> argparse.ArgumentParser:
+    """The transport benches' command line: ``--n`` sequential calls (twice that over ``--threads``),
+    ``--rounds``; ``--serve KIND --port --queue`` make the process one of the bench's servers."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=5, help="alternating raw/funboost rounds; medians are printed")
+    ap.add_argument("--serve")
+    ap.add_argument("--port", type=int)
+    ap.add_argument("--queue")
+    return ap
+
+
+def serve_booster(make: Callable[[], Any], seconds: float) -> None:
+    """The body of a transport bench's funboost server process: the booster (``make()``, made after logging
+    is quieted) consuming and its broker serving; READY once it listens, then alive until the bench kills it."""
+    import logging
+    logging.disable(logging.INFO)
+    add = make()
+    add.consume()
+    add.broker.serve()
+    print("READY", flush=True)
+    time.sleep(seconds)
+
+
+def start_server(script: str, kind: str, *args: str) -> subprocess.Popen:
+    """``python script --serve kind args...`` in a process of its own, returned once it printed READY (so no
+    measure starts before the server listens)."""
+    p = subprocess.Popen([sys.executable, script, "--serve", kind, *args], stdout=subprocess.PIPE, text=True)
     line = p.stdout.readline()
     if not line.startswith("READY"):
         p.kill()
         raise SystemExit(f"{kind} server did not start")
     return p
+
+
+def wait_drained(booster: Any, timeout: float = 60) -> None:
+    """Wait until the queue of ``booster`` is empty: pushed tasks still running on the consumer would slow
+    the next side's measure."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        size = booster.broker.queue_size()
+        if not size.ready and not size.in_flight:
+            return
+        time.sleep(0.05)
 
 
 # ------------------------------------------------------------------ measures
@@ -99,13 +146,6 @@ def latency(call, n: int) -> tuple[float, float]:
     return samples[len(samples) // 2] * 1e3, samples[int(len(samples) * 0.99)] * 1e3
 
 
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU time of a process (Linux /proc), to see which side is the bottleneck."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def throughput(call, n: int, threads: int, server_pid: int = 0) -> float:
     per = n // threads
     barrier = threading.Barrier(threads + 1)
@@ -118,12 +158,12 @@ def throughput(call, n: int, threads: int, server_pid: int = 0) -> float:
     ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
     [t.start() for t in ts]
     barrier.wait()
-    t0, c0, s0 = time.perf_counter(), time.process_time(), cpu_seconds(server_pid) if server_pid else 0.0
+    t0, c0, s0 = time.perf_counter(), time.process_time(), proc_cpu_seconds(server_pid) if server_pid else 0.0
     [t.join() for t in ts]
     done = per * threads
     elapsed = time.perf_counter() - t0
     CPU[0] = ((time.process_time() - c0) / done * 1e6,
-              ((cpu_seconds(server_pid) - s0) / done * 1e6) if server_pid else 0.0)
+              ((proc_cpu_seconds(server_pid) - s0) / done * 1e6) if server_pid else 0.0)
     return done / elapsed
 
 
@@ -137,6 +177,44 @@ def measure_calls(call, n: int, threads: int, server_pid: int = 0) -> dict:
     calls = throughput(call, n * 2, threads, server_pid)
     client_cpu, server_cpu = CPU[0]
     return {"p50": p50, "p99": p99, "calls": calls, "client_cpu_us": client_cpu, "server_cpu_us": server_cpu}
+
+
+def alternate_call_rounds(sides: Sequence[tuple[str, Callable[[int], Any], int]], rounds: int, n: int, threads: int,
+                          after: Optional[Callable[[Callable[[int], Any]], None]] = None) -> dict[str, list[dict]]:
+    """:func:`measure_calls` of every side ``(name, call, server pid or 0)`` once per round, the order flipped
+    every round (a slow start or drift of the shared host then favours no side, and a noisy neighbour hits
+    the sides of one round alike); ``after(call)`` runs after each side's measure. {name: [figures per round]}."""
+    runs: dict[str, list[dict]] = {name: [] for name, _, _ in sides}
+    for rnd in range(rounds):
+        for name, call, pid in (sides if rnd % 2 == 0 else sides[::-1]):
+            runs[name].append(measure_calls(call, n, threads, pid))
+            if after is not None:
+                after(call)
+    return runs
+
+
+def print_call_table(runs: dict[str, list[dict]], names: Sequence[str], cpu: bool = True) -> None:
+    """Per side the medians over the rounds (p50, p99, calls/s), each against the first side (raw) as the
+    median of the paired per-round ratios, and with ``cpu`` the client + server CPU per call."""
+    med = statistics.median
+    raw_runs = runs[names[0]]
+    keys = ("p50", "p99", "calls")
+    print(f"{'':38s} {'p50 ms':>7s} {'p99 ms':>7s} {'calls/s':>8s}  {'vs raw p50 p99 tput':>20s}"
+          + ("  CPU us/call client+server" if cpu else ""))
+    for name in names:
+        r = runs[name]
+        p50, p99, tput = (med(x[k] for x in r) for k in keys)
+        ratios = [med(x[k] / b[k] for x, b in zip(r, raw_runs)) for k in keys]
+        line = (f"{name:38s} {p50:7.3f} {p99:7.3f} {tput:8,.0f}  "
+                f"{ratios[0]:6.2f}x {ratios[1]:5.2f}x {ratios[2]:5.2f}x")
+        if cpu:
+            line += f"  {med(x['client_cpu_us'] for x in r):6.0f} + {med(x['server_cpu_us'] for x in r):4.0f}"
+        print(line)
+
+
+def per_round_ratios(runs: dict[str, list[dict]], name: str, anchor: str, key: str = "calls") -> list[float]:
+    """``name``'s figure ``key`` over ``anchor``'s, round by round."""
+    return [x[key] / b[key] for x, b in zip(runs[name], runs[anchor])]
 
 
 def caller(side: str, port: int, queue: str):
@@ -175,14 +253,7 @@ def part_calls(side: str, n: int, threads: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=2000)
-    ap.add_argument("--threads", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=5, help="alternating raw/funboost rounds; medians are printed")
-    ap.add_argument("--serve")
-    ap.add_argument("--port", type=int)
-    ap.add_argument("--queue")
-    a = ap.parse_args()
+    a = call_bench_parser().parse_args()
     if a.serve:
         global QUEUE
         QUEUE = a.queue
@@ -190,56 +261,29 @@ def main() -> None:
         return
 
     import logging
-    import statistics
     logging.disable(logging.INFO)
     names = ("raw grpcio unary", "funboost grpc sync_call", "funboost grpc push (fire-and-forget)")
-    runs: dict[str, list] = {n: [] for n in names}
 
     # Both servers run for the whole bench; each round measures raw, sync_call and push one after the other
-    # (the order flips every round so that a slow start or drift does not favour one side), so a noisy
-    # neighbour hits the sides of one round alike.
     raw_port, fb_port = free_port(), free_port()
     raw_proc, fb_proc = start("raw", raw_port), start("funboost", fb_port, QUEUE)
     try:
         raw_call, fb_call, push_call = (caller(side, port, QUEUE) for side, port in
                                         (("raw", raw_port), ("funboost", fb_port), ("push", fb_port)))
         pusher = make_booster(fb_port, QUEUE)
-
-        def drained() -> None:  # pushed tasks still running on the consumer would slow the next measure
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                size = pusher.broker.queue_size()
-                if not size.ready and not size.in_flight:
-                    return
-                time.sleep(0.05)
-
         assert raw_call(1) == 2 and fb_call(1) == 2
         sides = [(names[0], raw_call, raw_proc.pid), (names[1], fb_call, fb_proc.pid),
                  (names[2], push_call, fb_proc.pid)]
-        for rnd in range(a.rounds):
-            for name, call, pid in (sides if rnd % 2 == 0 else sides[::-1]):
-                m = measure_calls(call, a.n, a.threads, pid)
-                runs[name].append((m["p50"], m["p99"], m["calls"], m["client_cpu_us"], m["server_cpu_us"]))
-                if call is push_call:
-                    drained()
+        runs = alternate_call_rounds(sides, a.rounds, a.n, a.threads,
+                                     lambda call: wait_drained(pusher) if call is push_call else None)
     finally:
         raw_proc.kill()
         fb_proc.kill()
 
-    # median of each figure over the rounds; "vs raw" = median of the paired per-round ratios
-    med = statistics.median
-    raw_runs = runs[names[0]]
     print(f"\nloopback, server in its own process, N={a.n} sequential + {a.n * 2} over {a.threads} threads, "
           f"{a.rounds} alternating round(s): medians; vs raw = median of per-round ratios")
-    print(f"{'':38s} {'p50 ms':>7s} {'p99 ms':>7s} {'calls/s':>8s}  {'vs raw p50 p99 tput':>20s}  "
-          f"CPU us/call client+server")
-    for name in names:
-        r = runs[name]
-        p50, p99, tput, ccpu, scpu = (med(x[k] for x in r) for k in range(5))
-        ratios = [med(x[k] / b[k] for x, b in zip(r, raw_runs)) for k in range(3)]
-        print(f"{name:38s} {p50:7.3f} {p99:7.3f} {tput:8,.0f}  "
-              f"{ratios[0]:6.2f}x {ratios[1]:5.2f}x {ratios[2]:5.2f}x  {ccpu:6.0f} + {scpu:4.0f}")
-    per_round = " ".join(f"{x[2] / b[2]:.2f}" for x, b in zip(runs[names[1]], raw_runs))
+    print_call_table(runs, names)
+    per_round = " ".join(f"{x:.2f}" for x in per_round_ratios(runs, names[1], names[0]))
     print(f"sync_call/raw throughput per round: {per_round}")
     print("targets for sync_call: p50 <= 1.2x, p99 <= 1.5x, throughput >= 0.8x raw")
 

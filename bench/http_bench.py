@@ -23,7 +23,6 @@ usage: python bench/http_bench.py [--n 2000] [--threads 8] [--rounds 5]
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -35,7 +34,9 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import grpc_bench  # noqa: E402  (its measuring helpers and CPU record)
-from grpc_bench import free_port, measure_calls, measure_with_own_server  # noqa: E402
+from grpc_bench import (add_booster, alternate_call_rounds, call_bench_parser, free_port,  # noqa: E402
+                        measure_with_own_server, per_round_ratios, print_call_table, serve_booster, start_server,
+                        wait_drained)
 
 QUEUE = f"bench_http_{uuid.uuid4().hex[:8]}"
 
@@ -77,33 +78,15 @@ def raw_server(port: int) -> None:
 
 @functools.lru_cache(maxsize=None)  # one booster per queue and process: callers of several sides share it
 def make_booster(kind: str, port: int, queue: str):
-    from funboost import BoosterParams, boost
-
-    @boost(BoosterParams(queue_name=queue, broker_kind=kind, broker_exclusive_config={"port": port},
-                         concurrent_num=16, max_retry_times=0, state_backend="memory", log_to_console=False))
-    def add(x: int, y: int) -> int:
-        return x + y
-    return add
+    return add_booster(kind, queue, {"port": port})
 
 
 def funboost_server(kind: str, port: int, queue: str) -> None:
-    import logging
-    logging.disable(logging.INFO)
-    add = make_booster(kind, port, queue)
-    add.consume()
-    add.broker.serve()
-    print("READY", flush=True)
-    time.sleep(900)
+    serve_booster(lambda: make_booster(kind, port, queue), 900)
 
 
 def start(kind: str, port: int) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port), "--queue", QUEUE],
-                         stdout=subprocess.PIPE, text=True)
-    line = p.stdout.readline()
-    if not line.startswith("READY"):
-        p.kill()
-        raise SystemExit(f"{kind} server did not start")
-    return p
+    return start_server(__file__, kind, "--port", str(port), "--queue", QUEUE)
 
 
 SIDES = {"raw": "raw uvicorn + urllib3", "raw_thread": "raw uvicorn, function in a thread",
@@ -139,14 +122,7 @@ def part_calls(side: str, n: int, threads: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=2000)
-    ap.add_argument("--threads", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--serve")
-    ap.add_argument("--port", type=int)
-    ap.add_argument("--queue")
-    a = ap.parse_args()
+    a = call_bench_parser().parse_args()
     if a.serve:
         if a.serve == "raw":
             raw_server(a.port)
@@ -175,46 +151,23 @@ def main() -> None:
                 return gadd.sync_call(i, 1, timeout=10)
             sides.append(("funboost grpc sync_call", grpc_call, procs["grpc"].pid))
 
-        def drained() -> None:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                size = add.broker.queue_size()
-                if not size.ready and not size.in_flight:
-                    return
-                time.sleep(0.05)
-
         for name, call, _ in sides:
             if call is not push_call:
                 assert call(1) == 2, name
-        runs: dict[str, list] = {name: [] for name, _, _ in sides}
-        for rnd in range(a.rounds):
-            for name, call, pid in (sides if rnd % 2 == 0 else sides[::-1]):
-                m = measure_calls(call, a.n, a.threads, pid)
-                runs[name].append((m["p50"], m["p99"], m["calls"], m["client_cpu_us"], m["server_cpu_us"]))
-                if call is push_call:
-                    drained()
+        runs = alternate_call_rounds(sides, a.rounds, a.n, a.threads,
+                                     lambda call: wait_drained(add) if call is push_call else None)
     finally:
         for p in procs.values():
             p.kill()
 
-    med = statistics.median
-    raw_runs = runs[sides[0][0]]
+    names = [name for name, _, _ in sides]
     print(f"\nloopback, server in its own process, N={a.n} sequential + {a.n * 2} over {a.threads} threads, "
           f"{a.rounds} alternating round(s): medians; vs raw = median of per-round ratios")
-    print(f"{'':38s} {'p50 ms':>7s} {'p99 ms':>7s} {'calls/s':>8s}  {'vs raw p50 p99 tput':>20s}  "
-          f"CPU us/call client+server")
-    for name, _, _ in sides:
-        r = runs[name]
-        p50, p99, tput, ccpu, scpu = (med(x[k] for x in r) for k in range(5))
-        ratios = [med(x[k] / b[k] for x, b in zip(r, raw_runs)) for k in range(3)]
-        print(f"{name:38s} {p50:7.3f} {p99:7.3f} {tput:8,.0f}  "
-              f"{ratios[0]:6.2f}x {ratios[1]:5.2f}x {ratios[2]:5.2f}x  {ccpu:6.0f} + {scpu:4.0f}")
-    thread_runs = runs[sides[1][0]]
-    r = runs["funboost http sync_call"]
-    print("http sync_call vs raw with the function in a thread: p50 %.2fx, throughput %.2fx" % (
-        med(x[0] / b[0] for x, b in zip(r, thread_runs)), med(x[2] / b[2] for x, b in zip(r, thread_runs))))
+    print_call_table(runs, names)
+    p50, tput = (statistics.median(per_round_ratios(runs, "funboost http sync_call", names[1], k))
+                 for k in ("p50", "calls"))
+    print("http sync_call vs raw with the function in a thread: p50 %.2fx, throughput %.2fx" % (p50, tput))
     print("targets for http sync_call: p50 <= 1.2x raw, throughput >= 0.8x raw")
-
 
 if __name__ == "__main__":
     main()

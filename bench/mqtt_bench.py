@@ -33,7 +33,8 @@ import uuid
 from typing import Any, Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Samples, emit, finish_child, machine_info, ratio, run_part, verdict  # noqa: E402
+from _common import (RunCounter, compare_raw_and_funboost, machine_info, noop_booster,  # noqa: E402
+                     part_functions, report_and_exit)
 
 HOST = os.environ.get("FUNBOOST_MQTT_HOST", "127.0.0.1")
 PORT = int(os.environ.get("FUNBOOST_MQTT_PORT", "1883"))
@@ -123,23 +124,12 @@ def part_raw_publish(n: int) -> dict[str, Any]:
     return {"rate": n / dt if ok else None, "received": acked[0]}
 
 
-def _booster(queue: str, counter: list, done: threading.Event, n: int) -> Any:
-    from funboost import BoosterParams, boost
-    lock = threading.Lock()
-
-    @boost(BoosterParams(queue_name=queue, broker_kind="MQTT", broker_exclusive_config={"host": HOST, "port": PORT},
-                         concurrent_num=50, state_backend="memory", log_to_console=False))
-    def task(x: int) -> int:
-        with lock:
-            counter[0] += 1
-            if counter[0] >= n:
-                done.set()
-        return x
-    return task
+def _booster(queue: str, counter: RunCounter) -> Any:
+    return noop_booster("MQTT", queue, {"host": HOST, "port": PORT}, 50, counter)
 
 
 def part_fb_publish(n: int) -> dict[str, Any]:
-    task = _booster(f"bench_{_uid()}", [0], threading.Event(), n)
+    task = _booster(f"bench_{_uid()}", RunCounter(n))
     with _sink(task.broker.topic):
         task.push(0)  # the publishing client is connected before timing, as in the raw part
         t = time.perf_counter()
@@ -176,18 +166,18 @@ def part_raw_e2e(n: int) -> dict[str, Any]:
 
 
 def part_fb_e2e(n: int) -> dict[str, Any]:
-    counter, done = [0], threading.Event()
-    task = _booster(f"bench_{_uid()}", counter, done, n)
+    counter = RunCounter(n)
+    task = _booster(f"bench_{_uid()}", counter)
     task.consume()
     t = time.perf_counter()
     threading.Thread(target=lambda: task.push_many(range(n)), daemon=True).start()
-    ok = done.wait(120)
+    ok = counter.wait(120)
     dt = time.perf_counter() - t
     task.stop_consume(10)  # unsubscribes and ends the consumer's persistent session
-    return {"rate": n / dt if ok else None, "received": counter[0]}
+    return {"rate": n / dt if ok else None, "received": counter.n}
 
 
-PARTS = {name[5:]: fn for name, fn in globals().items() if name.startswith("part_")}
+PARTS = part_functions(globals())
 
 
 def main() -> None:
@@ -200,23 +190,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     a, rest = ap.parse_known_args()
     if a.part:
-        emit(PARTS[a.part](int(rest[0]) if rest else a.n))
-        finish_child()  # consumer threads are not daemons
-        return
+        return report_and_exit(PARTS[a.part], int(rest[0]) if rest else a.n)
     print(f"# mqtt_bench: N={a.n} (publish), {a.n_e2e} (end to end), {machine_info()}")
-    for title, raw_part, fb_part, n in (("QoS 1 publish (all PUBACKs)", "raw_publish", "fb_publish", a.n),
-                                        ("QoS 1 end to end (PUBACK after the run)", "raw_e2e", "fb_e2e", a.n_e2e)):
-        raw, fb = Samples(), Samples()
-        for _ in range(a.repeat):
-            for part, s in ((raw_part, raw), (fb_part, fb)):
-                r = run_part(__file__, part, n)
-                if r and r.get("rate") is None:
-                    print(f"  {part}: only {r.get('received')} of {n} arrived (the broker dropped the rest)")
-                elif r:
-                    s.add(r["rate"], r.get("rss_mb"))
-        q = ratio(fb, raw)
-        print(f"{title}\n  raw paho     {raw.fmt()}\n  funboost     {fb.fmt()}\n"
-              f"  ratio {q if q is None else round(q, 2)} (target >= 0.6: {verdict(q, 0.6)})", flush=True)
+    compare_raw_and_funboost(__file__, (("QoS 1 publish (all PUBACKs)", "raw_publish", "fb_publish", a.n),
+                                        ("QoS 1 end to end (PUBACK after the run)", "raw_e2e", "fb_e2e", a.n_e2e)),
+                             a.repeat, "raw paho", ("received", "arrived (the broker dropped the rest)"))
 
 
 if __name__ == "__main__":

@@ -18,15 +18,16 @@ declare and delete their own queue. ``main()`` runs each in a fresh process; ``r
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
+
+from _common import (RunCounter, best_of_rounds, framework_arguments, noop_booster, print_best, proc_cpu_seconds,
+                     timed_loop)
 
 AMQP_URI = os.environ.get("FUNBOOST_NAMEKO_BENCH_AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
 
@@ -57,18 +58,11 @@ runner.wait()
 """
 
 
-def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
 def _children_cpu(pids: list[int]) -> float:
     total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
     for pid in pids:
         try:
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            total += proc_cpu_seconds(pid)
         except OSError:
             pass
     return total
@@ -100,9 +94,8 @@ def run_plain(n: int, conc: int) -> dict[str, float]:
             out = os.path.join(d, "service.json")
             with ClusterRpcProxy({"AMQP_URI": AMQP_URI}) as rpc:
                 method = getattr(rpc, q).run
-                c0, t0 = _cpu(), time.perf_counter()
-                replies = [method.call_async(i) for i in range(n)]
-                pub, pub_cpu = n / (time.perf_counter() - t0), (_cpu() - c0) / n
+                replies = []
+                pub, pub_cpu = timed_loop(lambda i: replies.append(method.call_async(i)), n)
                 svc = subprocess.Popen([sys.executable, "-W", "ignore", "-c", PLAIN_SERVICE % AMQP_URI, q, str(n),
                                         str(conc), out])
                 for reply in replies:
@@ -122,50 +115,27 @@ def run_plain(n: int, conc: int) -> dict[str, float]:
 def run_funboost(n: int, conc: int) -> dict[str, float]:
     """funboost on NAMEKO, once, in this process (its service process a child): the figures of
     :func:`run_plain`. Declares and deletes its own queue."""
-    from funboost import BoosterParams, boost
     q = f"bench_fb_{uuid.uuid4().hex[:8]}"
-    done = [0, 0.0, 0.0]
-    lock = threading.Lock()
-    finished = threading.Event()
-
-    @boost(BoosterParams(queue_name=q, broker_kind="NAMEKO", broker_exclusive_config={"amqp_uri": AMQP_URI},
-                         concurrent_num=conc, state_backend="memory", log_to_console=False, max_retry_times=0))
-    def noop(x):
-        with lock:
-            if done[0] == 0:
-                done[1] = time.perf_counter()
-            done[0] += 1
-            if done[0] >= n:
-                done[2] = time.perf_counter()
-                finished.set()
-
+    counter = RunCounter(n)
+    noop = noop_booster("NAMEKO", q, {"amqp_uri": AMQP_URI}, conc, counter)
     try:
         noop.push(-1)  # declares the queue before the service exists, like _declare on the plain side
         noop.clear()
-        c0, t0 = _cpu(), time.perf_counter()
-        for i in range(n):
-            noop.push(i)
-        pub, pub_cpu = n / (time.perf_counter() - t0), (_cpu() - c0) / n
-        c0 = _cpu()
+        pub, pub_cpu = timed_loop(noop.push, n)
+        c0 = time.process_time()
         noop.consume()
-        if not finished.wait(600):
-            raise RuntimeError(f"only {done[0]} of {n} calls ran")
+        counter.wait_all(600, "calls")
         out = subprocess.run(["pgrep", "-f", f"funboost_nameko.service .*{q}"], capture_output=True, text=True)
-        cons_cpu = (_cpu() - c0) + _children_cpu([int(p) for p in out.stdout.split()])
+        cons_cpu = (time.process_time() - c0) + _children_cpu([int(p) for p in out.stdout.split()])
     finally:
         noop.stop_consume(10)
         _delete(q)
-    cons = (n - 1) / (done[2] - done[1])
-    return {"publish": pub, "consume": cons, "publish_cpu_us": pub_cpu * 1e6, "consume_cpu_us": cons_cpu / n * 1e6}
+    return {"publish": pub, "consume": counter.steady_rate(), "publish_cpu_us": pub_cpu * 1e6,
+            "consume_cpu_us": cons_cpu / n * 1e6}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=2000)
-    ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--part", help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    a = framework_arguments(2000)
     if a.part:
         fn = run_plain if a.part == "plain" else run_funboost
         print(json.dumps(fn(a.n, a.concurrency)))
@@ -173,25 +143,10 @@ def main() -> None:
     print(f"N={a.n} calls, max_workers {a.concurrency}, best of {a.rounds} rounds (msg/s; CPU µs per message)")
     print(f"{'system':28} {'publish':>8} {'consume':>8} {'pub CPU':>8} {'cons CPU':>8}")
     keys = ("publish", "consume", "publish_cpu_us", "consume_cpu_us")
-    best: dict[str, dict] = {}
-    for _ in range(a.rounds):
-        for part in ("plain", "funboost"):
-            out = subprocess.run([sys.executable, "-W", "ignore", __file__, "--part", part, "--n", str(a.n),
-                                  "--concurrency", str(a.concurrency)], capture_output=True, text=True)
-            if out.returncode != 0:
-                print(out.stderr[-2000:])
-                raise SystemExit(1)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            b = best.setdefault(part, {"publish": 0.0, "consume": 0.0, "publish_cpu_us": 1e12, "consume_cpu_us": 1e12})
-            b["publish"] = max(b["publish"], r["publish"])
-            b["consume"] = max(b["consume"], r["consume"])
-            b["publish_cpu_us"] = min(b["publish_cpu_us"], r["publish_cpu_us"])
-            b["consume_cpu_us"] = min(b["consume_cpu_us"], r["consume_cpu_us"])
-    for part, label in (("plain", "plain nameko call_async"), ("funboost", "funboost NAMEKO .push()")):
-        v = best[part]
-        print(f"{label:28} {v['publish']:8.0f} {v['consume']:8.0f} {v['publish_cpu_us']:8.0f} {v['consume_cpu_us']:8.0f}")
-    p, f = best["plain"], best["funboost"]
-    print(f"{'funboost / plain':28} " + " ".join(f"{f[k] / p[k]:8.2f}" for k in keys))
+    best = best_of_rounds(a.rounds, ("plain", "funboost"), lambda part: [
+        sys.executable, "-W", "ignore", __file__, "--part", part, "--n", str(a.n), "--concurrency", str(a.concurrency)])
+    print_best(best, (("plain", "plain nameko call_async"), ("funboost", "funboost NAMEKO .push()")), keys, 28,
+               (8, 8, 8, 8))
 
 
 if __name__ == "__main__":

@@ -24,13 +24,13 @@ import asyncio
 import json
 import os
 import sys
-import threading
 import time
 import uuid
 from typing import Any, Awaitable, Callable, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Samples, emit, finish_child, machine_info, ratio, run_part, verdict  # noqa: E402
+from _common import (RunCounter, compare_raw_and_funboost, machine_info, noop_booster,  # noqa: E402
+                     part_functions, report_and_exit)
 
 URL = os.environ.get("FUNBOOST_NATS_URL", "nats://127.0.0.1:4222")
 BODY = json.dumps({"x": 1, "extra": {"task_id": "t" * 32, "publish_time": 1.0}}).encode()
@@ -99,23 +99,12 @@ def part_raw_js_consume(n: int) -> dict[str, Any]:
     return {"rate": n / asyncio.run(_with_raw_stream(measure))}
 
 
-def _booster(queue: str, kind: str, counter: list, done: threading.Event, n: int, **cfg):
-    from funboost import BoosterParams, boost
-    lock = threading.Lock()
-
-    @boost(BoosterParams(queue_name=queue, broker_kind=kind, broker_exclusive_config={"url": URL, **cfg},
-                         concurrent_num=50, state_backend="memory", log_to_console=False))
-    def task(x: int) -> int:
-        with lock:
-            counter[0] += 1
-            if counter[0] >= n:
-                done.set()
-        return x
-    return task
+def _booster(queue: str, kind: str, counter: RunCounter) -> Any:
+    return noop_booster(kind, queue, {"url": URL}, 50, counter)
 
 
 def part_fb_js_publish(n: int) -> dict[str, Any]:
-    task = _booster(_unique(), "NATS_JETSTREAM", [0], threading.Event(), n)
+    task = _booster(_unique(), "NATS_JETSTREAM", RunCounter(n))
     try:
         task.broker.queue_size()  # stream declared before timing, as in the raw part
         t = time.perf_counter()
@@ -127,19 +116,19 @@ def part_fb_js_publish(n: int) -> dict[str, Any]:
 
 
 def part_fb_js_consume(n: int) -> dict[str, Any]:
-    counter, done = [0], threading.Event()
-    task = _booster(_unique(), "NATS_JETSTREAM", counter, done, n)
+    counter = RunCounter(n)
+    task = _booster(_unique(), "NATS_JETSTREAM", counter)
     rate: Optional[float] = None
     try:
         task.push_many(range(n))
         t = time.perf_counter()
         task.consume()
-        if done.wait(600):
+        if counter.wait(600):
             rate = n / (time.perf_counter() - t)
     finally:  # stopped before the stream goes, so the consumer does not fetch from a deleted stream
         task.stop_consume(10)
         task.broker.delete_stream()
-    return {"rate": rate, "ran": counter[0]}
+    return {"rate": rate, "ran": counter.n}
 
 
 def part_raw_core_request(n: int) -> dict[str, Any]:
@@ -164,7 +153,7 @@ def part_raw_core_request(n: int) -> dict[str, Any]:
 
 
 def part_fb_core_sync_call(n: int) -> dict[str, Any]:
-    task = _booster(_unique(), "NATS_CORE", [0], threading.Event(), n)
+    task = _booster(_unique(), "NATS_CORE", RunCounter(n))
     task.consume()
     try:
         task.sync_call(0, timeout=10)  # warm
@@ -177,7 +166,7 @@ def part_fb_core_sync_call(n: int) -> dict[str, Any]:
     return {"rate": n / dt}
 
 
-PARTS = {name[5:]: fn for name, fn in globals().items() if name.startswith("part_")}
+PARTS = part_functions(globals())
 
 
 def main() -> None:
@@ -188,25 +177,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     a, rest = ap.parse_known_args()
     if a.part:
-        emit(PARTS[a.part](int(rest[0]) if rest else a.n))
-        finish_child()  # consumer threads are not daemons
-        return
+        return report_and_exit(PARTS[a.part], int(rest[0]) if rest else a.n)
     print(f"# nats_bench: N={a.n}, sync_call rounds={a.calls}, {machine_info()}")
     rows = [("JetStream publish", "raw_js_publish", "fb_js_publish", a.n),
             ("JetStream consume", "raw_js_consume", "fb_js_consume", a.n),
             ("core request-reply (sequential)", "raw_core_request", "fb_core_sync_call", a.calls)]
-    for title, raw_part, fb_part, n in rows:
-        raw, fb = Samples(), Samples()
-        for _ in range(a.repeat):  # interleaved, so drift in machine load hits both alike
-            for part, s in ((raw_part, raw), (fb_part, fb)):
-                r = run_part(__file__, part, n)
-                if r and r.get("rate") is None:
-                    print(f"  {part}: only {r.get('ran')} of {n} ran")
-                elif r:
-                    s.add(r["rate"], r.get("rss_mb"))
-        q = ratio(fb, raw)
-        print(f"{title}\n  raw nats-py  {raw.fmt()}\n  funboost     {fb.fmt()}\n"
-              f"  ratio {q if q is None else round(q, 2)} (target >= 0.6: {verdict(q, 0.6)})", flush=True)
+    compare_raw_and_funboost(__file__, rows, a.repeat, "raw nats-py", ("ran", "ran"))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from typing import Callable
 HERE = os.path.abspath(__file__)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from _common import emit, finish_child, machine_info, run_part  # noqa: E402
+from _common import RunCounter, broker_rates, machine_info, report_and_exit, run_part, timed_drain  # noqa: E402
 
 DSN = os.environ.get("FUNBOOST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 BODY = '{"x": 1, "extra": {"task_id": "0190aaaa-bbbb-7ccc-8ddd-eeeeffff0000", "publish_time": 1700000000.1234}}'
@@ -91,27 +91,9 @@ def part_raw(n: int, *, schema: str) -> dict[str, float]:
 
 @in_own_schema
 def part_broker(n: int, *, schema: str) -> dict[str, float]:
-    from funboost.plugins.broker import OutgoingMessage
     from funboost_postgres import PostgresBroker, PostgresOptions
     b = PostgresBroker("bench_broker", PostgresOptions(dsn=DSN, db_schema=schema))
-    m = [OutgoingMessage(body=BODY, task_id="x")]
-    one_n = max(1000, n // 10)
-    t = time.perf_counter()
-    for _ in range(one_n):
-        b.publish(m)
-    one = one_n / (time.perf_counter() - t)
-    t = time.perf_counter()
-    for _ in range(0, n, 1000):
-        b.publish([OutgoingMessage(body=BODY, task_id="x") for _ in range(1000)])
-    batch = n / (time.perf_counter() - t)
-    total = n + one_n
-    t = time.perf_counter()
-    got = 0
-    while got < total:
-        d = b.fetch(100, 1.0)
-        b.ack(d)
-        got += len(d)
-    fa = total / (time.perf_counter() - t)
+    one, batch, fa = broker_rates(b, BODY, max(1000, n // 10), n, 100)
     b.close()
     return {"broker publish, 1 per call": one, "broker publish, batches of 1000": batch,
             "broker fetch(100)+ack, 1 thread": fa}
@@ -119,43 +101,25 @@ def part_broker(n: int, *, schema: str) -> dict[str, float]:
 
 @in_own_schema
 def part_e2e(n: int, threads: int = 50, *, schema: str) -> dict[str, float]:
-    import threading
     from funboost import BoosterParams, boost
-    done = [0]
-    first = [0.0, 0.0]  # first run's start, last run's end
-    finished = threading.Event()
-    lock = threading.Lock()
+    counter = RunCounter(n)
 
     @boost(BoosterParams(queue_name="bench_e2e", broker_kind="POSTGRES", concurrent_num=threads,
                          broker_exclusive_config={"dsn": DSN, "db_schema": schema},
                          state_backend="memory", log_to_console=False))
     def noop(x):
-        with lock:
-            if done[0] == 0:
-                first[0] = time.perf_counter()
-            done[0] += 1
-            if done[0] >= n:
-                first[1] = time.perf_counter()
-                finished.set()
+        counter.hit()
 
     t = time.perf_counter()
     noop.push_many(range(n))
     pub = n / (time.perf_counter() - t)
-    c = _cpu()
-    noop.consume()
-    if not finished.wait(600):
-        raise RuntimeError(f"only {done[0]} of {n} tasks ran within 600 s")
-    con = (n - 1) / (first[1] - first[0])  # from the first run's start: the consumer's start-up excluded
-    cpu_us = (_cpu() - c) / n * 1e6
+    # from the first run's start: the consumer's start-up excluded from the rate (not from the CPU)
+    con, cpu = timed_drain(noop.consume, counter)
+    cpu_us = cpu * 1e6
     noop.stop_consume(10)  # its connections hold no lock on the tables when the schema is dropped
     noop.close()
     return {"end to end: push_many (batches of 1000)": pub, f"end to end: consume ({threads} threads)": con,
             "cpu_us: end to end consume": cpu_us}
-
-
-def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 @in_own_schema
@@ -187,10 +151,10 @@ def part_pgqueuer(n: int, batch_size: int = 100, *, schema: str) -> dict[str, fl
             done[0] += 1
             first[1] = time.perf_counter()
 
-        c = _cpu()
+        c = time.process_time()
         await qm.run(mode=QueueExecutionMode.drain, batch_size=batch_size)
         con = (done[0] - 1) / (first[1] - first[0])  # timed as the funboost part is
-        cpu_us = (_cpu() - c) / n * 1e6
+        cpu_us = (time.process_time() - c) / n * 1e6
         assert done[0] == n, done[0]
         await conn.close()
         return {"PgQueuer: batch enqueue x1000": pub, f"PgQueuer: consume (batch_size {batch_size})": con,
@@ -215,9 +179,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.part:
         name, *args = a.part
-        fn = globals()[f"part_{name}"]
-        emit(fn(*[int(x) for x in args]))
-        finish_child()
+        report_and_exit(globals()[f"part_{name}"], *[int(x) for x in args])
     print(f"# postgres_bench  n={a.n}  threads={a.threads}  {machine_info()}", flush=True)
     results: dict = {}
     results.update(run("raw", a.n))

@@ -39,6 +39,9 @@ import time
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from _common import ORIG_RABBITMQ_SETTINGS, original_config  # noqa: E402
+
 ROOT = os.path.dirname(HERE)
 REDIS_URL = os.environ.get("FUNBOOST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("FUNBOOST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -162,22 +165,8 @@ def child_ours(broker: str, mode: str, threads: int) -> None:
 
 
 # ------------------------------------------------------------------------------- the original
-ORIG_CONFIG = """
-from funboost.funboost_config_deafult import BrokerConnConfig as _B, FunboostCommonConfig as _C
-class BrokerConnConfig(_B):
-    REDIS_HOST = "127.0.0.1"
-    REDIS_PORT = 6379
-    REDIS_DB = 0
-    RABBITMQ_USER = "guest"
-    RABBITMQ_PASS = "guest"
-    RABBITMQ_HOST = "127.0.0.1"
-    RABBITMQ_PORT = 5672
-    RABBITMQ_VIRTUAL_HOST = ""
-    RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
-    KAFKA_BOOTSTRAP_SERVERS = %r
-class FunboostCommonConfig(_C):
-    pass
-"""
+ORIG_CONFIG = original_config({"REDIS_HOST": "127.0.0.1", "REDIS_PORT": 6379, "REDIS_DB": 0, **ORIG_RABBITMQ_SETTINGS,
+                               "KAFKA_BOOTSTRAP_SERVERS": KAFKA})
 
 ORIG_SCRIPT = """
 import json, logging, os, sys, time, uuid
@@ -283,7 +272,7 @@ def run_broker(broker: str, n: int, rounds: int, orig_py: str | None) -> list[tu
     if orig_py and os.path.exists(orig_py):
         tmp = tempfile.mkdtemp(prefix="funboost-orig-push-")
         with open(os.path.join(tmp, "funboost_config.py"), "w") as f:
-            f.write(ORIG_CONFIG % KAFKA)
+            f.write(ORIG_CONFIG)
         with open(os.path.join(tmp, "orig_push.py"), "w") as f:
             f.write(textwrap.dedent(ORIG_SCRIPT))
         env = {**os.environ, "PYTHONPATH": tmp}
@@ -382,7 +371,7 @@ def instructions(n: int, pythons: list[str], orig_py: str | None) -> None:
             print(f"{py}: redis_ack_able push, {mode}: {(b - a) / n:,.0f} instructions per message", flush=True)
     if orig_py and os.path.exists(orig_py):
         with open(os.path.join(tmp, "funboost_config.py"), "w") as f:
-            f.write(ORIG_CONFIG % KAFKA)
+            f.write(ORIG_CONFIG)
         with open(os.path.join(tmp, "orig.py"), "w") as f:
             f.write(INSTR_ORIG)
         oenv = {**env, "PYTHONPATH": tmp}

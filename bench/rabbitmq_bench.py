@@ -30,6 +30,9 @@ import time
 import uuid
 from typing import Callable
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import ORIG_RABBITMQ_SETTINGS, named_processes_cpu, original_config  # noqa: E402
+
 URL = os.environ.get("FUNBOOST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 BODY = b'{"x": 1, "extra": {"task_id": "t", "publish_time": 1.0}}'
 
@@ -182,18 +185,7 @@ def ours(n: int) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------ original funboost 55.0
-ORIG_CONFIG = """
-from funboost.funboost_config_deafult import BrokerConnConfig as _B, FunboostCommonConfig as _C
-class BrokerConnConfig(_B):
-    RABBITMQ_USER = "guest"
-    RABBITMQ_PASS = "guest"
-    RABBITMQ_HOST = "127.0.0.1"
-    RABBITMQ_PORT = 5672
-    RABBITMQ_VIRTUAL_HOST = ""
-    RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
-class FunboostCommonConfig(_C):
-    pass
-"""
+ORIG_CONFIG = original_config(ORIG_RABBITMQ_SETTINGS)
 
 ORIG_SCRIPT = """
 import json, logging, os, sys, threading, time, uuid
@@ -292,22 +284,8 @@ os._exit(0)
 
 
 def _server_cpu() -> float:
-    """CPU seconds used so far by the local RabbitMQ node (beam.smp), or nan if it cannot be read. The
-    machine is shared: CPU time per message is much less sensitive to the others' load than rates are."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    found = False
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if "(beam.smp)" in stat:
-            fields = stat.rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-            found = True
-    return total if found else float("nan")
+    """CPU seconds used so far by the local RabbitMQ node (beam.smp), or nan if it cannot be read."""
+    return named_processes_cpu("beam.smp")
 
 
 def publish_target(n: int, rounds: int, python: str) -> dict[str, float]:

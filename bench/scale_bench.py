@@ -46,7 +46,7 @@ HERE = os.path.abspath(__file__)
 BENCH_DIR = os.path.dirname(HERE)
 ROOT = os.path.dirname(BENCH_DIR)
 sys.path.insert(0, BENCH_DIR)
-from _common import emit, machine_info, parse_result, scratch_env  # noqa: E402
+from _common import emit, machine_info, named_processes_cpu, parse_result, scratch_env  # noqa: E402
 
 REDIS_URL = os.environ.get("FUNBOOST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("FUNBOOST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -79,19 +79,7 @@ def cpu_seconds() -> float:
 
 def redis_server_cpu() -> float:
     """CPU seconds used so far by local redis-server processes (nan if none can be read)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total, found = 0.0, False
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        if "(redis-server)" in stat:
-            fields = stat.rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-            found = True
-    return total if found else float("nan")
+    return named_processes_cpu("redis-server")
 
 
 class Counter:

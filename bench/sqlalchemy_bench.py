@@ -18,14 +18,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 import uuid
 from typing import Optional
 
 HERE = os.path.abspath(__file__)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from _common import emit, find_original_python, finish_child, machine_info, run_original, run_part  # noqa: E402
+from _common import (RunCounter, find_original_python, machine_info, push_then_consume,  # noqa: E402
+                     report_and_exit, run_original, run_part)
 
 DBS = {
     "MariaDB": "mysql+pymysql://root@127.0.0.1:3306/test",
@@ -39,35 +39,21 @@ ORIG_URLS = {  # the original's own driver choice
 
 def part_ours(db: str, n: int, threads: int = 50) -> dict[str, float]:
     """funboost-sqlalchemy on ``db`` (a key of DBS): push_many ``n`` no-op tasks, then consume them."""
-    import threading
-
     import sqlalchemy as sa
     from funboost import BoosterParams, boost
     from funboost_sqlalchemy.broker import make_tables
 
     prefix = f"fbbench_{uuid.uuid4().hex[:8]}_"
     opts = {"url": DBS[db], "table_prefix": prefix}
-    done = [0]
-    finished = threading.Event()
-    lock = threading.Lock()
+    counter = RunCounter(n)
 
     @boost(BoosterParams(queue_name="bench_sa", broker_kind="SQLALCHEMY", concurrent_num=threads,
                          broker_exclusive_config=opts, state_backend="memory", log_to_console=False))
     def noop(x):
-        with lock:
-            done[0] += 1
-            if done[0] >= n:
-                finished.set()
+        counter.hit()
 
     try:
-        t = time.perf_counter()
-        noop.push_many(range(n))
-        pub = n / (time.perf_counter() - t)
-        t = time.perf_counter()
-        noop.consume()
-        if not finished.wait(900):
-            raise RuntimeError(f"only {done[0]} of {n} tasks ran within 900 s")
-        con = n / (time.perf_counter() - t)
+        pub, con = push_then_consume(noop.push_many, noop.consume, counter, 900, one_by_one=False)
     finally:
         noop.stop_consume(10)  # no open transaction of the consumer's may hold the tables being dropped
         noop.close()
@@ -78,42 +64,29 @@ def part_ours(db: str, n: int, threads: int = 50) -> dict[str, float]:
 
 
 ORIG_SOURCE = r'''
-import sys, threading, time, uuid
+import sys, uuid
 db, url, n, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 from funboost.funboost_config_deafult import BrokerConnConfig
 BrokerConnConfig.SQLACHEMY_ENGINE_URL = url
 from funboost import BoosterParams, BrokerEnum, boost
-import json, os, resource
+from _common import RunCounter, emit, finish_child, push_then_consume  # bench/ is on the path
 queue = "fbbench_orig_" + uuid.uuid4().hex[:8]
-done = [0]
-finished = threading.Event()
-lock = threading.Lock()
+counter = RunCounter(n)
 
 @boost(BoosterParams(queue_name=queue, broker_kind=BrokerEnum.SQLACHEMY, concurrent_num=threads, log_level=30))
 def noop(x):
-    with lock:
-        done[0] += 1
-        if done[0] >= n:
-            finished.set()
+    counter.hit()
 
 try:
-    t = time.perf_counter()
-    for i in range(n):
-        noop.push(i)
-    pub = n / (time.perf_counter() - t)
-    t = time.perf_counter()
-    noop.consume()
-    finished.wait(1800)
-    con = n / (time.perf_counter() - t)
+    pub, con = push_then_consume(noop.push, noop.consume, counter, 1800)
 finally:
     import sqlalchemy as sa
     e = sa.create_engine(url)
     with e.begin() as c:
         c.execute(sa.text(f"DROP TABLE IF EXISTS {queue}"))
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-os.write(1, ("\nBENCHRESULT " + json.dumps({f"{db}: original 55.0 SQLACHEMY push 1 by 1": pub,
-          f"{db}: original 55.0 SQLACHEMY consume ({threads} threads)": con, "rss_mb": rss}) + "\n").encode())
-os._exit(0)
+emit({f"{db}: original 55.0 SQLACHEMY push 1 by 1": pub,
+      f"{db}: original 55.0 SQLACHEMY consume ({threads} threads)": con})
+finish_child()
 '''
 
 
@@ -140,8 +113,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.part:
         db, n, threads = a.part
-        emit(part_ours(db, int(n), int(threads)))
-        finish_child()
+        report_and_exit(part_ours, db, int(n), int(threads))
     print(f"# sqlalchemy_bench  n={a.n}  orig-n={a.orig_n}  threads={a.threads}  {machine_info()}", flush=True)
     orig = a.orig_python or find_original_python()
     for db in DBS:

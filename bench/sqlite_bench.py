@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 
+from _common import RunCounter, broker_rates, push_then_consume
+
 HERE = os.path.abspath(__file__)
 ORIG_PYTHON = os.environ.get("FUNBOOST_ORIG_PYTHON", os.path.join(os.path.dirname(os.path.abspath(__file__)), ".venvs", "orig", "bin", "python"))
 BODY = json.dumps({"x": 1, "extra": {"task_id": "0190aaaa-bbbb-7ccc-8ddd-eeeeffff0000",
@@ -63,26 +65,9 @@ def part_raw(n: int) -> dict:
 
 
 def part_broker(n: int) -> dict:
-    from funboost.plugins.broker import OutgoingMessage
     from funboost_sqlite import SqliteBroker
     b = SqliteBroker("bench_broker")
-    msg = [OutgoingMessage(body=BODY, task_id="x")]
-    t = time.perf_counter()
-    for _ in range(n):
-        b.publish(msg)
-    one = n / (time.perf_counter() - t)
-    t = time.perf_counter()
-    for _ in range(0, n, 1000):
-        b.publish([OutgoingMessage(body=BODY, task_id="x") for _ in range(1000)])
-    batch = n / (time.perf_counter() - t)
-    total = 2 * n
-    t = time.perf_counter()
-    got = 0
-    while got < total:
-        d = b.fetch(50, 1.0)
-        b.ack(d)
-        got += len(d)
-    fa = total / (time.perf_counter() - t)
+    one, batch, fa = broker_rates(b, BODY, n, n, 50)
     b.close()
     return {"broker publish, 1 per call": one, "broker publish, batches of 1000": batch,
             "broker fetch(50)+ack, 1 thread": fa}
@@ -137,58 +122,32 @@ def part_mp(n: int) -> dict:
 
 
 def part_e2e(n: int, threads: int) -> dict:
-    import threading
     from funboost import BoosterParams, boost
-    done = [0]
-    finished = threading.Event()
-    lock = threading.Lock()
+    counter = RunCounter(n)
 
     @boost(BoosterParams(queue_name="bench_e2e", broker_kind="SQLITE_QUEUE", concurrent_num=threads,
                          state_backend="memory", log_to_console=False))
     def noop(x):
-        with lock:
-            done[0] += 1
-            if done[0] >= n:
-                finished.set()
+        counter.hit()
 
-    t = time.perf_counter()
-    for i in range(n):
-        noop.push(i)
-    pub = n / (time.perf_counter() - t)
-    t = time.perf_counter()
-    noop.consume()
-    finished.wait(600)
-    con = n / (time.perf_counter() - t)
+    pub, con = push_then_consume(noop.push, noop.consume, counter, 600)
     return {"end to end: push 1 by 1": pub, f"end to end: consume ({threads} threads)": con}
 
 
 def part_orig(n: int, threads: int) -> dict:
     """Runs under the original funboost 55.0 (its own venv). Its SQLITE_QUEUE is persistqueue's
     SQLiteAckQueue; the queue directory is pointed at a temp dir instead of its default /sqllite_queues."""
-    import threading
     from funboost.funboost_config_deafult import BrokerConnConfig
     BrokerConnConfig.SQLLITE_QUEUES_PATH = os.environ["FUNBOOST_SQLITE_DIR"]
     from funboost import BoosterParams, BrokerEnum, boost
-    done = [0]
-    finished = threading.Event()
-    lock = threading.Lock()
+    counter = RunCounter(n)
 
     @boost(BoosterParams(queue_name="bench_orig", broker_kind=BrokerEnum.SQLITE_QUEUE, concurrent_num=threads,
                          log_level=30))
     def noop(x):
-        with lock:
-            done[0] += 1
-            if done[0] >= n:
-                finished.set()
+        counter.hit()
 
-    t = time.perf_counter()
-    for i in range(n):
-        noop.push(i)
-    pub = n / (time.perf_counter() - t)
-    t = time.perf_counter()
-    noop.consume()
-    finished.wait(1800)
-    con = n / (time.perf_counter() - t)
+    pub, con = push_then_consume(noop.push, noop.consume, counter, 1800)
     return {"orig 55.0 SQLITE_QUEUE: push 1 by 1": pub, f"orig 55.0 SQLITE_QUEUE: consume ({threads} threads)": con}
 
 

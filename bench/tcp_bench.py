@@ -24,7 +24,6 @@ usage: python bench/tcp_bench.py [--n 2000] [--threads 8] [--rounds 5] [--push-n
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -37,7 +36,9 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from grpc_bench import free_port, measure_calls, measure_with_own_server  # noqa: E402  (the measuring helpers of every transport bench)
+# the measuring helpers of every transport bench
+from grpc_bench import (add_booster, alternate_call_rounds, call_bench_parser, free_port,  # noqa: E402
+                        measure_with_own_server, per_round_ratios, print_call_table, serve_booster, start_server)
 
 QUEUE = f"bench_tcp_{uuid.uuid4().hex[:8]}"
 HEADER = struct.Struct(">IIB")  # the tcp kind's frame header: length, request id, type
@@ -67,24 +68,11 @@ def raw_server(port: int) -> None:
 
 
 def make_booster(kind: str, port: int, queue: str, buffer_size: int = 1000):
-    from funboost import BoosterParams, boost
-
-    @boost(BoosterParams(queue_name=queue, broker_kind=kind,
-                         broker_exclusive_config={"port": port, "buffer_size": buffer_size},
-                         concurrent_num=16, max_retry_times=0, state_backend="memory", log_to_console=False))
-    def add(x: int, y: int) -> int:
-        return x + y
-    return add
+    return add_booster(kind, queue, {"port": port, "buffer_size": buffer_size})
 
 
 def funboost_server(kind: str, port: int, queue: str) -> None:
-    import logging
-    logging.disable(logging.INFO)
-    add = make_booster(kind, port, queue)
-    add.consume()
-    add.broker.serve()
-    print("READY", flush=True)
-    time.sleep(900)
+    serve_booster(lambda: make_booster(kind, port, queue), 900)
 
 
 def push_server(port: int, queue: str, buffer_size: int) -> None:
@@ -99,13 +87,7 @@ def push_server(port: int, queue: str, buffer_size: int) -> None:
 
 
 def start(kind: str, port: int, queue: str, extra: str = "0") -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port), "--queue", queue,
-                          "--push-n", extra], stdout=subprocess.PIPE, text=True)
-    line = p.stdout.readline()
-    if not line.startswith("READY"):
-        p.kill()
-        raise SystemExit(f"{kind} server did not start")
-    return p
+    return start_server(__file__, kind, "--port", str(port), "--queue", queue, "--push-n", extra)
 
 
 class RawClient:
@@ -199,14 +181,8 @@ def push_bench(total: int, rounds: int) -> list[float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=2000)
-    ap.add_argument("--threads", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap = call_bench_parser()
     ap.add_argument("--push-n", type=int, default=200_000)
-    ap.add_argument("--serve")
-    ap.add_argument("--port", type=int)
-    ap.add_argument("--queue")
     a = ap.parse_args()
     if a.serve == "raw":
         return raw_server(a.port)
@@ -223,7 +199,6 @@ def main() -> None:
     except ImportError:
         kinds = ["TCP"]
     names = [SIDES[k] for k in ["raw", "raw_tcp_client"] + kinds]
-    runs: dict[str, list] = {n: [] for n in names}
     procs = []
     try:
         raw_port = free_port()
@@ -235,27 +210,17 @@ def main() -> None:
             sides.append((SIDES[kind], caller(kind, port, queue)))
         for name, call in sides:
             assert call(1) == 2, name
-        for rnd in range(a.rounds):
-            for name, call in (sides if rnd % 2 == 0 else sides[::-1]):
-                m = measure_calls(call, a.n, a.threads)
-                runs[name].append((m["p50"], m["p99"], m["calls"]))
+        runs = alternate_call_rounds([(name, call, 0) for name, call in sides], a.rounds, a.n, a.threads)
     finally:
         for p in procs:
             p.kill()
     push_rates = push_bench(a.push_n, max(1, a.rounds // 2 + 1))
 
     med = statistics.median
-    raw_runs = runs[names[0]]
     print(f"\nloopback, servers in their own processes, N={a.n} sequential + {a.n * 2} over {a.threads} threads, "
           f"{a.rounds} alternating round(s): medians; vs raw = median of per-round ratios")
-    print(f"{'':38s} {'p50 ms':>7s} {'p99 ms':>7s} {'calls/s':>8s}  {'vs raw p50 p99 tput':>20s}")
-    for name in names:
-        r = runs[name]
-        p50, p99, tput = (med(x[k] for x in r) for k in range(3))
-        ratios = [med(x[k] / b[k] for x, b in zip(r, raw_runs)) for k in range(3)]
-        print(f"{name:38s} {p50:7.3f} {p99:7.3f} {tput:8,.0f}  "
-              f"{ratios[0]:6.2f}x {ratios[1]:5.2f}x {ratios[2]:5.2f}x")
-    per_round = " ".join(f"{x[2] / b[2]:.2f}" for x, b in zip(runs[names[2]], raw_runs))
+    print_call_table(runs, names, cpu=False)
+    per_round = " ".join(f"{x:.2f}" for x in per_round_ratios(runs, names[2], names[0]))
     print(f"tcp sync_call/raw throughput per round: {per_round}")
     print(f"funboost tcp push_many (batches of 1,000, {a.push_n:,} tasks): "
           f"{med(push_rates):,.0f} msg/s (rounds: {', '.join(f'{r:,.0f}' for r in push_rates)})")

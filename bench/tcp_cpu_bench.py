@@ -19,13 +19,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tcp_bench  # noqa: E402
+from _common import proc_cpu_seconds  # noqa: E402
 from grpc_bench import throughput  # noqa: E402
-
-
-def _cpu_of(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _switches_of(pid: int) -> tuple[int, int]:
@@ -60,9 +55,9 @@ def measure(side: str, threads: int, n: int) -> dict:
             call = lambda x, y: booster.sync_call(x, y, timeout=10)  # noqa: E731
         for i in range(300):
             call(i, 1)
-        s0, c0, w0 = _cpu_of(proc.pid), _own_cpu(), _switches_of(proc.pid)
+        s0, c0, w0 = proc_cpu_seconds(proc.pid), _own_cpu(), _switches_of(proc.pid)
         rate = throughput(lambda i: call(i, 1), n, threads)
-        s1, c1, w1 = _cpu_of(proc.pid), _own_cpu(), _switches_of(proc.pid)
+        s1, c1, w1 = proc_cpu_seconds(proc.pid), _own_cpu(), _switches_of(proc.pid)
         return {"side": side, "threads": threads, "calls_s": round(rate),
                 "server_us": round((s1 - s0) / n * 1e6, 1), "client_us": round((c1 - c0) / n * 1e6, 1),
                 "server_vcs": (w1[0] - w0[0]) / n, "server_ivcs": (w1[1] - w0[1]) / n}
