@@ -33,7 +33,6 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import grpc_bench  # noqa: E402  (its measuring helpers and CPU record)
 from grpc_bench import (add_booster, alternate_call_rounds, call_bench_parser, free_port,  # noqa: E402
                         measure_with_own_server, per_round_ratios, print_call_table, serve_booster, start_server,
                         wait_drained)

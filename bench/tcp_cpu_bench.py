@@ -15,7 +15,6 @@ import argparse
 import os
 import resource
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tcp_bench  # noqa: E402
