@@ -7,7 +7,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from funboost.testing import require_service, wait_until
+from funboost.testing import require_service
+from funboost.testing.fixtures import queue_name  # noqa: F401  (the fixture)
+from funboost.testing.table_queue import tracked_brokers, wait_for  # noqa: F401  (wait_for: for the tests)
 
 TEST_DSN = os.environ.get("FUNBOOST_POSTGRES_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -41,29 +43,7 @@ def pg_env(pg_schema, monkeypatch):
 
 
 @pytest.fixture
-def queue_name():
-    return f"t_{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
 def make_broker(pg_env):
     from funboost_postgres import PostgresBroker
 
-    made = []
-
-    def make(queue_name, **options):
-        b = PostgresBroker(queue_name, PostgresBroker.parse_options(options))
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        try:
-            b.purge()
-        except Exception:
-            pass
-        b.close()
-
-
-def wait_for(cond, timeout=20.0, interval=0.02, what="condition"):
-    return wait_until(cond, timeout, interval, what)
+    yield from tracked_brokers(lambda queue, options: PostgresBroker(queue, PostgresBroker.parse_options(options)))

@@ -1,28 +1,21 @@
 """Broker-level tests of PostgresBroker against the real server, in the tests' own schema (no mocks)."""
-import json
 import threading
 import time
 
 import psycopg
 import pytest
-from funboost.plugins.broker import OutgoingMessage
 from funboost.plugins.manager import resolve_broker_kind
+from funboost.testing.table_queue import (check_consumers_never_share_a_row,
+                                          check_live_consumer_long_task_is_never_reclaimed,
+                                          check_publish_wakes_a_sleeping_fetch, check_queues_are_isolated, ids, msg,
+                                          sizes)
+from funboost.testing.table_queue import (  # noqa: F401 - the shared tests, collected here
+    test_priority_then_fifo, test_publish_fetch_ack_sizes, test_purge_keeps_in_flight, test_reject_moves_to_dlx,
+    test_requeue_goes_to_the_tail)
 
 from funboost_postgres import PostgresBroker, PostgresOptions
 
 from conftest import TEST_DSN, wait_for
-
-
-def msg(i, **kw):
-    return OutgoingMessage(body=json.dumps({"i": i, "extra": {"task_id": f"id{i}"}}), task_id=f"id{i}", **kw)
-
-
-def ids(deliveries):
-    return [json.loads(d.body)["i"] for d in deliveries]
-
-
-def sizes(b):
-    return b.queue_size().as_dict()
 
 
 def test_kind_names_resolve():
@@ -44,76 +37,9 @@ def test_options(monkeypatch):
     assert PostgresBroker.check_available(PostgresOptions(dsn=TEST_DSN)) is None
 
 
-def test_publish_fetch_ack_sizes(make_broker, queue_name):
-    b = make_broker(queue_name)
-    b.publish([msg(i) for i in range(10)])
-    assert sizes(b) == {"ready": 10, "in_flight": 0, "delayed": 0}
-    got = b.fetch(4, 1)
-    assert ids(got) == [0, 1, 2, 3] and not any(d.redelivered for d in got)
-    assert sizes(b) == {"ready": 6, "in_flight": 4, "delayed": 0}
-    b.ack(got)
-    assert sizes(b) == {"ready": 6, "in_flight": 0, "delayed": 0}
-    rest = b.fetch(100, 1)
-    assert ids(rest) == [4, 5, 6, 7, 8, 9]
-    b.ack(rest)
-    assert b.queue_size().total == 0
-    b.ack([])
-    b.publish([])
-
-
 def test_two_consumers_never_get_the_same_row(make_broker, queue_name):
-    pub = make_broker(queue_name)
-    pub.publish([msg(i) for i in range(600)])
-    consumers = [make_broker(queue_name) for _ in range(3)]
-    seen, lock = [], threading.Lock()
-
-    def consume(c):
-        while True:
-            got = c.fetch(25, 0.3)
-            if not got:
-                return
-            with lock:
-                seen.extend(ids(got))
-            c.ack(got)
-
-    threads = [threading.Thread(target=consume, args=(c,)) for c in consumers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert sorted(seen) == list(range(600))
-
-
-def test_requeue_goes_to_the_tail_and_is_redelivered(make_broker, queue_name):
-    b = make_broker(queue_name)
-    b.publish([msg(i) for i in range(3)])
-    first = b.fetch(1, 1)
-    b.requeue(first)
-    assert sizes(b) == {"ready": 3, "in_flight": 0, "delayed": 0}
-    again = b.fetch(10, 1)
-    assert ids(again) == [1, 2, 0]
-    assert [d.redelivered for d in again] == [False, False, True]
-    b.ack(again)
-
-
-def test_reject_moves_to_dlx_in_one_statement(make_broker, queue_name):
-    b = make_broker(queue_name)
-    b.publish([msg(1), msg(2)])
-    got = b.fetch(2, 1)
-    b.reject(got[:1], "bad input")
-    assert sizes(b) == {"ready": 0, "in_flight": 1, "delayed": 0}
-    b.ack(got[1:])
-    dlx = make_broker(queue_name + "_dlx")
-    [dead] = dlx.fetch(10, 1)
-    body = json.loads(dead.body)
-    assert body["i"] == 1 and body["extra"]["dead_letter_reason"] == "bad input"
-    dlx.ack([dead])
-
-
-def test_priority_then_fifo(make_broker, queue_name):
-    b = make_broker(queue_name)
-    b.publish([msg(0, priority=1), msg(1), msg(2, priority=5), msg(3, priority=1), msg(4, priority=5)])
-    assert ids(b.fetch(10, 1)) == [2, 4, 0, 3, 1]
+    check_consumers_never_share_a_row(make_broker(queue_name), [make_broker(queue_name) for _ in range(3)],
+                                      n=600, batch=25, fetch_timeout=0.3, join_timeout=60)
 
 
 def test_priorities_beyond_32_bits_are_clamped(make_broker, queue_name):
@@ -139,18 +65,9 @@ def test_native_delay_wakes_a_sleeping_fetch_at_the_eta(make_broker, queue_name)
 
 
 def test_publish_from_another_connection_wakes_fetch(make_broker, queue_name):
-    consumer, publisher = make_broker(queue_name), make_broker(queue_name)
-    consumer.fetch(1, 0.01)
-    got = []
-    t = threading.Thread(target=lambda: got.extend(consumer.fetch(10, 30)))
-    t.start()
-    time.sleep(0.2)  # let it go to sleep on LISTEN (correctness does not depend on it)
-    start = time.monotonic()
-    publisher.publish([msg(7)])
-    t.join(30)
-    assert ids(got) == [7]
-    assert time.monotonic() - start < 10  # woken by the NOTIFY, not by the 30 s timeout
-    consumer.ack(got)
+    # woken by the NOTIFY, not by the 30 s timeout
+    check_publish_wakes_a_sleeping_fetch(make_broker(queue_name), make_broker(queue_name), limit=10,
+                                         fetch_timeout=30, i=7)
 
 
 def _backend_query_starts(pids):
@@ -184,17 +101,9 @@ def test_idle_consumer_issues_no_queries_beyond_its_heartbeat(make_broker, queue
 
 
 def test_live_consumer_long_task_is_never_reclaimed(make_broker, queue_name):
-    opts = dict(heartbeat_interval=0.2, heartbeat_timeout=1.0)
-    a, b = make_broker(queue_name, **opts), make_broker(queue_name, **opts)
-    a.publish([msg(1)])
-    held = a.fetch(1, 1)
-    assert ids(held) == [1]
-    deadline = time.monotonic() + 3.0  # three heartbeat timeouts
-    while time.monotonic() < deadline:
-        assert b.fetch(1, 0.2) == []
-        b.reclaim_now()
-    assert sizes(a)["in_flight"] == 1
-    a.ack(held)
+    check_live_consumer_long_task_is_never_reclaimed(  # for three heartbeat timeouts
+        make_broker, queue_name, dict(heartbeat_interval=0.2, heartbeat_timeout=1.0), window=3.0, poll=0.2,
+        reclaim=True)
 
 
 def test_closed_consumer_with_work_in_flight_is_reclaimed_after_its_session_ends(make_broker, queue_name):
@@ -226,22 +135,8 @@ def test_survives_its_session_being_terminated(make_broker, queue_name):
     assert b.queue_size().total == 0
 
 
-def test_purge_keeps_in_flight(make_broker, queue_name):
-    b = make_broker(queue_name)
-    b.publish([msg(i) for i in range(5)] + [msg(9, eta=time.time() + 60)])
-    held = b.fetch(2, 1)
-    assert b.purge() == 4
-    assert sizes(b) == {"ready": 0, "in_flight": 2, "delayed": 0}
-    b.ack(held)
-
-
 def test_queues_are_isolated(make_broker, queue_name):
-    a, b = make_broker(queue_name + "a"), make_broker(queue_name + "b")
-    a.publish([msg(1)])
-    b.publish([msg(2), msg(3)])
-    assert a.queue_size().ready == 1 and b.queue_size().ready == 2
-    assert ids(a.fetch(10, 0.1)) == [1]
-    assert b.purge() == 2
+    check_queues_are_isolated(make_broker(queue_name + "a"), make_broker(queue_name + "b"))
 
 
 def test_without_check_pid_only_lease_expiry_counts(make_broker, queue_name):

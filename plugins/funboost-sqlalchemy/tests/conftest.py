@@ -9,7 +9,9 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from funboost.testing import require_service, wait_until
+from funboost.testing import require_service
+from funboost.testing.fixtures import queue_name  # noqa: F401  (the fixture)
+from funboost.testing.table_queue import tracked_brokers, wait_for  # noqa: F401  (wait_for: for the tests)
 
 SESSION_PREFIX = f"fbsa_{uuid.uuid4().hex[:8]}_"
 _SQLITE_DIR = tempfile.mkdtemp(prefix="fbsa_")
@@ -61,29 +63,8 @@ def db(request):
 
 
 @pytest.fixture
-def queue_name():
-    return f"t_{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
 def make_broker(db):
     from funboost_sqlalchemy import SqlAlchemyBroker
 
-    made = []
-
-    def make(queue_name, **options):
-        b = SqlAlchemyBroker(queue_name, SqlAlchemyBroker.parse_options(options_for(db, **options)))
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        try:
-            b.purge()
-        except Exception:
-            pass
-        b.close()
-
-
-def wait_for(cond, timeout=20.0, interval=0.02, what="condition"):
-    return wait_until(cond, timeout, interval, what)
+    yield from tracked_brokers(
+        lambda queue, options: SqlAlchemyBroker(queue, SqlAlchemyBroker.parse_options(options_for(db, **options))))

@@ -1,27 +1,20 @@
 """Broker-level tests of SqlAlchemyBroker on PostgreSQL, MariaDB and sqlite (real databases, no mocks)."""
-import json
 import threading
 import time
 
 import pytest
 from funboost.plugins.broker import OutgoingMessage
 from funboost.plugins.manager import resolve_broker_kind
+from funboost.testing.table_queue import (check_consumers_never_share_a_row,
+                                          check_live_consumer_long_task_is_never_reclaimed,
+                                          check_publish_wakes_a_sleeping_fetch, ids, msg, sizes)
+from funboost.testing.table_queue import (  # noqa: F401 - the shared tests, collected here
+    test_publish_fetch_ack_sizes, test_purge_keeps_in_flight, test_reject_moves_to_dlx,
+    test_requeue_goes_to_the_tail)
 
 from funboost_sqlalchemy import SqlAlchemyBroker, SqlAlchemyOptions
 
 from conftest import wait_for
-
-
-def msg(i, **kw):
-    return OutgoingMessage(body=json.dumps({"i": i, "extra": {"task_id": f"id{i}"}}), task_id=f"id{i}", **kw)
-
-
-def ids(deliveries):
-    return [json.loads(d.body)["i"] for d in deliveries]
-
-
-def sizes(b):
-    return b.queue_size().as_dict()
 
 
 def test_kind_names_resolve():
@@ -52,68 +45,13 @@ def test_auto_claim_mode(make_broker, db, queue_name):
     assert make_broker(queue_name)._mode() == expected
 
 
-def test_publish_fetch_ack_sizes(make_broker, queue_name):
-    b = make_broker(queue_name)
-    b.publish([msg(i) for i in range(10)])
-    assert sizes(b) == {"ready": 10, "in_flight": 0, "delayed": 0}
-    got = b.fetch(4, 1)
-    assert ids(got) == [0, 1, 2, 3] and not any(d.redelivered for d in got)
-    assert sizes(b) == {"ready": 6, "in_flight": 4, "delayed": 0}
-    b.ack(got)
-    rest = b.fetch(100, 1)
-    assert ids(rest) == [4, 5, 6, 7, 8, 9]
-    b.ack(rest)
-    assert b.queue_size().total == 0
-
-
 @pytest.mark.parametrize("claim", ["auto", "update", "for_update"])
 def test_concurrent_consumers_never_share_a_row(make_broker, db, queue_name, claim):
     if db == "sqlite" and claim == "for_update":
         pytest.skip("sqlite has no row locks (FOR UPDATE is not rendered)")
-    pub = make_broker(queue_name)
-    pub.publish([msg(i) for i in range(400)])
     consumers = [make_broker(queue_name, claim=claim) for _ in range(3)]
-    seen, lock = [], threading.Lock()
-
-    def consume(c):
-        while True:
-            got = c.fetch(15, 0.5)
-            if not got:
-                return
-            with lock:
-                seen.extend(ids(got))
-            c.ack(got)
-
-    threads = [threading.Thread(target=consume, args=(c,)) for c in consumers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert sorted(seen) == list(range(400))  # each exactly once
-
-
-def test_requeue_goes_to_the_tail(make_broker, queue_name):
-    b = make_broker(queue_name)
-    b.publish([msg(i) for i in range(3)])
-    first = b.fetch(1, 1)
-    b.requeue(first)
-    assert sizes(b) == {"ready": 3, "in_flight": 0, "delayed": 0}
-    again = b.fetch(10, 1)
-    assert ids(again) == [1, 2, 0]
-    assert [d.redelivered for d in again] == [False, False, True]
-    b.ack(again)
-
-
-def test_reject_moves_to_dlx(make_broker, queue_name):
-    b = make_broker(queue_name)
-    b.publish([msg(1), msg(2)])
-    got = b.fetch(2, 1)
-    b.reject(got[:1], "bad input")
-    assert sizes(b) == {"ready": 0, "in_flight": 1, "delayed": 0}
-    b.ack(got[1:])
-    [dead] = make_broker(queue_name + "_dlx").fetch(10, 1)
-    body = json.loads(dead.body)
-    assert body["i"] == 1 and body["extra"]["dead_letter_reason"] == "bad input"
+    check_consumers_never_share_a_row(make_broker(queue_name), consumers, n=400, batch=15, fetch_timeout=0.5,
+                                      join_timeout=120)
 
 
 def test_priority_and_delay(make_broker, queue_name):
@@ -126,16 +64,9 @@ def test_priority_and_delay(make_broker, queue_name):
 
 
 def test_live_consumer_long_task_is_never_reclaimed(make_broker, queue_name):
-    opts = dict(heartbeat_interval=0.2, heartbeat_timeout=1.0)
-    a, b = make_broker(queue_name, **opts), make_broker(queue_name, **opts)
-    a.publish([msg(1)])
-    held = a.fetch(1, 1)
-    deadline = time.monotonic() + 3.0
-    while time.monotonic() < deadline:
-        assert b.fetch(1, 0.2) == []
-        b.reclaim_now()
-    assert sizes(a)["in_flight"] == 1
-    a.ack(held)
+    check_live_consumer_long_task_is_never_reclaimed(  # for three heartbeat timeouts
+        make_broker, queue_name, dict(heartbeat_interval=0.2, heartbeat_timeout=1.0), window=3.0, poll=0.2,
+        reclaim=True)
 
 
 def test_expired_lease_is_reclaimed(make_broker, queue_name):
@@ -153,26 +84,7 @@ def test_expired_lease_is_reclaimed(make_broker, queue_name):
 
 def test_publish_in_the_same_process_wakes_a_sleeping_fetch(make_broker, queue_name):
     consumer = make_broker(queue_name, poll_min=5.0, poll_max=5.0)
-    consumer.fetch(1, 0.01)
-    got = []
-    t = threading.Thread(target=lambda: got.extend(consumer.fetch(10, 20)))
-    t.start()
-    time.sleep(0.1)
-    start = time.monotonic()
-    make_broker(queue_name).publish([msg(5)])
-    t.join(20)
-    assert ids(got) == [5]
-    assert time.monotonic() - start < 4.0  # far below the 5 s poll
-    consumer.ack(got)
-
-
-def test_purge_keeps_in_flight(make_broker, queue_name):
-    b = make_broker(queue_name)
-    b.publish([msg(i) for i in range(5)] + [msg(9, eta=time.time() + 60)])
-    held = b.fetch(2, 1)
-    assert b.purge() == 4
-    assert sizes(b) == {"ready": 0, "in_flight": 2, "delayed": 0}
-    b.ack(held)
+    check_publish_wakes_a_sleeping_fetch(consumer, make_broker(queue_name), limit=4.0, i=5)  # far below the 5 s poll
 
 
 def test_overlapping_lease_renewals_of_one_consumer_never_fail(make_broker, queue_name):

@@ -1,27 +1,8 @@
 """The README example, run as written on each database (test URL and table prefix instead of the example's)."""
-import threading
+from funboost.testing.table_queue import check_readme_example
 
-from funboost import BoosterParams, boost
-
-from conftest import options_for, wait_for
+from conftest import options_for
 
 
 def test_readme_example(db, queue_name):
-    results = []
-    lock = threading.Lock()
-
-    @boost(BoosterParams(queue_name=queue_name, broker_kind="SQLALCHEMY", state_backend="memory",
-                         log_to_console=False, broker_exclusive_config=options_for(db)))
-    def add(x, y):
-        with lock:
-            results.append(x + y)
-        return x + y
-
-    add.push(1, 2)
-    assert add.get_message_count() == 1
-    add.consume()
-    try:
-        wait_for(lambda: results == [3], what="add(1, 2) ran")
-        wait_for(lambda: add.queue_size().total == 0, what="acked")
-    finally:
-        add.stop_consume(10)
+    check_readme_example(queue_name, "SQLALCHEMY", options_for(db))

@@ -1,10 +1,10 @@
 import os
 import sys
-import uuid
 
 import pytest
 
-from funboost.testing import wait_until
+from funboost.testing.fixtures import queue_name  # noqa: F401  (the fixture)
+from funboost.testing.table_queue import tracked_brokers, wait_for  # noqa: F401  (wait_for: for the tests)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -20,28 +20,11 @@ def sqlite_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def queue_name():
-    return f"t_{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
 def make_broker(sqlite_dir):
     from funboost_sqlite import SqliteBroker
 
-    made = []
-
-    def make(queue_name, **options):
-        b = SqliteBroker(queue_name, SqliteBroker.parse_options(options))
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.close()
-
-
-def wait_for(cond, timeout=20.0, interval=0.02, what="condition"):
-    return wait_until(cond, timeout, interval, what)
+    yield from tracked_brokers(lambda queue, options: SqliteBroker(queue, SqliteBroker.parse_options(options)),
+                               purge=False)  # each test has a directory of its own
 
 
 def worker_cmd(*args):

@@ -1,5 +1,4 @@
 """Broker-level tests of SqliteBroker against real sqlite files (no mocks)."""
-import json
 import os
 import subprocess
 import sys
@@ -7,8 +6,12 @@ import threading
 import time
 
 import pytest
-from funboost.plugins.broker import OutgoingMessage
 from funboost.plugins.manager import resolve_broker_kind
+from funboost.testing.table_queue import (check_live_consumer_long_task_is_never_reclaimed,
+                                          check_publish_wakes_a_sleeping_fetch, check_queues_are_isolated, ids, msg)
+from funboost.testing.table_queue import (  # noqa: F401 - the shared tests, collected here
+    test_priority_then_fifo, test_publish_fetch_ack_sizes, test_purge_keeps_in_flight, test_reject_moves_to_dlx,
+    test_requeue_goes_to_the_tail)
 
 from funboost_sqlite import SqliteBroker, SqliteOptions
 from funboost_sqlite.paths import queue_file_name, resolve_db_file, user_data_dir
@@ -16,35 +19,9 @@ from funboost_sqlite.paths import queue_file_name, resolve_db_file, user_data_di
 from conftest import wait_for
 
 
-def msg(i, **kw):
-    return OutgoingMessage(body=json.dumps({"i": i, "extra": {"task_id": f"id{i}"}}), task_id=f"id{i}", **kw)
-
-
-def ids(deliveries):
-    return [json.loads(d.body)["i"] for d in deliveries]
-
-
 def test_kind_names_resolve():
     for name in ("sqlite", "SQLITE_QUEUE", "sqlite_queue", "sqlite3", "persistqueue", "Sqlite"):
         assert resolve_broker_kind(name) is SqliteBroker
-
-
-def test_publish_fetch_ack(make_broker, queue_name):
-    b = make_broker(queue_name)
-    b.publish([msg(i) for i in range(10)])
-    assert b.queue_size().as_dict() == {"ready": 10, "in_flight": 0, "delayed": 0}
-    got = b.fetch(4, 1)
-    assert ids(got) == [0, 1, 2, 3]
-    assert not any(d.redelivered for d in got)
-    assert b.queue_size().as_dict() == {"ready": 6, "in_flight": 4, "delayed": 0}
-    b.ack(got)
-    assert b.queue_size().as_dict() == {"ready": 6, "in_flight": 0, "delayed": 0}
-    rest = b.fetch(100, 1)
-    assert ids(rest) == [4, 5, 6, 7, 8, 9]
-    b.ack(rest)
-    assert b.queue_size().total == 0
-    b.ack([])  # empty batches are fine
-    b.publish([])
 
 
 def test_fetch_timeout_when_empty(make_broker, queue_name):
@@ -57,51 +34,7 @@ def test_fetch_timeout_when_empty(make_broker, queue_name):
 def test_publish_wakes_fetch_in_same_process(make_broker, queue_name):
     # poll_max is huge: only the in-process condition can wake the fetch in time
     b = make_broker(queue_name, poll_min=5.0, poll_max=5.0)
-    b.fetch(1, 0.01)  # first fetch done: the idle back-off is now 5 s
-    got = []
-    t = threading.Thread(target=lambda: got.extend(b.fetch(10, 20)))
-    t.start()
-    time.sleep(0.05)
-    start = time.monotonic()
-    make_broker(queue_name).publish([msg(1)])
-    t.join(20)
-    assert ids(got) == [1]
-    assert time.monotonic() - start < 2.5  # far below the 5 s poll: woken by the publish
-
-
-def test_requeue_goes_back_and_is_redelivered(make_broker, queue_name):
-    b = make_broker(queue_name)
-    b.publish([msg(i) for i in range(3)])
-    first = b.fetch(1, 1)
-    assert ids(first) == [0]
-    b.requeue(first)
-    assert b.queue_size().as_dict() == {"ready": 3, "in_flight": 0, "delayed": 0}
-    again = b.fetch(10, 1)
-    assert ids(again) == [1, 2, 0]  # requeued to the tail
-    assert [d.redelivered for d in again] == [False, False, True]
-    b.ack(again)
-    assert b.queue_size().total == 0
-
-
-def test_reject_goes_to_dlx(make_broker, queue_name):
-    b = make_broker(queue_name)
-    b.publish([msg(1), msg(2)])
-    got = b.fetch(2, 1)
-    b.reject(got[:1], "bad input")
-    b.ack(got[1:])
-    assert b.queue_size().total == 0
-    dlx = make_broker(queue_name + "_dlx")
-    dead = dlx.fetch(10, 1)
-    assert len(dead) == 1
-    body = json.loads(dead[0].body)
-    assert body["i"] == 1 and body["extra"]["dead_letter_reason"] == "bad input"
-    dlx.ack(dead)
-
-
-def test_priority_then_fifo(make_broker, queue_name):
-    b = make_broker(queue_name)
-    b.publish([msg(0, priority=1), msg(1), msg(2, priority=5), msg(3, priority=1), msg(4, priority=5)])
-    assert ids(b.fetch(10, 1)) == [2, 4, 0, 3, 1]
+    check_publish_wakes_a_sleeping_fetch(b, make_broker(queue_name), limit=2.5)  # far below the 5 s poll
 
 
 def test_native_delay(make_broker, queue_name):
@@ -124,25 +57,12 @@ def test_due_delayed_counts_as_ready_and_keeps_priority(make_broker, queue_name)
     assert ids(b.fetch(10, 1)) == [2, 1]
 
 
-def test_purge(make_broker, queue_name):
-    b = make_broker(queue_name)
-    b.publish([msg(i) for i in range(5)] + [msg(9, eta=time.time() + 60)])
-    held = b.fetch(2, 1)
-    assert b.purge() == 4  # 3 ready + 1 delayed; in-flight work is not dropped
-    assert b.queue_size().as_dict() == {"ready": 0, "in_flight": 2, "delayed": 0}
-    b.ack(held)
-
-
 def test_queues_are_isolated_in_a_shared_file(tmp_path, monkeypatch, queue_name):
     monkeypatch.setenv("FUNBOOST_SQLITE_PATH", str(tmp_path / "all.db"))
     a, b = SqliteBroker(queue_name + "a"), SqliteBroker(queue_name + "b")
     try:
         assert a.db_file == b.db_file == str(tmp_path / "all.db")
-        a.publish([msg(1)])
-        b.publish([msg(2), msg(3)])
-        assert a.queue_size().ready == 1 and b.queue_size().ready == 2
-        assert ids(a.fetch(10, 0.1)) == [1]
-        assert b.purge() == 2
+        check_queues_are_isolated(a, b)
     finally:
         a.close()
         b.close()
@@ -212,16 +132,9 @@ def test_many_threads_publish_and_consume(make_broker, queue_name, file_lock):
 
 def test_live_consumer_long_task_is_not_reclaimed(make_broker, queue_name):
     opts = dict(heartbeat_interval=0.1, heartbeat_timeout=0.5, reclaim_interval=0.1, check_pid=False)
-    a, b = make_broker(queue_name, **opts), make_broker(queue_name, **opts)
-    a.publish([msg(1)])
-    held = a.fetch(1, 1)
-    assert ids(held) == [1]
     # a's heartbeat thread keeps it alive well past the timeout
-    deadline = time.monotonic() + 1.5
-    while time.monotonic() < deadline:
-        assert b.fetch(1, 0.1) == []
-    assert a.queue_size().in_flight == 1
-    a.ack(held)
+    check_live_consumer_long_task_is_never_reclaimed(make_broker, queue_name, opts, window=1.5, poll=0.1,
+                                                     reclaim=False)
 
 
 def test_close_keeps_running_work_until_expiry(make_broker, queue_name):
