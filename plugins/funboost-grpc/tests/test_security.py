@@ -2,22 +2,21 @@
 import json
 import shutil
 import subprocess
+from functools import partial
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from funboost.plugins.broker import OutgoingMessage
+from funboost.testing.serving import check_non_loopback_bind_needs_a_token, serve as serve_kind
 from funboost_grpc import GrpcBroker, MessageTooLarge
 from funboost_grpc.errors import GrpcBrokerError
 from funboost_grpc.proto import broker_pb2, broker_pb2_grpc
 from support import LoopThread
 
 
-def serve(queue_name, port, **opts):
-    b = GrpcBroker(queue_name, GrpcBroker.parse_options({"port": port, **opts}))
-    b.serve()
-    return b
+serve = partial(serve_kind, "GRPC")
 
 
 def raw_stub(port):
@@ -27,19 +26,7 @@ def raw_stub(port):
 
 def test_non_loopback_bind_without_token_refuses_to_start(queue_name, port):
     """As tcp and http: a port other hosts can reach never runs tasks for anyone (it did before)."""
-    import socket
-    from funboost.transport.security import InsecureBind
-    with pytest.raises(InsecureBind, match="token"):
-        serve(queue_name, port, host="0.0.0.0")
-    with socket.socket() as s:  # nothing listens on that port afterwards
-        assert s.connect_ex(("127.0.0.1", port)) != 0
-    consumer = serve(queue_name, port, host="0.0.0.0", token="s3cret")  # with a token it starts
-    try:
-        pub = GrpcBroker(queue_name, GrpcBroker.parse_options({"port": port, "token": "s3cret"}))
-        pub.publish([OutgoingMessage(body='{"x": 1}')])
-        assert consumer.queue_size().ready == 1
-    finally:
-        consumer.close()
+    check_non_loopback_bind_needs_a_token("GRPC", queue_name, port)
 
 
 def test_oversized_and_malformed_get_grpc_errors_and_server_keeps_serving(queue_name, port):

@@ -10,8 +10,8 @@ import re
 import shlex
 import threading
 
-import pytest
-from funboost import BoosterParams, RemoteTaskError, boost
+from funboost.testing.serving import (assert_pushes_run, assert_sync_call_and_remote_error, serving_booster,
+                                      serving_divide)
 
 from funboost_http import HttpBroker
 from funboost_http import RemoteTaskError as HttpRemoteTaskError
@@ -74,14 +74,11 @@ def test_documented_curl_requests_with_a_plain_http_client(queue_name):
     port = free_port()
     seen = []
 
-    @boost(BoosterParams(queue_name=queue_name, broker_kind="HTTP", broker_exclusive_config={"port": port},
-                         state_backend="memory", log_to_console=False, max_retry_times=0))
     def add(x: int, y: int) -> int:
         seen.append((x, y))
         return x + y
 
-    add.consume()
-    try:
+    with serving_booster("HTTP", queue_name, add, {"port": port}, max_retry_times=0) as add:
         requests = _curl_requests()
         assert [r[1].rsplit("/", 1)[1] for r in requests] == ["messages", "call"]
         (m1, url1, h1, b1), (m2, url2, h2, b2) = requests
@@ -105,39 +102,17 @@ def test_documented_curl_requests_with_a_plain_http_client(queue_name):
         # a function error comes back in the status record, with HTTP 200 (the call itself worked)
         status, reply = raw_request(base + "call", "POST", b'{"x": 1, "y": "a"}')
         assert status == 200 and reply["success"] is False and reply["exception_type"] == "TypeError"
-    finally:
-        add.stop_consume(10)
 
 
-def test_push_and_sync_call_through_boost(queue_name):
-    seen = []
-    lock = threading.Lock()
-    cfg = {"port": free_port()}
-
-    @boost(BoosterParams(queue_name=queue_name, broker_kind="HTTP", broker_exclusive_config=cfg, concurrent_num=8,
-                         max_retry_times=0, state_backend="memory", log_to_console=False))
-    def divide(a: int, b: int = 1) -> float:
-        with lock:
-            seen.append((a, b))
-        return a / b
-
-    divide.consume()
-    try:
-        assert divide.sync_call(10, b=4, timeout=10) == 2.5
-        with pytest.raises(RemoteTaskError) as info:  # funboost.RemoteTaskError, raised in one round trip
-            divide.sync_call(1, b=0, timeout=10)
-        assert isinstance(info.value, HttpRemoteTaskError)
-        assert info.value.exception_type == "ZeroDivisionError"
-        assert "division by zero" in info.value.exception_msg
+def test_push_and_sync_call_through_boost(queue_name, port):
+    with serving_divide("HTTP", queue_name, {"port": port}) as (divide, seen):
+        assert_sync_call_and_remote_error(divide, HttpRemoteTaskError)
         # arguments that do not fit the function (refused by sync_call before sending; a foreign client
         # can still send them): 400 with the reason, nothing runs
-        status, reply = raw_request(f"http://127.0.0.1:{cfg['port']}/queues/{queue_name}/call", "POST",
-                                    b'{"a": 1, "c": 3}')
+        status, reply = raw_request(f"http://127.0.0.1:{port}/queues/{queue_name}/call", "POST", b'{"a": 1, "c": 3}')
         assert status == 400 and "arguments do not fit" in reply["message"], reply
-        for i in range(20):
-            divide.push(i, b=1)
-        assert wait_until(lambda: len(seen) == 22, 20)
-        assert divide.get_message_count() == 0
+        assert_pushes_run(divide, seen, 20)
+        assert len(seen) == 22
         # many threads at once on one keep-alive pool
         results: list = []
         threads = [threading.Thread(target=lambda k=k: results.append(divide.sync_call(k, b=1, timeout=20)))
@@ -145,8 +120,6 @@ def test_push_and_sync_call_through_boost(queue_name):
         [t.start() for t in threads]
         [t.join(30) for t in threads]
         assert sorted(results) == [float(k) for k in range(16)]
-    finally:
-        divide.stop_consume(10)
 
 
 def test_publisher_in_another_broker_instance_and_stats(queue_name, port):
@@ -173,15 +146,12 @@ def test_a_call_that_outlives_its_timeout_gets_504_at_the_deadline(queue_name):
     port = free_port()
     finished = []
 
-    @boost(BoosterParams(queue_name=queue_name, broker_kind="HTTP", broker_exclusive_config={"port": port},
-                         max_retry_times=0, state_backend="memory", log_to_console=False))
     def slow(sleep: float) -> str:
         time.sleep(sleep)
         finished.append(sleep)
         return "late"
 
-    slow.consume()
-    try:
+    with serving_booster("HTTP", queue_name, slow, {"port": port}, max_retry_times=0) as slow:
         url = f"http://127.0.0.1:{port}/queues/{queue_name}/call"
         for how in ("?timeout=0.5", "header"):
             t0 = time.monotonic()
@@ -191,8 +161,6 @@ def test_a_call_that_outlives_its_timeout_gets_504_at_the_deadline(queue_name):
             assert time.monotonic() - t0 < 2.0, "answered at the deadline, not when the function returned"
         assert raw_request(url + "?timeout=5", "POST", b'{"sleep": 0}')[1]["result"] == "late"
         assert wait_until(lambda: finished.count(2.5) == 2, 10)
-    finally:
-        slow.stop_consume(10)
 
 
 def test_arguments_that_do_not_fit_get_400_and_nothing_enters(queue_name):
@@ -200,14 +168,11 @@ def test_arguments_that_do_not_fit_get_400_and_nothing_enters(queue_name):
     by the engine afterwards; a call got 200 with a DeadLettered failure)."""
     port = free_port()
 
-    @boost(BoosterParams(queue_name=queue_name, broker_kind="HTTP", broker_exclusive_config={"port": port},
-                         state_backend="memory", log_to_console=False))
     def add(x, y):
         return x + y
 
-    add.consume()
-    base = f"http://127.0.0.1:{port}/queues/{queue_name}"
-    try:
+    with serving_booster("HTTP", queue_name, add, {"port": port}) as add:
+        base = f"http://127.0.0.1:{port}/queues/{queue_name}"
         assert wait_until(lambda: raw_request(f"http://127.0.0.1:{port}/healthz")[0] == 200, 10)
         for path, body, words in (("/messages", b'{"x": 1}', "missing ['y']"),
                                   ("/messages", b'[{"x": 1, "y": 2}, {"x": 1, "y": 2, "z": 3}]', "unknown ['z']"),
@@ -218,5 +183,3 @@ def test_arguments_that_do_not_fit_get_400_and_nothing_enters(queue_name):
         assert add.broker.queue_size().ready == 0  # nothing of a refused batch entered
         status, reply = raw_request(base + "/call?timeout=5", "POST", b'{"x": 1, "y": 2}')
         assert (status, reply["success"], reply["result"]) == (200, True, 3), reply
-    finally:
-        add.stop_consume(10)

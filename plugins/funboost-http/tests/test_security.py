@@ -6,22 +6,20 @@ import gc
 import http.client
 import json
 import socket
+from functools import partial
 
 import psutil
 import pytest
 from funboost.plugins.broker import OutgoingMessage
 from funboost.testing import wait_until
-from funboost.transport.security import InsecureBind
+from funboost.testing.serving import check_non_loopback_bind_needs_a_token, serve as serve_kind
 
 from funboost_http import HttpBroker, MessageTooLarge
 from funboost_http.errors import HttpBrokerError
-from support import free_port, raw_request
+from support import raw_request
 
 
-def serve(queue_name: str, port: int, **opts) -> HttpBroker:
-    b = HttpBroker(queue_name, HttpBroker.parse_options({"port": port, **opts}))
-    b.serve()
-    return b
+serve = partial(serve_kind, "HTTP")
 
 
 def test_default_bind_is_loopback(queue_name, port):
@@ -33,21 +31,8 @@ def test_default_bind_is_loopback(queue_name, port):
         consumer.close()
 
 
-def test_non_loopback_bind_without_token_refuses_to_start(queue_name):
-    port = free_port()
-    with pytest.raises(InsecureBind, match="token"):
-        serve(queue_name, port, host="0.0.0.0")
-    # nothing listens on that port afterwards
-    with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", port)) != 0
-    # with a token it starts, and a publisher on this machine reaches it
-    consumer = serve(queue_name, port, host="0.0.0.0", token="s3cret")
-    try:
-        pub = HttpBroker(queue_name, HttpBroker.parse_options({"port": port, "token": "s3cret"}))
-        pub.publish([OutgoingMessage(body='{"x": 1}')])
-        assert consumer.queue_size().ready == 1
-    finally:
-        consumer.close()
+def test_non_loopback_bind_without_token_refuses_to_start(queue_name, port):
+    check_non_loopback_bind_needs_a_token("HTTP", queue_name, port)
 
 
 def test_token_checked_on_every_request(queue_name, port):

@@ -2,10 +2,12 @@
 import json
 import threading
 import time
+from typing import Any, ContextManager
 
 import pytest
-from funboost import BoosterParams, RemoteTaskError, RpcTimeout, boost
+from funboost import RpcTimeout
 from funboost.testing import wait_until
+from funboost.testing.serving import assert_sync_call_and_remote_error, serving_booster, serving_divide
 
 from funboost.testing.tls import pki  # noqa: F401  (the fixture: certificates made by the test)
 
@@ -16,68 +18,38 @@ from support import RawClient, free_port
 
 def test_readme_example(queue_name):
     # the example of README.md and docs/brokers/tcp.md, on a free port
-    port = free_port()
-
-    @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config={"port": port},
-                         state_backend="memory", log_to_console=False))
     def add(x, y):
         return x + y
 
-    add.consume()
-    try:
+    with serving_booster("TCP", queue_name, add) as add:
         add.push(1, 2)
         assert add.sync_call(1, 2, timeout=5) == 3
-    finally:
-        add.stop_consume(10)
 
 
 def test_push_sync_call_remote_errors_and_async_result(queue_name):
-    seen = []
-    lock = threading.Lock()
-    cfg = {"port": free_port()}
-
-    @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config=cfg, concurrent_num=8,
-                         max_retry_times=0, state_backend="memory", is_using_rpc_mode=True, log_to_console=False))
-    def divide(a: int, b: int = 1) -> float:
-        with lock:
-            seen.append((a, b))
-        return a / b
-
-    divide.consume()
-    try:
-        assert divide.sync_call(10, b=4, timeout=10) == 2.5
-        with pytest.raises(RemoteTaskError) as info:  # funboost.RemoteTaskError, in one round trip
-            divide.sync_call(1, b=0, timeout=10)
-        assert isinstance(info.value, TcpRemoteTaskError)
-        assert info.value.exception_type == "ZeroDivisionError"
-        assert "division by zero" in info.value.exception_msg
-        assert info.value.status["task_id"]
+    with serving_divide("TCP", queue_name, is_using_rpc_mode=True) as (divide, seen):
+        error = assert_sync_call_and_remote_error(divide, TcpRemoteTaskError)
+        assert error.status["task_id"]
         results = [divide.push(i, b=1) for i in range(20)]  # AsyncResult (rpc mode, memory state backend)
         assert [r.get(timeout=20) for r in results] == [float(i) for i in range(20)]
         assert len(seen) == 22
         assert divide.get_message_count() == 0
-    finally:
-        divide.stop_consume(10)
 
 
-def _nap_booster(queue_name: str, port: int, concurrency: int):
-    """nap(x, sleep=0) -> x after sleeping, served on ``port``."""
+def _serving_nap(queue_name: str, port: int, concurrency: int) -> ContextManager[Any]:
+    """nap(x, sleep=0) -> x after sleeping, served on ``port`` for the ``with`` block."""
 
-    @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config={"port": port},
-                         concurrent_num=concurrency, max_retry_times=0, state_backend="memory", log_to_console=False))
     def nap(x: int, sleep: float = 0.0) -> int:
         time.sleep(sleep)
         return x
-    return nap
+    return serving_booster("TCP", queue_name, nap, {"port": port}, concurrent_num=concurrency, max_retry_times=0)
 
 
 def test_many_threads_share_one_connection_and_replies_come_out_of_order(queue_name):
     port = free_port()
 
-    nap = _nap_booster(queue_name, port, concurrency=16)
-    nap.consume()
-    publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port, "connections_per_consumer": 1}))
-    try:
+    with _serving_nap(queue_name, port, concurrency=16):
+        publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port, "connections_per_consumer": 1}))
         slow_done = []
         slow = threading.Thread(target=lambda: slow_done.append(
             publisher.sync_call(json.dumps({"x": -1, "sleep": 2.0}), 20)))
@@ -101,8 +73,6 @@ def test_many_threads_share_one_connection_and_replies_come_out_of_order(queue_n
         assert not errors and slow_done == [-1]
         server = TcpBroker.registry.lookup("127.0.0.1", port)
         assert server.connection_count == 1  # one multiplexed connection for all those threads
-    finally:
-        nap.stop_consume(10)
 
 
 def test_threads_get_connections_of_their_own_up_to_the_pool_size_then_share_them(queue_name):
@@ -110,11 +80,9 @@ def test_threads_get_connections_of_their_own_up_to_the_pool_size_then_share_the
     between threads on either side); more callers than that multiplex on the pool's connections."""
     port = free_port()
 
-    nap = _nap_booster(queue_name, port, concurrency=32)
-    nap.consume()
-    publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port, "connections_per_consumer": 3}))
-    server = TcpBroker.registry.lookup("127.0.0.1", port)
-    try:
+    with _serving_nap(queue_name, port, concurrency=32):
+        publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port, "connections_per_consumer": 3}))
+        server = TcpBroker.registry.lookup("127.0.0.1", port)
         errors: list = []
         barrier = threading.Barrier(12)
 
@@ -134,28 +102,21 @@ def test_threads_get_connections_of_their_own_up_to_the_pool_size_then_share_the
         assert len(pool.connections) == 3  # never more than the pool size...
         assert server.connection_count == 3  # ...and each was used (12 callers on 3 connections)
         assert sorted(pool.idle, key=id) == sorted(pool.connections, key=id)  # all idle again afterwards
-    finally:
-        nap.stop_consume(10)
 
 
 def test_sync_call_timeout(queue_name):
     port = free_port()
 
-    @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config={"port": port},
-                         max_retry_times=0, state_backend="memory", log_to_console=False))
     def slow(sleep: float) -> str:
         time.sleep(sleep)
         return "late"
 
-    slow.consume()
-    try:
+    with serving_booster("TCP", queue_name, slow, {"port": port}, max_retry_times=0) as slow:
         t0 = time.monotonic()
         with pytest.raises(RpcTimeout):
             slow.sync_call(3.0, timeout=0.5)
         assert time.monotonic() - t0 < 3.0
         assert slow.sync_call(0.0, timeout=10) == "late"
-    finally:
-        slow.stop_consume(10)
 
 
 def test_a_reading_caller_that_times_out_hands_the_reading_over(queue_name):
@@ -164,10 +125,8 @@ def test_a_reading_caller_that_times_out_hands_the_reading_over(queue_name):
     reply."""
     port = free_port()
 
-    nap = _nap_booster(queue_name, port, concurrency=4)
-    nap.consume()
-    publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port, "connections_per_consumer": 1}))
-    try:
+    with _serving_nap(queue_name, port, concurrency=4):
+        publisher = TcpBroker(queue_name, TcpBroker.parse_options({"port": port, "connections_per_consumer": 1}))
         assert publisher.sync_call(json.dumps({"x": 0}), 10) == 0  # connected
         conn = publisher.client.endpoints[0].conn.connections[0]
         out: dict = {}
@@ -189,8 +148,6 @@ def test_a_reading_caller_that_times_out_hands_the_reading_over(queue_name):
         assert isinstance(out.get("first"), RpcTimeout), out
         assert out.get("second") == 2, out
         assert publisher.sync_call(json.dumps({"x": 3}), 10) == 3  # the connection still serves
-    finally:
-        nap.stop_consume(10)
 
 
 def test_push_without_a_serving_consumer_raises_a_clear_error(queue_name):
@@ -223,13 +180,10 @@ def test_wire_format_example_of_the_docs_pushes_a_task_without_funboost(queue_na
     port = free_port()
     got = []
 
-    @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config={"port": port},
-                         state_backend="memory", log_to_console=False))
     def add(x, y):
         got.append(x + y)
 
-    add.consume()
-    try:
+    with serving_booster("TCP", queue_name, add, {"port": port}) as add:
         s = socket.create_connection(("127.0.0.1", port))
         payload = json.dumps({"queue": queue_name, "bodies": [{"x": 1, "y": 2}]}).encode()
         s.sendall(struct.pack(">IIB", len(payload), 1, 1) + payload)
@@ -237,8 +191,6 @@ def test_wire_format_example_of_the_docs_pushes_a_task_without_funboost(queue_na
         assert (request_id, frame_type, json.loads(s.recv(length))) == (1, 128, {"accepted": 1})
         s.close()
         wait_until(lambda: got == [3], 10, message="the pushed task ran")
-    finally:
-        add.stop_consume(10)
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
@@ -255,29 +207,26 @@ def test_a_call_that_outlives_its_timeout_is_answered_deadline_exceeded_at_the_d
         ca = certs["ca.pem"]
     finished = []
 
-    @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config=opts,
-                         max_retry_times=0, state_backend="memory", log_to_console=False))
     def slow(sleep: float) -> str:
         time.sleep(sleep)
         finished.append(sleep)
         return "late"
 
-    slow.consume()
-    raw = RawClient(port, ca_file=ca)
-    try:
-        t0 = time.monotonic()
-        rid = raw.send(p.CALL, {"queue": queue_name, "timeout": 0.5, "body": {"sleep": 3.0}})
-        got, frame_type, reply = raw.read()
-        assert (got, frame_type, reply["code"]) == (rid, p.ERROR, "DEADLINE_EXCEEDED"), reply
-        assert time.monotonic() - t0 < 2.0 and not finished  # answered at the deadline, the task still running
-        frame_type, reply = raw.request(p.CALL, {"queue": queue_name, "timeout": 5, "body": {"sleep": 0}})
-        assert (frame_type, reply["result"]) == (p.OK, "late")
-        wait_until(lambda: 3.0 in finished, 10, message="the timed-out task finished")
-        # the timed-out call's late result never reaches the wire: the next frame answers the next request
-        assert raw.request(p.PING, {}) == (p.OK, {"serving": True})
-    finally:
-        raw.close()
-        slow.stop_consume(10)
+    with serving_booster("TCP", queue_name, slow, opts, max_retry_times=0) as slow:
+        raw = RawClient(port, ca_file=ca)
+        try:
+            t0 = time.monotonic()
+            rid = raw.send(p.CALL, {"queue": queue_name, "timeout": 0.5, "body": {"sleep": 3.0}})
+            got, frame_type, reply = raw.read()
+            assert (got, frame_type, reply["code"]) == (rid, p.ERROR, "DEADLINE_EXCEEDED"), reply
+            assert time.monotonic() - t0 < 2.0 and not finished  # answered at the deadline, the task still running
+            frame_type, reply = raw.request(p.CALL, {"queue": queue_name, "timeout": 5, "body": {"sleep": 0}})
+            assert (frame_type, reply["result"]) == (p.OK, "late")
+            wait_until(lambda: 3.0 in finished, 10, message="the timed-out task finished")
+            # the timed-out call's late result never reaches the wire: the next frame answers the next request
+            assert raw.request(p.PING, {}) == (p.OK, {"serving": True})
+        finally:
+            raw.close()
 
 
 def test_arguments_that_do_not_fit_get_an_error_reply(queue_name):
@@ -285,30 +234,28 @@ def test_arguments_that_do_not_fit_get_an_error_reply(queue_name):
     afterwards; a call got OK with a DeadLettered failure). The connection keeps serving."""
     port = free_port()
 
-    @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config={"port": port},
-                         state_backend="memory", log_to_console=False))
     def add(x, y):
         return x + y
 
-    add.consume()
-    raw = None
-    try:
-        assert add.sync_call(1, 2, timeout=10) == 3  # serving
-        raw = RawClient(port)
-        for frame_type, req, words in (
-                (p.PUBLISH, {"queue": queue_name, "bodies": [{"x": 1}]}, "missing ['y']"),
-                (p.PUBLISH, {"queue": queue_name, "bodies": [{"x": 1, "y": 2}, {"x": 1, "y": 2, "z": 3}]}, "unknown ['z']"),
-                (p.CALL, {"queue": queue_name, "timeout": 5, "body": {"x": 1}}, "missing ['y']"),
-                (p.PUBLISH, {"queue": queue_name, "bodies": [{"x": 1, "y": 2, "extra": 5}]}, "'extra' must be")):
-            frame, reply = raw.request(frame_type, req)
-            assert frame == p.ERROR and reply["code"] == "BAD_REQUEST" and words in reply["message"], reply
-        assert add.broker.queue_size().ready == 0
-        frame, reply = raw.request(p.CALL, {"queue": queue_name, "timeout": 5, "body": {"x": 1, "y": 2}})
-        assert frame == p.OK and reply["success"] and reply["result"] == 3, reply
-    finally:
-        if raw is not None:
-            raw.close()
-        add.stop_consume(10)
+    with serving_booster("TCP", queue_name, add, {"port": port}) as add:
+        raw = None
+        try:
+            assert add.sync_call(1, 2, timeout=10) == 3  # serving
+            raw = RawClient(port)
+            for frame_type, req, words in (
+                    (p.PUBLISH, {"queue": queue_name, "bodies": [{"x": 1}]}, "missing ['y']"),
+                    (p.PUBLISH, {"queue": queue_name, "bodies": [{"x": 1, "y": 2}, {"x": 1, "y": 2, "z": 3}]},
+                     "unknown ['z']"),
+                    (p.CALL, {"queue": queue_name, "timeout": 5, "body": {"x": 1}}, "missing ['y']"),
+                    (p.PUBLISH, {"queue": queue_name, "bodies": [{"x": 1, "y": 2, "extra": 5}]}, "'extra' must be")):
+                frame, reply = raw.request(frame_type, req)
+                assert frame == p.ERROR and reply["code"] == "BAD_REQUEST" and words in reply["message"], reply
+            assert add.broker.queue_size().ready == 0
+            frame, reply = raw.request(p.CALL, {"queue": queue_name, "timeout": 5, "body": {"x": 1, "y": 2}})
+            assert frame == p.OK and reply["success"] and reply["result"] == 3, reply
+        finally:
+            if raw is not None:
+                raw.close()
 
 
 def test_sync_calls_and_pushed_tasks_together_respect_concurrent_num(queue_name):
@@ -317,8 +264,6 @@ def test_sync_calls_and_pushed_tasks_together_respect_concurrent_num(queue_name)
     state = {"active": 0, "max": 0}
     lock = threading.Lock()
 
-    @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config={"port": free_port()},
-                         concurrent_num=1, state_backend="memory", log_to_console=False))
     def slow(seconds: float) -> str:
         with lock:
             state["active"] += 1
@@ -328,8 +273,7 @@ def test_sync_calls_and_pushed_tasks_together_respect_concurrent_num(queue_name)
             state["active"] -= 1
         return "ok"
 
-    slow.consume()
-    try:
+    with serving_booster("TCP", queue_name, slow, concurrent_num=1) as slow:
         assert slow.sync_call(0, timeout=10) == "ok"  # serving
         slow.push(0.5)
         wait_until(lambda: state["active"] == 1, 10, message="the pushed task runs")
@@ -339,5 +283,3 @@ def test_sync_calls_and_pushed_tasks_together_respect_concurrent_num(queue_name)
         [t.join(40) for t in threads]
         assert results == ["ok"] * 4
         assert state["max"] == 1, f"{state['max']} tasks ran at once with concurrent_num=1"
-    finally:
-        slow.stop_consume(10)

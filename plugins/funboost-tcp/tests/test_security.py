@@ -2,11 +2,12 @@
 connection and the server keep serving."""
 import json
 import os
+from functools import partial
 
 import pytest
 from funboost.plugins.broker import OutgoingMessage
 from funboost.testing.tls import pki  # noqa: F401  (the fixture: certificates made by the test)
-from funboost.transport.security import InsecureBind
+from funboost.testing.serving import check_non_loopback_bind_needs_a_token, serve as serve_kind
 
 from funboost_tcp import MessageTooLarge, TcpBroker, TcpBrokerError
 from funboost_tcp import protocol as p
@@ -15,10 +16,7 @@ from support import RawClient, rss_bytes
 ENVELOPE = {"x": 1, "extra": {"task_id": "t1"}}
 
 
-def serve(queue_name, port, **opts):
-    b = TcpBroker(queue_name, TcpBroker.parse_options({"port": port, **opts}))
-    b.serve()
-    return b
+serve = partial(serve_kind, "TCP")
 
 
 def test_token_checked_on_every_request(queue_name, port):
@@ -152,19 +150,11 @@ def test_malformed_frames_get_errors_and_the_server_keeps_serving_with_flat_memo
 
 
 def test_non_loopback_bind_refuses_to_start_without_a_token(queue_name, port):
-    b = TcpBroker(queue_name, TcpBroker.parse_options({"host": "0.0.0.0", "port": port}))
-    with pytest.raises(InsecureBind, match="token"):
-        b.serve()
-    assert TcpBroker.registry.lookup("0.0.0.0", port) is None
-    b.close()
-    # with a token it starts (and publishers on loopback reach it with the token)
-    secured = serve(queue_name, port, host="0.0.0.0", token="t0k")
-    try:
-        pub = TcpBroker(queue_name, TcpBroker.parse_options({"addresses": [f"127.0.0.1:{port}"], "token": "t0k"}))
-        pub.publish([OutgoingMessage(body=json.dumps(ENVELOPE))])
-        assert secured.queue_size().ready == 1
-    finally:
-        secured.close()
+    def not_registered() -> None:
+        assert TcpBroker.registry.lookup("0.0.0.0", port) is None
+
+    check_non_loopback_bind_needs_a_token("TCP", queue_name, port, {"addresses": [f"127.0.0.1:{port}"]},
+                                          after_refusal=not_registered)
 
 
 def test_default_bind_is_loopback(queue_name, port):
