@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Callable, Iterator
 
 import pytest
 
 from funboost.testing import require_available
+from funboost.testing.frameworks import drop_with_dead_letter, registered_cleanup, unique_queue_name, url_fixture
 from funboost.testing.fixtures import consumers  # noqa: F401 - a fixture of these tests
 from funboost.testing import require_service as require  # noqa: F401 - tests import it from here
 from funboost_celery import CeleryBroker, CeleryOptions
@@ -25,29 +25,21 @@ def check(url: str) -> None:
     require_available(CeleryBroker, CeleryOptions(broker_url=url))
 
 
-@pytest.fixture(params=["redis", "amqp"])
-def broker_url(request) -> str:
-    url = URLS[request.param]
-    check(url)
-    return url
+broker_url = url_fixture(URLS, check)
 
 
 @pytest.fixture
 def queue_name() -> str:
-    return f"fbcel_{uuid.uuid4().hex[:12]}"
+    return unique_queue_name("fbcel")
+
+
+def drop_queues(url: str, queue: str) -> None:
+    """Delete ``queue`` and its dead-letter queue (tests only)."""
+    drop_with_dead_letter(queue, lambda name: CeleryBroker(name, CeleryOptions(broker_url=url)),
+                          CeleryBroker.delete_queue)
 
 
 @pytest.fixture
 def cleanup_queues() -> Iterator[Callable[[str, str], None]]:
     """Register (url, queue) pairs whose queues (and dead-letter queues) are deleted after the test."""
-    todo: list[tuple[str, str]] = []
-    yield lambda url, q: todo.append((url, q))
-    for url, q in todo:
-        for name in (q, f"{q}_dlx"):
-            b = CeleryBroker(name, CeleryOptions(broker_url=url))
-            try:
-                b.delete_queue()
-            except Exception:
-                pass
-            finally:
-                b.close()
+    yield from registered_cleanup(drop_queues)

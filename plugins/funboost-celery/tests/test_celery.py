@@ -7,15 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-import uuid
 from typing import Any
 
 import pytest
 
 from funboost import BoosterParams, TaskOptions, boost
 from funboost.result import RemoteTaskError
+from funboost.testing import frameworks as fw
 from funboost.testing import wait_until
 
 from conftest import REDIS_CRASH_URL, URLS, check
@@ -24,42 +23,22 @@ from funboost_celery import celery_app, celery_async_result
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def make(queue: str, url: str, **kw):
-    kw.setdefault("state_backend", "memory")
-    kw.setdefault("log_to_console", False)
-    cfg = dict(kw.pop("cfg", {}), broker_url=url)
-    return BoosterParams(queue_name=queue, broker_kind="CELERY", broker_exclusive_config=cfg, **kw)
+def make(queue: str, url: str, **kw) -> BoosterParams:
+    return fw.framework_params("CELERY", queue, {"broker_url": url}, **kw)
 
 
-@pytest.fixture
-def url(broker_url, queue_name, cleanup_queues):
-    cleanup_queues(broker_url, queue_name)
-    return broker_url
+params = fw.params_fixture("CELERY")  # on the test's broker (Redis or RabbitMQ), its queue deleted afterwards
 
 
 # ---------------------------------------------------------------------------------------- examples
-def test_readme_example(url, queue_name, consumers):
-    @boost(make(queue_name, url, is_using_rpc_mode=True, concurrent_num=4))
-    def add(x, y):
-        return x + y
-
-    assert add(1, 2) == 3  # a plain call is unchanged
-    consumers(add.consume())
-    assert add.push(1, y=2).get(timeout=30) == 3
-    tid = f"t1-{uuid.uuid4().hex}"
-    r = add.publish({"x": 1, "y": 2}, task_id=tid)
-    assert r.task_id == tid and r.get(timeout=30) == 3
+def test_readme_example(params, queue_name, consumers):
+    add, _ = fw.check_readme_example(params, queue_name, consumers)
     # the Celery task carries funboost's task id and is named/routed after the queue
     assert queue_name in celery_app(add).tasks
-    t0 = time.time()
-    assert add.publish({"x": 2, "y": 2}, task_options=TaskOptions(countdown=1.5)).get(timeout=30) == 4
-    assert time.time() - t0 >= 1.4
-    results = add.push_many([(i, i) for i in range(20)])
-    assert [r.get(timeout=30) for r in results] == [2 * i for i in range(20)]
 
 
-def test_plain_celery_caller_reaches_the_funboost_function(url, queue_name, consumers):
-    @boost(make(queue_name, url, is_using_rpc_mode=True))
+def test_plain_celery_caller_reaches_the_funboost_function(params, queue_name, consumers):
+    @boost(params(queue_name, is_using_rpc_mode=True))
     def mul(x, y=10):
         return x * y
 
@@ -96,22 +75,14 @@ def test_python_name_is_an_identifier():
     assert python_name("plain_name") == "plain_name"
 
 
-def test_count_and_clear(url, queue_name):
-    @boost(make(queue_name, url))
-    def f(x):
-        return x
-
-    for i in range(7):
-        f.push(i)
-    wait_until(lambda: f.get_message_count() == 7, 10, message="7 waiting")
-    assert f.clear() == 7
-    assert f.get_message_count() == 0
+def test_count_and_clear(params, queue_name):
+    fw.check_count_and_clear(params, queue_name)
 
 
-def test_priority_order(url, queue_name, consumers):
+def test_priority_order(params, queue_name, consumers):
     order: list[int] = []
 
-    @boost(make(queue_name, url, concurrent_num=1, is_using_rpc_mode=True))
+    @boost(params(queue_name, concurrent_num=1, is_using_rpc_mode=True))
     def f(p):
         order.append(p)
 
@@ -147,33 +118,15 @@ def test_rpc_through_celery_result_backend(broker_url, queue_name, cleanup_queue
 
 
 # ---------------------------------------------------------------------------------------- controls
-def test_retries_are_funboosts_and_happen_once(url, queue_name, consumers):
-    calls: dict[str, int] = {}
-    lock = threading.Lock()
-
-    @boost(make(queue_name, url, is_using_rpc_mode=True, max_retry_times=2, is_print_detail_exception=False))
-    def flaky(key, fail_times):
-        with lock:
-            calls[key] = calls.get(key, 0) + 1
-            n = calls[key]
-        if n <= fail_times:
-            raise ValueError(f"attempt {n}")
-        return n
-
-    consumers(flaky.consume())
+def test_retries_are_funboosts_and_happen_once(params, queue_name, consumers):
+    flaky, _ = fw.check_retries_are_funboosts(params, queue_name, consumers)
     assert celery_app(flaky).tasks[queue_name].max_retries == 0  # no Celery retry on top
-    assert flaky.push("a", 2).get(timeout=30) == 3
-    r = flaky.push("b", 10)
-    with pytest.raises(RemoteTaskError):
-        r.get(timeout=30)
-    assert r.wait()["run_times"] == 3
-    assert calls == {"a": 3, "b": 3}
 
 
-def test_qps_becomes_celery_rate_limit(url, queue_name, consumers):
+def test_qps_becomes_celery_rate_limit(params, queue_name, consumers):
     times: list[float] = []
 
-    @boost(make(queue_name, url, qps=5, concurrent_num=4, is_using_rpc_mode=True))
+    @boost(params(queue_name, qps=5, concurrent_num=4, is_using_rpc_mode=True))
     def f(i):
         times.append(time.monotonic())
 
@@ -185,43 +138,13 @@ def test_qps_becomes_celery_rate_limit(url, queue_name, consumers):
     assert times[-1] - times[0] >= 1.6  # 10 intervals of 0.2 s, with slack
 
 
-def test_filter_and_expiry_apply_under_celery(url, queue_name, consumers):
-    ran: list[int] = []
-
-    @boost(make(queue_name, url, do_task_filtering=True, is_using_rpc_mode=True, msg_expire_seconds=30))
-    def f(x):
-        ran.append(x)
-        return x
-
-    consumers(f.consume())
-    assert f.push(1).get(timeout=30) == 1
-    again = f.push(1).wait(30)
-    assert again["run_status"] == "filtered"
-    old = f.publish({"x": 2}, task_options=TaskOptions(publish_time=time.time() - 100)).wait(30)
-    assert old["run_status"] == "expired"
-    assert f.push(3).get(timeout=30) == 3
-    assert ran == [1, 3]
+def test_filter_and_expiry_apply_under_celery(params, queue_name, consumers):
+    fw.check_filter_and_expiry(params, queue_name, consumers)
 
 
-def test_pause_and_resume(url, queue_name, consumers):
-    ran: list[int] = []
-
-    @boost(make(queue_name, url, is_using_rpc_mode=True))
-    def f(x):
-        ran.append(x)
-
-    consumers(f.consume())
-    f.push(0).wait(30)
-    f.pause()
-    wait_until(lambda: f.consumer.paused, 10, message="consumer sees the pause flag")
-    time.sleep(1.2)  # let the worker cancel its consumer of the queue
-    rs = [f.push(i) for i in range(1, 4)]
-    time.sleep(1.5)  # nothing may run while paused
-    assert ran == [0]
-    f.resume()
-    for r in rs:
-        r.wait(30)
-    assert sorted(ran) == [0, 1, 2, 3]
+def test_pause_and_resume(params, queue_name, consumers):
+    # a message the paused worker still takes is rejected back (holds_messages_while_paused = False)
+    fw.check_pause_and_resume(params, queue_name, consumers)
 
 
 # ---------------------------------------------------------------------------------------- crash safety
@@ -239,36 +162,16 @@ def test_worker_killed_mid_task_is_redelivered(family, tmp_path, queue_name, cle
     def work(x: int) -> int:
         return x
 
-    script = os.path.join(HERE, "_crash_worker.py")
-    env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    work.push(7)
-    slow = subprocess.Popen([sys.executable, script, queue_name, url, str(tmp_path), "1"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: any(p.name.startswith("started.") for p in tmp_path.iterdir()), 30,
-                   message="the task started in the first worker")
-        os.kill(slow.pid, signal.SIGKILL)
-        slow.wait(10)
-    finally:
-        if slow.poll() is None:
-            slow.kill()
-    assert not (tmp_path / "done.7").exists()
-    fresh = subprocess.Popen([sys.executable, script, queue_name, url, str(tmp_path), "0"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: (tmp_path / "done.7").exists(), 40, interval=0.1,
-                   message="the killed worker's task ran again in another worker")
-    finally:
-        fresh.kill()
-        fresh.wait(10)
-    assert len([p for p in tmp_path.iterdir() if p.name.startswith("started.")]) == 2
+    fw.check_killed_workers_task_runs_again(work, lambda hold: _start_worker(queue_name, url, tmp_path, hold, "3"),
+                                            tmp_path, hold=1, rerun_timeout=40)
 
 
-def test_a_graceful_stop_acks_the_tasks_that_finished(url, queue_name, tmp_path):
+def test_a_graceful_stop_acks_the_tasks_that_finished(broker_url, queue_name, cleanup_queues, tmp_path):
     """SIGTERM while 4 tasks run: they finish and are acked. Celery queues a finished task's ack on its event
     loop; the stop was raised there before those acks ran, and the closing channel restored the messages
     of tasks that had finished (they ran again in the next worker: 1 to 3 of 4, in 1 round out of ~7)."""
-    work = _crash_booster(queue_name, url, lambda *a: None)
+    url = broker_url
+    work = _crash_booster(queue_name, url, cleanup_queues)
     for attempt in range(4):
         work.clear()
         marker_dir = tmp_path / f"round{attempt}"
@@ -289,22 +192,11 @@ def test_a_graceful_stop_acks_the_tasks_that_finished(url, queue_name, tmp_path)
 
 
 # ---------------------------------------------------------------------------------------- Redis leases
-def _start_worker(queue: str, url: str, marker_dir, hold: float, vt: str, concurrency: int = 2):
-    script = os.path.join(HERE, "_crash_worker.py")
-    env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.Popen([sys.executable, script, queue, url, str(marker_dir), str(hold), vt, str(concurrency)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _start_worker(queue: str, url: str, marker_dir, hold: float, vt: str, concurrency: int = 2) -> subprocess.Popen:
+    return fw.start_script(HERE, "_crash_worker.py", queue, url, marker_dir, hold, vt, concurrency)
 
 
-def _stop(*procs) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-        p.wait(10)
-
-
-def _markers(path, prefix: str) -> list[str]:
-    return sorted(p.name for p in path.iterdir() if p.name.startswith(prefix))
+_stop, _markers = fw.stop_processes, fw.markers
 
 
 def _crash_booster(queue_name: str, url: str, cleanup_queues) -> Any:
@@ -326,20 +218,8 @@ def test_redis_default_config_redelivers_a_killed_workers_task_within_seconds(tm
     hour; by default it now comes back within seconds (the plugin's default configuration, no options)."""
     url = REDIS_CRASH_URL
     work = _crash_booster(queue_name, url, cleanup_queues)
-    work.push(7)
-    slow = _start_worker(queue_name, url, tmp_path, 1, "default")
-    try:
-        wait_until(lambda: _markers(tmp_path, "started.7."), 30, message="the task started in the first worker")
-        os.kill(slow.pid, signal.SIGKILL)
-    finally:
-        _stop(slow)
-    fresh = _start_worker(queue_name, url, tmp_path, 0, "default")
-    try:
-        wait_until(lambda: (tmp_path / "done.7").exists(), 60, interval=0.1,
-                   message="the killed worker's task ran again in another worker (default configuration)")
-    finally:
-        _stop(fresh)
-    assert len(_markers(tmp_path, "started.7.")) == 2
+    fw.check_killed_workers_task_runs_again(work, lambda hold: _start_worker(queue_name, url, tmp_path, hold, "default"),
+                                            tmp_path, hold=1, rerun_timeout=60)
 
 
 @pytest.mark.parametrize("mode", ["worker", "fetch"])
@@ -433,21 +313,8 @@ def test_redis_a_living_workers_long_task_is_never_handed_out_twice(tmp_path, qu
     while a second worker polls the same queue: the first worker's living lease keeps it (celery#2599)."""
     url = REDIS_CRASH_URL
     work = _short_lease_booster(queue_name, url, cleanup_queues)
-    work.push(7)
-    first = _start_worker(queue_name, url, tmp_path, 8, "2", concurrency=1)
-    second = None
-    try:
-        wait_until(lambda: _markers(tmp_path, "started.7."), 30, message="the long task started")
-        second = _start_worker(queue_name, url, tmp_path, 0, "2", concurrency=1)
-        work.push(8)  # the first worker is busy (prefetch 1): only the second can run it, so it is polling
-        wait_until(lambda: (tmp_path / "done.8").exists(), 30, message="the second worker consumes")
-        wait_until(lambda: (tmp_path / "done.7").exists(), 60, message="the long task ended")
-    finally:
-        # the second worker goes first: done.7 is written before the first worker acks 7, and a SIGKILL of
-        # the first in between leaves 7 unacked by a dead holder, which a second worker still alive would
-        # rightly run again (at-least-once); that is not the double hand-out this test is about
-        _stop(*(p for p in (second, first) if p is not None))
-    assert len(_markers(tmp_path, "started.7.")) == 1, _markers(tmp_path, "started.")
+    fw.check_long_task_never_handed_out_twice(
+        work, lambda hold: _start_worker(queue_name, url, tmp_path, hold, "2", concurrency=1), tmp_path, hold=8)
 
 
 def test_redis_a_message_pulled_by_a_living_broker_stays_with_it(queue_name, cleanup_queues):
@@ -456,21 +323,12 @@ def test_redis_a_message_pulled_by_a_living_broker_stays_with_it(queue_name, cle
     url = REDIS_CRASH_URL
     check(url)
     cleanup_queues(url, queue_name)
-    from funboost.plugins.broker import OutgoingMessage
     from funboost_celery import CeleryBroker, CeleryOptions
 
     opts = CeleryOptions(broker_url=url, visibility_timeout=1.5, heartbeat_timeout=1.5)
     holder, poller = CeleryBroker(queue_name, opts), CeleryBroker(queue_name, opts)
     try:
-        holder.publish([OutgoingMessage(body='{"x": 1, "extra": {"task_id": "held"}}', task_id="held")])
-        got = holder.fetch(1, 10)
-        assert len(got) == 1
-        deadline = time.monotonic() + 6  # four timeouts
-        stolen = []
-        while time.monotonic() < deadline and not stolen:
-            stolen = poller.fetch(1, 0.5)
-        assert stolen == []
-        holder.ack(got)
+        fw.check_pulled_message_stays_with_its_holder(holder, poller, watch=6, poll=0.5)  # four timeouts
     finally:
         holder.close()
         poller.close()
@@ -482,14 +340,7 @@ def test_redis_sigkill_after_40_of_300_tasks_loses_none(tmp_path, queue_name, cl
     the tasks the killed worker was running run again within seconds of its death (holder leases: its
     pid is gone on this host)."""
     url = REDIS_CRASH_URL
-    check(url)
-    cleanup_queues(url, queue_name)
-
-    @boost(BoosterParams(queue_name=queue_name, broker_kind="CELERY", broker_exclusive_config={"broker_url": url},
-                         state_backend="memory", log_to_console=False))
-    def work(x: int) -> int:
-        return x
-
+    work = _crash_booster(queue_name, url, cleanup_queues)
     n = 300
     work.push_many([(i,) for i in range(n)])
     first = _start_worker(queue_name, url, tmp_path, 0.05, "default", concurrency=4)

@@ -9,8 +9,7 @@ import pytest
 
 from funboost.testing import BrokerContract
 
-from conftest import AMQP_URL, REDIS_CRASH_URL, REDIS_URL, check
-from funboost_celery import CeleryBroker, CeleryOptions
+from conftest import AMQP_URL, REDIS_CRASH_URL, REDIS_URL, check, drop_queues
 
 
 class _CeleryContract(BrokerContract):
@@ -22,14 +21,7 @@ class _CeleryContract(BrokerContract):
         yield
         for url in {self.broker_options["broker_url"], self.fast_reclaim_options.get("broker_url",
                                                                                      self.broker_options["broker_url"])}:
-            for name in (queue_name, f"{queue_name}_dlx"):
-                b = CeleryBroker(name, CeleryOptions(broker_url=url))
-                try:
-                    b.delete_queue()
-                except Exception:
-                    pass
-                finally:
-                    b.close()
+            drop_queues(url, queue_name)
 
 
 class TestCeleryRedisContract(_CeleryContract):

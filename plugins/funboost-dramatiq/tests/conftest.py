@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Callable, Iterator
 
 import pytest
 
 from funboost.testing import require_available
+from funboost.testing.frameworks import drop_with_dead_letter, registered_cleanup, unique_queue_name, url_fixture
 from funboost.testing.fixtures import consumers  # noqa: F401 - a fixture of these tests
 from funboost.testing.services import rabbitmq_test_vhost
 from funboost_dramatiq import DramatiqBroker, DramatiqOptions
@@ -24,37 +24,28 @@ def check(url: str) -> None:
     require_available(DramatiqBroker, DramatiqOptions(broker_url=url))
 
 
-@pytest.fixture(params=["redis", "amqp"])
-def broker_url(request) -> str:
-    url = URLS[request.param]
-    check(url)
-    return url
+broker_url = url_fixture(URLS, check)
 
 
 @pytest.fixture
 def queue_name() -> str:
-    return f"fbdq_{uuid.uuid4().hex[:12]}"
+    return unique_queue_name("fbdq")
 
 
 def drop_queues(url: str, queue: str) -> None:
-    for name in (queue, f"{queue}_dlx"):
-        b = DramatiqBroker(name, DramatiqOptions(broker_url=url))
-        try:
-            b.purge()
-            if b.family == "amqp":
-                from dramatiq.common import dq_name, xq_name
-                for q in (name, dq_name(name), xq_name(name)):
-                    b.dbroker.channel.queue_delete(q)
-        except Exception:
-            pass
-        finally:
-            b.close()
+    """Purge ``queue`` and its dead-letter queue; on RabbitMQ delete them with dramatiq's delay and
+    dead-letter queues (tests only)."""
+    def drop(b: DramatiqBroker) -> None:
+        b.purge()
+        if b.family == "amqp":
+            from dramatiq.common import dq_name, xq_name
+            for q in (b.queue_name, dq_name(b.queue_name), xq_name(b.queue_name)):
+                b.dbroker.channel.queue_delete(q)
+
+    drop_with_dead_letter(queue, lambda name: DramatiqBroker(name, DramatiqOptions(broker_url=url)), drop)
 
 
 @pytest.fixture
 def cleanup_queues() -> Iterator[Callable[[str, str], None]]:
     """Register (url, queue) pairs whose queues (and dead-letter queues) are dropped after the test."""
-    todo: list[tuple[str, str]] = []
-    yield lambda url, q: todo.append((url, q))
-    for url, q in todo:
-        drop_queues(url, q)
+    yield from registered_cleanup(drop_queues)

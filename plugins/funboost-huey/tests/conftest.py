@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Callable, Iterator
 
 import pytest
 
 from funboost.testing import require_available
+from funboost.testing.frameworks import drop_with_dead_letter, registered_cleanup, unique_queue_name
 from funboost.testing.fixtures import consumers  # noqa: F401 - a fixture of these tests
 from funboost_huey import HueyBroker, HueyOptions
 
@@ -21,7 +21,7 @@ def check_redis() -> None:
 @pytest.fixture
 def queue_name() -> str:
     # huey keeps only [A-Za-z0-9_] of a queue name in its keys
-    return f"fbhuey_{uuid.uuid4().hex[:12]}"
+    return unique_queue_name("fbhuey")
 
 
 @pytest.fixture(params=["redis", "sqlite"])
@@ -42,12 +42,10 @@ def redis_cfg() -> dict:
 @pytest.fixture
 def cleanup() -> Iterator[Callable[[str, dict], None]]:
     """Register (queue, cfg) pairs whose queues (and dead-letter queues) are purged after the test."""
-    todo: list[tuple[str, dict]] = []
-    yield lambda q, c: todo.append((q, c))
-    for q, c in todo:
-        for name in (q, f"{q}_dlx"):
-            b = HueyBroker(name, HueyOptions(**c))
-            try:
-                b.purge()
-            finally:
-                b.close()
+    yield from registered_cleanup(purge_queues)
+
+
+def purge_queues(queue: str, cfg: dict) -> None:
+    """Purge ``queue`` and its dead-letter queue (tests only)."""
+    drop_with_dead_letter(queue, lambda name: HueyBroker(name, HueyOptions(**cfg)), HueyBroker.purge,
+                          ignore_errors=False)

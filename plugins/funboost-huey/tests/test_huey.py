@@ -7,18 +7,15 @@ import datetime
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
-import threading
 import time
 
 import pytest
 
-from funboost import BoosterParams, ExceptionForRequeue, TaskOptions, boost
+from funboost import BoosterParams, TaskOptions, boost
 from funboost.plugins.broker import OutgoingMessage
-from funboost.result import RemoteTaskError
 from funboost.testing import body_text, fetch_until, wait_until
+from funboost.testing import frameworks as fw
 
 from conftest import REDIS_URL
 from funboost_huey import HueyBroker, HueyOptions, huey_instance, huey_task
@@ -27,29 +24,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def make(queue: str, cfg: dict, **kw) -> BoosterParams:
-    kw.setdefault("state_backend", "memory")
-    kw.setdefault("log_to_console", False)
-    return BoosterParams(queue_name=queue, broker_kind="HUEY", broker_exclusive_config=cfg, **kw)
+    return fw.framework_params("HUEY", queue, cfg, **kw)
+
+
+@pytest.fixture
+def params(cfg, queue_name, cleanup) -> fw.ParamsFactory:
+    """BoosterParams on the test's storage (Redis or SQLite); the test's queue is purged afterwards."""
+    cleanup(queue_name, cfg)
+    return lambda queue, **kw: make(queue, cfg, **kw)
 
 
 # ---------------------------------------------------------------------------------------- examples
-def test_readme_example(cfg, queue_name, consumers, cleanup):
-    cleanup(queue_name, cfg)
-
-    @boost(make(queue_name, cfg, is_using_rpc_mode=True, concurrent_num=4))
-    def add(x, y):
-        return x + y
-
-    assert add(1, 2) == 3  # a plain call is unchanged
-    consumers(add.consume())
-    assert add.push(1, y=2).get(timeout=30) == 3
-    r = add.publish({"x": 1, "y": 2}, task_id="readme-t1-" + queue_name)
-    assert r.task_id == "readme-t1-" + queue_name and r.get(timeout=30) == 3
-    t0 = time.time()
-    assert add.publish({"x": 2, "y": 2}, task_options=TaskOptions(countdown=1.5)).get(timeout=30) == 4
-    assert time.time() - t0 >= 1.4
-    results = add.push_many([(i, i) for i in range(20)])
-    assert [r.get(timeout=30) for r in results] == [2 * i for i in range(20)]
+def test_readme_example(params, queue_name, consumers):
+    fw.check_readme_example(params, queue_name, consumers)
 
 
 def test_messages_are_huey_tasks_with_funboost_ids(cfg, queue_name, cleanup):
@@ -132,77 +119,28 @@ def test_huey_result_store_when_asked(redis_cfg, queue_name, consumers, cleanup)
 
 
 # ---------------------------------------------------------------------------------------- controls
-def test_retries_are_funboosts_and_happen_once(cfg, queue_name, consumers, cleanup):
-    cleanup(queue_name, cfg)
-    calls: dict[str, int] = {}
-    lock = threading.Lock()
-
-    @boost(make(queue_name, cfg, is_using_rpc_mode=True, max_retry_times=2, is_print_detail_exception=False))
-    def flaky(key, fail_times):
-        with lock:
-            calls[key] = calls.get(key, 0) + 1
-            n = calls[key]
-        if n <= fail_times:
-            raise ValueError(f"attempt {n}")
-        return n
-
-    consumers(flaky.consume())
+def test_retries_are_funboosts_and_happen_once(params, queue_name, consumers):
+    flaky, _ = fw.check_retries_are_funboosts(params, queue_name, consumers)
     assert huey_task(flaky).retries == 0  # no huey retry on top
-    assert flaky.push("a", 2).get(timeout=30) == 3
-    r = flaky.push("b", 10)
-    with pytest.raises(RemoteTaskError):
-        r.get(timeout=30)
-    assert r.wait()["run_times"] == 3
-    assert calls == {"a": 3, "b": 3}
     # the failed task was settled: nothing left in huey's queue or in flight
     wait_until(lambda: flaky.broker.queue_size().as_dict() in ({"ready": 0, "in_flight": 0, "delayed": 0},
                                                                 {"ready": 0, "in_flight": None, "delayed": 0}),
                10, message="queue empty")
 
 
-def test_filter_and_expiry_apply_under_huey(cfg, queue_name, consumers, cleanup):
-    cleanup(queue_name, cfg)
-    ran: list[int] = []
-
-    @boost(make(queue_name, cfg, do_task_filtering=True, is_using_rpc_mode=True, msg_expire_seconds=30))
-    def f(x):
-        ran.append(x)
-        return x
-
-    consumers(f.consume())
-    assert f.push(1).get(timeout=30) == 1
-    assert f.push(1).wait(30)["run_status"] == "filtered"
-    old = f.publish({"x": 2}, task_options=TaskOptions(publish_time=time.time() - 100)).wait(30)
-    assert old["run_status"] == "expired"
-    assert f.push(3).get(timeout=30) == 3
-    assert ran == [1, 3]
+def test_filter_and_expiry_apply_under_huey(params, queue_name, consumers):
+    fw.check_filter_and_expiry(params, queue_name, consumers)
 
 
-def test_pause_and_resume(cfg, queue_name, consumers, cleanup):
-    cleanup(queue_name, cfg)
-    ran: list[int] = []
+def test_pause_and_resume(params, queue_name, consumers):
+    def in_queue(f) -> None:
+        # a worker that was already waiting on the queue (BLMOVE, up to 1 s) may take one, and hold it
+        # unrun; the others stay in huey's queue
+        size = f.broker.queue_size()
+        assert size.ready + (size.in_flight or 0) == 3 if size.in_flight is not None else size.ready >= 2
 
-    @boost(make(queue_name, cfg, is_using_rpc_mode=True))
-    def f(x):
-        ran.append(x)
-
-    consumers(f.consume())
-    f.push(0).wait(30)
-    f.pause()
-    wait_until(lambda: f.consumer.paused, 10, message="consumer sees the pause flag")
-    host = huey_instance(f).funboost_host
-    wait_until(lambda: not host.accepting.is_set(), 10, message="huey's workers told to take nothing")
-    rs = [f.push(i) for i in range(1, 4)]
-    time.sleep(1.5)  # nothing may run while paused
-    assert ran == [0]
-    # a worker that was already waiting on the queue (BLMOVE, up to 1 s) may take one, and hold it
-    # unrun; the others stay in huey's queue
-    size = f.broker.queue_size()
-    assert size.ready + (size.in_flight or 0) == 3 if size.in_flight is not None else size.ready >= 2
-    f.resume()
-    for r in rs:
-        r.wait(30)
-    assert sorted(ran) == [0, 1, 2, 3]
+    fw.check_pause_and_resume(params, queue_name, consumers, while_paused=in_queue,
+                              stopped=lambda f: not huey_instance(f).funboost_host.accepting.is_set())
 
 
 def test_status_records(cfg, queue_name, consumers, cleanup):
@@ -222,28 +160,8 @@ def test_status_records(cfg, queue_name, consumers, cleanup):
     assert rec["task_id"] == bad.task_id and rec["exception_type"] == "ZeroDivisionError"
 
 
-def test_exception_for_requeue_goes_back(cfg, queue_name, consumers, cleanup):
-    cleanup(queue_name, cfg)
-    calls: list[str] = []
-
-    @boost(make(queue_name, cfg, is_using_rpc_mode=True, max_retry_times=0, max_requeue_times=3))
-    def f(x):
-        calls.append(x)
-        if x == "once" and calls.count("once") == 1:
-            raise ExceptionForRequeue("not now")
-        if x == "forever":
-            raise ExceptionForRequeue("never")
-        return x
-
-    consumers(f.consume())
-    assert f.push("once").get(timeout=30) == "once"
-    assert calls.count("once") == 2
-    f.push("forever")
-    dlx = f.broker.dead_letter_broker()
-    [d] = fetch_until(dlx, 1, timeout=30)
-    assert calls.count("forever") == 4
-    assert "max_requeue_times" in json.loads(body_text(d))["extra"]["dead_letter_reason"]
-    dlx.ack([d])
+def test_exception_for_requeue_goes_back(params, queue_name, consumers):
+    fw.check_requeue_then_dead_letter(params, queue_name, consumers)
 
 
 def test_foreign_bytes_in_the_queue_are_dead_lettered(redis_cfg, queue_name, consumers, cleanup):
@@ -395,52 +313,18 @@ def test_booster_priority_on_sqlite_storage(tmp_path, queue_name, consumers):
     """TaskOptions(priority=...) reaches SqliteHuey (higher first): the kind's declared priority=False
     describes Redis storage and used to make core drop every priority before the broker saw it."""
     cfg = {"storage": "sqlite", "sqlite_filename": str(tmp_path / "prio.db")}
-    order: list[int] = []
-
-    @boost(make(queue_name, cfg, concurrent_num=1, is_using_rpc_mode=True))
-    def job(i):
-        order.append(i)
-
-    assert job.broker.supports_priority
-    rs = [job.publish({"i": i}, task_options=TaskOptions(priority=0)) for i in range(3)]
-    rs += [job.publish({"i": i}, task_options=TaskOptions(priority=9)) for i in range(3, 6)]
-    consumers(job.consume())
-    for r in rs:
-        r.wait(30)
-    assert order == [3, 4, 5, 0, 1, 2]
+    fw.check_priority_orders(lambda queue, **kw: make(queue, cfg, **kw), queue_name, consumers)
 
 
 def test_booster_priority_is_dropped_on_redis_storage(redis_cfg, queue_name, consumers, cleanup):
     """huey's Redis storage is a plain list (RedisHuey raises for a priority): dropped, the task runs."""
     cleanup(queue_name, redis_cfg)
-
-    @boost(make(queue_name, redis_cfg, is_using_rpc_mode=True))
-    def job(i):
-        return i
-
-    assert not job.broker.supports_priority
-    r = job.publish({"i": 1}, task_options=TaskOptions(priority=9))
-    consumers(job.consume())
-    assert r.get(timeout=30) == 1
+    fw.check_priority_is_dropped(lambda queue, **kw: make(queue, redis_cfg, **kw), queue_name, consumers)
 
 
 # ---------------------------------------------------------------------------------------- crash safety
 def _start_worker(queue: str, marker_dir, hold: float, concurrency: int = 2) -> subprocess.Popen:
-    script = os.path.join(HERE, "_crash_worker.py")
-    env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.Popen([sys.executable, script, queue, REDIS_URL, str(marker_dir), str(hold), str(concurrency)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _stop(*procs: subprocess.Popen) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-        p.wait(10)
-
-
-def _markers(path, prefix: str) -> list[str]:
-    return sorted(p.name for p in path.iterdir() if p.name.startswith(prefix))
+    return fw.start_script(HERE, "_crash_worker.py", queue, REDIS_URL, marker_dir, hold, concurrency)
 
 
 def test_consumer_killed_mid_task_is_rerun(redis_cfg, tmp_path, queue_name, cleanup):
@@ -450,24 +334,13 @@ def test_consumer_killed_mid_task_is_rerun(redis_cfg, tmp_path, queue_name, clea
     def work(x: int) -> int:
         return x
 
-    work.push(7)
-    slow = _start_worker(queue_name, tmp_path, 1)
-    try:
-        wait_until(lambda: _markers(tmp_path, "started.7."), 30, message="the task started in the first consumer")
+    def in_flight() -> None:
         # while it runs, the task is in flight (held by the living consumer), not in huey's queue
         size = work.broker.queue_size()
         assert (size.ready, size.in_flight) == (0, 1)
-        os.kill(slow.pid, signal.SIGKILL)
-    finally:
-        _stop(slow)
-    assert not (tmp_path / "done.7").exists()
-    fresh = _start_worker(queue_name, tmp_path, 0)
-    try:
-        wait_until(lambda: (tmp_path / "done.7").exists(), 40, interval=0.1,
-                   message="the killed consumer's task ran again in another consumer")
-    finally:
-        _stop(fresh)
-    assert len(_markers(tmp_path, "started.7.")) == 2
+
+    fw.check_killed_workers_task_runs_again(work, lambda hold: _start_worker(queue_name, tmp_path, hold), tmp_path,
+                                            hold=1, rerun_timeout=40, while_running=in_flight)
 
 
 def test_a_living_consumers_long_task_is_never_handed_out_twice(redis_cfg, tmp_path, queue_name, cleanup):
@@ -479,21 +352,8 @@ def test_a_living_consumers_long_task_is_never_handed_out_twice(redis_cfg, tmp_p
     def work(x: int) -> int:
         return x
 
-    work.push(7)
-    first = _start_worker(queue_name, tmp_path, 25, concurrency=1)
-    second = None
-    try:
-        wait_until(lambda: _markers(tmp_path, "started.7."), 30, message="the long task started")
-        second = _start_worker(queue_name, tmp_path, 0, concurrency=1)
-        work.push(8)  # the first consumer is busy: only the second can run it, so it is polling
-        wait_until(lambda: (tmp_path / "done.8").exists(), 30, message="the second consumer consumes")
-        wait_until(lambda: (tmp_path / "done.7").exists(), 60, message="the long task ended")
-    finally:
-        # the second consumer goes first: done.7 is written before the first consumer acks 7, and a SIGKILL of
-        # the first consumer in between leaves 7 unacked by a dead holder, which a second consumer still alive
-        # would rightly run again (at-least-once); that is not the double hand-out this test is about
-        _stop(*(p for p in (second, first) if p is not None))
-    assert len(_markers(tmp_path, "started.7.")) == 1, _markers(tmp_path, "started.")
+    fw.check_long_task_never_handed_out_twice(
+        work, lambda hold: _start_worker(queue_name, tmp_path, hold, concurrency=1), tmp_path, hold=25)
 
 
 def test_sigkill_mid_run_with_1000_tasks_loses_none(redis_cfg, tmp_path, queue_name, cleanup):
@@ -505,27 +365,12 @@ def test_sigkill_mid_run_with_1000_tasks_loses_none(redis_cfg, tmp_path, queue_n
     def work(x: int) -> int:
         return x
 
-    n = 1000
-    work.push_many([(i,) for i in range(n)])
-    first = _start_worker(queue_name, tmp_path, 0.01, concurrency=8)
-    try:
-        wait_until(lambda: len(_markers(tmp_path, "done.")) >= 150, 120, message="150 tasks done")
-        os.kill(first.pid, signal.SIGKILL)
-    finally:
-        _stop(first)
-    done_before = len(_markers(tmp_path, "done."))
-    assert done_before < n
-    second = _start_worker(queue_name, tmp_path, 0, concurrency=8)
-    try:
-        wait_until(lambda: len(_markers(tmp_path, "done.")) == n, 180, interval=0.2,
-                   message=f"all {n} task ids ran")
+    fw.check_sigkill_mid_run_loses_none(
+        work, lambda hold: _start_worker(queue_name, tmp_path, hold, concurrency=8), tmp_path, hold=0.01,
+        kill_after=150, first_timeout=120,
         # the marker is written by the task body, the ack follows it: wait for the living consumer to ack
         # the last ones before it is killed, or a task killed between its marker and its ack stays in flight
-        wait_until(lambda: _sizes(work) == (0, 0, 0), 30, interval=0.1,
-                   message="nothing ready, in flight or delayed once every task ran")
-    finally:
-        _stop(second)
-    assert {f"done.{i}" for i in range(n)} == set(_markers(tmp_path, "done."))
+        settled=lambda: _sizes(work) == (0, 0, 0), settled_timeout=30)
     assert _sizes(work) == (0, 0, 0)
 
 

@@ -4,12 +4,12 @@ vhost with unique queue names), or at FUNBOOST_NAMEKO_TEST_AMQP_URI when that is
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Iterator
 
 import pytest
 
 from funboost.testing import require_available
+from funboost.testing.frameworks import drop_with_dead_letter, unique_queue_name
 from funboost.testing.fixtures import consumers  # noqa: F401 - a fixture of these tests
 from funboost.testing.services import rabbitmq_test_vhost
 from funboost_nameko import NamekoBroker, NamekoOptions
@@ -26,19 +26,13 @@ def check(uri: str = AMQP_URI) -> None:
 
 
 def drop_queues(queue: str, uri: str = AMQP_URI) -> None:
-    for name in (queue, f"{queue}_dlx"):
-        b = NamekoBroker(name, NamekoOptions(amqp_uri=uri))
-        try:
-            b._channel().queue_delete(f"rpc-{name}")
-        except Exception:
-            pass
-        finally:
-            b.close()
+    drop_with_dead_letter(queue, lambda name: NamekoBroker(name, NamekoOptions(amqp_uri=uri)),
+                          lambda b: b._channel().queue_delete(f"rpc-{b.queue_name}"))
 
 
 @pytest.fixture
 def queue_name() -> Iterator[str]:
     check()
-    name = f"fbnk_{uuid.uuid4().hex[:12]}"
+    name = unique_queue_name("fbnk")
     yield name
     drop_queues(name)

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Iterator
 
 import pytest
 
 from funboost.testing import require_available
+from funboost.testing.frameworks import unique_queue_name
 from funboost.testing.fixtures import consumers  # noqa: F401 - a fixture of these tests
 from funboost_rq import RqBroker, RqOptions
 
@@ -34,7 +34,7 @@ def drop_queue(name: str, url: str = REDIS_URL) -> None:
 @pytest.fixture
 def queue_name() -> Iterator[str]:
     check()
-    name = f"fbrq_{uuid.uuid4().hex[:12]}"
+    name = unique_queue_name("fbrq")
     yield name
     for q in (name, f"{name}_dlx"):
         drop_queue(q)

@@ -7,17 +7,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 import uuid
 
 import pytest
 from rq.job import Job
 
-from funboost import AsyncResult, BoosterParams, ExceptionForRequeue, TaskOptions, boost
+from funboost import AsyncResult, BoosterParams, TaskOptions, boost
 from funboost.result import RemoteTaskError
 from funboost.testing import fetch_until, wait_until
+from funboost.testing import frameworks as fw
 
 from conftest import REDIS_URL
 from funboost_rq import rq_queue
@@ -26,35 +25,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def make(queue: str, **kw) -> BoosterParams:
-    kw.setdefault("state_backend", "memory")
-    kw.setdefault("log_to_console", False)
-    cfg = dict(kw.pop("cfg", {}), redis_url=REDIS_URL)
-    return BoosterParams(queue_name=queue, broker_kind="RQ", broker_exclusive_config=cfg, **kw)
+    return fw.framework_params("RQ", queue, {"redis_url": REDIS_URL}, **kw)
 
 
 # ---------------------------------------------------------------------------------------- examples
 def test_readme_example(queue_name, consumers):
-    @boost(make(queue_name, is_using_rpc_mode=True, concurrent_num=4))
-    def add(x, y):
-        return x + y
-
-    assert add(1, 2) == 3  # a plain call is unchanged
-    consumers(add.consume())
-    assert add.push(1, y=2).get(timeout=30) == 3
-    tid = f"t1-{uuid.uuid4().hex}"
-    r = add.publish({"x": 1, "y": 2}, task_id=tid)
-    assert r.get(timeout=30) == 3
+    add, tid = fw.check_readme_example(make, queue_name, consumers, min_countdown_delay=1.45)
     # an rq job under funboost's task id, named after the queue, with its result in rq too
     job = rq_queue(add).fetch_job(tid)
     assert job is not None and job.func_name == f"funboost_rq.tasks.{queue_name}"
     assert job.origin == queue_name and job.retries_left is None
     wait_until(lambda: job.get_status(refresh=True) == "finished", 10, message="rq marks the job finished")
     assert job.return_value() == 3
-    t0 = time.time()
-    assert add.publish({"x": 2, "y": 2}, task_options=TaskOptions(countdown=1.5)).get(timeout=30) == 4
-    assert time.time() - t0 >= 1.45
-    results = add.push_many([(i, i) for i in range(20)])
-    assert [r.get(timeout=30) for r in results] == [2 * i for i in range(20)]
 
 
 def test_plain_rq_producer_reaches_the_funboost_function(queue_name, consumers):
@@ -105,25 +87,7 @@ def test_count_and_clear(queue_name):
 
 # ---------------------------------------------------------------------------------------- controls
 def test_retries_are_funboosts_and_happen_once(queue_name, consumers):
-    calls: dict[str, int] = {}
-    lock = threading.Lock()
-
-    @boost(make(queue_name, is_using_rpc_mode=True, max_retry_times=2, is_print_detail_exception=False))
-    def flaky(key, fail_times):
-        with lock:
-            calls[key] = calls.get(key, 0) + 1
-            n = calls[key]
-        if n <= fail_times:
-            raise ValueError(f"attempt {n}")
-        return n
-
-    consumers(flaky.consume())
-    assert flaky.push("a", 2).get(timeout=30) == 3
-    r = flaky.push("b", 10)
-    with pytest.raises(RemoteTaskError):
-        r.get(timeout=30)
-    assert r.wait()["run_times"] == 3
-    assert calls == {"a": 3, "b": 3}
+    flaky, r = fw.check_retries_are_funboosts(make, queue_name, consumers)
     # rq did not retry on top: the job is in rq's failed registry with funboost's error, once
     q = rq_queue(flaky)
     wait_until(lambda: r.task_id in q.failed_job_registry.get_job_ids(), 10, message="rq failed registry")
@@ -132,22 +96,7 @@ def test_retries_are_funboosts_and_happen_once(queue_name, consumers):
 
 
 def test_exception_for_requeue_goes_back(queue_name, consumers):
-    calls: list[str] = []
-
-    @boost(make(queue_name, is_using_rpc_mode=True, max_retry_times=0, max_requeue_times=3))
-    def work(x):
-        calls.append(x)
-        if calls.count(x) == 1 or x == "forever":
-            raise ExceptionForRequeue("not now")
-        return calls.count(x)
-
-    consumers(work.consume())
-    assert work.push("once").get(timeout=30) == 2
-    work.push("forever")
-    dlx = work.broker.dead_letter_broker()
-    [d] = fetch_until(dlx, 1, timeout=30)
-    assert calls.count("forever") == 4  # the first run and max_requeue_times more
-    dlx.ack([d])
+    fw.check_requeue_then_dead_letter(make, queue_name, consumers)
 
 
 def test_filter_expiry_and_status_records(queue_name, consumers):
@@ -176,44 +125,19 @@ def test_filter_expiry_and_status_records(queue_name, consumers):
 
 
 def test_pause_and_resume(queue_name, consumers):
-    ran: list[int] = []
-
-    @boost(make(queue_name, is_using_rpc_mode=True, concurrent_num=2))
-    def f(x):
-        ran.append(x)
-
-    consumers(f.consume())
-    f.push(0).wait(30)
-    f.pause()
-    # the queue's rq workers stop taking jobs
-    wait_until(lambda: not f.consumer.broker._host.groups.get(queue_name), 10, message="the queue's workers stop")
-    rs = [f.push(i) for i in range(1, 4)]
-    wait_until(lambda: f.get_message_count() == 3, 10, message="3 waiting in rq")
-    time.sleep(1.5)  # nothing may run while paused
-    assert ran == [0]
-    f.resume()
-    for r in rs:
-        r.wait(30)
-    assert sorted(ran) == [0, 1, 2, 3]
+    fw.check_pause_and_resume(
+        make, queue_name, consumers, concurrent_num=2,
+        # the queue's rq workers stop taking jobs
+        stopped=lambda f: not f.consumer.broker._host.groups.get(queue_name),
+        published=lambda f: wait_until(lambda: f.get_message_count() == 3, 10, message="3 waiting in rq"))
 
 
 # ---------------------------------------------------------------------------------------- crash safety
-def _start_worker(queue: str, marker_dir, hold: float, concurrency: int, hb: str = "default"):
-    env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.Popen([sys.executable, os.path.join(HERE, "_crash_worker.py"), queue, REDIS_URL,
-                             str(marker_dir), str(hold), str(concurrency), hb],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _start_worker(queue: str, marker_dir, hold: float, concurrency: int, hb: str = "default") -> subprocess.Popen:
+    return fw.start_script(HERE, "_crash_worker.py", queue, REDIS_URL, marker_dir, hold, concurrency, hb)
 
 
-def _stop(*procs) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-        p.wait(10)
-
-
-def _markers(path, prefix: str) -> list[str]:
-    return sorted(p.name for p in path.iterdir() if p.name.startswith(prefix))
+_stop, _markers = fw.stop_processes, fw.markers
 
 
 def _publisher(queue: str):
@@ -227,28 +151,14 @@ def test_a_killed_workers_running_job_runs_again_within_seconds(tmp_path, queue_
     """Default configuration: the job a SIGKILLed worker was running is not left in rq's failed registry,
     it runs again in the next worker (its lease's process is gone: the next reclaim pass moves it)."""
     work = _publisher(queue_name)
-    work.push(7)
-    slow = _start_worker(queue_name, tmp_path, 120, 1)
-    try:
-        wait_until(lambda: _markers(tmp_path, "started.7."), 30, message="the job started in the first worker")
-        os.kill(slow.pid, signal.SIGKILL)
-    finally:
-        _stop(slow)
-    fresh = _start_worker(queue_name, tmp_path, 0, 1)
-    try:
-        wait_until(lambda: (tmp_path / "done.7").exists(), 30, interval=0.1,
-                   message="the killed worker's job ran again in another worker")
-    finally:
-        _stop(fresh)
-    assert len(_markers(tmp_path, "started.7.")) == 2
+    fw.check_killed_workers_task_runs_again(work, lambda hold: _start_worker(queue_name, tmp_path, hold, 1),
+                                            tmp_path, hold=120, rerun_timeout=30)
     assert rq_queue(work).failed_job_registry.count == 0
 
 
-def _start_stalling_worker(queue: str, marker_dir, point: str):
-    env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.Popen([sys.executable, os.path.join(HERE, "_stall_worker.py"), queue, REDIS_URL,
-                             str(marker_dir), point], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
+def _start_stalling_worker(queue: str, marker_dir, point: str) -> subprocess.Popen:
+    return fw.start_script(HERE, "_stall_worker.py", queue, REDIS_URL, marker_dir, point, stdout=subprocess.PIPE,
+                           text=True)
 
 
 @pytest.mark.parametrize("point", ["blmove", "fetch", "prepare"])
@@ -297,48 +207,21 @@ def test_a_living_workers_long_job_is_never_handed_out_twice(tmp_path, queue_nam
     """A job runs four heartbeat timeouts long while a second worker consumes and reclaims on the same
     queue: the first worker's lease keeps the job its own."""
     work = _publisher(queue_name)
-    work.push(7)
-    first = _start_worker(queue_name, tmp_path, 8, 1, "0.5,2")
-    second = None
-    try:
-        wait_until(lambda: _markers(tmp_path, "started.7."), 30, message="the long job started")
-        second = _start_worker(queue_name, tmp_path, 0, 1, "0.5,2")
-        work.push(8)  # the first worker is busy: only the second can run it
-        wait_until(lambda: (tmp_path / "done.8").exists(), 30, message="the second worker consumes")
-        wait_until(lambda: (tmp_path / "done.7").exists(), 60, message="the long job ended")
-    finally:
-        # the second worker goes first: done.7 is written before the first worker acks 7, and a SIGKILL of
-        # the first worker in between leaves 7 unacked by a dead holder, which a second worker still alive
-        # would rightly run again (at-least-once); that is not the double hand-out this test is about
-        _stop(*(p for p in (second, first) if p is not None))
-    assert len(_markers(tmp_path, "started.7.")) == 1, _markers(tmp_path, "started.")
+    fw.check_long_task_never_handed_out_twice(
+        work, lambda hold: _start_worker(queue_name, tmp_path, hold, 1, "0.5,2"), tmp_path, hold=8)
 
 
 def test_sigkill_mid_run_with_1000_tasks_loses_none(tmp_path, queue_name):
     """Issue 15: a worker process SIGKILLed mid-run with N = 1000 tasks; a new worker runs every task id."""
     n = 1000
     work = _publisher(queue_name)
-    work.push_many([(i,) for i in range(n)])
-    first = _start_worker(queue_name, tmp_path, 0.01, 4)
-    try:
-        wait_until(lambda: len(_markers(tmp_path, "done.")) >= 150, 120, interval=0.05,
-                   message="the first worker ran some tasks")
-        os.kill(first.pid, signal.SIGKILL)
-    finally:
-        _stop(first)
-    done_before = len(_markers(tmp_path, "done."))
-    assert done_before < n
-    second = _start_worker(queue_name, tmp_path, 0, 4)
-    try:
-        wait_until(lambda: len(_markers(tmp_path, "done.")) == n, 180, interval=0.2,
-                   message=f"all {n} task ids ran")
+    q = rq_queue(work)
+    fw.check_sigkill_mid_run_loses_none(
+        work, lambda hold: _start_worker(queue_name, tmp_path, hold, 4), tmp_path, n=n, hold=0.01, kill_after=150,
+        first_timeout=120,
         # the task body writes the marker before rq finishes the job: wait while the worker lives, or a job
         # killed between the two stays started
-        q = rq_queue(work)
-        wait_until(lambda: q.started_job_registry.count == 0, 10, message="nothing left started")
-    finally:
-        _stop(second)
-    assert sorted(int(m.split(".")[1]) for m in _markers(tmp_path, "done.")) == list(range(n))
+        settled=lambda: q.started_job_registry.count == 0)
     assert q.failed_job_registry.count == 0 and q.count == 0
 
 
@@ -377,22 +260,15 @@ def test_jobs_of_a_long_dead_holder_run_again_instead_of_failing(queue_name, con
 def test_a_job_pulled_by_a_living_broker_stays_with_it(queue_name):
     """The pull path holds a lease too: another broker reclaiming on the queue never takes a job that a
     living broker holds, however long it holds it."""
-    from funboost.plugins.broker import OutgoingMessage
     from funboost_rq import RqBroker, RqOptions
 
     opts = RqOptions(redis_url=REDIS_URL, heartbeat_interval=0.3, heartbeat_timeout=1)
     holder, poller = RqBroker(queue_name, opts), RqBroker(queue_name, opts)
     try:
-        holder.publish([OutgoingMessage(body='{"x": 1, "extra": {"task_id": "held"}}', task_id="held")])
-        got = holder.fetch(1, 10)
-        assert len(got) == 1
-        deadline = time.monotonic() + 4  # four heartbeat timeouts, a reclaim pass every 0.3 s
-        stolen: list = []
-        while time.monotonic() < deadline and not stolen:
-            poller._lease and poller._lease.restart_reclaim_schedule()
-            stolen = poller.fetch(1, 0.3)
-        assert stolen == []
-        holder.ack(got)
+        # four heartbeat timeouts, a reclaim pass every 0.3 s
+        fw.check_pulled_message_stays_with_its_holder(
+            holder, poller, watch=4, poll=0.3,
+            before_poll=lambda: poller._lease and poller._lease.restart_reclaim_schedule())
         assert holder.queue_size().in_flight == 0
     finally:
         holder.close()
