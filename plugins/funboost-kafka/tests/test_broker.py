@@ -361,7 +361,25 @@ def test_consumer_reads_a_recreated_topic_from_its_start(private_kafka):
         b.ack(batch)
         return {m.task_id for m in after} <= seen
 
-    wait_for(all_after_consumed, deadline_s=60, what=f"the records published after the restart (got {seen})")
+    try:
+        wait_for(all_after_consumed, deadline_s=60, what=f"the records published after the restart (got {seen})")
+    except AssertionError as exc:  # failed once in CI (~1 run in 10+, not reproduced locally): say where it stood
+        raise AssertionError(f"{exc}; consumer state: {_consumer_state(b)}") from None
+
+
+def _consumer_state(b: KafkaBroker) -> str:
+    c = b._consumer
+    if c is None:
+        return "no consumer"
+    try:
+        tps = sorted(c.assignment(), key=lambda tp: tp.partition)
+        return (f"topic id seen {b._topic_id!r}, now {c._client.cluster.topic_id(b.topic)!r}; group "
+                f"{getattr(c.group_metadata(), 'state', '?')}; positions "
+                f"{ {tp.partition: c.position(tp, timeout_ms=2000) for tp in tps} }; committed "
+                f"{ {tp.partition: c.committed(tp) for tp in tps} }; ends "
+                f"{ {tp.partition: off for tp, off in c.end_offsets(tps).items()} }")
+    except Exception as exc:  # noqa: BLE001 - a diagnostic only
+        return f"unavailable ({exc!r})"
 
 
 def test_the_topic_check_of_a_publish_waits_out_a_node_not_ready_and_ends_in_a_publish_error(queue_name,
