@@ -529,6 +529,8 @@ class KafkaBroker(Broker):
                 # handed out nor tracked, so never committed) for the next fetch.
                 records = consumer.poll(timeout_ms=max(0, int(timeout * 1000)), max_records=max_records)
                 self._buffered.extend(records.items())
+                if not records:
+                    self._reset_positions_beyond_end(consumer)
             self._reset_if_topic_recreated(consumer)
             return self._take(max_count)
 
@@ -556,6 +558,39 @@ class KafkaBroker(Broker):
                 consumer.seek_to_end(*assigned)
             else:
                 consumer.seek_to_beginning(*assigned)
+
+    def _reset_positions_beyond_end(self, consumer: KafkaConsumer) -> None:
+        """A position beyond its partition's end is out of range: Kafka answers OFFSET_OUT_OF_RANGE and the
+        client resets it by ``auto_offset_reset``; Tansu answers with no records and the consumer waits for
+        ever. Such a position comes from the group's committed offset after the broker came back without its
+        log (a commit of the old log that reached the new broker, or a topic recreated under an unchanged
+        id). The end is the high watermark of the partition's last fetch answer; the same answer moved the
+        position, so a valid position is never beyond it. Checked when a poll returned nothing. Consumer
+        lock held."""
+        subscription = getattr(consumer, "_subscription", None)
+        if subscription is None or not hasattr(subscription, "has_valid_position"):
+            return
+        beyond = []
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is None or not subscription.has_valid_position(tp):
+                continue
+            position = subscription.position(tp)
+            offset = getattr(position, "offset", position)
+            if isinstance(offset, int) and offset > end:
+                beyond.append((tp, offset, end))
+        if not beyond:
+            return
+        log.warning("kafka %s: position beyond the end of partition(s) %s (the broker lost its log?); they start "
+                    "again from the %s offset", self.topic,
+                    ", ".join(f"{tp.partition} ({offset} > {end})" for tp, offset, end in beyond),
+                    self.options.auto_offset_reset)
+        tps = [tp for tp, _, _ in beyond]
+        self._on_revoked(tps, commit=False)
+        if self.options.auto_offset_reset == "latest":
+            consumer.seek_to_end(*tps)
+        else:
+            consumer.seek_to_beginning(*tps)
 
     @staticmethod
     def _join_pending(consumer: KafkaConsumer) -> bool:
