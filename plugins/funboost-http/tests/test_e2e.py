@@ -10,7 +10,8 @@ import re
 import shlex
 import threading
 
-from funboost.testing.serving import (assert_pushes_run, assert_sync_call_and_remote_error, serving_booster,
+from funboost.testing.serving import (assert_a_call_is_answered_by_the_run_after_a_requeue, assert_pushes_run,
+                                      assert_sync_call_and_remote_error, serving_booster,
                                       serving_divide)
 
 from funboost_http import HttpBroker
@@ -183,3 +184,7 @@ def test_arguments_that_do_not_fit_get_400_and_nothing_enters(queue_name):
         assert add.broker.queue_size().ready == 0  # nothing of a refused batch entered
         status, reply = raw_request(base + "/call?timeout=5", "POST", b'{"x": 1, "y": 2}')
         assert (status, reply["success"], reply["result"]) == (200, True, 3), reply
+
+
+def test_a_sync_call_is_answered_by_the_run_after_a_requeue(queue_name):
+    assert_a_call_is_answered_by_the_run_after_a_requeue("HTTP", queue_name)

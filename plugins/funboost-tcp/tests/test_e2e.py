@@ -7,7 +7,8 @@ from typing import Any, ContextManager
 import pytest
 from funboost import RpcTimeout
 from funboost.testing import wait_until
-from funboost.testing.serving import assert_sync_call_and_remote_error, serving_booster, serving_divide
+from funboost.testing.serving import (assert_a_call_is_answered_by_the_run_after_a_requeue,
+                                      assert_sync_call_and_remote_error, serving_booster, serving_divide)
 
 from funboost.testing.tls import pki  # noqa: F401  (the fixture: certificates made by the test)
 
@@ -283,3 +284,7 @@ def test_sync_calls_and_pushed_tasks_together_respect_concurrent_num(queue_name)
         [t.join(40) for t in threads]
         assert results == ["ok"] * 4
         assert state["max"] == 1, f"{state['max']} tasks ran at once with concurrent_num=1"
+
+
+def test_a_sync_call_is_answered_by_the_run_after_a_requeue(queue_name):
+    assert_a_call_is_answered_by_the_run_after_a_requeue("TCP", queue_name)

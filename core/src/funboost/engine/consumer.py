@@ -949,6 +949,8 @@ class Consumer:
         # the ordering/partition key goes with the copy (kafka: same key, same partition, as documented)
         om = OutgoingMessage(body=dumps(env), task_id=task.task_id, priority=extra.get("priority"),
                              eta=eta if self.caps.native_delay else None, key=extra.get("key"))
+        if self.broker.replace_delivery(task.delivery, om):  # a server transport: its caller waits for the copy
+            return
         self.broker.publish([om])
         self.acker.add(task.delivery)
 

@@ -275,6 +275,13 @@ class Broker:
         protocol."""
         return False
 
+    def replace_delivery(self, delivery: Delivery, message: OutgoingMessage) -> bool:
+        """Put ``message``, the engine's updated copy of ``delivery`` (a requeue, a retry due later), in the
+        delivery's place in one step, keeping what the broker ties to the delivery (a server transport's
+        caller waiting for the result); return True if done. The default returns False: the engine then
+        publishes the copy and acks the original, as every broker that answers no caller directly wants."""
+        return False
+
     def serve(self) -> None:
         """Kinds with ``capabilities.needs_serving_consumer``: start accepting messages for this queue
         without the engine (the engine starts serving through ``run_consumer``)."""

@@ -19,7 +19,7 @@ from funboost.testing.servers import free_port
 from funboost.transport.security import InsecureBind
 
 __all__ = ["serving_booster", "serving_divide", "assert_sync_call_and_remote_error", "assert_pushes_run", "serve",
-           "check_non_loopback_bind_needs_a_token"]
+           "check_non_loopback_bind_needs_a_token", "assert_a_call_is_answered_by_the_run_after_a_requeue"]
 
 
 @contextmanager
@@ -76,6 +76,33 @@ def assert_pushes_run(divide: Any, seen: list, n: int = 20) -> None:
         divide.push(i, b=1)
     wait_until(lambda: len(seen) == before + n, 20, message=f"{n} pushed tasks ran")
     assert divide.get_message_count() == 0
+
+
+def assert_a_call_is_answered_by_the_run_after_a_requeue(kind: str, queue_name: str) -> None:
+    """A ``sync_call`` whose first run raises ``ExceptionForRequeue`` is answered by the next run's result; so is
+    one whose first attempt fails under ``retry_mode="requeue"`` (the retry is a copy published with a
+    countdown). Both used to answer ``NoResult``: the copy went out through the client without the caller,
+    and the original's ack failed the waiting call."""
+    from funboost import ExceptionForRequeue
+
+    runs: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def flaky(key: str, how: str) -> str:
+        with lock:
+            runs[key] = runs.get(key, 0) + 1
+            n = runs[key]
+        if n == 1 and how == "requeue":
+            raise ExceptionForRequeue("not yet")
+        if n == 1:
+            raise ValueError("first attempt fails")
+        return f"{key} ran {n} times"
+
+    with serving_booster(kind, queue_name, flaky, concurrent_num=4, max_retry_times=2,
+                         advanced_retry_config={"retry_mode": "requeue", "retry_base_interval": 0.2}) as booster:
+        assert booster.sync_call("a", "requeue", timeout=20) == "a ran 2 times"
+        assert booster.sync_call("b", "retry", timeout=20) == "b ran 2 times"
+        assert booster.get_message_count() == 0
 
 
 def serve(kind: str, queue_name: str, port: int, **options: Any) -> Broker:

@@ -138,6 +138,17 @@ class ServingBroker(Broker):
         if deliveries and self._queue is not None:
             self._queue.requeue([d.tag for d in deliveries])
 
+    def replace_delivery(self, delivery: Delivery, message: OutgoingMessage) -> bool:
+        """The copy of a requeued (or retry-later) task goes back into this consumer's buffer with the
+        original's pending call, so a ``sync_call`` waiting for the task is answered by the copy's final run
+        (published through the client, the copy would carry no caller and the original's settle would
+        answer ``NoResult``)."""
+        q = self._queue
+        if q is None or type(delivery.tag) is not int:
+            return False
+        env = json.loads(message.body)
+        return q.requeue_replaced(delivery.tag, lambda item: (env, item[1]))
+
     def reject(self, deliveries: Sequence[Delivery], reason: str) -> None:
         """Dead letters stay in this consumer process: they go to the buffer ``<queue>_dlx`` of the same
         server (publishers and a consumer of ``<queue>_dlx`` reach it like any queue). A full dead-letter

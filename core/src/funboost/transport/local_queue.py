@@ -308,6 +308,17 @@ class LocalQueue(Generic[T]):
             self._wake(n)
             return n
 
+    def requeue_replaced(self, tag: int, replace: Callable[[T], T]) -> bool:
+        """Move one in-flight delivery back to ready (at the end, with its priority) as ``replace(item)``;
+        False if ``tag`` is not in flight."""
+        with self._mutex:
+            item = self._in_flight.pop(tag, None)
+            if item is None:
+                return False
+            self._push_ready(replace(item), self._in_flight_priority.pop(tag, 0))
+            self._wake(1)
+            return True
+
     # ------------------------------------------------------------------ whole queue
     def purge(self) -> list[T]:
         """Drop every ready and delayed item; return them (in-flight items stay)."""

@@ -228,8 +228,8 @@ class QueueServer:
                 return None  # the watcher answered at the deadline
             if ran and pending.done:
                 return encode_status(pending.status)
-            # ran but no final status yet (the run ended in a requeue: its copy carries no reply): wait below
-            # for the settle of this delivery (NoResult) or the deadline; never answer None as a success
+            # ran but no final status yet (the run ended in a requeue: its copy, back in the buffer, carries
+            # this call): wait below for a final run or the deadline; never answer None as a success
         elif inline is None or not inline.try_run(q, item, pending):
             ran = False
         else:
