@@ -150,6 +150,11 @@ def qname_web(request):
 
 
 # ---------------------------------------------------------------- queues known to the catalog, dead letters
+def route_template(route) -> str:
+    """A route's path with its parameters written without convertors: ``{queue:segment}`` -> ``{queue}``."""
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
+
+
 def known_queue(admin: QueueAdmin, queue: str, kind: str = "sqlite") -> str:
     """Give ``queue`` a catalog record (what a consumer writes when it starts): the manager then knows it
     and builds its broker, with no consumer running."""

@@ -10,7 +10,7 @@ import uuid
 import pytest
 from starlette.routing import Route
 
-from conftest import add_dead_letters, csrf_of, known_queue, login, operator_headers
+from conftest import add_dead_letters, csrf_of, known_queue, login, operator_headers, route_template
 
 # each one is sent as the raw JSON text of a field's value
 BAD_VALUES = ['5', '-1', '0', 'null', 'true', '""', '"abc"', '"2030-01-01"', '"nan"', '1e999', '-1e999', '[1]', '[[1]]',
@@ -68,9 +68,10 @@ def test_every_json_route_answers_bad_input_with_a_4xx_json_message(web, qname_w
     assert len(routes) >= 15
     sent = 0
     for route in routes:
-        for path in _fill(route.path, q):
+        template = route_template(route)
+        for path in _fill(template, q):
             if "GET" in route.methods:
-                every = route.path in READS_QUERY
+                every = template in READS_QUERY
                 for field in QUERY_FIELDS if every else QUERY_FIELDS[:2]:
                     for v in BAD_QUERY if every else BAD_QUERY[:3]:
                         _check(client.get(path, params={"queue": q, field: v}), ("GET", path, field, v))
@@ -81,7 +82,7 @@ def test_every_json_route_answers_bad_input_with_a_4xx_json_message(web, qname_w
                     r = client.post(path, content=raw, headers={**hdr, "content-type": "application/json"})
                     _check(r, ("POST raw", path, raw[:20]))
                     assert r.status_code == 400, (path, raw[:20], r.status_code)
-                every = route.path in READS_BODY
+                every = template in READS_BODY
                 for field in BODY_FIELDS if every else BODY_FIELDS[:2]:
                     for v in BAD_VALUES if every else BAD_VALUES[:3]:
                         # (set_user's password is too short unless it is the field tried: scrypt only then)

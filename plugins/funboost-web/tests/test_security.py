@@ -12,7 +12,7 @@ import uuid
 import pytest
 from starlette.routing import Route
 
-from conftest import PASSWORD, csrf_of, known_queue, login
+from conftest import PASSWORD, csrf_of, known_queue, login, route_template
 
 from funboost_web.auth import USERS, UserStore, hash_password, verify_password
 
@@ -22,7 +22,7 @@ def _routes(client, q="q"):
     for r in client.app.routes:
         if isinstance(r, Route) and r.path not in ("/", "/healthz", "/login"):
             for m in sorted(r.methods - {"HEAD"}):
-                out.append((m, r.path.replace("{queue}", q).replace("{task_id}", "t").replace("{kind}", "sqlite")
+                out.append((m, route_template(r).replace("{queue}", q).replace("{task_id}", "t").replace("{kind}", "sqlite")
                             .replace("{job_id}", "j").replace("{action}", "pause")))
     return out
 

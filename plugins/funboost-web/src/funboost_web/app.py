@@ -34,6 +34,7 @@ from funboost.timeseries import WINDOWS
 from funboost_web import jobs as jobs_mod
 from funboost_web import validate as check
 from funboost_web.auth import ROLES, LoginLimiter, Principal, UserStore
+from funboost_web.segments import KeepEncodedSlashes
 from funboost_web.validate import RequestError
 
 HERE = Path(__file__).parent
@@ -797,43 +798,44 @@ def create_app(cfg: WebConfig) -> Starlette:
         Route("/login", login_post, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/queues", queues_page),
-        Route("/queues/{queue}", queue_page),
-        Route("/queues/{queue}/action", queue_action, methods=["POST"]),
+        Route("/queues/{queue:segment}", queue_page),
+        Route("/queues/{queue:segment}/action", queue_action, methods=["POST"]),
         Route("/charts", charts_page),
         Route("/results", results_page),
-        Route("/results/{queue}/{task_id}", task_page),
+        Route("/results/{queue:segment}/{task_id:segment}", task_page),
         Route("/deadletters", deadletters_page),
-        Route("/deadletters/{queue}", deadletters_action, methods=["POST"]),
+        Route("/deadletters/{queue:segment}", deadletters_action, methods=["POST"]),
         Route("/consumers", consumers_page),
         Route("/rpc", rpc_page),
         Route("/rpc", rpc_publish, methods=["POST"]),
         Route("/jobs", jobs_page),
-        Route("/jobs/{kind}/{queue}/{job_id}/{action}", job_action, methods=["POST"]),
+        Route("/jobs/{kind}/{queue:segment}/{job_id:segment}/{action}", job_action, methods=["POST"]),
         Route("/audit", audit_page),
         Route("/admin/users", users_page),
         Route("/admin/users", users_action, methods=["POST"]),
         Route("/metrics", metrics),
         # JSON API (same auth; bearer tokens for scripts)
         Route("/api/queues", api_queues),
-        Route("/api/queues/{queue}", api_queue),
-        Route("/api/queues/{queue}/{action}", queue_action, methods=["POST"]),
+        Route("/api/queues/{queue:segment}", api_queue),
+        Route("/api/queues/{queue:segment}/{action}", queue_action, methods=["POST"]),
         Route("/api/series", api_series),
         Route("/api/results", api_results),
-        Route("/api/results/{queue}/{task_id}", task_page),
-        Route("/api/result/{task_id}", api_result),
-        Route("/api/deadletters/{queue}", api_deadletters),
-        Route("/api/deadletters/{queue}", deadletters_action, methods=["POST"]),
+        Route("/api/results/{queue:segment}/{task_id:segment}", task_page),
+        Route("/api/result/{task_id:segment}", api_result),
+        Route("/api/deadletters/{queue:segment}", api_deadletters),
+        Route("/api/deadletters/{queue:segment}", deadletters_action, methods=["POST"]),
         Route("/api/consumers", consumers_page),
         Route("/api/publish", rpc_publish, methods=["POST"]),
-        Route("/api/publish/{queue}", rpc_publish, methods=["POST"]),
+        Route("/api/publish/{queue:segment}", rpc_publish, methods=["POST"]),
         Route("/api/jobs", jobs_page),
-        Route("/api/jobs/{kind}/{queue}/{job_id}/{action}", job_action, methods=["POST"]),
+        Route("/api/jobs/{kind}/{queue:segment}/{job_id:segment}/{action}", job_action, methods=["POST"]),
         Route("/api/audit", audit_page),
         Route("/api/admin/users", users_action, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     secret = users.session_secret()
     app = Starlette(routes=routes, middleware=[
+        Middleware(KeepEncodedSlashes),  # before routing: an encoded "/" stays in its segment (queue names)
         Middleware(SecurityHeaders),
         Middleware(SessionMiddleware, secret_key=secret, session_cookie="funboost_web", max_age=SESSION_MAX_AGE,
                    same_site="strict", https_only=cfg.https),
