@@ -209,3 +209,30 @@ def test_checkpoint_follows_the_binlog_while_only_unwatched_tables_change(broker
     b2.fetch(1, 0.1)
     sql(f"INSERT INTO {schema}.items (id) VALUES (2)")
     assert [m["values"]["id"] for m in drain(b2, 1)] == [2]
+
+
+TIME_VALUES = ["12:34:56", "-12:34:56", "12:34:56.5", "-00:00:01.5", "-12:34:56.789", "-838:59:59", "838:59:59",
+               "-00:00:00.000001", "-01:00:00.25", "00:00:00", "-837:59:59.999999", "123:45:06.000123", "-00:00:00.01"]
+
+
+def test_time_values_of_every_precision_arrive_as_the_server_shows_them(brokers, queue_name, schema):
+    """mysql-replication decoded a negative TIME with a fraction wrong (-12:34:56.789 as -12:34:56.211,
+    -00:00:00.000001 as -00:00:00.999999): funboost_mysql_cdc.time2 reads TIME2 itself. The truth is the
+    server's own text of each value, at precisions 0, 2, 3 and 6."""
+    with connect() as c, c.cursor() as cur:
+        cur.execute(f"CREATE TABLE {schema}.times (id INT PRIMARY KEY, t0 TIME, t2 TIME(2), t3 TIME(3), "
+                    f"t6 TIME(6)) ENGINE=InnoDB")
+    b = brokers(queue_name, schemas=[schema], tables=["times"])
+    assert b.fetch(10, 0.2) == []
+    with connect() as c, c.cursor() as cur:
+        for i, v in enumerate(TIME_VALUES):
+            cur.execute(f"INSERT INTO {schema}.times VALUES (%s, %s, %s, %s, %s)", (i, v, v, v, v))
+        cur.execute(f"SELECT CAST(t0 AS CHAR), CAST(t2 AS CHAR), CAST(t3 AS CHAR), CAST(t6 AS CHAR) "
+                    f"FROM {schema}.times ORDER BY id")
+        shown = cur.fetchall()
+
+    def plain(text: str) -> str:  # the plugin writes no trailing zeros of a fraction
+        return text.rstrip("0").rstrip(".") if "." in text else text
+
+    got = [m["values"] for m in drain(b, len(TIME_VALUES))]
+    assert [[v["t0"], v["t2"], v["t3"], v["t6"]] for v in got] == [[plain(t) for t in row] for row in shown]

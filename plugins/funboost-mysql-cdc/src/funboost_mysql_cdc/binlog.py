@@ -20,8 +20,11 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from funboost.message import build_envelope, dumps
 
+from . import time2
 from .errors import MysqlCdcError, MysqlCdcServerConfigError
 from .options import MysqlCdcOptions
+
+time2.install()  # negative TIME values with a fraction, decoded right (see time2.py)
 
 EVENT_KIND = {WriteRowsEvent: "insert", UpdateRowsEvent: "update", DeleteRowsEvent: "delete"}
 # server error codes that no retry fixes: access denied (1044/1045), missing privilege (1227),
