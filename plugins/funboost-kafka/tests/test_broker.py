@@ -353,18 +353,24 @@ def test_consumer_reads_a_recreated_topic_from_its_start(private_kafka):
             break
         except Exception:  # noqa: BLE001 - retried until the deadline
             assert time.monotonic() < deadline, "could not publish after the restart"
+    _consume_until_seen(b, after, "the records published after the restart")
+
+
+def _consume_until_seen(b: KafkaBroker, sent: list, what: str) -> None:
+    """Fetch and ack until every message of ``sent`` was handed out (60 s); on failure, say where the consumer
+    stood (the recreated-topic test failed once in CI, not reproduced locally)."""
     seen: set = set()
 
-    def all_after_consumed() -> bool:
+    def all_consumed() -> bool:
         batch = b.fetch(10, 0.5)
         seen.update(d.task_id for d in batch)
         b.ack(batch)
-        return {m.task_id for m in after} <= seen
+        return {m.task_id for m in sent} <= seen
 
     try:
-        wait_for(all_after_consumed, deadline_s=60, what=f"the records published after the restart (got {seen})")
-    except AssertionError as exc:  # failed once in CI (~1 run in 10+, not reproduced locally): say where it stood
-        raise AssertionError(f"{exc}; consumer state: {_consumer_state(b)}") from None
+        wait_for(all_consumed, deadline_s=60, what=what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc} (got {sorted(seen)}); consumer state: {_consumer_state(b)}") from None
 
 
 def _consumer_state(b: KafkaBroker) -> str:
@@ -606,12 +612,4 @@ def test_a_committed_offset_beyond_the_end_of_the_log_starts_again_from_the_begi
         assert all(stale.committed(tp) == 50 for tp in tps)
     finally:
         stale.close()
-    seen: set = set()
-
-    def all_consumed() -> bool:
-        batch = b.fetch(10, 0.5)
-        seen.update(d.task_id for d in batch)
-        b.ack(batch)
-        return {m.task_id for m in sent} <= seen
-
-    wait_for(all_consumed, deadline_s=60, what=f"the records below the stale committed offset (got {seen})")
+    _consume_until_seen(b, sent, "the records below the stale committed offset")
