@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import pytest
 
-from conftest import CONN, connect, drain, wait_for
+from conftest import connect, drain, wait_for
 from funboost.plugins.broker import OutgoingMessage
 from funboost_mysql_cdc import MysqlCdcOptions, MysqlCdcPublishError, MysqlCdcServerConfigError
-from funboost_mysql_cdc.broker import MysqlCdcBroker
 
 
 def sql(*statements: str, args=None) -> None:

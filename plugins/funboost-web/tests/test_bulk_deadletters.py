@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import threading
 
-from conftest import PASSWORD, csrf_of, login
+from conftest import csrf_of, login
 
 from funboost import BoosterParams, boost
 from funboost.admin import read_audit

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import uuid
 
-import pytest
 from starlette.routing import Route
 
 from conftest import PASSWORD, csrf_of, known_queue, login, route_template

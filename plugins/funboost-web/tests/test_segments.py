@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from conftest import add_dead_letters, csrf_of, known_queue, login, operator_headers
+from conftest import add_dead_letters, csrf_of, known_queue, operator_headers
 
 from funboost_web.segments import KeepEncodedSlashes
 
