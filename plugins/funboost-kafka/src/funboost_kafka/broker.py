@@ -552,12 +552,17 @@ class KafkaBroker(Broker):
         assigned = [tp for tp in consumer.assignment() if tp.topic == self.topic]
         log.warning("kafka %s: the topic was recreated (new topic id); %d assigned partition(s) start again "
                     "from the %s offset", self.topic, len(assigned), self.options.auto_offset_reset)
-        self._on_revoked(assigned, commit=False)
-        if assigned:
+        self._start_again(consumer, assigned)
+
+    def _start_again(self, consumer: KafkaConsumer, tps: list[TopicPartition]) -> None:
+        """Forget what was polled or handed out of these partitions (their acks commit nothing) and move them
+        to the ``auto_offset_reset`` end. Consumer lock held."""
+        self._on_revoked(tps, commit=False)
+        if tps:
             if self.options.auto_offset_reset == "latest":
-                consumer.seek_to_end(*assigned)
+                consumer.seek_to_end(*tps)
             else:
-                consumer.seek_to_beginning(*assigned)
+                consumer.seek_to_beginning(*tps)
 
     def _reset_positions_beyond_end(self, consumer: KafkaConsumer) -> None:
         """A position beyond its partition's end is out of range: Kafka answers OFFSET_OUT_OF_RANGE and the
@@ -585,12 +590,7 @@ class KafkaBroker(Broker):
                     "again from the %s offset", self.topic,
                     ", ".join(f"{tp.partition} ({offset} > {end})" for tp, offset, end in beyond),
                     self.options.auto_offset_reset)
-        tps = [tp for tp, _, _ in beyond]
-        self._on_revoked(tps, commit=False)
-        if self.options.auto_offset_reset == "latest":
-            consumer.seek_to_end(*tps)
-        else:
-            consumer.seek_to_beginning(*tps)
+        self._start_again(consumer, [tp for tp, _, _ in beyond])
 
     @staticmethod
     def _join_pending(consumer: KafkaConsumer) -> bool:

@@ -19,14 +19,12 @@ from starlette.convertors import Convertor, register_url_convertor
 
 __all__ = ["KeepEncodedSlashes", "SegmentConvertor"]
 
-_KEPT = re.compile(r"%(2[fF]|25)")
-_KEPT_BYTES = re.compile(rb"%(?:2[fF]|25)")
-_SPLIT = re.compile(r"(%(?:2[fF]|25))")
+_KEPT = re.compile(r"(%(?:2[fF]|25))")  # captured: re.split keeps them
 
 
 def _decode_kept(value: str) -> str:
     """``%2F`` -> ``/`` and ``%25`` -> ``%`` in one pass (the rest was decoded by the middleware)."""
-    return _KEPT.sub(lambda m: "%" if m.group(1) == "25" else "/", value)
+    return _KEPT.sub(lambda m: "%" if m.group(1) == "%25" else "/", value)
 
 
 class SegmentConvertor(Convertor[str]):
@@ -53,9 +51,9 @@ class KeepEncodedSlashes:
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         raw = scope.get("raw_path") if scope["type"] == "http" else None
-        if raw and _KEPT_BYTES.search(raw):
-            # split on the kept escapes (captured: odd items), decode the pieces between them
-            parts = _SPLIT.split(raw.decode("utf-8", "replace"))
+        parts = _KEPT.split(raw.decode("utf-8", "replace")) if raw and b"%2" in raw else ()
+        if len(parts) > 1:
+            # the kept escapes are the odd items; decode the pieces between them
             path = "".join(part.upper() if i % 2 else unquote(part) for i, part in enumerate(parts))
             root = scope.get("root_path", "")
             if root and not path.startswith(root):
