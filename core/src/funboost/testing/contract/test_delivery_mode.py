@@ -24,7 +24,9 @@ class DeliveryModeTests:
         a.publish([message(i) for i in range(20)])
         got: dict = {}
         deadline = time.monotonic() + settings["consumer_ready_timeout"] + 20
+        counted_empty_since = None  # both queue sizes 0 and nothing fetched since then
         while sum(len(v) for v in got.values()) < 20 and time.monotonic() < deadline:
+            before = sum(len(v) for v in got.values())
             for name, consumer in (("a", a), ("b", b)):
                 batch = consumer.fetch(5, 0.2)
                 assert len(batch) <= 5, \
@@ -33,8 +35,20 @@ class DeliveryModeTests:
                 consumer.ack(batch)
             if not any(got.values()) or sum(len(v) for v in got.values()) >= 20:
                 continue
+            if sum(len(v) for v in got.values()) > before:
+                counted_empty_since = None
             if a.capabilities.queue_size == "exact" and a.queue_size().ready == 0 == b.queue_size().ready:
-                break  # nothing left to fetch: whatever is missing was lost (asserted below)
+                # nothing left to fetch: whatever is missing was lost (asserted below). Judged after 2 s of
+                # empty counts and empty fetches: a message the server already sent to a consumer that has
+                # not read it off its socket yet (RabbitMQ's push prefetch on a loaded host) is counted by
+                # neither side for a moment (failed once in CI: 16 of 20 "missing").
+                now = time.monotonic()
+                if counted_empty_since is None:
+                    counted_empty_since = now
+                elif now - counted_empty_since >= 2.0:
+                    break
+            else:
+                counted_empty_since = None
         xs = sorted(body_x(d) for v in got.values() for d in v)
         twice = sorted(x for x, n in Counter(xs).items() if n > 1)
         missing = sorted(set(range(20)) - set(xs))
