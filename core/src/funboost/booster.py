@@ -485,8 +485,8 @@ class Booster(Generic[P, R]):
         if self.params.publish_mode == "pipelined":
             send = self._sender()
 
-            def begin(sent: list[OutgoingMessage]) -> Callable[[], None]:
-                send(sent)
+            def begin(messages: Sequence[OutgoingMessage]) -> Callable[[], None]:
+                send(messages)
                 return nothing_to_wait_for
         else:
             begin = self.broker.publish_begin

@@ -223,6 +223,7 @@ def _cmd_brokers(args: argparse.Namespace) -> int:
         if i.error:
             print(f"    BROKEN: {i.error}")
             continue
+        assert i.broker_cls is not None  # set for every kind without an error
         caps = i.broker_cls.capabilities.as_dict()
         on = [k for k, v in caps.items() if v is True]
         print(f"    capabilities: {', '.join(on) or '-'}; queue size {caps['queue_size']}; "
@@ -601,7 +602,7 @@ class ConsumeMonitor:
             self._thread.join(5)
         for h, original, had_own in reversed(self._wrapped):  # a handler wrapped twice unwinds in order
             if had_own:
-                h.emit = original  # type: ignore[method-assign]
+                h.emit = original  # type: ignore[method-assign,assignment]
             else:
                 del h.emit  # the class's emit again
         self._wrapped.clear()

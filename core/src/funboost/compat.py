@@ -184,7 +184,7 @@ def get_consumer(boost_params: BoosterParams) -> Consumer:
     """The consumer of ``boost_params.consuming_function`` (not started; call ``start()``)."""
     if boost_params.consuming_function is None:
         raise ValueError("get_consumer needs BoosterParams(consuming_function=...)")
-    booster = Booster(boost_params, boost_params.consuming_function)
+    booster: Booster[..., Any] = Booster(boost_params, boost_params.consuming_function)
     cls = boost_params.consumer_override_cls or Consumer
     return cls(booster.consumer_setup())
 
@@ -279,7 +279,7 @@ class ActiveCousumerProcessInfoGetter:
         return [i for i in self._all() if i.get("ip") in ips or i.get("host") in ips]
 
     def get_all_ips(self) -> list[str]:
-        return sorted({i.get("ip") for i in self._all() if i.get("ip")})
+        return sorted({str(i["ip"]) for i in self._all() if i.get("ip")})
 
     def get_all_hearbeat_info_partition_by_queue_name(self) -> dict[str, list[dict]]:
         out: dict[str, list[dict]] = {}

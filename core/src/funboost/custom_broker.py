@@ -139,7 +139,7 @@ class _HandOff:
         with self._cond:
             if not self._items and not self.closed and timeout > 0:
                 self._cond.wait_for(lambda: self._items or self.closed, timeout)
-            out = []
+            out: list = []
             while self._items and len(out) < max_count:
                 out.append(self._items.popleft())
             if out:
@@ -246,7 +246,7 @@ class _LegacyClassesBroker(Broker):
         backoff = 0.5
         while not consumer.stopped:
             try:
-                consumer._dispatch_task()
+                consumer._dispatch_task()  # type: ignore[attr-defined]  # the user's class has it (run_consumer checks)
                 return  # the user's loop ended by itself
             except ConsumerStopping:
                 return
@@ -295,7 +295,7 @@ class _LegacyClassesBroker(Broker):
 
     def _requeue_kw(self, kw: dict) -> None:
         if self._consumer is not None:
-            self._consumer._requeue(kw)
+            self._consumer._requeue(kw)  # type: ignore[attr-defined]  # the user's consumer class supplies it
 
     def close(self) -> None:
         if self._handoff is not None:

@@ -246,7 +246,7 @@ def _literal_settings(path: str) -> Any:
                 isinstance(stmt, ast.AnnAssign) and stmt.value is not None) else []
             for target in targets:
                 try:
-                    value = ast.literal_eval(stmt.value)  # type: ignore[union-attr]
+                    value = ast.literal_eval(stmt.value)  # type: ignore[union-attr,attr-defined]
                 except ValueError:  # computed (an f-string, a call): not knowable without the import
                     continue
                 if isinstance(target, ast.Name):

@@ -132,12 +132,12 @@ try:  # orjson is optional; it is a good deal faster when installed
             return loads(dumps(obj))
         return _orjson.loads(out)
 except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
+    _orjson = None  # type: ignore[assignment]  # the name stays defined; every use above is under the try
 
     def dumps(obj: Any) -> str:
         return _std_encode(obj)
 
-    loads = json.loads
+    loads = json.loads  # type: ignore[assignment]  # the same contract: text or bytes in, the object out
 
     def json_copy(obj: Any) -> Any:
         return loads(dumps(obj))

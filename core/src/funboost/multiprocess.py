@@ -102,8 +102,9 @@ def start_consumer_processes(queue_process_num: dict[str, int], boosters: dict[s
             module = module.name if module is not None else None
         for i in range(int(n)):
             totals = ctx.Array("q", 2, lock=False)  # (done, failed), written by the child only
-            p = ctx.Process(target=_child_main, args=([q], {q: module} if module else {}, os.getpid(), totals),
-                            name=f"funboost-{q}-{i}", daemon=False)
+            p = ctx.Process(  # type: ignore[attr-defined]  # every concrete context has it
+                target=_child_main, args=([q], {q: module} if module else {}, os.getpid(), totals),
+                name=f"funboost-{q}-{i}", daemon=False)
             p.start()
             procs.append(p)
             _child_totals[p.pid] = totals

@@ -423,7 +423,7 @@ class BoosterParams(BaseModel, metaclass=_DefaultsOverrideMeta):
         @overload
         def __call__(self, func: "Callable[_P, _R]") -> "Booster[_P, _R]": ...
 
-    def __call__(self, func: "Callable[_P, _R]") -> "Booster[_P, _R]":
+    def __call__(self, func: "Callable[_P, _R]") -> "Booster[_P, _R]":  # type: ignore[misc]  # see the overloads
         from funboost.booster import Booster
         return Booster(self, func)
 

@@ -440,10 +440,10 @@ class PipelinedPublisher:
                 except Exception as exc:
                     in_flight.append((batch, None, exc))
                 continue
-            done, wait, error = in_flight.popleft()  # nothing to begin now: settle the oldest
-            if wait is not None:
+            done, confirm, error = in_flight.popleft()  # nothing to begin now: settle the oldest
+            if confirm is not None:
                 try:
-                    wait()
+                    confirm()
                 except Exception as exc:
                     error = exc
             if isinstance(error, MessagesRefused):  # nothing was sent: the refused ones fail, the rest go again

@@ -139,7 +139,7 @@ class FunctionResultStatus:
         self.time_start = time.time()
         self.host = _HOST
         self.pid = _PID[0]
-        self.thread = _current_thread()._name  # what Thread.name returns, without the property call
+        self.thread = _current_thread()._name  # type: ignore[attr-defined]  # Thread.name without the property call
         self.user_context: dict = {}
         if fields:  # from_dict / tests: any other field by name
             for k, v in fields.items():

@@ -90,7 +90,7 @@ class AsyncResult(Generic[R]):
 
     def get(self, timeout: Optional[float] = None, propagate: bool = True) -> R:
         """The function's return value; with ``propagate`` a failed task raises RemoteTaskError."""
-        return _raise_if_failed(self.wait(timeout), propagate).get("result")  # type: ignore[no-any-return]
+        return _raise_if_failed(self.wait(timeout), propagate).get("result")  # type: ignore[return-value]
 
     def is_success(self) -> bool:
         return bool(self.wait().get("success"))

@@ -41,7 +41,7 @@ import socket
 import sys
 import threading
 import uuid
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
 from apscheduler.executors.base import BaseExecutor, run_job
 from apscheduler.jobstores.base import JobLookupError
@@ -321,7 +321,7 @@ def list_stored_jobs(kind: str, queues: Optional[list[str]] = None) -> list[dict
             keys = ([f"funboost:aps:{q}:jobs".encode() for q in queues] if queues is not None
                     else sorted(client.scan_iter(match="funboost:aps:*:jobs", count=1000)))
             for key in keys:
-                for job_id, raw in sorted(client.hgetall(key).items()):
+                for job_id, raw in sorted(cast("dict[bytes, bytes]", client.hgetall(key)).items()):
                     jobs.append(_job_summary(kind, job_id.decode(), raw))
         finally:
             client.close()

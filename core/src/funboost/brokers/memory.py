@@ -8,7 +8,7 @@ the process it is fully featured: requeue, dead-letter, native delay, priorities
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 from funboost.plugins.broker import Broker, Capabilities, Delivery, OutgoingMessage, QueueSize
 from funboost.transport.local_queue import LocalQueue
@@ -52,7 +52,7 @@ def _queue(queue_name: str) -> "LocalQueue[OutgoingMessage]":
 
 class MemoryBroker(Broker):
     kind = "memory"
-    aliases = ("memory_queue", "local_python_queue")
+    aliases: ClassVar[tuple[str, ...]] = ("memory_queue", "local_python_queue")
     accepts_payload = True
     fetch_is_local = True
     capabilities = Capabilities(
@@ -98,5 +98,5 @@ class MemoryBroker(Broker):
         if _replies:  # nobody will run these: their futures would wait forever
             with _replies_lock:
                 for m in dropped:
-                    _replies.pop(getattr(m, "task_id", None), None)
+                    _replies.pop(getattr(m, "task_id", ""), None)
         return len(dropped)

@@ -334,7 +334,7 @@ class Consumer:
         self._bad_qps = ""  # repr of the last unusable qps flag logged (see _refresh_flags)
         self._catalog_due = 0.0
         self.acker = AckBatcher(self.broker, self.logger)
-        self._state = None
+        self._state: Optional["StateBackend"] = None
         self.status_saver: Optional[StatusSaver] = None
         if p.function_result_status_persistence_conf.is_save_status:
             self.status_saver = StatusSaver(self)

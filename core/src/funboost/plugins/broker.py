@@ -282,9 +282,10 @@ class Broker:
         publishes the copy and acks the original, as every broker that answers no caller directly wants."""
         return False
 
-    def serve(self) -> None:
+    def serve(self) -> Optional[str]:
         """Kinds with ``capabilities.needs_serving_consumer``: start accepting messages for this queue
-        without the engine (the engine starts serving through ``run_consumer``)."""
+        without the engine (the engine starts serving through ``run_consumer``); return the address it
+        listens on, where it has one."""
         raise NotImplementedError(f"broker kind {self.kind!r} does not serve (needs_serving_consumer=False)")
 
     def sync_call(self, body: str, timeout: float) -> Any:

@@ -14,7 +14,7 @@ import logging
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, cast
 
 import pluggy
 
@@ -180,7 +180,7 @@ class BrokerInfo:
     aliases: tuple[str, ...]
     distribution: str
     version: str
-    broker_cls: Optional[type] = None
+    broker_cls: Optional[type[Broker]] = None
     error: Optional[str] = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -204,7 +204,7 @@ class BrokerRegistry:
         self._current_dist: tuple[str, str] = ("", "")
 
     # ----- registration (called by plugins) -----
-    def register(self, broker_cls: type, aliases: Iterable[str] = ()) -> type:
+    def register(self, broker_cls: type[Broker], aliases: Iterable[str] = ()) -> type[Broker]:
         validate_broker_class(broker_cls)
         with self._lock:
             if self._current_dist[0] and not broker_cls.__dict__.get("distribution"):
@@ -282,9 +282,10 @@ class BrokerRegistry:
         self._current_dist = (dist, version)
         try:
             if inspect.isclass(obj):
-                if not obj.__dict__.get("distribution"):
-                    obj.distribution, obj.distribution_version = dist, version
-                self.register(obj, aliases=[ep.name])
+                cls = cast("type[Broker]", obj)  # register() validates that it is one
+                if not cls.__dict__.get("distribution"):
+                    cls.distribution, cls.distribution_version = dist, version
+                self.register(cls, aliases=[ep.name])
             else:
                 if not callable(getattr(obj, "funboost_register_brokers", None)):
                     raise BrokerPluginError(

@@ -139,13 +139,14 @@ class SqlAlchemyStateBackend(StateBackend):
     shared_across_processes = True
 
     def __init__(self, url: Optional[str] = None) -> None:
-        super().__init__(url or os.environ.get(ENV_URL) or _default_url())
+        url = url or os.environ.get(ENV_URL) or _default_url()
+        super().__init__(url)
         self.prefix = os.environ.get(ENV_PREFIX, "funboost_")
         self.metadata, self.t = _tables(self.prefix)
         # one engine (connection pool) per process: pooled connections must not cross a fork; in a child
         # the parent's pool is dropped without closing its connections (they are the parent's)
         self._engine: ProcessLocal[sa.Engine] = ProcessLocal(
-            lambda: _make_engine(self.url), on_stale=lambda eng: eng.dispose(close=False))
+            lambda: _make_engine(url), on_stale=lambda eng: eng.dispose(close=False))
         self._last_gc = 0.0
         self._create_tables()
 
@@ -192,17 +193,17 @@ class SqlAlchemyStateBackend(StateBackend):
         dialect = conn.dialect.name
         if dialect in ("postgresql", "sqlite"):
             if dialect == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-            else:
-                from sqlalchemy.dialects.sqlite import insert
-            stmt = insert(table)
+                from sqlalchemy.dialects.postgresql import insert as upsert
+            else:  # the same on_conflict_do_update API
+                from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
+            stmt = upsert(table)
             stmt = stmt.on_conflict_do_update(index_elements=pk, set_={c: stmt.excluded[c] for c in others})
             conn.execute(stmt, rows)
         elif dialect in ("mysql", "mariadb"):
-            from sqlalchemy.dialects.mysql import insert
-            stmt = insert(table)
-            stmt = stmt.on_duplicate_key_update(**{c: stmt.inserted[c] for c in others})
-            conn.execute(stmt, rows)
+            from sqlalchemy.dialects.mysql import insert as mysql_insert
+            mstmt = mysql_insert(table)
+            mstmt = mstmt.on_duplicate_key_update(**{c: mstmt.inserted[c] for c in others})
+            conn.execute(mstmt, rows)
         else:  # portable fallback inside the caller's transaction
             for r in rows:
                 conn.execute(table.delete().where(sa.and_(*[table.c[k] == r[k] for k in pk])))

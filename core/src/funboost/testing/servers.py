@@ -190,9 +190,10 @@ class PrivateRedis(PrivateServer):
 
     def __init__(self, directory: Optional[str] = None, port: Optional[int] = None,
                  host: str = "127.0.0.1") -> None:
-        self.binary = shutil.which("redis-server")
-        if self.binary is None:
+        binary = shutil.which("redis-server")
+        if binary is None:
             raise ServerUnavailable("redis-server binary not found (apt-get install redis-server)")
+        self.binary: str = binary
         super().__init__(directory, port, host)
 
     @property

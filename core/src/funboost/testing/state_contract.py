@@ -88,7 +88,7 @@ class StateBackendContract:
         backend.set_result(tid, data, 60)
         assert backend.get_result(tid) == data
         backend.set_result(tid, {**data, "result": 7}, 60)  # overwrite
-        assert backend.get_result(tid)["result"] == 7
+        assert (backend.get_result(tid) or {}).get("result") == 7
 
     def test_result_expires(self, backend: StateBackend) -> None:
         tid = _uid("t")

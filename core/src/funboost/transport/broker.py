@@ -23,6 +23,7 @@ from funboost.plugins.broker import (Broker, Capabilities, Delivery, OutgoingMes
                                      dead_letter_queue_name)
 from funboost.transport.calls import InlineRunner
 from funboost.transport.client import TransportClient
+from funboost.transport.options import TransportOptions
 from funboost.transport.server import QueueServer, ServedQueue, ServerRegistry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,6 +63,7 @@ class ServingBroker(Broker):
 
     def __init__(self, queue_name: str, options: Any = None) -> None:
         super().__init__(queue_name, options)
+        self.options: TransportOptions  # every transport's options model derives from it
         self._server: Optional[QueueServer] = None
         self._queue: Optional[ServedQueue] = None
         self._serve_lock = threading.Lock()

@@ -64,7 +64,7 @@ class PendingCall:
             return True
         return ev.wait(timeout)
 
-    def fail(self, exception_type: str, message: str, task_id: Optional[str] = None) -> None:
+    def fail(self, exception_type: str, message: str, task_id: Union[str, int, None] = None) -> None:
         """Reply with a failure that did not come from the function (dead-lettered as malformed, purged,
         consumer closed…): a status record with every field a caller reads (:data:`STATUS_FIELDS`), the
         function not run."""

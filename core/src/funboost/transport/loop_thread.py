@@ -52,7 +52,7 @@ class LoopThread:
         :raises TimeoutError: after ``timeout``; the coroutine is cancelled."""
         if self.in_loop:
             raise RuntimeError(f"{self.name}: run() from the loop thread would deadlock")
-        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+        fut: concurrent.futures.Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
         try:
             return fut.result(timeout)
         except concurrent.futures.TimeoutError:  # not the builtin TimeoutError before Python 3.11

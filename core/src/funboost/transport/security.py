@@ -36,7 +36,7 @@ def is_loopback_host(host: str) -> bool:
     except OSError:
         return False  # unknown name: the bind will fail anyway; never call it loopback
     addrs = {info[4][0] for info in infos}
-    return bool(addrs) and all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addrs)
+    return bool(addrs) and all(ipaddress.ip_address(str(a).split("%", 1)[0]).is_loopback for a in addrs)
 
 
 def require_token_for_bind(transport: str, host: str, token: Optional[str], tls_client_auth: bool = False) -> None:

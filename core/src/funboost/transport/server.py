@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any, Callable, Generic, Optional, Sequence, TypeVar, Union
+from typing import AbstractSet, Any, Callable, Generic, Optional, Sequence, TypeVar, Union
 
 from funboost.message import loads as _fast_loads
 from funboost.plugins.broker import Delivery
@@ -55,7 +55,7 @@ class ServedQueue(LocalQueue[Item]):
     def check(self, env: dict, index: int = 0) -> dict:
         """``env`` if it is an envelope the consumer can run, else :class:`BadRequest` (a wrong argument
         or a malformed ``extra`` is answered at once, not dead-lettered after the request was accepted)."""
-        names = env.keys()
+        names: AbstractSet[str] = env.keys()
         if "extra" in names:
             if type(env["extra"]) is not dict:
                 raise BadRequest(f"body #{index}: 'extra' must be a JSON object, got "

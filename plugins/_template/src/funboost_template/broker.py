@@ -37,6 +37,7 @@ class DirectoryBroker(Broker):
 
     def __init__(self, queue_name: str, options: Optional[DirectoryOptions] = None) -> None:
         super().__init__(queue_name, options)
+        self.options: DirectoryOptions  # what parse_options made from options_model (for type checkers)
         root = Path(self.options.directory) / queue_name
         self.ready = root / "ready"
         self.inflight = root / "inflight" / self.consumer_id.replace(":", "_")
@@ -45,7 +46,7 @@ class DirectoryBroker(Broker):
         self._lock = threading.Lock()
 
     @classmethod
-    def check_available(cls, options: DirectoryOptions) -> Optional[str]:
+    def check_available(cls, options: DirectoryOptions) -> Optional[str]:  # type: ignore[override]  # this kind's model
         try:
             Path(options.directory).mkdir(parents=True, exist_ok=True)
         except OSError as exc:

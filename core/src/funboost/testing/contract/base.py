@@ -230,7 +230,7 @@ class ContractBase:
         return f"contract_{uuid.uuid4().hex[:12]}"
 
     @pytest.fixture
-    def serve_consumer(self, broker_cls) -> Callable[[Broker], None]:
+    def serve_consumer(self, broker_cls) -> Callable[[Broker], object]:
         """Called on every broker the suite makes, before anything is published to it.
 
         Kinds with ``capabilities.needs_serving_consumer`` (transports without a server, where a message
