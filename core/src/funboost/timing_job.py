@@ -20,6 +20,10 @@ Job stores:
 * ``sqlalchemy``: ``SQLAlchemyJobStore`` on ``FUNBOOST_APS_SQLALCHEMY_URL`` (else
   ``FUNBOOST_STATE_SQLALCHEMY_URL``), e.g. PostgreSQL. Shared by every host.
 
+Job states are pickles (APScheduler's format); the shared stores made here load them through
+:mod:`funboost.job_state`, which refuses a state naming anything but triggers, dates, time zones and plain
+values, so a forged state in a store is dropped, never run.
+
 Several scheduler processes on one shared store never fire a job twice: each pass over the due jobs runs
 under a distributed lock of the state backend that matches the store (sqlite -> ``sqlite``, redis ->
 ``redis``, sqlalchemy -> ``sqlalchemy`` on the same URL), and each (job, run time) is additionally claimed
@@ -50,6 +54,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 from apscheduler.util import undefined
 
+from funboost.job_state import guard_job_store, load_job_state
 from funboost.keepalive import KeepAlive
 from funboost.paths import user_data_dir
 from funboost.state.base import StateBackend, get_state_backend
@@ -236,12 +241,13 @@ def make_job_store(kind: str, queue_name: str) -> tuple[Any, Optional[StateBacke
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
         from sqlalchemy import create_engine
         engine = create_engine(f"sqlite:///{_sqlite_path()}", connect_args={"timeout": 30, "check_same_thread": False})
-        return SQLAlchemyJobStore(engine=engine, tablename=_table_name(queue_name)), get_state_backend("sqlite")
+        return (guard_job_store(SQLAlchemyJobStore)(engine=engine, tablename=_table_name(queue_name)),
+                get_state_backend("sqlite"))
     if kind == "sqlalchemy":
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
         from funboost.state.sqlalchemy import _make_engine
         url = _sqlalchemy_url()
-        return (SQLAlchemyJobStore(engine=_make_engine(url), tablename=_table_name(queue_name)),
+        return (guard_job_store(SQLAlchemyJobStore)(engine=_make_engine(url), tablename=_table_name(queue_name)),
                 get_state_backend("sqlalchemy", url))
     if kind == "redis":
         try:
@@ -250,7 +256,7 @@ def make_job_store(kind: str, queue_name: str) -> tuple[Any, Optional[StateBacke
         except ImportError as exc:
             raise ImportError("job_store_kind='redis' needs funboost-redis: pip install funboost-redis") from exc
         url = _redis_url()
-        store = RedisJobStore(jobs_key=f"funboost:aps:{queue_name}:jobs",
+        store = guard_job_store(RedisJobStore)(jobs_key=f"funboost:aps:{queue_name}:jobs",
                               run_times_key=f"funboost:aps:{queue_name}:run_times",
                               connection_pool=redis.ConnectionPool.from_url(url))
         return store, get_state_backend("redis", url)
@@ -261,14 +267,13 @@ _TABLE_PREFIX = "funboost_aps_"
 
 
 def _job_summary(kind: str, job_id: str, raw_state: bytes) -> dict[str, Any]:
-    """One stored job as plain data. The state is APScheduler's own pickle, read without restoring the job
-    (APScheduler deletes jobs it cannot restore; a job whose arguments need the user's code is only
-    reported as unreadable here)."""
-    import pickle
+    """One stored job as plain data. The state is APScheduler's own pickle, read by :func:`load_job_state`
+    without restoring the job (APScheduler deletes jobs it cannot restore; a job whose state names
+    anything but triggers, dates, zones and plain values is only reported as unreadable here)."""
     out: dict[str, Any] = {"store": kind, "queue": None, "id": job_id, "name": None, "trigger": None,
                            "next_run_time": None, "args": [], "kwargs": {}}
     try:
-        state = pickle.loads(raw_state)  # the job store's own format, written by APScheduler
+        state = load_job_state(raw_state)  # the job store's own format, written by APScheduler
     except Exception as exc:  # noqa: BLE001 - e.g. an argument whose class lives in the user's code
         out["error"] = f"job state not readable here: {type(exc).__name__}: {exc}"
         return out

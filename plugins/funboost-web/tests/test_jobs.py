@@ -57,3 +57,39 @@ def test_jobs_listed_paused_resumed_removed(web, backend_name, qname_web, store,
             "job.remove", "job.resume", "job.pause"]
     finally:
         adder.shutdown()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis", "sqlalchemy"])
+def test_a_forged_job_state_is_never_run_by_the_manager(web, backend_name, qname_web, store, monkeypatch, tmp_path):
+    """Someone who can write a job store plants a pickled state that would run code when loaded: the jobs
+    page lists the real job and runs nothing (funboost.job_state); a control of the planted job is refused."""
+    import time
+
+    from funboost.testing.job_state import forged_state, plant_state
+    client, admin, names = web
+    if store == "sqlalchemy":
+        pytest.importorskip("psycopg2")
+        reason = resolve_state_backend_class("sqlalchemy").check_available(PG_URL)
+        if reason:
+            require_service(reason)
+        monkeypatch.setenv("FUNBOOST_APS_SQLALCHEMY_URL", PG_URL)
+
+    @boost(BoosterParams(queue_name=qname_web, broker_kind="sqlite_queue", log_to_console=False))
+    def tick(x: int):
+        return x
+
+    admin.state.doc_put(CATALOG, qname_web, {"queue": qname_web, "broker_kind": "sqlite", "broker_options": {}})
+    adder = ApsJobAdder(tick, job_store_kind=store, is_auto_start=True, is_auto_paused=True)
+    marker = tmp_path / "ran"
+    try:
+        adder.add_push_job(trigger="interval", seconds=3600, kwargs={"x": 7}, id="hourly", replace_existing=True)
+        plant_state(store, qname_web, "forged", forged_state(marker), time.time() + 3600)
+        login(client, names["operator"])
+        hdr = {"X-CSRF-Token": csrf_of(client.get("/queues").text)}
+        r = client.post(f"/api/jobs/{store}/{qname_web}/forged/pause", json={}, headers=hdr)
+        assert r.status_code >= 400 and not marker.exists(), r.text
+        stores = client.get("/api/jobs").json()["stores"]
+        mine = [s for s in stores if s["queue"] == qname_web and s["kind"] == store][0]
+        assert [j["id"] for j in mine["jobs"]] == ["hourly"] and not marker.exists()
+    finally:
+        adder.shutdown()

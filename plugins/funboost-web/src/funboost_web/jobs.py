@@ -3,9 +3,10 @@
 The shared stores are read: ``sqlite`` (needs SQLAlchemy), ``redis`` (needs funboost-redis) and, when its URL
 is configured (``FUNBOOST_APS_SQLALCHEMY_URL`` or ``FUNBOOST_STATE_SQLALCHEMY_URL``, as for the schedulers),
 ``sqlalchemy``; one table / key per queue of the catalog. ``memory`` stores live inside a scheduler process
-and cannot be seen from here. APScheduler keeps a job's state pickled in its store; reading it imports only
-``funboost.timing_job`` (every funboost job calls ``push_fun_params_to_broker`` with the queue name), and
-the manager trusts the store exactly as the scheduler processes do. Schedulers re-read their store every
+and cannot be seen from here. APScheduler keeps a job's state pickled in its store; the stores of
+``make_job_store`` read it through :mod:`funboost.job_state` (triggers, dates, time zones and plain values
+only: a forged state is refused, never run), and the job's function reference (``push_fun_params_to_broker``
+for every funboost job) is imported as the schedulers import it. Schedulers re-read their store every
 ``poll_interval`` seconds, so a change made here is picked up by them within that time.
 """
 from __future__ import annotations
