@@ -18,9 +18,8 @@ from funboost.testing import wait_until  # noqa: E402
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-@pytest.mark.parametrize("store", ["sqlite", "redis", "sqlalchemy"])
-def test_jobs_listed_paused_resumed_removed(web, backend_name, qname_web, store, monkeypatch):
-    client, admin, names = web
+def _hourly_job(admin, queue: str, store: str, monkeypatch) -> ApsJobAdder:
+    """A catalogued queue with one job "hourly" (kwargs x=7) in its ``store``, on a paused scheduler."""
     if store == "sqlalchemy":  # a PostgreSQL job store, found through the URL the schedulers use too
         pytest.importorskip("psycopg2")
         reason = resolve_state_backend_class("sqlalchemy").check_available(PG_URL)
@@ -28,14 +27,25 @@ def test_jobs_listed_paused_resumed_removed(web, backend_name, qname_web, store,
             require_service(reason)
         monkeypatch.setenv("FUNBOOST_APS_SQLALCHEMY_URL", PG_URL)
 
-    @boost(BoosterParams(queue_name=qname_web, broker_kind="sqlite_queue", log_to_console=False))
+    @boost(BoosterParams(queue_name=queue, broker_kind="sqlite_queue", log_to_console=False))
     def tick(x: int):
         return x
 
-    admin.state.doc_put(CATALOG, qname_web, {"queue": qname_web, "broker_kind": "sqlite", "broker_options": {}})
+    admin.state.doc_put(CATALOG, queue, {"queue": queue, "broker_kind": "sqlite", "broker_options": {}})
     adder = ApsJobAdder(tick, job_store_kind=store, is_auto_start=True, is_auto_paused=True)
     try:
         adder.add_push_job(trigger="interval", seconds=3600, kwargs={"x": 7}, id="hourly", replace_existing=True)
+    except BaseException:
+        adder.shutdown()
+        raise
+    return adder
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis", "sqlalchemy"])
+def test_jobs_listed_paused_resumed_removed(web, backend_name, qname_web, store, monkeypatch):
+    client, admin, names = web
+    adder = _hourly_job(admin, qname_web, store, monkeypatch)
+    try:
         login(client, names["operator"])
         hdr = {"X-CSRF-Token": csrf_of(client.get("/queues").text)}
         stores = client.get("/api/jobs").json()["stores"]
@@ -67,22 +77,9 @@ def test_a_forged_job_state_is_never_run_by_the_manager(web, backend_name, qname
 
     from funboost.testing.job_state import forged_state, plant_state
     client, admin, names = web
-    if store == "sqlalchemy":
-        pytest.importorskip("psycopg2")
-        reason = resolve_state_backend_class("sqlalchemy").check_available(PG_URL)
-        if reason:
-            require_service(reason)
-        monkeypatch.setenv("FUNBOOST_APS_SQLALCHEMY_URL", PG_URL)
-
-    @boost(BoosterParams(queue_name=qname_web, broker_kind="sqlite_queue", log_to_console=False))
-    def tick(x: int):
-        return x
-
-    admin.state.doc_put(CATALOG, qname_web, {"queue": qname_web, "broker_kind": "sqlite", "broker_options": {}})
-    adder = ApsJobAdder(tick, job_store_kind=store, is_auto_start=True, is_auto_paused=True)
+    adder = _hourly_job(admin, qname_web, store, monkeypatch)
     marker = tmp_path / "ran"
     try:
-        adder.add_push_job(trigger="interval", seconds=3600, kwargs={"x": 7}, id="hourly", replace_existing=True)
         plant_state(store, qname_web, "forged", forged_state(marker), time.time() + 3600)
         login(client, names["operator"])
         hdr = {"X-CSRF-Token": csrf_of(client.get("/queues").text)}
