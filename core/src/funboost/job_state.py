@@ -5,7 +5,7 @@ callables the bytes name: whoever can write the job table or the Redis hash coul
 scheduler process, in ``funboost jobs`` and in the web manager. funboost's stores (``make_job_store``) and
 readers therefore load a state with :func:`load_job_state`, which resolves only the classes a job state of
 funboost holds: APScheduler's triggers and their fields, ``datetime`` values, time zones (``zoneinfo``,
-``pytz``, ``dateutil.tz``) and a few plain value types. Anything else is refused with
+``pytz``, ``dateutil.tz``, ``tzlocal``) and a few plain value types. Anything else is refused with
 :class:`UnsafeJobState` and the job is reported unreadable (or, in a scheduler, dropped by APScheduler with
 a logged error), never run.
 
@@ -41,7 +41,8 @@ _NAMES: dict[str, frozenset[str]] = {
     "copyreg": frozenset({"_reconstructor"}),  # protocol 0/1 objects; the class itself is checked here too
     "_codecs": frozenset({"encode"}),  # how protocols 0-2 write bytes
 }
-_CLASS_MODULES_OF_ZONES = ("dateutil.tz",)  # dateutil's zone classes (tzutc, tzoffset, tzfile…)
+#: zone classes: dateutil's (tzutc, tzoffset, tzfile…), tzlocal's and the pytz shim that tzlocal 3-4 returned
+_CLASS_MODULES_OF_ZONES = ("dateutil.tz", "tzlocal", "pytz_deprecation_shim", "pytz")
 #: what ``getattr`` may fetch while a state loads: ZoneInfo pickles as ``getattr(ZoneInfo, "_unpickle")``
 _ATTRIBUTES = frozenset({"_unpickle"})
 
