@@ -1,7 +1,7 @@
 """One command for the benchmark table: every comparison side by side, in alternating rounds.
 
     python bench/run_all.py                 # full run (long: see docs/benchmarks.md)
-    python bench/run_all.py --quick         # about 5 minutes: fewer messages, fewer rounds, fewer rows
+    python bench/run_all.py --quick         # about 5 minutes: N=3000, 2 rounds, fewer rows
     python bench/run_all.py --suites redis,kafka --rounds 5 --n 20000
     python bench/run_all.py --setup-only    # only create / check the virtualenvs
     python bench/run_all.py --no-docs       # do not rewrite docs/benchmarks.md
@@ -887,9 +887,9 @@ def replace_region(text: str, block: str, begin: str = BEGIN, end: str = END) ->
 # ---------------------------------------------------------------- driver
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="about 5 minutes: N=3000, 3 rounds, fewer rows")
+    ap.add_argument("--quick", action="store_true", help="about 5 minutes: N=3000, 2 rounds, fewer rows")
     ap.add_argument("--n", type=int, help="messages per figure (default 20000; quick 3000)")
-    ap.add_argument("--rounds", type=int, help="alternating rounds (default 5; quick 3)")
+    ap.add_argument("--rounds", type=int, help="alternating rounds (default 5; quick 2: the order of the sides still flips once)")
     ap.add_argument("--suites", help="comma-separated subset (default: all): " + ", ".join(
         [s.name for s in build_suites(1000, False)] + ["scale"]))
     ap.add_argument("--no-scale", action="store_true", help="do not run scale_bench.py (backlog, processes, memory)")
@@ -899,7 +899,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--python", default=sys.executable, help="base interpreter of the virtualenvs")
     a = ap.parse_args(argv)
     n = a.n or (3000 if a.quick else 20000)
-    rounds = a.rounds or (3 if a.quick else 5)
+    rounds = a.rounds or (2 if a.quick else 5)
     t_start = time.perf_counter()
 
     def log(msg: str) -> None:
