@@ -211,8 +211,9 @@ class Broker:
         return cls
 
     @classmethod
-    def check_available(cls, options: BaseModel) -> Optional[str]:
-        """Return ``None`` if the server is reachable, else a human reason (used to skip/fail tests)."""
+    def check_available(cls, options: Any) -> Optional[str]:
+        """Return ``None`` if the server is reachable, else a human reason (used to skip/fail tests).
+        ``options`` is an instance of this kind's ``options_model`` (a subclass annotates it so)."""
         return None
 
     # ----- data path (override) -----

@@ -46,7 +46,7 @@ class DirectoryBroker(Broker):
         self._lock = threading.Lock()
 
     @classmethod
-    def check_available(cls, options: DirectoryOptions) -> Optional[str]:  # type: ignore[override]  # this kind's model
+    def check_available(cls, options: DirectoryOptions) -> Optional[str]:
         try:
             Path(options.directory).mkdir(parents=True, exist_ok=True)
         except OSError as exc:

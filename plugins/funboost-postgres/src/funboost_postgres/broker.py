@@ -321,7 +321,7 @@ class PostgresBroker(Broker):
 
     # ---------------------------------------------------------------- connections
     @classmethod
-    def check_available(cls, options: PostgresOptions) -> Optional[str]:  # type: ignore[override]
+    def check_available(cls, options: PostgresOptions) -> Optional[str]:
         try:
             with psycopg.connect(options.dsn, connect_timeout=3) as conn:
                 conn.execute("SELECT 1")

@@ -57,7 +57,7 @@ class RedisBrokerBase(Broker):
                                               self.options.linger_max_batch, retries=0, log=logger)
 
     @classmethod
-    def check_available(cls, options: RedisOptions) -> Optional[str]:  # type: ignore[override]
+    def check_available(cls, options: RedisOptions) -> Optional[str]:
         return connection.check_available(options)
 
     # ----- client -----

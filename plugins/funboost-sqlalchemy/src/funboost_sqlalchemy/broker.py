@@ -339,7 +339,7 @@ class SqlAlchemyBroker(Broker):
         return time.monotonic() + self._o.reconnect_timeout
 
     @classmethod
-    def check_available(cls, options: SqlAlchemyOptions) -> Optional[str]:  # type: ignore[override]
+    def check_available(cls, options: SqlAlchemyOptions) -> Optional[str]:
         try:
             engine = _build_engine(options.url, {**options.engine_options, "poolclass": sa.pool.NullPool})
             try:

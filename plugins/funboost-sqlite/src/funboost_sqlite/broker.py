@@ -146,7 +146,7 @@ class SqliteBroker(Broker):
             self._renewing = False
 
     @classmethod
-    def check_available(cls, options: SqliteOptions) -> Optional[str]:  # type: ignore[override]
+    def check_available(cls, options: SqliteOptions) -> Optional[str]:
         path = resolve_db_file("funboost_check_available", options.db_path, options.db_dir)
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
