@@ -88,3 +88,71 @@ def test_an_unknown_host_key_is_refused(sshd, tmp_path):
     with pytest.raises(DeployError, match="host key"):
         f.fabric_deploy("127.0.0.1", sshd["port"], getpass.getuser(), key_filename=sshd["key"],
                         known_hosts=sshd["empty_known_hosts"], project_root=str(tmp_path))
+
+
+def test_a_handshake_broken_in_transit_is_retried_and_a_refused_key_is_not(sshd, tmp_path, caplog):
+    """A relay in front of the sshd garbles the first connection after the server's greeting (what a bad link
+    or a throttling sshd does to a handshake: paramiko reports "Invalid packet blocking" and the like); the
+    deploy connection tries again and gets through. A refused host key is final at once."""
+    import logging
+    import socket
+    import threading
+
+    from funboost.deploy import DeployError, _connect
+
+    relay = socket.create_server(("127.0.0.1", 0))
+    port = relay.getsockname()[1]
+    seen: list[int] = []  # one entry per connection made through the relay
+    garble = [True]  # the first one only
+
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = relay.accept()
+            except OSError:
+                return
+            seen.append(1)
+            if garble:  # a greeting, then bytes that are no SSH packet; closed once the client gives up
+                garble.clear()
+                conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n" + bytes(range(256)) * 8)
+                threading.Thread(target=pump, args=(conn, conn), daemon=True).start()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", sshd["port"]))
+            threading.Thread(target=pump, args=(conn, upstream), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, conn), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    key_line = Path(sshd["known_hosts"]).read_text().split(" ", 1)[1]
+    known = tmp_path / "relay_known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {key_line}")
+    kwargs = {"hostname": "127.0.0.1", "port": port, "username": getpass.getuser(), "key_filename": sshd["key"],
+              "timeout": 10, "allow_agent": False, "look_for_keys": False}
+    try:
+        with caplog.at_level(logging.WARNING, logger="funboost.deploy"):
+            client = _connect(kwargs, str(known), False)
+        try:
+            _, out, _ = client.exec_command("echo through")
+            assert out.read().strip() == b"through"
+        finally:
+            client.close()
+        assert len(seen) == 2 and "connecting again (attempt 2 of 3)" in caplog.text
+
+        seen.clear()
+        with pytest.raises(DeployError, match="unknown host key is refused"):
+            _connect(kwargs, sshd["empty_known_hosts"], False)
+        assert len(seen) == 1  # not retried
+    finally:
+        relay.close()

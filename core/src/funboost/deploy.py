@@ -135,23 +135,52 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
+#: attempts of an SSH connection whose handshake broke in transit (a dropped or garbled packet, an sshd that
+#: throttles new connections); a refused host key, a failed login or a refused connection is not retried
+CONNECT_ATTEMPTS = 3
+
+
+class _UnknownHostKey(Exception):
+    pass
+
+
+class _RefuseUnknownHost:
+    """paramiko's ``RejectPolicy`` with an error of its own, told apart from a transport error."""
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        raise _UnknownHostKey(f"the host key of {hostname} ({key.get_name()}) is not a known one")
+
+
 def _connect(kwargs: dict, known_hosts: Optional[str], trust_unknown_host: bool) -> Any:
     paramiko = _paramiko()
-    client = paramiko.SSHClient()
     path = known_hosts if known_hosts is not None else os.path.expanduser("~/.ssh/known_hosts")
-    if os.path.exists(path):
-        client.load_host_keys(path)
-    client.set_missing_host_key_policy(paramiko.AutoAddPolicy() if trust_unknown_host else paramiko.RejectPolicy())
-    try:
-        client.connect(**kwargs)
-    except paramiko.SSHException as exc:
-        client.close()
-        raise DeployError(f"SSH to {kwargs['hostname']}:{kwargs['port']} failed: {exc} (an unknown host key is "
-                          f"refused: add it to {path}, pass known_hosts=, or trust_unknown_host=True)") from None
-    except OSError as exc:
-        client.close()
-        raise DeployError(f"SSH to {kwargs['hostname']}:{kwargs['port']} failed: {exc}") from None
-    return client
+    where = f"SSH to {kwargs['hostname']}:{kwargs['port']}"
+    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+        client = paramiko.SSHClient()
+        if os.path.exists(path):
+            client.load_host_keys(path)
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy() if trust_unknown_host else _RefuseUnknownHost())
+        try:
+            client.connect(**kwargs)
+            return client
+        except _UnknownHostKey as exc:
+            client.close()
+            raise DeployError(f"{where} refused: {exc} (an unknown host key is refused: add it to {path}, pass "
+                              f"known_hosts=, or trust_unknown_host=True)") from None
+        except (paramiko.AuthenticationException, paramiko.BadHostKeyException) as exc:
+            client.close()
+            raise DeployError(f"{where} failed: {exc}") from None
+        except (paramiko.SSHException, EOFError) as exc:  # broke in transit: a new connection may get through
+            client.close()
+            if attempt == CONNECT_ATTEMPTS:
+                raise DeployError(f"{where} failed ({attempt} attempts): {exc!r}") from None
+            logger.warning("%s failed (%r); connecting again (attempt %d of %d)", where, exc, attempt + 1,
+                           CONNECT_ATTEMPTS)
+            time.sleep(0.5 * attempt)
+        except OSError as exc:
+            client.close()
+            raise DeployError(f"{where} failed: {exc}") from None
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def _exec(client: Any, command: str, timeout: float) -> tuple[int, str, str]:
