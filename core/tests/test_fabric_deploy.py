@@ -99,24 +99,12 @@ def test_a_handshake_broken_in_transit_is_retried_and_a_refused_key_is_not(sshd,
     import threading
 
     from funboost.deploy import DeployError, _connect
+    from funboost.testing.relay import forward, pump
 
     relay = socket.create_server(("127.0.0.1", 0))
     port = relay.getsockname()[1]
     seen: list[int] = []  # one entry per connection made through the relay
     garble = [True]  # the first one only
-
-    def pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def serve() -> None:
         while True:
@@ -130,9 +118,7 @@ def test_a_handshake_broken_in_transit_is_retried_and_a_refused_key_is_not(sshd,
                 conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n" + bytes(range(256)) * 8)
                 threading.Thread(target=pump, args=(conn, conn), daemon=True).start()
                 continue
-            upstream = socket.create_connection(("127.0.0.1", sshd["port"]))
-            threading.Thread(target=pump, args=(conn, upstream), daemon=True).start()
-            threading.Thread(target=pump, args=(upstream, conn), daemon=True).start()
+            forward(conn, ("127.0.0.1", sshd["port"]))
 
     threading.Thread(target=serve, daemon=True).start()
     key_line = Path(sshd["known_hosts"]).read_text().split(" ", 1)[1]

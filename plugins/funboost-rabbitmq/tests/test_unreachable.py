@@ -15,6 +15,7 @@ import pytest
 
 from funboost.plugins.broker import OutgoingMessage
 from funboost.testing import fetch_until
+from funboost.testing.relay import forward
 from funboost_rabbitmq import RabbitmqBroker, RabbitmqOptions
 from funboost_rabbitmq.connection import PublishError
 
@@ -41,23 +42,6 @@ def _proxy(listener: socket.socket, upstream: tuple[str, int], stop: threading.E
     listener.listen(16)
     listener.settimeout(0.2)
     socks: list[socket.socket] = []
-
-    def pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
     while not stop.is_set():
         try:
             client, _ = listener.accept()
@@ -65,10 +49,7 @@ def _proxy(listener: socket.socket, upstream: tuple[str, int], stop: threading.E
             continue
         except OSError:
             break
-        server = socket.create_connection(upstream)
-        socks += [client, server]
-        for a, b in ((client, server), (server, client)):
-            threading.Thread(target=pump, args=(a, b), daemon=True).start()
+        socks += [client, forward(client, upstream)]
     for s in socks:
         s.close()
 
