@@ -1,6 +1,7 @@
-"""The plain-TCP server's leader/follower threads (funboost_tcp.threaded): calls on one connection run
-concurrently and never hold up its other requests, call slots, idle connections parked in the watcher,
-stop() while threads are blocked reading, and the engine's calls served by the reading thread itself."""
+"""The plain-TCP server (funboost_tcp.threaded): one polling thread that runs calls itself and is relieved
+by the monitor when a call or a write takes long. Calls on one connection run concurrently and never hold
+up its other requests, call slots, idle connections hold no thread, a slow call or a client that does not
+read hands the polling on, stop() while a call runs."""
 import json
 import threading
 import time
@@ -12,7 +13,6 @@ from funboost.testing import wait_until
 
 from funboost_tcp import TcpBroker
 from funboost_tcp import protocol as p
-from funboost_tcp import threaded
 from support import RawClient, free_port
 
 
@@ -90,26 +90,100 @@ def test_call_threads_bounds_the_calls_running_at_once_and_the_others_wait_their
         booster.stop_consume(10)
 
 
-def test_an_idle_connection_is_parked_in_the_watcher_and_served_again(queue_name, monkeypatch):
-    monkeypatch.setattr(threaded, "IDLE_PARK", 0.2)
+def test_idle_connections_hold_no_thread_and_a_frame_sent_in_pieces_is_served(queue_name):
     port = free_port()
     consumer = TcpBroker(queue_name, TcpBroker.parse_options({"port": port}))
     consumer.serve()
-    raw = RawClient(port)
+    clients = [RawClient(port) for _ in range(20)]
     try:
-        assert raw.request(p.PING, {}) == (p.OK, {"serving": True})
-        conn = next(iter(consumer._server._threaded._conns.values()))
-        assert wait_until(lambda: conn.state == threaded._WATCHED, 10)  # no thread reads it any more
-        # half a frame, a pause (the reader parks again in the middle of it), then the rest
+        for c in clients:
+            assert c.request(p.PING, {}) == (p.OK, {"serving": True})
+        # the polling thread and the monitor, whatever the number of connections (a reading thread per
+        # connection before)
+        assert len(_threads(f"funboost-tcp-127.0.0.1:{port}")) <= 3
+        raw = clients[0]
         frame = p.frame(raw.next_id, p.PUBLISH, json.dumps({"queue": queue_name, "bodies": [{"x": 1}]}).encode())
         raw.next_id += 1
-        raw.sock.sendall(frame[:5])
-        time.sleep(0.5)
-        raw.sock.sendall(frame[5:])
+        for piece in (frame[:5], frame[5:12], frame[12:]):  # the header split, then the payload
+            raw.sock.sendall(piece)
+            time.sleep(0.05)  # each piece arrives in a read of its own
         assert raw.read()[1:] == (p.OK, {"accepted": 1})
-        assert raw.request(p.STATS, {"queue": queue_name})[1]["ready"] == 1
+        assert clients[1].request(p.STATS, {"queue": queue_name})[1]["ready"] == 1
     finally:
-        raw.close()
+        for c in clients:
+            c.close()
+        consumer.close()
+
+
+def test_a_slow_call_hands_the_polling_on_and_its_queue_runs_in_workers_until_quick_again(queue_name):
+    port, gate, started = free_port(), threading.Event(), threading.Event()
+    booster = _gate_booster(queue_name, port, gate, started)
+    booster.consume()
+    slow, other = RawClient(port), RawClient(port)
+    try:
+        listener = TcpBroker.registry.lookup("127.0.0.1", port)._threaded
+        # quick calls (the first ones may be slower: warming up) run in the polling thread
+        assert wait_until(lambda: other.request(p.CALL, _call(queue_name, -1))[1]["result"] == -1
+                          and queue_name not in listener._offload, 10)
+        handed_on = listener._gen
+        slow.send(p.CALL, _call(queue_name, 5))
+        assert started.wait(10)
+        # the slow call's thread stopped polling: another connection is served meanwhile
+        t0 = time.monotonic()
+        assert other.request(p.PING, {}) == (p.OK, {"serving": True})
+        assert other.request(p.CALL, _call(queue_name, -2))[1]["result"] == -2
+        assert time.monotonic() - t0 < 5
+        assert wait_until(lambda: listener._gen > handed_on, 5)  # the monitor handed the polling on
+        gate.set()
+        assert slow.read()[2]["result"] == 5
+        # after a hand-off the queue's calls went to workers; a quick one brings them back to the poller
+        for i in range(3):
+            assert other.request(p.CALL, _call(queue_name, -10 - i))[1]["result"] == -10 - i
+        assert wait_until(lambda: queue_name not in listener._offload, 5)
+    finally:
+        gate.set()
+        slow.close()
+        other.close()
+        booster.stop_consume(10)
+
+
+def test_a_client_that_does_not_read_its_replies_holds_up_no_other_connection(queue_name):
+    port = free_port()
+    consumer = TcpBroker(queue_name, TcpBroker.parse_options({"port": port}))
+    consumer.serve()
+    stalled, other = RawClient(port), RawClient(port)
+    try:
+        # PINGs without reading a reply, until the replies fill both socket buffers: the server's write
+        # blocks and it stops reading this connection, so our own send buffer fills too
+        stalled.sock.setblocking(False)
+        frame = p.frame(0, p.PING, b"{}")
+        sent, rest = 0, b""  # whole frames sent; the part of one that the socket did not take yet
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < 1.0:
+            try:
+                n = stalled.sock.send(rest or frame)
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            idle_since = time.monotonic()
+            rest = (rest or frame)[n:]
+            if not rest:
+                sent += 1
+        listener = TcpBroker.registry.lookup("127.0.0.1", port)._threaded
+        assert wait_until(lambda: any(c.paused for c in listener._conns.values()), 5)
+        assert other.request(p.PING, {}) == (p.OK, {"serving": True})
+        assert other.request(p.PUBLISH, {"queue": queue_name, "bodies": [{"y": 1}]}) == (p.OK, {"accepted": 1})
+        # the stalled client reads at last: every request it sent is answered
+        stalled.sock.settimeout(10)
+        for _ in range(sent):
+            assert stalled.read()[1:] == (p.OK, {"serving": True})
+        if rest:  # the end of the frame the socket took only part of
+            stalled.sock.sendall(rest)
+            assert stalled.read()[1:] == (p.OK, {"serving": True})
+        assert stalled.request(p.PING, {}) == (p.OK, {"serving": True})
+    finally:
+        stalled.close()
+        other.close()
         consumer.close()
 
 

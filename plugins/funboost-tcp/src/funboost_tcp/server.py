@@ -34,6 +34,7 @@ from funboost.transport.server import QueueServer, ServerRegistry
 from funboost.transport.tls import server_ssl_context
 from funboost_tcp import protocol as p
 from funboost_tcp.options import TcpOptions
+from funboost_tcp import threaded
 from funboost_tcp.threaded import ThreadedListener
 
 logger = logging.getLogger("funboost.tcp")
@@ -218,7 +219,7 @@ class TcpServer(QueueServer):
         self._connections: dict[asyncio.StreamWriter, "asyncio.Task[None]"] = {}
         self._threaded: Optional[ThreadedListener] = None
         try:
-            if ssl_ctx is None:  # plain TCP: blocking sockets, leader/follower threads (funboost_tcp.threaded)
+            if ssl_ctx is None and threaded.AVAILABLE:  # plain TCP: a polling thread that runs calls itself
                 self._threaded = ThreadedListener(
                     options.host, options.port, request=self._request, call_reply=self._call_reply,
                     too_large=self._too_large, max_frame=self._max_frame, limit=self._limit,
