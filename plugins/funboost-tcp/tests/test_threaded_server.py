@@ -13,6 +13,7 @@ from funboost.testing import wait_until
 
 from funboost_tcp import TcpBroker
 from funboost_tcp import protocol as p
+from funboost_tcp import threaded
 from support import RawClient, free_port
 
 
@@ -33,6 +34,10 @@ def _gate_booster(queue_name: str, port: int, gate: threading.Event, started: Op
 
 def _call(queue_name: str, x: int) -> dict:
     return {"queue": queue_name, "timeout": 30, "body": {"x": x}}
+
+
+def _call_ms(queue_name: str, ms: float) -> dict:
+    return {"queue": queue_name, "timeout": 30, "body": {"ms": ms}}
 
 
 def _threads(prefix: str) -> list:
@@ -115,7 +120,7 @@ def test_idle_connections_hold_no_thread_and_a_frame_sent_in_pieces_is_served(qu
         consumer.close()
 
 
-def test_a_slow_call_hands_the_polling_on_and_its_queue_runs_in_workers_until_quick_again(queue_name):
+def test_a_slow_call_hands_the_polling_on_and_holds_no_other_connection_up(queue_name):
     port, gate, started = free_port(), threading.Event(), threading.Event()
     booster = _gate_booster(queue_name, port, gate, started)
     booster.consume()
@@ -136,15 +141,42 @@ def test_a_slow_call_hands_the_polling_on_and_its_queue_runs_in_workers_until_qu
         assert wait_until(lambda: listener._gen > handed_on, 5)  # the monitor handed the polling on
         gate.set()
         assert slow.read()[2]["result"] == 5
-        # after a hand-off the queue's calls went to workers; a quick one brings them back to the poller
-        for i in range(3):
-            assert other.request(p.CALL, _call(queue_name, -10 - i))[1]["result"] == -10 - i
-        assert wait_until(lambda: queue_name not in listener._offload, 5)
+        assert other.request(p.CALL, _call(queue_name, -3))[1]["result"] == -3
     finally:
         gate.set()
         slow.close()
         other.close()
         booster.stop_consume(10)
+
+
+def test_a_queue_of_slow_calls_runs_in_workers_until_a_probe_is_quick(queue_name):
+    port = free_port()
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config={"port": port},
+                         concurrent_num=16, max_retry_times=0, state_backend="memory", log_to_console=False))
+    def nap(ms: float) -> bool:
+        """Sleeps ``ms``; True when it ran in the polling thread."""
+        time.sleep(ms / 1000)
+        return threading.get_ident() == TcpBroker.registry.lookup("127.0.0.1", port)._threaded._leader_ident
+
+    nap.consume()
+    raw = RawClient(port)
+    try:
+        listener = TcpBroker.registry.lookup("127.0.0.1", port)._threaded
+        in_poller = lambda ms: raw.request(p.CALL, _call_ms(queue_name, ms))[1]["result"]  # noqa: E731
+        assert wait_until(lambda: in_poller(0), 10)  # quick calls run in the polling thread
+        for _ in range(threaded.SLOW_RUNS):  # slower than SLOW_CALL, SLOW_RUNS times in a row
+            in_poller(2)
+        assert queue_name in listener._offload
+        assert not in_poller(2)  # now in a worker
+        assert not in_poller(0)  # quick, but no probe before PROBE_AFTER
+        # PROBE_AFTER later a call is tried in the poller; a quick one brings the queue back there (a probe
+        # that happens to be slow, a first call after a pause, leaves it offloaded until the next probe)
+        assert wait_until(lambda: in_poller(0) and queue_name not in listener._offload, 10)
+        assert in_poller(0)
+    finally:
+        raw.close()
+        nap.stop_consume(10)
 
 
 def test_a_client_that_does_not_read_its_replies_holds_up_no_other_connection(queue_name):

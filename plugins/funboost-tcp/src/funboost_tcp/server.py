@@ -3,8 +3,8 @@ The queues it hosts, their buffers and the request handling are core's
 (:class:`funboost.transport.server.QueueServer`); this module and :mod:`funboost_tcp.threaded` are the
 framing: frames in and out, the token, the size limit, TLS, and per-connection backpressure.
 
-Plain TCP is served by blocking sockets and threads, leader/follower (:mod:`funboost_tcp.threaded`): the
-thread that reads a lone ``CALL`` runs it and reads on, no thread hand-off per call. TLS connections are
+Plain TCP is served by one polling thread that runs calls itself (:mod:`funboost_tcp.threaded`; a monitor
+hands the polling to another thread when a call or a write holds it): no thread hand-off per call. TLS connections are
 served by an asyncio server on a loop thread of its own (one ``SSLSocket`` must not be used by two threads
 at once): ``CALL`` requests block until the function finished, so they run in handler threads
 (``call_threads``); ``PUBLISH``, ``STATS``, ``PURGE`` and ``PING`` only touch the in-process buffer and run

@@ -14,11 +14,12 @@ and the leader must not hold the other connections up meanwhile. Before each suc
 publishes it (``_busy``); the **monitor** thread looks every :data:`HANDOFF` seconds and, when it sees the
 same step twice, makes another thread the leader, as Go's scheduler hands a processor on when a thread
 blocks in a system call. The old leader finishes its step, writes its reply and leaves; the new one goes
-on polling (the connection's unparsed bytes are its to read). A call that took longer than
-:data:`SLOW_CALL` (0.2 ms), or was handed on, marks its queue *offloaded*: the queue's next calls go to
+on polling (the connection's unparsed bytes are its to read). :data:`SLOW_RUNS` calls in a row that took
+longer than :data:`SLOW_CALL` (0.2 ms) mark their queue *offloaded*: the queue's next calls go to
 worker threads at once and run side by side (no wait for the monitor, no calls of 0.5 ms queued behind
-each other) until one of them takes less than half of SLOW_CALL again. A blocked write pauses its
-connection's reading until it is through. The monitor sleeps while nothing is under way.
+each other); every :data:`PROBE_AFTER` seconds one of them runs in the leader again, and if it is quick
+the queue's calls run there again (a hiccup of the host does not cost the fast path for good). A blocked
+write pauses its connection's reading until it is through. The monitor sleeps while nothing is under way.
 
 Guarantees: per-connection backpressure (a connection is not read while ``max_in_flight_per_connection``
 of its requests are under way, or while a reply to it is blocked: the client is slowed down by TCP flow
@@ -47,7 +48,7 @@ from funboost_tcp import protocol as p
 
 logger = logging.getLogger("funboost.tcp")
 
-__all__ = ["ThreadedListener", "HANDOFF", "SLOW_CALL", "AVAILABLE"]
+__all__ = ["ThreadedListener", "HANDOFF", "SLOW_CALL", "PROBE_AFTER", "SLOW_RUNS", "AVAILABLE"]
 
 _HEADER_SIZE = p.HEADER_SIZE
 _unpack_from = p.HEADER.unpack_from
@@ -62,6 +63,13 @@ HANDOFF = 0.001
 #: quick calls, whose work the GIL serializes anyway; a call that waits (I/O, a sleep) is better run beside
 #: others (8 callers of a 0.5 ms call: 2,000 calls/s inline, about 8 times that offloaded)
 SLOW_CALL = 0.0002
+#: seconds an offloaded queue's calls go to workers before one is tried in the leader again (its time
+#: there decides: quick, the queue is back; slow, offloaded again). Not judged from the workers' runs:
+#: several calls running side by side take longer each (the GIL), a quick function would look slow there.
+PROBE_AFTER = 0.1
+#: slow inline calls in a row that offload a queue: one is no evidence on a busy host, where the scheduler
+#: may stop the polling thread for milliseconds in the middle of a quick call
+SLOW_RUNS = 3
 #: the monitor's looks with nothing under way before it sleeps until the leader starts a step
 _IDLE_LOOKS = 200
 
@@ -215,7 +223,9 @@ class ThreadedListener:
         self._calls_lock = threading.Lock()
         self._running = 0  # calls holding a slot
         self._waiting: deque[tuple[_Conn, int, tuple]] = deque()  # calls read while every slot was taken
-        self._offload: set[str] = set()  # queues whose calls go to a worker rather than run in the leader
+        # queue -> until when (monotonic) its calls go to a worker rather than run in the leader
+        self._offload: dict[str, float] = {}
+        self._slow_runs: dict[str, int] = {}  # queue -> its inline calls in a row that took over SLOW_CALL
         self._conns: dict[int, _Conn] = {}  # by fd: the poller's events name fds
         self._conns_lock = threading.Lock()
         self._stopped = False
@@ -381,7 +391,8 @@ class ThreadedListener:
                     else:  # every call slot is taken: it waits for one (FIFO)
                         self._waiting.append((conn, request_id, out))
                 if slot:
-                    if out[0] in self._offload:
+                    until = self._offload.get(out[0]) if self._offload else None
+                    if until is not None and until > monotonic():
                         self._workers.submit(self._run_call, conn, request_id, out)
                     elif not self._inline_call(conn, request_id, out, gen):
                         return False
@@ -396,7 +407,13 @@ class ThreadedListener:
         t0 = monotonic()
         out = self._call_reply(request_id, *call, conn.write)
         if monotonic() - t0 > SLOW_CALL:
-            self._offload.add(call[0])
+            queue = call[0]
+            slow = self._slow_runs[queue] = self._slow_runs.get(queue, 0) + 1
+            if slow >= SLOW_RUNS:
+                self._offload[queue] = monotonic() + PROBE_AFTER
+        elif self._slow_runs:
+            self._slow_runs.pop(call[0], None)
+            self._offload.pop(call[0], None)
         with self._lead_lock:
             self._busy = None
             leader = self._gen == gen
@@ -468,10 +485,7 @@ class ThreadedListener:
         if conn.closed:
             out = None
         else:
-            t0 = monotonic()
             out = self._call_reply(request_id, *call, conn.write)
-            if monotonic() - t0 < SLOW_CALL / 2:  # quick again: the queue's calls run in the leader
-                self._offload.discard(call[0])
         self._finish(conn, out, None)
 
     # ------------------------------------------------------------------ pausing a connection's reading
@@ -548,8 +562,6 @@ class ThreadedListener:
             self._gen += 1
             gen = self._gen
             if step == _CALL_STEP:
-                assert queue is not None
-                self._offload.add(queue)
                 if conn.have:  # requests read behind the call: the new leader answers them
                     self._ready.append(conn)
             else:
