@@ -149,6 +149,47 @@ def test_a_slow_call_hands_the_polling_on_and_holds_no_other_connection_up(queue
         booster.stop_consume(10)
 
 
+def test_a_call_handed_on_that_ends_leaves_the_next_leaders_call_watched(queue_name, monkeypatch):
+    # a wide HANDOFF, so that call 1 surely ends while the monitor has not yet seen call 2 twice: a thread
+    # handed on must not clear the step of the leader after it (it did once: that leader then ran a
+    # blocking call that nobody watched, and every other connection waited for it)
+    monkeypatch.setattr(threaded, "HANDOFF", 0.3)
+    port = free_port()
+    gates = {1: threading.Event(), 2: threading.Event()}
+    started = {1: threading.Event(), 2: threading.Event()}
+
+    @boost(BoosterParams(queue_name=queue_name, broker_kind="TCP", broker_exclusive_config={"port": port},
+                         concurrent_num=16, max_retry_times=0, state_backend="memory", log_to_console=False))
+    def hold(x: int) -> int:
+        started[x].set()
+        assert gates[x].wait(30)
+        return x
+
+    hold.consume()
+    first, second, other = RawClient(port), RawClient(port), RawClient(port)
+    try:
+        assert other.request(p.PING, {}) == (p.OK, {"serving": True})
+        listener = TcpBroker.registry.lookup("127.0.0.1", port)._threaded
+        first.send(p.CALL, {"queue": queue_name, "timeout": 30, "body": {"x": 1}})
+        assert started[1].wait(10)
+        assert wait_until(lambda: listener._gen == 1, 10)  # call 1 handed the polling on
+        second.send(p.CALL, {"queue": queue_name, "timeout": 30, "body": {"x": 2}})
+        assert started[2].wait(10)  # run by the new leader
+        gates[1].set()  # call 1 ends in the thread handed on
+        assert first.read()[2]["result"] == 1
+        # call 2 is still watched: the monitor hands the polling on and the other connection is served
+        assert wait_until(lambda: listener._gen == 2, 10)
+        assert other.request(p.PING, {}) == (p.OK, {"serving": True})
+        gates[2].set()
+        assert second.read()[2]["result"] == 2
+    finally:
+        for g in gates.values():
+            g.set()
+        for c in (first, second, other):
+            c.close()
+        hold.stop_consume(10)
+
+
 def test_a_queue_of_slow_calls_runs_in_workers_until_a_probe_is_quick(queue_name):
     port = free_port()
 

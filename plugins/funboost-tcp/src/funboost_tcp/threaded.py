@@ -402,7 +402,7 @@ class ThreadedListener:
 
     def _inline_call(self, conn: _Conn, request_id: int, call: tuple, gen: int) -> bool:
         """Run a call in the leader, as a step the monitor may hand on; then answer it."""
-        self._busy = (conn, _CALL_STEP, call[0])
+        self._busy = step = (conn, _CALL_STEP, call[0])
         self._monitor_needed()
         t0 = monotonic()
         out = self._call_reply(request_id, *call, conn.write)
@@ -414,9 +414,7 @@ class ThreadedListener:
         elif self._slow_runs:
             self._slow_runs.pop(call[0], None)
             self._offload.pop(call[0], None)
-        with self._lead_lock:
-            self._busy = None
-            leader = self._gen == gen
+        leader = self._end_step(step, gen)
         return self._finish(conn, out, gen if leader else None) and leader
 
     def _write(self, conn: _Conn, data: bytes, gen: int) -> bool:
@@ -434,7 +432,7 @@ class ThreadedListener:
             if sent == len(data):
                 lock.release()
                 return True
-            self._busy = (conn, _WRITE_STEP, None)
+            self._busy = step = (conn, _WRITE_STEP, None)
             self._monitor_needed()
             try:
                 conn.sock.sendall(memoryview(data)[sent:])
@@ -443,15 +441,21 @@ class ThreadedListener:
             finally:
                 lock.release()
         else:  # another thread is writing to it
-            self._busy = (conn, _WRITE_STEP, None)
+            self._busy = step = (conn, _WRITE_STEP, None)
             self._monitor_needed()
             conn.write(data)
-        with self._lead_lock:
-            self._busy = None
-            leader = self._gen == gen
+        leader = self._end_step(step, gen)
         if not leader:  # the monitor paused the connection's reading while this write was blocked
             self._resume(conn, _WRITING)
         return leader
+
+    def _end_step(self, step: tuple, gen: int) -> bool:
+        """A step of the leader ``gen`` is over: True when that thread is still the leader. A thread that was
+        handed on leaves ``_busy`` alone: it is the new leader's by now."""
+        with self._lead_lock:
+            if self._busy is step:
+                self._busy = None
+            return self._gen == gen
 
     # ------------------------------------------------------------------ calls
     def _finish(self, conn: _Conn, out: Optional[bytes], gen: Optional[int]) -> bool:
