@@ -229,9 +229,9 @@ class ThreadedListener:
         self._conns: dict[int, _Conn] = {}  # by fd: the poller's events name fds
         self._conns_lock = threading.Lock()
         self._stopped = False
-        # the leader's step under way, (conn, step, queue); a new tuple per step, so the monitor tells two
-        # steps apart by identity. Cleared, and the leadership checked, under _lead_lock.
-        self._busy: Optional[tuple[_Conn, int, Optional[str]]] = None
+        # the leader's step under way, (conn, step); a new tuple per step, so the monitor tells two steps apart
+        # by identity. Cleared, and the leadership checked, under _lead_lock.
+        self._busy: Optional[tuple[_Conn, int]] = None
         self._lead_lock = threading.Lock()
         self._gen = 0  # the current leader's generation: a thread whose generation is past is no leader
         self._leader_ident = 0
@@ -266,9 +266,7 @@ class ThreadedListener:
             # the leader of the moment closes what it polls when the listener stops (stop() does not: a leader
             # it cannot see yet, just handed the polling, would wait on a closed epoll for ever)
             if self._stopped and self._gen == gen:
-                self._poller.close()
-                self._wake_r.close()
-                self._wake_w.close()
+                self._close_polling()
 
     def _poll_and_serve(self, gen: int) -> None:
         poll, ready, conns, listening = self._poller.poll, self._ready, self._conns, self._listening
@@ -402,7 +400,7 @@ class ThreadedListener:
 
     def _inline_call(self, conn: _Conn, request_id: int, call: tuple, gen: int) -> bool:
         """Run a call in the leader, as a step the monitor may hand on; then answer it."""
-        self._busy = step = (conn, _CALL_STEP, call[0])
+        self._busy = step = (conn, _CALL_STEP)
         self._monitor_needed()
         t0 = monotonic()
         out = self._call_reply(request_id, *call, conn.write)
@@ -432,7 +430,7 @@ class ThreadedListener:
             if sent == len(data):
                 lock.release()
                 return True
-            self._busy = step = (conn, _WRITE_STEP, None)
+            self._busy = step = (conn, _WRITE_STEP)
             self._monitor_needed()
             try:
                 conn.sock.sendall(memoryview(data)[sent:])
@@ -441,7 +439,7 @@ class ThreadedListener:
             finally:
                 lock.release()
         else:  # another thread is writing to it
-            self._busy = step = (conn, _WRITE_STEP, None)
+            self._busy = step = (conn, _WRITE_STEP)
             self._monitor_needed()
             conn.write(data)
         leader = self._end_step(step, gen)
@@ -556,9 +554,9 @@ class ThreadedListener:
             self._hand_on(busy)
             seen = None
 
-    def _hand_on(self, busy: tuple[_Conn, int, Optional[str]]) -> None:
+    def _hand_on(self, busy: tuple[_Conn, int]) -> None:
         """The leader has been in the same step since the last look: make another thread the leader."""
-        conn, step, queue = busy
+        conn, step = busy
         with self._lead_lock:
             if self._busy is not busy or self._stopped:
                 return
@@ -619,6 +617,9 @@ class ThreadedListener:
     def _close_sockets(self) -> None:
         for s in self._socks:
             s.close()
+        self._close_polling()
+
+    def _close_polling(self) -> None:
         self._poller.close()
         self._wake_r.close()
         self._wake_w.close()
