@@ -14,8 +14,9 @@ and the leader must not hold the other connections up meanwhile. Before each suc
 publishes it (``_busy``); the **monitor** thread looks every :data:`HANDOFF` seconds and, when it sees the
 same step twice, makes another thread the leader, as Go's scheduler hands a processor on when a thread
 blocks in a system call. The old leader finishes its step, writes its reply and leaves; the new one goes
-on polling (the connection's unparsed bytes are its to read). :data:`SLOW_RUNS` calls in a row that took
-longer than :data:`SLOW_CALL` (0.2 ms) mark their queue *offloaded*: the queue's next calls go to
+on polling (the connection's unparsed bytes are its to read). :data:`SLOW_RUNS` calls in a row that waited
+(for I/O, a sleep, a lock: their time less their thread's CPU time) longer than :data:`SLOW_CALL` (0.2 ms)
+mark their queue *offloaded*: the queue's next calls go to
 worker threads at once and run side by side (no wait for the monitor, no calls of 0.5 ms queued behind
 each other); every :data:`PROBE_AFTER` seconds one of them runs in the leader again, and if it is quick
 the queue's calls run there again (a hiccup of the host does not cost the fast path for good). A blocked
@@ -40,7 +41,7 @@ import selectors
 import socket
 import threading
 from collections import deque
-from time import monotonic, sleep
+from time import monotonic, sleep, thread_time
 from typing import Any, Callable, Optional
 
 from funboost.transport.handler_threads import HandlerThreads
@@ -58,10 +59,12 @@ AVAILABLE = bool(_MSG_DONTWAIT)
 #: seconds between the monitor's looks: a call or a write still under way at two looks in a row (so after
 #: HANDOFF to 2 x HANDOFF) is handed on and the polling goes to another thread
 HANDOFF = 0.001
-#: an inline call that took longer than this (seconds) marks its queue offloaded: its calls then run in
-#: worker threads, in parallel, until one takes less than half of it again. Inline running pays off for
-#: quick calls, whose work the GIL serializes anyway; a call that waits (I/O, a sleep) is better run beside
-#: others (8 callers of a 0.5 ms call: 2,000 calls/s inline, about 8 times that offloaded)
+#: an inline call that waited longer than this (seconds: its time less its thread's CPU time) counts as
+#: slow; SLOW_RUNS in a row offload its queue: its calls then run in worker threads, in parallel, until a
+#: probe is quick again. Inline running pays off for calls that compute, whose work the GIL serializes
+#: anyway; a call that waits (I/O, a sleep) is better run beside others (8 callers of a 0.5 ms sleep: 2,000
+#: calls/s inline, about 8 times that offloaded). CPU time is left out so that a quick call stays quick on a
+#: slow host, where the engine's own work per call alone came near 0.2 ms and kept quick queues offloaded
 SLOW_CALL = 0.0002
 #: seconds an offloaded queue's calls go to workers before one is tried in the leader again (its time
 #: there decides: quick, the queue is back; slow, offloaded again). Not judged from the workers' runs:
@@ -402,9 +405,9 @@ class ThreadedListener:
         """Run a call in the leader, as a step the monitor may hand on; then answer it."""
         self._busy = step = (conn, _CALL_STEP)
         self._monitor_needed()
-        t0 = monotonic()
+        t0, cpu0 = monotonic(), thread_time()
         out = self._call_reply(request_id, *call, conn.write)
-        if monotonic() - t0 > SLOW_CALL:
+        if (monotonic() - t0) - (thread_time() - cpu0) > SLOW_CALL:
             queue = call[0]
             slow = self._slow_runs[queue] = self._slow_runs.get(queue, 0) + 1
             if slow >= SLOW_RUNS:
