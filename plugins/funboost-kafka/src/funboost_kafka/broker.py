@@ -23,6 +23,11 @@ from typing import Any, Callable, Optional, Sequence
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, OffsetSpec
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+try:  # kafka-python 3.0.12+: the coordinator awaits a listener's coroutines before it sends JoinGroup
+    from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener as _AsyncListener
+except ImportError:
+    _AsyncListener = None  # type: ignore[assignment,misc]
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
@@ -225,7 +230,9 @@ _consuming_lock = threading.Lock()
 class _RebalanceListener(ConsumerRebalanceListener):
     """kafka-python 3 calls these on its I/O thread, while the thread that called ``poll()`` (holding the
     broker's consumer lock) waits for it: they must not block on the consumer (a blocking ``commit()``
-    there raises, and the rejoin waited for the engine's fetch retry)."""
+    there raises, and the rejoin waited for the engine's fetch retry). Used where kafka-python cannot await a
+    listener: the commit of revoked partitions is then sent without waiting (see ``_AwaitingRebalanceListener``
+    for what that risks)."""
 
     def __init__(self, broker: "KafkaBroker") -> None:
         self._broker = broker
@@ -240,6 +247,39 @@ class _RebalanceListener(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         log.debug("kafka %s: assigned %s", self._broker.topic, sorted(tp.partition for tp in assigned))
+
+
+if _AsyncListener is not None:
+    class _AwaitingRebalanceListener(_RebalanceListener, _AsyncListener):
+        """The commit of revoked partitions is awaited before the coordinator sends JoinGroup. Sent without
+        waiting, it raced the join after a broker restart: the commit's answer (UNKNOWN_MEMBER_ID, the broker
+        had lost the group) reset kafka-python's member id while the JoinGroup sent with the old id was in
+        flight; the broker accepted that JoinGroup, the client discarded the answer and joined again under a
+        new id, and the group held a member nobody spoke for. Every join then waited for that member: 14 s
+        more on each restart here, and in CI once a group that stayed "rebalancing" for a minute. The I/O
+        loop keeps running while this waits (heartbeats go on); the commit is bounded by the consumer's
+        ``request_timeout_ms``."""
+
+        async def on_partitions_revoked(self, revoked: Any) -> None:  # type: ignore[override]
+            # a fetch's commit still in flight is as much a hazard as this one: wait for both answers
+            in_flight = self._broker._commit_future
+            future = self._broker._on_revoked(list(revoked), commit=True)
+            for answer in (in_flight, future):
+                if answer is not None and not answer.is_done:
+                    try:
+                        await answer
+                    except Exception:  # noqa: BLE001 - logged by the commit's callback; the records are read again
+                        pass
+
+        async def on_partitions_lost(self, lost: Any) -> None:  # type: ignore[override]
+            self._broker._on_revoked(list(lost), commit=False)
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:  # type: ignore[override]
+            _RebalanceListener.on_partitions_assigned(self, assigned)
+
+    _listener_class: type = _AwaitingRebalanceListener
+else:
+    _listener_class = _RebalanceListener
 
 
 class KafkaBroker(Broker):
@@ -484,7 +524,7 @@ class KafkaBroker(Broker):
             )
             kw.update(opts.consumer_config)
             consumer = _apply_topic_auto_creation(KafkaConsumer(**kw), kw)
-            consumer.subscribe([self.topic], listener=_RebalanceListener(self))
+            consumer.subscribe([self.topic], listener=_listener_class(self))
             self._consumer = consumer
             with _consuming_lock:
                 _consuming.get().add(self)
@@ -722,7 +762,8 @@ class KafkaBroker(Broker):
             if tracker is not None:
                 tracker.committed = off
 
-    def _commit_revoked(self, revoked: list[TopicPartition]) -> None:
+    def _commit_revoked(self, revoked: list[TopicPartition]) -> Any:
+        """Send the commit of what finished in ``revoked``; return its kafka-python future (None: nothing sent)."""
         consumer = self._consumer
         offsets = {}
         for tp in revoked:
@@ -731,12 +772,13 @@ class KafkaBroker(Broker):
             if off is not None:
                 offsets[tp] = _commit_meta(off)
         if consumer is None or not offsets:
-            return
+            return None
         try:
-            consumer.commit_async(offsets, callback=self._on_revoked_commit_done)
+            return consumer.commit_async(offsets, callback=self._on_revoked_commit_done)
         except KafkaError as e:
             log.warning("kafka %s: commit of revoked partitions failed (their records will be read again): %r",
                         self.topic, e)
+            return None
 
     def _on_revoked_commit_done(self, offsets: Any, response: Any) -> None:
         if isinstance(response, Exception):
@@ -753,12 +795,11 @@ class KafkaBroker(Broker):
                 if tracker is not None:
                     tracker.committed = None
 
-    def _on_revoked(self, revoked: list[TopicPartition], commit: bool) -> None:
+    def _on_revoked(self, revoked: list[TopicPartition], commit: bool) -> Any:
         # Runs on kafka-python's I/O thread during a consumer.poll() (whose caller holds the consumer lock).
-        # The commit is sent without waiting: it goes out on the coordinator connection ahead of the
-        # JoinGroup that follows, so the broker applies it first; if it fails the records are read again.
-        if commit:
-            self._commit_revoked(revoked)
+        # The commit's future is returned for the rebalance listener to await before the JoinGroup (where
+        # kafka-python can); if the commit fails the records are read again.
+        future = self._commit_revoked(revoked) if commit else None
         self._drop_buffered(revoked)
         for tp in revoked:
             tracker = self._trackers.pop(tp, None)
@@ -767,6 +808,7 @@ class KafkaBroker(Broker):
                 if tracker.in_flight():
                     log.info("kafka %s: partition %d revoked with %d unfinished record(s); the new "
                              "owner runs them again", self.topic, tp.partition, tracker.in_flight())
+        return future
 
     # ----- sizes -----
     def _end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
