@@ -247,6 +247,7 @@ class _RebalanceListener(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         log.debug("kafka %s: assigned %s", self._broker.topic, sorted(tp.partition for tp in assigned))
+        self._broker._assigned_under = self._broker._known_topic_id()
 
 
 if _AsyncListener is not None:
@@ -314,6 +315,7 @@ class KafkaBroker(Broker):
         self._producer_gen = -1
         self._topic_ready = False
         self._topic_id: Any = None  # the topic's id when first seen: another id means it was recreated
+        self._assigned_under: Any = None  # the topic id the client knew when the group last assigned partitions
 
     # ----- availability -----
     @classmethod
@@ -582,17 +584,34 @@ class KafkaBroker(Broker):
         never resumed after a broker restart). kafka-python sees the new topic id in its metadata; the
         positions are then reset by ``auto_offset_reset``, and what was polled or handed out from the old
         log is forgotten (its acks no longer commit anything). Consumer lock held."""
-        cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
-        topic_id = cluster.topic_id(self.topic) if hasattr(cluster, "topic_id") else None
+        topic_id = self._known_topic_id()
         if topic_id is None or topic_id == self._topic_id:
             return
         first_sight, self._topic_id = self._topic_id is None, topic_id
         if first_sight:
             return
+        if self._assigned_under == topic_id:
+            # the group was joined again after the broker came back (it had forgotten this member): the
+            # positions already come from the new log, and nothing of the old one is tracked any more
+            log.info("kafka %s: the topic was recreated (new topic id); the group was joined since", self.topic)
+            return
         assigned = [tp for tp in consumer.assignment() if tp.topic == self.topic]
         log.warning("kafka %s: the topic was recreated (new topic id); %d assigned partition(s) start again "
                     "from the %s offset", self.topic, len(assigned), self.options.auto_offset_reset)
         self._start_again(consumer, assigned)
+        # A broker that lost the topic has most likely lost the group too. Confirm the membership (rejoin)
+        # before anything of the new log is handed out: otherwise its first records ran at once, the member
+        # learnt from its next commit that the group had forgotten it, and after the rejoin the same records
+        # ran again (the broker-restart reliability test: up to all 250 records of the restart, in 6 of 16 runs).
+        coordinator = getattr(consumer, "_coordinator", None)
+        if coordinator is not None and hasattr(coordinator, "request_rejoin"):
+            coordinator.request_rejoin()
+
+    def _known_topic_id(self) -> Any:
+        """The topic's id in the consumer's cluster metadata (None: not known, or no consumer)."""
+        consumer = self._consumer
+        cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
+        return cluster.topic_id(self.topic) if hasattr(cluster, "topic_id") else None
 
     def _start_again(self, consumer: KafkaConsumer, tps: list[TopicPartition]) -> None:
         """Forget what was polled or handed out of these partitions (their acks commit nothing) and move them
