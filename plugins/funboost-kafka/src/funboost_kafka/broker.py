@@ -610,7 +610,7 @@ class KafkaBroker(Broker):
     def _known_topic_id(self) -> Any:
         """The topic's id in the consumer's cluster metadata (None: not known, or no consumer)."""
         consumer = self._consumer
-        cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
+        cluster: Any = getattr(getattr(consumer, "_client", None), "cluster", None)
         return cluster.topic_id(self.topic) if hasattr(cluster, "topic_id") else None
 
     def _start_again(self, consumer: KafkaConsumer, tps: list[TopicPartition]) -> None:
