@@ -132,6 +132,12 @@ def test_broker_restart_mid_run(kind, qname, private_server, start_consumer):
     for i, e in list(during.failed.items())[:3]:
         print(f"  publish of {i} during the outage raised {e}")
     assert not lost, f"lost {len(lost)} acknowledged tasks: {sorted(lost)[:20]}"
+    if kind == "kafka":
+        # Everything that ran before the kill is gone with the in-memory broker, so a duplicate here is a task
+        # of the new log run twice: the consumer ran the recreated topic before it found out that the broker
+        # had forgotten its group, then again after joining it anew (up to 250 of 250 in full-size runs)
+        twice = sorted(i for i, c in runs.items() if c > 1)
+        assert not twice, f"{len(twice)} tasks published after the restart ran twice: {twice[:20]}"
     assert not unclear, f"publishes failed without a clear error: {unclear}"
     record("broker_restart", kind=kind, n=n, outage_seconds=OUTAGE_SECONDS, lost=len(lost), duplicates=duplicates,
            outage_publishes_ok=len(during.ok), outage_publishes_raised=len(during.failed),
