@@ -273,7 +273,7 @@ if _AsyncListener is not None:
                         pass
 
         async def on_partitions_lost(self, lost: Any) -> None:  # type: ignore[override]
-            self._broker._on_revoked(list(lost), commit=False)
+            _RebalanceListener.on_partitions_lost(self, lost)
 
         async def on_partitions_assigned(self, assigned: Any) -> None:  # type: ignore[override]
             _RebalanceListener.on_partitions_assigned(self, assigned)
