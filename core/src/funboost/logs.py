@@ -26,8 +26,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from logging.handlers import RotatingFileHandler
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 try:  # advisory file locks (POSIX); elsewhere the file handler is safe across threads only
     import fcntl
@@ -241,3 +242,35 @@ class ProcessSafeRotatingFileHandler(RotatingFileHandler):
         if self._lock_fd is not None and self._lock_pid == os.getpid():
             os.close(self._lock_fd)
         self._lock_fd = None
+
+
+class ThrottledLog:
+    """A log line that may repeat many times a second (during a broker outage every commit or ack fails):
+    logged at once the first time, then at most once per ``every`` seconds, and each line logged says how
+    many were left out since the previous one. Thread-safe; one instance per kind of message."""
+
+    def __init__(self, logger: logging.Logger, every: float = 10.0, level: int = logging.WARNING,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._logger = logger
+        self._every = every
+        self._level = level
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next = float("-inf")  # when the next line may be logged
+        self._left_out = 0
+
+    def __call__(self, msg: str, *args: Any) -> bool:
+        """Log ``msg % args`` unless a line was logged less than ``every`` seconds ago (then count it).
+        True when logged."""
+        now = self._clock()
+        with self._lock:
+            if now < self._next:
+                self._left_out += 1
+                return False
+            self._next = now + self._every
+            left_out, self._left_out = self._left_out, 0
+        if left_out:
+            msg += " (and %d more like it since the previous line, not logged)"
+            args = (*args, left_out)
+        self._logger.log(self._level, msg, *args, stacklevel=2)
+        return True

@@ -653,3 +653,19 @@ def test_a_committed_offset_beyond_the_end_of_the_log_starts_again_from_the_begi
     finally:
         stale.close()
     _consume_until_seen(b, sent, "the records below the stale committed offset")
+
+
+def test_a_burst_of_failed_commits_during_an_outage_logs_one_warning(queue_name, caplog):
+    """While the broker was down (2 s in the broker-restart test) every fetch's async commit failed and
+    logged a warning: 45 lines in 2 s, a few thousand for a minute's outage. One line per 10 s now, the
+    next one counting what it left out; the partitions still commit again on the next fetch."""
+    from kafka.errors import NodeNotReadyError
+
+    b = KafkaBroker(queue_name, make_options())
+    tp = TopicPartition(queue_name, 0)
+    with caplog.at_level("WARNING", logger="funboost.kafka"):
+        for _ in range(45):
+            b._on_commit_done({tp: None}, NodeNotReadyError("coordinator"))
+    lines = [r.getMessage() for r in caplog.records if "commit failed" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "NodeNotReadyError" in lines[0] and "records will be redelivered" in lines[0]

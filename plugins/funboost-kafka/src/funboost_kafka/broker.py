@@ -41,6 +41,7 @@ from funboost.plugins.broker import (
     Broker, Capabilities, Delivery, OutgoingMessage, QueueSize, dead_letter_queue_name,
 )
 from funboost.exceptions import FunboostError, MessagesRefused
+from funboost.logs import ThrottledLog
 from funboost.process_local import ProcessLocal, ProcessLocalDict, fork_generation
 
 from .offsets import PartitionTracker
@@ -307,6 +308,8 @@ class KafkaBroker(Broker):
         # polled records the engine had no room for yet, in poll order: (partition, [records])
         self._buffered: deque[tuple[TopicPartition, list[Any]]] = deque()
         self._commit_future: Any = None  # the async commit in flight, if any
+        # while the broker is unreachable every fetch's commit fails: one warning per 10 s, not one per fetch
+        self._commit_warning = ThrottledLog(log, every=10.0)
         self._commit_sent_at = 0.0
         self._probe: Optional[KafkaConsumer] = None  # group-less consumer reading high watermarks
         self._probe_lock = threading.Lock()
@@ -774,7 +777,8 @@ class KafkaBroker(Broker):
                 self._commit_sent_at = time.monotonic()
         except KafkaError as e:
             # e.g. a rebalance is in progress: the records are redelivered, never lost
-            log.warning("kafka %s: commit of %s failed: %r", self.topic, offsets, e)
+            self._commit_warning("kafka %s: commit of %s failed (records will be redelivered): %r",
+                                 self.topic, offsets, e)
             return
         for tp, off in offsets.items():
             tracker = self._trackers.get(tp)
@@ -806,8 +810,8 @@ class KafkaBroker(Broker):
 
     def _on_commit_done(self, offsets: Any, response: Any) -> None:
         if isinstance(response, Exception):
-            log.warning("kafka %s: async commit failed (records will be redelivered): %r",
-                        self.topic, response)
+            self._commit_warning("kafka %s: async commit failed (records will be redelivered): %r",
+                                 self.topic, response)
             # let the next fetch commit these partitions again
             for tp in offsets:
                 tracker = self._trackers.get(tp)
