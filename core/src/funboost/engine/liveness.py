@@ -47,6 +47,7 @@ from typing import Callable, Iterable, Mapping, Optional
 
 from pydantic import BaseModel, Field, model_validator
 
+from funboost.logs import ThrottledLog
 from funboost.process_local import fork_generation
 
 logger = logging.getLogger("funboost.liveness")
@@ -59,8 +60,8 @@ __all__ = ["Ticker", "Tick", "ticker", "LivenessOptions", "LeaseInfo", "Consumer
 class Tick:
     """One registration on the :class:`Ticker`; :meth:`cancel` stops it."""
 
-    __slots__ = ("_fn", "_ref", "interval", "retry_after", "name", "next_due", "cancelled", "_last_log",
-                 "log_every", "_ticker", "__weakref__")
+    __slots__ = ("_fn", "_ref", "interval", "retry_after", "name", "next_due", "cancelled", "failure_log",
+                 "_ticker", "__weakref__")
 
     def __init__(self, ticker: "Ticker", fn: Callable[[], object], interval: float, retry_after: float,
                  name: str, log_every: float) -> None:
@@ -79,8 +80,8 @@ class Tick:
         self.name = name or getattr(fn, "__qualname__", repr(fn))
         self.next_due = 0.0  # set by the ticker, on its clock
         self.cancelled = False
-        self.log_every = log_every
-        self._last_log = float("-inf")
+        # a failing callback (an outage) warns at most once per log_every seconds, on the ticker's clock
+        self.failure_log = ThrottledLog(logger, log_every, clock=ticker._clock)
 
     def callback(self) -> Optional[Callable[[], object]]:
         return self._ref() if self._ref is not None else self._fn
@@ -166,9 +167,7 @@ class Ticker:
                     fn()
                 except Exception as exc:  # an outage must not kill the thread (or the other callbacks)
                     tick.next_due = now + tick.retry_after
-                    if now - tick._last_log >= tick.log_every:
-                        tick._last_log = now
-                        logger.warning("%s failed: %s: %s (retrying)", tick.name, type(exc).__name__, exc)
+                    tick.failure_log("%s failed: %s: %s (retrying)", tick.name, type(exc).__name__, exc)
                 finally:
                     with self._lock:
                         self._running = None
