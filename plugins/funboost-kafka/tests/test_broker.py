@@ -5,6 +5,7 @@ import json
 import socket
 import threading
 import time
+import uuid
 
 import pytest
 from funboost.testing import wait_until
@@ -669,3 +670,40 @@ def test_a_burst_of_failed_commits_during_an_outage_logs_one_warning(queue_name,
     lines = [r.getMessage() for r in caplog.records if "commit failed" in r.getMessage()]
     assert len(lines) == 1, lines
     assert "NodeNotReadyError" in lines[0] and "records will be redelivered" in lines[0]
+
+
+def _thread_cpu_seconds(name: str) -> float:
+    """CPU time so far of this process's thread called ``name`` (Linux /proc)."""
+    import os
+    ids = [t.native_id for t in threading.enumerate() if t.name == name]
+    assert ids, f"no thread {name!r}"
+    fields = open(f"/proc/self/task/{ids[0]}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/task"), reason="reads thread CPU from /proc")
+def test_a_producer_of_two_queues_stays_idle_after_publishing(brokers, queue_name):
+    """A producer started when its first topic already existed learnt that topic from its first metadata
+    answer (the test broker lists every topic there) and kafka-python never added it to the topics its
+    refreshes ask for: the refresh after a publish to a second queue dropped it, and the producer's sender
+    thread, seeing batch slots without a known leader, spun at 100 % of a core from then on (the whole
+    contract run, on CI's shared cores). Every topic a producer sends to is now tracked."""
+    from funboost_kafka.broker import _shared
+
+    first = brokers(queue_name)
+    first._ensure_topic()  # the topic exists before this test's producer starts (a new connection key below)
+    own = {"client_id": f"fbk-idle-{uuid.uuid4().hex[:8]}"}
+    a = brokers(queue_name, producer_config=own)
+    b = brokers(queue_name + "_b", producer_config=own)
+    a.publish(msgs(1))
+    b.publish(msgs(1))
+    producer = _shared.producer(a.options)
+    assert producer is _shared.producer(b.options)
+    # the refresh that follows the second topic's first send (the one that dropped the first topic) is back
+    wait_until(lambda: producer._metadata.partitions_for_topic(b.topic) is not None, 10,
+               message="the producer's metadata refresh")
+    name = next(t.name for t in threading.enumerate() if own["client_id"] in t.name)  # its sender thread
+    before = _thread_cpu_seconds(name)
+    time.sleep(2.0)  # an absence (of spinning) is watched over a window
+    used = _thread_cpu_seconds(name) - before
+    assert used < 0.5, f"the idle producer's sender thread used {used:.2f} s of CPU in 2 s (spinning)"

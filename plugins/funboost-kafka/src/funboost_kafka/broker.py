@@ -84,6 +84,25 @@ def _watch_producer_id(producer: KafkaProducer) -> KafkaProducer:
     return producer
 
 
+def _track_topic(producer: KafkaProducer, topic: str) -> None:
+    """Have ``producer``'s metadata refreshes ask for ``topic`` from now on (once per producer and topic).
+
+    kafka-python 3 adds a topic to the set its metadata refreshes ask for only when its first ``send`` finds
+    no metadata for it. A broker that answers the producer's first request (for no topic) with every topic
+    of the cluster (Tansu, the project's test broker, does) leaves the topics that existed then untracked:
+    the next refresh, asked for other topics only, drops them, and the sender thread, which sees partitions
+    without a known leader in its batch table, asks for a refresh and polls again without waiting, at 100 %
+    of a core, until that topic is sent to again. Found through the contract suite (the producer thread of
+    a publisher of two queues used a core for the rest of the run)."""
+    tracked = producer.__dict__.setdefault("_funboost_tracked_topics", set())
+    if topic in tracked:
+        return
+    add_topic = getattr(getattr(producer, "_sender", None), "add_topic", None)  # thread-safe: it queues the topic
+    if add_topic is not None:
+        add_topic(topic)
+    tracked.add(topic)
+
+
 def _apply_topic_auto_creation(client: Any, kwargs: dict[str, Any]) -> Any:
     """Make ``client``'s metadata requests honour ``kwargs['allow_auto_create_topics']``. kafka-python 3.0
     accepts that option but its connection manager builds the cluster metadata without it, so every
@@ -454,6 +473,7 @@ class KafkaBroker(Broker):
                 headers.extend((k, str(v).encode("utf-8")) for k, v in extra_headers.items())
             records.append((value, key, headers))
         _refuse_oversized(producer, topic, records, items)  # before anything of the batch is sent
+        _track_topic(producer, topic)
         futures = []
         for value, key, headers in records:
             try:
